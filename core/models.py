@@ -1,0 +1,283 @@
+"""SQLModel tables: the canonical store every importer writes and every page reads.
+
+Conventions
+- Natural string keys (``P000123``, ``T01``) come from the source data, so re-importing the
+  same rows updates them in place instead of duplicating them.
+- Clinical and claims facts are date-grained (``date``): claims and EHR extracts are, and
+  every figure in the product is monthly. Months are stored as the first day of the month.
+- Timestamps of things the product itself does (imports, overrides, audit) are
+  timezone-aware UTC ``datetime`` (SQLModel >= 0.0.45 rejects naive ones on write).
+- Money is in US dollars (``*_usd``), time in minutes or hours as the name says.
+- Each table's grain is in its docstring; ``tests/unit/test_models.py`` checks the keys.
+"""
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- organisation -----------------------------------------------------------------------
+
+
+class Practice(SQLModel, table=True):
+    """One primary-care practice. Grain: practice_id."""
+
+    practice_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    network: str = Field(default="", max_length=200)
+
+
+class Team(SQLModel, table=True):
+    """A care team at one practice, serving one subgroup or several (subgroup NULL). Grain: team_id."""
+
+    team_id: str = Field(primary_key=True, max_length=64)
+    practice_id: str = Field(foreign_key="practice.practice_id", index=True, max_length=64)
+    name: str = Field(max_length=200)
+    subgroup: str | None = Field(default=None, max_length=64)
+
+
+class Staff(SQLModel, table=True):
+    """A staff member: role, fully loaded annual cost and paid hours. Grain: staff_id."""
+
+    staff_id: str = Field(primary_key=True, max_length=64)
+    team_id: str = Field(foreign_key="team.team_id", index=True, max_length=64)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=64)
+    annual_cost_usd: float
+    paid_hours_per_year: float
+
+
+# --- patients ---------------------------------------------------------------------------
+
+
+class Patient(SQLModel, table=True):
+    """A patient with the demographics used for equity strata. Grain: patient_id."""
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    given_name: str = Field(default="", max_length=100)
+    family_name: str = Field(default="", max_length=100)
+    birth_date: date
+    sex: str = Field(max_length=16)
+    race: str = Field(default="unknown", max_length=64)
+    ethnicity: str = Field(default="unknown", max_length=64)
+    language: str = Field(default="unknown", max_length=64)
+    dual_status: bool = False
+    zip: str = Field(default="", max_length=10)
+    deprivation_decile: int | None = None
+    death_date: date | None = None
+
+
+class Attribution(SQLModel, table=True):
+    """Monthly attribution (enrolment) of a patient. Grain: patient_id, month.
+
+    A row means the patient counts as one member-month for that practice and team.
+    """
+
+    patient_id: str = Field(foreign_key="patient.patient_id", primary_key=True, max_length=64)
+    month: date = Field(primary_key=True)
+    practice_id: str = Field(foreign_key="practice.practice_id", max_length=64)
+    team_id: str = Field(foreign_key="team.team_id", max_length=64)
+    pcp_id: str | None = Field(default=None, foreign_key="staff.staff_id", max_length=64)
+
+    __table_args__ = (Index("ix_attribution_team_month", "team_id", "month"),)
+
+
+class Condition(SQLModel, table=True):
+    """A diagnosis on the problem list or a claim. Grain: condition_id."""
+
+    condition_id: str = Field(primary_key=True, max_length=64)
+    patient_id: str = Field(foreign_key="patient.patient_id", index=True, max_length=64)
+    code: str = Field(max_length=16, index=True)
+    code_system: str = Field(default="ICD-10-CM", max_length=32)
+    description: str = Field(default="", max_length=300)
+    onset_date: date
+    resolved_date: date | None = None
+
+
+class Encounter(SQLModel, table=True):
+    """Anything the care system did for a patient. Grain: encounter_id.
+
+    Internal activities (``is_internal``) are costed from staff minutes; external ones carry the
+    paid amount of the claim. E-consults carry ``responded_date`` and
+    ``resolved_without_visit``. ``requested_date`` is when the patient asked for care.
+    """
+
+    encounter_id: str = Field(primary_key=True, max_length=64)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    team_id: str | None = Field(default=None, foreign_key="team.team_id", max_length=64)
+    kind: str = Field(max_length=32)
+    start_date: date
+    end_date: date | None = None
+    requested_date: date | None = None
+    responded_date: date | None = None
+    is_internal: bool
+    in_network: bool = True
+    is_urgent: bool = False
+    resolved_without_visit: bool | None = None
+    primary_dx: str = Field(default="", max_length=16)
+    specialty: str = Field(default="", max_length=64)
+    cost_category: str = Field(default="", max_length=32)
+    paid_usd: float = 0.0
+
+    __table_args__ = (
+        Index("ix_encounter_patient_date", "patient_id", "start_date"),
+        Index("ix_encounter_date_kind", "start_date", "kind"),
+    )
+
+
+class StaffMinutes(SQLModel, table=True):
+    """Staff minutes spent on an internal activity, by role. Grain: encounter_id, role."""
+
+    __tablename__ = "staff_minutes"
+
+    encounter_id: str = Field(foreign_key="encounter.encounter_id", primary_key=True, max_length=64)
+    role: str = Field(primary_key=True, max_length=64)
+    minutes: float
+
+
+class Measurement(SQLModel, table=True):
+    """A dated value for a patient (lab, vital, questionnaire score). Grain: measurement_id.
+
+    ``code`` is the LOINC code where one exists, else a local code (see core/data/codes.toml).
+    """
+
+    measurement_id: str = Field(primary_key=True, max_length=64)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    measured_date: date
+    code: str = Field(max_length=32)
+    value: float | None = None
+    value_text: str = Field(default="", max_length=100)
+    unit: str = Field(default="", max_length=32)
+
+    __table_args__ = (Index("ix_measurement_patient_code_date", "patient_id", "code", "measured_date"),)
+
+
+class Medication(SQLModel, table=True):
+    """An active medication order or fill span (RxNorm where known). Grain: medication_id."""
+
+    medication_id: str = Field(primary_key=True, max_length=64)
+    patient_id: str = Field(foreign_key="patient.patient_id", index=True, max_length=64)
+    code: str = Field(default="", max_length=32)
+    description: str = Field(default="", max_length=300)
+    start_date: date
+    end_date: date | None = None
+
+
+# --- subgroups (issue: subgroup engine) -------------------------------------------------
+
+
+class SubgroupAssignment(SQLModel, table=True):
+    """The subgroup of a patient in a month, with the rule that matched and why.
+
+    Grain: patient_id, month. ``overridden`` marks rows set by a SubgroupOverride.
+    """
+
+    __tablename__ = "subgroup_assignment"
+
+    patient_id: str = Field(foreign_key="patient.patient_id", primary_key=True, max_length=64)
+    month: date = Field(primary_key=True)
+    subgroup: str = Field(max_length=64)
+    rule_id: str = Field(default="", max_length=64)
+    reason: str = Field(default="", max_length=500)
+    risk_score: float | None = None
+    overridden: bool = False
+
+    __table_args__ = (Index("ix_subgroup_assignment_month_subgroup", "month", "subgroup"),)
+
+
+class SubgroupOverride(SQLModel, table=True):
+    """A team leader's pin of a patient to a subgroup from a month on. Grain: override_id.
+
+    Lifted overrides are kept (``lifted_at``) so the history stays visible.
+    """
+
+    __tablename__ = "subgroup_override"
+
+    override_id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", index=True, max_length=64)
+    subgroup: str = Field(max_length=64)
+    start_month: date
+    note: str = Field(max_length=1000)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utc_now)
+    lifted_by: str | None = Field(default=None, max_length=200)
+    lifted_at: datetime | None = None
+
+
+class RiskScore(SQLModel, table=True):
+    """CMS-HCC risk score of a patient for a payment year. Grain: patient_id, year."""
+
+    __tablename__ = "risk_score"
+
+    patient_id: str = Field(foreign_key="patient.patient_id", primary_key=True, max_length=64)
+    year: int = Field(primary_key=True)
+    model: str = Field(max_length=64)
+    score: float
+    chronic_score: float
+    hccs: str = Field(default="", max_length=500)
+
+
+# --- bookkeeping ------------------------------------------------------------------------
+
+
+class AppSetting(SQLModel, table=True):
+    """Small key/value settings kept in the store (e.g. ``data_version``). Grain: key."""
+
+    __tablename__ = "app_setting"
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = ""
+    updated_at: datetime = Field(default_factory=utc_now)
+
+
+class ImportRun(SQLModel, table=True):
+    """One import (committed or rejected). Grain: import_id.
+
+    ``origin`` is ``sample`` for bundles written by the sample generator, else ``real``;
+    demo mode depends on it. ``report`` is the JSON import report.
+    """
+
+    __tablename__ = "import_run"
+
+    import_id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(default_factory=utc_now)
+    finished_at: datetime | None = None
+    source: str = Field(max_length=500)
+    format: str = Field(max_length=16)
+    origin: str = Field(default="real", max_length=16)
+    status: str = Field(default="running", max_length=16)
+    report: str = ""
+
+
+# --- additive cells (issues: outcome scorecards, costs) ---------------------------------
+
+
+class Cell(SQLModel, table=True):
+    """Additive sums behind every aggregate figure.
+
+    Grain: practice_id, team_id, subgroup, month, stratum, stratum_value, metric.
+    ``stratum`` is ``all`` (``stratum_value`` ``all``) or an equity dimension (``age_band``,
+    ``sex``, ``race_ethnicity``, ``language``, ``dual_status``, ``deprivation_decile``).
+    For a proportion ``numerator``/``denominator`` are patient counts; for a rate, events and
+    member-years; for a mean, the sum of values and their count (``sum_sq`` for the t interval);
+    for a cost, dollars and member-months. ``patients`` counts distinct contributing patients.
+    """
+
+    practice_id: str = Field(primary_key=True, max_length=64)
+    team_id: str = Field(primary_key=True, max_length=64)
+    subgroup: str = Field(primary_key=True, max_length=64)
+    month: date = Field(primary_key=True)
+    stratum: str = Field(primary_key=True, max_length=32)
+    stratum_value: str = Field(primary_key=True, max_length=64)
+    metric: str = Field(primary_key=True, max_length=64)
+    numerator: float = 0.0
+    denominator: float = 0.0
+    sum_sq: float = 0.0
+    patients: int = 0
+
+    __table_args__ = (Index("ix_cell_metric_month", "metric", "month", "stratum"),)
