@@ -1,0 +1,1 @@
+"""Seeded synthetic sample network (see sample_data.generator)."""

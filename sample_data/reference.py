@@ -1,0 +1,234 @@
+"""Built-in reference lists of the sample generator: names, places, code lists, rates, prices.
+
+Everything here is synthetic or public reference material (ICD-10-CM codes, role costs of
+the order published in salary surveys); nothing comes from a patient record. Rates are
+per member-month unless a name says otherwise.
+"""
+
+# --- network ------------------------------------------------------------------------------
+
+NETWORK_NAME = "Lakeside Value Care Network"
+
+# (practice_id, name, share of patients, ZIPs with their area-deprivation decile)
+PRACTICES = (
+    ("PR01", "Riverside Family Medicine", 0.64,
+     (("55101", 3), ("55102", 2), ("55104", 5), ("55105", 1), ("55106", 6), ("55107", 4), ("55116", 2))),
+    ("PR02", "Hillcrest Community Health", 0.36,
+     (("55117", 8), ("55119", 7), ("55130", 10), ("55106", 6), ("55103", 9), ("55411", 9))),
+)
+
+SUBGROUPS = ("healthy", "at_risk", "chronic", "complex", "frail")
+HEALTHY, AT_RISK, CHRONIC, COMPLEX, FRAIL = range(5)
+
+# (team_id, practice index, name, subgroup column value ("" = mixed), latent states served)
+TEAMS = (
+    ("TM01", 0, "Riverside Wellness Team", "healthy", (HEALTHY,)),
+    ("TM02", 0, "Riverside Prevention Team", "at_risk", (AT_RISK,)),
+    ("TM03", 0, "Riverside Chronic Care Team", "chronic", (CHRONIC,)),
+    ("TM04", 0, "Riverside Complex Care Team", "complex", (COMPLEX,)),
+    ("TM05", 0, "Riverside Frail Elderly & Home Care Team", "frail", (FRAIL,)),
+    ("TM06", 1, "Hillcrest Team A (healthy and at risk)", "", (HEALTHY, AT_RISK)),
+    ("TM07", 1, "Hillcrest Team B (chronic, complex and frail)", "", (CHRONIC, COMPLEX, FRAIL)),
+)
+BETTER_TEAM, WORSE_TEAM, SLOW_URGENT_TEAM, SPIKE_TEAM = 2, 6, 5, 3  # indexes into TEAMS
+
+# Fully loaded annual cost (salary + benefits), USD: (low, high). Orders of magnitude from
+# MGMA / BLS OEWS 2023 medians plus ~25-30 % benefits.
+ROLE_COST_USD = {
+    "physician": (300_000, 350_000),
+    "nurse_practitioner": (140_000, 160_000),
+    "registered_nurse": (102_000, 118_000),
+    "medical_assistant": (46_000, 54_000),
+    "care_manager": (84_000, 96_000),
+    "behavioral_health": (102_000, 118_000),
+    "pharmacist": (142_000, 158_000),
+    "front_desk": (42_000, 48_000),
+}
+ROLES = tuple(ROLE_COST_USD)
+FULL_TIME_HOURS = 2080.0
+# Share of paid time that is practical capacity (DESIGN section 5 default), and the share of
+# that capacity each team actually uses (the rest is unused capacity on the cost pages).
+PRACTICAL_CAPACITY = 0.8
+TEAM_UTILISATION = (0.72, 0.70, 0.82, 0.72, 0.68, 0.72, 0.58)
+
+# --- people -------------------------------------------------------------------------------
+
+GIVEN_FEMALE = ("Amara", "Beatriz", "Chloe", "Dana", "Elena", "Fatima", "Grace", "Hana", "Imani", "Julia",
+                "Keiko", "Lucia", "Maya", "Nadia", "Olivia", "Priya", "Rosa", "Sofia", "Tanya", "Yara")
+GIVEN_MALE = ("Aaron", "Bilal", "Carlos", "Daniel", "Emeka", "Felix", "Gabriel", "Hiro", "Isaac", "Jamal",
+              "Kevin", "Luis", "Marcus", "Nikolai", "Omar", "Pedro", "Rahul", "Samuel", "Tomas", "Wei")
+FAMILY = ("Abbott", "Baptiste", "Castillo", "Delgado", "Eriksen", "Fontaine", "Garcia", "Hoffman", "Ibarra",
+          "Jensen", "Kowalski", "Lindqvist", "Mbeki", "Nguyen", "Okafor", "Patel", "Quintero", "Rahman",
+          "Sorensen", "Tanaka", "Underwood", "Valdez", "Whitaker", "Xu", "Yamada", "Zimmerman")
+
+# Adult age bands (low, high inclusive, share), shaped like an adult primary-care panel
+# (US Census 2020 adult pyramid, older ages over-represented as they use primary care more).
+AGE_BANDS = ((18, 29, 0.16), (30, 44, 0.23), (45, 64, 0.33), (65, 74, 0.15), (75, 84, 0.09), (85, 100, 0.04))
+SEXES = (("female", 0.535), ("male", 0.46), ("other", 0.003), ("unknown", 0.002))
+# OMB race categories; shares by practice (Hillcrest serves a more diverse, deprived area).
+RACES = ("White", "Black or African American", "Asian", "American Indian or Alaska Native",
+         "Native Hawaiian or Other Pacific Islander", "Other", "unknown")
+RACE_SHARES = ((0.72, 0.08, 0.08, 0.01, 0.005, 0.05, 0.055), (0.45, 0.28, 0.07, 0.02, 0.01, 0.10, 0.07))
+HISPANIC_SHARE = (0.10, 0.27)
+OTHER_LANGUAGES = (("Vietnamese", 0.3), ("Somali", 0.25), ("Chinese", 0.2), ("Arabic", 0.15), ("Russian", 0.1))
+
+# --- conditions ---------------------------------------------------------------------------
+
+# Chronic condition groups: (group, ICD-10-CM code, description, relative weight at age 50,
+# weight change per year of age (log scale), specialty). Breast cancer is drawn for women only.
+CHRONIC_GROUPS = (
+    ("diabetes", "E11.9", "Type 2 diabetes mellitus without complications", 1.0, 0.030, "endocrinology"),
+    ("hypertension", "I10", "Essential (primary) hypertension", 1.8, 0.035, "cardiology"),
+    ("copd", "J44.9", "Chronic obstructive pulmonary disease, unspecified", 0.35, 0.045, "pulmonology"),
+    ("asthma", "J45.909", "Unspecified asthma, uncomplicated", 0.45, -0.020, "pulmonology"),
+    ("heart_failure", "I50.9", "Heart failure, unspecified", 0.18, 0.070, "cardiology"),
+    ("ckd", "N18.30", "Chronic kidney disease, stage 3 unspecified", 0.25, 0.060, "nephrology"),
+    ("depression", "F33.1", "Major depressive disorder, recurrent, moderate", 0.75, -0.015, "psychiatry"),
+    ("atrial_fibrillation", "I48.91", "Unspecified atrial fibrillation", 0.15, 0.075, "cardiology"),
+    ("cad", "I25.10", "Atherosclerotic heart disease of native coronary artery without angina", 0.30, 0.055, "cardiology"),
+    ("rheumatoid_arthritis", "M06.9", "Rheumatoid arthritis, unspecified", 0.08, 0.010, "rheumatology"),
+    ("hypothyroidism", "E03.9", "Hypothyroidism, unspecified", 0.40, 0.010, "endocrinology"),
+    ("breast_cancer", "C50.919", "Malignant neoplasm of unspecified site of unspecified female breast", 0.07, 0.030, "oncology"),
+)
+DIABETES_COMPLICATED = ("E11.65", "Type 2 diabetes mellitus with hyperglycemia")
+GROUP_INDEX = {g[0]: i for i, g in enumerate(CHRONIC_GROUPS)}
+
+# Risk factors of the at-risk subgroup: (factor, code, description, base weight).
+RISK_FACTORS = (
+    ("obesity", "E66.9", "Obesity, unspecified", 0.40),
+    ("tobacco", "Z72.0", "Tobacco use", 0.22),
+    ("prediabetes", "R73.03", "Prediabetes", 0.22),
+    ("elevated_bp", "R03.0", "Elevated blood-pressure reading, without diagnosis of hypertension", 0.25),
+    ("hyperlipidaemia", "E78.5", "Hyperlipidemia, unspecified", 0.25),
+)
+TOBACCO_DEPENDENCE = ("F17.210", "Nicotine dependence, cigarettes, uncomplicated")
+OBESITY, TOBACCO, PREDIABETES, ELEVATED_BP, HYPERLIPIDAEMIA = range(5)
+
+# Frailty indicators (age >= 75) and long-term disability / institutional status (any age).
+FRAILTY_CODES = (
+    ("R29.6", "Repeated falls"),
+    ("F03.90", "Unspecified dementia without behavioral disturbance"),
+    ("G30.9", "Alzheimer's disease, unspecified"),
+    ("Z74.01", "Bed confinement status"),
+    ("Z74.09", "Other reduced mobility"),
+    ("Z74.1", "Need for assistance with personal care"),
+    ("R54", "Age-related physical debility"),
+)
+DISABILITY_CODES = (
+    ("Z99.3", "Dependence on wheelchair"),
+    ("Z59.3", "Problems related to living in residential institution"),
+)
+
+WELLNESS_DX = "Z00.00"  # encounter for general adult medical examination without abnormal findings
+ED_DX = ("R07.9", "R10.9", "J06.9", "S93.401A", "N39.0", "R55", "M54.50", "S01.81XA")
+URGENT_CARE_DX = ("J06.9", "J02.9", "N39.0", "S93.401A", "H66.90", "R05.9")
+# Ambulatory-care-sensitive admission diagnoses (AHRQ Prevention Quality Indicators,
+# PQI #01/05/07/08/11/12/14/15 and dehydration PQI #10), by chronic group where one applies.
+ACSC_BY_GROUP = {"diabetes": "E11.65", "copd": "J44.1", "heart_failure": "I50.9", "hypertension": "I10", "asthma": "J45.901"}
+ACSC_GENERAL = ("J18.9", "N39.0", "E86.0")
+NON_ACSC_ADMISSION_DX = ("I21.4", "I63.9", "A41.9", "K92.2", "K35.80", "S72.001A")
+OTHER_SPECIALTIES = ("dermatology", "orthopedics", "gastroenterology", "ophthalmology", "neurology", "urology")
+# E-consult specialist answer time, days (low, high inclusive), and share resolved without a visit.
+ECONSULT_RESPONSE_DAYS = {"dermatology": (1, 2), "endocrinology": (1, 4), "cardiology": (2, 5), "nephrology": (2, 6),
+                          "pulmonology": (2, 5), "psychiatry": (3, 7), "rheumatology": (3, 7), "oncology": (1, 3),
+                          "orthopedics": (2, 6), "gastroenterology": (2, 6), "ophthalmology": (2, 5),
+                          "neurology": (3, 7), "urology": (2, 5)}
+ECONSULT_RESOLVED_SHARE = {"dermatology": 0.75, "endocrinology": 0.72, "cardiology": 0.66, "nephrology": 0.70,
+                           "pulmonology": 0.68, "psychiatry": 0.62, "rheumatology": 0.60, "oncology": 0.55,
+                           "orthopedics": 0.58, "gastroenterology": 0.65, "ophthalmology": 0.60, "neurology": 0.64,
+                           "urology": 0.66}
+
+# --- utilisation ----------------------------------------------------------------------------
+
+# Encounters per member-month by latent state (healthy, at_risk, chronic, complex, frail).
+# Orders of magnitude: NAMCS office-visit rates, HCUP ED/inpatient rates per 1,000 by age and
+# chronic-condition count (complex / frail adults ~ 350-550 admissions per 1,000 per year).
+RATES = {
+    "office_visit": (0.11, 0.18, 0.28, 0.42, 0.30),
+    "virtual_visit": (0.03, 0.05, 0.08, 0.10, 0.04),
+    "phone_call": (0.05, 0.08, 0.15, 0.35, 0.40),
+    "portal_message": (0.14, 0.24, 0.40, 0.55, 0.20),
+    "home_visit": (0.0, 0.0, 0.0, 0.02, 0.30),
+    "group_visit": (0.0, 0.012, 0.02, 0.02, 0.0),
+    "care_management": (0.0, 0.0, 0.04, 0.60, 0.70),
+    "e_consult": (0.003, 0.006, 0.015, 0.03, 0.02),
+    "specialist_visit": (0.04, 0.07, 0.15, 0.33, 0.22),
+    "urgent_care": (0.010, 0.015, 0.020, 0.025, 0.015),
+    "ed_visit": (0.011, 0.017, 0.030, 0.075, 0.085),
+    "admission": (0.0015, 0.0035, 0.008, 0.030, 0.036),
+    "snf_stay": (0.0, 0.0, 0.0003, 0.002, 0.006),
+    "pharmacy_fill": (0.20, 0.50, 1.50, 4.00, 4.50),
+    "imaging_lab": (0.09, 0.15, 0.30, 0.60, 0.50),
+}
+INTERNAL_KINDS = ("office_visit", "virtual_visit", "phone_call", "portal_message", "home_visit", "group_visit",
+                  "care_management", "e_consult")
+# Kinds whose rate is scaled by the team's utilisation multiplier (acute and specialist care).
+TEAM_SENSITIVE_KINDS = ("specialist_visit", "urgent_care", "ed_visit", "admission", "snf_stay")
+TEAM_UTILISATION_MULTIPLIER = (1.0, 1.0, 0.78, 1.0, 1.0, 1.05, 1.25)
+READMISSION_SHARE = (0.08, 0.08, 0.12, 0.19, 0.21)  # 30-day readmissions (CMS HRRP range 15-22 %)
+POST_ACUTE_SHARE = (0.02, 0.03, 0.08, 0.18, 0.35)  # admissions followed by a SNF stay
+IN_NETWORK_SHARE = (0.91, 0.76)  # per practice: Hillcrest leaks more
+SPIKE_ADMISSION_MULTIPLIER = 3.0
+
+# Paid amounts: (median USD, lognormal sigma, min, max) per kind; multiplied by STATE_PRICE.
+PRICES = {
+    "specialist_visit": (230, 0.30, 150, 400),
+    "urgent_care": (180, 0.30, 100, 350),
+    "ed_visit": (1700, 0.35, 1000, 3000),
+    "admission": (15000, 0.30, 10000, 25000),
+    "snf_stay": (11000, 0.20, 8000, 15000),
+    "pharmacy_fill": (45, 1.0, 10, 600),
+    "imaging_lab": (160, 0.9, 50, 800),
+}
+STATE_PRICE = (0.9, 0.95, 1.0, 1.15, 1.1)
+
+# Staff minutes by activity kind: (role, probability, mean minutes, sd, alternative group).
+# Rows of one alternative group (>0) are mutually exclusive (one clinician per visit).
+MINUTES = {
+    "office_visit": (("physician", 0.62, 25, 6, 1), ("nurse_practitioner", 0.38, 27, 6, 1),
+                     ("medical_assistant", 1.0, 15, 4, 0), ("front_desk", 1.0, 10, 3, 0),
+                     ("registered_nurse", 0.25, 10, 3, 0), ("pharmacist", 0.05, 15, 4, 0)),
+    "virtual_visit": (("physician", 0.55, 15, 4, 1), ("nurse_practitioner", 0.45, 16, 4, 1),
+                      ("medical_assistant", 0.8, 8, 2, 0), ("front_desk", 0.5, 4, 1.5, 0)),
+    "phone_call": (("registered_nurse", 0.7, 11, 4, 1), ("care_manager", 0.2, 14, 5, 1),
+                   ("physician", 0.1, 8, 3, 1), ("front_desk", 0.5, 4, 1.5, 0)),
+    "portal_message": (("physician", 0.45, 4, 1.5, 1), ("nurse_practitioner", 0.25, 4, 1.5, 1),
+                       ("registered_nurse", 0.3, 4, 1.5, 1), ("medical_assistant", 0.3, 2, 1, 0)),
+    "home_visit": (("nurse_practitioner", 0.6, 60, 12, 1), ("physician", 0.4, 55, 12, 1),
+                   ("registered_nurse", 0.5, 45, 10, 0), ("care_manager", 0.2, 20, 5, 0)),
+    "group_visit": (("physician", 0.5, 12, 3, 1), ("nurse_practitioner", 0.5, 12, 3, 1),
+                    ("behavioral_health", 0.6, 10, 3, 0), ("registered_nurse", 0.8, 10, 3, 0)),
+    "care_management": (("care_manager", 1.0, 30, 10, 0), ("pharmacist", 0.2, 20, 6, 0),
+                        ("behavioral_health", 0.15, 25, 8, 0), ("registered_nurse", 0.2, 12, 4, 0)),
+    "e_consult": (("physician", 0.7, 10, 3, 1), ("nurse_practitioner", 0.3, 10, 3, 1), ("medical_assistant", 0.6, 5, 2, 0)),
+}
+UNRECORDED_MINUTES_SHARE = 0.13  # internal encounters left without minutes (costed by process maps)
+
+# Medications (descriptions only; RxNorm codes are left blank rather than guessed).
+DRUGS_BY_GROUP = {
+    "diabetes": "metformin 500 MG Oral Tablet",
+    "hypertension": "lisinopril 10 MG Oral Tablet",
+    "copd": "tiotropium 18 MCG Inhalation Capsule",
+    "asthma": "albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
+    "heart_failure": "furosemide 40 MG Oral Tablet",
+    "ckd": "losartan 50 MG Oral Tablet",
+    "depression": "sertraline 50 MG Oral Tablet",
+    "atrial_fibrillation": "apixaban 5 MG Oral Tablet",
+    "cad": "atorvastatin 40 MG Oral Tablet",
+    "rheumatoid_arthritis": "methotrexate 2.5 MG Oral Tablet",
+    "hypothyroidism": "levothyroxine 0.05 MG Oral Tablet",
+    "breast_cancer": "anastrozole 1 MG Oral Tablet",
+}
+OTHER_DRUGS = ("aspirin 81 MG Oral Tablet", "amlodipine 5 MG Oral Tablet", "metoprolol succinate 25 MG Extended Release Oral Tablet",
+               "omeprazole 20 MG Delayed Release Oral Capsule", "gabapentin 300 MG Oral Capsule", "vitamin D3 1000 UNT Oral Tablet",
+               "simvastatin 20 MG Oral Tablet", "hydrochlorothiazide 25 MG Oral Tablet", "insulin glargine 100 UNT/ML Injectable Solution",
+               "donepezil 10 MG Oral Tablet", "tamsulosin 0.4 MG Oral Capsule", "trazodone 50 MG Oral Tablet",
+               "acetaminophen 500 MG Oral Tablet", "calcium carbonate 500 MG Oral Tablet", "carvedilol 6.25 MG Oral Tablet",
+               "spironolactone 25 MG Oral Tablet", "pantoprazole 40 MG Delayed Release Oral Tablet", "fluticasone 50 MCG/ACTUAT Nasal Spray",
+               "cetirizine 10 MG Oral Tablet", "montelukast 10 MG Oral Tablet", "duloxetine 30 MG Delayed Release Oral Capsule",
+               "potassium chloride 20 MEQ Extended Release Oral Tablet", "allopurinol 100 MG Oral Tablet", "meloxicam 15 MG Oral Tablet",
+               "empagliflozin 10 MG Oral Tablet")
+STATIN = "atorvastatin 20 MG Oral Tablet"
+NICOTINE_PATCH = "nicotine 21 MG/24HR Transdermal Patch"
+# Active drugs per patient by latent state: (low, high inclusive).
+DRUG_COUNT = ((0, 1), (0, 2), (1, 5), (6, 14), (7, 15))
