@@ -1,0 +1,117 @@
+"""The import report: what an import loaded, skipped and why, and every error it found.
+
+Every importer (CSV bundle, FHIR, Tuva) fills one :class:`ImportReport`; the loader adds the
+row counts and stores it as JSON on the ``import_run`` row. Errors reject the whole import.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+# Errors beyond this many are counted, not listed ("... and N more").
+MAX_ERRORS = 100
+# Warnings are listed up to this many; the rest are counted.
+MAX_WARNINGS = 100
+
+
+@dataclass
+class ImportIssue:
+    """One problem in the input: where it is (file, 1-based spreadsheet row, column) and what is wrong."""
+
+    file: str
+    row: int | None = None
+    column: str | None = None
+    message: str = ""
+
+    def __str__(self) -> str:
+        where = ":".join(str(part) for part in (self.file, self.row, self.column) if part not in (None, ""))
+        return f"{where}: {self.message}" if where else self.message
+
+
+@dataclass
+class ImportReport:
+    """Outcome of one import.
+
+    ``loaded``: rows per table loaded (inserted or updated); ``new_rows``: rows per table that did
+    not exist before; ``skipped``: table -> reason -> rows left out; ``unmapped_codes``: source
+    codes an importer could not map -> count; ``seconds``: wall time of read + validate + load.
+    """
+
+    source: str
+    format: str
+    origin: str = "real"
+    errors: list[ImportIssue] = field(default_factory=list)
+    warnings: list[ImportIssue] = field(default_factory=list)
+    loaded: dict[str, int] = field(default_factory=dict)
+    new_rows: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    unmapped_codes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    import_id: int | None = None
+    errors_not_shown: int = 0
+    warnings_not_shown: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.errors_not_shown
+
+    @property
+    def error_count(self) -> int:
+        return len(self.errors) + self.errors_not_shown
+
+    def add_error(self, file: str, row: int | None = None, column: str | None = None, message: str = "") -> None:
+        """Record an error; past :data:`MAX_ERRORS` it is only counted."""
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(ImportIssue(file, row, column, message))
+        else:
+            self.errors_not_shown += 1
+
+    def add_warning(self, file: str, row: int | None = None, column: str | None = None, message: str = "") -> None:
+        """Record a warning; past :data:`MAX_WARNINGS` it is only counted."""
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(ImportIssue(file, row, column, message))
+        else:
+            self.warnings_not_shown += 1
+
+    def errors_left(self) -> int:
+        """How many more errors will be listed before the cap."""
+        return max(0, MAX_ERRORS - len(self.errors))
+
+    def add_skipped(self, table: str, reason: str, rows: int) -> None:
+        if rows:
+            by_reason = self.skipped.setdefault(table, {})
+            by_reason[reason] = by_reason.get(reason, 0) + int(rows)
+
+    def to_text(self) -> str:
+        """A human summary: all errors when rejected, else rows loaded, new, skipped and warnings."""
+        lines: list[str] = []
+        if not self.ok:
+            lines.append(f"Import of {self.source} ({self.format}) rejected: {self.error_count} error(s); nothing was written.")
+            lines += [f"  {issue}" for issue in self.errors]
+            if self.errors_not_shown:
+                lines.append(f"  ... and {self.errors_not_shown} more")
+        else:
+            run = f" as import #{self.import_id}" if self.import_id is not None else ""
+            lines.append(f"Imported {self.source} ({self.format}, {self.origin} data){run} in {self.seconds:.1f} s.")
+            lines.append(f"  {'table':16s} {'loaded':>12s} {'new':>12s} {'skipped':>10s}")
+            for table in dict.fromkeys([*self.loaded, *self.skipped]):
+                skipped = sum(self.skipped.get(table, {}).values())
+                lines.append(
+                    f"  {table:16s} {self.loaded.get(table, 0):>12,} {self.new_rows.get(table, 0):>12,} {skipped:>10,}"
+                )
+            for table, reasons in self.skipped.items():
+                for reason, n in reasons.items():
+                    lines.append(f"  skipped {n:,} {table} row(s): {reason}")
+            if self.unmapped_codes:
+                lines.append("  unmapped codes: " + ", ".join(f"{c} ({n})" for c, n in self.unmapped_codes.items()))
+        if self.warnings:
+            lines.append(f"{len(self.warnings) + self.warnings_not_shown} warning(s):")
+            lines += [f"  {issue}" for issue in self.warnings]
+            if self.warnings_not_shown:
+                lines.append(f"  ... and {self.warnings_not_shown} more")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (stored on ``import_run.report``)."""
+        out = asdict(self)
+        out["ok"] = self.ok
+        out["error_count"] = self.error_count
+        return out

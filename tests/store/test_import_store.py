@@ -1,0 +1,97 @@
+"""CSV bundle import against the store on SQLite and PostgreSQL: loads, re-imports idempotently,
+and a load that fails inside the database leaves every table exactly as it was."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import inspect
+
+from core.ingest import import_path, loader
+from core.ingest.bundle_schema import BUNDLE
+from core.ingest.loader import load_tables
+from core.ingest.report import ImportReport
+from tests.unit.test_csv_import import VALID, table_contents, table_counts, valid_tables, write_bundle
+
+
+def test_valid_bundle_loads_and_reimport_is_idempotent(store_engine, tmp_path):
+    folder = write_bundle(tmp_path / "b")
+
+    first = import_path(store_engine, folder)
+    contents = table_contents(store_engine)
+    second = import_path(store_engine, folder)
+
+    assert first.ok and second.ok, first.to_text() + second.to_text()
+    assert first.new_rows == {spec.table: len(VALID[spec.file]) for spec in BUNDLE}
+    assert set(second.new_rows.values()) == {0} and second.loaded == first.loaded
+    assert table_contents(store_engine) == contents
+    assert table_counts(store_engine)["import_run"] == 2
+    patient = contents["patient"][1]._mapping
+    assert (patient["death_date"], patient["dual_status"]) == (date(2024, 3, 15), True)
+
+
+def test_update_and_references_to_stored_rows(store_engine, tmp_path):
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    tables = {spec.file: [] for spec in BUNDLE if spec.required_file}
+    tables["patients.csv"] = [dict(valid_tables()["patients.csv"][1], language="Spanish")]
+    tables["encounters.csv"] = [{"encounter_id": "E20", "patient_id": "P1", "team_id": "T1", "kind": "home_visit", "start_date": "2024-03-02"}]
+
+    report = import_path(store_engine, write_bundle(tmp_path / "delta", tables))
+
+    assert report.ok, report.to_text()
+    assert (report.new_rows["patient"], report.new_rows["encounter"]) == (0, 1)
+    patients = {r._mapping["patient_id"]: r._mapping for r in table_contents(store_engine)["patient"]}
+    assert patients["P2"]["language"] == "Spanish" and patients["P1"]["language"] == "unknown"
+
+
+def test_rejected_bundle_leaves_the_store_unchanged(store_engine, tmp_path):
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    before = table_contents(store_engine), table_counts(store_engine)
+    tables = valid_tables()
+    tables["patients.csv"][0]["family_name"] = "Changed"
+    tables["encounters.csv"][0]["patient_id"] = "P404"
+
+    report = import_path(store_engine, write_bundle(tmp_path / "bad", tables))
+
+    assert [(e.file, e.row, e.column) for e in report.errors] == [("encounters.csv", 2, "patient_id")]
+    assert (table_contents(store_engine), table_counts(store_engine)) == before
+
+
+def test_database_failure_mid_load_rolls_everything_back(store_engine, tmp_path, monkeypatch):
+    """Frames that pass no validation: the database's foreign key stops the load at the last table."""
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    before = table_contents(store_engine), table_counts(store_engine)
+    indexes_before = {t: inspect(store_engine).get_indexes(t) for t in ("encounter", "attribution")}
+    monkeypatch.setattr(loader, "REBUILD_INDEX_ROWS", 0)  # exercise the SQLite drop/rebuild-index path too
+    frames = {
+        "patient": pd.DataFrame({"patient_id": ["P1", "P3"], "birth_date": [date(1950, 5, 1), date(1990, 1, 1)],
+                                 "sex": ["female", "other"], "family_name": ["Renamed", "New"]}),
+        "encounter": pd.DataFrame({"encounter_id": ["E7"], "patient_id": ["P3"], "kind": ["phone_call"],
+                                   "start_date": [pd.Timestamp("2024-01-02")], "is_internal": [True]}),
+        "staff_minutes": pd.DataFrame({"encounter_id": ["E404"], "role": ["physician"], "minutes": [5.0]}),
+    }
+
+    report = load_tables(store_engine, frames, ImportReport("frames", "test"))
+
+    assert not report.ok and report.import_id is None and report.loaded == {}
+    assert report.errors[0].file in ("staff_minutes", "foreign keys") and "nothing was written" in report.errors[0].message
+    assert (table_contents(store_engine), table_counts(store_engine)) == before
+    assert {t: inspect(store_engine).get_indexes(t) for t in ("encounter", "attribution")} == indexes_before
+
+
+def test_generated_sample_bundle_imports_cleanly(store_engine, sample_bundle):
+    report = import_path(store_engine, sample_bundle)
+
+    assert report.ok, report.to_text()
+    assert report.origin == "sample"
+    assert report.loaded["patient"] > 0 and report.loaded["encounter"] > 0
+    assert not [w for w in report.warnings if "column" in w.message and "ignored" in w.message]
+    again = import_path(store_engine, sample_bundle)
+    assert again.ok and set(again.new_rows.values()) == {0}
+
+
+@pytest.mark.parametrize("rows", [0, 3])
+def test_loader_counts_new_rows(store_engine, rows):
+    frames = {"practice": pd.DataFrame({"practice_id": [f"PR{i}" for i in range(rows)], "name": ["x"] * rows})}
+    report = load_tables(store_engine, frames, ImportReport("frames", "test"))
+    assert report.ok and report.loaded == {"practice": rows} and report.new_rows == {"practice": rows}
