@@ -1,0 +1,80 @@
+"""Admin: subgroup rules, how many patients each catches, a draft preview, and overrides."""
+
+from datetime import date
+
+import streamlit as st
+
+from core.bootstrap import derive_all
+from core.subgroups import (
+    RulesError,
+    active_rules_path,
+    assignment_mix,
+    lift_override,
+    list_overrides,
+    load_rules,
+    parse_rules,
+    preview_rules,
+    save_rules,
+    set_override,
+)
+from ui.auth import require
+from ui.data import engine, query
+from ui.widgets import month_label
+
+scope = require("rules")
+st.title("Subgroup rules")
+path = active_rules_path()
+rules = load_rules(path)
+mix = query(assignment_mix)
+month = mix["month"].iloc[0] if len(mix) else None
+
+st.caption(f"First match wins, top to bottom. Rules file: `{path}`.")
+table = rules.to_frame()
+if month is not None:
+    table = table.merge(mix[["rule_id", "patients"]], on="rule_id", how="left").fillna({"patients": 0})
+    st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
+               f"{int(mix.loc[mix['rule_id'] == 'override', 'patients'].sum())}).")  # fmt: skip
+st.dataframe(table, hide_index=True)
+
+st.subheader("Edit a draft")
+draft_text = st.text_area("Rules (TOML)", value=path.read_text(encoding="utf-8"), height=420)
+preview_col, save_col = st.columns(2)
+if preview_col.button("Preview counts", disabled=month is None):
+    try:
+        draft = parse_rules(draft_text, "draft")
+        with st.spinner("Evaluating the draft"):
+            st.dataframe(preview_rules(engine(), draft, month, current=rules), hide_index=True)
+    except RulesError as exc:
+        st.error(str(exc))
+if save_col.button("Save and re-assign", type="primary"):
+    try:
+        save_rules(draft_text)
+        with st.spinner("Re-assigning every patient-month"):
+            summary = derive_all(engine())
+        st.success(f"Saved. Subgroup mix: {summary['subgroups']['mix']}")
+    except RulesError as exc:
+        st.error(str(exc))
+
+st.subheader("Overrides")
+st.dataframe(list_overrides(engine()), hide_index=True)
+with st.form("set_override", clear_on_submit=True):
+    patient_id = st.text_input("Patient id")
+    subgroup = st.selectbox("Subgroup", rules.subgroup_ids, format_func=rules.subgroup_names.get)
+    start = st.date_input("From month", value=month or date.today())
+    note = st.text_area("Why (required)")
+    if st.form_submit_button("Pin patient"):
+        try:
+            set_override(engine(), patient_id.strip(), subgroup, start, note, scope.user_key, rules)
+            derive_all(engine())
+            st.success(f"{patient_id} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
+        except ValueError as exc:
+            st.error(str(exc))
+with st.form("lift_override"):
+    override_id = st.number_input("Override id", min_value=1, step=1)
+    if st.form_submit_button("Lift override"):
+        try:
+            lift_override(engine(), int(override_id), scope.user_key, rules)
+            derive_all(engine())
+            st.success(f"Override {override_id} lifted.")
+        except ValueError as exc:
+            st.error(str(exc))

@@ -1,0 +1,184 @@
+"""Subgroup assignment, overrides, transitions and rule previews against the store (SQLite, PostgreSQL)."""
+
+from datetime import date
+
+import pytest
+from sqlmodel import Session, select
+
+from core.models import (
+    Attribution,
+    Condition,
+    Encounter,
+    Measurement,
+    Patient,
+    Practice,
+    RiskScore,
+    SubgroupAssignment,
+    SubgroupOverride,
+    Team,
+)
+from core.subgroups import (
+    DEFAULT_RULES_PATH,
+    assign_subgroups,
+    lift_override,
+    load_rules,
+    parse_rules,
+    preview_rules,
+    set_override,
+    transitions,
+)
+
+MONTHS = [date(2025, 4, 1), date(2025, 5, 1), date(2025, 6, 1)]
+RULES = load_rules()
+
+
+def seed(engine) -> None:
+    with Session(engine) as s:
+        s.add(Practice(practice_id="P1", name="Practice 1"))
+        s.add_all([Team(team_id="T1", practice_id="P1", name="Team 1"), Team(team_id="T2", practice_id="P1", name="Team 2")])
+        s.flush()
+        s.add_all(
+            [
+                Patient(patient_id="A", birth_date=date(1945, 1, 1), sex="female"),      # 80, falls: frail
+                Patient(patient_id="B", birth_date=date(1965, 1, 1), sex="male"),        # I10 from May: healthy -> chronic
+                Patient(patient_id="C", birth_date=date(1985, 1, 1), sex="female"),      # BMI 32: at risk
+                Patient(patient_id="D", birth_date=date(1950, 1, 1), sex="male", death_date=date(2025, 5, 10)),
+                Patient(patient_id="E", birth_date=date(1990, 1, 1), sex="female"),      # healthy
+            ]
+        )
+        s.flush()
+        s.add_all(
+            [Attribution(patient_id=p, month=m, practice_id="P1", team_id="T2" if p == "C" else "T1") for p in "ABCDE" for m in MONTHS]
+        )
+        s.add_all(
+            [
+                Condition(condition_id="c1", patient_id="A", code="R29.6", onset_date=date(2024, 2, 1)),
+                Condition(condition_id="c2", patient_id="B", code="I10", onset_date=date(2025, 5, 3)),
+                Condition(condition_id="c3", patient_id="D", code="E11.9", onset_date=date(2020, 1, 1)),
+                Condition(condition_id="c4", patient_id="D", code="I50.9", onset_date=date(2020, 1, 1)),
+                Condition(condition_id="c5", patient_id="D", code="N18.30", onset_date=date(2020, 1, 1)),
+            ]
+        )
+        s.add(Measurement(measurement_id="m1", patient_id="C", measured_date=date(2025, 3, 10), code="39156-5", value=32.0))
+        s.add(Encounter(encounter_id="e1", patient_id="E", kind="office_visit", start_date=date(2025, 4, 2), is_internal=True))
+        s.commit()
+
+
+def stored(engine) -> dict[tuple[str, date], tuple[str, bool]]:
+    with Session(engine) as s:
+        return {(a.patient_id, a.month): (a.subgroup, a.overridden) for a in s.exec(select(SubgroupAssignment))}
+
+
+def test_assign_override_recompute_lift_round_trip(store_engine):
+    seed(store_engine)
+    summary = assign_subgroups(store_engine, RULES)
+    # D died in May: assigned April and May only
+    assert summary["rows"] == 14 and summary["months"] == 3
+    rows = stored(store_engine)
+    assert (("D", date(2025, 6, 1)) in rows, rows[("D", date(2025, 5, 1))][0]) == (False, "complex")
+    assert rows[("A", date(2025, 6, 1))] == ("frail", False)
+    assert [rows[("B", m)][0] for m in MONTHS] == ["healthy", "chronic", "chronic"]
+    assert rows[("C", date(2025, 6, 1))][0] == "at_risk"
+    assert sum(summary["mix"].values()) == 14
+    with Session(store_engine) as s:
+        risk = {(r.patient_id, r.year): r for r in s.exec(select(RiskScore))}
+        a = s.get(SubgroupAssignment, ("D", date(2025, 5, 1)))
+    assert risk[("D", 2025)].hccs == "HCC38,HCC226,HCC329"
+    assert a.risk_score == pytest.approx(risk[("D", 2025)].score)
+    assert "3 chronic conditions: E11.9, I50.9, N18.30" in a.reason
+
+    # override: pin E to complex from May, with a note; shown at once
+    with pytest.raises(ValueError, match="note"):
+        set_override(store_engine, "E", "complex", date(2025, 5, 1), "  ", "lead@example.org", RULES)
+    with pytest.raises(ValueError, match="unknown subgroup"):
+        set_override(store_engine, "E", "vip", date(2025, 5, 1), "why", "lead@example.org", RULES)
+    oid = set_override(store_engine, "E", "complex", date(2025, 5, 17), "caregiver just died; weekly calls", "lead@example.org", RULES)
+    rows = stored(store_engine)
+    assert [rows[("E", m)] for m in MONTHS] == [("healthy", False), ("complex", True), ("complex", True)]
+
+    # recomputation (e.g. after a rule change or an import) keeps the override
+    assign_subgroups(store_engine, RULES)
+    rows = stored(store_engine)
+    assert [rows[("E", m)] for m in MONTHS] == [("healthy", False), ("complex", True), ("complex", True)]
+    with Session(store_engine) as s:
+        a = s.get(SubgroupAssignment, ("E", date(2025, 6, 1)))
+        assert "caregiver just died; weekly calls" in a.reason and a.rule_id == "override"
+
+    # transitions in May: B moved healthy -> chronic, E was overridden, D left (died after May: in June)
+    may = transitions(store_engine, date(2025, 5, 1)).set_index("patient_id")
+    assert sorted(may.index) == ["B", "E"]
+    assert (may.loc["B", "from_subgroup"], may.loc["B", "to_subgroup"], may.loc["B", "team_id"]) == ("healthy", "chronic", "T1")
+    assert "1 chronic condition: I10" in may.loc["B", "reason"]
+    assert bool(may.loc["E", "overridden"])
+    june = transitions(store_engine, date(2025, 6, 1)).set_index("patient_id")
+    assert (june.loc["D", "from_subgroup"], june.loc["D", "to_subgroup"]) == ("complex", None)
+    assert transitions(store_engine, date(2025, 5, 1), team_id="T2").empty
+
+    # lifting: kept with who and when, rules apply again
+    lift_override(store_engine, oid, "lead@example.org", RULES)
+    rows = stored(store_engine)
+    assert [rows[("E", m)] for m in MONTHS] == [("healthy", False)] * 3
+    with Session(store_engine) as s:
+        o = s.get(SubgroupOverride, oid)
+        assert o.lifted_by == "lead@example.org" and o.lifted_at is not None
+    with pytest.raises(ValueError, match="already lifted"):
+        lift_override(store_engine, oid, "lead@example.org", RULES)
+
+
+def test_reassign_a_month_replaces_only_that_month(store_engine):
+    seed(store_engine)
+    assign_subgroups(store_engine, RULES)
+    older = parse_rules(
+        '[[subgroups]]\nid = "older"\nname = "Older"\n[[subgroups]]\nid = "healthy"\nname = "Healthy"\n'
+        '[[rules]]\nid = "older"\nsubgroup = "older"\nmin_age = 60\n[[rules]]\nid = "rest"\nsubgroup = "healthy"\n'
+    )
+    summary = assign_subgroups(store_engine, older, months=[date(2025, 6, 1)])
+    assert summary["rows"] == 4 and summary["mix"] == {"older": 2, "healthy": 2}
+    rows = stored(store_engine)
+    assert rows[("A", date(2025, 6, 1))][0] == "older" and rows[("A", date(2025, 5, 1))][0] == "frail"
+    assert len(rows) == 14
+
+
+def test_preview_rules_counts_now_and_under_a_draft(store_engine):
+    seed(store_engine)
+    assign_subgroups(store_engine, RULES)
+    draft = parse_rules(DEFAULT_RULES_PATH.read_text().replace("min_age = 75", "min_age = 85"))
+    out = preview_rules(store_engine, draft, date(2025, 6, 1), current=RULES).set_index("rule_id")
+    assert out.loc["frail_elderly", ["patients_current", "patients_draft", "change"]].tolist() == [1, 0, -1]
+    assert out["change"].sum() == 0 and (out["change"] == 1).sum() == 1  # A (80, falls) goes to another rule
+    assert out["patients_current"].sum() == out["patients_draft"].sum() == 4
+
+
+def test_sample_network_mix_and_teams(sample_engine):
+    """The generated sample network: a mix near the paper's 40/30/20/10 and patients in every served subgroup."""
+    with Session(sample_engine) as s:
+        rows = s.exec(
+            select(SubgroupAssignment.subgroup, Attribution.team_id, Team.subgroup)
+            .join(Attribution, (Attribution.patient_id == SubgroupAssignment.patient_id) & (Attribution.month == SubgroupAssignment.month))
+            .join(Team, Team.team_id == Attribution.team_id)
+        ).all()
+    assert rows
+    total = len(rows)
+    share = {sg: 100 * sum(r[0] == sg for r in rows) / total for sg in RULES.subgroup_ids}
+    assert 35 <= share["healthy"] <= 50 and 20 <= share["at_risk"] <= 35 and 10 <= share["chronic"] <= 25, share
+    assert 8 <= share["complex"] + share["frail"] <= 20 and share["frail"] > 0, share
+    served = {(team, serves) for _, team, serves in rows if serves}
+    present = {(team, sg) for sg, team, _ in rows}
+    assert served and served <= present  # every team that serves one subgroup has patients in it
+
+
+def test_second_override_keeps_the_rules_reason(store_engine):
+    seed(store_engine)
+    assign_subgroups(store_engine, RULES)
+    set_override(store_engine, "B", "complex", date(2025, 5, 1), "first note", "lead@example.org", RULES)
+    set_override(store_engine, "B", "frail", date(2025, 6, 1), "second note", "lead@example.org", RULES)
+    with Session(store_engine) as s:
+        june = s.get(SubgroupAssignment, ("B", date(2025, 6, 1)))
+        may = s.get(SubgroupAssignment, ("B", date(2025, 5, 1)))
+    assert (june.subgroup, may.subgroup) == ("frail", "complex")
+    assert "second note" in june.reason and "(rules: chronic, 1 chronic condition: I10)" in june.reason
+    assign_subgroups(store_engine, RULES)  # the same after a recompute
+    with Session(store_engine) as s:
+        again = s.get(SubgroupAssignment, ("B", date(2025, 6, 1)))
+    assert (again.subgroup, again.overridden) == ("frail", True)
+    assert "(rules: chronic, 1 chronic condition: I10)" in again.reason
