@@ -11,14 +11,14 @@ Conventions
 - Each table's grain is in its docstring; ``tests/unit/test_models.py`` checks the keys.
 """
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # --- organisation -----------------------------------------------------------------------
@@ -222,6 +222,46 @@ class RiskScore(SQLModel, table=True):
     hccs: str = Field(default="", max_length=500)
 
 
+# --- access and audit (issue: login, roles, scope, audit) --------------------------------
+
+
+class User(SQLModel, table=True):
+    """A person allowed in, keyed by the identity provider's email (lower case) or ``sub:<subject>``.
+
+    Grain: user_key. ``practice_ids`` and ``team_ids`` are comma-separated scope lists;
+    ``patient_level`` grants patient rows to roles that otherwise see aggregates only.
+    """
+
+    __tablename__ = "app_user"
+
+    user_key: str = Field(primary_key=True, max_length=200)
+    name: str = Field(default="", max_length=200)
+    role: str = Field(max_length=32)
+    practice_ids: str = Field(default="", max_length=2000)
+    team_ids: str = Field(default="", max_length=2000)
+    patient_level: bool = False
+    active: bool = True
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One audited action: a patient record viewed, a worklist viewed, an export. Grain: audit_id.
+
+    Append-only from the app: nothing in the product updates or deletes these rows.
+    """
+
+    __tablename__ = "audit_event"
+
+    audit_id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utc_now, index=True)
+    user_key: str = Field(max_length=200, index=True)
+    role: str = Field(max_length=32)
+    action: str = Field(max_length=32)
+    target: str = Field(default="", max_length=200)
+    scope: str = Field(default="", max_length=2000)
+    detail: str = Field(default="", max_length=1000)
+
+
 # --- bookkeeping ------------------------------------------------------------------------
 
 
@@ -280,4 +320,8 @@ class Cell(SQLModel, table=True):
     sum_sq: float = 0.0
     patients: int = 0
 
-    __table_args__ = (Index("ix_cell_metric_month", "metric", "month", "stratum"),)
+    __table_args__ = (
+        Index("ix_cell_metric_month", "metric", "month", "stratum"),
+        # Network-wide scorecards (no practice/team filter): stratum = ?, metric IN (...), month range.
+        Index("ix_cell_stratum_metric_month", "stratum", "metric", "month"),
+    )

@@ -1,0 +1,45 @@
+"""First run and re-derivation: load a bundle, then rebuild everything derived from the data.
+
+Derived tables (subgroup assignments, risk scores, additive cells) are rebuilt after every
+import, in this order, so pages always read a consistent data version.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from core.store import bump_data_version
+
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(_fraction: float, _text: str) -> None:
+    return None
+
+
+def derive_all(engine: Engine, progress: Progress = _no_progress) -> dict:
+    """Assign subgroups, then build the additive cells. Returns a summary per step."""
+    from core.facts import build_cells
+    from core.subgroups import assign_subgroups
+
+    summary = {}
+    progress(0.6, "Assigning subgroups")
+    summary["subgroups"] = assign_subgroups(engine)
+    progress(0.8, "Building scorecard cells")
+    summary["cells"] = build_cells(engine)
+    summary["data_version"] = bump_data_version(engine)
+    progress(1.0, "Done")
+    return summary
+
+
+def load_bundle_and_derive(engine: Engine, bundle: Path, progress: Progress = _no_progress):
+    """Import a canonical CSV bundle and derive everything. Raises if the bundle is rejected."""
+    from core.ingest import import_path
+
+    progress(0.3, "Importing the bundle")
+    report = import_path(engine, bundle, fmt="csv")
+    if not report.ok:
+        raise ValueError(report.to_text())
+    derive_all(engine, progress)
+    return report

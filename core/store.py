@@ -1,0 +1,242 @@
+"""Read queries the pages and the CLI share: data status, organisation, panels, patients.
+
+Every function takes the engine and returns a new DataFrame or dict. Functions that return
+patient rows take ``team_ids`` (the caller's scope) and filter in SQL; ``None`` means the
+whole network (for callers already allowed to see it).
+"""
+
+from datetime import date
+
+import pandas as pd
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from core.models import (
+    AppSetting,
+    Attribution,
+    Cell,
+    Condition,
+    Encounter,
+    ImportRun,
+    Measurement,
+    Medication,
+    Patient,
+    Practice,
+    RiskScore,
+    Staff,
+    StaffMinutes,
+    SubgroupAssignment,
+    SubgroupOverride,
+    Team,
+    utc_now,
+)
+
+COUNTED_TABLES = (
+    Practice, Team, Staff, Patient, Attribution, Condition, Encounter, StaffMinutes,
+    Measurement, Medication, SubgroupAssignment, SubgroupOverride, RiskScore, Cell, ImportRun,
+)  # fmt: skip
+
+DATA_VERSION_KEY = "data_version"
+
+
+def read_frame(engine: Engine, statement) -> pd.DataFrame:
+    """Run a SQLAlchemy select and return its rows as a DataFrame."""
+    with engine.connect() as conn:
+        result = conn.execute(statement)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+# --- data version and status ------------------------------------------------------------
+
+
+def data_version(engine: Engine) -> str:
+    """An opaque string that changes whenever imported or derived data change (cache key)."""
+    with Session(engine) as session:
+        row = session.get(AppSetting, DATA_VERSION_KEY)
+        return row.value if row else "0"
+
+
+def bump_data_version(engine: Engine) -> str:
+    """Mark the data as changed; returns the new version."""
+    with Session(engine) as session:
+        row = session.get(AppSetting, DATA_VERSION_KEY)
+        version = str(int(row.value) + 1 if row else 1)
+        session.merge(AppSetting(key=DATA_VERSION_KEY, value=version, updated_at=utc_now()))
+        session.commit()
+    return version
+
+
+def data_status(engine: Engine) -> dict:
+    """Rows per table, months covered, data version and the import history."""
+    with Session(engine) as session:
+        counts = {m.__tablename__: session.exec(select(func.count()).select_from(m)).one()[0] for m in COUNTED_TABLES}
+        first, last = session.exec(select(func.min(Attribution.month), func.max(Attribution.month))).one()
+        origins = [o for (o,) in session.exec(select(ImportRun.origin).where(ImportRun.status == "committed").distinct())]
+    return {
+        "counts": counts,
+        "first_month": first,
+        "last_month": last,
+        "data_version": data_version(engine),
+        "origins": sorted(origins),
+    }
+
+
+def import_history(engine: Engine, limit: int = 50) -> pd.DataFrame:
+    """The latest imports, newest first."""
+    stmt = (
+        select(ImportRun.import_id, ImportRun.started_at, ImportRun.finished_at, ImportRun.format,
+               ImportRun.origin, ImportRun.status, ImportRun.source)
+        .order_by(ImportRun.import_id.desc())
+        .limit(limit)
+    )  # fmt: skip
+    return read_frame(engine, stmt)
+
+
+def has_patients(engine: Engine) -> bool:
+    with Session(engine) as session:
+        return session.exec(select(Patient.patient_id).limit(1)).first() is not None
+
+
+# --- organisation and panels -------------------------------------------------------------
+
+
+def months_available(engine: Engine) -> list[date]:
+    """Months with attributed members, oldest first."""
+    with engine.connect() as conn:
+        return [m for (m,) in conn.execute(select(Attribution.month).distinct().order_by(Attribution.month))]
+
+
+def organisation(engine: Engine) -> pd.DataFrame:
+    """Practices and their teams: practice_id, practice, team_id, team, team_subgroup."""
+    stmt = (
+        select(Practice.practice_id, Practice.name.label("practice"), Team.team_id, Team.name.label("team"),
+               Team.subgroup.label("team_subgroup"))
+        .join(Team, Team.practice_id == Practice.practice_id)
+        .order_by(Practice.practice_id, Team.team_id)
+    )  # fmt: skip
+    return read_frame(engine, stmt)
+
+
+def panel_counts(engine: Engine, month: date, team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Members per practice, team and subgroup in one month.
+
+    Columns: practice_id, team_id, subgroup, members. Grain: practice_id, team_id, subgroup.
+    Patients without an assignment yet are counted under subgroup ``unassigned``.
+    """
+    subgroup = func.coalesce(SubgroupAssignment.subgroup, "unassigned")
+    stmt = (
+        select(Attribution.practice_id, Attribution.team_id, subgroup.label("subgroup"), func.count().label("members"))
+        .outerjoin(
+            SubgroupAssignment,
+            (SubgroupAssignment.patient_id == Attribution.patient_id) & (SubgroupAssignment.month == Attribution.month),
+        )
+        .where(Attribution.month == month)
+        .group_by(Attribution.practice_id, Attribution.team_id, subgroup)
+        .order_by(Attribution.practice_id, Attribution.team_id, subgroup)
+    )
+    if team_ids is not None:
+        stmt = stmt.where(Attribution.team_id.in_(team_ids))
+    return read_frame(engine, stmt)
+
+
+def member_months_by_month(engine: Engine, team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Member-months per month and subgroup. Columns: month, subgroup, member_months."""
+    subgroup = func.coalesce(SubgroupAssignment.subgroup, "unassigned")
+    stmt = (
+        select(Attribution.month, subgroup.label("subgroup"), func.count().label("member_months"))
+        .outerjoin(
+            SubgroupAssignment,
+            (SubgroupAssignment.patient_id == Attribution.patient_id) & (SubgroupAssignment.month == Attribution.month),
+        )
+        .group_by(Attribution.month, subgroup)
+        .order_by(Attribution.month, subgroup)
+    )
+    if team_ids is not None:
+        stmt = stmt.where(Attribution.team_id.in_(team_ids))
+    return read_frame(engine, stmt)
+
+
+# --- patients (scoped) --------------------------------------------------------------------
+
+
+def _scoped(stmt, team_ids: tuple[str, ...] | None):
+    return stmt if team_ids is None else stmt.where(Attribution.team_id.in_(team_ids))
+
+
+def team_patients(
+    engine: Engine, month: date, team_ids: tuple[str, ...] | None, subgroup: str | None = None
+) -> pd.DataFrame:
+    """Patients attributed in ``month`` to the teams in scope, with their subgroup and reason.
+
+    Columns: patient_id, name, birth_date, sex, practice_id, team_id, subgroup, reason,
+    risk_score, overridden. Grain: patient_id.
+    """
+    stmt = (
+        select(
+            Patient.patient_id,
+            (Patient.family_name + ", " + Patient.given_name).label("name"),
+            Patient.birth_date,
+            Patient.sex,
+            Attribution.practice_id,
+            Attribution.team_id,
+            SubgroupAssignment.subgroup,
+            SubgroupAssignment.reason,
+            SubgroupAssignment.risk_score,
+            SubgroupAssignment.overridden,
+        )
+        .join(Attribution, Attribution.patient_id == Patient.patient_id)
+        .outerjoin(
+            SubgroupAssignment,
+            (SubgroupAssignment.patient_id == Attribution.patient_id) & (SubgroupAssignment.month == Attribution.month),
+        )
+        .where(Attribution.month == month)
+        .order_by(Patient.family_name, Patient.given_name, Patient.patient_id)
+    )
+    if subgroup is not None:
+        stmt = stmt.where(SubgroupAssignment.subgroup == subgroup)
+    return read_frame(engine, _scoped(stmt, team_ids))
+
+
+def patient_in_scope(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> bool:
+    """Whether the patient was ever attributed to a team in scope (``None``: everyone)."""
+    stmt = _scoped(select(Attribution.patient_id).where(Attribution.patient_id == patient_id).limit(1), team_ids)
+    with engine.connect() as conn:
+        return conn.execute(stmt).first() is not None
+
+
+def patient_record(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> dict | None:
+    """Everything the patient page shows, or None when the patient is out of scope or unknown.
+
+    Keys: patient (dict), attribution, subgroups, overrides, conditions, encounters,
+    measurements, medications (DataFrames, oldest first).
+    """
+    if not patient_in_scope(engine, patient_id, team_ids):
+        return None
+    with Session(engine) as session:
+        patient = session.get(Patient, patient_id)
+        if patient is None:
+            return None
+        patient_dict = patient.model_dump()
+
+    def rows(model, order_col):
+        return read_frame(engine, select(*model.__table__.columns).where(model.patient_id == patient_id).order_by(order_col))
+
+    attribution = read_frame(
+        engine,
+        select(Attribution.month, Attribution.practice_id, Attribution.team_id, Team.name.label("team"), Attribution.pcp_id,
+               Staff.name.label("pcp"))
+        .join(Team, Team.team_id == Attribution.team_id)
+        .outerjoin(Staff, Staff.staff_id == Attribution.pcp_id)
+        .where(Attribution.patient_id == patient_id)
+        .order_by(Attribution.month),
+    )  # fmt: skip
+    return {
+        "patient": patient_dict,
+        "attribution": attribution,
+        "subgroups": rows(SubgroupAssignment, SubgroupAssignment.month),
+        "overrides": rows(SubgroupOverride, SubgroupOverride.created_at),
+        "conditions": rows(Condition, Condition.onset_date),
+        "encounters": rows(Encounter, Encounter.start_date),
+        "measurements": rows(Measurement, Measurement.measured_date),
+        "medications": rows(Medication, Medication.start_date),
+    }

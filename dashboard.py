@@ -1,0 +1,54 @@
+"""Care-team value scorecards: entry point.
+
+Run with ``streamlit run dashboard.py``. Every page is routed through ``st.navigation`` here
+(nothing relies on Streamlit's automatic ``pages/`` discovery); the pages offered depend on
+the signed-in user's role, and each page checks its permission again (``ui.auth.require``).
+"""
+
+import streamlit as st
+
+from core.access import allowed_pages, home_page, load_access_rules
+from core.store import has_patients
+from ui.auth import auth_configured, current_scope, demo_switcher
+from ui.data import current_url, current_version, engine
+from ui.first_run import ensure_sample_network
+
+st.set_page_config(page_title="Care-team value scorecards", page_icon=":material/monitoring:", layout="wide")
+
+ensure_sample_network(engine(), current_url())
+if not has_patients(engine()):
+    st.error("The database holds no patients. Load data with `python -m core import PATH` (see the README).")
+    st.stop()
+
+scope = current_scope()
+st.session_state["current_scope"] = scope
+
+# page id -> (section, file, icon, visibility); titles come from core/data/access.toml
+PAGES = {
+    "review": ("Team", "pages/review.py", ":material/fact_check:", "visible"),
+    "worklist": ("Team", "pages/worklist.py", ":material/groups:", "visible"),
+    "patient": ("Team", "pages/patient.py", ":material/person:", "hidden"),
+    "trends": ("Executive", "pages/trends.py", ":material/trending_up:", "visible"),
+    "data": ("Admin", "pages/data_status.py", ":material/database:", "visible"),
+    "rules": ("Admin", "pages/admin_rules.py", ":material/rule:", "visible"),
+    "users": ("Admin", "pages/admin_users.py", ":material/manage_accounts:", "visible"),
+    "audit": ("Admin", "pages/admin_audit.py", ":material/policy:", "visible"),
+}
+rules = load_access_rules()
+home = home_page(scope, rules)
+sections: dict[str, list] = {}
+for page_id in allowed_pages(scope, rules):
+    section, path, icon, visibility = PAGES[page_id]
+    sections.setdefault(section, []).append(
+        st.Page(path, title=rules.pages[page_id].title, icon=icon, url_path=page_id, visibility=visibility,
+                default=page_id == home)
+    )
+page = st.navigation(sections)
+
+with st.sidebar:
+    demo_switcher(scope)
+    st.caption(f"{scope.name} · {rules.role_labels[scope.role]}" + (" (demo)" if scope.demo else ""))
+    if auth_configured():
+        st.button("Log out", on_click=st.logout)
+    st.caption(f"Data version {current_version()}")
+page.run()

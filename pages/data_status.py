@@ -1,0 +1,30 @@
+"""Admin: what is in the database, and the history of imports."""
+
+import streamlit as st
+
+from core.store import data_status, import_history
+from ui.auth import require
+from ui.data import query
+from ui.widgets import month_label
+
+require("data")
+st.title("Data status")
+status = query(data_status)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Patients", f"{status['counts']['patient']:,}")
+c2.metric("Member-months", f"{status['counts']['attribution']:,}")
+c3.metric("Encounters and claims", f"{status['counts']['encounter']:,}")
+c4.metric("Data version", status["data_version"])
+if status["first_month"]:
+    st.caption(f"Months covered: {month_label(status['first_month'])} to {month_label(status['last_month'])}. "
+               f"Origin of the data: {', '.join(status['origins']) or 'none'}.")  # fmt: skip
+
+st.subheader("Rows per table")
+st.dataframe(
+    [{"table": table, "rows": n} for table, n in status["counts"].items()],
+    hide_index=True,
+    column_config={"rows": st.column_config.NumberColumn(format="localized")},
+)
+st.subheader("Imports")
+st.dataframe(query(import_history), hide_index=True)
+st.caption("Load data with `python -m core import PATH --format csv|fhir|tuva` (see the README for the formats).")

@@ -1,0 +1,84 @@
+"""Permission rules for every role and page, scope resolution and the demo-mode rule."""
+
+import pandas as pd
+import pytest
+
+from core.access import allowed_pages, can_open, demo_allowed, home_page, load_access_rules, resolve_scope
+
+ORG = pd.DataFrame({"practice_id": ["A", "A", "B"], "team_id": ["A1", "A2", "B1"]})
+
+
+def scope(role, teams="", practices="", patient_level=None):
+    return resolve_scope(user_key="u", name="U", role=role, practice_ids=practices, team_ids=teams,
+                         patient_level=patient_level, organisation=ORG)  # fmt: skip
+
+
+# role, patient-level grant, page -> may open
+CASES = [
+    ("clinician", None, "worklist", True), ("clinician", None, "patient", True), ("clinician", None, "review", False),
+    ("clinician", None, "trends", False), ("clinician", None, "data", False), ("clinician", None, "rules", False),
+    ("clinician", None, "users", False), ("clinician", None, "audit", False),
+    ("team_leader", None, "review", True), ("team_leader", None, "worklist", True), ("team_leader", None, "patient", True),
+    ("team_leader", None, "trends", True), ("team_leader", None, "data", False), ("team_leader", None, "users", False),
+    ("team_leader", None, "audit", False), ("team_leader", None, "rules", False),
+    ("executive", None, "trends", True), ("executive", None, "review", True), ("executive", None, "worklist", False),
+    ("executive", None, "patient", False), ("executive", True, "worklist", True), ("executive", True, "patient", True),
+    ("executive", None, "data", False), ("executive", None, "rules", False), ("executive", None, "users", False), ("executive", None, "audit", False),
+    ("admin", None, "data", True), ("admin", None, "rules", True), ("admin", None, "users", True), ("admin", None, "audit", True),
+    ("admin", None, "trends", True), ("admin", None, "review", True), ("admin", None, "worklist", False), ("admin", None, "patient", False), ("admin", True, "patient", True),
+    ("clinician", None, "no-such-page", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("role,grant,page,expected", CASES)
+def test_can_open(role, grant, page, expected):
+    assert can_open(scope(role, teams="A1", patient_level=grant), page) is expected
+
+
+def test_every_page_is_covered_for_every_role():
+    pages = set(load_access_rules().pages)
+    for role in ("clinician", "team_leader", "executive", "admin"):
+        assert {page for r, _, page, _ in CASES if r == role} >= pages
+
+
+@pytest.mark.parametrize("role,home", [("clinician", "worklist"), ("team_leader", "review"), ("executive", "trends"), ("admin", "data")])
+def test_home_page_is_allowed(role, home):
+    s = scope(role, teams="A1")
+    assert home_page(s) == home and home in allowed_pages(s)
+
+
+@pytest.mark.parametrize(
+    "role,teams,practices,expected,network",
+    [
+        ("clinician", "A1", "", ("A1",), False),
+        ("clinician", "", "", (), False),  # a clinician with no team sees nothing, never everything
+        ("clinician", "A1,ZZ", "", ("A1",), False),  # unknown team ids are dropped
+        ("team_leader", "", "A", ("A1", "A2"), False),
+        ("executive", "", "", ("A1", "A2", "B1"), True),
+        ("executive", "", "B", ("B1",), False),
+        ("admin", "", "", ("A1", "A2", "B1"), True),
+    ],
+)
+def test_resolve_scope(role, teams, practices, expected, network):
+    s = scope(role, teams=teams, practices=practices)
+    assert s.team_ids == expected and s.network is network
+
+
+def test_patient_level_defaults_by_role():
+    assert scope("clinician", "A1").patient_level and scope("team_leader", "A1").patient_level
+    assert not scope("executive").patient_level and not scope("admin").patient_level
+    assert scope("executive", patient_level=True).patient_level
+
+
+def test_unknown_role_is_rejected():
+    with pytest.raises(ValueError):
+        scope("superuser")
+
+
+@pytest.mark.parametrize(
+    "origins,auth,expected",
+    [(["sample"], False, True), (["real", "sample"], False, False), (["real"], False, False), ([], False, False),
+     (["sample"], True, False)],
+)  # fmt: skip
+def test_demo_mode_only_on_sample_data_without_login(origins, auth, expected):
+    assert demo_allowed(origins, auth) is expected

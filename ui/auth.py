@@ -1,0 +1,122 @@
+"""Who is using the app: OpenID Connect login via ``st.login``, or demo mode on sample data.
+
+The role and scope come from the users table (``core.users``), keyed by the identity's email
+or subject, never from the URL or a widget. Pages call :func:`require` before rendering.
+"""
+
+import streamlit as st
+
+from core.access import TEAM_ROLES, Scope, can_open, demo_allowed, load_access_rules, resolve_scope
+from core.store import data_status, organisation
+from core.users import find_user
+from ui.data import engine, query
+
+DEMO_PERSONAS = {
+    "team_leader": ("demo-team-leader", "Demo team leader"),
+    "clinician": ("demo-clinician", "Demo clinician"),
+    "executive": ("demo-executive", "Demo executive"),
+    "admin": ("demo-admin", "Demo admin"),
+}
+
+
+def auth_configured() -> bool:
+    """Whether ``[auth]`` is configured in the secrets (``st.login`` needs it)."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def _login_screen() -> None:
+    st.title("Care-team value scorecards")
+    st.write("Sign in with your organisation's account to continue.")
+    st.button("Log in", type="primary", on_click=st.login)
+    st.stop()
+
+
+def _not_authorised(who: str) -> None:
+    st.title("Not authorised")
+    st.error(f"{who} is signed in but has no access to this dashboard. Ask an admin to add you "
+             "(Admin → Users, or `python -m core users add EMAIL --role ROLE`).")  # fmt: skip
+    st.button("Log out", on_click=st.logout)
+    st.stop()
+
+
+def _refuse_without_login() -> None:
+    st.title("Login required")
+    st.error("This database holds imported data, not only the generated sample network, and no login is "
+             "configured, so no patient data is shown.")  # fmt: skip
+    st.markdown("Configure OpenID Connect in `.streamlit/secrets.toml` (an `[auth]` section: see the README, "
+                "section *Login*), add users with `python -m core users add`, and restart the dashboard.")  # fmt: skip
+    st.stop()
+
+
+def _demo_scope() -> Scope:
+    """The demo persona picked in the sidebar switcher (drawn by :func:`demo_switcher`)."""
+    org = query(organisation)
+    role = st.session_state.get("demo_role", next(iter(DEMO_PERSONAS)))
+    team = st.session_state.get("demo_team", org["team_id"].iloc[0]) if role in TEAM_ROLES else ""
+    key, name = DEMO_PERSONAS[role]
+    return resolve_scope(user_key=key, name=name, role=role, practice_ids="", team_ids=team, patient_level=None,
+                         organisation=org, demo=True)  # fmt: skip
+
+
+def demo_switcher(scope: Scope) -> None:
+    """The demo-mode role (and team) switcher.
+
+    Drawn after ``st.navigation``: widgets drawn before it did not register changes in the
+    browser (seen with Streamlit 1.67); the values are read back from session state on the
+    next run by :func:`_demo_scope`.
+    """
+    if not scope.demo:
+        return
+    org = query(organisation)
+    rules = load_access_rules()
+    st.warning("Demo mode: sample data, no login. Pick a role to try it.", icon=":material/science:")
+    st.selectbox("Demo role", list(DEMO_PERSONAS), key="demo_role", format_func=rules.role_labels.get)
+    if scope.role in TEAM_ROLES:
+        labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
+        st.selectbox("Demo team", list(labels), key="demo_team", format_func=labels.get)
+
+
+def current_scope() -> Scope:
+    """The signed-in user's scope; stops the script with a clear page when there is none."""
+    if auth_configured():
+        if not st.user.get("is_logged_in", False):
+            _login_screen()
+        email, subject = st.user.get("email"), st.user.get("sub")
+        user = find_user(engine(), email, subject)
+        if user is None:
+            _not_authorised(email or subject or "This identity")
+        return resolve_scope(user_key=user.user_key, name=user.name or email or "", role=user.role,
+                             practice_ids=user.practice_ids, team_ids=user.team_ids, patient_level=user.patient_level,
+                             organisation=query(organisation))  # fmt: skip
+    if not demo_allowed(query(data_status)["origins"], auth_configured=False):
+        _refuse_without_login()
+    return _demo_scope()
+
+
+def require(page_id: str) -> Scope:
+    """Defence in depth: a page re-checks its permission before it renders anything."""
+    scope = st.session_state.get("current_scope")
+    if scope is None or not can_open(scope, page_id):
+        st.error("You do not have access to this page.")
+        st.stop()
+    return scope
+
+
+def audit_view(scope: Scope, action: str, target: str, detail: str = "") -> None:
+    """Record a view once per distinct target in this session (reruns of the same view are not new views)."""
+    from core.audit import record_event
+
+    seen = st.session_state.setdefault("_audited", set())
+    if (action, target, detail) not in seen:
+        record_event(engine(), scope, action, target, detail)
+        seen.add((action, target, detail))
+
+
+def audit_export(scope: Scope, target: str, detail: str = "") -> None:
+    """Download-button callback: every export is recorded."""
+    from core.audit import record_event
+
+    record_event(engine(), scope, "export", target, detail)

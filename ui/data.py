@@ -1,0 +1,44 @@
+"""Engine and cached queries for the pages.
+
+``query(fn, *args)`` calls a core read function with the engine, cached per database URL,
+data version and (small, hashable) arguments, so a page costs one cache lookup per figure.
+"""
+
+import importlib
+
+import streamlit as st
+
+from core.db import create_schema, database_url, make_engine
+from core.store import data_version
+
+
+@st.cache_resource(show_spinner=False)
+def get_engine(url: str):
+    """One engine per database URL for the whole server process."""
+    engine = make_engine(url)
+    create_schema(engine)
+    return engine
+
+
+def current_url() -> str:
+    return database_url()
+
+
+def engine():
+    return get_engine(current_url())
+
+
+def current_version() -> str:
+    return data_version(engine())
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _cached_call(fn_path: str, url: str, version: str, args: tuple, kwargs: tuple):
+    module, name = fn_path.rsplit(".", 1)
+    fn = getattr(importlib.import_module(module), name)
+    return fn(get_engine(url), *args, **dict(kwargs))
+
+
+def query(fn, *args, **kwargs):
+    """``fn(engine, *args, **kwargs)``, cached until the data change. Arguments must be hashable."""
+    return _cached_call(f"{fn.__module__}.{fn.__name__}", current_url(), current_version(), args, tuple(sorted(kwargs.items())))
