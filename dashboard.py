@@ -30,6 +30,7 @@ PAGES = {
     "patient": ("Team", "pages/patient.py", ":material/person:", "hidden"),
     "trends": ("Executive", "pages/trends.py", ":material/trending_up:", "visible"),
     "data": ("Admin", "pages/data_status.py", ":material/database:", "visible"),
+    "upload": ("Admin", "pages/admin_upload.py", ":material/upload_file:", "visible"),
     "rules": ("Admin", "pages/admin_rules.py", ":material/rule:", "visible"),
     "users": ("Admin", "pages/admin_users.py", ":material/manage_accounts:", "visible"),
     "audit": ("Admin", "pages/admin_audit.py", ":material/policy:", "visible"),

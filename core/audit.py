@@ -14,7 +14,7 @@ from core.access import Scope
 from core.models import AuditEvent
 from core.store import read_frame
 
-ACTIONS = ("view_patient", "view_worklist", "export", "override", "login")
+ACTIONS = ("view_patient", "view_worklist", "export", "override", "import")
 
 
 def record_event(engine: Engine, scope: Scope, action: str, target: str = "", detail: str = "") -> None:

@@ -43,3 +43,34 @@ def load_bundle_and_derive(engine: Engine, bundle: Path, progress: Progress = _n
         raise ValueError(report.to_text())
     derive_all(engine, progress)
     return report
+
+
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+
+
+def import_files(engine: Engine, files: list[tuple[str, bytes]], fmt: str, progress: Progress = _no_progress):
+    """Import uploaded files (name, content) as one dataset, then derive everything.
+
+    The files are written under their base names to a private temporary folder (never to a
+    path the uploader chose), validated and loaded all or nothing. Returns the import report;
+    nothing is derived when the import is rejected.
+    """
+    import tempfile
+
+    from core.ingest import import_path
+    from core.ingest.report import ImportReport
+
+    total = sum(len(content) for _, content in files)
+    if total > MAX_UPLOAD_BYTES:
+        report = ImportReport(source="upload", format=fmt)
+        report.add_error("upload", None, None, f"{total / 1e6:.0f} MB is over the {MAX_UPLOAD_BYTES / 1e6:.0f} MB upload limit; "
+                         "load large data with `python -m core import PATH`")  # fmt: skip
+        return report
+    with tempfile.TemporaryDirectory(prefix="upload-") as folder:
+        for name, content in files:
+            (Path(folder) / Path(name).name).write_bytes(content)
+        progress(0.1, "Validating and loading")
+        report = import_path(engine, Path(folder), fmt=fmt)
+    if report.ok:
+        derive_all(engine, progress)
+    return report

@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from core.models import (
     AppSetting,
+    AuditEvent,
     Attribution,
     Cell,
     Condition,
@@ -28,12 +29,13 @@ from core.models import (
     SubgroupAssignment,
     SubgroupOverride,
     Team,
+    User,
     utc_now,
 )
 
 COUNTED_TABLES = (
     Practice, Team, Staff, Patient, Attribution, Condition, Encounter, StaffMinutes,
-    Measurement, Medication, SubgroupAssignment, SubgroupOverride, RiskScore, Cell, ImportRun,
+    Measurement, Medication, SubgroupAssignment, SubgroupOverride, RiskScore, Cell, ImportRun, User, AuditEvent,
 )  # fmt: skip
 
 DATA_VERSION_KEY = "data_version"

@@ -1,10 +1,13 @@
 """AppTest fixtures: the dashboard on the small sample network (an SQLite file)."""
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+
+from core.db import make_engine
 
 DASHBOARD = str(Path(__file__).resolve().parents[2] / "dashboard.py")
 
@@ -44,3 +47,18 @@ def app(sample_db_url, monkeypatch):
     """A fresh AppTest of dashboard.py on the sample network (not yet run)."""
     monkeypatch.setenv("DATABASE_URL", sample_db_url)
     return AppTest.from_file(DASHBOARD, default_timeout=60)
+
+
+@pytest.fixture
+def private_db(sample_db_url, tmp_path, monkeypatch):
+    """A private copy of the sample database, used by the app through DATABASE_URL."""
+    path = tmp_path / "copy.db"
+    src, dst = sqlite3.connect(sample_db_url.removeprefix("sqlite:///")), sqlite3.connect(path)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()

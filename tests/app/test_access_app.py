@@ -1,12 +1,9 @@
 """Demo mode both ways, the login screen, unknown identities, and role-based navigation (AppTest)."""
 
-import sqlite3
-
 import pytest
 from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
-from core.db import make_engine
 from core.models import ImportRun
 from core.store import organisation
 from core.users import save_user
@@ -14,21 +11,6 @@ from tests.app.conftest import DASHBOARD
 
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "c",
         "client_secret": "s", "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}  # fmt: skip
-
-
-@pytest.fixture
-def private_db(sample_db_url, tmp_path, monkeypatch):
-    """A private copy of the sample database, used by the app through DATABASE_URL."""
-    path = tmp_path / "copy.db"
-    src, dst = sqlite3.connect(sample_db_url.removeprefix("sqlite:///")), sqlite3.connect(path)
-    src.backup(dst)
-    src.close()
-    dst.close()
-    url = f"sqlite:///{path}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def test_demo_mode_on_sample_data_offers_every_role(app):

@@ -24,7 +24,8 @@ CASES = [
     ("executive", None, "trends", True), ("executive", None, "review", True), ("executive", None, "worklist", False),
     ("executive", None, "patient", False), ("executive", True, "worklist", True), ("executive", True, "patient", True),
     ("executive", None, "data", False), ("executive", None, "rules", False), ("executive", None, "users", False), ("executive", None, "audit", False),
-    ("admin", None, "data", True), ("admin", None, "rules", True), ("admin", None, "users", True), ("admin", None, "audit", True),
+    ("admin", None, "data", True), ("admin", None, "upload", True), ("team_leader", None, "upload", False),
+    ("clinician", None, "upload", False), ("executive", None, "upload", False), ("admin", None, "rules", True), ("admin", None, "users", True), ("admin", None, "audit", True),
     ("admin", None, "trends", True), ("admin", None, "review", True), ("admin", None, "worklist", False), ("admin", None, "patient", False), ("admin", True, "patient", True),
     ("clinician", None, "no-such-page", False),
 ]  # fmt: skip

@@ -1,0 +1,45 @@
+"""Admin upload page: a bad file is rejected with its row and column and nothing is written;
+a valid data set lands whole, and with real data in the store demo mode ends."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.store import data_status
+from tests.app.conftest import DASHBOARD
+from tests.conftest import FIXTURES
+
+
+def upload_page(files):
+    at = AppTest.from_file(DASHBOARD, default_timeout=120)
+    at.session_state["demo_role"] = "admin"
+    at.run()
+    at.switch_page("pages/admin_upload.py").run()
+    return at
+
+
+def test_invalid_upload_is_rejected_and_writes_nothing(private_db):
+    before = data_status(private_db)["counts"]
+    at = upload_page([])
+    bad = b"practice_id,name,network\nA,Practice A,\nA,Duplicate,\n"
+    at.file_uploader(key="upload_files").set_value([("practices.csv", bad, "text/csv")]).run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Rejected" in at.error[0].value
+    report = at.code[0].value
+    assert "patients.csv" in report  # required files missing, named
+    assert "practices.csv:3:practice_id" in report  # the duplicate key, with its line and column
+    assert data_status(private_db)["counts"] == {**before, "audit_event": before["audit_event"] + 1}
+
+
+@pytest.mark.skipif(not (FIXTURES / "tuva_input_layer").exists(), reason="shared fixtures folder is absent")
+def test_valid_tuva_upload_lands_and_ends_demo_mode(private_db):
+    files = [(p.name, p.read_bytes(), "text/csv") for p in sorted((FIXTURES / "tuva_input_layer").glob("*.csv"))]
+    at = upload_page(files)
+    at.segmented_control(key="upload_format").set_value("tuva").run()
+    at.file_uploader(key="upload_files").set_value(files).run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert "Imported" in at.success[0].value
+    assert "real" in data_status(private_db)["origins"]
+    again = AppTest.from_file(DASHBOARD, default_timeout=60).run()
+    assert again.title[0].value == "Login required"
