@@ -458,10 +458,22 @@ def patient_month_cost_metrics(engine: Engine, months: list[date] | None = None)
     interval of the mean cost per member-month). PMPM of any aggregate = sum(numerator) /
     sum(denominator). Costs outside attributed months are in :func:`unattributed_costs`.
     """
+    wide = patient_month_cost_wide(engine, months)
+    return wide_to_long(wide, cost_metrics())
+
+
+def patient_month_cost_wide(engine: Engine, months: list[date] | None = None) -> pd.DataFrame:
+    """The cost provider's rows before melting: one row per attributed patient-month.
+
+    Grain: patient_id, month. Columns: patient_id, month, and every metric of
+    :func:`cost_metrics` (the numerators; each row is one member-month). core.facts adds these
+    up into cells wide and melts only the sums, which is far smaller and faster than the
+    long rows of :func:`patient_month_cost_metrics` (one per patient-month and metric).
+    """
     catalog = load_catalog()
     settings = load_cost_settings(catalog=catalog)
     wide = build_patient_month_costs(load_cost_inputs(engine, months), settings, catalog)
-    return wide_to_long(wide, cost_metrics(catalog))
+    return wide[["patient_id", "month", *cost_metrics(catalog)]]
 
 
 def wide_to_long(wide: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:

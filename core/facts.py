@@ -18,6 +18,7 @@ import importlib.util
 import itertools
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -135,6 +136,20 @@ def cost_metrics(engine: Engine, months: list) -> pd.DataFrame | None:
     return provider(engine, months)
 
 
+def cost_metrics_wide(engine: Engine, months: list) -> WideMetrics | None:
+    """The cost provider's wide rows (``core.costs.patient_month_cost_wide``): one row per
+    patient-month, one column per metric, each row one member-month (denominator 1)."""
+    if importlib.util.find_spec("core.costs") is None:
+        return None
+    from core import costs
+
+    provider = getattr(costs, "patient_month_cost_wide", None)
+    if provider is None:
+        return None
+    frame = provider(engine, months)
+    return WideMetrics(frame, [c for c in frame.columns if c not in ("patient_id", "month")])
+
+
 def _base_metrics(dims: pd.DataFrame) -> pd.DataFrame:
     mm = pd.DataFrame({"patient_id": dims["patient_id"], "month": dims["m"], "metric": "member_months",
                        "numerator": 1.0, "denominator": 1.0, "sum_sq": 1.0})
@@ -169,14 +184,36 @@ def _factorized_map(column: pd.Series, convert) -> np.ndarray:
 # --- aggregation ---------------------------------------------------------------------------
 
 
-def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFrame],
+@dataclass(frozen=True)
+class WideMetrics:
+    """Metric rows given wide: ``frame`` has patient_id, month (integer month index, date or
+    date string) and one numerator column per name in ``metrics``. Each row counts as
+    denominator 1 and sum_sq = numerator squared, for every metric (as the cost provider's
+    long rows do). Aggregated wide, then melted: 12+ times fewer rows to add up."""
+
+    frame: pd.DataFrame
+    metrics: list[str]
+
+
+def _dims_rows(part: pd.DataFrame, patient_index: pd.Index, key_index: pd.Index, m0: int, n_months: int) -> np.ndarray:
+    """Row of ``dims`` of each metric row (by patient_id and month); -1 where not attributed."""
+    met_m = _factorized_map(part["month"], _as_month_index)
+    pid = _factorized_map(part["patient_id"], lambda u: patient_index.get_indexer(u.astype(str)))
+    pid = np.nan_to_num(pid, nan=-1.0).astype("int64")
+    ok = (pid >= 0) & (met_m >= m0) & (met_m < m0 + n_months)
+    row = np.full(len(part), -1, dtype="int64")
+    row[ok] = key_index.get_indexer(pid[ok].astype("int64") * n_months + (met_m[ok].astype("int64") - m0))
+    return row
+
+
+def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFrame | WideMetrics],
                     strata: Iterable[str] = STRATA) -> pd.DataFrame:
     """Add patient-month metric rows into cells.
 
     ``dims``: output of :func:`patient_month_dimensions`. ``metrics``: one frame or a list of frames
     (one per provider) with patient_id, month (integer month index), metric, numerator,
-    denominator, sum_sq (several rows of one patient_id, month and metric are added up); rows
-    of patient-months that are not attributed are dropped. Grain of the result: practice_id,
+    denominator, sum_sq (several rows of one patient_id, month and metric are added up), or
+    :class:`WideMetrics`; rows of patient-months that are not attributed are dropped. Grain of the result: practice_id,
     team_id, subgroup, month, stratum, stratum_value, metric; ``patients`` = distinct patients
     in the cell.
     """
@@ -189,17 +226,14 @@ def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFram
     key_index = pd.Index(dims_key)
 
     parts = [metrics] if isinstance(metrics, pd.DataFrame) else list(metrics)
+    wide_parts = [p for p in parts if isinstance(p, WideMetrics) and len(p.frame) and p.metrics]
+    parts = [p for p in parts if isinstance(p, pd.DataFrame)]
     rows, names, nums, dens, sqs = [], [], [], [], []
     metric_names: list[str] = []
     for part in parts:  # mapped part by part: the frames can be tens of millions of rows
         if part.empty:
             continue
-        met_m = _factorized_map(part["month"], _as_month_index)
-        pid = _factorized_map(part["patient_id"], lambda u: patient_index.get_indexer(u.astype(str)))
-        pid = np.nan_to_num(pid, nan=-1.0).astype("int64")
-        ok = (pid >= 0) & (met_m >= m0) & (met_m < m0 + n_months)
-        row = np.full(len(part), -1, dtype="int64")
-        row[ok] = key_index.get_indexer(pid[ok].astype("int64") * n_months + (met_m[ok].astype("int64") - m0))
+        row = _dims_rows(part, patient_index, key_index, m0, n_months)
         keep = row >= 0
         codes, uniques = pd.factorize(part["metric"].to_numpy()[keep])
         lookup = []
@@ -212,10 +246,15 @@ def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFram
         nums.append(part["numerator"].to_numpy(dtype="float64")[keep])
         dens.append(part["denominator"].to_numpy(dtype="float64")[keep])
         sqs.append(part["sum_sq"].fillna(0.0).to_numpy(dtype="float64")[keep])
-    if not rows:
+    for part in wide_parts:
+        for name in part.metrics:
+            if name not in metric_names:
+                metric_names.append(name)
+    if not rows and not wide_parts:
         return pd.DataFrame(columns=CELL_COLUMNS)
-    row, metric_codes = np.concatenate(rows), np.concatenate(names)
-    num, den, sq = np.concatenate(nums), np.concatenate(dens), np.concatenate(sqs)
+    empty_i, empty_f = np.zeros(0, dtype="int64"), np.zeros(0, dtype="float64")
+    row, metric_codes = np.concatenate([*rows, empty_i]), np.concatenate([*names, empty_i])
+    num, den, sq = np.concatenate([*nums, empty_f]), np.concatenate([*dens, empty_f]), np.concatenate([*sqs, empty_f])
     metric_names = np.asarray(metric_names, dtype=object)
 
     n_metrics = max(len(metric_names), 1)
@@ -246,6 +285,11 @@ def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFram
     n_profiles = max(len(profiles), 1)
     fine = pd.DataFrame({"k": base * n_profiles + profile_codes[row], "num": num, "den": den, "sq": sq, "n": 1})
     fine = fine.groupby("k", sort=False).sum()
+    if wide_parts:
+        metric_pos = {name: i for i, name in enumerate(metric_names)}
+        fines = [fine] + [_aggregate_wide(p, dims, patient_index, key_index, m0, n_months, unit_codes, profile_codes,
+                                          n_profiles, n_metrics, metric_pos) for p in wide_parts]
+        fine = pd.concat(fines).groupby(level=0, sort=False).sum()
     fine_key = fine.index.to_numpy()
     fine_base, fine_profile = fine_key // n_profiles, fine_key % n_profiles
     first_row = pd.Series(np.arange(len(dims))).groupby(profile_codes).first().to_numpy()  # a dims row per profile
@@ -274,6 +318,31 @@ def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFram
     lookup = {i: month_date(i) for i in cells["m"].unique()}
     cells["month"] = cells["m"].map(lookup)
     return cells[CELL_COLUMNS]
+
+
+def _aggregate_wide(part: WideMetrics, dims: pd.DataFrame, patient_index: pd.Index, key_index: pd.Index, m0: int,
+                    n_months: int, unit_codes: np.ndarray, profile_codes: np.ndarray, n_profiles: int, n_metrics: int,
+                    metric_pos: dict[str, int]) -> pd.DataFrame:
+    """Add up wide metric rows by unit, month and equity profile, then melt the sums into the
+    fine keys of :func:`aggregate_cells` (columns num, den, sq, n; index = fine key)."""
+    row = _dims_rows(part.frame, patient_index, key_index, m0, n_months)
+    keep = row >= 0
+    row = row[keep]
+    values = part.frame[part.metrics].to_numpy(dtype="float64")[keep]
+    base0 = unit_codes[row].astype("int64") * n_months + (dims["m"].to_numpy()[row] - m0)
+    group_key = base0 * n_profiles + profile_codes[row]
+    k = len(part.metrics)
+    sums = pd.DataFrame(np.hstack([values, values * values]), copy=False).groupby(group_key, sort=False).sum()
+    counts = pd.Series(1, index=group_key).groupby(level=0, sort=False).size().reindex(sums.index).to_numpy(dtype="float64")
+    g = sums.index.to_numpy()
+    g_base, g_profile = g // n_profiles, g % n_profiles
+    matrix = sums.to_numpy()
+    frames = []
+    for j, name in enumerate(part.metrics):
+        key = (g_base * n_metrics + metric_pos[name]) * n_profiles + g_profile
+        frames.append(pd.DataFrame({"num": matrix[:, j], "den": counts, "sq": matrix[:, k + j], "n": counts.astype("int64")},
+                                   index=pd.Index(key, name="k")))
+    return pd.concat(frames)
 
 
 def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
@@ -311,9 +380,13 @@ def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None) -> di
     parts = [patient_month_flags(frames, months, catalogue or load_measures(), month_as_index=True), _base_metrics(dims)]
     del frames, assignments  # release the raw tables before the cost provider loads its own
     t_costs = time.perf_counter()
-    costs = cost_metrics(engine, months)
-    if costs is not None and len(costs):
-        parts.append(costs[METRIC_COLUMNS])
+    costs = cost_metrics_wide(engine, months)  # aggregated wide (fast, lean); the long rows if the provider has no wide form
+    if costs is not None and len(costs.frame):
+        parts.append(costs)
+    elif costs is None:
+        costs = cost_metrics(engine, months)
+        if costs is not None and len(costs):
+            parts.append(costs[METRIC_COLUMNS])
     t2 = time.perf_counter()
 
     cells = aggregate_cells(dims, parts)

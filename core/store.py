@@ -13,8 +13,8 @@ from sqlmodel import Session
 
 from core.models import (
     AppSetting,
-    AuditEvent,
     Attribution,
+    AuditEvent,
     Cell,
     Condition,
     Encounter,
