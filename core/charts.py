@@ -1,5 +1,6 @@
 """Plotly figures built from frames the core returns (no Streamlit here)."""
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -31,3 +32,105 @@ def member_mix_figure(member_months: pd.DataFrame, labels: dict[str, str] | None
     )
     fig.update_layout(hovermode="x unified", legend_title_text="", margin=dict(l=10, r=10, t=30, b=10))
     return fig
+
+
+# --- executive views (issue 10) -------------------------------------------------------------
+
+FLAG_COLORS = {"better": "#2E7D32", "worse": "#C62828", "as expected": "#607D8B", "suppressed": "#BDBDBD"}
+MODEL_LABELS = {"bundled": "Bundled per subgroup", "fee_for_service": "Fee-for-service", "pcmh": "PCMH blocks"}
+
+
+def _layout(fig: go.Figure) -> go.Figure:
+    fig.update_layout(legend_title_text="", margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = None, title: str = "", y_title: str = "") -> go.Figure:
+    """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed gap)."""
+    labels = {**(labels or {}), "all": "All subgroups"}
+    frame = figures.assign(subgroup_label=figures["subgroup"].map(lambda s: labels.get(s, s)))
+    order = [labels.get(s, s) for s in ["all", *SUBGROUP_ORDER] if s in set(frame["subgroup"])]
+    colors = {labels.get(s, s): c for s, c in SUBGROUP_COLORS.items()} | {"All subgroups": "#212121"}
+    fig = px.line(frame, x="month", y="value", color="subgroup_label", markers=True, category_orders={"subgroup_label": order},
+                  color_discrete_map=colors, labels={"value": y_title, "month": "", "subgroup_label": "Subgroup"}, title=title)  # fmt: skip
+    fig.update_layout(hovermode="x unified")
+    return _layout(fig)
+
+
+def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: dict[str, str] | None = None,
+                       unit: str = "") -> go.Figure:  # fmt: skip
+    """Each team's value with its 95 % interval, sorted, against a vertical network line.
+
+    Columns: team_id, value, ci_low, ci_high, flag (better / worse / as expected / suppressed).
+    """
+    team_labels = team_labels or {}
+    shown = teams.dropna(subset=["value"]).sort_values("value")
+    fig = go.Figure()
+    for flag, part in shown.groupby("flag", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["value"], y=[team_labels.get(t, t) for t in part["team_id"]], mode="markers", name=flag,
+            marker=dict(size=11, color=FLAG_COLORS.get(flag, "#607D8B")),
+            error_x=dict(type="data", symmetric=False, array=part["ci_high"] - part["value"], arrayminus=part["value"] - part["ci_low"]),
+        ))  # fmt: skip
+    if pd.notna(network_value):
+        fig.add_vline(x=network_value, line_dash="dash", line_color="#212121", annotation_text="Network",
+                      annotation_position="top")  # fmt: skip
+    fig.update_layout(xaxis_title=unit, yaxis_title="", height=max(300, 45 * len(shown) + 120))
+    return _layout(fig)
+
+
+def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None, team_labels: dict[str, str] | None = None) -> go.Figure:
+    """Cost PMPM (x) against outcome index (y) per team and subgroup, with an arrow from the
+    position 12 months earlier (columns of core.executive.value_positions)."""
+    labels, team_labels = labels or {}, team_labels or {}
+    shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
+    fig = go.Figure()
+    for subgroup, part in shown.groupby("subgroup", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", name=labels.get(subgroup, subgroup),
+            text=[team_labels.get(t, t) for t in part["team_id"]], textposition="top center",
+            marker=dict(size=13, color=SUBGROUP_COLORS.get(subgroup, "#607D8B")),
+        ))  # fmt: skip
+    moved = shown.dropna(subset=["previous_cost_pmpm_usd", "previous_outcome_index"])
+    for row in moved.itertuples():
+        fig.add_annotation(x=row.cost_pmpm_usd, y=row.outcome_index, ax=row.previous_cost_pmpm_usd, ay=row.previous_outcome_index,
+                           xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.2,
+                           arrowcolor=SUBGROUP_COLORS.get(row.subgroup, "#607D8B"), opacity=0.6)  # fmt: skip
+    fig.add_hline(y=50, line_dash="dot", line_color="#9E9E9E", annotation_text="peer average outcome")
+    fig.update_layout(xaxis_title="Total cost per member per month (USD, log scale)", xaxis_type="log",
+                      yaxis_title="Outcome index (50 = peers of the same subgroup)", height=520)  # fmt: skip
+    return _layout(fig)
+
+
+def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None = None) -> go.Figure:
+    """Revenue, cost and margin PMPM per subgroup, one bar per payment model (core.executive.payment_comparison)."""
+    labels = labels or {}
+    long = by_subgroup.melt(id_vars=["subgroup", "model"], value_vars=["revenue_pmpm_usd", "cost_pmpm_usd", "margin_pmpm_usd"],
+                            var_name="figure", value_name="usd_pmpm")  # fmt: skip
+    long = long.assign(figure=long["figure"].map({"revenue_pmpm_usd": "Revenue PMPM", "cost_pmpm_usd": "Cost PMPM",
+                                                  "margin_pmpm_usd": "Margin PMPM"}),
+                       model=long["model"].map(lambda m: MODEL_LABELS.get(m, m)),
+                       subgroup=long["subgroup"].map(lambda s: labels.get(s, s)))  # fmt: skip
+    fig = px.bar(long, x="subgroup", y="usd_pmpm", color="model", barmode="group", facet_col="figure",
+                 labels={"usd_pmpm": "USD per member per month", "subgroup": "", "model": "Model"})  # fmt: skip
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return _layout(fig)
+
+
+def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float | None = None) -> go.Figure:
+    """Each stratum value with its 95 % interval; the best-served group marked (core.executive.equity_table)."""
+    shown = table.dropna(subset=["value"]).sort_values("value")
+    colors = np.where(shown["best"], "#2E7D32", np.where(shown["gap_is_real"], "#C62828", "#607D8B"))
+    fig = go.Figure(go.Scatter(
+        x=shown["value"], y=shown["stratum_value"], mode="markers", marker=dict(size=11, color=list(colors)),
+        error_x=dict(type="data", symmetric=False, array=shown["ci_high"] - shown["value"], arrayminus=shown["value"] - shown["ci_low"]),
+        showlegend=False,
+    ))  # fmt: skip
+    best = table.loc[table["best"].astype(bool), "value"]
+    if len(best):
+        fig.add_vline(x=float(best.iloc[0]), line_dash="dash", line_color="#2E7D32", annotation_text="best-served group")
+    if network_value is not None and pd.notna(network_value):
+        fig.add_vline(x=network_value, line_dash="dot", line_color="#212121", annotation_text="all patients",
+                      annotation_position="bottom right")  # fmt: skip
+    fig.update_layout(xaxis_title=unit, yaxis_title="", height=max(300, 40 * len(shown) + 120))
+    return _layout(fig)

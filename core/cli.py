@@ -299,8 +299,6 @@ def cmd_payments(args) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
-    "users": (_args_users, cmd_users, "manage who may sign in, their role and scope"),
-    "audit": (_args_audit, cmd_audit, "export the audit log as CSV"),
     "generate": (_args_generate, cmd_generate, "write a synthetic sample network as a CSV bundle"),
     "import": (_args_import, cmd_import, "validate and load a data bundle (all or nothing)"),
     "info": (_args_info, cmd_info, "counts per table, months covered, data version"),
@@ -309,6 +307,8 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "assign": (_args_assign, cmd_assign, "assign every attributed patient-month to a subgroup (rules, risk scores, overrides)"),
     "costs": (_args_costs, cmd_costs, "print cost PMPM, composition, recorded vs standard minutes and unused capacity of a selection"),
     "payments": (_args_payments, cmd_payments, "print payment models side by side, mix sensitivity and the ACO reconciliation of a selection"),
+    "users": (_args_users, cmd_users, "manage who may sign in, their role and scope"),
+    "audit": (_args_audit, cmd_audit, "export the audit log as CSV"),
 }
 
 

@@ -325,3 +325,33 @@ class Cell(SQLModel, table=True):
         # Network-wide scorecards (no practice/team filter): stratum = ?, metric IN (...), month range.
         Index("ix_cell_stratum_metric_month", "stratum", "metric", "month"),
     )
+
+
+# --- monthly review log (issue: monthly value review) -----------------------------------
+
+
+class ReviewEntry(SQLModel, table=True):
+    """A note, decision or action item of a team's monthly value review. Grain: entry_id.
+
+    Recorded per team, subgroup and review ``month`` (first day). Action items carry an owner,
+    a due date and a status (``open`` / ``done``); open ones are carried into later months'
+    reviews until closed (``closed_at``, ``closed_by``). Notes and decisions have status ``""``.
+    """
+
+    __tablename__ = "review_entry"
+
+    entry_id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(foreign_key="team.team_id", max_length=64)
+    subgroup: str = Field(max_length=64)
+    month: date
+    kind: str = Field(max_length=16)
+    text: str = Field(max_length=2000)
+    owner: str = Field(default="", max_length=200)
+    due_date: date | None = None
+    status: str = Field(default="", max_length=16)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utc_now)
+    closed_by: str | None = Field(default=None, max_length=200)
+    closed_at: datetime | None = None
+
+    __table_args__ = (Index("ix_review_entry_team_subgroup_month", "team_id", "subgroup", "month"),)

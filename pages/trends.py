@@ -1,29 +1,61 @@
-"""Executive: the network's panel over time, by subgroup, practice and team."""
+"""Executive: cost PMPM and key outcomes per subgroup over 24 months, and the subgroup mix."""
 
 import streamlit as st
 
-from core.charts import member_mix_figure
-from core.store import member_months_by_month, organisation, panel_counts
-from ui.auth import require
+from core.charts import member_mix_figure, trend_lines_figure
+from core.executive import COST_LABELS, csv_export, scope_units, trends, unit_filters
+from core.store import organisation
+from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
-from ui.widgets import month_label, select_month
+
+ROLLING = {1: "Each month", 3: "Rolling 3 months", 12: "Rolling 12 months"}
 
 scope = require("trends")
 st.title("Trends")
 labels = subgroup_labels()
+units = scope_units(query(organisation), scope.team_ids, scope.network)
 with st.sidebar:
-    month = select_month()
+    unit = st.selectbox("Network, practice or team", list(units), key="trend_unit", format_func=units.get)
+    rolling = st.selectbox("Each point shows", list(ROLLING), key="trend_rolling", format_func=ROLLING.get)
 
-teams = None if scope.network else scope.team_ids
-mix = query(member_months_by_month, teams)
-st.subheader("Members by subgroup, month by month")
-st.plotly_chart(member_mix_figure(mix, labels), key="mix")
+practice_id, team_id = unit_filters(unit)
+data = query(trends, None if scope.network else scope.team_ids, practice_id, team_id, None, rolling)
+figures, mix = data["figures"], data["mix"]
+if figures.empty:
+    st.info("No scorecard cells yet: import data first.")
+    st.stop()
+st.caption(f"{units[unit]} · {figures['month'].min():%b %Y} to {figures['month'].max():%b %Y} · "
+           "gaps in a line are suppressed figures (counts of 1-10 are never shown)")  # fmt: skip
 
-st.subheader(f"Panel in {month_label(month)}")
-panel = query(panel_counts, month, teams)
-org = query(organisation)
-table = panel.merge(org[["team_id", "practice", "team"]], on="team_id").assign(subgroup=lambda d: d["subgroup"].map(lambda s: labels.get(s, s)))
-pivot = table.pivot_table(index=["practice", "team"], columns="subgroup", values="members", aggfunc="sum", fill_value=0)
-pivot["Total"] = pivot.sum(axis=1)
-st.dataframe(pivot, column_config={c: st.column_config.NumberColumn(format="localized") for c in pivot.columns})
+st.subheader("Cost per member per month")
+for tab, (metric, label) in zip(st.tabs(list(COST_LABELS.values())), COST_LABELS.items(), strict=True):
+    part = figures.loc[figures["metric"] == metric]
+    tab.plotly_chart(trend_lines_figure(part, labels, y_title="USD per member per month"), key=f"cost_{metric}")
+
+st.subheader("Key outcomes")
+outcomes = figures.loc[figures["kind"] != "cost_pmpm", ["metric", "metric_label"]].drop_duplicates()
+names = dict(outcomes.itertuples(index=False))
+measure = st.selectbox("Outcome", list(names), key="trend_measure", format_func=names.get)
+st.plotly_chart(trend_lines_figure(figures.loc[figures["metric"] == measure], labels, y_title=names.get(measure, "")),
+                key="outcome")  # fmt: skip
+
+st.subheader("Subgroup mix")
+shown_mix = mix.loc[~mix["suppressed"]].rename(columns={"members": "member_months"})
+st.plotly_chart(member_mix_figure(shown_mix, labels), key="mix")
+
+st.subheader("All figures")
+table = figures.assign(subgroup=figures["subgroup"].map(lambda s: labels.get(s, "All subgroups" if s == "all" else s)))
+table = table[["month", "subgroup", "metric_label", "value", "ci_low", "ci_high", "patients", "suppressed"]]
+st.dataframe(table, hide_index=True, key="trend_table", placeholder="suppressed",
+             column_config={"value": st.column_config.NumberColumn("Value", format="%.1f"),
+                            "ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
+                            "ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f"),
+                            "patients": st.column_config.NumberColumn("Patients", format="%d")})  # fmt: skip
+st.download_button("Download figures (CSV)", csv_export(table), file_name="trends.csv", mime="text/csv", key="dl_trends",
+                   on_click=audit_export, args=(scope, "trends", f"{unit} figures csv"))  # fmt: skip
+mix_table = mix.assign(subgroup=mix["subgroup"].map(lambda s: labels.get(s, s)))
+st.dataframe(mix_table, hide_index=True, key="mix_table", placeholder="suppressed",
+             column_config={"share": st.column_config.NumberColumn("Share", format="percent")})  # fmt: skip
+st.download_button("Download subgroup mix (CSV)", csv_export(mix_table), file_name="subgroup_mix.csv", mime="text/csv",
+                   key="dl_mix", on_click=audit_export, args=(scope, "trends", f"{unit} mix csv"))  # fmt: skip
