@@ -7,8 +7,10 @@ import streamlit as st
 from core.bootstrap import load_bundle_and_derive
 from core.db import PROJECT_ROOT
 from core.store import has_patients
+from sample_data.generator import NetworkSpec
 
 SAMPLE_BUNDLE_DIR = PROJECT_ROOT / "data" / "sample_bundle"
+FIRST_RUN_SPEC = NetworkSpec()  # 5,000 patients, 24 months ending last month
 
 
 def ensure_sample_network(engine, url: str) -> None:
@@ -19,11 +21,12 @@ def ensure_sample_network(engine, url: str) -> None:
     """
     if not url.startswith("sqlite") or has_patients(engine):
         return
-    from sample_data.generator import NetworkSpec, write_bundle
+    from sample_data.generator import write_bundle
 
+    spec = FIRST_RUN_SPEC
     with st.status("First run: building the sample network…", expanded=True) as status:
-        bar = st.progress(0.0, text="Generating 5,000 synthetic patients over 24 months")
-        write_bundle(NetworkSpec(), Path(SAMPLE_BUNDLE_DIR))
-        load_bundle_and_derive(engine, SAMPLE_BUNDLE_DIR, progress=lambda f, text: bar.progress(f, text=text))
+        bar = st.progress(0.0, text=f"Generating {spec.patients:,} synthetic patients over {spec.months} months")
+        write_bundle(spec, Path(SAMPLE_BUNDLE_DIR))
+        load_bundle_and_derive(engine, Path(SAMPLE_BUNDLE_DIR), progress=lambda f, text: bar.progress(f, text=text))
         status.update(label="Sample network loaded", state="complete", expanded=False)
     st.cache_data.clear()
