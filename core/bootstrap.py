@@ -18,14 +18,15 @@ def _no_progress(_fraction: float, _text: str) -> None:
     return None
 
 
-def derive_all(engine: Engine, progress: Progress = _no_progress) -> dict:
-    """Assign subgroups, then build the additive cells. Returns a summary per step."""
+def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) -> dict:
+    """Assign subgroups (with ``rules``, default the active rules), then build the additive
+    cells and mark the data version changed. Returns a summary per step."""
     from core.facts import build_cells
     from core.subgroups import assign_subgroups
 
     summary = {}
     progress(0.6, "Assigning subgroups")
-    summary["subgroups"] = assign_subgroups(engine)
+    summary["subgroups"] = assign_subgroups(engine, rules)
     progress(0.8, "Building scorecard cells")
     summary["cells"] = build_cells(engine)
     summary["data_version"] = bump_data_version(engine)

@@ -200,14 +200,16 @@ def _args_assign(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_assign(args) -> int:
-    from core.subgroups import RulesError, active_rules_path, assign_subgroups, load_rules
+    """Reassign subgroups, then rebuild the cells so every page shows the new assignment."""
+    from core.bootstrap import derive_all
+    from core.subgroups import RulesError, active_rules_path, load_rules
 
     try:
         rules = load_rules(args.rules or active_rules_path())
     except RulesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = assign_subgroups(_engine(args), rules)
+    summary = derive_all(_engine(args), rules=rules)["subgroups"]
     total = summary["rows"] or 1
     print(f"assigned {summary['rows']:,} patient-months over {summary['months']} months in {summary['seconds']} s "
           f"({summary['overridden']:,} overridden)")
@@ -298,6 +300,36 @@ def cmd_payments(args) -> int:
     return 0
 
 
+# --- bench (issue 11) ---------------------------------------------------------------------
+
+
+def _args_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--patients", type=int, default=100_000)
+    p.add_argument("--months", type=int, default=24)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--end-month", default=None, help="YYYY-MM of the last month (default: last complete month)")
+    p.add_argument("--out", type=Path, default=Path("data/bench"), help="folder for the bundle (DIR/bundle)")
+    p.add_argument("--reuse", action="store_true", help="keep an existing bundle and an already imported database")
+    p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
+    p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,cells,queries,baseline,pages")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    _add_db(p)
+
+
+def cmd_bench(args) -> int:
+    from core.bench import STEPS, format_report, run_bench
+
+    import os
+
+    # default: a SQLite file next to the bundle, never the dashboard's own database
+    url = args.database_url or os.environ.get("DATABASE_URL") or "sqlite:///" + str(args.out.resolve() / "bench.db")
+    steps = tuple(args.steps.split(",")) if args.steps else STEPS
+    report = run_bench(args.patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
+                       reps=args.reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "generate": (_args_generate, cmd_generate, "write a synthetic sample network as a CSV bundle"),
     "import": (_args_import, cmd_import, "validate and load a data bundle (all or nothing)"),
@@ -306,6 +338,7 @@ COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
     "scorecard": (_args_scorecard, cmd_scorecard, "print the outcome scorecard of a selection (from cells)"),
     "assign": (_args_assign, cmd_assign, "assign every attributed patient-month to a subgroup (rules, risk scores, overrides)"),
     "costs": (_args_costs, cmd_costs, "print cost PMPM, composition, recorded vs standard minutes and unused capacity of a selection"),
+    "bench": (_args_bench, cmd_bench, "benchmark: generate, import and derive N patients, time queries and pages"),
     "payments": (_args_payments, cmd_payments, "print payment models side by side, mix sensitivity and the ACO reconciliation of a selection"),
     "users": (_args_users, cmd_users, "manage who may sign in, their role and scope"),
     "audit": (_args_audit, cmd_audit, "export the audit log as CSV"),
