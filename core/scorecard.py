@@ -330,6 +330,8 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
                "observed_expected"]
     if selection.stratum != "all":
         card = suppress_table(card, ["denominator", "numerator", "patients"], total=True, group_cols=["measure_id"])
+    if whole_network:  # the network value is the row's own value: hide it wherever the row is hidden
+        figures.append("network_value")
     return _blank(card, card["suppressed"].to_numpy(dtype=bool), figures)
 
 
