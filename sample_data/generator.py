@@ -4,16 +4,28 @@ Every page of the product is judged on this data, so it is built to look like a 
 primary-care network (2 practices, 7 teams) and to contain signals worth finding:
 
 Latent needs. Each patient gets a latent need score (age, area deprivation, noise); its
-quantiles set the starting needs state (about 42 % healthy, 30 % at risk, 19 % chronic, 9 %
-complex or frail). The state is then *expressed* only through data the subgroup engine reads:
-ICD-10 conditions (chronic groups, risk factors, frailty / disability codes) and consistent
-measurements (BMI >= 30 with E66.9, SBP 130-139 with R03.0, HbA1c 5.7-6.4 with R73.03, LDL
->= 160 with E78.5, tobacco status 1 with Z72.0 / F17.210; healthy patients stay below those
-thresholds). During the window some patients progress (a new risk factor, a new chronic
-condition, a third chronic group, a frailty indicator; onset dates inside the window) and some
-at-risk patients improve (risk factors resolved), so subgroups change month to month. The
-patient-month state drives mortality, utilisation and measurement values; attribution follows
-the state to the team serving it with a lag of 1-2 months.
+quantiles (reference.NEEDS_QUANTILES) set the starting needs state (about 40 % healthy, 30 % at
+risk, 20 % chronic, 10 % complex or frail). The state is then *expressed* only through data the
+subgroup engine reads: ICD-10 conditions (chronic groups, risk factors, frailty / disability
+codes) and consistent measurements (BMI >= 30 with E66.9, SBP 130-139 with R03.0, HbA1c 5.7-6.4
+with R73.03, LDL >= 160 with E78.5, tobacco status 1 with Z72.0 / F17.210; healthy patients
+stay below those thresholds). During the window some patients progress (a new risk factor, a
+new chronic condition, a third chronic group, a frailty indicator; onset dates inside the
+window) and some at-risk patients improve (risk factors resolved), so subgroups change month to
+month. The patient-month state drives mortality, utilisation and measurement values;
+attribution follows the state to the team serving it with a lag of 1-2 months.
+
+Subgroup mix. The default rules (core/data/subgroup_rules.toml) also call complex anyone whose
+CMS-HCC score is in the month's top decile or who had 2+ ED visits / admissions in 12 months.
+So that the mix the engine assigns stays near the paper's 40 / 30 / 20 / 10 %, the data are
+shaped the way real panels are: multimorbid (latent complex and frail) patients carry the
+HCC-heavy conditions (reference.SEVERE_GROUPS: COPD, heart failure, CKD, depression, atrial
+fibrillation, RA, cancer) and so fill most of the top decile, while people with one or two
+conditions mostly have hypertension, diabetes, CAD, asthma or hypothyroidism; and repeat acute
+care concentrates among complex and frail patients (reference.ACUTE_NEED_EXPONENT). The rules
+still move about 2-3 % of patients (older chronic patients with high scores, a few repeat ED
+users) into complex: on the default network (5,000 patients, 24 months) the latent mix is
+about 40 / 29 / 21 / 10 % (frail ~3 %) and the engine assigns about 40 / 29 / 19 / 12 %.
 
 Planted signals (the monthly review should find them):
 1. Team TM03 "Riverside Chronic Care Team" performs best: HbA1c, blood pressure and PHQ-9
@@ -25,7 +37,7 @@ Planted signals (the monthly review should find them):
 3. Team TM06 "Hillcrest Team A" is slow on urgent requests: 1-5 days from request to visit
    against 0-2 days elsewhere.
 4. In the LAST month of the window, complex patients attributed to TM04 "Riverside Complex
-   Care Team" are admitted at 3x their usual monthly admission rate (SPIKE_ADMISSION_MULTIPLIER;
+   Care Team" are admitted at 6x their usual monthly admission rate (SPIKE_ADMISSION_MULTIPLIER;
    about 2.5-3x their usual rate once readmissions are counted), and never fewer admissions
    than that rate's expected count, so the rise is statistically clear at the default size.
 
@@ -269,7 +281,7 @@ def _build_conditions(spec: NetworkSpec, ms: np.ndarray, demo: dict) -> dict:
     age0, decile, birth = demo["age0"], demo["decile"], demo["birth"]
     w0, wend = ms[0], ms[-1] - 1
     z = (age0 - 50) / 17 + 0.35 * (decile - 5.5) / 2.9 + r.normal(0, 1, n)
-    cuts = np.quantile(z, [0.42, 0.72, 0.91]) if n > 3 else np.array([0.0, 1.0, 2.0])
+    cuts = np.quantile(z, ref.NEEDS_QUANTILES) if n > 3 else np.array([0.0, 1.0, 2.0])
     state0 = np.searchsorted(cuts, z, side="right")
     u = r.random(n)
     frail_old = (state0 == 3) & (age0 >= 75) & (u < 0.55)
@@ -283,8 +295,16 @@ def _build_conditions(spec: NetworkSpec, ms: np.ndarray, demo: dict) -> dict:
          r.choice([1, 2, 3, 4], n, p=[0.2, 0.35, 0.3, 0.15])], 0)
     base_w = np.array([g[3] for g in groups])
     slope = np.array([g[4] for g in groups])
-    weights = base_w[None, :] * np.exp(slope[None, :] * (age0[:, None] - 50))
-    weights[demo["sex"] != 0, ref.GROUP_INDEX["breast_cancer"]] = 1e-9
+    age_w = base_w[None, :] * np.exp(slope[None, :] * (age0[:, None] - 50))
+    age_w[demo["sex"] != 0, ref.GROUP_INDEX["breast_cancer"]] = 1e-9
+    severe = np.isin([g[0] for g in groups], ref.SEVERE_GROUPS)
+
+    def state_weights(state: np.ndarray) -> np.ndarray:
+        """Group weights of patients in these states: severe (HCC-heavy) groups mostly in the multimorbid."""
+        mult = np.array(ref.SEVERE_GROUP_WEIGHT)[state]
+        return age_w * np.where(severe[None, :], mult[:, None], 1.0)
+
+    weights = state_weights(state0)
     ranks = _gumbel_ranks(r, weights)
     adult = birth + 18 * 365
     pre_onset = np.maximum(w0 - r.integers(30, 365 * 12, (n, len(groups))), adult[:, None])
@@ -318,9 +338,9 @@ def _build_conditions(spec: NetworkSpec, ms: np.ndarray, demo: dict) -> dict:
     fr2_code[second] = ((fr_code + 1 + r.integers(0, N_FRAILTY - 1, n)) % N_FRAILTY)[second]
 
     # In-window changes: one progression (annual hazard by state) or one improvement.
-    prog_rate = np.array([0.05, 0.07, 0.06, 0.10, 0.0])[state0] * np.where((state0 == ref.COMPLEX) & (age0 < 74), 0, 1)
+    prog_rate = np.array([0.05, 0.05, 0.02, 0.10, 0.0])[state0] * np.where((state0 == ref.COMPLEX) & (age0 < 74), 0, 1)
     t_prog = w0 + np.floor(r.exponential(365.0 / np.maximum(prog_rate, 1e-9))).astype(np.int64)
-    t_imp = w0 + np.floor(r.exponential(365.0 / 0.08, n)).astype(np.int64)
+    t_imp = w0 + np.floor(r.exponential(365.0 / 0.05, n)).astype(np.int64)
     improve = (state0 == ref.AT_RISK) & (t_imp <= wend - 20) & (t_imp < t_prog)
     prog = (prog_rate > 0) & (t_prog <= wend - 10) & ~improve
     # healthy -> at risk: one new risk factor
@@ -340,7 +360,7 @@ def _build_conditions(spec: NetworkSpec, ms: np.ndarray, demo: dict) -> dict:
     g_on = np.where(other[:, None] & first_new, t_prog[:, None], g_on)
     # chronic -> complex: new groups up to three
     m = prog & (state0 == ref.CHRONIC)
-    absent_w = np.where(g_on == NEVER, weights, 1e-12)
+    absent_w = np.where(g_on == NEVER, state_weights(np.full(n, ref.COMPLEX)), 1e-12)
     new_ranks = _gumbel_ranks(r, absent_w)
     need_more = (3 - n_groups)[:, None]
     g_on = np.where(m[:, None] & (new_ranks < need_more), t_prog[:, None], g_on)
@@ -475,6 +495,7 @@ def _condition_slots(p: _Panel, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray
 # --- encounters ------------------------------------------------------------------------------
 
 TEAM_UTIL_MULT = np.array(ref.TEAM_UTILISATION_MULTIPLIER)
+ACUTE_NEED_EXPONENT = np.array(ref.ACUTE_NEED_EXPONENT)
 RATE = {k: np.array(v) for k, v in ref.RATES.items()}
 
 
@@ -580,7 +601,12 @@ def _chunk_encounters(p: _Panel, ctx: dict, chunk: int) -> dict:
     spike = (tm == ref.SPIKE_TEAM) & (st == ref.COMPLEX) & (mm == p.months - 1)
     kinds, rows = [], []
     for kname in KINDS:
-        lam = RATE[kname][st] * (np.sqrt(need) if INTERNAL[K[kname]] else need)
+        if INTERNAL[K[kname]]:
+            lam = RATE[kname][st] * np.sqrt(need)
+        elif kname in ref.ACUTE_KINDS:
+            lam = RATE[kname][st] * need ** ACUTE_NEED_EXPONENT[st]
+        else:
+            lam = RATE[kname][st] * need
         if kname in ref.TEAM_SENSITIVE_KINDS:
             lam = lam * TEAM_UTIL_MULT[tm]
         if kname == "admission":

@@ -74,6 +74,12 @@ OTHER_LANGUAGES = (("Vietnamese", 0.3), ("Somali", 0.25), ("Chinese", 0.2), ("Ar
 
 # --- conditions ---------------------------------------------------------------------------
 
+# Starting needs state: cut points (quantiles) of the latent need score between healthy, at
+# risk, chronic and complex-or-frail. Set so that, after in-window changes and deaths and once
+# the subgroup rules read the data (top-decile risk scores and repeat acute care move about 2-3 %
+# of patients, mostly chronic, into complex), the mix stays near the paper's 40 / 30 / 20 / 10 %.
+NEEDS_QUANTILES = (0.405, 0.70, 0.898)
+
 # Chronic condition groups: (group, ICD-10-CM code, description, relative weight at age 50,
 # weight change per year of age (log scale), specialty). Breast cancer is drawn for women only.
 CHRONIC_GROUPS = (
@@ -90,6 +96,16 @@ CHRONIC_GROUPS = (
     ("hypothyroidism", "E03.9", "Hypothyroidism, unspecified", 0.40, 0.010, "endocrinology"),
     ("breast_cancer", "C50.919", "Malignant neoplasm of unspecified site of unspecified female breast", 0.07, 0.030, "oncology"),
 )
+# Groups that weigh heavily in the CMS-HCC model (V28 maps each to a payment HCC; hypertension,
+# CAD, hypothyroidism and uncomplicated asthma map to none, diabetes to a small one). Multimorbid
+# patients carry them far more often than people with one or two conditions, so the latent
+# complex and frail patients are also the ones whose risk score is in the top decile.
+SEVERE_GROUPS = ("copd", "heart_failure", "ckd", "depression", "atrial_fibrillation", "rheumatoid_arthritis",
+                 "breast_cancer")
+# Weight multiplier of the severe groups by latent state (healthy, at_risk, chronic, complex,
+# frail); the at-risk value applies to a first chronic condition, the complex value to the
+# conditions added when a chronic patient becomes complex.
+SEVERE_GROUP_WEIGHT = (0.4, 0.4, 0.4, 8.0, 4.0)
 DIABETES_COMPLICATED = ("E11.65", "Type 2 diabetes mellitus with hyperglycemia")
 GROUP_INDEX = {g[0]: i for i, g in enumerate(CHRONIC_GROUPS)}
 
@@ -142,7 +158,8 @@ ECONSULT_RESOLVED_SHARE = {"dermatology": 0.75, "endocrinology": 0.72, "cardiolo
 
 # Encounters per member-month by latent state (healthy, at_risk, chronic, complex, frail).
 # Orders of magnitude: NAMCS office-visit rates, HCUP ED/inpatient rates per 1,000 by age and
-# chronic-condition count (complex / frail adults ~ 350-550 admissions per 1,000 per year).
+# chronic-condition count (complex / frail adults ~ 350-550 admissions and ~ 900-1,000 ED visits
+# per 1,000 per year; adults with no or one or two conditions ~ 70-190 ED visits per 1,000).
 RATES = {
     "office_visit": (0.11, 0.18, 0.28, 0.42, 0.30),
     "virtual_visit": (0.03, 0.05, 0.08, 0.10, 0.04),
@@ -154,12 +171,18 @@ RATES = {
     "e_consult": (0.003, 0.006, 0.015, 0.03, 0.02),
     "specialist_visit": (0.04, 0.07, 0.15, 0.33, 0.22),
     "urgent_care": (0.010, 0.015, 0.020, 0.025, 0.015),
-    "ed_visit": (0.011, 0.017, 0.030, 0.075, 0.085),
-    "admission": (0.0015, 0.0035, 0.008, 0.030, 0.036),
+    "ed_visit": (0.006, 0.009, 0.016, 0.075, 0.085),
+    "admission": (0.0010, 0.0020, 0.0050, 0.030, 0.036),
     "snf_stay": (0.0, 0.0, 0.0003, 0.002, 0.006),
     "pharmacy_fill": (0.20, 0.50, 1.50, 4.00, 4.50),
     "imaging_lab": (0.09, 0.15, 0.30, 0.60, 0.50),
 }
+# Repeat ED visits and admissions concentrate among complex and frail patients: their acute
+# care scales with the individual need multiplier (gamma, mean 1, sd 0.7); for everyone else
+# with need ** exponent (mostly one-off events), so few of them reach the complex subgroup's
+# "2+ admissions / ED visits in 12 months".
+ACUTE_KINDS = ("ed_visit", "admission")
+ACUTE_NEED_EXPONENT = (0.25, 0.25, 0.25, 1.0, 1.0)
 INTERNAL_KINDS = ("office_visit", "virtual_visit", "phone_call", "portal_message", "home_visit", "group_visit",
                   "care_management", "e_consult")
 # Kinds whose rate is scaled by the team's utilisation multiplier (acute and specialist care).
@@ -168,7 +191,7 @@ TEAM_UTILISATION_MULTIPLIER = (1.0, 1.0, 0.78, 1.0, 1.0, 1.05, 1.25)
 READMISSION_SHARE = (0.08, 0.08, 0.12, 0.19, 0.21)  # 30-day readmissions (CMS HRRP range 15-22 %)
 POST_ACUTE_SHARE = (0.02, 0.03, 0.08, 0.18, 0.35)  # admissions followed by a SNF stay
 IN_NETWORK_SHARE = (0.91, 0.76)  # per practice: Hillcrest leaks more
-SPIKE_ADMISSION_MULTIPLIER = 3.0
+SPIKE_ADMISSION_MULTIPLIER = 6.0
 
 # Paid amounts: (median USD, lognormal sigma, min, max) per kind; multiplied by STATE_PRICE.
 PRICES = {

@@ -273,6 +273,49 @@ def test_needs_mix_is_roughly_40_30_20_10(medium):
     assert 0.02 < changed.mean() < 0.2
 
 
+def test_latent_mix_is_near_the_papers_example(medium):
+    """The latent needs mix, over the window and in the last month, is near 40/30/20/10 %.
+
+    Chronic may sit a little above 20 % and complex + frail a little below 10 %: the default
+    subgroup rules also call complex the patients whose risk score is in the month's top decile
+    or who had 2+ ED visits / admissions in 12 months (mostly older chronic patients, about 2-3 %
+    of the panel), so the mix the engine assigns ends near 40/30/20/10 % as well.
+    """
+    panel, _ = medium
+    last = panel.months - 1
+    for label, states in (("window", panel.state[panel.enrolled]),
+                          ("last month", panel.state[panel.enrolled[:, last], last])):
+        share = np.bincount(states, minlength=5) / len(states) * 100
+        assert abs(share[ref.HEALTHY] - 40) <= 3, (label, share)
+        assert abs(share[ref.AT_RISK] - 30) <= 3, (label, share)
+        assert 19 <= share[ref.CHRONIC] <= 24, (label, share)
+        assert 7 <= share[ref.COMPLEX] + share[ref.FRAIL] <= 11, (label, share)
+        assert share[ref.FRAIL] >= 2, (label, share)
+
+
+def test_hcc_heavy_conditions_and_repeat_acute_care_concentrate_in_the_multimorbid(medium):
+    """What keeps the engine's mix near the latent one: the top risk-score decile is filled by
+    complex and frail patients, and few others reach 2+ ED visits / admissions in 12 months."""
+    panel, frames = medium
+    last = panel.months - 1
+    alive, state = panel.enrolled[:, last], panel.state[:, last]
+    severe = np.isin([g[0] for g in ref.CHRONIC_GROUPS], ref.SEVERE_GROUPS)
+    n_severe = (panel.g_on[:, severe] < panel.ms[-1]).sum(axis=1)
+
+    def share(values, *states):
+        return values[alive & np.isin(state, states)].mean()
+
+    assert share(n_severe >= 2, ref.COMPLEX) > 0.7
+    assert share(n_severe >= 2, ref.CHRONIC) < 0.1
+    enc = frames["encounters.csv"]
+    since = str(np.datetime64(int(panel.ms[last - 11]), "D"))
+    acute = enc[enc["kind"].isin(["ed_visit", "admission"]) & (enc["start_date"] >= since)]
+    count = np.bincount(acute["patient_id"].str[1:].astype(int).to_numpy() - 1, minlength=panel.n)
+    assert share(count >= 2, ref.HEALTHY, ref.AT_RISK) < 0.02
+    assert share(count >= 2, ref.CHRONIC) < 0.06
+    assert share(count >= 2, ref.COMPLEX, ref.FRAIL) > 0.2
+
+
 def _state_of_encounters(panel, frames):
     enc = frames["encounters.csv"]
     pidx = enc["patient_id"].str[1:].astype(int).to_numpy() - 1
