@@ -1,22 +1,122 @@
-"""Team leader: the monthly value review of one team and subgroup."""
+"""Team leader: the monthly value review of one team and subgroup (issue 8)."""
 
 import streamlit as st
 
-from core.store import panel_counts
-from ui.auth import require
-from ui.data import query
+from core import charts
+from core.measures import catalogue_frame
+from core.review import (
+    add_entry,
+    close_entry,
+    format_usd,
+    headline_metrics,
+    payment_summary,
+    review_data,
+    review_log,
+    review_pack,
+)
+from ui.auth import audit_export, require
+from ui.data import engine, query
 from ui.labels import subgroup_labels
-from ui.widgets import month_label, select_month, select_team
+from ui.widgets import from_url, month_label, select_month, select_team
 
 scope = require("review")
 st.title("Monthly review")
 labels = subgroup_labels()
 with st.sidebar:
     team = select_team(allowed=scope.team_ids)
+    wanted = from_url("subgroup", labels)
+    if st.session_state.get("_review_team") not in (None, team["team_id"]) or wanted is None:
+        wanted = team["team_subgroup"] if team["team_subgroup"] in labels else next(iter(labels))  # the team's own
+    st.session_state["subgroup"] = wanted
+    st.session_state["_review_team"] = team["team_id"]
+    subgroup = st.selectbox("Subgroup", list(labels), key="subgroup", format_func=labels.get, bind="query-params")
     month = select_month()
+team_id, team_label = team["team_id"], f"{team['practice']} · {team['team']}"
+data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level)
+st.caption(f"{team_label} · {labels[subgroup]} · {month_label(month)} · counts of 1-10 are shown as suppressed")
 
-panel = query(panel_counts, month, (team["team_id"],))
-st.caption(f"{team['practice']} · {team['team']} · {month_label(month)}")
-cols = st.columns(max(len(panel), 1))
-for col, row in zip(cols, panel.itertuples(), strict=False):
-    col.metric(labels.get(row.subgroup, row.subgroup), f"{row.members:,}")
+cols = st.columns(4)
+for i, m in enumerate(headline_metrics(data)):
+    cols[i % 4].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
+                       chart_data=m["chart"] or None, border=True, delta_description="vs last month")  # fmt: skip
+pay = payment_summary(data)
+money = {k: format_usd(pay[k]) for k in ("payment_usd", "cost_usd", "margin_usd")}
+c1, c2, c3 = st.columns(3)
+c1.metric(f"Bundled payment (${pay['rate_usd']:,.0f} PMPM)", money["payment_usd"])
+c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])
+c3.metric("Margin", money["margin_usd"])
+
+
+def patient_rows(frame, key: str) -> None:
+    """Patient rows (scope allowing): selecting a row opens the patient page."""
+    if not scope.patient_level:
+        st.caption("Patient rows are shown to users with patient-level access only.")
+        return
+    event = st.dataframe(frame, key=key, hide_index=True, on_select="rerun", selection_mode="single-row")
+    if event.selection.rows:
+        st.switch_page("pages/patient.py", query_params={"patient": frame.iloc[event.selection.rows[0]]["patient_id"]})
+
+
+card_tab, moved_tab, value_tab, log_tab, pack_tab = st.tabs(["Scorecard", "What moved", "Value map", "Review log", "Review pack"])
+with card_tab:
+    st.dataframe(data.scorecard, key="scorecard", hide_index=True, column_order=list(data.scorecard.columns[1:]))
+    with st.expander("Measure definitions"):
+        defs = catalogue_frame()
+        st.dataframe(defs[defs["id"].isin(data.card["measure_id"])][["name", "definition", "numerator", "denominator",
+                     "exclusions", "unit", "direction", "target"]], hide_index=True)  # fmt: skip
+with moved_tab:
+    st.subheader("Measures that changed significantly")
+    flagged = data.scorecard[data.scorecard["Significant"] != ""]
+    for row in flagged.itertuples():
+        st.markdown(f"- **{row.Measure}**: {row.Value} ({row.Unit}) · {row.Significant}")
+    if flagged.empty:
+        st.write("No measure changed significantly (the 95 % intervals overlap).")
+    if len(data.across_teams) and len(scope.team_ids) > 1:
+        st.caption("Significant changes and gaps of every team in your scope for this subgroup")
+        st.dataframe(data.across_teams, key="across_teams", hide_index=True)
+    st.subheader("Patients entering and leaving the subgroup")
+    st.dataframe(data.moves["summary"].replace({"other_subgroup": labels}), key="moves_summary", hide_index=True)
+    patient_rows(data.moves["patients"], "moves")
+    st.subheader("ED visits and admissions this month")
+    patient_rows(data.acute, "acute")
+    st.subheader("Largest cost drivers")
+    st.dataframe(data.drivers["by_category"], key="cost_categories", hide_index=True)
+    patient_rows(data.drivers["by_patient"], "cost_patients")
+with value_tab:
+    now = data.value_map[data.value_map["month"] == month]
+    st.plotly_chart(charts.review_value_map_figure(now, team_id), key="value_map")
+    st.dataframe(now.drop(columns=["month"]), key="value_map_table", hide_index=True)
+    st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id), key="value_trend")
+with log_tab:
+    log = review_log(engine(), scope.team_ids, team_id, subgroup, month)
+    st.dataframe(log, key="review_log", hide_index=True)
+    with st.form("add_entry", clear_on_submit=True):
+        kind = st.selectbox("Kind", ["note", "decision", "action"], key="entry_kind")
+        text = st.text_area("Text", key="entry_text")
+        owner, due = st.text_input("Owner (action items)", key="entry_owner"), st.date_input("Due date", value=None, key="entry_due")
+        if st.form_submit_button("Save"):
+            try:
+                add_entry(engine(), scope.team_ids, team_id=team_id, subgroup=subgroup, month=month, kind=kind, text=text,
+                          owner=owner, due_date=due, created_by=scope.name)  # fmt: skip
+                st.rerun()
+            except ValueError as exc:
+                st.error(str(exc))
+    open_items = log[(log["kind"] == "action") & (log["status"] == "open")]
+    if len(open_items):
+        item = st.selectbox("Open action item", list(open_items["entry_id"]), key="close_item",
+                            format_func=dict(zip(open_items["entry_id"], open_items["text"], strict=True)).get)  # fmt: skip
+        if st.button("Mark done", key="close_button"):
+            close_entry(engine(), scope.team_ids, int(item), scope.name)
+            st.rerun()
+with pack_tab:
+    stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}"
+    pack = review_pack(data, log, labels, team_label, charts=False)  # the HTML with charts is built on click
+    st.download_button("Review pack (HTML one-pager)", lambda: review_pack(data, log, labels, team_label)["html"],
+                       f"{stem}.html", "text/html", key="pack_html", on_click=audit_export,
+                       args=(scope, stem, "review pack html"))  # fmt: skip
+    st.download_button("Tables (XLSX)", pack["xlsx"], f"{stem}.xlsx", key="pack_xlsx", on_click=audit_export,
+                       args=(scope, stem, "review pack xlsx"),
+                       mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
+    for name, csv_text in pack["csv"].items():
+        st.download_button(f"{name}.csv", csv_text, f"{stem}-{name}.csv", "text/csv", key=f"csv_{name}",
+                           on_click=audit_export, args=(scope, f"{stem}-{name}", "review pack csv"))  # fmt: skip

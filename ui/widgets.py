@@ -8,16 +8,23 @@ from core.store import months_available, organisation
 from ui.data import query
 
 
+def from_url(key: str, options: dict[str, str]):
+    """The option a first run should start from: session state, else the URL's ``key`` (which a
+    bound widget with a ``format_func`` writes as the shown label, so labels are accepted too)."""
+    wanted = st.session_state.get(key, st.query_params.get(key))
+    return wanted if wanted in options else {label: option for option, label in options.items()}.get(wanted)
+
+
 def month_label(month: date) -> str:
     return month.strftime("%b %Y")
 
 
 def select_month(key: str = "month", label: str = "Month") -> date:
-    """Pick a month (default: the latest); bound to ``?month=YYYY-MM``."""
+    """Pick a month (default: the latest); bound to ``?month=`` (the shown label; ``YYYY-MM`` also works)."""
     months = query(months_available)
     options = [m.strftime("%Y-%m") for m in months]
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = options[-1]
+    wanted = from_url(key, {o: month_label(date.fromisoformat(o + "-01")) for o in options})
+    st.session_state[key] = wanted or options[-1]
     chosen = st.selectbox(label, options[::-1], key=key, format_func=lambda s: month_label(date.fromisoformat(s + "-01")),
                           bind="query-params")  # fmt: skip
     return date.fromisoformat(chosen + "-01")
@@ -29,7 +36,6 @@ def select_team(key: str = "team", allowed: tuple[str, ...] | None = None) -> di
     if allowed is not None:
         org = org[org["team_id"].isin(allowed)]
     labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
-    if st.session_state.get(key) not in labels:
-        st.session_state[key] = next(iter(labels))
+    st.session_state[key] = from_url(key, labels) or next(iter(labels))
     team_id = st.selectbox("Team", list(labels), key=key, format_func=labels.get, bind="query-params")
     return org[org["team_id"] == team_id].iloc[0].to_dict()
