@@ -1,8 +1,8 @@
-"""Clinician: the patients of a team and subgroup; pick one to open the patient page."""
+"""Clinician: the patients of a team and subgroup, flagged and ranked by who needs attention first."""
 
 import streamlit as st
 
-from core.store import team_patients
+from core.worklist import filter_worklist, load_worklist_rules, team_worklist
 from ui.auth import audit_export, audit_view, require
 from ui.data import query
 from ui.labels import subgroup_labels
@@ -11,31 +11,58 @@ from ui.widgets import month_label, select_month, select_team
 scope = require("worklist")
 st.title("My subgroup")
 labels = subgroup_labels()
+rules = load_worklist_rules()
 with st.sidebar:
     team = select_team(allowed=scope.team_ids)
     month = select_month()
-    subgroup = st.selectbox("Subgroup", [None, *labels], key="subgroup", format_func=lambda s: "All" if s is None else labels[s])
+    options = [None, *labels]
+    default = options.index(team["team_subgroup"]) if team["team_subgroup"] in options else 0
+    subgroup = st.selectbox("Subgroup", options, index=default, key=f"subgroup_{team['team_id']}",
+                            format_func=lambda s: "All" if s is None else labels[s])  # fmt: skip
 
 # The scope, not the widget, bounds the query: a team id outside it returns no rows.
 team_ids = tuple(t for t in (team["team_id"],) if t in scope.team_ids)
-patients = query(team_patients, month, team_ids, subgroup)
+worklist = query(team_worklist, month, team_ids, subgroup)
 audit_view(scope, "view_worklist", team["team_id"], f"{month:%Y-%m} {subgroup or 'all'}")
-st.caption(f"{team['practice']} · {team['team']} · {month_label(month)} · {len(patients):,} patients")
-search = st.text_input("Search by name or id", key="search")
-if search:
-    hit = patients["name"].str.contains(search, case=False, regex=False) | patients["patient_id"].str.contains(search, case=False, regex=False)
-    patients = patients[hit]
-shown = patients.assign(subgroup=patients["subgroup"].map(lambda s: labels.get(s, s)))
+
+flagged = int((worklist["priority"] > 0).sum())
+st.caption(f"{team['practice']} · {team['team']} · {labels.get(subgroup, 'All subgroups')} · {month_label(month)} · "
+           f"{len(worklist):,} patients, {flagged:,} with at least one flag. Sorted by priority: "
+           + " > ".join(rules.labels.values()) + "; then risk score.")  # fmt: skip
+left, right = st.columns([1, 2])
+search = left.text_input("Search by name or id", key="search")
+chosen = right.multiselect("Show patients with any of these flags", list(rules.labels), format_func=rules.labels.get, key="flags")
+shown = filter_worklist(worklist, search, tuple(chosen))
+shown = shown.assign(subgroup=shown["subgroup"].map(lambda s: labels.get(s, s)))
+
+date_col = st.column_config.DateColumn
 event = st.dataframe(
     shown,
     key="worklist",
     hide_index=True,
     on_select="rerun",
     selection_mode="single-row",
-    column_order=["patient_id", "name", "birth_date", "sex", "subgroup", "risk_score", "reason"],
-    column_config={"risk_score": st.column_config.NumberColumn("Risk score", format="%.2f")},
+    column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "hba1c_value", "hba1c_date", "bp", "bp_date",
+                  "phq9_value", "phq9_date", "promis_physical_value", "promis_physical_date", "last_visit",
+                  "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "patient_id"],  # fmt: skip
+    column_config={
+        "name": st.column_config.TextColumn("Name", pinned=True),
+        "age": "Age", "sex": "Sex", "subgroup": "Subgroup",
+        "risk_score": st.column_config.NumberColumn("Risk score", format="%.2f", help="CMS-HCC risk score"),
+        "flags": st.column_config.TextColumn("Flags", width="large"),
+        "hba1c_value": st.column_config.NumberColumn("HbA1c %", format="%.1f"), "hba1c_date": date_col("HbA1c date"),
+        "bp": "BP", "bp_date": date_col("BP date"),
+        "phq9_value": st.column_config.NumberColumn("PHQ-9", format="%.0f"), "phq9_date": date_col("PHQ-9 date"),
+        "promis_physical_value": st.column_config.NumberColumn("PROMIS physical", format="%.1f"),
+        "promis_physical_date": date_col("PROMIS date"), "last_visit": date_col("Last visit"),
+        "ed_visits_12m": st.column_config.NumberColumn("ED visits 12 mo"),
+        "admissions_12m": st.column_config.NumberColumn("Admissions 12 mo"),
+        "cost_12m_usd": st.column_config.NumberColumn("Cost 12 mo", format="dollar", help="Internal (TDABC) + external paid"),
+        "subgroup_since": date_col("In subgroup since", format="MMM YYYY"), "patient_id": "Patient id",
+    },  # fmt: skip
 )
 if event.selection.rows:
     st.switch_page("pages/patient.py", query_params={"patient": shown.iloc[event.selection.rows[0]]["patient_id"]})
+st.caption("Select a row to open the patient.")
 st.download_button("Download CSV", shown.to_csv(index=False), file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv",
-                   mime="text/csv", on_click=audit_export, args=(scope, team["team_id"], "worklist csv"))  # fmt: skip
+                   mime="text/csv", on_click=audit_export, args=(scope, team["team_id"], f"worklist csv {month:%Y-%m}"))  # fmt: skip

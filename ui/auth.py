@@ -54,6 +54,9 @@ def _refuse_without_login() -> None:
 def _demo_scope() -> Scope:
     """The demo persona picked in the sidebar switcher (drawn by :func:`demo_switcher`)."""
     org = query(organisation)
+    for key in ("demo_role", "demo_team"):  # widget state is dropped on st.switch_page in the browser: restore it
+        if key not in st.session_state and f"_kept_{key}" in st.session_state:
+            st.session_state[key] = st.session_state[f"_kept_{key}"]
     role = st.session_state.get("demo_role", next(iter(DEMO_PERSONAS)))
     team = st.session_state.get("demo_team", org["team_id"].iloc[0]) if role in TEAM_ROLES else ""
     key, name = DEMO_PERSONAS[role]
@@ -77,6 +80,9 @@ def demo_switcher(scope: Scope) -> None:
     if scope.role in TEAM_ROLES:
         labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
         st.selectbox("Demo team", list(labels), key="demo_team", format_func=labels.get)
+    for key in ("demo_role", "demo_team"):
+        if key in st.session_state:
+            st.session_state[f"_kept_{key}"] = st.session_state[key]
 
 
 def current_scope() -> Scope:

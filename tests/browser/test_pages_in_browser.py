@@ -1,4 +1,4 @@
-"""What only a browser shows: the pages render in Chromium, and a worklist row opens the patient."""
+"""What only a browser shows: the pages render in Chromium (the worklist-to-patient click: test_worklist_browser.py)."""
 
 import pytest
 
@@ -21,16 +21,3 @@ def test_page_renders(server, page, role, path, heading):
     expect(page.get_by_role("heading", name=heading).first).to_be_visible(timeout=30000)
     assert page.get_by_test_id("stException").count() == 0
     screenshot(page, path)
-
-
-def test_worklist_row_opens_patient_page(server, page):
-    open_page(page, server)
-    choose_demo_role(page, "Clinician")  # the review page is not a clinician's: the worklist opens
-    expect(page.get_by_role("heading", name="My subgroup").first).to_be_visible(timeout=30000)
-    screenshot(page, "worklist")
-    page.get_by_test_id("stDataFrame").first.click(position={"x": 15, "y": 1 * 35 + 17})
-    page.wait_for_url("**/patient?patient=*", timeout=30000)
-    wait_for_run(page)
-    expect(page.get_by_text("Subgroup history")).to_be_visible(timeout=30000)
-    assert page.get_by_test_id("stException").count() == 0
-    screenshot(page, "patient")

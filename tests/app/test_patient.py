@@ -1,0 +1,69 @@
+"""The patient page shows what the database holds for the patient; scope, audit and overrides."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.audit import search_events
+from core.patient import patient_view
+from core.subgroups import list_overrides
+from tests.app.conftest import DASHBOARD
+from tests.app.test_worklist import tiny_db  # noqa: F401  (fixture)
+from tests.worklist_network import MONTH
+
+
+def open_patient(patient_id: str, role: str = "clinician") -> AppTest:
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    at.session_state["demo_role"] = role
+    at.run()
+    at.switch_page("pages/patient.py")
+    at.query_params["patient"] = patient_id
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def frame_with(at, column):
+    return next(df.value for df in at.dataframe if column in df.value.columns)
+
+
+def test_patient_page_shows_the_database_rows(tiny_db):  # noqa: F811
+    at = open_patient("P_CALM")
+    view = patient_view(tiny_db, "P_CALM", ("A1",))
+    assert at.title[0].value == "Given Calm"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Subgroup": "Complex", "As of": f"{MONTH:%b %Y}"}
+    about = next(m.value for m in at.markdown if "**Team:**" in m.value)
+    assert "Complex team" in about and "Dr One" in about and "hand-built complex" in about
+    assert frame_with(at, "from_month")[["months", "subgroup"]].values.tolist() == [[10, "Complex"]]
+    assert frame_with(at, "response_days")[["specialty", "response_days"]].values.tolist() == [["cardiology", 3]]
+    assert frame_with(at, "code")["description"].tolist() == ["Essential hypertension"]
+    costs = frame_with(at, "category")
+    assert costs["cost_usd"].sum() == pytest.approx(view["costs"]["cost_usd"].sum()) and costs["cost_usd"].sum() > 0
+    assert set(frame_with(at, "activity")["activity"]) == {"Office visit", "E-consult"}
+    assert frame_with(at, "role_label")["name"].tolist()[0] == "Dr One"
+    assert len(at.get("plotly_chart")) >= 3  # measurements with targets, timeline, costs
+    assert not [b for b in at.button if b.label == "Override subgroup"]  # clinicians cannot override
+    assert search_events(tiny_db, action="view_patient")["target"].tolist() == ["P_CALM"]
+
+
+def test_patient_outside_scope_is_refused(tiny_db):  # noqa: F811
+    at = open_patient("P_OTHER")  # team A2's patient; the demo clinician is on A1
+    assert at.title[0].value == "Patient" and "outside your teams" in at.info[0].value
+    assert len(at.dataframe) == 0 and search_events(tiny_db, action="view_patient").empty
+
+
+def test_team_leader_overrides_and_lifts_a_subgroup(tiny_db):  # noqa: F811
+    at = open_patient("P_CALM", role="team_leader")
+    next(s for s in at.selectbox if s.label == "Pin to subgroup").select("chronic")
+    at.text_area[0].input("Stable on treatment; follow in the chronic team")
+    next(b for b in at.button if b.label == "Override subgroup").click().run()
+    assert not at.exception, at.exception
+    overrides = list_overrides(tiny_db, patient_id="P_CALM")
+    assert overrides["subgroup"].tolist() == ["chronic"] and overrides["created_by"].tolist() == ["demo-team-leader"]
+    assert search_events(tiny_db, action="override")["target"].tolist() == ["P_CALM"]
+    assert any("saved" in s.value for s in at.success)
+    assert {m.label: m.value for m in at.metric}["Subgroup"] == "Chronic (override)"
+    next(b for b in at.button if b.label == "Lift override").click().run()
+    assert not at.exception, at.exception
+    assert list_overrides(tiny_db, patient_id="P_CALM").empty
+    assert len(search_events(tiny_db, action="override")) == 2

@@ -1,0 +1,77 @@
+"""The worklist page on a hand-built network: content and order, each flag, filters, scope, export."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.audit import search_events
+from core.db import create_schema, make_engine
+from core.worklist import FLAG_IDS, team_worklist
+from tests.app.conftest import DASHBOARD
+from tests.worklist_network import EXPECTED, MONTH, build_worklist_network
+
+
+@pytest.fixture
+def tiny_db(tmp_path, monkeypatch):
+    """A hand-built network in an SQLite file (origin "sample", so demo mode applies)."""
+    url = f"sqlite:///{tmp_path / 'tiny.db'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    build_worklist_network(engine)
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield engine
+    engine.dispose()
+
+
+def open_worklist(role: str = "clinician") -> AppTest:
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    at.session_state["demo_role"] = role
+    at.run()
+    if role != "clinician":
+        at.switch_page("pages/worklist.py").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "My subgroup"
+    return at
+
+
+def test_worklist_shows_the_team_in_priority_order(tiny_db):
+    at = open_worklist()
+    shown = at.dataframe[0].value
+    assert shown["patient_id"].tolist() == [pid for pid, *_ in EXPECTED]  # P_OTHER is another team's
+    expected = team_worklist(tiny_db, MONTH, ("A1",))
+    assert shown["flags"].tolist() == expected["flags"].tolist()
+    assert shown["cost_12m_usd"].tolist() == pytest.approx(expected["cost_12m_usd"].tolist())
+    assert shown["bp"].tolist() == expected["bp"].tolist() and set(shown["team_id"]) == {"A1"}
+    assert at.sidebar.selectbox(key="subgroup_A1").value == "complex"  # the team's own subgroup by default
+    assert "9 patients, 6 with at least one flag" in at.caption[0].value
+    assert search_events(tiny_db, action="view_worklist")["target"].tolist() == ["A1"]
+
+
+@pytest.mark.parametrize("flag", FLAG_IDS)
+def test_each_flag_filter_shows_its_patient(tiny_db, flag):
+    at = open_worklist()
+    at.multiselect(key="flags").set_value([flag]).run()
+    expected = [pid for pid, _f, _r, flags in EXPECTED if flag in flags]
+    assert at.dataframe[0].value["patient_id"].tolist() == expected and len(expected) == 1
+
+
+def test_search_by_name_or_id(tiny_db):
+    at = open_worklist()
+    at.text_input(key="search").input("sugar").run()
+    assert at.dataframe[0].value["patient_id"].tolist() == ["P_DM"]
+    at.text_input(key="search").input("p_ca").run()
+    assert at.dataframe[0].value["patient_id"].tolist() == ["P_CALM"]
+
+
+def test_selecting_a_row_opens_the_patient(tiny_db):
+    at = open_worklist()
+    at.session_state["worklist"] = {"selection": {"rows": [1], "columns": []}}
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Given Sugar"
+
+
+def test_team_leader_worklist_and_csv_export(tiny_db):
+    at = open_worklist("team_leader")
+    assert at.dataframe[0].value["patient_id"].tolist()[0] == "P_ACUTE"
+    button = at.get("download_button")[0]
+    assert button.proto.label == "Download CSV"

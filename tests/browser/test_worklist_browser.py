@@ -1,0 +1,32 @@
+"""In Chromium: a clinician's worklist row opens the patient page (screenshots of both for the README)."""
+
+import pytest
+
+from tests.browser.conftest import choose_demo_role, open_page, screenshot, wait_for_run
+
+expect = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package").expect
+
+pytestmark = pytest.mark.browser
+
+
+def test_worklist_row_opens_patient_page(server, page):
+    open_page(page, server)
+    choose_demo_role(page, "Clinician")  # the review page is not a clinician's: the worklist opens
+    expect(page.get_by_role("heading", name="My subgroup").first).to_be_visible(timeout=30000)
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible(timeout=30000)
+    assert page.get_by_test_id("stException").count() == 0
+    screenshot(page, "worklist")
+    page.get_by_test_id("stDataFrame").first.click(position={"x": 15, "y": 1 * 35 + 17})  # the first patient's row
+    page.wait_for_url("**/patient?patient=*", timeout=30000)
+    wait_for_run(page)
+    expect(page.get_by_text("Subgroup history")).to_be_visible(timeout=30000)
+    expect(page.get_by_test_id("stMetric").first).to_be_visible(timeout=30000)
+    assert page.get_by_test_id("stException").count() == 0
+    expect(page.get_by_text("Demo clinician · Clinician (demo)")).to_be_visible()  # the demo role survives the page switch
+    assert page.get_by_role("button", name="Override subgroup").count() == 0  # team leaders only
+    patient_id = page.url.split("patient=")[1]
+    expect(page.get_by_text(patient_id).first).to_be_visible()
+    page.get_by_role("tab", name="Measurements").click()  # charts with their target lines
+    expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30000)
+    page.wait_for_timeout(500)
+    screenshot(page, "patient")

@@ -1,0 +1,86 @@
+"""The worklist query on SQLite and PostgreSQL: content, order, flags and scope for a hand-built
+network; and, on the sample network, costs equal to core.costs and counts equal to the rows."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from core.costs import CostInputs, encounter_costs, load_cost_settings, month_of
+from core.models import Encounter, Staff, StaffMinutes
+from core.patient import patient_view
+from core.store import organisation, read_frame
+from core.worklist import FLAG_IDS, add_months, team_worklist
+from tests.worklist_network import EXPECTED, MONTH, build_worklist_network
+
+
+@pytest.fixture
+def network(store_engine):
+    build_worklist_network(store_engine)
+    return store_engine
+
+
+def test_worklist_order_and_flags(network):
+    w = team_worklist(network, MONTH, ("A1",))
+    assert w["patient_id"].tolist() == [pid for pid, *_ in EXPECTED]
+    for pid, _family, _risk, flags in EXPECTED:
+        row = w.set_index("patient_id").loc[pid]
+        assert {f for f in FLAG_IDS if row[f]} == flags, pid
+    assert w["priority"].tolist() == [32, 16, 8, 4, 2, 1, 0, 0, 0]
+    assert w.loc[0, "flags"] == "Recent ED visit or admission"
+
+
+def test_worklist_values(network):
+    w = team_worklist(network, MONTH, ("A1",)).set_index("patient_id")
+    assert w.loc["P_BP", "bp"] == "150/85" and w.loc["P_BP", "bp_date"] == date(2026, 10, 5)  # lowest systolic of the day
+    assert (w.loc["P_DM", "hba1c_value"], w.loc["P_DM", "hba1c_date"]) == (9.5, date(2026, 9, 1))
+    assert (w.loc["P_COST", "cost_12m_usd"], w.loc["P_COST", "cost_last_3m_usd"], w.loc["P_COST", "cost_prev_3m_usd"]) == (3300, 3000, 300)
+    assert (w.loc["P_OLDED", "ed_visits_12m"], w.loc["P_ACUTE", "ed_visits_12m"], w.loc["P_CALM", "ed_visits_12m"]) == (1, 1, 0)
+    assert w.loc["P_MOVED", "subgroup_since"] == date(2026, 10, 1) and w.loc["P_CALM", "subgroup_since"] == date(2026, 1, 1)
+    assert w.loc["P_CALM", "last_visit"] == date(2026, 10, 12) and w.loc["P_DM", "last_visit"] is None
+    assert w.loc["P_ACUTE", "age"] == 76 and w.loc["P_CALM", "phq9_value"] == 4.0
+    # internal cost of P_CALM = core.costs TDABC of its activities (one with recorded minutes, one by process map)
+    enc = read_frame(network, select(*Encounter.__table__.columns).where(Encounter.patient_id == "P_CALM"))
+    minutes = read_frame(network, select(*StaffMinutes.__table__.columns))
+    staff = read_frame(network, select(*Staff.__table__.columns))
+    expected = encounter_costs(CostInputs((), staff, enc, minutes, pd.DataFrame()), load_cost_settings())["cost_usd"].sum()
+    assert w.loc["P_CALM", "cost_internal_12m_usd"] == pytest.approx(expected) and expected > 0
+
+
+def test_worklist_stays_in_scope(network):
+    assert "P_OTHER" not in set(team_worklist(network, MONTH, ("A1",))["patient_id"])
+    assert team_worklist(network, MONTH, ("A2",))["patient_id"].tolist() == ["P_OTHER"]
+    assert team_worklist(network, MONTH, ()).empty
+    assert team_worklist(network, MONTH, ("A1",), "chronic").empty
+    assert team_worklist(network, date(2026, 9, 1), ("A1",), "chronic")["patient_id"].tolist() == ["P_MOVED"]
+
+
+def test_patient_view_reads_the_patient_rows(network):
+    assert patient_view(network, "P_OTHER", ("A1",)) is None
+    view = patient_view(network, "P_CALM", ("A1",))
+    assert view["current"]["subgroup"] == "complex" and view["current"]["pcp"] == "Dr One"
+    assert view["econsults"][["specialty", "response_days"]].values.tolist() == [["cardiology", 3]]
+    assert set(view["care_team"]["name"]) == {"Dr One", "Nurse Three"} and view["care_team"].loc[0, "name"] == "Dr One"
+    assert view["conditions"]["code"].tolist() == ["I10"]
+    assert view["costs"]["cost_usd"].sum() == pytest.approx(team_worklist(network, MONTH, ("A1",)).set_index("patient_id").loc["P_CALM", "cost_12m_usd"])
+
+
+def test_costs_and_counts_match_the_rows_on_the_sample_network(sample_engine):
+    org = organisation(sample_engine)
+    team = org["team_id"].iloc[0]
+    months = read_frame(sample_engine, select(Encounter.start_date).order_by(Encounter.start_date.desc()).limit(1))
+    month = date(months.iloc[0, 0].year, months.iloc[0, 0].month, 1)
+    w = team_worklist(sample_engine, month, (team,)).set_index("patient_id")
+    assert len(w) > 20
+    first = add_months(month, -11)
+    enc = read_frame(sample_engine, select(*Encounter.__table__.columns).where(Encounter.patient_id.in_(list(w.index))))
+    enc = enc[(month_of(enc["start_date"]) >= first) & (month_of(enc["start_date"]) <= month)]
+    minutes = read_frame(sample_engine, select(*StaffMinutes.__table__.columns))
+    staff = read_frame(sample_engine, select(*Staff.__table__.columns))
+    cost = encounter_costs(CostInputs((), staff, enc, minutes, pd.DataFrame()), load_cost_settings())
+    expected = cost.groupby(["patient_id", "is_internal"])["cost_usd"].sum().unstack(fill_value=0.0).reindex(w.index, fill_value=0.0)
+    assert w["cost_internal_12m_usd"].to_numpy() == pytest.approx(expected[True].to_numpy())
+    assert w["cost_external_12m_usd"].to_numpy() == pytest.approx(expected[False].to_numpy())
+    ed = enc[enc["kind"] == "ed_visit"].groupby("patient_id").size().reindex(w.index, fill_value=0)
+    assert (w["ed_visits_12m"] == ed).all() and ed.sum() > 0
