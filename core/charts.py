@@ -92,8 +92,9 @@ def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None,
             marker=dict(size=13, color=SUBGROUP_COLORS.get(subgroup, "#607D8B")),
         ))  # fmt: skip
     moved = shown.dropna(subset=["previous_cost_pmpm_usd", "previous_outcome_index"])
-    for row in moved.itertuples():
-        fig.add_annotation(x=row.cost_pmpm_usd, y=row.outcome_index, ax=row.previous_cost_pmpm_usd, ay=row.previous_outcome_index,
+    for row in moved.itertuples():  # on a log axis, annotation x positions are log10 of the value (plotly.js)
+        fig.add_annotation(x=np.log10(row.cost_pmpm_usd), y=row.outcome_index, ax=np.log10(row.previous_cost_pmpm_usd),
+                           ay=row.previous_outcome_index,
                            xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.2,
                            arrowcolor=SUBGROUP_COLORS.get(row.subgroup, "#607D8B"), opacity=0.6)  # fmt: skip
     fig.add_hline(y=50, line_dash="dot", line_color="#9E9E9E", annotation_text="peer average outcome")
@@ -134,3 +135,83 @@ def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float 
                       annotation_position="bottom right")  # fmt: skip
     fig.update_layout(xaxis_title=unit, yaxis_title="", height=max(300, 40 * len(shown) + 120))
     return _layout(fig)
+
+
+# --- monthly review (issue 8) -------------------------------------------------------------
+
+
+def review_value_map_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
+    """Value map of one month: cost PMPM (x) against outcome index (y) per team, the reviewed team
+    highlighted. ``points``: team_id, team, cost_pmpm_usd, outcome_index (core.review.value_map_frame)."""
+    shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
+    fig = go.Figure()
+    for own, colour, size in ((False, "#9E9E9E", 12), (True, "#C0392B", 18)):
+        part = shown.loc[(shown["team_id"] == team_id) == own]
+        fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", text=part["team_id"],
+                                 textposition="top center", marker=dict(size=size, color=colour),
+                                 customdata=part["team"], name="this team" if own else "peer teams",
+                                 hovertemplate="%{customdata}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
+    fig.add_hline(y=50, line_dash="dot", line_color="#616161", annotation_text="peer average outcome")
+    fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index (50 = peer average)")
+    return _layout(fig)
+
+
+def review_value_trend_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
+    """The reviewed team's path on the value map over the months (``points`` as for
+    :func:`review_value_map_figure`, with a ``month`` column)."""
+    own = points.loc[points["team_id"] == team_id].dropna(subset=["cost_pmpm_usd", "outcome_index"]).sort_values("month")
+    labels = [pd.Timestamp(m).strftime("%b %Y") for m in own["month"]]
+    fig = go.Figure(go.Scatter(x=own["cost_pmpm_usd"], y=own["outcome_index"], mode="lines+markers+text", text=labels,
+                               textposition="top center", marker=dict(size=10, color="#C0392B"), line=dict(color="#C0392B"),
+                               hovertemplate="%{text}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
+    fig.add_hline(y=50, line_dash="dot", line_color="#616161")
+    fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index", showlegend=False)
+    return _layout(fig)
+
+
+def review_cost_trend_figure(headline: pd.DataFrame) -> go.Figure:
+    """Internal, external and total cost PMPM per month (core.review.headline_series)."""
+    names = {"cost_internal_pmpm_usd": "Internal (TDABC)", "cost_external_pmpm_usd": "External (claims)",
+             "cost_total_pmpm_usd": "Total"}  # fmt: skip
+    fig = go.Figure([go.Scatter(x=headline["month"], y=headline[c], mode="lines+markers", name=n) for c, n in names.items()])
+    fig.update_layout(yaxis_title="USD per member per month", xaxis_title="", hovermode="x unified")
+    return _layout(fig)
+
+
+# --- patient page (issue 9) ---------------------------------------------------------------
+
+
+def encounter_timeline_figure(timeline: pd.DataFrame) -> go.Figure:
+    """Encounters over time, one row per activity kind (columns: start_date, activity, source, cost_usd)."""
+    fig = px.scatter(
+        timeline, x="start_date", y="activity", color="source", hover_data={"cost_usd": ":$,.0f"},
+        color_discrete_map={"internal": "#4C78A8", "external": "#E45756"},
+        labels={"start_date": "", "activity": "", "source": "", "cost_usd": "Cost"},
+    )  # fmt: skip
+    fig.update_traces(marker=dict(size=9, opacity=0.8))
+    fig.update_layout(height=120 + 28 * max(1, timeline["activity"].nunique()), margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def measurement_figure(series: pd.DataFrame, label: str, target: float, direction: str, x_range=None) -> go.Figure:
+    """One measure over time with its target line (columns: measured_date, value).
+
+    ``x_range`` (first, last date) lines up several charts of one patient on the same dates.
+    """
+    fig = px.line(series, x="measured_date", y="value", markers=True, labels={"measured_date": "", "value": label})
+    good = "below" if direction == "lower" else "above"
+    fig.add_hline(y=target, line_dash="dash", line_color="#4C9F70", annotation_text=f"target: {good} {target:g}")
+    fig.update_xaxes(type="date", tickformat="%b %Y")
+    if x_range is not None:
+        first, last = pd.Timestamp(x_range[0]), pd.Timestamp(x_range[1])
+        fig.update_xaxes(range=[first - pd.Timedelta(days=20), last + pd.Timedelta(days=20)])
+    fig.update_layout(title=label, height=260, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def patient_costs_figure(costs: pd.DataFrame) -> go.Figure:
+    """Stacked bars of cost per month by source and category (columns: month, source, category, cost_usd)."""
+    frame = costs.assign(part=costs["source"].str.capitalize() + ": " + costs["category"])
+    fig = px.bar(frame, x="month", y="cost_usd", color="part", labels={"month": "", "cost_usd": "Cost (USD)", "part": ""})
+    fig.update_layout(barmode="stack", height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_tickprefix="$")
+    return fig

@@ -29,7 +29,7 @@ st.caption(f"{units[unit]} · {figures['month'].min():%b %Y} to {figures['month'
            "gaps in a line are suppressed figures (counts of 1-10 are never shown)")  # fmt: skip
 
 st.subheader("Cost per member per month")
-for tab, (metric, label) in zip(st.tabs(list(COST_LABELS.values())), COST_LABELS.items(), strict=True):
+for tab, metric in zip(st.tabs(list(COST_LABELS.values())), COST_LABELS, strict=True):
     part = figures.loc[figures["metric"] == metric]
     tab.plotly_chart(trend_lines_figure(part, labels, y_title="USD per member per month"), key=f"cost_{metric}")
 

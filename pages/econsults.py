@@ -1,0 +1,48 @@
+"""Executive: e-consult volume, specialist response time and % resolved without a visit, by
+specialty and team; specialist spend of patients with and without e-consults."""
+
+import streamlit as st
+
+from core.costs import window_months
+from core.executive import csv_export, econsults
+from core.store import organisation
+from ui.auth import audit_export, require
+from ui.data import query
+from ui.widgets import month_label, select_month
+
+WINDOWS = {"12m": "12 months", "quarter": "Quarter", "month": "Month"}
+
+scope = require("econsults")
+st.title("E-consults")
+with st.sidebar:
+    month = select_month()
+    window = st.selectbox("Window ending that month", list(WINDOWS), key="econsult_window", format_func=WINDOWS.get)
+org = query(organisation)
+team_labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()} | {"All": "All teams"}
+data = query(econsults, tuple(window_months(month, window)), None if scope.network else scope.team_ids)
+total = data["by_team"].iloc[-1]
+st.caption(f"{WINDOWS[window]} to {month_label(month)} · rows with 1-10 e-consults are suppressed, with enough other rows "
+           "that the totals do not reveal them")  # fmt: skip
+if total["suppressed"] or not total["econsults"]:
+    st.info("Too few e-consults in this window to publish (1-10)." if total["suppressed"] else "No e-consults in this window.")
+else:
+    m1, m2, m3 = st.columns(3)
+    m1.metric("E-consults", f"{total['econsults']:,.0f}", border=True)
+    m2.metric("Mean specialist response, days", f"{total['mean_response_days']:.1f}", border=True)
+    m3.metric("Resolved without a visit", f"{total['resolved_pct']:.0f}%", border=True)
+
+config = {"mean_response_days": st.column_config.NumberColumn("Mean response, days", format="%.1f"),
+          "response_ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
+          "response_ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f"),
+          "resolved_pct": st.column_config.NumberColumn("Resolved without visit, %", format="%.0f"),
+          "specialist_spend_usd": st.column_config.NumberColumn("Specialist spend", format="dollar"),
+          "specialist_pmpm_usd": st.column_config.NumberColumn("Specialist spend PMPM", format="dollar")}  # fmt: skip
+tables = {"by_specialty": ("By specialty", data["by_specialty"]),
+          "by_team": ("By team", data["by_team"].assign(team_id=data["by_team"]["team_id"].map(lambda t: team_labels.get(t, t)))),
+          "spend": ("Specialist spend of patients with and without an e-consult", data["spend"])}  # fmt: skip
+for name, (title, frame) in tables.items():
+    st.subheader(title)
+    st.dataframe(frame, hide_index=True, key=f"econsult_{name}", placeholder="suppressed", column_config=config)
+    st.download_button(f"Download {title.lower()} (CSV)", csv_export(frame), file_name=f"econsults_{name}_{month:%Y-%m}.csv",
+                       mime="text/csv", key=f"dl_econsult_{name}", on_click=audit_export,
+                       args=(scope, "econsults", f"{name} {month:%Y-%m} {window}"))  # fmt: skip

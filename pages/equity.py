@@ -1,0 +1,48 @@
+"""Executive: any measure stratified by an equity dimension, with the gap to the best-served group."""
+
+import streamlit as st
+
+from core.charts import equity_gap_figure
+from core.executive import csv_export, equity_table, load_executive_settings
+from core.facts import STRATA
+from core.measures import load_measures
+from ui.auth import audit_export, require
+from ui.data import query
+from ui.labels import subgroup_labels
+from ui.widgets import month_label, select_month
+
+STRATUM_LABELS = {"race_ethnicity": "Race / ethnicity", "language": "Preferred language", "sex": "Sex", "age_band": "Age band",
+                  "dual_status": "Dual Medicare-Medicaid status", "deprivation_decile": "Area deprivation (decile band)"}  # fmt: skip
+WINDOWS = {"12m": "12 months", "quarter": "Quarter", "month": "Month"}
+
+scope = require("equity")
+st.title("Equity")
+labels = subgroup_labels()
+measures = {m.id: m.name for m in load_measures().measures}
+with st.sidebar:
+    month = select_month()
+    window = st.selectbox("Window ending that month", list(WINDOWS), key="equity_window", format_func=WINDOWS.get)
+a, b, c = st.columns(3)
+default = list(measures).index(load_executive_settings().default_equity_measure)
+measure_id = a.selectbox("Measure", list(measures), index=default, key="equity_measure", format_func=measures.get)
+stratum = b.selectbox("Stratified by", list(STRATA), index=list(STRATA).index("race_ethnicity"), key="equity_stratum",
+                      format_func=STRATUM_LABELS.get)  # fmt: skip
+subgroup = c.selectbox("Subgroup", [None, *labels], key="equity_subgroup", format_func=lambda s: "All subgroups" if s is None else labels[s])
+
+table = query(equity_table, measure_id, stratum, month, window, subgroup, None if scope.network else scope.team_ids)
+if table.empty:
+    st.info("This measure does not apply to the chosen subgroup.")
+    st.stop()
+unit = table["unit"].iloc[0]
+best = table.loc[table["best"]]
+st.markdown(f"**{measures[measure_id]}** by {STRATUM_LABELS[stratum].lower()} · {WINDOWS[window].lower()} to {month_label(month)}. "
+            + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({best['value'].iloc[0]:,.1f} {unit}). " if len(best) else "")
+            + "A gap is marked real only when the two 95% intervals do not overlap; groups with 1-10 patients are suppressed.")  # fmt: skip
+st.plotly_chart(equity_gap_figure(table, unit), key="equity_chart")
+shown = table.drop(columns=["unit"])
+st.dataframe(shown, hide_index=True, key="equity_table", placeholder="suppressed",
+             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in
+                            ("numerator", "value", "ci_low", "ci_high", "network_value", "best_value", "gap_to_best")})  # fmt: skip
+st.download_button("Download equity table (CSV)", csv_export(shown), file_name=f"equity_{measure_id}_{stratum}_{month:%Y-%m}.csv",
+                   mime="text/csv", key="dl_equity", on_click=audit_export,
+                   args=(scope, "equity", f"{measure_id} {stratum} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip

@@ -1,0 +1,267 @@
+"""The executive views (AppTest on the small sample network): each shows the core's results, and
+no count of 1-10 appears anywhere on these pages or in their CSV downloads."""
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit.testing.v1.app_test as app_test_module
+from sqlalchemy import select
+from streamlit.runtime.media_file_storage import MediaFileKind
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+from core import executive as ex
+from core.costs import window_months
+from core.db import make_engine
+from core.models import AuditEvent
+from core.payments import load_payment_settings
+from core.store import months_available, organisation, read_frame
+
+EXECUTIVE_PAGES = ["pages/trends.py", "pages/compare.py", "pages/payments.py", "pages/equity.py", "pages/econsults.py"]
+# Columns that hold counts of people, member-months or events (never 1-10 when published).
+COUNT_COLUMNS = re.compile(r"^(numerator|denominator|patients|members|member_months|econsults|responded|resolved|count)$", re.I)
+# Counts written in text: "7 patients", "3 e-consults", "E-consults: 4" ...
+COUNT_TEXT = re.compile(r"(?<![\d.,$-])(?:[1-9]|10)\s+(?:patients?|members?|member-months|e-consults?|people)\b", re.I)
+COUNT_METRICS = re.compile(r"e-consults|patients|members", re.I)
+
+
+@pytest.fixture(autouse=True)
+def downloads(monkeypatch) -> list[MemoryMediaFileStorage]:
+    """Keep the in-memory file stores AppTest creates, so tests can read what a download button serves."""
+    stores: list[MemoryMediaFileStorage] = []
+
+    class Recording(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Recording)
+    return stores
+
+
+def download_text(stores, button) -> str:
+    file_id = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
+    for store in reversed(stores):
+        if file_id in store._files_by_id:
+            return store._files_by_id[file_id].content.decode()
+    raise AssertionError(f"download {button.label!r} not found")
+
+
+def small_counts_on_page(at, stores) -> list[str]:
+    """Every count of 1-10 on the page: dataframe count columns, count metrics, text, CSV downloads."""
+    found = []
+
+    def scan(frame: pd.DataFrame, where: str):
+        for col in frame.columns:
+            if COUNT_COLUMNS.match(str(col)):
+                values = pd.to_numeric(frame[col], errors="coerce").dropna()
+                found.extend(f"{where}: {col}={v}" for v in values if 1 <= v <= 10)
+
+    for i, df in enumerate(at.dataframe):
+        scan(df.value, f"dataframe {i}")
+    for metric in at.metric:
+        number = pd.to_numeric(re.sub(r"[$,%]", "", metric.value), errors="coerce")
+        if COUNT_METRICS.search(metric.label) and "%" not in metric.value and "days" not in metric.label and 1 <= number <= 10:
+            found.append(f"metric {metric.label}={metric.value}")
+    for element in [*at.markdown, *at.caption, *at.info, *at.warning]:
+        found.extend(f"text: {m}" for m in COUNT_TEXT.findall(element.value))
+    for button in at.get("download_button"):
+        text = download_text(stores, button)
+        scan(pd.read_csv(io.StringIO(text)), f"download {button.label}")
+        found.extend(f"download text: {m}" for m in COUNT_TEXT.findall(text))
+    return found
+
+
+def open_page(app, page, role="executive"):
+    app.session_state["demo_role"] = role
+    app.run()
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.fixture
+def engine(sample_db_url):
+    eng = make_engine(sample_db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def period(engine):
+    return months_available(engine)[-1]
+
+
+def numbers(frame: pd.DataFrame, cols) -> np.ndarray:
+    return frame[list(cols)].to_numpy(dtype="float64")
+
+
+# --- each view against the core -------------------------------------------------------------
+
+
+def test_trends_show_the_core_trends(app, engine):
+    open_page(app, "pages/trends.py")
+    core = ex.trends(engine)
+    table = app.dataframe[0].value
+    assert len(table) == len(core["figures"])
+    np.testing.assert_allclose(numbers(table, ["value", "patients"]), numbers(core["figures"], ["value", "patients"]), equal_nan=True)
+    mix = app.dataframe[1].value
+    np.testing.assert_allclose(numbers(mix, ["members", "share"]), numbers(core["mix"], ["members", "share"]), equal_nan=True)
+    assert len(app.get("plotly_chart")) == 5  # three cost tabs, the outcome, the mix
+
+
+def test_trends_of_one_team(app, engine):
+    open_page(app, "pages/trends.py")
+    app.sidebar.selectbox(key="trend_unit").select("team:TM02").run()
+    core = ex.trends(engine, None, None, "TM02")
+    np.testing.assert_allclose(numbers(app.dataframe[0].value, ["value"]), numbers(core["figures"], ["value"]), equal_nan=True)
+
+
+def test_team_comparison_shows_every_team_against_the_network(app, engine, period):
+    open_page(app, "pages/compare.py")
+    core = ex.team_comparison(engine, "ed_visits", period, "12m")
+    table = app.dataframe[0].value
+    assert len(table) == len(core["teams"]) == 7
+    np.testing.assert_allclose(numbers(table, ["value", "ci_low", "ci_high"]), numbers(core["teams"], ["value", "ci_low", "ci_high"]),
+                               equal_nan=True)  # fmt: skip
+    assert list(table["flag"]) == list(core["teams"]["flag"])
+    assert f"Network: {core['network']['value']:,.1f}" in app.markdown[0].value
+
+
+def test_value_map_shows_the_core_positions(app, engine, period):
+    open_page(app, "pages/compare.py")
+    core = ex.value_positions(engine, period, "12m")
+    table = app.dataframe[1].value
+    cols = ["cost_pmpm_usd", "outcome_index", "previous_cost_pmpm_usd", "previous_outcome_index"]
+    np.testing.assert_allclose(numbers(table, cols), numbers(core, cols), equal_nan=True)
+
+
+def test_payment_models_with_a_what_if_setting(app, engine, period):
+    open_page(app, "pages/payments.py")
+    months = tuple(window_months(period, "12m"))
+    inputs = ex.payment_inputs(engine, months)
+    base = load_payment_settings()
+    core = ex.payment_comparison(inputs, base, 0)["total"].set_index("model")
+    shown = {m.label: m.value for m in app.metric}
+    assert shown["Bundled per subgroup: margin"] == ex.usd(core.loc["bundled", "margin_usd"])
+    app.number_input(key="pay_bundle_complex").set_value(150.0).run()
+    what_if = ex.payment_comparison(inputs, ex.payment_settings_with(base, {"complex": 150.0}), 0)["total"].set_index("model")
+    shown = {m.label: m.value for m in app.metric}
+    assert shown["Bundled per subgroup: margin"] == ex.usd(what_if.loc["bundled", "margin_usd"])
+    assert what_if.loc["bundled", "margin_usd"] > core.loc["bundled", "margin_usd"]
+    assert load_payment_settings().bundled_pmpm_usd["complex"] == 100.0  # nothing saved
+
+
+def test_aco_projection_with_coding_growth(app, engine, period):
+    open_page(app, "pages/payments.py")
+    months = tuple(window_months(period, "12m"))
+    inputs, _ = ex.aco_inputs(engine, months)
+    track = load_payment_settings().aco_presets["mssp_enhanced"]
+    result, _ = ex.aco_projection(inputs, track, 0.0)
+    shown = {m.label: m.value for m in app.metric}
+    assert shown["Benchmark"] == ex.usd(result.benchmark_usd) and shown["Actual spend"] == ex.usd(result.actual_spend_usd)
+    app.slider(key="aco_coding").set_value(5.0).run()
+    coded, _ = ex.aco_projection(inputs, track, 5.0)
+    shown = {m.label: m.value for m in app.metric}
+    assert shown["Gross savings"] == ex.usd(coded.gross_savings_usd)
+    assert coded.risk_cap_binds
+
+
+def test_equity_shows_the_gap_to_the_best_served_group(app, engine, period):
+    open_page(app, "pages/equity.py")  # default measure: promis_physical_mean (executive.toml)
+    core = ex.equity_table(engine, "promis_physical_mean", "race_ethnicity", period, "12m")
+    table = app.dataframe[0].value
+    np.testing.assert_allclose(numbers(table, ["value", "gap_to_best"]), numbers(core, ["value", "gap_to_best"]), equal_nan=True)
+    best = core.loc[core["best"], "stratum_value"].iloc[0]
+    assert f"Best-served group: **{best}**" in app.markdown[0].value
+    app.selectbox(key="equity_stratum").select("dual_status").run()
+    dual = ex.equity_table(engine, "promis_physical_mean", "dual_status", period, "12m")
+    assert list(app.dataframe[0].value["stratum_value"]) == list(dual["stratum_value"])
+
+
+def test_econsults_show_the_core_counts(app, engine, period):
+    open_page(app, "pages/econsults.py")
+    core = ex.econsults(engine, tuple(window_months(period, "12m")))
+    for i, name in enumerate(["by_specialty", "by_team", "spend"]):
+        cols = [c for c in core[name].columns if c not in ("specialty", "team_id", "group", "suppressed")]
+        np.testing.assert_allclose(numbers(app.dataframe[i].value, cols), numbers(core[name], cols), equal_nan=True)
+    total = core["by_team"].iloc[-1]
+    assert {m.label: m.value for m in app.metric}["E-consults"] == f"{total['econsults']:,.0f}"
+
+
+# --- no small counts, access and audit ------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", EXECUTIVE_PAGES)
+def test_no_count_of_1_to_10_on_the_page_or_in_its_downloads(app, downloads, page):
+    open_page(app, page)
+    assert app.get("download_button"), "every table can be downloaded"
+    assert small_counts_on_page(app, downloads) == []
+
+
+@pytest.mark.parametrize("window", ["month", "quarter"])
+def test_no_small_counts_in_short_windows(app, downloads, window):
+    for page, key in (("pages/econsults.py", "econsult_window"), ("pages/equity.py", "equity_window")):
+        open_page(app, page)
+        app.sidebar.selectbox(key=key).select(window).run()
+        assert not app.exception
+        assert small_counts_on_page(app, downloads) == []
+
+
+def test_the_scan_finds_small_counts():
+    """The helper can fail: a count of 7 in a table, a metric, a text or a download is caught."""
+    from types import SimpleNamespace as NS
+
+    store = MemoryMediaFileStorage("/mock/media")
+    file_id = store.load_and_get_id(b"team,patients\nA,7\nB,40\n", "text/csv", kind=MediaFileKind.DOWNLOADABLE, filename="x.csv")
+    page = NS(dataframe=[NS(value=pd.DataFrame({"team": ["A"], "econsults": [7.0], "value": [3.0]}))],
+              metric=[NS(label="E-consults", value="4")], markdown=[NS(value="only 4 patients, 12 patients")],
+              caption=[], info=[], warning=[],
+              get=lambda kind: [NS(label="csv", proto=NS(url=f"/mock/media/{file_id}.csv"))])  # fmt: skip
+    assert small_counts_on_page(page, [store]) == ["dataframe 0: econsults=7.0", "metric E-consults=4", "text: 4 patients",
+                                                   "download csv: patients=7"]  # fmt: skip
+
+
+def test_team_leader_sees_trends_compare_equity_only(app):
+    for page in ("pages/trends.py", "pages/compare.py", "pages/equity.py"):
+        open_page(app, page, role="team_leader")
+    for page in ("pages/payments.py", "pages/econsults.py"):
+        with pytest.raises(ValueError):
+            app.switch_page(page)
+
+
+def test_team_leader_compare_is_limited_to_the_own_team(app, engine):
+    open_page(app, "pages/compare.py", role="team_leader")
+    team = app.sidebar.selectbox(key="demo_team").value
+    org = organisation(engine).set_index("team_id")
+    assert list(app.dataframe[0].value["team"]) == [f"{org.loc[team, 'practice']} · {org.loc[team, 'team']}"]
+
+
+def test_downloads_are_audited(private_db):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import DASHBOARD
+
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    open_page(at, "pages/econsults.py")
+    before = len(read_frame(private_db, select(AuditEvent.audit_id).where(AuditEvent.action == "export")))
+    at.get("download_button")[0].click().run()
+    events = read_frame(private_db, select(AuditEvent.target, AuditEvent.role).where(AuditEvent.action == "export"))
+    assert len(events) == before + 1 and events["target"].iloc[-1] == "econsults"
+
+
+def test_views_handle_empty_selections(app, engine):
+    open_page(app, "pages/compare.py")
+    app.selectbox(key="compare_measure").select("hba1c_control").run()
+    app.selectbox(key="compare_subgroup").select("healthy").run()
+    assert not app.exception and "does not apply" in app.info[0].value
+    assert len(app.dataframe) == 1  # the value map tab still renders
+    open_page(app, "pages/econsults.py")
+    app.sidebar.selectbox(key="month").select(months_available(engine)[0].strftime("%Y-%m")).run()
+    app.sidebar.selectbox(key="econsult_window").select("month").run()
+    assert not app.exception and app.info and not any("nan" in m.value for m in app.metric)
+    open_page(app, "pages/payments.py")
+    app.sidebar.selectbox(key="month").select(months_available(engine)[0].strftime("%Y-%m")).run()
+    assert not app.exception and "enter a benchmark" in app.info[0].value

@@ -1,0 +1,228 @@
+"""The executive views' core (core/executive.py): inline frames for the rules, the small sample
+network for the readers, each checked against an independent computation."""
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from core import executive as ex
+from core import payments
+from core.costs import COST_TOTAL, cost_pmpm_from_cells
+from core.models import Encounter
+from core.scorecard import Selection, build_scorecard
+from core.store import months_available, organisation, read_frame
+
+COUNT_COLUMNS = {"numerator", "denominator", "patients", "members", "member_months", "econsults", "responded", "resolved"}
+
+
+def small_counts(frame: pd.DataFrame, columns=COUNT_COLUMNS) -> list:
+    """Published counts of 1-10 in a frame's count columns (the CMS cell-size rule)."""
+    found = []
+    for col in set(frame.columns) & set(columns):
+        values = pd.to_numeric(frame[col], errors="coerce").dropna()
+        found += [(col, v) for v in values if 1 <= v <= 10]
+    return found
+
+
+def frame(**cols) -> pd.DataFrame:
+    return pd.DataFrame(cols)
+
+
+# --- rules on inline frames ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metric, numerator, denominator, patients, value, suppressed",
+    [
+        ("cost_total_usd", 1200.0, 12.0, 12.0, 100.0, False),  # cost PMPM: USD / member-months
+        ("cost_total_usd", 500.0, 5.0, 5.0, np.nan, True),  # 5 patients: suppressed
+        ("cost_total_usd", 0.0, 0.0, 0.0, np.nan, False),  # nobody: nothing to publish, nothing to hide
+        ("bp_control", 25.0, 40.0, 40.0, 62.5, False),  # proportion in %
+        ("bp_control", 35.0, 40.0, 40.0, np.nan, True),  # 5 not controlled: subtraction would reveal it
+        ("mortality", 3.0, 50.0, 600.0, np.nan, True),  # 3 deaths
+        ("mortality", 0.0, 50.0, 600.0, 0.0, False),  # zero is published
+    ],
+)
+def test_add_figures_values_and_suppression(metric, numerator, denominator, patients, value, suppressed):
+    out = ex.add_figures(frame(metric=[metric], numerator=[numerator], denominator=[denominator], sum_sq=[0.0], patients=[patients]))
+    assert bool(out["suppressed"].iloc[0]) is suppressed
+    assert out["value"].iloc[0] == pytest.approx(value, nan_ok=True)
+    if suppressed:
+        assert out[["numerator", "denominator", "patients"]].isna().all(axis=None)
+
+
+def test_window_sums_end_rule_takes_the_last_month_and_sum_rule_adds():
+    months = [date(2026, 8, 1), date(2026, 9, 1), date(2026, 10, 1)]
+    sums = pd.concat([
+        frame(team_id="A", metric="mortality", month=months, numerator=[1.0, 2.0, 3.0], denominator=[10.0] * 3, sum_sq=0.0,
+              patients=[100.0, 120.0, 110.0]),
+        frame(team_id="A", metric="bp_control", month=months, numerator=[5.0, 6.0, 7.0], denominator=[20.0] * 3, sum_sq=0.0,
+              patients=[20.0] * 3),
+    ])  # fmt: skip
+    out = ex.window_sums(sums, ["team_id"], date(2026, 10, 1), 3).set_index("metric")
+    assert out.loc["mortality", "numerator"] == 6.0 and out.loc["mortality", "patients"] == 120.0  # sum; largest month
+    assert out.loc["bp_control", "numerator"] == 7.0 and out.loc["bp_control", "denominator"] == 20.0  # end month
+    two = ex.window_sums(sums, ["team_id"], date(2026, 9, 1), 2).set_index("metric")
+    assert two.loc["mortality", "numerator"] == 3.0
+
+
+def test_payment_settings_what_if_is_a_copy():
+    base = payments.load_payment_settings()
+    what_if = ex.payment_settings_with(base, {"complex": 150.0}, {"office_visit": 99.0}, pcmh_care_management_pmpm_usd=9.0)
+    assert what_if.bundled_pmpm_usd["complex"] == 150.0 and base.bundled_pmpm_usd["complex"] == 100.0
+    assert what_if.fee_usd["office_visit"] == 99.0 and what_if.pcmh_care_management_pmpm_usd == 9.0
+    with pytest.raises(ValueError):
+        ex.payment_settings_with(base, {"healthy": -1.0})
+
+
+def test_aco_projection_coding_growth_what_if():
+    inputs = payments.AcoInputs(baseline_benchmark_pmpy_usd=10_000, baseline_risk_score=1.0, performance_risk_score=1.0,
+                                member_years=1000, actual_spend_pmpy_usd=9_500)  # fmt: skip
+    track = payments.load_payment_settings().aco_presets["mssp_enhanced"]
+    same, table = ex.aco_projection(inputs, track, 0.0)
+    assert same == payments.aco_reconciliation(inputs, track)
+    assert same.gross_savings_usd == pytest.approx(500_000)
+    assert "Shared savings" in set(table["item"])
+    coded, _ = ex.aco_projection(inputs, track, 10.0)  # +10 % coding: capped at +3 %
+    assert coded.risk_cap_binds and coded.risk_ratio_applied == pytest.approx(1.03)
+    assert coded.gross_savings_from_risk_growth_usd == pytest.approx(0.03 * 10_000 * 1000)
+
+
+def test_scope_units_and_filters():
+    org = frame(practice_id=["P1", "P1", "P2"], practice=["North", "North", "South"], team_id=["T1", "T2", "T3"], team=["a", "b", "c"])
+    units = ex.scope_units(org, ("T1", "T2"), network=False)
+    assert list(units) == ["all", "practice:P1", "team:T1", "team:T2"]
+    assert ex.unit_filters("practice:P1") == ("P1", None) and ex.unit_filters("team:T2") == (None, "T2")
+    assert ex.unit_filters("all") == (None, None)
+
+
+@pytest.mark.parametrize("amount, decimals, text", [(1234.4, 0, "$1,234"), (-1234.4, 0, "-$1,234"), (-0.5, 2, "-$0.50")])
+def test_usd(amount, decimals, text):
+    assert ex.usd(amount, decimals) == text
+
+
+def test_csv_export_writes_suppressed_not_zero():
+    text = ex.csv_export(frame(team=["A", "B"], patients=[np.nan, 40.0]))
+    assert "A,suppressed" in text and "B,40.0" in text
+
+
+# --- readers on the sample network -----------------------------------------------------------
+
+
+@pytest.fixture
+def period(sample_engine):
+    return months_available(sample_engine)[-1]
+
+
+def test_trends_total_cost_matches_the_cost_cells(sample_engine):
+    figures = ex.trends(sample_engine)["figures"]
+    mine = figures.loc[(figures["metric"] == COST_TOTAL) & (figures["subgroup"] == "all")].set_index("month")["value"]
+    cells = cost_pmpm_from_cells(sample_engine, ["month"]).assign(month=lambda d: d["month"].map(ex._month)).set_index("month")
+    assert len(mine) == len(cells) > 0
+    pd.testing.assert_series_equal(mine.sort_index(), cells["cost_total_pmpm_usd"].sort_index(), check_names=False)
+
+
+def test_trends_mix_adds_up_and_hides_small_counts(sample_engine):
+    data = ex.trends(sample_engine)
+    mix = data["mix"]
+    assert not small_counts(mix)
+    published = mix.loc[~mix["suppressed"]]
+    assert published.groupby("month")["share"].sum().between(0, 1 + 1e-9).all()
+    assert not small_counts(data["figures"])
+
+
+def test_team_comparison_flags_only_real_outliers(sample_engine, period):
+    result = ex.team_comparison(sample_engine, "ed_visits", period, "12m")
+    teams, net = result["teams"], result["network"]
+    assert set(teams["team_id"]) == set(organisation(sample_engine)["team_id"])
+    assert not small_counts(teams)
+    for row in teams.itertuples():
+        if row.flag in ("better", "worse"):
+            assert not row.ci_low <= net["value"] <= row.ci_high
+            assert (row.flag == "better") == (row.value < net["value"])  # fewer ED visits is better
+        elif row.flag == "as expected":
+            assert row.ci_low <= net["value"] <= row.ci_high
+    assert teams["suppressed"].sum() != 1  # complementary suppression: never a single hidden team
+    card = build_scorecard(sample_engine, Selection(period=period, window="12m")).set_index("measure_id")
+    assert net["value"] == pytest.approx(card.loc["ed_visits", "value"])
+    team = teams.loc[~teams["suppressed"]].iloc[0]
+    own = build_scorecard(sample_engine, Selection(period=period, window="12m", team_id=team["team_id"])).set_index("measure_id")
+    assert (team["value"], team["ci_low"]) == pytest.approx((own.loc["ed_visits", "value"], own.loc["ed_visits", "ci_low"]))
+
+
+def test_team_comparison_in_scope_only(sample_engine, period):
+    teams = ex.team_comparison(sample_engine, "ed_visits", period, "12m", team_ids=("TM01",))["teams"]
+    assert list(teams["team_id"]) == ["TM01"]
+
+
+def test_value_positions_from_core_value(sample_engine, period):
+    points = ex.value_positions(sample_engine, period)
+    assert not points.duplicated(["team_id", "subgroup"]).any()
+    shown = points.loc[~points["suppressed"]]
+    assert len(shown) and shown["cost_pmpm_usd"].notna().all()
+    # Cost of each published point = total cost cells / member-months over the 12 months
+    row = shown.iloc[0]
+    cells = cost_pmpm_from_cells(sample_engine, ["team_id", "subgroup"], ex.period_months(period))
+    expect = cells.set_index(["team_id", "subgroup"]).loc[(row["team_id"], row["subgroup"]), "cost_total_pmpm_usd"]
+    assert row["cost_pmpm_usd"] == pytest.approx(expect)
+    assert points.loc[points["suppressed"], ["cost_pmpm_usd", "outcome_index"]].isna().all(axis=None)
+
+
+def test_payment_comparison_equals_the_payment_report(sample_engine, period):
+    months = ex.period_months(period)
+    settings = payments.load_payment_settings()
+    mine = ex.payment_comparison(ex.payment_inputs(sample_engine, months), settings, 2)
+    report = payments.payment_report(sample_engine, list(months), settings=settings, targets_met=2)
+    cols = ["member_months", "revenue_usd", "cost_usd", "margin_usd"]
+    published = mine["by_subgroup"].loc[~mine["by_subgroup"]["suppressed"]].set_index(["subgroup", "model"])[cols]
+    expected = report["by_subgroup"].set_index(["subgroup", "model"]).loc[published.index, cols]
+    pd.testing.assert_frame_equal(published, expected, check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(mine["total"][cols], report["total"][cols], check_exact=False, rtol=1e-9)
+    assert not small_counts(mine["by_subgroup"]) and not small_counts(mine["mix_sensitivity"])
+
+
+def test_aco_inputs_from_cells_equal_the_payments_module(sample_engine, period):
+    months = ex.period_months(period)
+    mine, note = ex.aco_inputs(sample_engine, months, quality_score=80.0)
+    theirs, their_note = payments.aco_inputs_from_store(sample_engine, list(months), quality_score=80.0)
+    for field in ("baseline_benchmark_pmpy_usd", "baseline_risk_score", "performance_risk_score", "member_years",
+                  "actual_spend_pmpy_usd", "quality_score"):  # fmt: skip
+        assert getattr(mine, field) == pytest.approx(getattr(theirs, field)), field
+    assert note == their_note
+    team, _ = ex.aco_inputs(sample_engine, months, team_id="TM01")
+    scoped, _ = ex.aco_inputs(sample_engine, months, team_ids=("TM01",))
+    assert team == scoped and team.member_years < mine.member_years
+    assert ex.aco_inputs(sample_engine, ex.period_months(months_available(sample_engine)[0]))[0] is None  # no baseline year
+
+
+def test_equity_gap_to_best_served_group(sample_engine, period):
+    table = ex.equity_table(sample_engine, "promis_physical_mean", "race_ethnicity", period, "12m")
+    published = table.loc[~table["suppressed"] & (table["stratum_value"] != "unknown") & table["value"].notna()]
+    assert table.loc[table["value"].isna() & ~table["suppressed"], "denominator"].fillna(0).eq(0).all()  # no data, not hidden
+    best = published.loc[published["value"].idxmax()]  # higher T-score is better
+    assert table.loc[table["best"], "stratum_value"].tolist() == [best["stratum_value"]]
+    assert (published["gap_to_best"] <= 1e-9).all() and best["gap_to_best"] == 0
+    assert table.loc[table["suppressed"], ["value", "network_value", "numerator"]].isna().all(axis=None)
+    assert not small_counts(table)
+
+
+def test_econsults_match_the_encounters(sample_engine, period):
+    months = ex.period_months(period)
+    data = ex.econsults(sample_engine, months)
+    enc = read_frame(sample_engine, select(Encounter.start_date, Encounter.responded_date, Encounter.resolved_without_visit)
+                     .where(Encounter.kind == "e_consult"))  # fmt: skip
+    start = pd.to_datetime(enc["start_date"])
+    enc = enc.loc[(start >= pd.Timestamp(months[0])) & (start < pd.Timestamp(ex._shift(months[-1], 1)))]
+    total = data["by_specialty"].iloc[-1]
+    assert total["econsults"] == len(enc)
+    assert total["resolved"] == enc["resolved_without_visit"].fillna(False).astype(bool).sum()
+    days = (pd.to_datetime(enc["responded_date"]) - pd.to_datetime(enc["start_date"])).dt.days.dropna()
+    assert total["mean_response_days"] == pytest.approx(days.mean())
+    for name in ("by_specialty", "by_team", "spend"):
+        assert not small_counts(data[name]), name
+        assert data[name]["suppressed"].iloc[:-1].sum() != 1 or name == "spend"
+    spend = data["spend"].set_index("group")
+    assert spend["member_months"].sum() == cost_pmpm_from_cells(sample_engine, (), months)["member_months"].iloc[0]
