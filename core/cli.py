@@ -317,9 +317,9 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args) -> int:
-    from core.bench import STEPS, format_report, run_bench
-
     import os
+
+    from core.bench import STEPS, format_report, run_bench
 
     # default: a SQLite file next to the bundle, never the dashboard's own database
     url = args.database_url or os.environ.get("DATABASE_URL") or "sqlite:///" + str(args.out.resolve() / "bench.db")

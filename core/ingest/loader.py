@@ -2,7 +2,8 @@
 
 Frames are keyed by table name (``patient``, ``encounter``, ...) and carry model field names as
 columns. Rows are upserted (insert, or update on a key conflict) with SQLAlchemy Core
-``executemany`` in batches, tables in foreign-key order, and an ``import_run`` row is written in
+``executemany`` in batches (on PostgreSQL, big tables by ``COPY`` into a temporary table and one
+``INSERT ... SELECT ... ON CONFLICT``), tables in foreign-key order, and an ``import_run`` row is written in
 the same transaction. Any database error rolls everything back and becomes an
 :class:`~core.ingest.report.ImportIssue`, so the store is exactly as it was.
 """
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 from pydantic_core import PydanticUndefined
-from sqlalchemy import Boolean, Date, DateTime, Engine, Float, Integer, Table, func, insert, or_, select
+from sqlalchemy import Boolean, Column, Date, DateTime, Engine, Float, Integer, MetaData, Table, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
@@ -24,7 +25,8 @@ from core import models
 from core.ingest.report import ImportReport
 
 BATCH_ROWS = 50_000
-REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows
+REBUILD_INDEX_ROWS = 100_000
+COPY_ROWS = 1_000  # PostgreSQL: tables with at least this many rows go in by COPY + one upsert  # SQLite: rebuild secondary indexes after loading at least this many rows
 
 
 def _models_by_table() -> dict[str, type[SQLModel]]:
@@ -83,11 +85,17 @@ def _python_values(series: pd.Series, column, raw_sqlite: bool) -> list:
     return series.to_numpy(dtype=object, na_value=None).tolist()
 
 
-def _upsert(table: Table, dialect: str, update_columns: list[str]):
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` that only rewrites rows whose values changed."""
+def _upsert(table: Table, dialect: str, update_columns: list[str], source: Table | None = None):
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` that only rewrites rows whose values changed.
+
+    ``source``: insert the rows of that table (``INSERT ... SELECT``, same column names) instead
+    of bound values.
+    """
     ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table) if dialect == "sqlite" else None
     if ins is None:
         raise ValueError(f"unsupported database dialect {dialect!r} (SQLite and PostgreSQL are)")
+    if source is not None:
+        ins = ins.from_select([c.name for c in source.columns], select(*source.columns))
     keys = [c.name for c in table.primary_key.columns]
     if not update_columns:
         return ins.on_conflict_do_nothing(index_elements=keys)
@@ -145,6 +153,26 @@ def _execute_batches(conn, statement, frame: pd.DataFrame, table: Table, names: 
             conn.exec_driver_sql(sql, list(zip(*(columns[i] for i in order), strict=True)))
         else:
             conn.execute(statement, [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)])
+
+
+def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], update: list[str],
+                 defaults: dict[str, object]) -> None:
+    """PostgreSQL bulk path: ``COPY`` the rows into a temporary table (psycopg's copy protocol,
+    several times faster than ``executemany``), then upsert them all with one
+    ``INSERT ... SELECT ... ON CONFLICT``, which keeps the semantics of :func:`_upsert`."""
+    temp = Table(f"_load_{table.name}", MetaData(), *[Column(n, table.c[n].type) for n in names],
+                 prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
+    temp.create(conn)
+    quote = conn.dialect.identifier_preparer.quote
+    copy_sql = f"COPY {quote(temp.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor.copy(copy_sql) as copy:
+        for start in range(0, len(frame), BATCH_ROWS):
+            columns = _batch_values(frame.iloc[start : start + BATCH_ROWS], table, names, defaults, raw_sqlite=False)
+            for row in zip(*columns, strict=True):
+                copy.write_row(row)
+    conn.execute(_upsert(table, "postgresql", update, source=temp))
+    temp.drop(conn)
 
 
 def _check_sqlite_foreign_keys(conn, tables: list[Table]) -> None:
@@ -208,7 +236,9 @@ def load_tables(engine: Engine, frames: dict[str, pd.DataFrame], report: ImportR
                     rebuild = list(table.indexes) if raw_sqlite and len(frame) >= max(REBUILD_INDEX_ROWS, before) else []
                     for index in rebuild:
                         index.drop(conn)
-                    if len(frame):
+                    if len(frame) >= COPY_ROWS and dialect == "postgresql":
+                        _copy_upsert(conn, table, frame, names, update, defaults)
+                    elif len(frame):
                         statement = _upsert(table, dialect, update)
                         _execute_batches(conn, statement, frame, table, names, defaults, raw_sqlite)
                     for index in rebuild:

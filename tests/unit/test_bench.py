@@ -1,0 +1,46 @@
+"""The benchmark (core/bench.py) runs end to end on a small network and reports every figure.
+
+It checks that the benchmark works and reports, not how fast anything is (BENCHMARKS.md has the
+figures at 100,000 patients).
+"""
+
+from core.bench import format_report, percentiles, run_bench
+from ui.bench_pages import PAGES
+
+STEPS = ("generate", "import", "assign", "cells", "queries", "baseline", "pages")
+
+
+def test_percentiles_nearest_rank():
+    assert percentiles([0.001 * i for i in range(1, 21)]) == {"p50_ms": 10.5, "p95_ms": 19.0, "reps": 20}
+
+
+def test_small_benchmark_reports_every_figure(tmp_path):
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    report = run_bench(600, 13, url, tmp_path, end_month="2026-10", reps=2, baseline_reps=1)
+
+    steps = report["steps"]
+    assert set(steps) == set(STEPS)
+    for name in STEPS:
+        assert steps[name]["seconds"] > 0 and steps[name]["peak_rss_mb"] > 0, name
+    assert steps["import"]["result"]["rows"] > 0 and steps["import"]["rows_per_s"] > 0
+    assert steps["cells"]["result"]["rows"] > 0
+
+    latency = steps["queries"]["result"]["latency"]
+    for kind in ("scorecard network month", "scorecard network 12m", "scorecard practice quarter",
+                 "scorecard team+subgroup 12m", "cost PMPM team+subgroup 12m", "trend network by month (member-months, cost)",
+                 "worklist team_patients (biggest team)", "patient page patient_record"):  # fmt: skip
+        assert latency[kind]["p95_ms"] >= latency[kind]["p50_ms"] > 0, kind
+
+    baseline = steps["baseline"]["result"]
+    assert baseline["ratio"] > 0
+    assert baseline["naive"]["figures"]["cost_total_pmpm_usd"] == baseline["product"]["figures"]["cost_total_pmpm_usd"]
+
+    pages = steps["pages"]["result"]
+    assert sorted(pages) == sorted(page for _, page in PAGES)
+    assert all(r["error"] is None and r["render_s"] > 0 for r in pages.values()), pages
+
+    text = format_report(report)
+    assert "naive baseline" in text and "pages/review.py" in text and "peak MB" in text
+
+    again = run_bench(600, 13, url, tmp_path, reuse=True, reps=1, steps=("generate", "import"))
+    assert again["steps"] == {"generate": {"reused": True}, "import": {"reused": True}}

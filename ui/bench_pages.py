@@ -1,0 +1,51 @@
+"""The page-render step of ``python -m core bench`` (core/bench.py), kept out of core/ because it
+needs Streamlit: AppTest render time of each page on the benchmark database.
+
+core.bench runs :func:`step_pages` in a child process (``python -m core.bench pages JSON``).
+"""
+
+import os
+import time
+from pathlib import Path
+
+PAGES = [
+    ("team_leader", "pages/review.py"), ("clinician", "pages/worklist.py"), ("clinician", "pages/patient.py"),
+    ("executive", "pages/trends.py"), ("admin", "pages/data_status.py"), ("admin", "pages/admin_rules.py"),
+    ("admin", "pages/admin_users.py"), ("admin", "pages/admin_audit.py"),
+]  # (demo role, page), as tests/app/test_smoke.py opens them  # fmt: skip
+DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
+
+
+def step_pages(args: dict) -> dict:
+    """AppTest render time of each page (cold caches), the way tests/app/test_smoke.py opens them."""
+    import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    # Same fix as tests/app/conftest.py: pin the multipage mode to st.navigation (v2), as the
+    # real server does after the first run, or AppTest re-runs the page file alone.
+    original = PagesManager.__init__
+
+    def init(self, *a, **kw):
+        original(self, *a, **kw)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    os.environ["DATABASE_URL"] = args["database_url"]
+    out = {}
+    for role, page in PAGES:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        app = AppTest.from_file(str(DASHBOARD), default_timeout=300)
+        app.session_state["demo_role"] = role
+        t0 = time.perf_counter()
+        app.run()  # the role's home page (login, scope, navigation), cold
+        t1 = time.perf_counter()
+        st.cache_data.clear()  # the page itself cold: its data queries are not cached yet
+        app.switch_page(page).run()
+        t2 = time.perf_counter()
+        error = " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None
+        out[page] = {"role": role, "home_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2), "error": error}
+    return out
+
+
