@@ -43,3 +43,39 @@ def test_valid_tuva_upload_lands_and_ends_demo_mode(private_db):
     assert "real" in data_status(private_db)["origins"]
     again = AppTest.from_file(DASHBOARD, default_timeout=60).run()
     assert again.title[0].value == "Login required"
+
+
+@pytest.mark.skipif(not (FIXTURES / "tuva_input_layer").exists(), reason="shared fixtures folder is absent")
+def test_pages_open_on_imported_people_for_a_signed_in_user(tmp_path, monkeypatch):
+    """Only the Tuva fixture people in a fresh store: subgroups, cells and the pages work on them."""
+    from core.bootstrap import derive_all
+    from core.db import create_schema, make_engine
+    from core.ingest import import_path
+    from core.store import organisation, team_patients
+    from core.users import save_user
+    from tests.app.test_access_app import AUTH
+
+    url = f"sqlite:///{tmp_path / 'tuva.db'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    assert import_path(engine, FIXTURES / "tuva_input_layer", fmt="tuva").ok
+    derive_all(engine)
+    status = data_status(engine)
+    assert status["origins"] == ["real"] and status["counts"]["subgroup_assignment"] == status["counts"]["attribution"] > 0
+    assert status["counts"]["cell"] > 0
+    save_user(engine, "exec@example.org", "executive", patient_level=True)
+    monkeypatch.setenv("DATABASE_URL", url)
+    person = team_patients(engine, status["last_month"], tuple(organisation(engine)["team_id"]))["patient_id"].iloc[0]
+
+    at = AppTest.from_file(DASHBOARD, default_timeout=120)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": True, "email": "exec@example.org", "sub": "exec-1"}
+    at.run()
+    assert not at.exception, at.exception
+    for page in ("pages/trends.py", "pages/review.py", "pages/compare.py", "pages/equity.py", "pages/worklist.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+    at.query_params["patient"] = person
+    at.switch_page("pages/patient.py").run()
+    assert not at.exception, at.exception
+    assert person in at.caption[0].value or any(person in c.value for c in at.caption)
