@@ -68,18 +68,24 @@ def bump_data_version(engine: Engine) -> str:
     return version
 
 
+def import_origins(engine: Engine) -> list[str]:
+    """Origins (``sample``, ``real``) of the committed imports, sorted; the demo-mode rule reads this."""
+    stmt = select(ImportRun.origin).where(ImportRun.status == "committed").distinct()
+    with engine.connect() as conn:
+        return sorted(o for (o,) in conn.execute(stmt))
+
+
 def data_status(engine: Engine) -> dict:
     """Rows per table, months covered, data version and the import history."""
     with Session(engine) as session:
         counts = {m.__tablename__: session.exec(select(func.count()).select_from(m)).one()[0] for m in COUNTED_TABLES}
         first, last = session.exec(select(func.min(Attribution.month), func.max(Attribution.month))).one()
-        origins = [o for (o,) in session.exec(select(ImportRun.origin).where(ImportRun.status == "committed").distinct())]
     return {
         "counts": counts,
         "first_month": first,
         "last_month": last,
         "data_version": data_version(engine),
-        "origins": sorted(origins),
+        "origins": import_origins(engine),
     }
 
 
@@ -103,9 +109,17 @@ def has_patients(engine: Engine) -> bool:
 
 
 def months_available(engine: Engine) -> list[date]:
-    """Months with attributed members, oldest first."""
+    """Months with attributed members, oldest first.
+
+    Read from the member-month cells (an index lookup) once they are built, else from the
+    attribution table (a scan of every member-month).
+    """
+    from_cells = (
+        select(Cell.month).where(Cell.metric == "member_months", Cell.stratum == "all").distinct().order_by(Cell.month)
+    )
     with engine.connect() as conn:
-        return [m for (m,) in conn.execute(select(Attribution.month).distinct().order_by(Attribution.month))]
+        months = [m for (m,) in conn.execute(from_cells)]
+        return months or [m for (m,) in conn.execute(select(Attribution.month).distinct().order_by(Attribution.month))]
 
 
 def organisation(engine: Engine) -> pd.DataFrame:

@@ -7,7 +7,7 @@ or subject, never from the URL or a widget. Pages call :func:`require` before re
 import streamlit as st
 
 from core.access import TEAM_ROLES, Scope, can_open, demo_allowed, load_access_rules, resolve_scope
-from core.store import data_status, organisation
+from core.store import import_origins, organisation
 from core.users import find_user
 from ui.data import engine, query
 
@@ -97,7 +97,7 @@ def current_scope() -> Scope:
         return resolve_scope(user_key=user.user_key, name=user.name or email or "", role=user.role,
                              practice_ids=user.practice_ids, team_ids=user.team_ids, patient_level=user.patient_level,
                              organisation=query(organisation))  # fmt: skip
-    if not demo_allowed(query(data_status)["origins"], auth_configured=False):
+    if not demo_allowed(query(import_origins), auth_configured=False):
         _refuse_without_login()
     return _demo_scope()
 
