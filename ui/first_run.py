@@ -18,9 +18,17 @@ def ensure_sample_network(engine, url: str) -> None:
 
     Only the embedded SQLite default is filled automatically; a PostgreSQL store is loaded
     with the CLI (``python -m core import``) so a shared database is never written by surprise.
+    The build runs as the only page of a hidden navigation, so Streamlit's automatic
+    ``pages/`` menu never shows meanwhile; then the app reruns with its real navigation.
     """
     if not url.startswith("sqlite") or has_patients(engine):
         return
+    st.navigation([st.Page(lambda: _build_sample_network(engine), title="First run", url_path="first-run")],
+                  position="hidden").run()  # fmt: skip
+    st.rerun()
+
+
+def _build_sample_network(engine) -> None:
     from sample_data.generator import write_bundle
 
     spec = FIRST_RUN_SPEC

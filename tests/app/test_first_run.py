@@ -15,8 +15,7 @@ def test_first_run_builds_the_sample_network(tmp_path, monkeypatch):
     monkeypatch.setattr("ui.first_run.SAMPLE_BUNDLE_DIR", tmp_path / "bundle")
     at = AppTest.from_file(DASHBOARD, default_timeout=180).run()
     assert not at.exception, at.exception
-    assert at.status[0].label == "Sample network loaded"
-    assert at.title[0].value == "Monthly review"
+    assert at.title[0].value == "Monthly review"  # after the build the app reruns with its navigation
     status = data_status(make_engine(url))
     assert status["counts"]["patient"] == 300 and status["origins"] == ["sample"]
     assert status["counts"]["subgroup_assignment"] == status["counts"]["attribution"] > 0
