@@ -39,6 +39,7 @@ from sqlalchemy import Engine, and_, func, select
 
 from core.catalog import Catalog, load_catalog
 from core.models import Attribution, Cell, Encounter, Staff, StaffMinutes, SubgroupAssignment, Team
+from core.store import where_selection
 
 COSTING_PATH = Path(__file__).parent / "data" / "costing.toml"
 NETWORK = "*"  # team_id of network-wide rate rows
@@ -546,9 +547,7 @@ def cost_pmpm_from_cells(
         .where(Cell.stratum == "all", Cell.metric.in_(cost_metrics()))
         .group_by(*group, Cell.metric)
     )
-    for column, value in ((Cell.practice_id, practice_id), (Cell.team_id, team_id), (Cell.subgroup, subgroup)):
-        if value is not None:
-            stmt = stmt.where(column == value)
+    stmt = where_selection(stmt, practice_id=practice_id, team_id=team_id, subgroup=subgroup)
     if months is not None:
         stmt = stmt.where(Cell.month.in_(list(months)))
     long = _read(engine, stmt)

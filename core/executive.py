@@ -33,7 +33,7 @@ from core.measures import MeasureCatalogue, load_measures
 from core.models import Attribution, Cell, Encounter, SubgroupAssignment
 from core.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
 from core.stats import intervals_differ, t_interval, value_outside
-from core.store import read_frame
+from core.store import read_frame, where_selection
 from core.value import outcome_index, value_map
 
 EXECUTIVE_PATH = Path(__file__).parent / "data" / "executive.toml"
@@ -100,11 +100,7 @@ def cell_sums_by(engine: Engine, by: Sequence[str], metrics: Sequence[str], firs
         .where(Cell.stratum == stratum, Cell.metric.in_(list(metrics)), Cell.month >= first, Cell.month <= last)
         .group_by(*cols, Cell.metric, Cell.month)
     )  # fmt: skip
-    for column, value in ((Cell.practice_id, practice_id), (Cell.team_id, team_id), (Cell.subgroup, subgroup)):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    if team_ids is not None:
-        stmt = stmt.where(Cell.team_id.in_(list(team_ids)))
+    stmt = where_selection(stmt, practice_id=practice_id, team_id=team_id, subgroup=subgroup, team_ids=team_ids)
     frame = read_frame(engine, stmt)
     if frame.empty:
         frame = pd.DataFrame(columns=[*by, "metric", "month", *SUMS])

@@ -42,10 +42,27 @@ DATA_VERSION_KEY = "data_version"
 
 
 def read_frame(engine: Engine, statement) -> pd.DataFrame:
-    """Run a SQLAlchemy select and return its rows as a DataFrame."""
+    """Run a SQLAlchemy select and return its rows as a DataFrame.
+
+    Rows are turned into plain tuples first: building a frame from SQLAlchemy ``Row`` objects
+    is several times slower for large results.
+    """
     with engine.connect() as conn:
         result = conn.execute(statement)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        columns = list(result.keys())
+        rows = [tuple(r) for r in result.fetchall()]
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def where_selection(stmt, *, practice_id: str | None = None, team_id: str | None = None, subgroup: str | None = None,
+                    team_ids: tuple[str, ...] | None = None):
+    """Restrict a select over cells to a practice, team, subgroup and the caller's teams (None: no limit)."""
+    for column, value in ((Cell.practice_id, practice_id), (Cell.team_id, team_id), (Cell.subgroup, subgroup)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if team_ids is not None:
+        stmt = stmt.where(Cell.team_id.in_(list(team_ids)))
+    return stmt
 
 
 # --- data version and status ------------------------------------------------------------

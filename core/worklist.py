@@ -30,6 +30,7 @@ from sqlalchemy.orm import aliased
 from core.catalog import load_catalog
 from core.costs import NETWORK, CostSettings, activity_costs, capacity_cost_rates, load_cost_settings
 from core.models import Attribution, Encounter, Measurement, Patient, Staff, StaffMinutes, SubgroupAssignment, Team
+from core.store import read_frame
 
 WORKLIST_PATH = Path(__file__).parent / "data" / "worklist.toml"
 FLAG_IDS = ("recent_acute", "uncontrolled_diabetes", "uncontrolled_bp", "rising_cost", "overdue_questionnaire", "moved_subgroup")
@@ -170,7 +171,7 @@ def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...],
     members = _members(month, tuple(team_ids), subgroup)
     sa = SubgroupAssignment
 
-    patients = _read(engine, (
+    patients = read_frame(engine, (
         select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), Patient.birth_date,
                Patient.sex, Attribution.team_id, sa.subgroup, sa.reason, sa.risk_score, sa.overridden)
         .join(Attribution, and_(Attribution.patient_id == Patient.patient_id, Attribution.month == month))
@@ -185,7 +186,7 @@ def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...],
         .group_by(m.patient_id, m.code)
         .subquery()
     )
-    last_measures = _read(engine, (
+    last_measures = read_frame(engine, (
         select(m.patient_id, m.code, m.measured_date, func.min(m.value).label("value"))
         .join(last_day, and_(last_day.c.patient_id == m.patient_id, last_day.c.code == m.code,
                              last_day.c.last_date == m.measured_date))
@@ -195,16 +196,6 @@ def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...],
     window = _window_activity(engine, members, month, rules)
     subgroups = _subgroup_runs(engine, members, month)
     return WorklistInputs(month, patients, last_measures, window, subgroups)
-
-
-def _read(engine: Engine, stmt) -> pd.DataFrame:
-    """Rows of a select as a DataFrame (rows turned into plain tuples first: building a frame
-    from SQLAlchemy ``Row`` objects is several times slower for large results)."""
-    with engine.connect() as conn:
-        result = conn.execute(stmt)
-        columns = list(result.keys())
-        rows = [tuple(r) for r in result.fetchall()]
-    return pd.DataFrame.from_records(rows, columns=columns)
 
 
 def _values(name: str, columns: list[tuple[str, object]], rows: list[tuple]):
@@ -267,8 +258,8 @@ def _window_activity(engine: Engine, members, month: date, rules: WorklistRules)
                 func.sum(case((e.start_date >= last_from, amount), else_=0.0)).label("cost_last_3m_usd"),
                 func.sum(case((and_(e.start_date >= prev_from, e.start_date < last_from), amount), else_=0.0)).label("cost_prev_3m_usd")]  # fmt: skip
 
-    staff = _read(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
-    team_ids = [t for (t,) in _read(engine, select(Team.team_id)).itertuples(index=False)]
+    staff = read_frame(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
+    team_ids = [t for (t,) in read_frame(engine, select(Team.team_id)).itertuples(index=False)]
     role_rates, kind_costs = cost_rate_tables(staff, team_ids)
     rate = _values("role_rate", [("team_id", String), ("role", String), ("usd", Float)], role_rates)
     per_kind = _values("kind_cost", [("team_id", String), ("kind", String), ("usd", Float)], kind_costs)
@@ -276,20 +267,20 @@ def _window_activity(engine: Engine, members, month: date, rules: WorklistRules)
     acute = rules.flags["recent_acute"]["kinds"]
     external = case((e.is_internal, 0.0), else_=e.paid_usd)
     frames = [
-        _read(engine, (
+        read_frame(engine, (
             select(e.patient_id, *periods(sm.minutes * rate.c.usd, "internal"))
             .join(sm, sm.encounter_id == e.encounter_id)
             .join(rate, and_(rate.c.team_id == team_key, rate.c.role == sm.role))
             .where(window, e.is_internal)
             .group_by(e.patient_id)
         )),
-        _read(engine, (
+        read_frame(engine, (
             select(e.patient_id, *periods(per_kind.c.usd, "internal"))
             .join(per_kind, and_(per_kind.c.team_id == team_key, per_kind.c.kind == e.kind))
             .where(window, e.is_internal, ~select(sm.encounter_id).where(sm.encounter_id == e.encounter_id).exists())
             .group_by(e.patient_id)
         )),
-        _read(engine, (
+        read_frame(engine, (
             select(e.patient_id, *periods(external, "external"),
                    func.sum(case((e.kind == "ed_visit", 1), else_=0)).label("ed_visits_12m"),
                    func.sum(case((e.kind == "admission", 1), else_=0)).label("admissions_12m"),
@@ -334,7 +325,7 @@ def _subgroup_runs(engine: Engine, members, month: date) -> pd.DataFrame:
                or_(last_other.c.last_other.is_(None), same.month > last_other.c.last_other))
         .group_by(cur.patient_id)
     )  # fmt: skip
-    return _read(engine, stmt)
+    return read_frame(engine, stmt)
 
 
 # --- pure frames ------------------------------------------------------------------------

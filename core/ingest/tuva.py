@@ -158,6 +158,15 @@ class _Reader:
             self.list_bad(file, label or column, frame[blank], "missing date")
         return parsed
 
+    def reject_negative_claims(self, file: str, frame: pd.DataFrame) -> None:
+        """An error for each claim (up to MAX_LISTED) whose lines net to a negative paid amount."""
+        totals = frame.groupby("claim_id")["_paid"].sum()
+        for claim in totals[totals < -0.005].index[:MAX_LISTED]:
+            row = int(frame.loc[frame["claim_id"] == claim, "_row"].iloc[0])
+            self.report.add_error(
+                file, row, "paid_amount", f"claim_id {claim!r}: lines net to a negative paid amount {totals[claim]:.2f}"
+            )
+
     def amounts(self, file: str, frame: pd.DataFrame, column: str) -> pd.Series:
         """Numeric amounts; blank -> 0 (counted), non-numeric -> error."""
         text = frame[column].str.strip()
@@ -325,12 +334,7 @@ class _Reader:
         mixed = frame.groupby("claim_id")["_person"].nunique()
         for claim in mixed[mixed > 1].index[:MAX_LISTED]:
             self.report.add_error(name, None, "person_id", f"claim_id {claim!r} has lines for more than one person")
-        totals = frame.groupby("claim_id")["_paid"].sum()
-        for claim in totals[totals < -0.005].index[:MAX_LISTED]:
-            row = int(frame.loc[frame["claim_id"] == claim, "_row"].iloc[0])
-            self.report.add_error(
-                name, row, "paid_amount", f"claim_id {claim!r}: lines net to a negative paid amount {totals[claim]:.2f}"
-            )
+        self.reject_negative_claims(name, frame)
         if not self.report.ok:
             return
         self._claims_to_encounters(frame)
@@ -476,12 +480,7 @@ class _Reader:
         if not self.report.ok:
             return
         frame = self.known_persons(name, frame.assign(_date=dispensed, _paid=paid))
-        totals = frame.groupby("claim_id")["_paid"].sum()
-        for claim in totals[totals < -0.005].index[:MAX_LISTED]:
-            row = int(frame.loc[frame["claim_id"] == claim, "_row"].iloc[0])
-            self.report.add_error(
-                name, row, "paid_amount", f"claim_id {claim!r}: lines net to a negative paid amount {totals[claim]:.2f}"
-            )
+        self.reject_negative_claims(name, frame)
         if not self.report.ok:
             return
         frame = frame.assign(
