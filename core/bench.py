@@ -4,9 +4,11 @@
 cells, queries, page renders, naive baseline) runs in its own child process
 (``python -m core.bench STEP JSON``), so that the step's peak memory is the child's peak
 resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes the Python
-interpreter and the imported libraries, about 150-250 MB). Times are wall-clock seconds; each
-step also reports its CPU seconds (user + system of the child, not of the database server), a
-steadier figure when other jobs share the machine.
+interpreter and the imported libraries, about 150-250 MB) or, when the step runs worker
+processes (cells), the peak of the sum over the child and its workers sampled from /proc every
+0.2 s, whichever is larger. Times are wall-clock seconds; each step also reports its CPU seconds
+(user + system of the child and its workers, not of the database server), a steadier figure
+when other jobs share the machine.
 
 Latencies are the median (p50) and 95th percentile (p95, nearest rank) of ``reps``
 repetitions after one warm-up call; the database file or server is warm (no cache drop).
@@ -28,6 +30,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -36,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 REPS = 20
+WORKLIST_PATIENTS = 2_500
 STEPS = ("generate", "import", "assign", "cells", "queries", "baseline", "pages")
 
 
@@ -106,7 +110,8 @@ def step_cells(args: dict) -> dict:
 
 
 def _selections(engine) -> dict:
-    """Period, the biggest practice and team (last month), its biggest subgroup, one of its patients."""
+    """Period, the biggest practice and team (last month), its biggest subgroup, the team +
+    chronic subgroup of the naive baseline, the team + subgroup nearest a 2,500-patient worklist."""
     from core.store import months_available, panel_counts
 
     period = months_available(engine)[-1]
@@ -118,7 +123,11 @@ def _selections(engine) -> dict:
     chronic = panel.loc[panel["subgroup"] == "chronic"]
     pick = chronic.loc[chronic["members"].idxmax()] if len(chronic) else None
     baseline = (pick["team_id"], "chronic") if pick is not None else (team, subgroup)
-    return {"period": period, "practice_id": practice, "team_id": team, "subgroup": subgroup, "baseline": baseline}
+    # the worklist target is set for a 2,500-patient list: the team + subgroup nearest that size
+    assigned = panel.loc[panel["subgroup"] != "unassigned"].groupby(["team_id", "subgroup"])["members"].sum()
+    near = (assigned - WORKLIST_PATIENTS).abs().idxmin() if len(assigned) else (team, subgroup)
+    return {"period": period, "practice_id": practice, "team_id": team, "subgroup": subgroup, "baseline": baseline,
+            "worklist": [*near, int(assigned.get(near, 0))]}
 
 
 def step_queries(args: dict) -> dict:
@@ -126,6 +135,7 @@ def step_queries(args: dict) -> dict:
     from core.db import make_engine
     from core.scorecard import Selection, build_scorecard
     from core.store import patient_record, team_patients
+    from core.worklist import team_worklist
 
     engine = make_engine(args["database_url"])
     reps = int(args.get("reps", REPS))
@@ -152,13 +162,10 @@ def step_queries(args: dict) -> dict:
         "worklist team_patients (biggest team)": lambda: team_patients(engine, period, (team,)),
     }
     worklist_rows = len(team_patients(engine, period, (team,)))
-    try:
-        from core.worklist import team_worklist  # the clinician's worklist (issue 8), measured when present
-    except ImportError:
-        team_worklist = None
-    if team_worklist is not None:
-        cases["worklist team_worklist (team+subgroup)"] = lambda: team_worklist(engine, period, (team,), subgroup)
-        cases["worklist team_worklist (whole team)"] = lambda: team_worklist(engine, period, (team,), None)
+    near_team, near_subgroup, _n = s["worklist"]
+    cases[f"worklist team_worklist (~{WORKLIST_PATIENTS:,} patients)"] = lambda: team_worklist(engine, period, (near_team,), near_subgroup)
+    cases["worklist team_worklist (team+subgroup)"] = lambda: team_worklist(engine, period, (team,), subgroup)
+    cases["worklist team_worklist (whole team)"] = lambda: team_worklist(engine, period, (team,), None)
     patient_id = team_patients(engine, period, (team,), subgroup)["patient_id"].iloc[0]
     cases["patient page patient_record"] = lambda: patient_record(engine, patient_id, (team,))
     for name, fn in cases.items():
@@ -173,7 +180,9 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
     Follows the measure definitions of core/data/measures.toml (admissions: encounters of kind
     ``admission`` starting in an attributed month of the selection; HbA1c: diabetic patients aged
     18-75 in the selection at ``period``, latest 4548-4 value of the 12 months < 8.0) and the cost
-    model of core/costs.py (TDABC internal + claims paid).
+    model of core/costs.py (TDABC internal + claims paid). Only the raw rows of the patients
+    attributed to the team in the window are read (one SQL filter; everything else in pandas), so
+    it also runs at 1,000,000 patients: a baseline that favours the naive side.
     """
     from sqlalchemy import select
 
@@ -182,8 +191,10 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
     from core.store import read_frame
 
     months = costs.window_months(period, "12m")
-    att = read_frame(engine, select(Attribution.patient_id, Attribution.month, Attribution.team_id))
-    sub = read_frame(engine, select(SubgroupAssignment.patient_id, SubgroupAssignment.month, SubgroupAssignment.subgroup))
+    team = select(Attribution.patient_id).where(Attribution.team_id == team_id, Attribution.month.in_(months)).distinct()
+    att = read_frame(engine, select(Attribution.patient_id, Attribution.month, Attribution.team_id).where(Attribution.patient_id.in_(team)))
+    sub = read_frame(engine, select(SubgroupAssignment.patient_id, SubgroupAssignment.month, SubgroupAssignment.subgroup)
+                     .where(SubgroupAssignment.patient_id.in_(team)))  # fmt: skip
     for f in (att, sub):
         f["month"] = pd.to_datetime(f["month"]).dt.to_period("M")
     sel = att.merge(sub, on=["patient_id", "month"], how="left")
@@ -191,14 +202,15 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
     sel = sel[(sel["team_id"] == team_id) & (sel["subgroup"] == subgroup) & sel["month"].isin(window)]
     member_months = len(sel)
 
-    enc = read_frame(engine, select(Encounter.patient_id, Encounter.kind, Encounter.start_date))
+    enc = read_frame(engine, select(Encounter.patient_id, Encounter.kind, Encounter.start_date).where(Encounter.patient_id.in_(team)))
     enc["month"] = pd.to_datetime(enc["start_date"]).dt.to_period("M")
     adm = enc[enc["kind"] == "admission"].merge(sel[["patient_id", "month"]], on=["patient_id", "month"])
     admissions_per_1000 = 1000.0 * len(adm) / (member_months / 12.0) if member_months else float("nan")
 
     last = sel[sel["month"] == pd.Period(period, "M")][["patient_id"]]
-    pts = read_frame(engine, select(Patient.patient_id, Patient.birth_date))
-    cond = read_frame(engine, select(Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date))
+    pts = read_frame(engine, select(Patient.patient_id, Patient.birth_date).where(Patient.patient_id.in_(team)))
+    cond = read_frame(engine, select(Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date)
+                      .where(Condition.patient_id.in_(team)))  # fmt: skip
     end = pd.Timestamp(period) + pd.offsets.MonthEnd(0)
     active = cond[cond["code"].str.replace(".", "", regex=False).str[:3].isin(["E10", "E11", "E12", "E13"])
                   & (pd.to_datetime(cond["onset_date"]) <= end)
@@ -207,7 +219,8 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
     birth = pd.to_datetime(den["birth_date"])
     age = end.year - birth.dt.year - (birth.dt.month > end.month)
     den = den[(age >= 18) & (age <= 75)]
-    meas = read_frame(engine, select(Measurement.patient_id, Measurement.code, Measurement.value, Measurement.measured_date))
+    meas = read_frame(engine, select(Measurement.patient_id, Measurement.code, Measurement.value, Measurement.measured_date)
+                      .where(Measurement.patient_id.in_(team)))  # fmt: skip
     start = pd.Timestamp(months[0])
     a1c = meas[meas["code"] == "4548-4"].copy()
     a1c["measured_date"] = pd.to_datetime(a1c["measured_date"])
@@ -218,7 +231,7 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
 
     catalog = costs.load_catalog()
     settings = costs.load_cost_settings(catalog=catalog)
-    wide = costs.build_patient_month_costs(costs.load_cost_inputs(engine, months), settings, catalog)
+    wide = costs.build_patient_month_costs(costs.load_cost_inputs(engine, months, team), settings, catalog)
     wide = costs.select_patient_months(wide, team_id=team_id, subgroup=subgroup)
     pmpm = float(wide[costs.COST_TOTAL].sum() / len(wide)) if len(wide) else float("nan")
     return {"admissions_per_1000": round(admissions_per_1000, 2), "hba1c_control_pct": round(float(hba1c), 2),
@@ -272,20 +285,62 @@ def child_main(step_function, args_json: str) -> None:
     t0 = time.perf_counter()
     result = step_function(args)
     seconds = time.perf_counter() - t0
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = round(usage.ru_utime + usage.ru_stime, 2)  # this process's CPU time: steadier than wall time on a busy machine
+    # CPU time of this process and its (finished) worker processes: steadier than wall time on a busy machine
+    cpu = round(sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))), 2)
     print("BENCH_RESULT " + json.dumps({"seconds": round(seconds, 2), "cpu_s": cpu, "peak_rss_mb": _peak_rss_mb(), "result": result},
                                        default=str))
 
 
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of process ``root`` and all its descendants now, in MB (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = Path(entry.path, "status").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid = int(entry.name)
+        children.setdefault(int(fields.get("PPid", "0")), []).append(pid)
+        rss[pid] = int(fields["VmRSS"].split()[0]) if "VmRSS" in fields else 0
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return round(total / 1024, 1)
+
+
 def run_step(step: str, args: dict) -> dict:
-    """Run one step in a child process; returns seconds, peak_rss_mb and the step's result."""
+    """Run one step in a child process; returns seconds, peak_rss_mb and the step's result.
+
+    ``peak_rss_mb`` is the larger of the child's own peak and the peak of the memory of the
+    child with all its worker processes, sampled every 0.2 s (``peak_tree_rss_mb``).
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "core.bench", step, json.dumps(args)], capture_output=True, text=True, env=env)
-    for line in proc.stdout.splitlines():
+    proc = subprocess.Popen([sys.executable, "-m", "core.bench", step, json.dumps(args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.join()
+    for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
-            return json.loads(line[len("BENCH_RESULT "):])
-    raise RuntimeError(f"bench step {step} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            result = json.loads(line[len("BENCH_RESULT "):])
+            result["peak_tree_rss_mb"] = peak[0]
+            result["peak_rss_mb"] = max(result["peak_rss_mb"], peak[0])
+            return result
+    raise RuntimeError(f"bench step {step} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
 
 
 # --- the whole run ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, Select, and_, func, select
 
 from core.catalog import Catalog, load_catalog
 from core.models import Attribution, Cell, Encounter, Staff, StaffMinutes, SubgroupAssignment, Team
@@ -342,8 +342,10 @@ def _read(engine: Engine, stmt) -> pd.DataFrame:
         return pd.read_sql(stmt, conn)
 
 
-def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None) -> CostInputs:
-    """Read staff, encounters, staff minutes and attribution for ``months`` (all months if None)."""
+def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None, patients: tuple[str, str] | Select | None = None) -> CostInputs:
+    """Read staff, encounters, staff minutes and attribution for ``months`` (all months if None)
+    of the patients ``patients``: all (None), those whose id is in an inclusive range (a pair of
+    ids), or those a select of patient ids returns."""
     enc_cols = [Encounter.encounter_id, Encounter.patient_id, Encounter.team_id, Encounter.kind, Encounter.start_date,
                 Encounter.is_internal, Encounter.in_network, Encounter.cost_category, Encounter.paid_usd]
     att_stmt = (
@@ -360,6 +362,13 @@ def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None) -> Co
         att_stmt = att_stmt.where(Attribution.month.in_(months))
         enc_stmt = enc_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
         min_stmt = min_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
+    if patients is not None:
+        def of(column):
+            return column.in_(patients) if isinstance(patients, Select) else column.between(*patients)
+
+        att_stmt = att_stmt.where(of(Attribution.patient_id))
+        enc_stmt = enc_stmt.where(of(Encounter.patient_id))
+        min_stmt = min_stmt.where(of(Encounter.patient_id))
     staff = _read(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
     encounters = _read(engine, enc_stmt)
     staff_minutes = _read(engine, min_stmt)
@@ -463,7 +472,7 @@ def patient_month_cost_metrics(engine: Engine, months: list[date] | None = None)
     return wide_to_long(wide, cost_metrics())
 
 
-def patient_month_cost_wide(engine: Engine, months: list[date] | None = None) -> pd.DataFrame:
+def patient_month_cost_wide(engine: Engine, months: list[date] | None = None, patients: tuple[str, str] | None = None) -> pd.DataFrame:
     """The cost provider's rows before melting: one row per attributed patient-month.
 
     Grain: patient_id, month. Columns: patient_id, month, and every metric of
@@ -473,7 +482,7 @@ def patient_month_cost_wide(engine: Engine, months: list[date] | None = None) ->
     """
     catalog = load_catalog()
     settings = load_cost_settings(catalog=catalog)
-    wide = build_patient_month_costs(load_cost_inputs(engine, months), settings, catalog)
+    wide = build_patient_month_costs(load_cost_inputs(engine, months, patients), settings, catalog)
     return wide[["patient_id", "month", *cost_metrics(catalog)]]
 
 

@@ -1,10 +1,11 @@
 """Patient-month facts and additive cells (DESIGN section 9).
 
 :func:`build_cells` gathers every metric provider's per-patient-month rows (the outcome
-measures of core/measures.py, the costs of core/costs.py when that module exists, member-months
-and risk-score sums), attaches each attributed patient-month to its practice, team, subgroup and
-equity strata, adds them up into :class:`core.models.Cell` rows and replaces the cell table in
-one transaction. Scorecards read cells only.
+measures of core/measures.py, the costs of core/costs.py, member-months and risk-score sums),
+attaches each attributed patient-month to its practice, team, subgroup and equity strata, adds
+them up into :class:`core.models.Cell` rows and replaces the cell table in one transaction.
+It works through the patients in blocks (every value of a cell is a sum over patients), so
+memory follows the block size, not the network. Scorecards read cells only.
 
 Metrics written here besides the measures and costs
 - ``member_months``: numerator = denominator = 1 per attributed patient-month.
@@ -14,15 +15,17 @@ Metrics written here besides the measures and costs
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
+import multiprocessing
 import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, delete, insert
+from sqlalchemy import Engine, delete, insert, select
 
 from core import models
 from core.measures import (
@@ -40,6 +43,10 @@ STRATA = ("age_band", "sex", "race_ethnicity", "language", "dual_status", "depri
 UNASSIGNED = "unassigned"
 UNKNOWN = "unknown"
 INSERT_BATCH = 100_000
+# Patients per block of build_cells: peak memory follows the block (~6 GB at 100,000 patients x
+# 24 months, so ~1.5 GB per worker at 25,000), and each block's queries are indexed range scans.
+BLOCK_PATIENTS = 25_000
+WORKERS = 2  # this product's reference machine has 2 cores
 CELL_COLUMNS = ["practice_id", "team_id", "subgroup", "month", "stratum", "stratum_value", "metric",
                 "numerator", "denominator", "sum_sq", "patients"]
 METRIC_COLUMNS = ["patient_id", "month", "metric", "numerator", "denominator", "sum_sq"]
@@ -124,29 +131,13 @@ def patient_month_dimensions(attribution: pd.DataFrame, assignments: pd.DataFram
 # --- metric providers ----------------------------------------------------------------------
 
 
-def cost_metrics(engine: Engine, months: list) -> pd.DataFrame | None:
-    """Rows of the cost provider ``core.costs.patient_month_cost_metrics`` when that module exists."""
-    if importlib.util.find_spec("core.costs") is None:
-        return None
+def cost_metrics_wide(engine: Engine, months: list, patients: tuple[str, str] | None = None) -> WideMetrics:
+    """The cost provider's wide rows (``core.costs.patient_month_cost_wide``) of the patients in
+    the inclusive id range ``patients`` (all if None): one row per patient-month, one column per
+    metric, each row one member-month (denominator 1)."""
     from core import costs
 
-    provider = getattr(costs, "patient_month_cost_metrics", None)
-    if provider is None:
-        return None
-    return provider(engine, months)
-
-
-def cost_metrics_wide(engine: Engine, months: list) -> WideMetrics | None:
-    """The cost provider's wide rows (``core.costs.patient_month_cost_wide``): one row per
-    patient-month, one column per metric, each row one member-month (denominator 1)."""
-    if importlib.util.find_spec("core.costs") is None:
-        return None
-    from core import costs
-
-    provider = getattr(costs, "patient_month_cost_wide", None)
-    if provider is None:
-        return None
-    frame = provider(engine, months)
+    frame = costs.patient_month_cost_wide(engine, months, patients)
     return WideMetrics(frame, [c for c in frame.columns if c not in ("patient_id", "month")])
 
 
@@ -391,38 +382,100 @@ def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
     return len(cells)
 
 
-def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None) -> dict:
-    """Rebuild every cell from the store. Returns a summary (rows, months, metrics, seconds per step)."""
-    t0 = time.perf_counter()
-    frames: StoreFrames = load_store_frames(engine)
-    S = models.SubgroupAssignment
-    assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"])
-    month_ids = sorted(set(month_index(frames.attribution["month"]).dropna().astype(int)))
-    months = [month_date(i) for i in month_ids]
-    t1 = time.perf_counter()
+def patient_blocks(engine: Engine, size: int) -> list[tuple[str, str]]:
+    """Inclusive ``patient_id`` ranges of at most ``size`` attributed patients each, in id order."""
+    A = models.Attribution
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(select(A.patient_id).distinct().order_by(A.patient_id))]
+    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
 
+
+def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Cells of two disjoint sets of patients added up (every value column is additive)."""
+    if a.empty or b.empty:
+        return b if a.empty else a
+    keys = CELL_COLUMNS[:7]
+    return pd.concat([a, b], ignore_index=True).groupby(keys, as_index=False, sort=False)[CELL_COLUMNS[7:]].sum()[CELL_COLUMNS]
+
+
+def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | None = None,
+                catalogue: MeasureCatalogue | None = None) -> tuple[pd.DataFrame, dict]:
+    """Cells of the patients whose id is in the inclusive range ``patients`` (all if None), and
+    seconds per part. Every metric is a per-patient sum, so the cells of disjoint blocks add up."""
+    t0 = time.perf_counter()
+    frames: StoreFrames = load_store_frames(engine, patients)
+    S = models.SubgroupAssignment
+    assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], patients)
+    t1 = time.perf_counter()
     dims = patient_month_dimensions(frames.attribution, assignments, frames.patients)
     parts = [patient_month_flags(frames, months, catalogue or load_measures(), month_as_index=True), _base_metrics(dims)]
     del frames, assignments  # release the raw tables before the cost provider loads its own
-    t_costs = time.perf_counter()
-    costs = cost_metrics_wide(engine, months)  # aggregated wide (fast, lean); the long rows if the provider has no wide form
-    if costs is not None and len(costs.frame):
-        parts.append(costs)
-    elif costs is None:
-        costs = cost_metrics(engine, months)
-        if costs is not None and len(costs):
-            parts.append(costs[METRIC_COLUMNS])
     t2 = time.perf_counter()
-
+    costs = cost_metrics_wide(engine, months, patients)  # aggregated wide: far fewer rows than long ones
+    if len(costs.frame):
+        parts.append(costs)
+    t3 = time.perf_counter()
     cells = aggregate_cells(dims, parts)
+    t4 = time.perf_counter()
+    return cells, {"load": t1 - t0, "flags": t2 - t1, "costs": t3 - t2, "aggregate": t4 - t3}
+
+
+def _block_worker(url: str, months: list[date], patients: tuple[str, str]) -> tuple[pd.DataFrame, dict]:
+    """:func:`block_cells` in a worker process (its own engine)."""
+    from core.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        return block_cells(engine, months, patients)
+    finally:
+        engine.dispose()
+
+
+def _can_use_workers(engine: Engine) -> bool:
+    """Worker processes need a database they can open themselves (not an in-memory SQLite)."""
+    return engine.dialect.name != "sqlite" or engine.url.database not in (None, "", ":memory:")
+
+
+def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None, block_patients: int = BLOCK_PATIENTS,
+                workers: int = WORKERS) -> dict:
+    """Rebuild every cell from the store. Returns a summary (rows, months, metrics, blocks, seconds per step).
+
+    Patients are taken in blocks of ``block_patients`` (by id), so memory is bounded by the
+    block, not by the network; the block cells are added up (:func:`add_cells`). With two or more
+    blocks, ``workers`` processes build blocks side by side (the default catalogue only).
+    """
+    t0 = time.perf_counter()
+    A = models.Attribution
+    with engine.connect() as conn:
+        months = sorted(month_date(i) for i in set(month_index([r[0] for r in conn.execute(select(A.month).distinct())]).dropna().astype(int)))
+    blocks = patient_blocks(engine, block_patients)
+    parts = {"load": 0.0, "flags": 0.0, "costs": 0.0, "aggregate": 0.0}
+    cells = pd.DataFrame(columns=CELL_COLUMNS)
+
+    def add(result: tuple[pd.DataFrame, dict]) -> None:
+        nonlocal cells
+        block, seconds = result
+        cells = add_cells(cells, block)
+        for key, value in seconds.items():
+            parts[key] += value
+
+    if len(blocks) <= 1:
+        add(block_cells(engine, months, None, catalogue))
+    elif workers > 1 and catalogue is None and _can_use_workers(engine):
+        url = engine.url.render_as_string(hide_password=False)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for result in pool.map(_block_worker, itertools.repeat(url), itertools.repeat(months), blocks):
+                add(result)
+    else:
+        for block in blocks:
+            add(block_cells(engine, months, block, catalogue))
     t3 = time.perf_counter()
     rows = write_cells(engine, cells)
     t4 = time.perf_counter()
     return {
         "rows": rows,
         "months": len(months),
+        "blocks": len(blocks),
         "metrics": sorted(cells["metric"].unique().tolist()) if rows else [],
-        "cost_provider": costs is not None,
-        "seconds": {"load": round(t1 - t0, 2), "flags": round(t_costs - t1, 2), "costs": round(t2 - t_costs, 2), "aggregate": round(t3 - t2, 2),
-                    "write": round(t4 - t3, 2), "total": round(t4 - t0, 2)},
+        "seconds": {**{k: round(v, 2) for k, v in parts.items()}, "write": round(t4 - t3, 2), "total": round(t4 - t0, 2)},
     }

@@ -136,31 +136,36 @@ class StoreFrames:
     medications: pd.DataFrame
 
 
-def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = ()) -> pd.DataFrame:
-    """Read columns (dates cast to text and parsed vectorised, which is much faster than row by row)."""
+def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = (), patients: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Read columns (dates cast to text and parsed vectorised, which is much faster than row by row),
+    of the rows whose ``patient_id`` is in the inclusive range ``patients`` (all rows if None)."""
     date_columns = set(date_columns)
     cols = [cast(c, String).label(c.name) if c.name in date_columns else c for c in columns]
+    stmt = select(*cols)
+    if patients is not None:
+        stmt = stmt.where(columns[0].table.c.patient_id.between(*patients))
     with engine.connect() as conn:
-        df = pd.read_sql(select(*cols), conn)
+        df = pd.read_sql(stmt, conn)
     for name in date_columns:
         df[name] = pd.to_datetime(df[name].str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
     return df
 
 
-def load_store_frames(engine: Engine) -> StoreFrames:
-    """Load the tables the measure rules need from the store."""
+def load_store_frames(engine: Engine, patients: tuple[str, str] | None = None) -> StoreFrames:
+    """Load the tables the measure rules need from the store: every patient, or those whose id
+    is in the inclusive range ``patients`` (a block of :func:`core.facts.build_cells`)."""
     A, P, E, M, C, D = (models.Attribution, models.Patient, models.Encounter, models.Measurement,
                         models.Condition, models.Medication)
     return StoreFrames(
-        attribution=read_columns(engine, [A.patient_id, A.month, A.practice_id, A.team_id], ["month"]),
+        attribution=read_columns(engine, [A.patient_id, A.month, A.practice_id, A.team_id], ["month"], patients),
         patients=read_columns(engine, [P.patient_id, P.birth_date, P.death_date, P.sex, P.race, P.ethnicity, P.language,
-                                P.dual_status, P.deprivation_decile], ["birth_date", "death_date"]),
+                                P.dual_status, P.deprivation_decile], ["birth_date", "death_date"], patients),
         encounters=read_columns(engine, [E.patient_id, E.kind, E.start_date, E.end_date, E.requested_date, E.responded_date,
                                   E.is_urgent, E.resolved_without_visit, E.primary_dx],
-                         ["start_date", "end_date", "requested_date", "responded_date"]),
-        measurements=read_columns(engine, [M.patient_id, M.measured_date, M.code, M.value], ["measured_date"]),
-        conditions=read_columns(engine, [C.patient_id, C.code, C.onset_date, C.resolved_date], ["onset_date", "resolved_date"]),
-        medications=read_columns(engine, [D.patient_id, D.code, D.description, D.start_date, D.end_date], ["start_date", "end_date"]),
+                         ["start_date", "end_date", "requested_date", "responded_date"], patients),
+        measurements=read_columns(engine, [M.patient_id, M.measured_date, M.code, M.value], ["measured_date"], patients),
+        conditions=read_columns(engine, [C.patient_id, C.code, C.onset_date, C.resolved_date], ["onset_date", "resolved_date"], patients),
+        medications=read_columns(engine, [D.patient_id, D.code, D.description, D.start_date, D.end_date], ["start_date", "end_date"], patients),
     )
 
 

@@ -354,12 +354,10 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
     by_category = pd.DataFrame(rows).sort_values("pmpm_usd", ascending=False, na_position="last").reset_index(drop=True)
     by_patient = pd.DataFrame(columns=["patient_id", "name", "cost_total_usd", "cost_internal_usd", "cost_external_usd"])
     if patient_level:
-        with engine.connect() as conn:
-            ids = [r[0] for r in conn.execute(_scoped_month_patients(team_id, subgroup, month, team_ids))]
-        if ids:
-            inputs = costs.load_cost_inputs(engine, [month])
+        inputs = costs.load_cost_inputs(engine, [month], _scoped_month_patients(team_id, subgroup, month, team_ids))
+        if len(inputs.attribution):
             wide = costs.build_patient_month_costs(inputs, costs.load_cost_settings(catalog=catalog), catalog)
-            wide = wide.loc[wide["patient_id"].isin(ids) & (wide["team_id"] == team_id)]
+            wide = wide.loc[wide["team_id"] == team_id]
             wide = wide.nlargest(top, costs.COST_TOTAL)
             names = pd.read_sql(select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"))
                                 .where(Patient.patient_id.in_(list(wide["patient_id"]))), engine.connect())  # fmt: skip

@@ -1,0 +1,88 @@
+"""Cells built block by block (and in worker processes) equal the cells of one pass."""
+
+import shutil
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from core import models
+from core.db import make_engine
+from core.facts import CELL_COLUMNS, add_cells, block_cells, build_cells, patient_blocks
+from core.measures import month_date, month_index
+
+KEYS = CELL_COLUMNS[:7]
+
+
+def _months(engine):
+    with engine.connect() as conn:
+        found = month_index([r[0] for r in conn.execute(select(models.Attribution.month).distinct())])
+    return sorted(month_date(i) for i in set(found.dropna().astype(int)))
+
+
+def _sorted(cells: pd.DataFrame) -> pd.DataFrame:
+    cells = cells.astype({"month": str})
+    return cells.sort_values(KEYS).reset_index(drop=True)[CELL_COLUMNS]
+
+
+def _assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    got, want = _sorted(got), _sorted(want)
+    assert len(got) == len(want)
+    pd.testing.assert_frame_equal(got[KEYS], want[KEYS])
+    assert (got["patients"].to_numpy() == want["patients"].to_numpy()).all()
+    for col in ("numerator", "denominator", "sum_sq"):  # sums in another order: equal up to rounding
+        assert got[col].to_numpy() == pytest.approx(want[col].to_numpy(), rel=1e-9, abs=1e-6)
+
+
+def _stored(engine) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(select(models.Cell), conn)
+
+
+def test_blocks_partition_the_attributed_patients(sample_engine):
+    blocks = patient_blocks(sample_engine, 150)
+    with sample_engine.connect() as conn:
+        ids = sorted({r[0] for r in conn.execute(select(models.Attribution.patient_id))})
+    assert len(blocks) == -(-len(ids) // 150) > 2
+    covered = [[i for i in ids if lo <= i <= hi] for lo, hi in blocks]
+    assert sum(len(c) for c in covered) == len(ids) and all(len(c) <= 150 for c in covered)
+    assert blocks[0][0] == ids[0] and blocks[-1][1] == ids[-1]
+
+
+def test_cells_of_blocks_add_up_to_the_cells_of_all_patients(sample_engine):
+    months = _months(sample_engine)
+    whole, _ = block_cells(sample_engine, months)
+    added = pd.DataFrame(columns=CELL_COLUMNS)
+    for block in patient_blocks(sample_engine, 150):
+        cells, seconds = block_cells(sample_engine, months, block)
+        assert set(seconds) == {"load", "flags", "costs", "aggregate"}
+        added = add_cells(added, cells)
+    assert {"member_months", "cost_total_usd", "hba1c_control", "admissions"} <= set(whole["metric"])
+    _assert_same(added, whole)
+
+
+def test_build_cells_in_worker_processes_stores_the_same_cells(sample_db_url, tmp_path):
+    path = sample_db_url.removeprefix("sqlite:///")
+    copy = tmp_path / "blocks.db"
+    shutil.copyfile(path, copy)
+    engine = make_engine(f"sqlite:///{copy}")
+    try:
+        one = build_cells(engine, block_patients=10**9)
+        want = _stored(engine)
+        assert one["blocks"] == 1
+        parallel = build_cells(engine, block_patients=200, workers=2)
+        assert parallel["blocks"] == 3 and parallel["rows"] == one["rows"]
+        _assert_same(_stored(engine), want)
+    finally:
+        engine.dispose()
+
+
+def test_build_cells_in_blocks_on_each_backend(store_engine):
+    from tests.store.test_cells_store import _fill
+
+    _fill(store_engine)
+    one = build_cells(store_engine, block_patients=10**9)
+    want = _stored(store_engine)
+    several = build_cells(store_engine, block_patients=7, workers=1)
+    assert several["blocks"] == 5 and several["rows"] == one["rows"]
+    _assert_same(_stored(store_engine), want)
