@@ -1,8 +1,10 @@
 """Importers: each input format -> canonical typed frames -> one all-or-nothing load.
 
-``import_path(engine, path, fmt)`` is the one entry point (CLI, admin page, bootstrap). Readers
-validate and never write; :func:`core.ingest.loader.load_tables` writes everything in one
-transaction or nothing.
+``import_path(engine, path, fmt)`` is the one entry point (CLI, admin page, bootstrap). The FHIR
+and Tuva readers validate and never write; :func:`core.ingest.loader.load_tables` then writes
+everything in one transaction or nothing. The CSV bundle, the format of big loads, streams:
+:func:`core.ingest.csv_bundle.import_bundle` checks and writes batch by batch into one open
+transaction and rolls it back on the first problem, so its memory does not grow with the bundle.
 """
 
 import time
@@ -22,10 +24,12 @@ def import_path(engine: Engine, path: Path, fmt: str = "csv") -> ImportReport:
     started = time.perf_counter()
     path = Path(path)
     if fmt == "csv":
-        from core.ingest.csv_bundle import read_bundle
+        from core.ingest.csv_bundle import import_bundle
 
-        frames, report = read_bundle(path, engine)
-    elif fmt == "fhir":
+        report = import_bundle(engine, path)
+        report.seconds = round(time.perf_counter() - started, 2)
+        return report
+    if fmt == "fhir":
         from core.ingest.fhir import read_fhir
 
         frames, report = read_fhir(path, engine)

@@ -1,12 +1,21 @@
-"""Read and validate a canonical CSV bundle (``core/ingest/bundle_schema.py``) into typed frames.
+"""Read, validate and load a canonical CSV bundle (``core/ingest/bundle_schema.py``), streaming.
 
-``read_bundle(path, engine)`` checks everything before anything is written and returns
-``(frames, report)``: frames keyed by table name, typed as the models, for
-:func:`core.ingest.loader.load_tables`; when ``report.errors`` is not empty the frames are empty.
+``import_bundle(engine, path)`` reads each file in batches of rows (:data:`BATCH_BYTES` of CSV at
+a time), checks each batch and upserts it into ONE open transaction
+(:func:`core.ingest.loader.open_load`), so the memory an import needs is bounded by the batch,
+not by the bundle. Files go in dependency order (practices, teams, staff, patients, then the
+rest). Any error in any batch of any file stops the writing; the remaining files are still
+checked so the report lists every problem, and the transaction is rolled back: an import lands
+whole or not at all.
 
 Every problem is reported with the file, the row as a spreadsheet shows it (header = row 1,
-first data row = row 2) and the column. Checks are vectorised (pandas / pyarrow), never a
-Python loop over cells, so a 100,000-patient bundle validates in seconds.
+first data row = row 2) and the column. Checks are vectorised (pandas / pyarrow / numpy), never a
+Python loop over cells. What the checks carry from batch to batch is compact: the 64-bit hashes
+of each file's keys (duplicates are confirmed on the key values by reading the file's key columns
+again), the key values of the files other files refer to when they are small, and the patients'
+birth and death dates. A reference to a row of a big file (``staff_minutes.encounter_id``) is
+checked on the hashes only: a dangling reference whose hash equals that of another key (about
+one chance in 10^11 per row at 40 million encounters) is left to the database's foreign key.
 
 What is an error (the import is rejected) and what is a warning:
 
@@ -20,7 +29,8 @@ What is an error (the import is rejected) and what is a warning:
 - Warnings, rows kept: events after the patient's death or before birth (claims run-out and
   data-entry slips happen; the event is still a real cost), an e-consult answered before it
   was sent, care before it was requested, attribution months in the future (prospective
-  attribution), unknown columns (ignored) and unknown files (ignored).
+  attribution), unknown columns (ignored) and unknown files (ignored). A warning is reported
+  once per file and check, with its row count and first rows.
 - Warnings, rows skipped (counted in ``report.skipped``): a measurement value outside the
   catalogue code's plausible range (e.g. an HbA1c of 45 %: almost surely a unit or keying
   error that would distort means), and attribution months after the month of death or before
@@ -34,6 +44,7 @@ blank optional values become the model defaults.
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -57,16 +68,23 @@ from core.ingest.bundle_schema import (
     Column,
     TableSpec,
 )
+from core.ingest.loader import Load, LoadFailed, open_load
 from core.ingest.report import ImportReport
 
 FIRST_DATA_ROW = 2  # header is spreadsheet row 1
+BATCH_BYTES = 16 << 20  # CSV bytes read, checked and written at a time: what bounds an import's memory
+# Files other files refer to keep their key values (for exact lookups) up to this many rows;
+# bigger ones keep only the 64-bit hashes.
+EXACT_KEYS_MAX_ROWS = 5_000_000
 BOOL_TRUE = ("true", "1", "yes", "y", "t")
 BOOL_FALSE = ("false", "0", "no", "n", "f")
 # Date columns that may lie in the future: a medication's planned stop date.
 FUTURE_ALLOWED = {("medications.csv", "end_date")}
 PATTERN_NAMES = {ICD10_PATTERN: "an ICD-10-CM code such as E11.9 or E119"}
 MAX_BAD_BYTES_PER_FILE = 20
+MAX_WARNING_ROWS = 5  # a warning lists this many of its rows
 DB_LOOKUP_CHUNK = 1000
+UTF8_CHUNK_BYTES = 16 << 20
 
 # (file, later column, earlier column, level, message): the later date must not precede the earlier.
 DATE_ORDER_RULES = (
@@ -84,11 +102,13 @@ EVENT_DATES = (
     ("measurements.csv", "measured_date"),
     ("medications.csv", "start_date"),
 )
+# Files whose keys other files refer to ("patients.csv"), from the declared references.
+REFERENCED = {c.ref.rsplit(".", 1)[0] + ".csv" for spec in BUNDLE for c in spec.columns if c.ref}
 
 
 @dataclass
-class _File:
-    """One parsed bundle file: trimmed text per column (Arrow) and the typed values (pandas)."""
+class _Batch:
+    """Some consecutive rows of one bundle file: trimmed text per column (Arrow) and the typed values (pandas)."""
 
     spec: TableSpec
     raw: dict[str, pa.ChunkedArray]
@@ -99,9 +119,9 @@ class _File:
     def name(self) -> str:
         return self.spec.file
 
-    @property
-    def rows(self) -> int:
-        return len(self.keep)
+
+class _Broken(Exception):
+    """The file cannot be read as UTF-8 CSV past some row; it is diagnosed by a slower reader."""
 
 
 # --- reporting helpers ---------------------------------------------------------------------
@@ -117,24 +137,40 @@ def _shown(values: pa.ChunkedArray, i: int) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def _flag_rows(report: ImportReport, file: str, mask: np.ndarray, column: str | None, message: str,
-               values: pa.ChunkedArray | None = None, level: str = "error") -> int:
-    """Report every row where ``mask`` is true (errors one per row up to the cap; warnings summarised)."""
-    rows = np.flatnonzero(mask)
-    if not len(rows):
-        return 0
-    if level == "error":
-        shown = rows[: report.errors_left()]
-        for i in shown:
-            detail = f": {_shown(values, i)}" if values is not None else ""
-            report.add_error(file, int(i) + FIRST_DATA_ROW, column, message + detail)
-        report.errors_not_shown += len(rows) - len(shown)
-    else:
-        first = ", ".join(str(int(i) + FIRST_DATA_ROW) for i in rows[:5])
-        more = f" and {len(rows) - 5:,} more" if len(rows) > 5 else ""
-        where = f" ({len(rows):,} rows: {first}{more})" if len(rows) > 1 else ""
-        report.add_warning(file, int(rows[0]) + FIRST_DATA_ROW, column, message + where)
-    return len(rows)
+class _Issues:
+    """Where the problems found in one file go: errors straight to the report at their file row
+    (``first``: the file row index of the current batch's first row), warnings tallied over the
+    whole file and reported once per check by :meth:`flush` (row count and first rows)."""
+
+    def __init__(self, report: ImportReport, file: str):
+        self.report, self.file = report, file
+        self.first = 0
+        self._warnings: dict[tuple[str | None, str], tuple[int, list[int]]] = {}
+
+    def flag(self, mask: np.ndarray, column: str | None, message: str, values: pa.ChunkedArray | None = None,
+             level: str = "error") -> int:
+        """Report every row of the batch where ``mask`` is true (errors one per row up to the cap)."""
+        rows = np.flatnonzero(mask)
+        if not len(rows):
+            return 0
+        if level == "error":
+            shown = rows[: self.report.errors_left()]
+            for i in shown:
+                detail = f": {_shown(values, i)}" if values is not None else ""
+                self.report.add_error(self.file, int(i) + self.first + FIRST_DATA_ROW, column, message + detail)
+            self.report.errors_not_shown += len(rows) - len(shown)
+        else:
+            count, first = self._warnings.get((column, message), (0, []))
+            first += [int(i) + self.first + FIRST_DATA_ROW for i in rows[: MAX_WARNING_ROWS - len(first)]]
+            self._warnings[(column, message)] = (count + len(rows), first)
+        return len(rows)
+
+    def flush(self) -> None:
+        for (column, message), (count, first) in self._warnings.items():
+            more = f" and {count - MAX_WARNING_ROWS:,} more" if count > MAX_WARNING_ROWS else ""
+            where = f" ({count:,} rows: {', '.join(map(str, first))}{more})" if count > 1 else ""
+            self.report.add_warning(self.file, first[0], column, message + where)
+        self._warnings.clear()
 
 
 def _isin(values: pa.ChunkedArray, allowed) -> np.ndarray:
@@ -157,73 +193,210 @@ def _index_in(values: pa.ChunkedArray, keys) -> np.ndarray:
     return pc.fill_null(pc.index_in(values, value_set=keys), -1).to_numpy(zero_copy_only=False)
 
 
+# --- key hashes ------------------------------------------------------------------------------
+
+_MIX1, _MIX2, _SEED = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser (a bijection that spreads every input bit), in place."""
+    h ^= h >> np.uint64(33)
+    h *= _MIX1
+    h ^= h >> np.uint64(33)
+    h *= _MIX2
+    h ^= h >> np.uint64(33)
+    return h
+
+
+def _hash(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string, computed on the Arrow buffers (no Python object per value):
+    the UTF-8 bytes, zero-padded to 8-byte words, are folded word by word with :func:`_mix`."""
+    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    arr = arr.cast(pa.large_string())
+    n = len(arr)
+    if not n:
+        return np.empty(0, dtype=np.uint64)
+    _, offsets_buffer, data_buffer = arr.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    lengths = np.diff(offsets)
+    width = max(8, -(-int(lengths.max()) // 8) * 8)
+    padded = np.zeros((n, width), dtype=np.uint8)
+    if data_buffer is not None and offsets[-1] > offsets[0]:
+        text = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        if (lengths == lengths[0]).all():
+            padded[:, : lengths[0]] = text.reshape(n, int(lengths[0]))
+        else:
+            rows = np.repeat(np.arange(n), lengths)
+            padded[rows, np.arange(len(text)) - np.repeat(offsets[:-1] - offsets[0], lengths)] = text
+    words = padded.view(np.uint64)
+    h = _mix(lengths.astype(np.uint64) + _SEED)
+    for k in range(words.shape[1]):
+        h = _mix(h ^ words[:, k])
+    return h
+
+
+def _key_hash(raw: dict[str, pa.ChunkedArray], key: tuple[str, ...]) -> np.ndarray:
+    """The hash of each row's key (one or more columns)."""
+    h = _hash(raw[key[0]])
+    for column in key[1:]:
+        h = _mix(h * _SEED ^ _hash(raw[column]))
+    return h
+
+
+class _Keys:
+    """The key values of one file other files refer to: the hashes sorted once, so each batch is
+    looked up by binary search; a hit is confirmed on the values themselves when they are kept."""
+
+    def __init__(self, hashes: np.ndarray, values: pa.Array | None, positions: bool):
+        """``hashes``: of each row's key, in file order (sorted in place when neither ``values`` nor
+        ``positions`` are asked for: then only membership is known)."""
+        if positions or values is not None:
+            self.order = np.argsort(hashes, kind="stable")
+            self.sorted = hashes[self.order]
+        else:
+            hashes.sort()
+            self.order, self.sorted = None, hashes
+        self.values = values
+        # Two rows with one hash (a duplicate key, or a collision): look up the values instead.
+        self.by_value = values is not None and bool((self.sorted[1:] == self.sorted[:-1]).any())
+
+    def positions(self, values: pa.ChunkedArray) -> np.ndarray:
+        """Row (0-based, in file order) of each value; -1 when absent."""
+        if self.by_value:
+            return _index_in(values, self.values)
+        if not len(self.sorted):
+            return np.full(len(values), -1, dtype=np.int64)
+        h = _hash(values)
+        at = np.minimum(np.searchsorted(self.sorted, h), len(self.sorted) - 1)
+        hit = self.sorted[at] == h
+        if self.order is None:
+            return np.where(hit, 0, -1)  # membership only
+        rows = np.where(hit, self.order[at], -1)
+        if self.values is not None:
+            same = _np(pc.equal(values, self.values.take(pa.array(np.maximum(rows, 0)))))
+            rows = np.where(same, rows, -1)
+        return rows
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
-def _check_utf8(data: bytes, file: str, report: ImportReport) -> bool:
-    """Report each line holding bytes that are not UTF-8 (file, line, column name); True if clean."""
-    try:
-        data.decode("utf-8")
+class _Span(io.RawIOBase):
+    """Bytes ``start`` .. ``end`` of a file, as a readable stream."""
+
+    def __init__(self, path: Path, start: int, end: int):
+        self._handle = path.open("rb")
+        self._handle.seek(start)
+        self._left = end - start
+
+    def readable(self) -> bool:
         return True
-    except UnicodeDecodeError:
-        pass
-    header_end = data.find(b"\n")
-    header_line = data[: header_end if header_end >= 0 else len(data)].decode("utf-8", errors="replace")
-    header = next(csv.reader([header_line]), [])
-    pos, found = 0, 0
-    while pos < len(data) and found < MAX_BAD_BYTES_PER_FILE:
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)[: self._left]
+        n = self._handle.readinto(view) or 0
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One bundle file as CSV text: ``start`` after a byte-order mark, ``end`` before trailing blank
+    lines (they are not rows), and the header's column names (trimmed)."""
+
+    path: Path
+    spec: TableSpec
+    start: int
+    end: int
+    names: tuple[str, ...]
+
+    def batches(self, batch_bytes: int, columns: Iterable[str] | None = None) -> Iterator[dict[str, pa.ChunkedArray]]:
+        """The rows, about ``batch_bytes`` of CSV at a time, as trimmed text per bundle column (a
+        column the header lacks is blank); ``columns``: only these. Raises :class:`_Broken`."""
+        wanted = list(self.spec.column_names if columns is None else columns)
+        positional = [f"c{i}" for i in range(len(self.names))]  # header names may be blank or odd
+        by_name = {name: f"c{i}" for i, name in enumerate(self.names) if name in wanted}
+        invalid: list[int] = []
+
+        def on_invalid(row) -> str:
+            invalid.append(row.actual_columns)
+            return "skip"
+
         try:
-            data[pos:].decode("utf-8")
-            break
-        except UnicodeDecodeError as exc:
-            bad = pos + exc.start
-        line_start = data.rfind(b"\n", 0, bad) + 1
-        line = data.count(b"\n", 0, bad) + 1
-        prefix = data[line_start:bad].decode("utf-8", errors="replace")
-        index = max(len(next(csv.reader([prefix]), [""])) - 1, 0) if prefix else 0
-        column = header[index].strip() if index < len(header) else None
-        report.add_error(file, line, column, f"not valid UTF-8 (byte 0x{data[bad]:02x}); save the file as UTF-8")
-        found += 1
-        line_end = data.find(b"\n", bad)
-        pos = len(data) if line_end < 0 else line_end + 1
-    return False
+            reader = pacsv.open_csv(
+                _Span(self.path, self.start, self.end),
+                read_options=pacsv.ReadOptions(column_names=positional, skip_rows=1, block_size=batch_bytes),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=on_invalid),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.large_string() for c in positional},
+                    # Every column of the file is converted (so checked as UTF-8) unless only some are asked for.
+                    include_columns=None if columns is None else list(by_name.values()),
+                    strings_can_be_null=False, quoted_strings_can_be_null=False,
+                ),
+            )
+            for batch in reader:
+                if invalid:
+                    raise _Broken
+                n = batch.num_rows
+                out = {}
+                for name in wanted:
+                    if name in by_name:
+                        out[name] = pc.ascii_trim_whitespace(pa.chunked_array([batch.column(by_name[name])]))
+                    else:
+                        out[name] = pa.chunked_array([pa.array([""] * n, type=pa.large_string())])
+                yield out
+            if invalid:
+                raise _Broken
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise _Broken from exc
 
 
-def _diagnose_structure(text: str, width: int, file: str, report: ImportReport) -> None:
-    """Slow path, only for a malformed file: find every row with the wrong number of fields."""
-    reader = csv.reader(io.StringIO(text), strict=True)
-    row = 0
-    try:
-        for row, record in enumerate(reader, start=1):
-            if row > 1 and len(record) != width:
-                if not record:
-                    report.add_error(file, row, None, "blank line")
-                else:
-                    report.add_error(file, row, None, f"{len(record)} field(s), expected {width} like the header"
-                                     " (a value with a comma must be quoted; a short last row means a truncated file)")
-    except csv.Error as exc:
-        if "unexpected end of data" in str(exc):
-            report.add_error(file, row + 1, None, "unterminated quote: the file ends inside a quoted value (truncated file?)")
-        else:
-            report.add_error(file, row + 1, None, f"malformed CSV: {exc}")
+def _text_span(path: Path) -> tuple[int, int]:
+    """(start, end) of the CSV text: after a byte-order mark (as Excel writes), before trailing blank lines."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        start = 3 if handle.read(3) == b"\xef\xbb\xbf" else 0
+        handle.seek(max(start, size - 4))
+        tail = handle.read()
+        if not (tail.endswith(b"\n\n") or tail.endswith(b"\r\n\r\n")):
+            return start, size
+        end = size
+        while end > start:  # walk back over the newlines
+            step = min(end - start, 1 << 16)
+            handle.seek(end - step)
+            kept = len(handle.read(step).rstrip(b"\r\n"))
+            end -= step - kept
+            if kept:
+                break
+    return start, end
 
 
-def _read_csv(path: Path, spec: TableSpec, report: ImportReport) -> dict[str, pa.ChunkedArray] | None:
-    """The file's columns as trimmed Arrow strings (bundle columns only); None (with errors) if unusable."""
+def _read_header(path: Path, spec: TableSpec, start: int, end: int, report: ImportReport) -> tuple[str, ...] | None:
+    """The header's column names (trimmed), after checking them; None (with errors) if unusable.
+
+    Raises :class:`_Broken` when the header is not UTF-8.
+    """
     file = spec.file
-    data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):  # a byte-order mark, as Excel writes
-        data = data[3:]
-    if not _check_utf8(data, file, report):
-        return None
-    if data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"):
-        data = data.rstrip(b"\r\n") + b"\n"  # trailing blank lines are not rows
-    if not data.strip():
-        report.add_error(file, 1, None, "file is empty (no header row)")
-        return None
-    newline = data.find(b"\n")
-    header = next(csv.reader([data[: newline if newline >= 0 else len(data)].decode("utf-8").rstrip("\r")]), [])
-    names = [h.strip() for h in header]
+    with _Span(path, start, end) as span:
+        first = span.read(1 << 16)
+        if not first.strip() and end - start <= len(first):
+            report.add_error(file, 1, None, "file is empty (no header row)")
+            return None
+        while b"\n" not in first and len(first) < end - start:
+            more = span.read(1 << 16)
+            if not more:
+                break
+            first += more
+    line = first.split(b"\n", 1)[0]
+    try:
+        header = next(csv.reader([line.decode("utf-8").rstrip("\r")]), [])
+    except UnicodeDecodeError as exc:
+        raise _Broken from exc
+    names = tuple(h.strip() for h in header)
     problems = False
     seen: set[str] = set()
     for name in names:
@@ -238,36 +411,78 @@ def _read_csv(path: Path, spec: TableSpec, report: ImportReport) -> dict[str, pa
     for name in names:
         if name not in spec.column_names:
             report.add_warning(file, 1, name or None, "column is not part of the bundle; ignored")
-    if problems:
-        return None
-    invalid_rows: list[int] = []
+    return None if problems else names
 
-    def on_invalid(row) -> str:
-        invalid_rows.append(row.actual_columns)
-        return "skip"
 
-    columns = [f"c{i}" for i in range(len(header))]  # positional names: header names may be blank or odd
+def _check_utf8(path: Path, file: str, report: ImportReport) -> bool:
+    """Report each line holding bytes that are not UTF-8 (file, line, column name); True if clean.
+
+    Reads the file in chunks of whole lines, so memory stays bounded.
+    """
+    header: list[str] | None = None
+    found, lines_before, carry = 0, 0, b""
+    with path.open("rb") as handle:
+        if handle.read(3) != b"\xef\xbb\xbf":
+            handle.seek(0)
+        while found < MAX_BAD_BYTES_PER_FILE:
+            block = handle.read(UTF8_CHUNK_BYTES)
+            data, carry = carry + block, b""
+            if not data:
+                break
+            if block:  # keep the last, maybe partial, line for the next chunk
+                cut = data.rfind(b"\n") + 1
+                if not cut:
+                    carry = data
+                    continue
+                data, carry = data[:cut], data[cut:]
+            if header is None:
+                header_end = data.find(b"\n")
+                header_line = data[: header_end if header_end >= 0 else len(data)].decode("utf-8", errors="replace")
+                header = next(csv.reader([header_line]), [])
+            found += _bad_utf8_lines(data, lines_before, header, file, report, MAX_BAD_BYTES_PER_FILE - found)
+            lines_before += data.count(b"\n")
+    return found == 0
+
+
+def _bad_utf8_lines(data: bytes, lines_before: int, header: list[str], file: str, report: ImportReport, limit: int) -> int:
+    """Report up to ``limit`` lines of ``data`` (whole lines, the first being file line
+    ``lines_before + 1``) that hold bytes that are not UTF-8; returns how many."""
+    pos, found = 0, 0
+    while pos < len(data) and found < limit:
+        try:
+            data[pos:].decode("utf-8")
+            break
+        except UnicodeDecodeError as exc:
+            bad = pos + exc.start
+        line_start = data.rfind(b"\n", 0, bad) + 1
+        line = lines_before + data.count(b"\n", 0, bad) + 1
+        prefix = data[line_start:bad].decode("utf-8", errors="replace")
+        index = max(len(next(csv.reader([prefix]), [""])) - 1, 0) if prefix else 0
+        column = header[index].strip() if index < len(header) else None
+        report.add_error(file, line, column, f"not valid UTF-8 (byte 0x{data[bad]:02x}); save the file as UTF-8")
+        found += 1
+        line_end = data.find(b"\n", bad)
+        pos = len(data) if line_end < 0 else line_end + 1
+    return found
+
+
+def _diagnose_structure(lines: Iterable[str], width: int, file: str, report: ImportReport) -> None:
+    """Slow path, only for a malformed file: find every row with the wrong number of fields."""
+    reader = csv.reader(lines, strict=True)
+    row = 0
     try:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1, block_size=16 << 20),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.large_string() for c in columns}, strings_can_be_null=False, quoted_strings_can_be_null=False
-            ),
-        )
-    except (pa.ArrowInvalid, ValueError):
-        invalid_rows.append(-1)
-        table = None
-    if invalid_rows or table is None:
-        errors_before = report.error_count
-        _diagnose_structure(data.decode("utf-8"), len(header), file, report)
-        if report.error_count == errors_before:
-            report.add_error(file, None, None, "malformed CSV (could not be parsed)")
-        return None
-    by_name = {name: pc.ascii_trim_whitespace(table.column(i)) for i, name in enumerate(names) if name in spec.column_names}
-    empty = pa.chunked_array([pa.array([""] * table.num_rows, type=pa.large_string())])
-    return {name: by_name.get(name, empty) for name in spec.column_names}
+        for row, record in enumerate(reader, start=1):
+            if row > 1 and len(record) != width:
+                if not record:
+                    report.add_error(file, row, None, "blank line")
+                else:
+                    report.add_error(file, row, None, f"{len(record)} field(s), expected {width} like the header"
+                                     " (a value with a comma must be quoted; a short last row means a truncated file)")
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            report.add_error(file, row + 1, None, "unterminated quote: the file ends inside a quoted value (truncated file?)")
+        else:
+            report.add_error(file, row + 1, None, f"malformed CSV: {exc}")
 
 
 # --- per-column checks ---------------------------------------------------------------------
@@ -303,25 +518,25 @@ def _parse_numbers(s: pa.ChunkedArray, blank: np.ndarray) -> np.ndarray:
         return pd.to_numeric(pd.Series(nulled.to_pandas()), errors="coerce").astype("float64").to_numpy()
 
 
-def _check_column(raw: dict[str, pa.ChunkedArray], column: Column, file: str, catalog: Catalog, today: date,
-                  report: ImportReport) -> pd.Series:
+def _check_column(raw: dict[str, pa.ChunkedArray], column: Column, catalog: Catalog, today: date,
+                  issues: "_Issues") -> pd.Series:
     """Parse one column to its type, reporting every bad value; returns the typed series."""
     s = raw[column.name]
     blank = _np(pc.equal(s, ""))
     if column.required:
-        _flag_rows(report, file, blank, column.name, "required value is missing")
+        issues.flag(blank, column.name, "required value is missing")
     if column.type in ("date", "month"):
         fmt, what = ("%Y-%m-%d", "not a date (expected YYYY-MM-DD)") if column.type == "date" else ("%Y-%m", "not a month (expected YYYY-MM)")
         values, valid = _parse_dates(s, fmt)
-        _flag_rows(report, file, ~blank & ~valid, column.name, what, s)
+        issues.flag(~blank & ~valid, column.name, what, s)
         out_of_range = valid & ((values < np.datetime64(EARLIEST_DATE)) | (values > np.datetime64(LATEST_DATE)))
-        _flag_rows(report, file, out_of_range, column.name, f"date outside {EARLIEST_DATE} .. {LATEST_DATE}", s)
-        if column.type == "date" and (file, column.name) not in FUTURE_ALLOWED:
+        issues.flag(out_of_range, column.name, f"date outside {EARLIEST_DATE} .. {LATEST_DATE}", s)
+        if column.type == "date" and (issues.file, column.name) not in FUTURE_ALLOWED:
             future = valid & ~out_of_range & (values > np.datetime64(today))
-            _flag_rows(report, file, future, column.name, f"date is in the future (after {today.isoformat()})", s)
+            issues.flag(future, column.name, f"date is in the future (after {today.isoformat()})", s)
         elif column.type == "month":
             future = valid & ~out_of_range & (values > np.datetime64(today.replace(day=1)))
-            _flag_rows(report, file, future, column.name, "month is in the future", s, level="warning")
+            issues.flag(future, column.name, "month is in the future", s, level="warning")
         values[out_of_range] = np.datetime64("NaT")
         return pd.Series(values)
     if column.type in ("int", "float"):
@@ -329,17 +544,17 @@ def _check_column(raw: dict[str, pa.ChunkedArray], column: Column, file: str, ca
         valid = np.isfinite(values)
         if column.type == "int":
             valid &= np.mod(np.nan_to_num(values), 1) == 0
-        _flag_rows(report, file, ~blank & ~valid, column.name, "not a whole number" if column.type == "int" else "not a number", s)
+        issues.flag(~blank & ~valid, column.name, "not a whole number" if column.type == "int" else "not a number", s)
         if column.min is not None:
-            _flag_rows(report, file, valid & (values < column.min), column.name, f"must be at least {column.min:,.10g}", s)
+            issues.flag(valid & (values < column.min), column.name, f"must be at least {column.min:,.10g}", s)
         if column.max is not None:
-            _flag_rows(report, file, valid & (values > column.max), column.name, f"must be at most {column.max:,.10g}", s)
+            issues.flag(valid & (values > column.max), column.name, f"must be at most {column.max:,.10g}", s)
         typed = pd.Series(np.where(valid, values, np.nan))
         return typed.astype("Int64") if column.type == "int" else typed
     if column.type == "bool":
         lower = pc.utf8_lower(s)
         true, false = _isin(lower, BOOL_TRUE), _isin(lower, BOOL_FALSE)
-        _flag_rows(report, file, ~blank & ~true & ~false, column.name, "not true/false (also 1/0, yes/no)", s)
+        issues.flag(~blank & ~true & ~false, column.name, "not true/false (also 1/0, yes/no)", s)
         values = np.full(len(s), None, dtype=object)
         values[true] = True
         values[false] = False
@@ -347,40 +562,65 @@ def _check_column(raw: dict[str, pa.ChunkedArray], column: Column, file: str, ca
     # text
     if column.max_len is not None:
         too_long = _np(pc.greater(pc.utf8_length(s), column.max_len))
-        _flag_rows(report, file, too_long, column.name, f"longer than {column.max_len} characters", s)
+        issues.flag(too_long, column.name, f"longer than {column.max_len} characters", s)
     if column.choices:
         allowed = _vocabulary(catalog, column.choices)
         unknown = ~blank & ~_isin(s, allowed)
         listed = ", ".join(allowed[:12]) + (", ..." if len(allowed) > 12 else "")
-        _flag_rows(report, file, unknown, column.name, f"not a known {column.choices} value (allowed: {listed})", s)
+        issues.flag(unknown, column.name, f"not a known {column.choices} value (allowed: {listed})", s)
     if column.pattern:
         matches = _np(pc.match_substring_regex(s, f"^(?:{column.pattern})$"))
-        _flag_rows(report, file, ~blank & ~matches, column.name, f"not {PATTERN_NAMES.get(column.pattern, 'in the expected format')}", s)
+        issues.flag(~blank & ~matches, column.name, f"not {PATTERN_NAMES.get(column.pattern, 'in the expected format')}", s)
     return pc.if_else(pa.array(blank), pa.scalar(None, type=s.type), s.combine_chunks()).to_pandas()
 
 
-def _check_duplicates(parsed: _File, report: ImportReport) -> None:
-    key = list(parsed.spec.key)
-    table = pa.table({k: parsed.raw[k] for k in key})
-    joined = table.column(0)
+def _date_order(batch: _Batch, issues: _Issues) -> None:
+    for file, later, earlier, level, message in DATE_ORDER_RULES:
+        if file == batch.name:
+            bad = (batch.typed[later] < batch.typed[earlier]).to_numpy(dtype=bool)
+            issues.flag(bad, later, message, batch.raw[later], level=level)
+
+
+def _measurement_range(batch: _Batch, catalog: Catalog, issues: _Issues) -> None:
+    if batch.name != "measurements.csv":
+        return
+    codes = list(catalog.codes)
+    pos = _index_in(batch.raw["code"], codes)
+    low = np.append([catalog.codes[c].min for c in codes], np.nan)[pos]
+    high = np.append([catalog.codes[c].max for c in codes], np.nan)[pos]
+    value = batch.typed["value"].to_numpy(dtype="float64", na_value=np.nan)
+    outside = (value < low) | (value > high)
+    reason = "value outside the plausible range of its code (catalogue min..max)"
+    n = issues.flag(outside, "value", f"{reason}; row skipped", level="warning")
+    issues.report.add_skipped(batch.spec.table, reason, n)
+    batch.keep &= ~outside
+
+
+def _has_duplicate_key(raw: dict[str, pa.ChunkedArray], key: tuple[str, ...]) -> bool:
+    joined = raw[key[0]]
     for k in key[1:]:
-        joined = pc.binary_join_element_wise(joined, table.column(k), pa.scalar("\x1f", type=joined.type))
-    if pc.count_distinct(joined).as_py() == table.num_rows:
-        return  # fast path: every key unique
-    raw = table.to_pandas()
-    dup = raw.duplicated(keep="first").to_numpy()
-    first_rows = raw[~dup].copy()
-    first_rows["_first_row"] = np.flatnonzero(~dup) + FIRST_DATA_ROW
-    shown = raw[dup].iloc[: max(report.errors_left(), 1)]
-    firsts = shown.merge(first_rows, on=key, how="left")["_first_row"].to_numpy()
-    for (i, values), first in zip(shown.iterrows(), firsts, strict=True):
-        what = ", ".join(f"{k}={v!r}" for k, v in values.items())
-        report.add_error(parsed.name, int(i) + FIRST_DATA_ROW, key[-1] if len(key) == 1 else ",".join(key),
-                         f"duplicate key {what} (first on row {int(first)})")
-    report.errors_not_shown += int(dup.sum()) - len(shown)
+        joined = pc.binary_join_element_wise(joined, raw[k], pa.scalar("\x1f", type=joined.type))
+    return pc.count_distinct(joined).as_py() < len(joined)
 
 
-# --- references and cross-file checks ------------------------------------------------------
+# --- frames ----------------------------------------------------------------------------------
+
+
+def _frame(batch: _Batch, catalog: Catalog) -> pd.DataFrame:
+    """The typed frame for the loader (model field names), skipped rows removed."""
+    out = pd.DataFrame(batch.typed)
+    if batch.spec.table == "encounter":
+        kinds = list(catalog.activity_kinds.values())
+        pos = _index_in(batch.raw["kind"], [k.kind for k in kinds])
+        out["is_internal"] = np.array([k.internal for k in kinds], dtype=bool)[pos]
+        default = pd.Series(np.array([k.category for k in kinds], dtype=object)[pos])
+        out["cost_category"] = out["cost_category"].astype(object).where(out["cost_category"].notna(), default)
+    if not batch.keep.all():
+        out = out[batch.keep].reset_index(drop=True)
+    return out
+
+
+# --- the import ------------------------------------------------------------------------------
 
 
 def _table_column(table_name: str, column: str):
@@ -389,149 +629,215 @@ def _table_column(table_name: str, column: str):
     return SQLModel.metadata.tables[table_name].c[column]
 
 
-def _existing_in_db(engine: Engine | None, table_name: str, column: str, values: list[str]) -> set[str]:
-    """Which of ``values`` exist in ``table.column`` of the store (chunked ``IN`` with bound parameters)."""
-    if engine is None or not values:
-        return set()
-    col = _table_column(table_name, column)
-    found: set[str] = set()
-    with engine.connect() as conn:
+class _BundleImport:
+    """One streaming import: reads the files in order, checks each batch and writes it while the
+    report has no error; holds what the checks carry from batch to batch and file to file."""
+
+    def __init__(self, folder: Path, load: Load, catalog: Catalog, today: date, batch_bytes: int):
+        self.folder, self.load, self.report = folder, load, load.report
+        self.catalog, self.today, self.batch_bytes = catalog, today, batch_bytes
+        self.keys: dict[str, _Keys] = {}  # referenced file -> its keys
+        self.unusable: set[str] = set()  # files missing or unreadable: references to them are not checked
+        nat = np.array([np.datetime64("NaT")], dtype="datetime64[s]")
+        self.births, self.deaths = nat, nat  # of the bundle's patients in file order, then NaT (position -1)
+        self.duplicate_seen = False  # a duplicate key found in a batch is reported when its file is done
+
+    @property
+    def writing(self) -> bool:
+        return self.report.ok and not self.duplicate_seen
+
+    def run(self) -> None:
+        for spec in BUNDLE:
+            self._read_file(spec)
+        self.load.commit()
+
+    def _read_file(self, spec: TableSpec) -> None:
+        report = self.report
+        path = self.folder / spec.file
+        if not path.exists():
+            if spec.required_file:
+                report.add_error(spec.file, None, None, "required file is missing")
+                self.unusable.add(spec.file)
+            return
+        checkpoint = report.checkpoint()
+        try:
+            start, end = _text_span(path)
+            names = _read_header(path, spec, start, end, report)
+            if names is None:
+                self.unusable.add(spec.file)
+                return
+            self._read_rows(_Source(path, spec, start, end, names))
+        except _Broken:
+            # What the file's first batches reported gives way to why the file cannot be read.
+            report.restore(checkpoint)
+            self._diagnose(path, spec)
+            self.unusable.add(spec.file)
+
+    def _diagnose(self, path: Path, spec: TableSpec) -> None:
+        report = self.report
+        if not _check_utf8(path, spec.file, report):
+            return
+        start, end = _text_span(path)
+        errors_before = report.error_count
+        names = _read_header(path, spec, start, end, report)
+        if names is not None:
+            with io.TextIOWrapper(io.BufferedReader(_Span(path, start, end)), encoding="utf-8", newline="") as text:
+                _diagnose_structure(text, len(names), spec.file, report)
+        if report.error_count == errors_before:
+            report.add_error(spec.file, None, None, "malformed CSV (could not be parsed)")
+
+    def _read_rows(self, source: _Source) -> None:
+        """Check and write the file batch by batch, then check its keys for duplicates."""
+        spec = source.spec
+        issues = _Issues(self.report, spec.file)
+        if self.writing:
+            self.load.start_table(spec.table)
+        referenced, patients = spec.file in REFERENCED, spec.file == "patients.csv"
+        hashes: list[np.ndarray] = []
+        key_values: list[pa.ChunkedArray] | None = [] if referenced else None
+        births, deaths = [], []
+        rows = 0
+        for raw in source.batches(self.batch_bytes):
+            n = len(raw[spec.columns[0].name])
+            issues.first = rows
+            typed = {c.name: _check_column(raw, c, self.catalog, self.today, issues) for c in spec.columns}
+            batch = _Batch(spec, raw, typed, np.ones(n, dtype=bool))
+            hashes.append(_key_hash(raw, spec.key))
+            if len(np.unique(hashes[-1])) < n and _has_duplicate_key(raw, spec.key):
+                self.duplicate_seen = True
+            if key_values is not None:
+                key_values.append(raw[spec.key[0]])
+                if rows + n > EXACT_KEYS_MAX_ROWS:
+                    key_values = None
+            if patients:
+                births.append(typed["birth_date"].to_numpy(dtype="datetime64[s]"))
+                deaths.append(typed["death_date"].to_numpy(dtype="datetime64[s]"))
+            self._references(batch, issues)
+            _date_order(batch, issues)
+            self._life_span(batch, issues)
+            _measurement_range(batch, self.catalog, issues)
+            if self.writing:
+                self.load.write(_frame(batch, self.catalog))
+            rows += n
+        all_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
+        del hashes
+        keys = None
+        if referenced:
+            values = pa.chunked_array(key_values, type=pa.large_string()).combine_chunks() if key_values is not None else None
+            keys = _Keys(all_hashes, values, positions=patients)
+            sorted_hashes = keys.sorted
+        else:
+            all_hashes.sort()
+            sorted_hashes = all_hashes
+        self._duplicates(source, sorted_hashes)
+        issues.flush()
+        if keys is not None:
+            self.keys[spec.file] = keys
+        if patients:
+            nat = np.array([np.datetime64("NaT")], dtype="datetime64[s]")
+            self.births, self.deaths = np.concatenate([*births, nat]), np.concatenate([*deaths, nat])
+
+    def _duplicates(self, source: _Source, sorted_hashes: np.ndarray) -> None:
+        """Report each row whose key an earlier row of the file already has.
+
+        Rows sharing a hash are read again to compare their key values (a hash can collide).
+        """
+        same = sorted_hashes[1:] == sorted_hashes[:-1]
+        if not same.any():
+            return  # fast path: every key unique
+        suspects = np.unique(sorted_hashes[1:][same])
+        key = list(source.spec.key)
+        parts, first = [], 0
+        for raw in source.batches(self.batch_bytes, columns=key):
+            hit = np.flatnonzero(np.isin(_key_hash(raw, source.spec.key), suspects))
+            if len(hit):
+                parts.append(pd.DataFrame({k: raw[k].take(pa.array(hit)).to_pylist() for k in key}, index=hit + first))
+            first += len(raw[key[0]])
+        raw = pd.concat(parts)  # index: row in the file (0-based)
+        dup = raw.duplicated(keep="first").to_numpy()
+        if not dup.any():
+            return  # only hash collisions
+        report = self.report
+        first_rows = raw[~dup].copy()
+        first_rows["_first_row"] = raw.index[~dup] + FIRST_DATA_ROW
+        shown = raw[dup].iloc[: max(report.errors_left(), 1)]
+        firsts = shown.merge(first_rows, on=key, how="left")["_first_row"].to_numpy()
+        for (i, values), first_row in zip(shown.iterrows(), firsts, strict=True):
+            what = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            report.add_error(source.spec.file, int(i) + FIRST_DATA_ROW, key[-1] if len(key) == 1 else ",".join(key),
+                             f"duplicate key {what} (first on row {int(first_row)})")
+        report.errors_not_shown += int(dup.sum()) - len(shown)
+
+    def _existing_in_db(self, table_name: str, column: str, values: list[str]) -> set[str]:
+        """Which of ``values`` exist in ``table.column`` of the store (chunked ``IN`` with bound parameters)."""
+        col = _table_column(table_name, column)
+        found: set[str] = set()
         for start in range(0, len(values), DB_LOOKUP_CHUNK):
             chunk = values[start : start + DB_LOOKUP_CHUNK]
-            found.update(conn.execute(select(col).where(col.in_(chunk))).scalars())
-    return found
+            found.update(self.load.conn.execute(select(col).where(col.in_(chunk))).scalars())
+        return found
 
-
-def _check_references(files: dict[str, _File], unusable: set[str], engine: Engine | None, report: ImportReport) -> None:
-    for parsed in files.values():
-        for column in parsed.spec.columns:
+    def _references(self, batch: _Batch, issues: _Issues) -> None:
+        for column in batch.spec.columns:
             if not column.ref:
                 continue
             target_file, target_column = column.ref.rsplit(".", 1)
             target_file += "" if target_file.endswith(".csv") else ".csv"  # ref is "patients.patient_id"
-            if target_file in unusable:
+            if target_file in self.unusable:
                 continue  # already reported; do not bury the cause under dangling references
-            values = parsed.raw[column.name]
+            values = batch.raw[column.name]
             present = ~_np(pc.equal(values, ""))
-            known = np.zeros(len(values), dtype=bool)
-            if target_file in files:
-                known = _isin(values, files[target_file].raw[target_column])
+            keys = self.keys.get(target_file)  # every reference names its target's key
+            known = keys.positions(values) >= 0 if keys is not None else np.zeros(len(values), dtype=bool)
             missing = present & ~known
             if missing.any():
                 candidates = pc.unique(values.filter(pa.array(missing))).to_pylist()
-                in_db = _existing_in_db(engine, BY_FILE[target_file].table, target_column, candidates)
+                in_db = self._existing_in_db(BY_FILE[target_file].table, target_column, candidates)
                 if in_db:
                     missing &= ~_isin(values, list(in_db))
-                _flag_rows(report, parsed.name, missing, column.name,
-                           f"no {target_file} row (and no row in the database) with this {target_column}", values)
+                issues.flag(missing, column.name, f"no {target_file} row (and no row in the database) with this {target_column}", values)
 
-
-def _check_date_order(files: dict[str, _File], report: ImportReport) -> None:
-    for file, later, earlier, level, message in DATE_ORDER_RULES:
-        parsed = files.get(file)
-        if parsed is None:
-            continue
-        bad = (parsed.typed[later] < parsed.typed[earlier]).to_numpy(dtype=bool)
-        _flag_rows(report, file, bad, later, message, parsed.raw[later], level=level)
-
-
-def _patient_dates(files: dict[str, _File], ids: list[pa.ChunkedArray], engine: Engine | None) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """patient_id, birth_date and death_date (datetime64[s]) of every patient: the bundle's, else the store's."""
-    keys: list[str] = []
-    births, deaths = [np.array([], dtype="datetime64[s]")], [np.array([], dtype="datetime64[s]")]
-    bundle_ids = pa.chunked_array([], type=pa.large_string())
-    if "patients.csv" in files:
-        p = files["patients.csv"]
-        bundle_ids = p.raw["patient_id"]
-        births.append(p.typed["birth_date"].to_numpy(dtype="datetime64[s]"))
-        deaths.append(p.typed["death_date"].to_numpy(dtype="datetime64[s]"))
-    others: set[str] = set()
-    for values in ids:
-        outside = ~_isin(values, bundle_ids) if len(bundle_ids) else np.ones(len(values), dtype=bool)
+    def _patient_dates(self, ids: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """birth_date and death_date (datetime64[s], NaT if unknown) of each patient: the bundle's, else the store's."""
+        keys = self.keys.get("patients.csv")
+        pos = keys.positions(ids) if keys is not None else np.full(len(ids), -1)
+        births, deaths = self.births[pos], self.deaths[pos]
+        outside = pos < 0
         if outside.any():
-            others.update(pc.unique(values.filter(pa.array(outside))).to_pylist())
-    others.discard("")
-    if others and engine is not None:
-        t = _table_column("patient", "patient_id").table
-        chunk_ids = sorted(others)
-        with engine.connect() as conn:
-            for start in range(0, len(chunk_ids), DB_LOOKUP_CHUNK):
-                chunk = chunk_ids[start : start + DB_LOOKUP_CHUNK]
-                for pid, birth, death in conn.execute(
-                    select(t.c.patient_id, t.c.birth_date, t.c.death_date).where(t.c.patient_id.in_(chunk))
-                ):
-                    keys.append(pid)
-                    births.append(np.array([birth or "NaT"], dtype="datetime64[s]"))
-                    deaths.append(np.array([death or "NaT"], dtype="datetime64[s]"))
-    all_ids = pa.concat_arrays([bundle_ids.combine_chunks().cast(pa.large_string()), pa.array(keys, type=pa.large_string())])
-    return all_ids, np.concatenate(births), np.concatenate(deaths)
+            others = sorted(set(pc.unique(ids.filter(pa.array(outside))).to_pylist()) - {""})
+            t = _table_column("patient", "patient_id").table
+            stored: dict[str, tuple] = {}
+            for start in range(0, len(others), DB_LOOKUP_CHUNK):
+                chunk = others[start : start + DB_LOOKUP_CHUNK]
+                query = select(t.c.patient_id, t.c.birth_date, t.c.death_date).where(t.c.patient_id.in_(chunk))
+                stored.update((pid, (birth, death)) for pid, birth, death in self.load.conn.execute(query))
+            if stored:
+                at = _index_in(ids, list(stored))
+                take = outside & (at >= 0)
+                births[take] = np.array([b or "NaT" for b, _ in stored.values()], dtype="datetime64[s]")[at[take]]
+                deaths[take] = np.array([d or "NaT" for _, d in stored.values()], dtype="datetime64[s]")[at[take]]
+        return births, deaths
 
-
-def _check_life_span(files: dict[str, _File], engine: Engine | None, report: ImportReport) -> None:
-    """Events after death or before birth (warnings); attribution outside the life span (skipped)."""
-    event_files = [f for f, _ in EVENT_DATES if f in files] + (["attribution.csv"] if "attribution.csv" in files else [])
-    if not event_files:
-        return
-    ids, births, deaths = _patient_dates(files, [files[f].raw["patient_id"] for f in event_files], engine)
-    nat = np.datetime64("NaT")
-    births, deaths = np.append(births, nat), np.append(deaths, nat)  # position -1: unknown patient
-
-    def lookup(parsed: _File) -> tuple[np.ndarray, np.ndarray]:
-        pos = _index_in(parsed.raw["patient_id"], ids)
-        return births[pos], deaths[pos]
-
-    for file, column in EVENT_DATES:
-        if file not in files:
-            continue
-        parsed = files[file]
-        when = parsed.typed[column].to_numpy(dtype="datetime64[s]")
-        birth, death = lookup(parsed)
-        _flag_rows(report, file, when > death, column, "date is after the patient's death_date", level="warning")
-        _flag_rows(report, file, when < birth, column, "date is before the patient's birth_date", level="warning")
-    if "attribution.csv" in files:
-        parsed = files["attribution.csv"]
-        month = parsed.typed["month"].to_numpy(dtype="datetime64[s]")
-        birth, death = lookup(parsed)
-        after = month > death.astype("datetime64[M]").astype("datetime64[s]")
-        before = month < birth.astype("datetime64[M]").astype("datetime64[s]")
-        for mask, reason in ((after, "month after the month of the patient's death"),
-                             (before, "month before the month of the patient's birth")):
-            n = _flag_rows(report, parsed.name, mask & parsed.keep, "month", f"attribution {reason}; row skipped", level="warning")
-            report.add_skipped(parsed.spec.table, reason, n)
-            parsed.keep &= ~mask
-
-
-def _check_measurement_range(files: dict[str, _File], catalog: Catalog, report: ImportReport) -> None:
-    parsed = files.get("measurements.csv")
-    if parsed is None:
-        return
-    codes = list(catalog.codes)
-    pos = _index_in(parsed.raw["code"], codes)
-    low = np.append([catalog.codes[c].min for c in codes], np.nan)[pos]
-    high = np.append([catalog.codes[c].max for c in codes], np.nan)[pos]
-    value = parsed.typed["value"].to_numpy(dtype="float64", na_value=np.nan)
-    outside = (value < low) | (value > high)
-    reason = "value outside the plausible range of its code (catalogue min..max)"
-    n = _flag_rows(report, parsed.name, outside, "value", f"{reason}; row skipped", level="warning")
-    report.add_skipped(parsed.spec.table, reason, n)
-    parsed.keep &= ~outside
-
-
-# --- frames ----------------------------------------------------------------------------------
-
-
-def _frame(parsed: _File, catalog: Catalog) -> pd.DataFrame:
-    """The typed frame for the loader (model field names), skipped rows removed."""
-    out = pd.DataFrame(parsed.typed)
-    if parsed.spec.table == "encounter":
-        kinds = list(catalog.activity_kinds.values())
-        pos = _index_in(parsed.raw["kind"], [k.kind for k in kinds])
-        out["is_internal"] = np.array([k.internal for k in kinds], dtype=bool)[pos]
-        default = pd.Series(np.array([k.category for k in kinds], dtype=object)[pos])
-        out["cost_category"] = out["cost_category"].astype(object).where(out["cost_category"].notna(), default)
-    if not parsed.keep.all():
-        out = out[parsed.keep].reset_index(drop=True)
-    return out
+    def _life_span(self, batch: _Batch, issues: _Issues) -> None:
+        """Events after death or before birth (warnings); attribution outside the life span (skipped)."""
+        file = batch.name
+        columns = [column for f, column in EVENT_DATES if f == file]
+        if not columns and file != "attribution.csv":
+            return
+        birth, death = self._patient_dates(batch.raw["patient_id"])
+        for column in columns:
+            when = batch.typed[column].to_numpy(dtype="datetime64[s]")
+            issues.flag(when > death, column, "date is after the patient's death_date", level="warning")
+            issues.flag(when < birth, column, "date is before the patient's birth_date", level="warning")
+        if file == "attribution.csv":
+            month = batch.typed["month"].to_numpy(dtype="datetime64[s]")
+            after = month > death.astype("datetime64[M]").astype("datetime64[s]")
+            before = month < birth.astype("datetime64[M]").astype("datetime64[s]")
+            for mask, reason in ((after, "month after the month of the patient's death"),
+                                 (before, "month before the month of the patient's birth")):
+                n = issues.flag(mask & batch.keep, "month", f"attribution {reason}; row skipped", level="warning")
+                issues.report.add_skipped(batch.spec.table, reason, n)
+                batch.keep &= ~mask
 
 
 def _origin(path: Path, report: ImportReport) -> str:
@@ -549,45 +855,24 @@ def _origin(path: Path, report: ImportReport) -> str:
     return "sample" if generator == SAMPLE_GENERATOR_NAME else "real"
 
 
-def read_bundle(path: Path, engine: Engine | None, today: date | None = None) -> tuple[dict[str, pd.DataFrame], ImportReport]:
-    """Validate the bundle folder ``path``; return typed frames by table (empty if any error) and the report.
+def import_bundle(engine: Engine, path: Path, today: date | None = None, batch_bytes: int = BATCH_BYTES) -> ImportReport:
+    """Validate the bundle folder ``path`` and load it into ``engine`` all or nothing; returns the report.
 
-    ``engine`` resolves references to rows already in the store (None: bundle only);
-    ``today`` bounds clinical dates (default: today's date).
+    References resolve to rows of the bundle or already in the store; ``today`` bounds clinical
+    dates (default: today's date); ``batch_bytes``: CSV bytes read, checked and written at a time.
     """
     path = Path(path)
-    today = today or date.today()
     report = ImportReport(source=str(path), format="csv")
     if not path.is_dir():
         report.add_error(str(path), None, None, "not a folder (a CSV bundle is a folder of CSV files)")
-        return {}, report
+        return report
     report.origin = _origin(path, report)
-    catalog = load_catalog()
     known_files = {spec.file for spec in BUNDLE} | {MANIFEST_FILE}
     for extra in sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".csv" and p.name not in known_files):
         report.add_warning(extra, None, None, "file is not part of the bundle; ignored")
-    files: dict[str, _File] = {}
-    unusable: set[str] = set()
-    for spec in BUNDLE:
-        file_path = path / spec.file
-        if not file_path.exists():
-            if spec.required_file:
-                report.add_error(spec.file, None, None, "required file is missing")
-                unusable.add(spec.file)
-            continue
-        raw = _read_csv(file_path, spec, report)
-        if raw is None:
-            unusable.add(spec.file)
-            continue
-        typed = {c.name: _check_column(raw, c, spec.file, catalog, today, report) for c in spec.columns}
-        n = len(raw[spec.columns[0].name])
-        files[spec.file] = _File(spec, raw, typed, np.ones(n, dtype=bool))
-    for parsed in files.values():
-        _check_duplicates(parsed, report)
-    _check_references(files, unusable, engine, report)
-    _check_date_order(files, report)
-    _check_life_span(files, engine, report)
-    _check_measurement_range(files, catalog, report)
-    if not report.ok:
-        return {}, report
-    return {parsed.spec.table: _frame(parsed, catalog) for parsed in files.values()}, report
+    try:
+        with open_load(engine, report) as load:
+            _BundleImport(path, load, load_catalog(), today or date.today(), batch_bytes).run()
+    except LoadFailed:
+        pass  # the database refused a write: the error is in the report and nothing was written
+    return report

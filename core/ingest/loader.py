@@ -1,16 +1,20 @@
 """The all-or-nothing loader every importer ends with: typed frames -> upserts in one transaction.
 
 Frames are keyed by table name (``patient``, ``encounter``, ...) and carry model field names as
-columns. Rows are upserted (insert, or update on a key conflict) with SQLAlchemy Core
-``executemany`` in batches (on PostgreSQL, big tables by ``COPY`` into a temporary table and one
-``INSERT ... SELECT ... ON CONFLICT``), tables in foreign-key order, and an ``import_run`` row is written in
-the same transaction. Any database error rolls everything back and becomes an
+columns. :func:`load_tables` writes whole frames; :func:`open_load` lets a streaming reader (the
+CSV bundle) write one batch at a time into the same single transaction. Rows are upserted
+(insert, or update on a key conflict) with SQLAlchemy Core ``executemany`` in batches (on
+PostgreSQL, big batches by ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON
+CONFLICT``), tables in foreign-key order, and an ``import_run`` row is written in the same
+transaction. Any database error rolls everything back and becomes an
 :class:`~core.ingest.report.ImportIssue`, so the store is exactly as it was.
 """
 
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -18,6 +22,7 @@ import pandas as pd
 from pydantic_core import PydanticUndefined
 from sqlalchemy import Boolean, Column, Date, DateTime, Engine, Float, Integer, MetaData, Table, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
@@ -25,8 +30,8 @@ from core import models
 from core.ingest.report import ImportReport
 
 BATCH_ROWS = 50_000
-REBUILD_INDEX_ROWS = 100_000
-COPY_ROWS = 1_000  # PostgreSQL: tables with at least this many rows go in by COPY + one upsert  # SQLite: rebuild secondary indexes after loading at least this many rows
+REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows
+COPY_ROWS = 1_000  # PostgreSQL: batches of at least this many rows go in by COPY + one upsert
 
 
 def _models_by_table() -> dict[str, type[SQLModel]]:
@@ -190,6 +195,148 @@ class _ForeignKeyViolation(Exception):
     pass
 
 
+class LoadFailed(Exception):
+    """The database refused the load; it was rolled back and the error is in the report."""
+
+
+class Load:
+    """One open all-or-nothing load: tables in foreign-key order, each written in batches of rows,
+    all in one transaction that :meth:`commit` ends. Leaving :func:`open_load` without a commit
+    rolls everything back.
+
+    ``conn`` is the load's connection: readers look rows up through it, inside the transaction
+    (on SQLite a second connection could not read while this one writes).
+    """
+
+    def __init__(self, conn: Connection, report: ImportReport, started: float, started_at: datetime):
+        self.conn = conn
+        self.report = report
+        self._started, self._started_at = started, started_at
+        self._dialect = conn.dialect.name
+        self._raw_sqlite = self._dialect == "sqlite"
+        self._by_table = _models_by_table()
+        self._transaction = conn.begin()
+        self._table: Table | None = None
+        self._tables: list[Table] = []
+        self.loaded: dict[str, int] = {}
+        self.new_rows: dict[str, int] = {}
+
+    @contextmanager
+    def _database_errors(self, where: str):
+        """Turn a database (or value conversion) error into a report error and :class:`LoadFailed`."""
+        try:
+            yield
+        except (SQLAlchemyError, _ForeignKeyViolation, ValueError, TypeError) as exc:
+            self.report.loaded, self.report.new_rows, self.report.import_id = {}, {}, None
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            self.report.add_error(where, None, None, f"the load failed and was rolled back, nothing was written: {detail}")
+            raise LoadFailed(detail) from exc
+
+    def start_table(self, name: str) -> None:
+        """Finish the current table and start writing ``name`` (tables must come in foreign-key order)."""
+        self._end_table()
+        if name not in self._by_table:
+            self.report.add_error(name, None, None, f"no table named {name!r}")
+            raise LoadFailed(name)
+        table = SQLModel.metadata.tables[name]
+        with self._database_errors(name):
+            self._before = _count(self.conn, table)
+        self._table, self._rows, self._names, self._rebuild = table, 0, None, []
+        self._defaults = _defaults(self._by_table[name])
+        self._tables.append(table)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Upsert one batch of rows (model field names as columns) into the current table."""
+        table = self._table
+        if self._names is None:
+            self._names = _column_names(frame, table, self._defaults, self.report)
+            keys = {c.name for c in table.primary_key.columns}
+            self._update = [n for n in self._names if n not in keys and n in frame.columns]
+        if not len(frame):
+            return
+        with self._database_errors(table.name):
+            # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
+            # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
+            if (self._raw_sqlite and not self._rebuild and table.indexes
+                    and self._rows + len(frame) >= max(REBUILD_INDEX_ROWS, self._before)):
+                self._rebuild = list(table.indexes)
+                for index in self._rebuild:
+                    index.drop(self.conn)
+            if len(frame) >= COPY_ROWS and self._dialect == "postgresql":
+                _copy_upsert(self.conn, table, frame, self._names, self._update, self._defaults)
+            else:
+                statement = _upsert(table, self._dialect, self._update)
+                _execute_batches(self.conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
+        self._rows += len(frame)
+
+    def _end_table(self) -> None:
+        table = self._table
+        self._table = None
+        if table is None or not self.report.ok:
+            return  # a rejected load is rolled back, dropped indexes included
+        with self._database_errors(table.name):
+            for index in self._rebuild:
+                index.create(self.conn)
+            self.loaded[table.name] = self._rows
+            self.new_rows[table.name] = _count(self.conn, table) - self._before
+
+    def commit(self, order: list[str] | None = None) -> None:
+        """Check foreign keys (SQLite), write the ``import_run`` row and commit; fills the report's
+        ``loaded``, ``new_rows`` (tables in ``order``, default: as written) and ``import_id``.
+        Does nothing when the report has errors (the load is then rolled back)."""
+        self._end_table()
+        if not self.report.ok:
+            return
+        report = self.report
+        if self._raw_sqlite:
+            with self._database_errors("foreign keys"):
+                _check_sqlite_foreign_keys(self.conn, self._tables)
+        with self._database_errors("import_run"):
+            names = order if order is not None else list(self.loaded)
+            report.loaded = {name: self.loaded[name] for name in names}
+            report.new_rows = {name: self.new_rows[name] for name in names}
+            report.seconds = round(report.seconds + time.perf_counter() - self._started, 2)
+            result = self.conn.execute(
+                insert(models.ImportRun.__table__).values(
+                    started_at=self._started_at,
+                    finished_at=datetime.now(UTC),
+                    source=report.source[:500],
+                    format=report.format,
+                    origin=report.origin,
+                    status="committed",
+                    report=json.dumps(report.to_dict(), default=str),
+                )
+            )
+            import_id = result.inserted_primary_key[0]
+            self._transaction.commit()
+            report.import_id = import_id
+
+
+@contextmanager
+def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
+    """Open one all-or-nothing load on ``engine``; see :class:`Load`. Rolled back unless committed."""
+    started = time.perf_counter()
+    started_at = datetime.now(UTC) - timedelta(seconds=report.seconds)
+    raw_sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if raw_sqlite:
+            # Outside a transaction: foreign_keys is a no-op inside one (sqlite.org/pragma.html#pragma_foreign_keys).
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB page cache for this load
+            conn.commit()
+        try:
+            load = Load(conn, report, started, started_at)
+            try:
+                yield load
+            finally:
+                if load._transaction.is_active:
+                    load._transaction.rollback()
+        finally:
+            if raw_sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
+
+
 def load_tables(engine: Engine, frames: dict[str, pd.DataFrame], report: ImportReport) -> ImportReport:
     """Upsert every frame (keyed by table name) in one transaction and record the import run.
 
@@ -198,8 +345,6 @@ def load_tables(engine: Engine, frames: dict[str, pd.DataFrame], report: ImportR
     then exactly as before. Re-loading identical rows changes nothing (rows are only rewritten
     when a value differs) except for the new ``import_run`` row.
     """
-    started = time.perf_counter()
-    started_at = datetime.now(UTC) - timedelta(seconds=report.seconds)
     if not report.ok:
         return report
     by_table = _models_by_table()
@@ -208,68 +353,13 @@ def load_tables(engine: Engine, frames: dict[str, pd.DataFrame], report: ImportR
         report.add_error(name, None, None, f"no table named {name!r}")
     if unknown:
         return report
-    dialect = engine.dialect.name
-    raw_sqlite = dialect == "sqlite"
-    ordered = [t for t in SQLModel.metadata.sorted_tables if t.name in frames]
-    loaded: dict[str, int] = {}
-    new_rows: dict[str, int] = {}
-    current = ""
-    with engine.connect() as conn:
-        if raw_sqlite:
-            # Outside a transaction: foreign_keys is a no-op inside one (sqlite.org/pragma.html#pragma_foreign_keys).
-            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB page cache for this load
-            conn.commit()
-        try:
-            with conn.begin():
-                for table in ordered:
-                    current = table.name
-                    frame = frames[table.name]
-                    before = _count(conn, table)
-                    defaults = _defaults(by_table[table.name])
-                    names = _column_names(frame, table, defaults, report)
-                    keys = {c.name for c in table.primary_key.columns}
-                    update = [n for n in names if n not in keys and n in frame.columns]
-                    # A bulk load into a (nearly) empty SQLite table is faster with its secondary
-                    # indexes built once afterwards; DDL is transactional in SQLite, so a rollback
-                    # restores them too.
-                    rebuild = list(table.indexes) if raw_sqlite and len(frame) >= max(REBUILD_INDEX_ROWS, before) else []
-                    for index in rebuild:
-                        index.drop(conn)
-                    if len(frame) >= COPY_ROWS and dialect == "postgresql":
-                        _copy_upsert(conn, table, frame, names, update, defaults)
-                    elif len(frame):
-                        statement = _upsert(table, dialect, update)
-                        _execute_batches(conn, statement, frame, table, names, defaults, raw_sqlite)
-                    for index in rebuild:
-                        index.create(conn)
-                    loaded[table.name] = len(frame)
-                    new_rows[table.name] = _count(conn, table) - before
-                if raw_sqlite:
-                    current = "foreign keys"
-                    _check_sqlite_foreign_keys(conn, ordered)
-                current = "import_run"
-                report.loaded = {name: loaded[name] for name in frames}
-                report.new_rows = {name: new_rows[name] for name in frames}
-                report.seconds = round(report.seconds + time.perf_counter() - started, 2)
-                result = conn.execute(
-                    insert(models.ImportRun.__table__).values(
-                        started_at=started_at,
-                        finished_at=datetime.now(UTC),
-                        source=report.source[:500],
-                        format=report.format,
-                        origin=report.origin,
-                        status="committed",
-                        report=json.dumps(report.to_dict(), default=str),
-                    )
-                )
-                report.import_id = result.inserted_primary_key[0]
-        except (SQLAlchemyError, _ForeignKeyViolation, ValueError, TypeError) as exc:
-            report.loaded, report.new_rows, report.import_id = {}, {}, None
-            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            report.add_error(current, None, None, f"the load failed and was rolled back, nothing was written: {detail}")
-        finally:
-            if raw_sqlite:
-                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-                conn.commit()
+    ordered = [t.name for t in SQLModel.metadata.sorted_tables if t.name in frames]
+    try:
+        with open_load(engine, report) as load:
+            for name in ordered:
+                load.start_table(name)
+                load.write(frames[name])
+            load.commit(order=list(frames))
+    except LoadFailed:
+        pass
     return report

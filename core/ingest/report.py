@@ -75,6 +75,19 @@ class ImportReport:
         """How many more errors will be listed before the cap."""
         return max(0, MAX_ERRORS - len(self.errors))
 
+    def checkpoint(self) -> tuple:
+        """The issues so far, for :meth:`restore` (a streaming reader that finds a file unreadable
+        half-way replaces what it reported on the file's first rows with the reason)."""
+        skipped = {table: dict(reasons) for table, reasons in self.skipped.items()}
+        return len(self.errors), self.errors_not_shown, len(self.warnings), self.warnings_not_shown, skipped
+
+    def restore(self, checkpoint: tuple) -> None:
+        """Drop every error, warning and skipped count added since ``checkpoint``."""
+        errors, errors_not_shown, warnings, warnings_not_shown, skipped = checkpoint
+        del self.errors[errors:], self.warnings[warnings:]
+        self.errors_not_shown, self.warnings_not_shown = errors_not_shown, warnings_not_shown
+        self.skipped = {table: dict(reasons) for table, reasons in skipped.items()}
+
     def add_skipped(self, table: str, reason: str, rows: int) -> None:
         if rows:
             by_reason = self.skipped.setdefault(table, {})
