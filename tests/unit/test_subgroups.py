@@ -14,7 +14,9 @@ from core.subgroups import (
     compute_inputs,
     evaluate_rules,
     load_rules,
+    month_thresholds,
     parse_rules,
+    thresholds_from_counts,
 )
 
 MONTH = date(2025, 6, 1)
@@ -306,3 +308,27 @@ def test_default_rules_file_shape():
 def test_load_rules_missing_file(tmp_path):
     with pytest.raises(RulesError, match="cannot read"):
         load_rules(tmp_path / "nope.toml")
+
+
+def test_thresholds_from_block_counts_equal_the_thresholds_of_all_scores():
+    """Scores counted block by block give each month's quantile to the bit (NaN and ties included)."""
+    rng = np.random.default_rng(11)
+    months = pd.to_datetime(["2025-01-01", "2025-02-01", "2025-03-01"])
+    scores = pd.DataFrame({"month": months[rng.integers(0, 3, 5000)], "risk_score": rng.choice(rng.random(300) * 3, 5000)})
+    scores.loc[rng.random(5000) < 0.05, "risk_score"] = np.nan
+    scores.loc[scores["month"] == months[2], "risk_score"] = np.nan  # a month without any score
+    blocks = [scores.iloc[i : i + 700] for i in range(0, len(scores), 700)]
+    counts = pd.concat([b.dropna().value_counts() for b in blocks]).groupby(level=["month", "risk_score"]).sum()
+    for fraction, got in thresholds_from_counts(counts, {0.1, 0.25}).items():
+        want = month_thresholds(scores, fraction)
+        assert got[months[0]] == want[months[0]] and got[months[1]] == want[months[1]]
+        assert pd.isna(want[months[2]]) and months[2] not in got.index  # maps to NaN either way
+
+
+def test_given_thresholds_replace_those_of_the_inputs():
+    people = [dict(id=f"P{i:02d}", age=50, risk=float(i)) for i in range(11)]
+    f = frames(people)
+    inputs = compute_inputs(f["patients"], f["attribution"], f["conditions"], f["measurements"], f["encounters"], f["risk"])
+    network = {0.1: pd.Series([5.5], index=pd.to_datetime([MONTH]))}  # as if the network's decile were lower
+    out = evaluate_rules(inputs, RULES, network).set_index("patient_id")
+    assert list(out.index[out["subgroup"] == "complex"]) == [f"P{i:02d}" for i in range(6, 11)]

@@ -1,0 +1,93 @@
+"""Subgroups assigned block by block (and in worker processes) equal those of one block."""
+
+import shutil
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from core.db import make_engine
+from core.models import RiskScore, SubgroupAssignment
+from core.subgroups import assign_subgroups, load_rules, patient_blocks, preview_rules, set_override
+
+from .test_subgroups_store import MONTHS, RULES, seed
+
+ASSIGNMENT = ["patient_id", "month", "subgroup", "rule_id", "reason", "risk_score", "overridden"]
+RISK = ["patient_id", "year", "model", "score", "chronic_score", "hccs"]
+
+
+def _stored(engine) -> tuple[pd.DataFrame, pd.DataFrame]:
+    with engine.connect() as conn:
+        a = pd.read_sql(select(SubgroupAssignment), conn)[ASSIGNMENT].sort_values(["patient_id", "month"])
+        r = pd.read_sql(select(RiskScore), conn)[RISK].sort_values(["patient_id", "year"])
+    return a.reset_index(drop=True), r.reset_index(drop=True)
+
+
+def _assert_same_store(engine, want: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    got = _stored(engine)
+    for g, w in zip(got, want, strict=True):  # every value to the bit, reasons included
+        pd.testing.assert_frame_equal(g, w, check_exact=True)
+
+
+def _summary(out: dict) -> dict:
+    return {k: v for k, v in out.items() if k not in ("seconds", "parts", "blocks")}
+
+
+@pytest.fixture
+def sample_copy(sample_db_url, tmp_path):
+    copy = tmp_path / "blocks.db"
+    shutil.copyfile(sample_db_url.removeprefix("sqlite:///"), copy)
+    engine = make_engine(f"sqlite:///{copy}")
+    yield engine
+    engine.dispose()
+
+
+def test_blocks_partition_the_attributed_patients(sample_copy):
+    with sample_copy.connect() as conn:
+        ids = sorted(pd.read_sql(select(SubgroupAssignment.patient_id).distinct(), conn)["patient_id"])
+        blocks = patient_blocks(conn, 7)
+    assert len(blocks) == -(-len(ids) // 7) > 2
+    covered = [[i for i in ids if lo <= i <= hi] for lo, hi in blocks]
+    assert sum(len(c) for c in covered) == len(ids) and all(len(c) <= 7 for c in covered)
+
+
+def test_small_blocks_and_workers_store_what_one_block_stores(sample_copy):
+    """Blocks of 37 patients (here, and 97 in two worker processes) and the network-wide top decile."""
+    patient = pd.read_sql(select(SubgroupAssignment.patient_id).limit(1), sample_copy)["patient_id"][0]
+    set_override(sample_copy, patient, "complex", date(2000, 1, 1), "known to the team", "lead@example.org", RULES)
+    one = assign_subgroups(sample_copy, RULES, block_patients=10**9)
+    want = _stored(sample_copy)
+    assert one["blocks"] == 1 and one["overridden"] > 0
+    assert want[0]["reason"].str.contains("in the top decile").any()  # the thresholds are exercised
+    small = assign_subgroups(sample_copy, RULES, block_patients=37, workers=1)
+    assert small["blocks"] > 10 and _summary(small) == _summary(one)
+    _assert_same_store(sample_copy, want)
+    parallel = assign_subgroups(sample_copy, RULES, block_patients=97, workers=2)
+    assert parallel["blocks"] > 2 and _summary(parallel) == _summary(one)
+    _assert_same_store(sample_copy, want)
+
+
+def test_one_month_in_blocks_equals_one_block(sample_copy):
+    months = sorted(pd.read_sql(select(SubgroupAssignment.month).distinct(), sample_copy)["month"])
+    month = pd.Timestamp(months[len(months) // 2]).date()
+    assign_subgroups(sample_copy, RULES, months=[month], block_patients=10**9)
+    want = _stored(sample_copy)
+    assign_subgroups(sample_copy, RULES, months=[month], block_patients=37, workers=1)
+    _assert_same_store(sample_copy, want)
+    draft = load_rules()
+    pd.testing.assert_frame_equal(
+        preview_rules(sample_copy, draft, month, RULES, block_patients=37),
+        preview_rules(sample_copy, draft, month, RULES, block_patients=10**9),
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_blocks_on_each_backend(store_engine, workers):
+    seed(store_engine)
+    set_override(store_engine, "B", "frail", MONTHS[1], "seen at home", "lead@example.org", RULES)
+    one = assign_subgroups(store_engine, RULES, block_patients=10**9)
+    want = _stored(store_engine)
+    blocks = assign_subgroups(store_engine, RULES, block_patients=2, workers=workers)
+    assert blocks["blocks"] == 3 and _summary(blocks) == _summary(one)
+    _assert_same_store(store_engine, want)
