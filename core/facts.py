@@ -349,7 +349,7 @@ def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
     with engine.begin() as conn:
         conn.execute(delete(table))
         for index in table.indexes:
-            index.drop(conn)
+            index.drop(conn, checkfirst=True)  # a store made before an index was added lacks it
         dialect = conn.dialect.name
         if dialect == "sqlite":
             # Compiled once, tuples straight to the driver (SQLite stores a Date as ISO text).

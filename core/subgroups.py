@@ -1304,13 +1304,15 @@ def transitions(engine: Engine, month: date, team_id: str | None = None) -> pd.D
     month = _first_of_month(month)
     prev = _previous_month(month)
     a, at = SubgroupAssignment, Attribution
+    stmt = (
+        select(a.patient_id, a.month, a.subgroup, at.team_id)
+        .join(at, (at.patient_id == a.patient_id) & (at.month == a.month), isouter=True)
+        .where(a.month.in_([prev, month]))
+    )
+    if team_id is not None:  # the team's patients of either month only (indexed), not the network's
+        stmt = stmt.where(a.patient_id.in_(select(at.patient_id).where(at.team_id == team_id, at.month.in_([prev, month]))))
     with engine.connect() as conn:
-        rows = pd.read_sql(
-            select(a.patient_id, a.month, a.subgroup, a.rule_id, a.reason, a.overridden, at.team_id)
-            .join(at, (at.patient_id == a.patient_id) & (at.month == a.month), isouter=True)
-            .where(a.month.in_([prev, month])),
-            conn,
-        )
+        rows = pd.read_sql(stmt, conn)
     rows["month"] = pd.to_datetime(rows["month"]).dt.date
     now, before = rows[rows["month"] == month], rows[rows["month"] == prev]
     merged = now.merge(before, on="patient_id", how="outer", suffixes=("", "_prev"))
@@ -1318,6 +1320,13 @@ def transitions(engine: Engine, month: date, team_id: str | None = None) -> pd.D
     moved["team_id"] = moved["team_id"].fillna(moved["team_id_prev"])
     if team_id is not None:
         moved = moved[moved["team_id"] == team_id]
+    # rule and reason of this month's assignment, read for the patients who moved only
+    ids = moved["patient_id"].tolist()
+    with engine.connect() as conn:
+        detail = pd.concat([pd.read_sql(select(a.patient_id, a.rule_id, a.reason, a.overridden)
+                                        .where(a.month == month, a.patient_id.in_(ids[i : i + 10_000])), conn)
+                            for i in range(0, len(ids), 10_000)] or [pd.DataFrame(columns=["patient_id", "rule_id", "reason", "overridden"])])  # fmt: skip
+    moved = moved.merge(detail, on="patient_id", how="left")
     moved["reason"] = moved["reason"].fillna("no assignment this month (left the practice or died)")
     moved["rule_id"] = moved["rule_id"].fillna("")
     moved["overridden"] = moved["overridden"].fillna(False).astype(bool)
