@@ -9,7 +9,7 @@ import pytest
 
 from core.cli import main
 from core.facts import write_cells
-from core.scorecard import Selection, build_scorecard, suppress_table
+from core.scorecard import Selection, _cell_statement, _window_reads, build_scorecard, suppress_table
 
 JAN24 = date(2024, 1, 1)
 
@@ -171,3 +171,52 @@ def test_network_value_of_a_hidden_network_row_is_hidden_too(sample_engine):
     hidden = card[card["suppressed"]]
     assert len(hidden) > 0
     assert hidden["network_value"].isna().all()
+
+
+# --- what is read ----------------------------------------------------------------------------
+
+E = 12 * 2024  # month index of January 2024 (year * 12 + month - 1)
+
+
+@pytest.mark.parametrize("n,ends,expected", [
+    # month: January, December, last January; summed and end-of-window metrics read the same months
+    (1, [E, E - 1, E - 12], [(["ed_visits", "risk_score_sum", "hba1c_control"], [month(0), month(11), month(12)])]),
+    # quarter: 9 months for summed metrics, the 3 window ends for end-of-window ones
+    (3, [E, E - 3, E - 12], [(["ed_visits", "risk_score_sum"], [month(i) for i in (-2, -1, 0, 7, 8, 9, 10, 11, 12)]),
+                             (["hba1c_control"], [month(0), month(9), month(12)])]),
+    # 12 months: a range of 24 months (the previous window is last year's), 2 window ends
+    (12, [E, E - 12, E - 12], [(["ed_visits", "risk_score_sum"], (month(-11), month(12))),
+                               (["hba1c_control"], [month(0), month(12)])]),
+    # the network: the current window only
+    (12, [E], [(["ed_visits", "risk_score_sum"], (month(1), month(12))), (["hba1c_control"], [month(12)])]),
+])
+def test_reads_only_the_months_compared(n, ends, expected):
+    assert _window_reads(["ed_visits", "risk_score_sum"], ["hba1c_control"], ends, n) == expected
+
+
+def test_cells_outside_the_compared_months_change_nothing(engine):
+    """A month scorecard compares January with December and the January before: July's cells are
+    not read, and a stratum value seen only in July is not listed."""
+    store(engine, [cell("ed_visits", 12, 30, 300 / 12, 300, stratum="sex", value="female"),
+                   cell("ed_visits", 6, 40, 300 / 12, 300, stratum="sex", value="female"),
+                   cell("ed_visits", 6, 20, 240 / 12, 240, stratum="sex", value="male")])
+    ed = build_scorecard(engine, Selection(period=JAN24, stratum="sex")).query("measure_id == 'ed_visits'")
+    assert ed["stratum_value"].tolist() == ["female"]
+    assert ed["numerator"].tolist() == [30] and ed["previous_value"].isna().all()
+
+
+@pytest.mark.parametrize("scope", [{}, {"team_id": "T1"}, {"team_id": "T1", "subgroup": "chronic"}, {"practice_id": "P1"}])
+def test_cells_are_read_from_a_covering_index_in_group_order(engine, scope):
+    """The Cell indexes hold every column a scorecard reads, in its filter and GROUP BY order (SQLite)."""
+    store(engine, [cell(metric, m, 5, 10, 10, team=team, practice=practice, subgroup=subgroup, stratum="sex", value=value)
+                   for metric in ("ed_visits", "hba1c_control", "risk_score_sum", "member_months") for m in range(24)
+                   for practice, team in (("P1", "T1"), ("P1", "T2"), ("P2", "T3"))
+                   for subgroup in ("chronic", "healthy") for value in ("female", "male")])
+    filters = {"practice_id": None, "team_id": None, "subgroup": None, "team_ids": None} | scope
+    for metrics, months in _window_reads(["ed_visits", "risk_score_sum"], ["hba1c_control"], [E, E - 12, E - 12], 12):
+        compiled = _cell_statement(stratum="sex", metrics=metrics, months=months, **filters).compile(
+            engine, compile_kwargs={"render_postcompile": True})
+        with engine.connect() as conn:
+            plan = [r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}",
+                                                       tuple(compiled.params[k] for k in compiled.positiontup))]
+        assert len(plan) == 1 and "USING COVERING INDEX" in plan[0], plan  # and no TEMP B-TREE for the GROUP BY
