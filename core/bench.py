@@ -40,7 +40,7 @@ import pandas as pd
 
 REPS = 20
 WORKLIST_PATIENTS = 2_500
-STEPS = ("generate", "import", "assign", "cells", "queries", "baseline", "pages")
+STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
 
 
 def _peak_rss_mb() -> float:
@@ -95,6 +95,14 @@ def step_assign(args: dict) -> dict:
     from core.subgroups import assign_subgroups
 
     summary = assign_subgroups(make_engine(args["database_url"]))
+    return {"rows": int(summary["rows"]), "parts": summary.get("parts", {})}
+
+
+def step_activity(args: dict) -> dict:
+    from core.activity import build_patient_month_activity
+    from core.db import make_engine
+
+    summary = build_patient_month_activity(make_engine(args["database_url"]))
     return {"rows": int(summary["rows"])}
 
 
@@ -106,7 +114,7 @@ def step_cells(args: dict) -> dict:
     engine = make_engine(args["database_url"])
     summary = build_cells(engine)
     bump_data_version(engine)
-    return {"rows": int(summary["rows"]), "parts": summary["seconds"]}
+    return {"rows": int(summary["rows"]), "blocks": summary["blocks"], "parts": summary["seconds"]}
 
 
 def _selections(engine) -> dict:
@@ -272,7 +280,7 @@ def step_baseline(args: dict) -> dict:
             "ratio": round(naive_ms / max(product["p50_ms"], 1e-6), 1), "team_id": team, "subgroup": subgroup}
 
 
-STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": step_assign, "cells": step_cells,
+STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": step_assign, "activity": step_activity, "cells": step_cells,
                   "queries": step_queries, "baseline": step_baseline}
 # The page renders need Streamlit, which core/ never imports (STYLE rule 1): that step lives in
 # ui/bench_pages.py, imported by name in the child process only.
@@ -403,7 +411,7 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             step = run_step("import", args)
             step["rows_per_s"] = round(step["result"]["rows"] / max(step["seconds"], 1e-9))
             report["steps"]["import"] = step
-    for name in ("assign", "cells", "queries", "baseline", "pages"):
+    for name in ("assign", "activity", "cells", "queries", "baseline", "pages"):
         if name in steps:
             progress(name)
             report["steps"][name] = run_step(name, args)
@@ -417,7 +425,7 @@ def format_report(report: dict) -> str:
              "machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()), "",
              f"{'step':52s} {'seconds':>9s} {'CPU s':>9s} {'peak MB':>9s}  notes"]
     steps = report["steps"]
-    for name in ("generate", "import", "assign", "cells", "queries", "baseline", "pages"):
+    for name in STEPS:
         step = steps.get(name)
         if step is None:
             continue
@@ -427,8 +435,8 @@ def format_report(report: dict) -> str:
         note = ""
         if name == "import":
             note = f"{step['result']['rows']:,} rows, {step['rows_per_s']:,} rows/s"
-        elif name in ("assign", "cells"):
-            note = f"{step['result']['rows']:,} rows" + (f" {step['result']['parts']}" if name == "cells" else "")
+        elif name in ("assign", "activity", "cells"):
+            note = f"{step['result']['rows']:,} rows" + (f" {step['result']['parts']}" if step["result"].get("parts") else "")
         lines.append(f"{name:52s} {step['seconds']:>9.1f} {step.get('cpu_s', float('nan')):>9.1f} {step['peak_rss_mb']:>9.0f}  {note}")
     if "queries" in steps:
         q = steps["queries"]["result"]

@@ -311,7 +311,7 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("data/bench"), help="folder for the bundle (DIR/bundle)")
     p.add_argument("--reuse", action="store_true", help="keep an existing bundle and an already imported database")
     p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
-    p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,cells,queries,baseline,pages")
+    p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     _add_db(p)
 

@@ -16,10 +16,8 @@ Metrics written here besides the measures and costs
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -38,6 +36,7 @@ from core.measures import (
     patient_month_flags,
     read_columns,
 )
+from core.workers import process_pool
 
 STRATA = ("age_band", "sex", "race_ethnicity", "language", "dual_status", "deprivation_decile")
 UNASSIGNED = "unassigned"
@@ -463,7 +462,7 @@ def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None, block
         add(block_cells(engine, months, None, catalogue))
     elif workers > 1 and catalogue is None and _can_use_workers(engine):
         url = engine.url.render_as_string(hide_password=False)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with process_pool(min(workers, len(blocks))) as pool:
             for result in pool.map(_block_worker, itertools.repeat(url), itertools.repeat(months), blocks):
                 add(result)
     else:

@@ -362,3 +362,34 @@ class ReviewEntry(SQLModel, table=True):
     closed_at: datetime | None = None
 
     __table_args__ = (Index("ix_review_entry_team_subgroup_month", "team_id", "subgroup", "month"),)
+
+
+# --- derived activity (issue: worklist at scale) ------------------------------------------
+
+
+class PatientMonthActivity(SQLModel, table=True):
+    """What was done for a patient in a calendar month, and what it cost. Grain: patient_id, month.
+
+    Derived by ``core.activity.build_patient_month_activity`` from every encounter (and its
+    staff minutes) by the month of its ``start_date``, whether or not the patient was
+    attributed that month; rebuilt after every import. Internal cost is TDABC (recorded
+    minutes x the team's role rate, else the process map of the kind), external cost the paid
+    amounts of claims. ``last_acute_date`` and ``last_visit_date`` are the last start dates of
+    the worklist rules' acute and visit kinds (``core/data/worklist.toml``), so editing those
+    kinds needs a rebuild. A patient-month without any encounter has no row. No foreign key:
+    every row comes from ``encounter``, whose patient_id is checked on import.
+    """
+
+    __tablename__ = "patient_month_activity"
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    month: date = Field(primary_key=True)
+    cost_internal_usd: float = 0.0
+    cost_external_usd: float = 0.0
+    ed_visits: int = 0
+    admissions: int = 0
+    last_acute_date: date | None = None
+    last_visit_date: date | None = None
+
+    # SQLite: stored in key order (no rowid), so a patient's months are one contiguous read.
+    __table_args__ = {"sqlite_with_rowid": False}

@@ -33,7 +33,7 @@ from sqlmodel import Session
 from core import costs
 from core.catalog import load_catalog
 from core.measures import MeasureCatalogue, load_measures
-from core.models import Attribution, Cell, Encounter, Patient, ReviewEntry, SubgroupAssignment, Team
+from core.models import Attribution, Cell, Encounter, Patient, PatientMonthActivity, ReviewEntry, SubgroupAssignment, Team
 from core.payments import PaymentSettings, load_payment_settings
 from core.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
 from core.subgroups import transitions
@@ -331,7 +331,8 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
     ``by_category``: category, pmpm_usd, previous_pmpm_usd, change_pmpm_usd (from cells; blank
     when either month has 1-10 members), sorted by this month's PMPM.
     ``by_patient``: the ``top`` costliest patients (patient_id, name, cost_total_usd,
-    cost_internal_usd, cost_external_usd); empty unless ``patient_level``.
+    cost_internal_usd, cost_external_usd) from the patient-month activity (core.activity: the
+    same TDABC and claims costs as the cells); empty unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
     catalog = load_catalog()
@@ -354,14 +355,18 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
     by_category = pd.DataFrame(rows).sort_values("pmpm_usd", ascending=False, na_position="last").reset_index(drop=True)
     by_patient = pd.DataFrame(columns=["patient_id", "name", "cost_total_usd", "cost_internal_usd", "cost_external_usd"])
     if patient_level:
-        inputs = costs.load_cost_inputs(engine, [month], _scoped_month_patients(team_id, subgroup, month, team_ids))
-        if len(inputs.attribution):
-            wide = costs.build_patient_month_costs(inputs, costs.load_cost_settings(catalog=catalog), catalog)
-            wide = wide.loc[wide["team_id"] == team_id]
-            wide = wide.nlargest(top, costs.COST_TOTAL)
-            names = pd.read_sql(select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"))
-                                .where(Patient.patient_id.in_(list(wide["patient_id"]))), engine.connect())  # fmt: skip
-            by_patient = wide.merge(names, on="patient_id", how="left")[list(by_patient.columns)].reset_index(drop=True)
+        act = PatientMonthActivity
+        total = act.cost_internal_usd + act.cost_external_usd
+        stmt = (
+            select(act.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), total.label("cost_total_usd"),
+                   act.cost_internal_usd, act.cost_external_usd)
+            .join(Patient, Patient.patient_id == act.patient_id)
+            .where(act.month == month, act.patient_id.in_(_scoped_month_patients(team_id, subgroup, month, team_ids)))
+            .order_by(total.desc(), act.patient_id)
+            .limit(top)
+        )  # fmt: skip
+        with engine.connect() as conn:
+            by_patient = pd.read_sql(stmt, conn)[list(by_patient.columns)]
     return {"by_category": by_category, "by_patient": by_patient}
 
 

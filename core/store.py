@@ -22,6 +22,7 @@ from core.models import (
     Measurement,
     Medication,
     Patient,
+    PatientMonthActivity,
     Practice,
     RiskScore,
     Staff,
@@ -35,7 +36,8 @@ from core.models import (
 
 COUNTED_TABLES = (
     Practice, Team, Staff, Patient, Attribution, Condition, Encounter, StaffMinutes,
-    Measurement, Medication, SubgroupAssignment, SubgroupOverride, RiskScore, Cell, ImportRun, User, AuditEvent,
+    Measurement, Medication, SubgroupAssignment, SubgroupOverride, RiskScore, PatientMonthActivity, Cell, ImportRun, User,
+    AuditEvent,
 )  # fmt: skip
 
 DATA_VERSION_KEY = "data_version"

@@ -31,7 +31,6 @@ Input definitions (a patient-month is a row of ``attribution``; months are first
 - deaths: no patient-month after the month of death.
 """
 
-import multiprocessing
 import time
 import tomllib
 from collections import deque
@@ -50,6 +49,7 @@ from sqlalchemy import Engine, String, delete, insert, select, type_coerce, upda
 from core import catalog
 from core.models import Attribution, Condition, Encounter, Measurement, Patient, RiskScore, SubgroupAssignment, SubgroupOverride
 from core.risk import DEFAULT_MODEL, CodeLists, format_icd10, load_code_lists, match_code_groups, risk_scores
+from core.workers import process_pool
 
 DEFAULT_RULES_PATH = Path(__file__).parent / "data" / "subgroup_rules.toml"
 SAVED_RULES_PATH = Path(__file__).resolve().parent.parent / "data" / "subgroup_rules.toml"
@@ -1118,11 +1118,8 @@ def _worker_pool(engine: Engine, workers: int, blocks: int) -> Iterator[ProcessP
     if workers < 2 or blocks < 2 or not _can_use_workers(engine):
         yield None
         return
-    pool = ProcessPoolExecutor(max_workers=min(workers, blocks), mp_context=multiprocessing.get_context("spawn"))
-    try:
+    with process_pool(min(workers, blocks)) as pool:
         yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _map_blocks(

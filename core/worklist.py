@@ -6,13 +6,14 @@ rule cites its source). This module has two halves:
 - **Store reads** (:func:`load_worklist_inputs`): a handful of SQL queries, each filtered to the
   patients attributed to the teams in scope in the selected month (a sub-select on
   ``attribution``, indexed by team and month) and aggregated in SQL: last value of each measure,
-  encounter counts, and costs (TDABC rates resolved by ``core.costs`` and joined as a small
-  constant table). One row per patient comes back; nothing reads a whole table.
+  and encounter counts and costs summed from the derived per patient-month table
+  ``patient_month_activity`` (``core.activity``, rebuilt after every import). One row per
+  patient comes back; nothing reads a whole table.
 - **Pure frames** (:func:`build_worklist` and the helpers it calls): inputs -> one row per patient.
 
 Everything is evaluated as of the last day of the selected month. Cost in 12 months is every
 activity and claim of the patient that started in the 12 months ending with the month (internal
-by TDABC via ``core.costs.activity_costs``, external = paid amounts), whether or not the
+by TDABC as in ``core.costs.activity_costs``, external = paid amounts), whether or not the
 patient was attributed in each of those months (the cost cells count attributed months only).
 """
 
@@ -24,12 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, Float, String, and_, case, column, func, or_, select, values
+from sqlalchemy import Engine, and_, case, func, select
 from sqlalchemy.orm import aliased
 
-from core.catalog import load_catalog
-from core.costs import NETWORK, CostSettings, activity_costs, capacity_cost_rates, load_cost_settings
-from core.models import Attribution, Encounter, Measurement, Patient, Staff, StaffMinutes, SubgroupAssignment, Team
+from core.models import Attribution, Measurement, Patient, PatientMonthActivity, SubgroupAssignment
 from core.store import read_frame
 
 WORKLIST_PATH = Path(__file__).parent / "data" / "worklist.toml"
@@ -122,11 +121,16 @@ def month_end(month: date) -> date:
     return add_months(date(month.year, month.month, 1), 1) - timedelta(days=1)
 
 
+def _datetimes(values) -> np.ndarray:
+    """Dates (``date``, ISO text, None) as a ``datetime64`` array (NaT for missing)."""
+    return pd.to_datetime(pd.Series(values), errors="coerce", cache=False).to_numpy()
+
+
 def _month_index(values) -> np.ndarray:
     """Months since year 0 of each date (NaT -> a large negative number)."""
-    d = pd.to_datetime(pd.Series(values), errors="coerce")
-    out = (d.dt.year * 12 + d.dt.month - 1).to_numpy(dtype=float)
-    return np.nan_to_num(out, nan=-1e9)
+    d = _datetimes(values)
+    months = d.astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    return np.where(np.isnat(d), -1e9, months.astype(float))
 
 
 # --- store reads ------------------------------------------------------------------------
@@ -136,20 +140,20 @@ def _month_index(values) -> np.ndarray:
 class WorklistInputs:
     """What :func:`build_worklist` needs, for the patients of the teams in scope in ``month``.
 
-    patients: patient_id, name, birth_date, sex, team_id, subgroup, reason, risk_score, overridden.
-    last_measures: patient_id, code, measured_date, value (last day per code up to the as-of
-    date; the lowest value of that day, as HEDIS CBP takes for blood pressure).
+    patients: patient_id, name, birth_date, sex, team_id, subgroup, reason, risk_score,
+    overridden, subgroup_since, previous_subgroup (see :func:`_patients`).
+    last_measures: patient_id, ``<code>_date`` and ``<code>_value`` of each measure code of the
+    rules (last day up to the as-of date; the lowest value of that day, as HEDIS CBP takes for
+    blood pressure; see :func:`_last_measures`).
     window: patient_id, cost_internal_12m_usd, cost_external_12m_usd, cost_last_3m_usd,
     cost_prev_3m_usd, ed_visits_12m, admissions_12m, last_acute, last_visit (patients with
     any activity in the window; see :func:`_window_activity`).
-    subgroups: patient_id, subgroup_since, previous_subgroup (see :func:`_subgroup_runs`).
     """
 
     month: date
     patients: pd.DataFrame
     last_measures: pd.DataFrame
     window: pd.DataFrame
-    subgroups: pd.DataFrame
 
 
 def _members(month: date, team_ids: tuple[str, ...], subgroup: str | None):
@@ -169,66 +173,80 @@ def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...],
     month = date(month.year, month.month, 1)
     as_of = month_end(month)
     members = _members(month, tuple(team_ids), subgroup)
-    sa = SubgroupAssignment
+    patients = _patients(engine, month, tuple(team_ids), subgroup)
+    last_measures = _last_measures(engine, members, as_of, rules)
+    window = _window_activity(engine, members, month, rules)
+    return WorklistInputs(month, patients, last_measures, window)
 
-    patients = read_frame(engine, (
+
+def _patients(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None) -> pd.DataFrame:
+    """The patients attributed to the teams in ``month`` (and assigned to ``subgroup``), with their
+    demographics, assignment and subgroup run (:func:`_subgroup_run`): the members of
+    :func:`_members`, read straight from the (team_id, month) index. Grain: patient_id."""
+    sa = aliased(SubgroupAssignment)
+    stmt = (
         select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), Patient.birth_date,
-               Patient.sex, Attribution.team_id, sa.subgroup, sa.reason, sa.risk_score, sa.overridden)
-        .join(Attribution, and_(Attribution.patient_id == Patient.patient_id, Attribution.month == month))
-        .outerjoin(sa, and_(sa.patient_id == Patient.patient_id, sa.month == month))
-        .where(Attribution.team_id.in_(tuple(team_ids)), Patient.patient_id.in_(members))
-    ))  # fmt: skip
+               Patient.sex, Attribution.team_id, sa.subgroup, sa.reason, sa.risk_score, sa.overridden, *_subgroup_run(sa, month))
+        .select_from(Attribution)
+        .join(Patient, Patient.patient_id == Attribution.patient_id)
+        .outerjoin(sa, and_(sa.patient_id == Attribution.patient_id, sa.month == Attribution.month))
+        .where(Attribution.month == month, Attribution.team_id.in_(team_ids))
+    )  # fmt: skip
+    return read_frame(engine, stmt if subgroup is None else stmt.where(sa.subgroup == subgroup))
 
-    m = Measurement
+
+def _subgroup_run(cur, month: date) -> list:
+    """Columns subgroup_since and previous_subgroup of the assignment ``cur`` (a row of ``month``).
+
+    ``subgroup_since`` is the first month after the patient's last month in another subgroup
+    (their first assigned month if never); months without an assignment do not break a run.
+    ``previous_subgroup`` is the subgroup of the month before (None: not assigned then). Both
+    are None without an assignment in ``month``. Each is a correlated sub-select on the
+    (patient_id, month) key.
+    """
+    other, same, prev = (aliased(SubgroupAssignment) for _ in range(3))
+    last_other = (
+        select(func.max(other.month))
+        .where(other.patient_id == cur.patient_id, other.month < cur.month, other.subgroup != cur.subgroup)
+        .correlate(cur)
+        .scalar_subquery()
+    )
+    since = (
+        select(func.min(same.month))
+        .where(same.patient_id == cur.patient_id, same.month <= cur.month, same.month > func.coalesce(last_other, date(1, 1, 1)))
+        .correlate(cur)
+        .scalar_subquery()
+    )
+    previous = select(prev.subgroup).where(prev.patient_id == cur.patient_id, prev.month == add_months(month, -1)).correlate(cur)
+    return [since.label("subgroup_since"), previous.scalar_subquery().label("previous_subgroup")]
+
+
+def _last_measures(engine: Engine, members, as_of: date, rules: WorklistRules) -> pd.DataFrame:
+    """Last measured day of each code of the rules up to ``as_of`` per member, with the lowest value of that day.
+
+    One row per patient with any of the codes (a row per patient rather than per patient and
+    code: a quarter of the Python objects to build). Out grain: patient_id. Columns:
+    ``<code>_date`` and ``<code>_value`` of each code (None: never measured).
+    """
+    m, codes = Measurement, rules.measure_codes()
     last_day = (
         select(m.patient_id, m.code, func.max(m.measured_date).label("last_date"))
-        .where(m.patient_id.in_(members), m.code.in_(rules.measure_codes()), m.measured_date <= as_of)
+        .where(m.patient_id.in_(members), m.code.in_(codes), m.measured_date <= as_of)
         .group_by(m.patient_id, m.code)
         .subquery()
     )
-    last_measures = read_frame(engine, (
-        select(m.patient_id, m.code, m.measured_date, func.min(m.value).label("value"))
+    per_code = []
+    for i, code in enumerate(codes):
+        per_code += [func.max(case((m.code == code, m.measured_date), else_=None)).label(f"d{i}"),
+                     func.min(case((m.code == code, m.value), else_=None)).label(f"v{i}")]  # fmt: skip
+    out = read_frame(engine, (
+        select(m.patient_id, *per_code)
         .join(last_day, and_(last_day.c.patient_id == m.patient_id, last_day.c.code == m.code,
                              last_day.c.last_date == m.measured_date))
-        .group_by(m.patient_id, m.code, m.measured_date)
+        .group_by(m.patient_id)
     ))  # fmt: skip
-
-    window = _window_activity(engine, members, month, rules)
-    subgroups = _subgroup_runs(engine, members, month)
-    return WorklistInputs(month, patients, last_measures, window, subgroups)
-
-
-def _values(name: str, columns: list[tuple[str, object]], rows: list[tuple]):
-    """A small constant table (``WITH name(cols) AS (VALUES ...)``, bound parameters) to join in a query."""
-    return values(*[column(c, t) for c, t in columns], name=name).data(rows).cte(name)
-
-
-def cost_rate_tables(staff: pd.DataFrame, team_ids: list[str], settings: CostSettings | None = None) -> tuple[list, list]:
-    """Resolved TDABC rates for SQL: [(team_id, role, usd_per_minute)] and [(team_id, kind, usd_per_activity)].
-
-    Both come from ``core.costs.activity_costs`` on one pseudo activity per team and role (one
-    recorded minute) and per team and internal kind (no minutes: the process map), so the team
-    rate, the network fallback and the process maps are exactly those of the cost cells.
-    ``team_id`` ``*`` stands for activities without a team (network rates).
-    """
-    settings = settings or load_cost_settings()
-    catalog = load_catalog()
-    teams = [*team_ids, NETWORK]
-    roles = list(catalog.roles)
-    kinds = [k for k, v in catalog.activity_kinds.items() if v.internal and k in settings.process_maps]
-    per_role = pd.DataFrame([(f"r{i}", t, r) for i, (t, r) in enumerate((t, r) for t in teams for r in roles)],
-                            columns=["encounter_id", "team_id", "role"])  # fmt: skip
-    per_kind = pd.DataFrame([(f"k{i}", t, k) for i, (t, k) in enumerate((t, k) for t in teams for k in kinds)],
-                            columns=["encounter_id", "team_id", "kind"])  # fmt: skip
-    pseudo = pd.concat([per_role.assign(kind=""), per_kind], ignore_index=True)
-    pseudo = pseudo.assign(patient_id="", start_date=date(2000, 1, 1), is_internal=True,
-                           team_id=pseudo["team_id"].where(pseudo["team_id"] != NETWORK, None))  # fmt: skip
-    minutes = per_role[["encounter_id", "role"]].assign(minutes=1.0)
-    act = activity_costs(pseudo, minutes, capacity_cost_rates(staff, settings), settings.process_maps, settings.rate_scope)
-    cost = act.groupby("encounter_id")["cost_usd"].sum()
-    role_rates = [(t, r, float(cost.get(e, 0.0))) for e, t, r in per_role.itertuples(index=False)]
-    kind_costs = [(t, k, float(cost.get(e, 0.0))) for e, t, k in per_kind.itertuples(index=False)]
-    return role_rates, kind_costs
+    names = {f"d{i}": f"{code}_date" for i, code in enumerate(codes)} | {f"v{i}": f"{code}_value" for i, code in enumerate(codes)}
+    return out.rename(columns=names).reindex(columns=["patient_id", *names.values()])
 
 
 WINDOW_COLUMNS = ["cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3m_usd", "cost_prev_3m_usd",
@@ -238,106 +256,62 @@ WINDOW_COLUMNS = ["cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3
 def _window_activity(engine: Engine, members, month: date, rules: WorklistRules) -> pd.DataFrame:
     """Cost, ED visits, admissions and last visit per patient over the window, summed in SQL.
 
-    Internal cost: recorded minutes x the resolved rate of the encounter's team and the role,
-    plus, for internal activities without recorded minutes, the process-map cost of the team
-    and kind (:func:`cost_rate_tables`; as in ``core.costs``, recorded and standard minutes
-    are never mixed within one activity). External cost: paid amounts of claims. Each query
-    groups by patient only (conditional sums per period), so the database streams the
-    patient-ordered index instead of sorting.
-    Out grain: patient_id. Columns: :data:`WINDOW_COLUMNS`, last_acute, last_visit.
+    Reads the derived ``patient_month_activity`` rows (``core.activity``: TDABC internal cost,
+    paid external cost, counts and last acute / visit dates per patient and month of encounter
+    start) of the window's months, at most ``window_months`` rows per patient, through its
+    primary key. Out grain: patient_id (patients with any activity in the window). Columns:
+    :data:`WINDOW_COLUMNS`, last_acute, last_visit.
     """
-    e, sm = Encounter, StaffMinutes
+    a = PatientMonthActivity
     n = int(rules.flags["rising_cost"]["months"])
-    first, end = add_months(month, 1 - rules.window_months), add_months(month, 1)
+    first = add_months(month, 1 - rules.window_months)
     last_from, prev_from = add_months(month, 1 - n), add_months(month, 1 - 2 * n)
-    window = and_(e.patient_id.in_(members), e.start_date >= first, e.start_date < end)
-
-    def periods(amount, prefix: str) -> list:
-        """12-month, last-n-months and previous-n-months sums of ``amount``."""
-        return [func.sum(amount).label(f"cost_{prefix}_12m_usd"),
-                func.sum(case((e.start_date >= last_from, amount), else_=0.0)).label("cost_last_3m_usd"),
-                func.sum(case((and_(e.start_date >= prev_from, e.start_date < last_from), amount), else_=0.0)).label("cost_prev_3m_usd")]  # fmt: skip
-
-    staff = read_frame(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
-    team_ids = [t for (t,) in read_frame(engine, select(Team.team_id)).itertuples(index=False)]
-    role_rates, kind_costs = cost_rate_tables(staff, team_ids)
-    rate = _values("role_rate", [("team_id", String), ("role", String), ("usd", Float)], role_rates)
-    per_kind = _values("kind_cost", [("team_id", String), ("kind", String), ("usd", Float)], kind_costs)
-    team_key = func.coalesce(e.team_id, NETWORK)
-    acute = rules.flags["recent_acute"]["kinds"]
-    external = case((e.is_internal, 0.0), else_=e.paid_usd)
-    frames = [
-        read_frame(engine, (
-            select(e.patient_id, *periods(sm.minutes * rate.c.usd, "internal"))
-            .join(sm, sm.encounter_id == e.encounter_id)
-            .join(rate, and_(rate.c.team_id == team_key, rate.c.role == sm.role))
-            .where(window, e.is_internal)
-            .group_by(e.patient_id)
-        )),
-        read_frame(engine, (
-            select(e.patient_id, *periods(per_kind.c.usd, "internal"))
-            .join(per_kind, and_(per_kind.c.team_id == team_key, per_kind.c.kind == e.kind))
-            .where(window, e.is_internal, ~select(sm.encounter_id).where(sm.encounter_id == e.encounter_id).exists())
-            .group_by(e.patient_id)
-        )),
-        read_frame(engine, (
-            select(e.patient_id, *periods(external, "external"),
-                   func.sum(case((e.kind == "ed_visit", 1), else_=0)).label("ed_visits_12m"),
-                   func.sum(case((e.kind == "admission", 1), else_=0)).label("admissions_12m"),
-                   func.max(case((e.kind.in_(acute), e.start_date), else_=None)).label("last_acute"),
-                   func.max(case((e.kind.in_(rules.visit_kinds), e.start_date), else_=None)).label("last_visit"))
-            .where(window)
-            .group_by(e.patient_id)
-        )),
-    ]  # fmt: skip
-    out = pd.concat(frames, ignore_index=True)
+    total = a.cost_internal_usd + a.cost_external_usd
+    out = read_frame(engine, (
+        select(a.patient_id, func.sum(a.cost_internal_usd).label("cost_internal_12m_usd"),
+               func.sum(a.cost_external_usd).label("cost_external_12m_usd"),
+               func.sum(case((a.month >= last_from, total), else_=0.0)).label("cost_last_3m_usd"),
+               func.sum(case((and_(a.month >= prev_from, a.month < last_from), total), else_=0.0)).label("cost_prev_3m_usd"),
+               func.sum(a.ed_visits).label("ed_visits_12m"), func.sum(a.admissions).label("admissions_12m"),
+               func.max(a.last_acute_date).label("last_acute"), func.max(a.last_visit_date).label("last_visit"))
+        .where(a.patient_id.in_(members), a.month >= first, a.month <= month)
+        .group_by(a.patient_id)
+    ))  # fmt: skip
     for col in WINDOW_COLUMNS:
-        out[col] = out[col].astype(float).fillna(0.0) if col in out else 0.0
+        out[col] = out[col].astype(float).fillna(0.0)
     for col in ("last_acute", "last_visit"):
         out[col] = pd.to_datetime(out[col])
-    return out.groupby("patient_id", as_index=False).agg(
-        **{c: (c, "sum") for c in WINDOW_COLUMNS}, last_acute=("last_acute", "max"), last_visit=("last_visit", "max"))
-
-
-def _subgroup_runs(engine: Engine, members, month: date) -> pd.DataFrame:
-    """Per patient assigned in ``month``: since when they have been in that subgroup, and last month's.
-
-    ``subgroup_since`` is the first month after the patient's last month in another subgroup
-    (their first assigned month if never); months without an assignment do not break a run.
-    ``previous_subgroup`` is the subgroup of the month before (None: not assigned then).
-    Out grain: patient_id.
-    """
-    cur, other, prev = aliased(SubgroupAssignment), aliased(SubgroupAssignment), aliased(SubgroupAssignment)
-    last_other = (
-        select(cur.patient_id, func.max(other.month).label("last_other"))
-        .join(other, and_(other.patient_id == cur.patient_id, other.month < cur.month, other.subgroup != cur.subgroup))
-        .where(cur.month == month, cur.patient_id.in_(members))
-        .group_by(cur.patient_id)
-        .subquery()
-    )
-    same = aliased(SubgroupAssignment)
-    stmt = (
-        select(cur.patient_id, func.min(same.month).label("subgroup_since"), func.max(prev.subgroup).label("previous_subgroup"))
-        .join(same, and_(same.patient_id == cur.patient_id, same.month <= cur.month))
-        .outerjoin(last_other, last_other.c.patient_id == cur.patient_id)
-        .outerjoin(prev, and_(prev.patient_id == cur.patient_id, prev.month == add_months(month, -1)))
-        .where(cur.month == month, cur.patient_id.in_(members),
-               or_(last_other.c.last_other.is_(None), same.month > last_other.c.last_other))
-        .group_by(cur.patient_id)
-    )  # fmt: skip
-    return read_frame(engine, stmt)
+    return out
 
 
 # --- pure frames ------------------------------------------------------------------------
 
 
-def wide_last_measures(last_measures: pd.DataFrame, columns: tuple[MeasureColumn, ...]) -> pd.DataFrame:
-    """One row per patient: ``<id>_value`` and ``<id>_date`` of each measure column."""
-    out = pd.DataFrame({"patient_id": pd.Series(last_measures["patient_id"].unique(), dtype=object)})
-    for col in columns:
-        rows = last_measures.loc[last_measures["code"] == col.code, ["patient_id", "value", "measured_date"]]
-        rows = rows.rename(columns={"value": f"{col.id}_value", "measured_date": f"{col.id}_date"})
-        out = out.merge(rows, on="patient_id", how="left")
+def place(n: int, positions: np.ndarray, values, fill) -> np.ndarray:
+    """An array of ``n`` items: ``values`` at ``positions`` (-1: dropped), ``fill`` elsewhere."""
+    values = np.asarray(values)
+    found = positions >= 0
+    out = np.full(n, fill, dtype=values.dtype if values.dtype.kind in "fMm" else object)
+    out[positions[found]] = values[found]
+    return out
+
+
+def align(ids: pd.Index, keys, values, fill) -> np.ndarray:
+    """``values`` (one per key, keys unique) in the order of ``ids``; ``fill`` for ids without a key."""
+    return place(len(ids), ids.get_indexer(keys), values, fill)
+
+
+def wide_last_measures(last_measures: pd.DataFrame, ids: pd.Index, codes: dict[str, str]) -> dict[str, np.ndarray]:
+    """Per patient of ``ids`` (in that order): ``<name>_value`` and ``<name>_date`` of each ``codes`` item (name -> code).
+
+    In: :func:`_last_measures`. Values are floats (NaN: never measured), dates ``datetime64`` (NaT).
+    """
+    positions = ids.get_indexer(last_measures["patient_id"])
+    out = {}
+    for name, code in codes.items():
+        values = last_measures[f"{code}_value"].to_numpy(dtype=float, na_value=np.nan)
+        out[f"{name}_value"] = place(len(ids), positions, values, np.nan)
+        out[f"{name}_date"] = place(len(ids), positions, _datetimes(last_measures[f"{code}_date"]), np.datetime64("NaT"))
     return out
 
 
@@ -404,33 +378,42 @@ def build_worklist(inputs: WorklistInputs, rules: WorklistRules | None = None) -
     rules = rules or load_worklist_rules()
     month = inputs.month
     as_of = month_end(month)
-    w = inputs.patients.copy()
-    w = w.merge(wide_last_measures(inputs.last_measures, rules.columns), on="patient_id", how="left")
-    for code in rules.flags["overdue_questionnaire"]["codes"]:
-        q = inputs.last_measures.loc[inputs.last_measures["code"] == code, ["patient_id", "measured_date"]]
-        w = w.merge(q.rename(columns={"measured_date": f"q_{code}"}), on="patient_id", how="left")
-    w = w.merge(inputs.window, on="patient_id", how="left")
-    w = w.merge(inputs.subgroups, on="patient_id", how="left")
-    for col in ("ed_visits_12m", "admissions_12m"):
-        w[col] = w[col].fillna(0).astype(int)
+    w = inputs.patients.reset_index(drop=True)
+    ids = pd.Index(w["patient_id"])
+    columns = dict(w.items())
+    columns["patient_id"] = w["patient_id"].astype(object)
+    columns.update(wide_last_measures(inputs.last_measures, ids, {c.id: c.code for c in rules.columns}))
+    q_codes = rules.flags["overdue_questionnaire"]["codes"]
+    answers = wide_last_measures(inputs.last_measures, ids, {f"q_{c}": c for c in q_codes})
+    columns.update({f"q_{c}": answers[f"q_{c}_date"] for c in q_codes})  # last answer of each questionnaire
+    window = inputs.window
     for col in ("cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3m_usd", "cost_prev_3m_usd"):
-        w[col] = w[col].astype(float).fillna(0.0)
+        columns[col] = align(ids, window["patient_id"], window[col].to_numpy(dtype=float), 0.0)
+    for col in ("ed_visits_12m", "admissions_12m"):
+        columns[col] = align(ids, window["patient_id"], window[col].to_numpy(dtype=float), 0.0).astype(int)
+    for col in ("last_acute", "last_visit"):
+        columns[col] = align(ids, window["patient_id"], _datetimes(window[col]), np.datetime64("NaT"))
+    columns["subgroup_since"] = _datetimes(w["subgroup_since"])
+    w = pd.DataFrame(columns, index=w.index)
     w["cost_12m_usd"] = w["cost_internal_12m_usd"] + w["cost_external_12m_usd"]
     birth = pd.to_datetime(w["birth_date"])
     w["age"] = (as_of.year - birth.dt.year - ((birth.dt.month * 100 + birth.dt.day) > as_of.month * 100 + as_of.day)).astype(int)
     w["overridden"] = w["overridden"].fillna(False).astype(bool)
     w["risk_score"] = w["risk_score"].astype(float)
-    sys_v, dia_v = w["systolic_value"], w["diastolic_value"]
-    w["bp"] = [f"{s:.0f}/{d:.0f}" if pd.notna(s) and pd.notna(d) else None for s, d in zip(sys_v, dia_v, strict=True)]
+    sys_v, dia_v = w["systolic_value"].tolist(), w["diastolic_value"].tolist()
+    w["bp"] = [f"{s:.0f}/{d:.0f}" if s == s and d == d else None for s, d in zip(sys_v, dia_v, strict=True)]  # x == x: not NaN
     w["bp_date"] = w["systolic_date"].where(w["systolic_date"].notna(), w["diastolic_date"])
     flags = compute_flags(w, month, rules)
     w[list(FLAG_IDS)] = flags
     weights, labels = rules.weights, rules.labels
-    w["priority"] = sum(flags[f].astype(int) * weights[f] for f in rules.order).astype(int) if len(w) else pd.Series(dtype=int)
-    w["flags"] = ["; ".join(labels[f] for f in rules.order if row[f]) for row in flags.to_dict("records")]
+    priority = sum(flags[f].to_numpy(dtype=int) * weights[f] for f in rules.order) if len(w) else np.zeros(0, dtype=int)
+    w["priority"] = priority.astype(int)
+    # the priority is a sum of distinct powers of two, so it names the raised flags
+    text = {p: "; ".join(labels[f] for f in rules.order if p & weights[f]) for p in set(priority.tolist())}
+    w["flags"] = [text[p] for p in priority.tolist()]
     w = w.sort_values(["priority", "risk_score", "name", "patient_id"], ascending=[False, False, True, True], na_position="last")
     for col in ("hba1c_date", "bp_date", "phq9_date", "promis_physical_date", "last_visit", "subgroup_since"):
-        w[col] = pd.to_datetime(w[col], errors="coerce").dt.date.astype(object).where(w[col].notna(), None)
+        w[col] = pd.Series(_datetimes(w[col]).astype("datetime64[D]").astype(object), index=w.index, dtype=object)  # date or None
     return w[WORKLIST_COLUMNS].reset_index(drop=True)
 
 

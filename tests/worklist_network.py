@@ -3,12 +3,14 @@
 Team A1 (complex) holds the patients below; team A2 (chronic) holds P_OTHER, who must never
 appear in A1's worklist. Every patient answered PROMIS physical and PHQ-9 on 2026-09-01 unless
 said otherwise, so only the rule a patient is built for fires. ``EXPECTED`` lists A1's
-patients in worklist order with the flags each raises.
+patients in worklist order with the flags each raises. The derived patient-month activity is
+built at the end (subgroups are given by hand; cells are not needed).
 """
 
 from datetime import date
 
 from core import models
+from core.activity import build_patient_month_activity
 from tests.builders import add_rows
 
 MONTH = date(2026, 10, 1)
@@ -89,3 +91,4 @@ def build_worklist_network(engine, origin: str = "sample") -> None:
                                  onset_date=date(2020, 1, 1)))  # fmt: skip
     rows.append(models.ImportRun(source="hand-built", format="csv", origin=origin, status="committed"))
     add_rows(engine, rows)
+    build_patient_month_activity(engine)  # derived, as an import's derive step would

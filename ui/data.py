@@ -8,6 +8,7 @@ import importlib
 
 import streamlit as st
 
+from core.activity import ensure_patient_month_activity
 from core.db import create_schema, database_url, make_engine
 from core.store import data_version
 
@@ -17,6 +18,7 @@ def get_engine(url: str):
     """One engine per database URL for the whole server process."""
     engine = make_engine(url)
     create_schema(engine)
+    ensure_patient_month_activity(engine)  # a store derived before that table existed gets it once
     return engine
 
 

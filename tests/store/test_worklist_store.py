@@ -1,5 +1,6 @@
 """The worklist query on SQLite and PostgreSQL: content, order, flags and scope for a hand-built
-network; and, on the sample network, costs equal to core.costs and counts equal to the rows."""
+network; and, on the sample network, costs (12 months, last and previous 3 months) equal to
+core.costs and counts and last visits equal to the encounter rows."""
 
 from datetime import date
 
@@ -7,11 +8,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.costs import CostInputs, encounter_costs, load_cost_settings, month_of
-from core.models import Encounter, Staff, StaffMinutes
+from core.costs import CostInputs, encounter_costs, isin, load_cost_settings, month_of
+from core.models import Encounter, Staff, StaffMinutes, SubgroupAssignment
 from core.patient import patient_view
 from core.store import organisation, read_frame
-from core.worklist import FLAG_IDS, add_months, team_worklist
+from core.worklist import FLAG_IDS, add_months, load_worklist_rules, team_worklist
 from tests.worklist_network import EXPECTED, MONTH, build_worklist_network
 
 
@@ -84,3 +85,22 @@ def test_costs_and_counts_match_the_rows_on_the_sample_network(sample_engine):
     assert w["cost_external_12m_usd"].to_numpy() == pytest.approx(expected[False].to_numpy())
     ed = enc[enc["kind"] == "ed_visit"].groupby("patient_id").size().reindex(w.index, fill_value=0)
     assert (w["ed_visits_12m"] == ed).all() and ed.sum() > 0
+    admissions = enc[enc["kind"] == "admission"].groupby("patient_id").size().reindex(w.index, fill_value=0)
+    assert (w["admissions_12m"] == admissions).all()
+    rules = load_worklist_rules()
+    last_visit = enc[enc["kind"].isin(rules.visit_kinds)].groupby("patient_id")["start_date"].max().reindex(w.index)
+    assert w["last_visit"].tolist() == [None if pd.isna(d) else d for d in last_visit] and last_visit.notna().sum() > 20
+    for column, months in (("cost_last_3m_usd", range(-2, 1)), ("cost_prev_3m_usd", range(-5, -2))):
+        recent = cost[isin(cost["month"], [add_months(month, n) for n in months])].groupby("patient_id")["cost_usd"].sum()
+        assert w[column].to_numpy() == pytest.approx(recent.reindex(w.index, fill_value=0.0).to_numpy()), column
+
+
+def test_a_subgroup_worklist_is_the_team_worklist_of_that_subgroup(sample_engine):
+    team = organisation(sample_engine)["team_id"].iloc[0]
+    month = read_frame(sample_engine, select(SubgroupAssignment.month).order_by(SubgroupAssignment.month.desc()).limit(1)).iloc[0, 0]
+    whole = team_worklist(sample_engine, month, (team,))
+    subgroup = whole["subgroup"].value_counts().index[0]
+    mine = team_worklist(sample_engine, month, (team,), subgroup)
+    expected = whole[whole["subgroup"] == subgroup].reset_index(drop=True)
+    assert len(mine) > 10 and len(mine) < len(whole)
+    pd.testing.assert_frame_equal(mine, expected)

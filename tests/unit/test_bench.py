@@ -9,7 +9,7 @@ import math
 from core.bench import format_report, percentiles, run_bench
 from ui.bench_pages import PAGES
 
-STEPS = ("generate", "import", "assign", "cells", "queries", "baseline", "pages")
+STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
 
 
 def test_percentiles_nearest_rank():

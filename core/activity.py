@@ -1,0 +1,145 @@
+"""Patient-month activity: what was done for each patient in each month, and what it cost.
+
+The clinician's worklist sums a patient's last 12 months of cost, ED visits and admissions
+(``core.worklist``). Summing encounters and staff minutes for that at every page view costs
+three scans of the window; this module does the costing once per import instead and stores
+one row per patient and calendar month of encounter start (:class:`PatientMonthActivity`),
+so the worklist reads at most 12 short rows per patient.
+
+- Internal cost: TDABC as in ``core.costs`` (recorded minutes x the capacity cost rate of
+  the encounter's team and the role, network rate where the team has none; for internal
+  activities without recorded minutes, the process-map cost of the team and kind; recorded
+  and standard minutes are never mixed within one activity). The rates come from
+  ``core.costs.activity_costs`` itself (:func:`cost_rate_tables`) and are joined in SQL as a
+  small constant table, so they are exactly those of the cost cells.
+- External cost: paid amounts of non-internal encounters.
+- ``ed_visits`` / ``admissions``: encounters of kind ``ed_visit`` / ``admission`` (as the
+  subgroup rules count them).
+- ``last_acute_date`` / ``last_visit_date``: last start date of the worklist rules' acute
+  kinds (``flags.recent_acute.kinds``) and visit kinds (``last_visit.kinds``). They follow
+  ``core/data/worklist.toml``: after editing those kinds, rebuild (``derive_all`` does).
+
+The table is rebuilt whole by :func:`build_patient_month_activity` with one set-based
+``INSERT ... SELECT ... GROUP BY patient, month`` (the database streams and sorts; nothing
+is held in Python memory), in one transaction with the delete, so readers see the old rows
+or the new ones.
+"""
+
+import time
+from datetime import date
+
+import pandas as pd
+from sqlalchemy import Date, Engine, Float, String, and_, case, cast, column, delete, func, insert, select, values
+
+from core.catalog import load_catalog
+from core.costs import NETWORK, CostSettings, activity_costs, capacity_cost_rates, load_cost_settings
+from core.models import Encounter, PatientMonthActivity, Staff, StaffMinutes, Team
+from core.store import read_frame
+from core.worklist import WorklistRules, load_worklist_rules
+
+ACTIVITY_COLUMNS = ["patient_id", "month", "cost_internal_usd", "cost_external_usd", "ed_visits", "admissions",
+                    "last_acute_date", "last_visit_date"]  # fmt: skip
+
+
+def month_start(dialect: str, column):
+    """First day of the month of a date column, in SQL (SQLite and PostgreSQL)."""
+    if dialect == "postgresql":
+        return cast(func.date_trunc("month", column), Date)
+    return func.date(column, "start of month")
+
+
+def constant_table(name: str, columns: list[tuple[str, object]], rows: list[tuple]):
+    """A small constant table (``WITH name(cols) AS (VALUES ...)``, bound parameters) to join in a query."""
+    return values(*[column(c, t) for c, t in columns], name=name).data(rows).cte(name)
+
+
+def cost_rate_tables(staff: pd.DataFrame, team_ids: list[str], settings: CostSettings | None = None) -> tuple[list, list]:
+    """Resolved TDABC rates for SQL: [(team_id, role, usd_per_minute)] and [(team_id, kind, usd_per_activity)].
+
+    Both come from ``core.costs.activity_costs`` on one pseudo activity per team and role (one
+    recorded minute) and per team and internal kind (no minutes: the process map), so the team
+    rate, the network fallback and the process maps are exactly those of the cost cells.
+    ``team_id`` ``*`` stands for activities without a team (network rates).
+    """
+    settings = settings or load_cost_settings()
+    catalog = load_catalog()
+    teams = [*team_ids, NETWORK]
+    roles = list(catalog.roles)
+    kinds = [k for k, v in catalog.activity_kinds.items() if v.internal and k in settings.process_maps]
+    per_role = pd.DataFrame([(f"r{i}", t, r) for i, (t, r) in enumerate((t, r) for t in teams for r in roles)],
+                            columns=["encounter_id", "team_id", "role"])  # fmt: skip
+    per_kind = pd.DataFrame([(f"k{i}", t, k) for i, (t, k) in enumerate((t, k) for t in teams for k in kinds)],
+                            columns=["encounter_id", "team_id", "kind"])  # fmt: skip
+    pseudo = pd.concat([per_role.assign(kind=""), per_kind], ignore_index=True)
+    pseudo = pseudo.assign(patient_id="", start_date=date(2000, 1, 1), is_internal=True,
+                           team_id=pseudo["team_id"].where(pseudo["team_id"] != NETWORK, None))  # fmt: skip
+    minutes = per_role[["encounter_id", "role"]].assign(minutes=1.0)
+    act = activity_costs(pseudo, minutes, capacity_cost_rates(staff, settings), settings.process_maps, settings.rate_scope)
+    cost = act.groupby("encounter_id")["cost_usd"].sum()
+    role_rates = [(t, r, float(cost.get(e, 0.0))) for e, t, r in per_role.itertuples(index=False)]
+    kind_costs = [(t, k, float(cost.get(e, 0.0))) for e, t, k in per_kind.itertuples(index=False)]
+    return role_rates, kind_costs
+
+
+def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: list, rules: WorklistRules):
+    """The select behind the table: one row per patient and month of encounter start (:data:`ACTIVITY_COLUMNS`).
+
+    One pass over ``encounter``, left-joined to the minute cost of each encounter (staff
+    minutes x role rate, summed per encounter; a role without a rate adds nothing) and to the
+    process-map cost of its team and kind, which counts only when the encounter has no staff
+    minutes at all.
+    """
+    e, sm, e2 = Encounter, StaffMinutes, Encounter.__table__.alias("minutes_encounter")
+    rate = constant_table("role_rate", [("team_id", String), ("role", String), ("usd", Float)], role_rates)
+    per_kind = constant_table("kind_cost", [("team_id", String), ("kind", String), ("usd", Float)], kind_costs)
+    minute_cost = (
+        select(sm.encounter_id, func.sum(sm.minutes * rate.c.usd).label("usd"))
+        .join(e2, e2.c.encounter_id == sm.encounter_id)
+        .outerjoin(rate, and_(rate.c.team_id == func.coalesce(e2.c.team_id, NETWORK), rate.c.role == sm.role))
+        .group_by(sm.encounter_id)
+        .subquery("minute_cost")
+    )
+    internal = case((minute_cost.c.encounter_id.is_not(None), minute_cost.c.usd), else_=per_kind.c.usd)
+    month = month_start(dialect, e.start_date).label("month")
+    acute, visit = rules.flags["recent_acute"]["kinds"], rules.visit_kinds
+    return (
+        select(e.patient_id, month,
+               func.coalesce(func.sum(case((e.is_internal, internal), else_=None)), 0.0).label("cost_internal_usd"),
+               func.coalesce(func.sum(case((e.is_internal, 0.0), else_=e.paid_usd)), 0.0).label("cost_external_usd"),
+               func.sum(case((e.kind == "ed_visit", 1), else_=0)).label("ed_visits"),
+               func.sum(case((e.kind == "admission", 1), else_=0)).label("admissions"),
+               func.max(case((e.kind.in_(acute), e.start_date), else_=None)).label("last_acute_date"),
+               func.max(case((e.kind.in_(visit), e.start_date), else_=None)).label("last_visit_date"))
+        .outerjoin(minute_cost, minute_cost.c.encounter_id == e.encounter_id)
+        .outerjoin(per_kind, and_(per_kind.c.team_id == func.coalesce(e.team_id, NETWORK), per_kind.c.kind == e.kind))
+        .group_by(e.patient_id, month)
+    )  # fmt: skip
+
+
+def build_patient_month_activity(engine: Engine, rules: WorklistRules | None = None, settings: CostSettings | None = None) -> dict:
+    """Rebuild ``patient_month_activity`` from every encounter, in one transaction.
+
+    ``rules`` (default: the worklist rules) give the acute and visit kinds; ``settings``
+    (default: the costing settings) the rates and process maps. Returns rows, seconds.
+    """
+    t0 = time.perf_counter()
+    rules = rules or load_worklist_rules()
+    staff = read_frame(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
+    team_ids = [t for (t,) in read_frame(engine, select(Team.team_id)).itertuples(index=False)]
+    role_rates, kind_costs = cost_rate_tables(staff, team_ids, settings)
+    table = PatientMonthActivity.__table__
+    stmt = select_patient_month_activity(engine.dialect.name, role_rates, kind_costs, rules)
+    with engine.begin() as conn:
+        conn.execute(delete(table))
+        conn.execute(insert(table).from_select(ACTIVITY_COLUMNS, stmt))
+        rows = conn.execute(select(func.count()).select_from(table)).scalar_one()
+    return {"rows": int(rows), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def ensure_patient_month_activity(engine: Engine) -> dict | None:
+    """Build the table when it is empty but encounters exist (a store derived before the table
+    existed); returns the build summary, or None when nothing was needed. Two one-row reads."""
+    with engine.connect() as conn:
+        built = conn.execute(select(PatientMonthActivity.patient_id).limit(1)).first() is not None
+        needed = conn.execute(select(Encounter.encounter_id).limit(1)).first() is not None
+    return build_patient_month_activity(engine) if needed and not built else None
