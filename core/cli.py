@@ -311,6 +311,7 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("data/bench"), help="folder for the bundle (DIR/bundle)")
     p.add_argument("--reuse", action="store_true", help="keep an existing bundle and an already imported database")
     p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
+    p.add_argument("--baseline-reps", type=int, default=3, help="repetitions of the naive baseline")
     p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     _add_db(p)
@@ -325,7 +326,7 @@ def cmd_bench(args) -> int:
     url = args.database_url or os.environ.get("DATABASE_URL") or "sqlite:///" + str(args.out.resolve() / "bench.db")
     steps = tuple(args.steps.split(",")) if args.steps else STEPS
     report = run_bench(args.patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
-                       reps=args.reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+                       reps=args.reps, baseline_reps=args.baseline_reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
     print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
     return 0
 
