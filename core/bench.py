@@ -117,9 +117,10 @@ def step_cells(args: dict) -> dict:
     return {"rows": int(summary["rows"]), "blocks": summary["blocks"], "parts": summary["seconds"]}
 
 
-def _selections(engine) -> dict:
+def selections(engine) -> dict:
     """Period, the biggest practice and team (last month), its biggest subgroup, the team +
-    chronic subgroup of the naive baseline, the team + subgroup nearest a 2,500-patient worklist."""
+    chronic subgroup of the naive baseline, the team + subgroup and the team nearest a 2,500-patient
+    worklist."""
     from core.store import months_available, panel_counts
 
     period = months_available(engine)[-1]
@@ -134,8 +135,10 @@ def _selections(engine) -> dict:
     # the worklist target is set for a 2,500-patient list: the team + subgroup nearest that size
     assigned = panel.loc[panel["subgroup"] != "unassigned"].groupby(["team_id", "subgroup"])["members"].sum()
     near = (assigned - WORKLIST_PATIENTS).abs().idxmin() if len(assigned) else (team, subgroup)
+    teams = panel.groupby("team_id")["members"].sum()
+    near_team = (teams - WORKLIST_PATIENTS).abs().idxmin()
     return {"period": period, "practice_id": practice, "team_id": team, "subgroup": subgroup, "baseline": baseline,
-            "worklist": [*near, int(assigned.get(near, 0))]}
+            "worklist": [*near, int(assigned.get(near, 0))], "worklist_team": [near_team, int(teams[near_team])]}
 
 
 def step_queries(args: dict) -> dict:
@@ -147,7 +150,7 @@ def step_queries(args: dict) -> dict:
 
     engine = make_engine(args["database_url"])
     reps = int(args.get("reps", REPS))
-    s = _selections(engine)
+    s = selections(engine)
     period, practice, team, subgroup = s["period"], s["practice_id"], s["team_id"], s["subgroup"]
     months12 = window_months(period, "12m")
     out: dict[str, dict] = {}
@@ -263,7 +266,7 @@ def step_baseline(args: dict) -> dict:
     from core.db import make_engine
 
     engine = make_engine(args["database_url"])
-    s = _selections(engine)
+    s = selections(engine)
     # the team with the most chronic patients: every measure of the baseline applies to that subgroup
     period, (team, subgroup) = s["period"], s["baseline"]
     reps = int(args.get("baseline_reps", 3))

@@ -14,6 +14,7 @@ PAGES = [
     ("admin", "pages/admin_users.py"), ("admin", "pages/admin_audit.py"),
 ]  # (demo role, page), as tests/app/test_smoke.py opens them  # fmt: skip
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
+WORKLIST_PAGE = "pages/worklist.py, team nearest 2,500 patients"
 
 
 def step_pages(args: dict) -> dict:
@@ -21,6 +22,9 @@ def step_pages(args: dict) -> dict:
     import streamlit as st
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
+
+    from core.bench import selections
+    from core.db import make_engine
 
     # Same fix as tests/app/conftest.py: pin the multipage mode to st.navigation (v2), as the
     # real server does after the first run, or AppTest re-runs the page file alone.
@@ -32,12 +36,20 @@ def step_pages(args: dict) -> dict:
 
     PagesManager.__init__ = init
     os.environ["DATABASE_URL"] = args["database_url"]
+    engine = make_engine(args["database_url"])
+    team, members = selections(engine)["worklist_team"]
+    engine.dispose()
     out = {}
-    for role, page in PAGES:
+    # the demo personas' team is the first; the worklist target is set for a 2,500-patient team
+    runs = [(role, page, None, page) for role, page in PAGES]
+    runs.append(("clinician", "pages/worklist.py", team, f"{WORKLIST_PAGE} ({team}, {members:,} patients)"))
+    for role, page, demo_team, name in runs:
         st.cache_data.clear()
         st.cache_resource.clear()
         app = AppTest.from_file(str(DASHBOARD), default_timeout=300)
         app.session_state["demo_role"] = role
+        if demo_team is not None:
+            app.session_state["demo_team"] = demo_team
         t0 = time.perf_counter()
         app.run()  # the role's home page (login, scope, navigation), cold
         t1 = time.perf_counter()
@@ -45,7 +57,7 @@ def step_pages(args: dict) -> dict:
         app.switch_page(page).run()
         t2 = time.perf_counter()
         error = " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None
-        out[page] = {"role": role, "home_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2), "error": error}
+        out[name] = {"role": role, "home_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2), "error": error}
     return out
 
 
