@@ -360,8 +360,11 @@ def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None, patie
             raise ValueError("months is empty")
         start, end = _month_range(months)
         att_stmt = att_stmt.where(Attribution.month.in_(months))
-        enc_stmt = enc_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
-        min_stmt = min_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
+        if not isinstance(patients, tuple):
+            # (For a block of patient ids the dates stay out of the SQL: SQLite would otherwise
+            # scan the date index over the whole network for every block; the months are kept below.)
+            enc_stmt = enc_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
+            min_stmt = min_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
     if patients is not None:
         def of(column):
             return column.in_(patients) if isinstance(patients, Select) else column.between(*patients)

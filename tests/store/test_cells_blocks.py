@@ -86,3 +86,37 @@ def test_build_cells_in_blocks_on_each_backend(store_engine):
     several = build_cells(store_engine, block_patients=7, workers=1)
     assert several["blocks"] == 5 and several["rows"] == one["rows"]
     _assert_same(_stored(store_engine), want)
+
+
+def test_a_block_reads_the_encounters_by_patient_not_by_date(tmp_path):
+    """SQLite must not walk the date index of the whole network for every block of patients."""
+    from sqlalchemy import event
+
+    from core.costs import load_cost_inputs
+    from core.db import create_schema
+    from tests.store.test_cells_store import MONTHS, _fill
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    create_schema(engine)
+    _fill(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    seen = []
+
+    def record(conn, cursor, sql, params, *_):
+        seen.append((sql, params))
+
+    event.listen(engine, "before_cursor_execute", record)
+    inputs = load_cost_inputs(engine, MONTHS[2:4], ("X00", "X09"))
+    event.remove(engine, "before_cursor_execute", record)
+    plans = []
+    with engine.connect() as conn:
+        for sql, params in seen:
+            if "FROM encounter" in sql:
+                plans += [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
+    assert plans and not any("ix_encounter_date_kind" in p for p in plans), plans
+    # the months still apply: X01-X09's ED visits and admissions of March and April 2024 only
+    assert sorted(inputs.encounters["encounter_id"]) == sorted(
+        f"E{i}-{j}" for i in range(10) for j in range(i % 4) if 2 + j in (3, 4))
+    assert set(inputs.attribution["patient_id"]) == {f"X{i:02d}" for i in range(10)}
+    engine.dispose()
