@@ -462,46 +462,18 @@ def unattributed_costs(inputs: CostInputs, settings: CostSettings, catalog: Cata
     return out.sort_values("month").reset_index(drop=True)
 
 
-def patient_month_cost_metrics(engine: Engine, months: list[date] | None = None) -> pd.DataFrame:
-    """Long cost rows for the additive cells (the provider core.facts calls).
-
-    Out grain: patient_id, month, metric. One row per attributed patient-month and metric of
-    :func:`cost_metrics` (numerator 0 where nothing happened). numerator = USD (minutes for
-    ``internal_minutes``), denominator = 1 member-month, sum_sq = numerator squared (for a t
-    interval of the mean cost per member-month). PMPM of any aggregate = sum(numerator) /
-    sum(denominator). Costs outside attributed months are in :func:`unattributed_costs`.
-    """
-    wide = patient_month_cost_wide(engine, months)
-    return wide_to_long(wide, cost_metrics())
-
-
 def patient_month_cost_wide(engine: Engine, months: list[date] | None = None, patients: tuple[str, str] | None = None) -> pd.DataFrame:
     """The cost provider's rows before melting: one row per attributed patient-month.
 
     Grain: patient_id, month. Columns: patient_id, month, and every metric of
-    :func:`cost_metrics` (the numerators; each row is one member-month). core.facts adds these
-    up into cells wide and melts only the sums, which is far smaller and faster than the
-    long rows of :func:`patient_month_cost_metrics` (one per patient-month and metric).
+    :func:`cost_metrics` (the numerators; each row is one member-month: denominator 1, sum_sq
+    the numerator squared). core.facts adds these up into cells wide and melts only the sums.
+    Costs outside attributed months are in :func:`unattributed_costs`.
     """
     catalog = load_catalog()
     settings = load_cost_settings(catalog=catalog)
     wide = build_patient_month_costs(load_cost_inputs(engine, months, patients), settings, catalog)
     return wide[["patient_id", "month", *cost_metrics(catalog)]]
-
-
-def wide_to_long(wide: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Patient-month wide cost frame -> long rows (patient_id, month, metric, numerator, denominator, sum_sq)."""
-    metrics = list(metrics)
-    n, k = len(wide), len(metrics)
-    values = wide[metrics].to_numpy(dtype="float64").reshape(-1)  # row-major: patient-month, then metric
-    return pd.DataFrame({
-        "patient_id": np.repeat(wide["patient_id"].to_numpy(), k),
-        "month": np.repeat(wide["month"].to_numpy(), k),
-        "metric": pd.Categorical.from_codes(np.tile(np.arange(k), n), categories=metrics),
-        "numerator": values,
-        "denominator": np.ones(n * k),
-        "sum_sq": values**2,
-    })
 
 
 # --- PMPM -----------------------------------------------------------------------------

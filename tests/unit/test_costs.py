@@ -188,15 +188,14 @@ def _seed(engine):
         s.commit()
 
 
-def test_patient_month_cost_metrics_long_rows(engine):
+def test_patient_month_cost_wide_rows(engine):
     _seed(engine)
-    long = costs.patient_month_cost_metrics(engine, [JAN, FEB])
-    assert not long.duplicated(["patient_id", "month", "metric"]).any()
-    # every attributed patient-month appears once per metric, with denominator 1
-    per_metric = long.groupby("metric")["denominator"].sum()
-    assert (per_metric == 3).all()
-    assert set(per_metric.index) == set(costs.cost_metrics())
-    total = long.loc[long["metric"] == costs.COST_TOTAL].set_index(["patient_id", "month"])["numerator"]
+    wide = costs.patient_month_cost_wide(engine, [JAN, FEB])
+    assert not wide.duplicated(["patient_id", "month"]).any()
+    # every attributed patient-month appears once (one member-month), with every metric
+    assert len(wide) == 3
+    assert list(wide.columns) == ["patient_id", "month", *costs.cost_metrics()]
+    total = wide.set_index(["patient_id", "month"])[costs.COST_TOTAL]
     settings = costs.load_cost_settings()
     # default settings: physician (230,400 + 18,000) / 120,000; MA (45,000 + 10,000) / 96,000
     md, ma = 248_400 / 120_000, 55_000 / 96_000
@@ -205,11 +204,10 @@ def test_patient_month_cost_metrics_long_rows(engine):
     assert total[("P1", JAN)] == pytest.approx(e1 + 1000)
     assert total[("P1", FEB)] == pytest.approx(e2 + 250)
     assert total[("P2", JAN)] == 0  # attributed, nothing happened
-    metric = long.set_index(["patient_id", "month", "metric"])["numerator"]
-    assert metric[("P1", FEB, costs.COST_OUT_OF_NETWORK)] == pytest.approx(250)
-    assert metric[("P1", FEB, costs.COST_INTERNAL_STANDARD)] == pytest.approx(e2)
-    assert metric[("P1", JAN, costs.category_metric("ed"))] == pytest.approx(1000)
-    assert (long["sum_sq"] == long["numerator"] ** 2).all()
+    metric = wide.set_index(["patient_id", "month"])
+    assert metric.loc[("P1", FEB), costs.COST_OUT_OF_NETWORK] == pytest.approx(250)
+    assert metric.loc[("P1", FEB), costs.COST_INTERNAL_STANDARD] == pytest.approx(e2)
+    assert metric.loc[("P1", JAN), costs.category_metric("ed")] == pytest.approx(1000)
 
 
 def test_reconciliation_with_unattributed_remainder(engine):
@@ -253,8 +251,9 @@ def test_cost_pmpm_from_cells_matches_patient_months(engine):
     from core.models import Cell
 
     _seed(engine)
-    long = costs.patient_month_cost_metrics(engine, [JAN, FEB])
-    long["metric"] = long["metric"].astype(str)
+    wide = costs.patient_month_cost_wide(engine, [JAN, FEB])
+    long = wide.melt(id_vars=["patient_id", "month"], var_name="metric", value_name="numerator")
+    long = long.assign(denominator=1.0, sum_sq=long["numerator"] ** 2)  # each row one member-month
     cells = long.groupby(["month", "metric"], as_index=False)[["numerator", "denominator", "sum_sq"]].sum()
     with Session(engine) as s:
         s.add_all([Cell(practice_id="PR1", team_id="T1", subgroup="all", month=r.month, stratum="all", stratum_value="all", metric=r.metric,
