@@ -91,10 +91,12 @@ def step_import(args: dict) -> dict:
 
 
 def step_assign(args: dict) -> dict:
-    from core.db import make_engine
+    from core.db import create_schema, make_engine
     from core.subgroups import assign_subgroups
 
-    summary = assign_subgroups(make_engine(args["database_url"]))
+    engine = make_engine(args["database_url"])
+    create_schema(engine)  # a store imported by an earlier version gets the current columns
+    summary = assign_subgroups(engine)
     return {"rows": int(summary["rows"]), "parts": summary.get("parts", {})}
 
 

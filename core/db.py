@@ -6,7 +6,7 @@ The engine is created by the caller and passed in; nothing here is a module glob
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
@@ -46,9 +46,54 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor.close()
 
 
+# Indexes of earlier versions that a newer one replaces (dropped by upgrade_schema).
+SUPERSEDED_INDEXES = {"subgroup_assignment": ("ix_subgroup_assignment_month_subgroup",)}
+
+
 def create_schema(engine: Engine) -> None:
-    """Create every table and index that does not exist yet."""
+    """Create every table and index that does not exist yet, and bring stores made by earlier
+    versions up to date (:func:`upgrade_schema`)."""
     SQLModel.metadata.create_all(engine)
+    upgrade_schema(engine)
+
+
+def upgrade_schema(engine: Engine) -> list[str]:
+    """Bring a store made by an earlier version up to date; returns what was done (empty: nothing).
+
+    - ``subgroup_assignment.team_id`` (:func:`add_assignment_team`);
+    - the indexes of ``subgroup_assignment`` that are missing are built, the ones they
+      supersede dropped (``create_all`` only indexes new tables).
+    Idempotent, and cheap on an up-to-date store (it reads the catalogue only).
+    """
+    done = ["added subgroup_assignment.team_id"] if add_assignment_team(engine) else []
+    table = models.SubgroupAssignment.__table__
+    present = {i["name"] for i in inspect(engine).get_indexes(table.name)}
+    with engine.begin() as conn:
+        for index in sorted(table.indexes, key=lambda i: i.name):
+            if index.name not in present:
+                index.create(conn)
+                done.append(f"built index {index.name}")
+        for name in SUPERSEDED_INDEXES[table.name]:
+            if name in present:
+                conn.execute(text(f"DROP INDEX {name}"))
+                done.append(f"dropped index {name}")
+    return done
+
+
+def add_assignment_team(engine: Engine) -> bool:
+    """Add ``subgroup_assignment.team_id`` to a store made before it existed, filled from the
+    attribution of the same patient and month. Returns whether it was added (False: it was there).
+    """
+    columns = {c["name"] for c in inspect(engine).get_columns("subgroup_assignment")}
+    if "team_id" in columns:
+        return False
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE subgroup_assignment ADD COLUMN team_id VARCHAR(64)"))
+        conn.execute(text(
+            "UPDATE subgroup_assignment SET team_id = (SELECT a.team_id FROM attribution a"
+            " WHERE a.patient_id = subgroup_assignment.patient_id AND a.month = subgroup_assignment.month)"
+        ))  # fmt: skip
+    return True
 
 
 def drop_schema(engine: Engine) -> None:

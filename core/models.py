@@ -174,7 +174,9 @@ class Medication(SQLModel, table=True):
 class SubgroupAssignment(SQLModel, table=True):
     """The subgroup of a patient in a month, with the rule that matched and why.
 
-    Grain: patient_id, month. ``overridden`` marks rows set by a SubgroupOverride.
+    Grain: patient_id, month. ``overridden`` marks rows set by a SubgroupOverride. ``team_id`` is
+    the patient's team of that month (a copy of ``attribution.team_id``), so a team's members of
+    one subgroup are one range of an index, whatever the size of the team.
     """
 
     __tablename__ = "subgroup_assignment"
@@ -182,12 +184,16 @@ class SubgroupAssignment(SQLModel, table=True):
     patient_id: str = Field(foreign_key="patient.patient_id", primary_key=True, max_length=64)
     month: date = Field(primary_key=True)
     subgroup: str = Field(max_length=64)
+    team_id: str | None = Field(default=None, max_length=64)
     rule_id: str = Field(default="", max_length=64)
     reason: str = Field(default="", max_length=500)
     risk_score: float | None = None
     overridden: bool = False
 
-    __table_args__ = (Index("ix_subgroup_assignment_month_subgroup", "month", "subgroup"),)
+    __table_args__ = (
+        Index("ix_subgroup_assignment_month_subgroup_rule", "month", "subgroup", "rule_id"),  # the mix: index only
+        Index("ix_subgroup_assignment_month_team_subgroup", "month", "team_id", "subgroup"),
+    )
 
 
 class SubgroupOverride(SQLModel, table=True):

@@ -27,16 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from core import costs
 from core.catalog import load_catalog
 from core.measures import MeasureCatalogue, load_measures
-from core.models import Attribution, Cell, Encounter, Patient, PatientMonthActivity, ReviewEntry, SubgroupAssignment, Team
+from core.models import Cell, Encounter, Patient, PatientMonthActivity, ReviewEntry, SubgroupAssignment, Team
 from core.payments import PaymentSettings, load_payment_settings
 from core.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
-from core.subgroups import transitions
+from core.subgroups import subgroup_transitions
 from core.value import outcome_index, value_map
 
 REVIEW_PATH = Path(__file__).parent / "data" / "review.toml"
@@ -276,8 +276,7 @@ def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, tea
     unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
-    moved = transitions(engine, month, team_id=team_id)
-    moved = moved.loc[(moved["from_subgroup"] == subgroup) | (moved["to_subgroup"] == subgroup)].copy()
+    moved = subgroup_transitions(engine, month, team_id, subgroup)
     moved["direction"] = np.where(moved["to_subgroup"] == subgroup, "entered", "left")
     moved["other_subgroup"] = np.where(moved["direction"] == "entered", moved["from_subgroup"].fillna("new"),
                                        moved["to_subgroup"].fillna("none"))  # fmt: skip
@@ -290,15 +289,12 @@ def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, tea
 
 
 def _scoped_month_patients(team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None):
-    """A select of the patients attributed to the team (in scope) with the subgroup in ``month``."""
-    stmt = (
-        select(Attribution.patient_id)
-        .join(SubgroupAssignment, and_(SubgroupAssignment.patient_id == Attribution.patient_id,
-                                       SubgroupAssignment.month == Attribution.month))
-        .where(Attribution.month == month, Attribution.team_id == team_id, SubgroupAssignment.subgroup == subgroup)
-    )  # fmt: skip
+    """A select of the patients attributed to the team (in scope) with the subgroup in ``month``:
+    one range of the assignments' (month, team_id, subgroup) index."""
+    sa = SubgroupAssignment
+    stmt = select(sa.patient_id).where(sa.month == month, sa.team_id == team_id, sa.subgroup == subgroup)
     if team_ids is not None:
-        stmt = stmt.where(Attribution.team_id.in_(list(team_ids)))
+        stmt = stmt.where(sa.team_id.in_(list(team_ids)))
     return stmt
 
 

@@ -5,6 +5,7 @@ patient rows take ``team_ids`` (the caller's scope) and filter in SQL; ``None`` 
 whole network (for callers already allowed to see it).
 """
 
+import json
 from datetime import date
 
 import pandas as pd
@@ -41,6 +42,9 @@ COUNTED_TABLES = (
 )  # fmt: skip
 
 DATA_VERSION_KEY = "data_version"
+TABLE_COUNTS_KEY = "table_counts"
+# Tables written by the people using the app between data versions: always counted live.
+LIVE_TABLES = (SubgroupOverride, ImportRun, User, AuditEvent)
 
 
 def read_frame(engine: Engine, statement) -> pd.DataFrame:
@@ -78,13 +82,50 @@ def data_version(engine: Engine) -> str:
 
 
 def bump_data_version(engine: Engine) -> str:
-    """Mark the data as changed; returns the new version."""
+    """Mark the data as changed; returns the new version.
+
+    Also counts the rows of the imported and derived tables once, for :func:`data_status` (a
+    count of every row of a million-patient store takes seconds; a page should not).
+    """
     with Session(engine) as session:
         row = session.get(AppSetting, DATA_VERSION_KEY)
         version = str(int(row.value) + 1 if row else 1)
+        counts = {"version": version, "last_import": _last_import(session), "counts": _count_rows(session, _data_tables())}
         session.merge(AppSetting(key=DATA_VERSION_KEY, value=version, updated_at=utc_now()))
+        session.merge(AppSetting(key=TABLE_COUNTS_KEY, value=json.dumps(counts), updated_at=utc_now()))
         session.commit()
     return version
+
+
+def _data_tables() -> tuple:
+    return tuple(m for m in COUNTED_TABLES if m not in LIVE_TABLES)
+
+
+def _count_rows(session: Session, tables) -> dict[str, int]:
+    return {m.__tablename__: session.exec(select(func.count()).select_from(m)).one()[0] for m in tables}
+
+
+def _last_import(session: Session) -> int | None:
+    return session.exec(select(func.max(ImportRun.import_id))).one()[0]
+
+
+def table_counts(engine: Engine) -> tuple[dict[str, int], bool]:
+    """Rows per table of :data:`COUNTED_TABLES`, and whether the data tables' counts are the ones
+    recorded with the current data version (True) or were counted now (False).
+
+    The recorded counts are used only while nothing was imported since (an import with
+    ``--no-derive`` does not change the version); the tables people write to from the app
+    (overrides, imports, users, audit) are always counted now.
+    """
+    with Session(engine) as session:
+        version = session.get(AppSetting, DATA_VERSION_KEY)
+        saved = session.get(AppSetting, TABLE_COUNTS_KEY)
+        recorded = json.loads(saved.value) if saved else {}
+        fresh = (bool(version) and recorded.get("version") == version.value and recorded.get("last_import") == _last_import(session)
+                 and all(m.__tablename__ in recorded["counts"] for m in _data_tables()))  # fmt: skip
+        data = recorded["counts"] if fresh else _count_rows(session, _data_tables())
+        live = _count_rows(session, LIVE_TABLES)
+    return {m.__tablename__: live[m.__tablename__] if m in LIVE_TABLES else data[m.__tablename__] for m in COUNTED_TABLES}, fresh
 
 
 def import_origins(engine: Engine) -> list[str]:
@@ -95,12 +136,14 @@ def import_origins(engine: Engine) -> list[str]:
 
 
 def data_status(engine: Engine) -> dict:
-    """Rows per table, months covered, data version and the import history."""
+    """Rows per table (``counts``; ``counts_recorded``: see :func:`table_counts`), months covered,
+    data version and the import origins."""
+    counts, recorded = table_counts(engine)
     with Session(engine) as session:
-        counts = {m.__tablename__: session.exec(select(func.count()).select_from(m)).one()[0] for m in COUNTED_TABLES}
         first, last = session.exec(select(func.min(Attribution.month), func.max(Attribution.month))).one()
     return {
         "counts": counts,
+        "counts_recorded": recorded,
         "first_month": first,
         "last_month": last,
         "data_version": data_version(engine),

@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, String, delete, insert, select, type_coerce, update
+from sqlalchemy import Engine, String, delete, func, insert, select, type_coerce, update
+from sqlalchemy.orm import aliased
 
 from core import catalog
 from core.models import Attribution, Condition, Encounter, Measurement, Patient, RiskScore, SubgroupAssignment, SubgroupOverride
@@ -984,7 +985,7 @@ def load_frames(
     last = run.last.date()
     queries = {
         "attribution": (
-            select(a.patient_id, _as_text(a.month)).where(
+            select(a.patient_id, _as_text(a.month), a.team_id).where(
                 *_months_clause(a.month, run.months), *_patients_clause(a.patient_id, patients)
             ),
             ("month",),
@@ -1086,6 +1087,7 @@ def _block_assignments(
     inputs, risk = _block_inputs(conn, run, patients, month_range)
     result = evaluate_rules(inputs, rules, thresholds)
     result["risk_score"] = inputs["risk_score"].to_numpy()
+    result["team_id"] = inputs["team_id"].to_numpy(dtype=object)
     return result, risk
 
 
@@ -1231,7 +1233,7 @@ def assign_subgroups(
             t2 = time.perf_counter()
             result = apply_overrides(result, overrides)
             _insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
-            _insert_frame(conn, a, result[["patient_id", "month", "subgroup", "rule_id", "reason", "risk_score", "overridden"]])
+            _insert_frame(conn, a, result[["patient_id", "month", "subgroup", "team_id", "rule_id", "reason", "risk_score", "overridden"]])
             mix = mix.add(result["subgroup"].value_counts(), fill_value=0)
             summary["rows"] += len(result)
             summary["overridden"] += int(result["overridden"].sum())
@@ -1333,6 +1335,47 @@ def transitions(engine: Engine, month: date, team_id: str | None = None) -> pd.D
     return out.sort_values(["to_subgroup", "patient_id"], na_position="last").reset_index(drop=True)
 
 
+def subgroup_transitions(engine: Engine, month: date, team_id: str, subgroup: str) -> pd.DataFrame:
+    """Patients who entered or left ``subgroup`` at ``team_id`` in ``month`` (columns of :func:`transitions`).
+
+    Entered: in the subgroup at the team this month, not in it last month (another subgroup,
+    or not assigned). Left: in the subgroup at the team last month, not in it this month
+    (``team_id`` is then the team of last month). Both are read from the (month, team_id,
+    subgroup) index and the (patient_id, month) key: the subgroup's patients at the team, not
+    the whole team.
+    """
+    month = _first_of_month(month)
+    prev = _previous_month(month)
+    a = SubgroupAssignment
+    rows = []
+    for here, there in ((month, prev), (prev, month)):
+        side, other = aliased(a), aliased(a)
+        stmt = (
+            select(side.patient_id, side.team_id, side.subgroup, other.subgroup.label("other_subgroup"),
+                   (other.rule_id if here == prev else side.rule_id).label("rule_id"),
+                   (other.reason if here == prev else side.reason).label("reason"),
+                   (other.overridden if here == prev else side.overridden).label("overridden"))
+            .outerjoin(other, (other.patient_id == side.patient_id) & (other.month == there))
+            .where(side.month == here, side.team_id == team_id, side.subgroup == subgroup,
+                   (other.subgroup.is_(None)) | (other.subgroup != subgroup))
+        )  # fmt: skip
+        with engine.connect() as conn:
+            part = pd.read_sql(stmt, conn)
+        if here == month:  # entered
+            part = part.rename(columns={"subgroup": "to_subgroup", "other_subgroup": "from_subgroup"})
+        else:  # left
+            part = part.rename(columns={"subgroup": "from_subgroup", "other_subgroup": "to_subgroup"})
+            missing = part["to_subgroup"].isna()
+            part.loc[missing, "reason"] = "no assignment this month (left the practice or died)"
+            part.loc[missing, "rule_id"] = ""
+        rows.append(part)
+    out = pd.concat(rows, ignore_index=True)
+    out["overridden"] = out["overridden"].fillna(False).astype(bool)
+    out = out[["patient_id", "team_id", "from_subgroup", "to_subgroup", "rule_id", "reason", "overridden"]]
+    out = out.astype(object).where(out.notna(), None)
+    return out.sort_values(["to_subgroup", "patient_id"], na_position="last").reset_index(drop=True)
+
+
 def preview_rules(
     engine: Engine,
     draft: RuleSet,
@@ -1393,8 +1436,10 @@ def assignment_mix(engine: Engine, month: date | None = None) -> pd.DataFrame:
             month = conn.execute(select(a.month).order_by(a.month.desc()).limit(1)).scalar()
         if month is None:
             return pd.DataFrame(columns=["month", "subgroup", "rule_id", "patients"])
-        rows = pd.read_sql(select(a.subgroup, a.rule_id).where(a.month == _first_of_month(month)), conn)
-    out = rows.groupby(["subgroup", "rule_id"]).size().rename("patients").reset_index()
+        stmt = (select(a.subgroup, a.rule_id, func.count().label("patients")).where(a.month == _first_of_month(month))
+                .group_by(a.subgroup, a.rule_id).order_by(a.subgroup, a.rule_id))  # fmt: skip
+        out = pd.read_sql(stmt, conn)
+    out["patients"] = out["patients"].astype("int64")
     out.insert(0, "month", _first_of_month(month))
     return out
 

@@ -62,6 +62,7 @@ class WorklistRules:
     flags: dict[str, dict]
     order: tuple[str, ...]
     charts: tuple[ChartSpec, ...]
+    max_patients: int
 
     @property
     def labels(self) -> dict[str, str]:
@@ -96,6 +97,7 @@ def load_worklist_rules(path: Path = WORKLIST_PATH) -> WorklistRules:
             flags=flags,
             order=order,
             charts=tuple(ChartSpec(c["code"], c["label"], float(c["target"]), c["direction"]) for c in raw.get("charts", [])),
+            max_patients=int(raw["size"]["max_patients"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: missing or malformed setting ({exc!r})") from exc
@@ -103,6 +105,8 @@ def load_worklist_rules(path: Path = WORKLIST_PATH) -> WorklistRules:
         raise ValueError(f"{path}: [flags] and priority.order must name exactly the flags {', '.join(FLAG_IDS)}")
     if {"hba1c", "systolic", "diastolic", "phq9", "promis_physical"} - {c.id for c in rules.columns}:
         raise ValueError(f"{path}: [[columns]] must define hba1c, systolic, diastolic, phq9 and promis_physical")
+    if rules.max_patients < 1:
+        raise ValueError(f"{path}: size.max_patients must be at least 1")
     if rules.window_months < 2 * int(flags["rising_cost"]["months"]):
         raise ValueError(f"{path}: window.months must cover twice flags.rising_cost.months")
     return rules
@@ -157,13 +161,15 @@ class WorklistInputs:
 
 
 def _members(month: date, team_ids: tuple[str, ...], subgroup: str | None):
-    """Sub-select of the patient ids attributed to the teams in ``month`` (and in the subgroup)."""
-    stmt = select(Attribution.patient_id).where(Attribution.month == month, Attribution.team_id.in_(team_ids))
-    if subgroup is not None:
-        stmt = stmt.join(SubgroupAssignment, and_(SubgroupAssignment.patient_id == Attribution.patient_id,
-                                                  SubgroupAssignment.month == Attribution.month)).where(
-            SubgroupAssignment.subgroup == subgroup)  # fmt: skip
-    return stmt
+    """Sub-select of the patient ids attributed to the teams in ``month`` (and in the subgroup).
+
+    With a subgroup it is one range of the (month, team_id, subgroup) index of the assignments,
+    which carry the month's team: it does not walk the whole team.
+    """
+    if subgroup is None:
+        return select(Attribution.patient_id).where(Attribution.month == month, Attribution.team_id.in_(team_ids))
+    sa = SubgroupAssignment
+    return select(sa.patient_id).where(sa.month == month, sa.team_id.in_(team_ids), sa.subgroup == subgroup)
 
 
 def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None = None,
@@ -192,7 +198,7 @@ def _patients(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: 
         .outerjoin(sa, and_(sa.patient_id == Attribution.patient_id, sa.month == Attribution.month))
         .where(Attribution.month == month, Attribution.team_id.in_(team_ids))
     )  # fmt: skip
-    return read_frame(engine, stmt if subgroup is None else stmt.where(sa.subgroup == subgroup))
+    return read_frame(engine, stmt if subgroup is None else stmt.where(sa.team_id.in_(team_ids), sa.subgroup == subgroup))
 
 
 def _subgroup_run(cur, month: date) -> list:
@@ -415,6 +421,28 @@ def build_worklist(inputs: WorklistInputs, rules: WorklistRules | None = None) -
     for col in ("hba1c_date", "bp_date", "phq9_date", "promis_physical_date", "last_visit", "subgroup_since"):
         w[col] = pd.Series(_datetimes(w[col]).astype("datetime64[D]").astype(object), index=w.index, dtype=object)  # date or None
     return w[WORKLIST_COLUMNS].reset_index(drop=True)
+
+
+def member_counts(engine: Engine, month: date, team_ids: tuple[str, ...]) -> dict[str | None, int]:
+    """Patients the teams' worklist would list in ``month``: per subgroup, and in all (key None,
+    which also counts patients not assigned yet). Read from indexes only, whatever the team size."""
+    month = date(month.year, month.month, 1)
+    sa = SubgroupAssignment
+    per = read_frame(engine, select(sa.subgroup, func.count().label("n"))
+                     .where(sa.month == month, sa.team_id.in_(team_ids)).group_by(sa.subgroup))  # fmt: skip
+    total = read_frame(engine, select(func.count().label("n")).where(Attribution.month == month, Attribution.team_id.in_(team_ids)))
+    return {None: int(total["n"].iloc[0]), **{s: int(n) for s, n in zip(per["subgroup"], per["n"], strict=True)}}
+
+
+def default_subgroup(counts: dict[str | None, int], subgroups: list[str], served: str | None, max_patients: int) -> str | None:
+    """The subgroup a worklist opens on: the one the team serves; else all patients when they fit
+    in ``max_patients``; else the first subgroup of ``subgroups`` (rule order: most needs first)
+    with patients that fits; else all (the page then asks for a narrower choice)."""
+    if served in subgroups:
+        return served
+    if counts.get(None, 0) <= max_patients:
+        return None
+    return next((s for s in subgroups if 0 < counts.get(s, 0) <= max_patients), None)
 
 
 def team_worklist(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None = None) -> pd.DataFrame:

@@ -25,6 +25,9 @@ st.dataframe(
     hide_index=True,
     column_config={"rows": st.column_config.NumberColumn(format="localized")},
 )
+st.caption(("Imported and derived tables were counted when data version " + status["data_version"] + " was built"
+            if status["counts_recorded"] else "Every table was counted now (nothing recorded for this data version)")
+           + "; overrides, imports, users and audit events are counted now.")  # fmt: skip
 st.subheader("Imports")
 st.dataframe(query(import_history), hide_index=True)
 st.caption("Load data with `python -m core import PATH --format csv|fhir|tuva` (see the README for the formats).")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.worklist import filter_worklist, load_worklist_rules, team_worklist
+from core.worklist import default_subgroup, filter_worklist, load_worklist_rules, member_counts, team_worklist
 from ui.auth import audit_export, audit_view, require
 from ui.data import query
 from ui.labels import subgroup_labels
@@ -15,13 +15,19 @@ rules = load_worklist_rules()
 with st.sidebar:
     team = select_team(allowed=scope.team_ids)
     month = select_month()
+    # The scope, not the widget, bounds the query: a team id outside it returns no rows.
+    team_ids = tuple(t for t in (team["team_id"],) if t in scope.team_ids)
+    counts = query(member_counts, month, team_ids)
     options = [None, *labels]
-    default = options.index(team["team_subgroup"]) if team["team_subgroup"] in options else 0
+    default = options.index(default_subgroup(counts, list(labels), team["team_subgroup"], rules.max_patients))
     subgroup = st.selectbox("Subgroup", options, index=default, key=f"subgroup_{team['team_id']}",
-                            format_func=lambda s: "All" if s is None else labels[s])  # fmt: skip
+                            format_func=lambda s: f"{'All' if s is None else labels[s]} ({counts.get(s, 0):,})")  # fmt: skip
 
-# The scope, not the widget, bounds the query: a team id outside it returns no rows.
-team_ids = tuple(t for t in (team["team_id"],) if t in scope.team_ids)
+if counts.get(subgroup, 0) > rules.max_patients:
+    st.info(f"{team['team']} has {counts[subgroup]:,} patients in {labels.get(subgroup, 'all subgroups').lower()} in "
+            f"{month_label(month)}, more than the {rules.max_patients:,} a worklist lists (`max_patients` in `core/data/worklist.toml`). "
+            "Pick a subgroup in the sidebar.")  # fmt: skip
+    st.stop()
 worklist = query(team_worklist, month, team_ids, subgroup)
 audit_view(scope, "view_worklist", team["team_id"], f"{month:%Y-%m} {subgroup or 'all'}")
 

@@ -38,7 +38,7 @@ def two_team_network(engine, months=(date(2026, 9, 1), date(2026, 10, 1))) -> di
         for pid in ids:
             for month in months:
                 rows.append(models.Attribution(patient_id=pid, month=month, practice_id="A", team_id=team, pcp_id=staff))
-                rows.append(models.SubgroupAssignment(patient_id=pid, month=month, subgroup="complex" if team == "A1" else "chronic",
+                rows.append(models.SubgroupAssignment(patient_id=pid, month=month, team_id=team, subgroup="complex" if team == "A1" else "chronic",
                                                       rule_id="test", reason="hand-built"))  # fmt: skip
             rows.append(models.Encounter(encounter_id=f"E{pid}", patient_id=pid, team_id=team, kind="office_visit",
                                          start_date=months[0], is_internal=True))  # fmt: skip

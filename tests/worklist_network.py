@@ -49,7 +49,7 @@ def build_worklist_network(engine, origin: str = "sample") -> None:
             subgroup = "chronic" if team == "A2" or (pid == "P_MOVED" and month < MONTH) else "complex"
             rows.append(models.Attribution(patient_id=pid, month=month, practice_id="A", team_id=team,
                                            pcp_id="S1" if team == "A1" else "S2"))  # fmt: skip
-            rows.append(models.SubgroupAssignment(patient_id=pid, month=month, subgroup=subgroup, rule_id="test",
+            rows.append(models.SubgroupAssignment(patient_id=pid, month=month, subgroup=subgroup, team_id=team, rule_id="test",
                                                   reason=f"hand-built {subgroup}", risk_score=risk))  # fmt: skip
         if pid != "P_LATE":
             rows.append(models.Measurement(measurement_id=f"{pid}-promis", patient_id=pid, measured_date=date(2026, 9, 1), code=PROMIS, value=45.0))

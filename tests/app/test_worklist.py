@@ -75,3 +75,19 @@ def test_team_leader_worklist_and_csv_export(tiny_db):
     assert at.dataframe[0].value["patient_id"].tolist()[0] == "P_ACUTE"
     button = at.get("download_button")[0]
     assert button.proto.label == "Download CSV"
+
+
+def test_a_selection_over_the_size_limit_asks_for_a_subgroup(tiny_db, monkeypatch):
+    """A worklist lists at most [size] max_patients patients: a larger selection shows how many it
+    has and asks for a subgroup instead of building a list nobody works through."""
+    import dataclasses
+
+    import core.worklist
+
+    small = dataclasses.replace(core.worklist.load_worklist_rules(), max_patients=5)
+    monkeypatch.setattr(core.worklist, "load_worklist_rules", lambda *a: small)
+    at = open_worklist()
+    box = at.sidebar.selectbox(key="subgroup_A1")
+    assert box.value == "complex" and "Complex (9)" in box.options and "All (9)" in box.options
+    assert not at.dataframe and "has 9 patients in complex in Oct 2026, more than the 5 a worklist" in at.info[0].value
+    assert search_events(tiny_db, action="view_worklist").empty  # nothing was shown

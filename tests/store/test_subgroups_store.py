@@ -153,7 +153,7 @@ def test_sample_network_mix_and_teams(sample_engine):
     """The generated sample network: a mix near the paper's 40/30/20/10 and patients in every served subgroup."""
     with Session(sample_engine) as s:
         rows = s.exec(
-            select(SubgroupAssignment.subgroup, Attribution.team_id, Team.subgroup)
+            select(SubgroupAssignment.subgroup, Attribution.team_id, Team.subgroup, SubgroupAssignment.team_id)
             .join(Attribution, (Attribution.patient_id == SubgroupAssignment.patient_id) & (Attribution.month == SubgroupAssignment.month))
             .join(Team, Team.team_id == Attribution.team_id)
         ).all()
@@ -162,8 +162,9 @@ def test_sample_network_mix_and_teams(sample_engine):
     share = {sg: 100 * sum(r[0] == sg for r in rows) / total for sg in RULES.subgroup_ids}
     assert 35 <= share["healthy"] <= 50 and 20 <= share["at_risk"] <= 35 and 10 <= share["chronic"] <= 25, share
     assert 8 <= share["complex"] + share["frail"] <= 20 and share["frail"] > 0, share
-    served = {(team, serves) for _, team, serves in rows if serves}
-    present = {(team, sg) for sg, team, _ in rows}
+    assert all(copied == team for _, team, _, copied in rows)  # each assignment carries its month's team
+    served = {(team, serves) for _, team, serves, _ in rows if serves}
+    present = {(team, sg) for sg, team, _, _ in rows}
     assert served and served <= present  # every team that serves one subgroup has patients in it
 
 
@@ -182,3 +183,30 @@ def test_second_override_keeps_the_rules_reason(store_engine):
         again = s.get(SubgroupAssignment, ("B", date(2025, 6, 1)))
     assert (again.subgroup, again.overridden) == ("frail", True)
     assert "(rules: chronic, 1 chronic condition: I10)" in again.reason
+
+
+def test_subgroup_transitions_of_one_team_and_subgroup(store_engine):
+    """Entered: in the subgroup at the team this month, not last month. Left: in it at the team
+    last month, not this month; a patient who changes team and subgroup at once left at the old
+    team and entered at the new one."""
+    from sqlalchemy import delete, update
+
+    from core.subgroups import subgroup_transitions
+    from tests.worklist_network import MONTH, build_worklist_network
+
+    build_worklist_network(store_engine)
+    a, sa = Attribution, SubgroupAssignment
+    with store_engine.begin() as conn:  # P_OTHER: chronic at A2 in September, complex at A1 in October
+        conn.execute(update(a).where(a.patient_id == "P_OTHER", a.month == MONTH).values(team_id="A1"))
+        conn.execute(update(sa).where(sa.patient_id == "P_OTHER", sa.month == MONTH).values(team_id="A1", subgroup="complex"))
+        conn.execute(delete(sa).where(sa.patient_id == "P_CALM", sa.month == MONTH))  # not assigned in October
+    entered = subgroup_transitions(store_engine, MONTH, "A1", "complex")
+    assert entered[["patient_id", "team_id", "from_subgroup", "to_subgroup"]].values.tolist() == [
+        ["P_MOVED", "A1", "chronic", "complex"], ["P_OTHER", "A1", "chronic", "complex"], ["P_CALM", "A1", "complex", None]]  # fmt: skip
+    calm = entered.set_index("patient_id").loc["P_CALM"]
+    assert calm["reason"].startswith("no assignment this month") and calm["rule_id"] == "" and not calm["overridden"]
+    assert entered.set_index("patient_id").loc["P_MOVED", "reason"] == "hand-built complex"
+    left = subgroup_transitions(store_engine, MONTH, "A2", "chronic")
+    assert left[["patient_id", "team_id", "from_subgroup", "to_subgroup"]].values.tolist() == [["P_OTHER", "A2", "chronic", "complex"]]
+    assert subgroup_transitions(store_engine, MONTH, "A1", "chronic")["patient_id"].tolist() == ["P_MOVED"]
+    assert subgroup_transitions(store_engine, MONTH, "A2", "complex").empty

@@ -6,9 +6,10 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from core.costs import CostInputs, encounter_costs, isin, load_cost_settings, month_of
+from core.db import upgrade_schema
 from core.models import Encounter, Staff, StaffMinutes, SubgroupAssignment
 from core.patient import patient_view
 from core.store import organisation, read_frame
@@ -55,6 +56,26 @@ def test_worklist_stays_in_scope(network):
     assert team_worklist(network, MONTH, ()).empty
     assert team_worklist(network, MONTH, ("A1",), "chronic").empty
     assert team_worklist(network, date(2026, 9, 1), ("A1",), "chronic")["patient_id"].tolist() == ["P_MOVED"]
+
+
+def test_older_store_gets_the_assignment_team(network):
+    """A store made before subgroup_assignment.team_id: create_schema adds the column, fills it from
+    the attribution of the same month and indexes it, and the subgroup worklist reads it."""
+    before = team_worklist(network, date(2026, 9, 1), ("A1",), "chronic")
+    with network.begin() as conn:  # the store as the previous version made it
+        conn.execute(text("DROP INDEX ix_subgroup_assignment_month_team_subgroup"))
+        conn.execute(text("DROP INDEX ix_subgroup_assignment_month_subgroup_rule"))
+        conn.execute(text("ALTER TABLE subgroup_assignment DROP COLUMN team_id"))
+        conn.execute(text("CREATE INDEX ix_subgroup_assignment_month_subgroup ON subgroup_assignment (month, subgroup)"))
+    assert upgrade_schema(network) == [
+        "added subgroup_assignment.team_id", "built index ix_subgroup_assignment_month_subgroup_rule",
+        "built index ix_subgroup_assignment_month_team_subgroup", "dropped index ix_subgroup_assignment_month_subgroup"]  # fmt: skip
+    assert upgrade_schema(network) == []
+    rows = read_frame(network, text("SELECT s.team_id AS copied, a.team_id FROM subgroup_assignment s JOIN attribution a"
+                                    " ON a.patient_id = s.patient_id AND a.month = s.month"))  # fmt: skip
+    assert len(rows) > 10 and (rows["copied"] == rows["team_id"]).all()
+    pd.testing.assert_frame_equal(team_worklist(network, date(2026, 9, 1), ("A1",), "chronic"), before)
+    assert before["patient_id"].tolist() == ["P_MOVED"]
 
 
 def test_patient_view_reads_the_patient_rows(network):
@@ -104,3 +125,14 @@ def test_a_subgroup_worklist_is_the_team_worklist_of_that_subgroup(sample_engine
     expected = whole[whole["subgroup"] == subgroup].reset_index(drop=True)
     assert len(mine) > 10 and len(mine) < len(whole)
     pd.testing.assert_frame_equal(mine, expected)
+
+
+def test_subgroup_members_read_one_index_range(engine):
+    """The members of a team's subgroup come from the (month, team_id, subgroup) index of the
+    assignments, not from a walk over every patient of the team (SQLite's plan)."""
+    from core.worklist import _members
+
+    stmt = _members(MONTH, ("A1",), "complex").compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as conn:
+        plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}"))
+    assert "ix_subgroup_assignment_month_team_subgroup" in plan and "attribution" not in plan, plan

@@ -124,3 +124,14 @@ def test_measurement_series_carry_their_targets_in_chart_order():
                       "measured_date": [date(2026, 1, 1), date(2026, 2, 1), date(2026, 3, 1), date(2026, 1, 1)]})  # fmt: skip
     out = measurement_series(m, RULES)
     assert out[["code", "value", "target", "direction"]].values.tolist() == [["4548-4", 8.4, 8.0, "lower"], ["44261-6", 6.0, 5.0, "lower"]]
+
+
+def test_default_subgroup_fits_the_size_limit():
+    from core.worklist import default_subgroup
+
+    order = ["frail", "complex", "chronic", "at_risk", "healthy"]
+    counts = {None: 300, "frail": 0, "complex": 40, "chronic": 90, "at_risk": 70, "healthy": 100}
+    assert default_subgroup(counts, order, "chronic", 50) == "chronic"  # the team's own subgroup, whatever its size
+    assert default_subgroup(counts, order, None, 300) is None  # everyone fits
+    assert default_subgroup(counts, order, None, 50) == "complex"  # the first, in rule order, with patients that fits
+    assert default_subgroup(counts, order, None, 10) is None  # nothing fits: the page asks for a choice
