@@ -11,8 +11,10 @@ from pathlib import Path
 PAGES = [
     ("team_leader", "pages/review.py"), ("clinician", "pages/worklist.py"), ("clinician", "pages/patient.py"),
     ("executive", "pages/trends.py"), ("admin", "pages/data_status.py"), ("admin", "pages/admin_rules.py"),
-    ("admin", "pages/admin_users.py"), ("admin", "pages/admin_audit.py"),
-]  # (demo role, page), as tests/app/test_smoke.py opens them  # fmt: skip
+    ("admin", "pages/admin_users.py"), ("admin", "pages/admin_audit.py"), ("executive", "pages/compare.py"),
+    ("executive", "pages/equity.py"), ("executive", "pages/payments.py"), ("executive", "pages/econsults.py"),
+    ("admin", "pages/admin_upload.py"),
+]  # (demo role, page): every page, opened by a role that may open it  # fmt: skip
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
 WORKLIST_PAGE = "pages/worklist.py, team nearest 2,500 patients"
 
