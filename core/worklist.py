@@ -435,10 +435,11 @@ def member_counts(engine: Engine, month: date, team_ids: tuple[str, ...]) -> dic
 
 
 def default_subgroup(counts: dict[str | None, int], subgroups: list[str], served: str | None, max_patients: int) -> str | None:
-    """The subgroup a worklist opens on: the one the team serves; else all patients when they fit
-    in ``max_patients``; else the first subgroup of ``subgroups`` (rule order: most needs first)
-    with patients that fits; else all (the page then asks for a narrower choice)."""
-    if served in subgroups:
+    """The subgroup a worklist opens on: the one the team serves, when its patients fit in
+    ``max_patients``; else all patients when they fit; else the first subgroup of ``subgroups``
+    (rule order: most needs first) with patients that fits; else all (the page then asks for a
+    narrower choice)."""
+    if served in subgroups and counts.get(served, 0) <= max_patients:
         return served
     if counts.get(None, 0) <= max_patients:
         return None

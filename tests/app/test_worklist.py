@@ -88,6 +88,6 @@ def test_a_selection_over_the_size_limit_asks_for_a_subgroup(tiny_db, monkeypatc
     monkeypatch.setattr(core.worklist, "load_worklist_rules", lambda *a: small)
     at = open_worklist()
     box = at.sidebar.selectbox(key="subgroup_A1")
-    assert box.value == "complex" and "Complex (9)" in box.options and "All (9)" in box.options
-    assert not at.dataframe and "has 9 patients in complex in Oct 2026, more than the 5 a worklist" in at.info[0].value
+    assert box.value is None and "Complex (9)" in box.options and "All (9)" in box.options  # nothing fits: all
+    assert not at.dataframe and "has 9 patients in all subgroups in Oct 2026, more than the 5 a worklist" in at.info[0].value
     assert search_events(tiny_db, action="view_worklist").empty  # nothing was shown

@@ -131,7 +131,8 @@ def test_default_subgroup_fits_the_size_limit():
 
     order = ["frail", "complex", "chronic", "at_risk", "healthy"]
     counts = {None: 300, "frail": 0, "complex": 40, "chronic": 90, "at_risk": 70, "healthy": 100}
-    assert default_subgroup(counts, order, "chronic", 50) == "chronic"  # the team's own subgroup, whatever its size
+    assert default_subgroup(counts, order, "chronic", 90) == "chronic"  # the team's own subgroup when it fits
+    assert default_subgroup(counts, order, "chronic", 50) == "complex"  # too big: the first, in rule order, that fits
     assert default_subgroup(counts, order, None, 300) is None  # everyone fits
     assert default_subgroup(counts, order, None, 50) == "complex"  # the first, in rule order, with patients that fits
     assert default_subgroup(counts, order, None, 10) is None  # nothing fits: the page asks for a choice
