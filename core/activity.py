@@ -33,7 +33,16 @@ from sqlalchemy import Date, Engine, Float, String, and_, case, cast, column, de
 
 from core.catalog import load_catalog
 from core.costs import NETWORK, CostSettings, activity_costs, capacity_cost_rates, load_cost_settings
-from core.models import Encounter, PatientMonthActivity, Staff, StaffMinutes, Team
+from core.models import (
+    Attribution,
+    Encounter,
+    PatientMonthActivity,
+    Staff,
+    StaffMinutes,
+    SubgroupAssignment,
+    Team,
+    TeamMonthActivity,
+)
 from core.store import read_frame
 from core.worklist import WorklistRules, load_worklist_rules
 
@@ -116,11 +125,30 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
     )  # fmt: skip
 
 
+TEAM_ACTIVITY_COLUMNS = ["month", "team_id", "subgroup", "kind", "activities"]
+
+
+def select_team_month_activity(dialect: str):
+    """The select behind ``team_month_activity``: internal encounters of attributed patient-months
+    counted per month of start, team of that month, subgroup of that month and kind."""
+    e, a, s = Encounter, Attribution, SubgroupAssignment
+    subgroup = func.coalesce(s.subgroup, "unassigned")
+    return (
+        select(a.month, a.team_id, subgroup.label("subgroup"), e.kind, func.count().label("activities"))
+        .join(a, and_(a.patient_id == e.patient_id, a.month == month_start(dialect, e.start_date)))
+        .outerjoin(s, and_(s.patient_id == a.patient_id, s.month == a.month))
+        .where(e.is_internal.is_(True))
+        .group_by(a.month, a.team_id, subgroup, e.kind)
+    )
+
+
 def build_patient_month_activity(engine: Engine, rules: WorklistRules | None = None, settings: CostSettings | None = None) -> dict:
-    """Rebuild ``patient_month_activity`` from every encounter, in one transaction.
+    """Rebuild ``patient_month_activity`` and ``team_month_activity`` from every encounter, in one
+    transaction (after the subgroups: the team table counts by subgroup).
 
     ``rules`` (default: the worklist rules) give the acute and visit kinds; ``settings``
-    (default: the costing settings) the rates and process maps. Returns rows, seconds.
+    (default: the costing settings) the rates and process maps. Returns rows (patient-months),
+    team_rows, seconds.
     """
     t0 = time.perf_counter()
     rules = rules or load_worklist_rules()
@@ -129,17 +157,26 @@ def build_patient_month_activity(engine: Engine, rules: WorklistRules | None = N
     role_rates, kind_costs = cost_rate_tables(staff, team_ids, settings)
     table = PatientMonthActivity.__table__
     stmt = select_patient_month_activity(engine.dialect.name, role_rates, kind_costs, rules)
+    team_table = TeamMonthActivity.__table__
     with engine.begin() as conn:
         conn.execute(delete(table))
         conn.execute(insert(table).from_select(ACTIVITY_COLUMNS, stmt))
+        conn.execute(delete(team_table))
+        conn.execute(insert(team_table).from_select(TEAM_ACTIVITY_COLUMNS, select_team_month_activity(engine.dialect.name)))
         rows = conn.execute(select(func.count()).select_from(table)).scalar_one()
-    return {"rows": int(rows), "seconds": round(time.perf_counter() - t0, 2)}
+        team_rows = conn.execute(select(func.count()).select_from(team_table)).scalar_one()
+    return {"rows": int(rows), "team_rows": int(team_rows), "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def ensure_patient_month_activity(engine: Engine) -> dict | None:
-    """Build the table when it is empty but encounters exist (a store derived before the table
-    existed); returns the build summary, or None when nothing was needed. Two one-row reads."""
+    """Build the tables when encounters exist but ``patient_month_activity`` is empty, or
+    attributions too but ``team_month_activity`` is empty (a store derived before the tables
+    existed); returns the build summary, or None when nothing was needed. One-row reads only."""
+    def some(column) -> bool:
+        return conn.execute(select(column).limit(1)).first() is not None
+
     with engine.connect() as conn:
-        built = conn.execute(select(PatientMonthActivity.patient_id).limit(1)).first() is not None
-        needed = conn.execute(select(Encounter.encounter_id).limit(1)).first() is not None
-    return build_patient_month_activity(engine) if needed and not built else None
+        if not some(Encounter.encounter_id):
+            return None
+        needed = not some(PatientMonthActivity.patient_id) or (some(Attribution.patient_id) and not some(TeamMonthActivity.team_id))
+    return build_patient_month_activity(engine) if needed else None

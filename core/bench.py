@@ -102,10 +102,12 @@ def step_assign(args: dict) -> dict:
 
 def step_activity(args: dict) -> dict:
     from core.activity import build_patient_month_activity
-    from core.db import make_engine
+    from core.db import create_schema, make_engine
 
-    summary = build_patient_month_activity(make_engine(args["database_url"]))
-    return {"rows": int(summary["rows"])}
+    engine = make_engine(args["database_url"])
+    create_schema(engine)  # a store made by an earlier version gets the current tables
+    summary = build_patient_month_activity(engine)
+    return {"rows": int(summary["rows"]), "team_rows": int(summary["team_rows"])}
 
 
 def step_cells(args: dict) -> dict:

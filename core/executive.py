@@ -30,7 +30,7 @@ from sqlalchemy import Date, Engine, and_, case, cast, func, or_, select
 from core import payments
 from core.costs import COST_EXTERNAL, COST_INTERNAL, COST_TOTAL, window_months
 from core.measures import MeasureCatalogue, load_measures
-from core.models import Attribution, Cell, Encounter, SubgroupAssignment
+from core.models import Attribution, Cell, Encounter, TeamMonthActivity
 from core.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
 from core.stats import intervals_differ, t_interval, value_outside
 from core.store import read_frame, where_selection
@@ -323,8 +323,9 @@ def payment_inputs(engine: Engine, months: tuple[date, ...], team_ids: tuple[str
     """What core.payments.compare_payment_models needs, as aggregates of the selection's months.
 
     ``member_months`` and ``costs`` (team_id, subgroup) from cells; ``activities`` (team_id,
-    subgroup, kind): internal activities of attributed patient-months counted in SQL (the
-    encounter's month joined to the attribution and subgroup of that month).
+    subgroup, kind): internal activities of attributed patient-months, summed from the derived
+    ``team_month_activity`` (the encounter's month joined to the attribution and subgroup of
+    that month; ``core.activity``).
     """
     months = tuple(months)
     wide = cell_sums_by(engine, ["team_id", "subgroup"], [COST_INTERNAL, COST_EXTERNAL, "member_months"], min(months), max(months), team_ids)
@@ -333,18 +334,14 @@ def payment_inputs(engine: Engine, months: tuple[date, ...], team_ids: tuple[str
     for col in (COST_INTERNAL, COST_EXTERNAL, "member_months"):
         if col not in pivot:
             pivot[col] = 0.0
-    month = _month_start(engine, Encounter.start_date)
-    subgroup = func.coalesce(SubgroupAssignment.subgroup, "unassigned")
+    t = TeamMonthActivity
     stmt = (
-        select(Attribution.team_id, subgroup.label("subgroup"), Encounter.kind, func.count().label("activities"))
-        .join(Attribution, and_(Attribution.patient_id == Encounter.patient_id, Attribution.month == month))
-        .outerjoin(SubgroupAssignment, and_(SubgroupAssignment.patient_id == Attribution.patient_id,
-                                             SubgroupAssignment.month == Attribution.month))
-        .where(Encounter.is_internal.is_(True), Attribution.month.in_(list(months)))
-        .group_by(Attribution.team_id, subgroup, Encounter.kind)
-    )  # fmt: skip
+        select(t.team_id, t.subgroup, t.kind, func.sum(t.activities).label("activities"))
+        .where(t.month.in_(list(months)))
+        .group_by(t.team_id, t.subgroup, t.kind)
+    )
     if team_ids is not None:
-        stmt = stmt.where(Attribution.team_id.in_(list(team_ids)))
+        stmt = stmt.where(t.team_id.in_(list(team_ids)))
     activities = read_frame(engine, stmt)
     if activities.empty:
         activities = pd.DataFrame(columns=["team_id", "subgroup", "kind", "activities"])

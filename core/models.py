@@ -373,6 +373,24 @@ class ReviewEntry(SQLModel, table=True):
 # --- derived activity (issue: worklist at scale) ------------------------------------------
 
 
+class TeamMonthActivity(SQLModel, table=True):
+    """Internal activities per team, subgroup, month and kind. Grain: month, team_id, subgroup, kind.
+
+    Derived with ``patient_month_activity`` (``core.activity``): internal encounters of attributed
+    patient-months, by the month of their start, the team of that month's attribution and that
+    month's subgroup (``unassigned`` without one). The payment models' fee-for-service volumes
+    read it, so a page never scans the encounters.
+    """
+
+    __tablename__ = "team_month_activity"
+
+    month: date = Field(primary_key=True)
+    team_id: str = Field(primary_key=True, max_length=64)
+    subgroup: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=32)
+    activities: int = 0
+
+
 class PatientMonthActivity(SQLModel, table=True):
     """What was done for a patient in a calendar month, and what it cost. Grain: patient_id, month.
 

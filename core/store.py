@@ -31,14 +31,15 @@ from core.models import (
     SubgroupAssignment,
     SubgroupOverride,
     Team,
+    TeamMonthActivity,
     User,
     utc_now,
 )
 
 COUNTED_TABLES = (
     Practice, Team, Staff, Patient, Attribution, Condition, Encounter, StaffMinutes,
-    Measurement, Medication, SubgroupAssignment, SubgroupOverride, RiskScore, PatientMonthActivity, Cell, ImportRun, User,
-    AuditEvent,
+    Measurement, Medication, SubgroupAssignment, SubgroupOverride, RiskScore, PatientMonthActivity, TeamMonthActivity, Cell,
+    ImportRun, User, AuditEvent,
 )  # fmt: skip
 
 DATA_VERSION_KEY = "data_version"

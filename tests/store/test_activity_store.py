@@ -135,3 +135,19 @@ def test_every_row_matches_core_costs_on_the_sample_network(sample_engine):
 def test_ensure_builds_only_a_missing_table(encounters):
     assert ensure_patient_month_activity(encounters)["rows"] == 3  # a store derived before the table existed
     assert ensure_patient_month_activity(encounters) is None
+
+
+def test_team_month_activity_counts_internal_activities_of_attributed_months(encounters):
+    """P1 is attributed to T1 in September only (chronic): its five internal September activities
+    are counted by kind; October and P2 (not attributed) are not."""
+    add_rows(encounters, [models.Attribution(patient_id="P1", month=SEP, practice_id="A", team_id="T1"),
+                          models.SubgroupAssignment(patient_id="P1", month=SEP, team_id="T1", subgroup="chronic")])  # fmt: skip
+    assert build_patient_month_activity(encounters)["team_rows"] == 4
+    t = models.TeamMonthActivity
+    rows = read_frame(encounters, select(t.month, t.team_id, t.subgroup, t.kind, t.activities).order_by(t.kind))
+    assert rows.values.tolist() == [[SEP, "T1", "chronic", k, n] for k, n in
+                                    (("e_consult", 1), ("office_visit", 2), ("phone_call", 1), ("portal_message", 1))]  # fmt: skip
+    with encounters.begin() as conn:  # a store derived before the team table existed gets it once
+        conn.execute(delete(t))
+    assert ensure_patient_month_activity(encounters)["team_rows"] == 4
+    assert ensure_patient_month_activity(encounters) is None
