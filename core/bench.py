@@ -12,7 +12,7 @@ when other jobs share the machine.
 
 Latencies are the median (p50) and 95th percentile (p95, nearest rank) of ``reps``
 repetitions after one warm-up call; the database file or server is warm (no cache drop).
-Page renders (AppTest, as tests/app/test_smoke.py opens them) are cold: a fresh AppTest runs the
+Page renders (AppTest, every page by a role that may open it) are cold: a fresh AppTest runs the
 role's home page with every Streamlit cache cleared (``home_s``), then ``st.cache_data`` is
 cleared again and the page is opened with ``switch_page`` (``render_s``: the page's own queries
 and rendering, the engine already made).
@@ -464,9 +464,10 @@ def format_report(report: dict) -> str:
                   f"  product p50 {b['product']['p50_ms']:>10.1f} ms  {b['product']['figures']}",
                   f"  ratio {b['ratio']:,}x"]
     if "pages" in steps:
-        lines += ["", f"{'page (AppTest, cold caches)':52s} {'render s':>9s} {'home s':>9s}  error"]
+        lines += ["", f"{'page (AppTest, cold caches)':52s} {'render s':>9s} {'home s':>9s} {'rows':>7s}  error"]
         for page, r in steps["pages"]["result"].items():
-            lines.append(f"{page + ' (' + r['role'] + ')':52s} {r['render_s']:>9.2f} {r['home_s']:>9.2f}  {r['error'] or ''}")
+            rows = "" if r.get("rows") is None else f"{r['rows']:,}"
+            lines.append(f"{page + ' (' + r['role'] + ')':52s} {r['render_s']:>9.2f} {r['home_s']:>9.2f} {rows:>7s}  {r['error'] or ''}")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ PAGES = [
     ("admin", "pages/admin_upload.py"),
 ]  # (demo role, page): every page, opened by a role that may open it  # fmt: skip
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
-WORKLIST_PAGE = "pages/worklist.py, team nearest 2,500 patients"
+WORKLIST_PAGE = "pages/worklist.py, team + subgroup nearest 2,500 patients"
 
 
 def step_pages(args: dict) -> dict:
@@ -39,12 +39,13 @@ def step_pages(args: dict) -> dict:
     PagesManager.__init__ = init
     os.environ["DATABASE_URL"] = args["database_url"]
     engine = make_engine(args["database_url"])
-    team, members = selections(engine)["worklist_team"]
+    team, subgroup, members = selections(engine)["worklist"]
     engine.dispose()
     out = {}
-    # the demo personas' team is the first; the worklist target is set for a 2,500-patient team
+    # the demo personas' team is the first; the worklist target is set for 2,500 patients: the
+    # team + subgroup nearest that size
     runs = [(role, page, None, page) for role, page in PAGES]
-    runs.append(("clinician", "pages/worklist.py", team, f"{WORKLIST_PAGE} ({team}, {members:,} patients)"))
+    runs.append(("clinician", "pages/worklist.py", team, f"{WORKLIST_PAGE} ({team} {subgroup}, {members:,} patients)"))
     for role, page, demo_team, name in runs:
         st.cache_data.clear()
         st.cache_resource.clear()
@@ -52,6 +53,7 @@ def step_pages(args: dict) -> dict:
         app.session_state["demo_role"] = role
         if demo_team is not None:
             app.session_state["demo_team"] = demo_team
+            app.session_state[f"subgroup_{demo_team}"] = subgroup
         t0 = time.perf_counter()
         app.run()  # the role's home page (login, scope, navigation), cold
         t1 = time.perf_counter()
@@ -59,7 +61,8 @@ def step_pages(args: dict) -> dict:
         app.switch_page(page).run()
         t2 = time.perf_counter()
         error = " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None
-        out[name] = {"role": role, "home_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2), "error": error}
+        shown = len(app.dataframe[0].value) if app.dataframe else None  # rows of the page's first table
+        out[name] = {"role": role, "home_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2), "rows": shown, "error": error}
     return out
 
 

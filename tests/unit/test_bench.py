@@ -46,6 +46,8 @@ def test_small_benchmark_reports_every_figure(tmp_path):
     near = [name for name in pages if name.startswith(WORKLIST_PAGE)]
     assert sorted(set(pages) - set(near)) == sorted(page for _, page in PAGES) and len(near) == 1
     assert pages[near[0]]["role"] == "clinician"
+    team, subgroup, members = steps["queries"]["result"]["selection"]["worklist"]
+    assert f"({team} {subgroup}, {members:,} patients)" in near[0] and pages[near[0]]["rows"] == members > 0  # the list itself
     assert all(r["error"] is None and r["render_s"] > 0 for r in pages.values()), pages
 
     text = format_report(report)
