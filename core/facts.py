@@ -26,6 +26,7 @@ import pandas as pd
 from sqlalchemy import Engine, delete, insert, select
 
 from core import models
+from core.db import copy_rows
 from core.measures import (
     MeasureCatalogue,
     StoreFrames,
@@ -359,11 +360,7 @@ def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
             while batch := list(itertools.islice(rows, INSERT_BATCH)):
                 conn.exec_driver_sql(str(compiled), batch)
         elif dialect == "postgresql":
-            quote = conn.dialect.identifier_preparer.quote
-            cursor = conn.connection.driver_connection.cursor()
-            with cursor.copy(f"COPY {quote(table.name)} ({', '.join(quote(c) for c in CELL_COLUMNS)}) FROM STDIN") as copy:
-                for row in zip(*columns):
-                    copy.write_row(row)
+            copy_rows(conn, table.name, CELL_COLUMNS, zip(*columns))
         else:
             rows = zip(*columns)
             while batch := [dict(zip(CELL_COLUMNS, r)) for r in itertools.islice(rows, INSERT_BATCH)]:

@@ -48,6 +48,7 @@ from sqlalchemy import Engine, String, delete, func, insert, select, type_coerce
 from sqlalchemy.orm import aliased
 
 from core import catalog
+from core.db import copy_rows
 from core.models import Attribution, Condition, Encounter, Measurement, Patient, RiskScore, SubgroupAssignment, SubgroupOverride
 from core.risk import DEFAULT_MODEL, CodeLists, format_icd10, load_code_lists, match_code_groups, risk_scores
 from core.workers import process_pool
@@ -1249,7 +1250,7 @@ def assign_subgroups(
 
 
 def _insert_frame(conn, table, frame: pd.DataFrame, chunk: int = 100_000) -> None:
-    """Insert a frame's rows (bound parameters, in chunks).
+    """Insert a frame's rows: ``COPY`` on PostgreSQL, else bound parameters in chunks.
 
     On SQLite the compiled INSERT goes straight to the driver's executemany with plain tuples
     (dates as ISO text, as SQLAlchemy stores them), which is several times faster than the
@@ -1258,6 +1259,9 @@ def _insert_frame(conn, table, frame: pd.DataFrame, chunk: int = 100_000) -> Non
     columns = list(frame.columns)
     sqlite = conn.dialect.name == "sqlite"
     values = [_driver_values(frame[name], sqlite) for name in columns]
+    if conn.dialect.name == "postgresql":
+        copy_rows(conn, table.name, columns, zip(*values, strict=True))
+        return
     if sqlite:
         compiled = insert(table).compile(dialect=conn.dialect, column_keys=columns)
         order = [columns.index(k) for k in compiled.positiontup]
