@@ -26,7 +26,7 @@ with st.sidebar:
 if counts.get(subgroup, 0) > rules.max_patients:
     st.info(f"{team['team']} has {counts[subgroup]:,} patients in {labels.get(subgroup, 'all subgroups').lower()} in "
             f"{month_label(month)}, more than the {rules.max_patients:,} a worklist lists (`max_patients` in `core/data/worklist.toml`). "
-            "Pick a subgroup in the sidebar.")  # fmt: skip
+            + ("Pick a subgroup in the sidebar." if subgroup is None else "Pick a smaller subgroup in the sidebar."))  # fmt: skip
     st.stop()
 worklist = query(team_worklist, month, team_ids, subgroup)
 audit_view(scope, "view_worklist", team["team_id"], f"{month:%Y-%m} {subgroup or 'all'}")
