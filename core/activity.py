@@ -142,6 +142,20 @@ def select_team_month_activity(dialect: str):
     )
 
 
+def team_month_activity_sql(conn) -> str:
+    """The INSERT of ``team_month_activity`` as SQL text for the connection's database.
+
+    On SQLite the encounters are read with ``NOT INDEXED``: left to itself the planner walks
+    them through the (start_date, kind) index and fetches every row at random, ten times slower
+    than reading the table in order (67 s against 7 s at 100,000 patients).
+    """
+    stmt = insert(TeamMonthActivity.__table__).from_select(TEAM_ACTIVITY_COLUMNS, select_team_month_activity(conn.dialect.name))
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.name == "sqlite":
+        sql = sql.replace("FROM encounter JOIN", "FROM encounter NOT INDEXED JOIN", 1)
+    return sql
+
+
 def build_patient_month_activity(engine: Engine, rules: WorklistRules | None = None, settings: CostSettings | None = None) -> dict:
     """Rebuild ``patient_month_activity`` and ``team_month_activity`` from every encounter, in one
     transaction (after the subgroups: the team table counts by subgroup).
@@ -162,7 +176,7 @@ def build_patient_month_activity(engine: Engine, rules: WorklistRules | None = N
         conn.execute(delete(table))
         conn.execute(insert(table).from_select(ACTIVITY_COLUMNS, stmt))
         conn.execute(delete(team_table))
-        conn.execute(insert(team_table).from_select(TEAM_ACTIVITY_COLUMNS, select_team_month_activity(engine.dialect.name)))
+        conn.exec_driver_sql(team_month_activity_sql(conn))
         rows = conn.execute(select(func.count()).select_from(table)).scalar_one()
         team_rows = conn.execute(select(func.count()).select_from(team_table)).scalar_one()
     return {"rows": int(rows), "team_rows": int(team_rows), "seconds": round(time.perf_counter() - t0, 2)}

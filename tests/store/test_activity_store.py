@@ -151,3 +151,14 @@ def test_team_month_activity_counts_internal_activities_of_attributed_months(enc
         conn.execute(delete(t))
     assert ensure_patient_month_activity(encounters)["team_rows"] == 4
     assert ensure_patient_month_activity(encounters) is None
+
+
+def test_team_activity_reads_the_encounters_in_table_order_on_sqlite(engine):
+    """SQLite's plan: the whole encounter table in order, the attribution and subgroup by key."""
+    from core.activity import team_month_activity_sql
+
+    with engine.connect() as conn:
+        sql = team_month_activity_sql(conn)
+        plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql.split(")", 1)[1])]
+    assert "NOT INDEXED" in sql and "SCAN encounter" in plan, plan
+    assert any("attribution" in step and "patient_id=? AND month=?" in step for step in plan), plan
