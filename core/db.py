@@ -35,7 +35,9 @@ def make_engine(url: str | None = None) -> Engine:
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # JIT compilation costs PostgreSQL ~100 ms a query; the dashboard's queries are short reads
+    # of indexes, which it never speeds up (0.41 s -> 0.30 s for a worklist's last measures).
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args={"options": "-c jit=off"})
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

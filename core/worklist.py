@@ -235,22 +235,20 @@ def _last_measures(engine: Engine, members, as_of: date, rules: WorklistRules) -
     ``<code>_date`` and ``<code>_value`` of each code (None: never measured).
     """
     m, codes = Measurement, rules.measure_codes()
-    last_day = (
-        select(m.patient_id, m.code, func.max(m.measured_date).label("last_date"))
+    ranked = (
+        select(m.patient_id, m.code, m.measured_date, m.value,
+               func.rank().over(partition_by=(m.patient_id, m.code), order_by=m.measured_date.desc()).label("day_rank"))
         .where(m.patient_id.in_(members), m.code.in_(codes), m.measured_date <= as_of)
-        .group_by(m.patient_id, m.code)
         .subquery()
-    )
+    )  # fmt: skip
+    last = ranked.c
     per_code = []
     for i, code in enumerate(codes):
-        per_code += [func.max(case((m.code == code, m.measured_date), else_=None)).label(f"d{i}"),
-                     func.min(case((m.code == code, m.value), else_=None)).label(f"v{i}")]  # fmt: skip
-    out = read_frame(engine, (
-        select(m.patient_id, *per_code)
-        .join(last_day, and_(last_day.c.patient_id == m.patient_id, last_day.c.code == m.code,
-                             last_day.c.last_date == m.measured_date))
-        .group_by(m.patient_id)
-    ))  # fmt: skip
+        per_code += [func.max(case((last.code == code, last.measured_date), else_=None)).label(f"d{i}"),
+                     func.min(case((last.code == code, last.value), else_=None)).label(f"v{i}")]  # fmt: skip
+    # one pass over the members' (patient_id, code, measured_date) index: rank 1 is every row of
+    # the last day of each code
+    out = read_frame(engine, select(last.patient_id, *per_code).where(last.day_rank == 1).group_by(last.patient_id))
     names = {f"d{i}": f"{code}_date" for i, code in enumerate(codes)} | {f"v{i}": f"{code}_value" for i, code in enumerate(codes)}
     return out.rename(columns=names).reindex(columns=["patient_id", *names.values()])
 
