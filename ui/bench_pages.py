@@ -16,7 +16,9 @@ PAGES = [
     ("admin", "pages/admin_upload.py"),
 ]  # (demo role, page): every page, opened by a role that may open it  # fmt: skip
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
-WORKLIST_PAGE = "pages/worklist.py, team + subgroup nearest 2,500 patients"
+NEAR = "team + subgroup nearest 2,500 patients"
+WORKLIST_PAGE = f"pages/worklist.py, {NEAR}"
+REVIEW_PAGE = f"pages/review.py, {NEAR}"
 
 
 def step_pages(args: dict) -> dict:
@@ -45,7 +47,9 @@ def step_pages(args: dict) -> dict:
     # the demo personas' team is the first; the worklist target is set for 2,500 patients: the
     # team + subgroup nearest that size
     runs = [(role, page, None, page) for role, page in PAGES]
-    runs.append(("clinician", "pages/worklist.py", team, f"{WORKLIST_PAGE} ({team} {subgroup}, {members:,} patients)"))
+    near = f"({team} {subgroup}, {members:,} patients)"
+    runs += [("clinician", "pages/worklist.py", team, f"{WORKLIST_PAGE} {near}"),
+             ("team_leader", "pages/review.py", team, f"{REVIEW_PAGE} {near}")]  # fmt: skip
     for role, page, demo_team, name in runs:
         st.cache_data.clear()
         st.cache_resource.clear()
@@ -53,7 +57,8 @@ def step_pages(args: dict) -> dict:
         app.session_state["demo_role"] = role
         if demo_team is not None:
             app.session_state["demo_team"] = demo_team
-            app.session_state[f"subgroup_{demo_team}"] = subgroup
+            app.session_state[f"subgroup_{demo_team}"] = subgroup  # the worklist's choice
+            app.query_params["subgroup"] = subgroup  # the review's
         t0 = time.perf_counter()
         app.run()  # the role's home page (login, scope, navigation), cold
         t1 = time.perf_counter()

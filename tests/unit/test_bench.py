@@ -7,7 +7,7 @@ figures at 100,000 patients).
 import math
 
 from core.bench import format_report, percentiles, run_bench
-from ui.bench_pages import PAGES, WORKLIST_PAGE
+from ui.bench_pages import PAGES, REVIEW_PAGE, WORKLIST_PAGE
 
 STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
 
@@ -43,11 +43,12 @@ def test_small_benchmark_reports_every_figure(tmp_path):
         assert naive[figure] == product[figure] or (math.isnan(product[figure]) and not math.isnan(naive[figure])), figure
 
     pages = steps["pages"]["result"]
-    near = [name for name in pages if name.startswith(WORKLIST_PAGE)]
-    assert sorted(set(pages) - set(near)) == sorted(page for _, page in PAGES) and len(near) == 1
-    assert pages[near[0]]["role"] == "clinician"
+    near = [name for name in pages if name.startswith((WORKLIST_PAGE, REVIEW_PAGE))]
+    assert sorted(set(pages) - set(near)) == sorted(page for _, page in PAGES) and len(near) == 2
     team, subgroup, members = steps["queries"]["result"]["selection"]["worklist"]
-    assert f"({team} {subgroup}, {members:,} patients)" in near[0] and pages[near[0]]["rows"] == members > 0  # the list itself
+    worklist, review = (pages[f"{page} ({team} {subgroup}, {members:,} patients)"] for page in (WORKLIST_PAGE, REVIEW_PAGE))
+    assert worklist["role"] == "clinician" and worklist["rows"] == members > 0  # the list itself
+    assert review["role"] == "team_leader" and review["rows"] > 0
     assert all(r["error"] is None and r["render_s"] > 0 for r in pages.values()), pages
 
     text = format_report(report)
