@@ -91,7 +91,8 @@ def bump_data_version(engine: Engine) -> str:
     with Session(engine) as session:
         row = session.get(AppSetting, DATA_VERSION_KEY)
         version = str(int(row.value) + 1 if row else 1)
-        counts = {"version": version, "last_import": _last_import(session), "counts": _count_rows(session, _data_tables())}
+        counts = {"version": version, "last_import": _last_import(session), "counts": _count_rows(session, _data_tables()),
+                  "months": [m and m.isoformat() for m in _month_range(session)]}  # fmt: skip
         session.merge(AppSetting(key=DATA_VERSION_KEY, value=version, updated_at=utc_now()))
         session.merge(AppSetting(key=TABLE_COUNTS_KEY, value=json.dumps(counts), updated_at=utc_now()))
         session.commit()
@@ -106,13 +107,19 @@ def _count_rows(session: Session, tables) -> dict[str, int]:
     return {m.__tablename__: session.exec(select(func.count()).select_from(m)).one()[0] for m in tables}
 
 
+def _month_range(session: Session) -> tuple[date | None, date | None]:
+    first, last = session.exec(select(func.min(Attribution.month), func.max(Attribution.month))).one()
+    return first, last
+
+
 def _last_import(session: Session) -> int | None:
     return session.exec(select(func.max(ImportRun.import_id))).one()[0]
 
 
-def table_counts(engine: Engine) -> tuple[dict[str, int], bool]:
-    """Rows per table of :data:`COUNTED_TABLES`, and whether the data tables' counts are the ones
-    recorded with the current data version (True) or were counted now (False).
+def table_counts(engine: Engine) -> tuple[dict[str, int], bool, tuple[date | None, date | None]]:
+    """Rows per table of :data:`COUNTED_TABLES`, whether the data tables' counts are the ones
+    recorded with the current data version (True) or were counted now (False), and the first and
+    last attributed month (recorded or read now, likewise).
 
     The recorded counts are used only while nothing was imported since (an import with
     ``--no-derive`` does not change the version); the tables people write to from the app
@@ -123,10 +130,12 @@ def table_counts(engine: Engine) -> tuple[dict[str, int], bool]:
         saved = session.get(AppSetting, TABLE_COUNTS_KEY)
         recorded = json.loads(saved.value) if saved else {}
         fresh = (bool(version) and recorded.get("version") == version.value and recorded.get("last_import") == _last_import(session)
-                 and all(m.__tablename__ in recorded["counts"] for m in _data_tables()))  # fmt: skip
+                 and all(m.__tablename__ in recorded["counts"] for m in _data_tables()) and "months" in recorded)  # fmt: skip
         data = recorded["counts"] if fresh else _count_rows(session, _data_tables())
+        months = tuple(m and date.fromisoformat(m) for m in recorded["months"]) if fresh else _month_range(session)
         live = _count_rows(session, LIVE_TABLES)
-    return {m.__tablename__: live[m.__tablename__] if m in LIVE_TABLES else data[m.__tablename__] for m in COUNTED_TABLES}, fresh
+    counts = {m.__tablename__: live[m.__tablename__] if m in LIVE_TABLES else data[m.__tablename__] for m in COUNTED_TABLES}
+    return counts, fresh, months
 
 
 def import_origins(engine: Engine) -> list[str]:
@@ -139,9 +148,7 @@ def import_origins(engine: Engine) -> list[str]:
 def data_status(engine: Engine) -> dict:
     """Rows per table (``counts``; ``counts_recorded``: see :func:`table_counts`), months covered,
     data version and the import origins."""
-    counts, recorded = table_counts(engine)
-    with Session(engine) as session:
-        first, last = session.exec(select(func.min(Attribution.month), func.max(Attribution.month))).one()
+    counts, recorded, (first, last) = table_counts(engine)
     return {
         "counts": counts,
         "counts_recorded": recorded,

@@ -17,15 +17,16 @@ def live_counts(engine) -> dict[str, int]:
 
 def test_counts_are_recorded_with_the_data_version(store_engine):
     build_worklist_network(store_engine)
-    counts, recorded = table_counts(store_engine)
+    counts, recorded, months = table_counts(store_engine)
     assert not recorded and counts == live_counts(store_engine)  # no version yet: counted now
     bump_data_version(store_engine)
-    counts, recorded = table_counts(store_engine)
+    assert table_counts(store_engine)[1:] == (True, months) and months == (date(2026, 1, 1), date(2026, 10, 1))
+    counts, recorded, _ = table_counts(store_engine)
     assert recorded and counts == live_counts(store_engine) and counts["attribution"] > 10
     with Session(store_engine) as s:  # the app writes audit events between versions: counted now
         s.add(AuditEvent(user_key="u", role="admin", action="view_patient"))
         s.commit()
-    counts, recorded = table_counts(store_engine)
+    counts, recorded, _ = table_counts(store_engine)
     assert recorded and counts["audit_event"] == 1 and counts == live_counts(store_engine)
 
 
@@ -38,3 +39,4 @@ def test_an_import_without_a_new_version_is_counted_now(store_engine):
         s.commit()
     status = data_status(store_engine)
     assert not status["counts_recorded"] and status["counts"] == live_counts(store_engine)
+    assert status["first_month"] == date(2020, 1, 1)  # read now too
