@@ -29,10 +29,11 @@ import time
 from datetime import date
 
 import pandas as pd
-from sqlalchemy import Date, Engine, Float, String, and_, case, cast, column, delete, func, insert, select, values
+from sqlalchemy import Engine, Float, String, and_, case, column, delete, func, insert, select, values
 
 from core.catalog import load_catalog
 from core.costs import NETWORK, CostSettings, activity_costs, capacity_cost_rates, load_cost_settings
+from core.db import month_start_sql
 from core.models import (
     Attribution,
     Encounter,
@@ -48,13 +49,6 @@ from core.worklist import WorklistRules, load_worklist_rules
 
 ACTIVITY_COLUMNS = ["patient_id", "month", "cost_internal_usd", "cost_external_usd", "ed_visits", "admissions",
                     "last_acute_date", "last_visit_date"]  # fmt: skip
-
-
-def month_start(dialect: str, column):
-    """First day of the month of a date column, in SQL (SQLite and PostgreSQL)."""
-    if dialect == "postgresql":
-        return cast(func.date_trunc("month", column), Date)
-    return func.date(column, "start of month")
 
 
 def constant_table(name: str, columns: list[tuple[str, object]], rows: list[tuple]):
@@ -109,7 +103,7 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
         .subquery("minute_cost")
     )
     internal = case((minute_cost.c.encounter_id.is_not(None), minute_cost.c.usd), else_=per_kind.c.usd)
-    month = month_start(dialect, e.start_date).label("month")
+    month = month_start_sql(dialect, e.start_date).label("month")
     acute, visit = rules.flags["recent_acute"]["kinds"], rules.visit_kinds
     return (
         select(e.patient_id, month,
@@ -135,7 +129,7 @@ def select_team_month_activity(dialect: str):
     subgroup = func.coalesce(s.subgroup, "unassigned")
     return (
         select(a.month, a.team_id, subgroup.label("subgroup"), e.kind, func.count().label("activities"))
-        .join(a, and_(a.patient_id == e.patient_id, a.month == month_start(dialect, e.start_date)))
+        .join(a, and_(a.patient_id == e.patient_id, a.month == month_start_sql(dialect, e.start_date)))
         .outerjoin(s, and_(s.patient_id == a.patient_id, s.month == a.month))
         .where(e.is_internal.is_(True))
         .group_by(a.month, a.team_id, subgroup, e.kind)

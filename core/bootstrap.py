@@ -1,7 +1,8 @@
 """First run and re-derivation: load a bundle, then rebuild everything derived from the data.
 
-Derived tables (subgroup assignments, risk scores, patient-month activity, additive cells) are
-rebuilt after every import, in this order, so pages always read a consistent data version.
+Derived tables (subgroup assignments, risk scores, patient- and team-month activity, additive
+cells) are rebuilt after every import, in this order, so pages always read a consistent data
+version.
 """
 
 from collections.abc import Callable
@@ -19,8 +20,8 @@ def _no_progress(_fraction: float, _text: str) -> None:
 
 
 def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) -> dict:
-    """Assign subgroups (with ``rules``, default the active rules), rebuild the patient-month
-    activity the worklist reads, then build the additive cells and mark the data version
+    """Assign subgroups (with ``rules``, default the active rules), rebuild the patient- and
+    team-month activity (worklist, payments), then build the additive cells and mark the data version
     changed. Returns a summary per step."""
     from core.activity import build_patient_month_activity
     from core.facts import build_cells

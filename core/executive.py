@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Date, Engine, and_, case, cast, func, or_, select
+from sqlalchemy import Engine, and_, case, func, or_, select
 
 from core import payments
 from core.costs import COST_EXTERNAL, COST_INTERNAL, COST_TOTAL, window_months
+from core.db import month_start_sql
 from core.measures import MeasureCatalogue, load_measures
 from core.models import Attribution, Cell, Encounter, TeamMonthActivity
 from core.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
@@ -306,13 +307,6 @@ def value_positions(engine: Engine, period: date, window: str = "12m", team_ids:
 # --- payment models --------------------------------------------------------------------------
 
 
-def _month_start(engine: Engine, column):
-    """First day of the month of a date column, in SQL (SQLite and PostgreSQL)."""
-    if engine.dialect.name == "postgresql":
-        return cast(func.date_trunc("month", column), Date)
-    return func.date(column, "start of month")
-
-
 def _days_between(engine: Engine, later, earlier):
     if engine.dialect.name == "postgresql":
         return later - earlier
@@ -568,7 +562,7 @@ def _specialist_spend(engine: Engine, months: tuple[date, ...], team_ids: tuple[
                      and_(Encounter.cost_category == "", Encounter.kind == "specialist_visit"))  # fmt: skip
     spend = (
         select(group, func.sum(Encounter.paid_usd).label("specialist_spend_usd"))
-        .join(Attribution, and_(Attribution.patient_id == Encounter.patient_id, Attribution.month == _month_start(engine, Encounter.start_date)))
+        .join(Attribution, and_(Attribution.patient_id == Encounter.patient_id, Attribution.month == month_start_sql(engine.dialect.name, Encounter.start_date)))
         .where(scoped, Encounter.is_internal.is_(False), specialist)
         .group_by(group)
     )  # fmt: skip

@@ -18,7 +18,7 @@ def get_engine(url: str):
     """One engine per database URL for the whole server process."""
     engine = make_engine(url)
     create_schema(engine)
-    ensure_patient_month_activity(engine)  # a store derived before that table existed gets it once
+    ensure_patient_month_activity(engine)  # a store derived before those tables existed gets them once
     return engine
 
 
