@@ -7,8 +7,8 @@ the signed-in user's role, and each page checks its permission again (``ui.auth.
 
 import streamlit as st
 
-from core.access import allowed_pages, home_page, load_access_rules
-from core.store import has_patients
+from core.access.policy import allowed_pages, home_page, load_access_rules
+from core.store.queries import has_patients
 from ui.auth import auth_configured, current_scope, demo_switcher
 from ui.data import current_url, current_version, engine
 from ui.first_run import ensure_sample_network
@@ -23,7 +23,7 @@ if not has_patients(engine()):
 scope = current_scope()
 st.session_state["current_scope"] = scope
 
-# page id -> (section, file, icon, visibility); titles come from core/data/access.toml
+# page id -> (section, file, icon, visibility); titles come from core/config/access.toml
 PAGES = {
     "review": ("Team", "pages/review.py", ":material/fact_check:", "visible"),
     "worklist": ("Team", "pages/worklist.py", ":material/groups:", "visible"),

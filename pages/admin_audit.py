@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.audit import ACTIONS, search_events
+from core.access.audit import ACTIONS, search_events
 from ui.auth import require
 from ui.data import engine
 

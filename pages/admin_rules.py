@@ -4,8 +4,8 @@ from datetime import date
 
 import streamlit as st
 
-from core.bootstrap import derive_all
-from core.subgroups import (
+from core.derive.pipeline import derive_all
+from core.derive.subgroups import (
     RulesError,
     active_rules_path,
     assignment_mix,

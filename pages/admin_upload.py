@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.bootstrap import MAX_UPLOAD_BYTES, import_files
+from core.derive.pipeline import MAX_UPLOAD_BYTES, import_files
 from core.ingest import FORMATS
 from ui.auth import require
 from ui.data import engine
@@ -22,7 +22,7 @@ if files and st.button("Validate and import", type="primary"):
     bar = st.progress(0.0, text="Reading the files")
     report = import_files(engine(), [(f.name, f.getvalue()) for f in files], fmt or "csv",
                           progress=lambda fraction, text: bar.progress(fraction, text=text))  # fmt: skip
-    from core.audit import record_event
+    from core.access.audit import record_event
 
     record_event(engine(), scope, "import", ",".join(f.name for f in files)[:200], "ok" if report.ok else "rejected")
     if report.ok:

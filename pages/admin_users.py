@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from core.access import ROLES, load_access_rules
-from core.store import organisation
-from core.users import deactivate_user, list_users, save_user
+from core.access.policy import ROLES, load_access_rules
+from core.access.users import deactivate_user, list_users, save_user
+from core.store.queries import organisation
 from ui.auth import require
 from ui.data import engine, query
 

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from core.charts import caterpillar_figure, value_map_figure
-from core.executive import csv_export, load_executive_settings, team_comparison, value_positions
-from core.measures import load_measures
-from core.store import organisation
+from core.derive.measures import load_measures
+from core.store.queries import organisation
+from core.views.charts import caterpillar_figure, value_map_figure
+from core.views.executive import csv_export, load_executive_settings, team_comparison, value_positions
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels

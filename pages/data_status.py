@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.store import data_status, import_history
+from core.store.queries import data_status, import_history
 from ui.auth import require
 from ui.data import query
 from ui.widgets import month_label

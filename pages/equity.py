@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from core.charts import equity_gap_figure
-from core.executive import csv_export, equity_table, load_executive_settings
-from core.facts import STRATA
-from core.measures import load_measures
+from core.derive.cells import STRATA
+from core.derive.measures import load_measures
+from core.views.charts import equity_gap_figure
+from core.views.executive import csv_export, equity_table, load_executive_settings
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels

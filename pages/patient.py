@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from core.charts import encounter_timeline_figure, measurement_figure, patient_costs_figure
-from core.patient import lift_patient_override, override_subgroup, patient_view
+from core.views.charts import encounter_timeline_figure, measurement_figure, patient_costs_figure
+from core.views.patient import lift_patient_override, override_subgroup, patient_view
 from ui.auth import audit_view, require
 from ui.data import engine, query
 from ui.labels import subgroup_labels

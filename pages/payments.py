@@ -1,13 +1,15 @@
 """Executive: payment models side by side per subgroup, and the ACO performance-year projection.
 
-Every setting is prefilled from core/data/payments.toml; changes here are what-ifs, never saved.
+Every setting is prefilled from core/config/payments.toml; changes here are what-ifs, never saved.
 """
 
 import streamlit as st
 
-from core.charts import MODEL_LABELS, payment_bars_figure
-from core.costs import window_months
-from core.executive import (
+from core.derive.costs import window_months
+from core.metrics.payments import load_payment_settings, with_overrides
+from core.store.queries import organisation
+from core.views.charts import MODEL_LABELS, payment_bars_figure
+from core.views.executive import (
     aco_inputs,
     aco_projection,
     csv_export,
@@ -18,8 +20,6 @@ from core.executive import (
     unit_filters,
     usd,
 )
-from core.payments import load_payment_settings, with_overrides
-from core.store import organisation
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
@@ -36,7 +36,7 @@ teams = None if scope.network else scope.team_ids
 models_tab, aco_tab = st.tabs(["Payment models", "ACO projection"])
 
 with models_tab:
-    with st.expander("What-if settings (not saved; defaults from core/data/payments.toml)", expanded=False):
+    with st.expander("What-if settings (not saved; defaults from core/config/payments.toml)", expanded=False):
         cols = st.columns(len(base.bundled_pmpm_usd))
         bundled = {s: col.number_input(f"Bundle {labels.get(s, s)}, $ PMPM", min_value=0.0, value=v, key=f"pay_bundle_{s}")
                    for col, (s, v) in zip(cols, base.bundled_pmpm_usd.items(), strict=True)}  # fmt: skip

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from core import charts
-from core.measures import catalogue_frame
-from core.review import (
+from core.derive.measures import catalogue_frame
+from core.views import charts
+from core.views.review import (
     add_entry,
     close_entry,
     format_usd,

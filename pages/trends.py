@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from core.charts import member_mix_figure, trend_lines_figure
-from core.executive import COST_LABELS, csv_export, scope_units, trends, unit_filters
-from core.store import organisation
+from core.store.queries import organisation
+from core.views.charts import member_mix_figure, trend_lines_figure
+from core.views.executive import COST_LABELS, csv_export, scope_units, trends, unit_filters
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels

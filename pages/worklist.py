@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.worklist import default_subgroup, filter_worklist, load_worklist_rules, member_counts, team_worklist
+from core.views.worklist import default_subgroup, filter_worklist, load_worklist_rules, member_counts, team_worklist
 from ui.auth import audit_export, audit_view, require
 from ui.data import query
 from ui.labels import subgroup_labels
@@ -25,7 +25,7 @@ with st.sidebar:
 
 if counts.get(subgroup, 0) > rules.max_patients:
     st.info(f"{team['team']} has {counts[subgroup]:,} patients in {labels.get(subgroup, 'all subgroups').lower()} in "
-            f"{month_label(month)}, more than the {rules.max_patients:,} a worklist lists (`max_patients` in `core/data/worklist.toml`). "
+            f"{month_label(month)}, more than the {rules.max_patients:,} a worklist lists (`max_patients` in `core/config/worklist.toml`). "
             + ("Pick a subgroup in the sidebar." if subgroup is None else "Pick a smaller subgroup in the sidebar."))  # fmt: skip
     st.stop()
 worklist = query(team_worklist, month, team_ids, subgroup)

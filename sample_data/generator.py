@@ -15,7 +15,7 @@ window) and some at-risk patients improve (risk factors resolved), so subgroups 
 month. The patient-month state drives mortality, utilisation and measurement values;
 attribution follows the state to the team serving it with a lag of 1-2 months.
 
-Subgroup mix. The default rules (core/data/subgroup_rules.toml) also call complex anyone whose
+Subgroup mix. The default rules (core/config/subgroup_rules.toml) also call complex anyone whose
 CMS-HCC score is in the month's top decile or who had 2+ ED visits / admissions in 12 months.
 So that the mix the engine assigns stays near the paper's 40 / 30 / 20 / 10 %, the data are
 shaped the way real panels are: multimorbid (latent complex and frail) patients carry the
@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.catalog import (
+from core.config.catalog import (
     BMI,
     DIASTOLIC_BP,
     GAD7,

@@ -4,7 +4,7 @@ from datetime import date
 
 from sqlmodel import Session
 
-from core import models
+from core.store import models
 
 
 def add_rows(engine, rows) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from core.db import create_schema, make_engine
+from core.store.db import create_schema, make_engine
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
@@ -87,7 +87,7 @@ def sample_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_db_url(tmp_path_factory, sample_bundle) -> str:
     """An SQLite file with the small sample network imported and everything derived built."""
-    from core.bootstrap import load_bundle_and_derive
+    from core.derive.pipeline import load_bundle_and_derive
 
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'sample.db'}"
     eng = make_engine(url)

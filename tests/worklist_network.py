@@ -9,8 +9,8 @@ built at the end (subgroups are given by hand; cells are not needed).
 
 from datetime import date
 
-from core import models
-from core.activity import build_patient_month_activity
+from core.derive.activity import build_patient_month_activity
+from core.store import models
 from tests.builders import add_rows
 
 MONTH = date(2026, 10, 1)

@@ -1,14 +1,14 @@
 """Who is using the app: OpenID Connect login via ``st.login``, or demo mode on sample data.
 
-The role and scope come from the users table (``core.users``), keyed by the identity's email
+The role and scope come from the users table (``core.access.users``), keyed by the identity's email
 or subject, never from the URL or a widget. Pages call :func:`require` before rendering.
 """
 
 import streamlit as st
 
-from core.access import TEAM_ROLES, Scope, can_open, demo_allowed, load_access_rules, resolve_scope
-from core.store import import_origins, organisation
-from core.users import find_user
+from core.access.policy import TEAM_ROLES, Scope, can_open, demo_allowed, load_access_rules, resolve_scope
+from core.access.users import find_user
+from core.store.queries import import_origins, organisation
 from ui.data import engine, query
 
 DEMO_PERSONAS = {
@@ -113,7 +113,7 @@ def require(page_id: str) -> Scope:
 
 def audit_view(scope: Scope, action: str, target: str, detail: str = "") -> None:
     """Record a view once per distinct target in this session (reruns of the same view are not new views)."""
-    from core.audit import record_event
+    from core.access.audit import record_event
 
     seen = st.session_state.setdefault("_audited", set())
     if (action, target, detail) not in seen:
@@ -123,6 +123,6 @@ def audit_view(scope: Scope, action: str, target: str, detail: str = "") -> None
 
 def audit_export(scope: Scope, target: str, detail: str = "") -> None:
     """Download-button callback: every export is recorded."""
-    from core.audit import record_event
+    from core.access.audit import record_event
 
     record_event(engine(), scope, "export", target, detail)

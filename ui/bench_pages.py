@@ -1,7 +1,7 @@
-"""The page-render step of ``python -m core bench`` (core/bench.py), kept out of core/ because it
+"""The page-render step of ``python -m core bench`` (core/cli/bench.py), kept out of core/ because it
 needs Streamlit: AppTest render time of each page on the benchmark database.
 
-core.bench runs :func:`step_pages` in a child process (``python -m core.bench pages JSON``).
+core.cli.bench runs :func:`step_pages` in a child process (``python -m core.cli.bench pages JSON``).
 """
 
 import os
@@ -27,8 +27,8 @@ def step_pages(args: dict) -> dict:
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
-    from core.bench import selections
-    from core.db import make_engine
+    from core.cli.bench import selections
+    from core.store.db import make_engine
 
     # Same fix as tests/app/conftest.py: pin the multipage mode to st.navigation (v2), as the
     # real server does after the first run, or AppTest re-runs the page file alone.

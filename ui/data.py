@@ -8,9 +8,9 @@ import importlib
 
 import streamlit as st
 
-from core.activity import ensure_patient_month_activity
-from core.db import create_schema, database_url, make_engine
-from core.store import data_version
+from core.derive.activity import ensure_patient_month_activity
+from core.store.db import create_schema, database_url, make_engine
+from core.store.queries import data_version
 
 
 @st.cache_resource(show_spinner=False)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.bootstrap import load_bundle_and_derive
-from core.db import PROJECT_ROOT
-from core.store import has_patients
+from core.config import PROJECT_ROOT
+from core.derive.pipeline import load_bundle_and_derive
+from core.store.queries import has_patients
 from sample_data.generator import NetworkSpec
 
 SAMPLE_BUNDLE_DIR = PROJECT_ROOT / "data" / "sample_bundle"

@@ -4,7 +4,7 @@ from datetime import date
 
 import streamlit as st
 
-from core.store import months_available, organisation
+from core.store.queries import months_available, organisation
 from ui.data import query
 
 

@@ -9,7 +9,7 @@ Column types
 - ``date``: ``YYYY-MM-DD``; ``month``: ``YYYY-MM`` (stored as the first day of the month).
 - ``int``, ``float``: numbers; ``min``/``max`` apply.
 - ``bool``: ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
-- ``choices`` names a catalogue vocabulary (core/data/catalog.toml) the value must be in.
+- ``choices`` names a catalogue vocabulary (core/config/catalog.toml) the value must be in.
 - ``ref`` is ``file.column`` of a row that must exist in the bundle or already in the database.
 """
 

@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Engine, select
 
-from core.catalog import Catalog, load_catalog
+from core.config.catalog import Catalog, load_catalog
 from core.ingest.bundle_schema import (
     BUNDLE,
     BY_FILE,

@@ -6,7 +6,7 @@ keyed by table name (``practice``, ``team``, ``patient``, ``attribution``, ``con
 ``core.ingest.loader.load_tables``. It writes nothing; when ``report.errors`` is not empty the
 caller must not load the frames (all or nothing).
 
-Mapping decisions (codes and vocabularies are data: ``core/data/fhir_maps.toml``):
+Mapping decisions (codes and vocabularies are data: ``core/config/fhir_maps.toml``):
 
 - **Input**: ``*.json`` (a Bundle of any type, or one resource) is parsed whole up to
   ``[limits] max_bundle_bytes``; ``*.ndjson`` / ``*.jsonl`` (Bulk Data, one resource per line,
@@ -54,7 +54,6 @@ Mapping decisions (codes and vocabularies are data: ``core/data/fhir_maps.toml``
 import json
 import re
 import time
-import tomllib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -65,7 +64,8 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine
 
-from core.catalog import load_catalog
+from core.config import config_path, load_toml
+from core.config.catalog import load_catalog
 from core.ingest.idmap import (
     DEFAULT_PRACTICE_ID,
     DEFAULT_PRACTICE_NAME,
@@ -83,7 +83,7 @@ from core.ingest.idmap import (
 )
 from core.ingest.report import ImportReport
 
-MAPS_PATH = Path(__file__).resolve().parent.parent / "data" / "fhir_maps.toml"
+MAPS_PATH = config_path("fhir_maps.toml")
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10")
 SNOMED = "http://snomed.info/sct"
@@ -111,7 +111,7 @@ USED_TYPES = {
 @cache
 def load_fhir_maps(path: Path = MAPS_PATH) -> dict:
     """The FHIR mapping tables, checked against the catalogue."""
-    maps = tomllib.loads(path.read_text(encoding="utf-8"))
+    maps = load_toml(path)
     kinds = load_catalog().activity_kinds
     for table in ("encounter_classes", "encounter_types", "eob_types"):
         for code, kind in maps[table].items():

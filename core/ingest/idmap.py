@@ -8,7 +8,7 @@ nothing):
   a SHA-1 digest of the full id (``tuva:lab:h:<24 hex>``), still deterministic.
 - **Patients of both formats link through one person key**: a Tuva person is
   ``person:<person_id>``; a FHIR Patient with an identifier whose system is listed in
-  ``core/data/fhir_maps.toml [identity] person_id_systems`` is ``person:<that value>``, so
+  ``core/config/fhir_maps.toml [identity] person_id_systems`` is ``person:<that value>``, so
   importing FHIR and Tuva data for the same people writes one patient row and merges their
   encounters, conditions and measurements. Other FHIR patients are ``fhir:<Patient.id>``.
   Demographics of the later import overwrite those of the earlier one (blank values do not).
@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from core.ingest.report import ImportReport
-from core.models import Patient
+from core.store.models import Patient
 
 MAX_ID = 64
 DEFAULT_PRACTICE_ID = "imported"

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from core import models
 from core.ingest.report import ImportReport
+from core.store import models
 
 BATCH_ROWS = 50_000
 REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows

@@ -6,7 +6,7 @@
 import csv
 from pathlib import Path
 
-from core.catalog import load_catalog
+from core.config.catalog import load_catalog
 from core.ingest.bundle_schema import BUNDLE, EARLIEST_DATE, ICD10_PATTERN, LATEST_DATE, Column, TableSpec
 from core.ingest.csv_bundle import FUTURE_ALLOWED
 
@@ -43,7 +43,7 @@ def _rules(spec: TableSpec, column: Column) -> str:
     if column.type == "date":
         rules.append("may be in the future" if (spec.file, column.name) in FUTURE_ALLOWED else "not after today")
     if spec.table == "measurement" and column.name == "value":
-        rules.append("within the code's plausible min..max in core/data/catalog.toml, else the row is skipped")
+        rules.append("within the code's plausible min..max in core/config/catalog.toml, else the row is skipped")
     return "; ".join(rules).replace("|", "\\|")
 
 

@@ -4,7 +4,7 @@
 ``medical_claim.csv``, ``pharmacy_claim.csv``, ``lab_result.csv``, ``observation.csv``,
 ``provider_attribution.csv``; a ``_seed`` or other ``_suffix`` after the name is accepted) and
 returns ``(frames, report)`` for ``core.ingest.loader.load_tables``. It writes nothing. Spec:
-https://thetuvaproject.com/data-models/input-layer. Mappings are data: ``core/data/tuva_maps.toml``.
+https://thetuvaproject.com/data-models/input-layer. Mappings are data: ``core/config/tuva_maps.toml``.
 
 Mapping decisions:
 
@@ -33,7 +33,6 @@ Mapping decisions:
 """
 
 import time
-import tomllib
 from bisect import bisect_right
 from collections import defaultdict
 from datetime import date, timedelta
@@ -44,7 +43,8 @@ import pandas as pd
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core.catalog import load_catalog
+from core.config import config_path, load_toml
+from core.config.catalog import load_catalog
 from core.ingest.fhir import load_fhir_maps
 from core.ingest.idmap import (
     DEFAULT_PRACTICE_ID,
@@ -61,9 +61,9 @@ from core.ingest.idmap import (
     team_id_of,
 )
 from core.ingest.report import ImportReport
-from core.models import Staff
+from core.store.models import Staff
 
-MAPS_PATH = Path(__file__).resolve().parent.parent / "data" / "tuva_maps.toml"
+MAPS_PATH = config_path("tuva_maps.toml")
 FILES = ("eligibility", "medical_claim", "pharmacy_claim", "lab_result", "observation", "provider_attribution")
 DX_COLUMNS = [f"diagnosis_code_{i}" for i in range(1, 26)]
 MAX_LISTED = 20  # bad values listed per file and column; the rest are counted in one message
@@ -72,7 +72,7 @@ MAX_LISTED = 20  # bad values listed per file and column; the rest are counted i
 @cache
 def load_tuva_maps(path: Path = MAPS_PATH) -> dict:
     """The Tuva mapping tables, checked against the catalogue."""
-    maps = tomllib.loads(path.read_text(encoding="utf-8"))
+    maps = load_toml(path)
     cat = load_catalog()
     rules = {
         **{f"bill type {k}": v for k, v in maps["institutional"]["bill_types"].items()},

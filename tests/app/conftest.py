@@ -7,7 +7,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from core.db import make_engine
+from core.store.db import make_engine
 
 DASHBOARD = str(Path(__file__).resolve().parents[2] / "dashboard.py")
 

@@ -4,9 +4,9 @@ import pytest
 from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
-from core.models import ImportRun
-from core.store import organisation
-from core.users import save_user
+from core.access.users import save_user
+from core.store.models import ImportRun
+from core.store.queries import organisation
 from tests.app.conftest import DASHBOARD
 
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "c",

@@ -12,12 +12,12 @@ from sqlalchemy import select
 from streamlit.runtime.media_file_storage import MediaFileKind
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from core import executive as ex
-from core.costs import window_months
-from core.db import make_engine
-from core.models import AuditEvent
-from core.payments import load_payment_settings
-from core.store import months_available, organisation, read_frame
+from core.derive.costs import window_months
+from core.metrics.payments import load_payment_settings
+from core.store.db import make_engine
+from core.store.models import AuditEvent
+from core.store.queries import months_available, organisation, read_frame
+from core.views import executive as ex
 
 EXECUTIVE_PAGES = ["pages/trends.py", "pages/compare.py", "pages/payments.py", "pages/equity.py", "pages/econsults.py"]
 # Columns that hold counts of people, member-months or events (never 1-10 when published).

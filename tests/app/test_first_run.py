@@ -2,8 +2,8 @@
 
 from streamlit.testing.v1 import AppTest
 
-from core.db import make_engine
-from core.store import data_status
+from core.store.db import make_engine
+from core.store.queries import data_status
 from sample_data.generator import NetworkSpec
 from tests.app.conftest import DASHBOARD
 

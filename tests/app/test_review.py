@@ -7,11 +7,11 @@ from datetime import date
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.db import create_schema, make_engine
-from core.review import acute_events, format_figure, review_log
-from core.scorecard import Selection, build_scorecard
-from core.store import months_available
-from core.subgroups import active_rules_path, load_rules
+from core.derive.subgroups import active_rules_path, load_rules
+from core.metrics.scorecard import Selection, build_scorecard
+from core.store.db import create_schema, make_engine
+from core.store.queries import months_available
+from core.views.review import acute_events, format_figure, review_log
 from tests.app.conftest import DASHBOARD
 
 SPIKE_END = date(2026, 10, 1)
@@ -149,7 +149,7 @@ def spike_db_url(tmp_path_factory):
     The small test network (600 patients) has too few complex patients at TM04 (about 20) for
     non-overlapping 95 % intervals; the default demo network is the one team leaders see.
     """
-    from core.bootstrap import load_bundle_and_derive
+    from core.derive.pipeline import load_bundle_and_derive
     from sample_data.generator import NetworkSpec, write_bundle
 
     folder = tmp_path_factory.mktemp("spike")

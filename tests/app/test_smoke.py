@@ -2,8 +2,8 @@
 
 import pytest
 
-from core.db import make_engine
-from core.store import data_status
+from core.store.db import make_engine
+from core.store.queries import data_status
 
 # (demo role, page): every page, opened by a role that may open it
 PAGES = [

@@ -4,7 +4,7 @@ a valid data set lands whole, and with real data in the store demo mode ends."""
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.store import data_status
+from core.store.queries import data_status
 from tests.app.conftest import DASHBOARD
 from tests.conftest import FIXTURES
 
@@ -48,11 +48,11 @@ def test_valid_tuva_upload_lands_and_ends_demo_mode(private_db):
 @pytest.mark.skipif(not (FIXTURES / "tuva_input_layer").exists(), reason="shared fixtures folder is absent")
 def test_pages_open_on_imported_people_for_a_signed_in_user(tmp_path, monkeypatch):
     """Only the Tuva fixture people in a fresh store: subgroups, cells and the pages work on them."""
-    from core.bootstrap import derive_all
-    from core.db import create_schema, make_engine
+    from core.access.users import save_user
+    from core.derive.pipeline import derive_all
     from core.ingest import import_path
-    from core.store import organisation, team_patients
-    from core.users import save_user
+    from core.store.db import create_schema, make_engine
+    from core.store.queries import organisation, team_patients
     from tests.app.test_access_app import AUTH
 
     url = f"sqlite:///{tmp_path / 'tuva.db'}"

@@ -3,9 +3,9 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.audit import search_events
-from core.db import create_schema, make_engine
-from core.worklist import FLAG_IDS, team_worklist
+from core.access.audit import search_events
+from core.store.db import create_schema, make_engine
+from core.views.worklist import FLAG_IDS, team_worklist
 from tests.app.conftest import DASHBOARD
 from tests.worklist_network import EXPECTED, MONTH, build_worklist_network
 
@@ -82,10 +82,10 @@ def test_a_selection_over_the_size_limit_asks_for_a_subgroup(tiny_db, monkeypatc
     has and asks for a subgroup instead of building a list nobody works through."""
     import dataclasses
 
-    import core.worklist
+    import core.views.worklist
 
-    small = dataclasses.replace(core.worklist.load_worklist_rules(), max_patients=5)
-    monkeypatch.setattr(core.worklist, "load_worklist_rules", lambda *a: small)
+    small = dataclasses.replace(core.views.worklist.load_worklist_rules(), max_patients=5)
+    monkeypatch.setattr(core.views.worklist, "load_worklist_rules", lambda *a: small)
     at = open_worklist()
     box = at.sidebar.selectbox(key="subgroup_A1")
     assert box.value is None and "Complex (9)" in box.options and "All (9)" in box.options  # nothing fits: all

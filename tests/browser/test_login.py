@@ -15,10 +15,10 @@ import urllib.request
 
 import pytest
 
-from core.audit import search_events
-from core.db import make_engine
-from core.store import months_available, organisation, team_patients
-from core.users import save_user
+from core.access.audit import search_events
+from core.access.users import save_user
+from core.store.db import make_engine
+from core.store.queries import months_available, organisation, team_patients
 from tests.browser.conftest import free_port, screenshot, start_server, wait_for_run
 
 pytestmark = pytest.mark.browser

@@ -5,8 +5,8 @@ from datetime import date
 
 import pytest
 
-from core.db import make_engine
-from core.store import months_available, organisation
+from core.store.db import make_engine
+from core.store.queries import months_available, organisation
 from tests.browser.conftest import choose_demo_role, open_page, screenshot, wait_for_run
 
 expect = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package").expect

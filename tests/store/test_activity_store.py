@@ -1,6 +1,6 @@
 """The derived patient-month activity on SQLite and PostgreSQL: a hand-built set of encounters
 with every costing case, a rebuild, the worklist rules' kinds, and on the sample network every
-row equal to core.costs (TDABC per encounter) summed per patient and month in pandas."""
+row equal to core.derive.costs (TDABC per encounter) summed per patient and month in pandas."""
 
 import dataclasses
 from datetime import date
@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete, select, update
 
-from core import models
-from core.activity import ACTIVITY_COLUMNS, build_patient_month_activity, ensure_patient_month_activity
-from core.costs import encounter_costs, load_cost_inputs, load_cost_settings
-from core.store import read_frame
-from core.worklist import load_worklist_rules
+from core.derive.activity import ACTIVITY_COLUMNS, build_patient_month_activity, ensure_patient_month_activity
+from core.derive.costs import encounter_costs, load_cost_inputs, load_cost_settings
+from core.store import models
+from core.store.queries import read_frame
+from core.views.worklist import load_worklist_rules
 from tests.builders import add_rows
 
 SEP, OCT = date(2026, 9, 1), date(2026, 10, 1)
@@ -57,7 +57,7 @@ def activity(engine) -> pd.DataFrame:
 
 
 def tdabc(engine) -> pd.DataFrame:
-    """Internal and external cost per patient and month by core.costs (the cost cells' model)."""
+    """Internal and external cost per patient and month by core.derive.costs (the cost cells' model)."""
     cost = encounter_costs(load_cost_inputs(engine), load_cost_settings())
     out = cost.groupby(["patient_id", "month", "is_internal"])["cost_usd"].sum().unstack(fill_value=0.0)
     return out.reindex(columns=[True, False], fill_value=0.0).set_axis(["internal", "external"], axis=1)
@@ -80,7 +80,7 @@ def test_one_row_per_patient_and_month_with_every_costing_case(encounters):
     assert (p1_oct["cost_internal_usd"], p1_oct["cost_external_usd"], p1_oct["admissions"]) == (0.0, 5000.0, 2)
     assert (p1_oct["last_acute_date"], p1_oct["last_visit_date"]) == (date(2026, 10, 30), None)
     assert (p2_oct["last_acute_date"], p2_oct["last_visit_date"], p2_oct["ed_visits"]) == (None, date(2026, 10, 31), 0)
-    # internal cost: exactly core.costs' TDABC (team rates, network fallback, process maps, nothing for the rest)
+    # internal cost: exactly core.derive.costs' TDABC (team rates, network fallback, process maps, nothing for the rest)
     expected = tdabc(encounters)
     assert rows["cost_internal_usd"].tolist() == pytest.approx(expected["internal"].tolist())
     assert rows["cost_external_usd"].tolist() == pytest.approx(expected["external"].tolist())
@@ -155,7 +155,7 @@ def test_team_month_activity_counts_internal_activities_of_attributed_months(enc
 
 def test_team_activity_reads_the_encounters_in_table_order_on_sqlite(engine):
     """SQLite's plan: the whole encounter table in order, the attribution and subgroup by key."""
-    from core.activity import team_month_activity_sql
+    from core.derive.activity import team_month_activity_sql
 
     with engine.connect() as conn:
         sql = team_month_activity_sql(conn)

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core import models
-from core.db import make_engine
-from core.facts import CELL_COLUMNS, add_cells, block_cells, build_cells, patient_blocks
-from core.measures import month_date, month_index
+from core.derive.cells import CELL_COLUMNS, add_cells, block_cells, build_cells, patient_blocks
+from core.derive.measures import month_date, month_index
+from core.store import models
+from core.store.db import make_engine
 
 KEYS = CELL_COLUMNS[:7]
 
@@ -92,8 +92,8 @@ def test_a_block_reads_the_encounters_by_patient_not_by_date(tmp_path):
     """SQLite must not walk the date index of the whole network for every block of patients."""
     from sqlalchemy import event
 
-    from core.costs import load_cost_inputs
-    from core.db import create_schema
+    from core.derive.costs import load_cost_inputs
+    from core.store.db import create_schema
     from tests.store.test_cells_store import MONTHS, _fill
 
     engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from core import models
-from core.facts import build_cells
-from core.scorecard import Selection, build_scorecard
+from core.derive.cells import build_cells
+from core.metrics.scorecard import Selection, build_scorecard
+from core.store import models
 
 MONTHS = [date(2024, m, 1) for m in range(1, 13)]
 

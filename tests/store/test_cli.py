@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from core.cli import main
-from core.db import make_engine
-from core.store import data_status
+from core.cli.main import main
+from core.store.db import make_engine
+from core.store.queries import data_status
 
 
 @pytest.fixture

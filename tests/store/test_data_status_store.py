@@ -5,8 +5,8 @@ from datetime import date
 
 from sqlmodel import Session
 
-from core.models import Attribution, AuditEvent, ImportRun
-from core.store import COUNTED_TABLES, _count_rows, bump_data_version, data_status, table_counts
+from core.store.models import Attribution, AuditEvent, ImportRun
+from core.store.queries import COUNTED_TABLES, _count_rows, bump_data_version, data_status, table_counts
 from tests.worklist_network import build_worklist_network
 
 

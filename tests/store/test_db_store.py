@@ -1,4 +1,4 @@
-"""Connection settings each backend gets from core.db.make_engine."""
+"""Connection settings each backend gets from core.store.db.make_engine."""
 
 from sqlalchemy import text
 

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core import executive as ex
-from core.bootstrap import load_bundle_and_derive
-from core.models import Attribution, Encounter
-from core.store import months_available, read_frame
+from core.derive.pipeline import load_bundle_and_derive
+from core.store.models import Attribution, Encounter
+from core.store.queries import months_available, read_frame
+from core.views import executive as ex
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from core.store import member_months_by_month, panel_counts, patient_record, team_patients
+from core.store.queries import member_months_by_month, panel_counts, patient_record, team_patients
 from tests.builders import two_team_network
 
 OCT = date(2026, 10, 1)

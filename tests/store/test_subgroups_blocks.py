@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.db import make_engine
-from core.models import RiskScore, SubgroupAssignment
-from core.subgroups import assign_subgroups, load_rules, patient_blocks, preview_rules, set_override
+from core.derive.subgroups import assign_subgroups, load_rules, patient_blocks, preview_rules, set_override
+from core.store.db import make_engine
+from core.store.models import RiskScore, SubgroupAssignment
 
 from .test_subgroups_store import MONTHS, RULES, seed
 

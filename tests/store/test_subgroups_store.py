@@ -5,7 +5,17 @@ from datetime import date
 import pytest
 from sqlmodel import Session, select
 
-from core.models import (
+from core.derive.subgroups import (
+    DEFAULT_RULES_PATH,
+    assign_subgroups,
+    lift_override,
+    load_rules,
+    parse_rules,
+    preview_rules,
+    set_override,
+    transitions,
+)
+from core.store.models import (
     Attribution,
     Condition,
     Encounter,
@@ -16,16 +26,6 @@ from core.models import (
     SubgroupAssignment,
     SubgroupOverride,
     Team,
-)
-from core.subgroups import (
-    DEFAULT_RULES_PATH,
-    assign_subgroups,
-    lift_override,
-    load_rules,
-    parse_rules,
-    preview_rules,
-    set_override,
-    transitions,
 )
 
 MONTHS = [date(2025, 4, 1), date(2025, 5, 1), date(2025, 6, 1)]
@@ -191,7 +191,7 @@ def test_subgroup_transitions_of_one_team_and_subgroup(store_engine):
     team and entered at the new one."""
     from sqlalchemy import delete, update
 
-    from core.subgroups import subgroup_transitions
+    from core.derive.subgroups import subgroup_transitions
     from tests.worklist_network import MONTH, build_worklist_network
 
     build_worklist_network(store_engine)

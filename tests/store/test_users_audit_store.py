@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from core.access import resolve_scope
-from core.audit import record_event, search_events
-from core.users import deactivate_user, find_user, list_users, save_user
+from core.access.audit import record_event, search_events
+from core.access.policy import resolve_scope
+from core.access.users import deactivate_user, find_user, list_users, save_user
 
 ORG = pd.DataFrame({"practice_id": ["A"], "team_id": ["A1"]})
 

@@ -1,6 +1,6 @@
 """The worklist query on SQLite and PostgreSQL: content, order, flags and scope for a hand-built
 network; and, on the sample network, costs (12 months, last and previous 3 months) equal to
-core.costs and counts and last visits equal to the encounter rows."""
+core.derive.costs and counts and last visits equal to the encounter rows."""
 
 from datetime import date
 
@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, text
 
-from core.costs import CostInputs, encounter_costs, isin, load_cost_settings, month_of
-from core.db import upgrade_schema
-from core.models import Encounter, Staff, StaffMinutes, SubgroupAssignment
-from core.patient import patient_view
-from core.store import organisation, read_frame
-from core.worklist import FLAG_IDS, add_months, load_worklist_rules, team_worklist
+from core.derive.costs import CostInputs, encounter_costs, isin, load_cost_settings, month_of
+from core.store.db import upgrade_schema
+from core.store.models import Encounter, Staff, StaffMinutes, SubgroupAssignment
+from core.store.queries import organisation, read_frame
+from core.views.patient import patient_view
+from core.views.worklist import FLAG_IDS, add_months, load_worklist_rules, team_worklist
 from tests.worklist_network import EXPECTED, MONTH, build_worklist_network
 
 
@@ -42,7 +42,7 @@ def test_worklist_values(network):
     assert w.loc["P_MOVED", "subgroup_since"] == date(2026, 10, 1) and w.loc["P_CALM", "subgroup_since"] == date(2026, 1, 1)
     assert w.loc["P_CALM", "last_visit"] == date(2026, 10, 12) and w.loc["P_DM", "last_visit"] is None
     assert w.loc["P_ACUTE", "age"] == 76 and w.loc["P_CALM", "phq9_value"] == 4.0
-    # internal cost of P_CALM = core.costs TDABC of its activities (one with recorded minutes, one by process map)
+    # internal cost of P_CALM = core.derive.costs TDABC of its activities (one with recorded minutes, one by process map)
     enc = read_frame(network, select(*Encounter.__table__.columns).where(Encounter.patient_id == "P_CALM"))
     minutes = read_frame(network, select(*StaffMinutes.__table__.columns))
     staff = read_frame(network, select(*Staff.__table__.columns))
@@ -130,7 +130,7 @@ def test_a_subgroup_worklist_is_the_team_worklist_of_that_subgroup(sample_engine
 def test_subgroup_members_read_one_index_range(engine):
     """The members of a team's subgroup come from the (month, team_id, subgroup) index of the
     assignments, not from a walk over every patient of the team (SQLite's plan)."""
-    from core.worklist import _members
+    from core.views.worklist import _members
 
     stmt = _members(MONTH, ("A1",), "complex").compile(engine, compile_kwargs={"literal_binds": True})
     with engine.connect() as conn:

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from core.access import allowed_pages, can_open, demo_allowed, home_page, load_access_rules, resolve_scope
+from core.access.policy import allowed_pages, can_open, demo_allowed, home_page, load_access_rules, resolve_scope
 
 ORG = pd.DataFrame({"practice_id": ["A", "A", "B"], "team_id": ["A1", "A2", "B1"]})
 

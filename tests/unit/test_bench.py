@@ -1,4 +1,4 @@
-"""The benchmark (core/bench.py) runs end to end on a small network and reports every figure.
+"""The benchmark (core/cli/bench.py) runs end to end on a small network and reports every figure.
 
 It checks that the benchmark works and reports, not how fast anything is (BENCHMARKS.md has the
 figures at 100,000 patients).
@@ -6,7 +6,7 @@ figures at 100,000 patients).
 
 import math
 
-from core.bench import format_report, percentiles, run_bench
+from core.cli.bench import format_report, percentiles, run_bench
 from ui.bench_pages import PAGES, REVIEW_PAGE, WORKLIST_PAGE
 
 STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from sqlmodel import Session
 
-from core import costs
-from core.catalog import load_catalog
-from core.models import Attribution, Encounter, Patient, Practice, Staff, StaffMinutes, SubgroupAssignment, Team
+from core.config.catalog import load_catalog
+from core.derive import costs
+from core.store.models import Attribution, Encounter, Patient, Practice, Staff, StaffMinutes, SubgroupAssignment, Team
 
 JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
 
@@ -248,7 +248,7 @@ def test_cost_pmpm_by_subgroup_from_database(engine):
 
 def test_cost_pmpm_from_cells_matches_patient_months(engine):
     """Cells written from the provider rows give the same PMPM as the patient-month frame."""
-    from core.models import Cell
+    from core.store.models import Cell
 
     _seed(engine)
     wide = costs.patient_month_cost_wide(engine, [JAN, FEB])
@@ -276,8 +276,8 @@ def test_window_months(period, window, expected):
 
 
 def test_cli_costs_and_payments(tmp_path, capsys):
-    from core.cli import main
-    from core.db import create_schema, make_engine
+    from core.cli.main import main
+    from core.store.db import create_schema, make_engine
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     eng = make_engine(url)
@@ -295,7 +295,7 @@ def test_cli_costs_and_payments(tmp_path, capsys):
 def _cells_total(engine, metric: str) -> float:
     from sqlalchemy import func, select
 
-    from core.models import Cell
+    from core.store.models import Cell
 
     with engine.connect() as conn:
         stmt = select(func.coalesce(func.sum(Cell.numerator), 0.0)).where(Cell.metric == metric, Cell.stratum == "all")
@@ -303,9 +303,9 @@ def _cells_total(engine, metric: str) -> float:
 
 
 def test_cells_plus_unattributed_equal_activities_and_claims(engine):
-    """Acceptance: internal + external cost in the cells (built by core.facts) plus the documented
+    """Acceptance: internal + external cost in the cells (built by core.derive.cells) plus the documented
     unattributed remainder equals every activity and claim of the same months."""
-    facts = pytest.importorskip("core.facts")
+    facts = pytest.importorskip("core.derive.cells")
     _seed(engine)
     facts.build_cells(engine)
     rec = costs.reconcile_costs(engine, [JAN, FEB])

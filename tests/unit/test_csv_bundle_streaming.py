@@ -32,7 +32,7 @@ def batch_count(folder, file: str, batch_bytes: int = TINY) -> int:
 
 
 def test_tiny_batches_load_what_one_batch_loads(engine, tmp_path):
-    from core.db import create_schema, make_engine
+    from core.store.db import create_schema, make_engine
 
     folder = write_bundle(tmp_path / "b", many_encounters())
     assert batch_count(folder, "encounters.csv") >= 5

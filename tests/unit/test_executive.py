@@ -1,4 +1,4 @@
-"""The executive views' core (core/executive.py): inline frames for the rules, the small sample
+"""The executive views' core (core/views/executive.py): inline frames for the rules, the small sample
 network for the readers, each checked against an independent computation."""
 
 from datetime import date
@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core import executive as ex
-from core import payments
-from core.costs import COST_TOTAL, cost_pmpm_from_cells
-from core.models import Encounter
-from core.scorecard import Selection, build_scorecard
-from core.store import months_available, organisation, read_frame
+from core.derive.costs import COST_TOTAL, cost_pmpm_from_cells
+from core.metrics import payments
+from core.metrics.scorecard import Selection, build_scorecard
+from core.store.models import Encounter
+from core.store.queries import months_available, organisation, read_frame
+from core.views import executive as ex
 
 COUNT_COLUMNS = {"numerator", "denominator", "patients", "members", "member_months", "econsults", "responded", "resolved"}
 

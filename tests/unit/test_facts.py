@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from core import models
-from core.facts import age_band, aggregate_cells, build_cells, deprivation_band, patient_month_dimensions, race_ethnicity
+from core.derive.cells import age_band, aggregate_cells, build_cells, deprivation_band, patient_month_dimensions, race_ethnicity
+from core.store import models
 
 JAN, FEB = date(2024, 1, 1), date(2024, 2, 1)
 M_JAN, M_FEB = 2024 * 12, 2024 * 12 + 1
@@ -126,7 +126,7 @@ def test_build_cells_replaces_previous_cells(engine):
 
 def test_sample_network_reconciles(sample_engine):
     """Summing cells gives exactly the patient-level totals of the sample network."""
-    from core.measures import load_store_frames
+    from core.derive.measures import load_store_frames
 
     frames = load_store_frames(sample_engine)
     att = frames.attribution.assign(m=frames.attribution["month"].dt.to_period("M"))

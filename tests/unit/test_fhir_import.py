@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
-from core import models
 from core.ingest import import_path
 from core.ingest.fhir import load_fhir_maps, parse_fhir_date, read_fhir, ref_id
 from core.ingest.idmap import add_months, make_id, normalize_icd10
+from core.store import models
 from tests.conftest import FIXTURES
 
 FHIR_DIR = FIXTURES / "fhir_r4_synthea"

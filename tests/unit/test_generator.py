@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.catalog import BMI, HBA1C, LDL, SYSTOLIC_BP, TOBACCO, load_catalog
+from core.config.catalog import BMI, HBA1C, LDL, SYSTOLIC_BP, TOBACCO, load_catalog
 from core.ingest.bundle_schema import BUNDLE, BY_FILE, SAMPLE_GENERATOR_NAME
 from sample_data import reference as ref
 from sample_data.generator import NetworkSpec, build_panel, generate_frames, resolve_end_month, write_bundle

@@ -8,7 +8,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from core.measures import StoreFrames, load_measures, patient_month_flags
+from core.derive.measures import StoreFrames, load_measures, patient_month_flags
 
 JAN, FEB, MAR = date(2024, 1, 1), date(2024, 2, 1), date(2024, 3, 1)
 MONTHS = [JAN, FEB, MAR]
@@ -242,7 +242,7 @@ def test_one_row_per_patient_month_metric():
 
 
 def test_catalogue_frame_has_one_row_per_measure():
-    from core.measures import catalogue_frame
+    from core.derive.measures import catalogue_frame
 
     frame = catalogue_frame()
     assert frame["id"].is_unique and len(frame) == len(load_measures().measures)
@@ -254,7 +254,7 @@ def test_catalogue_frame_has_one_row_per_measure():
 def test_catalogue_validation(tmp_path, field, bad, message):
     import tomllib
 
-    from core.measures import MEASURES_PATH
+    from core.derive.measures import MEASURES_PATH
 
     raw = MEASURES_PATH.read_text(encoding="utf-8")
     first = tomllib.loads(raw)["measure"][0]

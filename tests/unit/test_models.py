@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
-from core import models
+from core.store import models
 
 
 def _tables():

@@ -5,9 +5,9 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from core import payments
-from core.catalog import load_catalog
-from core.payments import AcoInputs, AcoSettings
+from core.config.catalog import load_catalog
+from core.metrics import payments
+from core.metrics.payments import AcoInputs, AcoSettings
 
 PAPER_RATES = {"healthy": 5.0, "at_risk": 10.0, "chronic": 25.0, "complex": 100.0}
 PAPER_MIX = {"healthy": 0.40, "at_risk": 0.30, "chronic": 0.20, "complex": 0.10}
@@ -185,11 +185,11 @@ def test_aco_result_table_and_validation():
         payments.aco_reconciliation(dataclasses.replace(_year(9500), member_years=0), MSSP)
 
 
-# --- value map (core/value.py) -----------------------------------------------------------------
+# --- value map (core/metrics/value.py) -----------------------------------------------------------------
 
 
 def test_outcome_index_and_value_map_hand_worked():
-    from core.value import outcome_index, value_map
+    from core.metrics.value import outcome_index, value_map
 
     measures = pd.DataFrame({
         "team_id": ["T1", "T2", "T3", "T1", "T2", "T3", "T4"],

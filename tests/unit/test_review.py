@@ -1,4 +1,4 @@
-"""core.review: formatting, significance marks, settings, the data behind the page and the
+"""core.views.review: formatting, significance marks, settings, the data behind the page and the
 review pack read back against the core scorecard."""
 
 import io
@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import review
-from core.scorecard import Selection, build_scorecard
-from core.store import months_available
+from core.metrics.scorecard import Selection, build_scorecard
+from core.store.queries import months_available
+from core.views import review
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from hccinfhir import calculate_raf
 
-from core.risk import (
+from core.derive.risk import (
     CodeListError,
     age_on,
     expand_code_entry,

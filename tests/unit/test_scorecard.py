@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.cli import main
-from core.facts import write_cells
-from core.scorecard import Selection, _cell_statement, _window_reads, build_scorecard, suppress_table
+from core.cli.main import main
+from core.derive.cells import write_cells
+from core.metrics.scorecard import Selection, _cell_statement, _window_reads, build_scorecard, suppress_table
 
 JAN24 = date(2024, 1, 1)
 
@@ -152,7 +152,7 @@ def test_equity_strata_are_suppressed_as_parts_of_the_total(engine):
 
 def test_cli_scorecard_prints_csv(engine, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    from core.db import create_schema, make_engine
+    from core.store.db import create_schema, make_engine
 
     eng = make_engine(url)
     create_schema(eng)
@@ -164,7 +164,7 @@ def test_cli_scorecard_prints_csv(engine, tmp_path, capsys):
 
 def test_network_value_of_a_hidden_network_row_is_hidden_too(sample_engine):
     """For a network-wide selection the network value is the row's own value: it must not leak."""
-    from core.store import months_available
+    from core.store.queries import months_available
 
     month = months_available(sample_engine)[-1]
     card = build_scorecard(sample_engine, Selection(period=month, window="month", stratum="race_ethnicity"))

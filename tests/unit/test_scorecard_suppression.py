@@ -1,10 +1,10 @@
-"""Complementary suppression (core.scorecard.complementary_suppression): hand-worked cases and
+"""Complementary suppression (core.metrics.scorecard.complementary_suppression): hand-worked cases and
 agreement with the plain one-group-at-a-time loop it replaces."""
 
 import numpy as np
 import pytest
 
-from core.scorecard import complementary_suppression, is_small
+from core.metrics.scorecard import complementary_suppression, is_small
 
 NAN = float("nan")
 

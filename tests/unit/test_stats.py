@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from core.stats import intervals_differ, poisson_exact_interval, t_interval, two_proportion_z, value_outside, wilson_interval
+from core.metrics.stats import (
+    intervals_differ,
+    poisson_exact_interval,
+    t_interval,
+    two_proportion_z,
+    value_outside,
+    wilson_interval,
+)
 
 
 def test_wilson_8_of_10():

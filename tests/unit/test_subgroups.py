@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.catalog import BMI, HBA1C, LDL, SYSTOLIC_BP, TOBACCO
-from core.subgroups import (
+from core.config.catalog import BMI, HBA1C, LDL, SYSTOLIC_BP, TOBACCO
+from core.derive.subgroups import (
     DEFAULT_RULES_PATH,
     RulesError,
     apply_overrides,

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
-from core import models
 from core.ingest import import_path
 from core.ingest.idmap import DEFAULT_PRACTICE_ID
 from core.ingest.tuva import _Reader, read_tuva
+from core.store import models
 from tests.conftest import FIXTURES
 
 TUVA_DIR = FIXTURES / "tuva_input_layer"
@@ -298,7 +298,7 @@ def test_fhir_patient_with_person_identifier_links_to_tuva_person(engine, tmp_pa
 
 
 def test_subgroups_are_assigned_to_imported_people(engine, small_tuva):
-    from core.subgroups import assign_subgroups
+    from core.derive.subgroups import assign_subgroups
 
     assert import_tuva(engine, small_tuva).ok
     summary = assign_subgroups(engine)

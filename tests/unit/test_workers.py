@@ -4,7 +4,7 @@ import os
 import sys
 import types
 
-from core.workers import process_pool
+from core.derive.blocks import process_pool
 
 
 def test_workers_start_without_running_the_main_script(tmp_path, monkeypatch):

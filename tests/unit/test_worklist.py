@@ -5,8 +5,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from core.patient import measurement_series, monthly_costs_by_category, subgroup_periods
-from core.worklist import (
+from core.views.patient import measurement_series, monthly_costs_by_category, subgroup_periods
+from core.views.worklist import (
     FLAG_IDS,
     WORKLIST_PATH,
     add_months,
@@ -127,7 +127,7 @@ def test_measurement_series_carry_their_targets_in_chart_order():
 
 
 def test_default_subgroup_fits_the_size_limit():
-    from core.worklist import default_subgroup
+    from core.views.worklist import default_subgroup
 
     order = ["frail", "complex", "chronic", "at_risk", "healthy"]
     counts = {None: 300, "frail": 0, "complex": 40, "chronic": 90, "at_risk": 70, "healthy": 100}

@@ -1,0 +1,484 @@
+"""Benchmark: generate, import and derive a network of N patients, then time what the pages ask.
+
+``python -m core bench`` calls :func:`run_bench`. Every heavy step (generate, import, assign,
+cells, queries, page renders, naive baseline) runs in its own child process
+(``python -m core.cli.bench STEP JSON``), so that the step's peak memory is the child's peak
+resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which includes the Python
+interpreter and the imported libraries, about 150-250 MB) or, when the step runs worker
+processes (cells), the peak of the sum over the child and its workers sampled from /proc every
+0.2 s, whichever is larger. Times are wall-clock seconds; each step also reports its CPU seconds
+(user + system of the child and its workers, not of the database server), a steadier figure
+when other jobs share the machine.
+
+Latencies are the median (p50) and 95th percentile (p95, nearest rank) of ``reps``
+repetitions after one warm-up call; the database file or server is warm (no cache drop).
+Page renders (AppTest, every page by a role that may open it) are cold: a fresh AppTest runs the
+role's home page with every Streamlit cache cleared (``home_s``), then ``st.cache_data`` is
+cleared again and the page is opened with ``switch_page`` (``render_s``: the page's own queries
+and rendering, the engine already made).
+
+The naive baseline recomputes three figures of one team + subgroup over 12 months
+(admissions per 1,000 member-years, HbA1c < 8 % control, total cost PMPM) from the raw
+tables in pandas, the way a dashboard without cells would, and is compared with the product
+path (build_scorecard + cost_pmpm_from_cells on cells) for the same selection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPS = 20
+WORKLIST_PATIENTS = 2_500
+STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB (Linux reports kilobytes)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def percentiles(seconds: list[float]) -> dict:
+    """p50 and p95 (nearest rank) of a list of durations, in milliseconds."""
+    ms = np.sort(np.asarray(seconds, dtype="float64") * 1000.0)
+    p95 = ms[min(len(ms) - 1, int(np.ceil(0.95 * len(ms))) - 1)]
+    return {"p50_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(p95), 1), "reps": len(ms)}
+
+
+def time_call(fn, reps: int = REPS) -> dict:
+    """Latency of ``fn()``: one warm-up call, then ``reps`` timed calls."""
+    fn()
+    seconds = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - t0)
+    return percentiles(seconds)
+
+
+# --- steps (each runs in a child process) -----------------------------------------------
+
+
+def step_generate(args: dict) -> dict:
+    from sample_data.generator import NetworkSpec, write_bundle
+
+    end = date.fromisoformat(args["end_month"] + "-01") if args.get("end_month") else None
+    spec = NetworkSpec(patients=args["patients"], months=args["months"], seed=args.get("seed", 42), end_month=end)
+    summary = write_bundle(spec, Path(args["bundle"]))
+    return {"rows": int(sum(v for v in summary.get("rows", {}).values())) if isinstance(summary.get("rows"), dict) else None}
+
+
+def step_import(args: dict) -> dict:
+    from core.ingest import import_path
+    from core.store.db import create_schema, make_engine
+
+    engine = make_engine(args["database_url"])
+    create_schema(engine)
+    report = import_path(engine, Path(args["bundle"]), fmt="csv")
+    if not report.ok:
+        raise RuntimeError(report.to_text())
+    return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded}
+
+
+def step_assign(args: dict) -> dict:
+    from core.derive.subgroups import assign_subgroups
+    from core.store.db import create_schema, make_engine
+
+    engine = make_engine(args["database_url"])
+    create_schema(engine)  # a store imported by an earlier version gets the current columns
+    summary = assign_subgroups(engine)
+    return {"rows": int(summary["rows"]), "parts": summary.get("parts", {})}
+
+
+def step_activity(args: dict) -> dict:
+    from core.derive.activity import build_patient_month_activity
+    from core.store.db import create_schema, make_engine
+
+    engine = make_engine(args["database_url"])
+    create_schema(engine)  # a store made by an earlier version gets the current tables
+    summary = build_patient_month_activity(engine)
+    return {"rows": int(summary["rows"]), "team_rows": int(summary["team_rows"])}
+
+
+def step_cells(args: dict) -> dict:
+    from core.derive.cells import build_cells
+    from core.store.db import make_engine
+    from core.store.queries import bump_data_version
+
+    engine = make_engine(args["database_url"])
+    summary = build_cells(engine)
+    bump_data_version(engine)
+    return {"rows": int(summary["rows"]), "blocks": summary["blocks"], "parts": summary["seconds"]}
+
+
+def selections(engine) -> dict:
+    """Period, the biggest practice and team (last month), its biggest subgroup, the team +
+    chronic subgroup of the naive baseline, the team + subgroup and the team nearest a 2,500-patient
+    worklist."""
+    from core.store.queries import months_available, panel_counts
+
+    period = months_available(engine)[-1]
+    panel = panel_counts(engine, period)
+    practice = panel.groupby("practice_id")["members"].sum().idxmax()
+    team = panel.groupby("team_id")["members"].sum().idxmax()
+    mine = panel.loc[(panel["team_id"] == team) & (panel["subgroup"] != "unassigned")]
+    subgroup = mine.loc[mine["members"].idxmax(), "subgroup"] if len(mine) else None
+    chronic = panel.loc[panel["subgroup"] == "chronic"]
+    pick = chronic.loc[chronic["members"].idxmax()] if len(chronic) else None
+    baseline = (pick["team_id"], "chronic") if pick is not None else (team, subgroup)
+    # the worklist target is set for a 2,500-patient list: the team + subgroup nearest that size
+    assigned = panel.loc[panel["subgroup"] != "unassigned"].groupby(["team_id", "subgroup"])["members"].sum()
+    near = (assigned - WORKLIST_PATIENTS).abs().idxmin() if len(assigned) else (team, subgroup)
+    teams = panel.groupby("team_id")["members"].sum()
+    near_team = (teams - WORKLIST_PATIENTS).abs().idxmin()
+    return {"period": period, "practice_id": practice, "team_id": team, "subgroup": subgroup, "baseline": baseline,
+            "worklist": [*near, int(assigned.get(near, 0))], "worklist_team": [near_team, int(teams[near_team])]}
+
+
+def step_queries(args: dict) -> dict:
+    from sqlalchemy import select
+
+    from core.derive.costs import cost_pmpm_from_cells, window_months
+    from core.metrics.scorecard import Selection, build_scorecard
+    from core.store.db import make_engine
+    from core.store.models import SubgroupAssignment
+    from core.store.queries import patient_record, read_frame
+    from core.views.worklist import member_counts, team_worklist
+
+    engine = make_engine(args["database_url"])
+    reps = int(args.get("reps", REPS))
+    s = selections(engine)
+    period, practice, team, subgroup = s["period"], s["practice_id"], s["team_id"], s["subgroup"]
+    months12 = window_months(period, "12m")
+    out: dict[str, dict] = {}
+
+    def card(**kw):
+        return lambda: build_scorecard(engine, Selection(period=period, **kw))
+
+    cases = {
+        "scorecard network month": card(window="month"),
+        "scorecard network 12m": card(window="12m"),
+        "scorecard practice quarter": card(practice_id=practice, window="quarter"),
+        "scorecard team+subgroup month": card(team_id=team, subgroup=subgroup, window="month"),
+        "scorecard team+subgroup 12m": card(team_id=team, subgroup=subgroup, window="12m"),
+        "scorecard network 12m by age_band": card(window="12m", stratum="age_band"),
+        "scorecard team 12m by race_ethnicity": card(team_id=team, window="12m", stratum="race_ethnicity"),
+        "cost PMPM network by team+subgroup 12m": lambda: cost_pmpm_from_cells(engine, ("team_id", "subgroup"), months12),
+        "cost PMPM team+subgroup 12m": lambda: cost_pmpm_from_cells(engine, (), months12, None, team, subgroup),
+        "trend network by month (member-months, cost)": lambda: cost_pmpm_from_cells(engine, ("month",)),
+        "trend team by month and subgroup": lambda: cost_pmpm_from_cells(engine, ("month", "subgroup"), team_id=team),
+        "worklist member_counts (biggest team)": lambda: member_counts(engine, period, (team,)),
+    }
+    # The worklist page lists at most worklist.toml's max_patients (10,000): the lists timed are
+    # the team + subgroup nearest 2,500 patients and the whole team nearest 2,500.
+    near_team, near_subgroup, _n = s["worklist"]
+    whole_team, _members = s["worklist_team"]
+    cases[f"worklist team_worklist (~{WORKLIST_PATIENTS:,} patients)"] = lambda: team_worklist(engine, period, (near_team,), near_subgroup)
+    cases["worklist team_worklist (whole team nearest 2,500)"] = lambda: team_worklist(engine, period, (whole_team,), None)
+    sa = SubgroupAssignment
+    patient_id = read_frame(engine, select(sa.patient_id).where(sa.month == period, sa.team_id == team, sa.subgroup == subgroup)
+                            .order_by(sa.patient_id).limit(1))["patient_id"].iloc[0]  # fmt: skip
+    cases["patient page patient_record"] = lambda: patient_record(engine, patient_id, (team,))
+    for name, fn in cases.items():
+        out[name] = time_call(fn, reps)
+    return {"selection": {**s, "period": str(period), "patient_id": patient_id, "team_members": member_counts(engine, period, (team,))[None]},
+            "latency": out}  # fmt: skip
+
+
+def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> dict:
+    """Admissions per 1,000 member-years, HbA1c < 8 % share and total cost PMPM of one team and
+    subgroup over the 12 months ending ``period``, recomputed from raw tables in pandas.
+
+    Follows the measure definitions of core/config/measures.toml (admissions: encounters of kind
+    ``admission`` starting in an attributed month of the selection; HbA1c: diabetic patients aged
+    18-75 in the selection at ``period``, latest 4548-4 value of the 12 months < 8.0) and the cost
+    model of core/derive/costs.py (TDABC internal + claims paid). Only the raw rows of the patients
+    attributed to the team in the window are read (one SQL filter; everything else in pandas), so
+    it also runs at 1,000,000 patients: a baseline that favours the naive side.
+    """
+    from sqlalchemy import select
+
+    from core.derive import costs
+    from core.store.models import Attribution, Condition, Encounter, Measurement, Patient, SubgroupAssignment
+    from core.store.queries import read_frame
+
+    months = costs.window_months(period, "12m")
+    team = select(Attribution.patient_id).where(Attribution.team_id == team_id, Attribution.month.in_(months)).distinct()
+    att = read_frame(engine, select(Attribution.patient_id, Attribution.month, Attribution.team_id).where(Attribution.patient_id.in_(team)))
+    sub = read_frame(engine, select(SubgroupAssignment.patient_id, SubgroupAssignment.month, SubgroupAssignment.subgroup)
+                     .where(SubgroupAssignment.patient_id.in_(team)))  # fmt: skip
+    for f in (att, sub):
+        f["month"] = pd.to_datetime(f["month"]).dt.to_period("M")
+    sel = att.merge(sub, on=["patient_id", "month"], how="left")
+    window = pd.PeriodIndex([pd.Period(m, "M") for m in months])
+    sel = sel[(sel["team_id"] == team_id) & (sel["subgroup"] == subgroup) & sel["month"].isin(window)]
+    member_months = len(sel)
+
+    enc = read_frame(engine, select(Encounter.patient_id, Encounter.kind, Encounter.start_date).where(Encounter.patient_id.in_(team)))
+    enc["month"] = pd.to_datetime(enc["start_date"]).dt.to_period("M")
+    adm = enc[enc["kind"] == "admission"].merge(sel[["patient_id", "month"]], on=["patient_id", "month"])
+    admissions_per_1000 = 1000.0 * len(adm) / (member_months / 12.0) if member_months else float("nan")
+
+    last = sel[sel["month"] == pd.Period(period, "M")][["patient_id"]]
+    pts = read_frame(engine, select(Patient.patient_id, Patient.birth_date).where(Patient.patient_id.in_(team)))
+    cond = read_frame(engine, select(Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date)
+                      .where(Condition.patient_id.in_(team)))  # fmt: skip
+    end = pd.Timestamp(period) + pd.offsets.MonthEnd(0)
+    active = cond[cond["code"].str.replace(".", "", regex=False).str[:3].isin(["E10", "E11", "E12", "E13"])
+                  & (pd.to_datetime(cond["onset_date"]) <= end)
+                  & (pd.to_datetime(cond["resolved_date"]).isna() | (pd.to_datetime(cond["resolved_date"]) > end))]
+    den = last[last["patient_id"].isin(active["patient_id"])].merge(pts, on="patient_id")
+    birth = pd.to_datetime(den["birth_date"])
+    age = end.year - birth.dt.year - (birth.dt.month > end.month)
+    den = den[(age >= 18) & (age <= 75)]
+    meas = read_frame(engine, select(Measurement.patient_id, Measurement.code, Measurement.value, Measurement.measured_date)
+                      .where(Measurement.patient_id.in_(team)))  # fmt: skip
+    start = pd.Timestamp(months[0])
+    a1c = meas[meas["code"] == "4548-4"].copy()
+    a1c["measured_date"] = pd.to_datetime(a1c["measured_date"])
+    a1c = a1c[(a1c["measured_date"] >= start) & (a1c["measured_date"] <= end)]
+    latest = a1c.sort_values("measured_date").groupby("patient_id")["value"].last()
+    controlled = den["patient_id"].map(latest).lt(8.0).sum()
+    hba1c = 100.0 * controlled / len(den) if len(den) else float("nan")
+
+    catalog = costs.load_catalog()
+    settings = costs.load_cost_settings(catalog=catalog)
+    wide = costs.build_patient_month_costs(costs.load_cost_inputs(engine, months, team), settings, catalog)
+    wide = costs.select_patient_months(wide, team_id=team_id, subgroup=subgroup)
+    pmpm = float(wide[costs.COST_TOTAL].sum() / len(wide)) if len(wide) else float("nan")
+    return {"admissions_per_1000": round(admissions_per_1000, 2), "hba1c_control_pct": round(float(hba1c), 2),
+            "cost_total_pmpm_usd": round(pmpm, 2), "member_months": member_months}
+
+
+def product_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> dict:
+    """The same three figures from cells (build_scorecard + cost_pmpm_from_cells)."""
+    from core.derive.costs import cost_pmpm_from_cells, window_months
+    from core.metrics.scorecard import Selection, build_scorecard
+
+    card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=period, window="12m"))
+    cost = cost_pmpm_from_cells(engine, (), window_months(period, "12m"), None, team_id, subgroup)
+    value = card.set_index("measure_id")["value"]
+    return {"admissions_per_1000": round(float(value.get("admissions", np.nan)), 2),
+            "hba1c_control_pct": round(float(value.get("hba1c_control", np.nan)), 2),
+            "cost_total_pmpm_usd": round(float(cost["cost_total_pmpm_usd"].iloc[0]), 2) if len(cost) else None}
+
+
+def step_baseline(args: dict) -> dict:
+    from core.store.db import make_engine
+
+    engine = make_engine(args["database_url"])
+    s = selections(engine)
+    # the team with the most chronic patients: every measure of the baseline applies to that subgroup
+    period, (team, subgroup) = s["period"], s["baseline"]
+    reps = int(args.get("baseline_reps", 3))
+    seconds = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        naive = naive_team_scorecard(engine, period, team, subgroup)
+        seconds.append(time.perf_counter() - t0)
+    product = time_call(lambda: product_team_scorecard(engine, period, team, subgroup), int(args.get("reps", REPS)))
+    naive_ms = float(np.median(seconds) * 1000.0)
+    return {"selection": f"team {team}, subgroup {subgroup}, 12 months to {period:%Y-%m}",
+            "naive": {**percentiles(seconds), "figures": naive},
+            "product": {**product, "figures": product_team_scorecard(engine, period, team, subgroup)},
+            "ratio": round(naive_ms / max(product["p50_ms"], 1e-6), 1), "team_id": team, "subgroup": subgroup}
+
+
+STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": step_assign, "activity": step_activity, "cells": step_cells,
+                  "queries": step_queries, "baseline": step_baseline}
+# The page renders need Streamlit, which core/ never imports (STYLE rule 1): that step lives in
+# ui/bench_pages.py, imported by name in the child process only.
+STEP_MODULES = {"pages": "ui.bench_pages"}
+
+
+def child_main(step_function, args_json: str) -> None:
+    """Run one step in this (child) process and print its result line for :func:`run_step`."""
+    args = json.loads(args_json)
+    t0 = time.perf_counter()
+    result = step_function(args)
+    seconds = time.perf_counter() - t0
+    # CPU time of this process and its (finished) worker processes: steadier than wall time on a busy machine
+    cpu = round(sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))), 2)
+    print("BENCH_RESULT " + json.dumps({"seconds": round(seconds, 2), "cpu_s": cpu, "peak_rss_mb": _peak_rss_mb(), "result": result},
+                                       default=str))
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of process ``root`` and all its descendants now, in MB (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = Path(entry.path, "status").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid = int(entry.name)
+        children.setdefault(int(fields.get("PPid", "0")), []).append(pid)
+        rss[pid] = int(fields["VmRSS"].split()[0]) if "VmRSS" in fields else 0
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return round(total / 1024, 1)
+
+
+def run_step(step: str, args: dict) -> dict:
+    """Run one step in a child process; returns seconds, peak_rss_mb and the step's result.
+
+    ``peak_rss_mb`` is the larger of the child's own peak and the peak of the memory of the
+    child with all its worker processes, sampled every 0.2 s (``peak_tree_rss_mb``).
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli.bench", step, json.dumps(args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.join()
+    for line in stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result = json.loads(line[len("BENCH_RESULT "):])
+            result["peak_tree_rss_mb"] = peak[0]
+            result["peak_rss_mb"] = max(result["peak_rss_mb"], peak[0])
+            return result
+    raise RuntimeError(f"bench step {step} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+
+
+# --- the whole run ----------------------------------------------------------------------
+
+
+def _has_patients(database_url: str) -> bool:
+    from core.store.db import create_schema, make_engine
+    from core.store.queries import has_patients
+
+    engine = make_engine(database_url)
+    create_schema(engine)
+    return has_patients(engine)
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def machine() -> dict:
+    """Cores, memory, load, versions: the context of the figures."""
+    import platform
+
+    import sqlalchemy
+
+    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
+    return {"cpus": os.cpu_count(), "memory_gib": round(mem / 2**20, 1), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(), "pandas": pd.__version__, "numpy": np.__version__,
+            "sqlalchemy": sqlalchemy.__version__, **{name: _version(name) for name in ("streamlit", "psycopg")}, "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: bool = False, seed: int = 42,
+              end_month: str | None = None, reps: int = REPS, steps: tuple[str, ...] = STEPS,
+              baseline_reps: int = 3, progress=lambda _text: None) -> dict:
+    """Run the benchmark steps; returns a report dict (see :func:`format_report`).
+
+    ``out``: folder of the CSV bundle. ``reuse``: keep an existing bundle and an already
+    imported database (generate and import are then reported as reused).
+    """
+    out = Path(out)
+    args = {"patients": patients, "months": months, "seed": seed, "end_month": end_month, "bundle": str(out / "bundle"),
+            "database_url": database_url, "reps": reps, "baseline_reps": baseline_reps}
+    report: dict = {"patients": patients, "months": months, "database": database_url.split("://")[0],
+                    "machine": machine(), "steps": {}}
+    if "generate" in steps:
+        if reuse and (out / "bundle" / "patients.csv").exists():
+            report["steps"]["generate"] = {"reused": True}
+        else:
+            progress("generate")
+            report["steps"]["generate"] = run_step("generate", args)
+    if "import" in steps:
+        if reuse and _has_patients(database_url):
+            report["steps"]["import"] = {"reused": True}
+        else:
+            progress("import")
+            step = run_step("import", args)
+            step["rows_per_s"] = round(step["result"]["rows"] / max(step["seconds"], 1e-9))
+            report["steps"]["import"] = step
+    for name in ("assign", "activity", "cells", "queries", "baseline", "pages"):
+        if name in steps:
+            progress(name)
+            report["steps"][name] = run_step(name, args)
+    report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as a readable text table."""
+    lines = [f"benchmark: {report['patients']:,} patients x {report['months']} months on {report['database']}",
+             "machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()), "",
+             f"{'step':52s} {'seconds':>9s} {'CPU s':>9s} {'peak MB':>9s}  notes"]
+    steps = report["steps"]
+    for name in STEPS:
+        step = steps.get(name)
+        if step is None:
+            continue
+        if step.get("reused"):
+            lines.append(f"{name:52s} {'reused':>9s}")
+            continue
+        note = ""
+        if name == "import":
+            note = f"{step['result']['rows']:,} rows, {step['rows_per_s']:,} rows/s"
+        elif name in ("assign", "activity", "cells"):
+            note = f"{step['result']['rows']:,} rows" + (f" {step['result']['parts']}" if step["result"].get("parts") else "")
+        lines.append(f"{name:52s} {step['seconds']:>9.1f} {step.get('cpu_s', float('nan')):>9.1f} {step['peak_rss_mb']:>9.0f}  {note}")
+    if "queries" in steps:
+        q = steps["queries"]["result"]
+        lines += ["", f"query latency ({q['selection']})", f"{'query':52s} {'p50 ms':>9s} {'p95 ms':>9s}"]
+        for name, lat in q["latency"].items():
+            lines.append(f"{name:52s} {lat['p50_ms']:>9.1f} {lat['p95_ms']:>9.1f}" if "p50_ms" in lat else f"{name:52s} {lat}")
+    if "baseline" in steps:
+        b = steps["baseline"]["result"]
+        lines += ["", f"naive baseline vs product ({b['selection']})",
+                  f"  naive   p50 {b['naive']['p50_ms']:>10.1f} ms  {b['naive']['figures']}",
+                  f"  product p50 {b['product']['p50_ms']:>10.1f} ms  {b['product']['figures']}",
+                  f"  ratio {b['ratio']:,}x"]
+    if "pages" in steps:
+        lines += ["", f"{'page (AppTest, cold caches)':52s} {'render s':>9s} {'home s':>9s} {'rows':>7s}  error"]
+        for page, r in steps["pages"]["result"].items():
+            rows = "" if r.get("rows") is None else f"{r['rows']:,}"
+            lines.append(f"{page + ' (' + r['role'] + ')':52s} {r['render_s']:>9.2f} {r['home_s']:>9.2f} {rows:>7s}  {r['error'] or ''}")
+    return "\n".join(lines)
+
+
+def step_function(step: str):
+    """The function of a step; steps of :data:`STEP_MODULES` are imported by name, in the child only."""
+    if step in STEP_MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(STEP_MODULES[step]), f"step_{step}")
+    return STEP_FUNCTIONS[step]
+
+
+if __name__ == "__main__":
+    child_main(step_function(sys.argv[1]), sys.argv[2])

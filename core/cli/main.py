@@ -1,0 +1,369 @@
+"""Command line: ``python -m core COMMAND ...``. Tests and operators use it; pages never do.
+
+Each command is a function ``cmd_<name>(args) -> int`` registered in :data:`COMMANDS` with a
+function that adds its arguments. New features add one entry.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, date
+from pathlib import Path
+
+from core.store.db import create_schema, database_url, make_engine
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: $DATABASE_URL or the SQLite file under data/)")
+
+
+def _engine(args):
+    engine = make_engine(args.database_url)
+    create_schema(engine)
+    return engine
+
+
+# --- generate -----------------------------------------------------------------------------
+
+
+def _args_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--patients", type=int, default=5000)
+    p.add_argument("--months", type=int, default=24)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--end-month", default=None, help="YYYY-MM of the last month (default: last complete month)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write the CSV bundle to")
+
+
+def cmd_generate(args) -> int:
+    from sample_data.generator import NetworkSpec, write_bundle
+
+    end = date.fromisoformat(args.end_month + "-01") if args.end_month else None
+    spec = NetworkSpec(patients=args.patients, months=args.months, seed=args.seed, end_month=end)
+    summary = write_bundle(spec, args.out)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+def _args_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="bundle folder (csv, tuva) or file/folder (fhir)")
+    p.add_argument("--format", choices=["csv", "fhir", "tuva"], default="csv")
+    p.add_argument("--no-derive", action="store_true", help="skip subgroup assignment and cell building after the import")
+    _add_db(p)
+
+
+def cmd_import(args) -> int:
+    from core.ingest import import_path
+
+    engine = _engine(args)
+    report = import_path(engine, args.path, fmt=args.format)
+    print(report.to_text())
+    if not report.ok:
+        return 1
+    if not args.no_derive:
+        from core.derive.pipeline import derive_all
+
+        summary = derive_all(engine, progress=lambda _f, text: print(text, flush=True))
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+# --- info ---------------------------------------------------------------------------------
+
+
+def _args_info(p: argparse.ArgumentParser) -> None:
+    _add_db(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def cmd_info(args) -> int:
+    from core.store.queries import data_status
+
+    engine = _engine(args)
+    status = data_status(engine)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return 0
+    print(f"database: {database_url(args.database_url).split('@')[-1]}")
+    print(f"data version: {status['data_version']}")
+    print(f"months covered: {status['first_month']} .. {status['last_month']}")
+    print("rows per table:")
+    for table, n in status["counts"].items():
+        print(f"  {table:22s} {n:>12,}")
+    return 0
+
+
+# --- templates ----------------------------------------------------------------------------
+
+
+def _args_templates(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("docs/templates"))
+
+
+def cmd_templates(args) -> int:
+    from core.ingest.templates import write_templates
+
+    for path in write_templates(args.out):
+        print(path)
+    return 0
+
+
+# --- users and audit ----------------------------------------------------------------------
+
+
+def _args_users(p: argparse.ArgumentParser) -> None:
+    _add_db(p)
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="list users")
+    add = sub.add_parser("add", help="add or update a user")
+    add.add_argument("user_key", help="email (lower-cased) or sub:<subject>")
+    add.add_argument("--role", required=True, choices=["clinician", "team_leader", "executive", "admin"])
+    add.add_argument("--name", default="")
+    add.add_argument("--practices", default="", help="comma-separated practice ids in scope")
+    add.add_argument("--teams", default="", help="comma-separated team ids in scope")
+    add.add_argument("--patient-level", action="store_true", help="grant patient rows to an executive or admin")
+    remove = sub.add_parser("deactivate", help="deactivate a user (rows are kept for the audit trail)")
+    remove.add_argument("user_key")
+
+
+def cmd_users(args) -> int:
+    from core.access.policy import load_access_rules
+    from core.access.users import deactivate_user, list_users, save_user
+
+    engine = _engine(args)
+    if args.action == "list":
+        print(list_users(engine).to_string(index=False))
+    elif args.action == "add":
+        patient_level = args.patient_level or load_access_rules().patient_level_default[args.role]
+        user = save_user(engine, args.user_key, args.role, name=args.name, practice_ids=args.practices,
+                         team_ids=args.teams, patient_level=patient_level)  # fmt: skip
+        print(f"saved {user.user_key} ({user.role})")
+    elif not deactivate_user(engine, args.user_key):
+        print(f"no user {args.user_key}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _args_audit(p: argparse.ArgumentParser) -> None:
+    _add_db(p)
+    p.add_argument("--user", default=None)
+    p.add_argument("--action", default=None)
+    p.add_argument("--target", default=None)
+    p.add_argument("--since", default=None, help="YYYY-MM-DD (UTC)")
+    p.add_argument("--out", type=Path, default=None, help="CSV file (default: standard output)")
+
+
+def cmd_audit(args) -> int:
+    from datetime import datetime
+
+    from core.access.audit import search_events
+
+    since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
+    events = search_events(_engine(args), user_key=args.user, action=args.action, target=args.target, since=since)
+    events.to_csv(args.out or sys.stdout, index=False)
+    return 0
+
+
+# --- scorecard ----------------------------------------------------------------------------
+
+
+def _args_scorecard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--practice", default=None, help="practice id (default: the whole network)")
+    p.add_argument("--team", default=None, help="team id (default: all teams)")
+    p.add_argument("--subgroup", default=None, help="subgroup id (default: all subgroups)")
+    p.add_argument("--period", required=True, help="YYYY-MM, the last month of the window")
+    p.add_argument("--window", choices=["month", "quarter", "12m"], default="month")
+    p.add_argument("--stratum", default="all", help="equity stratum (age_band, sex, race_ethnicity, ...)")
+    p.add_argument("--format", choices=["csv", "json", "text"], default="text")
+    _add_db(p)
+
+
+def cmd_scorecard(args) -> int:
+    from core.metrics.scorecard import Selection, build_scorecard, format_scorecard
+
+    engine = _engine(args)
+    selection = Selection(practice_id=args.practice, team_id=args.team, subgroup=args.subgroup,
+                          period=date.fromisoformat(args.period + "-01"), window=args.window, stratum=args.stratum)
+    print(format_scorecard(build_scorecard(engine, selection), args.format))
+    return 0
+
+
+# --- assign -------------------------------------------------------------------------------
+
+
+def _args_assign(p: argparse.ArgumentParser) -> None:
+    _add_db(p)
+    p.add_argument("--rules", type=Path, default=None, help="subgroup rules TOML (default: the saved or shipped rules)")
+
+
+def cmd_assign(args) -> int:
+    """Reassign subgroups, then rebuild the cells so every page shows the new assignment."""
+    from core.derive.pipeline import derive_all
+    from core.derive.subgroups import RulesError, active_rules_path, load_rules
+
+    try:
+        rules = load_rules(args.rules or active_rules_path())
+    except RulesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = derive_all(_engine(args), rules=rules)["subgroups"]
+    total = summary["rows"] or 1
+    print(f"assigned {summary['rows']:,} patient-months over {summary['months']} months in {summary['seconds']} s "
+          f"({summary['overridden']:,} overridden)")
+    for subgroup, n in summary["mix"].items():
+        print(f"  {rules.subgroup_names[subgroup]:28s} {n:>12,} {100 * n / total:6.1f} %")
+    return 0
+
+
+# --- costs and payments (issue 5) ---------------------------------------------------------
+
+
+def _args_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--practice", default=None, help="practice id (default: the whole network)")
+    p.add_argument("--team", default=None, help="team id (default: all teams)")
+    p.add_argument("--subgroup", default=None, help="subgroup id (default: all subgroups)")
+    p.add_argument("--period", default=None, help="YYYY-MM, the last month of the window (default: latest month)")
+    p.add_argument("--window", choices=["month", "quarter", "12m"], default="month")
+    _add_db(p)
+
+
+def _selection_months(engine, args) -> list[date] | None:
+    from core.derive.costs import last_attributed_month, window_months
+
+    period = date.fromisoformat(args.period + "-01") if args.period else last_attributed_month(engine)
+    return window_months(period, args.window) if period else None
+
+
+def _print_tables(tables: dict) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:,.2f}".format):
+        for name, table in tables.items():
+            if isinstance(table, pd.DataFrame):
+                print(f"\n== {name} ==")
+                print(table.to_string(index=False) if len(table) else "(none)")
+
+
+def _args_costs(p: argparse.ArgumentParser) -> None:
+    _args_selection(p)
+
+
+def cmd_costs(args) -> int:
+    from core.derive.costs import cost_report
+
+    engine = _engine(args)
+    months = _selection_months(engine, args)
+    if not months:
+        print("no attributed months in the database", file=sys.stderr)
+        return 1
+    tables = cost_report(engine, months, args.practice, args.team, args.subgroup)
+    print(f"costs {months[0]:%Y-%m}..{months[-1]:%Y-%m} (PMPM from {tables['source']})")
+    _print_tables(tables)
+    return 0
+
+
+def _args_payments(p: argparse.ArgumentParser) -> None:
+    _args_selection(p)
+    p.add_argument("--targets-met", type=int, default=0, help="measure targets met (PCMH pay-for-performance)")
+    p.add_argument("--aco-preset", default=None, help="ACO track in core/config/payments.toml (default: its default_preset)")
+    p.add_argument("--benchmark-pmpy", type=float, default=None, help="ACO baseline benchmark, USD per member-year")
+    p.add_argument("--quality-score", type=float, default=100.0, help="ACO quality score (0-100)")
+
+
+def cmd_payments(args) -> int:
+    from core.metrics.payments import (
+        aco_inputs_from_store,
+        aco_reconciliation,
+        aco_result_table,
+        load_payment_settings,
+        payment_report,
+    )
+
+    engine = _engine(args)
+    months = _selection_months(engine, args)
+    if not months:
+        print("no attributed months in the database", file=sys.stderr)
+        return 1
+    settings = load_payment_settings()
+    tables = payment_report(engine, months, args.practice, args.team, args.subgroup, settings, args.targets_met)
+    print(f"payments {months[0]:%Y-%m}..{months[-1]:%Y-%m}")
+    _print_tables(tables)
+    preset = args.aco_preset or settings.aco_default_preset
+    if preset not in settings.aco_presets:
+        print(f"unknown ACO preset {preset!r}; choose from {sorted(settings.aco_presets)}", file=sys.stderr)
+        return 2
+    inputs, note = aco_inputs_from_store(engine, months, args.practice, args.team, args.subgroup, args.benchmark_pmpy, args.quality_score)
+    print(f"\n== ACO reconciliation: {settings.aco_presets[preset].label} ==")
+    if inputs is None:
+        print(f"(not computed: {note})")
+        return 0
+    if note:
+        print(f"({note})")
+    _print_tables({"aco": aco_result_table(aco_reconciliation(inputs, settings.aco_presets[preset]))})
+    return 0
+
+
+# --- bench (issue 11) ---------------------------------------------------------------------
+
+
+def _args_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--patients", type=int, default=100_000)
+    p.add_argument("--months", type=int, default=24)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--end-month", default=None, help="YYYY-MM of the last month (default: last complete month)")
+    p.add_argument("--out", type=Path, default=Path("data/bench"), help="folder for the bundle (DIR/bundle)")
+    p.add_argument("--reuse", action="store_true", help="keep an existing bundle and an already imported database")
+    p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
+    p.add_argument("--baseline-reps", type=int, default=3, help="repetitions of the naive baseline")
+    p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    _add_db(p)
+
+
+def cmd_bench(args) -> int:
+    import os
+
+    from core.cli.bench import STEPS, format_report, run_bench
+
+    # default: a SQLite file next to the bundle, never the dashboard's own database
+    url = args.database_url or os.environ.get("DATABASE_URL") or "sqlite:///" + str(args.out.resolve() / "bench.db")
+    steps = tuple(args.steps.split(",")) if args.steps else STEPS
+    report = run_bench(args.patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
+                       reps=args.reps, baseline_reps=args.baseline_reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0
+
+
+COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
+    "generate": (_args_generate, cmd_generate, "write a synthetic sample network as a CSV bundle"),
+    "import": (_args_import, cmd_import, "validate and load a data bundle (all or nothing)"),
+    "info": (_args_info, cmd_info, "counts per table, months covered, data version"),
+    "templates": (_args_templates, cmd_templates, "write empty CSV templates of the bundle"),
+    "scorecard": (_args_scorecard, cmd_scorecard, "print the outcome scorecard of a selection (from cells)"),
+    "assign": (_args_assign, cmd_assign, "assign every attributed patient-month to a subgroup (rules, risk scores, overrides)"),
+    "costs": (_args_costs, cmd_costs, "print cost PMPM, composition, recorded vs standard minutes and unused capacity of a selection"),
+    "bench": (_args_bench, cmd_bench, "benchmark: generate, import and derive N patients, time queries and pages"),
+    "payments": (_args_payments, cmd_payments, "print payment models side by side, mix sensitivity and the ACO reconciliation of a selection"),
+    "users": (_args_users, cmd_users, "manage who may sign in, their role and scope"),
+    "audit": (_args_audit, cmd_audit, "export the audit log as CSV"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Care-team value scorecards")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, _, help_text) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command][1](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,713 @@
+"""True costs: time-driven activity-based costing (TDABC) of internal activities and paid
+amounts of claims, per patient-month, with per-member-per-month (PMPM) figures.
+
+Method (DESIGN section 5)
+- Kaplan & Anderson, "Time-Driven Activity-Based Costing", HBR 2004; Kaplan & Porter, "How to
+  solve the cost crisis in health care", HBR 2011. For each staff role a **capacity cost
+  rate** = (annual cost + space and equipment share) / practical capacity in minutes
+  (default 80 % of paid hours x 60). Cost of an internal activity = sum over roles of minutes x
+  rate. Where an internal activity has no recorded minutes, the **process map** of its kind
+  (core/config/costing.toml) supplies standard minutes by role; recorded and standard minutes
+  are never mixed within one encounter.
+- Rates are per team and role (``rate_scope = "team"``, the team's own staff mix and
+  salaries), falling back to the network rate of the role where the team has no staff in it
+  or the encounter has no team; ``rate_scope = "network"`` uses one rate per role.
+- Staff have no start or end dates in the data model, so every staff member supplies capacity
+  in every month of the window (annual figures / 12).
+- External cost = paid amount of each claim (``Encounter.paid_usd`` of non-internal rows),
+  in the category of the row (blank: the kind's default category in catalog.toml), flagged
+  in or out of network (leakage).
+- Month of an encounter = month of its ``start_date`` (an admission spanning two months counts
+  in the month it started).
+
+Attribution choice: a cost counts in a patient-month only if the patient is attributed in that
+month (``Attribution``), under that month's practice, team and subgroup. Costs of encounters in
+months where the patient is not attributed are **not** spread to other months; they are reported
+separately by :func:`unattributed_costs`, so that attributed + unattributed = every activity and
+claim of the months (see :func:`reconcile_costs`).
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, Select, and_, func, select
+
+from core.config import config_path, load_toml
+from core.config.catalog import Catalog, load_catalog
+from core.store.models import Attribution, Cell, Encounter, Staff, StaffMinutes, SubgroupAssignment, Team
+from core.store.queries import where_selection
+
+COSTING_PATH = config_path("costing.toml")
+NETWORK = "*"  # team_id of network-wide rate rows
+RATE_SCOPES = ("team", "network")
+UNASSIGNED_SUBGROUP = "unassigned"
+
+# Metric names shared with core.derive.cells (cells) and the scorecard. Numerator = USD (or minutes),
+# denominator = member-months.
+COST_INTERNAL = "cost_internal_usd"
+COST_EXTERNAL = "cost_external_usd"
+COST_TOTAL = "cost_total_usd"
+COST_OUT_OF_NETWORK = "cost_out_of_network_usd"
+COST_INTERNAL_STANDARD = "cost_internal_standard_minutes_usd"
+INTERNAL_MINUTES = "internal_minutes"
+
+
+def category_metric(category: str) -> str:
+    """Metric name of the cost in one category, e.g. ``cost_inpatient_usd``."""
+    return f"cost_{category}_usd"
+
+
+def cost_metrics(catalog: Catalog | None = None) -> list[str]:
+    """Every cost metric name, in display order."""
+    catalog = catalog or load_catalog()
+    return [COST_TOTAL, COST_INTERNAL, COST_EXTERNAL, COST_OUT_OF_NETWORK, COST_INTERNAL_STANDARD, INTERNAL_MINUTES] + [
+        category_metric(c) for c in catalog.cost_categories
+    ]
+
+
+def cost_metric_labels(catalog: Catalog | None = None) -> dict[str, str]:
+    """Display label of every cost metric (PMPM = sum of numerators / member-months)."""
+    catalog = catalog or load_catalog()
+    labels = {
+        COST_TOTAL: "Total cost PMPM",
+        COST_INTERNAL: "Internal cost PMPM (TDABC)",
+        COST_EXTERNAL: "External cost PMPM (claims paid)",
+        COST_OUT_OF_NETWORK: "Out-of-network cost PMPM (leakage)",
+        COST_INTERNAL_STANDARD: "Internal cost PMPM from standard (process-map) minutes",
+        INTERNAL_MINUTES: "Staff minutes per member per month",
+    }
+    labels.update({category_metric(c): f"{label} cost PMPM" for c, label in catalog.cost_categories.items()})
+    return labels
+
+
+# --- settings ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """TDABC settings (core/config/costing.toml)."""
+
+    practical_capacity_share: float
+    rate_scope: str
+    space_equipment_usd_per_year: dict[str, float]
+    process_maps: dict[str, dict[str, float]]
+
+    def space_equipment_for(self, role: str) -> float:
+        return self.space_equipment_usd_per_year.get(role, self.space_equipment_usd_per_year.get("default", 0.0))
+
+
+def load_cost_settings(path: Path = COSTING_PATH, catalog: Catalog | None = None) -> CostSettings:
+    """Load and validate the costing settings; raises ValueError naming the file and key."""
+    catalog = catalog or load_catalog()
+    raw = load_toml(path)
+    return parse_cost_settings(raw, catalog, source=str(path))
+
+
+def parse_cost_settings(raw: dict, catalog: Catalog, source: str = "costing settings") -> CostSettings:
+    """Validate a settings dict (the parsed TOML) against the catalogue."""
+    try:
+        share = float(raw["capacity"]["practical_capacity_share"])
+        scope = str(raw["capacity"].get("rate_scope", "team"))
+        space = {str(k): float(v) for k, v in raw.get("space_equipment_usd_per_year", {}).items()}
+        maps = {str(k): {str(r): float(m) for r, m in v.items()} for k, v in raw.get("process_maps", {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{source}: missing or malformed setting ({exc})") from exc
+    if not 0 < share <= 1:
+        raise ValueError(f"{source}: capacity.practical_capacity_share must be in (0, 1], got {share}")
+    if scope not in RATE_SCOPES:
+        raise ValueError(f"{source}: capacity.rate_scope must be one of {RATE_SCOPES}, got {scope!r}")
+    for role, usd in space.items():
+        if role != "default" and role not in catalog.roles:
+            raise ValueError(f"{source}: space_equipment_usd_per_year has unknown role {role!r}")
+        if usd < 0:
+            raise ValueError(f"{source}: space_equipment_usd_per_year.{role} must be >= 0")
+    for kind, roles in maps.items():
+        if kind not in catalog.activity_kinds or not catalog.activity_kinds[kind].internal:
+            raise ValueError(f"{source}: process_maps.{kind} is not an internal activity kind of the catalogue")
+        for role, minutes in roles.items():
+            if role not in catalog.roles:
+                raise ValueError(f"{source}: process_maps.{kind} has unknown role {role!r}")
+            if minutes < 0:
+                raise ValueError(f"{source}: process_maps.{kind}.{role} must be >= 0 minutes")
+    return CostSettings(share, scope, space, maps)
+
+
+# --- small helpers ----------------------------------------------------------------------
+
+
+def month_of(values: pd.Series) -> pd.Series:
+    """First day of the month of each date (as ``datetime.date``)."""
+    months = pd.to_datetime(pd.Series(values)).to_numpy().astype("datetime64[M]")
+    unique, inverse = np.unique(months, return_inverse=True)
+    firsts = np.empty(len(unique), dtype=object)
+    firsts[:] = [date.fromisoformat(f"{u}-01") for u in unique.astype(str)]
+    return pd.Series(firsts[inverse], index=values.index, dtype=object)
+
+
+def isin(values: pd.Series, members) -> np.ndarray:
+    """``values.isin(members)`` as a boolean array, fast for large string columns (hash lookup)."""
+    index = pd.Index(members).unique()
+    return index.get_indexer(values) >= 0
+
+
+def _month_range(months: Iterable[date]) -> tuple[date, date]:
+    months = sorted(months)
+    last = months[-1]
+    end = date(last.year + (last.month == 12), last.month % 12 + 1, 1)
+    return months[0], end
+
+
+# --- TDABC ------------------------------------------------------------------------------
+
+
+def capacity_cost_rates(staff: pd.DataFrame, settings: CostSettings) -> pd.DataFrame:
+    """Capacity cost rate per team and role, plus network-wide rows (``team_id == "*"``).
+
+    In: staff (team_id, role, annual_cost_usd, paid_hours_per_year).
+    Out grain: team_id, role. Columns: staff (count), capacity_cost_usd_per_year (annual cost +
+    space and equipment), practical_minutes_per_year (paid hours x 60 x practical share),
+    rate_usd_per_minute.
+    """
+    s = staff[["team_id", "role", "annual_cost_usd", "paid_hours_per_year"]].copy()
+    s["space_usd"] = [settings.space_equipment_for(r) for r in s["role"]]
+    s["capacity_cost_usd_per_year"] = s["annual_cost_usd"].astype(float) + s["space_usd"]
+    s["practical_minutes_per_year"] = s["paid_hours_per_year"].astype(float) * 60.0 * settings.practical_capacity_share
+    s["staff"] = 1
+    cols = ["staff", "capacity_cost_usd_per_year", "practical_minutes_per_year"]
+    team = s.groupby(["team_id", "role"], as_index=False)[cols].sum()
+    network = s.groupby(["role"], as_index=False)[cols].sum()
+    network.insert(0, "team_id", NETWORK)
+    out = pd.concat([team, network], ignore_index=True)
+    out["rate_usd_per_minute"] = out["capacity_cost_usd_per_year"] / out["practical_minutes_per_year"]
+    return out
+
+
+def resolve_minutes(encounters: pd.DataFrame, staff_minutes: pd.DataFrame, process_maps: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Minutes by role of each internal encounter: recorded where any are, else the process map.
+
+    Out grain: encounter_id, role. Columns: minutes, minutes_source (``recorded``/``standard``).
+    Internal encounters with neither recorded minutes nor a process map for their kind get no
+    rows (they cannot be costed; see :func:`uncosted_encounters`).
+    """
+    internal = encounters.loc[encounters["is_internal"].astype(bool), ["encounter_id", "kind"]]
+    recorded = staff_minutes.loc[isin(staff_minutes["encounter_id"], internal["encounter_id"]), ["encounter_id", "role", "minutes"]].copy()
+    recorded["minutes_source"] = "recorded"
+    missing = internal.loc[~isin(internal["encounter_id"], recorded["encounter_id"])]
+    maps = pd.DataFrame(
+        [(kind, role, float(m)) for kind, roles in process_maps.items() for role, m in roles.items()],
+        columns=["kind", "role", "minutes"],
+    )
+    standard = missing.merge(maps, on="kind", how="inner")[["encounter_id", "role", "minutes"]]
+    standard["minutes_source"] = "standard"
+    out = pd.concat([recorded, standard], ignore_index=True)
+    out["minutes"] = out["minutes"].astype(float)
+    return out
+
+
+def activity_costs(
+    encounters: pd.DataFrame,
+    staff_minutes: pd.DataFrame,
+    rates: pd.DataFrame,
+    process_maps: dict[str, dict[str, float]],
+    rate_scope: str = "team",
+) -> pd.DataFrame:
+    """TDABC cost of each internal activity by role.
+
+    In: encounters (encounter_id, patient_id, team_id, kind, start_date, is_internal),
+    staff_minutes (encounter_id, role, minutes), rates from :func:`capacity_cost_rates`,
+    process maps (kind -> role -> standard minutes).
+    Out grain: encounter_id, role. Columns: patient_id, team_id, kind, month, role, minutes,
+    minutes_source, rate_source (``team``/``network``/``missing``), rate_usd_per_minute, cost_usd.
+    A role with no staff anywhere in the network has no rate: its minutes cost 0 and are
+    flagged ``missing``.
+    """
+    if rate_scope not in RATE_SCOPES:
+        raise ValueError(f"rate_scope must be one of {RATE_SCOPES}")
+    minutes = resolve_minutes(encounters, staff_minutes, process_maps)
+    enc = encounters[["encounter_id", "patient_id", "team_id", "kind", "start_date"]]
+    out = minutes.merge(enc, on="encounter_id", how="left")
+    out["month"] = month_of(out["start_date"]) if len(out) else pd.Series([], dtype=object)
+    out = out.drop(columns="start_date")
+    net = rates.loc[rates["team_id"] == NETWORK, ["role", "rate_usd_per_minute"]].rename(columns={"rate_usd_per_minute": "network_rate"})
+    out = out.merge(net, on="role", how="left")
+    if rate_scope == "team":
+        team = rates.loc[rates["team_id"] != NETWORK, ["team_id", "role", "rate_usd_per_minute"]].rename(columns={"rate_usd_per_minute": "team_rate"})
+        out = out.merge(team, on=["team_id", "role"], how="left")
+    else:
+        out["team_rate"] = np.nan
+    team_rate = out["team_rate"].astype(float)
+    network_rate = out["network_rate"].astype(float)
+    out["rate_source"] = np.where(team_rate.notna(), "team", np.where(network_rate.notna(), "network", "missing"))
+    out["rate_usd_per_minute"] = team_rate.fillna(network_rate).fillna(0.0)
+    out["cost_usd"] = out["minutes"] * out["rate_usd_per_minute"]
+    cols = ["encounter_id", "patient_id", "team_id", "kind", "month", "role", "minutes", "minutes_source", "rate_source", "rate_usd_per_minute", "cost_usd"]
+    return out[cols]
+
+
+def uncosted_encounters(encounters: pd.DataFrame, activity_cost: pd.DataFrame) -> pd.DataFrame:
+    """Internal encounters that got no cost rows (no minutes recorded and no process map)."""
+    internal = encounters.loc[encounters["is_internal"].astype(bool)]
+    return internal.loc[~isin(internal["encounter_id"], activity_cost["encounter_id"])]
+
+
+def minutes_source_shares(activity_cost: pd.DataFrame) -> pd.DataFrame:
+    """Cost and minutes from recorded versus standard (process-map) minutes.
+
+    Out grain: minutes_source. Columns: minutes, cost_usd, cost_share.
+    """
+    out = activity_cost.groupby("minutes_source", as_index=False)[["minutes", "cost_usd"]].sum()
+    total = out["cost_usd"].sum()
+    out["cost_share"] = out["cost_usd"] / total if total else 0.0
+    return out
+
+
+def unused_capacity(staff: pd.DataFrame, activity_cost: pd.DataFrame, months: Sequence[date], settings: CostSettings) -> pd.DataFrame:
+    """Capacity supplied minus capacity used, per team, role and month.
+
+    Supplied = practical minutes / 12 of the team's staff in the role; used = minutes of the
+    role on internal activities whose encounter belongs to the team (encounters without a
+    team are not anyone's capacity and are left out). Dollars at the team's own rate of the
+    role (network rate where the team has no staff in it): unused_cost_usd =
+    capacity_cost_usd - used_minutes x rate. Over-used capacity shows as negative unused.
+
+    Out grain: team_id, month, role. Columns: capacity_minutes, used_minutes, unused_minutes,
+    capacity_cost_usd, used_cost_usd, unused_cost_usd.
+    """
+    rates = capacity_cost_rates(staff, settings)
+    team_rates = rates.loc[rates["team_id"] != NETWORK]
+    month_frame = pd.DataFrame({"month": list(months)}, dtype=object)
+    supplied = team_rates.merge(month_frame, how="cross")
+    supplied["capacity_minutes"] = supplied["practical_minutes_per_year"] / 12.0
+    supplied["capacity_cost_usd"] = supplied["capacity_cost_usd_per_year"] / 12.0
+    supplied = supplied[["team_id", "month", "role", "capacity_minutes", "capacity_cost_usd"]]
+    used = activity_cost.loc[activity_cost["team_id"].notna() & activity_cost["month"].isin(list(months))]
+    used = used.groupby(["team_id", "month", "role"], as_index=False)["minutes"].sum().rename(columns={"minutes": "used_minutes"})
+    out = supplied.merge(used, on=["team_id", "month", "role"], how="outer")
+    out[["capacity_minutes", "capacity_cost_usd", "used_minutes"]] = out[["capacity_minutes", "capacity_cost_usd", "used_minutes"]].fillna(0.0)
+    rate = out.merge(team_rates[["team_id", "role", "rate_usd_per_minute"]], on=["team_id", "role"], how="left")["rate_usd_per_minute"]
+    net = rates.loc[rates["team_id"] == NETWORK].set_index("role")["rate_usd_per_minute"]
+    rate = rate.fillna(out["role"].map(net)).fillna(0.0)
+    out["used_cost_usd"] = out["used_minutes"].to_numpy() * rate.to_numpy()
+    out["unused_minutes"] = out["capacity_minutes"] - out["used_minutes"]
+    out["unused_cost_usd"] = out["capacity_cost_usd"] - out["used_cost_usd"]
+    cols = ["team_id", "month", "role", "capacity_minutes", "used_minutes", "unused_minutes", "capacity_cost_usd", "used_cost_usd", "unused_cost_usd"]
+    return out[cols].sort_values(["team_id", "month", "role"]).reset_index(drop=True)
+
+
+# --- claims -----------------------------------------------------------------------------
+
+
+def external_costs(encounters: pd.DataFrame, catalog: Catalog | None = None) -> pd.DataFrame:
+    """Paid amounts of claims (non-internal encounters) by category and network status.
+
+    Out grain: encounter_id. Columns: patient_id, team_id, kind, month, cost_category (blank in
+    the data: the kind's default), in_network, cost_usd.
+    """
+    catalog = catalog or load_catalog()
+    ext = encounters.loc[~encounters["is_internal"].astype(bool)].copy()
+    default = ext["kind"].map({k: v.category for k, v in catalog.activity_kinds.items()})
+    category = ext["cost_category"].fillna("").astype(str)
+    ext["cost_category"] = category.where(category != "", default).fillna("other")
+    ext["month"] = month_of(ext["start_date"]) if len(ext) else pd.Series([], dtype=object)
+    ext["in_network"] = ext["in_network"].astype(bool)
+    ext["cost_usd"] = ext["paid_usd"].fillna(0.0).astype(float)
+    return ext[["encounter_id", "patient_id", "team_id", "kind", "month", "cost_category", "in_network", "cost_usd"]].reset_index(drop=True)
+
+
+# --- patient-months -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostInputs:
+    """Rows the cost model needs for a set of months (from :func:`load_cost_inputs`).
+
+    attribution: patient_id, month, practice_id, team_id, subgroup (``unassigned`` when the
+    patient-month has no subgroup assignment). encounters: every encounter starting in the
+    months. staff_minutes: minutes of those encounters. staff: every staff member.
+    """
+
+    months: tuple[date, ...]
+    staff: pd.DataFrame
+    encounters: pd.DataFrame
+    staff_minutes: pd.DataFrame
+    attribution: pd.DataFrame
+
+
+def _read(engine: Engine, stmt) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(stmt, conn)
+
+
+def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None, patients: tuple[str, str] | Select | None = None) -> CostInputs:
+    """Read staff, encounters, staff minutes and attribution for ``months`` (all months if None)
+    of the patients ``patients``: all (None), those whose id is in an inclusive range (a pair of
+    ids), or those a select of patient ids returns."""
+    enc_cols = [Encounter.encounter_id, Encounter.patient_id, Encounter.team_id, Encounter.kind, Encounter.start_date,
+                Encounter.is_internal, Encounter.in_network, Encounter.cost_category, Encounter.paid_usd]
+    att_stmt = (
+        select(Attribution.patient_id, Attribution.month, Attribution.practice_id, Attribution.team_id, SubgroupAssignment.subgroup)
+        .outerjoin(SubgroupAssignment, and_(SubgroupAssignment.patient_id == Attribution.patient_id, SubgroupAssignment.month == Attribution.month))
+    )
+    enc_stmt = select(*enc_cols)
+    min_stmt = select(StaffMinutes.encounter_id, StaffMinutes.role, StaffMinutes.minutes).join(Encounter, Encounter.encounter_id == StaffMinutes.encounter_id)
+    if months is not None:
+        months = sorted({date(m.year, m.month, 1) for m in months})
+        if not months:
+            raise ValueError("months is empty")
+        start, end = _month_range(months)
+        att_stmt = att_stmt.where(Attribution.month.in_(months))
+        if not isinstance(patients, tuple):
+            # (For a block of patient ids the dates stay out of the SQL: SQLite would otherwise
+            # scan the date index over the whole network for every block; the months are kept below.)
+            enc_stmt = enc_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
+            min_stmt = min_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
+    if patients is not None:
+        def of(column):
+            return column.in_(patients) if isinstance(patients, Select) else column.between(*patients)
+
+        att_stmt = att_stmt.where(of(Attribution.patient_id))
+        enc_stmt = enc_stmt.where(of(Encounter.patient_id))
+        min_stmt = min_stmt.where(of(Encounter.patient_id))
+    staff = _read(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
+    encounters = _read(engine, enc_stmt)
+    staff_minutes = _read(engine, min_stmt)
+    attribution = _read(engine, att_stmt)
+    attribution["month"] = month_of(attribution["month"]) if len(attribution) else pd.Series([], dtype=object)
+    attribution["subgroup"] = attribution["subgroup"].fillna(UNASSIGNED_SUBGROUP)
+    if months is not None and len(encounters):
+        encounters = encounters.loc[isin(month_of(encounters["start_date"]), months)].reset_index(drop=True)
+        staff_minutes = staff_minutes.loc[isin(staff_minutes["encounter_id"], encounters["encounter_id"])].reset_index(drop=True)
+    if months is None:
+        found = set(attribution["month"]) | (set(month_of(encounters["start_date"])) if len(encounters) else set())
+        months = sorted(found)
+    return CostInputs(tuple(months), staff, encounters, staff_minutes, attribution)
+
+
+def encounter_costs(inputs: CostInputs, settings: CostSettings, catalog: Catalog | None = None) -> pd.DataFrame:
+    """Cost of every encounter of the inputs, internal (TDABC) and external (claims).
+
+    Out grain: encounter_id. Columns: patient_id, month, cost_category, is_internal,
+    in_network, cost_usd, standard_minutes_cost_usd, minutes.
+    """
+    catalog = catalog or load_catalog()
+    rates = capacity_cost_rates(inputs.staff, settings)
+    act = activity_costs(inputs.encounters, inputs.staff_minutes, rates, settings.process_maps, settings.rate_scope)
+    act = act.assign(standard_minutes_cost_usd=np.where(act["minutes_source"] == "standard", act["cost_usd"], 0.0))
+    internal = act.groupby(["encounter_id", "patient_id", "kind", "month"], as_index=False)[["cost_usd", "standard_minutes_cost_usd", "minutes"]].sum()
+    internal["cost_category"] = internal["kind"].map({k: v.category for k, v in catalog.activity_kinds.items()}).fillna("primary_care")
+    internal["is_internal"] = True
+    internal["in_network"] = True
+    ext = external_costs(inputs.encounters, catalog).assign(is_internal=False, standard_minutes_cost_usd=0.0, minutes=0.0)
+    cols = ["encounter_id", "patient_id", "month", "cost_category", "is_internal", "in_network", "cost_usd", "standard_minutes_cost_usd", "minutes"]
+    frames = [f[cols] for f in (internal, ext) if len(f)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    return pd.concat(frames, ignore_index=True)
+
+
+def _patient_month_sums(enc: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
+    """Wide cost metrics per patient_id, month from :func:`encounter_costs`."""
+    cost = enc["cost_usd"].astype(float)
+    internal = enc["is_internal"].astype(bool)
+    wide = pd.DataFrame({
+        "patient_id": enc["patient_id"],
+        "month": enc["month"],
+        COST_TOTAL: cost,
+        COST_INTERNAL: cost.where(internal, 0.0),
+        COST_EXTERNAL: cost.where(~internal, 0.0),
+        COST_OUT_OF_NETWORK: cost.where(~enc["in_network"].astype(bool), 0.0),
+        COST_INTERNAL_STANDARD: enc["standard_minutes_cost_usd"].astype(float),
+        INTERNAL_MINUTES: enc["minutes"].astype(float),
+    })
+    for category in catalog.cost_categories:
+        wide[category_metric(category)] = cost.where(enc["cost_category"] == category, 0.0)
+    metrics = cost_metrics(catalog)
+    if not len(wide):
+        return wide[["patient_id", "month", *metrics]]
+    return wide.groupby(["patient_id", "month"], as_index=False)[metrics].sum()
+
+
+def build_patient_month_costs(inputs: CostInputs, settings: CostSettings, catalog: Catalog | None = None) -> pd.DataFrame:
+    """Cost metrics of every attributed patient-month (zeros where nothing happened).
+
+    Out grain: patient_id, month. Columns: practice_id, team_id, subgroup, member_months (1),
+    and every metric of :func:`cost_metrics` (USD, ``internal_minutes`` in minutes).
+    """
+    catalog = catalog or load_catalog()
+    sums = _patient_month_sums(encounter_costs(inputs, settings, catalog), catalog)
+    att = inputs.attribution[["patient_id", "month", "practice_id", "team_id", "subgroup"]]
+    out = att.merge(sums, on=["patient_id", "month"], how="left")
+    metrics = cost_metrics(catalog)
+    out[metrics] = out[metrics].astype(float).fillna(0.0)
+    out.insert(5, "member_months", 1.0)
+    return out.sort_values(["patient_id", "month"]).reset_index(drop=True)
+
+
+def unattributed_costs(inputs: CostInputs, settings: CostSettings, catalog: Catalog | None = None) -> pd.DataFrame:
+    """Costs of encounters in months where their patient is not attributed, per month.
+
+    Out grain: month. Columns: patients, and every metric of :func:`cost_metrics`.
+    """
+    catalog = catalog or load_catalog()
+    sums = _patient_month_sums(encounter_costs(inputs, settings, catalog), catalog)
+    keys = inputs.attribution[["patient_id", "month"]].assign(_attributed=True)
+    sums = sums.merge(keys, on=["patient_id", "month"], how="left")
+    outside = sums.loc[sums["_attributed"].isna()].drop(columns="_attributed")
+    metrics = cost_metrics(catalog)
+    out = outside.groupby("month", as_index=False).agg(patients=("patient_id", "nunique"), **{m: (m, "sum") for m in metrics})
+    return out.sort_values("month").reset_index(drop=True)
+
+
+def patient_month_cost_wide(engine: Engine, months: list[date] | None = None, patients: tuple[str, str] | None = None) -> pd.DataFrame:
+    """The cost provider's rows before melting: one row per attributed patient-month.
+
+    Grain: patient_id, month. Columns: patient_id, month, and every metric of
+    :func:`cost_metrics` (the numerators; each row is one member-month: denominator 1, sum_sq
+    the numerator squared). core.derive.cells adds these up into cells wide and melts only the sums.
+    Costs outside attributed months are in :func:`unattributed_costs`.
+    """
+    catalog = load_catalog()
+    settings = load_cost_settings(catalog=catalog)
+    wide = build_patient_month_costs(load_cost_inputs(engine, months, patients), settings, catalog)
+    return wide[["patient_id", "month", *cost_metrics(catalog)]]
+
+
+# --- PMPM -----------------------------------------------------------------------------
+
+
+def pmpm_name(metric: str) -> str:
+    """``cost_total_usd`` -> ``cost_total_pmpm_usd``; ``internal_minutes`` -> ``internal_minutes_pmpm``."""
+    return metric[: -len("_usd")] + "_pmpm_usd" if metric.endswith("_usd") else metric + "_pmpm"
+
+
+def cost_pmpm(patient_month_costs: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Cost per member per month by any of practice_id, team_id, subgroup, month ([] = network).
+
+    In: the frame of :func:`build_patient_month_costs` (any subset of rows).
+    Out grain: ``by``. Columns: member_months, each metric's sum (USD) and its PMPM
+    (``*_pmpm_usd`` = sum / member_months), standard_minutes_share (of internal cost).
+    """
+    metrics = [c for c in patient_month_costs.columns if c.startswith("cost_") or c == INTERNAL_MINUTES]
+    cols = ["member_months", *metrics]
+    if by:
+        out = patient_month_costs.groupby(list(by), as_index=False)[cols].sum()
+    else:
+        out = patient_month_costs[cols].sum().to_frame().T
+    return add_pmpm(out, metrics)
+
+
+def add_pmpm(sums: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Add ``*_pmpm_usd`` columns (sum / member_months, NaN at zero member-months) and the standard share."""
+    out = sums.copy()
+    mm = out["member_months"].astype(float).replace(0.0, np.nan)
+    for m in metrics:
+        out[pmpm_name(m)] = out[m].astype(float) / mm
+    if COST_INTERNAL in out and COST_INTERNAL_STANDARD in out:
+        internal = out[COST_INTERNAL].astype(float).replace(0.0, np.nan)
+        out["standard_minutes_share"] = out[COST_INTERNAL_STANDARD].astype(float) / internal
+    return out
+
+
+def cost_pmpm_from_cells(
+    engine: Engine,
+    by: Sequence[str] = (),
+    months: Sequence[date] | None = None,
+    practice_id: str | None = None,
+    team_id: str | None = None,
+    subgroup: str | None = None,
+) -> pd.DataFrame:
+    """The same table as :func:`cost_pmpm`, summed from stored additive cells (stratum ``all``).
+
+    Returns an empty frame when no cost cells are stored yet.
+    """
+    keys = {"practice_id": Cell.practice_id, "team_id": Cell.team_id, "subgroup": Cell.subgroup, "month": Cell.month}
+    group = [keys[b] for b in by]
+    stmt = (
+        select(*group, Cell.metric, func.sum(Cell.numerator).label("numerator"), func.sum(Cell.denominator).label("denominator"))
+        .where(Cell.stratum == "all", Cell.metric.in_(cost_metrics()))
+        .group_by(*group, Cell.metric)
+    )
+    stmt = where_selection(stmt, practice_id=practice_id, team_id=team_id, subgroup=subgroup)
+    if months is not None:
+        stmt = stmt.where(Cell.month.in_(list(months)))
+    long = _read(engine, stmt)
+    if long.empty:
+        return long
+    index = list(by) or None
+    if index:
+        wide = long.pivot_table(index=index, columns="metric", values="numerator", aggfunc="sum").reset_index()
+        mm = long.loc[long["metric"] == COST_TOTAL].groupby(index)["denominator"].sum().rename("member_months").reset_index()
+        wide = mm.merge(wide, on=index, how="left")
+    else:
+        totals = long.groupby("metric")["numerator"].sum()
+        wide = pd.DataFrame([{"member_months": float(long.loc[long["metric"] == COST_TOTAL, "denominator"].sum()), **totals.to_dict()}])
+    metrics = [m for m in cost_metrics() if m in wide]
+    return add_pmpm(wide[[*by, "member_months", *metrics]], metrics)
+
+
+# --- reconciliation ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostReconciliation:
+    """Attributed + unattributed cost against the raw activities and claims of the months."""
+
+    attributed_internal_usd: float
+    attributed_external_usd: float
+    unattributed_internal_usd: float
+    unattributed_external_usd: float
+    activities_internal_usd: float
+    claims_paid_usd: float
+    uncosted_internal_encounters: int
+
+    @property
+    def difference_usd(self) -> float:
+        """(attributed + unattributed) - (activities + claims); 0 when everything is accounted for."""
+        counted = self.attributed_internal_usd + self.attributed_external_usd + self.unattributed_internal_usd + self.unattributed_external_usd
+        return counted - (self.activities_internal_usd + self.claims_paid_usd)
+
+
+def reconcile_costs(engine: Engine, months: Sequence[date] | None = None, settings: CostSettings | None = None) -> CostReconciliation:
+    """Check that the patient-month costs plus the unattributed remainder equal every activity
+    (TDABC, costed independently per activity row) and every claim (summed in SQL) of the months."""
+    catalog = load_catalog()
+    settings = settings or load_cost_settings(catalog=catalog)
+    inputs = load_cost_inputs(engine, months)
+    wide = build_patient_month_costs(inputs, settings, catalog)
+    outside = unattributed_costs(inputs, settings, catalog)
+    rates = capacity_cost_rates(inputs.staff, settings)
+    act = activity_costs(inputs.encounters, inputs.staff_minutes, rates, settings.process_maps, settings.rate_scope)
+    claims = select(func.coalesce(func.sum(Encounter.paid_usd), 0.0)).where(Encounter.is_internal.is_(False))
+    ranges = [_month_range([m]) for m in inputs.months] if months is not None else [None]
+    claims_paid = 0.0
+    with engine.connect() as conn:
+        for bounds in ranges:
+            stmt = claims if bounds is None else claims.where(Encounter.start_date >= bounds[0], Encounter.start_date < bounds[1])
+            claims_paid += float(conn.execute(stmt).scalar_one())
+    return CostReconciliation(
+        attributed_internal_usd=float(wide[COST_INTERNAL].sum()),
+        attributed_external_usd=float(wide[COST_EXTERNAL].sum()),
+        unattributed_internal_usd=float(outside[COST_INTERNAL].sum()),
+        unattributed_external_usd=float(outside[COST_EXTERNAL].sum()),
+        activities_internal_usd=float(act["cost_usd"].sum()),
+        claims_paid_usd=claims_paid,
+        uncosted_internal_encounters=len(uncosted_encounters(inputs.encounters, act)),
+    )
+
+
+# --- selection reports (CLI and pages) ----------------------------------------------------
+
+WINDOWS = {"month": 1, "quarter": 3, "12m": 12}
+
+
+def window_months(period: date, window: str = "month") -> list[date]:
+    """The months of a window ending with ``period``: ``month``, ``quarter`` (3) or ``12m``."""
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {sorted(WINDOWS)}")
+    index = period.year * 12 + period.month - 1
+    return [date(i // 12, i % 12 + 1, 1) for i in range(index - WINDOWS[window] + 1, index + 1)]
+
+
+def select_patient_months(frame: pd.DataFrame, practice_id: str | None = None, team_id: str | None = None,
+                          subgroup: str | None = None) -> pd.DataFrame:
+    """Rows of a patient-month frame in a selection (None = all)."""
+    keep = np.ones(len(frame), dtype=bool)
+    for column, value in (("practice_id", practice_id), ("team_id", team_id), ("subgroup", subgroup)):
+        if value is not None:
+            keep &= (frame[column] == value).to_numpy()
+    return frame.loc[keep]
+
+
+def has_cost_cells(engine: Engine) -> bool:
+    """True when core.derive.cells has stored cost cells."""
+    with engine.connect() as conn:
+        return conn.execute(select(Cell.metric).where(Cell.metric == COST_TOTAL).limit(1)).first() is not None
+
+
+PMPM_COLUMNS = ["member_months", "cost_total_pmpm_usd", "cost_internal_pmpm_usd", "cost_external_pmpm_usd",
+                "cost_out_of_network_pmpm_usd", "standard_minutes_share"]
+
+
+def cost_report(
+    engine: Engine,
+    months: Sequence[date],
+    practice_id: str | None = None,
+    team_id: str | None = None,
+    subgroup: str | None = None,
+    settings: CostSettings | None = None,
+) -> dict[str, pd.DataFrame | str]:
+    """Cost tables for a selection: PMPM by team and subgroup (from cells when stored, else from
+    encounters), composition by category, recorded vs standard minutes, unused capacity per team,
+    and costs outside attributed months.
+    """
+    catalog = load_catalog()
+    settings = settings or load_cost_settings(catalog=catalog)
+    inputs = load_cost_inputs(engine, months)
+    wide = select_patient_months(build_patient_month_costs(inputs, settings, catalog), practice_id, team_id, subgroup)
+    by = ["practice_id", "team_id", "subgroup"]
+    source = "encounters"
+    pmpm = pd.DataFrame()
+    total = pd.DataFrame()
+    if has_cost_cells(engine):
+        pmpm = cost_pmpm_from_cells(engine, by, months, practice_id, team_id, subgroup)
+        total = cost_pmpm_from_cells(engine, (), months, practice_id, team_id, subgroup)
+        source = "cells"
+    if pmpm.empty:
+        pmpm, total, source = cost_pmpm(wide, by), cost_pmpm(wide), "encounters"
+    pmpm = pmpm[[*by, *[c for c in PMPM_COLUMNS if c in pmpm]]]
+    total = total[[c for c in PMPM_COLUMNS if c in total]]
+
+    sums = cost_pmpm(wide)
+    mm = float(sums["member_months"].iloc[0]) if len(wide) else 0.0
+    composition = pd.DataFrame({
+        "cost_category": list(catalog.cost_categories),
+        "cost_usd": [float(wide[category_metric(c)].sum()) for c in catalog.cost_categories],
+    })
+    composition["pmpm_usd"] = composition["cost_usd"] / mm if mm else np.nan
+    grand = composition["cost_usd"].sum()
+    composition["share"] = composition["cost_usd"] / grand if grand else np.nan
+
+    rates = capacity_cost_rates(inputs.staff, settings)
+    act = activity_costs(inputs.encounters, inputs.staff_minutes, rates, settings.process_maps, settings.rate_scope)
+    unused = unused_capacity(inputs.staff, act, list(inputs.months), settings)
+    team_practice = _read(engine, select(Team.team_id, Team.practice_id))
+    unused = unused.merge(team_practice, on="team_id", how="left")
+    if practice_id is not None:
+        unused = unused.loc[unused["practice_id"] == practice_id]
+    if team_id is not None:
+        unused = unused.loc[unused["team_id"] == team_id]
+    unused = unused.groupby("team_id", as_index=False)[["capacity_minutes", "used_minutes", "unused_minutes", "capacity_cost_usd", "unused_cost_usd"]].sum()
+    unused["utilisation"] = unused["used_minutes"] / unused["capacity_minutes"].replace(0.0, np.nan)
+
+    act_selected = act.loc[isin(act["encounter_id"], _selected_encounters(inputs, practice_id, team_id, subgroup))]
+    return {
+        "source": source,
+        "pmpm_total": total,
+        "pmpm_by_team_subgroup": pmpm,
+        "composition": composition,
+        "minutes_source": minutes_source_shares(act_selected) if len(act_selected) else pd.DataFrame(columns=["minutes_source", "minutes", "cost_usd", "cost_share"]),
+        "unused_capacity": unused,
+        "unattributed": unattributed_costs(inputs, settings, catalog)[["month", "patients", COST_INTERNAL, COST_EXTERNAL, COST_TOTAL]],
+    }
+
+
+def _selected_encounters(inputs: CostInputs, practice_id: str | None, team_id: str | None, subgroup: str | None) -> pd.Series:
+    """Encounter ids of attributed patient-months in the selection."""
+    att = select_patient_months(inputs.attribution, practice_id, team_id, subgroup)[["patient_id", "month"]]
+    enc = inputs.encounters[["encounter_id", "patient_id", "start_date"]]
+    enc = enc.assign(month=month_of(enc["start_date"]) if len(enc) else pd.Series([], dtype=object))
+    return enc.merge(att, on=["patient_id", "month"], how="inner")["encounter_id"]
+
+
+def last_attributed_month(engine: Engine) -> date | None:
+    """The latest month with any attribution (the default period of the CLI)."""
+    with engine.connect() as conn:
+        last = conn.execute(select(func.max(Attribution.month))).scalar_one_or_none()
+    if last is None:
+        return None
+    last = date.fromisoformat(str(last)[:10]) if not isinstance(last, date) else last
+    return date(last.year, last.month, 1)

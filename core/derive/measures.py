@@ -1,0 +1,542 @@
+"""Outcome measure catalogue and per-patient, per-month measure flags.
+
+The catalogue is data (``core/config/measures.toml``); this module loads and checks it and
+computes, for every attributed patient-month, each measure's numerator and denominator
+(DESIGN section 4: per patient first, then aggregate; The Tuva Project's quality measures are
+built the same way). ``core/derive/cells.py`` adds these rows into cells.
+
+Months are handled as integer month indexes (``year * 12 + month - 1``) inside; the public
+functions take and return first-of-month ``date`` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, String, cast, select
+
+from core.config import config_path, load_toml
+from core.store import models
+
+MEASURES_PATH = config_path("measures.toml")
+KINDS = ("proportion", "rate_per_1000_member_years", "mean")
+WINDOWS = ("sum", "end")
+FLAG_COLUMNS = ["patient_id", "month", "metric", "numerator", "denominator", "sum_sq"]
+
+
+# --- the catalogue -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measure:
+    id: str
+    name: str
+    tier: int
+    subgroups: tuple[str, ...]
+    kind: str
+    rule: str
+    window: str
+    unit: str
+    direction: str
+    target: float | None
+    risk_adjust: bool
+    denominator: str
+    numerator: str
+    exclusions: str
+    data_needed: tuple[str, ...]
+    definition: str
+    params: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def applies_to(self, subgroup: str | None) -> bool:
+        """True when the measure belongs on the scorecard of ``subgroup`` (None = all subgroups)."""
+        return subgroup is None or "all" in self.subgroups or subgroup in self.subgroups
+
+
+@dataclass(frozen=True)
+class MeasureCatalogue:
+    measures: tuple[Measure, ...]
+    code_lists: dict[str, tuple[str, ...]] = field(hash=False, compare=False)
+
+    def by_id(self) -> dict[str, Measure]:
+        return {m.id: m for m in self.measures}
+
+
+def _normalise_code(code: str) -> str:
+    return code.replace(".", "").strip().upper()
+
+
+@cache
+def load_measures(path: Path = MEASURES_PATH) -> MeasureCatalogue:
+    """Load and validate the measure catalogue file."""
+    raw = load_toml(path)
+    code_lists = {k: tuple(_normalise_code(c) for c in v) for k, v in raw.get("code_lists", {}).items()}
+    measures = []
+    for entry in raw["measure"]:
+        where = f"{path.name}: measure {entry.get('id')!r}"
+        m = Measure(
+            id=entry["id"], name=entry["name"], tier=int(entry["tier"]), subgroups=tuple(entry["subgroups"]),
+            kind=entry["kind"], rule=entry["rule"], window=entry["window"], unit=entry["unit"],
+            direction=entry["direction"], target=entry.get("target"), risk_adjust=bool(entry.get("risk_adjust", False)),
+            denominator=entry["denominator"], numerator=entry["numerator"], exclusions=entry["exclusions"],
+            data_needed=tuple(entry["data_needed"]), definition=entry["definition"], params=dict(entry.get("params", {})),
+        )
+        if m.tier not in (1, 2, 3):
+            raise ValueError(f"{where}: tier must be 1, 2 or 3")
+        if m.kind not in KINDS:
+            raise ValueError(f"{where}: kind must be one of {KINDS}")
+        if m.window not in WINDOWS:
+            raise ValueError(f"{where}: window must be one of {WINDOWS}")
+        if m.direction not in ("higher", "lower"):
+            raise ValueError(f"{where}: direction must be 'higher' or 'lower'")
+        if m.rule not in RULES:
+            raise ValueError(f"{where}: unknown rule {m.rule!r}")
+        for key in ("condition", "dx_list"):
+            if key in m.params and m.params[key] not in code_lists:
+                raise ValueError(f"{where}: unknown code list {m.params[key]!r}")
+        measures.append(m)
+    ids = [m.id for m in measures]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{path.name}: duplicate measure ids")
+    return MeasureCatalogue(tuple(measures), code_lists)
+
+
+def catalogue_frame(catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
+    """The catalogue as a table for the app: one row per measure (grain: id), without rule parameters."""
+    catalogue = catalogue or load_measures()
+    cols = ["id", "name", "tier", "subgroups", "kind", "window", "unit", "direction", "target", "risk_adjust",
+            "denominator", "numerator", "exclusions", "data_needed", "definition"]
+    rows = [{c: (", ".join(getattr(m, c)) if c in ("subgroups", "data_needed") else getattr(m, c)) for c in cols}
+            for m in catalogue.measures]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --- store frames --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreFrames:
+    """The store's tables as frames (columns as in core/store/models.py; dates as datetime64 or ``date``).
+
+    ``attribution``: patient_id, month, practice_id, team_id. ``patients``: patient_id,
+    birth_date, death_date (+ demographics). ``encounters``, ``measurements``, ``conditions``,
+    ``medications``: the model columns the rules use. Any of the last four may be empty.
+    """
+
+    attribution: pd.DataFrame
+    patients: pd.DataFrame
+    encounters: pd.DataFrame
+    measurements: pd.DataFrame
+    conditions: pd.DataFrame
+    medications: pd.DataFrame
+
+
+def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = (), patients: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Read columns (dates cast to text and parsed vectorised, which is much faster than row by row),
+    of the rows whose ``patient_id`` is in the inclusive range ``patients`` (all rows if None)."""
+    date_columns = set(date_columns)
+    cols = [cast(c, String).label(c.name) if c.name in date_columns else c for c in columns]
+    stmt = select(*cols)
+    if patients is not None:
+        stmt = stmt.where(columns[0].table.c.patient_id.between(*patients))
+    with engine.connect() as conn:
+        df = pd.read_sql(stmt, conn)
+    for name in date_columns:
+        df[name] = pd.to_datetime(df[name].str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+    return df
+
+
+def load_store_frames(engine: Engine, patients: tuple[str, str] | None = None) -> StoreFrames:
+    """Load the tables the measure rules need from the store: every patient, or those whose id
+    is in the inclusive range ``patients`` (a block of :func:`core.derive.cells.build_cells`)."""
+    A, P, E, M, C, D = (models.Attribution, models.Patient, models.Encounter, models.Measurement,
+                        models.Condition, models.Medication)
+    return StoreFrames(
+        attribution=read_columns(engine, [A.patient_id, A.month, A.practice_id, A.team_id], ["month"], patients),
+        patients=read_columns(engine, [P.patient_id, P.birth_date, P.death_date, P.sex, P.race, P.ethnicity, P.language,
+                                P.dual_status, P.deprivation_decile], ["birth_date", "death_date"], patients),
+        encounters=read_columns(engine, [E.patient_id, E.kind, E.start_date, E.end_date, E.requested_date, E.responded_date,
+                                  E.is_urgent, E.resolved_without_visit, E.primary_dx],
+                         ["start_date", "end_date", "requested_date", "responded_date"], patients),
+        measurements=read_columns(engine, [M.patient_id, M.measured_date, M.code, M.value], ["measured_date"], patients),
+        conditions=read_columns(engine, [C.patient_id, C.code, C.onset_date, C.resolved_date], ["onset_date", "resolved_date"], patients),
+        medications=read_columns(engine, [D.patient_id, D.code, D.description, D.start_date, D.end_date], ["start_date", "end_date"], patients),
+    )
+
+
+# --- month helpers -------------------------------------------------------------------------
+
+
+def month_index(values) -> pd.Series:
+    """Integer month index (year * 12 + month - 1) of dates; missing stays missing (float NaN)."""
+    d = pd.to_datetime(pd.Series(values), errors="coerce")
+    return (d.dt.year * 12 + d.dt.month - 1).astype("float64")
+
+
+def month_date(index: int) -> date:
+    """First day of the month with integer index ``index``."""
+    return date(int(index) // 12, int(index) % 12 + 1, 1)
+
+
+def _dates(series: pd.Series) -> pd.Series:
+    return pd.to_datetime(series, errors="coerce")
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Prepared inputs shared by the rules."""
+
+    population: pd.DataFrame  # patient_id, m (attributed patient-months in scope)
+    patients: pd.DataFrame  # patient_id, birth_date, death_date (datetime64)
+    encounters: pd.DataFrame  # + m (start month)
+    measurements: pd.DataFrame  # patient_id, date, m, code, value (non-null values only)
+    conditions: pd.DataFrame  # patient_id, code (normalised), onset_m, resolved_m
+    medications: pd.DataFrame
+    code_lists: dict[str, tuple[str, ...]]
+
+
+def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict) -> _Context:
+    wanted = set(month_index(list(months)).dropna().astype(int))
+    att = frames.attribution
+    pop = pd.DataFrame({"patient_id": att["patient_id"].astype(str).to_numpy(), "m": month_index(att["month"]).to_numpy()})
+    pop = pop[pop["m"].isin(wanted)].dropna()
+    pop = pop.astype({"m": "int64"}).drop_duplicates(["patient_id", "m"]).reset_index(drop=True)
+
+    pts = frames.patients
+    patients = pd.DataFrame({
+        "patient_id": pts["patient_id"].astype(str).to_numpy(),
+        "birth_date": _dates(pts["birth_date"]).to_numpy(),
+        "death_date": _dates(pts["death_date"]).to_numpy() if "death_date" in pts else pd.NaT,
+    })
+
+    enc = frames.encounters.copy()
+    if len(enc):
+        enc["patient_id"] = enc["patient_id"].astype(str)
+        for col in ("start_date", "end_date", "requested_date", "responded_date"):
+            enc[col] = _dates(enc[col]) if col in enc else pd.NaT
+        enc["m"] = month_index(enc["start_date"]).to_numpy()
+        enc["primary_dx"] = enc.get("primary_dx", pd.Series("", index=enc.index)).fillna("").astype(str).str.replace(".", "", regex=False).str.upper()
+        enc["is_urgent"] = enc["is_urgent"].fillna(False).astype(bool) if "is_urgent" in enc else False
+
+    mea = frames.measurements
+    mea = pd.DataFrame({
+        "patient_id": mea["patient_id"].astype(str).to_numpy(),
+        "date": _dates(mea["measured_date"]).to_numpy(),
+        "code": mea["code"].astype(str).to_numpy(),
+        "value": pd.to_numeric(mea["value"], errors="coerce").to_numpy(),
+    }).dropna(subset=["value", "date"])
+    mea["m"] = month_index(mea["date"]).astype("int64").to_numpy()
+
+    con = frames.conditions
+    con = pd.DataFrame({
+        "patient_id": con["patient_id"].astype(str).to_numpy(),
+        "code": con["code"].astype(str).str.replace(".", "", regex=False).str.upper().to_numpy(),
+        "onset_m": month_index(con["onset_date"]).to_numpy(),
+        "resolved_m": month_index(con["resolved_date"]).to_numpy(),
+    })
+    return _Context(pop, patients, enc, mea, con, frames.medications, code_lists)
+
+
+def _matches(codes: pd.Series, prefixes: tuple[str, ...]) -> pd.Series:
+    return codes.str.startswith(prefixes) if len(codes) else pd.Series(False, index=codes.index)
+
+
+def _with_condition(ctx: _Context, pop: pd.DataFrame, list_name: str) -> pd.DataFrame:
+    """Rows of ``pop`` (patient_id, m) whose patient has a condition of the list active in month m."""
+    con = ctx.conditions[_matches(ctx.conditions["code"], ctx.code_lists[list_name])]
+    merged = pop[["patient_id", "m"]].merge(con, on="patient_id")
+    active = (merged["onset_m"] <= merged["m"]) & (merged["resolved_m"].isna() | (merged["resolved_m"] >= merged["m"]))
+    return merged.loc[active, ["patient_id", "m"]].drop_duplicates().reset_index(drop=True)
+
+
+def _age_at_month_end(ctx: _Context, pop: pd.DataFrame) -> pd.Series:
+    births = pop[["patient_id"]].merge(ctx.patients[["patient_id", "birth_date"]], on="patient_id", how="left")["birth_date"]
+    month_end = pd.to_datetime({"year": pop["m"] // 12, "month": pop["m"] % 12 + 1, "day": 1}) + pd.offsets.MonthEnd(0)
+    b = pd.DatetimeIndex(births)
+    e = pd.DatetimeIndex(month_end)
+    before_birthday = (e.month < b.month) | ((e.month == b.month) & (e.day < b.day))
+    return pd.Series(e.year - b.year - before_birthday.astype(int), index=pop.index)
+
+
+def _monthly_last(obs: pd.DataFrame, value_cols: list[str]) -> pd.DataFrame:
+    """One row per patient and month: the values of the latest date in that month."""
+    obs = obs.sort_values(["patient_id", "date"], kind="stable")
+    return obs.groupby(["patient_id", "m"], as_index=False, sort=False)[value_cols].last()
+
+
+def _last_asof(pop: pd.DataFrame, monthly: pd.DataFrame, lookback: int, offset: int = 0) -> pd.DataFrame:
+    """For each (patient_id, m) of ``pop`` the latest monthly values in months (m-offset-lookback, m-offset].
+
+    ``monthly`` has one row per patient_id, m. Missing values where nothing falls in the window.
+    """
+    left = pop[["patient_id", "m"]].assign(key=pop["m"] - offset).sort_values("key", kind="stable")
+    right = monthly.rename(columns={"m": "key"}).sort_values("key", kind="stable")
+    if right.empty:
+        out = left.copy()
+        for col in monthly.columns.difference(["patient_id", "m"]):
+            out[col] = np.nan
+        return out.drop(columns="key").sort_index()
+    merged = pd.merge_asof(left, right, on="key", by="patient_id", direction="backward", tolerance=lookback - 1)
+    merged.index = left.index
+    return merged.drop(columns="key").sort_index()
+
+
+def _rows(patient_id, m, numerator, denominator, sum_sq=0.0) -> pd.DataFrame:
+    return pd.DataFrame({"patient_id": patient_id, "m": m, "numerator": numerator, "denominator": denominator,
+                         "sum_sq": sum_sq})
+
+
+def _empty_rows() -> pd.DataFrame:
+    return _rows(pd.Series(dtype="str"), pd.Series(dtype="int64"), pd.Series(dtype="float64"),
+                 pd.Series(dtype="float64"), pd.Series(dtype="float64"))
+
+
+def _attributed(ctx: _Context, rows: pd.DataFrame) -> pd.DataFrame:
+    """Keep rows whose patient-month is attributed (and in scope)."""
+    return rows.merge(ctx.population, on=["patient_id", "m"])
+
+
+# --- rules: each returns patient_id, m, numerator, denominator, sum_sq (one row per patient-month)
+
+
+def rule_deaths(ctx: _Context, _measure: Measure) -> pd.DataFrame:
+    """Deaths per member-year: every attributed month adds 1/12 member-year; a death counts in its month."""
+    pop = ctx.population
+    dead = ctx.patients.dropna(subset=["death_date"])
+    death_m = pd.Series(month_index(dead["death_date"]).to_numpy(), index=dead["patient_id"].to_numpy())
+    numerator = (pop["m"].to_numpy() == pop["patient_id"].map(death_m).to_numpy()).astype("float64")
+    return _rows(pop["patient_id"], pop["m"], numerator, 1.0 / 12.0)
+
+
+def rule_encounter_count(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Encounters of the listed kinds (and primary diagnoses) starting in each attributed month, per member-year."""
+    pop = ctx.population
+    enc = ctx.encounters
+    if len(enc):
+        enc = enc[enc["kind"].isin(measure.params["kinds"])]
+        if "dx_list" in measure.params:
+            enc = enc[_matches(enc["primary_dx"], ctx.code_lists[measure.params["dx_list"]])]
+        counts = enc.groupby(["patient_id", "m"]).size().rename("events").reset_index()
+        merged = pop.merge(counts, on=["patient_id", "m"], how="left")
+        events = merged["events"].fillna(0.0).to_numpy(dtype="float64")
+    else:
+        events = np.zeros(len(pop))
+    return _rows(pop["patient_id"], pop["m"], events, 1.0 / 12.0)
+
+
+def rule_latest_value(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Mean of each patient's latest value of ``code`` in the look-back window (patients with a value)."""
+    p = measure.params
+    obs = ctx.measurements[ctx.measurements["code"] == p["code"]]
+    last = _last_asof(ctx.population, _monthly_last(obs, ["value"]), int(p["lookback_months"]))
+    last = last.dropna(subset=["value"])
+    v = last["value"].to_numpy(dtype="float64")
+    return _rows(last["patient_id"], last["m"], v, 1.0, v * v)
+
+
+def _eligible(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Attributed patient-months with the measure's condition active and age within range."""
+    p = measure.params
+    pop = _with_condition(ctx, ctx.population, p["condition"])
+    if "min_age" in p or "max_age" in p:
+        age = _age_at_month_end(ctx, pop)
+        pop = pop[(age >= p.get("min_age", 0)) & (age <= p.get("max_age", 200))]
+    return pop.reset_index(drop=True)
+
+
+def rule_latest_below(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Share of eligible patients whose latest value in the look-back is below ``threshold`` (missing = not met)."""
+    p = measure.params
+    pop = _eligible(ctx, measure)
+    obs = ctx.measurements[ctx.measurements["code"] == p["code"]]
+    last = _last_asof(pop, _monthly_last(obs, ["value"]), int(p["lookback_months"]))
+    met = (last["value"] < float(p["threshold"])).fillna(False).to_numpy(dtype="float64")
+    return _rows(last["patient_id"], last["m"], met, 1.0)
+
+
+def rule_bp_control(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Share of eligible patients whose latest BP day has lowest systolic and diastolic below the limits."""
+    p = measure.params
+    pop = _eligible(ctx, measure)
+    mea = ctx.measurements
+    sys_ = mea[mea["code"] == p["systolic_code"]].groupby(["patient_id", "date", "m"], as_index=False)["value"].min()
+    dia = mea[mea["code"] == p["diastolic_code"]].groupby(["patient_id", "date", "m"], as_index=False)["value"].min()
+    days = sys_.merge(dia, on=["patient_id", "date", "m"], suffixes=("_sys", "_dia"))  # days with both readings
+    last = _last_asof(pop, _monthly_last(days, ["value_sys", "value_dia"]), int(p["lookback_months"]))
+    met = ((last["value_sys"] < float(p["systolic_below"])) & (last["value_dia"] < float(p["diastolic_below"])))
+    return _rows(last["patient_id"], last["m"], met.fillna(False).to_numpy(dtype="float64"), 1.0)
+
+
+def rule_change_from_baseline(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Share of patients with baseline and follow-up scores whose change is >= ``min_change``."""
+    p = measure.params
+    span = int(p["follow_up_months"])
+    monthly = _monthly_last(ctx.measurements[ctx.measurements["code"] == p["code"]], ["value"])
+    now = _last_asof(ctx.population, monthly, span)
+    base = _last_asof(ctx.population, monthly, span, offset=int(p["baseline_offset_months"]))
+    both = now.assign(baseline=base["value"]).dropna(subset=["value", "baseline"])
+    met = ((both["value"] - both["baseline"]) >= float(p["min_change"])).to_numpy(dtype="float64")
+    return _rows(both["patient_id"], both["m"], met, 1.0)
+
+
+def rule_phq9_remission(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Depression remission ``months_after`` an index PHQ-9 above ``index_above`` (MNCM / CMS 159 logic).
+
+    Index month: a month whose latest PHQ-9 is above the threshold, with depression active and no
+    other elevated score in the ``new_episode_months`` before. Departure from MNCM: the follow-up
+    window is the anniversary month and the months before it (no look-ahead), and a new episode
+    starts after 12 months without an elevated score rather than after the measurement period.
+    """
+    p = measure.params
+    monthly = _monthly_last(ctx.measurements[ctx.measurements["code"] == p["code"]], ["value"])
+    elevated = monthly[monthly["value"] > float(p["index_above"])].sort_values(["patient_id", "m"])
+    previous = elevated.groupby("patient_id")["m"].shift(1)
+    index = elevated[previous.isna() | ((elevated["m"] - previous) > int(p["new_episode_months"]))]
+    index = _with_condition(ctx, index[["patient_id", "m"]], p["condition"])
+    due = index.assign(m=index["m"] + int(p["months_after"])).drop_duplicates()
+    due = _attributed(ctx, due)
+    last = _last_asof(due, monthly, int(p["follow_up_window_months"]))
+    met = (last["value"] < float(p["remission_below"])).fillna(False).to_numpy(dtype="float64")
+    return _rows(last["patient_id"], last["m"], met, 1.0)
+
+
+def rule_days_between(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Mean days from ``from_column`` to ``to_column`` per encounter, counted in the encounter's start month.
+
+    Urgent access needs a real request date; e-consults without one use their start date.
+    """
+    p = measure.params
+    enc = ctx.encounters
+    if not len(enc):
+        return _empty_rows()
+    enc = enc[enc["kind"].isin(p["kinds"])]
+    if p.get("urgent_only"):
+        enc = enc[enc["is_urgent"]]
+        start = enc[p["from_column"]]  # urgent access needs the real request date
+    else:
+        start = enc[p["from_column"]].fillna(enc["start_date"])
+    days = (enc[p["to_column"]] - start).dt.days
+    ok = days.notna() & (days >= 0)
+    ev = pd.DataFrame({"patient_id": enc.loc[ok, "patient_id"], "m": enc.loc[ok, "m"].astype("int64"),
+                       "days": days[ok].astype("float64")})
+    ev["sq"] = ev["days"] ** 2
+    ev["n"] = 1.0
+    agg = ev.groupby(["patient_id", "m"], as_index=False)[["days", "n", "sq"]].sum()
+    agg = _attributed(ctx, agg)
+    return _rows(agg["patient_id"], agg["m"], agg["days"], agg["n"], agg["sq"])
+
+
+def rule_econsult_resolved(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """E-consults resolved without a visit among e-consults with a recorded outcome (counts e-consults)."""
+    enc = ctx.encounters
+    if not len(enc):
+        return _empty_rows()
+    enc = enc[enc["kind"].isin(measure.params["kinds"]) & enc["resolved_without_visit"].notna()]
+    ev = pd.DataFrame({"patient_id": enc["patient_id"], "m": enc["m"].astype("int64"),
+                       "num": enc["resolved_without_visit"].astype(bool).astype("float64"), "den": 1.0})
+    agg = _attributed(ctx, ev.groupby(["patient_id", "m"], as_index=False)[["num", "den"]].sum())
+    return _rows(agg["patient_id"], agg["m"], agg["num"], agg["den"])
+
+
+def rule_readmission(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Discharges (alive) followed by another admission 1..``days`` days later, by discharge month."""
+    p = measure.params
+    enc = ctx.encounters
+    if not len(enc):
+        return _empty_rows()
+    adm = enc[enc["kind"].isin(p["kinds"])][["patient_id", "start_date", "end_date"]].reset_index(drop=True)
+    index = adm.dropna(subset=["end_date"]).reset_index(names="adm_id")
+    index = index.merge(ctx.patients[["patient_id", "death_date"]], on="patient_id", how="left")
+    index = index[index["death_date"].isna() | (index["death_date"] > index["end_date"])]
+    pairs = index[["adm_id", "patient_id", "end_date"]].merge(adm[["patient_id", "start_date"]], on="patient_id")
+    gap = (pairs["start_date"] - pairs["end_date"]).dt.days
+    readmitted = set(pairs.loc[(gap >= 1) & (gap <= int(p["days"])), "adm_id"])
+    ev = pd.DataFrame({"patient_id": index["patient_id"], "m": month_index(index["end_date"]).astype("int64"),
+                       "num": index["adm_id"].isin(readmitted).astype("float64"), "den": 1.0})
+    agg = _attributed(ctx, ev.groupby(["patient_id", "m"], as_index=False)[["num", "den"]].sum())
+    return _rows(agg["patient_id"], agg["m"], agg["num"], agg["den"])
+
+
+def rule_polypharmacy(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Share of attributed patients with >= ``min_drugs`` different medicines active on the month's last day.
+
+    A medicine (code, else description) is active from its first start month to its last stop;
+    overlapping orders of one medicine are merged into one span (approximation: gaps between
+    orders of the same medicine are ignored). No rows at all when no medication data exist.
+    """
+    med = ctx.medications
+    pop = ctx.population
+    if med is None or not len(med):
+        return _empty_rows()
+    code = med["code"].fillna("").astype(str)
+    drug = code.where(code != "", med["description"].fillna("").astype(str).str.lower())
+    start = _dates(med["start_date"])
+    end = _dates(med["end_date"])
+    # Active on the last day of month m  <=>  start month <= m  and  (no end or end >= last day of m).
+    end_is_month_end = end.dt.is_month_end.fillna(False).astype(bool)
+    stop = month_index(end) + end_is_month_end.astype(float)  # first month no longer active
+    spans = pd.DataFrame({"patient_id": med["patient_id"].astype(str), "drug": drug,
+                          "start": month_index(start), "stop": stop.fillna(np.inf)}).dropna(subset=["start"])
+    spans = spans.groupby(["patient_id", "drug"], as_index=False).agg(start=("start", "min"), stop=("stop", "max"))
+    spans = spans[spans["stop"] > spans["start"]]
+    finite = spans[np.isfinite(spans["stop"])]
+    events = pd.concat([
+        pd.DataFrame({"patient_id": spans["patient_id"], "m": spans["start"], "delta": 1.0}),
+        pd.DataFrame({"patient_id": finite["patient_id"], "m": finite["stop"], "delta": -1.0}),
+    ])
+    grid = pd.DataFrame({"patient_id": pop["patient_id"], "m": pop["m"].astype(float), "delta": 0.0, "row": np.arange(len(pop))})
+    allrows = pd.concat([events.assign(row=-1), grid], ignore_index=True)
+    allrows["order"] = (allrows["row"] >= 0).astype(int)  # events of a month before the grid row of that month
+    allrows = allrows.sort_values(["patient_id", "m", "order"], kind="stable")
+    allrows["active"] = allrows.groupby("patient_id", sort=False)["delta"].cumsum()
+    active = allrows[allrows["row"] >= 0].sort_values("row")["active"].to_numpy()
+    met = (active >= int(measure.params["min_drugs"])).astype("float64")
+    return _rows(pop["patient_id"], pop["m"], met, 1.0)
+
+
+RULES: dict[str, Callable[[_Context, Measure], pd.DataFrame]] = {
+    "deaths": rule_deaths,
+    "encounter_count": rule_encounter_count,
+    "latest_value": rule_latest_value,
+    "latest_below": rule_latest_below,
+    "bp_control": rule_bp_control,
+    "change_from_baseline": rule_change_from_baseline,
+    "phq9_remission": rule_phq9_remission,
+    "days_between": rule_days_between,
+    "econsult_resolved": rule_econsult_resolved,
+    "readmission": rule_readmission,
+    "polypharmacy": rule_polypharmacy,
+}
+
+
+def patient_month_flags(frames: StoreFrames, months: Iterable, catalogue: MeasureCatalogue | None = None,
+                        month_as_index: bool = False) -> pd.DataFrame:
+    """Numerator and denominator of every measure per attributed patient-month.
+
+    Grain: patient_id, month, metric (one row each; rows only where the patient is in the
+    measure's denominator). Columns: patient_id, month (first-of-month ``date``; the integer
+    month index with ``month_as_index``), metric (measure id), numerator, denominator, sum_sq.
+    Only patient-months attributed in ``months`` appear.
+    """
+    catalogue = catalogue or load_measures()
+    ctx = _prepare(frames, months, catalogue.code_lists)
+    parts = []
+    for measure in catalogue.measures:
+        rows = RULES[measure.rule](ctx, measure)
+        if len(rows):
+            parts.append(rows.assign(metric=measure.id))
+    if not parts:
+        out = _empty_rows().assign(metric=pd.Series(dtype="str"))
+    else:
+        out = pd.concat(parts, ignore_index=True)
+    out = out.astype({"m": "int64", "numerator": "float64", "denominator": "float64", "sum_sq": "float64"})
+    out = out.rename(columns={"m": "month"})
+    if not month_as_index:
+        lookup = {i: month_date(i) for i in out["month"].unique()}
+        out["month"] = out["month"].map(lookup)
+    return out[FLAG_COLUMNS].reset_index(drop=True)

@@ -1,0 +1,82 @@
+"""First run and re-derivation: load a bundle, then rebuild everything derived from the data.
+
+Derived tables (subgroup assignments, risk scores, patient- and team-month activity, additive
+cells) are rebuilt after every import, in this order, so pages always read a consistent data
+version.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from core.store.queries import bump_data_version
+
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(_fraction: float, _text: str) -> None:
+    return None
+
+
+def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) -> dict:
+    """Assign subgroups (with ``rules``, default the active rules), rebuild the patient- and
+    team-month activity (worklist, payments), then build the additive cells and mark the data version
+    changed. Returns a summary per step."""
+    from core.derive.activity import build_patient_month_activity
+    from core.derive.cells import build_cells
+    from core.derive.subgroups import assign_subgroups
+
+    summary = {}
+    progress(0.6, "Assigning subgroups")
+    summary["subgroups"] = assign_subgroups(engine, rules)
+    progress(0.7, "Summing activity per patient and month")
+    summary["activity"] = build_patient_month_activity(engine)
+    progress(0.8, "Building scorecard cells")
+    summary["cells"] = build_cells(engine)
+    summary["data_version"] = bump_data_version(engine)
+    progress(1.0, "Done")
+    return summary
+
+
+def load_bundle_and_derive(engine: Engine, bundle: Path, progress: Progress = _no_progress):
+    """Import a canonical CSV bundle and derive everything. Raises if the bundle is rejected."""
+    from core.ingest import import_path
+
+    progress(0.3, "Importing the bundle")
+    report = import_path(engine, bundle, fmt="csv")
+    if not report.ok:
+        raise ValueError(report.to_text())
+    derive_all(engine, progress)
+    return report
+
+
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+
+
+def import_files(engine: Engine, files: list[tuple[str, bytes]], fmt: str, progress: Progress = _no_progress):
+    """Import uploaded files (name, content) as one dataset, then derive everything.
+
+    The files are written under their base names to a private temporary folder (never to a
+    path the uploader chose), validated and loaded all or nothing. Returns the import report;
+    nothing is derived when the import is rejected.
+    """
+    import tempfile
+
+    from core.ingest import import_path
+    from core.ingest.report import ImportReport
+
+    total = sum(len(content) for _, content in files)
+    if total > MAX_UPLOAD_BYTES:
+        report = ImportReport(source="upload", format=fmt)
+        report.add_error("upload", None, None, f"{total / 1e6:.0f} MB is over the {MAX_UPLOAD_BYTES / 1e6:.0f} MB upload limit; "
+                         "load large data with `python -m core import PATH`")  # fmt: skip
+        return report
+    with tempfile.TemporaryDirectory(prefix="upload-") as folder:
+        for name, content in files:
+            (Path(folder) / Path(name).name).write_bytes(content)
+        progress(0.1, "Validating and loading")
+        report = import_path(engine, Path(folder), fmt=fmt)
+    if report.ok:
+        derive_all(engine, progress)
+    return report

@@ -1,0 +1,328 @@
+"""Read queries the pages and the CLI share: data status, organisation, panels, patients.
+
+Every function takes the engine and returns a new DataFrame or dict. Functions that return
+patient rows take ``team_ids`` (the caller's scope) and filter in SQL; ``None`` means the
+whole network (for callers already allowed to see it).
+"""
+
+import json
+from datetime import date
+
+import pandas as pd
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from core.store.models import (
+    AppSetting,
+    Attribution,
+    AuditEvent,
+    Cell,
+    Condition,
+    Encounter,
+    ImportRun,
+    Measurement,
+    Medication,
+    Patient,
+    PatientMonthActivity,
+    Practice,
+    RiskScore,
+    Staff,
+    StaffMinutes,
+    SubgroupAssignment,
+    SubgroupOverride,
+    Team,
+    TeamMonthActivity,
+    User,
+    utc_now,
+)
+
+COUNTED_TABLES = (
+    Practice, Team, Staff, Patient, Attribution, Condition, Encounter, StaffMinutes,
+    Measurement, Medication, SubgroupAssignment, SubgroupOverride, RiskScore, PatientMonthActivity, TeamMonthActivity, Cell,
+    ImportRun, User, AuditEvent,
+)  # fmt: skip
+
+DATA_VERSION_KEY = "data_version"
+TABLE_COUNTS_KEY = "table_counts"
+# Tables written by the people using the app between data versions: always counted live.
+LIVE_TABLES = (SubgroupOverride, ImportRun, User, AuditEvent)
+
+
+def read_frame(engine: Engine, statement) -> pd.DataFrame:
+    """Run a SQLAlchemy select and return its rows as a DataFrame.
+
+    Rows are turned into plain tuples first: building a frame from SQLAlchemy ``Row`` objects
+    is several times slower for large results.
+    """
+    with engine.connect() as conn:
+        result = conn.execute(statement)
+        columns = list(result.keys())
+        rows = [tuple(r) for r in result.fetchall()]
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def where_selection(stmt, *, practice_id: str | None = None, team_id: str | None = None, subgroup: str | None = None,
+                    team_ids: tuple[str, ...] | None = None):
+    """Restrict a select over cells to a practice, team, subgroup and the caller's teams (None: no limit)."""
+    for column, value in ((Cell.practice_id, practice_id), (Cell.team_id, team_id), (Cell.subgroup, subgroup)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if team_ids is not None:
+        stmt = stmt.where(Cell.team_id.in_(list(team_ids)))
+    return stmt
+
+
+# --- data version and status ------------------------------------------------------------
+
+
+def data_version(engine: Engine) -> str:
+    """An opaque string that changes whenever imported or derived data change (cache key)."""
+    with Session(engine) as session:
+        row = session.get(AppSetting, DATA_VERSION_KEY)
+        return row.value if row else "0"
+
+
+def bump_data_version(engine: Engine) -> str:
+    """Mark the data as changed; returns the new version.
+
+    Also counts the rows of the imported and derived tables once, for :func:`data_status` (a
+    count of every row of a million-patient store takes seconds; a page should not).
+    """
+    with Session(engine) as session:
+        row = session.get(AppSetting, DATA_VERSION_KEY)
+        version = str(int(row.value) + 1 if row else 1)
+        counts = {"version": version, "last_import": _last_import(session), "counts": _count_rows(session, _data_tables()),
+                  "months": [m and m.isoformat() for m in _month_range(session)]}  # fmt: skip
+        session.merge(AppSetting(key=DATA_VERSION_KEY, value=version, updated_at=utc_now()))
+        session.merge(AppSetting(key=TABLE_COUNTS_KEY, value=json.dumps(counts), updated_at=utc_now()))
+        session.commit()
+    return version
+
+
+def _data_tables() -> tuple:
+    return tuple(m for m in COUNTED_TABLES if m not in LIVE_TABLES)
+
+
+def _count_rows(session: Session, tables) -> dict[str, int]:
+    return {m.__tablename__: session.exec(select(func.count()).select_from(m)).one()[0] for m in tables}
+
+
+def _month_range(session: Session) -> tuple[date | None, date | None]:
+    first, last = session.exec(select(func.min(Attribution.month), func.max(Attribution.month))).one()
+    return first, last
+
+
+def _last_import(session: Session) -> int | None:
+    return session.exec(select(func.max(ImportRun.import_id))).one()[0]
+
+
+def table_counts(engine: Engine) -> tuple[dict[str, int], bool, tuple[date | None, date | None]]:
+    """Rows per table of :data:`COUNTED_TABLES`, whether the data tables' counts are the ones
+    recorded with the current data version (True) or were counted now (False), and the first and
+    last attributed month (recorded or read now, likewise).
+
+    The recorded counts are used only while nothing was imported since (an import with
+    ``--no-derive`` does not change the version); the tables people write to from the app
+    (overrides, imports, users, audit) are always counted now.
+    """
+    with Session(engine) as session:
+        version = session.get(AppSetting, DATA_VERSION_KEY)
+        saved = session.get(AppSetting, TABLE_COUNTS_KEY)
+        recorded = json.loads(saved.value) if saved else {}
+        fresh = (bool(version) and recorded.get("version") == version.value and recorded.get("last_import") == _last_import(session)
+                 and all(m.__tablename__ in recorded["counts"] for m in _data_tables()) and "months" in recorded)  # fmt: skip
+        data = recorded["counts"] if fresh else _count_rows(session, _data_tables())
+        months = tuple(m and date.fromisoformat(m) for m in recorded["months"]) if fresh else _month_range(session)
+        live = _count_rows(session, LIVE_TABLES)
+    counts = {m.__tablename__: live[m.__tablename__] if m in LIVE_TABLES else data[m.__tablename__] for m in COUNTED_TABLES}
+    return counts, fresh, months
+
+
+def import_origins(engine: Engine) -> list[str]:
+    """Origins (``sample``, ``real``) of the committed imports, sorted; the demo-mode rule reads this."""
+    stmt = select(ImportRun.origin).where(ImportRun.status == "committed").distinct()
+    with engine.connect() as conn:
+        return sorted(o for (o,) in conn.execute(stmt))
+
+
+def data_status(engine: Engine) -> dict:
+    """Rows per table (``counts``; ``counts_recorded``: see :func:`table_counts`), months covered,
+    data version and the import origins."""
+    counts, recorded, (first, last) = table_counts(engine)
+    return {
+        "counts": counts,
+        "counts_recorded": recorded,
+        "first_month": first,
+        "last_month": last,
+        "data_version": data_version(engine),
+        "origins": import_origins(engine),
+    }
+
+
+def import_history(engine: Engine, limit: int = 50) -> pd.DataFrame:
+    """The latest imports, newest first."""
+    stmt = (
+        select(ImportRun.import_id, ImportRun.started_at, ImportRun.finished_at, ImportRun.format,
+               ImportRun.origin, ImportRun.status, ImportRun.source)
+        .order_by(ImportRun.import_id.desc())
+        .limit(limit)
+    )  # fmt: skip
+    return read_frame(engine, stmt)
+
+
+def has_patients(engine: Engine) -> bool:
+    with Session(engine) as session:
+        return session.exec(select(Patient.patient_id).limit(1)).first() is not None
+
+
+# --- organisation and panels -------------------------------------------------------------
+
+
+def months_available(engine: Engine) -> list[date]:
+    """Months with attributed members, oldest first.
+
+    Read from the member-month cells (an index lookup) once they are built, else from the
+    attribution table (a scan of every member-month).
+    """
+    from_cells = (
+        select(Cell.month).where(Cell.metric == "member_months", Cell.stratum == "all").distinct().order_by(Cell.month)
+    )
+    with engine.connect() as conn:
+        months = [m for (m,) in conn.execute(from_cells)]
+        return months or [m for (m,) in conn.execute(select(Attribution.month).distinct().order_by(Attribution.month))]
+
+
+def organisation(engine: Engine) -> pd.DataFrame:
+    """Practices and their teams: practice_id, practice, team_id, team, team_subgroup."""
+    stmt = (
+        select(Practice.practice_id, Practice.name.label("practice"), Team.team_id, Team.name.label("team"),
+               Team.subgroup.label("team_subgroup"))
+        .join(Team, Team.practice_id == Practice.practice_id)
+        .order_by(Practice.practice_id, Team.team_id)
+    )  # fmt: skip
+    return read_frame(engine, stmt)
+
+
+def panel_counts(engine: Engine, month: date, team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Members per practice, team and subgroup in one month.
+
+    Columns: practice_id, team_id, subgroup, members. Grain: practice_id, team_id, subgroup.
+    Patients without an assignment yet are counted under subgroup ``unassigned``.
+    """
+    subgroup = func.coalesce(SubgroupAssignment.subgroup, "unassigned")
+    stmt = (
+        select(Attribution.practice_id, Attribution.team_id, subgroup.label("subgroup"), func.count().label("members"))
+        .outerjoin(
+            SubgroupAssignment,
+            (SubgroupAssignment.patient_id == Attribution.patient_id) & (SubgroupAssignment.month == Attribution.month),
+        )
+        .where(Attribution.month == month)
+        .group_by(Attribution.practice_id, Attribution.team_id, subgroup)
+        .order_by(Attribution.practice_id, Attribution.team_id, subgroup)
+    )
+    if team_ids is not None:
+        stmt = stmt.where(Attribution.team_id.in_(team_ids))
+    return read_frame(engine, stmt)
+
+
+def member_months_by_month(engine: Engine, team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Member-months per month and subgroup. Columns: month, subgroup, member_months."""
+    subgroup = func.coalesce(SubgroupAssignment.subgroup, "unassigned")
+    stmt = (
+        select(Attribution.month, subgroup.label("subgroup"), func.count().label("member_months"))
+        .outerjoin(
+            SubgroupAssignment,
+            (SubgroupAssignment.patient_id == Attribution.patient_id) & (SubgroupAssignment.month == Attribution.month),
+        )
+        .group_by(Attribution.month, subgroup)
+        .order_by(Attribution.month, subgroup)
+    )
+    if team_ids is not None:
+        stmt = stmt.where(Attribution.team_id.in_(team_ids))
+    return read_frame(engine, stmt)
+
+
+# --- patients (scoped) --------------------------------------------------------------------
+
+
+def _scoped(stmt, team_ids: tuple[str, ...] | None):
+    return stmt if team_ids is None else stmt.where(Attribution.team_id.in_(team_ids))
+
+
+def team_patients(
+    engine: Engine, month: date, team_ids: tuple[str, ...] | None, subgroup: str | None = None
+) -> pd.DataFrame:
+    """Patients attributed in ``month`` to the teams in scope, with their subgroup and reason.
+
+    Columns: patient_id, name, birth_date, sex, practice_id, team_id, subgroup, reason,
+    risk_score, overridden. Grain: patient_id.
+    """
+    stmt = (
+        select(
+            Patient.patient_id,
+            (Patient.family_name + ", " + Patient.given_name).label("name"),
+            Patient.birth_date,
+            Patient.sex,
+            Attribution.practice_id,
+            Attribution.team_id,
+            SubgroupAssignment.subgroup,
+            SubgroupAssignment.reason,
+            SubgroupAssignment.risk_score,
+            SubgroupAssignment.overridden,
+        )
+        .join(Attribution, Attribution.patient_id == Patient.patient_id)
+        .outerjoin(
+            SubgroupAssignment,
+            (SubgroupAssignment.patient_id == Attribution.patient_id) & (SubgroupAssignment.month == Attribution.month),
+        )
+        .where(Attribution.month == month)
+        .order_by(Patient.family_name, Patient.given_name, Patient.patient_id)
+    )
+    if subgroup is not None:
+        stmt = stmt.where(SubgroupAssignment.subgroup == subgroup)
+    return read_frame(engine, _scoped(stmt, team_ids))
+
+
+def patient_in_scope(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> bool:
+    """Whether the patient was ever attributed to a team in scope (``None``: everyone)."""
+    stmt = _scoped(select(Attribution.patient_id).where(Attribution.patient_id == patient_id).limit(1), team_ids)
+    with engine.connect() as conn:
+        return conn.execute(stmt).first() is not None
+
+
+def patient_record(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> dict | None:
+    """Everything the patient page shows, or None when the patient is out of scope or unknown.
+
+    Keys: patient (dict), attribution, subgroups, overrides, conditions, encounters,
+    measurements, medications (DataFrames, oldest first).
+    """
+    if not patient_in_scope(engine, patient_id, team_ids):
+        return None
+    with Session(engine) as session:
+        patient = session.get(Patient, patient_id)
+        if patient is None:
+            return None
+        patient_dict = patient.model_dump()
+
+    def rows(model, order_col):
+        return read_frame(engine, select(*model.__table__.columns).where(model.patient_id == patient_id).order_by(order_col))
+
+    attribution = read_frame(
+        engine,
+        select(Attribution.month, Attribution.practice_id, Attribution.team_id, Team.name.label("team"), Attribution.pcp_id,
+               Staff.name.label("pcp"))
+        .join(Team, Team.team_id == Attribution.team_id)
+        .outerjoin(Staff, Staff.staff_id == Attribution.pcp_id)
+        .where(Attribution.patient_id == patient_id)
+        .order_by(Attribution.month),
+    )  # fmt: skip
+    return {
+        "patient": patient_dict,
+        "attribution": attribution,
+        "subgroups": rows(SubgroupAssignment, SubgroupAssignment.month),
+        "overrides": rows(SubgroupOverride, SubgroupOverride.created_at),
+        "conditions": rows(Condition, Condition.onset_date),
+        "encounters": rows(Encounter, Encounter.start_date),
+        "measurements": rows(Measurement, Measurement.measured_date),
+        "medications": rows(Medication, Medication.start_date),
+    }

@@ -1,0 +1,217 @@
+"""Plotly figures built from frames the core returns (no Streamlit here)."""
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+SUBGROUP_ORDER = ["healthy", "at_risk", "chronic", "complex", "frail", "unassigned"]
+SUBGROUP_COLORS = {
+    "healthy": "#4C9F70",
+    "at_risk": "#E0B040",
+    "chronic": "#E07B39",
+    "complex": "#C0392B",
+    "frail": "#7D3C98",
+    "unassigned": "#999999",
+}
+
+
+def member_mix_figure(member_months: pd.DataFrame, labels: dict[str, str] | None = None) -> go.Figure:
+    """Stacked area of member-months per month by subgroup (columns: month, subgroup, member_months)."""
+    labels = labels or {}
+    frame = member_months.assign(subgroup_label=member_months["subgroup"].map(lambda s: labels.get(s, s)))
+    order = [labels.get(s, s) for s in SUBGROUP_ORDER if s in set(frame["subgroup"])]
+    fig = px.area(
+        frame,
+        x="month",
+        y="member_months",
+        color="subgroup_label",
+        category_orders={"subgroup_label": order},
+        color_discrete_map={labels.get(s, s): c for s, c in SUBGROUP_COLORS.items()},
+        labels={"member_months": "Member-months", "month": "", "subgroup_label": "Subgroup"},
+    )
+    fig.update_layout(hovermode="x unified", legend_title_text="", margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+# --- executive views (issue 10) -------------------------------------------------------------
+
+FLAG_COLORS = {"better": "#2E7D32", "worse": "#C62828", "as expected": "#607D8B", "suppressed": "#BDBDBD"}
+MODEL_LABELS = {"bundled": "Bundled per subgroup", "fee_for_service": "Fee-for-service", "pcmh": "PCMH blocks"}
+
+
+def _layout(fig: go.Figure) -> go.Figure:
+    fig.update_layout(legend_title_text="", margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = None, title: str = "", y_title: str = "") -> go.Figure:
+    """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed gap)."""
+    labels = {**(labels or {}), "all": "All subgroups"}
+    frame = figures.assign(subgroup_label=figures["subgroup"].map(lambda s: labels.get(s, s)))
+    order = [labels.get(s, s) for s in ["all", *SUBGROUP_ORDER] if s in set(frame["subgroup"])]
+    colors = {labels.get(s, s): c for s, c in SUBGROUP_COLORS.items()} | {"All subgroups": "#212121"}
+    fig = px.line(frame, x="month", y="value", color="subgroup_label", markers=True, category_orders={"subgroup_label": order},
+                  color_discrete_map=colors, labels={"value": y_title, "month": "", "subgroup_label": "Subgroup"}, title=title)  # fmt: skip
+    fig.update_layout(hovermode="x unified")
+    return _layout(fig)
+
+
+def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: dict[str, str] | None = None,
+                       unit: str = "") -> go.Figure:  # fmt: skip
+    """Each team's value with its 95 % interval, sorted, against a vertical network line.
+
+    Columns: team_id, value, ci_low, ci_high, flag (better / worse / as expected / suppressed).
+    """
+    team_labels = team_labels or {}
+    shown = teams.dropna(subset=["value"]).sort_values("value")
+    fig = go.Figure()
+    for flag, part in shown.groupby("flag", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["value"], y=[team_labels.get(t, t) for t in part["team_id"]], mode="markers", name=flag,
+            marker=dict(size=11, color=FLAG_COLORS.get(flag, "#607D8B")),
+            error_x=dict(type="data", symmetric=False, array=part["ci_high"] - part["value"], arrayminus=part["value"] - part["ci_low"]),
+        ))  # fmt: skip
+    if pd.notna(network_value):
+        fig.add_vline(x=network_value, line_dash="dash", line_color="#212121", annotation_text="Network",
+                      annotation_position="top")  # fmt: skip
+    fig.update_layout(xaxis_title=unit, yaxis_title="", height=max(300, 45 * len(shown) + 120))
+    return _layout(fig)
+
+
+def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None, team_labels: dict[str, str] | None = None) -> go.Figure:
+    """Cost PMPM (x) against outcome index (y) per team and subgroup, with an arrow from the
+    position 12 months earlier (columns of core.views.executive.value_positions)."""
+    labels, team_labels = labels or {}, team_labels or {}
+    shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
+    fig = go.Figure()
+    for subgroup, part in shown.groupby("subgroup", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", name=labels.get(subgroup, subgroup),
+            text=[team_labels.get(t, t) for t in part["team_id"]], textposition="top center",
+            marker=dict(size=13, color=SUBGROUP_COLORS.get(subgroup, "#607D8B")),
+        ))  # fmt: skip
+    moved = shown.dropna(subset=["previous_cost_pmpm_usd", "previous_outcome_index"])
+    for row in moved.itertuples():  # on a log axis, annotation x positions are log10 of the value (plotly.js)
+        fig.add_annotation(x=np.log10(row.cost_pmpm_usd), y=row.outcome_index, ax=np.log10(row.previous_cost_pmpm_usd),
+                           ay=row.previous_outcome_index,
+                           xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.2,
+                           arrowcolor=SUBGROUP_COLORS.get(row.subgroup, "#607D8B"), opacity=0.6)  # fmt: skip
+    fig.add_hline(y=50, line_dash="dot", line_color="#9E9E9E", annotation_text="peer average outcome")
+    fig.update_layout(xaxis_title="Total cost per member per month (USD, log scale)", xaxis_type="log",
+                      yaxis_title="Outcome index (50 = peers of the same subgroup)", height=520)  # fmt: skip
+    return _layout(fig)
+
+
+def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None = None) -> go.Figure:
+    """Revenue, cost and margin PMPM per subgroup, one bar per payment model (core.views.executive.payment_comparison)."""
+    labels = labels or {}
+    long = by_subgroup.melt(id_vars=["subgroup", "model"], value_vars=["revenue_pmpm_usd", "cost_pmpm_usd", "margin_pmpm_usd"],
+                            var_name="figure", value_name="usd_pmpm")  # fmt: skip
+    long = long.assign(figure=long["figure"].map({"revenue_pmpm_usd": "Revenue PMPM", "cost_pmpm_usd": "Cost PMPM",
+                                                  "margin_pmpm_usd": "Margin PMPM"}),
+                       model=long["model"].map(lambda m: MODEL_LABELS.get(m, m)),
+                       subgroup=long["subgroup"].map(lambda s: labels.get(s, s)))  # fmt: skip
+    fig = px.bar(long, x="subgroup", y="usd_pmpm", color="model", barmode="group", facet_col="figure",
+                 labels={"usd_pmpm": "USD per member per month", "subgroup": "", "model": "Model"})  # fmt: skip
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return _layout(fig)
+
+
+def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float | None = None) -> go.Figure:
+    """Each stratum value with its 95 % interval; the best-served group marked (core.views.executive.equity_table)."""
+    shown = table.dropna(subset=["value"]).sort_values("value")
+    colors = np.where(shown["best"], "#2E7D32", np.where(shown["gap_is_real"], "#C62828", "#607D8B"))
+    fig = go.Figure(go.Scatter(
+        x=shown["value"], y=shown["stratum_value"], mode="markers", marker=dict(size=11, color=list(colors)),
+        error_x=dict(type="data", symmetric=False, array=shown["ci_high"] - shown["value"], arrayminus=shown["value"] - shown["ci_low"]),
+        showlegend=False,
+    ))  # fmt: skip
+    best = table.loc[table["best"].astype(bool), "value"]
+    if len(best):
+        fig.add_vline(x=float(best.iloc[0]), line_dash="dash", line_color="#2E7D32", annotation_text="best-served group")
+    if network_value is not None and pd.notna(network_value):
+        fig.add_vline(x=network_value, line_dash="dot", line_color="#212121", annotation_text="all patients",
+                      annotation_position="bottom right")  # fmt: skip
+    fig.update_layout(xaxis_title=unit, yaxis_title="", height=max(300, 40 * len(shown) + 120))
+    return _layout(fig)
+
+
+# --- monthly review (issue 8) -------------------------------------------------------------
+
+
+def review_value_map_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
+    """Value map of one month: cost PMPM (x) against outcome index (y) per team, the reviewed team
+    highlighted. ``points``: team_id, team, cost_pmpm_usd, outcome_index (core.views.review.value_map_frame)."""
+    shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
+    fig = go.Figure()
+    for own, colour, size in ((False, "#9E9E9E", 12), (True, "#C0392B", 18)):
+        part = shown.loc[(shown["team_id"] == team_id) == own]
+        fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", text=part["team_id"],
+                                 textposition="top center", marker=dict(size=size, color=colour),
+                                 customdata=part["team"], name="this team" if own else "peer teams",
+                                 hovertemplate="%{customdata}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
+    fig.add_hline(y=50, line_dash="dot", line_color="#616161", annotation_text="peer average outcome")
+    fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index (50 = peer average)")
+    return _layout(fig)
+
+
+def review_value_trend_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
+    """The reviewed team's path on the value map over the months (``points`` as for
+    :func:`review_value_map_figure`, with a ``month`` column)."""
+    own = points.loc[points["team_id"] == team_id].dropna(subset=["cost_pmpm_usd", "outcome_index"]).sort_values("month")
+    labels = [pd.Timestamp(m).strftime("%b %Y") for m in own["month"]]
+    fig = go.Figure(go.Scatter(x=own["cost_pmpm_usd"], y=own["outcome_index"], mode="lines+markers+text", text=labels,
+                               textposition="top center", marker=dict(size=10, color="#C0392B"), line=dict(color="#C0392B"),
+                               hovertemplate="%{text}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
+    fig.add_hline(y=50, line_dash="dot", line_color="#616161")
+    fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index", showlegend=False)
+    return _layout(fig)
+
+
+def review_cost_trend_figure(headline: pd.DataFrame) -> go.Figure:
+    """Internal, external and total cost PMPM per month (core.views.review.headline_series)."""
+    names = {"cost_internal_pmpm_usd": "Internal (TDABC)", "cost_external_pmpm_usd": "External (claims)",
+             "cost_total_pmpm_usd": "Total"}  # fmt: skip
+    fig = go.Figure([go.Scatter(x=headline["month"], y=headline[c], mode="lines+markers", name=n) for c, n in names.items()])
+    fig.update_layout(yaxis_title="USD per member per month", xaxis_title="", hovermode="x unified")
+    return _layout(fig)
+
+
+# --- patient page (issue 9) ---------------------------------------------------------------
+
+
+def encounter_timeline_figure(timeline: pd.DataFrame) -> go.Figure:
+    """Encounters over time, one row per activity kind (columns: start_date, activity, source, cost_usd)."""
+    fig = px.scatter(
+        timeline, x="start_date", y="activity", color="source", hover_data={"cost_usd": ":$,.0f"},
+        color_discrete_map={"internal": "#4C78A8", "external": "#E45756"},
+        labels={"start_date": "", "activity": "", "source": "", "cost_usd": "Cost"},
+    )  # fmt: skip
+    fig.update_traces(marker=dict(size=9, opacity=0.8))
+    fig.update_layout(height=120 + 28 * max(1, timeline["activity"].nunique()), margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def measurement_figure(series: pd.DataFrame, label: str, target: float, direction: str, x_range=None) -> go.Figure:
+    """One measure over time with its target line (columns: measured_date, value).
+
+    ``x_range`` (first, last date) lines up several charts of one patient on the same dates.
+    """
+    fig = px.line(series, x="measured_date", y="value", markers=True, labels={"measured_date": "", "value": label})
+    good = "below" if direction == "lower" else "above"
+    fig.add_hline(y=target, line_dash="dash", line_color="#4C9F70", annotation_text=f"target: {good} {target:g}")
+    fig.update_xaxes(type="date", tickformat="%b %Y")
+    if x_range is not None:
+        first, last = pd.Timestamp(x_range[0]), pd.Timestamp(x_range[1])
+        fig.update_xaxes(range=[first - pd.Timedelta(days=20), last + pd.Timedelta(days=20)])
+    fig.update_layout(title=label, height=260, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def patient_costs_figure(costs: pd.DataFrame) -> go.Figure:
+    """Stacked bars of cost per month by source and category (columns: month, source, category, cost_usd)."""
+    frame = costs.assign(part=costs["source"].str.capitalize() + ": " + costs["category"])
+    fig = px.bar(frame, x="month", y="cost_usd", color="part", labels={"month": "", "cost_usd": "Cost (USD)", "part": ""})
+    fig.update_layout(barmode="stack", height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis_tickprefix="$")
+    return fig

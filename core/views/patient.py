@@ -1,0 +1,181 @@
+"""Everything the patient page shows, from indexed rows of one patient (within the caller's scope).
+
+:func:`patient_view` builds on ``core.store.queries.patient_record`` (which enforces the scope) and adds
+what a clinician reads: subgroup periods with reasons and overrides, measurement series with
+their targets (``core/config/worklist.toml`` [[charts]]), costs per month by category (internal
+by TDABC through ``core.derive.costs.encounter_costs``, external = paid claims), e-consults and the
+care team.
+"""
+
+from datetime import date
+
+import pandas as pd
+from sqlalchemy import Engine, select
+
+from core.access.audit import record_event
+from core.access.policy import Scope
+from core.config.catalog import load_catalog
+from core.derive.costs import CostInputs, encounter_costs, load_cost_settings
+from core.derive.pipeline import derive_all
+from core.derive.subgroups import lift_override, list_overrides, set_override
+from core.store.models import Encounter, Staff, StaffMinutes
+from core.store.queries import patient_in_scope, patient_record, read_frame
+from core.views.worklist import WorklistRules, load_worklist_rules
+
+
+def subgroup_periods(assignments: pd.DataFrame) -> pd.DataFrame:
+    """Consecutive months in the same subgroup with the same reason, oldest first.
+
+    In: assignments (month, subgroup, rule_id, reason, overridden). Out columns: from_month,
+    to_month, months, subgroup, rule_id, reason, overridden.
+    """
+    cols = ["from_month", "to_month", "months", "subgroup", "rule_id", "reason", "overridden"]
+    if not len(assignments):
+        return pd.DataFrame(columns=cols)
+    a = assignments.sort_values("month").reset_index(drop=True)
+    key = a["subgroup"].astype(str) + "|" + a["reason"].astype(str) + "|" + a["overridden"].astype(str)
+    run = (key != key.shift()).cumsum()
+    out = a.groupby(run).agg(from_month=("month", "first"), to_month=("month", "last"), months=("month", "size"),
+                             subgroup=("subgroup", "first"), rule_id=("rule_id", "first"), reason=("reason", "first"),
+                             overridden=("overridden", "first"))  # fmt: skip
+    return out[cols].reset_index(drop=True)
+
+
+def measurement_series(measurements: pd.DataFrame, rules: WorklistRules) -> pd.DataFrame:
+    """The charted measurements with their label, target and direction, oldest first.
+
+    Out columns: code, label, measured_date, value, target, direction.
+    """
+    charts = pd.DataFrame([(c.code, c.label, c.target, c.direction) for c in rules.charts],
+                          columns=["code", "label", "target", "direction"])  # fmt: skip
+    m = measurements.loc[measurements["value"].notna(), ["code", "measured_date", "value"]]
+    out = m.merge(charts.assign(order=range(len(charts))), on="code", how="inner")
+    out = out.sort_values(["order", "measured_date"])  # charts in the order of worklist.toml
+    return out[["code", "label", "measured_date", "value", "target", "direction"]].reset_index(drop=True)
+
+
+def monthly_costs_by_category(encounter_cost: pd.DataFrame) -> pd.DataFrame:
+    """Cost per month, source (internal/external) and category. In: ``core.derive.costs.encounter_costs`` rows.
+
+    Out grain: month, source, cost_category. Columns: category (label), cost_usd.
+    """
+    cols = ["month", "source", "cost_category", "category", "cost_usd"]
+    if not len(encounter_cost):
+        return pd.DataFrame(columns=cols)
+    labels = load_catalog().cost_categories
+    c = encounter_cost.assign(source=encounter_cost["is_internal"].map({True: "internal", False: "external"}))
+    out = c.groupby(["month", "source", "cost_category"], as_index=False)["cost_usd"].sum()
+    out["category"] = out["cost_category"].map(labels).fillna(out["cost_category"])
+    return out[cols].sort_values(["month", "source", "cost_category"]).reset_index(drop=True)
+
+
+def _patient_encounter_costs(engine: Engine, patient_id: str) -> pd.DataFrame:
+    e = Encounter
+    encounters = read_frame(engine, select(e.encounter_id, e.patient_id, e.team_id, e.kind, e.start_date, e.is_internal,
+                                           e.in_network, e.cost_category, e.paid_usd).where(e.patient_id == patient_id))  # fmt: skip
+    if not len(encounters):
+        return pd.DataFrame(columns=["encounter_id", "month", "cost_category", "is_internal", "cost_usd"])
+    minutes = read_frame(engine, select(StaffMinutes.encounter_id, StaffMinutes.role, StaffMinutes.minutes)
+                         .join(e, e.encounter_id == StaffMinutes.encounter_id).where(e.patient_id == patient_id))  # fmt: skip
+    staff = read_frame(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
+    inputs = CostInputs((), staff, encounters, minutes, pd.DataFrame(columns=["patient_id", "month"]))
+    return encounter_costs(inputs, load_cost_settings())
+
+
+def patient_view(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> dict | None:
+    """The patient page's data, or None when the patient is unknown or outside ``team_ids``.
+
+    Keys: patient (dict, with ``age`` today or at death), current (dict: month, subgroup, reason,
+    overridden, team, pcp; None if never assigned), periods (:func:`subgroup_periods`),
+    overrides, conditions (with ``active``), timeline (encounters with kind label, internal or
+    external, cost_usd), series (:func:`measurement_series`), costs
+    (:func:`monthly_costs_by_category`), econsults (with ``response_days``), care_team
+    (name, role, role_label, is_pcp), medications.
+    """
+    record = patient_record(engine, patient_id, team_ids)
+    if record is None:
+        return None
+    catalog = load_catalog()
+    rules = load_worklist_rules()
+    p = dict(record["patient"])
+    until = p["death_date"] or date.today()
+    born = p["birth_date"]
+    p["age"] = until.year - born.year - ((until.month, until.day) < (born.month, born.day))
+
+    assignments = record["subgroups"]
+    att = record["attribution"]
+    current = None
+    if len(assignments):
+        last = assignments.sort_values("month").iloc[-1]
+        team = att.loc[att["month"] == last["month"]].tail(1)
+        current = {"month": last["month"], "subgroup": last["subgroup"], "reason": last["reason"],
+                   "overridden": bool(last["overridden"]),
+                   "team": team["team"].iloc[0] if len(team) else None, "pcp": team["pcp"].iloc[0] if len(team) else None}  # fmt: skip
+
+    conditions = record["conditions"].drop(columns=["patient_id"])
+    conditions["active"] = conditions["resolved_date"].isna()
+
+    costs = _patient_encounter_costs(engine, patient_id)
+    enc = record["encounters"].drop(columns=["patient_id"])
+    kinds = {k: v.label for k, v in catalog.activity_kinds.items()}
+    timeline = enc.assign(activity=enc["kind"].map(kinds).fillna(enc["kind"]),
+                          source=enc["is_internal"].map({True: "internal", False: "external"}))  # fmt: skip
+    timeline = timeline.merge(costs[["encounter_id", "cost_usd"]], on="encounter_id", how="left")
+    timeline["cost_usd"] = timeline["cost_usd"].astype(float).fillna(0.0)
+
+    econsults = enc.loc[enc["kind"] == "e_consult", ["encounter_id", "start_date", "requested_date", "responded_date",
+                                                       "specialty", "resolved_without_visit"]].copy()  # fmt: skip
+    asked = pd.to_datetime(econsults["requested_date"].where(econsults["requested_date"].notna(), econsults["start_date"]))
+    econsults["response_days"] = (pd.to_datetime(econsults["responded_date"]) - asked).dt.days
+
+    care_team = pd.DataFrame(columns=["name", "role", "role_label", "is_pcp"])
+    if len(att):
+        latest = att.iloc[-1]
+        staff = read_frame(engine, select(Staff.staff_id, Staff.name, Staff.role).where(Staff.team_id == latest["team_id"]).order_by(Staff.role, Staff.name))
+        staff["is_pcp"] = staff["staff_id"] == latest["pcp_id"]
+        staff["role_label"] = staff["role"].map(catalog.roles).fillna(staff["role"])
+        care_team = staff.sort_values("is_pcp", ascending=False, kind="stable")[["name", "role", "role_label", "is_pcp"]].reset_index(drop=True)
+
+    return {
+        "patient": p,
+        "current": current,
+        "periods": subgroup_periods(assignments),
+        "overrides": record["overrides"],
+        "conditions": conditions,
+        "timeline": timeline,
+        "series": measurement_series(record["measurements"], rules),
+        "costs": monthly_costs_by_category(costs),
+        "econsults": econsults.reset_index(drop=True),
+        "care_team": care_team,
+        "medications": record["medications"].drop(columns=["patient_id"]),
+        "attribution": att,
+    }
+
+
+def override_subgroup(engine: Engine, scope: Scope, patient_id: str, subgroup: str, start_month: date, note: str) -> int:
+    """A team leader pins a patient to a subgroup (``core.derive.subgroups.set_override``), audited as
+    ``override``, then everything derived is rebuilt (as the subgroup-rules page does).
+
+    Raises PermissionError unless the scope is a team leader's with the patient in it.
+    """
+    _check_override_scope(engine, scope, patient_id)
+    override_id = set_override(engine, patient_id, subgroup, start_month, note, scope.user_key)
+    record_event(engine, scope, "override", patient_id, f"set #{override_id}: {subgroup} from {start_month:%Y-%m}")
+    derive_all(engine)
+    return override_id
+
+
+def lift_patient_override(engine: Engine, scope: Scope, patient_id: str, override_id: int) -> None:
+    """Lift one of the patient's overrides (kept with who and when), audited, then re-derive."""
+    _check_override_scope(engine, scope, patient_id)
+    mine = list_overrides(engine, include_lifted=False, patient_id=patient_id)
+    if override_id not in set(mine["override_id"]):
+        raise ValueError(f"override {override_id} is not an active override of {patient_id}")
+    lift_override(engine, override_id, scope.user_key)
+    record_event(engine, scope, "override", patient_id, f"lifted #{override_id}")
+    derive_all(engine)
+
+
+def _check_override_scope(engine: Engine, scope: Scope, patient_id: str) -> None:
+    if scope.role != "team_leader" or not patient_in_scope(engine, patient_id, scope.team_ids):
+        raise PermissionError("only a team leader of the patient's team can override a subgroup")

@@ -1,0 +1,643 @@
+"""The team leader's monthly value review (issue 8): headline, scorecard by tier, what moved,
+value map, the review log and the review pack. No Streamlit here; the page renders these.
+
+Rules in one place:
+
+- Every aggregate figure comes from cells (core.metrics.scorecard / core.derive.costs) and goes through the
+  CMS cell-size rule: a member count of 1-10 blanks the month's member and cost figures; measure
+  values use the scorecard's own rule (:func:`core.metrics.scorecard.small_figure`); counts of
+  patients moving in or out of the subgroup are suppressed like any other count.
+- Significance marks are the scorecard's flags (non-overlapping 95 % intervals), nothing else.
+- Patient rows (moves, ED visits and admissions, costliest patients) come only from the
+  ``team_ids`` in the caller's scope, filtered in SQL, and only when ``patient_level``.
+- Payment, cost and margin use the bundled payment of the subgroup (core/config/payments.toml)
+  against the cost basis of the bundle (``internal``: TDABC cost; ``total``: with claims).
+- The review pack is aggregates only (no patient rows), so it can be handed out.
+- Settings (key outcomes per subgroup, list sizes, trend length) are data: core/config/review.toml.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from core.config import config_path, load_toml
+from core.config.catalog import load_catalog
+from core.derive import costs
+from core.derive.measures import MeasureCatalogue, load_measures
+from core.derive.subgroups import subgroup_transitions
+from core.metrics.payments import PaymentSettings, load_payment_settings
+from core.metrics.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
+from core.metrics.value import outcome_index, value_map
+from core.store.models import Cell, Encounter, Patient, PatientMonthActivity, ReviewEntry, SubgroupAssignment, Team
+
+REVIEW_PATH = config_path("review.toml")
+ENTRY_KINDS = ("note", "decision", "action")
+ACTION_STATUSES = ("open", "done")
+TIER_LABELS = {1: "1 · Health status achieved", 2: "2 · Process of care and recovery", 3: "3 · Sustainability"}
+FLAG_COLUMNS = {"change_vs_previous": "last month", "change_vs_last_year": "last year", "gap_vs_network": "network"}
+SUPPRESSED = "suppressed"
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """core/config/review.toml."""
+
+    key_outcomes: dict[str, tuple[str, ...]]
+    acute_kinds: tuple[str, ...]
+    top_patients: int
+    trend_months: int
+
+
+def load_review_settings(path: Path = REVIEW_PATH, catalogue: MeasureCatalogue | None = None) -> ReviewSettings:
+    """Load and check the review settings; raises ValueError naming the file and key."""
+    raw = load_toml(path)
+    known = set((catalogue or load_measures()).by_id())
+    try:
+        keys = {str(s): tuple(str(m) for m in ids) for s, ids in raw["key_outcomes"].items()}
+        settings = ReviewSettings(keys, tuple(raw["what_moved"]["acute_kinds"]), int(raw["what_moved"]["top_patients"]),
+                                  int(raw["trend"]["months"]))  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{Path(path).name}: missing or malformed setting ({exc!r})") from exc
+    for subgroup, ids in keys.items():
+        unknown = [m for m in ids if m not in known]
+        if unknown:
+            raise ValueError(f"{Path(path).name}: key_outcomes.{subgroup} names unknown measures {unknown}")
+    if settings.top_patients < 1 or not 2 <= settings.trend_months <= 36:
+        raise ValueError(f"{Path(path).name}: top_patients must be >= 1 and trend.months in 2..36")
+    return settings
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+
+def check_scope(team_id: str, team_ids: tuple[str, ...] | None) -> None:
+    """Raise PermissionError when ``team_id`` is outside the caller's scope (None = whole network)."""
+    if team_ids is not None and team_id not in team_ids:
+        raise PermissionError(f"team {team_id!r} is outside your scope")
+
+
+def months_back(month: date, n: int) -> list[date]:
+    """The ``n`` months ending with ``month``, oldest first."""
+    end = month.year * 12 + month.month - 1
+    return [date(i // 12, i % 12 + 1, 1) for i in range(end - n + 1, end + 1)]
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) and not isinstance(value, datetime) else date.fromisoformat(str(value)[:10])
+
+
+def format_figure(value, suppressed: bool = False, digits: int = 1) -> str:
+    """A figure for display: ``suppressed``, ``–`` (no data) or the number with thousands separators."""
+    if suppressed:
+        return SUPPRESSED
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "–"
+    return f"{float(value):,.{digits}f}"
+
+
+def format_usd(value, digits: int = 0) -> str:
+    """Dollars for display, the sign before the symbol (``-$824``); ``suppressed`` for None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return SUPPRESSED
+    return f"{'-' if value < 0 else ''}${abs(float(value)):,.{digits}f}"
+
+
+def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, months: list[date],
+                    group_by_team: bool = False, team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Monthly measure values (one-month windows, as the scorecard's ``month`` window) from cells.
+
+    Columns: [team_id,] month, measure_id, numerator, denominator, patients, value, suppressed.
+    """
+    C = Cell
+    keys = [C.team_id] if group_by_team else []
+    stmt = (
+        select(*keys, C.month, C.metric, func.sum(C.numerator), func.sum(C.denominator), func.sum(C.sum_sq), func.sum(C.patients))
+        .where(C.stratum == "all", C.subgroup == subgroup, C.month.in_(months), C.metric.in_([m.id for m in ms]))
+        .group_by(*keys, C.month, C.metric)
+    )
+    if not group_by_team:
+        stmt = stmt.where(C.team_id == team_id)
+    elif team_ids is not None:
+        stmt = stmt.where(C.team_id.in_(list(team_ids)))
+    cols = [*(["team_id"] if group_by_team else []), "month", "measure_id", "numerator", "denominator", "sum_sq", "patients"]
+    with engine.connect() as conn:
+        frame = pd.DataFrame([tuple(r) for r in conn.execute(stmt).all()], columns=cols)
+    frame["month"] = [_as_date(m) for m in frame["month"]]
+    for c in ("numerator", "denominator", "sum_sq", "patients"):
+        frame[c] = frame[c].astype("float64")
+    frame["value"] = np.nan
+    frame["suppressed"] = False
+    by_id = {m.id: m for m in ms}
+    for kind in {m.kind for m in ms}:
+        mask = frame["measure_id"].map(lambda i, k=kind: by_id[i].kind == k).to_numpy(dtype=bool)
+        if mask.any():
+            part = frame.loc[mask]
+            value, _, _ = figure(kind, part["numerator"], part["denominator"], part["sum_sq"])
+            frame.loc[mask, "value"] = value
+            frame.loc[mask, "suppressed"] = small_figure(kind, part["numerator"], part["denominator"], part["patients"])
+    frame.loc[frame["suppressed"], ["numerator", "denominator", "value"]] = np.nan
+    return frame.drop(columns="sum_sq")
+
+
+# --- headline -----------------------------------------------------------------------------
+
+
+def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
+                    settings: ReviewSettings | None = None, payments: PaymentSettings | None = None,
+                    catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
+    """One row per month of the trend window (oldest first) for the team and subgroup.
+
+    Columns: month, members, cost_internal_pmpm_usd, cost_external_pmpm_usd, cost_total_pmpm_usd,
+    payment_usd (bundled rate x members), cost_usd (the bundle's cost basis), margin_usd,
+    margin_pmpm_usd, suppressed (members 1-10: every figure of the month blanked), then one
+    column per key outcome of the subgroup (value in the measure's unit; NaN when suppressed
+    or no data) and ``<measure>_suppressed``.
+    """
+    check_scope(team_id, team_ids)
+    settings = settings or load_review_settings()
+    payments = payments or load_payment_settings()
+    catalogue = catalogue or load_measures()
+    months = months_back(month, settings.trend_months)
+    out = pd.DataFrame({"month": months})
+    pmpm = costs.cost_pmpm_from_cells(engine, ("month",), months, team_id=team_id, subgroup=subgroup)
+    cols = ["member_months", "cost_internal_pmpm_usd", "cost_external_pmpm_usd", "cost_total_pmpm_usd"]
+    if pmpm.empty:
+        pmpm = pd.DataFrame(columns=["month", *cols])
+    pmpm["month"] = [_as_date(m) for m in pmpm["month"]]
+    out = out.merge(pmpm[["month", *cols]], on="month", how="left").rename(columns={"member_months": "members"})
+    out["members"] = out["members"].astype("float64").fillna(0.0)
+    rate = payments.bundled_pmpm_usd.get(subgroup, 0.0)
+    basis = "cost_internal_pmpm_usd" if payments.bundled_cost_basis == "internal" else "cost_total_pmpm_usd"
+    out["payment_usd"] = rate * out["members"]
+    out["cost_usd"] = out[basis].astype("float64") * out["members"]
+    out["margin_usd"] = out["payment_usd"] - out["cost_usd"]
+    out["margin_pmpm_usd"] = out["margin_usd"] / out["members"].replace(0.0, np.nan)
+    out["suppressed"] = is_small(out["members"])
+    money = [*cols[1:], "payment_usd", "cost_usd", "margin_usd", "margin_pmpm_usd"]
+    out.loc[out["suppressed"], ["members", *money]] = np.nan
+    by_id = catalogue.by_id()
+    ms = [by_id[m] for m in settings.key_outcomes.get(subgroup, ()) if m in by_id]
+    series = _measure_series(engine, ms, team_id, subgroup, months) if ms else pd.DataFrame()
+    for m in ms:
+        part = series.loc[series["measure_id"] == m.id, ["month", "value", "suppressed"]]
+        part = part.rename(columns={"value": m.id, "suppressed": f"{m.id}_suppressed"})
+        out = out.merge(part, on="month", how="left")
+        out[f"{m.id}_suppressed"] = out[f"{m.id}_suppressed"].astype("boolean").fillna(False).astype(bool)
+    return out
+
+
+# --- scorecard ----------------------------------------------------------------------------
+
+
+def significance_text(row) -> str:
+    """"worse vs last month (↑); worse vs network" from the scorecard flags, "" when nothing is significant."""
+    parts = []
+    for col, label in FLAG_COLUMNS.items():
+        flag = row.get(col, "") if hasattr(row, "get") else row[col]
+        if flag:
+            other = {"change_vs_previous": "previous_value", "change_vs_last_year": "last_year_value",
+                     "gap_vs_network": "network_value"}[col]  # fmt: skip
+            arrow = "↑" if row["value"] > row[other] else "↓"
+            parts.append(f"{arrow} {flag} vs {label}")
+    return "; ".join(parts)
+
+
+def scorecard_table(card: pd.DataFrame) -> pd.DataFrame:
+    """The scorecard for display: one row per measure with formatted figures (``suppressed`` where
+    the cell-size rule applies) and a mark only where a change or gap is significant.
+
+    Columns: measure_id, Tier, Measure, Unit, Value, 95% interval, Target, Previous, Last year,
+    Network, Significant.
+    """
+    rows = []
+    for r in card.to_dict("records"):
+        sup = bool(r["suppressed"])
+        interval = SUPPRESSED if sup else (
+            "–" if np.isnan(r["ci_low"]) else f"{r['ci_low']:,.1f} – {r['ci_high']:,.1f}")
+        rows.append({
+            "measure_id": r["measure_id"], "Tier": TIER_LABELS.get(int(r["tier"]), str(r["tier"])), "Measure": r["name"],
+            "Unit": r["unit"], "Value": format_figure(r["value"], sup), "95% interval": interval,
+            "Target": format_figure(r["target"]), "Previous": format_figure(r["previous_value"]),
+            "Last year": format_figure(r["last_year_value"]), "Network": format_figure(r["network_value"]),
+            "Significant": "" if sup else significance_text(r),
+        })  # fmt: skip
+    cols = ["measure_id", "Tier", "Measure", "Unit", "Value", "95% interval", "Target", "Previous", "Last year", "Network",
+            "Significant"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def significant_rows(card: pd.DataFrame) -> pd.DataFrame:
+    """Scorecard rows with a significant change vs last month or last year, or a gap to the network."""
+    flagged = np.zeros(len(card), dtype=bool)
+    for col in FLAG_COLUMNS:
+        flagged |= card[col].fillna("").astype(str).ne("").to_numpy()
+    return card.loc[flagged & ~card["suppressed"].astype(bool)]
+
+
+def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tuple[str, ...] | None) -> pd.DataFrame:
+    """Significant changes and gaps of every team in scope for the subgroup and month.
+
+    So a reviewer can find the team whose figures moved: changes vs last month or last year
+    first, then gaps to the network. Columns: team_id, team, measure_id, Measure, Value,
+    Significant. Aggregates only (scorecard values, suppressed as there).
+    """
+    teams = pd.read_sql(select(Team.team_id, Team.name).order_by(Team.team_id), engine.connect())
+    if team_ids is not None:
+        teams = teams.loc[teams["team_id"].isin(team_ids)]
+    rows = []
+    for t in teams.itertuples():
+        card = build_scorecard(engine, Selection(team_id=t.team_id, subgroup=subgroup, period=month))
+        for r in significant_rows(card).to_dict("records"):
+            rows.append({"team_id": t.team_id, "team": t.name, "measure_id": r["measure_id"], "Measure": r["name"],
+                         "Value": format_figure(r["value"]), "Significant": significance_text(r)})  # fmt: skip
+    out = pd.DataFrame(rows, columns=["team_id", "team", "measure_id", "Measure", "Value", "Significant"])
+    changed = out["Significant"].str.contains("last month|last year", regex=True)  # changes first, then gaps
+    return out.assign(_order=~changed).sort_values(["_order", "team_id"], kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+# --- what moved ---------------------------------------------------------------------------
+
+
+def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
+                   patient_level: bool) -> dict[str, pd.DataFrame]:
+    """Patients who entered or left the subgroup at the team this month, with reasons.
+
+    ``summary``: direction (entered / left), other_subgroup, patients (1-10 suppressed).
+    ``patients``: patient_id, direction, from_subgroup, to_subgroup, reason, overridden; empty
+    unless ``patient_level``.
+    """
+    check_scope(team_id, team_ids)
+    moved = subgroup_transitions(engine, month, team_id, subgroup)
+    moved["direction"] = np.where(moved["to_subgroup"] == subgroup, "entered", "left")
+    moved["other_subgroup"] = np.where(moved["direction"] == "entered", moved["from_subgroup"].fillna("new"),
+                                       moved["to_subgroup"].fillna("none"))  # fmt: skip
+    summary = moved.groupby(["direction", "other_subgroup"], as_index=False).agg(patients=("patient_id", "count"))
+    summary = suppress_table(summary, ["patients"], total=False)
+    patients = moved[["patient_id", "direction", "from_subgroup", "to_subgroup", "reason", "overridden"]]
+    if not patient_level:
+        patients = patients.iloc[0:0]
+    return {"summary": summary.drop(columns="suppressed"), "patients": patients.reset_index(drop=True)}
+
+
+def _scoped_month_patients(team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None):
+    """A select of the patients attributed to the team (in scope) with the subgroup in ``month``:
+    one range of the assignments' (month, team_id, subgroup) index."""
+    sa = SubgroupAssignment
+    stmt = select(sa.patient_id).where(sa.month == month, sa.team_id == team_id, sa.subgroup == subgroup)
+    if team_ids is not None:
+        stmt = stmt.where(sa.team_id.in_(list(team_ids)))
+    return stmt
+
+
+def acute_events(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
+                 kinds: tuple[str, ...] = ("ed_visit", "admission")) -> pd.DataFrame:
+    """ED visits and admissions starting in ``month`` of the team's patients in the subgroup (patient rows).
+
+    Columns: patient_id, name, kind, start_date, end_date, primary_dx, in_network, paid_usd.
+    Filtered in SQL to ``team_ids``.
+    """
+    check_scope(team_id, team_ids)
+    end = months_back(date(month.year + (month.month == 12), month.month % 12 + 1, 1), 1)[0]
+    members = _scoped_month_patients(team_id, subgroup, month, team_ids).subquery()
+    stmt = (
+        select(Encounter.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), Encounter.kind,
+               Encounter.start_date, Encounter.end_date, Encounter.primary_dx, Encounter.in_network, Encounter.paid_usd)
+        .join(Patient, Patient.patient_id == Encounter.patient_id)
+        .where(Encounter.patient_id.in_(select(members.c.patient_id)), Encounter.kind.in_(list(kinds)),
+               Encounter.start_date >= month, Encounter.start_date < end)
+        .order_by(Encounter.start_date, Encounter.patient_id)
+    )  # fmt: skip
+    with engine.connect() as conn:
+        return pd.read_sql(stmt, conn)
+
+
+def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
+                 top: int = 10, patient_level: bool = True) -> dict[str, pd.DataFrame]:
+    """Largest cost drivers of the team and subgroup this month.
+
+    ``by_category``: category, pmpm_usd, previous_pmpm_usd, change_pmpm_usd (from cells; blank
+    when either month has 1-10 members), sorted by this month's PMPM.
+    ``by_patient``: the ``top`` costliest patients (patient_id, name, cost_total_usd,
+    cost_internal_usd, cost_external_usd) from the patient-month activity (core.derive.activity: the
+    same TDABC and claims costs as the cells); empty unless ``patient_level``.
+    """
+    check_scope(team_id, team_ids)
+    catalog = load_catalog()
+    prev = months_back(month, 2)[0]
+    cells = costs.cost_pmpm_from_cells(engine, ("month",), [prev, month], team_id=team_id, subgroup=subgroup)
+    rows = []
+    for cat, label in catalog.cost_categories.items():
+        col = costs.pmpm_name(costs.category_metric(cat))
+        cur = pre = np.nan
+        if not cells.empty and col in cells:
+            cells["month"] = [_as_date(m) for m in cells["month"]]
+            for m, mm, v in zip(cells["month"], cells["member_months"], cells[col], strict=True):
+                if is_small(mm):
+                    v = np.nan
+                if m == month:
+                    cur = v
+                elif m == prev:
+                    pre = v
+        rows.append({"category": label, "pmpm_usd": cur, "previous_pmpm_usd": pre, "change_pmpm_usd": cur - pre})
+    by_category = pd.DataFrame(rows).sort_values("pmpm_usd", ascending=False, na_position="last").reset_index(drop=True)
+    by_patient = pd.DataFrame(columns=["patient_id", "name", "cost_total_usd", "cost_internal_usd", "cost_external_usd"])
+    if patient_level:
+        act = PatientMonthActivity
+        total = act.cost_internal_usd + act.cost_external_usd
+        stmt = (
+            select(act.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), total.label("cost_total_usd"),
+                   act.cost_internal_usd, act.cost_external_usd)
+            .join(Patient, Patient.patient_id == act.patient_id)
+            .where(act.month == month, act.patient_id.in_(_scoped_month_patients(team_id, subgroup, month, team_ids)))
+            .order_by(total.desc(), act.patient_id)
+            .limit(top)
+        )  # fmt: skip
+        with engine.connect() as conn:
+            by_patient = pd.read_sql(stmt, conn)[list(by_patient.columns)]
+    return {"by_category": by_category, "by_patient": by_patient}
+
+
+# --- value map ----------------------------------------------------------------------------
+
+
+def value_map_frame(engine: Engine, subgroup: str, month: date, n_months: int = 6,
+                    catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
+    """This subgroup's teams: outcome index (core.metrics.value, peers = teams with the subgroup) against
+    total cost PMPM, per month of the ``n_months`` ending with ``month``.
+
+    Columns: team_id, team, month, outcome_index, measures, cost_pmpm_usd, member_months,
+    cost_ratio_to_peers, quadrant, suppressed (member-months 1-10: figures blanked).
+    Measure values follow the scorecard's suppression; suppressed ones are left out of the index.
+    """
+    catalogue = catalogue or load_measures()
+    months = months_back(month, n_months)
+    ms = [m for m in catalogue.measures if m.applies_to(subgroup)]
+    values = _measure_series(engine, ms, "", subgroup, months, group_by_team=True)
+    direction = {m.id: m.direction == "higher" for m in ms}
+    values = values.assign(subgroup=subgroup, higher_is_better=values["measure_id"].map(direction))
+    cols = ["team_id", "team", "month", "outcome_index", "measures", "cost_pmpm_usd", "member_months",
+            "cost_ratio_to_peers", "quadrant", "suppressed"]
+    cost = costs.cost_pmpm_from_cells(engine, ("team_id", "subgroup", "month"), months, subgroup=subgroup)
+    if cost.empty or values.empty:
+        return pd.DataFrame(columns=cols)
+    cost["month"] = [_as_date(m) for m in cost["month"]]
+    cost = cost.loc[~is_small(cost["member_months"]) & (cost["member_months"] > 0)]
+    index = outcome_index(values.loc[values["team_id"].isin(cost["team_id"])], by=("subgroup", "month"))
+    out = value_map(index, cost, by=("subgroup", "month"))
+    out["suppressed"] = is_small(out["member_months"].fillna(0.0))
+    out = out.loc[out["member_months"].fillna(0) > 0]
+    teams = pd.read_sql(select(Team.team_id, Team.name.label("team")), engine.connect())
+    out = out.merge(teams, on="team_id", how="left")
+    return out[cols].sort_values(["month", "team_id"]).reset_index(drop=True)
+
+
+# --- everything the page shows ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewData:
+    """Everything the review page shows for one team, subgroup and month (frames are new copies)."""
+
+    team_id: str
+    subgroup: str
+    month: date
+    card: pd.DataFrame
+    scorecard: pd.DataFrame
+    headline: pd.DataFrame
+    key_outcomes: tuple[tuple[str, str, str, str], ...]  # (measure_id, name, unit, direction)
+    moves: dict
+    acute: pd.DataFrame
+    drivers: dict
+    value_map: pd.DataFrame
+    across_teams: pd.DataFrame
+    bundled_rate_usd: float
+    cost_basis: str
+
+
+def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
+                patient_level: bool) -> ReviewData:
+    """Build every section of the review (one call for the page; cached there)."""
+    check_scope(team_id, team_ids)
+    settings, payments, catalogue = load_review_settings(), load_payment_settings(), load_measures()
+    card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=month), team_ids=team_ids)
+    keys = tuple((m.id, m.name, m.unit, m.direction) for m in catalogue.measures
+                 if m.id in settings.key_outcomes.get(subgroup, ()))  # fmt: skip
+    order = settings.key_outcomes.get(subgroup, ())
+    keys = tuple(sorted(keys, key=lambda k: order.index(k[0])))
+    acute = acute_events(engine, team_id, subgroup, month, team_ids, settings.acute_kinds) if patient_level else pd.DataFrame()
+    return ReviewData(
+        team_id=team_id, subgroup=subgroup, month=month, card=card, scorecard=scorecard_table(card),
+        headline=headline_series(engine, team_id, subgroup, month, team_ids, settings, payments, catalogue),
+        key_outcomes=keys, moves=subgroup_moves(engine, team_id, subgroup, month, team_ids, patient_level), acute=acute,
+        drivers=cost_drivers(engine, team_id, subgroup, month, team_ids, settings.top_patients, patient_level),
+        value_map=value_map_frame(engine, subgroup, month, catalogue=catalogue),
+        across_teams=flags_across_teams(engine, subgroup, month, team_ids),
+        bundled_rate_usd=payments.bundled_pmpm_usd.get(subgroup, 0.0), cost_basis=payments.bundled_cost_basis,
+    )  # fmt: skip
+
+
+HEADLINE_METRICS = (  # (column, label, format, lower is better)
+    ("members", "Members", "{:,.0f}", False),
+    ("cost_internal_pmpm_usd", "Internal cost PMPM", "${:,.2f}", True),
+    ("cost_external_pmpm_usd", "External cost PMPM", "${:,.2f}", True),
+    ("cost_total_pmpm_usd", "Total cost PMPM", "${:,.2f}", True),
+)
+
+
+def headline_metrics(data: ReviewData) -> list[dict]:
+    """Headline metrics: label, value (text), delta (text or None), inverse (lower is better),
+    chart (list of the trend values, suppressed months left out)."""
+    h = data.headline
+    cur, prev = h.iloc[-1], h.iloc[-2]
+    out = []
+    specs = list(HEADLINE_METRICS) + [(m, name, "{:,.1f}", direction == "lower") for m, name, _, direction in data.key_outcomes]
+    for col, label, fmt, inverse in specs:
+        sup = bool(cur[f"{col}_suppressed"] if f"{col}_suppressed" in h else cur["suppressed"])
+        value = cur[col]
+        text = SUPPRESSED if sup else ("–" if pd.isna(value) else fmt.format(value))
+        delta = None
+        if not sup and not pd.isna(value) and not pd.isna(prev[col]):
+            delta = fmt.format(value - prev[col]).replace("$-", "-$")
+            delta = delta if delta.startswith("-") else "+" + delta
+        out.append({"column": col, "label": label, "value": text, "delta": delta, "inverse": inverse,
+                    "chart": [float(v) for v in h[col].dropna()]})  # fmt: skip
+    return out
+
+
+def payment_summary(data: ReviewData) -> dict:
+    """Bundled payment, cost (the bundle's basis) and margin of the month, USD (None when suppressed)."""
+    cur = data.headline.iloc[-1]
+    if bool(cur["suppressed"]):
+        return {"payment_usd": None, "cost_usd": None, "margin_usd": None, "rate_usd": data.bundled_rate_usd,
+                "cost_basis": data.cost_basis}  # fmt: skip
+    return {"payment_usd": float(cur["payment_usd"]), "cost_usd": float(cur["cost_usd"]), "margin_usd": float(cur["margin_usd"]),
+            "rate_usd": data.bundled_rate_usd, "cost_basis": data.cost_basis}  # fmt: skip
+
+
+# --- review log (store) -------------------------------------------------------------------
+
+LOG_COLUMNS = ["entry_id", "month", "kind", "text", "owner", "due_date", "status", "created_by", "created_at",
+               "closed_by", "closed_at", "carried_forward"]  # fmt: skip
+
+
+def add_entry(engine: Engine, team_ids: tuple[str, ...] | None, *, team_id: str, subgroup: str, month: date, kind: str,
+              text: str, created_by: str, owner: str = "", due_date: date | None = None) -> int:
+    """Save a note, decision or action item; returns its id. Actions need an owner and start ``open``."""
+    check_scope(team_id, team_ids)
+    text, owner = (text or "").strip(), (owner or "").strip()
+    if kind not in ENTRY_KINDS:
+        raise ValueError(f"kind must be one of {ENTRY_KINDS}")
+    if not text:
+        raise ValueError("the entry has no text")
+    if kind == "action" and not owner:
+        raise ValueError("an action item needs an owner")
+    entry = ReviewEntry(team_id=team_id, subgroup=subgroup, month=month.replace(day=1), kind=kind, text=text[:2000],
+                        owner=owner[:200], due_date=due_date if kind == "action" else None,
+                        status="open" if kind == "action" else "", created_by=created_by)  # fmt: skip
+    with Session(engine) as session:
+        session.add(entry)
+        session.commit()
+        return int(entry.entry_id)
+
+
+def close_entry(engine: Engine, team_ids: tuple[str, ...] | None, entry_id: int, closed_by: str) -> None:
+    """Mark an action item done (only for teams in scope)."""
+    with Session(engine) as session:
+        entry = session.get(ReviewEntry, entry_id)
+        if entry is None:
+            raise KeyError(f"no review entry {entry_id}")
+        check_scope(entry.team_id, team_ids)
+        if entry.kind != "action":
+            raise ValueError("only action items are closed")
+        if entry.status != "done":
+            entry.status, entry.closed_by, entry.closed_at = "done", closed_by, datetime.now(UTC)
+            session.add(entry)
+            session.commit()
+
+
+def review_log(engine: Engine, team_ids: tuple[str, ...] | None, team_id: str, subgroup: str, month: date) -> pd.DataFrame:
+    """The month's notes, decisions and action items, plus open action items of earlier months
+    (``carried_forward`` True), oldest first. Columns: :data:`LOG_COLUMNS`."""
+    check_scope(team_id, team_ids)
+    E = ReviewEntry
+    month = month.replace(day=1)
+    stmt = (
+        select(*[getattr(E, c) for c in LOG_COLUMNS[:-1]])
+        .where(E.team_id == team_id, E.subgroup == subgroup,
+               (E.month == month) | ((E.month < month) & (E.kind == "action") & (E.status == "open")))
+        .order_by(E.month, E.entry_id)
+    )  # fmt: skip
+    if team_ids is not None:
+        stmt = stmt.where(E.team_id.in_(list(team_ids)))
+    with engine.connect() as conn:
+        frame = pd.DataFrame([tuple(r) for r in conn.execute(stmt).all()], columns=LOG_COLUMNS[:-1])
+    frame["month"] = [_as_date(m) for m in frame["month"]]
+    frame["carried_forward"] = [m < month for m in frame["month"]]
+    return frame
+
+
+# --- review pack --------------------------------------------------------------------------
+
+PACK_CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222}
+h1{font-size:22px;margin:0}h2{font-size:16px;margin:18px 0 6px;border-bottom:1px solid #ddd}
+.sub{color:#666;margin:4px 0 12px}.kpis{display:flex;flex-wrap:wrap;gap:10px}
+.kpi{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:130px}
+.kpi .l{font-size:12px;color:#666}.kpi .v{font-size:20px;font-weight:600}.kpi .d{font-size:12px;color:#444}
+table{border-collapse:collapse;font-size:12px;width:100%}th,td{border:1px solid #ddd;padding:3px 6px;text-align:left}
+th{background:#f3f3f3}td.sig{color:#b03a2e;font-weight:600}@media print{.chart{page-break-inside:avoid}}"""
+
+
+def _html_table(frame: pd.DataFrame, table_id: str, mark_column: str | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = []
+    for row in frame.itertuples(index=False):
+        cells = []
+        for col, value in zip(frame.columns, row, strict=True):
+            text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+            cls = ' class="sig"' if col == mark_column and text else ""
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """The pack's tables (aggregates only): headline, scorecard, moves, cost_categories, value_map, review_log."""
+    metrics = pd.DataFrame([{"Metric": m["label"], "Value": m["value"], "Change vs last month": m["delta"] or ""}
+                            for m in headline_metrics(data)])  # fmt: skip
+    pay = payment_summary(data)
+    for label, key in (("Bundled payment (USD)", "payment_usd"), (f"Cost, {pay['cost_basis']} (USD)", "cost_usd"),
+                       ("Margin (USD)", "margin_usd")):  # fmt: skip
+        metrics.loc[len(metrics)] = [label, format_usd(pay[key]), ""]
+    moves = data.moves["summary"].assign(other_subgroup=lambda f: f["other_subgroup"].map(lambda s: labels.get(s, s)))
+    moves["patients"] = [format_figure(v, pd.isna(v), 0) for v in moves["patients"]]
+    cats = data.drivers["by_category"].copy()
+    for c in ("pmpm_usd", "previous_pmpm_usd", "change_pmpm_usd"):
+        cats[c] = [format_figure(v, digits=2) for v in cats[c]]
+    vm = data.value_map.loc[data.value_map["month"] == data.month, ["team", "outcome_index", "cost_pmpm_usd", "quadrant"]].copy()
+    for c in ("outcome_index", "cost_pmpm_usd"):
+        vm[c] = [format_figure(v) for v in vm[c]]
+    log_out = log[["month", "kind", "text", "owner", "due_date", "status"]].astype(str).replace({"None": "", "NaT": ""})
+    return {"headline": metrics, "scorecard": data.scorecard.drop(columns="measure_id"), "subgroup_moves": moves,
+            "cost_categories": cats, "value_map": vm, "review_log": log_out}  # fmt: skip
+
+
+def pack_html(data: ReviewData, tables: dict[str, pd.DataFrame], title: str, subtitle: str, figures: dict) -> str:
+    """A self-contained HTML one-pager: inline CSS, headline tiles, scorecard and tables, and the
+    plotly figures inline (plotly.js embedded once, in the first chart)."""
+    tiles = "".join(
+        f'<div class="kpi"><div class="l">{html.escape(r.Metric)}</div><div class="v">{html.escape(r.Value)}</div>'
+        f'<div class="d">{html.escape(r._2)}</div></div>' for r in tables["headline"].itertuples(index=False))
+    charts = []
+    for i, (name, fig) in enumerate(figures.items()):
+        charts.append(f'<div class="chart"><h2>{html.escape(name)}</h2>'
+                      + fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%", default_height="360px")
+                      + "</div>")  # fmt: skip
+    sections = [("Scorecard by tier", "scorecard", "Significant"), ("Patients entering and leaving the subgroup", "subgroup_moves", None),
+                ("Cost by category, per member per month (USD)", "cost_categories", None),
+                ("Value map: teams of this subgroup", "value_map", None), ("Review log", "review_log", None)]  # fmt: skip
+    body = "".join(f"<h2>{html.escape(h)}</h2>{_html_table(tables[t], t, mark)}" for h, t, mark in sections)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{PACK_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f'<p class="sub">{html.escape(subtitle)} · generated {stamp} · counts of 1-10 are suppressed</p>'
+            f'<div class="kpis" id="headline">{tiles}</div>{body}{"".join(charts)}</body></html>')  # fmt: skip
+
+
+def pack_xlsx(tables: dict[str, pd.DataFrame]) -> bytes:
+    """The pack's tables as one workbook, one sheet per table (openpyxl)."""
+    buffer = io.BytesIO()
+    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
+        for name, frame in tables.items():
+            frame.to_excel(writer, sheet_name=name[:31], index=False)
+    return buffer.getvalue()
+
+
+def pack_figures(data: ReviewData) -> dict:
+    """The charts of the pack (plotly figures from core.views.charts)."""
+    from core.views import charts
+
+    now = data.value_map.loc[data.value_map["month"] == data.month]
+    return {"Cost per member per month": charts.review_cost_trend_figure(data.headline),
+            "Value map: this team against peer teams": charts.review_value_map_figure(now, data.team_id),
+            "Value map trend of this team": charts.review_value_trend_figure(data.value_map, data.team_id)}  # fmt: skip
+
+
+def review_pack(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], team_label: str, charts: bool = True) -> dict:
+    """The review pack of a selection: ``html`` (str, self-contained one-pager), ``xlsx`` (bytes)
+    and ``csv`` (table name -> CSV text). Aggregates only. ``charts=False`` leaves the plotly
+    figures (and plotly.js, about 4.7 MB) out of the HTML."""
+    tables = pack_tables(data, log, labels)
+    title = f"Monthly value review: {team_label}"
+    subtitle = f"{labels.get(data.subgroup, data.subgroup)} · {data.month.strftime('%B %Y')}"
+    figures = pack_figures(data) if charts else {}
+    return {"html": pack_html(data, tables, title, subtitle, figures), "xlsx": pack_xlsx(tables),
+            "csv": {name: frame.to_csv(index=False) for name, frame in tables.items()}}  # fmt: skip
