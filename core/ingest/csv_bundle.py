@@ -19,9 +19,10 @@ one chance in 10^11 per row at 40 million encounters) is left to the database's 
 
 What is an error (the import is rejected) and what is a warning:
 
-- Errors: a required file, column or value missing; a file that is not UTF-8, is empty or is not
-  well-formed CSV (wrong number of fields, an unterminated quote: typically a truncated file);
-  a value that does not parse as its type, is out of its min/max, too long, not in the
+- Errors: a required file, column or value missing; a file that is not UTF-8, is empty, is a
+  folder, has a header line over 1 MB or is not well-formed CSV (wrong number of fields, an
+  unterminated quote: typically a truncated file); a value that does not parse as its type
+  (``inf`` and ``NaN`` do not), is out of its min/max, too long, not in the
   catalogue, or not an ICD-10-CM code; a date outside 1900-01-01..2100-12-31 or (for clinical
   dates) after today; a duplicate key; a reference to a row that is neither in the bundle nor
   in the database; an end before its start (death before birth, resolved before onset, encounter
@@ -520,13 +521,22 @@ def _check_column(raw: dict[str, pa.ChunkedArray], column: Column, catalog: Cata
     if column.type in ("int", "float"):
         values = _parse_numbers(s, blank)
         valid = np.isfinite(values)
-        if column.type == "int":  # whole and within the 64-bit integers the store holds
-            valid &= (np.mod(np.nan_to_num(values), 1) == 0) & (np.abs(np.nan_to_num(values)) < 2.0**63)
+        if column.type == "int":
+            valid &= np.mod(np.nan_to_num(values), 1) == 0
         issues.flag(~blank & ~valid, column.name, "not a whole number" if column.type == "int" else "not a number", s)
+        outside = np.zeros(len(values), dtype=bool)
         if column.min is not None:
-            issues.flag(valid & (values < column.min), column.name, f"must be at least {column.min:,.10g}", s)
+            low = valid & (values < column.min)
+            issues.flag(low, column.name, f"must be at least {column.min:,.10g}", s)
+            outside |= low
         if column.max is not None:
-            issues.flag(valid & (values > column.max), column.name, f"must be at most {column.max:,.10g}", s)
+            high = valid & (values > column.max)
+            issues.flag(high, column.name, f"must be at most {column.max:,.10g}", s)
+            outside |= high
+        if column.type == "int":  # the store holds 64-bit integers (1e23 is a whole number, but not one of them)
+            huge = valid & (np.abs(np.nan_to_num(values)) >= 2.0**63)
+            issues.flag(huge & ~outside, column.name, "too large for a whole number", s)
+            valid &= ~huge
         typed = pd.Series(np.where(valid, values, np.nan))
         return typed.astype("Int64") if column.type == "int" else typed
     if column.type == "bool":

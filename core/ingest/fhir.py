@@ -11,10 +11,18 @@ Mapping decisions (codes and vocabularies are data: ``core/config/fhir_maps.toml
 - **Input**: ``*.json`` (a Bundle of any type, or one resource) is parsed whole up to
   ``[limits] max_bundle_bytes``; ``*.ndjson`` / ``*.jsonl`` (Bulk Data, one resource per line,
   any file name) are streamed line by line and a line longer than ``max_line_bytes`` is an error
-  (it is skipped unread, never parsed). Per-type NDJSON files of the bulky types (Observation,
-  Condition, MedicationRequest, Procedure, Claim, ExplanationOfBenefit) are read in a second
-  pass, one resource at a time, after patients and encounters; only their output rows are kept.
+  (it is skipped unread, never parsed). Resources of the bulky types (Observation, Condition,
+  MedicationRequest, Procedure, Claim, ExplanationOfBenefit) are read in a second pass, one
+  resource at a time, after patients and encounters; only their output rows are kept. In an
+  NDJSON file that mixes types, the first pass only notes where those lines are (line number
+  and byte offset) and the second reads them again, so memory does not grow with the file.
   Errors carry the file, the line (NDJSON) or entry number (bundle), the resource id and field.
+- **Values that cannot be read are errors** (``core/ingest/checks.py``): JSON that does not parse
+  or nests too deep to read; a field the readers use whose JSON type is not its FHIR type
+  (:data:`SHAPES`: a ``name`` or ``address`` given as a string, ``valueQuantity.value`` ``"7.5"``);
+  a date after the extract date (except the planned end of a Coverage); an end before its start
+  (Encounter.period, Condition abatement, EOB billablePeriod); a paid amount that is not finite
+  or beyond any claim.
 - **Resource types** not listed above are counted (``skipped``); types neither used nor in
   ``[resources] ignored`` also raise a warning, so a misspelt type does not pass unnoticed.
 - **Ids**: ``fhir:<resource id>`` (see ``idmap``); patients linked to Tuva by a configured

@@ -30,6 +30,11 @@ Mapping decisions:
   medication row per line (NDC code; end = dispensing date + days_supply - 1).
 - **lab_result / observation** -> measurements for catalogue LOINC codes; tobacco answers via
   fhir_maps.toml [tobacco_text]; out-of-range values skipped with a count.
+- **Errors** (``core/ingest/checks.py``), each with its file, row and column: a file that is a
+  folder, has an over-long header line, or is truncated (a row with fewer fields than the header,
+  an unterminated quote); a bad date, or a date after the extract date (enrolment dates may lie
+  ahead); a claim ending before it starts; an amount that is not a number, not finite or beyond
+  any claim.
 """
 
 import time

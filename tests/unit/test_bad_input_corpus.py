@@ -132,7 +132,7 @@ CSV_CASES = [
     Case("csv paid nan", "csv", csv_value("encounters.csv", 1, "paid_usd", "NaN"), Expect("encounters.csv", 3, "paid_usd", "not a number")),
     Case("csv paid 1e308", "csv", csv_value("encounters.csv", 2, "paid_usd", "1e308"), Expect("encounters.csv", 4, "paid_usd", "at most")),
     Case("csv deprivation 1e23", "csv", csv_value("patients.csv", 0, "deprivation_decile", "1e23"),
-         Expect("patients.csv", 2, "deprivation_decile", "not a whole number")),
+         Expect("patients.csv", 2, "deprivation_decile", "must be at most 10")),
     Case("csv end before start", "csv", csv_value("encounters.csv", 2, "end_date", "2024-02-01"),
          Expect("encounters.csv", 4, "end_date", "before start_date")),
     Case("csv dated 2099", "csv", csv_value("encounters.csv", 0, "start_date", FAR_FUTURE), Expect("encounters.csv", 2, "start_date", "in the future")),
