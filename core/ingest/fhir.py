@@ -971,6 +971,7 @@ def _build_attribution(st: _State) -> None:
         end = _date(st, res, "period.end", period.get("end"), required=False, future=True, after=start) or last or start
         if pid is None or start is None:
             continue
+        end = min(end, st.extract_date)  # a planned end: member-months stop at the extract
         covered.add(pid)
         months[pid].update(months_between(start, end) if end >= start else [])
     if last is not None:

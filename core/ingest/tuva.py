@@ -32,9 +32,10 @@ Mapping decisions:
   fhir_maps.toml [tobacco_text]; out-of-range values skipped with a count.
 - **Errors** (``core/ingest/checks.py``), each with its file, row and column: a file that is a
   folder, has an over-long header line, or is truncated (a row with fewer fields than the header,
-  an unterminated quote); a bad date, or a date after the extract date (enrolment dates may lie
-  ahead); a claim ending before it starts; an amount that is not a number, not finite or beyond
-  any claim.
+  an unterminated quote); a bad date, or a date after the extract date; a claim ending before it
+  starts; an amount that is not a number, not finite or beyond any claim. An enrolment that ends
+  after the extract date (or is open, ``9999-12-31``) is counted up to the extract's month, with
+  a warning.
 """
 
 import time
@@ -219,7 +220,10 @@ class _Reader:
             return None
         birth = self.dates(path.name, frame, "birth_date", True)
         start = self.dates(path.name, frame, "enrollment_start_date", True, future=True)
-        end = self.dates(path.name, frame, "enrollment_end_date", True, future=True)
+        # An open enrolment is often written 9999-12-31 (past what a date type holds): read it as open.
+        end_text = frame["enrollment_end_date"].str.strip()
+        end = self.dates(path.name, frame.assign(enrollment_end_date=end_text.where(~end_text.str.startswith("9999"), "2100-12-31")),
+                         "enrollment_end_date", True, future=True)
         death = (
             self.dates(path.name, frame, "death_date", False)
             if "death_date" in frame
@@ -229,6 +233,14 @@ class _Reader:
         self.list_bad(path.name, "enrollment_end_date", frame[backwards], "enrollment ends before it starts")
         if not self.report.ok:
             return None
+        # Enrolment continues past the extract: member-months end with the extract's month.
+        latest = extract_date()
+        ahead = end.map(lambda d: d is not None and d > latest).astype(bool)
+        if ahead.any():
+            self.report.add_warning(path.name, int(frame.loc[ahead, "_row"].iloc[0]), "enrollment_end_date",
+                                    f"{int(ahead.sum())} enrolment span(s) end after the extract date {latest.isoformat()}; "
+                                    f"member-months are counted up to {latest:%Y-%m}")
+            end = end.where(~ahead, latest)
         frame = frame.assign(_birth=birth, _start=start, _end=end, _death=death)
         self.persons = set(frame["_person"])
         return frame

@@ -16,15 +16,18 @@ import sys
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from core.cli.main import main
 from core.derive.pipeline import derive_all
 from core.ingest import import_path
 from core.ingest.fhir import read_fhir
 from core.store.db import create_schema, make_engine
+from core.store.models import Attribution
 from core.store.queries import derive_pending
 from tests.checksum import BOOKKEEPING, table_checksums
 from tests.conftest import PROJECT_ROOT
@@ -449,3 +452,17 @@ def test_a_big_ndjson_file_that_mixes_types_is_streamed(tmp_path):
     assert report.unmapped_codes["Observation.code:0000-0"] == 2_000
     assert len(frames["measurement"]) == 1
     assert peak < size / 8, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB file"
+
+
+@pytest.mark.parametrize("end", [FAR_FUTURE, "9999-12-31"])
+def test_an_enrolment_past_the_extract_is_a_warning_and_counted_to_its_month(engine, tmp_path, end):
+    """Open or planned enrolment ends are normal in eligibility files: member-months stop at the
+    extract's month (never hundreds of future months), with a warning."""
+    tables = copy.deepcopy(TUVA_BASE)
+    tables["eligibility"][0]["enrollment_end_date"] = end
+    report = import_path(engine, write_tuva(tmp_path / "tuva", tables), fmt="tuva")
+    assert report.ok, report.to_text()
+    assert matching(report.warnings, Expect("eligibility.csv", 2, "enrollment_end_date", "end after the extract date", "warning"))
+    with engine.connect() as conn:
+        last = conn.execute(select(func.max(Attribution.month))).scalar_one()
+    assert last == date.today().replace(day=1)
