@@ -429,6 +429,23 @@ def test_output_into_a_closed_pipe_stops_quietly(store):
     assert table_checksums(engine) == before
 
 
+def test_an_import_into_a_closed_pipe_still_derives_everything(store, tmp_path):
+    """``python -m core import DIR | head -1``: the reader goes away, the import and its derive finish."""
+    engine, url = store
+    tables = valid_tables()
+    tables["encounters.csv"].append({"encounter_id": "E9", "patient_id": "P1", "kind": "ed_visit", "start_date": "2024-03-05"})
+    process = subprocess.Popen([sys.executable, "-m", "core", "import", str(write_bundle(tmp_path / "more", tables)),
+                                "--database-url", url], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=300) == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert derive_pending(engine) is None
+    finished = table_checksums(engine, skip=BOOKKEEPING)
+    derive_all(engine)
+    assert table_checksums(engine, skip=BOOKKEEPING) == finished
+
+
 # --- big NDJSON ----------------------------------------------------------------------------
 
 
