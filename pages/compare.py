@@ -5,7 +5,9 @@ import streamlit as st
 from core.derive.measures import load_measures
 from core.store.queries import organisation
 from core.views.charts import caterpillar_figure, value_map_figure
-from core.views.executive import csv_export, load_executive_settings, team_comparison, value_positions
+from core.views.compare import team_comparison, value_positions
+from core.views.executive_settings import load_executive_settings
+from core.views.format import csv_export
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels

@@ -3,9 +3,10 @@ specialty and team; specialist spend of patients with and without e-consults."""
 
 import streamlit as st
 
-from core.derive.costs import window_months
+from core.store.months import window_months
 from core.store.queries import organisation
-from core.views.executive import csv_export, econsults
+from core.views.econsults import econsults
+from core.views.format import csv_export
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.widgets import month_label, select_month

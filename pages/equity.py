@@ -5,7 +5,9 @@ import streamlit as st
 from core.derive.cells import STRATA
 from core.derive.measures import load_measures
 from core.views.charts import equity_gap_figure
-from core.views.executive import csv_export, equity_table, load_executive_settings
+from core.views.equity import equity_table
+from core.views.executive_settings import load_executive_settings
+from core.views.format import csv_export
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels

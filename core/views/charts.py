@@ -81,7 +81,7 @@ def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: d
 
 def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None, team_labels: dict[str, str] | None = None) -> go.Figure:
     """Cost PMPM (x) against outcome index (y) per team and subgroup, with an arrow from the
-    position 12 months earlier (columns of core.views.executive.value_positions)."""
+    position 12 months earlier (columns of core.views.compare.value_positions)."""
     labels, team_labels = labels or {}, team_labels or {}
     shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
     fig = go.Figure()
@@ -104,7 +104,7 @@ def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None,
 
 
 def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None = None) -> go.Figure:
-    """Revenue, cost and margin PMPM per subgroup, one bar per payment model (core.views.executive.payment_comparison)."""
+    """Revenue, cost and margin PMPM per subgroup, one bar per payment model (core.views.payment_models.payment_comparison)."""
     labels = labels or {}
     long = by_subgroup.melt(id_vars=["subgroup", "model"], value_vars=["revenue_pmpm_usd", "cost_pmpm_usd", "margin_pmpm_usd"],
                             var_name="figure", value_name="usd_pmpm")  # fmt: skip
@@ -119,7 +119,7 @@ def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None
 
 
 def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float | None = None) -> go.Figure:
-    """Each stratum value with its 95 % interval; the best-served group marked (core.views.executive.equity_table)."""
+    """Each stratum value with its 95 % interval; the best-served group marked (core.views.equity.equity_table)."""
     shown = table.dropna(subset=["value"]).sort_values("value")
     colors = np.where(shown["best"], "#2E7D32", np.where(shown["gap_is_real"], "#C62828", "#607D8B"))
     fig = go.Figure(go.Scatter(
