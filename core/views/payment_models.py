@@ -19,6 +19,7 @@ from core.metrics.scorecard import is_small, suppress_table
 from core.store.models import TeamMonthActivity
 from core.store.queries import read_frame
 from core.views.cells_read import cell_sums_by
+from core.views.format import format_figure
 
 
 def payment_inputs(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
@@ -157,6 +158,5 @@ def aco_projection(inputs: payments.AcoInputs, settings: payments.AcoSettings, c
         "net_payment_from_risk_growth_usd": "Net payment from risk-score growth alone",
     }  # fmt: skip
     table = pd.DataFrame([(label, getattr(result, key)) for key, label in labels.items()], columns=["item", "value"])
-    table["value"] = table["value"].map(lambda v: f"{v:,.3f}" if isinstance(v, float) and abs(v) < 10 else
-                                        (f"{v:,.0f}" if isinstance(v, float) else str(v)))  # fmt: skip
+    table["value"] = [format_figure(v, digits=3 if abs(v) < 10 else 0) if isinstance(v, float) else str(v) for v in table["value"]]
     return result, table
