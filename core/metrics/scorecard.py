@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, String, func, select, type_coerce, union_all
 
-from core.derive.measures import MeasureCatalogue, load_measures, month_date
+from core.derive.measures import MeasureCatalogue, load_measures
 from core.metrics.stats import intervals_differ, poisson_exact_interval, t_interval, wilson_interval
 from core.store import models
+from core.store.months import WINDOWS, as_month, from_index, index_of
 
-WINDOW_MONTHS = {"month": 1, "quarter": 3, "12m": 12}
 SMALL_CELL_MAX = 10  # CMS cell-size suppression policy: counts of 1 to 10 are not published
 RISK_METRIC = "risk_score_sum"
 FETCH_COLUMNS = ["metric", "month", "stratum_value", "numerator", "denominator", "sum_sq", "patients"]
@@ -70,14 +70,10 @@ class Selection:
     stratum: str = "all"
 
     def __post_init__(self):
-        if self.window not in WINDOW_MONTHS:
-            raise ValueError(f"window must be one of {tuple(WINDOW_MONTHS)}, got {self.window!r}")
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {tuple(WINDOWS)}, got {self.window!r}")
         if self.period.day != 1:
             object.__setattr__(self, "period", self.period.replace(day=1))
-
-
-def _midx(d: date) -> int:
-    return d.year * 12 + d.month - 1
 
 
 # --- reading cells ---------------------------------------------------------------------------
@@ -139,7 +135,7 @@ def cell_sums(engine: Engine, *, first: date, last: date, stratum: str = "all", 
     columns = _fetch(engine, [(metrics, (first, last))], stratum=stratum, practice_id=practice_id, team_id=team_id,
                      subgroup=subgroup, team_ids=team_ids)
     df = pd.DataFrame(list(zip(*columns)), columns=FETCH_COLUMNS)
-    df["month"] = pd.Series([month_date(_as_month_index(m)) for m in df["month"]], index=df.index, dtype=object)
+    df["month"] = pd.Series([as_month(m) for m in df["month"]], index=df.index, dtype=object)
     return df.astype({"numerator": "float64", "denominator": "float64", "sum_sq": "float64", "patients": "float64"})
 
 
@@ -155,14 +151,8 @@ def _window_reads(sum_metrics: list[str], end_metrics: list[str], ends: list[int
     for metrics, months in ((sum_metrics, window), (end_metrics, tuple(sorted(set(ends))))):
         if metrics:
             reads.setdefault(months, []).extend(metrics)
-    return [(metrics, (month_date(months[0]), month_date(months[-1])) if 1 < len(months) == months[-1] - months[0] + 1
-             else [month_date(m) for m in months]) for months, metrics in reads.items()]
-
-
-def _as_month_index(value) -> int:
-    if isinstance(value, str):
-        value = date.fromisoformat(value[:10])
-    return value.year * 12 + value.month - 1
+    return [(metrics, (from_index(months[0]), from_index(months[-1])) if 1 < len(months) == months[-1] - months[0] + 1
+             else [from_index(m) for m in months]) for months, metrics in reads.items()]
 
 
 def _cube(columns: list[list], metric_pos: dict[str, int], value_pos: dict[str, int], first: int,
@@ -175,7 +165,7 @@ def _cube(columns: list[list], metric_pos: dict[str, int], value_pos: dict[str, 
     if not columns[0]:
         return cube
     metrics, months, values, *sums = columns
-    slot_of = {m: _as_month_index(m) - first for m in set(months)}
+    slot_of = {m: index_of(as_month(m)) - first for m in set(months)}
     metric = np.array([metric_pos[m] for m in metrics], dtype=np.int64)
     slot = np.array([slot_of[m] for m in months], dtype=np.int64)
     value = np.array([value_pos.get(v, -1) for v in values], dtype=np.int64)
@@ -344,8 +334,8 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     ms = [m for m in catalogue.measures if m.applies_to(selection.subgroup)]
     if not ms:
         return pd.DataFrame(columns=COLUMNS)
-    n = WINDOW_MONTHS[selection.window]
-    end = _midx(selection.period)
+    n = WINDOWS[selection.window]
+    end = index_of(selection.period)
     first = end - 12 - n + 1  # earliest month of the last-year window (and of the previous one)
     ends = [end, end - n, end - 12]  # the current, previous and last-year windows
     sums = [m.id for m in ms if m.window != "end"] + [RISK_METRIC]

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, and_, case, func, or_, select
 from core.metrics.scorecard import suppress_table
 from core.metrics.stats import t_interval
 from core.store.models import Attribution, Encounter
-from core.store.months import add_months, month_start_sql
+from core.store.months import month_span, month_start_sql
 from core.store.queries import read_frame
 from core.views.executive_settings import load_executive_settings
 
@@ -36,7 +36,7 @@ def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...
     attributed patient-months (claims in cost categories of executive.toml).
     """
     months = tuple(sorted(months))
-    first, end = months[0], add_months(months[-1], 1)
+    first, end = month_span(months)
     days = _days_between(engine, Encounter.responded_date, Encounter.start_date)
     responded = Encounter.responded_date.is_not(None)
     team = func.coalesce(Encounter.team_id, "unknown")
@@ -78,7 +78,7 @@ def _econsult_table(raw: pd.DataFrame, key: str) -> pd.DataFrame:
 
 def _specialist_spend(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None) -> pd.DataFrame:
     settings = load_executive_settings()
-    first, end = months[0], add_months(months[-1], 1)
+    first, end = month_span(months)
     had = select(Encounter.patient_id).where(Encounter.kind == "e_consult", Encounter.start_date >= first, Encounter.start_date < end)
     group = case((Attribution.patient_id.in_(had), "with e-consult"), else_="without e-consult").label("group")
     scoped = Attribution.month.in_(list(months))

@@ -17,6 +17,7 @@ from core.derive.costs import COST_EXTERNAL, COST_INTERNAL
 from core.metrics import payments
 from core.metrics.scorecard import is_small, suppress_table
 from core.store.models import TeamMonthActivity
+from core.store.months import add_months
 from core.store.queries import read_frame
 from core.views.cells_read import cell_sums_by
 from core.views.format import format_figure
@@ -105,7 +106,7 @@ def aco_inputs(engine: Engine, months: tuple[date, ...], practice_id: str | None
     summed in SQL instead of rebuilt from encounters. (None, reason) when there is nothing to
     project or the selection has 1-10 member-months.
     """
-    baseline = tuple(m.replace(year=m.year - 1) for m in months)
+    baseline = tuple(add_months(m, -12) for m in months)
 
     def totals(window: tuple[date, ...]) -> pd.Series:
         sums = cell_sums_by(engine, [], [COST_EXTERNAL, "risk_score_sum", "member_months"], min(window), max(window), team_ids,
