@@ -12,6 +12,7 @@ from sqlalchemy import select
 from streamlit.runtime.media_file_storage import MediaFileKind
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
+from core.access.policy import load_access_rules
 from core.metrics.payments import load_payment_settings
 from core.store.db import make_engine
 from core.store.models import AuditEvent
@@ -24,7 +25,7 @@ from core.views.format import usd
 from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
 from core.views.trends import trends
 
-EXECUTIVE_PAGES = ["pages/trends.py", "pages/compare.py", "pages/payments.py", "pages/equity.py", "pages/econsults.py"]
+EXECUTIVE_PAGES = [p.file for p in load_access_rules().pages.values() if p.section == "Executive"]
 # Columns that hold counts of people, member-months or events (never 1-10 when published).
 COUNT_COLUMNS = re.compile(r"^(numerator|denominator|patients|members|member_months|econsults|responded|resolved|count)$", re.I)
 # Counts written in text: "7 patients", "3 e-consults", "E-consults: 4" ...
