@@ -31,6 +31,7 @@ Input definitions (a patient-month is a row of ``attribution``; months are first
 - deaths: no patient-month after the month of death.
 """
 
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -86,6 +87,7 @@ class RulesError(ValueError):
 class Subgroup:
     subgroup_id: str
     name: str
+    colour: str = ""  # chart colour (#RRGGBB); empty = the chart palette picks one
 
     @property
     def id(self) -> str:
@@ -138,6 +140,11 @@ class RuleSet:
     @property
     def subgroup_names(self) -> dict[str, str]:
         return {s.subgroup_id: s.name for s in self.subgroups}
+
+    @property
+    def subgroup_colours(self) -> dict[str, str]:
+        """Subgroup id -> chart colour, for the subgroups whose rules give one."""
+        return {s.subgroup_id: s.colour for s in self.subgroups if s.colour}
 
     def to_frame(self) -> pd.DataFrame:
         """One row per rule in order: order, rule_id, subgroup, subgroup_name, rule_name, conditions."""
@@ -231,11 +238,13 @@ def parse_rules(text: str, source: str = "rules", code_lists: CodeLists | None =
     subgroups = []
     for i, sg in enumerate(raw.get("subgroups", [])):
         where = f"{source}: subgroup #{i + 1}"
-        if not isinstance(sg, dict) or set(sg) - {"id", "name"}:
-            raise RulesError(f"{where}: a subgroup has only `id` and `name`, got {sorted(sg) if isinstance(sg, dict) else sg!r}")
+        if not isinstance(sg, dict) or set(sg) - {"id", "name", "colour"}:
+            raise RulesError(f"{where}: a subgroup has only `id`, `name` and `colour`, got {sorted(sg) if isinstance(sg, dict) else sg!r}")
         if not isinstance(sg.get("id"), str) or not sg["id"] or not isinstance(sg.get("name"), str) or not sg["name"]:
             raise RulesError(f"{where}: needs a text `id` and `name`")
-        subgroups.append(Subgroup(sg["id"], sg["name"]))
+        if not re.fullmatch(r"(#[0-9A-Fa-f]{6})?", str(sg.get("colour", ""))):
+            raise RulesError(f"{where}: colour must be #RRGGBB, got {sg['colour']!r}")
+        subgroups.append(Subgroup(sg["id"], sg["name"], str(sg.get("colour", ""))))
     ids = [s.subgroup_id for s in subgroups]
     if not subgroups:
         raise RulesError(f"{source}: no [[subgroups]] defined")

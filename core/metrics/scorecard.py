@@ -40,12 +40,21 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, String, func, select, type_coerce, union_all
 
+from core.config import config_path, load_toml
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.metrics.stats import intervals_differ, poisson_exact_interval, t_interval, wilson_interval
 from core.store import models
 from core.store.months import WINDOWS, as_month, from_index, index_of
 
-SMALL_CELL_MAX = 10  # CMS cell-size suppression policy: counts of 1 to 10 are not published
+
+def _small_cell_max(path=config_path("suppression.toml")) -> int:
+    value = load_toml(path).get("small_cell_max")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{path}: small_cell_max must be a whole number >= 0, got {value!r}")
+    return value
+
+
+SMALL_CELL_MAX = _small_cell_max()  # counts of 1 to this are not published (core/config/suppression.toml)
 RISK_METRIC = "risk_score_sum"
 FETCH_COLUMNS = ["metric", "month", "stratum_value", "numerator", "denominator", "sum_sq", "patients"]
 FETCH_BATCH = 500  # rows turned into columns at a time (see _fetch)
@@ -209,7 +218,7 @@ def figure(kind: str, numerator, denominator, sum_sq):
 
 
 def is_small(count) -> np.ndarray:
-    """True for counts of 1 to 10 (the CMS cell-size rule)."""
+    """True for counts of 1 to ``SMALL_CELL_MAX`` (10: the CMS cell-size rule)."""
     c = np.asarray(count, dtype="float64")
     return (c >= 1 - 1e-9) & (c <= SMALL_CELL_MAX + 1e-9)
 

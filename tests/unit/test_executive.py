@@ -234,3 +234,19 @@ def test_econsults_match_the_encounters(sample_engine, period):
         assert data[name]["suppressed"].iloc[:-1].sum() != 1 or name == "spend"
     spend = data["spend"].set_index("group")
     assert spend["member_months"].sum() == cost_pmpm_from_cells(sample_engine, (), months)["member_months"].iloc[0]
+
+
+def test_chart_subgroups_and_colours_come_from_the_rules_file(tmp_path, monkeypatch):
+    from core.views import charts
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[subgroups]]\nid = "older"\nname = "Older"\ncolour = "#123456"\n[[subgroups]]\nid = "healthy"\nname = "Healthy"\n'
+                     '[[rules]]\nid = "older"\nsubgroup = "older"\nmin_age = 60\n[[rules]]\nid = "rest"\nsubgroup = "healthy"\n')  # fmt: skip
+    monkeypatch.setattr(charts, "active_rules_path", lambda: rules)
+    ids, colours = charts.subgroup_style()
+    assert ids == ["healthy", "older", "unassigned"]
+    assert colours["older"] == "#123456" and colours["healthy"] == charts.PALETTE[0] and colours["unassigned"] == charts.OTHER_COLOUR
+    mix = frame(month=[date(2026, 1, 1)] * 3, subgroup=["older", "frail", "unassigned"], member_months=[50.0, 40.0, 30.0])
+    fig = charts.member_mix_figure(mix, {"older": "Older"})  # "frail" is no longer a subgroup: grey, not an error
+    colour_of = {trace.name: trace.line.color for trace in fig.data}
+    assert colour_of == {"Older": "#123456", "frail": charts.OTHER_COLOUR, "unassigned": charts.OTHER_COLOUR}
