@@ -1,7 +1,6 @@
 """Admin upload page: a bad file is rejected with its row and column and nothing is written;
 a valid data set lands whole, and with real data in the store demo mode ends."""
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store.queries import data_status
@@ -31,7 +30,6 @@ def test_invalid_upload_is_rejected_and_writes_nothing(private_db):
     assert data_status(private_db)["counts"] == {**before, "audit_event": before["audit_event"] + 1}
 
 
-@pytest.mark.skipif(not (FIXTURES / "tuva_input_layer").exists(), reason="shared fixtures folder is absent")
 def test_valid_tuva_upload_lands_and_ends_demo_mode(private_db):
     files = [(p.name, p.read_bytes(), "text/csv") for p in sorted((FIXTURES / "tuva_input_layer").glob("*.csv"))]
     at = upload_page(files)
@@ -45,7 +43,6 @@ def test_valid_tuva_upload_lands_and_ends_demo_mode(private_db):
     assert again.title[0].value == "Login required"
 
 
-@pytest.mark.skipif(not (FIXTURES / "tuva_input_layer").exists(), reason="shared fixtures folder is absent")
 def test_pages_open_on_imported_people_for_a_signed_in_user(tmp_path, monkeypatch):
     """Only the Tuva fixture people in a fresh store: subgroups, cells and the pages work on them."""
     from core.access.users import save_user

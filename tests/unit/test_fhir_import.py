@@ -19,7 +19,6 @@ from core.store import models
 from tests.conftest import FIXTURES
 
 FHIR_DIR = FIXTURES / "fhir_r4_synthea"
-needs_fixture = pytest.mark.skipif(not FHIR_DIR.is_dir(), reason=f"FHIR fixture folder {FHIR_DIR} is absent")
 DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name != "import_run"]
 
 
@@ -122,7 +121,6 @@ def test_make_id_is_deterministic_and_short():
 # --- the Synthea fixture -----------------------------------------------------------------------
 
 
-@needs_fixture
 def test_fixture_counts_match_source(engine):
     report = import_fhir(engine, FHIR_DIR)
     assert report.ok, report.to_text()
@@ -222,7 +220,6 @@ def to_ndjson(resources: list[dict], folder: Path) -> Path:
     return folder
 
 
-@needs_fixture
 def test_ndjson_gives_the_same_frames(tmp_path):
     bundle_frames, bundle_report = read_fhir(FHIR_DIR)
     ndjson_frames, ndjson_report = read_fhir(to_ndjson(source_resources(), tmp_path / "bulk"))
@@ -236,7 +233,6 @@ def test_ndjson_gives_the_same_frames(tmp_path):
     assert bundle_report.unmapped_codes == ndjson_report.unmapped_codes
 
 
-@needs_fixture
 def test_reimport_changes_nothing(engine):
     first = import_fhir(engine, FHIR_DIR)
     before = table_counts(engine)
