@@ -14,8 +14,9 @@ from sqlmodel import SQLModel
 
 from core.ingest import import_path
 from core.ingest.fhir import load_fhir_maps, parse_fhir_date, read_fhir, ref_id
-from core.ingest.idmap import add_months, make_id, normalize_icd10
+from core.ingest.idmap import make_id, normalize_icd10
 from core.store import models
+from core.store.months import add_months, as_month
 from tests.conftest import FIXTURES
 
 FHIR_DIR = FIXTURES / "fhir_r4_synthea"
@@ -173,7 +174,7 @@ def test_fixture_counts_match_source(engine):
 
     # Member-months: 24-month encounter lookback within the 36 months ending at the last encounter month.
     starts = [parse_fhir_date(e["period"]["start"]) for e in by_type["Encounter"]]
-    last = max(starts).replace(day=1)
+    last = as_month(max(starts))
     first_window = add_months(last, -35)
     deaths = {f"fhir:{p['id']}": parse_fhir_date(p.get("deceasedDateTime")) for p in by_type["Patient"]}
     expected = set()
@@ -182,7 +183,7 @@ def test_fixture_counts_match_source(engine):
         for k in range(24):
             m = add_months(start, k)
             death = deaths[pid]
-            if first_window <= m <= last and (death is None or m <= death.replace(day=1)):
+            if first_window <= m <= last and (death is None or m <= as_month(death)):
                 expected.add((pid, m))
     got = {(a["patient_id"], a["month"]) for a in rows(engine, models.Attribution)}
     assert got == expected and len(got) > 0
