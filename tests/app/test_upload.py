@@ -8,7 +8,7 @@ from tests.app.conftest import DASHBOARD
 from tests.conftest import FIXTURES
 
 
-def upload_page(files):
+def upload_page():
     at = AppTest.from_file(DASHBOARD, default_timeout=120)
     at.session_state["demo_role"] = "admin"
     at.run()
@@ -18,7 +18,7 @@ def upload_page(files):
 
 def test_invalid_upload_is_rejected_and_writes_nothing(private_db):
     before = data_status(private_db)["counts"]
-    at = upload_page([])
+    at = upload_page()
     bad = b"practice_id,name,network\nA,Practice A,\nA,Duplicate,\n"
     at.file_uploader(key="upload_files").set_value([("practices.csv", bad, "text/csv")]).run()
     at.button[0].click().run()
@@ -32,7 +32,7 @@ def test_invalid_upload_is_rejected_and_writes_nothing(private_db):
 
 def test_valid_tuva_upload_lands_and_ends_demo_mode(private_db):
     files = [(p.name, p.read_bytes(), "text/csv") for p in sorted((FIXTURES / "tuva_input_layer").glob("*.csv"))]
-    at = upload_page(files)
+    at = upload_page()
     at.segmented_control(key="upload_format").set_value("tuva").run()
     at.file_uploader(key="upload_files").set_value(files).run()
     at.button[0].click().run()
