@@ -334,15 +334,33 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
                     catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
     """Every measure applicable to the selection, from cells. Columns: :data:`COLUMNS`.
 
-    One row per measure (per measure and stratum value when ``selection.stratum`` is not
-    ``all``; those rows also get complementary suppression as parts of the total).
-    ``team_ids`` restricts the selection to those teams (access scope; network figures are
-    aggregates of the whole network and are not restricted).
+    Grain: measure (measure and stratum value when ``selection.stratum`` is not ``all``; those
+    rows also get complementary suppression as parts of the total). ``team_ids`` restricts the
+    selection to those teams (access scope; network figures are aggregates of the whole network
+    and are not restricted).
     """
     catalogue = catalogue or load_measures()
     ms = [m for m in catalogue.measures if m.applies_to(selection.subgroup)]
     if not ms:
         return pd.DataFrame(columns=COLUMNS)
+    values, windows, whole_network = _read_windows(engine, selection, ms, team_ids)
+    k, v = len(ms), len(values)
+    flat = {key: w[:, :k, :].reshape(4, k * v) for key, w in windows.items()}
+    f = _window_figures(flat, np.repeat([m.kind for m in ms], v))
+    expected, observed_expected = _risk_adjusted(ms, v, windows, f)
+    small = hidden = f["cur"]["small"]
+    if selection.stratum != "all":  # the stratum values of a measure are parts of its total
+        counts = np.stack([flat["cur"][1], flat["cur"][0], flat["cur"][3]], axis=1)
+        hidden = complementary_suppression(counts, np.repeat(np.arange(k), v), small | is_small(counts).any(axis=1))
+    network_value = np.where(f["net"]["small"], np.nan, f["net"]["value"])
+    if whole_network:  # the network value is the row's own value: hide it wherever the row is hidden
+        network_value = np.where(hidden, np.nan, network_value)
+    return _card_frame(ms, selection.stratum, values, flat, f, expected, observed_expected, network_value, small, hidden)
+
+
+def _read_windows(engine: Engine, selection: Selection, ms: list, team_ids: tuple[str, ...] | None):
+    """The stratum values and the window sums [4 sums, measures + risk, values] of the selection's
+    current, previous and last-year windows and of the network's current window."""
     n = WINDOWS[selection.window]
     end = index_of(selection.period)
     first = end - 12 - n + 1  # earliest month of the last-year window (and of the previous one)
@@ -355,7 +373,6 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     whole_network = selection.practice_id is None and selection.team_id is None and team_ids is None
     net = sel if whole_network else _fetch(engine, _window_reads(sums, ends_only, ends[:1], n), practice_id=None,
                                            team_id=None, team_ids=None, **filters)
-
     values = ["all"]
     if selection.stratum != "all":
         values = sorted(set(sel[2]) | set(net[2])) or ["all"]
@@ -367,16 +384,20 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     net_cube = sel_cube if net is sel else _cube(net, metric_pos, value_pos, first, slots)
     windows = {"cur": _window(sel_cube, end_rule, end_slot, n), "prev": _window(sel_cube, end_rule, end_slot - n, n),
                "ly": _window(sel_cube, end_rule, end_slot - 12, n), "net": _window(net_cube, end_rule, end_slot, n)}
+    return values, windows, whole_network
 
-    k, v = len(ms), len(values)
-    kinds = np.repeat([m.kind for m in ms], v)
-    direction = np.repeat([m.direction for m in ms], v)
-    target = np.repeat([np.nan if m.target is None else float(m.target) for m in ms], v)
+
+def _window_figures(flat: dict[str, np.ndarray], kinds: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`_figures` of every window, in one pass over all of them (fewer ppf calls)."""
+    every = _figures(np.concatenate(list(flat.values()), axis=1), np.tile(kinds, len(flat)))
+    size = len(kinds)
+    return {key: {name: x[i * size:(i + 1) * size] for name, x in every.items()} for i, key in enumerate(flat)}
+
+
+def _risk_adjusted(ms: list, v: int, windows: dict[str, np.ndarray], f: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Expected value and observed / expected of the risk-adjusted rates (NaN for the others)."""
+    k = len(ms)
     adjust = np.repeat([m.risk_adjust and m.kind == "rate_per_1000_member_years" for m in ms], v)
-    flat = {key: w[:, :k, :].reshape(4, k * v) for key, w in windows.items()}
-    every = _figures(np.concatenate(list(flat.values()), axis=1), np.tile(kinds, len(flat)))  # one pass: fewer ppf calls
-    f = {key: {name: x[i * k * v:(i + 1) * k * v] for name, x in every.items()} for i, key in enumerate(flat)}
-    cur = f["cur"]
 
     def mean_risk(key):
         num, den = windows[key][0, k, :], windows[key][1, k, :]
@@ -385,15 +406,19 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
 
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = np.where(adjust, f["net"]["value"] * mean_risk("cur") / mean_risk("net"), np.nan)
-        observed_expected = np.where(adjust, cur["value"] / expected, np.nan)
+        observed_expected = np.where(adjust, f["cur"]["value"] / expected, np.nan)
+    return expected, observed_expected
+
+
+def _card_frame(ms: list, stratum: str, values: list, flat: dict, f: dict, expected, observed_expected, network_value,
+                small, hidden) -> pd.DataFrame:  # fmt: skip
+    """The scorecard rows (:data:`COLUMNS`): figures of hidden rows blanked, flags from the intervals."""
+    k, v = len(ms), len(values)
+    cur = f["cur"]
+    kinds = np.repeat([m.kind for m in ms], v)
+    direction = np.repeat([m.direction for m in ms], v)
+    target = np.repeat([np.nan if m.target is None else float(m.target) for m in ms], v)
     met = _better(direction, cur["value"], target) | (cur["value"] == target)
-    small = hidden = cur["small"]
-    if selection.stratum != "all":  # the stratum values of a measure are parts of its total
-        counts = np.stack([flat["cur"][1], flat["cur"][0], flat["cur"][3]], axis=1)
-        hidden = complementary_suppression(counts, np.repeat(np.arange(k), v), small | is_small(counts).any(axis=1))
-    network_value = np.where(f["net"]["small"], np.nan, f["net"]["value"])
-    if whole_network:  # the network value is the row's own value: hide it wherever the row is hidden
-        network_value = np.where(hidden, np.nan, network_value)
 
     def shown(x):
         return np.where(hidden, np.nan, x)
@@ -401,7 +426,7 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     return pd.DataFrame({
         "measure_id": np.repeat([m.id for m in ms], v), "name": np.repeat([m.name for m in ms], v),
         "tier": np.repeat([m.tier for m in ms], v), "kind": kinds, "unit": np.repeat([m.unit for m in ms], v),
-        "direction": direction, "stratum": selection.stratum, "stratum_value": np.tile(values, k),
+        "direction": direction, "stratum": stratum, "stratum_value": np.tile(values, k),
         "numerator": shown(flat["cur"][0]), "denominator": shown(flat["cur"][1]), "patients": shown(flat["cur"][3]),
         "value": shown(cur["value"]), "ci_low": shown(cur["low"]), "ci_high": shown(cur["high"]), "target": target,
         "met_target": np.where(np.isnan(cur["value"]) | np.isnan(target) | hidden, None, met).astype(object),
@@ -412,7 +437,7 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
                                            f[key]["low"], f[key]["high"], small | f[key]["small"]))
            for col, key in (("change_vs_previous", "prev"), ("change_vs_last_year", "ly"), ("gap_vs_network", "net"))},
         "suppressed": hidden,
-    }, columns=COLUMNS)
+    }, columns=COLUMNS)  # fmt: skip
 
 
 def format_scorecard(card: pd.DataFrame, fmt: str = "text") -> str:
