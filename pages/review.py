@@ -6,14 +6,12 @@ from core.derive.measures import catalogue_frame
 from core.views import charts
 from core.views.format import usd
 from core.views.review import (
-    add_entry,
-    close_entry,
     headline_metrics,
     payment_summary,
     review_data,
-    review_log,
     review_pack,
 )
+from core.views.review_log import add_entry, close_entry, review_log
 from ui.auth import audit_export, require
 from ui.data import engine, query
 from ui.labels import subgroup_labels

@@ -15,6 +15,7 @@ from core.store.months import months_back
 from core.store.queries import months_available
 from core.views import review
 from core.views.format import format_figure, usd
+from core.views.review_log import LOG_COLUMNS
 
 
 @pytest.mark.parametrize(
@@ -155,7 +156,7 @@ class _Tables(HTMLParser):
 def test_review_pack_holds_the_same_figures_as_the_page(sample_engine):
     month = months_available(sample_engine)[-1]
     data = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True)
-    log = pd.DataFrame(columns=review.LOG_COLUMNS)
+    log = pd.DataFrame(columns=LOG_COLUMNS)
     pack = review.review_pack(data, log, {"complex": "Complex"}, "Riverside · Complex Care")
 
     parser = _Tables()
