@@ -1,4 +1,4 @@
-"""Team leader: the monthly value review of one team and subgroup (issue 8)."""
+"""Team leader: the monthly value review of one team and subgroup."""
 
 import streamlit as st
 

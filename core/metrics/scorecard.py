@@ -1,4 +1,4 @@
-"""Scorecards from additive cells: values, intervals, comparisons and suppression (DESIGN section 4).
+"""Scorecards from additive cells: values, intervals, comparisons and suppression.
 
 :func:`build_scorecard` reads the cell table only (filtered and grouped in SQL), so a scorecard
 costs what the cells it reads cost (teams x subgroups x stratum values x months), whatever the
@@ -131,21 +131,6 @@ def _fetch(engine: Engine, reads: list[tuple[list[str], tuple[date, date] | list
             for column, values in zip(columns, zip(*batch)):
                 column.extend(values)
     return columns
-
-
-def cell_sums(engine: Engine, *, first: date, last: date, stratum: str = "all", metrics: list[str] | None = None,
-              practice_id: str | None = None, team_id: str | None = None, subgroup: str | None = None,
-              team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Cell sums per metric, month and stratum value for the filters (GROUP BY in SQL).
-
-    Columns: metric, month (first-of-month date), stratum_value, numerator, denominator, sum_sq, patients.
-    ``team_ids`` restricts to those teams (access scope); an empty tuple returns nothing.
-    """
-    columns = _fetch(engine, [(metrics, (first, last))], stratum=stratum, practice_id=practice_id, team_id=team_id,
-                     subgroup=subgroup, team_ids=team_ids)
-    df = pd.DataFrame(list(zip(*columns)), columns=FETCH_COLUMNS)
-    df["month"] = pd.Series([as_month(m) for m in df["month"]], index=df.index, dtype=object)
-    return df.astype({"numerator": "float64", "denominator": "float64", "sum_sq": "float64", "patients": "float64"})
 
 
 def _window_reads(sum_metrics: list[str], end_metrics: list[str], ends: list[int],

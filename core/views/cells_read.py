@@ -34,7 +34,7 @@ def cell_sums_by(engine: Engine, by: Sequence[str], metrics: Sequence[str], firs
                  subgroup: str | None = None, stratum: str = ALL) -> pd.DataFrame:  # fmt: skip
     """Cell sums grouped in SQL by ``by`` (any of practice_id, team_id, subgroup, stratum_value), metric and month.
 
-    Columns: *by, metric, month (date), numerator, denominator, sum_sq, patients.
+    Grain: *by, metric, month. Columns: *by, metric, month (date), numerator, denominator, sum_sq, patients.
     """
     cols = [getattr(Cell, b) for b in by]
     stmt = (
@@ -56,7 +56,8 @@ def _kinds(metrics: Sequence[str], catalogue: MeasureCatalogue) -> dict[str, str
 
 
 def add_figures(sums: pd.DataFrame, catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
-    """Add value, ci_low, ci_high (measure unit; cost PMPM in USD) and suppressed to summed cells.
+    """Add value, ci_low, ci_high (measure unit; cost PMPM in USD) and suppressed to summed cells
+    (same grain as ``sums``).
 
     A measure is suppressed by core.metrics.scorecard.small_figure; a cost PMPM when its patient count
     is 1-10. Suppressed rows lose their counts and figures (NaN).

@@ -166,7 +166,7 @@ def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float 
     return _layout(fig)
 
 
-# --- monthly review (issue 8) -------------------------------------------------------------
+# --- monthly review ------------------------------------------------------------------
 
 
 def review_value_map_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
@@ -207,7 +207,7 @@ def review_cost_trend_figure(headline: pd.DataFrame) -> go.Figure:
     return _layout(fig)
 
 
-# --- patient page (issue 9) ---------------------------------------------------------------
+# --- patient page --------------------------------------------------------------------
 
 
 def encounter_timeline_figure(timeline: pd.DataFrame) -> go.Figure:

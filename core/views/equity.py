@@ -23,6 +23,7 @@ def equity_table(engine: Engine, measure_id: str, stratum: str, period: date, wi
     ``not_a_group`` values such as unknown). Columns: stratum_value, numerator, denominator,
     patients, value, ci_low, ci_high, network_value, best_value, gap_to_best (value - best,
     in the measure's unit), gap_is_real (the two intervals do not overlap), best, suppressed.
+    Grain: stratum value.
     """
     settings = load_executive_settings()
     card = build_scorecard(engine, Selection(period=period, window=window, subgroup=subgroup, stratum=stratum), team_ids=team_ids)

@@ -27,7 +27,8 @@ from core.views.worklist import WorklistRules, load_worklist_rules
 def subgroup_periods(assignments: pd.DataFrame) -> pd.DataFrame:
     """Consecutive months in the same subgroup with the same reason, oldest first.
 
-    In: assignments (month, subgroup, rule_id, reason, overridden). Out columns: from_month,
+    In: assignments (month, subgroup, rule_id, reason, overridden). Out grain: run of consecutive
+    months with one subgroup and reason. Out columns: from_month,
     to_month, months, subgroup, rule_id, reason, overridden.
     """
     cols = ["from_month", "to_month", "months", "subgroup", "rule_id", "reason", "overridden"]
@@ -45,7 +46,7 @@ def subgroup_periods(assignments: pd.DataFrame) -> pd.DataFrame:
 def measurement_series(measurements: pd.DataFrame, rules: WorklistRules) -> pd.DataFrame:
     """The charted measurements with their label, target and direction, oldest first.
 
-    Out columns: code, label, measured_date, value, target, direction.
+    Out grain: measurement of a charted code. Columns: code, label, measured_date, value, target, direction.
     """
     charts = pd.DataFrame([(c.code, c.label, c.target, c.direction) for c in rules.charts],
                           columns=["code", "label", "target", "direction"])  # fmt: skip

@@ -26,8 +26,8 @@ from core.views.format import format_figure
 def payment_inputs(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
     """What core.metrics.payments.compare_payment_models needs, as aggregates of the selection's months.
 
-    ``member_months`` and ``costs`` (team_id, subgroup) from cells; ``activities`` (team_id,
-    subgroup, kind): internal activities of attributed patient-months, summed from the derived
+    ``member_months`` and ``costs`` (grain: team_id, subgroup) from cells; ``activities`` (grain:
+    team_id, subgroup, kind): internal activities of attributed patient-months, summed from the derived
     ``team_month_activity`` (the encounter's month joined to the attribution and subgroup of
     that month; ``core.derive.activity``).
     """

@@ -1,5 +1,6 @@
-"""The team leader's monthly value review (issue 8): headline, scorecard by tier, what moved,
-value map, the review log and the review pack. No Streamlit here; the page renders these.
+"""The team leader's monthly value review: headline, scorecard by tier, what moved,
+value map and the review pack (the review log is core.views.review_log). No Streamlit here; the
+page renders these.
 
 Rules in one place:
 
@@ -226,7 +227,7 @@ def scorecard_table(card: pd.DataFrame) -> pd.DataFrame:
 
 
 def significant_rows(card: pd.DataFrame) -> pd.DataFrame:
-    """Scorecard rows with a significant change vs last month or last year, or a gap to the network."""
+    """Scorecard rows (grain: measure) with a significant change vs last month or last year, or a gap to the network."""
     flagged = np.zeros(len(card), dtype=bool)
     for col in FLAG_COLUMNS:
         flagged |= card[col].fillna("").astype(str).ne("").to_numpy()
@@ -237,7 +238,7 @@ def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tup
     """Significant changes and gaps of every team in scope for the subgroup and month.
 
     So a reviewer can find the team whose figures moved: changes vs last month or last year
-    first, then gaps to the network. Columns: team_id, team, measure_id, Measure, Value,
+    first, then gaps to the network. Grain: team and measure. Columns: team_id, team, measure_id, Measure, Value,
     Significant. Aggregates only (scorecard values, suppressed as there).
     """
     teams = pd.read_sql(select(Team.team_id, Team.name).order_by(Team.team_id), engine.connect())
@@ -261,8 +262,8 @@ def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, tea
                    patient_level: bool) -> dict[str, pd.DataFrame]:
     """Patients who entered or left the subgroup at the team this month, with reasons.
 
-    ``summary``: direction (entered / left), other_subgroup, patients (1-10 suppressed).
-    ``patients``: patient_id, direction, from_subgroup, to_subgroup, reason, overridden; empty
+    ``summary`` (grain: direction, other subgroup): direction (entered / left), other_subgroup,
+    patients (1-10 suppressed). ``patients`` (grain: patient): patient_id, direction, from_subgroup, to_subgroup, reason, overridden; empty
     unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
@@ -292,7 +293,7 @@ def acute_events(engine: Engine, team_id: str, subgroup: str, month: date, team_
                  kinds: tuple[str, ...] = ("ed_visit", "admission")) -> pd.DataFrame:
     """ED visits and admissions starting in ``month`` of the team's patients in the subgroup (patient rows).
 
-    Columns: patient_id, name, kind, start_date, end_date, primary_dx, in_network, paid_usd.
+    Grain: encounter. Columns: patient_id, name, kind, start_date, end_date, primary_dx, in_network, paid_usd.
     Filtered in SQL to ``team_ids``.
     """
     check_scope(team_id, team_ids)
@@ -314,9 +315,9 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
                  top: int = 10, patient_level: bool = True) -> dict[str, pd.DataFrame]:
     """Largest cost drivers of the team and subgroup this month.
 
-    ``by_category``: category, pmpm_usd, previous_pmpm_usd, change_pmpm_usd (from cells; blank
+    ``by_category`` (grain: cost category): category, pmpm_usd, previous_pmpm_usd, change_pmpm_usd (from cells; blank
     when either month has 1-10 members), sorted by this month's PMPM.
-    ``by_patient``: the ``top`` costliest patients (patient_id, name, cost_total_usd,
+    ``by_patient`` (grain: patient): the ``top`` costliest patients (patient_id, name, cost_total_usd,
     cost_internal_usd, cost_external_usd) from the patient-month activity (core.derive.activity: the
     same TDABC and claims costs as the cells); empty unless ``patient_level``.
     """
@@ -493,7 +494,8 @@ def _html_table(frame: pd.DataFrame, table_id: str, mark_column: str | None = No
 
 
 def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """The pack's tables (aggregates only): headline, scorecard, moves, cost_categories, value_map, review_log."""
+    """The pack's tables (aggregates only): headline (grain: metric), scorecard (measure), moves
+    (direction, other subgroup), cost_categories (category), value_map (team), review_log (entry)."""
     metrics = pd.DataFrame([{"Metric": m["label"], "Value": m["value"], "Change vs last month": m["delta"] or ""}
                             for m in headline_metrics(data)])  # fmt: skip
     pay = payment_summary(data)

@@ -56,7 +56,7 @@ def close_entry(engine: Engine, team_ids: tuple[str, ...] | None, entry_id: int,
 
 def review_log(engine: Engine, team_ids: tuple[str, ...] | None, team_id: str, subgroup: str, month: date) -> pd.DataFrame:
     """The month's notes, decisions and action items, plus open action items of earlier months
-    (``carried_forward`` True), oldest first. Columns: :data:`LOG_COLUMNS`."""
+    (``carried_forward`` True), oldest first. Grain: review entry. Columns: :data:`LOG_COLUMNS`."""
     check_scope(team_id, team_ids)
     E = ReviewEntry
     month = month.replace(day=1)

@@ -429,13 +429,13 @@ def default_subgroup(counts: dict[str | None, int], subgroups: list[str], served
 
 
 def team_worklist(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None = None) -> pd.DataFrame:
-    """The worklist of the patients attributed to ``team_ids`` in ``month`` (see :func:`build_worklist`)."""
+    """The worklist of the patients attributed to ``team_ids`` in ``month`` (grain: patient; see :func:`build_worklist`)."""
     rules = load_worklist_rules()
     return build_worklist(load_worklist_inputs(engine, month, team_ids, subgroup, rules), rules)
 
 
 def filter_worklist(frame: pd.DataFrame, search: str = "", flags: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Rows whose name or patient id contains ``search`` (any case) and that raise at least one of ``flags``."""
+    """Rows (grain: patient) whose name or patient id contains ``search`` (any case) and that raise at least one of ``flags``."""
     keep = pd.Series(True, index=frame.index)
     text = (search or "").strip()
     if text:
