@@ -3,7 +3,7 @@ specialty and team; specialist spend of patients with and without e-consults."""
 
 import streamlit as st
 
-from core.derive.costs import window_months
+from core.store.months import window_months
 from core.store.queries import organisation
 from core.views.executive import csv_export, econsults
 from ui.auth import audit_export, require

@@ -5,8 +5,8 @@ Every setting is prefilled from core/config/payments.toml; changes here are what
 
 import streamlit as st
 
-from core.derive.costs import window_months
 from core.metrics.payments import load_payment_settings, with_overrides
+from core.store.months import window_months
 from core.store.queries import organisation
 from core.views.charts import MODEL_LABELS, payment_bars_figure
 from core.views.executive import (

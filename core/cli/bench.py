@@ -148,10 +148,11 @@ def selections(engine) -> dict:
 def step_queries(args: dict) -> dict:
     from sqlalchemy import select
 
-    from core.derive.costs import cost_pmpm_from_cells, window_months
+    from core.derive.costs import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
     from core.store.db import make_engine
     from core.store.models import SubgroupAssignment
+    from core.store.months import window_months
     from core.store.queries import patient_record, read_frame
     from core.views.worklist import member_counts, team_worklist
 
@@ -210,9 +211,10 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
 
     from core.derive import costs
     from core.store.models import Attribution, Condition, Encounter, Measurement, Patient, SubgroupAssignment
+    from core.store.months import window_months
     from core.store.queries import read_frame
 
-    months = costs.window_months(period, "12m")
+    months = window_months(period, "12m")
     team = select(Attribution.patient_id).where(Attribution.team_id == team_id, Attribution.month.in_(months)).distinct()
     att = read_frame(engine, select(Attribution.patient_id, Attribution.month, Attribution.team_id).where(Attribution.patient_id.in_(team)))
     sub = read_frame(engine, select(SubgroupAssignment.patient_id, SubgroupAssignment.month, SubgroupAssignment.subgroup)
@@ -262,8 +264,9 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
 
 def product_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> dict:
     """The same three figures from cells (build_scorecard + cost_pmpm_from_cells)."""
-    from core.derive.costs import cost_pmpm_from_cells, window_months
+    from core.derive.costs import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
+    from core.store.months import window_months
 
     card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=period, window="12m"))
     cost = cost_pmpm_from_cells(engine, (), window_months(period, "12m"), None, team_id, subgroup)

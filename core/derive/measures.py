@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from sqlalchemy import Engine, String, cast, select
 
 from core.config import config_path, load_toml
 from core.store import models
+from core.store.months import from_index, month_index
 
 MEASURES_PATH = config_path("measures.toml")
 KINDS = ("proportion", "rate_per_1000_member_years", "mean")
@@ -169,18 +169,7 @@ def load_store_frames(engine: Engine, patients: tuple[str, str] | None = None) -
     )
 
 
-# --- month helpers -------------------------------------------------------------------------
-
-
-def month_index(values) -> pd.Series:
-    """Integer month index (year * 12 + month - 1) of dates; missing stays missing (float NaN)."""
-    d = pd.to_datetime(pd.Series(values), errors="coerce")
-    return (d.dt.year * 12 + d.dt.month - 1).astype("float64")
-
-
-def month_date(index: int) -> date:
-    """First day of the month with integer index ``index``."""
-    return date(int(index) // 12, int(index) % 12 + 1, 1)
+# --- prepared inputs -------------------------------------------------------------------------
 
 
 def _dates(series: pd.Series) -> pd.Series:
@@ -537,6 +526,6 @@ def patient_month_flags(frames: StoreFrames, months: Iterable, catalogue: Measur
     out = out.astype({"m": "int64", "numerator": "float64", "denominator": "float64", "sum_sq": "float64"})
     out = out.rename(columns={"m": "month"})
     if not month_as_index:
-        lookup = {i: month_date(i) for i in out["month"].unique()}
+        lookup = {i: from_index(i) for i in out["month"].unique()}
         out["month"] = out["month"].map(lookup)
     return out[FLAG_COLUMNS].reset_index(drop=True)

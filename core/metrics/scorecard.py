@@ -40,9 +40,10 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, String, func, select, type_coerce, union_all
 
-from core.derive.measures import MeasureCatalogue, load_measures, month_date
+from core.derive.measures import MeasureCatalogue, load_measures
 from core.metrics.stats import intervals_differ, poisson_exact_interval, t_interval, wilson_interval
 from core.store import models
+from core.store.months import from_index as month_date
 
 WINDOW_MONTHS = {"month": 1, "quarter": 3, "12m": 12}
 SMALL_CELL_MAX = 10  # CMS cell-size suppression policy: counts of 1 to 10 are not published

@@ -27,14 +27,14 @@ import pandas as pd
 from sqlalchemy import Engine, and_, case, func, or_, select
 
 from core.config import config_path, load_toml
-from core.derive.costs import COST_EXTERNAL, COST_INTERNAL, COST_TOTAL, window_months
+from core.derive.costs import COST_EXTERNAL, COST_INTERNAL, COST_TOTAL
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.metrics import payments
 from core.metrics.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
 from core.metrics.stats import intervals_differ, t_interval, value_outside
 from core.metrics.value import outcome_index, value_map
-from core.store.db import month_start_sql
 from core.store.models import Attribution, Cell, Encounter, TeamMonthActivity
+from core.store.months import month_start_sql, window_months
 from core.store.queries import read_frame, where_selection
 
 EXECUTIVE_PATH = config_path("executive.toml")

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from streamlit.runtime.media_file_storage import MediaFileKind
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from core.derive.costs import window_months
 from core.metrics.payments import load_payment_settings
 from core.store.db import make_engine
 from core.store.models import AuditEvent
+from core.store.months import window_months
 from core.store.queries import months_available, organisation, read_frame
 from core.views import executive as ex
 
