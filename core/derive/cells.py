@@ -128,7 +128,7 @@ def patient_month_dimensions(attribution: pd.DataFrame, assignments: pd.DataFram
 def cost_metrics_wide(engine: Engine, months: list, patients: tuple[str, str] | None = None) -> WideMetrics:
     """The cost provider's wide rows (``core.derive.costs.patient_month_cost_wide``) of the patients in
     the inclusive id range ``patients`` (all if None): one row per patient-month, one column per
-    metric, each row one member-month (denominator 1)."""
+    metric, each row one member-month (denominator 1). Grain: patient_id, month."""
     from core.derive import costs
 
     frame = costs.patient_month_cost_wide(engine, months, patients)
@@ -427,7 +427,8 @@ def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
 
 
 def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Cells of two disjoint sets of patients added up (every value column is additive)."""
+    """Cells of two disjoint sets of patients added up (every value column is additive).
+    Grain: practice_id, team_id, subgroup, month, stratum, stratum_value, metric."""
     if a.empty or b.empty:
         return b if a.empty else a
     keys = CELL_COLUMNS[:7]
@@ -437,7 +438,8 @@ def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | None = None,
                 catalogue: MeasureCatalogue | None = None) -> tuple[pd.DataFrame, dict]:
     """Cells of the patients whose id is in the inclusive range ``patients`` (all if None), and
-    seconds per part. Every metric is a per-patient sum, so the cells of disjoint blocks add up."""
+    seconds per part. Every metric is a per-patient sum, so the cells of disjoint blocks add up.
+    Grain of the cells: practice_id, team_id, subgroup, month, stratum, stratum_value, metric."""
     t0 = time.perf_counter()
     frames: StoreFrames = load_store_frames(engine, patients)
     S = models.SubgroupAssignment

@@ -1,7 +1,7 @@
 """True costs: time-driven activity-based costing (TDABC) of internal activities and paid
 amounts of claims, per patient-month, with per-member-per-month (PMPM) figures.
 
-Method (DESIGN section 5)
+Method
 - Kaplan & Anderson, "Time-Driven Activity-Based Costing", HBR 2004; Kaplan & Porter, "How to
   solve the cost crisis in health care", HBR 2011. For each staff role a **capacity cost
   rate** = (annual cost + space and equipment share) / practical capacity in minutes
@@ -219,7 +219,7 @@ def activity_costs(
 
 
 def uncosted_encounters(encounters: pd.DataFrame, activity_cost: pd.DataFrame) -> pd.DataFrame:
-    """Internal encounters that got no cost rows (no minutes recorded and no process map)."""
+    """Internal encounters that got no cost rows (no minutes recorded and no process map). Grain: encounter_id."""
     internal = encounters.loc[encounters["is_internal"].astype(bool)]
     return internal.loc[~isin(internal["encounter_id"], activity_cost["encounter_id"])]
 
@@ -471,7 +471,8 @@ def cost_pmpm(patient_month_costs: pd.DataFrame, by: Sequence[str] = ()) -> pd.D
 
 
 def add_pmpm(sums: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Add ``*_pmpm_usd`` columns (sum / member_months, NaN at zero member-months) and the standard share."""
+    """Add ``*_pmpm_usd`` columns (sum / member_months, NaN at zero member-months) and the standard share
+    (same grain as ``sums``)."""
     out = sums.copy()
     mm = out["member_months"].astype(float).replace(0.0, np.nan)
     for m in metrics:
@@ -491,6 +492,7 @@ def cost_pmpm_from_cells(
     subgroup: str | None = None,
 ) -> pd.DataFrame:
     """The same table as :func:`cost_pmpm`, summed from stored additive cells (stratum ``all``).
+    Grain: ``by``.
 
     Returns an empty frame when no cost cells are stored yet.
     """
@@ -573,7 +575,7 @@ def reconcile_costs(engine: Engine, months: Sequence[date] | None = None, settin
 
 def select_patient_months(frame: pd.DataFrame, practice_id: str | None = None, team_id: str | None = None,
                           subgroup: str | None = None) -> pd.DataFrame:
-    """Rows of a patient-month frame in a selection (None = all)."""
+    """Rows of a patient-month frame in a selection (None = all); same grain as ``frame``."""
     keep = np.ones(len(frame), dtype=bool)
     for column, value in (("practice_id", practice_id), ("team_id", team_id), ("subgroup", subgroup)):
         if value is not None:

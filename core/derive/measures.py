@@ -2,11 +2,11 @@
 
 The catalogue is data (``core/config/measures.toml``); this module loads and checks it and
 computes, for every attributed patient-month, each measure's numerator and denominator
-(DESIGN section 4: per patient first, then aggregate; The Tuva Project's quality measures are
-built the same way). ``core/derive/cells.py`` adds these rows into cells.
+(per patient first, then aggregated, as The Tuva Project builds its quality measures).
+``core/derive/cells.py`` adds these rows into cells.
 
-Months are handled as integer month indexes (``year * 12 + month - 1``) inside; the public
-functions take and return first-of-month ``date`` values.
+Months are handled as integer month indexes (:func:`core.store.months.month_index`) inside; the
+public functions take and return first-of-month ``date`` values.
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ class StoreFrames:
 
 def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = (), patients: tuple[str, str] | None = None) -> pd.DataFrame:
     """Read columns (dates cast to text and parsed vectorised, which is much faster than row by row),
-    of the rows whose ``patient_id`` is in the inclusive range ``patients`` (all rows if None)."""
+    of the rows whose ``patient_id`` is in the inclusive range ``patients`` (all rows if None).
+    One row per stored row: the grain of the table read."""
     date_columns = set(date_columns)
     cols = [cast(c, String).label(c.name) if c.name in date_columns else c for c in columns]
     stmt = select(*cols)
@@ -290,7 +291,7 @@ def _attributed(ctx: _Context, rows: pd.DataFrame) -> pd.DataFrame:
     return rows.merge(ctx.population, on=["patient_id", "m"])
 
 
-# --- rules: each returns patient_id, m, numerator, denominator, sum_sq (one row per patient-month)
+# --- rules: each returns patient_id, m, numerator, denominator, sum_sq (grain: patient_id, m)
 
 
 def rule_deaths(ctx: _Context, _measure: Measure) -> pd.DataFrame:

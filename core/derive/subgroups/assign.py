@@ -49,7 +49,8 @@ def block_scores(conn, run: Run, patients: tuple[str, str] | None, with_scores: 
 def block_inputs(
     conn, run: Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pass 2 over a block: the :func:`core.derive.subgroups.inputs.compute_inputs` of its patient-months and its risk scores."""
+    """Pass 2 over a block: the :func:`core.derive.subgroups.inputs.compute_inputs` of its
+    patient-months (grain patient_id, month) and its risk scores (grain patient_id, year)."""
     frames = load_frames(conn, run, patients)
     risk = risk_for(frames, run.years, run.model)
     inputs = compute_inputs(

@@ -110,7 +110,7 @@ def _text_per_unique(keys: np.ndarray, p_of_row: np.ndarray, make: Callable[[int
 def condition_group_inputs(
     pm: pd.DataFrame, conditions: pd.DataFrame, code_lists: CodeLists, grid: _Grid | None = None
 ) -> pd.DataFrame:
-    """Condition-group inputs per patient-month (rows aligned with ``pm``).
+    """Condition-group inputs per patient-month (rows aligned with ``pm``; grain patient_id, month).
 
     Columns: n_chronic, chronic_codes, frailty, frailty_codes, disability, disability_codes,
     rf_<group> and rf_<group>_codes for each risk-factor group. Codes are ``E11.9, I10``.
@@ -184,7 +184,8 @@ def _active_groups(pm: pd.DataFrame, conditions: pd.DataFrame, code_lists: CodeL
 
 
 def measurement_inputs(pm: pd.DataFrame, measurements: pd.DataFrame, grid: _Grid | None = None) -> pd.DataFrame:
-    """Latest bmi, sbp, hba1c, ldl (NaN when none) and tobacco_use in the 12 months ending each month."""
+    """Latest bmi, sbp, hba1c, ldl (NaN when none) and tobacco_use in the 12 months ending each month.
+    Rows aligned with ``pm`` (grain patient_id, month)."""
     grid = grid or _Grid.of(pm)
     base, width = grid.window(LOOKBACK_MONTHS)
     out = {}
@@ -208,7 +209,8 @@ def measurement_inputs(pm: pd.DataFrame, measurements: pd.DataFrame, grid: _Grid
 
 
 def utilisation_inputs(pm: pd.DataFrame, encounters: pd.DataFrame, grid: _Grid | None = None) -> pd.DataFrame:
-    """ed_visits_12m, admissions_12m and acute_events_12m (their sum) per patient-month."""
+    """ed_visits_12m, admissions_12m and acute_events_12m (their sum) per patient-month.
+    Rows aligned with ``pm`` (grain patient_id, month)."""
     grid = grid or _Grid.of(pm)
     base, width = grid.window(LOOKBACK_MONTHS)
     out = {}

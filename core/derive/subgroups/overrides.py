@@ -24,7 +24,8 @@ RULES_PART = r"^override #\d+ by .*?\(rules: ([^,]*), (.*)\)$"
 
 
 def apply_overrides(assignments: pd.DataFrame, overrides: pd.DataFrame) -> pd.DataFrame:
-    """Replace assignments pinned by active overrides. Returns a new frame with ``overridden``.
+    """Replace assignments pinned by active overrides. Returns a new frame with ``overridden``
+    (same rows and grain as ``assignments``: patient_id, month).
 
     ``overrides``: override_id, patient_id, subgroup, start_month, note, created_by, created_at
     (active ones only, i.e. not lifted). An override applies from its start month on; when a

@@ -54,7 +54,8 @@ def transitions(engine: Engine, month: date, team_id: str | None = None) -> pd.D
 
 
 def subgroup_transitions(engine: Engine, month: date, team_id: str, subgroup: str) -> pd.DataFrame:
-    """Patients who entered or left ``subgroup`` at ``team_id`` in ``month`` (columns of :func:`transitions`).
+    """Patients who entered or left ``subgroup`` at ``team_id`` in ``month`` (grain and columns of
+    :func:`transitions`).
 
     Entered: in the subgroup at the team this month, not in it last month (another subgroup,
     or not assigned). Left: in the subgroup at the team last month, not in it this month
