@@ -36,7 +36,7 @@ from core.derive.measures import (
 )
 from core.store import models
 from core.store.db import copy_rows
-from core.store.months import from_index, month_index
+from core.store.months import from_index, month_index, year_and_month
 
 STRATA = ("age_band", "sex", "race_ethnicity", "language", "dual_status", "deprivation_decile")
 UNASSIGNED = "unassigned"
@@ -75,7 +75,7 @@ def race_ethnicity(race: pd.Series, ethnicity: pd.Series) -> pd.Series:
 def _age_years(birth: pd.Series, m: np.ndarray) -> np.ndarray:
     """Whole years of age at the end of month index ``m``."""
     b = pd.DatetimeIndex(birth)
-    end_year, end_month = m // 12, m % 12 + 1
+    end_year, end_month = year_and_month(m)
     # At the month's end, the birthday of that year has passed iff birth month <= end month.
     return end_year - b.year.to_numpy() - (b.month.to_numpy() > end_month).astype(int)
 

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, String, cast, select
 
 from core.config import config_path, load_toml
 from core.store import models
-from core.store.months import from_index, month_index
+from core.store.months import from_index, month_index, year_and_month
 
 MEASURES_PATH = config_path("measures.toml")
 KINDS = ("proportion", "rate_per_1000_member_years", "mean")
@@ -246,7 +246,8 @@ def _with_condition(ctx: _Context, pop: pd.DataFrame, list_name: str) -> pd.Data
 
 def _age_at_month_end(ctx: _Context, pop: pd.DataFrame) -> pd.Series:
     births = pop[["patient_id"]].merge(ctx.patients[["patient_id", "birth_date"]], on="patient_id", how="left")["birth_date"]
-    month_end = pd.to_datetime({"year": pop["m"] // 12, "month": pop["m"] % 12 + 1, "day": 1}) + pd.offsets.MonthEnd(0)
+    year, month = year_and_month(pop["m"].to_numpy())
+    month_end = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": 1})) + pd.offsets.MonthEnd(0)
     b = pd.DatetimeIndex(births)
     e = pd.DatetimeIndex(month_end)
     before_birthday = (e.month < b.month) | ((e.month == b.month) & (e.day < b.day))

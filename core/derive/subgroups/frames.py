@@ -16,6 +16,7 @@ from core.derive.risk import risk_scores
 from core.derive.subgroups.inputs import ACUTE_KINDS, LAB_CODES, LOOKBACK_MONTHS
 from core.store.db import copy_rows
 from core.store.models import Attribution, Condition, Encounter, Measurement, Patient
+from core.store.months import add_months, month_end
 
 BLOCK_TABLES = ("attribution", "patients", "conditions", "measurements", "encounters")
 
@@ -66,7 +67,7 @@ def run_of(conn, months: list[date] | None, model: str) -> Run | None:
     found = [m for (m,) in conn.execute(select(a.month).where(*_months_clause(a.month, months)).distinct())]
     if not found:
         return None
-    first, last = pd.Timestamp(min(found)), pd.Timestamp(max(found)) + pd.offsets.MonthEnd(0)
+    first, last = pd.Timestamp(min(found)), pd.Timestamp(month_end(max(found)))
     return Run(months, tuple(sorted({m.year for m in found})), first, last, model)
 
 
@@ -80,7 +81,7 @@ def load_frames(
     Dates come back as datetime64 columns. The date windows are the run's, whatever the block.
     """
     a, p, c, m, e = Attribution, Patient, Condition, Measurement, Encounter
-    window_start = (run.first - pd.DateOffset(months=LOOKBACK_MONTHS - 1)).date()
+    window_start = add_months(run.first.date(), -(LOOKBACK_MONTHS - 1))
     lookback_start = min(window_start, date(run.first.year - 1, 1, 1))  # risk score: prior calendar year
     last = run.last.date()
     queries = {

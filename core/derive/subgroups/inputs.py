@@ -29,7 +29,7 @@ import pandas as pd
 
 from core.config import catalog
 from core.derive.risk import CodeLists, format_icd10, load_code_lists, match_code_groups
-from core.store.months import month_index
+from core.store.months import month_floor, month_index
 
 ACUTE_KINDS = {"ed_visit": "ed_visits_12m", "admission": "admissions_12m"}
 LAB_CODES = {
@@ -49,11 +49,11 @@ def patient_months(patients: pd.DataFrame, attribution: pd.DataFrame, months: li
     birth_date, sex, dual_status. Grain: patient_id, month.
     """
     pm = attribution[[c for c in ("patient_id", "month", "practice_id", "team_id") if c in attribution]].copy()
-    pm["month"] = pd.to_datetime(pm["month"]).dt.to_period("M").dt.to_timestamp()
+    pm["month"] = month_floor(pm["month"])
     if months is not None:
         pm = pm[pm["month"].isin(pd.to_datetime(list(months)))]
     pm = pm.merge(patients[["patient_id", "birth_date", "sex", "dual_status", "death_date"]], on="patient_id", how="inner")
-    death = pd.to_datetime(pm["death_date"]).dt.to_period("M").dt.to_timestamp()
+    death = month_floor(pm["death_date"])
     pm = pm[death.isna() | (pm["month"] <= death)]
     return pm.drop(columns="death_date").sort_values(["patient_id", "month"]).reset_index(drop=True)
 

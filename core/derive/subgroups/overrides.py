@@ -17,7 +17,7 @@ from core.access.policy import Scope
 from core.derive.subgroups.evaluate import REASON_MAX
 from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
 from core.store.models import Attribution, Patient, SubgroupAssignment, SubgroupOverride
-from core.store.months import as_month
+from core.store.months import as_month, month_floor
 
 # The reason of a pinned assignment keeps what the rules said: "... (rules: <subgroup>, <reason>)".
 RULES_PART = r"^override #\d+ by .*?\(rules: ([^,]*), (.*)\)$"
@@ -35,7 +35,7 @@ def apply_overrides(assignments: pd.DataFrame, overrides: pd.DataFrame) -> pd.Da
     out["overridden"] = False
     if not len(overrides) or not len(out):
         return out
-    ov = overrides.assign(start_month=pd.to_datetime(overrides["start_month"]).dt.to_period("M").dt.to_timestamp())
+    ov = overrides.assign(start_month=month_floor(overrides["start_month"]))
     pos = out[["patient_id", "month"]].assign(_pos=np.arange(len(out)))
     hits = pos.merge(ov, on="patient_id")
     hits = hits[hits["month"] >= hits["start_month"]]
