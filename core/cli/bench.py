@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.store.months import window_months
+
 REPS = 20
 WORKLIST_PATIENTS = 2_500
 STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
@@ -152,7 +154,6 @@ def step_queries(args: dict) -> dict:
     from core.metrics.scorecard import Selection, build_scorecard
     from core.store.db import make_engine
     from core.store.models import SubgroupAssignment
-    from core.store.months import window_months
     from core.store.queries import patient_record, read_frame
     from core.views.worklist import member_counts, team_worklist
 
@@ -211,7 +212,6 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
 
     from core.derive import costs
     from core.store.models import Attribution, Condition, Encounter, Measurement, Patient, SubgroupAssignment
-    from core.store.months import window_months
     from core.store.queries import read_frame
 
     months = window_months(period, "12m")
@@ -266,7 +266,6 @@ def product_team_scorecard(engine, period: date, team_id: str, subgroup: str) ->
     """The same three figures from cells (build_scorecard + cost_pmpm_from_cells)."""
     from core.derive.costs import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
-    from core.store.months import window_months
 
     card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=period, window="12m"))
     cost = cost_pmpm_from_cells(engine, (), window_months(period, "12m"), None, team_id, subgroup)
