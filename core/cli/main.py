@@ -121,6 +121,8 @@ def cmd_info(args) -> int:
         return 0
     print(f"database: {database_url(args.database_url).split('@')[-1]}")
     print(f"data version: {status['data_version']}")
+    if status["derive_pending"]:
+        print("derive pending: subgroups and cells are behind the data; `python -m core assign` rebuilds them")
     print(f"months covered: {status['first_month']} .. {status['last_month']}")
     print("rows per table:")
     for table, n in status["counts"].items():

@@ -129,7 +129,7 @@ SHAPES: dict[str, dict[str, str]] = {
         "address": "array", "address[]": "object", "address[].postalCode": "string", "managingOrganization": _REFERENCE,
     },
     "Encounter": {
-        "subject": _REFERENCE, "period": _PERIOD, "period.start": "string", "period.end": "string", "class": "object",
+        "subject": _REFERENCE, "period": _PERIOD, "period.start": "string", "period.end": "string",
         "type": "array", "reasonCode": "array", "serviceProvider": _REFERENCE,
     },
     "Condition": {

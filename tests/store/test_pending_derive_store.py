@@ -43,7 +43,8 @@ def derived_store(store_engine, tmp_path):
     return store_engine
 
 
-def test_a_derive_that_fails_after_the_import_is_pending_until_the_next_run_finishes_it(derived_store, tmp_path, monkeypatch):
+def test_a_derive_that_fails_after_the_import_is_pending_until_the_next_run_finishes_it(derived_store, tmp_path, monkeypatch,
+                                                                                       capsys):
     engine, url = derived_store, _url(derived_store)
     version = data_version(engine)
     second = _second_bundle(tmp_path / "second")
@@ -57,6 +58,9 @@ def test_a_derive_that_fails_after_the_import_is_pending_until_the_next_run_fini
     assert pending is not None and pending.isdigit()  # the id of the import whose derive did not finish
     assert data_status(engine)["derive_pending"] == pending
     assert data_version(engine) == version  # pages still show the old version, with the banner
+    capsys.readouterr()
+    main(["info", "--database-url", url])
+    assert "derive pending" in capsys.readouterr().out
 
     # The next run, even an import that is rejected, derives everything first.
     assert main(["import", str(_rejected_bundle(tmp_path / "bad")), "--database-url", url]) == 1
