@@ -298,7 +298,7 @@ def step_baseline(args: dict) -> dict:
 
 STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": step_assign, "activity": step_activity, "cells": step_cells,
                   "queries": step_queries, "baseline": step_baseline}
-# The page renders need Streamlit, which core/ never imports (STYLE rule 1): that step lives in
+# The page renders need Streamlit, which core/ never imports (tests/unit/test_layering.py): that step lives in
 # ui/bench_pages.py, imported by name in the child process only.
 STEP_MODULES = {"pages": "ui.bench_pages"}
 

@@ -143,7 +143,7 @@ class StaffMinutes(SQLModel, table=True):
 class Measurement(SQLModel, table=True):
     """A dated value for a patient (lab, vital, questionnaire score). Grain: measurement_id.
 
-    ``code`` is the LOINC code where one exists, else a local code (see core/config/codes.toml).
+    ``code`` is the LOINC code where one exists, else a local code (the ``[codes]`` table of core/config/catalog.toml).
     """
 
     measurement_id: str = Field(primary_key=True, max_length=64)
@@ -168,7 +168,7 @@ class Medication(SQLModel, table=True):
     end_date: date | None = None
 
 
-# --- subgroups (issue: subgroup engine) -------------------------------------------------
+# --- subgroups --------------------------------------------------------------------------
 
 
 class SubgroupAssignment(SQLModel, table=True):
@@ -228,7 +228,7 @@ class RiskScore(SQLModel, table=True):
     hccs: str = Field(default="", max_length=500)
 
 
-# --- access and audit (issue: login, roles, scope, audit) --------------------------------
+# --- access and audit -------------------------------------------------------------------
 
 
 class User(SQLModel, table=True):
@@ -300,7 +300,7 @@ class ImportRun(SQLModel, table=True):
     report: str = ""
 
 
-# --- additive cells (issues: outcome scorecards, costs) ---------------------------------
+# --- additive cells (outcome scorecards, costs) -----------------------------------------
 
 
 class Cell(SQLModel, table=True):
@@ -340,7 +340,7 @@ class Cell(SQLModel, table=True):
     )
 
 
-# --- monthly review log (issue: monthly value review) -----------------------------------
+# --- monthly review log -----------------------------------------------------------------
 
 
 class ReviewEntry(SQLModel, table=True):
@@ -370,7 +370,7 @@ class ReviewEntry(SQLModel, table=True):
     __table_args__ = (Index("ix_review_entry_team_subgroup_month", "team_id", "subgroup", "month"),)
 
 
-# --- derived activity (issue: worklist at scale) ------------------------------------------
+# --- derived activity (worklist) --------------------------------------------------------
 
 
 class TeamMonthActivity(SQLModel, table=True):

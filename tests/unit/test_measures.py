@@ -52,7 +52,7 @@ def totals(frames: StoreFrames, metric: str, months=MONTHS) -> tuple[float, floa
 Y = round(1 / 12, 6)
 
 
-def test_catalogue_loads_with_every_issue_measure():
+def test_catalogue_loads_with_every_outcome_measure():
     ids = {m.id for m in load_measures().measures}
     assert {"mortality", "promis_physical_mean", "promis_mental_mean", "promis_physical_improved", "promis_mental_improved",
             "hba1c_control", "bp_control", "depression_remission_6m", "depression_remission_12m", "urgent_access_days",
