@@ -7,7 +7,7 @@ from core.store.months import WINDOW_LABELS
 from core.views.charts import equity_gap_figure
 from core.views.equity import equity_table
 from core.views.executive_settings import load_executive_settings
-from core.views.format import csv_export
+from core.views.format import csv_export, format_figure
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
@@ -36,7 +36,7 @@ if table.empty:
 unit = table["unit"].iloc[0]
 best = table.loc[table["best"]]
 st.markdown(f"**{measures[measure_id]}** by {strata[stratum].lower()} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
-            + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({best['value'].iloc[0]:,.1f} {unit}). " if len(best) else "")
+            + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
             + "A gap is marked real only when the two 95% intervals do not overlap; groups with 1-10 patients are suppressed.")  # fmt: skip
 st.plotly_chart(equity_gap_figure(table, unit), key="equity_chart")
 shown = table.drop(columns=["unit"])
