@@ -93,7 +93,7 @@ def step_import(args: dict) -> dict:
 
 
 def step_assign(args: dict) -> dict:
-    from core.derive.subgroups import assign_subgroups
+    from core.derive.subgroups.assign import assign_subgroups
     from core.store.db import create_schema, make_engine
 
     engine = make_engine(args["database_url"])

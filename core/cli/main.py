@@ -202,7 +202,7 @@ def _args_assign(p: argparse.ArgumentParser) -> None:
 def cmd_assign(args) -> int:
     """Reassign subgroups, then rebuild the cells so every page shows the new assignment."""
     from core.derive.pipeline import derive_all
-    from core.derive.subgroups import RulesError, active_rules_path, load_rules
+    from core.derive.subgroups.rules import RulesError, active_rules_path, load_rules
 
     try:
         rules = load_rules(args.rules or active_rules_path())

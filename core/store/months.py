@@ -82,6 +82,17 @@ def month_index(values) -> pd.Series:
     return (d.dt.year * 12 + d.dt.month - 1).astype("float64")
 
 
+def year_and_month(index) -> tuple[np.ndarray, np.ndarray]:
+    """Calendar year and month (1-12) of integer month indexes (vectorised)."""
+    index = np.asarray(index)
+    return index // 12, index % 12 + 1
+
+
+def month_floor(values: pd.Series) -> pd.Series:
+    """The first day of the month of each date, as datetime64 (same index; missing stays missing)."""
+    return pd.to_datetime(values).dt.to_period("M").dt.to_timestamp()
+
+
 def month_of(values: pd.Series) -> pd.Series:
     """The first day of the month of each date, as ``datetime.date`` objects (same index)."""
     months = pd.to_datetime(pd.Series(values)).to_numpy().astype("datetime64[M]")

@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from core.derive.cells import UNASSIGNED
-from core.derive.subgroups import active_rules_path, load_rules
+from core.derive.subgroups.rules import active_rules_path, load_rules
 
 OTHER_COLOUR = "#999999"  # patient-months without a subgroup, and any id the rules no longer name
 PALETTE = px.colors.qualitative.Safe  # for subgroups whose rules give no colour

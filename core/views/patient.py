@@ -13,12 +13,11 @@ from datetime import date
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from core.access.audit import record_event
 from core.access.policy import Scope
 from core.config.catalog import load_catalog
 from core.derive.costs import CostInputs, encounter_costs, load_cost_settings
 from core.derive.pipeline import derive_all
-from core.derive.subgroups import lift_override, list_overrides, set_override
+from core.derive.subgroups.overrides import lift_override, list_overrides, set_override
 from core.store.models import Encounter, Staff, StaffMinutes
 from core.store.queries import patient_in_scope, patient_record, read_frame
 from core.views.worklist import WorklistRules, load_worklist_rules
@@ -195,14 +194,13 @@ def _care_team(engine: Engine, att: pd.DataFrame) -> pd.DataFrame:
 
 
 def override_subgroup(engine: Engine, scope: Scope, patient_id: str, subgroup: str, start_month: date, note: str) -> int:
-    """A team leader pins a patient to a subgroup (``core.derive.subgroups.set_override``), audited as
-    ``override``, then everything derived is rebuilt (as the subgroup-rules page does).
+    """A team leader pins a patient to a subgroup (``core.derive.subgroups.overrides.set_override``,
+    audited as ``override``), then everything derived is rebuilt (as the subgroup-rules page does).
 
     Raises PermissionError unless the scope is a team leader's with the patient in it.
     """
     _check_override_scope(engine, scope, patient_id)
-    override_id = set_override(engine, patient_id, subgroup, start_month, note, scope.user_key)
-    record_event(engine, scope, "override", patient_id, f"set #{override_id}: {subgroup} from {start_month:%Y-%m}")
+    override_id = set_override(engine, scope, patient_id, subgroup, start_month, note)
     derive_all(engine)
     return override_id
 
@@ -213,8 +211,7 @@ def lift_patient_override(engine: Engine, scope: Scope, patient_id: str, overrid
     mine = list_overrides(engine, include_lifted=False, patient_id=patient_id)
     if override_id not in set(mine["override_id"]):
         raise ValueError(f"override {override_id} is not an active override of {patient_id}")
-    lift_override(engine, override_id, scope.user_key)
-    record_event(engine, scope, "override", patient_id, f"lifted #{override_id}")
+    lift_override(engine, scope, override_id)
     derive_all(engine)
 
 

@@ -33,7 +33,7 @@ from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.derive import costs
 from core.derive.measures import MeasureCatalogue, load_measures
-from core.derive.subgroups import subgroup_transitions
+from core.derive.subgroups.transitions import subgroup_transitions
 from core.metrics.payments import PaymentSettings, load_payment_settings
 from core.metrics.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
 from core.metrics.value import outcome_index, value_map

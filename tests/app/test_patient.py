@@ -4,7 +4,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.access.audit import search_events
-from core.derive.subgroups import list_overrides
+from core.derive.subgroups.overrides import list_overrides
 from core.views.patient import patient_view
 from tests.app.conftest import DASHBOARD
 from tests.app.test_worklist import tiny_db  # noqa: F401  (fixture)

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.derive.subgroups import active_rules_path, load_rules
+from core.derive.subgroups.rules import active_rules_path, load_rules
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.db import create_schema, make_engine
 from core.store.queries import months_available
