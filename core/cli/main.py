@@ -209,7 +209,14 @@ def cmd_assign(args) -> int:
     except RulesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = derive_all(_engine(args), rules=rules)["subgroups"]
+    from core.derive.costs import last_attributed_month
+
+    engine = _engine(args)
+    if last_attributed_month(engine) is None:
+        print("nothing to assign: the database holds no attributed patients (load data with `python -m core import PATH`)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    summary = derive_all(engine, rules=rules)["subgroups"]
     total = summary["rows"] or 1
     print(f"assigned {summary['rows']:,} patient-months over {summary['months']} months in {summary['seconds']} s "
           f"({summary['overridden']:,} overridden)")
@@ -237,14 +244,38 @@ def _selection_months(engine, args) -> list[date] | None:
     return window_months(period, args.window) if period else None
 
 
+NOT_COSTED_COLUMNS = ("cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd", "cost_total_pmpm_usd", "cost_internal_pmpm_usd",
+                      "standard_minutes_share", "unused_minutes", "capacity_cost_usd", "unused_cost_usd")  # fmt: skip
+
+
 def _print_tables(tables: dict) -> None:
+    """Print each table; figures that are unknown for want of a staff roster read ``not costed``."""
     import pandas as pd
 
+    from core.derive.costs import NOT_COSTED
+
+    if tables.get("costing"):
+        print(f"({tables['costing']})")
+    unknown = f" {NOT_COSTED}:" in str(tables.get("costing", ""))
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:,.2f}".format):
         for name, table in tables.items():
             if isinstance(table, pd.DataFrame):
                 print(f"\n== {name} ==")
+                if unknown or "capacity" in table:
+                    table = _not_costed(table, unknown)
                 print(table.to_string(index=False) if len(table) else "(none)")
+
+
+def _not_costed(table, unknown: bool):
+    """``not costed`` in place of NaN in cost columns (every row when the store has no staff roster,
+    else the rows of teams without staff)."""
+    rows = (table["capacity"] == "no staff") if "capacity" in table and not unknown else None
+    out = table.copy()
+    for column in NOT_COSTED_COLUMNS:
+        if column in out:
+            mask = out[column].isna() if rows is None else rows & out[column].isna()
+            out[column] = out[column].astype(object).where(~mask, "not costed")
+    return out
 
 
 def _args_costs(p: argparse.ArgumentParser) -> None:

@@ -154,10 +154,15 @@ def test_payment_models_with_a_what_if_setting(app, engine, period):
     assert load_payment_settings().bundled_pmpm_usd["complex"] == 100.0  # nothing saved
 
 
-def test_aco_projection_with_coding_growth(app, engine, period):
+def test_aco_projection_refuses_a_short_baseline_and_settles_with_a_benchmark(app, engine, period):
     open_page(app, "pages/payments.py")
     months = tuple(window_months(period, "12m"))
-    inputs, _ = ex.aco_inputs(engine, months)
+    # the small network holds 15 months: the baseline year of the last 12 has 3 months of members
+    assert ex.aco_inputs(engine, months)[0] is None
+    assert any("No ACO projection" in i.value and "member-months" in i.value for i in app.info)
+    assert not any(m.label == "Benchmark" for m in app.metric)
+    app.number_input(key="aco_benchmark").set_value(12_000.0).run()
+    inputs, _ = ex.aco_inputs(engine, months, benchmark_pmpy_usd=12_000.0)
     track = load_payment_settings().aco_presets["mssp_enhanced"]
     result, _ = ex.aco_projection(inputs, track, 0.0)
     shown = {m.label: m.value for m in app.metric}

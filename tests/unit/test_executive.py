@@ -186,14 +186,18 @@ def test_payment_comparison_equals_the_payment_report(sample_engine, period):
 
 def test_aco_inputs_from_cells_equal_the_payments_module(sample_engine, period):
     months = ex.period_months(period)
-    mine, note = ex.aco_inputs(sample_engine, months, quality_score=80.0)
-    theirs, their_note = payments.aco_inputs_from_store(sample_engine, list(months), quality_score=80.0)
+    # the small network holds 15 months: the baseline of its last 12 has 3 months of members
+    refused, why = ex.aco_inputs(sample_engine, months)
+    assert refused is None and "member-months" in why and why == payments.aco_inputs_from_store(sample_engine, list(months))[1]
+    any_baseline = payments.AcoEvidence(min_baseline_member_months_share=0.0)
+    mine, note = ex.aco_inputs(sample_engine, months, quality_score=80.0, evidence=any_baseline)
+    theirs, their_note = payments.aco_inputs_from_store(sample_engine, list(months), quality_score=80.0, evidence=any_baseline)
     for field in ("baseline_benchmark_pmpy_usd", "baseline_risk_score", "performance_risk_score", "member_years",
                   "actual_spend_pmpy_usd", "quality_score"):  # fmt: skip
         assert getattr(mine, field) == pytest.approx(getattr(theirs, field)), field
     assert note == their_note
-    team, _ = ex.aco_inputs(sample_engine, months, team_id="TM01")
-    scoped, _ = ex.aco_inputs(sample_engine, months, team_ids=("TM01",))
+    team, _ = ex.aco_inputs(sample_engine, months, team_id="TM01", evidence=any_baseline)
+    scoped, _ = ex.aco_inputs(sample_engine, months, team_ids=("TM01",), evidence=any_baseline)
     assert team == scoped and team.member_years < mine.member_years
     assert ex.aco_inputs(sample_engine, ex.period_months(months_available(sample_engine)[0]))[0] is None  # no baseline year
 
