@@ -85,3 +85,16 @@ def test_claims_lags_from_the_store(engine):
 def test_shipped_settings_load():
     s = runout.load_runout_settings()
     assert s.months_without_paid_dates == 3 and 0 < s.complete_at <= 1
+
+
+def test_older_store_gets_the_paid_date_column(engine):
+    """A store made before encounter.paid_date: upgrade_schema adds it (empty) and the run-out reads it."""
+    from sqlalchemy import text
+
+    from core.store.db import upgrade_schema
+
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE encounter DROP COLUMN paid_date"))
+    assert upgrade_schema(engine) == ["added encounter.paid_date"]
+    assert upgrade_schema(engine) == []
+    assert runout.claims_lags(engine).empty
