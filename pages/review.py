@@ -47,6 +47,8 @@ c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])
 c3.metric("Margin", money["margin_usd"])
 if data.costing_note:
     st.caption(data.costing_note.capitalize() + ".")
+if data.claims_note:
+    st.warning(data.claims_note.capitalize() + ": cost and acute events of these months will still rise.", icon=":material/schedule:")
 
 
 def patient_rows(frame, key: str) -> None:

@@ -182,12 +182,17 @@ def _args_scorecard(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_scorecard(args) -> int:
+    from core.metrics.runout import claims_completeness, incomplete_note
     from core.metrics.scorecard import Selection, build_scorecard, format_scorecard
+    from core.store.months import window_months
 
     engine = _engine(args)
     selection = Selection(practice_id=args.practice, team_id=args.team, subgroup=args.subgroup,
                           period=date.fromisoformat(args.period + "-01"), window=args.window, stratum=args.stratum)
     print(format_scorecard(build_scorecard(engine, selection), args.format))
+    note = incomplete_note(claims_completeness(engine, window_months(selection.period, args.window)))
+    if note:  # on standard error, so csv and json output stay machine-readable
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from core.config import config_path, load_toml
 from core.config.catalog import Catalog, load_catalog
+from core.metrics import runout
 
 PAYMENTS_PATH = config_path("payments.toml")
 SUBGROUPS = ("healthy", "at_risk", "chronic", "complex", "frail")
@@ -525,6 +526,9 @@ def aco_inputs_from_store(engine, months: list, practice_id=None, team_id=None, 
     if perf_risk is None or base_risk is None:
         perf_risk = base_risk = 1.0
         note.append("no risk scores for both years: risk ratio 1.0")
+    incomplete = runout.incomplete_note(runout.claims_completeness(engine, months))
+    if incomplete:
+        note.append(f"{incomplete}: actual spend is understated")
     inputs = AcoInputs(
         baseline_benchmark_pmpy_usd=benchmark_pmpy_usd, baseline_risk_score=base_risk, performance_risk_score=perf_risk,
         member_years=member_months / 12, actual_spend_pmpy_usd=float(wide[COST_EXTERNAL].sum()) * 12 / member_months,

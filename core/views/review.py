@@ -34,6 +34,7 @@ from core.config.catalog import load_catalog
 from core.derive import costs
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.derive.subgroups import subgroup_transitions
+from core.metrics import runout
 from core.metrics.payments import PaymentSettings, load_payment_settings
 from core.metrics.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
 from core.metrics.value import outcome_index, value_map
@@ -426,6 +427,7 @@ class ReviewData:
     cost_basis: str
     costing_note: str = ""  # core.derive.costs.CostingStatus.note ('' = fully costed)
     internal_costed: bool = True
+    claims_note: str = ""  # core.metrics.runout.incomplete_note of the month and the one before ('' = complete)
 
 
 def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
@@ -449,6 +451,7 @@ def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_i
         across_teams=flags_across_teams(engine, subgroup, month, team_ids),
         bundled_rate_usd=payments.bundled_pmpm_usd.get(subgroup, 0.0), cost_basis=payments.bundled_cost_basis,
         costing_note=costing.note(), internal_costed=costing.costed,
+        claims_note=runout.incomplete_note(runout.claims_completeness(engine, months_back(month, 2))),
     )  # fmt: skip
 
 

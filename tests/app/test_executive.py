@@ -270,3 +270,10 @@ def test_views_handle_empty_selections(app, engine):
     open_page(app, "pages/payments.py")
     app.sidebar.selectbox(key="month").select(months_available(engine)[0].strftime("%Y-%m")).run()
     assert not app.exception and "enter a benchmark" in app.info[0].value
+
+
+def test_trends_mark_incomplete_claims(app):
+    open_page(app, "pages/trends.py")
+    assert any("Claims incomplete" in w.value for w in app.warning)
+    app.checkbox(key="trend_completed").check().run()
+    assert not app.exception and any("No paid dates" in c.value for c in app.caption)

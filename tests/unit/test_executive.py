@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.derive.costs import COST_TOTAL, cost_pmpm_from_cells
+from core.derive.costs import COST_EXTERNAL, COST_TOTAL, cost_pmpm_from_cells
 from core.metrics import payments
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.models import Encounter
@@ -123,6 +123,37 @@ def test_trends_total_cost_matches_the_cost_cells(sample_engine):
     cells = cost_pmpm_from_cells(sample_engine, ["month"]).assign(month=lambda d: d["month"].map(ex._month)).set_index("month")
     assert len(mine) == len(cells) > 0
     pd.testing.assert_series_equal(mine.sort_index(), cells["cost_total_pmpm_usd"].sort_index(), check_names=False)
+
+
+def test_rolling_trends_start_with_the_first_full_window(sample_engine):
+    months = sorted(ex.trends(sample_engine)["figures"]["month"].unique())  # the small network: 15 months
+    rolled = ex.trends(sample_engine, rolling=12)["figures"]
+    assert min(rolled["month"]) == months[11] and max(rolled["month"]) == months[-1]  # 4 full windows, no partial one
+    assert len(set(rolled["month"])) == 4
+    rolled3 = ex.trends(sample_engine, rolling=3)["figures"]
+    assert min(rolled3["month"]) == months[2]
+
+
+def test_trends_mark_months_whose_claims_have_not_run_out(sample_engine):
+    data = ex.trends(sample_engine)
+    figures = data["figures"]
+    # the generator writes no paid dates: the run-out setting (3 months) marks the latest three
+    incomplete = sorted(figures.loc[~figures["claims_complete"], "month"].unique())
+    assert incomplete == sorted(figures["month"].unique())[-3:]
+    assert set(data["completeness"]["basis"]) == {"run-out setting"}
+    # completed claims need factors from paid dates: without them the figures are the paid ones
+    completed = ex.trends(sample_engine, completed=True)["figures"]
+    pd.testing.assert_series_equal(completed["value"], figures["value"])
+
+
+def test_completed_claims_raise_external_and_total_cost():
+    sums = pd.DataFrame({"subgroup": ["chronic"] * 4, "metric": [COST_EXTERNAL, COST_TOTAL, COST_EXTERNAL, COST_TOTAL],
+                         "month": [date(2025, 1, 1)] * 2 + [date(2025, 2, 1)] * 2, "numerator": [100.0, 150.0, 80.0, 130.0],
+                         "denominator": 10.0, "sum_sq": 0.0, "patients": 10.0})  # fmt: skip
+    completeness = pd.DataFrame({"month": [date(2025, 1, 1), date(2025, 2, 1)], "completion": [1.0, 0.8]})
+    out = ex._completed_claims(sums, completeness)
+    # February: $80 paid at 80 % completion -> $100 completed; total $130 -> $150
+    assert out["numerator"].tolist() == pytest.approx([100.0, 150.0, 100.0, 150.0])
 
 
 def test_trends_mix_adds_up_and_hides_small_counts(sample_engine):
