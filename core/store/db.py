@@ -6,7 +6,7 @@ The engine is created by the caller and passed in; nothing here is a module glob
 import os
 from pathlib import Path
 
-from sqlalchemy import Date, Engine, cast, event, func, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
@@ -120,13 +120,6 @@ def add_encounter_paid_date(engine: Engine) -> bool:
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE encounter ADD COLUMN paid_date DATE"))
     return True
-
-
-def month_start_sql(dialect: str, column):
-    """First day of the month of a date column, in SQL (SQLite and PostgreSQL)."""
-    if dialect == "postgresql":
-        return cast(func.date_trunc("month", column), Date)
-    return func.date(column, "start of month")
 
 
 def copy_rows(conn, table: str, columns: list[str], rows) -> None:
