@@ -77,12 +77,22 @@ def cmd_import(args) -> int:
 def _args_info(p: argparse.ArgumentParser) -> None:
     _add_db(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--quality", action="store_true", help="the data quality checks (the Admin data quality page) instead")
 
 
 def cmd_info(args) -> int:
     from core.store.queries import data_status
 
     engine = _engine(args)
+    if args.quality:
+        from core.views.data_quality import data_quality, quality_text
+
+        quality = data_quality(engine)
+        if args.json:
+            print(json.dumps({k: v.to_dict("records") for k, v in quality.items()}, indent=2, default=str))
+        else:
+            print(quality_text(quality))
+        return 0
     status = data_status(engine)
     if args.json:
         print(json.dumps(status, indent=2, default=str))

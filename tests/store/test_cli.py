@@ -88,10 +88,19 @@ def test_every_command_on_a_claims_only_tuva_store(tmp_path, db_url, capsys):
     assert main(["payments", "--period", "2025-12", "--window", "12m", "--benchmark-pmpy", "9000", "--database-url", db_url]) == 0
     assert "net_payment_usd" in capsys.readouterr().out
     assert main(["audit", "--database-url", db_url]) == 0
+    capsys.readouterr()
+    assert main(["info", "--quality", "--database-url", db_url]) == 0
+    out = capsys.readouterr().out
+    # the latest claim is of November: September to November (3-month run-out) and December (after it)
+    assert "months with incomplete claims (run-out setting): 4  e.g. 2025-09, 2025-10, 2025-11, 2025-12" in out
+    assert "missing staff: no staff roster" in out and "import #1 (tuva" in out
 
 
 def test_every_command_on_an_empty_store(db_url, capsys):
     assert main(["info", "--database-url", db_url]) == 0
+    capsys.readouterr()
+    assert main(["info", "--quality", "--database-url", db_url]) == 0
+    assert "no committed imports" in capsys.readouterr().out
     assert main(["scorecard", "--period", "2025-12", "--database-url", db_url]) == 0
     for command in (["costs"], ["payments"], ["assign"]):
         capsys.readouterr()
