@@ -218,7 +218,7 @@ def cmd_assign(args) -> int:
     return 0
 
 
-# --- costs and payments (issue 5) ---------------------------------------------------------
+# --- costs and payments --------------------------------------------------------------------
 
 
 def _args_selection(p: argparse.ArgumentParser) -> None:
@@ -307,7 +307,7 @@ def cmd_payments(args) -> int:
     return 0
 
 
-# --- bench (issue 11) ---------------------------------------------------------------------
+# --- bench --------------------------------------------------------------------------------
 
 
 def _args_bench(p: argparse.ArgumentParser) -> None:

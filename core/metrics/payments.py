@@ -1,4 +1,4 @@
-"""Payment models side by side, subgroup-mix sensitivity and ACO reconciliation (DESIGN section 6).
+"""Payment models side by side, subgroup-mix sensitivity and ACO reconciliation.
 
 Settings are data (core/config/payments.toml), loaded and checked by :func:`load_payment_settings`.
 
@@ -25,7 +25,6 @@ from core.config import config_path, load_toml
 from core.config.catalog import Catalog, load_catalog
 
 PAYMENTS_PATH = config_path("payments.toml")
-SUBGROUPS = ("healthy", "at_risk", "chronic", "complex", "frail")
 COST_BASES = ("internal", "total")
 MODELS = ("bundled", "fee_for_service", "pcmh")
 

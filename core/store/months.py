@@ -14,6 +14,8 @@ from sqlalchemy import Date, cast, func
 
 # The windows a scorecard can cover, in months, ending with the chosen month.
 WINDOWS = {"month": 1, "quarter": 3, "12m": 12}
+# How the pages name each window, in the order a selection list offers them.
+WINDOW_LABELS = {"12m": "12 months", "quarter": "Quarter", "month": "Month"}
 
 
 def as_month(value) -> date:

@@ -6,6 +6,7 @@ The rules live in ``core/config/subgroup_rules.toml`` (a practice may save its o
 last rule must be a catch-all so every patient-month gets a subgroup.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class RulesError(ValueError):
 class Subgroup:
     subgroup_id: str
     name: str
+    colour: str = ""  # chart colour (#RRGGBB); empty = the chart palette picks one
 
     @property
     def id(self) -> str:
@@ -79,6 +81,11 @@ class RuleSet:
     @property
     def subgroup_names(self) -> dict[str, str]:
         return {s.subgroup_id: s.name for s in self.subgroups}
+
+    @property
+    def subgroup_colours(self) -> dict[str, str]:
+        """Subgroup id -> chart colour, for the subgroups whose rules give one."""
+        return {s.subgroup_id: s.colour for s in self.subgroups if s.colour}
 
     def to_frame(self) -> pd.DataFrame:
         """One row per rule in order: order, rule_id, subgroup, subgroup_name, rule_name, conditions."""
@@ -188,11 +195,13 @@ def _parse_subgroups(source: str, raw: list) -> list[Subgroup]:
     subgroups = []
     for i, sg in enumerate(raw):
         where = f"{source}: subgroup #{i + 1}"
-        if not isinstance(sg, dict) or set(sg) - {"id", "name"}:
-            raise RulesError(f"{where}: a subgroup has only `id` and `name`, got {sorted(sg) if isinstance(sg, dict) else sg!r}")
+        if not isinstance(sg, dict) or set(sg) - {"id", "name", "colour"}:
+            raise RulesError(f"{where}: a subgroup has only `id`, `name` and `colour`, got {sorted(sg) if isinstance(sg, dict) else sg!r}")
         if not isinstance(sg.get("id"), str) or not sg["id"] or not isinstance(sg.get("name"), str) or not sg["name"]:
             raise RulesError(f"{where}: needs a text `id` and `name`")
-        subgroups.append(Subgroup(sg["id"], sg["name"]))
+        if not re.fullmatch(r"(#[0-9A-Fa-f]{6})?", str(sg.get("colour", ""))):
+            raise RulesError(f"{where}: colour must be #RRGGBB, got {sg['colour']!r}")
+        subgroups.append(Subgroup(sg["id"], sg["name"], str(sg.get("colour", ""))))
     ids = [s.subgroup_id for s in subgroups]
     if not subgroups:
         raise RulesError(f"{source}: no [[subgroups]] defined")
