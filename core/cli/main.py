@@ -109,12 +109,22 @@ def _say(text: str) -> None:
 def _args_info(p: argparse.ArgumentParser) -> None:
     _add_db(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--quality", action="store_true", help="the data quality checks (the Admin data quality page) instead")
 
 
 def cmd_info(args) -> int:
     from core.store.queries import data_status
 
     engine = _engine(args)
+    if args.quality:
+        from core.views.data_quality import data_quality, quality_text
+
+        quality = data_quality(engine)
+        if args.json:
+            print(json.dumps({k: v.to_dict("records") for k, v in quality.items()}, indent=2, default=str))
+        else:
+            print(quality_text(quality))
+        return 0
     status = data_status(engine)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
@@ -216,12 +226,17 @@ def _args_scorecard(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_scorecard(args) -> int:
+    from core.metrics.runout import claims_completeness, incomplete_note
     from core.metrics.scorecard import Selection, build_scorecard, format_scorecard
+    from core.store.months import window_months
 
     engine = _engine(args)
     selection = Selection(practice_id=args.practice, team_id=args.team, subgroup=args.subgroup,
                           period=args.period, window=args.window, stratum=args.stratum)
     print(format_scorecard(build_scorecard(engine, selection), args.format))
+    note = incomplete_note(claims_completeness(engine, window_months(selection.period, args.window)))
+    if note:  # on standard error, so csv and json output stay machine-readable
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -243,7 +258,14 @@ def cmd_assign(args) -> int:
     except RulesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = derive_all(_engine(args), rules=rules)["subgroups"]
+    from core.derive.costs import last_attributed_month
+
+    engine = _engine(args)
+    if last_attributed_month(engine) is None:
+        print("nothing to assign: the database holds no attributed patients (load data with `python -m core import PATH`)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    summary = derive_all(engine, rules=rules)["subgroups"]
     total = summary["rows"] or 1
     print(f"assigned {summary['rows']:,} patient-months over {summary['months']} months in {summary['seconds']} s "
           f"({summary['overridden']:,} overridden)")
@@ -272,14 +294,38 @@ def _selection_months(engine, args) -> list[date] | None:
     return window_months(period, args.window) if period else None
 
 
+NOT_COSTED_COLUMNS = ("cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd", "cost_total_pmpm_usd", "cost_internal_pmpm_usd",
+                      "standard_minutes_share", "unused_minutes", "capacity_cost_usd", "unused_cost_usd")  # fmt: skip
+
+
 def _print_tables(tables: dict) -> None:
+    """Print each table; figures that are unknown for want of a staff roster read ``not costed``."""
     import pandas as pd
 
+    from core.derive.costs import NOT_COSTED
+
+    if tables.get("costing"):
+        print(f"({tables['costing']})")
+    unknown = f" {NOT_COSTED}:" in str(tables.get("costing", ""))
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:,.2f}".format):
         for name, table in tables.items():
             if isinstance(table, pd.DataFrame):
                 print(f"\n== {name} ==")
+                if unknown or "capacity" in table:
+                    table = _not_costed(table, unknown)
                 print(table.to_string(index=False) if len(table) else "(none)")
+
+
+def _not_costed(table, unknown: bool):
+    """``not costed`` in place of NaN in cost columns (every row when the store has no staff roster,
+    else the rows of teams without staff)."""
+    rows = (table["capacity"] == "no staff") if "capacity" in table and not unknown else None
+    out = table.copy()
+    for column in NOT_COSTED_COLUMNS:
+        if column in out:
+            mask = out[column].isna() if rows is None else rows & out[column].isna()
+            out[column] = out[column].astype(object).where(~mask, "not costed")
+    return out
 
 
 def _args_costs(p: argparse.ArgumentParser) -> None:

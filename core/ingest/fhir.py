@@ -772,6 +772,7 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
                 internal_paid += paid
             else:
                 enc["paid_usd"] += paid
+                enc["paid_date"] = parse_fhir_date((b.get("payment") or {}).get("date"))
             continue
         start = _date(st, res, "billablePeriod.start", (b.get("billablePeriod") or {}).get("start"))
         if start is None:
@@ -798,6 +799,7 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
             specialty="",
             cost_category=kinds[kind].category,
             paid_usd=paid,
+            paid_date=parse_fhir_date((b.get("payment") or {}).get("date")),
             _org=None,
         )
     if internal_paid:

@@ -363,9 +363,10 @@ class _Reader:
         if "claim_end_date" in frame:
             self.end_before_start(name, frame, start, end, "claim_end_date")
         paid = self.amounts(name, frame, "paid_amount")
+        paid_on = self.dates(name, frame, "paid_date", False) if "paid_date" in frame else pd.Series(None, index=frame.index, dtype=object)
         if not self.report.ok:
             return
-        frame = self.known_persons(name, frame.assign(_start=start, _end=end, _paid=paid))
+        frame = self.known_persons(name, frame.assign(_start=start, _end=end, _paid=paid, _paid_date=paid_on))
         frame = frame.assign(_line=pd.to_numeric(frame["claim_line_number"], errors="coerce").fillna(0)).sort_values(
             ["claim_id", "_line"], kind="stable"
         )
@@ -422,7 +423,7 @@ class _Reader:
             "diagnosis_code_1",
             "in_network_flag",
         )
-        cols = ["claim_id", "claim_type", "_person", "_start", "_end", "_paid"]
+        cols = ["claim_id", "claim_type", "_person", "_start", "_end", "_paid", "_paid_date"]
         records = frame[cols].assign(**{c: frame[c] if c in frame else "" for c in optional}).to_dict("records")
         by_claim: dict[str, list[dict]] = defaultdict(list)
         for rec in records:  # frame is sorted by claim_id, line number
@@ -450,6 +451,7 @@ class _Reader:
                     specialty="",
                     cost_category=category or kinds[kind].category,
                     paid_usd=round(sum(ln["_paid"] for ln in lines), 2),
+                    paid_date=max((ln["_paid_date"] for ln in lines if not pd.isna(ln["_paid_date"])), default=None),
                     _claim_type=first["claim_type"].strip().lower(),
                 )
             )
