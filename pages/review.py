@@ -40,7 +40,7 @@ for i, m in enumerate(headline_metrics(data)):
 pay = payment_summary(data)
 money = {k: usd(pay[k]) if pay["costed"] or k == "payment_usd" else "not costed" for k in ("payment_usd", "cost_usd", "margin_usd")}
 c1, c2, c3 = st.columns(3)
-c1.metric(f"Bundled payment (${pay['rate_usd']:,.0f} PMPM)", money["payment_usd"])
+c1.metric(f"Bundled payment ({usd(pay['rate_usd'])} PMPM)", money["payment_usd"])
 c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])
 c3.metric("Margin", money["margin_usd"])
 if data.costing_note:

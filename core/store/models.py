@@ -145,7 +145,7 @@ class StaffMinutes(SQLModel, table=True):
 class Measurement(SQLModel, table=True):
     """A dated value for a patient (lab, vital, questionnaire score). Grain: measurement_id.
 
-    ``code`` is the LOINC code where one exists, else a local code (see core/config/codes.toml).
+    ``code`` is the LOINC code where one exists, else a local code (the ``[codes]`` table of core/config/catalog.toml).
     """
 
     measurement_id: str = Field(primary_key=True, max_length=64)
@@ -170,7 +170,7 @@ class Medication(SQLModel, table=True):
     end_date: date | None = None
 
 
-# --- subgroups (issue: subgroup engine) -------------------------------------------------
+# --- subgroups --------------------------------------------------------------------------
 
 
 class SubgroupAssignment(SQLModel, table=True):
@@ -230,7 +230,7 @@ class RiskScore(SQLModel, table=True):
     hccs: str = Field(default="", max_length=500)
 
 
-# --- access and audit (issue: login, roles, scope, audit) --------------------------------
+# --- access and audit -------------------------------------------------------------------
 
 
 class User(SQLModel, table=True):
@@ -302,7 +302,7 @@ class ImportRun(SQLModel, table=True):
     report: str = ""
 
 
-# --- additive cells (issues: outcome scorecards, costs) ---------------------------------
+# --- additive cells (outcome scorecards, costs) -----------------------------------------
 
 
 class Cell(SQLModel, table=True):
@@ -342,7 +342,7 @@ class Cell(SQLModel, table=True):
     )
 
 
-# --- monthly review log (issue: monthly value review) -----------------------------------
+# --- monthly review log -----------------------------------------------------------------
 
 
 class ReviewEntry(SQLModel, table=True):
@@ -372,7 +372,7 @@ class ReviewEntry(SQLModel, table=True):
     __table_args__ = (Index("ix_review_entry_team_subgroup_month", "team_id", "subgroup", "month"),)
 
 
-# --- derived activity (issue: worklist at scale) ------------------------------------------
+# --- derived activity (worklist) --------------------------------------------------------
 
 
 class TeamMonthActivity(SQLModel, table=True):

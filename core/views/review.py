@@ -217,7 +217,7 @@ def scorecard_table(card: pd.DataFrame) -> pd.DataFrame:
     for r in card.to_dict("records"):
         sup = bool(r["suppressed"])
         interval = SUPPRESSED if sup else (
-            "–" if np.isnan(r["ci_low"]) else f"{r['ci_low']:,.1f} – {r['ci_high']:,.1f}")
+            "–" if np.isnan(r["ci_low"]) else f"{format_figure(r['ci_low'])} – {format_figure(r['ci_high'])}")
         rows.append({
             "measure_id": r["measure_id"], "Tier": TIER_LABELS.get(int(r["tier"]), str(r["tier"])), "Measure": r["name"],
             "Unit": r["unit"], "Value": format_figure(r["value"], sup), "95% interval": interval,
