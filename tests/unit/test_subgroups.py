@@ -131,15 +131,6 @@ def test_top_decile_edge_is_strictly_above_the_threshold():
     assert out.loc["P18", "subgroup"] == "healthy"
 
 
-def test_top_decile_needs_evidence():
-    # a network of demographic-only scores: 0.62 is in the top decile but below the 1.0 minimum
-    people = [dict(id=f"P{i:02d}", age=40, risk=0.30) for i in range(19)] + [dict(id="OLD", age=80, risk=0.62)]
-    out = assign(people).set_index("patient_id")
-    assert out.loc["OLD", "subgroup"] == "healthy" and (out["subgroup"] != "complex").all()
-    people[-1] = dict(id="OLD", age=80, risk=1.4)  # with payment HCCs on top
-    assert assign(people).set_index("patient_id").loc["OLD", "subgroup"] == "complex"
-
-
 def test_ties_at_the_threshold_stay_out():
     people = [dict(id=f"P{i:02d}", age=50, risk=1.0) for i in range(20)]
     assert set(assign(people)["subgroup"]) == {"healthy"}

@@ -182,8 +182,8 @@ def _clause_mask(df: pd.DataFrame, conds, cache: dict) -> np.ndarray:
 def _clause_text(df: pd.DataFrame, conds, cache: dict) -> pd.Series:
     texts = [CONDITIONS[k][1](df, v, cache) for k, v in conds]
     out = texts[0]
-    for t in texts[1:]:  # a fragment the text already says ("HCC risk 1.40" after "HCC risk 1.40 in the top decile") is left out
-        out = pd.Series([o if f in o else f"{o} with {f}" for o, f in zip(out, t, strict=True)], index=out.index, dtype=object)
+    for t in texts[1:]:
+        out = out + " with " + t
     return out
 
 
