@@ -102,7 +102,9 @@ class ClaimsReport:
     - ``claims``: claims read (one per claim id, medical and pharmacy); ``lines``: their lines.
     - ``netted``: claims with at least one negative line (a reversal or adjustment), netted per claim.
     - ``credits`` / ``credits_usd``: of those, the claims that net to zero or below, and their
-      net amount (<= 0). They are kept, as credits in the month they start.
+      net amount (<= 0). They are kept, as credits in the month they start. (CSV bundle, whose
+      encounters are claims already netted: ``claims`` are its external encounters and
+      ``credits`` those with a paid amount below 0.)
     - ``unpaid``: claims whose lines are all zero or blank (denied, or paid by another payer).
     - ``repeated_header`` / ``repeated_header_usd``: claims whose paid amount was repeated on
       every line and was counted once, and the dollars that were therefore not counted.

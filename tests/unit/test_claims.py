@@ -261,3 +261,78 @@ def test_group_claims(claims, expected):
     episodes = group_claims(claims, load_claim_rules(), ClaimsReport())
     assert sorted(e.kind for e in episodes) == sorted(expected)
     assert sum(e.paid_usd for e in episodes) == pytest.approx(sum(c.paid_usd for c in claims))
+
+
+# --- the same rules on FHIR ExplanationOfBenefit ---------------------------------------------------
+
+FHIR_PATIENT = {"resourceType": "Patient", "id": "p1", "birthDate": "1950-03-04", "gender": "female"}
+
+
+def eob(eid, kind, start, paid, end=None, claim=None, bill=None, revenue=None, pos=None, status="active"):
+    """An ExplanationOfBenefit that references no Encounter (a payer's claims feed, CARIN BB style)."""
+    body = {"resourceType": "ExplanationOfBenefit", "id": eid, "status": status,
+            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": kind}]},
+            "patient": {"reference": "Patient/p1"}, "billablePeriod": {"start": start, "end": end or start},
+            "payment": {"amount": {"value": paid, "currency": "USD"}}, "item": []}  # fmt: skip
+    if claim:
+        body["claim"] = {"reference": f"Claim/{claim}"}
+    if bill:
+        body["supportingInfo"] = [{"sequence": 1, "category": {"coding": [{"code": "typeofbill"}]},
+                                   "code": {"coding": [{"code": bill}]}}]  # fmt: skip
+    if revenue:
+        body["item"].append({"sequence": 1, "revenue": {"coding": [{"code": revenue}]}})
+    if pos:
+        body["item"].append({"sequence": 1, "locationCodeableConcept": {"coding": [{"code": pos}]}})
+    return body
+
+
+FHIR_VIGNETTES = {
+    "negative_payment_is_a_credit": (
+        [eob("n1", "professional", "2024-03-02", -497.75, pos="11")],
+        dict(ed=0, stays=0, paid=-497.75, credits=1, credits_usd=-497.75),
+    ),
+    "reversal_eob_of_the_same_claim": (
+        [eob("o1", "professional", "2024-03-05", 120.0, claim="c1", pos="11"),
+         eob("o2", "professional", "2024-03-05", -120.0, claim="c1", pos="11")],
+        dict(ed=0, stays=0, paid=0.0, netted=1, credits=1),
+    ),
+    "cancelled_eob_pays_nothing": (
+        [eob("x1", "professional", "2024-03-06", 80.0, pos="11", status="cancelled")],
+        dict(ed=0, stays=0, paid=0.0),
+    ),
+    "ed_facility_and_three_professional_same_day": (
+        [eob("f1", "institutional", "2024-04-01", 800.0, bill="0131", revenue="0450"),
+         *(eob(f"p{i}", "professional", "2024-04-01", 50.0, pos="23") for i in range(3))],
+        dict(ed=1, stays=0, paid=950.0, ed_claims=4),
+    ),
+    "transfer_between_two_hospitals": (
+        [eob("h1", "institutional", "2024-05-01", 10000.0, end="2024-05-04", bill="0111", revenue="0120"),
+         eob("h2", "institutional", "2024-05-04", 15000.0, end="2024-05-10", bill="0111", revenue="0120"),
+         eob("h3", "professional", "2024-05-06", 300.0, pos="21")],
+        dict(ed=0, stays=1, paid=25300.0, stay_claims=2, stay_attached=1),
+    ),
+    "readmission_after_discharge": (
+        [eob("r1", "institutional", "2024-06-01", 8000.0, end="2024-06-05", bill="0111"),
+         eob("r2", "institutional", "2024-06-20", 7000.0, end="2024-06-24", bill="0111")],
+        dict(ed=0, stays=2, paid=15000.0),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FHIR_VIGNETTES)
+def test_fhir_vignette_counts_equal_the_hand_counts(tmp_path, name):
+    from core.ingest.fhir import read_fhir
+
+    eobs, expected = FHIR_VIGNETTES[name]
+    (tmp_path / "Patient.ndjson").write_text(json.dumps(FHIR_PATIENT) + "\n")
+    (tmp_path / "ExplanationOfBenefit.ndjson").write_text("\n".join(json.dumps(e) for e in eobs) + "\n")
+    frames, report = read_fhir(tmp_path)
+    assert report.ok, report.to_text()
+    enc = frames.get("encounter", pd.DataFrame(columns=["kind", "paid_usd"]))
+    assert (enc["kind"] == "ed_visit").sum() == expected["ed"]
+    assert (enc["kind"] == "admission").sum() == expected["stays"]
+    assert enc["paid_usd"].sum() == pytest.approx(expected["paid"], abs=0.005)
+    figures = report.to_dict()["claims"]
+    for k in REPORT_KEYS:
+        if k in expected:
+            assert figures[k] == pytest.approx(expected[k], abs=0.005), k
