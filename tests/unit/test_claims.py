@@ -134,7 +134,7 @@ def write_tuva(folder: Path, people: dict[str, list[dict]], key: str) -> Path:
         for ln in lines:
             row = {c: "" for c in LAYOUTS[key]}
             row.update({k: str(v) for k, v in ln.items()}, **{key: person, "member_id": person, "payer": "medicare"})
-            row["diagnosis_code_type"], row["diagnosis_code_1"] = "icd-10-cm", "R0789"
+            row["diagnosis_code_type"], row["diagnosis_code_1"] = "icd-10-cm", "I10"
             if "in_network_flag" in row:
                 row["in_network_flag"] = "1"
             rows.append(row)
@@ -336,3 +336,22 @@ def test_fhir_vignette_counts_equal_the_hand_counts(tmp_path, name):
     for k in REPORT_KEYS:
         if k in expected:
             assert figures[k] == pytest.approx(expected[k], abs=0.005), k
+
+
+def test_credits_flow_into_cost_sums(engine, tmp_path):
+    """A credit lowers its month's external cost; every claim dollar is still accounted for once."""
+    from core.derive.costs import reconcile_costs
+    from core.derive.pipeline import derive_all
+    from core.store.models import PatientMonthActivity
+
+    people = {str(i + 1): lines for i, (lines, _) in enumerate(VIGNETTES.values())}
+    assert import_path(engine, write_tuva(tmp_path / "all", people, "person_id"), fmt="tuva").ok
+    derive_all(engine)
+    credit_person = str(list(VIGNETTES).index("net_negative_credit") + 1)
+    with engine.connect() as conn:
+        activity = pd.DataFrame(conn.execute(select(PatientMonthActivity.__table__)).mappings().all())
+    april = activity[(activity["patient_id"] == f"person:{credit_person}") & (activity["month"].astype(str) == "2018-04-01")]
+    assert april["cost_external_usd"].sum() == pytest.approx(-497.75)
+    hand_paid = sum(expected["paid"] for _, expected in VIGNETTES.values())
+    assert activity["cost_external_usd"].sum() == pytest.approx(hand_paid, abs=0.01)
+    assert reconcile_costs(engine).difference_usd == pytest.approx(0.0, abs=0.01)
