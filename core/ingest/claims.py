@@ -170,8 +170,21 @@ class ClaimsReport:
 # --- one claim -----------------------------------------------------------------------------------
 
 
-def net_claim(claim_id: str, claim_type: str, amounts: list[float], rules: ClaimRules, report: ClaimsReport) -> float:
-    """The paid amount of one claim from its line amounts (blank = 0), in line order; counts what was corrected."""
+@dataclass(frozen=True)
+class NetAmount:
+    """The paid amount of one claim after netting its lines.
+
+    ``reversed``: it has a negative line and nets to zero or below (a credit); ``unpaid``: every
+    line is zero or blank and none negative (denied, or paid by another payer).
+    """
+
+    paid_usd: float
+    reversed: bool
+    unpaid: bool
+
+
+def net_claim(claim_id: str, claim_type: str, amounts: list[float], rules: ClaimRules, report: ClaimsReport) -> NetAmount:
+    """Net the line amounts (blank = 0, in line order) of one claim; counts what was corrected into ``report``."""
     report.claims += 1
     report.lines += len(amounts)
     negative = any(a < 0 for a in amounts)
@@ -199,7 +212,7 @@ def net_claim(claim_id: str, claim_type: str, amounts: list[float], rules: Claim
     elif paid == 0:
         report.unpaid += 1
         report.example("unpaid", claim_id, rules.examples)
-    return paid
+    return NetAmount(paid, negative and paid <= 0, not negative and paid == 0)
 
 
 def claim_kind(

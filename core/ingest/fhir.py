@@ -671,13 +671,13 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
     for key, (pid, enc_key, amounts, eob_id, claim_type, kind, category, start, end) in groups.items():
         # EOB payments are claim-level amounts, so the EOBs of one claim are summed ("explanation_of_benefit"
         # is not a claim type of claims.toml [paid_amount]: the default, line).
-        paid = net_claim(key, "explanation_of_benefit", amounts, rules, st.log.claims)
+        net = net_claim(key, "explanation_of_benefit", amounts, rules, st.log.claims)
         if enc_key is not None:
             enc = st.encounters[enc_key]
             if enc["is_internal"]:
-                internal_paid += paid
+                internal_paid += net.paid_usd
             else:
-                enc["paid_usd"] = round(enc["paid_usd"] + paid, 2)
+                enc["paid_usd"] = round(enc["paid_usd"] + net.paid_usd, 2)
             continue
         claims.append(
             Claim(
@@ -688,9 +688,9 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
                 category=category or kinds[kind].category,
                 start=start,
                 end=end,
-                paid_usd=paid,
-                reversed=paid <= 0 and any(a < 0 for a in amounts),
-                unpaid=all(a == 0 for a in amounts),
+                paid_usd=net.paid_usd,
+                reversed=net.reversed,
+                unpaid=net.unpaid,
                 detail=dict(eob_id=eob_id),
             )
         )

@@ -364,8 +364,7 @@ class _Reader:
         for claim_id, lines in by_claim.items():
             first = lines[0]
             claim_type = first["claim_type"].strip().lower()
-            amounts = [ln["_paid"] for ln in lines]
-            paid = net_claim(claim_id, claim_type, amounts, rules, self.report.claims)
+            net = net_claim(claim_id, claim_type, [ln["_paid"] for ln in lines], rules, self.report.claims)
             kind, category = self._claim_kind(lines)
             ends = [ln["_end"] for ln in lines if ln["_end"] is not None]
             claims.append(
@@ -377,9 +376,9 @@ class _Reader:
                     category=category or kinds[kind].category,
                     start=min(ln["_start"] for ln in lines),
                     end=max(ends) if ends else None,
-                    paid_usd=paid,
-                    reversed=paid <= 0 and any(a < 0 for a in amounts),
-                    unpaid=all(a == 0 for a in amounts),
+                    paid_usd=net.paid_usd,
+                    reversed=net.reversed,
+                    unpaid=net.unpaid,
                     detail=dict(
                         in_network=not any(ln["in_network_flag"].strip() == "0" for ln in lines),
                         primary_dx=normalize_icd10(first["diagnosis_code_1"]) or "",
@@ -471,17 +470,15 @@ class _Reader:
             by_claim[rec["claim_id"]].append(rec)
         reversed_fills: set[str] = set()
         for claim, lines in sorted(by_claim.items()):
-            amounts = [ln["_paid"] for ln in lines]
-            paid = net_claim(claim, "pharmacy", amounts, self.claim_rules, self.report.claims)
-            reversed_fill = paid <= 0 and any(a < 0 for a in amounts)
-            if reversed_fill:
+            net = net_claim(claim, "pharmacy", [ln["_paid"] for ln in lines], self.claim_rules, self.report.claims)
+            if net.reversed:
                 reversed_fills.add(claim)
             self.rows["encounter"].append(
                 dict(
                     encounter_id=make_id("tuva:rxclaim", claim),
                     patient_id=person_id(lines[0]["_person"]),
                     team_id=None,
-                    kind="other_claim" if reversed_fill else "pharmacy_fill",
+                    kind="other_claim" if net.reversed else "pharmacy_fill",
                     start_date=min(ln["_date"] for ln in lines),
                     end_date=None,
                     requested_date=None,
@@ -493,7 +490,7 @@ class _Reader:
                     primary_dx="",
                     specialty="",
                     cost_category="pharmacy",
-                    paid_usd=paid,
+                    paid_usd=net.paid_usd,
                 )
             )
         for r in records:
