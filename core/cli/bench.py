@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.store.months import window_months
+
 REPS = 20
 WORKLIST_PATIENTS = 2_500
 STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
@@ -148,7 +150,7 @@ def selections(engine) -> dict:
 def step_queries(args: dict) -> dict:
     from sqlalchemy import select
 
-    from core.derive.costs import cost_pmpm_from_cells, window_months
+    from core.derive.costs import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
     from core.store.db import make_engine
     from core.store.models import SubgroupAssignment
@@ -212,7 +214,7 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
     from core.store.models import Attribution, Condition, Encounter, Measurement, Patient, SubgroupAssignment
     from core.store.queries import read_frame
 
-    months = costs.window_months(period, "12m")
+    months = window_months(period, "12m")
     team = select(Attribution.patient_id).where(Attribution.team_id == team_id, Attribution.month.in_(months)).distinct()
     att = read_frame(engine, select(Attribution.patient_id, Attribution.month, Attribution.team_id).where(Attribution.patient_id.in_(team)))
     sub = read_frame(engine, select(SubgroupAssignment.patient_id, SubgroupAssignment.month, SubgroupAssignment.subgroup)
@@ -262,7 +264,7 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
 
 def product_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> dict:
     """The same three figures from cells (build_scorecard + cost_pmpm_from_cells)."""
-    from core.derive.costs import cost_pmpm_from_cells, window_months
+    from core.derive.costs import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
 
     card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=period, window="12m"))

@@ -231,7 +231,8 @@ def _args_selection(p: argparse.ArgumentParser) -> None:
 
 
 def _selection_months(engine, args) -> list[date] | None:
-    from core.derive.costs import last_attributed_month, window_months
+    from core.derive.costs import last_attributed_month
+    from core.store.months import window_months
 
     period = date.fromisoformat(args.period + "-01") if args.period else last_attributed_month(engine)
     return window_months(period, args.window) if period else None

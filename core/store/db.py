@@ -123,8 +123,3 @@ def copy_rows(conn, table: str, columns: list[str], rows) -> None:
     with cursor.copy(f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
-
-
-def drop_schema(engine: Engine) -> None:
-    """Drop every table (tests and benchmarks only)."""
-    SQLModel.metadata.drop_all(engine)

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import select
 
 from core.derive.cells import CELL_COLUMNS, add_cells, block_cells, build_cells, patient_blocks
-from core.derive.measures import month_date, month_index
 from core.store import models
 from core.store.db import make_engine
+from core.store.months import from_index, month_index
 
 KEYS = CELL_COLUMNS[:7]
 
@@ -17,7 +17,7 @@ KEYS = CELL_COLUMNS[:7]
 def _months(engine):
     with engine.connect() as conn:
         found = month_index([r[0] for r in conn.execute(select(models.Attribution.month).distinct())])
-    return sorted(month_date(i) for i in set(found.dropna().astype(int)))
+    return sorted(from_index(i) for i in set(found.dropna().astype(int)))
 
 
 def _sorted(cells: pd.DataFrame) -> pd.DataFrame:

@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, text
 
-from core.derive.costs import CostInputs, encounter_costs, isin, load_cost_settings, month_of
+from core.derive.costs import CostInputs, encounter_costs, isin, load_cost_settings
 from core.store.db import upgrade_schema
 from core.store.models import Encounter, Staff, StaffMinutes, SubgroupAssignment
+from core.store.months import add_months, month_of
 from core.store.queries import organisation, read_frame
 from core.views.patient import patient_view
-from core.views.worklist import FLAG_IDS, add_months, load_worklist_rules, team_worklist
+from core.views.worklist import FLAG_IDS, load_worklist_rules, team_worklist
 from tests.worklist_network import EXPECTED, MONTH, build_worklist_network
 
 

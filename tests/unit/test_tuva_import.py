@@ -19,7 +19,6 @@ from core.store import models
 from tests.conftest import FIXTURES
 
 TUVA_DIR = FIXTURES / "tuva_input_layer"
-needs_fixture = pytest.mark.skipif(not TUVA_DIR.is_dir(), reason=f"Tuva fixture folder {TUVA_DIR} is absent")
 DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name != "import_run"]
 
 
@@ -44,7 +43,6 @@ def src(name: str) -> pd.DataFrame:
 # --- the fixture -----------------------------------------------------------------------------
 
 
-@needs_fixture
 def test_fixture_counts_match_source(engine):
     report = import_tuva(engine, TUVA_DIR)
     assert report.ok, report.to_text()
@@ -130,7 +128,6 @@ def test_fixture_counts_match_source(engine):
     assert set(attribution.loc[~attribution["patient_id"].isin(attributed), "practice_id"]) == {DEFAULT_PRACTICE_ID}
 
 
-@needs_fixture
 def test_patient_id_of_earlier_releases_gives_the_same_frames(tmp_path):
     for f in TUVA_DIR.glob("*.csv"):
         frame = pd.read_csv(f, dtype=str, keep_default_na=False)
@@ -145,7 +142,6 @@ def test_patient_id_of_earlier_releases_gives_the_same_frames(tmp_path):
         assert current[table].equals(earlier[table]), table
 
 
-@needs_fixture
 def test_reimport_changes_nothing(engine):
     assert import_tuva(engine, TUVA_DIR).ok
     before = table_counts(engine)
@@ -247,8 +243,6 @@ BAD_CASES = [
 @pytest.fixture(scope="module")
 def small_tuva(tmp_path_factory) -> Path:
     """The fixture cut down to two people (persons 10 and 10113), to keep these tests fast."""
-    if not TUVA_DIR.is_dir():
-        pytest.skip(f"Tuva fixture folder {TUVA_DIR} is absent")
     out = tmp_path_factory.mktemp("small_tuva")
     for f in TUVA_DIR.glob("*.csv"):
         frame = pd.read_csv(f, dtype=str, keep_default_na=False)
@@ -284,7 +278,6 @@ def test_missing_eligibility_file_is_an_error(engine, tmp_path):
 # --- identifier map: FHIR and Tuva data for the same person ----------------------------------
 
 
-@needs_fixture
 def test_fhir_patient_with_person_identifier_links_to_tuva_person(engine, tmp_path):
     patient = {
         "resourceType": "Patient",
