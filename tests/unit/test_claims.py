@@ -7,6 +7,7 @@ what the import report says it corrected.
 """
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,11 @@ from core.ingest import import_path
 from core.ingest.claims import Claim, ClaimsReport, group_claims, load_claim_rules, net_claim
 from core.ingest.tuva import read_tuva
 from core.store.models import ImportRun
+from tests.conftest import PROJECT_ROOT
+
+# Every vignette as one person (ids 1, 2, ... in VIGNETTES order) of one import, in both layouts.
+# Written by this module; refresh with UPDATE_VIGNETTES=1 after changing VIGNETTES.
+VIGNETTE_DIR = PROJECT_ROOT / "tests" / "fixtures" / "tuva_vignettes"
 
 # Column order of the current Tuva input layer (medical_claim) and of an earlier release
 # (patient_id, without claim line dates or the file lineage columns).
@@ -169,10 +175,24 @@ def test_vignette_counts_equal_the_hand_counts(tmp_path, name, key):
         assert figures["stays"] == expected["stays_report"]
 
 
-def test_every_vignette_in_one_import_keeps_the_hand_counts(engine, tmp_path):
-    """All vignettes as people of one earlier-release import: counts add up, the report is stored."""
-    people = {str(i + 1): lines for i, (lines, _) in enumerate(VIGNETTES.values())}
-    report = import_path(engine, write_tuva(tmp_path / "all", people, "patient_id"), fmt="tuva")
+def all_people() -> dict[str, list[dict]]:
+    return {str(i + 1): lines for i, (lines, _) in enumerate(VIGNETTES.values())}
+
+
+@pytest.mark.parametrize("key", LAYOUTS)
+def test_committed_vignette_files_are_the_vignettes(tmp_path, key):
+    """tests/fixtures/tuva_vignettes/<layout>/ hold exactly VIGNETTES (regenerate with UPDATE_VIGNETTES=1)."""
+    if os.environ.get("UPDATE_VIGNETTES") == "1":
+        write_tuva(VIGNETTE_DIR / key, all_people(), key)
+    fresh = write_tuva(tmp_path, all_people(), key)
+    for name in ("eligibility.csv", "medical_claim.csv"):
+        assert (VIGNETTE_DIR / key / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("key", LAYOUTS)
+def test_every_vignette_in_one_import_keeps_the_hand_counts(engine, key):
+    """All vignettes as people of one import: the counts add up and the report is stored."""
+    report = import_path(engine, VIGNETTE_DIR / key, fmt="tuva")
     assert report.ok, report.to_text()
     hand = [expected for _, expected in VIGNETTES.values()]
     with engine.connect() as conn:
@@ -184,7 +204,7 @@ def test_every_vignette_in_one_import_keeps_the_hand_counts(engine, tmp_path):
     assert stored["repeated_header"] == 1
     assert set(stored["examples"]) >= {"netted", "credits", "unpaid", "repeated_header", "ed_visits", "stays"}
     text = report.to_text()
-    assert "net to zero or below: kept as credits of $-497.75" in text
+    assert "net to zero or below: kept as credits in their month (net -$497.75)" in text
     assert "grouped into 6 ED visit(s)" in text and "grouped into 4 stay(s)" in text
 
 
@@ -344,8 +364,7 @@ def test_credits_flow_into_cost_sums(engine, tmp_path):
     from core.derive.pipeline import derive_all
     from core.store.models import PatientMonthActivity
 
-    people = {str(i + 1): lines for i, (lines, _) in enumerate(VIGNETTES.values())}
-    assert import_path(engine, write_tuva(tmp_path / "all", people, "person_id"), fmt="tuva").ok
+    assert import_path(engine, VIGNETTE_DIR / "person_id", fmt="tuva").ok
     derive_all(engine)
     credit_person = str(list(VIGNETTES).index("net_negative_credit") + 1)
     with engine.connect() as conn:
