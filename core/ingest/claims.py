@@ -184,24 +184,32 @@ class NetAmount:
     unpaid: bool
 
 
+def _header_repeats(amounts: list[float]) -> int:
+    """How many times a header amount is repeated on the lines: n when every non-zero amount
+    occurs exactly n times (13 x 66,898.86; or 13 x +X, 13 x -X, 13 x +Y for an adjusted
+    claim), else 1 (the lines are line amounts, or the header sits on one line)."""
+    counts: dict[float, int] = {}
+    for a in amounts:
+        if a != 0:
+            counts[a] = counts.get(a, 0) + 1
+    n = set(counts.values())
+    return n.pop() if len(n) == 1 else 1
+
+
 def net_claim(claim_id: str, claim_type: str, amounts: list[float], rules: ClaimRules, report: ClaimsReport) -> NetAmount:
     """Net the line amounts (blank = 0, in line order) of one claim; counts what was corrected into ``report``."""
     report.claims += 1
     report.lines += len(amounts)
     negative = any(a < 0 for a in amounts)
-    repeated = (
-        rules.level(claim_type) == "header"
-        and len(amounts) >= 2
-        and amounts[0] != 0
-        and all(a == amounts[0] for a in amounts)
-    )
-    if repeated:
-        paid = amounts[0]
-        report.repeated_header += 1
-        report.repeated_header_usd += paid * (len(amounts) - 1)
-        report.example("repeated_header", claim_id, rules.examples)
-    else:
-        paid = sum(amounts)
+    total = sum(amounts)
+    paid = total
+    if rules.level(claim_type) == "header":
+        repeats = _header_repeats(amounts)
+        if repeats > 1:
+            paid = total / repeats
+            report.repeated_header += 1
+            report.repeated_header_usd += total - paid
+            report.example("repeated_header", claim_id, rules.examples)
     paid = round(paid, 2)
     if negative:
         report.netted += 1

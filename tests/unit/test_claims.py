@@ -235,6 +235,10 @@ def test_credit_stays_in_its_own_month(tmp_path):
         ("institutional", [100.0, 250.0], 350.0, 0),  # line amounts
         ("institutional", [500.0, -500.0], 0.0, 0),  # reversed
         ("institutional", [500.0], 500.0, 0),  # one line
+        ("institutional", [900.0] * 3 + [-900.0] * 3 + [850.0] * 3, 850.0, 1),  # adjusted, header on every line
+        ("institutional", [-900.0] * 4, -900.0, 1),  # a reversal claim repeating its header
+        ("institutional", [300.0, 300.0, 0.0], 300.0, 1),  # repeated on the revenue lines, total line blank
+        ("institutional", [300.0, 300.0, 120.0], 720.0, 0),  # line amounts that happen to repeat
         ("professional", [50.0, 50.0], 100.0, 0),  # professional lines are line-level
         ("pharmacy", [12.5, 12.5], 25.0, 0),
     ],
