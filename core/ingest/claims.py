@@ -287,34 +287,57 @@ class Claim:
         return self.end if self.end is not None and self.end >= self.start else self.start
 
 
-@dataclass
+@dataclass(frozen=True)
 class Episode:
     """One encounter made of claims: a stay, an ED visit, or a single claim.
 
-    ``anchor`` names the encounter (its first facility claim, else its first claim), so the same
-    claims give the same encounter id on every import.
+    ``claims[0]`` (``anchor``) names the encounter: a stay's first facility claim, an ED visit's
+    first facility ED claim (else its first ED claim), so the same claims give the same encounter
+    id on every import. ``start`` / ``end``: a stay's admission to discharge, an ED visit's first
+    to last day, a single claim's dates (claims attached to a stay or visit do not move them).
     """
 
     kind: str
     category: str
     claims: list[Claim]
+    start: date
+    end: date | None
 
     @property
     def anchor(self) -> Claim:
         return self.claims[0]
 
     @property
-    def start(self) -> date:
-        return min(c.start for c in self.claims)
-
-    @property
-    def end(self) -> date | None:
-        ends = [c.end for c in self.claims if c.end is not None]
-        return max(ends) if ends else None
-
-    @property
     def paid_usd(self) -> float:
         return round(sum(c.paid_usd for c in self.claims), 2)
+
+
+@dataclass
+class _Group:
+    """A stay or an ED visit being built: its claims, first and last day, and last facility day."""
+
+    claims: list[Claim]
+    start: date
+    last: date
+    facility_last: date | None
+
+    @classmethod
+    def of(cls, c: Claim) -> "_Group":
+        return cls([c], c.start, c.last, c.last if c.claim_type == "institutional" else None)
+
+    def extend(self, c: Claim) -> None:
+        self.claims.append(c)
+        self.last = max(self.last, c.last)
+        if c.claim_type == "institutional":
+            self.facility_last = max(self.facility_last or c.last, c.last)
+
+    def holds(self, c: Claim, before: int = 0) -> bool:
+        return self.start - timedelta(days=before) <= c.start <= self.last
+
+    def episode(self, kind: str) -> Episode:
+        # The anchor: an anchoring claim of the group's kind, facility claims first, earliest first.
+        ranked = sorted(self.claims, key=lambda c: (c.kind != kind or c.reversed, c.claim_type != "institutional", *_order(c)))
+        return Episode(kind, ranked[0].category, ranked, self.start, self.last)
 
 
 def _anchors(claim: Claim, rules: ClaimRules) -> bool:
@@ -326,102 +349,93 @@ def _order(c: Claim) -> tuple:
     return (c.start, c.claim_type != "institutional", c.last, c.claim_id)
 
 
-def _within(c: Claim, start: date, end: date, before: int = 0, after: int = 0) -> bool:
-    return start - timedelta(days=before) <= c.start <= end + timedelta(days=after)
+def _stays(claims: list[Claim], rules: ClaimRules) -> list[_Group]:
+    """Acute stays: anchoring acute facility claims that overlap or follow within the merge gap."""
+    stays: list[_Group] = []
+    for c in claims:
+        if stays and c.start <= stays[-1].last + timedelta(days=rules.stay_gap_days):
+            stays[-1].extend(c)
+        else:
+            stays.append(_Group.of(c))
+    return stays
+
+
+def _ed_visits(claims: list[Claim], rules: ClaimRules) -> list[_Group]:
+    """ED visits: a facility claim joins a visit it overlaps (within the facility gap of the last
+    facility day); a professional claim, or any claim of a visit without a facility claim yet,
+    joins within the professional gap of the visit's last day."""
+    visits: list[_Group] = []
+    for c in claims:
+        if visits:
+            v = visits[-1]
+            if c.claim_type == "institutional" and v.facility_last is not None:
+                joins = c.start <= v.facility_last + timedelta(days=rules.ed_facility_gap_days)
+            else:
+                joins = c.start <= v.last + timedelta(days=rules.ed_professional_gap_days)
+            if joins:
+                v.extend(c)
+                continue
+        visits.append(_Group.of(c))
+    return visits
 
 
 def _person_episodes(claims: list[Claim], rules: ClaimRules, report: ClaimsReport) -> list[Episode]:
-    gap = timedelta
     claims = sorted(claims, key=_order)
-    taken: set[int] = set()
+    anchoring = [_anchors(c, rules) for c in claims]
+    stays = _stays([c for c, a in zip(claims, anchoring, strict=True) if a and c.kind == "admission"], rules)
 
-    # Acute stays: overlapping or adjacent acute facility claims.
-    stays: list[tuple[list[Claim], date, date]] = []
-    for i, c in enumerate(claims):
-        if c.kind != "admission" or not _anchors(c, rules):
+    def stay_of(c: Claim, before: int = 0) -> _Group | None:
+        return next((s for s in stays if s.holds(c, before)), None)
+
+    # ED claims that led to a stay (the day of admission or just before) or happened during it
+    # belong to the stay; the rest make ED visits.
+    ed = []
+    for c, a in zip(claims, anchoring, strict=True):
+        if not a or c.kind != "ed_visit":
             continue
-        if stays and c.start <= stays[-1][2] + gap(days=rules.stay_gap_days):
-            members, first, last = stays[-1]
-            stays[-1] = (members + [c], first, max(last, c.last))
-        else:
-            stays.append(([c], c.start, c.last))
-        taken.add(i)
-
-    def stay_of(c: Claim, before: int = 0) -> int | None:
-        return next((k for k, (_, s, e) in enumerate(stays) if _within(c, s, e, before=before)), None)
-
-    # ED claims: those that led to or happened during a stay belong to it; the rest make ED visits.
-    visits: list[tuple[list[Claim], date, date | None, date]] = []  # members, start, last facility day, last day
-    for i, c in enumerate(claims):
-        if c.kind != "ed_visit" or not _anchors(c, rules):
-            continue
-        taken.add(i)
-        k = stay_of(c, before=rules.ed_before_admission_days)
-        if k is not None:
-            stays[k][0].append(c)
+        stay = stay_of(c, before=rules.ed_before_admission_days)
+        if stay is not None:
+            stay.claims.append(c)
             report.stay_attached += 1
-            continue
-        facility = c.claim_type == "institutional"
-        if visits:
-            members, first, fac_last, last = visits[-1]
-            if facility and fac_last is not None:
-                joins = c.start <= fac_last + gap(days=rules.ed_facility_gap_days)
-            else:
-                joins = c.start <= last + gap(days=rules.ed_professional_gap_days)
-            if joins:
-                fac_last = max(fac_last, c.last) if facility and fac_last is not None else (c.last if facility else fac_last)
-                visits[-1] = (members + [c], first, fac_last, max(last, c.last))
-                continue
-        visits.append(([c], c.start, c.last if facility else None, c.last))
+        else:
+            ed.append(c)
+    visits = _ed_visits(ed, rules)
 
-    # Everything else: credits of stays and ED visits join the one they fall in; professional claims
-    # during a stay and labs/imaging/ambulance on the days of an ED visit belong to it.
+    # The rest: credits of a stay or visit join the one they fall in; professional claims during a
+    # stay and labs / imaging / ambulance on the days of an ED visit belong to it.
     singles: list[Claim] = []
-    for i, c in enumerate(claims):
-        if i in taken:
+    for c, a in zip(claims, anchoring, strict=True):
+        if a and c.kind in ("admission", "ed_visit"):
             continue
-        k = stay_of(c)
-        if k is not None and (c.claim_type in rules.stay_attach_claim_types or c.kind in ("admission", "ed_visit")):
-            stays[k][0].append(c)
-            if c.kind != "admission":
-                report.stay_attached += 1
+        stay = stay_of(c)
+        if stay is not None and (c.claim_type in rules.stay_attach_claim_types or c.kind in ("admission", "ed_visit")):
+            stay.claims.append(c)
+            report.stay_attached += c.kind != "admission"
             continue
-        v = next(
-            (
-                j
-                for j, (_, s, _, e) in enumerate(visits)
-                if _within(c, s, e)
-                and (c.kind == "ed_visit" or (c.claim_type in rules.ed_attach_claim_types and c.kind in rules.ed_attach_kinds))
-            ),
-            None,
-        )
-        if v is not None:
-            visits[v][0].append(c)
-            if c.kind != "ed_visit":
-                report.ed_attached += 1
+        visit = next((v for v in visits if v.holds(c)), None)
+        attaches = c.kind == "ed_visit" or (c.claim_type in rules.ed_attach_claim_types and c.kind in rules.ed_attach_kinds)
+        if visit is not None and attaches:
+            visit.claims.append(c)
+            report.ed_attached += c.kind != "ed_visit"
             continue
         singles.append(c)
 
     episodes = []
-    for members, _, _ in stays:
-        members = sorted(members, key=lambda c: (c.kind != "admission", *_order(c)))
-        facility = [c for c in members if c.kind == "admission"]
+    for stay in stays:
         report.stays += 1
-        report.stay_claims += len(facility)
-        if len(members) > 1:
-            report.example("stays", members[0].claim_id, rules.examples)
-        episodes.append(Episode("admission", members[0].category, members))
-    for members, _, _, _ in visits:
-        members = sorted(members, key=lambda c: (c.kind != "ed_visit", *_order(c)))
+        report.stay_claims += sum(1 for c in stay.claims if c.kind == "admission")
+        if len(stay.claims) > 1:
+            report.example("stays", stay.claims[0].claim_id, rules.examples)
+        episodes.append(stay.episode("admission"))
+    for visit in visits:
         report.ed_visits += 1
-        report.ed_claims += sum(1 for c in members if c.kind == "ed_visit")
-        if len(members) > 1:
-            report.example("ed_visits", members[0].claim_id, rules.examples)
-        episodes.append(Episode("ed_visit", members[0].category, members))
+        report.ed_claims += sum(1 for c in visit.claims if c.kind == "ed_visit")
+        if len(visit.claims) > 1:
+            report.example("ed_visits", visit.claims[0].claim_id, rules.examples)
+        episodes.append(visit.episode("ed_visit"))
     for c in singles:
-        # A credit or a $0 claim that cannot stand as a visit of its own kind is kept as other_claim.
-        kind = c.kind if _anchors(c, rules) else "other_claim"
-        episodes.append(Episode(kind, c.category, [c]))
+        # A credit (or a $0 claim, by setting) cannot stand as a visit of its kind: it is kept as other_claim.
+        episodes.append(Episode(c.kind if _anchors(c, rules) else "other_claim", c.category, [c], c.start, c.end))
     return episodes
 
 

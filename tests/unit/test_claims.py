@@ -378,3 +378,18 @@ def test_credits_flow_into_cost_sums(engine, tmp_path):
     hand_paid = sum(expected["paid"] for _, expected in VIGNETTES.values())
     assert activity["cost_external_usd"].sum() == pytest.approx(hand_paid, abs=0.01)
     assert reconcile_costs(engine).difference_usd == pytest.approx(0.0, abs=0.01)
+
+
+def test_stay_dates_and_name_come_from_its_facility_claims():
+    """An ED visit the day before and a reversed facility claim join the stay without naming or moving it."""
+    claims = [
+        claim("ed", "ed_visit", "2018-01-31", claim_type="institutional"),
+        claim("rev", "admission", "2018-02-01", "2018-02-03", claim_type="institutional", paid=-50.0, reversed=True),
+        claim("adm", "admission", "2018-02-01", "2018-02-05", claim_type="institutional"),
+        claim("doc", "other_claim", "2018-02-02"),
+    ]
+    report = ClaimsReport()
+    (stay,) = group_claims(claims, load_claim_rules(), report)
+    assert (stay.kind, stay.anchor.claim_id, str(stay.start), str(stay.end)) == ("admission", "adm", "2018-02-01", "2018-02-05")
+    assert stay.paid_usd == pytest.approx(250.0)
+    assert (report.stays, report.stay_claims, report.stay_attached) == (1, 2, 2)
