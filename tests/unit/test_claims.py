@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.ingest import import_path
 from core.ingest.claims import Claim, ClaimsReport, group_claims, load_claim_rules, net_claim
@@ -362,8 +362,9 @@ def test_fhir_vignette_counts_equal_the_hand_counts(tmp_path, name):
             assert figures[k] == pytest.approx(expected[k], abs=0.005), k
 
 
-def test_credits_flow_into_cost_sums(engine, tmp_path):
-    """A credit lowers its month's external cost; every claim dollar is still accounted for once."""
+def test_credits_and_stays_flow_into_costs_and_readmissions(engine):
+    """After the derive: a credit lowers its month's external cost, every claim dollar is accounted
+    for once, and a transfer is no readmission."""
     from core.derive.costs import reconcile_costs
     from core.derive.pipeline import derive_all
     from core.store.models import PatientMonthActivity
@@ -378,6 +379,18 @@ def test_credits_flow_into_cost_sums(engine, tmp_path):
     hand_paid = sum(expected["paid"] for _, expected in VIGNETTES.values())
     assert activity["cost_external_usd"].sum() == pytest.approx(hand_paid, abs=0.01)
     assert reconcile_costs(engine).difference_usd == pytest.approx(0.0, abs=0.01)
+
+    # Readmissions count stays: of the 4 stays (transfer, stay with its ED visit, two of the
+    # readmission vignette) one is followed by another admission within 30 days.
+    from core.store.models import Cell
+
+    with engine.connect() as conn:
+        num, den = conn.execute(
+            select(func.sum(Cell.numerator), func.sum(Cell.denominator)).where(
+                Cell.metric == "readmission_30d", Cell.stratum == "all"
+            )
+        ).one()
+    assert (num, den) == (1, 4)
 
 
 def test_stay_dates_and_name_come_from_its_facility_claims():
