@@ -80,7 +80,6 @@ from sample_data import reference as ref
 CHUNK_PATIENTS = 50_000
 NEVER = np.int64(10**7)  # "no such day" (far future, in days since 1970-01-01)
 EPOCH = date(1970, 1, 1)
-COMPLEX_OR_FRAIL = (ref.COMPLEX, ref.FRAIL)
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ def _args_assign(p: argparse.ArgumentParser) -> None:
 def cmd_assign(args) -> int:
     """Reassign subgroups, then rebuild the cells so every page shows the new assignment."""
     from core.derive.pipeline import derive_all
-    from core.derive.subgroups import RulesError, active_rules_path, load_rules
+    from core.derive.subgroups.rules import RulesError, active_rules_path, load_rules
 
     try:
         rules = load_rules(args.rules or active_rules_path())
@@ -218,7 +218,7 @@ def cmd_assign(args) -> int:
     return 0
 
 
-# --- costs and payments (issue 5) ---------------------------------------------------------
+# --- costs and payments --------------------------------------------------------------------
 
 
 def _args_selection(p: argparse.ArgumentParser) -> None:
@@ -307,7 +307,7 @@ def cmd_payments(args) -> int:
     return 0
 
 
-# --- bench (issue 11) ---------------------------------------------------------------------
+# --- bench --------------------------------------------------------------------------------
 
 
 def _args_bench(p: argparse.ArgumentParser) -> None:

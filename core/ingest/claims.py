@@ -28,6 +28,7 @@ from pathlib import Path
 
 from core.config import ConfigError, config_path, load_toml
 from core.config.catalog import load_catalog
+from core.views.format import usd
 
 CLAIMS_PATH = config_path("claims.toml")
 PAID_LEVELS = ("line", "header")
@@ -150,14 +151,15 @@ class ClaimsReport:
         if self.netted:
             lines.append(f"{self.netted:,} claim(s) with reversal or adjustment lines netted per claim_id")
         if self.credits:
-            net = f"{'-' if self.credits_usd < 0 else ''}${abs(self.credits_usd):,.2f}"
-            lines.append(f"{self.credits:,} claim(s) net to zero or below: kept as credits in their month (net {net})")
+            lines.append(
+                f"{self.credits:,} claim(s) net to zero or below: kept as credits in their month (net {usd(self.credits_usd, 2)})"
+            )
         if self.unpaid:
             lines.append(f"{self.unpaid:,} claim(s) paid $0 (denied or paid by another payer): kept as services")
         if self.repeated_header:
             lines.append(
                 f"{self.repeated_header:,} claim(s) repeat the header paid amount on every line: counted once "
-                f"(${self.repeated_header_usd:,.2f} of repeats not counted)"
+                f"({usd(self.repeated_header_usd, 2)} of repeats not counted)"
             )
         if self.ed_claims:
             extra = f", with {self.ed_attached:,} lab/imaging/other claim(s) of those visits" if self.ed_attached else ""

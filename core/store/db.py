@@ -6,7 +6,7 @@ The engine is created by the caller and passed in; nothing here is a module glob
 import os
 from pathlib import Path
 
-from sqlalchemy import Date, Engine, cast, event, func, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
@@ -105,13 +105,6 @@ def add_assignment_team(engine: Engine) -> bool:
             " WHERE a.patient_id = subgroup_assignment.patient_id AND a.month = subgroup_assignment.month)"
         ))  # fmt: skip
     return True
-
-
-def month_start_sql(dialect: str, column):
-    """First day of the month of a date column, in SQL (SQLite and PostgreSQL)."""
-    if dialect == "postgresql":
-        return cast(func.date_trunc("month", column), Date)
-    return func.date(column, "start of month")
 
 
 def copy_rows(conn, table: str, columns: list[str], rows) -> None:

@@ -9,6 +9,7 @@ from sqlmodel import Session
 from core.config.catalog import load_catalog
 from core.derive import costs
 from core.store.models import Attribution, Encounter, Patient, Practice, Staff, StaffMinutes, SubgroupAssignment, Team
+from core.store.months import window_months
 
 JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
 
@@ -272,7 +273,7 @@ def test_cost_pmpm_from_cells_matches_patient_months(engine):
     (date(2025, 2, 1), "quarter", [date(2024, 12, 1), date(2025, 1, 1), date(2025, 2, 1)]),
 ])
 def test_window_months(period, window, expected):
-    assert costs.window_months(period, window) == expected
+    assert window_months(period, window) == expected
 
 
 def test_cli_costs_and_payments(tmp_path, capsys):

@@ -310,7 +310,7 @@ def test_fhir_patient_with_person_identifier_links_to_tuva_person(engine, tmp_pa
 
 
 def test_subgroups_are_assigned_to_imported_people(engine, small_tuva):
-    from core.derive.subgroups import assign_subgroups
+    from core.derive.subgroups.assign import assign_subgroups
 
     assert import_tuva(engine, small_tuva).ok
     summary = assign_subgroups(engine)
