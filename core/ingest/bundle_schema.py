@@ -145,6 +145,7 @@ BUNDLE: tuple[TableSpec, ...] = (
             Column("cost_category", required=False, choices="cost_categories", description="Blank: the kind's default"),
             Column("paid_usd", "float", required=False, min=-10_000_000, max=10_000_000,
                    description="Paid amount of the claim (net of reversals and adjustments), USD; below 0: a credit"),
+            Column("paid_date", "date", required=False, description="Claims: when the claim was paid (measures the run-out)"),
         ),
         "One row per encounter, activity or claim.",
     ),

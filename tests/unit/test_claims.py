@@ -406,3 +406,12 @@ def test_stay_dates_and_name_come_from_its_facility_claims():
     assert (stay.kind, stay.anchor.claim_id, str(stay.start), str(stay.end)) == ("admission", "adm", "2018-02-01", "2018-02-05")
     assert stay.paid_usd == pytest.approx(250.0)
     assert (report.stays, report.stay_claims, report.stay_attached) == (1, 2, 2)
+
+
+def test_a_stay_is_paid_when_its_last_claim_is_paid(tmp_path):
+    """The run-out reads an encounter's paid date: for a stay, the latest of its claims'."""
+    lines = [{**ln, "paid_date": paid} for ln, paid in zip(VIGNETTES["transfer_between_two_hospitals"][0],
+                                                           ["2018-07-20", "2018-08-15"], strict=True)]  # fmt: skip
+    frames, report = read_tuva(write_tuva(tmp_path, {"1": lines}, "person_id"))
+    assert report.ok, report.to_text()
+    assert [str(d)[:10] for d in frames["encounter"]["paid_date"]] == ["2018-08-15"]
