@@ -105,6 +105,7 @@ class Encounter(SQLModel, table=True):
     Internal activities (``is_internal``) are costed from staff minutes; external ones carry the
     paid amount of the claim. E-consults carry ``responded_date`` and
     ``resolved_without_visit``. ``requested_date`` is when the patient asked for care.
+    ``paid_date`` (claims, where the source has it) is when the claim was paid.
     """
 
     encounter_id: str = Field(primary_key=True, max_length=64)
@@ -123,6 +124,7 @@ class Encounter(SQLModel, table=True):
     specialty: str = Field(default="", max_length=64)
     cost_category: str = Field(default="", max_length=32)
     paid_usd: float = 0.0
+    paid_date: date | None = None  # claims: when the payer paid (the run-out of core.metrics.runout)
 
     __table_args__ = (
         Index("ix_encounter_patient_date", "patient_id", "start_date"),
