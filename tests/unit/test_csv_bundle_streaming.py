@@ -87,7 +87,7 @@ def test_a_file_broken_in_a_late_batch_reports_only_why_it_cannot_be_read(engine
     report = import_bundle(engine, folder, batch_bytes=TINY)
 
     assert [(e.file, e.row) for e in report.errors] == [("encounters.csv", 125)], report.to_text()
-    assert "4 field(s), expected 15" in report.errors[0].message
+    assert "4 field(s), expected 16" in report.errors[0].message
     assert set(table_counts(engine).values()) == {0}
 
 
