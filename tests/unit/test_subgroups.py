@@ -330,3 +330,10 @@ def test_given_thresholds_replace_those_of_the_inputs():
     network = {0.1: pd.Series([5.5], index=pd.to_datetime([MONTH]))}  # as if the network's decile were lower
     out = evaluate_rules(inputs, RULES, network).set_index("patient_id")
     assert list(out.index[out["subgroup"] == "complex"]) == [f"P{i:02d}" for i in range(6, 11)]
+
+
+def test_conditions_that_match_no_code_group_leave_everyone_unconditioned():
+    # An import whose diagnoses are all outside the code lists (e.g. only Z codes) is ordinary data.
+    people = [dict(id=f"P{i}", age=50, codes=dx("Z00.00", "Z23")) for i in range(3)]
+    out = assign(people)
+    assert list(out["subgroup"]) == ["healthy"] * 3
