@@ -436,29 +436,15 @@ def test_output_into_a_closed_pipe_stops_quietly(store):
     assert table_checksums(engine) == before
 
 
-@pytest.mark.slow
-def test_an_import_into_a_closed_pipe_still_derives_everything(store, tmp_path):
-    """``python -m core import DIR | head -1``: the reader goes away, the import and its derive finish."""
-    engine, url = store
-    tables = valid_tables()
-    tables["encounters.csv"].append({"encounter_id": "E9", "patient_id": "P1", "kind": "ed_visit", "start_date": "2024-03-05"})
-    process = subprocess.Popen([sys.executable, "-m", "core", "import", str(write_bundle(tmp_path / "more", tables)),
-                                "--database-url", url], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    process.stdout.close()
-    stderr = process.stderr.read().decode()
-    assert process.wait(timeout=300) == 0, stderr
-    assert "Traceback" not in stderr, stderr
-    assert derive_pending(engine) is None
-    finished = table_checksums(engine, skip=BOOKKEEPING)
-    derive_all(engine)
-    assert table_checksums(engine, skip=BOOKKEEPING) == finished
-
-
 # --- big NDJSON ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("observations", [2_000, pytest.param(20_000, marks=pytest.mark.slow)], ids=["20 MB", "200 MB"])
-def test_a_big_ndjson_file_that_mixes_types_is_streamed(tmp_path, observations):
+def test_a_big_ndjson_file_that_mixes_types_is_streamed(tmp_path):
+    """A 20 MB mixed NDJSON file (the 200 MB one is in tests/e2e/test_big_input.py)."""
+    assert_mixed_ndjson_is_streamed(tmp_path, 2_000)
+
+
+def assert_mixed_ndjson_is_streamed(tmp_path: Path, observations: int) -> None:
     """A mixed NDJSON file is read twice line by line, never held: the memory an import needs
     does not grow with the observations it skips (10 KB each, unmapped)."""
     note = "x" * 10_000
