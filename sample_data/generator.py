@@ -41,6 +41,13 @@ Planted signals (the monthly review should find them):
    about 2.5-3x their usual rate once readmissions are counted), and never fewer admissions
    than that rate's expected count, so the rise is statistically clear at the default size.
 
+Claims run-out: the bundle is an extract taken on the window's last day. Each claim is paid a
+seeded lag after the service ends (reference.PAID_LAG_DAYS: median 30 days, a tail to 6 months)
+and carries that ``paid_date``; claims not yet paid are not in the extract, except admissions
+and ED visits, which the practice knows from hospital notifications and which stay without a
+paid amount or paid date. So the latest months are really incomplete, and the run-out
+completion factors are estimated from the data's own lag. Internal encounters have no paid date.
+
 Determinism: one numpy Generator per named step and patient chunk, seeded from
 ``(spec.seed, crc32(step name), chunk)``; patients are processed in fixed chunks of
 CHUNK_PATIENTS, so the same spec gives byte-identical files, and memory stays bounded (the
@@ -649,7 +656,32 @@ def _chunk_encounters(p: _Panel, ctx: dict, chunk: int) -> dict:
     derived.append(sv)
     enc = _concat([base, *derived])
     order = np.lexsort((np.arange(len(enc["kind"])), enc["kind"], enc["day"], enc["pl"]))
-    return _take(enc, order)
+    return _claims_run_out(p, _take(enc, order), chunk)
+
+
+def _claims_run_out(p: _Panel, enc: dict, chunk: int) -> dict:
+    """Paid dates of the claims, and the run-out of an extract taken on the window's last day.
+
+    A claim is paid a lognormal lag after the service ends (reference.PAID_LAG_DAYS: most within
+    1-2 months, a tail to about 6 months). Claims not paid by the extract day are not in the
+    extract yet, except admissions and ED visits: hospitals notify the practice of those when they
+    happen (ADT event notifications, CMS Conditions of Participation 42 CFR 482.24(d)), so they are
+    kept, with no paid amount and no paid date until the claim is paid. Internal encounters have
+    no paid date.
+    """
+    r = _rng(p.spec.seed, "paid", chunk)
+    median, sigma, lo, hi = ref.PAID_LAG_DAYS
+    n = len(enc["kind"])
+    lag = np.clip(np.round(median * np.exp(r.normal(0, sigma, n))), lo, hi).astype(np.int64)
+    served = np.where(enc["end"] == NEVER, enc["day"], enc["end"])
+    extract = p.ms[-1] - 1
+    internal = INTERNAL[enc["kind"]]
+    paid_day = np.where(internal, NEVER, served + lag)
+    unpaid = ~internal & (paid_day > extract)
+    notified = np.isin(enc["kind"], [K[k] for k in ref.ACUTE_KINDS])
+    enc["paid_day"] = np.where(unpaid, NEVER, paid_day)
+    enc["paid"] = np.where(unpaid, np.nan, enc["paid"])
+    return _take(enc, ~unpaid | notified)
 
 
 def _staff_minutes(r: np.random.Generator, enc: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1014,7 +1046,7 @@ def _chunk_frames(p: _Panel, lo: int, hi: int, chunk: int, counters: dict, minut
         "is_urgent": _bools(enc["urgent"]), "resolved_without_visit": _bools(enc["resolved"]),
         "primary_dx": _labels(enc["dx"], _CODE_LIST), "specialty": _labels(enc["specialty"], SPECIALTIES),
         "cost_category": _labels(np.full(ne, -1), ["other"]), "paid_usd": enc["paid"],
-        "paid_date": "",  # no payment lag is simulated: the run-out setting marks the latest months
+        "paid_date": _days_to_dates(enc["paid_day"]),
     })
     counters["encounters"] += ne
     row, role, minutes = _staff_minutes(r, enc)

@@ -193,6 +193,10 @@ READMISSION_SHARE = (0.08, 0.08, 0.12, 0.19, 0.21)  # 30-day readmissions (CMS H
 POST_ACUTE_SHARE = (0.02, 0.03, 0.08, 0.18, 0.35)  # admissions followed by a SNF stay
 IN_NETWORK_SHARE = (0.91, 0.76)  # per practice: Hillcrest leaks more
 SPIKE_ADMISSION_MULTIPLIER = 6.0
+# Claims payment lag after the service ends: (median days, lognormal sigma, min, max). Most claims
+# are paid within 1-2 months, a few take up to about 6 (Medicare's prompt-payment rule pays clean
+# claims within 30 days of receipt; resubmitted and disputed claims take longer).
+PAID_LAG_DAYS = (30, 0.6, 5, 180)
 
 # Paid amounts: (median USD, lognormal sigma, min, max) per kind; multiplied by STATE_PRICE.
 PRICES = {

@@ -15,7 +15,7 @@ def test_data_quality_page_shows_the_store_and_each_import(app, sample_db_url):
     assert app.title[0].value == "Data quality"
     store = app.dataframe[0].value
     assert list(store["check"]) == list(quality["store"]["check"])
-    # the generator writes no paid dates: the run-out setting marks the latest three months
+    # the latest three months are less than 95 % paid (completion factors from the paid dates)
     incomplete = store.loc[store["check"].str.startswith("months with incomplete claims")].iloc[0]
     assert incomplete["count"] == 3 and len(incomplete["examples"].split(", ")) == 3
     assert len(app.expander) == quality["imports"]["import_id"].nunique() >= 1

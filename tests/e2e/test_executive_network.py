@@ -145,13 +145,17 @@ def test_rolling_trends_start_with_the_first_full_window(sample_engine):
 def test_trends_mark_months_whose_claims_have_not_run_out(sample_engine):
     data = trends(sample_engine)
     figures = data["figures"]
-    # the generator writes no paid dates: the run-out setting (3 months) marks the latest three
+    # the sample's claims carry paid dates: completion factors mark the latest months (under 95 % paid)
     incomplete = sorted(figures.loc[~figures["claims_complete"], "month"].unique())
-    assert incomplete == sorted(figures["month"].unique())[-3:]
-    assert set(data["completeness"]["basis"]) == {"run-out setting"}
-    # completed claims need factors from paid dates: without them the figures are the paid ones
+    assert incomplete and incomplete == sorted(figures["month"].unique())[-len(incomplete):]
+    assert set(data["completeness"]["basis"]) == {"paid dates"}
+    # completed claims: cost raised by 1 / completion where it is below 1, run-out months unchanged
     completed = trends(sample_engine, completed=True)["figures"]
-    pd.testing.assert_series_equal(completed["value"], figures["value"])
+    full = data["completeness"].loc[data["completeness"]["completion"] >= 1, "month"]
+    old, recent = figures["month"].isin(set(full)), figures["month"] == incomplete[-1]
+    assert old.any()
+    pd.testing.assert_series_equal(completed.loc[old, "value"], figures.loc[old, "value"])
+    assert (completed.loc[recent, "value"] > figures.loc[recent, "value"]).any()
 
 
 def test_completed_claims_raise_external_and_total_cost():

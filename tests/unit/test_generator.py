@@ -176,8 +176,26 @@ def test_minutes_only_on_most_internal_encounters_and_claims_carry_paid_amounts(
     assert not (with_minutes & ~internal).any()
     share = with_minutes[internal].mean()
     assert 0.8 < share < 0.93
-    assert enc.loc[~internal, "paid_usd"].notna().all() and enc.loc[internal, "paid_usd"].isna().all()
+    paid = enc["paid_date"] != ""
+    assert enc.loc[~internal & paid, "paid_usd"].notna().all() and enc.loc[internal, "paid_usd"].isna().all()
+    # claims not yet paid at the extract: only hospital-notified admissions and ED visits, without an amount
+    assert set(enc.loc[~internal & ~paid, "kind"]) <= set(ref.ACUTE_KINDS)
+    assert enc.loc[~internal & ~paid, "paid_usd"].isna().all() and not paid[internal].any()
     assert (enc.loc[internal, "team_id"] != "").all()
+
+
+def test_claims_are_paid_after_the_service_and_never_after_the_extract(frames):
+    enc = frames["encounters.csv"]
+    claims = enc.loc[enc["paid_date"] != ""]
+    served = np.where(claims["end_date"] != "", _days(claims["end_date"]), _days(claims["start_date"]))
+    lag = (_days(claims["paid_date"]) - served).astype("timedelta64[D]").astype(np.int64)
+    extract = np.datetime64(pd.Timestamp(END) + pd.offsets.MonthEnd(0))
+    assert lag.min() >= ref.PAID_LAG_DAYS[2] and lag.max() <= ref.PAID_LAG_DAYS[3]
+    assert 20 <= np.median(lag) <= 45 and (lag <= 62).mean() > 0.8 and (lag > 90).any()
+    assert (_days(claims["paid_date"]) <= extract).all()
+    # the latest month is short of claims (run-out); an old month is not
+    month = claims["start_date"].str[:7]
+    assert (month == END.strftime("%Y-%m")).sum() < 0.5 * (month == "2025-01").sum()
 
 
 def test_readmissions_within_30_days_exist(frames):

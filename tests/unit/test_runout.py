@@ -98,3 +98,15 @@ def test_older_store_gets_the_paid_date_column(store_engine):
     assert upgrade_schema(store_engine) == ["added encounter.paid_date"]
     assert upgrade_schema(store_engine) == []
     assert runout.claims_lags(store_engine).empty
+
+
+def test_sample_network_has_a_real_run_out(sample_engine):
+    """The sample's claims carry paid dates: its latest month is estimated incomplete, its old months complete."""
+    lags = runout.claims_lags(sample_engine)
+    months = sorted(lags["service_month"].unique())
+    settings = runout.load_runout_settings()
+    marks = runout.month_completeness(lags, months, settings).set_index("month")
+    assert (marks["basis"] == runout.PAID_DATES).all()
+    assert marks.loc[months[-1], "completion"] < 0.5 and not marks.loc[months[-1], "complete"]
+    assert marks.loc[months[0], "completion"] == pytest.approx(1.0, abs=0.01) and marks.loc[months[0], "complete"]
+    assert marks["completion"].is_monotonic_decreasing
