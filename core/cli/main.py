@@ -258,7 +258,7 @@ def cmd_assign(args) -> int:
     except RulesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from core.derive.costs import last_attributed_month
+    from core.metrics.cost_reports import last_attributed_month
 
     engine = _engine(args)
     if last_attributed_month(engine) is None:
@@ -287,7 +287,7 @@ def _args_selection(p: argparse.ArgumentParser) -> None:
 
 
 def _selection_months(engine, args) -> list[date] | None:
-    from core.derive.costs import last_attributed_month
+    from core.metrics.cost_reports import last_attributed_month
     from core.store.months import window_months
 
     period = args.period or last_attributed_month(engine)
@@ -333,7 +333,7 @@ def _args_costs(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_costs(args) -> int:
-    from core.derive.costs import cost_report
+    from core.metrics.cost_reports import cost_report
 
     engine = _engine(args)
     months = _selection_months(engine, args)

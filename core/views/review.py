@@ -35,6 +35,7 @@ from core.derive import costs
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.derive.subgroups.transitions import subgroup_transitions
 from core.metrics import runout
+from core.metrics.cost_reports import cost_pmpm_from_cells
 from core.metrics.payments import PaymentSettings, load_payment_settings
 from core.metrics.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
 from core.metrics.value import outcome_index, value_map
@@ -161,7 +162,7 @@ def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, te
     catalogue = catalogue or load_measures()
     months = months_back(month, settings.trend_months)
     out = pd.DataFrame({"month": months})
-    pmpm = costs.cost_pmpm_from_cells(engine, ("month",), months, team_id=team_id, subgroup=subgroup)
+    pmpm = cost_pmpm_from_cells(engine, ("month",), months, team_id=team_id, subgroup=subgroup)
     cols = ["member_months", "cost_internal_pmpm_usd", "cost_external_pmpm_usd", "cost_total_pmpm_usd"]
     if pmpm.empty:
         pmpm = pd.DataFrame(columns=["month", *cols])
@@ -328,7 +329,7 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
     check_scope(team_id, team_ids)
     catalog = load_catalog()
     prev = add_months(month, -1)
-    cells = costs.cost_pmpm_from_cells(engine, ("month",), [prev, month], team_id=team_id, subgroup=subgroup)
+    cells = cost_pmpm_from_cells(engine, ("month",), [prev, month], team_id=team_id, subgroup=subgroup)
     rows = []
     for cat, label in catalog.cost_categories.items():
         col = costs.pmpm_name(costs.category_metric(cat))
@@ -381,7 +382,7 @@ def value_map_frame(engine: Engine, subgroup: str, month: date, n_months: int = 
     values = values.assign(subgroup=subgroup, higher_is_better=values["measure_id"].map(direction))
     cols = ["team_id", "team", "month", "outcome_index", "measures", "cost_pmpm_usd", "member_months",
             "cost_ratio_to_peers", "quadrant", "suppressed"]
-    cost = costs.cost_pmpm_from_cells(engine, ("team_id", "subgroup", "month"), months, subgroup=subgroup)
+    cost = cost_pmpm_from_cells(engine, ("team_id", "subgroup", "month"), months, subgroup=subgroup)
     if cost.empty or values.empty:
         return pd.DataFrame(columns=cols)
     cost["month"] = [as_date(m) for m in cost["month"]]
