@@ -164,6 +164,8 @@ SHAPES: dict[str, dict[str, str]] = {
     "Medication": {"code": _CONCEPT, "code.text": "string"},
 }
 _JSON_TYPES = {"object": dict, "array": list, "string": str, "number": (int, float)}
+# Fields whose value is a Coding or Identifier (or a list of them): their system/code must be text.
+CODING_FIELDS = {"coding", "valueCoding", "class", "identifier", "language"}
 
 
 @cache
@@ -306,6 +308,24 @@ def shape_problem(body: dict) -> tuple[str, str] | None:
         for value in values:
             if not isinstance(value, expected) or isinstance(value, bool):
                 return path, f"must be {'an' if kind[0] in 'ao' else 'a'} {kind}, not {_json_type(value)}"
+    return _coding_problem(body)
+
+
+def _coding_problem(body: dict) -> tuple[str, str] | None:
+    """The first Coding (anywhere in the resource: ``coding[]``, ``valueCoding``, ``class``) or
+    Identifier whose ``system``, ``code`` or ``value`` is not a string."""
+    stack: list[tuple[str, object]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, list):
+            stack.extend((path, v) for v in value)
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                where = f"{path}.{key}" if path else key
+                in_coding = path.rsplit(".", 1)[-1] in CODING_FIELDS
+                if in_coding and key in ("system", "code") and child is not None and not isinstance(child, str):
+                    return where, f"must be a string, not {_json_type(child)}"
+                stack.append((where, child))
     return None
 
 

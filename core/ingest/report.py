@@ -24,6 +24,19 @@ SYSTEM_NAMES = {
 }
 
 
+def unmapped_by_system(unmapped: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Unmapped-code counts (keys ``"<field>:<system>|<code>"`` or ``"<field>:<code>"``) grouped by
+    where they came from and their code system (``"Condition.code SNOMED CT"`` -> {code: rows}),
+    most frequent first."""
+    out: dict[str, dict[str, int]] = {}
+    for key, n in sorted(unmapped.items(), key=lambda item: -int(item[1])):
+        where, _, code = str(key).partition(":")
+        system, bar, value = code.rpartition("|")
+        label = f"{where} {SYSTEM_NAMES.get(system, system or 'no system')}" if bar else where
+        out.setdefault(label, {})[value if bar else code] = int(n)
+    return out
+
+
 @dataclass
 class ImportIssue:
     """One problem in the input: where it is (file, 1-based spreadsheet row, column) and what is wrong."""
@@ -110,15 +123,8 @@ class ImportReport:
             by_reason[reason] = by_reason.get(reason, 0) + int(rows)
 
     def unmapped_by_system(self) -> dict[str, dict[str, int]]:
-        """The unmapped codes grouped by where they came from and their code system
-        (``"Condition.code SNOMED CT"`` -> {code: rows}), most frequent first."""
-        out: dict[str, dict[str, int]] = {}
-        for key, n in sorted(self.unmapped_codes.items(), key=lambda item: -item[1]):
-            where, _, code = key.partition(":")
-            system, bar, value = code.rpartition("|")
-            label = f"{where} {SYSTEM_NAMES.get(system, system or 'no system')}" if bar else where
-            out.setdefault(label, {})[value if bar else code] = n
-        return out
+        """:func:`unmapped_by_system` of this report's unmapped codes."""
+        return unmapped_by_system(self.unmapped_codes)
 
     def to_text(self) -> str:
         """A human summary: all errors when rejected, else rows loaded, new, skipped and warnings."""

@@ -80,6 +80,7 @@ MAPS_PATH = config_path("tuva_maps.toml")
 FILES = ("eligibility", "medical_claim", "pharmacy_claim", "lab_result", "observation", "provider_attribution")
 DX_COLUMNS = [f"diagnosis_code_{i}" for i in range(1, 26)]
 MAX_LISTED = 20  # bad values listed per file and column; the rest are counted in one message
+MAX_DAYS_SUPPLY = 3650  # a fill's days of supply beyond ten years cannot be real
 
 
 @cache
@@ -502,6 +503,10 @@ class _Reader:
             _supply=pd.to_numeric(frame["days_supply"], errors="coerce") if "days_supply" in frame else float("nan"),
             _in_net=frame["in_network_flag"].str.strip() if "in_network_flag" in frame else "",
         )
+        endless = frame["_supply"].abs() > MAX_DAYS_SUPPLY  # inf included; NaN (blank, text) means unknown
+        self.list_bad(name, "days_supply", frame[endless], f"days_supply beyond {MAX_DAYS_SUPPLY:,} days", frame.get("days_supply"))
+        if not self.report.ok:
+            return
         records = frame[["claim_id", "claim_line_number", "ndc_code", "_person", "_date", "_paid", "_supply", "_in_net"]].to_dict(
             "records"
         )

@@ -38,7 +38,7 @@ def test_unmapped_codes_by_system():
     report = {"unmapped_codes": {"Condition.code:http://snomed.info/sct|44465007": 2, "Condition.code:http://snomed.info/sct|70704007": 5,
                                  "lab_result:2571-8": 63, "medical_claim.bill_type_code:99": 1}}  # fmt: skip
     rows = by_check(dq.import_checks(report))
-    snomed = rows["unmapped codes: Condition.code http://snomed.info/sct"]
+    snomed = rows["unmapped codes: Condition.code SNOMED CT"]
     assert snomed["count"] == 7 and snomed["examples"] == "70704007 (5), 44465007 (2)"
     assert rows["unmapped codes: lab_result"]["count"] == 63
     assert rows["unmapped codes: medical_claim.bill_type_code"]["examples"] == "99 (1)"
