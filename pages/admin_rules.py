@@ -1,9 +1,11 @@
 """Admin: subgroup rules, how many patients each catches, a draft preview, and overrides."""
 
+import hashlib
 from datetime import date
 
 import streamlit as st
 
+from core.access.audit import record_event
 from core.derive.pipeline import derive_all
 from core.derive.subgroups import (
     RulesError,
@@ -19,6 +21,7 @@ from core.derive.subgroups import (
 )
 from ui.auth import require
 from ui.data import engine, query
+from ui.labels import plain
 from ui.widgets import month_label
 
 scope = require("rules")
@@ -46,9 +49,13 @@ if preview_col.button("Preview counts", disabled=month is None):
             st.dataframe(preview_rules(engine(), draft, month, current=rules), hide_index=True)
     except RulesError as exc:
         st.error(str(exc))
-if save_col.button("Save and re-assign", type="primary"):
+# Saved rules are a file of the installation, not of the store: demo mode previews only.
+if save_col.button("Save and re-assign", type="primary", disabled=scope.demo,
+                   help="Demo mode previews drafts only; saving needs login." if scope.demo else None):  # fmt: skip
     try:
-        save_rules(draft_text)
+        saved = save_rules(draft_text)
+        record_event(engine(), scope, "rule_save", "subgroup_rules.toml",
+                     f"{len(saved.subgroup_ids)} subgroups; sha256 {hashlib.sha256(draft_text.encode()).hexdigest()[:16]}")  # fmt: skip
         with st.spinner("Re-assigning every patient-month"):
             summary = derive_all(engine())
         st.success(f"Saved. Subgroup mix: {summary['subgroups']['mix']}")
@@ -66,7 +73,7 @@ with st.form("set_override", clear_on_submit=True):
         try:
             set_override(engine(), patient_id.strip(), subgroup, start, note, scope.user_key, rules)
             derive_all(engine())
-            st.success(f"{patient_id} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
+            st.success(f"{plain(patient_id)} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
         except ValueError as exc:
             st.error(str(exc))
 with st.form("lift_override"):

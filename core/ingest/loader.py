@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from core.access.demo import end_demo
 from core.ingest.report import ImportReport
 from core.store import models
 
@@ -292,6 +293,7 @@ class Load:
             with self._database_errors("foreign keys"):
                 _check_sqlite_foreign_keys(self.conn, self._tables)
         with self._database_errors("import_run"):
+            end_demo(self.conn)  # real data arrive: no demo mode, and nothing made in it stays
             names = order if order is not None else list(self.loaded)
             report.loaded = {name: self.loaded[name] for name in names}
             report.new_rows = {name: self.new_rows[name] for name in names}

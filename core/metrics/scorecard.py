@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, String, func, select, type_coerce, union_all
 
+from core.access.exports import export_csv
 from core.derive.measures import MeasureCatalogue, load_measures, month_date
 from core.metrics.stats import intervals_differ, poisson_exact_interval, t_interval, wilson_interval
 from core.store import models
@@ -419,7 +420,7 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
 def format_scorecard(card: pd.DataFrame, fmt: str = "text") -> str:
     """The scorecard as CSV, JSON (records) or a plain-text table."""
     if fmt == "csv":
-        return card.to_csv(index=False)
+        return export_csv(card)
     if fmt == "json":
         return card.to_json(orient="records", indent=2, date_format="iso")
     view = card[["measure_id", "stratum_value", "numerator", "denominator", "value", "ci_low", "ci_high", "target",

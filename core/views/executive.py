@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, case, func, or_, select
 
+from core.access.exports import export_csv
 from core.config import config_path, load_toml
 from core.derive.costs import COST_EXTERNAL, COST_INTERNAL, COST_TOTAL, window_months
 from core.derive.measures import MeasureCatalogue, load_measures
@@ -593,7 +594,7 @@ def usd(amount: float, decimals: int = 0) -> str:
 
 def csv_export(frame: pd.DataFrame) -> str:
     """A published table as CSV: suppressed (and undefined) figures read ``suppressed``, never 0."""
-    return frame.to_csv(index=False, na_rep="suppressed")
+    return export_csv(frame, na_rep="suppressed")
 
 
 def scope_units(organisation: pd.DataFrame, team_ids: tuple[str, ...], network: bool) -> dict[str, str]:

@@ -82,8 +82,11 @@ def _patient_encounter_costs(engine: Engine, patient_id: str) -> pd.DataFrame:
     return encounter_costs(inputs, load_cost_settings())
 
 
-def patient_view(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> dict | None:
-    """The patient page's data, or None when the patient is unknown or outside ``team_ids``.
+def patient_view(
+    engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None, grace_months: int = 0, all_months: bool = False
+) -> dict | None:
+    """The patient page's data, or None when the patient is unknown or not in the care of ``team_ids``
+    (``grace_months``, ``all_months``: see ``core.store.queries.patient_record``).
 
     Keys: patient (dict, with ``age`` today or at death), current (dict: month, subgroup, reason,
     overridden, team, pcp; None if never assigned), periods (:func:`subgroup_periods`),
@@ -92,7 +95,7 @@ def patient_view(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | No
     (:func:`monthly_costs_by_category`), econsults (with ``response_days``), care_team
     (name, role, role_label, is_pcp), medications.
     """
-    record = patient_record(engine, patient_id, team_ids)
+    record = patient_record(engine, patient_id, team_ids, grace_months=grace_months, all_months=all_months)
     if record is None:
         return None
     catalog = load_catalog()
