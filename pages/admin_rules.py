@@ -11,7 +11,7 @@ from core.derive.subgroups.overrides import lift_override, list_overrides, set_o
 from core.derive.subgroups.rules import RulesError, active_rules_path, load_rules, parse_rules, save_rules
 from core.derive.subgroups.transitions import assignment_mix
 from core.views.admin_rules import preview_rules
-from ui.auth import require
+from ui.auth import audit_view, require
 from ui.data import engine, query
 from ui.labels import plain
 from ui.widgets import month_label
@@ -55,7 +55,10 @@ if save_col.button("Save and re-assign", type="primary", disabled=scope.demo,
         st.error(str(exc))
 
 st.subheader("Overrides")
-st.dataframe(list_overrides(engine()), hide_index=True)
+overrides = list_overrides(engine())
+if len(overrides):
+    audit_view(scope, "view_patients", "overrides", "admin rules")  # patient ids with their notes
+st.dataframe(overrides, hide_index=True)
 with st.form("set_override", clear_on_submit=True):
     patient_id = st.text_input("Patient id")
     subgroup = st.selectbox("Subgroup", rules.subgroup_ids, format_func=rules.subgroup_names.get)

@@ -84,3 +84,31 @@ def test_demo_mode_does_not_save_rules(private_db):
 def test_table_toolbars_offer_no_download():
     config = tomllib.loads((Path(DASHBOARD).parent / ".streamlit" / "config.toml").read_text())
     assert config["client"]["disableDataExport"] is True
+
+
+def test_admin_overrides_list_and_rule_saves_are_audited(private_db, tmp_path, monkeypatch):
+    from core.access.users import save_user
+    from core.derive.subgroups import rules as subgroup_rules
+    from core.derive.subgroups.overrides import set_override
+    from core.store.queries import months_available, team_patients
+    from tests.app.test_access_app import AUTH
+
+    saved = tmp_path / "subgroup_rules.toml"  # never the installation's own saved rules
+    original = subgroup_rules.save_rules
+    monkeypatch.setattr(subgroup_rules, "save_rules", lambda text: original(text, saved))
+    month = months_available(private_db)[-1]
+    admin = resolve_scope(user_key="analyst@example.org", name="A", role="admin", practice_ids="", team_ids="",
+                          patient_level=None, organisation=organisation(private_db))  # fmt: skip
+    set_override(private_db, admin, team_patients(private_db, month, None)["patient_id"].iloc[0], "complex", month, "test")
+    save_user(private_db, "analyst@example.org", "admin")
+    at = AppTest.from_file(DASHBOARD, default_timeout=120)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": True, "email": "analyst@example.org", "email_verified": True, "sub": "an-1"}
+    at.run()
+    at.switch_page("pages/admin_rules.py").run()
+    assert not at.exception, at.exception
+    assert search_events(private_db, action="view_patients")["target"].tolist() == ["overrides"]
+    next(b for b in at.button if b.label == "Save and re-assign").click().run()
+    assert not at.exception, at.exception
+    events = search_events(private_db, action="rule_save")
+    assert events["user_key"].tolist() == ["analyst@example.org"] and saved.exists()
