@@ -64,11 +64,9 @@ def is_sample_store(engine: Engine) -> bool:
         return conn.execute(select(AppSetting.key).where(AppSetting.key == SAMPLE_MARK_KEY)).first() is not None
 
 
-def end_demo(conn: Connection) -> bool:
+def end_demo(conn: Connection) -> dict[str, int] | None:
     """In an import's transaction: remove the sample mark and, when it was there, everything people
-    wrote in demo mode (users, subgroup overrides, review notes). Returns whether the mark was there."""
-    marked = conn.execute(delete(AppSetting).where(AppSetting.key == SAMPLE_MARK_KEY)).rowcount > 0
-    if marked:
-        for model in DEMO_WRITTEN:
-            conn.execute(delete(model))
-    return marked
+    wrote in demo mode. Returns the rows deleted per table, or None when there was no mark."""
+    if conn.execute(delete(AppSetting).where(AppSetting.key == SAMPLE_MARK_KEY)).rowcount == 0:
+        return None
+    return {model.__tablename__: conn.execute(delete(model)).rowcount for model in DEMO_WRITTEN}

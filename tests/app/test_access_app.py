@@ -85,7 +85,8 @@ def test_what_a_demo_admin_adds_does_not_survive_real_data(private_db, sample_bu
     assert find_user(private_db, subject="evil", email="attacker@evil.example", email_verified=True) is not None
     assert search_events(private_db, action="user_change")["target"].tolist() == ["attacker@evil.example"]
     # real data arrive, login is configured
-    assert import_path(private_db, sample_bundle).ok
+    report = import_path(private_db, sample_bundle)
+    assert report.ok and "demo mode ends" in report.to_text() and "1 app_user" in report.to_text()
     assert list_users(private_db).empty
     login = AppTest.from_file(DASHBOARD, default_timeout=60)
     login.secrets["auth"] = AUTH
