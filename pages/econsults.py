@@ -6,7 +6,7 @@ import streamlit as st
 from core.store.months import WINDOW_LABELS, window_months
 from core.store.queries import organisation
 from core.views.econsults import econsults
-from core.views.format import csv_export
+from core.views.format import csv_export, format_figure
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.widgets import month_label, select_month, select_window
@@ -26,9 +26,9 @@ if total["suppressed"] or not total["econsults"]:
     st.info("Too few e-consults in this window to publish (1-10)." if total["suppressed"] else "No e-consults in this window.")
 else:
     m1, m2, m3 = st.columns(3)
-    m1.metric("E-consults", f"{total['econsults']:,.0f}", border=True)
-    m2.metric("Mean specialist response, days", f"{total['mean_response_days']:.1f}", border=True)
-    m3.metric("Resolved without a visit", f"{total['resolved_pct']:.0f}%", border=True)
+    m1.metric("E-consults", format_figure(total["econsults"], digits=0), border=True)
+    m2.metric("Mean specialist response, days", format_figure(total["mean_response_days"]), border=True)
+    m3.metric("Resolved without a visit", format_figure(total["resolved_pct"], digits=0) + "%", border=True)
 
 config = {"mean_response_days": st.column_config.NumberColumn("Mean response, days", format="%.1f"),
           "response_ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),

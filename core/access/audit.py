@@ -1,4 +1,5 @@
-"""The audit log: who saw or changed what, and when, in a tamper-evident chain.
+"""The audit log: who saw or changed what, and when, in a tamper-evident chain (the HIPAA Security
+Rule's audit controls, 45 CFR 164.312(b): record and examine activity in systems holding PHI).
 
 Recorded: every patient record viewed (``view_patient``), every list of patients viewed
 (``view_worklist``, ``view_patients``: the review's lists), every export (``export``, the audit
