@@ -6,6 +6,8 @@ row counts and stores it as JSON on the ``import_run`` row. Errors reject the wh
 
 from dataclasses import asdict, dataclass, field
 
+from core.ingest.claims import ClaimsReport
+
 # Errors beyond this many are counted, not listed ("... and N more").
 MAX_ERRORS = 100
 # Warnings are listed up to this many; the rest are counted.
@@ -42,7 +44,10 @@ class ImportReport:
 
     ``loaded``: rows per table loaded (inserted or updated); ``new_rows``: rows per table that did
     not exist before; ``skipped``: table -> reason -> rows left out; ``unmapped_codes``: source
-    codes an importer could not map -> count; ``seconds``: wall time of read + validate + load.
+    codes an importer could not map -> count; ``seconds``: wall time of read + validate + load;
+    ``claims``: what the claims rules corrected (netting, credits, repeated header amounts, ED
+    visits and stays; keys on :class:`~core.ingest.claims.ClaimsReport`), ``{}`` in the JSON form
+    when the import held no claims.
     """
 
     source: str
@@ -54,6 +59,7 @@ class ImportReport:
     new_rows: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     unmapped_codes: dict[str, int] = field(default_factory=dict)
+    claims: ClaimsReport = field(default_factory=ClaimsReport)
     seconds: float = 0.0
     import_id: int | None = None
     errors_not_shown: int = 0
@@ -138,6 +144,10 @@ class ImportReport:
                 shown = ", ".join(f"{c} ({n})" for c, n in list(codes.items())[:MAX_UNMAPPED_SHOWN])
                 more = f", ... and {len(codes) - MAX_UNMAPPED_SHOWN} more" if len(codes) > MAX_UNMAPPED_SHOWN else ""
                 lines.append(f"  unmapped {label}: {sum(codes.values()):,} row(s) of {len(codes)} code(s): {shown}{more}")
+            corrected = self.claims.to_text()
+            if corrected:
+                lines.append(f"  claims: {self.claims.claims:,} claim(s) of {self.claims.lines:,} line(s); corrected as analysts count them:")
+                lines += [f"    {line}" for line in corrected]
         if self.warnings:
             lines.append(f"{len(self.warnings) + self.warnings_not_shown} warning(s):")
             lines += [f"  {issue}" for issue in self.warnings]
@@ -148,6 +158,7 @@ class ImportReport:
     def to_dict(self) -> dict:
         """JSON-ready form (stored on ``import_run.report``)."""
         out = asdict(self)
+        out["claims"] = self.claims.to_dict() if self.claims.claims else {}
         out["ok"] = self.ok
         out["error_count"] = self.error_count
         return out
