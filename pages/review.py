@@ -12,9 +12,9 @@ from core.views.review import (
     review_pack,
 )
 from core.views.review_log import add_entry, close_entry, review_log
-from ui.auth import audit_export, require
+from ui.auth import audit_export, audit_view, require
 from ui.data import engine, query
-from ui.labels import subgroup_labels
+from ui.labels import plain, subgroup_labels
 from ui.widgets import from_url, month_label, select_month, select_team
 
 scope = require("review")
@@ -31,7 +31,7 @@ with st.sidebar:
     month = select_month()
 team_id, team_label = team["team_id"], f"{team['practice']} · {team['team']}"
 data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level)
-st.caption(f"{team_label} · {labels[subgroup]} · {month_label(month)} · counts of 1-10 are shown as suppressed")
+st.caption(f"{plain(team_label)} · {labels[subgroup]} · {month_label(month)} · counts of 1-10 are shown as suppressed")
 
 cols = st.columns(4)
 for i, m in enumerate(headline_metrics(data)):
@@ -54,6 +54,7 @@ def patient_rows(frame, key: str) -> None:
     if not scope.patient_level:
         st.caption("Patient rows are shown to users with patient-level access only.")
         return
+    audit_view(scope, "view_patients", team_id, f"review {key} {subgroup} {month:%Y-%m}")
     event = st.dataframe(frame, key=key, hide_index=True, on_select="rerun", selection_mode="single-row")
     if event.selection.rows:
         st.switch_page("pages/patient.py", query_params={"patient": frame.iloc[event.selection.rows[0]]["patient_id"]})

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, String, func, select, type_coerce, union_all
 
+from core.access.exports import export_csv
 from core.config import config_path, load_toml
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.metrics.stats import intervals_differ, poisson_exact_interval, t_interval, wilson_interval
@@ -428,7 +429,7 @@ def _card_frame(ms: list, stratum: str, values: list, flat: dict, f: dict, expec
 def format_scorecard(card: pd.DataFrame, fmt: str = "text") -> str:
     """The scorecard as CSV, JSON (records) or a plain-text table."""
     if fmt == "csv":
-        return card.to_csv(index=False)
+        return export_csv(card)
     if fmt == "json":
         return card.to_json(orient="records", indent=2, date_format="iso")
     view = card[["measure_id", "stratum_value", "numerator", "denominator", "value", "ci_low", "ci_high", "target",

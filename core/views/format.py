@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.access.exports import export_csv
+
 SUPPRESSED = "suppressed"
 
 
@@ -35,4 +37,4 @@ def usd(value, digits: int = 0) -> str:
 
 def csv_export(frame: pd.DataFrame) -> str:
     """A published table as CSV: suppressed (and undefined) figures read ``suppressed``, never 0."""
-    return frame.to_csv(index=False, na_rep=SUPPRESSED)
+    return export_csv(frame, na_rep=SUPPRESSED)

@@ -20,7 +20,6 @@ Rules in one place:
 from __future__ import annotations
 
 import html
-import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
+from core.access.exports import export_csv, export_xlsx
 from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.derive import costs
@@ -552,11 +552,7 @@ def pack_html(data: ReviewData, tables: dict[str, pd.DataFrame], title: str, sub
 
 def pack_xlsx(tables: dict[str, pd.DataFrame]) -> bytes:
     """The pack's tables as one workbook, one sheet per table (openpyxl)."""
-    buffer = io.BytesIO()
-    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
-        for name, frame in tables.items():
-            frame.to_excel(writer, sheet_name=name[:31], index=False)
-    return buffer.getvalue()
+    return export_xlsx(tables)
 
 
 def pack_figures(data: ReviewData) -> dict:
@@ -578,4 +574,4 @@ def review_pack(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], tea
     subtitle = f"{labels.get(data.subgroup, data.subgroup)} · {data.month.strftime('%B %Y')}"
     figures = pack_figures(data) if charts else {}
     return {"html": pack_html(data, tables, title, subtitle, figures), "xlsx": pack_xlsx(tables),
-            "csv": {name: frame.to_csv(index=False) for name, frame in tables.items()}}  # fmt: skip
+            "csv": {name: export_csv(frame) for name, frame in tables.items()}}  # fmt: skip

@@ -151,6 +151,7 @@ def spike_db_url(tmp_path_factory):
     The small test network (600 patients) has too few complex patients at TM04 (about 20) for
     non-overlapping 95 % intervals; the default demo network is the one team leaders see.
     """
+    from core.access.demo import mark_sample_store
     from core.derive.pipeline import load_bundle_and_derive
     from sample_data.generator import NetworkSpec, write_bundle
 
@@ -160,6 +161,7 @@ def spike_db_url(tmp_path_factory):
     engine = make_engine(url)
     create_schema(engine)
     load_bundle_and_derive(engine, folder / "bundle")
+    mark_sample_store(engine)  # as the first run marks its own sample: demo mode runs on it
     engine.dispose()
     return url
 
