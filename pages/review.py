@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.access.suppression import suppression_policy
 from core.derive.measures import catalogue_frame
 from core.views import charts
 from core.views.review import (
@@ -32,8 +33,10 @@ with st.sidebar:
     subgroup = st.selectbox("Subgroup", list(labels), key="subgroup", format_func=labels.get, bind="query-params")
     month = select_month()
 team_id, team_label = team["team_id"], f"{team['practice']} · {team['team']}"
-data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level)
-st.caption(f"{team_label} · {labels[subgroup]} · {month_label(month)} · counts of 1-10 are shown as suppressed")
+policy = suppression_policy(scope, [team_id])
+data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, policy.suppress)
+st.caption(f"{team_label} · {labels[subgroup]} · {month_label(month)}")
+st.caption(policy.caption)
 
 cols = st.columns(4)
 for i, m in enumerate(headline_metrics(data)):
@@ -75,17 +78,19 @@ with moved_tab:
         st.caption("Significant changes and gaps of every team in your scope for this subgroup")
         st.dataframe(data.across_teams, key="across_teams", hide_index=True)
     st.subheader("Patients entering and leaving the subgroup")
-    st.dataframe(data.moves["summary"].replace({"other_subgroup": labels}), key="moves_summary", hide_index=True)
+    st.dataframe(data.moves["summary"].replace({"other_subgroup": labels}), key="moves_summary", hide_index=True,
+                 placeholder="suppressed")
     patient_rows(data.moves["patients"], "moves")
     st.subheader("ED visits and admissions this month")
     patient_rows(data.acute, "acute")
     st.subheader("Largest cost drivers")
-    st.dataframe(data.drivers["by_category"], key="cost_categories", hide_index=True)
+    st.dataframe(data.drivers["by_category"], key="cost_categories", hide_index=True, placeholder="suppressed")
     patient_rows(data.drivers["by_patient"], "cost_patients")
 with value_tab:
     now = data.value_map[data.value_map["month"] == month]
+    st.caption("Every team serving this subgroup, other teams included: counts of 1-10 are suppressed here.")
     st.plotly_chart(charts.review_value_map_figure(now, team_id), key="value_map")
-    st.dataframe(now.drop(columns=["month"]), key="value_map_table", hide_index=True)
+    st.dataframe(now.drop(columns=["month"]), key="value_map_table", hide_index=True, placeholder="suppressed")
     st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id), key="value_trend")
 with log_tab:
     log = review_log(engine(), scope.team_ids, team_id, subgroup, month)

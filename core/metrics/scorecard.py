@@ -40,12 +40,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, String, func, select, type_coerce, union_all
 
+from core.access.suppression import load_suppression_rules
 from core.derive.measures import MeasureCatalogue, load_measures, month_date
 from core.metrics.stats import intervals_differ, poisson_exact_interval, t_interval, wilson_interval
 from core.store import models
 
 WINDOW_MONTHS = {"month": 1, "quarter": 3, "12m": 12}
-SMALL_CELL_MAX = 10  # CMS cell-size suppression policy: counts of 1 to 10 are not published
+SMALL_CELL_MIN = load_suppression_rules().smallest  # CMS cell-size suppression policy: counts of 1 to 10
+SMALL_CELL_MAX = load_suppression_rules().largest  # are not published (core/config/suppression.toml)
 RISK_METRIC = "risk_score_sum"
 FETCH_COLUMNS = ["metric", "month", "stratum_value", "numerator", "denominator", "sum_sq", "patients"]
 FETCH_BATCH = 500  # rows turned into columns at a time (see _fetch)
@@ -221,7 +223,7 @@ def figure(kind: str, numerator, denominator, sum_sq):
 def is_small(count) -> np.ndarray:
     """True for counts of 1 to 10 (the CMS cell-size rule)."""
     c = np.asarray(count, dtype="float64")
-    return (c >= 1 - 1e-9) & (c <= SMALL_CELL_MAX + 1e-9)
+    return (c >= SMALL_CELL_MIN - 1e-9) & (c <= SMALL_CELL_MAX + 1e-9)
 
 
 def small_figure(kind: str, numerator, denominator, patients) -> np.ndarray:
@@ -277,8 +279,11 @@ def complementary_suppression(counts: np.ndarray, groups: np.ndarray, hidden: np
     increasing count (then position), then the other rows the same way; rows whose first count is
     NaN are never chosen. Returns the new mask. All groups advance together, one row per step,
     so the cost is (rows x largest group) array operations, not a Python loop per group.
+    With ``complementary = false`` in core/config/suppression.toml the mask is returned unchanged.
     """
     hidden = np.asarray(hidden, dtype=bool).copy()
+    if not load_suppression_rules().complementary:
+        return hidden
     counts = np.asarray(counts, dtype="float64").reshape(len(hidden), -1)
     if not hidden.any():
         return hidden
@@ -332,8 +337,11 @@ def _figures(sums: np.ndarray, kinds: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, ...] | None = None,
-                    catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
+                    catalogue: MeasureCatalogue | None = None, suppress: bool = True) -> pd.DataFrame:
     """Every measure applicable to the selection, from cells. Columns: :data:`COLUMNS`.
+
+    ``suppress`` False publishes exact counts (the "exact" policy of core.access.suppression, for
+    a user with patient-level access to every team of the selection).
 
     One row per measure (per measure and stratum value when ``selection.stratum`` is not
     ``all``; those rows also get complementary suppression as parts of the total).
@@ -377,6 +385,9 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     flat = {key: w[:, :k, :].reshape(4, k * v) for key, w in windows.items()}
     every = _figures(np.concatenate(list(flat.values()), axis=1), np.tile(kinds, len(flat)))  # one pass: fewer ppf calls
     f = {key: {name: x[i * k * v:(i + 1) * k * v] for name, x in every.items()} for i, key in enumerate(flat)}
+    if not suppress:
+        for figures in f.values():
+            figures["small"] = np.zeros_like(figures["small"])
     cur = f["cur"]
 
     def mean_risk(key):
@@ -389,7 +400,7 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
         observed_expected = np.where(adjust, cur["value"] / expected, np.nan)
     met = _better(direction, cur["value"], target) | (cur["value"] == target)
     small = hidden = cur["small"]
-    if selection.stratum != "all":  # the stratum values of a measure are parts of its total
+    if suppress and selection.stratum != "all":  # the stratum values of a measure are parts of its total
         counts = np.stack([flat["cur"][1], flat["cur"][0], flat["cur"][3]], axis=1)
         hidden = complementary_suppression(counts, np.repeat(np.arange(k), v), small | is_small(counts).any(axis=1))
     network_value = np.where(f["net"]["small"], np.nan, f["net"]["value"])
