@@ -4,6 +4,7 @@ from datetime import date
 
 import streamlit as st
 
+from core.access.suppression import suppression_policy
 from core.derive.pipeline import derive_all
 from core.derive.subgroups import (
     RulesError,
@@ -17,6 +18,7 @@ from core.derive.subgroups import (
     save_rules,
     set_override,
 )
+from core.metrics.scorecard import suppress_table
 from ui.auth import require
 from ui.data import engine, query
 from ui.widgets import month_label
@@ -25,16 +27,22 @@ scope = require("rules")
 st.title("Subgroup rules")
 path = active_rules_path()
 rules = load_rules(path)
+policy = suppression_policy(scope, None)  # every patient of the network
 mix = query(assignment_mix)
 month = mix["month"].iloc[0] if len(mix) else None
+if policy.suppress:  # the rules of a subgroup are parts of its members, published on the trends
+    mix = suppress_table(mix.astype({"patients": "float64"}), ["patients"], group_cols=["subgroup"])
 
-st.caption(f"First match wins, top to bottom. Rules file: `{path}`.")
+st.caption(f"First match wins, top to bottom. Rules file: `{path}`. {policy.caption}")
 table = rules.to_frame()
 if month is not None:
-    table = table.merge(mix[["rule_id", "patients"]], on="rule_id", how="left").fillna({"patients": 0})
+    table = table.merge(mix[["rule_id", "patients"]], on="rule_id", how="left")
+    table["patients"] = table["patients"].where(table["rule_id"].isin(mix["rule_id"]), 0.0)
+    overrides = mix.loc[mix["rule_id"] == "override", "patients"]
+    overrides = "suppressed" if overrides.isna().any() else f"{overrides.sum():,.0f}"
     st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
-               f"{int(mix.loc[mix['rule_id'] == 'override', 'patients'].sum())}).")  # fmt: skip
-st.dataframe(table, hide_index=True)
+               f"{overrides}).")  # fmt: skip
+st.dataframe(table, hide_index=True, placeholder="suppressed")
 
 st.subheader("Edit a draft")
 draft_text = st.text_area("Rules (TOML)", value=path.read_text(encoding="utf-8"), height=420)
@@ -43,7 +51,12 @@ if preview_col.button("Preview counts", disabled=month is None):
     try:
         draft = parse_rules(draft_text, "draft")
         with st.spinner("Evaluating the draft"):
-            st.dataframe(preview_rules(engine(), draft, month, current=rules), hide_index=True)
+            preview = preview_rules(engine(), draft, month, current=rules)
+            if policy.suppress:
+                preview = suppress_table(preview.astype({"patients_current": "float64", "patients_draft": "float64"}),
+                                         ["patients_current", "patients_draft"], group_cols=["subgroup"],
+                                         value_cols=["change"]).drop(columns="suppressed")  # fmt: skip
+            st.dataframe(preview, hide_index=True, placeholder="suppressed")
     except RulesError as exc:
         st.error(str(exc))
 if save_col.button("Save and re-assign", type="primary"):

@@ -23,6 +23,7 @@ A finding is a string naming where the count came from; a page with no leak retu
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -34,11 +35,15 @@ import pandas as pd
 SMALLEST, LARGEST = 1, 10
 HIDDEN_TEXT = {"suppressed", "<11"}
 TOTAL_LABELS = {"all", "all subgroups", "all teams", "all groups", "total", "whole network"}
-COUNT = re.compile(r"^(numerator|denominator|patients|members|member_months|econsults|e-consults|responded|resolved"
+COUNT = re.compile(r"^(numerator|denominator|patients|patients_current|patients_draft|members|member_months|econsults|e-consults|responded|resolved"
                    r"|not_resolved|count|n)$", re.I)  # fmt: skip
-SYNONYMS = {"member_months": "members", "e-consults": "econsults"}
+SYNONYMS = {"member_months": "members", "member-months": "members", "e-consults": "econsults"}
 DIMENSIONS = {"month", "subgroup", "team", "team_id", "specialty", "group", "stratum_value", "metric", "metric_label",
               "measure", "measure_id", "direction", "other_subgroup", "model", "series", "rule_id", "rule"}  # fmt: skip
+# Counts written in text ("7 patients", "E-consults: 4") and metrics that are counts.
+COUNT_TEXT = re.compile(r"(?<![\d.,$-])(?:[1-9]|10)\s+(?:patients?|members?|member-months|e-consults?|people)\b"
+                        r"|(?:patients?|members?|e-consults?|override\w*)\W{1,3}(?:[1-9]|10)(?![\d.,%])", re.I)  # fmt: skip
+COUNT_METRIC = re.compile(r"^(members|e-consults|patients)\b", re.I)
 SERIES_AS = {"subgroup_label": "subgroup", "subgroup": "subgroup", "model": "model"}
 
 
@@ -49,6 +54,7 @@ class Published:
     page: str
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     metrics: dict[str, tuple[str, str, list]] = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)
 
 
 def is_small(x) -> bool:
@@ -89,24 +95,34 @@ def download_bytes(stores, button) -> bytes | None:
     return None  # made on click (a callable): the harness reads those from the core
 
 
+def _array(value):
+    """A plotly array as a list: plain JSON lists, or typed arrays ({"dtype", "bdata"}: base64 of the values)."""
+    if isinstance(value, dict) and "bdata" in value:
+        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        return data.reshape(value["shape"]).tolist() if "shape" in value else data.tolist()
+    return value
+
+
 def _chart_tables(spec: dict, name: str) -> dict[str, pd.DataFrame]:
-    """Plotly traces as tables: x, the trace name as ``series``, y named after the hover label."""
+    """Plotly traces as tables: x, the trace name as ``series`` (or the column its hover label
+    names), y named after its hover label; hover text and custom data as extra columns."""
     out = {}
     for i, trace in enumerate(spec.get("data", [])):
-        x, y = trace.get("x"), trace.get("y")
+        x, y = _array(trace.get("x")), _array(trace.get("y"))
         if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y):
             continue
         template = trace.get("hovertemplate") or ""
-        y_name = next(iter(re.findall(r"(\w+)=%\{y", template)), "y")
-        series_col = next(iter(re.findall(r"(\w+)=%\{fullData\.name", template) + re.findall(r"(\w+)=" + re.escape(str(trace.get("name"))), template)), "series")  # noqa: E501
-        frame = pd.DataFrame({"x": x, SYNONYMS.get(y_name, y_name): y})
+        y_name = _normalise(next(iter(re.findall(r"(?:^|>)([^=<>]+)=%\{y", template)), "y"))
+        series_col = _normalise(next(iter(re.findall(r"(?:^|>)([^=<>]+)=" + re.escape(str(trace.get("name"))), template)), "series"))
+        frame = pd.DataFrame({"x": x, y_name: y})
         if all(isinstance(v, str) and re.match(r"^\d{4}-\d{2}", v) for v in x):
             frame = frame.rename(columns={"x": "month"})
-            frame["month"] = frame["month"].str[:7]
+            frame["month"] = [v[:7] for v in frame["month"]]
         frame[SERIES_AS.get(series_col, "series")] = trace.get("name")
         for extra in ("customdata", "text", "hovertext"):
-            if isinstance(trace.get(extra), list) and len(trace[extra]) == len(x):
-                frame[extra] = [json.dumps(v) if isinstance(v, list) else v for v in trace[extra]]
+            values = _array(trace.get(extra))
+            if isinstance(values, list) and len(values) == len(x):
+                frame[extra] = [json.dumps(v) if isinstance(v, list) else v for v in values]
         out[f"{name} trace {i}"] = frame
     return out
 
@@ -119,6 +135,8 @@ def collect(at, stores, page: str) -> Published:
     for m in at.metric:
         chart = list(m.proto.chart_data) if hasattr(m.proto, "chart_data") else []
         pub.metrics[m.label] = (m.value, m.delta or "", chart)
+    for kind in ("markdown", "caption", "info", "warning", "success", "error", "text"):
+        pub.texts.extend(str(e.value) for e in at.get(kind))
     for i, chart in enumerate(at.get("plotly_chart")):
         pub.tables |= _chart_tables(json.loads(chart.proto.spec), f"chart {i}")
     for button in at.get("download_button"):
@@ -187,6 +205,19 @@ def pooled(fs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         value = shown["value"].iloc[0] if len(shown) else np.nan
         out.append((dims, count, value, not len(shown), "; ".join(sorted(set(part["source"])))))
     return pd.DataFrame(out, columns=["dims", "count", "value", "hidden", "source"]), leaks
+
+
+def small_counts(pub: Published) -> list[str]:
+    """Counts of 1-10 published as such: in a count column, a count metric (and its sparkline) or text."""
+    fs = facts(pub)
+    found = [f"{pub.page}: {r.count} {dict(r.dims)} = {r.value:g} in {r.source}"
+             for r in fs.itertuples() if not r.hidden and is_small(r.value)] if len(fs) else []
+    for label, (value, _, chart) in pub.metrics.items():
+        if COUNT_METRIC.match(label):
+            found += [f"{pub.page}: metric {label} = {v:g}" for v in [parse_number(value), *chart]
+                      if isinstance(v, float) and is_small(v)]  # fmt: skip
+    found += [f"{pub.page}: text {m!r}" for t in pub.texts for m in COUNT_TEXT.findall(t)]
+    return found
 
 
 def total_leaks(pub: Published) -> list[str]:

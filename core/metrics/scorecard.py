@@ -306,6 +306,50 @@ def complementary_suppression(counts: np.ndarray, groups: np.ndarray, hidden: np
     return hidden
 
 
+def figure_counts(kinds, numerator, denominator, patients) -> np.ndarray:
+    """The counts a published figure gives away, [row, 4]: patients, then by kind the denominator
+    (proportions, means; member-months for costs), the numerator (proportions, rates) and the
+    non-numerator part of a proportion; 0 where a column does not apply (a cost in USD, member-years)."""
+    kinds = np.asarray(kinds)
+    num, den, pts = (np.asarray(x, dtype="float64") for x in (numerator, denominator, patients))
+    proportion = kinds == "proportion"
+    den_shown = np.where(proportion | (kinds == "mean") | (kinds == "cost_pmpm"), den, 0.0)
+    num_shown = np.where(proportion | (kinds == "rate_per_1000_member_years"), num, 0.0)
+    rest = np.where(proportion, np.round(den - num, 9), 0.0)
+    return np.nan_to_num(np.stack([pts, den_shown, num_shown, rest], axis=1))
+
+
+def window_counts_published(window: str) -> bool:
+    """Whether the counts of a window may be published where suppression applies.
+
+    Two neighbouring windows of 12 months and the month leaving them give the month entering
+    (12 months to November - 12 months to October + November a year earlier = this November), so
+    where suppression applies only one-month windows publish their counts; longer windows publish
+    their value and interval. True everywhere when complementary suppression is off.
+    """
+    return window not in WINDOW_MONTHS or WINDOW_MONTHS[window] == 1 or not load_suppression_rules().complementary
+
+
+def hide_complements(figures: pd.DataFrame, counts: np.ndarray, parts: np.ndarray, group_cols, blank_cols) -> pd.DataFrame:
+    """Complementary suppression of figures published with their total ("All") rows.
+
+    ``figures`` carry the primary suppression (column ``suppressed``); ``counts`` [row, column]
+    are their exact counts (:func:`figure_counts`), ``parts`` marks the rows that add up to the
+    total row of their ``group_cols``. Parts get :func:`complementary_suppression` within each
+    group; rows hidden now get NaN in ``blank_cols``. Returns a new frame.
+    """
+    out = figures.copy()
+    parts = np.asarray(parts, dtype=bool)
+    codes = out.groupby(list(group_cols), sort=False).ngroup().to_numpy()
+    hidden = np.array(out["suppressed"], dtype=bool)
+    rows = np.flatnonzero(parts)
+    hidden[rows] = complementary_suppression(np.asarray(counts)[rows], codes[rows], hidden[rows])
+    for col in blank_cols:
+        out[col] = out[col].astype("float64").where(~hidden, np.nan)
+    out["suppressed"] = hidden
+    return out
+
+
 # --- the scorecard ---------------------------------------------------------------------------
 
 

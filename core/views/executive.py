@@ -30,7 +30,17 @@ from core.config import config_path, load_toml
 from core.derive.costs import COST_EXTERNAL, COST_INTERNAL, COST_TOTAL, window_months
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.metrics import payments
-from core.metrics.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
+from core.metrics.scorecard import (
+    Selection,
+    build_scorecard,
+    figure,
+    figure_counts,
+    hide_complements,
+    is_small,
+    small_figure,
+    suppress_table,
+    window_counts_published,
+)
 from core.metrics.stats import intervals_differ, t_interval, value_outside
 from core.metrics.value import outcome_index, value_map
 from core.store.db import month_start_sql
@@ -194,12 +204,26 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     outcomes = both.loc[both["metric"] != "member_months"]
     present = sorted(m for m in set(outcomes["month"]) if m >= first)
     rolled = [window_sums(outcomes, ["subgroup"], m, rolling, catalogue).assign(month=m) for m in present]
-    figures = add_figures(pd.concat(rolled, ignore_index=True) if rolled else outcomes, catalogue)
+    rolled = pd.concat(rolled, ignore_index=True) if rolled else outcomes
+    figures = add_figures(rolled, catalogue)
+    # every subgroup's figure is published with the All row: complementary suppression per month and metric
+    counts = figure_counts(figures["kind"], rolled["numerator"], rolled["denominator"], rolled["patients"])
+    figures = hide_complements(figures, counts, (figures["subgroup"] != ALL).to_numpy(), ["month", "metric"],
+                               ["numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"])
     names = {m.id: m.name for m in catalogue.measures} | COST_LABELS
     figures["metric_label"] = figures["metric"].map(names)
     figures = figures[["month", "subgroup", "metric", "metric_label", "kind", "value", "ci_low", "ci_high", "patients", "suppressed"]]
     mix = mix.rename(columns={"numerator": "members"})[["month", "subgroup", "members"]]
     mix = suppress_table(mix, ["members"], total=True, group_cols=["month"])
+    # a subgroup's members are also the patients of its cost figures: one hidden set for both
+    cost = figures["kind"] == COST_KIND
+    hidden = set(zip(mix.loc[mix["suppressed"], "month"], mix.loc[mix["suppressed"], "subgroup"], strict=True))
+    hidden |= set(zip(figures.loc[cost & figures["suppressed"], "month"], figures.loc[cost & figures["suppressed"], "subgroup"], strict=True))
+    in_mix = np.array([(m, s) in hidden for m, s in zip(mix["month"], mix["subgroup"], strict=True)], dtype=bool)
+    in_figures = cost & np.array([(m, s) in hidden for m, s in zip(figures["month"], figures["subgroup"], strict=True)], dtype=bool)
+    mix = mix.assign(members=mix["members"].where(~in_mix), suppressed=in_mix)
+    figures.loc[in_figures, ["value", "ci_low", "ci_high", "patients"]] = np.nan
+    figures.loc[in_figures, "suppressed"] = True
     month_total = mix.groupby("month")["members"].transform("sum")
     mix["share"] = mix["members"] / month_total.where(month_total > 0)
     return {"figures": figures.sort_values(["metric", "subgroup", "month"]).reset_index(drop=True),
@@ -252,6 +276,8 @@ def team_comparison(engine: Engine, measure_id: str, period: date, window: str =
     better = (teams["value"] > net_value) if higher else (teams["value"] < net_value)
     teams["flag"] = np.where(np.asarray(outside, dtype=bool), np.where(better, "better", "worse"), "as expected")
     teams.loc[hidden, "flag"] = "suppressed"
+    if not window_counts_published(window):
+        teams[["numerator", "denominator"]] = np.nan
     teams = teams[["team_id", "numerator", "denominator", "patients", "value", "ci_low", "ci_high", "flag", "suppressed"]]
     network_dict = {"value": net_value, "ci_low": float(net_row["ci_low"]) if net_row is not None else np.nan,
                     "ci_high": float(net_row["ci_high"]) if net_row is not None else np.nan,
@@ -300,6 +326,8 @@ def value_positions(engine: Engine, period: date, window: str = "12m", team_ids:
                 "cost_ratio_to_peers"):
         out[col] = out[col].astype("float64").where(~hidden, np.nan)
     out.loc[hidden, "quadrant"] = "suppressed"
+    if not window_counts_published(window):
+        out["member_months"] = np.nan
     out = out.drop(columns=["patients"]).rename(columns={"measures": "measures_in_index"})
     return out.sort_values(["subgroup", "team_id"]).reset_index(drop=True)
 
@@ -488,6 +516,8 @@ def equity_table(engine: Engine, measure_id: str, stratum: str, period: date, wi
     # A complementary-suppressed stratum keeps its network value in the scorecard; for a network
     # selection that is the suppressed value itself, so it is blanked here too.
     card["network_value"] = card["network_value"].where(~card["suppressed"].to_numpy(dtype=bool), np.nan)
+    if not window_counts_published(window):
+        card[["numerator", "denominator"]] = np.nan
     return card[["stratum_value", "numerator", "denominator", "patients", "value", "ci_low", "ci_high", "network_value",
                  "best_value", "gap_to_best", "gap_is_real", "best", "unit", "suppressed"]]  # fmt: skip
 

@@ -2,16 +2,23 @@
 patient-level access to the figures: it finds no count of 1-10 recoverable by subtraction, on the
 sample network and on a smaller one. A deliberately broken policy shows the harness finds leaks."""
 
-from datetime import date
+import sys
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+import core.metrics.scorecard
+import core.views.executive
+import core.views.review
+from core.access import suppression
 from core.store.db import create_schema, make_engine
-from core.store.queries import months_available
+from core.store.queries import months_available, organisation
 from core.views import executive as ex
+from core.views.review import headline_series, subgroup_moves
 from tests import attack
 from tests.app.conftest import DASHBOARD
 
@@ -20,6 +27,9 @@ TINY_NETWORK = dict(patients=240, months=15, seed=11)
 # leader where the figures mix in other teams (network values, the whole network's trends).
 VISITS = [
     ("pages/trends.py", "executive", None),
+    ("pages/trends.py", "executive", "practice:PR01"),
+    ("pages/trends.py", "executive", "practice:PR02"),
+    ("pages/trends.py", "executive", "team:TM01"),
     ("pages/compare.py", "executive", None),
     ("pages/payments.py", "executive", None),
     ("pages/equity.py", "executive", None),
@@ -67,14 +77,17 @@ def network(request, sample_db_url, monkeypatch) -> str:
     return url
 
 
-def visit(page: str, role: str, team: str | None, month: str | None = None, **state) -> AppTest:
+def visit(page: str, role: str, team: str | None, month: str | None = None, state: dict | None = None) -> AppTest:
+    """Open ``page`` as ``role``; ``team`` is a team leader's team, or the trends' unit (``practice:PR01``)."""
     at = AppTest.from_file(DASHBOARD, default_timeout=120)
     at.session_state["demo_role"] = role
-    if team:
+    if team and ":" in team:
+        at.session_state["trend_unit"] = team
+    elif team:
         at.session_state["demo_team"] = team
     if month:
         at.session_state["month"] = month
-    for key, value in state.items():
+    for key, value in (state or {}).items():
         at.session_state[key] = value
     at.run()
     at.switch_page(page).run()
@@ -84,7 +97,7 @@ def visit(page: str, role: str, team: str | None, month: str | None = None, **st
 
 def page_leaks(at, stores, page) -> list[str]:
     pub = attack.collect(at, stores, page)
-    return attack.total_leaks(pub) + attack.moves_leaks(pub)
+    return attack.small_counts(pub) + attack.total_leaks(pub) + attack.moves_leaks(pub)
 
 
 def comparison_window_leaks(url: str, stores, role="executive", team=None, measure="ed_visits") -> list[str]:
@@ -98,31 +111,20 @@ def comparison_window_leaks(url: str, stores, role="executive", team=None, measu
     windows, monthly = {}, {}
     for m in wanted:
         for window, into in (("12m", windows), ("month", monthly)):
-            at = visit("pages/compare.py", role, team, f"{m:%Y-%m}", compare_window=window, compare_measure=measure)
+            at = visit("pages/compare.py", role, team, f"{m:%Y-%m}", {"compare_window": window, "compare_measure": measure})
             table = next(df.value for df in at.dataframe if "team" in df.value.columns)
             for row in table.to_dict("records"):
                 value = attack.parse_number(row["numerator"]) if "numerator" in row else "hidden"
                 into[(row["team"], idx[m])] = value
     engine = make_engine(url)
     sums = ex.cell_sums_by(engine, ["team_id"], [measure], months[0], last)
+    labels = {r.team_id: f"{r.practice} · {r.team}" for r in organisation(engine).itertuples()}
     engine.dispose()
-    labels = {r["team"]: r["team"] for r in []}
-    del labels
-    org = _team_labels(url)
-    truth = {(org[r.team_id], idx[r.month]): float(r.numerator) for r in sums.itertuples()}
+    truth = {(labels[r.team_id], idx[r.month]): float(r.numerator) for r in sums.itertuples()}
     return attack.window_leaks(windows, monthly, truth)
 
 
-def _team_labels(url: str) -> dict[str, str]:
-    from core.store.queries import organisation
-
-    engine = make_engine(url)
-    org = organisation(engine)
-    engine.dispose()
-    return {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
-
-
-@pytest.mark.parametrize(("page", "role", "team"), VISITS, ids=[f"{p.split('/')[-1][:-3]}-{r}" for p, r, _ in VISITS])
+@pytest.mark.parametrize(("page", "role", "team"), VISITS, ids=[f"{p.split('/')[-1][:-3]}-{r}-{t}" for p, r, t in VISITS])
 def test_no_small_count_is_recoverable_on_the_page_or_its_exports(network, stores, page, role, team):
     at = visit(page, role, team)
     assert page_leaks(at, stores, page) == []
@@ -132,8 +134,50 @@ def test_no_month_is_recoverable_from_neighbouring_windows(network, stores):
     assert comparison_window_leaks(network, stores) == []
 
 
-def _month_of(url: str, back: int) -> date:
+# --- a test of the test: a policy without complementary suppression leaks, and the harness says so
+
+
+@pytest.fixture
+def broken_policy(monkeypatch):
+    """Suppression of counts of 1-10 alone: no complementary suppression, window counts published."""
+    real = suppression.load_suppression_rules()
+    broken = replace(real, complementary=False)
+    for module in list(sys.modules.values()):
+        if module is not suppression and getattr(module, "load_suppression_rules", None) is suppression.load_suppression_rules:
+            monkeypatch.setattr(module, "load_suppression_rules", lambda: broken)
+    assert core.metrics.scorecard.load_suppression_rules().complementary is False
+
+
+def leaky_review(url: str) -> tuple[str, str, str] | None:
+    """A team, subgroup and month whose hidden moves all go one way and the members change gives them back."""
     engine = make_engine(url)
-    months = months_available(engine)
-    engine.dispose()
-    return months[-1 - back]
+    try:
+        for month in months_available(engine)[-3:]:
+            for team in organisation(engine)["team_id"]:
+                for subgroup in ("healthy", "at_risk", "chronic", "complex", "frail"):
+                    members = headline_series(engine, team, subgroup, month, None)["members"].iloc[-2:]
+                    moves = subgroup_moves(engine, team, subgroup, month, None, False)["summary"]
+                    hidden = moves["patients"].isna()
+                    if members.isna().any() or not hidden.any() or moves.loc[hidden, "direction"].nunique() != 1:
+                        continue
+                    signed = np.where(moves["direction"] == "entered", 1, -1) * moves["patients"].fillna(0)
+                    if attack.is_small(abs(members.iloc[1] - members.iloc[0] - signed.sum())):
+                        return team, subgroup, f"{month:%Y-%m}"
+    finally:
+        engine.dispose()
+    return None
+
+
+def test_the_harness_finds_the_leaks_of_a_policy_without_complementary_suppression(sample_db_url, monkeypatch, stores,
+                                                                                    broken_policy):  # fmt: skip
+    monkeypatch.setenv("DATABASE_URL", sample_db_url)
+    trends = visit("pages/trends.py", "executive", "practice:PR01")
+    assert any("All subgroups" in leak or "patients of" in leak for leak in page_leaks(trends, stores, "trends"))
+
+    case = leaky_review(sample_db_url)
+    assert case is not None, "the sample network has a review whose moves the members headline gives back"
+    team, subgroup, month = case
+    review = visit("pages/review.py", "executive", None, month, {"team": team, "subgroup": subgroup})
+    assert any("members change" in leak for leak in attack.moves_leaks(attack.collect(review, stores, "review")))
+
+    assert comparison_window_leaks(sample_db_url, stores)
