@@ -23,29 +23,13 @@ if not has_patients(engine()):
 scope = current_scope()
 st.session_state["current_scope"] = scope
 
-# page id -> (section, file, icon, visibility); titles come from core/config/access.toml
-PAGES = {
-    "review": ("Team", "pages/review.py", ":material/fact_check:", "visible"),
-    "worklist": ("Team", "pages/worklist.py", ":material/groups:", "visible"),
-    "patient": ("Team", "pages/patient.py", ":material/person:", "hidden"),
-    "trends": ("Executive", "pages/trends.py", ":material/trending_up:", "visible"),
-    "compare": ("Executive", "pages/compare.py", ":material/leaderboard:", "visible"),
-    "payments": ("Executive", "pages/payments.py", ":material/payments:", "visible"),
-    "equity": ("Executive", "pages/equity.py", ":material/diversity_3:", "visible"),
-    "econsults": ("Executive", "pages/econsults.py", ":material/forum:", "visible"),
-    "data": ("Admin", "pages/data_status.py", ":material/database:", "visible"),
-    "upload": ("Admin", "pages/admin_upload.py", ":material/upload_file:", "visible"),
-    "rules": ("Admin", "pages/admin_rules.py", ":material/rule:", "visible"),
-    "users": ("Admin", "pages/admin_users.py", ":material/manage_accounts:", "visible"),
-    "audit": ("Admin", "pages/admin_audit.py", ":material/policy:", "visible"),
-}
 rules = load_access_rules()
 home = home_page(scope, rules)
 sections: dict[str, list] = {}
 for page_id in allowed_pages(scope, rules):
-    section, path, icon, visibility = PAGES[page_id]
-    sections.setdefault(section, []).append(
-        st.Page(path, title=rules.pages[page_id].title, icon=icon, url_path=page_id, visibility=visibility,
+    p = rules.pages[page_id]
+    sections.setdefault(p.section, []).append(
+        st.Page(p.file, title=p.title, icon=p.icon, url_path=page_id, visibility="hidden" if p.hidden else "visible",
                 default=page_id == home)
     )
 page = st.navigation(sections)

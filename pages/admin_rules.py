@@ -6,19 +6,10 @@ import streamlit as st
 
 from core.access.suppression import suppression_policy
 from core.derive.pipeline import derive_all
-from core.derive.subgroups import (
-    RulesError,
-    active_rules_path,
-    assignment_mix,
-    lift_override,
-    list_overrides,
-    load_rules,
-    parse_rules,
-    preview_rules,
-    save_rules,
-    set_override,
-)
-from core.metrics.scorecard import suppress_table
+from core.derive.subgroups.overrides import lift_override, list_overrides, set_override
+from core.derive.subgroups.rules import RulesError, active_rules_path, load_rules, parse_rules, save_rules
+from core.derive.subgroups.transitions import assignment_mix
+from core.views.admin_rules import preview_rules, rules_with_counts, suppress_preview
 from ui.auth import require
 from ui.data import engine, query
 from ui.widgets import month_label
@@ -27,19 +18,14 @@ scope = require("rules")
 st.title("Subgroup rules")
 path = active_rules_path()
 rules = load_rules(path)
-policy = suppression_policy(scope, None)  # every patient of the network
+policy = suppression_policy(scope, None)  # the rules count every patient of the network
 mix = query(assignment_mix)
 month = mix["month"].iloc[0] if len(mix) else None
-if policy.suppress:  # the rules of a subgroup are parts of its members, published on the trends
-    mix = suppress_table(mix.astype({"patients": "float64"}), ["patients"], group_cols=["subgroup"])
 
 st.caption(f"First match wins, top to bottom. Rules file: `{path}`. {policy.caption}")
 table = rules.to_frame()
 if month is not None:
-    table = table.merge(mix[["rule_id", "patients"]], on="rule_id", how="left")
-    table["patients"] = table["patients"].where(table["rule_id"].isin(mix["rule_id"]), 0.0)
-    overrides = mix.loc[mix["rule_id"] == "override", "patients"]
-    overrides = "suppressed" if overrides.isna().any() else f"{overrides.sum():,.0f}"
+    table, overrides = rules_with_counts(table, mix, policy.suppress)
     st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
                f"{overrides}).")  # fmt: skip
 st.dataframe(table, hide_index=True, placeholder="suppressed")
@@ -51,11 +37,7 @@ if preview_col.button("Preview counts", disabled=month is None):
     try:
         draft = parse_rules(draft_text, "draft")
         with st.spinner("Evaluating the draft"):
-            preview = preview_rules(engine(), draft, month, current=rules)
-            if policy.suppress:
-                preview = suppress_table(preview.astype({"patients_current": "float64", "patients_draft": "float64"}),
-                                         ["patients_current", "patients_draft"], group_cols=["subgroup"],
-                                         value_cols=["change"]).drop(columns="suppressed")  # fmt: skip
+            preview = suppress_preview(preview_rules(engine(), draft, month, current=rules), policy.suppress)
             st.dataframe(preview, hide_index=True, placeholder="suppressed")
     except RulesError as exc:
         st.error(str(exc))
@@ -77,7 +59,7 @@ with st.form("set_override", clear_on_submit=True):
     note = st.text_area("Why (required)")
     if st.form_submit_button("Pin patient"):
         try:
-            set_override(engine(), patient_id.strip(), subgroup, start, note, scope.user_key, rules)
+            set_override(engine(), scope, patient_id.strip(), subgroup, start, note, rules)
             derive_all(engine())
             st.success(f"{patient_id} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
         except ValueError as exc:
@@ -86,7 +68,7 @@ with st.form("lift_override"):
     override_id = st.number_input("Override id", min_value=1, step=1)
     if st.form_submit_button("Lift override"):
         try:
-            lift_override(engine(), int(override_id), scope.user_key, rules)
+            lift_override(engine(), scope, int(override_id), rules)
             derive_all(engine())
             st.success(f"Override {override_id} lifted.")
         except ValueError as exc:

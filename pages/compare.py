@@ -3,15 +3,16 @@
 import streamlit as st
 
 from core.derive.measures import load_measures
+from core.store.months import WINDOW_LABELS
 from core.store.queries import organisation
 from core.views.charts import caterpillar_figure, value_map_figure
-from core.views.executive import csv_export, load_executive_settings, team_comparison, value_positions
+from core.views.compare import team_comparison, value_positions
+from core.views.executive_settings import load_executive_settings
+from core.views.format import csv_export
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
-from ui.widgets import month_label, select_month
-
-WINDOWS = {"12m": "12 months", "quarter": "Quarter", "month": "Month"}
+from ui.widgets import month_label, select_month, select_window
 
 scope = require("compare")
 st.title("Team comparison")
@@ -22,7 +23,7 @@ measures = {m.id: m.name for m in load_measures().measures}
 teams = None if scope.network else scope.team_ids
 with st.sidebar:
     month = select_month()
-    window = st.selectbox("Window ending that month", list(WINDOWS), key="compare_window", format_func=WINDOWS.get)
+    window = select_window("compare_window")
 
 compare_tab, map_tab = st.tabs(["Teams against the network", "Value map"])
 with compare_tab:
@@ -37,7 +38,7 @@ with compare_tab:
         result = query(team_comparison, measure_id, month, window, subgroup, teams)
         net, measure = result["network"], result["measure"]
         net_text = "suppressed" if net["suppressed"] else f"{net['value']:,.1f} (95% CI {net['ci_low']:,.1f} to {net['ci_high']:,.1f})"
-        st.markdown(f"**Network: {net_text}** {measure.unit} · {WINDOWS[window].lower()} to {month_label(month)}. "
+        st.markdown(f"**Network: {net_text}** {measure.unit} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
                     "A team is flagged only when the network value lies outside its 95% interval.")  # fmt: skip
         st.plotly_chart(caterpillar_figure(result["teams"], net["value"], team_labels, measure.unit), key="caterpillar")
         shown = result["teams"].assign(team=result["teams"]["team_id"].map(team_labels))

@@ -3,25 +3,24 @@ specialty and team; specialist spend of patients with and without e-consults."""
 
 import streamlit as st
 
-from core.derive.costs import window_months
+from core.store.months import WINDOW_LABELS, window_months
 from core.store.queries import organisation
-from core.views.executive import csv_export, econsults
+from core.views.econsults import econsults
+from core.views.format import csv_export
 from ui.auth import audit_export, require
 from ui.data import query
-from ui.widgets import month_label, select_month
-
-WINDOWS = {"12m": "12 months", "quarter": "Quarter", "month": "Month"}
+from ui.widgets import month_label, select_month, select_window
 
 scope = require("econsults")
 st.title("E-consults")
 with st.sidebar:
     month = select_month()
-    window = st.selectbox("Window ending that month", list(WINDOWS), key="econsult_window", format_func=WINDOWS.get)
+    window = select_window("econsult_window")
 org = query(organisation)
 team_labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()} | {"All": "All teams"}
 data = query(econsults, tuple(window_months(month, window)), None if scope.network else scope.team_ids)
 total = data["by_team"].iloc[-1]
-st.caption(f"{WINDOWS[window]} to {month_label(month)} · rows with 1-10 e-consults are suppressed, with enough other rows "
+st.caption(f"{WINDOW_LABELS[window]} to {month_label(month)} · rows with 1-10 e-consults are suppressed, with enough other rows "
            "that the totals do not reveal them")  # fmt: skip
 if total["suppressed"] or not total["econsults"]:
     st.info("Too few e-consults in this window to publish (1-10)." if total["suppressed"] else "No e-consults in this window.")

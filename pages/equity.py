@@ -2,18 +2,16 @@
 
 import streamlit as st
 
-from core.derive.cells import STRATA
 from core.derive.measures import load_measures
+from core.store.months import WINDOW_LABELS
 from core.views.charts import equity_gap_figure
-from core.views.executive import csv_export, equity_table, load_executive_settings
+from core.views.equity import equity_table
+from core.views.executive_settings import load_executive_settings
+from core.views.format import csv_export
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
-from ui.widgets import month_label, select_month
-
-STRATUM_LABELS = {"race_ethnicity": "Race / ethnicity", "language": "Preferred language", "sex": "Sex", "age_band": "Age band",
-                  "dual_status": "Dual Medicare-Medicaid status", "deprivation_decile": "Area deprivation (decile band)"}  # fmt: skip
-WINDOWS = {"12m": "12 months", "quarter": "Quarter", "month": "Month"}
+from ui.widgets import month_label, select_month, select_window
 
 scope = require("equity")
 st.title("Equity")
@@ -21,12 +19,14 @@ labels = subgroup_labels()
 measures = {m.id: m.name for m in load_measures().measures}
 with st.sidebar:
     month = select_month()
-    window = st.selectbox("Window ending that month", list(WINDOWS), key="equity_window", format_func=WINDOWS.get)
+    window = select_window("equity_window")
 a, b, c = st.columns(3)
-default = list(measures).index(load_executive_settings().default_equity_measure)
+settings = load_executive_settings()
+default = list(measures).index(settings.default_equity_measure)
 measure_id = a.selectbox("Measure", list(measures), index=default, key="equity_measure", format_func=measures.get)
-stratum = b.selectbox("Stratified by", list(STRATA), index=list(STRATA).index("race_ethnicity"), key="equity_stratum",
-                      format_func=STRATUM_LABELS.get)  # fmt: skip
+strata = settings.strata
+stratum = b.selectbox("Stratified by", list(strata), index=list(strata).index(settings.default_stratum), key="equity_stratum",
+                      format_func=strata.get)  # fmt: skip
 subgroup = c.selectbox("Subgroup", [None, *labels], key="equity_subgroup", format_func=lambda s: "All subgroups" if s is None else labels[s])
 
 table = query(equity_table, measure_id, stratum, month, window, subgroup, None if scope.network else scope.team_ids)
@@ -35,7 +35,7 @@ if table.empty:
     st.stop()
 unit = table["unit"].iloc[0]
 best = table.loc[table["best"]]
-st.markdown(f"**{measures[measure_id]}** by {STRATUM_LABELS[stratum].lower()} · {WINDOWS[window].lower()} to {month_label(month)}. "
+st.markdown(f"**{measures[measure_id]}** by {strata[stratum].lower()} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
             + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({best['value'].iloc[0]:,.1f} {unit}). " if len(best) else "")
             + "A gap is marked real only when the two 95% intervals do not overlap; groups with 1-10 patients are suppressed.")  # fmt: skip
 st.plotly_chart(equity_gap_figure(table, unit), key="equity_chart")

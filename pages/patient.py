@@ -18,29 +18,29 @@ if view is None:
 audit_view(scope, "view_patient", patient_id)
 
 labels = subgroup_labels()
-p, current = view["patient"], view["current"]
+p, current = view.patient, view.current
 st.title(f"{p['given_name']} {p['family_name']}")
 st.caption(f"{p['patient_id']} · {p['age']} years (born {p['birth_date']}) · {p['sex']} · {p['language']} · "
            f"race {p['race']}, ethnicity {p['ethnicity']}" + (" · dual Medicare-Medicaid" if p["dual_status"] else "")
            + (f" · died {p['death_date']}" if p["death_date"] else ""))  # fmt: skip
 if current:
     cols = st.columns([1, 1, 3])
-    cols[0].metric("Subgroup", labels.get(current["subgroup"], current["subgroup"]) + (" (override)" if current["overridden"] else ""))
-    cols[1].metric("As of", f"{current['month']:%b %Y}")
-    cols[2].markdown(f"**Team:** {current['team'] or '-'}  \n**PCP:** {current['pcp'] or '-'}  \n**Why:** {current['reason']}")
+    cols[0].metric("Subgroup", labels.get(current.subgroup, current.subgroup) + (" (override)" if current.overridden else ""))
+    cols[1].metric("As of", f"{current.month:%b %Y}")
+    cols[2].markdown(f"**Team:** {current.team or '-'}  \n**PCP:** {current.pcp or '-'}  \n**Why:** {current.reason}")
 
 tabs = st.tabs(["Subgroup history", "Measurements", "Encounters", "Costs", "Conditions", "E-consults", "Care team", "Medications"])
 with tabs[0]:
     if done := st.session_state.pop("override_done", None):
         st.success(done)
-    periods = view["periods"].assign(subgroup=view["periods"]["subgroup"].map(lambda s: labels.get(s, s)))
+    periods = view.periods.assign(subgroup=view.periods["subgroup"].map(lambda s: labels.get(s, s)))
     st.dataframe(periods, hide_index=True, key="periods")
     st.subheader("Overrides")
-    st.dataframe(view["overrides"].drop(columns=["patient_id"]), hide_index=True, key="overrides")
+    st.dataframe(view.overrides.drop(columns=["patient_id"]), hide_index=True, key="overrides")
     if scope.role == "team_leader" and current:
         with st.form("override", clear_on_submit=True):
             subgroup = st.selectbox("Pin to subgroup", list(labels), format_func=labels.get)
-            start = st.date_input("From month", value=current["month"])
+            start = st.date_input("From month", value=current.month)
             note = st.text_area("Why (required)")
             if st.form_submit_button("Override subgroup"):
                 try:
@@ -50,7 +50,7 @@ with tabs[0]:
                     st.rerun()
                 except (ValueError, PermissionError) as exc:
                     st.error(str(exc))
-        active = view["overrides"].loc[view["overrides"]["lifted_at"].isna(), "override_id"].tolist()
+        active = view.overrides.loc[view.overrides["lifted_at"].isna(), "override_id"].tolist()
         if active:
             lift = st.selectbox("Active override", active, format_func=lambda i: f"#{i}", key="lift_id")
             if st.button("Lift override"):
@@ -59,25 +59,25 @@ with tabs[0]:
                 st.session_state["override_done"] = f"Override #{lift} lifted."
                 st.rerun()
 with tabs[1]:
-    series = view["series"]
+    series = view.series
     if series.empty:
         st.info("No measurements recorded.")
     for (label, target, direction), rows in series.groupby(["label", "target", "direction"], sort=False):
         x_range = (series["measured_date"].min(), series["measured_date"].max())
         st.plotly_chart(measurement_figure(rows, label, target, direction, x_range), key=f"m_{label}")
 with tabs[2]:
-    timeline = view["timeline"]
+    timeline = view.timeline
     if len(timeline):
         st.plotly_chart(encounter_timeline_figure(timeline), key="timeline")
     st.dataframe(timeline[["start_date", "end_date", "activity", "source", "specialty", "primary_dx", "cost_usd"]].iloc[::-1],
                  hide_index=True, column_config={"cost_usd": st.column_config.NumberColumn("Cost", format="dollar")})  # fmt: skip
 with tabs[3]:
-    costs = view["costs"]
+    costs = view.costs
     if len(costs):
         st.plotly_chart(patient_costs_figure(costs), key="costs")
     st.dataframe(costs.drop(columns=["cost_category"]), hide_index=True, key="cost_table",
                  column_config={"cost_usd": st.column_config.NumberColumn("Cost", format="dollar")})  # fmt: skip
-tabs[4].dataframe(view["conditions"], hide_index=True)
-tabs[5].dataframe(view["econsults"], hide_index=True)
-tabs[6].dataframe(view["care_team"].drop(columns=["role"]), hide_index=True)
-tabs[7].dataframe(view["medications"], hide_index=True)
+tabs[4].dataframe(view.conditions, hide_index=True)
+tabs[5].dataframe(view.econsults, hide_index=True)
+tabs[6].dataframe(view.care_team.drop(columns=["role"]), hide_index=True)
+tabs[7].dataframe(view.medications, hide_index=True)

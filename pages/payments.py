@@ -5,21 +5,13 @@ Every setting is prefilled from core/config/payments.toml; changes here are what
 
 import streamlit as st
 
-from core.derive.costs import window_months
 from core.metrics.payments import load_payment_settings, with_overrides
+from core.store.months import window_months
 from core.store.queries import organisation
 from core.views.charts import MODEL_LABELS, payment_bars_figure
-from core.views.executive import (
-    aco_inputs,
-    aco_projection,
-    csv_export,
-    payment_comparison,
-    payment_inputs,
-    payment_settings_with,
-    scope_units,
-    unit_filters,
-    usd,
-)
+from core.views.format import csv_export, usd
+from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
+from core.views.scope import scope_units, unit_filters
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels

@@ -1,20 +1,18 @@
-"""Team leader: the monthly value review of one team and subgroup (issue 8)."""
+"""Team leader: the monthly value review of one team and subgroup."""
 
 import streamlit as st
 
 from core.access.suppression import suppression_policy
 from core.derive.measures import catalogue_frame
 from core.views import charts
+from core.views.format import usd
 from core.views.review import (
-    add_entry,
-    close_entry,
-    format_usd,
     headline_metrics,
     payment_summary,
     review_data,
-    review_log,
     review_pack,
 )
+from core.views.review_log import add_entry, close_entry, review_log
 from ui.auth import audit_export, require
 from ui.data import engine, query
 from ui.labels import subgroup_labels
@@ -43,7 +41,7 @@ for i, m in enumerate(headline_metrics(data)):
     cols[i % 4].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
                        chart_data=m["chart"] or None, border=True, delta_description="vs last month")  # fmt: skip
 pay = payment_summary(data)
-money = {k: format_usd(pay[k]) for k in ("payment_usd", "cost_usd", "margin_usd")}
+money = {k: usd(pay[k]) for k in ("payment_usd", "cost_usd", "margin_usd")}
 c1, c2, c3 = st.columns(3)
 c1.metric(f"Bundled payment (${pay['rate_usd']:,.0f} PMPM)", money["payment_usd"])
 c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])

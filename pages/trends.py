@@ -3,8 +3,11 @@
 import streamlit as st
 
 from core.store.queries import organisation
+from core.views.cells_read import COST_LABELS
 from core.views.charts import member_mix_figure, trend_lines_figure
-from core.views.executive import COST_LABELS, csv_export, scope_units, trends, unit_filters
+from core.views.format import csv_export
+from core.views.scope import scope_units, unit_filters
+from core.views.trends import trends
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels

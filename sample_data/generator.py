@@ -74,12 +74,12 @@ from core.config.catalog import (
     load_catalog,
 )
 from core.ingest.bundle_schema import BUNDLE, BY_FILE, MANIFEST_FILE, SAMPLE_GENERATOR_NAME
+from core.store.months import add_months, as_month, months_back
 from sample_data import reference as ref
 
 CHUNK_PATIENTS = 50_000
 NEVER = np.int64(10**7)  # "no such day" (far future, in days since 1970-01-01)
 EPOCH = date(1970, 1, 1)
-COMPLEX_OR_FRAIL = (ref.COMPLEX, ref.FRAIL)
 
 
 @dataclass(frozen=True)
@@ -98,19 +98,14 @@ class NetworkSpec:
 def resolve_end_month(spec: NetworkSpec, today: date | None = None) -> date:
     """First day of the window's last month: spec.end_month, or the last complete calendar month."""
     if spec.end_month is not None:
-        return spec.end_month.replace(day=1)
+        return as_month(spec.end_month)
     today = today or datetime.now(UTC).date()
-    first = today.replace(day=1)
-    return date(first.year - 1, 12, 1) if first.month == 1 else date(first.year, first.month - 1, 1)
+    return add_months(today, -1)
 
 
 def _month_starts(end_month: date, months: int) -> np.ndarray:
     """Days (since 1970-01-01) of the first day of each window month, plus the month after."""
-    out = []
-    for back in range(months - 1, -2, -1):
-        total = end_month.year * 12 + end_month.month - 1 - back
-        out.append((date(total // 12, total % 12 + 1, 1) - EPOCH).days)
-    return np.array(out, dtype=np.int64)
+    return np.array([(m - EPOCH).days for m in months_back(add_months(end_month, 1), months + 1)], dtype=np.int64)
 
 
 def _rng(seed: int, name: str, chunk: int = 0) -> np.random.Generator:

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from core.store.db import create_schema, make_engine
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
+FIXTURES = PROJECT_ROOT / "tests" / "fixtures"  # third-party files; see its README
 SMALL_NETWORK = dict(patients=600, months=15, seed=7)
 
 

@@ -8,13 +8,9 @@ import os
 import time
 from pathlib import Path
 
-PAGES = [
-    ("team_leader", "pages/review.py"), ("clinician", "pages/worklist.py"), ("clinician", "pages/patient.py"),
-    ("executive", "pages/trends.py"), ("admin", "pages/data_status.py"), ("admin", "pages/admin_rules.py"),
-    ("admin", "pages/admin_users.py"), ("admin", "pages/admin_audit.py"), ("executive", "pages/compare.py"),
-    ("executive", "pages/equity.py"), ("executive", "pages/payments.py"), ("executive", "pages/econsults.py"),
-    ("admin", "pages/admin_upload.py"),
-]  # (demo role, page): every page, opened by a role that may open it  # fmt: skip
+from core.access.policy import page_openers
+
+PAGES = page_openers()  # (demo role, page): every page of access.toml, opened by a role that may open it
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
 NEAR = "team + subgroup nearest 2,500 patients"
 WORKLIST_PAGE = f"pages/worklist.py, {NEAR}"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.derive.subgroups import active_rules_path, load_rules
+from core.derive.subgroups.rules import active_rules_path, load_rules
 
 
 def subgroup_labels() -> dict[str, str]:

@@ -4,6 +4,7 @@ from datetime import date
 
 import streamlit as st
 
+from core.store.months import WINDOW_LABELS
 from core.store.queries import months_available, organisation
 from ui.data import query
 
@@ -28,6 +29,11 @@ def select_month(key: str = "month", label: str = "Month") -> date:
     chosen = st.selectbox(label, options[::-1], key=key, format_func=lambda s: month_label(date.fromisoformat(s + "-01")),
                           bind="query-params")  # fmt: skip
     return date.fromisoformat(chosen + "-01")
+
+
+def select_window(key: str) -> str:
+    """Pick a window ending with the chosen month (a key of core.store.months.WINDOW_LABELS; default 12 months)."""
+    return st.selectbox("Window ending that month", list(WINDOW_LABELS), key=key, format_func=WINDOW_LABELS.get)
 
 
 def select_team(key: str = "team", allowed: tuple[str, ...] | None = None) -> dict:

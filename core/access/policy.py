@@ -1,4 +1,4 @@
-"""Roles, page permissions and row-level scope (DESIGN section 10). Pure; no I/O but the rules file.
+"""Roles, page permissions, the page registry and row-level scope. Pure; no I/O but the rules file.
 
 A user's scope is resolved once per request from the users table and the organisation:
 the teams whose rows they may receive. Store functions take ``scope.team_ids`` and filter in
@@ -24,10 +24,16 @@ class AccessRulesError(ValueError):
 
 @dataclass(frozen=True)
 class PageRule:
+    """One page of the dashboard (access.toml [pages.<id>]): who may open it and where it sits."""
+
     page_id: str
     title: str
     roles: tuple[str, ...]
     patient_level: bool
+    file: str
+    section: str
+    icon: str
+    hidden: bool
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,12 @@ def load_access_rules(path: Path = ACCESS_PATH) -> AccessRules:
         unknown = set(spec.get("roles", [])) - set(ROLES)
         if unknown:
             raise AccessRulesError(f"{path.name}: page {page_id!r} names unknown roles {sorted(unknown)}")
-        pages[page_id] = PageRule(page_id, spec["title"], tuple(spec["roles"]), bool(spec.get("patient_level", False)))
+        missing = {"title", "roles", "file", "section", "icon"} - set(spec)
+        if missing:
+            raise AccessRulesError(f"{path.name}: page {page_id!r} needs {', '.join(sorted(missing))}")
+        pages[page_id] = PageRule(page_id, spec["title"], tuple(spec["roles"]), bool(spec.get("patient_level", False)),
+                                  str(spec["file"]), str(spec["section"]), str(spec["icon"]),
+                                  bool(spec.get("hidden", False)))  # fmt: skip
     for role, spec in roles.items():
         if spec.get("home") not in pages or role not in pages[spec["home"]].roles:
             raise AccessRulesError(f"{path.name}: home page of {role!r} must be a page the role may open")
@@ -130,6 +141,13 @@ def home_page(scope: Scope, rules: AccessRules | None = None) -> str | None:
     pages = allowed_pages(scope, rules)
     home = rules.home[scope.role]
     return home if home in pages else next(iter(pages), None)
+
+
+def page_openers(rules: AccessRules | None = None) -> list[tuple[str, str]]:
+    """(role, page file) for every page, opened by the first role its rule lists: the one list
+    of pages that the page-render benchmark and the smoke tests walk."""
+    rules = rules or load_access_rules()
+    return [(page.roles[0], page.file) for page in rules.pages.values()]
 
 
 def demo_allowed(origins: list[str], auth_configured: bool) -> bool:

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.store.months import window_months
+
 REPS = 20
 WORKLIST_PATIENTS = 2_500
 STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
@@ -91,7 +93,7 @@ def step_import(args: dict) -> dict:
 
 
 def step_assign(args: dict) -> dict:
-    from core.derive.subgroups import assign_subgroups
+    from core.derive.subgroups.assign import assign_subgroups
     from core.store.db import create_schema, make_engine
 
     engine = make_engine(args["database_url"])
@@ -148,7 +150,7 @@ def selections(engine) -> dict:
 def step_queries(args: dict) -> dict:
     from sqlalchemy import select
 
-    from core.derive.costs import cost_pmpm_from_cells, window_months
+    from core.derive.costs import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
     from core.store.db import make_engine
     from core.store.models import SubgroupAssignment
@@ -208,12 +210,27 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
     """
     from sqlalchemy import select
 
-    from core.derive import costs
-    from core.store.models import Attribution, Condition, Encounter, Measurement, Patient, SubgroupAssignment
+    from core.store.models import Attribution
+
+    months = window_months(period, "12m")
+    team = select(Attribution.patient_id).where(Attribution.team_id == team_id, Attribution.month.in_(months)).distinct()
+    sel = _naive_selection(engine, team, months, team_id, subgroup)
+    member_months = len(sel)
+    admissions = _naive_admissions(engine, team, sel)
+    admissions_per_1000 = 1000.0 * admissions / (member_months / 12.0) if member_months else float("nan")
+    hba1c = _naive_hba1c_control(engine, team, sel, period, months)
+    pmpm = _naive_cost_pmpm(engine, team, months, team_id, subgroup)
+    return {"admissions_per_1000": round(admissions_per_1000, 2), "hba1c_control_pct": round(float(hba1c), 2),
+            "cost_total_pmpm_usd": round(pmpm, 2), "member_months": member_months}
+
+
+def _naive_selection(engine, team, months: list[date], team_id: str, subgroup: str) -> pd.DataFrame:
+    """Attributed patient-months of the team and subgroup in the months (grain: patient, month)."""
+    from sqlalchemy import select
+
+    from core.store.models import Attribution, SubgroupAssignment
     from core.store.queries import read_frame
 
-    months = costs.window_months(period, "12m")
-    team = select(Attribution.patient_id).where(Attribution.team_id == team_id, Attribution.month.in_(months)).distinct()
     att = read_frame(engine, select(Attribution.patient_id, Attribution.month, Attribution.team_id).where(Attribution.patient_id.in_(team)))
     sub = read_frame(engine, select(SubgroupAssignment.patient_id, SubgroupAssignment.month, SubgroupAssignment.subgroup)
                      .where(SubgroupAssignment.patient_id.in_(team)))  # fmt: skip
@@ -221,13 +238,27 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
         f["month"] = pd.to_datetime(f["month"]).dt.to_period("M")
     sel = att.merge(sub, on=["patient_id", "month"], how="left")
     window = pd.PeriodIndex([pd.Period(m, "M") for m in months])
-    sel = sel[(sel["team_id"] == team_id) & (sel["subgroup"] == subgroup) & sel["month"].isin(window)]
-    member_months = len(sel)
+    return sel[(sel["team_id"] == team_id) & (sel["subgroup"] == subgroup) & sel["month"].isin(window)]
+
+
+def _naive_admissions(engine, team, sel: pd.DataFrame) -> int:
+    """Admissions starting in a patient-month of the selection."""
+    from sqlalchemy import select
+
+    from core.store.models import Encounter
+    from core.store.queries import read_frame
 
     enc = read_frame(engine, select(Encounter.patient_id, Encounter.kind, Encounter.start_date).where(Encounter.patient_id.in_(team)))
     enc["month"] = pd.to_datetime(enc["start_date"]).dt.to_period("M")
-    adm = enc[enc["kind"] == "admission"].merge(sel[["patient_id", "month"]], on=["patient_id", "month"])
-    admissions_per_1000 = 1000.0 * len(adm) / (member_months / 12.0) if member_months else float("nan")
+    return len(enc[enc["kind"] == "admission"].merge(sel[["patient_id", "month"]], on=["patient_id", "month"]))
+
+
+def _naive_hba1c_control(engine, team, sel: pd.DataFrame, period: date, months: list[date]) -> float:
+    """% of diabetic patients aged 18-75 in the selection at ``period`` whose latest HbA1c of the months is < 8.0."""
+    from sqlalchemy import select
+
+    from core.store.models import Condition, Measurement, Patient
+    from core.store.queries import read_frame
 
     last = sel[sel["month"] == pd.Period(period, "M")][["patient_id"]]
     pts = read_frame(engine, select(Patient.patient_id, Patient.birth_date).where(Patient.patient_id.in_(team)))
@@ -249,20 +280,23 @@ def naive_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> d
     a1c = a1c[(a1c["measured_date"] >= start) & (a1c["measured_date"] <= end)]
     latest = a1c.sort_values("measured_date").groupby("patient_id")["value"].last()
     controlled = den["patient_id"].map(latest).lt(8.0).sum()
-    hba1c = 100.0 * controlled / len(den) if len(den) else float("nan")
+    return 100.0 * controlled / len(den) if len(den) else float("nan")
+
+
+def _naive_cost_pmpm(engine, team, months: list[date], team_id: str, subgroup: str) -> float:
+    """Total cost (TDABC internal + claims paid) per member-month of the team and subgroup."""
+    from core.derive import costs
 
     catalog = costs.load_catalog()
     settings = costs.load_cost_settings(catalog=catalog)
     wide = costs.build_patient_month_costs(costs.load_cost_inputs(engine, months, team), settings, catalog)
     wide = costs.select_patient_months(wide, team_id=team_id, subgroup=subgroup)
-    pmpm = float(wide[costs.COST_TOTAL].sum() / len(wide)) if len(wide) else float("nan")
-    return {"admissions_per_1000": round(admissions_per_1000, 2), "hba1c_control_pct": round(float(hba1c), 2),
-            "cost_total_pmpm_usd": round(pmpm, 2), "member_months": member_months}
+    return float(wide[costs.COST_TOTAL].sum() / len(wide)) if len(wide) else float("nan")
 
 
 def product_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> dict:
     """The same three figures from cells (build_scorecard + cost_pmpm_from_cells)."""
-    from core.derive.costs import cost_pmpm_from_cells, window_months
+    from core.derive.costs import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
 
     card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=period, window="12m"))
@@ -296,7 +330,7 @@ def step_baseline(args: dict) -> dict:
 
 STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": step_assign, "activity": step_activity, "cells": step_cells,
                   "queries": step_queries, "baseline": step_baseline}
-# The page renders need Streamlit, which core/ never imports (STYLE rule 1): that step lives in
+# The page renders need Streamlit, which core/ never imports: that step lives in
 # ui/bench_pages.py, imported by name in the child process only.
 STEP_MODULES = {"pages": "ui.bench_pages"}
 

@@ -202,7 +202,7 @@ def _args_assign(p: argparse.ArgumentParser) -> None:
 def cmd_assign(args) -> int:
     """Reassign subgroups, then rebuild the cells so every page shows the new assignment."""
     from core.derive.pipeline import derive_all
-    from core.derive.subgroups import RulesError, active_rules_path, load_rules
+    from core.derive.subgroups.rules import RulesError, active_rules_path, load_rules
 
     try:
         rules = load_rules(args.rules or active_rules_path())
@@ -218,7 +218,7 @@ def cmd_assign(args) -> int:
     return 0
 
 
-# --- costs and payments (issue 5) ---------------------------------------------------------
+# --- costs and payments --------------------------------------------------------------------
 
 
 def _args_selection(p: argparse.ArgumentParser) -> None:
@@ -231,7 +231,8 @@ def _args_selection(p: argparse.ArgumentParser) -> None:
 
 
 def _selection_months(engine, args) -> list[date] | None:
-    from core.derive.costs import last_attributed_month, window_months
+    from core.derive.costs import last_attributed_month
+    from core.store.months import window_months
 
     period = date.fromisoformat(args.period + "-01") if args.period else last_attributed_month(engine)
     return window_months(period, args.window) if period else None
@@ -306,7 +307,7 @@ def cmd_payments(args) -> int:
     return 0
 
 
-# --- bench (issue 11) ---------------------------------------------------------------------
+# --- bench --------------------------------------------------------------------------------
 
 
 def _args_bench(p: argparse.ArgumentParser) -> None:

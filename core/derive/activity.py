@@ -33,7 +33,6 @@ from sqlalchemy import Engine, Float, String, and_, case, column, delete, func, 
 
 from core.config.catalog import load_catalog
 from core.derive.costs import NETWORK, CostSettings, activity_costs, capacity_cost_rates, load_cost_settings
-from core.store.db import month_start_sql
 from core.store.models import (
     Attribution,
     Encounter,
@@ -44,6 +43,7 @@ from core.store.models import (
     Team,
     TeamMonthActivity,
 )
+from core.store.months import month_start_sql
 from core.store.queries import read_frame
 from core.views.worklist import WorklistRules, load_worklist_rules
 

@@ -1,4 +1,4 @@
-"""Patient-month facts and additive cells (DESIGN section 9).
+"""Patient-month facts and additive cells.
 
 :func:`build_cells` gathers every metric provider's per-patient-month rows (the outcome
 measures of core/derive/measures.py, the costs of core/derive/costs.py, member-months and risk-score sums),
@@ -25,31 +25,25 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, delete, insert, select
 
-from core.derive.blocks import process_pool
+from core.derive.blocks import BLOCK_PATIENTS, map_blocks, patient_blocks, worker_count, worker_pool
 from core.derive.measures import (
     MeasureCatalogue,
     StoreFrames,
     load_measures,
     load_store_frames,
-    month_date,
-    month_index,
     patient_month_flags,
     read_columns,
 )
 from core.store import models
 from core.store.db import copy_rows
+from core.store.months import from_index, month_index, year_and_month
 
 STRATA = ("age_band", "sex", "race_ethnicity", "language", "dual_status", "deprivation_decile")
 UNASSIGNED = "unassigned"
 UNKNOWN = "unknown"
 INSERT_BATCH = 100_000
-# Patients per block of build_cells: peak memory follows the block (~6 GB at 100,000 patients x
-# 24 months, so ~1.5 GB per worker at 25,000), and each block's queries are indexed range scans.
-BLOCK_PATIENTS = 25_000
-WORKERS = 2  # this product's reference machine has 2 cores
 CELL_COLUMNS = ["practice_id", "team_id", "subgroup", "month", "stratum", "stratum_value", "metric",
                 "numerator", "denominator", "sum_sq", "patients"]
-METRIC_COLUMNS = ["patient_id", "month", "metric", "numerator", "denominator", "sum_sq"]
 
 
 # --- equity strata -------------------------------------------------------------------------
@@ -81,7 +75,7 @@ def race_ethnicity(race: pd.Series, ethnicity: pd.Series) -> pd.Series:
 def _age_years(birth: pd.Series, m: np.ndarray) -> np.ndarray:
     """Whole years of age at the end of month index ``m``."""
     b = pd.DatetimeIndex(birth)
-    end_year, end_month = m // 12, m % 12 + 1
+    end_year, end_month = year_and_month(m)
     # At the month's end, the birthday of that year has passed iff birth month <= end month.
     return end_year - b.year.to_numpy() - (b.month.to_numpy() > end_month).astype(int)
 
@@ -134,7 +128,7 @@ def patient_month_dimensions(attribution: pd.DataFrame, assignments: pd.DataFram
 def cost_metrics_wide(engine: Engine, months: list, patients: tuple[str, str] | None = None) -> WideMetrics:
     """The cost provider's wide rows (``core.derive.costs.patient_month_cost_wide``) of the patients in
     the inclusive id range ``patients`` (all if None): one row per patient-month, one column per
-    metric, each row one member-month (denominator 1)."""
+    metric, each row one member-month (denominator 1). Grain: patient_id, month."""
     from core.derive import costs
 
     frame = costs.patient_month_cost_wide(engine, months, patients)
@@ -186,15 +180,73 @@ class WideMetrics:
     metrics: list[str]
 
 
-def _dims_rows(part: pd.DataFrame, patient_index: pd.Index, key_index: pd.Index, m0: int, n_months: int) -> np.ndarray:
-    """Row of ``dims`` of each metric row (by patient_id and month); -1 where not attributed."""
-    met_m = _factorized_map(part["month"], _as_month_index)
-    pid = _factorized_map(part["patient_id"], lambda u: patient_index.get_indexer(u.astype(str)))
-    pid = np.nan_to_num(pid, nan=-1.0).astype("int64")
-    ok = (pid >= 0) & (met_m >= m0) & (met_m < m0 + n_months)
-    row = np.full(len(part), -1, dtype="int64")
-    row[ok] = key_index.get_indexer(pid[ok].astype("int64") * n_months + (met_m[ok].astype("int64") - m0))
-    return row
+@dataclass(frozen=True)
+class _Layout:
+    """Where each attributed patient-month of ``dims`` goes in the cells.
+
+    A metric row finds its dims row by patient and month; a dims row has a unit (practice,
+    team, subgroup), a month offset from ``m0`` and an equity profile (its value of every
+    stratum at once).
+    """
+
+    m0: int  # first month index
+    n_months: int
+    months: np.ndarray  # month index of each dims row
+    patient_index: pd.Index  # distinct patient ids
+    key_index: pd.Index  # dims row of each key patient position x n_months + month offset
+    unit_codes: np.ndarray  # unit of each dims row
+    units: pd.DataFrame  # practice_id, team_id, subgroup of each unit (row i = unit i)
+    strata: tuple[str, ...]
+    stratum_codes: tuple[np.ndarray, ...]  # per stratum: the value code of each dims row
+    stratum_values: tuple[np.ndarray, ...]  # per stratum: its values
+    profile_codes: np.ndarray  # equity profile of each dims row
+    n_profiles: int
+
+    @classmethod
+    def of(cls, dims: pd.DataFrame, strata: Iterable[str]) -> _Layout:
+        months = dims["m"].to_numpy()
+        m0 = int(months.min())
+        n_months = int(months.max()) - m0 + 1
+        patient_index = pd.Index(dims["patient_id"].unique())
+        key_index = pd.Index(patient_index.get_indexer(dims["patient_id"]).astype("int64") * n_months + (months - m0))
+        unit_cols = ["practice_id", "team_id", "subgroup"]
+        unit_codes = dims.groupby(unit_cols, sort=False).ngroup().to_numpy()
+        units = dims[unit_cols].drop_duplicates().reset_index(drop=True)  # row i = group i (first appearance)
+        strata = tuple(strata)
+        codes, values, profile = [], [], np.zeros(len(dims), dtype="int64")
+        for stratum in strata:
+            stratum_codes, stratum_values = pd.factorize(dims[stratum].to_numpy())
+            codes.append(stratum_codes)
+            values.append(np.asarray(stratum_values, dtype=object))
+            profile = profile * len(stratum_values) + stratum_codes
+        profile_codes, profiles = pd.factorize(profile)
+        return cls(m0, n_months, months, patient_index, key_index, unit_codes, units, strata, tuple(codes),
+                   tuple(values), profile_codes, max(len(profiles), 1))  # fmt: skip
+
+    def rows_of(self, part: pd.DataFrame) -> np.ndarray:
+        """Dims row of each metric row (by patient_id and month); -1 where not attributed."""
+        met_m = _factorized_map(part["month"], _as_month_index)
+        pid = _factorized_map(part["patient_id"], lambda u: self.patient_index.get_indexer(u.astype(str)))
+        pid = np.nan_to_num(pid, nan=-1.0).astype("int64")
+        ok = (pid >= 0) & (met_m >= self.m0) & (met_m < self.m0 + self.n_months)
+        row = np.full(len(part), -1, dtype="int64")
+        row[ok] = self.key_index.get_indexer(pid[ok].astype("int64") * self.n_months + (met_m[ok].astype("int64") - self.m0))
+        return row
+
+    def unit_months(self, row: np.ndarray) -> np.ndarray:
+        """Unit and month of dims rows as one code: unit x n_months + month offset."""
+        return self.unit_codes[row].astype("int64") * self.n_months + (self.months[row] - self.m0)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Long metric rows placed on dims rows: dims row, metric code, numerator, denominator, sum_sq."""
+
+    row: np.ndarray
+    metric: np.ndarray
+    num: np.ndarray
+    den: np.ndarray
+    sq: np.ndarray
 
 
 def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFrame | WideMetrics],
@@ -204,124 +256,88 @@ def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFram
     ``dims``: output of :func:`patient_month_dimensions`. ``metrics``: one frame or a list of frames
     (one per provider) with patient_id, month (integer month index), metric, numerator,
     denominator, sum_sq (several rows of one patient_id, month and metric are added up), or
-    :class:`WideMetrics`; rows of patient-months that are not attributed are dropped. Grain of the result: practice_id,
-    team_id, subgroup, month, stratum, stratum_value, metric; ``patients`` = distinct patients
-    in the cell.
-    """
-    if dims.empty:
-        return pd.DataFrame(columns=CELL_COLUMNS)
-    m0 = int(dims["m"].min())
-    n_months = int(dims["m"].max()) - m0 + 1
-    patient_index = pd.Index(dims["patient_id"].unique())
-    dims_key = patient_index.get_indexer(dims["patient_id"]).astype("int64") * n_months + (dims["m"].to_numpy() - m0)
-    key_index = pd.Index(dims_key)
+    :class:`WideMetrics`; rows of patient-months that are not attributed are dropped.
+    Grain of the result: practice_id, team_id, subgroup, month, stratum, stratum_value, metric;
+    ``patients`` = distinct patients in the cell.
 
+    Steps: sum by unit, month, metric and the full equity profile (all strata at once), then
+    roll that much smaller table up once per stratum.
+    """
     parts = [metrics] if isinstance(metrics, pd.DataFrame) else list(metrics)
     wide_parts = [p for p in parts if isinstance(p, WideMetrics) and len(p.frame) and p.metrics]
-    parts = [p for p in parts if isinstance(p, pd.DataFrame)]
-    rows, names, nums, dens, sqs = [], [], [], [], []
-    metric_names: list[str] = []
-    for part in parts:  # mapped part by part: the frames can be tens of millions of rows
-        if part.empty:
-            continue
-        row = _dims_rows(part, patient_index, key_index, m0, n_months)
+    long_parts = [p for p in parts if isinstance(p, pd.DataFrame) and not p.empty]
+    if dims.empty or (not long_parts and not wide_parts):
+        return pd.DataFrame(columns=CELL_COLUMNS)
+    layout = _Layout.of(dims, strata)
+    rows, names = _long_rows(long_parts, layout)
+    for part in wide_parts:
+        names += [name for name in dict.fromkeys(part.metrics) if name not in names]
+    n_metrics = max(len(names), 1)
+    fine = _profile_sums(_add_repeats(rows, len(dims), n_metrics), layout, n_metrics)
+    if wide_parts:
+        metric_pos = {name: i for i, name in enumerate(names)}
+        fines = [fine] + [_aggregate_wide(p, layout, n_metrics, metric_pos) for p in wide_parts]
+        fine = pd.concat(fines).groupby(level=0, sort=False).sum()
+    return _roll_up(fine, layout, np.asarray(names, dtype=object))
+
+
+def _long_rows(parts: list[pd.DataFrame], layout: _Layout) -> tuple[_Rows, list[str]]:
+    """The attributed rows of long metric frames, and the metric names in order of appearance.
+
+    Mapped part by part: the frames can be tens of millions of rows.
+    """
+    rows, codes_of, nums, dens, sqs = [], [], [], [], []
+    names: list[str] = []
+    for part in parts:
+        row = layout.rows_of(part)
         keep = row >= 0
         codes, uniques = pd.factorize(part["metric"].to_numpy()[keep])
         lookup = []
         for name in uniques:
-            if name not in metric_names:
-                metric_names.append(name)
-            lookup.append(metric_names.index(name))
+            if name not in names:
+                names.append(name)
+            lookup.append(names.index(name))
         rows.append(row[keep])
-        names.append(np.asarray(lookup, dtype="int64")[codes] if len(codes) else codes.astype("int64"))
+        codes_of.append(np.asarray(lookup, dtype="int64")[codes] if len(codes) else codes.astype("int64"))
         nums.append(part["numerator"].to_numpy(dtype="float64")[keep])
         dens.append(part["denominator"].to_numpy(dtype="float64")[keep])
         sqs.append(part["sum_sq"].fillna(0.0).to_numpy(dtype="float64")[keep])
-    for part in wide_parts:
-        for name in part.metrics:
-            if name not in metric_names:
-                metric_names.append(name)
-    if not rows and not wide_parts:
-        return pd.DataFrame(columns=CELL_COLUMNS)
     empty_i, empty_f = np.zeros(0, dtype="int64"), np.zeros(0, dtype="float64")
-    row, metric_codes = np.concatenate([*rows, empty_i]), np.concatenate([*names, empty_i])
-    num, den, sq = np.concatenate([*nums, empty_f]), np.concatenate([*dens, empty_f]), np.concatenate([*sqs, empty_f])
-    metric_names = np.asarray(metric_names, dtype=object)
+    return _Rows(np.concatenate([*rows, empty_i]), np.concatenate([*codes_of, empty_i]), np.concatenate([*nums, empty_f]),
+                 np.concatenate([*dens, empty_f]), np.concatenate([*sqs, empty_f])), names  # fmt: skip
 
-    n_metrics = max(len(metric_names), 1)
-    pm_key = row * n_metrics + metric_codes
-    seen = np.zeros(len(dims) * n_metrics, dtype=bool)
+
+def _add_repeats(rows: _Rows, n_dims: int, n_metrics: int) -> _Rows:
+    """One row per dims row and metric: a provider's several rows of a patient-month and metric added up."""
+    pm_key = rows.row * n_metrics + rows.metric
+    seen = np.zeros(n_dims * n_metrics, dtype=bool)
     seen[pm_key] = True
-    if seen.sum() < len(pm_key):  # a provider sent several rows for a patient-month and metric: add them up
-        pm = pd.DataFrame({"k": pm_key, "num": num, "den": den, "sq": sq}).groupby("k", sort=False).sum()
-        row, metric_codes = pm.index.to_numpy() // n_metrics, pm.index.to_numpy() % n_metrics
-        num, den, sq = pm["num"].to_numpy(), pm["den"].to_numpy(), pm["sq"].to_numpy()
-    del seen, pm_key
-    unit_cols = ["practice_id", "team_id", "subgroup"]
-    unit_codes = dims.groupby(unit_cols, sort=False).ngroup().to_numpy()
-    units = dims[unit_cols].drop_duplicates().reset_index(drop=True)  # row i = group i (first appearance)
-    base = (unit_codes[row].astype("int64") * n_months + (dims["m"].to_numpy()[row] - m0)) * n_metrics + metric_codes
-
-    # First add up by unit, month, metric and the full equity profile (all strata at once), then
-    # roll that much smaller table up once per stratum. ``patients`` counts patient-month rows,
-    # now one per patient, month and metric.
-    strata = list(strata)
-    stratum_codes, stratum_values, profile = [], [], np.zeros(len(dims), dtype="int64")
-    for stratum in strata:
-        codes, values = pd.factorize(dims[stratum].to_numpy())
-        stratum_codes.append(codes)
-        stratum_values.append(np.asarray(values, dtype=object))
-        profile = profile * len(values) + codes
-    profile_codes, profiles = pd.factorize(profile)
-    n_profiles = max(len(profiles), 1)
-    fine = pd.DataFrame({"k": base * n_profiles + profile_codes[row], "num": num, "den": den, "sq": sq, "n": 1})
-    fine = fine.groupby("k", sort=False).sum()
-    if wide_parts:
-        metric_pos = {name: i for i, name in enumerate(metric_names)}
-        fines = [fine] + [_aggregate_wide(p, dims, patient_index, key_index, m0, n_months, unit_codes, profile_codes,
-                                          n_profiles, n_metrics, metric_pos) for p in wide_parts]
-        fine = pd.concat(fines).groupby(level=0, sort=False).sum()
-    fine_key = fine.index.to_numpy()
-    fine_base, fine_profile = fine_key // n_profiles, fine_key % n_profiles
-    first_row = pd.Series(np.arange(len(dims))).groupby(profile_codes).first().to_numpy()  # a dims row per profile
-
-    frames = []
-    for j, stratum in enumerate(["all", *strata]):
-        if stratum == "all":
-            value_of_profile, s_values = np.zeros(n_profiles, dtype="int64"), np.asarray(["all"], dtype=object)
-        else:
-            value_of_profile, s_values = stratum_codes[j - 1][first_row], stratum_values[j - 1]
-        n_values = len(s_values)
-        agg = fine.groupby(fine_base * n_values + value_of_profile[fine_profile], sort=False).sum()
-        k = agg.index.to_numpy()
-        value_code, rest = k % n_values, k // n_values
-        metric_code, rest = rest % n_metrics, rest // n_metrics
-        month_off, unit = rest % n_months, rest // n_months
-        unit_frame = units.iloc[unit]
-        frames.append(pd.DataFrame({
-            "practice_id": unit_frame["practice_id"].to_numpy(), "team_id": unit_frame["team_id"].to_numpy(),
-            "subgroup": unit_frame["subgroup"].to_numpy(), "m": month_off + m0, "stratum": stratum,
-            "stratum_value": s_values[value_code], "metric": metric_names[metric_code],
-            "numerator": agg["num"].to_numpy(), "denominator": agg["den"].to_numpy(),
-            "sum_sq": agg["sq"].to_numpy(), "patients": agg["n"].to_numpy(dtype="int64"),
-        }))
-    cells = pd.concat(frames, ignore_index=True)
-    lookup = {i: month_date(i) for i in cells["m"].unique()}
-    cells["month"] = cells["m"].map(lookup)
-    return cells[CELL_COLUMNS]
+    if seen.sum() == len(pm_key):
+        return rows
+    pm = pd.DataFrame({"k": pm_key, "num": rows.num, "den": rows.den, "sq": rows.sq}).groupby("k", sort=False).sum()
+    key = pm.index.to_numpy()
+    return _Rows(key // n_metrics, key % n_metrics, pm["num"].to_numpy(), pm["den"].to_numpy(), pm["sq"].to_numpy())
 
 
-def _aggregate_wide(part: WideMetrics, dims: pd.DataFrame, patient_index: pd.Index, key_index: pd.Index, m0: int,
-                    n_months: int, unit_codes: np.ndarray, profile_codes: np.ndarray, n_profiles: int, n_metrics: int,
-                    metric_pos: dict[str, int]) -> pd.DataFrame:
+def _profile_sums(rows: _Rows, layout: _Layout, n_metrics: int) -> pd.DataFrame:
+    """Long rows added up by unit, month, metric and equity profile (columns num, den, sq, n;
+    index = the fine key ((unit x n_months + month) x n_metrics + metric) x n_profiles + profile).
+    ``n`` counts the rows, one per patient, month and metric: the cell's patients."""
+    base = layout.unit_months(rows.row) * n_metrics + rows.metric
+    key = base * layout.n_profiles + layout.profile_codes[rows.row]
+    fine = pd.DataFrame({"k": key, "num": rows.num, "den": rows.den, "sq": rows.sq, "n": 1})
+    return fine.groupby("k", sort=False).sum()
+
+
+def _aggregate_wide(part: WideMetrics, layout: _Layout, n_metrics: int, metric_pos: dict[str, int]) -> pd.DataFrame:
     """Add up wide metric rows by unit, month and equity profile, then melt the sums into the
-    fine keys of :func:`aggregate_cells` (columns num, den, sq, n; index = fine key)."""
-    row = _dims_rows(part.frame, patient_index, key_index, m0, n_months)
+    fine keys of :func:`_profile_sums` (columns num, den, sq, n; index = fine key)."""
+    row = layout.rows_of(part.frame)
     keep = row >= 0
     row = row[keep]
     values = part.frame[part.metrics].to_numpy(dtype="float64")[keep]
-    base0 = unit_codes[row].astype("int64") * n_months + (dims["m"].to_numpy()[row] - m0)
-    group_key = base0 * n_profiles + profile_codes[row]
+    n_profiles = layout.n_profiles
+    group_key = layout.unit_months(row) * n_profiles + layout.profile_codes[row]
     k = len(part.metrics)
     sums = pd.DataFrame(np.hstack([values, values * values]), copy=False).groupby(group_key, sort=False).sum()
     counts = pd.Series(1, index=group_key).groupby(level=0, sort=False).size().reindex(sums.index).to_numpy(dtype="float64")
@@ -334,6 +350,38 @@ def _aggregate_wide(part: WideMetrics, dims: pd.DataFrame, patient_index: pd.Ind
         frames.append(pd.DataFrame({"num": matrix[:, j], "den": counts, "sq": matrix[:, k + j], "n": counts.astype("int64")},
                                    index=pd.Index(key, name="k")))
     return pd.concat(frames)
+
+
+def _roll_up(fine: pd.DataFrame, layout: _Layout, metric_names: np.ndarray) -> pd.DataFrame:
+    """Cells of every stratum (and ``all``) from the sums by equity profile of :func:`_profile_sums`."""
+    n_profiles, n_metrics = layout.n_profiles, max(len(metric_names), 1)
+    fine_key = fine.index.to_numpy()
+    fine_base, fine_profile = fine_key // n_profiles, fine_key % n_profiles
+    first_row = pd.Series(np.arange(len(layout.profile_codes))).groupby(layout.profile_codes).first().to_numpy()
+    frames = []
+    for j, stratum in enumerate(["all", *layout.strata]):
+        if stratum == "all":
+            value_of_profile, s_values = np.zeros(n_profiles, dtype="int64"), np.asarray(["all"], dtype=object)
+        else:
+            value_of_profile, s_values = layout.stratum_codes[j - 1][first_row], layout.stratum_values[j - 1]
+        n_values = len(s_values)
+        agg = fine.groupby(fine_base * n_values + value_of_profile[fine_profile], sort=False).sum()
+        k = agg.index.to_numpy()
+        value_code, rest = k % n_values, k // n_values
+        metric_code, rest = rest % n_metrics, rest // n_metrics
+        month_off, unit = rest % layout.n_months, rest // layout.n_months
+        unit_frame = layout.units.iloc[unit]
+        frames.append(pd.DataFrame({
+            "practice_id": unit_frame["practice_id"].to_numpy(), "team_id": unit_frame["team_id"].to_numpy(),
+            "subgroup": unit_frame["subgroup"].to_numpy(), "m": month_off + layout.m0, "stratum": stratum,
+            "stratum_value": s_values[value_code], "metric": metric_names[metric_code],
+            "numerator": agg["num"].to_numpy(), "denominator": agg["den"].to_numpy(),
+            "sum_sq": agg["sq"].to_numpy(), "patients": agg["n"].to_numpy(dtype="int64"),
+        }))
+    cells = pd.concat(frames, ignore_index=True)
+    lookup = {i: from_index(i) for i in cells["m"].unique()}
+    cells["month"] = cells["m"].map(lookup)
+    return cells[CELL_COLUMNS]
 
 
 def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
@@ -378,16 +426,9 @@ def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
     return len(cells)
 
 
-def patient_blocks(engine: Engine, size: int) -> list[tuple[str, str]]:
-    """Inclusive ``patient_id`` ranges of at most ``size`` attributed patients each, in id order."""
-    A = models.Attribution
-    with engine.connect() as conn:
-        ids = [r[0] for r in conn.execute(select(A.patient_id).distinct().order_by(A.patient_id))]
-    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
-
-
 def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """Cells of two disjoint sets of patients added up (every value column is additive)."""
+    """Cells of two disjoint sets of patients added up (every value column is additive).
+    Grain: practice_id, team_id, subgroup, month, stratum, stratum_value, metric."""
     if a.empty or b.empty:
         return b if a.empty else a
     keys = CELL_COLUMNS[:7]
@@ -397,7 +438,8 @@ def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | None = None,
                 catalogue: MeasureCatalogue | None = None) -> tuple[pd.DataFrame, dict]:
     """Cells of the patients whose id is in the inclusive range ``patients`` (all if None), and
-    seconds per part. Every metric is a per-patient sum, so the cells of disjoint blocks add up."""
+    seconds per part. Every metric is a per-patient sum, so the cells of disjoint blocks add up.
+    Grain of the cells: practice_id, team_id, subgroup, month, stratum, stratum_value, metric."""
     t0 = time.perf_counter()
     frames: StoreFrames = load_store_frames(engine, patients)
     S = models.SubgroupAssignment
@@ -416,55 +458,29 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     return cells, {"load": t1 - t0, "flags": t2 - t1, "costs": t3 - t2, "aggregate": t4 - t3}
 
 
-def _block_worker(url: str, months: list[date], patients: tuple[str, str]) -> tuple[pd.DataFrame, dict]:
-    """:func:`block_cells` in a worker process (its own engine)."""
-    from core.store.db import make_engine
-
-    engine = make_engine(url)
-    try:
-        return block_cells(engine, months, patients)
-    finally:
-        engine.dispose()
-
-
-def _can_use_workers(engine: Engine) -> bool:
-    """Worker processes need a database they can open themselves (not an in-memory SQLite)."""
-    return engine.dialect.name != "sqlite" or engine.url.database not in (None, "", ":memory:")
-
-
 def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None, block_patients: int = BLOCK_PATIENTS,
-                workers: int = WORKERS) -> dict:
+                workers: int | None = None) -> dict:
     """Rebuild every cell from the store. Returns a summary (rows, months, metrics, blocks, seconds per step).
 
     Patients are taken in blocks of ``block_patients`` (by id), so memory is bounded by the
     block, not by the network; the block cells are added up (:func:`add_cells`). With two or more
-    blocks, ``workers`` processes build blocks side by side (the default catalogue only).
+    blocks, ``workers`` processes (default :func:`core.derive.blocks.worker_count`) build blocks
+    side by side (the default catalogue only).
     """
     t0 = time.perf_counter()
-    A = models.Attribution
+    workers = worker_count() if workers is None else workers
     with engine.connect() as conn:
-        months = sorted(month_date(i) for i in set(month_index([r[0] for r in conn.execute(select(A.month).distinct())]).dropna().astype(int)))
-    blocks = patient_blocks(engine, block_patients)
+        months = _attributed_months(conn)
+        blocks = patient_blocks(conn, block_patients)
+    calls = [(months, block, catalogue) for block in blocks] if len(blocks) > 1 else [(months, None, catalogue)]
     parts = {"load": 0.0, "flags": 0.0, "costs": 0.0, "aggregate": 0.0}
     cells = pd.DataFrame(columns=CELL_COLUMNS)
-
-    def add(result: tuple[pd.DataFrame, dict]) -> None:
-        nonlocal cells
-        block, seconds = result
-        cells = add_cells(cells, block)
-        for key, value in seconds.items():
-            parts[key] += value
-
-    if len(blocks) <= 1:
-        add(block_cells(engine, months, None, catalogue))
-    elif workers > 1 and catalogue is None and _can_use_workers(engine):
-        url = engine.url.render_as_string(hide_password=False)
-        with process_pool(min(workers, len(blocks))) as pool:
-            for result in pool.map(_block_worker, itertools.repeat(url), itertools.repeat(months), blocks):
-                add(result)
-    else:
-        for block in blocks:
-            add(block_cells(engine, months, block, catalogue))
+    # the cells of a block are small: every block is handed to the workers at once
+    with worker_pool(engine, workers if catalogue is None else 1, len(blocks)) as pool:
+        for block, seconds in map_blocks(engine, pool, block_cells, calls):
+            cells = add_cells(cells, block)
+            for key, value in seconds.items():
+                parts[key] += value
     t3 = time.perf_counter()
     rows = write_cells(engine, cells)
     t4 = time.perf_counter()
@@ -475,3 +491,9 @@ def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None, block
         "metrics": sorted(cells["metric"].unique().tolist()) if rows else [],
         "seconds": {**{k: round(v, 2) for k, v in parts.items()}, "write": round(t4 - t3, 2), "total": round(t4 - t0, 2)},
     }
+
+
+def _attributed_months(conn) -> list[date]:
+    """Every month with an attribution, oldest first."""
+    found = month_index(conn.execute(select(models.Attribution.month).distinct()).scalars().all())
+    return sorted(from_index(i) for i in set(found.dropna().astype(int)))

@@ -1,7 +1,7 @@
 """True costs: time-driven activity-based costing (TDABC) of internal activities and paid
 amounts of claims, per patient-month, with per-member-per-month (PMPM) figures.
 
-Method (DESIGN section 5)
+Method
 - Kaplan & Anderson, "Time-Driven Activity-Based Costing", HBR 2004; Kaplan & Porter, "How to
   solve the cost crisis in health care", HBR 2011. For each staff role a **capacity cost
   rate** = (annual cost + space and equipment share) / practical capacity in minutes
@@ -27,7 +27,7 @@ separately by :func:`unattributed_costs`, so that attributed + unattributed = ev
 claim of the months (see :func:`reconcile_costs`).
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -39,6 +39,7 @@ from sqlalchemy import Engine, Select, and_, func, select
 from core.config import config_path, load_toml
 from core.config.catalog import Catalog, load_catalog
 from core.store.models import Attribution, Cell, Encounter, Staff, StaffMinutes, SubgroupAssignment, Team
+from core.store.months import as_month, month_of, month_span
 from core.store.queries import where_selection
 
 COSTING_PATH = config_path("costing.toml")
@@ -67,21 +68,6 @@ def cost_metrics(catalog: Catalog | None = None) -> list[str]:
     return [COST_TOTAL, COST_INTERNAL, COST_EXTERNAL, COST_OUT_OF_NETWORK, COST_INTERNAL_STANDARD, INTERNAL_MINUTES] + [
         category_metric(c) for c in catalog.cost_categories
     ]
-
-
-def cost_metric_labels(catalog: Catalog | None = None) -> dict[str, str]:
-    """Display label of every cost metric (PMPM = sum of numerators / member-months)."""
-    catalog = catalog or load_catalog()
-    labels = {
-        COST_TOTAL: "Total cost PMPM",
-        COST_INTERNAL: "Internal cost PMPM (TDABC)",
-        COST_EXTERNAL: "External cost PMPM (claims paid)",
-        COST_OUT_OF_NETWORK: "Out-of-network cost PMPM (leakage)",
-        COST_INTERNAL_STANDARD: "Internal cost PMPM from standard (process-map) minutes",
-        INTERNAL_MINUTES: "Staff minutes per member per month",
-    }
-    labels.update({category_metric(c): f"{label} cost PMPM" for c, label in catalog.cost_categories.items()})
-    return labels
 
 
 # --- settings ---------------------------------------------------------------------------
@@ -139,26 +125,10 @@ def parse_cost_settings(raw: dict, catalog: Catalog, source: str = "costing sett
 # --- small helpers ----------------------------------------------------------------------
 
 
-def month_of(values: pd.Series) -> pd.Series:
-    """First day of the month of each date (as ``datetime.date``)."""
-    months = pd.to_datetime(pd.Series(values)).to_numpy().astype("datetime64[M]")
-    unique, inverse = np.unique(months, return_inverse=True)
-    firsts = np.empty(len(unique), dtype=object)
-    firsts[:] = [date.fromisoformat(f"{u}-01") for u in unique.astype(str)]
-    return pd.Series(firsts[inverse], index=values.index, dtype=object)
-
-
 def isin(values: pd.Series, members) -> np.ndarray:
     """``values.isin(members)`` as a boolean array, fast for large string columns (hash lookup)."""
     index = pd.Index(members).unique()
     return index.get_indexer(values) >= 0
-
-
-def _month_range(months: Iterable[date]) -> tuple[date, date]:
-    months = sorted(months)
-    last = months[-1]
-    end = date(last.year + (last.month == 12), last.month % 12 + 1, 1)
-    return months[0], end
 
 
 # --- TDABC ------------------------------------------------------------------------------
@@ -249,7 +219,7 @@ def activity_costs(
 
 
 def uncosted_encounters(encounters: pd.DataFrame, activity_cost: pd.DataFrame) -> pd.DataFrame:
-    """Internal encounters that got no cost rows (no minutes recorded and no process map)."""
+    """Internal encounters that got no cost rows (no minutes recorded and no process map). Grain: encounter_id."""
     internal = encounters.loc[encounters["is_internal"].astype(bool)]
     return internal.loc[~isin(internal["encounter_id"], activity_cost["encounter_id"])]
 
@@ -355,10 +325,10 @@ def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None, patie
     enc_stmt = select(*enc_cols)
     min_stmt = select(StaffMinutes.encounter_id, StaffMinutes.role, StaffMinutes.minutes).join(Encounter, Encounter.encounter_id == StaffMinutes.encounter_id)
     if months is not None:
-        months = sorted({date(m.year, m.month, 1) for m in months})
+        months = sorted({as_month(m) for m in months})
         if not months:
             raise ValueError("months is empty")
-        start, end = _month_range(months)
+        start, end = month_span(months)
         att_stmt = att_stmt.where(Attribution.month.in_(months))
         if not isinstance(patients, tuple):
             # (For a block of patient ids the dates stay out of the SQL: SQLite would otherwise
@@ -501,7 +471,8 @@ def cost_pmpm(patient_month_costs: pd.DataFrame, by: Sequence[str] = ()) -> pd.D
 
 
 def add_pmpm(sums: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Add ``*_pmpm_usd`` columns (sum / member_months, NaN at zero member-months) and the standard share."""
+    """Add ``*_pmpm_usd`` columns (sum / member_months, NaN at zero member-months) and the standard share
+    (same grain as ``sums``)."""
     out = sums.copy()
     mm = out["member_months"].astype(float).replace(0.0, np.nan)
     for m in metrics:
@@ -521,6 +492,7 @@ def cost_pmpm_from_cells(
     subgroup: str | None = None,
 ) -> pd.DataFrame:
     """The same table as :func:`cost_pmpm`, summed from stored additive cells (stratum ``all``).
+    Grain: ``by``.
 
     Returns an empty frame when no cost cells are stored yet.
     """
@@ -582,7 +554,7 @@ def reconcile_costs(engine: Engine, months: Sequence[date] | None = None, settin
     rates = capacity_cost_rates(inputs.staff, settings)
     act = activity_costs(inputs.encounters, inputs.staff_minutes, rates, settings.process_maps, settings.rate_scope)
     claims = select(func.coalesce(func.sum(Encounter.paid_usd), 0.0)).where(Encounter.is_internal.is_(False))
-    ranges = [_month_range([m]) for m in inputs.months] if months is not None else [None]
+    ranges = [month_span([m]) for m in inputs.months] if months is not None else [None]
     claims_paid = 0.0
     with engine.connect() as conn:
         for bounds in ranges:
@@ -601,20 +573,9 @@ def reconcile_costs(engine: Engine, months: Sequence[date] | None = None, settin
 
 # --- selection reports (CLI and pages) ----------------------------------------------------
 
-WINDOWS = {"month": 1, "quarter": 3, "12m": 12}
-
-
-def window_months(period: date, window: str = "month") -> list[date]:
-    """The months of a window ending with ``period``: ``month``, ``quarter`` (3) or ``12m``."""
-    if window not in WINDOWS:
-        raise ValueError(f"window must be one of {sorted(WINDOWS)}")
-    index = period.year * 12 + period.month - 1
-    return [date(i // 12, i % 12 + 1, 1) for i in range(index - WINDOWS[window] + 1, index + 1)]
-
-
 def select_patient_months(frame: pd.DataFrame, practice_id: str | None = None, team_id: str | None = None,
                           subgroup: str | None = None) -> pd.DataFrame:
-    """Rows of a patient-month frame in a selection (None = all)."""
+    """Rows of a patient-month frame in a selection (None = all); same grain as ``frame``."""
     keep = np.ones(len(frame), dtype=bool)
     for column, value in (("practice_id", practice_id), ("team_id", team_id), ("subgroup", subgroup)):
         if value is not None:
@@ -709,5 +670,4 @@ def last_attributed_month(engine: Engine) -> date | None:
         last = conn.execute(select(func.max(Attribution.month))).scalar_one_or_none()
     if last is None:
         return None
-    last = date.fromisoformat(str(last)[:10]) if not isinstance(last, date) else last
-    return date(last.year, last.month, 1)
+    return as_month(last)

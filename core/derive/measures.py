@@ -2,18 +2,17 @@
 
 The catalogue is data (``core/config/measures.toml``); this module loads and checks it and
 computes, for every attributed patient-month, each measure's numerator and denominator
-(DESIGN section 4: per patient first, then aggregate; The Tuva Project's quality measures are
-built the same way). ``core/derive/cells.py`` adds these rows into cells.
+(per patient first, then aggregated, as The Tuva Project builds its quality measures).
+``core/derive/cells.py`` adds these rows into cells.
 
-Months are handled as integer month indexes (``year * 12 + month - 1``) inside; the public
-functions take and return first-of-month ``date`` values.
+Months are handled as integer month indexes (:func:`core.store.months.month_index`) inside; the
+public functions take and return first-of-month ``date`` values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from sqlalchemy import Engine, String, cast, select
 
 from core.config import config_path, load_toml
 from core.store import models
+from core.store.months import from_index, month_index, year_and_month
 
 MEASURES_PATH = config_path("measures.toml")
 KINDS = ("proportion", "rate_per_1000_member_years", "mean")
@@ -138,7 +138,8 @@ class StoreFrames:
 
 def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = (), patients: tuple[str, str] | None = None) -> pd.DataFrame:
     """Read columns (dates cast to text and parsed vectorised, which is much faster than row by row),
-    of the rows whose ``patient_id`` is in the inclusive range ``patients`` (all rows if None)."""
+    of the rows whose ``patient_id`` is in the inclusive range ``patients`` (all rows if None).
+    One row per stored row: the grain of the table read."""
     date_columns = set(date_columns)
     cols = [cast(c, String).label(c.name) if c.name in date_columns else c for c in columns]
     stmt = select(*cols)
@@ -169,18 +170,7 @@ def load_store_frames(engine: Engine, patients: tuple[str, str] | None = None) -
     )
 
 
-# --- month helpers -------------------------------------------------------------------------
-
-
-def month_index(values) -> pd.Series:
-    """Integer month index (year * 12 + month - 1) of dates; missing stays missing (float NaN)."""
-    d = pd.to_datetime(pd.Series(values), errors="coerce")
-    return (d.dt.year * 12 + d.dt.month - 1).astype("float64")
-
-
-def month_date(index: int) -> date:
-    """First day of the month with integer index ``index``."""
-    return date(int(index) // 12, int(index) % 12 + 1, 1)
+# --- prepared inputs -------------------------------------------------------------------------
 
 
 def _dates(series: pd.Series) -> pd.Series:
@@ -256,7 +246,8 @@ def _with_condition(ctx: _Context, pop: pd.DataFrame, list_name: str) -> pd.Data
 
 def _age_at_month_end(ctx: _Context, pop: pd.DataFrame) -> pd.Series:
     births = pop[["patient_id"]].merge(ctx.patients[["patient_id", "birth_date"]], on="patient_id", how="left")["birth_date"]
-    month_end = pd.to_datetime({"year": pop["m"] // 12, "month": pop["m"] % 12 + 1, "day": 1}) + pd.offsets.MonthEnd(0)
+    year, month = year_and_month(pop["m"].to_numpy())
+    month_end = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": 1})) + pd.offsets.MonthEnd(0)
     b = pd.DatetimeIndex(births)
     e = pd.DatetimeIndex(month_end)
     before_birthday = (e.month < b.month) | ((e.month == b.month) & (e.day < b.day))
@@ -301,7 +292,7 @@ def _attributed(ctx: _Context, rows: pd.DataFrame) -> pd.DataFrame:
     return rows.merge(ctx.population, on=["patient_id", "m"])
 
 
-# --- rules: each returns patient_id, m, numerator, denominator, sum_sq (one row per patient-month)
+# --- rules: each returns patient_id, m, numerator, denominator, sum_sq (grain: patient_id, m)
 
 
 def rule_deaths(ctx: _Context, _measure: Measure) -> pd.DataFrame:
@@ -537,6 +528,6 @@ def patient_month_flags(frames: StoreFrames, months: Iterable, catalogue: Measur
     out = out.astype({"m": "int64", "numerator": "float64", "denominator": "float64", "sum_sq": "float64"})
     out = out.rename(columns={"m": "month"})
     if not month_as_index:
-        lookup = {i: month_date(i) for i in out["month"].unique()}
+        lookup = {i: from_index(i) for i in out["month"].unique()}
         out["month"] = out["month"].map(lookup)
     return out[FLAG_COLUMNS].reset_index(drop=True)

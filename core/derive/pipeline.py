@@ -25,7 +25,7 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     changed. Returns a summary per step."""
     from core.derive.activity import build_patient_month_activity
     from core.derive.cells import build_cells
-    from core.derive.subgroups import assign_subgroups
+    from core.derive.subgroups.assign import assign_subgroups
 
     summary = {}
     progress(0.6, "Assigning subgroups")

@@ -145,7 +145,7 @@ def load_code_lists(path: Path = CODE_LISTS_PATH) -> CodeLists:
 
 
 def match_code_groups(codes: pd.Series, code_lists: CodeLists) -> pd.DataFrame:
-    """Groups of each distinct code. Columns: code (as given), kind, group_id.
+    """Groups of each distinct code. Grain: code, kind, group_id (the columns; code as given).
 
     A code may fall in several groups (I13.0: hypertension, heart failure and CKD).
     """
@@ -171,7 +171,7 @@ def age_on(birth_dates: pd.Series, when: date) -> pd.Series:
 
 
 def diagnoses_in_year(conditions: pd.DataFrame, year: int) -> pd.DataFrame:
-    """Conditions active at any time in calendar ``year``. Columns: patient_id, code."""
+    """Conditions active at any time in calendar ``year``: one row per condition row. Columns: patient_id, code."""
     onset = pd.to_datetime(conditions["onset_date"])
     resolved = (
         pd.to_datetime(conditions["resolved_date"])
@@ -185,7 +185,8 @@ def diagnoses_in_year(conditions: pd.DataFrame, year: int) -> pd.DataFrame:
 def risk_demographics(patients: pd.DataFrame, year: int) -> pd.DataFrame:
     """The demographic inputs of the CMS-HCC model for payment ``year`` (see module docstring).
 
-    Columns: patient_id, age, sex (F/M or missing), dual_elgbl_cd, orec, new_enrollee.
+    Grain: patient_id (one row per row of ``patients``). Columns: patient_id, age, sex (F/M or
+    missing), dual_elgbl_cd, orec, new_enrollee.
     """
     age = age_on(patients["birth_date"], date(year, 2, 1))
     return pd.DataFrame(
@@ -229,7 +230,7 @@ def risk_scores(patients: pd.DataFrame, diagnoses: pd.DataFrame, year: int, mode
 
     ``patients``: patient_id, birth_date, sex, dual_status. ``diagnoses``: patient_id, code,
     onset_date, resolved_date (optional); only those active in ``year - 1`` count.
-    Returns patient_id, year, model, score, chronic_score, hccs (``HCC38,HCC226``); score is NaN
+    Grain: patient_id, year. Columns: patient_id, year, model, score, chronic_score, hccs (``HCC38,HCC226``); score is NaN
     for a patient of other or unknown sex. Each distinct (demographic cell, diagnosis set)
     is computed once with ``hccinfhir.calculate_raf``.
     """

@@ -70,6 +70,7 @@ from core.ingest.bundle_schema import (
 )
 from core.ingest.loader import Load, LoadFailed, open_load
 from core.ingest.report import ImportReport
+from core.store.months import as_month
 
 FIRST_DATA_ROW = 2  # header is spreadsheet row 1
 BATCH_BYTES = 16 << 20  # CSV bytes read, checked and written at a time: what bounds an import's memory
@@ -535,7 +536,7 @@ def _check_column(raw: dict[str, pa.ChunkedArray], column: Column, catalog: Cata
             future = valid & ~out_of_range & (values > np.datetime64(today))
             issues.flag(future, column.name, f"date is in the future (after {today.isoformat()})", s)
         elif column.type == "month":
-            future = valid & ~out_of_range & (values > np.datetime64(today.replace(day=1)))
+            future = valid & ~out_of_range & (values > np.datetime64(as_month(today)))
             issues.flag(future, column.name, "month is in the future", s, level="warning")
         values[out_of_range] = np.datetime64("NaT")
         return pd.Series(values)

@@ -69,19 +69,17 @@ from core.config.catalog import load_catalog
 from core.ingest.idmap import (
     DEFAULT_PRACTICE_ID,
     DEFAULT_PRACTICE_NAME,
-    add_months,
     count_unmapped,
     frames_from_rows,
     make_id,
     merge_existing_patients,
-    month_start,
-    months_between,
     normalize_icd10,
     person_id,
     practice_rows,
     team_id_of,
 )
 from core.ingest.report import ImportReport
+from core.store.months import add_months, as_month, months_between
 
 MAPS_PATH = config_path("fhir_maps.toml")
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -820,7 +818,7 @@ def _build_attribution(st: _State) -> None:
     starts = [e["start_date"] for e in st.encounters.values()]
     if not starts and not st.by_type["Coverage"]:
         return
-    last = month_start(max(starts)) if starts else None
+    last = as_month(max(starts)) if starts else None
     months: dict[str, set[date]] = defaultdict(set)
     covered: set[str] = set()
     for res in st.by_type["Coverage"]:
@@ -838,13 +836,13 @@ def _build_attribution(st: _State) -> None:
             pid = e["patient_id"]
             if pid in covered or add_months(e["start_date"], int(mm["lookback_months"]) - 1) < window_start:
                 continue
-            m0 = max(month_start(e["start_date"]), window_start)
+            m0 = max(as_month(e["start_date"]), window_start)
             m1 = min(add_months(e["start_date"], int(mm["lookback_months"]) - 1), last)
             months[pid].update(months_between(m0, m1) if m1 >= m0 else [])
     for pid, ms in months.items():
         death = deaths.get(pid)
         prac = st.practice_of.get(pid, DEFAULT_PRACTICE_ID)
         for m in sorted(ms):
-            if death is not None and m > month_start(death):
+            if death is not None and m > as_month(death):
                 continue
             st.rows["attribution"].append(dict(patient_id=pid, month=m, practice_id=prac, team_id=team_id_of(prac), pcp_id=None))

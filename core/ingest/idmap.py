@@ -19,7 +19,6 @@ nothing):
 
 import hashlib
 import re
-from datetime import date
 
 import pandas as pd
 from sqlalchemy import Engine
@@ -61,25 +60,6 @@ def practice_rows(practices: dict[str, str]) -> tuple[list[dict], list[dict]]:
         for p, n in sorted(practices.items())
     ]
     return prac, team
-
-
-def month_start(d: date) -> date:
-    return date(d.year, d.month, 1)
-
-
-def add_months(d: date, n: int) -> date:
-    """First day of the month ``n`` months after the month of ``d``."""
-    k = d.year * 12 + (d.month - 1) + n
-    return date(k // 12, k % 12 + 1, 1)
-
-
-def months_between(first: date, last: date) -> list[date]:
-    """Every month start from the month of ``first`` to the month of ``last`` (inclusive)."""
-    out, m, end = [], month_start(first), month_start(last)
-    while m <= end:
-        out.append(m)
-        m = add_months(m, 1)
-    return out
 
 
 # --- shared by the readers ----------------------------------------------------------------

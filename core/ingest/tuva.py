@@ -53,8 +53,6 @@ from core.ingest.idmap import (
     frames_from_rows,
     make_id,
     merge_existing_patients,
-    month_start,
-    months_between,
     normalize_icd10,
     person_id,
     practice_rows,
@@ -62,6 +60,7 @@ from core.ingest.idmap import (
 )
 from core.ingest.report import ImportReport
 from core.store.models import Staff
+from core.store.months import as_month, months_between
 
 MAPS_PATH = config_path("tuva_maps.toml")
 FILES = ("eligibility", "medical_claim", "pharmacy_claim", "lab_result", "observation", "provider_attribution")
@@ -290,7 +289,7 @@ class _Reader:
             spans = attributed.get(person, [])
             keys = [s[0] for s in spans]
             for m in sorted(ms):
-                if death is not None and m > month_start(death):
+                if death is not None and m > as_month(death):
                     continue
                 practice, npi = "", ""
                 if spans:

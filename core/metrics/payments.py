@@ -1,4 +1,4 @@
-"""Payment models side by side, subgroup-mix sensitivity and ACO reconciliation (DESIGN section 6).
+"""Payment models side by side, subgroup-mix sensitivity and ACO reconciliation.
 
 Settings are data (core/config/payments.toml), loaded and checked by :func:`load_payment_settings`.
 
@@ -25,7 +25,6 @@ from core.config import config_path, load_toml
 from core.config.catalog import Catalog, load_catalog
 
 PAYMENTS_PATH = config_path("payments.toml")
-SUBGROUPS = ("healthy", "at_risk", "chronic", "complex", "frail")
 COST_BASES = ("internal", "total")
 MODELS = ("bundled", "fee_for_service", "pcmh")
 
@@ -192,7 +191,7 @@ def count_activities(encounters: pd.DataFrame, attribution: pd.DataFrame) -> pd.
     In: encounters (patient_id, kind, start_date, is_internal), attribution (patient_id, month,
     team_id, subgroup). Out grain: team_id, subgroup, kind. Column: activities.
     """
-    from core.derive.costs import month_of
+    from core.store.months import month_of
 
     internal = encounters.loc[encounters["is_internal"].astype(bool), ["patient_id", "kind", "start_date"]]
     internal = internal.assign(month=month_of(internal["start_date"]) if len(internal) else pd.Series([], dtype=object))
@@ -436,8 +435,9 @@ def _mean_risk(engine, months, attribution: pd.DataFrame) -> float | None:
     """Mean SubgroupAssignment.risk_score over the selection's patient-months (None if no scores)."""
     from sqlalchemy import select
 
-    from core.derive.costs import _read, month_of
+    from core.derive.costs import _read
     from core.store.models import SubgroupAssignment as S
+    from core.store.months import month_of
 
     scores = _read(engine, select(S.patient_id, S.month, S.risk_score).where(S.month.in_(list(months)), S.risk_score.is_not(None)))
     if scores.empty:

@@ -1,4 +1,4 @@
-"""Scorecards from additive cells: values, intervals, comparisons and suppression (DESIGN section 4).
+"""Scorecards from additive cells: values, intervals, comparisons and suppression.
 
 :func:`build_scorecard` reads the cell table only (filtered and grouped in SQL), so a scorecard
 costs what the cells it reads cost (teams x subgroups x stratum values x months), whatever the
@@ -41,11 +41,11 @@ import pandas as pd
 from sqlalchemy import Engine, String, func, select, type_coerce, union_all
 
 from core.access.suppression import load_suppression_rules
-from core.derive.measures import MeasureCatalogue, load_measures, month_date
+from core.derive.measures import MeasureCatalogue, load_measures
 from core.metrics.stats import intervals_differ, poisson_exact_interval, t_interval, wilson_interval
 from core.store import models
+from core.store.months import WINDOWS, as_month, from_index, index_of
 
-WINDOW_MONTHS = {"month": 1, "quarter": 3, "12m": 12}
 SMALL_CELL_MIN = load_suppression_rules().smallest  # CMS cell-size suppression policy: counts of 1 to 10
 SMALL_CELL_MAX = load_suppression_rules().largest  # are not published (core/config/suppression.toml)
 RISK_METRIC = "risk_score_sum"
@@ -72,14 +72,10 @@ class Selection:
     stratum: str = "all"
 
     def __post_init__(self):
-        if self.window not in WINDOW_MONTHS:
-            raise ValueError(f"window must be one of {tuple(WINDOW_MONTHS)}, got {self.window!r}")
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {tuple(WINDOWS)}, got {self.window!r}")
         if self.period.day != 1:
             object.__setattr__(self, "period", self.period.replace(day=1))
-
-
-def _midx(d: date) -> int:
-    return d.year * 12 + d.month - 1
 
 
 # --- reading cells ---------------------------------------------------------------------------
@@ -130,21 +126,6 @@ def _fetch(engine: Engine, reads: list[tuple[list[str], tuple[date, date] | list
     return columns
 
 
-def cell_sums(engine: Engine, *, first: date, last: date, stratum: str = "all", metrics: list[str] | None = None,
-              practice_id: str | None = None, team_id: str | None = None, subgroup: str | None = None,
-              team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Cell sums per metric, month and stratum value for the filters (GROUP BY in SQL).
-
-    Columns: metric, month (first-of-month date), stratum_value, numerator, denominator, sum_sq, patients.
-    ``team_ids`` restricts to those teams (access scope); an empty tuple returns nothing.
-    """
-    columns = _fetch(engine, [(metrics, (first, last))], stratum=stratum, practice_id=practice_id, team_id=team_id,
-                     subgroup=subgroup, team_ids=team_ids)
-    df = pd.DataFrame(list(zip(*columns)), columns=FETCH_COLUMNS)
-    df["month"] = pd.Series([month_date(_as_month_index(m)) for m in df["month"]], index=df.index, dtype=object)
-    return df.astype({"numerator": "float64", "denominator": "float64", "sum_sq": "float64", "patients": "float64"})
-
-
 def _window_reads(sum_metrics: list[str], end_metrics: list[str], ends: list[int],
                   n_months: int) -> list[tuple[list[str], tuple[date, date] | list[date]]]:
     """The (metrics, months) a scorecard reads for windows of ``n_months`` ending at month indexes ``ends``.
@@ -157,14 +138,8 @@ def _window_reads(sum_metrics: list[str], end_metrics: list[str], ends: list[int
     for metrics, months in ((sum_metrics, window), (end_metrics, tuple(sorted(set(ends))))):
         if metrics:
             reads.setdefault(months, []).extend(metrics)
-    return [(metrics, (month_date(months[0]), month_date(months[-1])) if 1 < len(months) == months[-1] - months[0] + 1
-             else [month_date(m) for m in months]) for months, metrics in reads.items()]
-
-
-def _as_month_index(value) -> int:
-    if isinstance(value, str):
-        value = date.fromisoformat(value[:10])
-    return value.year * 12 + value.month - 1
+    return [(metrics, (from_index(months[0]), from_index(months[-1])) if 1 < len(months) == months[-1] - months[0] + 1
+             else [from_index(m) for m in months]) for months, metrics in reads.items()]
 
 
 def _cube(columns: list[list], metric_pos: dict[str, int], value_pos: dict[str, int], first: int,
@@ -177,7 +152,7 @@ def _cube(columns: list[list], metric_pos: dict[str, int], value_pos: dict[str, 
     if not columns[0]:
         return cube
     metrics, months, values, *sums = columns
-    slot_of = {m: _as_month_index(m) - first for m in set(months)}
+    slot_of = {m: index_of(as_month(m)) - first for m in set(months)}
     metric = np.array([metric_pos[m] for m in metrics], dtype=np.int64)
     slot = np.array([slot_of[m] for m in months], dtype=np.int64)
     value = np.array([value_pos.get(v, -1) for v in values], dtype=np.int64)
@@ -221,7 +196,7 @@ def figure(kind: str, numerator, denominator, sum_sq):
 
 
 def is_small(count) -> np.ndarray:
-    """True for counts of 1 to 10 (the CMS cell-size rule)."""
+    """True for counts of ``SMALL_CELL_MIN`` to ``SMALL_CELL_MAX`` (1 to 10: the CMS cell-size rule)."""
     c = np.asarray(count, dtype="float64")
     return (c >= SMALL_CELL_MIN - 1e-9) & (c <= SMALL_CELL_MAX + 1e-9)
 
@@ -282,11 +257,9 @@ def complementary_suppression(counts: np.ndarray, groups: np.ndarray, hidden: np
     With ``complementary = false`` in core/config/suppression.toml the mask is returned unchanged.
     """
     hidden = np.asarray(hidden, dtype=bool).copy()
-    if not load_suppression_rules().complementary:
+    if not hidden.any() or not load_suppression_rules().complementary:
         return hidden
     counts = np.asarray(counts, dtype="float64").reshape(len(hidden), -1)
-    if not hidden.any():
-        return hidden
     labels, code = np.unique(groups, return_inverse=True)
     code = code.reshape(-1)
     n_groups, first = len(labels), counts[:, 0]
@@ -327,7 +300,7 @@ def window_counts_published(window: str) -> bool:
     where suppression applies only one-month windows publish their counts; longer windows publish
     their value and interval. True everywhere when complementary suppression is off.
     """
-    return window not in WINDOW_MONTHS or WINDOW_MONTHS[window] == 1 or not load_suppression_rules().complementary
+    return window not in WINDOWS or WINDOWS[window] == 1 or not load_suppression_rules().complementary
 
 
 def hide_complements(figures: pd.DataFrame, counts: np.ndarray, parts: np.ndarray, group_cols, blank_cols) -> pd.DataFrame:
@@ -387,17 +360,38 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     ``suppress`` False publishes exact counts (the "exact" policy of core.access.suppression, for
     a user with patient-level access to every team of the selection).
 
-    One row per measure (per measure and stratum value when ``selection.stratum`` is not
-    ``all``; those rows also get complementary suppression as parts of the total).
-    ``team_ids`` restricts the selection to those teams (access scope; network figures are
-    aggregates of the whole network and are not restricted).
+    Grain: measure (measure and stratum value when ``selection.stratum`` is not ``all``; those
+    rows also get complementary suppression as parts of the total). ``team_ids`` restricts the
+    selection to those teams (access scope; network figures are aggregates of the whole network
+    and are not restricted).
     """
     catalogue = catalogue or load_measures()
     ms = [m for m in catalogue.measures if m.applies_to(selection.subgroup)]
     if not ms:
         return pd.DataFrame(columns=COLUMNS)
-    n = WINDOW_MONTHS[selection.window]
-    end = _midx(selection.period)
+    values, windows, whole_network = _read_windows(engine, selection, ms, team_ids)
+    k, v = len(ms), len(values)
+    flat = {key: w[:, :k, :].reshape(4, k * v) for key, w in windows.items()}
+    f = _window_figures(flat, np.repeat([m.kind for m in ms], v))
+    if not suppress:
+        for figures in f.values():
+            figures["small"] = np.zeros_like(figures["small"])
+    expected, observed_expected = _risk_adjusted(ms, v, windows, f)
+    small = hidden = f["cur"]["small"]
+    if suppress and selection.stratum != "all":  # the stratum values of a measure are parts of its total
+        counts = np.stack([flat["cur"][1], flat["cur"][0], flat["cur"][3]], axis=1)
+        hidden = complementary_suppression(counts, np.repeat(np.arange(k), v), small | is_small(counts).any(axis=1))
+    network_value = np.where(f["net"]["small"], np.nan, f["net"]["value"])
+    if whole_network:  # the network value is the row's own value: hide it wherever the row is hidden
+        network_value = np.where(hidden, np.nan, network_value)
+    return _card_frame(ms, selection.stratum, values, flat, f, expected, observed_expected, network_value, small, hidden)
+
+
+def _read_windows(engine: Engine, selection: Selection, ms: list, team_ids: tuple[str, ...] | None):
+    """The stratum values and the window sums [4 sums, measures + risk, values] of the selection's
+    current, previous and last-year windows and of the network's current window."""
+    n = WINDOWS[selection.window]
+    end = index_of(selection.period)
     first = end - 12 - n + 1  # earliest month of the last-year window (and of the previous one)
     ends = [end, end - n, end - 12]  # the current, previous and last-year windows
     sums = [m.id for m in ms if m.window != "end"] + [RISK_METRIC]
@@ -408,7 +402,6 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     whole_network = selection.practice_id is None and selection.team_id is None and team_ids is None
     net = sel if whole_network else _fetch(engine, _window_reads(sums, ends_only, ends[:1], n), practice_id=None,
                                            team_id=None, team_ids=None, **filters)
-
     values = ["all"]
     if selection.stratum != "all":
         values = sorted(set(sel[2]) | set(net[2])) or ["all"]
@@ -420,19 +413,20 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     net_cube = sel_cube if net is sel else _cube(net, metric_pos, value_pos, first, slots)
     windows = {"cur": _window(sel_cube, end_rule, end_slot, n), "prev": _window(sel_cube, end_rule, end_slot - n, n),
                "ly": _window(sel_cube, end_rule, end_slot - 12, n), "net": _window(net_cube, end_rule, end_slot, n)}
+    return values, windows, whole_network
 
-    k, v = len(ms), len(values)
-    kinds = np.repeat([m.kind for m in ms], v)
-    direction = np.repeat([m.direction for m in ms], v)
-    target = np.repeat([np.nan if m.target is None else float(m.target) for m in ms], v)
+
+def _window_figures(flat: dict[str, np.ndarray], kinds: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`_figures` of every window, in one pass over all of them (fewer ppf calls)."""
+    every = _figures(np.concatenate(list(flat.values()), axis=1), np.tile(kinds, len(flat)))
+    size = len(kinds)
+    return {key: {name: x[i * size:(i + 1) * size] for name, x in every.items()} for i, key in enumerate(flat)}
+
+
+def _risk_adjusted(ms: list, v: int, windows: dict[str, np.ndarray], f: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Expected value and observed / expected of the risk-adjusted rates (NaN for the others)."""
+    k = len(ms)
     adjust = np.repeat([m.risk_adjust and m.kind == "rate_per_1000_member_years" for m in ms], v)
-    flat = {key: w[:, :k, :].reshape(4, k * v) for key, w in windows.items()}
-    every = _figures(np.concatenate(list(flat.values()), axis=1), np.tile(kinds, len(flat)))  # one pass: fewer ppf calls
-    f = {key: {name: x[i * k * v:(i + 1) * k * v] for name, x in every.items()} for i, key in enumerate(flat)}
-    if not suppress:
-        for figures in f.values():
-            figures["small"] = np.zeros_like(figures["small"])
-    cur = f["cur"]
 
     def mean_risk(key):
         num, den = windows[key][0, k, :], windows[key][1, k, :]
@@ -441,15 +435,19 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
 
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = np.where(adjust, f["net"]["value"] * mean_risk("cur") / mean_risk("net"), np.nan)
-        observed_expected = np.where(adjust, cur["value"] / expected, np.nan)
+        observed_expected = np.where(adjust, f["cur"]["value"] / expected, np.nan)
+    return expected, observed_expected
+
+
+def _card_frame(ms: list, stratum: str, values: list, flat: dict, f: dict, expected, observed_expected, network_value,
+                small, hidden) -> pd.DataFrame:  # fmt: skip
+    """The scorecard rows (:data:`COLUMNS`): figures of hidden rows blanked, flags from the intervals."""
+    k, v = len(ms), len(values)
+    cur = f["cur"]
+    kinds = np.repeat([m.kind for m in ms], v)
+    direction = np.repeat([m.direction for m in ms], v)
+    target = np.repeat([np.nan if m.target is None else float(m.target) for m in ms], v)
     met = _better(direction, cur["value"], target) | (cur["value"] == target)
-    small = hidden = cur["small"]
-    if suppress and selection.stratum != "all":  # the stratum values of a measure are parts of its total
-        counts = np.stack([flat["cur"][1], flat["cur"][0], flat["cur"][3]], axis=1)
-        hidden = complementary_suppression(counts, np.repeat(np.arange(k), v), small | is_small(counts).any(axis=1))
-    network_value = np.where(f["net"]["small"], np.nan, f["net"]["value"])
-    if whole_network:  # the network value is the row's own value: hide it wherever the row is hidden
-        network_value = np.where(hidden, np.nan, network_value)
 
     def shown(x):
         return np.where(hidden, np.nan, x)
@@ -457,7 +455,7 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     return pd.DataFrame({
         "measure_id": np.repeat([m.id for m in ms], v), "name": np.repeat([m.name for m in ms], v),
         "tier": np.repeat([m.tier for m in ms], v), "kind": kinds, "unit": np.repeat([m.unit for m in ms], v),
-        "direction": direction, "stratum": selection.stratum, "stratum_value": np.tile(values, k),
+        "direction": direction, "stratum": stratum, "stratum_value": np.tile(values, k),
         "numerator": shown(flat["cur"][0]), "denominator": shown(flat["cur"][1]), "patients": shown(flat["cur"][3]),
         "value": shown(cur["value"]), "ci_low": shown(cur["low"]), "ci_high": shown(cur["high"]), "target": target,
         "met_target": np.where(np.isnan(cur["value"]) | np.isnan(target) | hidden, None, met).astype(object),
@@ -468,7 +466,7 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
                                            f[key]["low"], f[key]["high"], small | f[key]["small"]))
            for col, key in (("change_vs_previous", "prev"), ("change_vs_last_year", "ly"), ("gap_vs_network", "net"))},
         "suppressed": hidden,
-    }, columns=COLUMNS)
+    }, columns=COLUMNS)  # fmt: skip
 
 
 def format_scorecard(card: pd.DataFrame, fmt: str = "text") -> str:

@@ -1,4 +1,4 @@
-"""Confidence intervals and the significance rule of the scorecards (DESIGN section 4).
+"""Confidence intervals and the significance rule of the scorecards.
 
 All functions are vectorised: they take scalars or numpy arrays and return the same shape.
 Undefined results (no denominator, n < 2 for a t interval) are NaN.

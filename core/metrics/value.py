@@ -1,4 +1,4 @@
-"""Value = outcomes relative to cost (DESIGN section 6): an outcome index per team and subgroup
+"""Value = outcomes relative to cost (Porter, NEJM 2010): an outcome index per team and subgroup
 next to its cost per member per month, for a value map and its trend.
 
 Outcome index (documented choice): for each subgroup (and month, when given) and each measure,

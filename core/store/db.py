@@ -6,7 +6,7 @@ The engine is created by the caller and passed in; nothing here is a module glob
 import os
 from pathlib import Path
 
-from sqlalchemy import Date, Engine, cast, event, func, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
@@ -107,13 +107,6 @@ def add_assignment_team(engine: Engine) -> bool:
     return True
 
 
-def month_start_sql(dialect: str, column):
-    """First day of the month of a date column, in SQL (SQLite and PostgreSQL)."""
-    if dialect == "postgresql":
-        return cast(func.date_trunc("month", column), Date)
-    return func.date(column, "start of month")
-
-
 def copy_rows(conn, table: str, columns: list[str], rows) -> None:
     """PostgreSQL: write ``rows`` (tuples in the order of ``columns``) into ``table`` with ``COPY``
     (psycopg's copy protocol, several times faster than ``executemany``), in the connection's
@@ -123,8 +116,3 @@ def copy_rows(conn, table: str, columns: list[str], rows) -> None:
     with cursor.copy(f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
-
-
-def drop_schema(engine: Engine) -> None:
-    """Drop every table (tests and benchmarks only)."""
-    SQLModel.metadata.drop_all(engine)

@@ -14,6 +14,8 @@ from sqlalchemy import Date, cast, func
 
 # The windows a scorecard can cover, in months, ending with the chosen month.
 WINDOWS = {"month": 1, "quarter": 3, "12m": 12}
+# How the pages name each window, in the order a selection list offers them.
+WINDOW_LABELS = {"12m": "12 months", "quarter": "Quarter", "month": "Month"}
 
 
 def as_month(value) -> date:
@@ -78,6 +80,17 @@ def month_index(values) -> pd.Series:
     """Integer month index of each date (vectorised); missing or unreadable dates give NaN."""
     d = pd.to_datetime(pd.Series(values), errors="coerce")
     return (d.dt.year * 12 + d.dt.month - 1).astype("float64")
+
+
+def year_and_month(index) -> tuple[np.ndarray, np.ndarray]:
+    """Calendar year and month (1-12) of integer month indexes (vectorised)."""
+    index = np.asarray(index)
+    return index // 12, index % 12 + 1
+
+
+def month_floor(values: pd.Series) -> pd.Series:
+    """The first day of the month of each date, as datetime64 (same index; missing stays missing)."""
+    return pd.to_datetime(values).dt.to_period("M").dt.to_timestamp()
 
 
 def month_of(values: pd.Series) -> pd.Series:

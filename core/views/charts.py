@@ -1,40 +1,66 @@
 """Plotly figures built from frames the core returns (no Streamlit here)."""
 
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-SUBGROUP_ORDER = ["healthy", "at_risk", "chronic", "complex", "frail", "unassigned"]
-SUBGROUP_COLORS = {
-    "healthy": "#4C9F70",
-    "at_risk": "#E0B040",
-    "chronic": "#E07B39",
-    "complex": "#C0392B",
-    "frail": "#7D3C98",
-    "unassigned": "#999999",
-}
+from core.derive.cells import UNASSIGNED
+from core.derive.subgroups.rules import active_rules_path, load_rules
+
+OTHER_COLOUR = "#999999"  # patient-months without a subgroup, and any id the rules no longer name
+PALETTE = px.colors.qualitative.Safe  # for subgroups whose rules give no colour
+
+
+def subgroup_style() -> tuple[list[str], dict[str, str]]:
+    """Subgroup ids in chart order and their colours, from the active subgroup rules file.
+
+    Charts list subgroups from the last [[subgroups]] entry to the first (the catch-all first,
+    the subgroups matched first last), then ``unassigned``. A subgroup's colour is its
+    ``colour`` in the rules file, else a palette colour by position; ids the rules do not name
+    are grey, so a renamed or removed subgroup never breaks a chart.
+    """
+    path = active_rules_path()
+    return _subgroup_style(str(path), path.stat().st_mtime)
+
+
+@lru_cache(maxsize=4)
+def _subgroup_style(path: str, mtime: float) -> tuple[list[str], dict[str, str]]:
+    del mtime  # part of the cache key only: a saved rules file changes the style
+    rules = load_rules(Path(path))
+    ids = list(reversed(rules.subgroup_ids))
+    colours = {s: rules.subgroup_colours.get(s) or PALETTE[i % len(PALETTE)] for i, s in enumerate(ids)}
+    return [*ids, UNASSIGNED], colours | {UNASSIGNED: OTHER_COLOUR}
+
+
+def _colour(subgroup: str, colours: dict[str, str]) -> str:
+    return colours.get(subgroup, OTHER_COLOUR)
 
 
 def member_mix_figure(member_months: pd.DataFrame, labels: dict[str, str] | None = None) -> go.Figure:
     """Stacked area of member-months per month by subgroup (columns: month, subgroup, member_months)."""
     labels = labels or {}
     frame = member_months.assign(subgroup_label=member_months["subgroup"].map(lambda s: labels.get(s, s)))
-    order = [labels.get(s, s) for s in SUBGROUP_ORDER if s in set(frame["subgroup"])]
+    ids, colours = subgroup_style()
+    present = set(frame["subgroup"])
+    order = [labels.get(s, s) for s in [*ids, *sorted(present - set(ids))] if s in present]
     fig = px.area(
         frame,
         x="month",
         y="member_months",
         color="subgroup_label",
         category_orders={"subgroup_label": order},
-        color_discrete_map={labels.get(s, s): c for s, c in SUBGROUP_COLORS.items()},
+        color_discrete_map={labels.get(s, s): _colour(s, colours) for s in present},
         labels={"member_months": "Member-months", "month": "", "subgroup_label": "Subgroup"},
     )
     fig.update_layout(hovermode="x unified", legend_title_text="", margin=dict(l=10, r=10, t=30, b=10))
     return fig
 
 
-# --- executive views (issue 10) -------------------------------------------------------------
+# --- executive views -----------------------------------------------------------------------
 
 FLAG_COLORS = {"better": "#2E7D32", "worse": "#C62828", "as expected": "#607D8B", "suppressed": "#BDBDBD"}
 MODEL_LABELS = {"bundled": "Bundled per subgroup", "fee_for_service": "Fee-for-service", "pcmh": "PCMH blocks"}
@@ -49,8 +75,10 @@ def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = No
     """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed gap)."""
     labels = {**(labels or {}), "all": "All subgroups"}
     frame = figures.assign(subgroup_label=figures["subgroup"].map(lambda s: labels.get(s, s)))
-    order = [labels.get(s, s) for s in ["all", *SUBGROUP_ORDER] if s in set(frame["subgroup"])]
-    colors = {labels.get(s, s): c for s, c in SUBGROUP_COLORS.items()} | {"All subgroups": "#212121"}
+    ids, colours = subgroup_style()
+    present = set(frame["subgroup"])
+    order = [labels.get(s, s) for s in ["all", *ids, *sorted(present - {"all", *ids})] if s in present]
+    colors = {labels.get(s, s): _colour(s, colours) for s in present} | {"All subgroups": "#212121"}
     fig = px.line(frame, x="month", y="value", color="subgroup_label", markers=True, category_orders={"subgroup_label": order},
                   color_discrete_map=colors, labels={"value": y_title, "month": "", "subgroup_label": "Subgroup"}, title=title)  # fmt: skip
     fig.update_layout(hovermode="x unified")
@@ -81,22 +109,23 @@ def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: d
 
 def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None, team_labels: dict[str, str] | None = None) -> go.Figure:
     """Cost PMPM (x) against outcome index (y) per team and subgroup, with an arrow from the
-    position 12 months earlier (columns of core.views.executive.value_positions)."""
+    position 12 months earlier (columns of core.views.compare.value_positions)."""
     labels, team_labels = labels or {}, team_labels or {}
     shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
+    colours = subgroup_style()[1]
     fig = go.Figure()
     for subgroup, part in shown.groupby("subgroup", sort=False):
         fig.add_trace(go.Scatter(
             x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", name=labels.get(subgroup, subgroup),
             text=[team_labels.get(t, t) for t in part["team_id"]], textposition="top center",
-            marker=dict(size=13, color=SUBGROUP_COLORS.get(subgroup, "#607D8B")),
+            marker=dict(size=13, color=_colour(subgroup, colours)),
         ))  # fmt: skip
     moved = shown.dropna(subset=["previous_cost_pmpm_usd", "previous_outcome_index"])
     for row in moved.itertuples():  # on a log axis, annotation x positions are log10 of the value (plotly.js)
         fig.add_annotation(x=np.log10(row.cost_pmpm_usd), y=row.outcome_index, ax=np.log10(row.previous_cost_pmpm_usd),
                            ay=row.previous_outcome_index,
                            xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.2,
-                           arrowcolor=SUBGROUP_COLORS.get(row.subgroup, "#607D8B"), opacity=0.6)  # fmt: skip
+                           arrowcolor=_colour(row.subgroup, colours), opacity=0.6)  # fmt: skip
     fig.add_hline(y=50, line_dash="dot", line_color="#9E9E9E", annotation_text="peer average outcome")
     fig.update_layout(xaxis_title="Total cost per member per month (USD, log scale)", xaxis_type="log",
                       yaxis_title="Outcome index (50 = peers of the same subgroup)", height=520)  # fmt: skip
@@ -104,7 +133,7 @@ def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None,
 
 
 def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None = None) -> go.Figure:
-    """Revenue, cost and margin PMPM per subgroup, one bar per payment model (core.views.executive.payment_comparison)."""
+    """Revenue, cost and margin PMPM per subgroup, one bar per payment model (core.views.payment_models.payment_comparison)."""
     labels = labels or {}
     long = by_subgroup.melt(id_vars=["subgroup", "model"], value_vars=["revenue_pmpm_usd", "cost_pmpm_usd", "margin_pmpm_usd"],
                             var_name="figure", value_name="usd_pmpm")  # fmt: skip
@@ -119,7 +148,7 @@ def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None
 
 
 def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float | None = None) -> go.Figure:
-    """Each stratum value with its 95 % interval; the best-served group marked (core.views.executive.equity_table)."""
+    """Each stratum value with its 95 % interval; the best-served group marked (core.views.equity.equity_table)."""
     shown = table.dropna(subset=["value"]).sort_values("value")
     colors = np.where(shown["best"], "#2E7D32", np.where(shown["gap_is_real"], "#C62828", "#607D8B"))
     fig = go.Figure(go.Scatter(
@@ -137,7 +166,7 @@ def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float 
     return _layout(fig)
 
 
-# --- monthly review (issue 8) -------------------------------------------------------------
+# --- monthly review ------------------------------------------------------------------
 
 
 def review_value_map_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
@@ -178,7 +207,7 @@ def review_cost_trend_figure(headline: pd.DataFrame) -> go.Figure:
     return _layout(fig)
 
 
-# --- patient page (issue 9) ---------------------------------------------------------------
+# --- patient page --------------------------------------------------------------------
 
 
 def encounter_timeline_figure(timeline: pd.DataFrame) -> go.Figure:

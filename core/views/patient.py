@@ -7,17 +7,17 @@ by TDABC through ``core.derive.costs.encounter_costs``, external = paid claims),
 care team.
 """
 
+from dataclasses import dataclass
 from datetime import date
 
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from core.access.audit import record_event
 from core.access.policy import Scope
 from core.config.catalog import load_catalog
 from core.derive.costs import CostInputs, encounter_costs, load_cost_settings
 from core.derive.pipeline import derive_all
-from core.derive.subgroups import lift_override, list_overrides, set_override
+from core.derive.subgroups.overrides import lift_override, list_overrides, set_override
 from core.store.models import Encounter, Staff, StaffMinutes
 from core.store.queries import patient_in_scope, patient_record, read_frame
 from core.views.worklist import WorklistRules, load_worklist_rules
@@ -26,7 +26,8 @@ from core.views.worklist import WorklistRules, load_worklist_rules
 def subgroup_periods(assignments: pd.DataFrame) -> pd.DataFrame:
     """Consecutive months in the same subgroup with the same reason, oldest first.
 
-    In: assignments (month, subgroup, rule_id, reason, overridden). Out columns: from_month,
+    In: assignments (month, subgroup, rule_id, reason, overridden). Out grain: run of consecutive
+    months with one subgroup and reason. Out columns: from_month,
     to_month, months, subgroup, rule_id, reason, overridden.
     """
     cols = ["from_month", "to_month", "months", "subgroup", "rule_id", "reason", "overridden"]
@@ -44,7 +45,7 @@ def subgroup_periods(assignments: pd.DataFrame) -> pd.DataFrame:
 def measurement_series(measurements: pd.DataFrame, rules: WorklistRules) -> pd.DataFrame:
     """The charted measurements with their label, target and direction, oldest first.
 
-    Out columns: code, label, measured_date, value, target, direction.
+    Out grain: measurement of a charted code. Columns: code, label, measured_date, value, target, direction.
     """
     charts = pd.DataFrame([(c.code, c.label, c.target, c.direction) for c in rules.charts],
                           columns=["code", "label", "target", "direction"])  # fmt: skip
@@ -82,85 +83,124 @@ def _patient_encounter_costs(engine: Engine, patient_id: str) -> pd.DataFrame:
     return encounter_costs(inputs, load_cost_settings())
 
 
-def patient_view(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> dict | None:
-    """The patient page's data, or None when the patient is unknown or outside ``team_ids``.
+@dataclass(frozen=True)
+class CurrentSubgroup:
+    """The patient's latest subgroup assignment, with the team and PCP of that month."""
 
-    Keys: patient (dict, with ``age`` today or at death), current (dict: month, subgroup, reason,
-    overridden, team, pcp; None if never assigned), periods (:func:`subgroup_periods`),
-    overrides, conditions (with ``active``), timeline (encounters with kind label, internal or
-    external, cost_usd), series (:func:`measurement_series`), costs
-    (:func:`monthly_costs_by_category`), econsults (with ``response_days``), care_team
-    (name, role, role_label, is_pcp), medications.
+    month: date
+    subgroup: str
+    reason: str
+    overridden: bool
+    team: str | None
+    pcp: str | None
+
+
+@dataclass(frozen=True)
+class PatientView:
+    """The patient page's data: the header, then one field per tab.
+
+    patient: demographics (a dict, with ``age`` today or at death); current: None if never
+    assigned; periods (:func:`subgroup_periods`) and overrides (Subgroup history); series
+    (:func:`measurement_series`, Measurements); timeline (grain: encounter; with kind label,
+    internal or external, cost_usd; Encounters); costs (:func:`monthly_costs_by_category`,
+    Costs); conditions (grain: condition; with ``active``); econsults (grain: e-consult; with
+    ``response_days``); care_team (grain: staff member; name, role, role_label, is_pcp);
+    medications (grain: medication); attribution (grain: month).
     """
+
+    patient: dict
+    current: CurrentSubgroup | None
+    periods: pd.DataFrame
+    overrides: pd.DataFrame
+    series: pd.DataFrame
+    timeline: pd.DataFrame
+    costs: pd.DataFrame
+    conditions: pd.DataFrame
+    econsults: pd.DataFrame
+    care_team: pd.DataFrame
+    medications: pd.DataFrame
+    attribution: pd.DataFrame
+
+
+def patient_view(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> PatientView | None:
+    """The patient page's data, or None when the patient is unknown or outside ``team_ids``."""
     record = patient_record(engine, patient_id, team_ids)
     if record is None:
         return None
-    catalog = load_catalog()
-    rules = load_worklist_rules()
-    p = dict(record["patient"])
+    att = record["attribution"]
+    costs = _patient_encounter_costs(engine, patient_id)
+    conditions = record["conditions"].drop(columns=["patient_id"])
+    return PatientView(
+        patient=_with_age(record["patient"]),
+        current=_current_subgroup(record["subgroups"], att),
+        periods=subgroup_periods(record["subgroups"]),
+        overrides=record["overrides"],
+        series=measurement_series(record["measurements"], load_worklist_rules()),
+        timeline=_timeline(record["encounters"], costs),
+        costs=monthly_costs_by_category(costs),
+        conditions=conditions.assign(active=conditions["resolved_date"].isna()),
+        econsults=_econsults(record["encounters"]),
+        care_team=_care_team(engine, att),
+        medications=record["medications"].drop(columns=["patient_id"]),
+        attribution=att,
+    )
+
+
+def _with_age(patient) -> dict:
+    p = dict(patient)
     until = p["death_date"] or date.today()
     born = p["birth_date"]
     p["age"] = until.year - born.year - ((until.month, until.day) < (born.month, born.day))
+    return p
 
-    assignments = record["subgroups"]
-    att = record["attribution"]
-    current = None
-    if len(assignments):
-        last = assignments.sort_values("month").iloc[-1]
-        team = att.loc[att["month"] == last["month"]].tail(1)
-        current = {"month": last["month"], "subgroup": last["subgroup"], "reason": last["reason"],
-                   "overridden": bool(last["overridden"]),
-                   "team": team["team"].iloc[0] if len(team) else None, "pcp": team["pcp"].iloc[0] if len(team) else None}  # fmt: skip
 
-    conditions = record["conditions"].drop(columns=["patient_id"])
-    conditions["active"] = conditions["resolved_date"].isna()
+def _current_subgroup(assignments: pd.DataFrame, att: pd.DataFrame) -> CurrentSubgroup | None:
+    if not len(assignments):
+        return None
+    last = assignments.sort_values("month").iloc[-1]
+    team = att.loc[att["month"] == last["month"]].tail(1)
+    return CurrentSubgroup(month=last["month"], subgroup=last["subgroup"], reason=last["reason"],
+                           overridden=bool(last["overridden"]), team=team["team"].iloc[0] if len(team) else None,
+                           pcp=team["pcp"].iloc[0] if len(team) else None)  # fmt: skip
 
-    costs = _patient_encounter_costs(engine, patient_id)
-    enc = record["encounters"].drop(columns=["patient_id"])
-    kinds = {k: v.label for k, v in catalog.activity_kinds.items()}
+
+def _timeline(encounters: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
+    enc = encounters.drop(columns=["patient_id"])
+    kinds = {k: v.label for k, v in load_catalog().activity_kinds.items()}
     timeline = enc.assign(activity=enc["kind"].map(kinds).fillna(enc["kind"]),
                           source=enc["is_internal"].map({True: "internal", False: "external"}))  # fmt: skip
     timeline = timeline.merge(costs[["encounter_id", "cost_usd"]], on="encounter_id", how="left")
     timeline["cost_usd"] = timeline["cost_usd"].astype(float).fillna(0.0)
+    return timeline
 
-    econsults = enc.loc[enc["kind"] == "e_consult", ["encounter_id", "start_date", "requested_date", "responded_date",
-                                                       "specialty", "resolved_without_visit"]].copy()  # fmt: skip
+
+def _econsults(encounters: pd.DataFrame) -> pd.DataFrame:
+    econsults = encounters.loc[encounters["kind"] == "e_consult", ["encounter_id", "start_date", "requested_date", "responded_date",
+                                                                   "specialty", "resolved_without_visit"]].copy()  # fmt: skip
     asked = pd.to_datetime(econsults["requested_date"].where(econsults["requested_date"].notna(), econsults["start_date"]))
     econsults["response_days"] = (pd.to_datetime(econsults["responded_date"]) - asked).dt.days
+    return econsults.reset_index(drop=True)
 
-    care_team = pd.DataFrame(columns=["name", "role", "role_label", "is_pcp"])
-    if len(att):
-        latest = att.iloc[-1]
-        staff = read_frame(engine, select(Staff.staff_id, Staff.name, Staff.role).where(Staff.team_id == latest["team_id"]).order_by(Staff.role, Staff.name))
-        staff["is_pcp"] = staff["staff_id"] == latest["pcp_id"]
-        staff["role_label"] = staff["role"].map(catalog.roles).fillna(staff["role"])
-        care_team = staff.sort_values("is_pcp", ascending=False, kind="stable")[["name", "role", "role_label", "is_pcp"]].reset_index(drop=True)
 
-    return {
-        "patient": p,
-        "current": current,
-        "periods": subgroup_periods(assignments),
-        "overrides": record["overrides"],
-        "conditions": conditions,
-        "timeline": timeline,
-        "series": measurement_series(record["measurements"], rules),
-        "costs": monthly_costs_by_category(costs),
-        "econsults": econsults.reset_index(drop=True),
-        "care_team": care_team,
-        "medications": record["medications"].drop(columns=["patient_id"]),
-        "attribution": att,
-    }
+def _care_team(engine: Engine, att: pd.DataFrame) -> pd.DataFrame:
+    if not len(att):
+        return pd.DataFrame(columns=["name", "role", "role_label", "is_pcp"])
+    latest = att.iloc[-1]
+    staff = read_frame(engine, select(Staff.staff_id, Staff.name, Staff.role).where(Staff.team_id == latest["team_id"])
+                       .order_by(Staff.role, Staff.name))  # fmt: skip
+    staff["is_pcp"] = staff["staff_id"] == latest["pcp_id"]
+    staff["role_label"] = staff["role"].map(load_catalog().roles).fillna(staff["role"])
+    return staff.sort_values("is_pcp", ascending=False, kind="stable")[["name", "role", "role_label", "is_pcp"]].reset_index(drop=True)
 
 
 def override_subgroup(engine: Engine, scope: Scope, patient_id: str, subgroup: str, start_month: date, note: str) -> int:
-    """A team leader pins a patient to a subgroup (``core.derive.subgroups.set_override``), audited as
-    ``override``, then everything derived is rebuilt (as the subgroup-rules page does).
+    """A team leader pins a patient to a subgroup (``core.derive.subgroups.overrides.set_override``,
+    audited as ``override``), then everything derived is rebuilt (as the subgroup-rules page does).
 
     Raises PermissionError unless the scope is a team leader's with the patient in it.
     """
     _check_override_scope(engine, scope, patient_id)
-    override_id = set_override(engine, patient_id, subgroup, start_month, note, scope.user_key)
-    record_event(engine, scope, "override", patient_id, f"set #{override_id}: {subgroup} from {start_month:%Y-%m}")
+    override_id = set_override(engine, scope, patient_id, subgroup, start_month, note)
     derive_all(engine)
     return override_id
 
@@ -171,8 +211,7 @@ def lift_patient_override(engine: Engine, scope: Scope, patient_id: str, overrid
     mine = list_overrides(engine, include_lifted=False, patient_id=patient_id)
     if override_id not in set(mine["override_id"]):
         raise ValueError(f"override {override_id} is not an active override of {patient_id}")
-    lift_override(engine, override_id, scope.user_key)
-    record_event(engine, scope, "override", patient_id, f"lifted #{override_id}")
+    lift_override(engine, scope, override_id)
     derive_all(engine)
 
 

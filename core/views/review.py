@@ -1,5 +1,6 @@
-"""The team leader's monthly value review (issue 8): headline, scorecard by tier, what moved,
-value map, the review log and the review pack. No Streamlit here; the page renders these.
+"""The team leader's monthly value review: headline, scorecard by tier, what moved,
+value map and the review pack (the review log is core.views.review_log). No Streamlit here; the
+page renders these.
 
 Rules in one place:
 
@@ -27,25 +28,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, func, select
-from sqlmodel import Session
 
 from core.access.suppression import load_suppression_rules
 from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.derive import costs
 from core.derive.measures import MeasureCatalogue, load_measures
-from core.derive.subgroups import subgroup_transitions
+from core.derive.subgroups.transitions import subgroup_transitions
 from core.metrics.payments import PaymentSettings, load_payment_settings
 from core.metrics.scorecard import Selection, build_scorecard, complementary_suppression, figure, is_small, small_figure
 from core.metrics.value import outcome_index, value_map
-from core.store.models import Cell, Encounter, Patient, PatientMonthActivity, ReviewEntry, SubgroupAssignment, Team
+from core.store.models import Cell, Encounter, Patient, PatientMonthActivity, SubgroupAssignment, Team
+from core.store.months import add_months, as_date, months_back
+from core.views.format import SUPPRESSED, format_figure, usd
 
 REVIEW_PATH = config_path("review.toml")
-ENTRY_KINDS = ("note", "decision", "action")
-ACTION_STATUSES = ("open", "done")
 TIER_LABELS = {1: "1 · Health status achieved", 2: "2 · Process of care and recovery", 3: "3 · Sustainability"}
 FLAG_COLUMNS = {"change_vs_previous": "last month", "change_vs_last_year": "last year", "gap_vs_network": "network"}
-SUPPRESSED = "suppressed"
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,22 @@ class ReviewSettings:
     acute_kinds: tuple[str, ...]
     top_patients: int
     trend_months: int
+    headline: tuple[HeadlineMetric, ...] = ()
+
+
+@dataclass(frozen=True)
+class HeadlineMetric:
+    """One headline figure of the review (review.toml [[headline]]): a column of
+    :func:`headline_series`, shown in dollars or as a number with ``digits`` decimals."""
+
+    column: str
+    label: str
+    usd: bool
+    digits: int
+    lower_is_better: bool
+
+    def format(self, value) -> str:
+        return usd(value, self.digits) if self.usd else format_figure(value, digits=self.digits)
 
 
 def load_review_settings(path: Path = REVIEW_PATH, catalogue: MeasureCatalogue | None = None) -> ReviewSettings:
@@ -64,8 +79,10 @@ def load_review_settings(path: Path = REVIEW_PATH, catalogue: MeasureCatalogue |
     known = set((catalogue or load_measures()).by_id())
     try:
         keys = {str(s): tuple(str(m) for m in ids) for s, ids in raw["key_outcomes"].items()}
+        headline = tuple(HeadlineMetric(str(h["column"]), str(h["label"]), bool(h["usd"]), int(h["digits"]),
+                                        bool(h["lower_is_better"])) for h in raw.get("headline", []))  # fmt: skip
         settings = ReviewSettings(keys, tuple(raw["what_moved"]["acute_kinds"]), int(raw["what_moved"]["top_patients"]),
-                                  int(raw["trend"]["months"]))  # fmt: skip
+                                  int(raw["trend"]["months"]), headline)  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{Path(path).name}: missing or malformed setting ({exc!r})") from exc
     for subgroup, ids in keys.items():
@@ -84,32 +101,6 @@ def check_scope(team_id: str, team_ids: tuple[str, ...] | None) -> None:
     """Raise PermissionError when ``team_id`` is outside the caller's scope (None = whole network)."""
     if team_ids is not None and team_id not in team_ids:
         raise PermissionError(f"team {team_id!r} is outside your scope")
-
-
-def months_back(month: date, n: int) -> list[date]:
-    """The ``n`` months ending with ``month``, oldest first."""
-    end = month.year * 12 + month.month - 1
-    return [date(i // 12, i % 12 + 1, 1) for i in range(end - n + 1, end + 1)]
-
-
-def _as_date(value) -> date:
-    return value if isinstance(value, date) and not isinstance(value, datetime) else date.fromisoformat(str(value)[:10])
-
-
-def format_figure(value, suppressed: bool = False, digits: int = 1) -> str:
-    """A figure for display: ``suppressed``, ``–`` (no data) or the number with thousands separators."""
-    if suppressed:
-        return SUPPRESSED
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "–"
-    return f"{float(value):,.{digits}f}"
-
-
-def format_usd(value, digits: int = 0) -> str:
-    """Dollars for display, the sign before the symbol (``-$824``); ``suppressed`` for None."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return SUPPRESSED
-    return f"{'-' if value < 0 else ''}${abs(float(value)):,.{digits}f}"
 
 
 def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, months: list[date],
@@ -134,7 +125,7 @@ def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, month
     cols = [*(["team_id"] if group_by_team else []), "month", "measure_id", "numerator", "denominator", "sum_sq", "patients"]
     with engine.connect() as conn:
         frame = pd.DataFrame([tuple(r) for r in conn.execute(stmt).all()], columns=cols)
-    frame["month"] = [_as_date(m) for m in frame["month"]]
+    frame["month"] = [as_date(m) for m in frame["month"]]
     for c in ("numerator", "denominator", "sum_sq", "patients"):
         frame[c] = frame[c].astype("float64")
     frame["value"] = np.nan
@@ -176,7 +167,7 @@ def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, te
     cols = ["member_months", "cost_internal_pmpm_usd", "cost_external_pmpm_usd", "cost_total_pmpm_usd"]
     if pmpm.empty:
         pmpm = pd.DataFrame(columns=["month", *cols])
-    pmpm["month"] = [_as_date(m) for m in pmpm["month"]]
+    pmpm["month"] = [as_date(m) for m in pmpm["month"]]
     out = out.merge(pmpm[["month", *cols]], on="month", how="left").rename(columns={"member_months": "members"})
     out["members"] = out["members"].astype("float64").fillna(0.0)
     rate = payments.bundled_pmpm_usd.get(subgroup, 0.0)
@@ -240,7 +231,7 @@ def scorecard_table(card: pd.DataFrame) -> pd.DataFrame:
 
 
 def significant_rows(card: pd.DataFrame) -> pd.DataFrame:
-    """Scorecard rows with a significant change vs last month or last year, or a gap to the network."""
+    """Scorecard rows (grain: measure) with a significant change vs last month or last year, or a gap to the network."""
     flagged = np.zeros(len(card), dtype=bool)
     for col in FLAG_COLUMNS:
         flagged |= card[col].fillna("").astype(str).ne("").to_numpy()
@@ -252,7 +243,7 @@ def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tup
     """Significant changes and gaps of every team in scope for the subgroup and month.
 
     So a reviewer can find the team whose figures moved: changes vs last month or last year
-    first, then gaps to the network. Columns: team_id, team, measure_id, Measure, Value,
+    first, then gaps to the network. Grain: team and measure. Columns: team_id, team, measure_id, Measure, Value,
     Significant. Aggregates only (scorecard values, suppressed as there).
     """
     teams = pd.read_sql(select(Team.team_id, Team.name).order_by(Team.team_id), engine.connect())
@@ -276,11 +267,10 @@ def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, tea
                    patient_level: bool, suppress: bool = True) -> dict[str, pd.DataFrame]:
     """Patients who entered or left the subgroup at the team this month, with reasons.
 
-    ``summary``: direction (entered / left), other_subgroup, patients. With ``suppress``, counts
-    of 1-10 are hidden (NaN) so that the members headline does not give them back (see
-    :func:`hide_moves`).
-    ``patients``: patient_id, direction, from_subgroup, to_subgroup, reason, overridden; empty
-    unless ``patient_level``.
+    ``summary`` (grain: direction, other subgroup): direction (entered / left), other_subgroup,
+    patients; with ``suppress``, counts of 1-10 are hidden (NaN) so that the members headline does
+    not give them back either (:func:`hide_moves`). ``patients`` (grain: patient): patient_id,
+    direction, from_subgroup, to_subgroup, reason, overridden; empty unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
     moved = subgroup_transitions(engine, month, team_id, subgroup)
@@ -331,11 +321,11 @@ def acute_events(engine: Engine, team_id: str, subgroup: str, month: date, team_
                  kinds: tuple[str, ...] = ("ed_visit", "admission")) -> pd.DataFrame:
     """ED visits and admissions starting in ``month`` of the team's patients in the subgroup (patient rows).
 
-    Columns: patient_id, name, kind, start_date, end_date, primary_dx, in_network, paid_usd.
+    Grain: encounter. Columns: patient_id, name, kind, start_date, end_date, primary_dx, in_network, paid_usd.
     Filtered in SQL to ``team_ids``.
     """
     check_scope(team_id, team_ids)
-    end = months_back(date(month.year + (month.month == 12), month.month % 12 + 1, 1), 1)[0]
+    end = add_months(month, 1)
     members = _scoped_month_patients(team_id, subgroup, month, team_ids).subquery()
     stmt = (
         select(Encounter.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), Encounter.kind,
@@ -353,22 +343,22 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
                  top: int = 10, patient_level: bool = True, suppress: bool = True) -> dict[str, pd.DataFrame]:
     """Largest cost drivers of the team and subgroup this month.
 
-    ``by_category``: category, pmpm_usd, previous_pmpm_usd, change_pmpm_usd (from cells; blank
+    ``by_category`` (grain: cost category): category, pmpm_usd, previous_pmpm_usd, change_pmpm_usd (from cells; blank
     when either month has 1-10 members), sorted by this month's PMPM.
-    ``by_patient``: the ``top`` costliest patients (patient_id, name, cost_total_usd,
+    ``by_patient`` (grain: patient): the ``top`` costliest patients (patient_id, name, cost_total_usd,
     cost_internal_usd, cost_external_usd) from the patient-month activity (core.derive.activity: the
     same TDABC and claims costs as the cells); empty unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
     catalog = load_catalog()
-    prev = months_back(month, 2)[0]
+    prev = add_months(month, -1)
     cells = costs.cost_pmpm_from_cells(engine, ("month",), [prev, month], team_id=team_id, subgroup=subgroup)
     rows = []
     for cat, label in catalog.cost_categories.items():
         col = costs.pmpm_name(costs.category_metric(cat))
         cur = pre = np.nan
         if not cells.empty and col in cells:
-            cells["month"] = [_as_date(m) for m in cells["month"]]
+            cells["month"] = [as_date(m) for m in cells["month"]]
             for m, mm, v in zip(cells["month"], cells["member_months"], cells[col], strict=True):
                 if suppress and is_small(mm):
                     v = np.nan
@@ -418,7 +408,7 @@ def value_map_frame(engine: Engine, subgroup: str, month: date, n_months: int = 
     cost = costs.cost_pmpm_from_cells(engine, ("team_id", "subgroup", "month"), months, subgroup=subgroup)
     if cost.empty or values.empty:
         return pd.DataFrame(columns=cols)
-    cost["month"] = [_as_date(m) for m in cost["month"]]
+    cost["month"] = [as_date(m) for m in cost["month"]]
     cost = cost.loc[~is_small(cost["member_months"]) & (cost["member_months"] > 0)]
     index = outcome_index(values.loc[values["team_id"].isin(cost["team_id"])], by=("subgroup", "month"))
     out = value_map(index, cost, by=("subgroup", "month"))
@@ -481,30 +471,25 @@ def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_i
     )  # fmt: skip
 
 
-HEADLINE_METRICS = (  # (column, label, format, lower is better)
-    ("members", "Members", "{:,.0f}", False),
-    ("cost_internal_pmpm_usd", "Internal cost PMPM", "${:,.2f}", True),
-    ("cost_external_pmpm_usd", "External cost PMPM", "${:,.2f}", True),
-    ("cost_total_pmpm_usd", "Total cost PMPM", "${:,.2f}", True),
-)
-
-
 def headline_metrics(data: ReviewData) -> list[dict]:
-    """Headline metrics: label, value (text), delta (text or None), inverse (lower is better),
-    chart (list of the trend values, suppressed months left out)."""
+    """Headline metrics (review.toml [[headline]], then the subgroup's key outcomes): label, value
+    (text), delta (text or None), inverse (lower is better), chart (list of the trend values,
+    suppressed months left out)."""
     h = data.headline
     cur, prev = h.iloc[-1], h.iloc[-2]
     out = []
-    specs = list(HEADLINE_METRICS) + [(m, name, "{:,.1f}", direction == "lower") for m, name, _, direction in data.key_outcomes]
-    for col, label, fmt, inverse in specs:
+    specs = [*load_review_settings().headline,
+             *(HeadlineMetric(m, name, False, 1, direction == "lower") for m, name, _, direction in data.key_outcomes)]  # fmt: skip
+    for spec in specs:
+        col = spec.column
         sup = bool(cur[f"{col}_suppressed"] if f"{col}_suppressed" in h else cur["suppressed"])
         value = cur[col]
-        text = SUPPRESSED if sup else ("–" if pd.isna(value) else fmt.format(value))
+        text = SUPPRESSED if sup else ("–" if pd.isna(value) else spec.format(value))
         delta = None
         if not sup and not pd.isna(value) and not pd.isna(prev[col]):
-            delta = fmt.format(value - prev[col]).replace("$-", "-$")
+            delta = spec.format(value - prev[col])
             delta = delta if delta.startswith("-") else "+" + delta
-        out.append({"column": col, "label": label, "value": text, "delta": delta, "inverse": inverse,
+        out.append({"column": col, "label": spec.label, "value": text, "delta": delta, "inverse": spec.lower_is_better,
                     "chart": [float(v) for v in h[col].dropna()]})  # fmt: skip
     return out
 
@@ -517,68 +502,6 @@ def payment_summary(data: ReviewData) -> dict:
                 "cost_basis": data.cost_basis}  # fmt: skip
     return {"payment_usd": float(cur["payment_usd"]), "cost_usd": float(cur["cost_usd"]), "margin_usd": float(cur["margin_usd"]),
             "rate_usd": data.bundled_rate_usd, "cost_basis": data.cost_basis}  # fmt: skip
-
-
-# --- review log (store) -------------------------------------------------------------------
-
-LOG_COLUMNS = ["entry_id", "month", "kind", "text", "owner", "due_date", "status", "created_by", "created_at",
-               "closed_by", "closed_at", "carried_forward"]  # fmt: skip
-
-
-def add_entry(engine: Engine, team_ids: tuple[str, ...] | None, *, team_id: str, subgroup: str, month: date, kind: str,
-              text: str, created_by: str, owner: str = "", due_date: date | None = None) -> int:
-    """Save a note, decision or action item; returns its id. Actions need an owner and start ``open``."""
-    check_scope(team_id, team_ids)
-    text, owner = (text or "").strip(), (owner or "").strip()
-    if kind not in ENTRY_KINDS:
-        raise ValueError(f"kind must be one of {ENTRY_KINDS}")
-    if not text:
-        raise ValueError("the entry has no text")
-    if kind == "action" and not owner:
-        raise ValueError("an action item needs an owner")
-    entry = ReviewEntry(team_id=team_id, subgroup=subgroup, month=month.replace(day=1), kind=kind, text=text[:2000],
-                        owner=owner[:200], due_date=due_date if kind == "action" else None,
-                        status="open" if kind == "action" else "", created_by=created_by)  # fmt: skip
-    with Session(engine) as session:
-        session.add(entry)
-        session.commit()
-        return int(entry.entry_id)
-
-
-def close_entry(engine: Engine, team_ids: tuple[str, ...] | None, entry_id: int, closed_by: str) -> None:
-    """Mark an action item done (only for teams in scope)."""
-    with Session(engine) as session:
-        entry = session.get(ReviewEntry, entry_id)
-        if entry is None:
-            raise KeyError(f"no review entry {entry_id}")
-        check_scope(entry.team_id, team_ids)
-        if entry.kind != "action":
-            raise ValueError("only action items are closed")
-        if entry.status != "done":
-            entry.status, entry.closed_by, entry.closed_at = "done", closed_by, datetime.now(UTC)
-            session.add(entry)
-            session.commit()
-
-
-def review_log(engine: Engine, team_ids: tuple[str, ...] | None, team_id: str, subgroup: str, month: date) -> pd.DataFrame:
-    """The month's notes, decisions and action items, plus open action items of earlier months
-    (``carried_forward`` True), oldest first. Columns: :data:`LOG_COLUMNS`."""
-    check_scope(team_id, team_ids)
-    E = ReviewEntry
-    month = month.replace(day=1)
-    stmt = (
-        select(*[getattr(E, c) for c in LOG_COLUMNS[:-1]])
-        .where(E.team_id == team_id, E.subgroup == subgroup,
-               (E.month == month) | ((E.month < month) & (E.kind == "action") & (E.status == "open")))
-        .order_by(E.month, E.entry_id)
-    )  # fmt: skip
-    if team_ids is not None:
-        stmt = stmt.where(E.team_id.in_(list(team_ids)))
-    with engine.connect() as conn:
-        frame = pd.DataFrame([tuple(r) for r in conn.execute(stmt).all()], columns=LOG_COLUMNS[:-1])
-    frame["month"] = [_as_date(m) for m in frame["month"]]
-    frame["carried_forward"] = [m < month for m in frame["month"]]
-    return frame
 
 
 # --- review pack --------------------------------------------------------------------------
@@ -606,13 +529,14 @@ def _html_table(frame: pd.DataFrame, table_id: str, mark_column: str | None = No
 
 
 def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """The pack's tables (aggregates only): headline, scorecard, moves, cost_categories, value_map, review_log."""
+    """The pack's tables (aggregates only): headline (grain: metric), scorecard (measure), moves
+    (direction, other subgroup), cost_categories (category), value_map (team), review_log (entry)."""
     metrics = pd.DataFrame([{"Metric": m["label"], "Value": m["value"], "Change vs last month": m["delta"] or ""}
                             for m in headline_metrics(data)])  # fmt: skip
     pay = payment_summary(data)
     for label, key in (("Bundled payment (USD)", "payment_usd"), (f"Cost, {pay['cost_basis']} (USD)", "cost_usd"),
                        ("Margin (USD)", "margin_usd")):  # fmt: skip
-        metrics.loc[len(metrics)] = [label, format_usd(pay[key]), ""]
+        metrics.loc[len(metrics)] = [label, usd(pay[key]), ""]
     moves = data.moves["summary"].assign(other_subgroup=lambda f: f["other_subgroup"].map(lambda s: labels.get(s, s)))
     moves["patients"] = [format_figure(v, pd.isna(v), 0) for v in moves["patients"]]
     cats = data.drivers["by_category"].copy()

@@ -18,7 +18,7 @@ patient was attributed in each of those months (the cost cells count attributed 
 """
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from functools import cache
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from sqlalchemy.orm import aliased
 
 from core.config import config_path, load_toml
 from core.store.models import Attribution, Measurement, Patient, PatientMonthActivity, SubgroupAssignment
+from core.store.months import add_months, as_month, index_of, month_end, month_index
 from core.store.queries import read_frame
 
 WORKLIST_PATH = config_path("worklist.toml")
@@ -115,26 +116,9 @@ def load_worklist_rules(path: Path = WORKLIST_PATH) -> WorklistRules:
 # --- dates ------------------------------------------------------------------------------
 
 
-def add_months(month: date, n: int) -> date:
-    """First day of the month ``n`` months after ``month`` (negative: before)."""
-    index = month.year * 12 + month.month - 1 + n
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def month_end(month: date) -> date:
-    return add_months(date(month.year, month.month, 1), 1) - timedelta(days=1)
-
-
 def _datetimes(values) -> np.ndarray:
     """Dates (``date``, ISO text, None) as a ``datetime64`` array (NaT for missing)."""
     return pd.to_datetime(pd.Series(values), errors="coerce", cache=False).to_numpy()
-
-
-def _month_index(values) -> np.ndarray:
-    """Months since year 0 of each date (NaT -> a large negative number)."""
-    d = _datetimes(values)
-    months = d.astype("datetime64[M]").astype(np.int64) + 1970 * 12
-    return np.where(np.isnat(d), -1e9, months.astype(float))
 
 
 # --- store reads ------------------------------------------------------------------------
@@ -176,7 +160,7 @@ def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...],
                          rules: WorklistRules | None = None) -> WorklistInputs:  # fmt: skip
     """Read the worklist inputs of the teams in scope (``team_ids``; empty -> no rows)."""
     rules = rules or load_worklist_rules()
-    month = date(month.year, month.month, 1)
+    month = as_month(month)
     as_of = month_end(month)
     members = _members(month, tuple(team_ids), subgroup)
     patients = _patients(engine, month, tuple(team_ids), subgroup)
@@ -332,8 +316,8 @@ def compute_flags(frame: pd.DataFrame, month: date, rules: WorklistRules) -> pd.
 
     def within(dates: pd.Series, months: int | pd.Series) -> pd.Series:
         d = pd.to_datetime(dates, errors="coerce")
-        cutoff = _month_index([month])[0] - np.asarray(months, dtype=float) + 1  # first month still counted
-        return pd.Series(_month_index(d) >= cutoff, index=frame.index) & d.notna().to_numpy()
+        cutoff = index_of(month) - np.asarray(months, dtype=float) + 1  # first month still counted
+        return pd.Series(month_index(d).to_numpy() >= cutoff, index=frame.index) & d.notna().to_numpy()
 
     acute = pd.to_datetime(frame["last_acute"], errors="coerce")
     out["recent_acute"] = (acute.notna() & (acute >= as_of - pd.Timedelta(days=int(f["recent_acute"]["days"])))).to_numpy()
@@ -424,7 +408,7 @@ def build_worklist(inputs: WorklistInputs, rules: WorklistRules | None = None) -
 def member_counts(engine: Engine, month: date, team_ids: tuple[str, ...]) -> dict[str | None, int]:
     """Patients the teams' worklist would list in ``month``: per subgroup, and in all (key None,
     which also counts patients not assigned yet). Read from indexes only, whatever the team size."""
-    month = date(month.year, month.month, 1)
+    month = as_month(month)
     sa = SubgroupAssignment
     per = read_frame(engine, select(sa.subgroup, func.count().label("n"))
                      .where(sa.month == month, sa.team_id.in_(team_ids)).group_by(sa.subgroup))  # fmt: skip
@@ -445,13 +429,13 @@ def default_subgroup(counts: dict[str | None, int], subgroups: list[str], served
 
 
 def team_worklist(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None = None) -> pd.DataFrame:
-    """The worklist of the patients attributed to ``team_ids`` in ``month`` (see :func:`build_worklist`)."""
+    """The worklist of the patients attributed to ``team_ids`` in ``month`` (grain: patient; see :func:`build_worklist`)."""
     rules = load_worklist_rules()
     return build_worklist(load_worklist_inputs(engine, month, team_ids, subgroup, rules), rules)
 
 
 def filter_worklist(frame: pd.DataFrame, search: str = "", flags: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Rows whose name or patient id contains ``search`` (any case) and that raise at least one of ``flags``."""
+    """Rows (grain: patient) whose name or patient id contains ``search`` (any case) and that raise at least one of ``flags``."""
     keep = pd.Series(True, index=frame.index)
     text = (search or "").strip()
     if text:

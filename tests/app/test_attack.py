@@ -12,12 +12,12 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 import core.metrics.scorecard
-import core.views.executive
+import core.views.admin_rules
 import core.views.review
 from core.access import suppression
 from core.store.db import create_schema, make_engine
 from core.store.queries import months_available, organisation
-from core.views import executive as ex
+from core.views.cells_read import cell_sums_by
 from core.views.review import headline_series, subgroup_moves
 from tests import attack
 from tests.app.conftest import DASHBOARD
@@ -117,7 +117,7 @@ def comparison_window_leaks(url: str, stores, role="executive", team=None, measu
                 value = attack.parse_number(row["numerator"]) if "numerator" in row else "hidden"
                 into[(row["team"], idx[m])] = value
     engine = make_engine(url)
-    sums = ex.cell_sums_by(engine, ["team_id"], [measure], months[0], last)
+    sums = cell_sums_by(engine, ["team_id"], [measure], months[0], last)
     labels = {r.team_id: f"{r.practice} · {r.team}" for r in organisation(engine).itertuples()}
     engine.dispose()
     truth = {(labels[r.team_id], idx[r.month]): float(r.numerator) for r in sums.itertuples()}

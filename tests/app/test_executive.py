@@ -12,14 +12,20 @@ from sqlalchemy import select
 from streamlit.runtime.media_file_storage import MediaFileKind
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from core.derive.costs import window_months
+from core.access.policy import load_access_rules
 from core.metrics.payments import load_payment_settings
 from core.store.db import make_engine
 from core.store.models import AuditEvent
+from core.store.months import window_months
 from core.store.queries import months_available, organisation, read_frame
-from core.views import executive as ex
+from core.views.compare import team_comparison, value_positions
+from core.views.econsults import econsults
+from core.views.equity import equity_table
+from core.views.format import usd
+from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
+from core.views.trends import trends
 
-EXECUTIVE_PAGES = ["pages/trends.py", "pages/compare.py", "pages/payments.py", "pages/equity.py", "pages/econsults.py"]
+EXECUTIVE_PAGES = [p.file for p in load_access_rules().pages.values() if p.section == "Executive"]
 # Columns that hold counts of people, member-months or events (never 1-10 when published).
 COUNT_COLUMNS = re.compile(r"^(numerator|denominator|patients|members|member_months|econsults|responded|resolved|count)$", re.I)
 # Counts written in text: "7 patients", "3 e-consults", "E-consults: 4" ...
@@ -103,7 +109,7 @@ def numbers(frame: pd.DataFrame, cols) -> np.ndarray:
 
 def test_trends_show_the_core_trends(app, engine):
     open_page(app, "pages/trends.py")
-    core = ex.trends(engine)
+    core = trends(engine)
     table = app.dataframe[0].value
     assert len(table) == len(core["figures"])
     np.testing.assert_allclose(numbers(table, ["value", "patients"]), numbers(core["figures"], ["value", "patients"]), equal_nan=True)
@@ -115,13 +121,13 @@ def test_trends_show_the_core_trends(app, engine):
 def test_trends_of_one_team(app, engine):
     open_page(app, "pages/trends.py")
     app.sidebar.selectbox(key="trend_unit").select("team:TM02").run()
-    core = ex.trends(engine, None, None, "TM02")
+    core = trends(engine, None, None, "TM02")
     np.testing.assert_allclose(numbers(app.dataframe[0].value, ["value"]), numbers(core["figures"], ["value"]), equal_nan=True)
 
 
 def test_team_comparison_shows_every_team_against_the_network(app, engine, period):
     open_page(app, "pages/compare.py")
-    core = ex.team_comparison(engine, "ed_visits", period, "12m")
+    core = team_comparison(engine, "ed_visits", period, "12m")
     table = app.dataframe[0].value
     assert len(table) == len(core["teams"]) == 7
     np.testing.assert_allclose(numbers(table, ["value", "ci_low", "ci_high"]), numbers(core["teams"], ["value", "ci_low", "ci_high"]),
@@ -132,7 +138,7 @@ def test_team_comparison_shows_every_team_against_the_network(app, engine, perio
 
 def test_value_map_shows_the_core_positions(app, engine, period):
     open_page(app, "pages/compare.py")
-    core = ex.value_positions(engine, period, "12m")
+    core = value_positions(engine, period, "12m")
     table = app.dataframe[1].value
     cols = ["cost_pmpm_usd", "outcome_index", "previous_cost_pmpm_usd", "previous_outcome_index"]
     np.testing.assert_allclose(numbers(table, cols), numbers(core, cols), equal_nan=True)
@@ -141,15 +147,15 @@ def test_value_map_shows_the_core_positions(app, engine, period):
 def test_payment_models_with_a_what_if_setting(app, engine, period):
     open_page(app, "pages/payments.py")
     months = tuple(window_months(period, "12m"))
-    inputs = ex.payment_inputs(engine, months)
+    inputs = payment_inputs(engine, months)
     base = load_payment_settings()
-    core = ex.payment_comparison(inputs, base, 0)["total"].set_index("model")
+    core = payment_comparison(inputs, base, 0)["total"].set_index("model")
     shown = {m.label: m.value for m in app.metric}
-    assert shown["Bundled per subgroup: margin"] == ex.usd(core.loc["bundled", "margin_usd"])
+    assert shown["Bundled per subgroup: margin"] == usd(core.loc["bundled", "margin_usd"])
     app.number_input(key="pay_bundle_complex").set_value(150.0).run()
-    what_if = ex.payment_comparison(inputs, ex.payment_settings_with(base, {"complex": 150.0}), 0)["total"].set_index("model")
+    what_if = payment_comparison(inputs, payment_settings_with(base, {"complex": 150.0}), 0)["total"].set_index("model")
     shown = {m.label: m.value for m in app.metric}
-    assert shown["Bundled per subgroup: margin"] == ex.usd(what_if.loc["bundled", "margin_usd"])
+    assert shown["Bundled per subgroup: margin"] == usd(what_if.loc["bundled", "margin_usd"])
     assert what_if.loc["bundled", "margin_usd"] > core.loc["bundled", "margin_usd"]
     assert load_payment_settings().bundled_pmpm_usd["complex"] == 100.0  # nothing saved
 
@@ -157,33 +163,33 @@ def test_payment_models_with_a_what_if_setting(app, engine, period):
 def test_aco_projection_with_coding_growth(app, engine, period):
     open_page(app, "pages/payments.py")
     months = tuple(window_months(period, "12m"))
-    inputs, _ = ex.aco_inputs(engine, months)
+    inputs, _ = aco_inputs(engine, months)
     track = load_payment_settings().aco_presets["mssp_enhanced"]
-    result, _ = ex.aco_projection(inputs, track, 0.0)
+    result, _ = aco_projection(inputs, track, 0.0)
     shown = {m.label: m.value for m in app.metric}
-    assert shown["Benchmark"] == ex.usd(result.benchmark_usd) and shown["Actual spend"] == ex.usd(result.actual_spend_usd)
+    assert shown["Benchmark"] == usd(result.benchmark_usd) and shown["Actual spend"] == usd(result.actual_spend_usd)
     app.slider(key="aco_coding").set_value(5.0).run()
-    coded, _ = ex.aco_projection(inputs, track, 5.0)
+    coded, _ = aco_projection(inputs, track, 5.0)
     shown = {m.label: m.value for m in app.metric}
-    assert shown["Gross savings"] == ex.usd(coded.gross_savings_usd)
+    assert shown["Gross savings"] == usd(coded.gross_savings_usd)
     assert coded.risk_cap_binds
 
 
 def test_equity_shows_the_gap_to_the_best_served_group(app, engine, period):
     open_page(app, "pages/equity.py")  # default measure: promis_physical_mean (executive.toml)
-    core = ex.equity_table(engine, "promis_physical_mean", "race_ethnicity", period, "12m")
+    core = equity_table(engine, "promis_physical_mean", "race_ethnicity", period, "12m")
     table = app.dataframe[0].value
     np.testing.assert_allclose(numbers(table, ["value", "gap_to_best"]), numbers(core, ["value", "gap_to_best"]), equal_nan=True)
     best = core.loc[core["best"], "stratum_value"].iloc[0]
     assert f"Best-served group: **{best}**" in app.markdown[0].value
     app.selectbox(key="equity_stratum").select("dual_status").run()
-    dual = ex.equity_table(engine, "promis_physical_mean", "dual_status", period, "12m")
+    dual = equity_table(engine, "promis_physical_mean", "dual_status", period, "12m")
     assert list(app.dataframe[0].value["stratum_value"]) == list(dual["stratum_value"])
 
 
 def test_econsults_show_the_core_counts(app, engine, period):
     open_page(app, "pages/econsults.py")
-    core = ex.econsults(engine, tuple(window_months(period, "12m")))
+    core = econsults(engine, tuple(window_months(period, "12m")))
     for i, name in enumerate(["by_specialty", "by_team", "spend"]):
         cols = [c for c in core[name].columns if c not in ("specialty", "team_id", "group", "suppressed")]
         np.testing.assert_allclose(numbers(app.dataframe[i].value, cols), numbers(core[name], cols), equal_nan=True)

@@ -4,7 +4,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.access.audit import search_events
-from core.derive.subgroups import list_overrides
+from core.derive.subgroups.overrides import list_overrides
 from core.views.patient import patient_view
 from tests.app.conftest import DASHBOARD
 from tests.app.test_worklist import tiny_db  # noqa: F401  (fixture)
@@ -38,7 +38,7 @@ def test_patient_page_shows_the_database_rows(tiny_db):  # noqa: F811
     assert frame_with(at, "response_days")[["specialty", "response_days"]].values.tolist() == [["cardiology", 3]]
     assert frame_with(at, "code")["description"].tolist() == ["Essential hypertension"]
     costs = frame_with(at, "category")
-    assert costs["cost_usd"].sum() == pytest.approx(view["costs"]["cost_usd"].sum()) and costs["cost_usd"].sum() > 0
+    assert costs["cost_usd"].sum() == pytest.approx(view.costs["cost_usd"].sum()) and costs["cost_usd"].sum() > 0
     assert set(frame_with(at, "activity")["activity"]) == {"Office visit", "E-consult"}
     assert frame_with(at, "role_label")["name"].tolist()[0] == "Dr One"
     assert len(at.get("plotly_chart")) >= 3  # measurements with targets, timeline, costs

@@ -7,11 +7,13 @@ from datetime import date
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.derive.subgroups import active_rules_path, load_rules
+from core.derive.subgroups.rules import active_rules_path, load_rules
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.db import create_schema, make_engine
 from core.store.queries import months_available
-from core.views.review import acute_events, format_figure, review_log
+from core.views.format import format_figure
+from core.views.review import acute_events
+from core.views.review_log import review_log
 from tests.app.conftest import DASHBOARD
 
 SPIKE_END = date(2026, 10, 1)

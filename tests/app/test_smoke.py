@@ -2,15 +2,11 @@
 
 import pytest
 
+from core.access.policy import page_openers
 from core.store.db import make_engine
 from core.store.queries import data_status
 
-# (demo role, page): every page, opened by a role that may open it
-PAGES = [
-    ("team_leader", "pages/review.py"), ("clinician", "pages/worklist.py"), ("clinician", "pages/patient.py"),
-    ("executive", "pages/trends.py"), ("admin", "pages/data_status.py"), ("admin", "pages/admin_rules.py"),
-    ("admin", "pages/admin_users.py"), ("admin", "pages/admin_audit.py"),
-]  # fmt: skip
+PAGES = page_openers()  # (demo role, page): every page, opened by a role that may open it
 
 
 def test_default_page_is_the_monthly_review(app):

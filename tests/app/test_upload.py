@@ -1,7 +1,6 @@
 """Admin upload page: a bad file is rejected with its row and column and nothing is written;
 a valid data set lands whole, and with real data in the store demo mode ends."""
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store.queries import data_status
@@ -9,7 +8,7 @@ from tests.app.conftest import DASHBOARD
 from tests.conftest import FIXTURES
 
 
-def upload_page(files):
+def upload_page():
     at = AppTest.from_file(DASHBOARD, default_timeout=120)
     at.session_state["demo_role"] = "admin"
     at.run()
@@ -19,7 +18,7 @@ def upload_page(files):
 
 def test_invalid_upload_is_rejected_and_writes_nothing(private_db):
     before = data_status(private_db)["counts"]
-    at = upload_page([])
+    at = upload_page()
     bad = b"practice_id,name,network\nA,Practice A,\nA,Duplicate,\n"
     at.file_uploader(key="upload_files").set_value([("practices.csv", bad, "text/csv")]).run()
     at.button[0].click().run()
@@ -31,10 +30,9 @@ def test_invalid_upload_is_rejected_and_writes_nothing(private_db):
     assert data_status(private_db)["counts"] == {**before, "audit_event": before["audit_event"] + 1}
 
 
-@pytest.mark.skipif(not (FIXTURES / "tuva_input_layer").exists(), reason="shared fixtures folder is absent")
 def test_valid_tuva_upload_lands_and_ends_demo_mode(private_db):
     files = [(p.name, p.read_bytes(), "text/csv") for p in sorted((FIXTURES / "tuva_input_layer").glob("*.csv"))]
-    at = upload_page(files)
+    at = upload_page()
     at.segmented_control(key="upload_format").set_value("tuva").run()
     at.file_uploader(key="upload_files").set_value(files).run()
     at.button[0].click().run()
@@ -45,7 +43,6 @@ def test_valid_tuva_upload_lands_and_ends_demo_mode(private_db):
     assert again.title[0].value == "Login required"
 
 
-@pytest.mark.skipif(not (FIXTURES / "tuva_input_layer").exists(), reason="shared fixtures folder is absent")
 def test_pages_open_on_imported_people_for_a_signed_in_user(tmp_path, monkeypatch):
     """Only the Tuva fixture people in a fresh store: subgroups, cells and the pages work on them."""
     from core.access.users import save_user

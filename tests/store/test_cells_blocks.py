@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.derive.cells import CELL_COLUMNS, add_cells, block_cells, build_cells, patient_blocks
-from core.derive.measures import month_date, month_index
+from core.derive.blocks import patient_blocks
+from core.derive.cells import CELL_COLUMNS, add_cells, block_cells, build_cells
 from core.store import models
 from core.store.db import make_engine
+from core.store.months import from_index, month_index
 
 KEYS = CELL_COLUMNS[:7]
 
@@ -17,7 +18,7 @@ KEYS = CELL_COLUMNS[:7]
 def _months(engine):
     with engine.connect() as conn:
         found = month_index([r[0] for r in conn.execute(select(models.Attribution.month).distinct())])
-    return sorted(month_date(i) for i in set(found.dropna().astype(int)))
+    return sorted(from_index(i) for i in set(found.dropna().astype(int)))
 
 
 def _sorted(cells: pd.DataFrame) -> pd.DataFrame:
@@ -40,8 +41,8 @@ def _stored(engine) -> pd.DataFrame:
 
 
 def test_blocks_partition_the_attributed_patients(sample_engine):
-    blocks = patient_blocks(sample_engine, 150)
     with sample_engine.connect() as conn:
+        blocks = patient_blocks(conn, 150)
         ids = sorted({r[0] for r in conn.execute(select(models.Attribution.patient_id))})
     assert len(blocks) == -(-len(ids) // 150) > 2
     covered = [[i for i in ids if lo <= i <= hi] for lo, hi in blocks]
@@ -53,7 +54,9 @@ def test_cells_of_blocks_add_up_to_the_cells_of_all_patients(sample_engine):
     months = _months(sample_engine)
     whole, _ = block_cells(sample_engine, months)
     added = pd.DataFrame(columns=CELL_COLUMNS)
-    for block in patient_blocks(sample_engine, 150):
+    with sample_engine.connect() as conn:
+        blocks = patient_blocks(conn, 150)
+    for block in blocks:
         cells, seconds = block_cells(sample_engine, months, block)
         assert set(seconds) == {"load", "flags", "costs", "aggregate"}
         added = add_cells(added, cells)

@@ -7,8 +7,10 @@ from sqlalchemy import select
 
 from core.derive.pipeline import load_bundle_and_derive
 from core.store.models import Attribution, Encounter
+from core.store.months import window_months
 from core.store.queries import months_available, read_frame
-from core.views import executive as ex
+from core.views.econsults import econsults
+from core.views.payment_models import payment_inputs
 
 
 @pytest.fixture
@@ -18,20 +20,20 @@ def loaded(store_engine, sample_bundle):
 
 
 def test_econsults_and_activity_counts_in_sql(loaded):
-    months = ex.period_months(months_available(loaded)[-1], "12m")
+    months = tuple(window_months(months_available(loaded)[-1], "12m"))
     enc = read_frame(loaded, select(Encounter.patient_id, Encounter.kind, Encounter.start_date, Encounter.responded_date,
                                     Encounter.is_internal))  # fmt: skip
     enc["start_date"], enc["responded_date"] = pd.to_datetime(enc["start_date"]), pd.to_datetime(enc["responded_date"])
     enc["month"] = enc["start_date"].dt.to_period("M").dt.to_timestamp().dt.date
     ec = enc.loc[(enc["kind"] == "e_consult") & enc["month"].isin(months)]
-    total = ex.econsults(loaded, months)["by_team"].iloc[-1]
+    total = econsults(loaded, months)["by_team"].iloc[-1]
     assert total["econsults"] == len(ec)
     assert total["mean_response_days"] == pytest.approx((ec["responded_date"] - ec["start_date"]).dt.days.mean())
 
     att = read_frame(loaded, select(Attribution.patient_id, Attribution.month).where(Attribution.month.in_(list(months))))
     att["month"] = pd.to_datetime(att["month"]).dt.date
     internal = enc.loc[enc["is_internal"].astype(bool)].merge(att, on=["patient_id", "month"])
-    counted = ex.payment_inputs(loaded, months)["activities"]
+    counted = payment_inputs(loaded, months)["activities"]
     assert counted["activities"].sum() == len(internal)
     by_kind = counted.groupby("kind")["activities"].sum()
     assert by_kind.to_dict() == internal.groupby("kind").size().astype(float).to_dict()

@@ -7,7 +7,7 @@ import pytest
 from sqlmodel import Session
 
 from core.store.models import Practice, Team
-from core.views.review import add_entry, close_entry, review_log
+from core.views.review_log import add_entry, close_entry, review_log
 
 MAY, JUNE, JULY = date(2026, 5, 1), date(2026, 6, 1), date(2026, 7, 1)
 

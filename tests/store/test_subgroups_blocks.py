@@ -7,11 +7,15 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.derive.subgroups import assign_subgroups, load_rules, patient_blocks, preview_rules, set_override
+from core.derive.blocks import patient_blocks
+from core.derive.subgroups.assign import assign_subgroups
+from core.derive.subgroups.overrides import set_override
+from core.derive.subgroups.rules import load_rules
 from core.store.db import make_engine
 from core.store.models import RiskScore, SubgroupAssignment
+from core.views.admin_rules import preview_rules
 
-from .test_subgroups_store import MONTHS, RULES, seed
+from .test_subgroups_store import LEAD, MONTHS, RULES, seed
 
 ASSIGNMENT = ["patient_id", "month", "subgroup", "rule_id", "reason", "risk_score", "overridden"]
 RISK = ["patient_id", "year", "model", "score", "chronic_score", "hccs"]
@@ -55,7 +59,7 @@ def test_blocks_partition_the_attributed_patients(sample_copy):
 def test_small_blocks_and_workers_store_what_one_block_stores(sample_copy):
     """Blocks of 37 patients (here, and 97 in two worker processes) and the network-wide top decile."""
     patient = pd.read_sql(select(SubgroupAssignment.patient_id).limit(1), sample_copy)["patient_id"][0]
-    set_override(sample_copy, patient, "complex", date(2000, 1, 1), "known to the team", "lead@example.org", RULES)
+    set_override(sample_copy, LEAD, patient, "complex", date(2000, 1, 1), "known to the team", RULES)
     one = assign_subgroups(sample_copy, RULES, block_patients=10**9)
     want = _stored(sample_copy)
     assert one["blocks"] == 1 and one["overridden"] > 0
@@ -85,7 +89,7 @@ def test_one_month_in_blocks_equals_one_block(sample_copy):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_blocks_on_each_backend(store_engine, workers):
     seed(store_engine)
-    set_override(store_engine, "B", "frail", MONTHS[1], "seen at home", "lead@example.org", RULES)
+    set_override(store_engine, LEAD, "B", "frail", MONTHS[1], "seen at home", RULES)
     one = assign_subgroups(store_engine, RULES, block_patients=10**9)
     want = _stored(store_engine)
     blocks = assign_subgroups(store_engine, RULES, block_patients=2, workers=workers)

@@ -5,16 +5,11 @@ from datetime import date
 import pytest
 from sqlmodel import Session, select
 
-from core.derive.subgroups import (
-    DEFAULT_RULES_PATH,
-    assign_subgroups,
-    lift_override,
-    load_rules,
-    parse_rules,
-    preview_rules,
-    set_override,
-    transitions,
-)
+from core.access.policy import Scope
+from core.derive.subgroups.assign import assign_subgroups
+from core.derive.subgroups.overrides import lift_override, set_override
+from core.derive.subgroups.rules import DEFAULT_RULES_PATH, load_rules, parse_rules
+from core.derive.subgroups.transitions import transitions
 from core.store.models import (
     Attribution,
     Condition,
@@ -27,9 +22,11 @@ from core.store.models import (
     SubgroupOverride,
     Team,
 )
+from core.views.admin_rules import preview_rules
 
 MONTHS = [date(2025, 4, 1), date(2025, 5, 1), date(2025, 6, 1)]
 RULES = load_rules()
+LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)  # who sets and lifts overrides
 
 
 def seed(engine) -> None:
@@ -89,10 +86,10 @@ def test_assign_override_recompute_lift_round_trip(store_engine):
 
     # override: pin E to complex from May, with a note; shown at once
     with pytest.raises(ValueError, match="note"):
-        set_override(store_engine, "E", "complex", date(2025, 5, 1), "  ", "lead@example.org", RULES)
+        set_override(store_engine, LEAD, "E", "complex", date(2025, 5, 1), "  ", RULES)
     with pytest.raises(ValueError, match="unknown subgroup"):
-        set_override(store_engine, "E", "vip", date(2025, 5, 1), "why", "lead@example.org", RULES)
-    oid = set_override(store_engine, "E", "complex", date(2025, 5, 17), "caregiver just died; weekly calls", "lead@example.org", RULES)
+        set_override(store_engine, LEAD, "E", "vip", date(2025, 5, 1), "why", RULES)
+    oid = set_override(store_engine, LEAD, "E", "complex", date(2025, 5, 17), "caregiver just died; weekly calls", RULES)
     rows = stored(store_engine)
     assert [rows[("E", m)] for m in MONTHS] == [("healthy", False), ("complex", True), ("complex", True)]
 
@@ -115,14 +112,14 @@ def test_assign_override_recompute_lift_round_trip(store_engine):
     assert transitions(store_engine, date(2025, 5, 1), team_id="T2").empty
 
     # lifting: kept with who and when, rules apply again
-    lift_override(store_engine, oid, "lead@example.org", RULES)
+    lift_override(store_engine, LEAD, oid, RULES)
     rows = stored(store_engine)
     assert [rows[("E", m)] for m in MONTHS] == [("healthy", False)] * 3
     with Session(store_engine) as s:
         o = s.get(SubgroupOverride, oid)
         assert o.lifted_by == "lead@example.org" and o.lifted_at is not None
     with pytest.raises(ValueError, match="already lifted"):
-        lift_override(store_engine, oid, "lead@example.org", RULES)
+        lift_override(store_engine, LEAD, oid, RULES)
 
 
 def test_reassign_a_month_replaces_only_that_month(store_engine):
@@ -171,8 +168,8 @@ def test_sample_network_mix_and_teams(sample_engine):
 def test_second_override_keeps_the_rules_reason(store_engine):
     seed(store_engine)
     assign_subgroups(store_engine, RULES)
-    set_override(store_engine, "B", "complex", date(2025, 5, 1), "first note", "lead@example.org", RULES)
-    set_override(store_engine, "B", "frail", date(2025, 6, 1), "second note", "lead@example.org", RULES)
+    set_override(store_engine, LEAD, "B", "complex", date(2025, 5, 1), "first note", RULES)
+    set_override(store_engine, LEAD, "B", "frail", date(2025, 6, 1), "second note", RULES)
     with Session(store_engine) as s:
         june = s.get(SubgroupAssignment, ("B", date(2025, 6, 1)))
         may = s.get(SubgroupAssignment, ("B", date(2025, 5, 1)))
@@ -191,7 +188,7 @@ def test_subgroup_transitions_of_one_team_and_subgroup(store_engine):
     team and entered at the new one."""
     from sqlalchemy import delete, update
 
-    from core.derive.subgroups import subgroup_transitions
+    from core.derive.subgroups.transitions import subgroup_transitions
     from tests.worklist_network import MONTH, build_worklist_network
 
     build_worklist_network(store_engine)
@@ -210,3 +207,15 @@ def test_subgroup_transitions_of_one_team_and_subgroup(store_engine):
     assert left[["patient_id", "team_id", "from_subgroup", "to_subgroup"]].values.tolist() == [["P_OTHER", "A2", "chronic", "complex"]]
     assert subgroup_transitions(store_engine, MONTH, "A1", "chronic")["patient_id"].tolist() == ["P_MOVED"]
     assert subgroup_transitions(store_engine, MONTH, "A2", "complex").empty
+
+
+def test_setting_and_lifting_an_override_write_audit_events(store_engine):
+    from core.access.audit import search_events
+
+    seed(store_engine)
+    assign_subgroups(store_engine, RULES)
+    oid = set_override(store_engine, LEAD, "E", "complex", date(2025, 5, 1), "weekly calls", RULES)
+    lift_override(store_engine, LEAD, oid, RULES)
+    events = search_events(store_engine, action="override").sort_values("audit_id")
+    assert events[["user_key", "role", "target"]].values.tolist() == [["lead@example.org", "admin", "E"]] * 2
+    assert events["detail"].tolist() == [f"set #{oid}: complex from 2025-05", f"lifted #{oid}"]

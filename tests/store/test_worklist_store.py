@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, text
 
-from core.derive.costs import CostInputs, encounter_costs, isin, load_cost_settings, month_of
+from core.derive.costs import CostInputs, encounter_costs, isin, load_cost_settings
 from core.store.db import upgrade_schema
 from core.store.models import Encounter, Staff, StaffMinutes, SubgroupAssignment
+from core.store.months import add_months, month_of
 from core.store.queries import organisation, read_frame
 from core.views.patient import patient_view
-from core.views.worklist import FLAG_IDS, add_months, load_worklist_rules, team_worklist
+from core.views.worklist import FLAG_IDS, load_worklist_rules, team_worklist
 from tests.worklist_network import EXPECTED, MONTH, build_worklist_network
 
 
@@ -81,11 +82,11 @@ def test_older_store_gets_the_assignment_team(network):
 def test_patient_view_reads_the_patient_rows(network):
     assert patient_view(network, "P_OTHER", ("A1",)) is None
     view = patient_view(network, "P_CALM", ("A1",))
-    assert view["current"]["subgroup"] == "complex" and view["current"]["pcp"] == "Dr One"
-    assert view["econsults"][["specialty", "response_days"]].values.tolist() == [["cardiology", 3]]
-    assert set(view["care_team"]["name"]) == {"Dr One", "Nurse Three"} and view["care_team"].loc[0, "name"] == "Dr One"
-    assert view["conditions"]["code"].tolist() == ["I10"]
-    assert view["costs"]["cost_usd"].sum() == pytest.approx(team_worklist(network, MONTH, ("A1",)).set_index("patient_id").loc["P_CALM", "cost_12m_usd"])
+    assert view.current.subgroup == "complex" and view.current.pcp == "Dr One"
+    assert view.econsults[["specialty", "response_days"]].values.tolist() == [["cardiology", 3]]
+    assert set(view.care_team["name"]) == {"Dr One", "Nurse Three"} and view.care_team.loc[0, "name"] == "Dr One"
+    assert view.conditions["code"].tolist() == ["I10"]
+    assert view.costs["cost_usd"].sum() == pytest.approx(team_worklist(network, MONTH, ("A1",)).set_index("patient_id").loc["P_CALM", "cost_12m_usd"])
 
 
 def test_costs_and_counts_match_the_rows_on_the_sample_network(sample_engine):

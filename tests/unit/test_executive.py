@@ -1,4 +1,4 @@
-"""The executive views' core (core/views/executive.py): inline frames for the rules, the small sample
+"""The executive views' core (core/views: trends, compare, payment_models, equity, econsults): inline frames for the rules, the small sample
 network for the readers, each checked against an independent computation."""
 
 from datetime import date
@@ -12,8 +12,16 @@ from core.derive.costs import COST_TOTAL, cost_pmpm_from_cells
 from core.metrics import payments
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.models import Encounter
+from core.store.months import add_months, as_month, window_months
 from core.store.queries import months_available, organisation, read_frame
-from core.views import executive as ex
+from core.views.cells_read import add_figures, window_sums
+from core.views.compare import team_comparison, value_positions
+from core.views.econsults import econsults
+from core.views.equity import equity_table
+from core.views.format import csv_export, usd
+from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
+from core.views.scope import scope_units, unit_filters
+from core.views.trends import trends
 
 COUNT_COLUMNS = {"numerator", "denominator", "patients", "members", "member_months", "econsults", "responded", "resolved"}
 
@@ -47,7 +55,7 @@ def frame(**cols) -> pd.DataFrame:
     ],
 )
 def test_add_figures_values_and_suppression(metric, numerator, denominator, patients, value, suppressed):
-    out = ex.add_figures(frame(metric=[metric], numerator=[numerator], denominator=[denominator], sum_sq=[0.0], patients=[patients]))
+    out = add_figures(frame(metric=[metric], numerator=[numerator], denominator=[denominator], sum_sq=[0.0], patients=[patients]))
     assert bool(out["suppressed"].iloc[0]) is suppressed
     assert out["value"].iloc[0] == pytest.approx(value, nan_ok=True)
     if suppressed:
@@ -62,50 +70,50 @@ def test_window_sums_end_rule_takes_the_last_month_and_sum_rule_adds():
         frame(team_id="A", metric="bp_control", month=months, numerator=[5.0, 6.0, 7.0], denominator=[20.0] * 3, sum_sq=0.0,
               patients=[20.0] * 3),
     ])  # fmt: skip
-    out = ex.window_sums(sums, ["team_id"], date(2026, 10, 1), 3).set_index("metric")
+    out = window_sums(sums, ["team_id"], date(2026, 10, 1), 3).set_index("metric")
     assert out.loc["mortality", "numerator"] == 6.0 and out.loc["mortality", "patients"] == 120.0  # sum; largest month
     assert out.loc["bp_control", "numerator"] == 7.0 and out.loc["bp_control", "denominator"] == 20.0  # end month
-    two = ex.window_sums(sums, ["team_id"], date(2026, 9, 1), 2).set_index("metric")
+    two = window_sums(sums, ["team_id"], date(2026, 9, 1), 2).set_index("metric")
     assert two.loc["mortality", "numerator"] == 3.0
 
 
 def test_payment_settings_what_if_is_a_copy():
     base = payments.load_payment_settings()
-    what_if = ex.payment_settings_with(base, {"complex": 150.0}, {"office_visit": 99.0}, pcmh_care_management_pmpm_usd=9.0)
+    what_if = payment_settings_with(base, {"complex": 150.0}, {"office_visit": 99.0}, pcmh_care_management_pmpm_usd=9.0)
     assert what_if.bundled_pmpm_usd["complex"] == 150.0 and base.bundled_pmpm_usd["complex"] == 100.0
     assert what_if.fee_usd["office_visit"] == 99.0 and what_if.pcmh_care_management_pmpm_usd == 9.0
     with pytest.raises(ValueError):
-        ex.payment_settings_with(base, {"healthy": -1.0})
+        payment_settings_with(base, {"healthy": -1.0})
 
 
 def test_aco_projection_coding_growth_what_if():
     inputs = payments.AcoInputs(baseline_benchmark_pmpy_usd=10_000, baseline_risk_score=1.0, performance_risk_score=1.0,
                                 member_years=1000, actual_spend_pmpy_usd=9_500)  # fmt: skip
     track = payments.load_payment_settings().aco_presets["mssp_enhanced"]
-    same, table = ex.aco_projection(inputs, track, 0.0)
+    same, table = aco_projection(inputs, track, 0.0)
     assert same == payments.aco_reconciliation(inputs, track)
     assert same.gross_savings_usd == pytest.approx(500_000)
     assert "Shared savings" in set(table["item"])
-    coded, _ = ex.aco_projection(inputs, track, 10.0)  # +10 % coding: capped at +3 %
+    coded, _ = aco_projection(inputs, track, 10.0)  # +10 % coding: capped at +3 %
     assert coded.risk_cap_binds and coded.risk_ratio_applied == pytest.approx(1.03)
     assert coded.gross_savings_from_risk_growth_usd == pytest.approx(0.03 * 10_000 * 1000)
 
 
 def test_scope_units_and_filters():
     org = frame(practice_id=["P1", "P1", "P2"], practice=["North", "North", "South"], team_id=["T1", "T2", "T3"], team=["a", "b", "c"])
-    units = ex.scope_units(org, ("T1", "T2"), network=False)
+    units = scope_units(org, ("T1", "T2"), network=False)
     assert list(units) == ["all", "practice:P1", "team:T1", "team:T2"]
-    assert ex.unit_filters("practice:P1") == ("P1", None) and ex.unit_filters("team:T2") == (None, "T2")
-    assert ex.unit_filters("all") == (None, None)
+    assert unit_filters("practice:P1") == ("P1", None) and unit_filters("team:T2") == (None, "T2")
+    assert unit_filters("all") == (None, None)
 
 
 @pytest.mark.parametrize("amount, decimals, text", [(1234.4, 0, "$1,234"), (-1234.4, 0, "-$1,234"), (-0.5, 2, "-$0.50")])
 def test_usd(amount, decimals, text):
-    assert ex.usd(amount, decimals) == text
+    assert usd(amount, decimals) == text
 
 
 def test_csv_export_writes_suppressed_not_zero():
-    text = ex.csv_export(frame(team=["A", "B"], patients=[np.nan, 40.0]))
+    text = csv_export(frame(team=["A", "B"], patients=[np.nan, 40.0]))
     assert "A,suppressed" in text and "B,40.0" in text
 
 
@@ -118,15 +126,15 @@ def period(sample_engine):
 
 
 def test_trends_total_cost_matches_the_cost_cells(sample_engine):
-    figures = ex.trends(sample_engine)["figures"]
+    figures = trends(sample_engine)["figures"]
     mine = figures.loc[(figures["metric"] == COST_TOTAL) & (figures["subgroup"] == "all")].set_index("month")["value"]
-    cells = cost_pmpm_from_cells(sample_engine, ["month"]).assign(month=lambda d: d["month"].map(ex._month)).set_index("month")
+    cells = cost_pmpm_from_cells(sample_engine, ["month"]).assign(month=lambda d: d["month"].map(as_month)).set_index("month")
     assert len(mine) == len(cells) > 0
     pd.testing.assert_series_equal(mine.sort_index(), cells["cost_total_pmpm_usd"].sort_index(), check_names=False)
 
 
 def test_trends_mix_adds_up_and_hides_small_counts(sample_engine):
-    data = ex.trends(sample_engine)
+    data = trends(sample_engine)
     mix = data["mix"]
     assert not small_counts(mix)
     published = mix.loc[~mix["suppressed"]]
@@ -135,7 +143,7 @@ def test_trends_mix_adds_up_and_hides_small_counts(sample_engine):
 
 
 def test_team_comparison_flags_only_real_outliers(sample_engine, period):
-    result = ex.team_comparison(sample_engine, "ed_visits", period, "12m")
+    result = team_comparison(sample_engine, "ed_visits", period, "12m")
     teams, net = result["teams"], result["network"]
     assert set(teams["team_id"]) == set(organisation(sample_engine)["team_id"])
     assert not small_counts(teams)
@@ -154,27 +162,27 @@ def test_team_comparison_flags_only_real_outliers(sample_engine, period):
 
 
 def test_team_comparison_in_scope_only(sample_engine, period):
-    teams = ex.team_comparison(sample_engine, "ed_visits", period, "12m", team_ids=("TM01",))["teams"]
+    teams = team_comparison(sample_engine, "ed_visits", period, "12m", team_ids=("TM01",))["teams"]
     assert list(teams["team_id"]) == ["TM01"]
 
 
 def test_value_positions_from_core_value(sample_engine, period):
-    points = ex.value_positions(sample_engine, period)
+    points = value_positions(sample_engine, period)
     assert not points.duplicated(["team_id", "subgroup"]).any()
     shown = points.loc[~points["suppressed"]]
     assert len(shown) and shown["cost_pmpm_usd"].notna().all()
     # Cost of each published point = total cost cells / member-months over the 12 months
     row = shown.iloc[0]
-    cells = cost_pmpm_from_cells(sample_engine, ["team_id", "subgroup"], ex.period_months(period))
+    cells = cost_pmpm_from_cells(sample_engine, ["team_id", "subgroup"], tuple(window_months(period, "12m")))
     expect = cells.set_index(["team_id", "subgroup"]).loc[(row["team_id"], row["subgroup"]), "cost_total_pmpm_usd"]
     assert row["cost_pmpm_usd"] == pytest.approx(expect)
     assert points.loc[points["suppressed"], ["cost_pmpm_usd", "outcome_index"]].isna().all(axis=None)
 
 
 def test_payment_comparison_equals_the_payment_report(sample_engine, period):
-    months = ex.period_months(period)
+    months = tuple(window_months(period, "12m"))
     settings = payments.load_payment_settings()
-    mine = ex.payment_comparison(ex.payment_inputs(sample_engine, months), settings, 2)
+    mine = payment_comparison(payment_inputs(sample_engine, months), settings, 2)
     report = payments.payment_report(sample_engine, list(months), settings=settings, targets_met=2)
     cols = ["member_months", "revenue_usd", "cost_usd", "margin_usd"]
     published = mine["by_subgroup"].loc[~mine["by_subgroup"]["suppressed"]].set_index(["subgroup", "model"])[cols]
@@ -185,21 +193,21 @@ def test_payment_comparison_equals_the_payment_report(sample_engine, period):
 
 
 def test_aco_inputs_from_cells_equal_the_payments_module(sample_engine, period):
-    months = ex.period_months(period)
-    mine, note = ex.aco_inputs(sample_engine, months, quality_score=80.0)
+    months = tuple(window_months(period, "12m"))
+    mine, note = aco_inputs(sample_engine, months, quality_score=80.0)
     theirs, their_note = payments.aco_inputs_from_store(sample_engine, list(months), quality_score=80.0)
     for field in ("baseline_benchmark_pmpy_usd", "baseline_risk_score", "performance_risk_score", "member_years",
                   "actual_spend_pmpy_usd", "quality_score"):  # fmt: skip
         assert getattr(mine, field) == pytest.approx(getattr(theirs, field)), field
     assert note == their_note
-    team, _ = ex.aco_inputs(sample_engine, months, team_id="TM01")
-    scoped, _ = ex.aco_inputs(sample_engine, months, team_ids=("TM01",))
+    team, _ = aco_inputs(sample_engine, months, team_id="TM01")
+    scoped, _ = aco_inputs(sample_engine, months, team_ids=("TM01",))
     assert team == scoped and team.member_years < mine.member_years
-    assert ex.aco_inputs(sample_engine, ex.period_months(months_available(sample_engine)[0]))[0] is None  # no baseline year
+    assert aco_inputs(sample_engine, tuple(window_months(months_available(sample_engine)[0], "12m")))[0] is None  # no baseline year
 
 
 def test_equity_gap_to_best_served_group(sample_engine, period):
-    table = ex.equity_table(sample_engine, "promis_physical_mean", "race_ethnicity", period, "12m")
+    table = equity_table(sample_engine, "promis_physical_mean", "race_ethnicity", period, "12m")
     published = table.loc[~table["suppressed"] & (table["stratum_value"] != "unknown") & table["value"].notna()]
     assert table.loc[table["value"].isna() & ~table["suppressed"], "denominator"].fillna(0).eq(0).all()  # no data, not hidden
     best = published.loc[published["value"].idxmax()]  # higher T-score is better
@@ -210,12 +218,12 @@ def test_equity_gap_to_best_served_group(sample_engine, period):
 
 
 def test_econsults_match_the_encounters(sample_engine, period):
-    months = ex.period_months(period)
-    data = ex.econsults(sample_engine, months)
+    months = tuple(window_months(period, "12m"))
+    data = econsults(sample_engine, months)
     enc = read_frame(sample_engine, select(Encounter.start_date, Encounter.responded_date, Encounter.resolved_without_visit)
                      .where(Encounter.kind == "e_consult"))  # fmt: skip
     start = pd.to_datetime(enc["start_date"])
-    enc = enc.loc[(start >= pd.Timestamp(months[0])) & (start < pd.Timestamp(ex._shift(months[-1], 1)))]
+    enc = enc.loc[(start >= pd.Timestamp(months[0])) & (start < pd.Timestamp(add_months(months[-1], 1)))]
     total = data["by_specialty"].iloc[-1]
     assert total["econsults"] == len(enc)
     assert total["resolved"] == enc["resolved_without_visit"].fillna(False).astype(bool).sum()
@@ -226,3 +234,19 @@ def test_econsults_match_the_encounters(sample_engine, period):
         assert data[name]["suppressed"].iloc[:-1].sum() != 1 or name == "spend"
     spend = data["spend"].set_index("group")
     assert spend["member_months"].sum() == cost_pmpm_from_cells(sample_engine, (), months)["member_months"].iloc[0]
+
+
+def test_chart_subgroups_and_colours_come_from_the_rules_file(tmp_path, monkeypatch):
+    from core.views import charts
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[subgroups]]\nid = "older"\nname = "Older"\ncolour = "#123456"\n[[subgroups]]\nid = "healthy"\nname = "Healthy"\n'
+                     '[[rules]]\nid = "older"\nsubgroup = "older"\nmin_age = 60\n[[rules]]\nid = "rest"\nsubgroup = "healthy"\n')  # fmt: skip
+    monkeypatch.setattr(charts, "active_rules_path", lambda: rules)
+    ids, colours = charts.subgroup_style()
+    assert ids == ["healthy", "older", "unassigned"]
+    assert colours["older"] == "#123456" and colours["healthy"] == charts.PALETTE[0] and colours["unassigned"] == charts.OTHER_COLOUR
+    mix = frame(month=[date(2026, 1, 1)] * 3, subgroup=["older", "frail", "unassigned"], member_months=[50.0, 40.0, 30.0])
+    fig = charts.member_mix_figure(mix, {"older": "Older"})  # "frail" is no longer a subgroup: grey, not an error
+    colour_of = {trace.name: trace.line.color for trace in fig.data}
+    assert colour_of == {"Older": "#123456", "frail": charts.OTHER_COLOUR, "unassigned": charts.OTHER_COLOUR}

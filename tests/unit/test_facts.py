@@ -9,9 +9,10 @@ from sqlmodel import Session
 
 from core.derive.cells import age_band, aggregate_cells, build_cells, deprivation_band, patient_month_dimensions, race_ethnicity
 from core.store import models
+from core.store.months import index_of
 
 JAN, FEB = date(2024, 1, 1), date(2024, 2, 1)
-M_JAN, M_FEB = 2024 * 12, 2024 * 12 + 1
+M_JAN, M_FEB = index_of(JAN), index_of(FEB)
 
 
 @pytest.mark.parametrize("age,band", [(17, "0-17"), (18, "18-44"), (44, "18-44"), (45, "45-64"), (64, "45-64"),

@@ -14,12 +14,12 @@ from sqlmodel import SQLModel
 
 from core.ingest import import_path
 from core.ingest.fhir import load_fhir_maps, parse_fhir_date, read_fhir, ref_id
-from core.ingest.idmap import add_months, make_id, normalize_icd10
+from core.ingest.idmap import make_id, normalize_icd10
 from core.store import models
+from core.store.months import add_months, as_month
 from tests.conftest import FIXTURES
 
 FHIR_DIR = FIXTURES / "fhir_r4_synthea"
-needs_fixture = pytest.mark.skipif(not FHIR_DIR.is_dir(), reason=f"FHIR fixture folder {FHIR_DIR} is absent")
 DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name != "import_run"]
 
 
@@ -122,7 +122,6 @@ def test_make_id_is_deterministic_and_short():
 # --- the Synthea fixture -----------------------------------------------------------------------
 
 
-@needs_fixture
 def test_fixture_counts_match_source(engine):
     report = import_fhir(engine, FHIR_DIR)
     assert report.ok, report.to_text()
@@ -175,7 +174,7 @@ def test_fixture_counts_match_source(engine):
 
     # Member-months: 24-month encounter lookback within the 36 months ending at the last encounter month.
     starts = [parse_fhir_date(e["period"]["start"]) for e in by_type["Encounter"]]
-    last = max(starts).replace(day=1)
+    last = as_month(max(starts))
     first_window = add_months(last, -35)
     deaths = {f"fhir:{p['id']}": parse_fhir_date(p.get("deceasedDateTime")) for p in by_type["Patient"]}
     expected = set()
@@ -184,7 +183,7 @@ def test_fixture_counts_match_source(engine):
         for k in range(24):
             m = add_months(start, k)
             death = deaths[pid]
-            if first_window <= m <= last and (death is None or m <= death.replace(day=1)):
+            if first_window <= m <= last and (death is None or m <= as_month(death)):
                 expected.add((pid, m))
     got = {(a["patient_id"], a["month"]) for a in rows(engine, models.Attribution)}
     assert got == expected and len(got) > 0
@@ -222,7 +221,6 @@ def to_ndjson(resources: list[dict], folder: Path) -> Path:
     return folder
 
 
-@needs_fixture
 def test_ndjson_gives_the_same_frames(tmp_path):
     bundle_frames, bundle_report = read_fhir(FHIR_DIR)
     ndjson_frames, ndjson_report = read_fhir(to_ndjson(source_resources(), tmp_path / "bulk"))
@@ -236,7 +234,6 @@ def test_ndjson_gives_the_same_frames(tmp_path):
     assert bundle_report.unmapped_codes == ndjson_report.unmapped_codes
 
 
-@needs_fixture
 def test_reimport_changes_nothing(engine):
     first = import_fhir(engine, FHIR_DIR)
     before = table_counts(engine)

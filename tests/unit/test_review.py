@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 
 from core.metrics.scorecard import Selection, build_scorecard
+from core.store.months import months_back
 from core.store.queries import months_available
 from core.views import review
+from core.views.format import format_figure, usd
+from core.views.review_log import LOG_COLUMNS
 
 
 @pytest.mark.parametrize(
@@ -21,12 +24,12 @@ from core.views import review
      (5.0, True, 1, "suppressed"), (12.0, False, 0, "12")],
 )  # fmt: skip
 def test_format_figure(value, suppressed, digits, expected):
-    assert review.format_figure(value, suppressed, digits) == expected
+    assert format_figure(value, suppressed, digits) == expected
 
 
 @pytest.mark.parametrize("value,expected", [(-824.4, "-$824"), (1700.0, "$1,700"), (None, "suppressed"), (0.0, "$0")])
 def test_format_usd(value, expected):
-    assert review.format_usd(value) == expected
+    assert usd(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -35,7 +38,7 @@ def test_format_usd(value, expected):
      (date(2026, 1, 1), 2, [date(2025, 12, 1), date(2026, 1, 1)])],
 )  # fmt: skip
 def test_months_back(month, n, expected):
-    assert review.months_back(month, n) == expected
+    assert months_back(month, n) == expected
 
 
 def _card(**overrides):
@@ -153,7 +156,7 @@ class _Tables(HTMLParser):
 def test_review_pack_holds_the_same_figures_as_the_page(sample_engine):
     month = months_available(sample_engine)[-1]
     data = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True)
-    log = pd.DataFrame(columns=review.LOG_COLUMNS)
+    log = pd.DataFrame(columns=LOG_COLUMNS)
     pack = review.review_pack(data, log, {"complex": "Complex"}, "Riverside · Complex Care")
 
     parser = _Tables()
@@ -162,8 +165,8 @@ def test_review_pack_holds_the_same_figures_as_the_page(sample_engine):
     shown = pd.DataFrame(rows, columns=head).set_index("Measure")
     card = build_scorecard(sample_engine, Selection(team_id="TM04", subgroup="complex", period=month))
     for r in card.to_dict("records"):
-        assert shown.loc[r["name"], "Value"] == review.format_figure(r["value"], r["suppressed"])
-        assert shown.loc[r["name"], "Network"] == review.format_figure(r["network_value"])
+        assert shown.loc[r["name"], "Value"] == format_figure(r["value"], r["suppressed"])
+        assert shown.loc[r["name"], "Network"] == format_figure(r["network_value"])
     tiles = re.findall(r'<div class="l">(.*?)</div><div class="v">(.*?)</div>', pack["html"])
     for metric in review.headline_metrics(data):
         assert (metric["label"], metric["value"]) in tiles

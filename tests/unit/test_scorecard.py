@@ -10,13 +10,14 @@ import pytest
 from core.cli.main import main
 from core.derive.cells import write_cells
 from core.metrics.scorecard import Selection, _cell_statement, _window_reads, build_scorecard, suppress_table
+from core.store.months import add_months, index_of
 
 JAN24 = date(2024, 1, 1)
 
 
 def month(i: int) -> date:
     """Month i counted from January 2023 (i = 12 is January 2024)."""
-    return date(2023 + i // 12, i % 12 + 1, 1)
+    return add_months(date(2023, 1, 1), i)
 
 
 def cell(metric, m, numerator, denominator, patients, team="T1", practice="P1", subgroup="chronic", sum_sq=0.0,
@@ -175,7 +176,7 @@ def test_network_value_of_a_hidden_network_row_is_hidden_too(sample_engine):
 
 # --- what is read ----------------------------------------------------------------------------
 
-E = 12 * 2024  # month index of January 2024 (year * 12 + month - 1)
+E = index_of(JAN24)  # integer month index of January 2024
 
 
 @pytest.mark.parametrize("n,ends,expected", [

@@ -7,17 +7,10 @@ import pandas as pd
 import pytest
 
 from core.config.catalog import BMI, HBA1C, LDL, SYSTOLIC_BP, TOBACCO
-from core.derive.subgroups import (
-    DEFAULT_RULES_PATH,
-    RulesError,
-    apply_overrides,
-    compute_inputs,
-    evaluate_rules,
-    load_rules,
-    month_thresholds,
-    parse_rules,
-    thresholds_from_counts,
-)
+from core.derive.subgroups.evaluate import evaluate_rules, month_thresholds, thresholds_from_counts
+from core.derive.subgroups.inputs import compute_inputs
+from core.derive.subgroups.overrides import apply_overrides
+from core.derive.subgroups.rules import DEFAULT_RULES_PATH, RulesError, load_rules, parse_rules
 
 MONTH = date(2025, 6, 1)
 RULES = load_rules(DEFAULT_RULES_PATH)

@@ -19,7 +19,6 @@ from core.store import models
 from tests.conftest import FIXTURES
 
 TUVA_DIR = FIXTURES / "tuva_input_layer"
-needs_fixture = pytest.mark.skipif(not TUVA_DIR.is_dir(), reason=f"Tuva fixture folder {TUVA_DIR} is absent")
 DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name != "import_run"]
 
 
@@ -44,7 +43,6 @@ def src(name: str) -> pd.DataFrame:
 # --- the fixture -----------------------------------------------------------------------------
 
 
-@needs_fixture
 def test_fixture_counts_match_source(engine):
     report = import_tuva(engine, TUVA_DIR)
     assert report.ok, report.to_text()
@@ -110,7 +108,6 @@ def test_fixture_counts_match_source(engine):
     assert set(attribution.loc[~attribution["patient_id"].isin(attributed), "practice_id"]) == {DEFAULT_PRACTICE_ID}
 
 
-@needs_fixture
 def test_patient_id_of_earlier_releases_gives_the_same_frames(tmp_path):
     for f in TUVA_DIR.glob("*.csv"):
         frame = pd.read_csv(f, dtype=str, keep_default_na=False)
@@ -125,7 +122,6 @@ def test_patient_id_of_earlier_releases_gives_the_same_frames(tmp_path):
         assert current[table].equals(earlier[table]), table
 
 
-@needs_fixture
 def test_reimport_changes_nothing(engine):
     assert import_tuva(engine, TUVA_DIR).ok
     before = table_counts(engine)
@@ -228,8 +224,6 @@ BAD_CASES = [
 @pytest.fixture(scope="module")
 def small_tuva(tmp_path_factory) -> Path:
     """The fixture cut down to two people (persons 10 and 10113), to keep these tests fast."""
-    if not TUVA_DIR.is_dir():
-        pytest.skip(f"Tuva fixture folder {TUVA_DIR} is absent")
     out = tmp_path_factory.mktemp("small_tuva")
     for f in TUVA_DIR.glob("*.csv"):
         frame = pd.read_csv(f, dtype=str, keep_default_na=False)
@@ -265,7 +259,6 @@ def test_missing_eligibility_file_is_an_error(engine, tmp_path):
 # --- identifier map: FHIR and Tuva data for the same person ----------------------------------
 
 
-@needs_fixture
 def test_fhir_patient_with_person_identifier_links_to_tuva_person(engine, tmp_path):
     patient = {
         "resourceType": "Patient",
@@ -298,7 +291,7 @@ def test_fhir_patient_with_person_identifier_links_to_tuva_person(engine, tmp_pa
 
 
 def test_subgroups_are_assigned_to_imported_people(engine, small_tuva):
-    from core.derive.subgroups import assign_subgroups
+    from core.derive.subgroups.assign import assign_subgroups
 
     assert import_tuva(engine, small_tuva).ok
     summary = assign_subgroups(engine)

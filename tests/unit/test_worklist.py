@@ -5,15 +5,14 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from core.store.months import add_months, month_end
 from core.views.patient import measurement_series, monthly_costs_by_category, subgroup_periods
 from core.views.worklist import (
     FLAG_IDS,
     WORKLIST_PATH,
-    add_months,
     compute_flags,
     filter_worklist,
     load_worklist_rules,
-    month_end,
 )
 
 MONTH = date(2026, 10, 1)

@@ -1,0 +1,105 @@
+"""Data of the e-consults page: volume, specialist response time and resolution without a visit,
+by specialty and by team, and the specialist spend of patients with and without an e-consult.
+Counted in SQL (GROUP BY) from encounters; no patient rows leave the database."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+from sqlalchemy import Engine, and_, case, func, or_, select
+
+from core.metrics.scorecard import suppress_table
+from core.metrics.stats import t_interval
+from core.store.models import Attribution, Encounter
+from core.store.months import month_span, month_start_sql
+from core.store.queries import read_frame
+from core.views.executive_settings import load_executive_settings
+
+
+def _days_between(engine: Engine, later, earlier):
+    if engine.dialect.name == "postgresql":
+        return later - earlier
+    return func.julianday(later) - func.julianday(earlier)
+
+
+def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
+    """E-consult volume, specialist response time and % resolved without a visit, by specialty and
+    by team, and specialist spend of patients with and without an e-consult (aggregates only).
+
+    Counted in SQL (GROUP BY) from encounters of kind ``e_consult`` that started in the months;
+    response days = responded_date - start_date. ``by_specialty`` (grain: specialty) and
+    ``by_team`` (grain: team_id): econsults, responded, mean_response_days (t interval),
+    resolved, resolved_pct; complementary suppression of 1-10 counts (econsults, responded,
+    resolved, not resolved) as parts of the total row. ``spend`` (grain: group): patients,
+    member_months, specialist_spend_usd, specialist_pmpm_usd; the specialist spend is of
+    attributed patient-months (claims in cost categories of executive.toml).
+    """
+    months = tuple(sorted(months))
+    first, end = month_span(months)
+    days = _days_between(engine, Encounter.responded_date, Encounter.start_date)
+    responded = Encounter.responded_date.is_not(None)
+    team = func.coalesce(Encounter.team_id, "unknown")
+    stmt = (
+        select(team.label("team_id"), Encounter.specialty, func.count().label("econsults"),
+               func.sum(case((responded, 1), else_=0)).label("responded"),
+               func.sum(case((responded, days), else_=0)).label("days_sum"),
+               func.sum(case((responded, days * days), else_=0)).label("days_sq"),
+               func.sum(case((Encounter.resolved_without_visit.is_(True), 1), else_=0)).label("resolved"))
+        .where(Encounter.kind == "e_consult", Encounter.start_date >= first, Encounter.start_date < end)
+        .group_by(team, Encounter.specialty)
+    )  # fmt: skip
+    if team_ids is not None:
+        stmt = stmt.where(Encounter.team_id.in_(list(team_ids)))
+    raw = read_frame(engine, stmt)
+    if raw.empty:
+        raw = pd.DataFrame(columns=["team_id", "specialty", "econsults", "responded", "days_sum", "days_sq", "resolved"])
+    raw = raw.astype({c: "float64" for c in ("econsults", "responded", "days_sum", "days_sq", "resolved")})
+    return {"by_specialty": _econsult_table(raw, "specialty"), "by_team": _econsult_table(raw, "team_id"),
+            "spend": _specialist_spend(engine, months, team_ids)}  # fmt: skip
+
+
+def _econsult_table(raw: pd.DataFrame, key: str) -> pd.DataFrame:
+    cols = ["econsults", "responded", "days_sum", "days_sq", "resolved"]
+    table = raw.groupby(key, as_index=False)[cols].sum()
+    table = pd.concat([table, table[cols].sum().to_frame().T.assign(**{key: "All"})], ignore_index=True)
+    table["not_resolved"] = table["econsults"] - table["resolved"]
+    mean, low, high = t_interval(table["days_sum"], table["responded"], table["days_sq"])
+    table = table.assign(mean_response_days=mean, response_ci_low=low, response_ci_high=high,
+                         resolved_pct=100 * table["resolved"] / table["econsults"].where(table["econsults"] > 0))  # fmt: skip
+    parts = suppress_table(table.iloc[:-1], ["econsults", "responded", "resolved", "not_resolved"], total=True,
+                           value_cols=["mean_response_days", "response_ci_low", "response_ci_high", "resolved_pct"])  # fmt: skip
+    whole = suppress_table(table.iloc[-1:], ["econsults", "responded", "resolved", "not_resolved"], total=False,
+                           value_cols=["mean_response_days", "response_ci_low", "response_ci_high", "resolved_pct"])  # fmt: skip
+    out = pd.concat([parts, whole], ignore_index=True)
+    return out[[key, "econsults", "responded", "mean_response_days", "response_ci_low", "response_ci_high", "resolved",
+                "resolved_pct", "suppressed"]]  # fmt: skip
+
+
+def _specialist_spend(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None) -> pd.DataFrame:
+    settings = load_executive_settings()
+    first, end = month_span(months)
+    had = select(Encounter.patient_id).where(Encounter.kind == "e_consult", Encounter.start_date >= first, Encounter.start_date < end)
+    group = case((Attribution.patient_id.in_(had), "with e-consult"), else_="without e-consult").label("group")
+    scoped = Attribution.month.in_(list(months))
+    if team_ids is not None:
+        scoped = and_(scoped, Attribution.team_id.in_(list(team_ids)))
+    members = select(group, func.count().label("member_months"), func.count(func.distinct(Attribution.patient_id)).label("patients"))
+    members = members.where(scoped).group_by(group)
+    specialist = or_(Encounter.cost_category.in_(settings.specialist_categories),
+                     and_(Encounter.cost_category == "", Encounter.kind == "specialist_visit"))  # fmt: skip
+    spend = (
+        select(group, func.sum(Encounter.paid_usd).label("specialist_spend_usd"))
+        .join(Attribution, and_(Attribution.patient_id == Encounter.patient_id, Attribution.month == month_start_sql(engine.dialect.name, Encounter.start_date)))
+        .where(scoped, Encounter.is_internal.is_(False), specialist)
+        .group_by(group)
+    )  # fmt: skip
+    table = read_frame(engine, members).merge(read_frame(engine, spend), on="group", how="left")
+    if table.empty:
+        return pd.DataFrame(columns=["group", "patients", "member_months", "specialist_spend_usd", "specialist_pmpm_usd", "suppressed"])
+    table = table.astype({"member_months": "float64", "patients": "float64", "specialist_spend_usd": "float64"}).fillna({"specialist_spend_usd": 0.0})
+    table["specialist_pmpm_usd"] = table["specialist_spend_usd"] / table["member_months"]
+    table = suppress_table(table, ["patients", "member_months"], total=True,
+                           value_cols=["specialist_spend_usd", "specialist_pmpm_usd"])  # fmt: skip
+    return table.sort_values("group", ascending=False).reset_index(drop=True)[
+        ["group", "patients", "member_months", "specialist_spend_usd", "specialist_pmpm_usd", "suppressed"]]

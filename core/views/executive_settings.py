@@ -1,0 +1,50 @@
+"""Settings of the executive views (core/config/executive.toml): key outcomes of the trends,
+default measures of the team comparison and equity views, the value map's minimum denominator,
+stratum values that are not a group, and the specialist cost categories of the e-consult view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from core.config import config_path, load_toml
+from core.derive.cells import STRATA
+from core.derive.measures import load_measures
+
+EXECUTIVE_PATH = config_path("executive.toml")
+
+
+@dataclass(frozen=True)
+class ExecutiveSettings:
+    trend_months: int
+    key_outcomes: tuple[str, ...]
+    default_compare_measure: str
+    default_equity_measure: str
+    min_denominator: float
+    not_a_group: tuple[str, ...]
+    specialist_categories: tuple[str, ...]
+    strata: dict[str, str]  # stratum id -> label, in display order
+    default_stratum: str
+
+
+@cache
+def load_executive_settings(path: Path = EXECUTIVE_PATH) -> ExecutiveSettings:
+    """Load and check core/config/executive.toml (measure ids must exist in the catalogue)."""
+    raw = load_toml(path)
+    out = ExecutiveSettings(
+        trend_months=int(raw["trends"]["months"]), key_outcomes=tuple(raw["trends"]["key_outcomes"]),
+        default_compare_measure=str(raw["compare"]["default_measure"]),
+        default_equity_measure=str(raw["equity"]["default_measure"]),
+        min_denominator=float(raw["value_map"]["min_denominator"]), not_a_group=tuple(raw["equity"]["not_a_group"]),
+        specialist_categories=tuple(raw["econsults"]["specialist_categories"]),
+        strata={str(k): str(v) for k, v in raw["equity"]["strata"].items()},
+        default_stratum=str(raw["equity"]["default_stratum"]),
+    )  # fmt: skip
+    if set(out.strata) != set(STRATA) or out.default_stratum not in out.strata:
+        raise ValueError(f"{path}: equity.strata must label exactly {', '.join(STRATA)}, and default_stratum be one of them")
+    known = set(load_measures().by_id())
+    unknown = {*out.key_outcomes, out.default_compare_measure, out.default_equity_measure} - known
+    if unknown:
+        raise ValueError(f"{path}: unknown measure ids {sorted(unknown)}")
+    return out

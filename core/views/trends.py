@@ -1,0 +1,74 @@
+"""Data of the trends page: cost PMPM, key outcomes and the subgroup mix, month by month, summed
+from the additive cells (GROUP BY in SQL). Every figure goes through the CMS cell-size rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from core.derive.measures import load_measures
+from core.metrics.scorecard import figure_counts, hide_complements, suppress_table
+from core.store.months import add_months
+from core.views.cells_read import ALL, COST_KIND, COST_LABELS, SUMS, add_figures, cell_sums_by, last_cell_month, window_sums
+from core.views.executive_settings import load_executive_settings
+
+
+def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id: str | None = None,
+           team_id: str | None = None, months: int | None = None, rolling: int = 1) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """Cost PMPM (internal, external, total), key outcomes and the subgroup mix, month by month.
+
+    ``rolling`` > 1: each month's figure is of the ``rolling`` months ending with it (fewer
+    figures suppressed; window-"end" measures still take the month itself).
+
+    Returns ``figures`` (grain: month, subgroup, metric; subgroup ``all`` = every subgroup
+    together; columns metric_label, kind, value, ci_low, ci_high, patients, suppressed) and
+    ``mix`` (grain: month, subgroup; members, share, suppressed; complementary suppression
+    within each month, as the parts of the month's total; share = of the published members).
+    """
+    settings = load_executive_settings()
+    catalogue = load_measures()
+    last = last_cell_month(engine)
+    if last is None:
+        return {"figures": pd.DataFrame(), "mix": pd.DataFrame()}
+    first = add_months(last, -((months or settings.trend_months) - 1))
+    metrics = [*COST_LABELS, *settings.key_outcomes, "member_months"]
+    sums = cell_sums_by(engine, ["subgroup"], metrics, add_months(first, -(rolling - 1)), last, team_ids, practice_id, team_id)
+    total = sums.groupby(["metric", "month"], as_index=False)[SUMS].sum().assign(subgroup=ALL)
+    both = pd.concat([sums, total], ignore_index=True)
+    mix = both.loc[(both["metric"] == "member_months") & (both["subgroup"] != ALL) & (both["month"] >= first)]
+    outcomes = both.loc[both["metric"] != "member_months"]
+    present = sorted(m for m in set(outcomes["month"]) if m >= first)
+    rolled = [window_sums(outcomes, ["subgroup"], m, rolling, catalogue).assign(month=m) for m in present]
+    rolled = pd.concat(rolled, ignore_index=True) if rolled else outcomes
+    figures = add_figures(rolled, catalogue)
+    # every subgroup's figure is published with the All row: complementary suppression per month and metric
+    counts = figure_counts(figures["kind"], rolled["numerator"], rolled["denominator"], rolled["patients"])
+    figures = hide_complements(figures, counts, (figures["subgroup"] != ALL).to_numpy(), ["month", "metric"],
+                               ["numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"])
+    names = {m.id: m.name for m in catalogue.measures} | COST_LABELS
+    figures["metric_label"] = figures["metric"].map(names)
+    figures = figures[["month", "subgroup", "metric", "metric_label", "kind", "value", "ci_low", "ci_high", "patients", "suppressed"]]
+    mix = mix.rename(columns={"numerator": "members"})[["month", "subgroup", "members"]]
+    mix = suppress_table(mix, ["members"], total=True, group_cols=["month"])
+    mix, figures = _one_hidden_set(mix, figures)
+    month_total = mix.groupby("month")["members"].transform("sum")
+    mix["share"] = mix["members"] / month_total.where(month_total > 0)
+    return {"figures": figures.sort_values(["metric", "subgroup", "month"]).reset_index(drop=True),
+            "mix": mix.sort_values(["month", "subgroup"]).reset_index(drop=True)}  # fmt: skip
+
+
+def _one_hidden_set(mix: pd.DataFrame, figures: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A subgroup's members are also the patients of its cost figures: a subgroup-month hidden in
+    either is hidden in both (each set alone holds against the month's total, so their union does)."""
+    cost = (figures["kind"] == COST_KIND).to_numpy()
+    hidden = set(zip(mix.loc[mix["suppressed"], "month"], mix.loc[mix["suppressed"], "subgroup"], strict=True))
+    hidden |= set(zip(figures.loc[cost & figures["suppressed"], "month"], figures.loc[cost & figures["suppressed"], "subgroup"],
+                      strict=True))  # fmt: skip
+    in_mix = np.array([k in hidden for k in zip(mix["month"], mix["subgroup"], strict=True)], dtype=bool)
+    in_figures = cost & np.array([k in hidden for k in zip(figures["month"], figures["subgroup"], strict=True)], dtype=bool)
+    mix = mix.assign(members=mix["members"].where(~in_mix), suppressed=in_mix)
+    figures = figures.copy()
+    figures.loc[in_figures, ["value", "ci_low", "ci_high", "patients"]] = np.nan
+    figures.loc[in_figures, "suppressed"] = True
+    return mix, figures
