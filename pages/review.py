@@ -112,9 +112,15 @@ with log_tab:
             close_entry(engine(), scope.team_ids, int(item), scope.name)
             st.rerun()
 with pack_tab:
-    stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}"
-    pack = review_pack(data, log, labels, team_label, charts=False)  # the HTML with charts is built on click
-    st.download_button("Review pack (HTML one-pager)", lambda: review_pack(data, log, labels, team_label)["html"],
+    shared = st.toggle("For sharing outside the care team", key="pack_shared")
+    pack_policy = suppression_policy(scope, [team_id], shared_export=shared)
+    st.caption(pack_policy.caption)
+    if pack_policy.suppress != policy.suppress:
+        data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress)
+    stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'-shared' if shared else ''}"
+    pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: built on click
+    st.download_button("Review pack (HTML one-pager)",
+                       lambda: review_pack(data, log, labels, team_label, note=pack_policy.caption)["html"],
                        f"{stem}.html", "text/html", key="pack_html", on_click=audit_export,
                        args=(scope, stem, "review pack html"))  # fmt: skip
     st.download_button("Tables (XLSX)", pack["xlsx"], f"{stem}.xlsx", key="pack_xlsx", on_click=audit_export,

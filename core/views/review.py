@@ -550,7 +550,8 @@ def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> 
             "cost_categories": cats, "value_map": vm, "review_log": log_out}  # fmt: skip
 
 
-def pack_html(data: ReviewData, tables: dict[str, pd.DataFrame], title: str, subtitle: str, figures: dict) -> str:
+def pack_html(data: ReviewData, tables: dict[str, pd.DataFrame], title: str, subtitle: str, figures: dict,
+              note: str = "counts of 1-10 are suppressed") -> str:
     """A self-contained HTML one-pager: inline CSS, headline tiles, scorecard and tables, and the
     plotly figures inline (plotly.js embedded once, in the first chart)."""
     tiles = "".join(
@@ -568,7 +569,7 @@ def pack_html(data: ReviewData, tables: dict[str, pd.DataFrame], title: str, sub
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{PACK_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<p class="sub">{html.escape(subtitle)} · generated {stamp} · counts of 1-10 are suppressed</p>'
+            f'<p class="sub">{html.escape(subtitle)} · generated {stamp} · {html.escape(note)}</p>'
             f'<div class="kpis" id="headline">{tiles}</div>{body}{"".join(charts)}</body></html>')  # fmt: skip
 
 
@@ -591,13 +592,15 @@ def pack_figures(data: ReviewData) -> dict:
             "Value map trend of this team": charts.review_value_trend_figure(data.value_map, data.team_id)}  # fmt: skip
 
 
-def review_pack(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], team_label: str, charts: bool = True) -> dict:
+def review_pack(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], team_label: str, charts: bool = True,
+                note: str = "counts of 1-10 are suppressed") -> dict:
     """The review pack of a selection: ``html`` (str, self-contained one-pager), ``xlsx`` (bytes)
     and ``csv`` (table name -> CSV text). Aggregates only. ``charts=False`` leaves the plotly
-    figures (and plotly.js, about 4.7 MB) out of the HTML."""
+    figures (and plotly.js, about 4.7 MB) out of the HTML. ``note``: the suppression policy the
+    figures of ``data`` follow (core.access.suppression), printed under the title."""
     tables = pack_tables(data, log, labels)
     title = f"Monthly value review: {team_label}"
     subtitle = f"{labels.get(data.subgroup, data.subgroup)} · {data.month.strftime('%B %Y')}"
     figures = pack_figures(data) if charts else {}
-    return {"html": pack_html(data, tables, title, subtitle, figures), "xlsx": pack_xlsx(tables),
+    return {"html": pack_html(data, tables, title, subtitle, figures, note), "xlsx": pack_xlsx(tables),
             "csv": {name: frame.to_csv(index=False) for name, frame in tables.items()}}  # fmt: skip

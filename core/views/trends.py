@@ -15,7 +15,8 @@ from core.views.executive_settings import load_executive_settings
 
 
 def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id: str | None = None,
-           team_id: str | None = None, months: int | None = None, rolling: int = 1) -> dict[str, pd.DataFrame]:  # fmt: skip
+           team_id: str | None = None, months: int | None = None, rolling: int = 1,
+           suppress: bool = True) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Cost PMPM (internal, external, total), key outcomes and the subgroup mix, month by month.
 
     ``rolling`` > 1: each month's figure is of the ``rolling`` months ending with it (fewer
@@ -25,6 +26,8 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     together; columns metric_label, kind, value, ci_low, ci_high, patients, suppressed) and
     ``mix`` (grain: month, subgroup; members, share, suppressed; complementary suppression
     within each month, as the parts of the month's total; share = of the published members).
+    Subgroup figures also get complementary suppression against the All row of their month and
+    metric. ``suppress`` False: exact figures (core.access.suppression's "exact" policy).
     """
     settings = load_executive_settings()
     catalogue = load_measures()
@@ -41,17 +44,20 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     present = sorted(m for m in set(outcomes["month"]) if m >= first)
     rolled = [window_sums(outcomes, ["subgroup"], m, rolling, catalogue).assign(month=m) for m in present]
     rolled = pd.concat(rolled, ignore_index=True) if rolled else outcomes
-    figures = add_figures(rolled, catalogue)
-    # every subgroup's figure is published with the All row: complementary suppression per month and metric
-    counts = figure_counts(figures["kind"], rolled["numerator"], rolled["denominator"], rolled["patients"])
-    figures = hide_complements(figures, counts, (figures["subgroup"] != ALL).to_numpy(), ["month", "metric"],
-                               ["numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"])
+    figures = add_figures(rolled, catalogue, suppress)
+    if suppress:  # every subgroup's figure is published with the All row: complementary per month and metric
+        counts = figure_counts(figures["kind"], rolled["numerator"], rolled["denominator"], rolled["patients"])
+        figures = hide_complements(figures, counts, (figures["subgroup"] != ALL).to_numpy(), ["month", "metric"],
+                                   ["numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"])
     names = {m.id: m.name for m in catalogue.measures} | COST_LABELS
     figures["metric_label"] = figures["metric"].map(names)
     figures = figures[["month", "subgroup", "metric", "metric_label", "kind", "value", "ci_low", "ci_high", "patients", "suppressed"]]
     mix = mix.rename(columns={"numerator": "members"})[["month", "subgroup", "members"]]
-    mix = suppress_table(mix, ["members"], total=True, group_cols=["month"])
-    mix, figures = _one_hidden_set(mix, figures)
+    if suppress:
+        mix = suppress_table(mix, ["members"], total=True, group_cols=["month"])
+        mix, figures = _one_hidden_set(mix, figures)
+    else:
+        mix = mix.assign(suppressed=False)
     month_total = mix.groupby("month")["members"].transform("sum")
     mix["share"] = mix["members"] / month_total.where(month_total > 0)
     return {"figures": figures.sort_values(["metric", "subgroup", "month"]).reset_index(drop=True),

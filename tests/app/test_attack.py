@@ -15,6 +15,7 @@ import core.metrics.scorecard
 import core.views.admin_rules
 import core.views.review
 from core.access import suppression
+from core.metrics.scorecard import Selection, build_scorecard
 from core.store.db import create_schema, make_engine
 from core.store.queries import months_available, organisation
 from core.views.cells_read import cell_sums_by
@@ -181,3 +182,26 @@ def test_the_harness_finds_the_leaks_of_a_policy_without_complementary_suppressi
     assert any("members change" in leak for leak in attack.moves_leaks(attack.collect(review, stores, "review")))
 
     assert comparison_window_leaks(sample_db_url, stores)
+
+
+# --- over-suppression: exact counts where the audience may see the patients anyway -------------
+
+
+def test_a_team_leader_sees_the_exact_figures_of_their_team_and_an_executive_does_not(sample_db_url, monkeypatch, stores):
+    engine = make_engine(sample_db_url)
+    month = months_available(engine)[-1]
+    small = [s for s in ("healthy", "at_risk", "chronic", "complex", "frail")
+             if build_scorecard(engine, Selection(team_id="TM04", subgroup=s, period=month))["suppressed"].any()]
+    engine.dispose()
+    assert small, "TM04 has a subgroup with a figure built on 1-10 patients"
+    monkeypatch.setenv("DATABASE_URL", sample_db_url)
+    lead = visit("pages/review.py", "team_leader", "TM04", state={"subgroup": small[0]})
+    assert any(c.value.startswith("Exact counts") for c in lead.caption)
+    card = next(df.value for df in lead.dataframe if "95% interval" in df.value.columns)
+    assert "suppressed" not in set(card["Value"])
+
+    executive = visit("pages/review.py", "executive", None, state={"team": "TM04", "subgroup": small[0]})
+    assert any(c.value.startswith("Counts of 1-10 are suppressed") for c in executive.caption)
+    card = next(df.value for df in executive.dataframe if "95% interval" in df.value.columns)
+    assert "suppressed" in set(card["Value"])
+    assert attack.small_counts(attack.collect(executive, stores, "review")) == []
