@@ -10,7 +10,7 @@ import streamlit as st
 from core.access.policy import allowed_pages, home_page, load_access_rules
 from core.store.queries import has_patients
 from ui.auth import auth_configured, current_scope, demo_switcher
-from ui.data import current_url, current_version, engine
+from ui.data import current_url, current_version, engine, pending_derive_banner
 from ui.first_run import ensure_sample_network
 
 st.set_page_config(page_title="Care-team value scorecards", page_icon=":material/monitoring:", layout="wide")
@@ -40,4 +40,5 @@ with st.sidebar:
     if auth_configured():
         st.button("Log out", on_click=st.logout)
     st.caption(f"Data version {current_version()}")
+pending_derive_banner(can_rebuild=scope.role == "admin")
 page.run()

@@ -9,7 +9,7 @@ from core.store.queries import organisation
 from core.views.charts import caterpillar_figure, value_map_figure
 from core.views.compare import team_comparison, value_positions
 from core.views.executive_settings import load_executive_settings
-from core.views.format import csv_export
+from core.views.format import csv_export, format_figure
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
@@ -40,7 +40,7 @@ with compare_tab:
     else:
         result = query(team_comparison, measure_id, month, window, subgroup, teams, policy.suppress)
         net, measure = result["network"], result["measure"]
-        net_text = "suppressed" if net["suppressed"] else f"{net['value']:,.1f} (95% CI {net['ci_low']:,.1f} to {net['ci_high']:,.1f})"
+        net_text = "suppressed" if net["suppressed"] else f"{format_figure(net['value'])} (95% CI {format_figure(net['ci_low'])} to {format_figure(net['ci_high'])})"
         st.markdown(f"**Network: {net_text}** {measure.unit} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
                     "A team is flagged only when the network value lies outside its 95% interval.")  # fmt: skip
         st.plotly_chart(caterpillar_figure(result["teams"], net["value"], team_labels, measure.unit), key="caterpillar")

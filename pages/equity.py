@@ -3,12 +3,13 @@
 import streamlit as st
 
 from core.access.suppression import suppression_policy
+from core.derive.cells import load_strata
 from core.derive.measures import load_measures
 from core.store.months import WINDOW_LABELS
 from core.views.charts import equity_gap_figure
 from core.views.equity import equity_table
 from core.views.executive_settings import load_executive_settings
-from core.views.format import csv_export
+from core.views.format import csv_export, format_figure
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
@@ -25,9 +26,9 @@ a, b, c = st.columns(3)
 settings = load_executive_settings()
 default = list(measures).index(settings.default_equity_measure)
 measure_id = a.selectbox("Measure", list(measures), index=default, key="equity_measure", format_func=measures.get)
-strata = settings.strata
-stratum = b.selectbox("Stratified by", list(strata), index=list(strata).index(settings.default_stratum), key="equity_stratum",
-                      format_func=strata.get)  # fmt: skip
+strata = load_strata()
+stratum = b.selectbox("Stratified by", list(strata.labels), index=list(strata.labels).index(strata.default), key="equity_stratum",
+                      format_func=strata.labels.get)  # fmt: skip
 subgroup = c.selectbox("Subgroup", [None, *labels], key="equity_subgroup", format_func=lambda s: "All subgroups" if s is None else labels[s])
 
 policy = suppression_policy(scope, None)  # each group is shown with its network value
@@ -39,8 +40,8 @@ if table.empty:
     st.stop()
 unit = table["unit"].iloc[0]
 best = table.loc[table["best"]]
-st.markdown(f"**{measures[measure_id]}** by {strata[stratum].lower()} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
-            + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({best['value'].iloc[0]:,.1f} {unit}). " if len(best) else "")
+st.markdown(f"**{measures[measure_id]}** by {strata.labels[stratum].lower()} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
+            + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
             + "A gap is marked real only when the two 95% intervals do not overlap.")  # fmt: skip
 st.plotly_chart(equity_gap_figure(table, unit), key="equity_chart")
 shown = table.drop(columns=["unit"])

@@ -6,6 +6,7 @@ Every setting is prefilled from core/config/payments.toml; changes here are what
 import streamlit as st
 
 from core.access.suppression import suppression_policy
+from core.derive.costs import costing_status, show_not_costed
 from core.metrics.payments import load_payment_settings, with_overrides
 from core.store.months import window_months
 from core.store.queries import organisation
@@ -45,17 +46,25 @@ with models_tab:
         targets = d.number_input("Measure targets met", min_value=0, value=0, step=1, key="pay_targets")
     settings = payment_settings_with(base, bundled, fees, pcmh_fee_schedule_enhancement_pct=enhancement,
                                      pcmh_care_management_pmpm_usd=cm, pcmh_p4p_bonus_pmpm_usd_per_target_met=p4p)  # fmt: skip
-    result = payment_comparison(query(payment_inputs, months, teams), settings, int(targets))
+    costing = query(costing_status)
+    result = payment_comparison(query(payment_inputs, months, teams), settings, int(targets), costing.costed)
     st.caption(f"12 months to {month_label(month)} · cost basis: bundled {settings.bundled_cost_basis}, fee-for-service "
                f"{settings.ffs_cost_basis}, PCMH {settings.pcmh_cost_basis} · suppressed: subgroups with 1-10 member-months")  # fmt: skip
+    if costing.note():
+        st.warning(costing.note().capitalize() + ".", icon=":material/warning:")
     cols = st.columns(len(result["total"]))
     for col, row in zip(cols, result["total"].itertuples(), strict=True):
-        col.metric(f"{MODEL_LABELS[row.model]}: margin", usd(row.margin_usd), f"{usd(row.margin_pmpm_usd, 2)} PMPM", border=True)
+        if costing.costed:
+            col.metric(f"{MODEL_LABELS[row.model]}: margin", usd(row.margin_usd), f"{usd(row.margin_pmpm_usd, 2)} PMPM", border=True)
+        else:
+            col.metric(f"{MODEL_LABELS[row.model]}: margin", "not costed", f"revenue {usd(row.revenue_usd)}", delta_color="off", border=True)
     st.plotly_chart(payment_bars_figure(result["by_subgroup"].dropna(subset=["revenue_usd"]), labels), key="payment_bars")
     for name, frame in (("by_subgroup", result["by_subgroup"]), ("total", result["total"]), ("mix_sensitivity", result["mix_sensitivity"])):
+        frame = show_not_costed(frame, ["cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd"], costing)
         shown = frame.assign(subgroup=frame["subgroup"].map(lambda s: labels.get(s, s))) if "subgroup" in frame else frame
         st.dataframe(shown, hide_index=True, key=f"pay_{name}", placeholder="suppressed",
-                     column_config={c: st.column_config.NumberColumn(format="dollar") for c in shown.columns if c.endswith("_usd")})
+                     column_config={c: st.column_config.NumberColumn(format="dollar") for c in shown.columns
+                                    if c.endswith("_usd") and shown[c].dtype.kind == "f"})  # fmt: skip
         st.download_button(f"Download {name.replace('_', ' ')} (CSV)", csv_export(shown), file_name=f"payments_{name}_{month:%Y-%m}.csv",
                            mime="text/csv", key=f"dl_pay_{name}", on_click=audit_export, args=(scope, "payments", f"{name} csv"))  # fmt: skip
 

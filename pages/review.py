@@ -41,11 +41,15 @@ for i, m in enumerate(headline_metrics(data)):
     cols[i % 4].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
                        chart_data=m["chart"] or None, border=True, delta_description="vs last month")  # fmt: skip
 pay = payment_summary(data)
-money = {k: usd(pay[k]) for k in ("payment_usd", "cost_usd", "margin_usd")}
+money = {k: usd(pay[k]) if pay["costed"] or k == "payment_usd" else "not costed" for k in ("payment_usd", "cost_usd", "margin_usd")}
 c1, c2, c3 = st.columns(3)
-c1.metric(f"Bundled payment (${pay['rate_usd']:,.0f} PMPM)", money["payment_usd"])
+c1.metric(f"Bundled payment ({usd(pay['rate_usd'])} PMPM)", money["payment_usd"])
 c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])
 c3.metric("Margin", money["margin_usd"])
+if data.costing_note:
+    st.caption(data.costing_note.capitalize() + ".")
+if data.claims_note:
+    st.warning(data.claims_note.capitalize() + ": cost and acute events of these months will still rise.", icon=":material/schedule:")
 
 
 def patient_rows(frame, key: str) -> None:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from core.access.suppression import suppression_policy
+from core.metrics.runout import PAID_DATES, incomplete_note
 from core.store.queries import organisation
 from core.views.cells_read import COST_LABELS
 from core.views.charts import member_mix_figure, trend_lines_figure
@@ -23,28 +24,37 @@ units = scope_units(org, scope.team_ids, scope.network)
 with st.sidebar:
     unit = st.selectbox("Network, practice or team", list(units), key="trend_unit", format_func=units.get)
     rolling = st.selectbox("Each point shows", list(ROLLING), key="trend_rolling", format_func=ROLLING.get)
+    completed = st.checkbox("Completed claims (estimated from paid-date lags)", key="trend_completed",
+                            help="Claims of recent months divided by their completion factor; needs paid dates in the claims.")  # fmt: skip
 
 practice_id, team_id = unit_filters(unit)
 policy = suppression_policy(scope, unit_teams(org, scope.team_ids, scope.network, practice_id, team_id))
-data = query(trends, None if scope.network else scope.team_ids, practice_id, team_id, None, rolling, policy.suppress)
+data = query(trends, None if scope.network else scope.team_ids, practice_id, team_id, None, rolling, completed,
+             policy.suppress)
 figures, mix = data["figures"], data["mix"]
 if figures.empty:
-    st.info("No scorecard cells yet: import data first.")
+    st.info("No full window of data yet: import data first, or show fewer months per point.")
     st.stop()
 st.caption(f"{units[unit]} · {figures['month'].min():%b %Y} to {figures['month'].max():%b %Y} · {policy.caption}"
            + (" Gaps in a line are suppressed figures." if policy.suppress else ""))  # fmt: skip
+incomplete = incomplete_note(data["completeness"].loc[data["completeness"]["month"] >= figures["month"].min()])
+if incomplete:
+    st.warning(f"{incomplete.capitalize()} (shaded).", icon=":material/schedule:")
+if completed and not (data["completeness"]["basis"] == PAID_DATES).any():
+    st.caption("No paid dates in the claims: completed claims cannot be estimated, paid amounts are shown.")
+shade_from = figures.loc[~figures["claims_complete"], "month"].min() if (~figures["claims_complete"]).any() else None
 
 st.subheader("Cost per member per month")
 for tab, metric in zip(st.tabs(list(COST_LABELS.values())), COST_LABELS, strict=True):
     part = figures.loc[figures["metric"] == metric]
-    tab.plotly_chart(trend_lines_figure(part, labels, y_title="USD per member per month"), key=f"cost_{metric}")
+    tab.plotly_chart(trend_lines_figure(part, labels, y_title="USD per member per month", incomplete_from=shade_from), key=f"cost_{metric}")
 
 st.subheader("Key outcomes")
 outcomes = figures.loc[figures["kind"] != "cost_pmpm", ["metric", "metric_label"]].drop_duplicates()
 names = dict(outcomes.itertuples(index=False))
 measure = st.selectbox("Outcome", list(names), key="trend_measure", format_func=names.get)
-st.plotly_chart(trend_lines_figure(figures.loc[figures["metric"] == measure], labels, y_title=names.get(measure, "")),
-                key="outcome")  # fmt: skip
+st.plotly_chart(trend_lines_figure(figures.loc[figures["metric"] == measure], labels, y_title=names.get(measure, ""),
+                                   incomplete_from=shade_from), key="outcome")  # fmt: skip
 
 st.subheader("Subgroup mix")
 shown_mix = mix.loc[~mix["suppressed"]].rename(columns={"members": "member_months"})
@@ -52,7 +62,7 @@ st.plotly_chart(member_mix_figure(shown_mix, labels), key="mix")
 
 st.subheader("All figures")
 table = figures.assign(subgroup=figures["subgroup"].map(lambda s: labels.get(s, "All subgroups" if s == "all" else s)))
-table = table[["month", "subgroup", "metric_label", "value", "ci_low", "ci_high", "patients", "suppressed"]]
+table = table[["month", "subgroup", "metric_label", "value", "ci_low", "ci_high", "patients", "suppressed", "claims_complete"]]
 st.dataframe(table, hide_index=True, key="trend_table", placeholder="suppressed",
              column_config={"value": st.column_config.NumberColumn("Value", format="%.1f"),
                             "ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),

@@ -1014,6 +1014,7 @@ def _chunk_frames(p: _Panel, lo: int, hi: int, chunk: int, counters: dict, minut
         "is_urgent": _bools(enc["urgent"]), "resolved_without_visit": _bools(enc["resolved"]),
         "primary_dx": _labels(enc["dx"], _CODE_LIST), "specialty": _labels(enc["specialty"], SPECIALTIES),
         "cost_category": _labels(np.full(ne, -1), ["other"]), "paid_usd": enc["paid"],
+        "paid_date": "",  # no payment lag is simulated: the run-out setting marks the latest months
     })
     counters["encounters"] += ne
     row, role, minutes = _staff_minutes(r, enc)

@@ -46,7 +46,8 @@ ROLE_COST_USD = {
 }
 ROLES = tuple(ROLE_COST_USD)
 FULL_TIME_HOURS = 2080.0
-# Share of paid time that is practical capacity (DESIGN section 5 default), and the share of
+# Share of paid time that is practical capacity (80 %, the TDABC default of Kaplan & Anderson,
+# Harvard Business Review 2004), and the share of
 # that capacity each team actually uses (the rest is unused capacity on the cost pages).
 PRACTICAL_CAPACITY = 0.8
 TEAM_UTILISATION = (0.72, 0.70, 0.82, 0.72, 0.68, 0.72, 0.58)

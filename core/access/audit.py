@@ -1,4 +1,5 @@
-"""The audit log: every patient record viewed, worklist viewed and export (DESIGN section 10).
+"""The audit log: every patient record viewed, worklist viewed and export (the HIPAA Security
+Rule's audit controls, 45 CFR 164.312(b): record and examine activity in systems holding PHI).
 
 ``record_event`` only appends; nothing in the product updates or deletes audit rows.
 Targets are ids (patient id, team id, file name), never names or clinical values.

@@ -1,4 +1,6 @@
-"""Roles, page permissions, the page registry and row-level scope. Pure; no I/O but the rules file.
+"""Roles, page permissions, the page registry and row-level scope (the HIPAA minimum-necessary
+standard, 45 CFR 164.502(b): each role receives only the rows its work needs). Pure; no I/O but
+the rules file.
 
 A user's scope is resolved once per request from the users table and the organisation:
 the teams whose rows they may receive. Store functions take ``scope.team_ids`` and filter in

@@ -6,6 +6,7 @@ function that adds its arguments. New features add one entry.
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, date
@@ -16,6 +17,24 @@ from core.store.db import create_schema, database_url, make_engine
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (default: $DATABASE_URL or the SQLite file under data/)")
+
+
+def _month_arg(text: str) -> date:
+    """An argparse type: ``YYYY-MM`` -> the first day of that month (a clear usage error otherwise)."""
+    try:
+        if len(text) == 7:
+            return date.fromisoformat(text + "-01")
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not a month; use YYYY-MM, e.g. 2026-10")
+
+
+def _day_arg(text: str) -> date:
+    """An argparse type: ``YYYY-MM-DD`` (a clear usage error otherwise)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD, e.g. 2026-01-31") from None
 
 
 def _engine(args):
@@ -31,15 +50,14 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patients", type=int, default=5000)
     p.add_argument("--months", type=int, default=24)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--end-month", default=None, help="YYYY-MM of the last month (default: last complete month)")
+    p.add_argument("--end-month", type=_month_arg, default=None, help="YYYY-MM of the last month (default: last complete month)")
     p.add_argument("--out", type=Path, required=True, help="folder to write the CSV bundle to")
 
 
 def cmd_generate(args) -> int:
     from sample_data.generator import NetworkSpec, write_bundle
 
-    end = date.fromisoformat(args.end_month + "-01") if args.end_month else None
-    spec = NetworkSpec(patients=args.patients, months=args.months, seed=args.seed, end_month=end)
+    spec = NetworkSpec(patients=args.patients, months=args.months, seed=args.seed, end_month=args.end_month)
     summary = write_bundle(spec, args.out)
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -56,19 +74,33 @@ def _args_import(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_import(args) -> int:
+    """Import, then derive: also when an earlier import's derive did not finish (the store marks
+    it pending), so a rejected import still brings the derived tables up to date."""
+    from core.derive.pipeline import derive_all
     from core.ingest import import_path
+    from core.store.queries import derive_pending
 
     engine = _engine(args)
     report = import_path(engine, args.path, fmt=args.format)
-    print(report.to_text())
-    if not report.ok:
-        return 1
-    if not args.no_derive:
-        from core.derive.pipeline import derive_all
+    _say(report.to_text())
+    pending = derive_pending(engine)
+    if pending is not None and args.no_derive:
+        _say("derived tables are behind the data (derive pending); run `python -m core assign` to rebuild them")
+    elif pending is not None:
+        if not report.ok:
+            _say(f"finishing the derive left pending by import #{pending}" if pending.isdigit() else "finishing a pending derive")
+        summary = derive_all(engine, progress=lambda _f, text: _say(text))
+        _say(json.dumps(summary, indent=2, default=str))
+    return 0 if report.ok else 1
 
-        summary = derive_all(engine, progress=lambda _f, text: print(text, flush=True))
-        print(json.dumps(summary, indent=2, default=str))
-    return 0
+
+def _say(text: str) -> None:
+    """Print a line; when the reader went away (``| head``), keep working silently: an import's
+    derive must not stop half-way because nobody reads its progress."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # --- info ---------------------------------------------------------------------------------
@@ -77,18 +109,30 @@ def cmd_import(args) -> int:
 def _args_info(p: argparse.ArgumentParser) -> None:
     _add_db(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--quality", action="store_true", help="the data quality checks (the Admin data quality page) instead")
 
 
 def cmd_info(args) -> int:
     from core.store.queries import data_status
 
     engine = _engine(args)
+    if args.quality:
+        from core.views.data_quality import data_quality, quality_text
+
+        quality = data_quality(engine)
+        if args.json:
+            print(json.dumps({k: v.to_dict("records") for k, v in quality.items()}, indent=2, default=str))
+        else:
+            print(quality_text(quality))
+        return 0
     status = data_status(engine)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
     print(f"database: {database_url(args.database_url).split('@')[-1]}")
     print(f"data version: {status['data_version']}")
+    if status["derive_pending"]:
+        print("derive pending: subgroups and cells are behind the data; `python -m core assign` rebuilds them")
     print(f"months covered: {status['first_month']} .. {status['last_month']}")
     print("rows per table:")
     for table, n in status["counts"].items():
@@ -152,7 +196,7 @@ def _args_audit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", default=None)
     p.add_argument("--action", default=None)
     p.add_argument("--target", default=None)
-    p.add_argument("--since", default=None, help="YYYY-MM-DD (UTC)")
+    p.add_argument("--since", type=_day_arg, default=None, help="YYYY-MM-DD (UTC)")
     p.add_argument("--out", type=Path, default=None, help="CSV file (default: standard output)")
 
 
@@ -161,7 +205,7 @@ def cmd_audit(args) -> int:
 
     from core.access.audit import search_events
 
-    since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
+    since = datetime.combine(args.since, datetime.min.time(), tzinfo=UTC) if args.since else None
     events = search_events(_engine(args), user_key=args.user, action=args.action, target=args.target, since=since)
     events.to_csv(args.out or sys.stdout, index=False)
     return 0
@@ -174,7 +218,7 @@ def _args_scorecard(p: argparse.ArgumentParser) -> None:
     p.add_argument("--practice", default=None, help="practice id (default: the whole network)")
     p.add_argument("--team", default=None, help="team id (default: all teams)")
     p.add_argument("--subgroup", default=None, help="subgroup id (default: all subgroups)")
-    p.add_argument("--period", required=True, help="YYYY-MM, the last month of the window")
+    p.add_argument("--period", type=_month_arg, required=True, help="YYYY-MM, the last month of the window")
     p.add_argument("--window", choices=["month", "quarter", "12m"], default="month")
     p.add_argument("--stratum", default="all", help="equity stratum (age_band, sex, race_ethnicity, ...)")
     p.add_argument("--format", choices=["csv", "json", "text"], default="text")
@@ -182,12 +226,17 @@ def _args_scorecard(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_scorecard(args) -> int:
+    from core.metrics.runout import claims_completeness, incomplete_note
     from core.metrics.scorecard import Selection, build_scorecard, format_scorecard
+    from core.store.months import window_months
 
     engine = _engine(args)
     selection = Selection(practice_id=args.practice, team_id=args.team, subgroup=args.subgroup,
-                          period=date.fromisoformat(args.period + "-01"), window=args.window, stratum=args.stratum)
+                          period=args.period, window=args.window, stratum=args.stratum)
     print(format_scorecard(build_scorecard(engine, selection), args.format))
+    note = incomplete_note(claims_completeness(engine, window_months(selection.period, args.window)))
+    if note:  # on standard error, so csv and json output stay machine-readable
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -209,7 +258,14 @@ def cmd_assign(args) -> int:
     except RulesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = derive_all(_engine(args), rules=rules)["subgroups"]
+    from core.derive.costs import last_attributed_month
+
+    engine = _engine(args)
+    if last_attributed_month(engine) is None:
+        print("nothing to assign: the database holds no attributed patients (load data with `python -m core import PATH`)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    summary = derive_all(engine, rules=rules)["subgroups"]
     total = summary["rows"] or 1
     print(f"assigned {summary['rows']:,} patient-months over {summary['months']} months in {summary['seconds']} s "
           f"({summary['overridden']:,} overridden)")
@@ -225,7 +281,7 @@ def _args_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--practice", default=None, help="practice id (default: the whole network)")
     p.add_argument("--team", default=None, help="team id (default: all teams)")
     p.add_argument("--subgroup", default=None, help="subgroup id (default: all subgroups)")
-    p.add_argument("--period", default=None, help="YYYY-MM, the last month of the window (default: latest month)")
+    p.add_argument("--period", type=_month_arg, default=None, help="YYYY-MM, the last month of the window (default: latest month)")
     p.add_argument("--window", choices=["month", "quarter", "12m"], default="month")
     _add_db(p)
 
@@ -234,18 +290,42 @@ def _selection_months(engine, args) -> list[date] | None:
     from core.derive.costs import last_attributed_month
     from core.store.months import window_months
 
-    period = date.fromisoformat(args.period + "-01") if args.period else last_attributed_month(engine)
+    period = args.period or last_attributed_month(engine)
     return window_months(period, args.window) if period else None
 
 
+NOT_COSTED_COLUMNS = ("cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd", "cost_total_pmpm_usd", "cost_internal_pmpm_usd",
+                      "standard_minutes_share", "unused_minutes", "capacity_cost_usd", "unused_cost_usd")  # fmt: skip
+
+
 def _print_tables(tables: dict) -> None:
+    """Print each table; figures that are unknown for want of a staff roster read ``not costed``."""
     import pandas as pd
 
+    from core.derive.costs import NOT_COSTED
+
+    if tables.get("costing"):
+        print(f"({tables['costing']})")
+    unknown = f" {NOT_COSTED}:" in str(tables.get("costing", ""))
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:,.2f}".format):
         for name, table in tables.items():
             if isinstance(table, pd.DataFrame):
                 print(f"\n== {name} ==")
+                if unknown or "capacity" in table:
+                    table = _not_costed(table, unknown)
                 print(table.to_string(index=False) if len(table) else "(none)")
+
+
+def _not_costed(table, unknown: bool):
+    """``not costed`` in place of NaN in cost columns (every row when the store has no staff roster,
+    else the rows of teams without staff)."""
+    rows = (table["capacity"] == "no staff") if "capacity" in table and not unknown else None
+    out = table.copy()
+    for column in NOT_COSTED_COLUMNS:
+        if column in out:
+            mask = out[column].isna() if rows is None else rows & out[column].isna()
+            out[column] = out[column].astype(object).where(~mask, "not costed")
+    return out
 
 
 def _args_costs(p: argparse.ArgumentParser) -> None:
@@ -363,7 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command][1](args)
+    try:
+        return COMMANDS[args.command][1](args)
+    except BrokenPipeError:
+        # The reader of our output went away (``... | head``): stop quietly, as other command-line
+        # tools do, and send what is still buffered nowhere (docs.python.org/3/library/signal.html#note-on-sigpipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 if __name__ == "__main__":

@@ -20,11 +20,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, delete, insert, select
 
+from core.config import config_path, load_toml
 from core.derive.blocks import BLOCK_PATIENTS, map_blocks, patient_blocks, worker_count, worker_pool
 from core.derive.measures import (
     MeasureCatalogue,
@@ -38,7 +41,10 @@ from core.store import models
 from core.store.db import copy_rows
 from core.store.months import from_index, month_index, year_and_month
 
+# The equity dimensions the cells are cut by (computed in patient_month_dimensions); their
+# labels, order and bands are data: core/config/strata.toml.
 STRATA = ("age_band", "sex", "race_ethnicity", "language", "dual_status", "deprivation_decile")
+STRATA_PATH = config_path("strata.toml")
 UNASSIGNED = "unassigned"
 UNKNOWN = "unknown"
 INSERT_BATCH = 100_000
@@ -49,18 +55,53 @@ CELL_COLUMNS = ["practice_id", "team_id", "subgroup", "month", "stratum", "strat
 # --- equity strata -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Strata:
+    """core/config/strata.toml: the equity strata's labels (display order) and bands."""
+
+    labels: dict[str, str]
+    default: str
+    age_upper: tuple[int, ...]
+    deprivation_deciles_per_band: int
+
+
+@cache
+def load_strata(path: Path = STRATA_PATH) -> Strata:
+    """Load and check the strata file: every dimension of :data:`STRATA` once, rising age bands."""
+    raw = load_toml(path)
+    try:
+        labels = {str(s["id"]): str(s["label"]) for s in raw["strata"]}
+        default = next((str(s["id"]) for s in raw["strata"] if s.get("default")), next(iter(labels), ""))
+        out = Strata(labels, default, tuple(int(a) for a in raw["bands"]["age_upper"]),
+                     int(raw["bands"]["deprivation_deciles_per_band"]))  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: missing or malformed setting ({exc!r})") from exc
+    if sorted(labels) != sorted(STRATA) or len(raw["strata"]) != len(STRATA):
+        raise ValueError(f"{path}: [[strata]] must list each of {', '.join(STRATA)} once")
+    ages = out.age_upper
+    if not ages or ages[0] < 0 or any(b <= a for a, b in zip(ages, ages[1:])):
+        raise ValueError(f"{path}: bands.age_upper must be rising ages >= 0")
+    if not 1 <= out.deprivation_deciles_per_band <= 10:
+        raise ValueError(f"{path}: bands.deprivation_deciles_per_band must be 1 to 10")
+    return out
+
+
 def age_band(age: pd.Series) -> pd.Series:
-    """Age bands of the equity view: 0-17, 18-44, 45-64, 65-74, 75+ (unknown when missing)."""
-    bins = [-1, 17, 44, 64, 74, 200]
-    labels = ["0-17", "18-44", "45-64", "65-74", "75+"]
-    return pd.cut(age, bins=bins, labels=labels).astype("object").fillna(UNKNOWN).astype(str)
+    """Age bands of the equity view (strata.toml bands.age_upper): 0-17, 18-44, 45-64, 65-74, 75+
+    with the shipped bands (unknown when missing)."""
+    upper = load_strata().age_upper
+    lows = [0, *(a + 1 for a in upper)]
+    labels = [f"{lo}-{hi}" for lo, hi in zip(lows, upper)] + [f"{lows[-1]}+"]
+    return pd.cut(age, bins=[-1, *upper, np.inf], labels=labels).astype("object").fillna(UNKNOWN).astype(str)
 
 
 def deprivation_band(decile: pd.Series) -> pd.Series:
-    """Area deprivation deciles in bands of two: 1-2 (least deprived) ... 9-10 (most)."""
+    """Area deprivation deciles in bands (strata.toml; two deciles each: 1-2 least deprived ... 9-10 most)."""
+    width = load_strata().deprivation_deciles_per_band
     d = pd.to_numeric(decile, errors="coerce")
-    low = ((d - 1) // 2) * 2 + 1
-    band = low.astype("Int64").astype(str) + "-" + (low + 1).astype("Int64").astype(str)
+    low = ((d - 1) // width) * width + 1
+    high = np.minimum(low + width - 1, 10)
+    band = low.astype("Int64").astype(str) + ("-" + high.astype("Int64").astype(str) if width > 1 else "")
     return band.where(d.between(1, 10), UNKNOWN).astype(str)
 
 

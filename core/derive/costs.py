@@ -27,7 +27,7 @@ separately by :func:`unattributed_costs`, so that attributed + unattributed = ev
 claim of the months (see :func:`reconcile_costs`).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -266,6 +266,67 @@ def unused_capacity(staff: pd.DataFrame, activity_cost: pd.DataFrame, months: Se
     out["unused_cost_usd"] = out["capacity_cost_usd"] - out["used_cost_usd"]
     cols = ["team_id", "month", "role", "capacity_minutes", "used_minutes", "unused_minutes", "capacity_cost_usd", "used_cost_usd", "unused_cost_usd"]
     return out[cols].sort_values(["team_id", "month", "role"]).reset_index(drop=True)
+
+
+# --- costing status -----------------------------------------------------------------------
+
+COSTED, PARTLY_COSTED, NOT_COSTED = "costed", "partly costed", "not costed"
+
+
+@dataclass(frozen=True)
+class CostingStatus:
+    """Whether internal (TDABC) cost can be priced at all.
+
+    ``not costed``: the store has no staff roster, so no minute has a capacity cost rate and
+    internal cost is unknown (not $0); margins against it and unused capacity are unknown too.
+    ``partly costed``: roles the process maps use have no staff anywhere in the network; their
+    minutes are priced at $0, so internal cost is understated.
+    """
+
+    status: str
+    roles_without_staff: tuple[str, ...] = ()
+
+    @property
+    def costed(self) -> bool:
+        """False when internal cost is unknown (no staff roster)."""
+        return self.status != NOT_COSTED
+
+    def note(self) -> str:
+        """One line for pages and the CLI ('' when fully costed)."""
+        if self.status == NOT_COSTED:
+            return "internal cost not costed: no staff roster (roles, annual cost, paid hours) in the data"
+        if self.status == PARTLY_COSTED:
+            return f"internal cost partly costed: no staff in roles {', '.join(self.roles_without_staff)} (their minutes cost $0)"
+        return ""
+
+
+def costing_status_of(staff_roles: Iterable[str], settings: CostSettings) -> CostingStatus:
+    """The :class:`CostingStatus` of a network whose staff have ``staff_roles``."""
+    present = set(staff_roles)
+    if not present:
+        return CostingStatus(NOT_COSTED)
+    needed = {role for roles in settings.process_maps.values() for role, minutes in roles.items() if minutes > 0}
+    missing = tuple(sorted(needed - present))
+    return CostingStatus(PARTLY_COSTED, missing) if missing else CostingStatus(COSTED)
+
+
+def costing_status(engine: Engine, settings: CostSettings | None = None) -> CostingStatus:
+    """The :class:`CostingStatus` of the store (reads the staff roles only)."""
+    settings = settings or load_cost_settings()
+    with engine.connect() as conn:
+        roles = conn.execute(select(Staff.role).distinct()).scalars().all()
+    return costing_status_of(roles, settings)
+
+
+def show_not_costed(frame: pd.DataFrame, columns: Sequence[str], status: CostingStatus) -> pd.DataFrame:
+    """A copy for display in which ``columns`` read ``not costed`` when internal cost is unknown."""
+    if status.costed or frame.empty:
+        return frame
+    out = frame.copy()
+    for column in columns:
+        if column in out:
+            out[column] = NOT_COSTED
+    return out
 
 
 # --- claims -----------------------------------------------------------------------------
@@ -604,6 +665,10 @@ def cost_report(
     """Cost tables for a selection: PMPM by team and subgroup (from cells when stored, else from
     encounters), composition by category, recorded vs standard minutes, unused capacity per team,
     and costs outside attributed months.
+
+    ``costing`` is the :class:`CostingStatus` note ('' = fully costed). Without a staff roster
+    the internal and total PMPMs are NaN (not costed, never $0); a team without staff has no
+    capacity, so its unused capacity is NaN (never negative) with ``capacity`` ``no staff``.
     """
     catalog = load_catalog()
     settings = settings or load_cost_settings(catalog=catalog)
@@ -643,10 +708,19 @@ def cost_report(
         unused = unused.loc[unused["team_id"] == team_id]
     unused = unused.groupby("team_id", as_index=False)[["capacity_minutes", "used_minutes", "unused_minutes", "capacity_cost_usd", "unused_cost_usd"]].sum()
     unused["utilisation"] = unused["used_minutes"] / unused["capacity_minutes"].replace(0.0, np.nan)
+    no_staff = unused["capacity_minutes"] <= 0
+    unused["capacity"] = np.where(no_staff, "no staff", "staffed")
+    unused.loc[no_staff, ["unused_minutes", "capacity_cost_usd", "unused_cost_usd"]] = np.nan
+    status = costing_status_of(inputs.staff["role"], settings)
+    if not status.costed:
+        unknown = [c for c in ("cost_total_pmpm_usd", "cost_internal_pmpm_usd", "standard_minutes_share") if c in pmpm]
+        pmpm[unknown] = np.nan
+        total[unknown] = np.nan
 
     act_selected = act.loc[isin(act["encounter_id"], _selected_encounters(inputs, practice_id, team_id, subgroup))]
     return {
         "source": source,
+        "costing": status.note(),
         "pmpm_total": total,
         "pmpm_by_team_subgroup": pmpm,
         "composition": composition,

@@ -3,6 +3,15 @@
 Derived tables (subgroup assignments, risk scores, patient- and team-month activity, additive
 cells) are rebuilt after every import, in this order, so pages always read a consistent data
 version.
+
+An import and its derive are two units of work (the derive of a million patients runs in
+blocks and takes minutes; one transaction around both would hold the store locked meanwhile).
+What keeps them together is a mark in the store (``derive_pending``): the import writes it in
+its own transaction, :func:`derive_all` writes it when it starts without one, and only a derive
+that finished clears it. So an import killed after its commit, or a derive that failed half-way
+(new subgroups, old cells), leaves the mark: pages show a banner, and the next
+``python -m core import`` or ``assign`` (or the banner's button) derives everything again and
+clears it (:func:`finish_pending_derive`).
 """
 
 from collections.abc import Callable
@@ -10,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from core.store.queries import bump_data_version
+from core.store.queries import bump_data_version, derive_pending, mark_derive_pending
 
 Progress = Callable[[float, str], None]
 
@@ -27,6 +36,7 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     from core.derive.cells import build_cells
     from core.derive.subgroups.assign import assign_subgroups
 
+    pending = mark_derive_pending(engine)
     summary = {}
     progress(0.6, "Assigning subgroups")
     summary["subgroups"] = assign_subgroups(engine, rules)
@@ -34,9 +44,17 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     summary["activity"] = build_patient_month_activity(engine)
     progress(0.8, "Building scorecard cells")
     summary["cells"] = build_cells(engine)
-    summary["data_version"] = bump_data_version(engine)
+    summary["data_version"] = bump_data_version(engine, derived=pending)
     progress(1.0, "Done")
     return summary
+
+
+def finish_pending_derive(engine: Engine, progress: Progress = _no_progress) -> dict | None:
+    """Derive everything when an earlier import or derive did not finish its derive; returns
+    the summary, or None when nothing was pending."""
+    if derive_pending(engine) is None:
+        return None
+    return derive_all(engine, progress)
 
 
 def load_bundle_and_derive(engine: Engine, bundle: Path, progress: Progress = _no_progress):

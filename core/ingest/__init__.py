@@ -5,6 +5,8 @@ and Tuva readers validate and never write; :func:`core.ingest.loader.load_tables
 everything in one transaction or nothing. The CSV bundle, the format of big loads, streams:
 :func:`core.ingest.csv_bundle.import_bundle` checks and writes batch by batch into one open
 transaction and rolls it back on the first problem, so its memory does not grow with the bundle.
+What every reader rejects alike (non-finite or absurd amounts, dates after the extract date,
+truncated or unreadable CSV files) is in :mod:`core.ingest.checks`.
 """
 
 import time

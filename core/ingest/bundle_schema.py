@@ -144,6 +144,7 @@ BUNDLE: tuple[TableSpec, ...] = (
             Column("specialty", required=False, max_len=64),
             Column("cost_category", required=False, choices="cost_categories", description="Blank: the kind's default"),
             Column("paid_usd", "float", required=False, min=0, max=10_000_000, description="Paid amount of the claim, USD"),
+            Column("paid_date", "date", required=False, description="Claims: when the claim was paid (measures the run-out)"),
         ),
         "One row per encounter, activity or claim.",
     ),

@@ -19,9 +19,10 @@ one chance in 10^11 per row at 40 million encounters) is left to the database's 
 
 What is an error (the import is rejected) and what is a warning:
 
-- Errors: a required file, column or value missing; a file that is not UTF-8, is empty or is not
-  well-formed CSV (wrong number of fields, an unterminated quote: typically a truncated file);
-  a value that does not parse as its type, is out of its min/max, too long, not in the
+- Errors: a required file, column or value missing; a file that is not UTF-8, is empty, is a
+  folder, has a header line over 1 MB or is not well-formed CSV (wrong number of fields, an
+  unterminated quote: typically a truncated file); a value that does not parse as its type
+  (``inf`` and ``NaN`` do not), is out of its min/max, too long, not in the
   catalogue, or not an ICD-10-CM code; a date outside 1900-01-01..2100-12-31 or (for clinical
   dates) after today; a duplicate key; a reference to a row that is neither in the bundle nor
   in the database; an end before its start (death before birth, resolved before onset, encounter
@@ -68,6 +69,7 @@ from core.ingest.bundle_schema import (
     Column,
     TableSpec,
 )
+from core.ingest.checks import MAX_HEADER_BYTES, check_csv_file, diagnose_csv_structure, header_line
 from core.ingest.loader import Load, LoadFailed, open_load
 from core.ingest.report import ImportReport
 from core.store.months import as_month
@@ -382,19 +384,15 @@ def _read_header(path: Path, spec: TableSpec, start: int, end: int, report: Impo
     Raises :class:`_Broken` when the header is not UTF-8.
     """
     file = spec.file
-    with _Span(path, start, end) as span:
-        first = span.read(1 << 16)
-        if not first.strip() and end - start <= len(first):
-            report.add_error(file, 1, None, "file is empty (no header row)")
-            return None
-        while b"\n" not in first and len(first) < end - start:
-            more = span.read(1 << 16)
-            if not more:
-                break
-            first += more
-    line = first.split(b"\n", 1)[0]
+    line = header_line(path, start)
+    if line is None:
+        report.add_error(file, 1, None, f"the header line is longer than {MAX_HEADER_BYTES:,} bytes; not a CSV table")
+        return None
+    if end <= start or not line.strip():
+        report.add_error(file, 1, None, "file is empty (no header row)")
+        return None
     try:
-        header = next(csv.reader([line.decode("utf-8").rstrip("\r")]), [])
+        header = next(csv.reader([line.decode("utf-8")]), [])
     except UnicodeDecodeError as exc:
         raise _Broken from exc
     names = tuple(h.strip() for h in header)
@@ -467,25 +465,6 @@ def _bad_utf8_lines(data: bytes, lines_before: int, header: list[str], file: str
     return found
 
 
-def _diagnose_structure(lines: Iterable[str], width: int, file: str, report: ImportReport) -> None:
-    """Slow path, only for a malformed file: find every row with the wrong number of fields."""
-    reader = csv.reader(lines, strict=True)
-    row = 0
-    try:
-        for row, record in enumerate(reader, start=1):
-            if row > 1 and len(record) != width:
-                if not record:
-                    report.add_error(file, row, None, "blank line")
-                else:
-                    report.add_error(file, row, None, f"{len(record)} field(s), expected {width} like the header"
-                                     " (a value with a comma must be quoted; a short last row means a truncated file)")
-    except csv.Error as exc:
-        if "unexpected end of data" in str(exc):
-            report.add_error(file, row + 1, None, "unterminated quote: the file ends inside a quoted value (truncated file?)")
-        else:
-            report.add_error(file, row + 1, None, f"malformed CSV: {exc}")
-
-
 # --- per-column checks ---------------------------------------------------------------------
 
 
@@ -546,10 +525,19 @@ def _check_column(raw: dict[str, pa.ChunkedArray], column: Column, catalog: Cata
         if column.type == "int":
             valid &= np.mod(np.nan_to_num(values), 1) == 0
         issues.flag(~blank & ~valid, column.name, "not a whole number" if column.type == "int" else "not a number", s)
+        outside = np.zeros(len(values), dtype=bool)
         if column.min is not None:
-            issues.flag(valid & (values < column.min), column.name, f"must be at least {column.min:,.10g}", s)
+            low = valid & (values < column.min)
+            issues.flag(low, column.name, f"must be at least {column.min:,.10g}", s)
+            outside |= low
         if column.max is not None:
-            issues.flag(valid & (values > column.max), column.name, f"must be at most {column.max:,.10g}", s)
+            high = valid & (values > column.max)
+            issues.flag(high, column.name, f"must be at most {column.max:,.10g}", s)
+            outside |= high
+        if column.type == "int":  # the store holds 64-bit integers (1e23 is a whole number, but not one of them)
+            huge = valid & (np.abs(np.nan_to_num(values)) >= 2.0**63)
+            issues.flag(huge & ~outside, column.name, "too large for a whole number", s)
+            valid &= ~huge
         typed = pd.Series(np.where(valid, values, np.nan))
         return typed.astype("Int64") if column.type == "int" else typed
     if column.type == "bool":
@@ -655,6 +643,9 @@ class _BundleImport:
     def _read_file(self, spec: TableSpec) -> None:
         report = self.report
         path = self.folder / spec.file
+        if path.exists() and not check_csv_file(path, spec.file, report):
+            self.unusable.add(spec.file)
+            return
         if not path.exists():
             if spec.required_file:
                 report.add_error(spec.file, None, None, "required file is missing")
@@ -683,7 +674,7 @@ class _BundleImport:
         names = _read_header(path, spec, start, end, report)
         if names is not None:
             with io.TextIOWrapper(io.BufferedReader(_Span(path, start, end)), encoding="utf-8", newline="") as text:
-                _diagnose_structure(text, len(names), spec.file, report)
+                diagnose_csv_structure(text, len(names), spec.file, report)
         if report.error_count == errors_before:
             report.add_error(spec.file, None, None, "malformed CSV (could not be parsed)")
 

@@ -11,10 +11,18 @@ Mapping decisions (codes and vocabularies are data: ``core/config/fhir_maps.toml
 - **Input**: ``*.json`` (a Bundle of any type, or one resource) is parsed whole up to
   ``[limits] max_bundle_bytes``; ``*.ndjson`` / ``*.jsonl`` (Bulk Data, one resource per line,
   any file name) are streamed line by line and a line longer than ``max_line_bytes`` is an error
-  (it is skipped unread, never parsed). Per-type NDJSON files of the bulky types (Observation,
-  Condition, MedicationRequest, Procedure, Claim, ExplanationOfBenefit) are read in a second
-  pass, one resource at a time, after patients and encounters; only their output rows are kept.
+  (it is skipped unread, never parsed). Resources of the bulky types (Observation, Condition,
+  MedicationRequest, Procedure, Claim, ExplanationOfBenefit) are read in a second pass, one
+  resource at a time, after patients and encounters; only their output rows are kept. In an
+  NDJSON file that mixes types, the first pass only notes where those lines are (line number
+  and byte offset) and the second reads them again, so memory does not grow with the file.
   Errors carry the file, the line (NDJSON) or entry number (bundle), the resource id and field.
+- **Values that cannot be read are errors** (``core/ingest/checks.py``): JSON that does not parse
+  or nests too deep to read; a field the readers use whose JSON type is not its FHIR type
+  (:data:`SHAPES`: a ``name`` or ``address`` given as a string, ``valueQuantity.value`` ``"7.5"``);
+  a date after the extract date (except the planned end of a Coverage); an end before its start
+  (Encounter.period, Condition abatement, EOB billablePeriod); a paid amount that is not finite
+  or beyond any claim.
 - **Resource types** not listed above are counted (``skipped``); types neither used nor in
   ``[resources] ignored`` also raise a warning, so a misspelt type does not pass unnoticed.
 - **Ids**: ``fhir:<resource id>`` (see ``idmap``); patients linked to Tuva by a configured
@@ -54,6 +62,7 @@ Mapping decisions (codes and vocabularies are data: ``core/config/fhir_maps.toml
 import json
 import re
 import time
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +75,7 @@ from sqlalchemy import Engine
 
 from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
+from core.ingest.checks import amount_problem, extract_date
 from core.ingest.idmap import (
     DEFAULT_PRACTICE_ID,
     DEFAULT_PRACTICE_NAME,
@@ -105,6 +115,51 @@ USED_TYPES = {
     "Medication",
 }
 
+# The JSON type of every field the readers use (FHIR R4 datatypes): "path[]" is each element of
+# an array. A resource whose field has another type (a name given as a string, a valueQuantity
+# value as "7.5") is an error at its file and line, never a crash.
+_REFERENCE, _CONCEPT, _PERIOD, _QUANTITY = "object", "object", "object", "object"
+SHAPES: dict[str, dict[str, str]] = {
+    "Patient": {
+        "identifier": "array", "identifier[]": "object", "birthDate": "string", "deceasedDateTime": "string",
+        "gender": "string", "name": "array", "name[]": "object", "name[].use": "string", "name[].family": "string",
+        "name[].given": "array", "name[].given[]": "string", "extension": "array", "extension[]": "object",
+        "extension[].url": "string", "extension[].extension": "array", "extension[].extension[]": "object",
+        "extension[].extension[].valueCoding": "object", "communication": "array", "communication[].language": _CONCEPT,
+        "address": "array", "address[]": "object", "address[].postalCode": "string", "managingOrganization": _REFERENCE,
+    },
+    "Encounter": {
+        "subject": _REFERENCE, "period": _PERIOD, "period.start": "string", "period.end": "string",
+        "type": "array", "reasonCode": "array", "serviceProvider": _REFERENCE,
+    },
+    "Condition": {
+        "subject": _REFERENCE, "code": _CONCEPT, "code.text": "string", "verificationStatus": _CONCEPT,
+        "onsetPeriod": _PERIOD, "onsetDateTime": "string", "abatementDateTime": "string", "recordedDate": "string",
+    },
+    "Observation": {
+        "subject": _REFERENCE, "code": _CONCEPT, "effectivePeriod": _PERIOD, "effectiveDateTime": "string",
+        "valueQuantity": _QUANTITY, "valueQuantity.value": "number", "valueQuantity.unit": "string",
+        "valueCodeableConcept": _CONCEPT, "valueCodeableConcept.text": "string", "component": "array",
+        "component[]": "object", "component[].valueQuantity": _QUANTITY, "component[].valueQuantity.value": "number",
+        "component[].valueQuantity.unit": "string",
+    },
+    "MedicationRequest": {
+        "subject": _REFERENCE, "authoredOn": "string", "medicationCodeableConcept": _CONCEPT,
+        "medicationCodeableConcept.text": "string", "medicationReference": _REFERENCE, "dispenseRequest": "object",
+        "dispenseRequest.validityPeriod": _PERIOD, "dispenseRequest.expectedSupplyDuration": "object",
+    },
+    "ExplanationOfBenefit": {
+        "patient": _REFERENCE, "payment": "object", "payment.amount": "object", "payment.amount.value": "number",
+        "total": "array", "total[]": "object", "total[].amount": "object", "total[].amount.value": "number",
+        "item": "array", "item[]": "object", "item[].encounter": "array", "billablePeriod": _PERIOD,
+        "billablePeriod.start": "string", "billablePeriod.end": "string", "type": _CONCEPT,
+    },
+    "Coverage": {"beneficiary": _REFERENCE, "period": _PERIOD, "period.start": "string", "period.end": "string"},
+    "Organization": {"name": "string"},
+    "Medication": {"code": _CONCEPT, "code.text": "string"},
+}
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "number": (int, float)}
+
 
 @cache
 def load_fhir_maps(path: Path = MAPS_PATH) -> dict:
@@ -131,6 +186,7 @@ class Resource:
     file: str
     where: int | None  # NDJSON line or bundle entry number (1-based)
     body: dict
+    offset: int | None = None  # NDJSON: byte offset of the line (read again in the second pass)
 
 
 def list_fhir_files(path: Path) -> list[Path]:
@@ -147,31 +203,52 @@ def file_resource_type(file_name: str, known: set[str]) -> str | None:
     return next((part for part in file_name.split(".") if part in known), None)
 
 
-def iter_ndjson(path: Path, max_line_bytes: int, log: ImportReport) -> Iterator[Resource]:
-    """Stream an NDJSON file line by line; over-long and non-JSON lines become errors."""
+def iter_ndjson(path: Path, max_line_bytes: int, log: ImportReport | None,
+                lines: Iterable[tuple[int, int]] | None = None) -> Iterator[Resource]:
+    """Stream an NDJSON file line by line; over-long and non-JSON lines become errors.
+
+    ``lines``: read only these ``(line number, byte offset)`` lines (a second pass over lines
+    already checked, so ``log`` may be None).
+    """
     with path.open("rb") as f:
-        line_no = 0
+        if lines is not None:
+            for line_no, offset in lines:
+                f.seek(offset)
+                yield Resource(path.name, line_no, json.loads(f.readline(max_line_bytes + 1)), offset)
+            return
+        line_no, offset = 0, 0
         while True:
             line = f.readline(max_line_bytes + 1)
             if not line:
                 return
             line_no += 1
+            start, offset = offset, offset + len(line)
             if len(line) > max_line_bytes and not line.endswith(b"\n"):
                 log.add_error(path.name, line_no, "", f"line is longer than {max_line_bytes:,} bytes; not parsed")
                 while line and not line.endswith(b"\n"):  # skip the rest of the line unread
                     line = f.readline(1 << 20)
+                    offset += len(line)
                 continue
             if not line.strip():
                 continue
-            try:
-                body = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                log.add_error(path.name, line_no, "", f"not valid JSON: {exc}")
+            body = _parse_json(line, path.name, line_no, log)
+            if body is None:
                 continue
             if not isinstance(body, dict):
                 log.add_error(path.name, line_no, "resourceType", "line is not a JSON object")
                 continue
-            yield Resource(path.name, line_no, body)
+            yield Resource(path.name, line_no, body, start)
+
+
+def _parse_json(data: bytes, file: str, where: int | None, log: ImportReport):
+    """The parsed JSON value, or None with an error (not JSON, not UTF-8, or nested too deep to read)."""
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        log.add_error(file, where, "", f"not valid JSON: {exc}")
+    except RecursionError:
+        log.add_error(file, where, "", "JSON nested too deep to read (no FHIR resource nests like this)")
+    return None
 
 
 def iter_bundle(path: Path, max_bytes: int, log: ImportReport) -> Iterator[Resource]:
@@ -179,10 +256,8 @@ def iter_bundle(path: Path, max_bytes: int, log: ImportReport) -> Iterator[Resou
     if path.stat().st_size > max_bytes:
         log.add_error(path.name, None, "", f"file is larger than {max_bytes:,} bytes; export it as NDJSON")
         return
-    try:
-        body = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        log.add_error(path.name, None, "", f"not valid JSON: {exc}")
+    body = _parse_json(path.read_bytes(), path.name, None, log)
+    if body is None:
         return
     if not isinstance(body, dict) or "resourceType" not in body:
         log.add_error(path.name, None, "resourceType", "not a FHIR resource (no resourceType)")
@@ -190,12 +265,43 @@ def iter_bundle(path: Path, max_bytes: int, log: ImportReport) -> Iterator[Resou
     if body["resourceType"] != "Bundle":
         yield Resource(path.name, None, body)
         return
-    for i, entry in enumerate(body.get("entry") or [], start=1):
+    entries = body.get("entry") or []
+    if not isinstance(entries, list):
+        log.add_error(path.name, None, "Bundle.entry", f"must be a JSON array, not {_json_type(entries)}")
+        return
+    for i, entry in enumerate(entries, start=1):
         res = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(res, dict):
             log.add_error(path.name, i, "entry.resource", "bundle entry without a resource")
             continue
         yield Resource(path.name, i, res)
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, with the value when it is short."""
+    kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, int | float)
+            else "a string" if isinstance(value, str) else "an array" if isinstance(value, list)
+            else "an object" if isinstance(value, dict) else "null")
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        return f"{kind} ({shown})"
+    return kind
+
+
+def shape_problem(body: dict) -> tuple[str, str] | None:
+    """The first field of ``body`` whose JSON type is not the one :data:`SHAPES` declares, as
+    (field, what is wrong); None when every field the readers use has its type."""
+    for path, kind in SHAPES.get(body.get("resourceType"), {}).items():
+        values = [body]
+        for part in path.split("."):
+            each, key = part.endswith("[]"), part.removesuffix("[]")
+            found = [v[key] for v in values if isinstance(v, dict) and v.get(key) is not None]
+            values = [x for v in found if isinstance(v, list) for x in v] if each else found
+        expected = _JSON_TYPES[kind]
+        for value in values:
+            if not isinstance(value, expected) or isinstance(value, bool):
+                return path, f"must be {'an' if kind[0] in 'ao' else 'a'} {kind}, not {_json_type(value)}"
+    return None
 
 
 # --- small parsers ----------------------------------------------------------------------
@@ -230,9 +336,9 @@ def ref_id(ref: object) -> str | None:
 
 
 def codings(concept: object) -> list[dict]:
-    if not isinstance(concept, dict):
+    if not isinstance(concept, dict) or not isinstance(concept.get("coding"), list):
         return []
-    return [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    return [c for c in concept["coding"] if isinstance(c, dict)]
 
 
 def first_code(concept: object, system: str) -> str | None:
@@ -263,6 +369,7 @@ class _State:
     org_practice: dict[str, str] = field(default_factory=dict)  # Organization.id -> practice_id
     seen: set[tuple[str, str]] = field(default_factory=set)  # (resourceType, id) already read
     unknown_types: set[str] = field(default_factory=set)
+    extract_date: date = field(default_factory=extract_date)  # no date in the data may be later
 
 
 def read_fhir(path: Path, engine: Engine | None = None) -> tuple[dict[str, pd.DataFrame], ImportReport]:
@@ -287,12 +394,17 @@ def read_fhir(path: Path, engine: Engine | None = None) -> tuple[dict[str, pd.Da
         (deferred[announced] if announced in STREAMED_TYPES else pass1).append(f)
     if not pass1 and not deferred:
         st.log.add_error(path.name, None, "", "no .json, .ndjson or .jsonl files found")
-    for res in _accepted(st, _iter_files(pass1, maps, st.log)):
+    # The lines of the streamed types in NDJSON files that mix types are only located in pass 1.
+    later: dict[str, dict[Path, tuple[array, array]]] = defaultdict(dict)
+    for res in _accepted(st, _iter_files(pass1, maps, st.log, later)):
         st.by_type[res.body["resourceType"]].append(res)
 
     def resources_of(rtype: str) -> Iterator[Resource]:
         yield from st.by_type.pop(rtype, [])
         yield from _accepted(st, _iter_files(deferred.get(rtype, []), maps, st.log))
+        max_line = int(maps["limits"]["max_line_bytes"])
+        for f, (numbers, offsets) in later.pop(rtype, {}).items():
+            yield from _accepted(st, iter_ndjson(f, max_line, None, zip(numbers, offsets, strict=True)))
 
     _read_patients(st)
     _read_encounters(st)
@@ -316,11 +428,22 @@ def read_fhir(path: Path, engine: Engine | None = None) -> tuple[dict[str, pd.Da
     return frames, st.log
 
 
-def _iter_files(files: list[Path], maps: dict, log: ImportReport) -> Iterator[Resource]:
+def _iter_files(files: list[Path], maps: dict, log: ImportReport,
+                later: dict[str, dict[Path, tuple[array, array]]] | None = None) -> Iterator[Resource]:
+    """The resources of ``files``; with ``later``, the NDJSON lines of the streamed types are not
+    yielded but recorded there (type -> file -> line numbers, byte offsets) to be read again one at
+    a time, so a big NDJSON file that mixes types is never held in memory."""
     limits = maps["limits"]
     for f in files:
         if f.suffix.lower() in NDJSON_SUFFIXES:
-            yield from iter_ndjson(f, int(limits["max_line_bytes"]), log)
+            for res in iter_ndjson(f, int(limits["max_line_bytes"]), log):
+                rtype = res.body.get("resourceType")
+                if later is not None and isinstance(rtype, str) and rtype in STREAMED_TYPES:
+                    numbers, offsets = later[rtype].setdefault(f, (array("q"), array("q")))
+                    numbers.append(res.where)
+                    offsets.append(res.offset)
+                    continue
+                yield res
         else:
             yield from iter_bundle(f, int(limits["max_bundle_bytes"]), log)
 
@@ -361,6 +484,11 @@ def _accepted(st: _State, resources: Iterator[Resource]) -> Iterator[Resource]:
             st.log.add_skipped("fhir resources", f"{rtype} (duplicate id)", 1)
             continue
         st.seen.add((rtype, rid))
+        problem = shape_problem(res.body)
+        if problem is not None:
+            path, what = problem
+            st.log.add_error(res.file, res.where, f"{rtype}.{path.replace('[]', '')}", f"{rtype}/{rid}: {what}")
+            continue
         yield res
 
 
@@ -383,12 +511,22 @@ def _subject(st: _State, res: Resource, field_name: str) -> str | None:
     return st.patient_key[pid]
 
 
-def _date(st: _State, res: Resource, field_name: str, value: object, required: bool = True) -> date | None:
+def _date(st: _State, res: Resource, field_name: str, value: object, required: bool = True, future: bool = False,
+          after: date | None = None) -> date | None:
+    """The date of a field; an error (and None) when it is missing but ``required``, unreadable,
+    after the extract date (unless ``future``: a planned end) or before ``after`` (its start)."""
     d = parse_fhir_date(value)
+    rtype = res.body["resourceType"]
+    what = None
     if d is None and (required or value is not None):
-        rtype = res.body["resourceType"]
         what = "missing" if value is None else f"bad date {value!r}"
+    elif d is not None and not future and d > st.extract_date:
+        what = f"date {value!r} is after the extract date {st.extract_date.isoformat()}"
+    elif d is not None and after is not None and d < after:
+        what = f"{field_name} {value!r} is before the start {after.isoformat()}"
+    if what is not None:
         st.log.add_error(res.file, res.where, f"{rtype}.{field_name}", f"{rtype}/{res.body['id']}: {what}")
+        return None
     return d
 
 
@@ -496,7 +634,7 @@ def _read_encounters(st: _State) -> None:
         pid = _subject(st, res, "subject")
         period = b.get("period") or {}
         start = _date(st, res, "period.start", period.get("start"))
-        end = _date(st, res, "period.end", period.get("end"), required=False)
+        end = _date(st, res, "period.end", period.get("end"), required=False, after=start)
         if pid is None or start is None:
             continue
         kind = _encounter_kind(st, b)
@@ -587,6 +725,9 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
         if paid is None:
             st.log.add_skipped("encounter", "ExplanationOfBenefit without a paid amount", 1)
             continue
+        if amount_problem(paid):
+            st.log.add_error(res.file, res.where, "ExplanationOfBenefit.payment", f"ExplanationOfBenefit/{b['id']}: {amount_problem(paid)}")
+            continue
         if paid < 0:
             st.log.add_error(
                 res.file,
@@ -611,6 +752,7 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
                 internal_paid += paid
             else:
                 enc["paid_usd"] += paid
+                enc["paid_date"] = parse_fhir_date((b.get("payment") or {}).get("date"))
             continue
         start = _date(st, res, "billablePeriod.start", (b.get("billablePeriod") or {}).get("start"))
         if start is None:
@@ -626,7 +768,7 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
             team_id=None,
             kind=kind,
             start_date=start,
-            end_date=parse_fhir_date((b.get("billablePeriod") or {}).get("end")),
+            end_date=_date(st, res, "billablePeriod.end", (b.get("billablePeriod") or {}).get("end"), required=False, after=start),
             requested_date=None,
             responded_date=None,
             is_internal=False,
@@ -637,6 +779,7 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
             specialty="",
             cost_category=kinds[kind].category,
             paid_usd=paid,
+            paid_date=parse_fhir_date((b.get("payment") or {}).get("date")),
             _org=None,
         )
     if internal_paid:
@@ -655,7 +798,7 @@ def _read_conditions(st: _State, resources: Iterable[Resource]) -> None:
         status = first_code(b.get("verificationStatus"), "http://terminology.hl7.org/CodeSystem/condition-ver-status")
         onset_value = b.get("onsetDateTime") or (b.get("onsetPeriod") or {}).get("start") or b.get("recordedDate")
         onset = _date(st, res, "onsetDateTime", onset_value)
-        resolved = _date(st, res, "abatementDateTime", b.get("abatementDateTime"), required=False)
+        resolved = _date(st, res, "abatementDateTime", b.get("abatementDateTime"), required=False, after=onset)
         if pid is None or onset is None:
             continue
         if status in ("entered-in-error", "refuted"):
@@ -824,10 +967,11 @@ def _build_attribution(st: _State) -> None:
     for res in st.by_type["Coverage"]:
         pid = _subject(st, res, "beneficiary")
         period = res.body.get("period") or {}
-        start = _date(st, res, "period.start", period.get("start"))
-        end = _date(st, res, "period.end", period.get("end"), required=False) or last or start
+        start = _date(st, res, "period.start", period.get("start"), future=True)
+        end = _date(st, res, "period.end", period.get("end"), required=False, future=True, after=start) or last or start
         if pid is None or start is None:
             continue
+        end = min(end, st.extract_date)  # a planned end: member-months stop at the extract
         covered.add(pid)
         months[pid].update(months_between(start, end) if end >= start else [])
     if last is not None:

@@ -6,8 +6,9 @@ CSV bundle) write one batch at a time into the same single transaction. Rows are
 (insert, or update on a key conflict) with SQLAlchemy Core ``executemany`` in batches (on
 PostgreSQL, big batches by ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON
 CONFLICT``), tables in foreign-key order, and an ``import_run`` row is written in the same
-transaction. Any database error rolls everything back and becomes an
-:class:`~core.ingest.report.ImportIssue`, so the store is exactly as it was.
+transaction, with the mark that the derived tables are behind (``derive_pending``, cleared
+when the derive after the import finishes). Any database error rolls everything back and
+becomes an :class:`~core.ingest.report.ImportIssue`, so the store is exactly as it was.
 """
 
 import json
@@ -28,6 +29,7 @@ from sqlmodel import SQLModel
 
 from core.ingest.report import ImportReport
 from core.store import models
+from core.store.queries import DERIVE_PENDING_KEY
 
 BATCH_ROWS = 50_000
 REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows
@@ -308,6 +310,10 @@ class Load:
                 )
             )
             import_id = result.inserted_primary_key[0]
+            # In the same transaction: the derived tables are behind until a derive finishes.
+            settings = models.AppSetting.__table__
+            self.conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
+                              [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
 

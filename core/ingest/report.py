@@ -10,6 +10,16 @@ from dataclasses import asdict, dataclass, field
 MAX_ERRORS = 100
 # Warnings are listed up to this many; the rest are counted.
 MAX_WARNINGS = 100
+# Unmapped codes listed per code system in the text report; the rest are counted.
+MAX_UNMAPPED_SHOWN = 20
+# Readable names of the code systems of unmapped-code keys ("<field>:<system>|<code>").
+SYSTEM_NAMES = {
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://loinc.org": "LOINC",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://hl7.org/fhir/sid/icd-9-cm": "ICD-9-CM",
+    "icd-9-cm": "ICD-9-CM",
+}
 
 
 @dataclass
@@ -93,6 +103,17 @@ class ImportReport:
             by_reason = self.skipped.setdefault(table, {})
             by_reason[reason] = by_reason.get(reason, 0) + int(rows)
 
+    def unmapped_by_system(self) -> dict[str, dict[str, int]]:
+        """The unmapped codes grouped by where they came from and their code system
+        (``"Condition.code SNOMED CT"`` -> {code: rows}), most frequent first."""
+        out: dict[str, dict[str, int]] = {}
+        for key, n in sorted(self.unmapped_codes.items(), key=lambda item: -item[1]):
+            where, _, code = key.partition(":")
+            system, bar, value = code.rpartition("|")
+            label = f"{where} {SYSTEM_NAMES.get(system, system or 'no system')}" if bar else where
+            out.setdefault(label, {})[value if bar else code] = n
+        return out
+
     def to_text(self) -> str:
         """A human summary: all errors when rejected, else rows loaded, new, skipped and warnings."""
         lines: list[str] = []
@@ -113,8 +134,10 @@ class ImportReport:
             for table, reasons in self.skipped.items():
                 for reason, n in reasons.items():
                     lines.append(f"  skipped {n:,} {table} row(s): {reason}")
-            if self.unmapped_codes:
-                lines.append("  unmapped codes: " + ", ".join(f"{c} ({n})" for c, n in self.unmapped_codes.items()))
+            for label, codes in self.unmapped_by_system().items():
+                shown = ", ".join(f"{c} ({n})" for c, n in list(codes.items())[:MAX_UNMAPPED_SHOWN])
+                more = f", ... and {len(codes) - MAX_UNMAPPED_SHOWN} more" if len(codes) > MAX_UNMAPPED_SHOWN else ""
+                lines.append(f"  unmapped {label}: {sum(codes.values()):,} row(s) of {len(codes)} code(s): {shown}{more}")
         if self.warnings:
             lines.append(f"{len(self.warnings) + self.warnings_not_shown} warning(s):")
             lines += [f"  {issue}" for issue in self.warnings]

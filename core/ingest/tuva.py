@@ -30,6 +30,12 @@ Mapping decisions:
   medication row per line (NDC code; end = dispensing date + days_supply - 1).
 - **lab_result / observation** -> measurements for catalogue LOINC codes; tobacco answers via
   fhir_maps.toml [tobacco_text]; out-of-range values skipped with a count.
+- **Errors** (``core/ingest/checks.py``), each with its file, row and column: a file that is a
+  folder, has an over-long header line, or is truncated (a row with fewer fields than the header,
+  an unterminated quote); a bad date, or a date after the extract date; a claim ending before it
+  starts; an amount that is not a number, not finite or beyond any claim. An enrolment that ends
+  after the extract date (or is open, ``9999-12-31``) is counted up to the extract's month, with
+  a warning.
 """
 
 import time
@@ -45,6 +51,7 @@ from sqlmodel import Session, select
 
 from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
+from core.ingest.checks import MAX_AMOUNT_USD, amount_problem, check_csv_file, check_csv_structure, extract_date
 from core.ingest.fhir import load_fhir_maps
 from core.ingest.idmap import (
     DEFAULT_PRACTICE_ID,
@@ -120,6 +127,8 @@ class _Reader:
 
     def read(self, name: str, path: Path) -> pd.DataFrame | None:
         """The CSV as strings with a ``_row`` (spreadsheet row) and ``_person`` column, or None on errors."""
+        if not check_csv_file(path, path.name, self.report) or not check_csv_structure(path, path.name, self.report):
+            return None
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -147,15 +156,28 @@ class _Reader:
             shown = f" {values.loc[row.name]!r}" if values is not None else ""
             self.report.add_error(file, int(row["_row"]), column, f"{what}{shown}")
 
-    def dates(self, file: str, frame: pd.DataFrame, column: str, required: bool, label: str = "") -> pd.Series:
-        """Parsed dates of a column; bad values (and blanks when required) become errors."""
+    def dates(self, file: str, frame: pd.DataFrame, column: str, required: bool, label: str = "",
+              future: bool = False) -> pd.Series:
+        """Parsed dates of a column; bad values (and blanks when required) become errors, and so do
+        dates after the extract date unless ``future`` (an enrolment's planned end)."""
         parsed = parse_dates(frame[column])
         blank = frame[column].str.strip() == ""
         bad = parsed.isna() & ~blank
         self.list_bad(file, label or column, frame[bad], "bad date (expected YYYY-MM-DD)", frame[column])
         if required:
             self.list_bad(file, label or column, frame[blank], "missing date")
+        if not future:
+            latest = extract_date()
+            late = parsed.map(lambda d: d is not None and d > latest).astype(bool)
+            self.list_bad(file, label or column, frame[late], f"date is after the extract date {latest.isoformat()}",
+                          frame[column])
         return parsed
+
+    def end_before_start(self, file: str, frame: pd.DataFrame, start: pd.Series, end: pd.Series, column: str) -> None:
+        """An error for each row whose ``end`` date is before its ``start``."""
+        both = start.notna() & end.notna()
+        backwards = both & (end.where(both, date.min) < start.where(both, date.min))
+        self.list_bad(file, column, frame[backwards.astype(bool)], f"{column} is before the start date", frame[column])
 
     def reject_negative_claims(self, file: str, frame: pd.DataFrame) -> None:
         """An error for each claim (up to MAX_LISTED) whose lines net to a negative paid amount."""
@@ -172,6 +194,9 @@ class _Reader:
         values = pd.to_numeric(text.where(text != "", None), errors="coerce")
         bad = values.isna() & (text != "")
         self.list_bad(file, column, frame[bad], "not a number", frame[column])
+        absurd = values.map(lambda v: v == v and amount_problem(v) is not None).astype(bool)
+        self.list_bad(file, column, frame[absurd], "not a finite amount or beyond any claim "
+                      f"(more than {MAX_AMOUNT_USD:,.0f} USD)", frame[column])
         blank = int((text == "").sum())
         if blank:
             self.report.add_warning(file, None, column, f"{blank} blank {column} value(s) counted as 0")
@@ -193,8 +218,11 @@ class _Reader:
         if frame is None:
             return None
         birth = self.dates(path.name, frame, "birth_date", True)
-        start = self.dates(path.name, frame, "enrollment_start_date", True)
-        end = self.dates(path.name, frame, "enrollment_end_date", True)
+        start = self.dates(path.name, frame, "enrollment_start_date", True, future=True)
+        # An open enrolment is often written 9999-12-31 (past what a date type holds): read it as open.
+        end_text = frame["enrollment_end_date"].str.strip()
+        end = self.dates(path.name, frame.assign(enrollment_end_date=end_text.where(~end_text.str.startswith("9999"), "2100-12-31")),
+                         "enrollment_end_date", True, future=True)
         death = (
             self.dates(path.name, frame, "death_date", False)
             if "death_date" in frame
@@ -204,6 +232,14 @@ class _Reader:
         self.list_bad(path.name, "enrollment_end_date", frame[backwards], "enrollment ends before it starts")
         if not self.report.ok:
             return None
+        # Enrolment continues past the extract: member-months end with the extract's month.
+        latest = extract_date()
+        ahead = end.map(lambda d: d is not None and d > latest).astype(bool)
+        if ahead.any():
+            self.report.add_warning(path.name, int(frame.loc[ahead, "_row"].iloc[0]), "enrollment_end_date",
+                                    f"{int(ahead.sum())} enrolment span(s) end after the extract date {latest.isoformat()}; "
+                                    f"member-months are counted up to {latest:%Y-%m}")
+            end = end.where(~ahead, latest)
         frame = frame.assign(_birth=birth, _start=start, _end=end, _death=death)
         self.persons = set(frame["_person"])
         return frame
@@ -323,10 +359,13 @@ class _Reader:
             "missing claim_start_date and claim_line_start_date",
         )
         end = self.dates(name, frame, "claim_end_date", False) if "claim_end_date" in frame else start
+        if "claim_end_date" in frame:
+            self.end_before_start(name, frame, start, end, "claim_end_date")
         paid = self.amounts(name, frame, "paid_amount")
+        paid_on = self.dates(name, frame, "paid_date", False) if "paid_date" in frame else pd.Series(None, index=frame.index, dtype=object)
         if not self.report.ok:
             return
-        frame = self.known_persons(name, frame.assign(_start=start, _end=end, _paid=paid))
+        frame = self.known_persons(name, frame.assign(_start=start, _end=end, _paid=paid, _paid_date=paid_on))
         frame = frame.assign(_line=pd.to_numeric(frame["claim_line_number"], errors="coerce").fillna(0)).sort_values(
             ["claim_id", "_line"], kind="stable"
         )
@@ -383,7 +422,7 @@ class _Reader:
             "diagnosis_code_1",
             "in_network_flag",
         )
-        cols = ["claim_id", "claim_type", "_person", "_start", "_end", "_paid"]
+        cols = ["claim_id", "claim_type", "_person", "_start", "_end", "_paid", "_paid_date"]
         records = frame[cols].assign(**{c: frame[c] if c in frame else "" for c in optional}).to_dict("records")
         by_claim: dict[str, list[dict]] = defaultdict(list)
         for rec in records:  # frame is sorted by claim_id, line number
@@ -411,6 +450,7 @@ class _Reader:
                     specialty="",
                     cost_category=category or kinds[kind].category,
                     paid_usd=round(sum(ln["_paid"] for ln in lines), 2),
+                    paid_date=max((ln["_paid_date"] for ln in lines if not pd.isna(ln["_paid_date"])), default=None),
                     _claim_type=first["claim_type"].strip().lower(),
                 )
             )

@@ -23,6 +23,7 @@ import pandas as pd
 
 from core.config import config_path, load_toml
 from core.config.catalog import Catalog, load_catalog
+from core.metrics import runout
 
 PAYMENTS_PATH = config_path("payments.toml")
 COST_BASES = ("internal", "total")
@@ -54,6 +55,13 @@ class AcoSettings:
 
 
 @dataclass(frozen=True)
+class AcoEvidence:
+    """When a year is settled from the store's claims (payments.toml ``[aco.evidence]``)."""
+
+    min_baseline_member_months_share: float = 0.5
+
+
+@dataclass(frozen=True)
 class PaymentSettings:
     """All payment-model settings (core/config/payments.toml)."""
 
@@ -67,6 +75,7 @@ class PaymentSettings:
     pcmh_cost_basis: str
     aco_presets: dict[str, AcoSettings]
     aco_default_preset: str
+    aco_evidence: AcoEvidence = AcoEvidence()
 
     def cost_basis(self, model: str) -> str:
         return {"bundled": self.bundled_cost_basis, "fee_for_service": self.ffs_cost_basis, "pcmh": self.pcmh_cost_basis}[model]
@@ -113,6 +122,7 @@ def parse_payment_settings(raw: dict, catalog: Catalog, source: str = "payment s
         bases = {m: str(raw[m].get("cost_basis", "internal")) for m in MODELS}
         presets = {str(k): _aco_settings(str(k), v, source) for k, v in raw["aco"]["presets"].items()}
         default_preset = str(raw["aco"]["default_preset"])
+        evidence = AcoEvidence(**{k: float(v) for k, v in raw["aco"].get("evidence", {}).items()})
         enhancement = float(pcmh["fee_schedule_enhancement_pct"])
         cm_pmpm = float(pcmh["care_management_pmpm_usd"])
         p4p = float(pcmh["p4p_bonus_pmpm_usd_per_target_met"])
@@ -135,8 +145,10 @@ def parse_payment_settings(raw: dict, catalog: Catalog, source: str = "payment s
         raise ValueError(f"{source}: pcmh amounts must be >= 0")
     if default_preset not in presets:
         raise ValueError(f"{source}: aco.default_preset {default_preset!r} is not a preset")
+    if not 0.0 <= evidence.min_baseline_member_months_share <= 1.0:
+        raise ValueError(f"{source}: aco.evidence.min_baseline_member_months_share must be between 0 and 1")
     return PaymentSettings(bundled, bases["bundled"], fees, bases["fee_for_service"], enhancement, cm_pmpm, p4p,
-                           bases["pcmh"], presets, default_preset)
+                           bases["pcmh"], presets, default_preset, evidence)
 
 
 # --- bundled revenue and the subgroup mix -----------------------------------------------
@@ -206,20 +218,25 @@ def compare_payment_models(
     costs: pd.DataFrame,
     settings: PaymentSettings,
     targets_met: int | Mapping[str, int] = 0,
+    internal_costed: bool = True,
 ) -> pd.DataFrame:
     """Revenue, cost and margin per team and subgroup under each payment model.
 
     In: member_months_by_subgroup_team (team_id, subgroup, member_months); activity_counts
     (team_id, subgroup, kind, activities: internal activities of the attributed patients);
     costs (team_id, subgroup, cost_internal_usd, cost_external_usd); targets_met: measure targets
-    met, for all teams or per team_id (PCMH pay-for-performance).
+    met, for all teams or per team_id (PCMH pay-for-performance); internal_costed False: the
+    store has no staff roster (core.derive.costs.costing_status), so internal cost, every cost
+    basis that includes it and every margin are unknown (NaN), never $0.
     Out grain: team_id, subgroup, model. Columns: member_months, revenue_usd, cost_basis,
     cost_usd, margin_usd, revenue_pmpm_usd, cost_pmpm_usd, margin_pmpm_usd.
     """
     keys = ["team_id", "subgroup"]
     base = member_months_by_subgroup_team.groupby(keys, as_index=False)["member_months"].sum()
     cost = costs.groupby(keys, as_index=False)[["cost_internal_usd", "cost_external_usd"]].sum()
-    acts = activity_counts.assign(fee_usd=activity_counts["kind"].map(settings.fee_usd).fillna(0.0))
+    # an empty frame keeps the kind column's string dtype through map(): cast before multiplying
+    fees = activity_counts["kind"].map(settings.fee_usd).astype("float64").fillna(0.0)
+    acts = activity_counts.assign(fee_usd=fees)
     acts = acts.assign(ffs_usd=acts["activities"].astype(float) * acts["fee_usd"])
     ffs = acts.groupby(keys, as_index=False)["ffs_usd"].sum()
     frame = base.merge(cost, on=keys, how="outer").merge(ffs, on=keys, how="outer")
@@ -241,6 +258,8 @@ def compare_payment_models(
     for model in MODELS:
         basis = settings.cost_basis(model)
         cost_usd = frame["cost_internal_usd"] + (frame["cost_external_usd"] if basis == "total" else 0.0)
+        if not internal_costed:
+            cost_usd = cost_usd * np.nan
         parts.append(pd.DataFrame({
             "team_id": frame["team_id"], "subgroup": frame["subgroup"], "model": model, "member_months": mm,
             "revenue_usd": revenue[model], "cost_basis": basis, "cost_usd": cost_usd,
@@ -265,7 +284,9 @@ def summarise_models(comparison: pd.DataFrame, by: tuple[str, ...] = ("subgroup"
     Out grain: *by, model.
     """
     keys = [*by, "model"]
-    out = comparison.groupby(keys, as_index=False)[["member_months", "revenue_usd", "cost_usd"]].sum()
+    # min_count=1: a cost that is unknown (NaN) in every row stays unknown instead of summing to 0
+    sums = comparison.groupby(keys)
+    out = sums[["member_months", "revenue_usd"]].sum().join(sums["cost_usd"].sum(min_count=1)).reset_index()
     return add_margin(out)
 
 
@@ -402,6 +423,30 @@ def aco_reconciliation(inputs: AcoInputs, settings: AcoSettings) -> AcoResult:
                      net_payment_at_zero_risk_growth_usd=flat["net_payment_usd"])
 
 
+def aco_refusal(performance_member_months: float, performance_claims_usd: float, baseline_member_months: float,
+                baseline_claims_usd: float, evidence: AcoEvidence, benchmark_given: bool = False) -> str | None:
+    """Why a year cannot be settled from these figures (None: it can).
+
+    A performance year without claims is never settled (the spend would be $0 by absence of
+    data). Unless a benchmark is given, the baseline (the same months a year earlier) must hold
+    claims and at least ``min_baseline_member_months_share`` of the performance year's
+    member-months: a benchmark per member-year from a few baseline months says nothing about a
+    whole year's spend.
+    """
+    if performance_claims_usd <= 0:
+        return "the performance year has no paid claims: nothing to settle"
+    if benchmark_given:
+        return None
+    if baseline_member_months <= 0 or baseline_claims_usd <= 0:
+        return "the baseline year (the 12 months before) has no paid claims: enter a benchmark per member-year"
+    share = baseline_member_months / performance_member_months
+    if share < evidence.min_baseline_member_months_share:
+        return (f"the baseline year has {baseline_member_months:,.0f} member-months against {performance_member_months:,.0f} "
+                f"in the performance year ({share:.0%}, below the {evidence.min_baseline_member_months_share:.0%} "
+                "required): enter a benchmark per member-year")
+    return None
+
+
 def aco_result_table(result: AcoResult) -> pd.DataFrame:
     """The result as rows (item, value) for printing and export."""
     rows = [(k, getattr(result, k)) for k in AcoResult.__dataclass_fields__]
@@ -448,26 +493,32 @@ def _mean_risk(engine, months, attribution: pd.DataFrame) -> float | None:
 
 
 def aco_inputs_from_store(engine, months: list, practice_id=None, team_id=None, subgroup=None,
-                          benchmark_pmpy_usd: float | None = None, quality_score: float = 100.0) -> tuple[AcoInputs | None, str]:
+                          benchmark_pmpy_usd: float | None = None, quality_score: float = 100.0,
+                          evidence: AcoEvidence | None = None) -> tuple[AcoInputs | None, str]:
     """ACO inputs of a selection: performance = ``months``, baseline = the same months a year earlier.
 
     actual spend = paid claims (external cost; TDABC cost of the practice is not a claim) per
     member-year; risk = mean monthly CMS-HCC risk score of the attributed patient-months
     (1.0 for both years when no scores are stored); benchmark per member-year = the argument, else
-    the baseline window's claims per member-year. Returns (None, reason) when it cannot be built.
+    the baseline window's claims per member-year. Returns (None, reason) when it cannot be built
+    or :func:`aco_refusal` refuses it.
     """
     from core.derive.costs import COST_EXTERNAL
 
+    evidence = evidence or load_payment_settings().aco_evidence
     _, wide, attribution = _selection_frames(engine, months, practice_id, team_id, subgroup)
     member_months = float(len(wide))
     if not member_months:
         return None, "no attributed member-months in the selection"
     baseline_months = [m.replace(year=m.year - 1) for m in months]
     _, base_wide, base_att = _selection_frames(engine, baseline_months, practice_id, team_id, subgroup)
+    refusal = aco_refusal(member_months, float(wide[COST_EXTERNAL].sum()), float(len(base_wide)),
+                          float(base_wide[COST_EXTERNAL].sum()) if len(base_wide) else 0.0, evidence,
+                          benchmark_given=benchmark_pmpy_usd is not None)  # fmt: skip
+    if refusal:
+        return None, refusal
     note = []
     if benchmark_pmpy_usd is None:
-        if not len(base_wide):
-            return None, "no baseline year data: pass --benchmark-pmpy"
         benchmark_pmpy_usd = float(base_wide[COST_EXTERNAL].sum()) * 12 / len(base_wide)
         note.append("benchmark = baseline-year claims per member-year")
     perf_risk = _mean_risk(engine, months, attribution)
@@ -475,6 +526,9 @@ def aco_inputs_from_store(engine, months: list, practice_id=None, team_id=None, 
     if perf_risk is None or base_risk is None:
         perf_risk = base_risk = 1.0
         note.append("no risk scores for both years: risk ratio 1.0")
+    incomplete = runout.incomplete_note(runout.claims_completeness(engine, months))
+    if incomplete:
+        note.append(f"{incomplete}: actual spend is understated")
     inputs = AcoInputs(
         baseline_benchmark_pmpy_usd=benchmark_pmpy_usd, baseline_risk_score=base_risk, performance_risk_score=perf_risk,
         member_years=member_months / 12, actual_spend_pmpy_usd=float(wide[COST_EXTERNAL].sum()) * 12 / member_months,
@@ -491,22 +545,28 @@ def payment_report(
     subgroup: str | None = None,
     settings: PaymentSettings | None = None,
     targets_met: int = 0,
-) -> dict[str, pd.DataFrame]:
+) -> dict[str, pd.DataFrame | str]:
     """Payment models side by side for a selection, by subgroup and by team and subgroup, and the
-    annual bundled revenue of the selection's average panel with its mix sensitivity."""
+    annual bundled revenue of the selection's average panel with its mix sensitivity.
+    ``costing``: what core.derive.costs.CostingStatus says of internal cost ('' = fully costed);
+    without a staff roster every cost and margin is NaN ("not costed")."""
+    from core.derive.costs import costing_status
+
     settings = settings or load_payment_settings()
     inputs, wide, attribution = _selection_frames(engine, months, practice_id, team_id, subgroup)
+    costing = costing_status(engine)
     keys = ["team_id", "subgroup"]
     member_months = wide.groupby(keys, as_index=False)["member_months"].sum()
     costs_frame = wide.groupby(keys, as_index=False)[["cost_internal_usd", "cost_external_usd"]].sum()
     activities = count_activities(inputs.encounters, attribution)
-    comparison = compare_payment_models(member_months, activities, costs_frame, settings, targets_met)
+    comparison = compare_payment_models(member_months, activities, costs_frame, settings, targets_met, costing.costed)
     mix = wide.loc[wide["subgroup"].isin(list(settings.bundled_pmpm_usd))].groupby("subgroup")["member_months"].sum()
     sensitivity = pd.DataFrame()
     if mix.sum() > 0:
         panel = float(mix.sum()) / len(months)
         sensitivity = revenue_mix_sensitivity(panel, (mix / mix.sum()).to_dict(), settings.bundled_pmpm_usd)
     return {
+        "costing": costing.note(),
         "by_subgroup": summarise_models(comparison, ("subgroup",)),
         "by_team_subgroup": comparison,
         "total": summarise_models(comparison, ()),

@@ -72,11 +72,15 @@ def upgrade_schema(engine: Engine) -> list[str]:
     """Bring a store made by an earlier version up to date; returns what was done (empty: nothing).
 
     - ``subgroup_assignment.team_id`` (:func:`add_assignment_team`);
+    - ``encounter.paid_date`` (:func:`add_encounter_paid_date`, empty: the claims' run-out
+      then comes from the run-out setting);
     - the indexes of ``subgroup_assignment`` that are missing are built, the ones they
       supersede dropped (``create_all`` only indexes new tables).
     Idempotent, and cheap on an up-to-date store (it reads the catalogue only).
     """
     done = ["added subgroup_assignment.team_id"] if add_assignment_team(engine) else []
+    if add_encounter_paid_date(engine):
+        done.append("added encounter.paid_date")
     table = models.SubgroupAssignment.__table__
     present = {i["name"] for i in inspect(engine).get_indexes(table.name)}
     with engine.begin() as conn:
@@ -104,6 +108,17 @@ def add_assignment_team(engine: Engine) -> bool:
             "UPDATE subgroup_assignment SET team_id = (SELECT a.team_id FROM attribution a"
             " WHERE a.patient_id = subgroup_assignment.patient_id AND a.month = subgroup_assignment.month)"
         ))  # fmt: skip
+    return True
+
+
+def add_encounter_paid_date(engine: Engine) -> bool:
+    """Add the nullable ``encounter.paid_date`` to a store made before it existed (left empty).
+    Returns whether it was added (False: it was there)."""
+    columns = {c["name"] for c in inspect(engine).get_columns("encounter")}
+    if "paid_date" in columns:
+        return False
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE encounter ADD COLUMN paid_date DATE"))
     return True
 
 

@@ -105,6 +105,7 @@ class Encounter(SQLModel, table=True):
     Internal activities (``is_internal``) are costed from staff minutes; external ones carry the
     paid amount of the claim. E-consults carry ``responded_date`` and
     ``resolved_without_visit``. ``requested_date`` is when the patient asked for care.
+    ``paid_date`` (claims, where the source has it) is when the claim was paid.
     """
 
     encounter_id: str = Field(primary_key=True, max_length=64)
@@ -123,6 +124,7 @@ class Encounter(SQLModel, table=True):
     specialty: str = Field(default="", max_length=64)
     cost_category: str = Field(default="", max_length=32)
     paid_usd: float = 0.0
+    paid_date: date | None = None  # claims: when the payer paid (the run-out of core.metrics.runout)
 
     __table_args__ = (
         Index("ix_encounter_patient_date", "patient_id", "start_date"),
@@ -143,7 +145,7 @@ class StaffMinutes(SQLModel, table=True):
 class Measurement(SQLModel, table=True):
     """A dated value for a patient (lab, vital, questionnaire score). Grain: measurement_id.
 
-    ``code`` is the LOINC code where one exists, else a local code (see core/config/codes.toml).
+    ``code`` is the LOINC code where one exists, else a local code (the ``[codes]`` table of core/config/catalog.toml).
     """
 
     measurement_id: str = Field(primary_key=True, max_length=64)
@@ -168,7 +170,7 @@ class Medication(SQLModel, table=True):
     end_date: date | None = None
 
 
-# --- subgroups (issue: subgroup engine) -------------------------------------------------
+# --- subgroups --------------------------------------------------------------------------
 
 
 class SubgroupAssignment(SQLModel, table=True):
@@ -228,7 +230,7 @@ class RiskScore(SQLModel, table=True):
     hccs: str = Field(default="", max_length=500)
 
 
-# --- access and audit (issue: login, roles, scope, audit) --------------------------------
+# --- access and audit -------------------------------------------------------------------
 
 
 class User(SQLModel, table=True):
@@ -300,7 +302,7 @@ class ImportRun(SQLModel, table=True):
     report: str = ""
 
 
-# --- additive cells (issues: outcome scorecards, costs) ---------------------------------
+# --- additive cells (outcome scorecards, costs) -----------------------------------------
 
 
 class Cell(SQLModel, table=True):
@@ -340,7 +342,7 @@ class Cell(SQLModel, table=True):
     )
 
 
-# --- monthly review log (issue: monthly value review) -----------------------------------
+# --- monthly review log -----------------------------------------------------------------
 
 
 class ReviewEntry(SQLModel, table=True):
@@ -370,7 +372,7 @@ class ReviewEntry(SQLModel, table=True):
     __table_args__ = (Index("ix_review_entry_team_subgroup_month", "team_id", "subgroup", "month"),)
 
 
-# --- derived activity (issue: worklist at scale) ------------------------------------------
+# --- derived activity (worklist) --------------------------------------------------------
 
 
 class TeamMonthActivity(SQLModel, table=True):

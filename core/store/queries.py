@@ -44,6 +44,9 @@ COUNTED_TABLES = (
 
 DATA_VERSION_KEY = "data_version"
 TABLE_COUNTS_KEY = "table_counts"
+# Set when data change (an import commits, a derive starts) and cleared when the derive that
+# follows has finished: while it is set, subgroups and cells may not match the imported rows.
+DERIVE_PENDING_KEY = "derive_pending"
 # Tables written by the people using the app between data versions: always counted live.
 LIVE_TABLES = (SubgroupOverride, ImportRun, User, AuditEvent)
 
@@ -82,13 +85,39 @@ def data_version(engine: Engine) -> str:
         return row.value if row else "0"
 
 
-def bump_data_version(engine: Engine) -> str:
-    """Mark the data as changed; returns the new version.
+def derive_pending(engine: Engine) -> str | None:
+    """What the derive has not caught up with: the id of an import whose derive has not finished
+    (``"derive"``: a derive that started without an import and did not finish); None when the
+    derived tables match the data."""
+    with Session(engine) as session:
+        row = session.get(AppSetting, DERIVE_PENDING_KEY)
+        return row.value if row else None
+
+
+def mark_derive_pending(engine: Engine, value: str = "derive") -> str:
+    """Record that the derived tables are about to change (unless something is pending already);
+    returns what is pending."""
+    with Session(engine) as session:
+        row = session.get(AppSetting, DERIVE_PENDING_KEY)
+        if row is not None:
+            return row.value
+        session.add(AppSetting(key=DERIVE_PENDING_KEY, value=value, updated_at=utc_now()))
+        session.commit()
+    return value
+
+
+def bump_data_version(engine: Engine, derived: str | None = None) -> str:
+    """Mark the data as changed; returns the new version. ``derived``: the pending mark (see
+    :func:`derive_pending`) a derive has just caught up with; it is cleared unless an import
+    committed meanwhile (that import's derive is still to come).
 
     Also counts the rows of the imported and derived tables once, for :func:`data_status` (a
     count of every row of a million-patient store takes seconds; a page should not).
     """
     with Session(engine) as session:
+        pending = session.get(AppSetting, DERIVE_PENDING_KEY)
+        if pending is not None and derived is not None and pending.value == derived:
+            session.delete(pending)
         row = session.get(AppSetting, DATA_VERSION_KEY)
         version = str(int(row.value) + 1 if row else 1)
         counts = {"version": version, "last_import": _last_import(session), "counts": _count_rows(session, _data_tables()),
@@ -156,6 +185,7 @@ def data_status(engine: Engine) -> dict:
         "last_month": last,
         "data_version": data_version(engine),
         "origins": import_origins(engine),
+        "derive_pending": derive_pending(engine),
     }
 
 

@@ -71,8 +71,10 @@ def _layout(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = None, title: str = "", y_title: str = "") -> go.Figure:
-    """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed gap)."""
+def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = None, title: str = "", y_title: str = "",
+                       incomplete_from=None) -> go.Figure:  # fmt: skip
+    """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed gap).
+    ``incomplete_from``: first month whose claims are incomplete; it and later months are shaded."""
     labels = {**(labels or {}), "all": "All subgroups"}
     frame = figures.assign(subgroup_label=figures["subgroup"].map(lambda s: labels.get(s, s)))
     ids, colours = subgroup_style()
@@ -82,6 +84,10 @@ def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = No
     fig = px.line(frame, x="month", y="value", color="subgroup_label", markers=True, category_orders={"subgroup_label": order},
                   color_discrete_map=colors, labels={"value": y_title, "month": "", "subgroup_label": "Subgroup"}, title=title)  # fmt: skip
     fig.update_layout(hovermode="x unified")
+    if incomplete_from is not None and len(frame):
+        fig.add_vrect(x0=pd.Timestamp(incomplete_from) - pd.Timedelta(days=15), x1=pd.Timestamp(frame["month"].max()) + pd.Timedelta(days=15),
+                      fillcolor="#9E9E9E", opacity=0.15, line_width=0, annotation_text="claims incomplete",
+                      annotation_position="top left")  # fmt: skip
     return _layout(fig)
 
 

@@ -9,7 +9,6 @@ from functools import cache
 from pathlib import Path
 
 from core.config import config_path, load_toml
-from core.derive.cells import STRATA
 from core.derive.measures import load_measures
 
 EXECUTIVE_PATH = config_path("executive.toml")
@@ -24,8 +23,6 @@ class ExecutiveSettings:
     min_denominator: float
     not_a_group: tuple[str, ...]
     specialist_categories: tuple[str, ...]
-    strata: dict[str, str]  # stratum id -> label, in display order
-    default_stratum: str
 
 
 @cache
@@ -38,11 +35,7 @@ def load_executive_settings(path: Path = EXECUTIVE_PATH) -> ExecutiveSettings:
         default_equity_measure=str(raw["equity"]["default_measure"]),
         min_denominator=float(raw["value_map"]["min_denominator"]), not_a_group=tuple(raw["equity"]["not_a_group"]),
         specialist_categories=tuple(raw["econsults"]["specialist_categories"]),
-        strata={str(k): str(v) for k, v in raw["equity"]["strata"].items()},
-        default_stratum=str(raw["equity"]["default_stratum"]),
     )  # fmt: skip
-    if set(out.strata) != set(STRATA) or out.default_stratum not in out.strata:
-        raise ValueError(f"{path}: equity.strata must label exactly {', '.join(STRATA)}, and default_stratum be one of them")
     known = set(load_measures().by_id())
     unknown = {*out.key_outcomes, out.default_compare_measure, out.default_equity_measure} - known
     if unknown:

@@ -14,7 +14,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, select
 
 from core.derive.costs import COST_EXTERNAL, COST_INTERNAL
-from core.metrics import payments
+from core.metrics import payments, runout
 from core.metrics.scorecard import is_small, suppress_table
 from core.store.models import TeamMonthActivity
 from core.store.months import add_months
@@ -68,16 +68,19 @@ def payment_settings_with(base: payments.PaymentSettings, bundled: dict[str, flo
     return out
 
 
-def payment_comparison(inputs: dict[str, pd.DataFrame], settings: payments.PaymentSettings, targets_met: int = 0) -> dict[str, pd.DataFrame]:
+def payment_comparison(inputs: dict[str, pd.DataFrame], settings: payments.PaymentSettings, targets_met: int = 0,
+                       internal_costed: bool = True) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Payment models side by side per subgroup and in total, suppressed.
 
     ``by_subgroup`` grain: subgroup, model; ``total`` grain: model (columns of
     core.metrics.payments.summarise_models: member_months, revenue_usd, cost_usd, margin_usd and PMPMs).
     A subgroup whose member-months are 1-10 is suppressed, with complementary suppression within
-    each model (the subgroups add up to the total). ``mix_sensitivity``: annual bundled revenue
+    each model (the subgroups add up to the total). ``internal_costed`` False (no staff roster,
+    core.derive.costs.costing_status): costs and margins are NaN, shown as not costed. ``mix_sensitivity``: annual bundled revenue
     of the average panel by subgroup (core.metrics.payments.revenue_mix_sensitivity), same suppression.
     """
-    comparison = payments.compare_payment_models(inputs["member_months"], inputs["activities"], inputs["costs"], settings, targets_met)
+    comparison = payments.compare_payment_models(inputs["member_months"], inputs["activities"], inputs["costs"], settings, targets_met,
+                                                 internal_costed)  # fmt: skip
     by_subgroup = payments.summarise_models(comparison, ("subgroup",))
     money = ["revenue_usd", "cost_usd", "margin_usd", "revenue_pmpm_usd", "cost_pmpm_usd", "margin_pmpm_usd"]
     by_subgroup = suppress_table(by_subgroup, ["member_months"], total=True, group_cols=["model"], value_cols=money)
@@ -98,13 +101,15 @@ def payment_comparison(inputs: dict[str, pd.DataFrame], settings: payments.Payme
 
 def aco_inputs(engine: Engine, months: tuple[date, ...], practice_id: str | None = None, team_id: str | None = None,
                benchmark_pmpy_usd: float | None = None, quality_score: float = 100.0,
-               team_ids: tuple[str, ...] | None = None) -> tuple[payments.AcoInputs | None, str]:  # fmt: skip
+               team_ids: tuple[str, ...] | None = None,
+               evidence: payments.AcoEvidence | None = None) -> tuple[payments.AcoInputs | None, str]:  # fmt: skip
     """ACO inputs of a selection from cells: the same figures as core.metrics.payments.aco_inputs_from_store
     (performance = ``months``, baseline = the same months a year earlier; spend = claims paid per
     member-year; risk = mean monthly CMS-HCC score of the scored patient-months, 1.0 for both years
     when either has none; benchmark = the argument, else the baseline's claims per member-year),
     summed in SQL instead of rebuilt from encounters. (None, reason) when there is nothing to
-    project or the selection has 1-10 member-months.
+    project, the selection has 1-10 member-months, or core.metrics.payments.aco_refusal refuses.
+    Incomplete claims months (core.metrics.runout) are named in the note.
     """
     baseline = tuple(add_months(m, -12) for m in months)
 
@@ -122,10 +127,13 @@ def aco_inputs(engine: Engine, months: tuple[date, ...], practice_id: str | None
         return None, "no attributed member-months in the selection"
     if bool(is_small(now["member_months"])):
         return None, "suppressed: 1-10 member-months in the selection"
+    refusal = payments.aco_refusal(float(now["member_months"]), float(now["claims_usd"]), float(before["member_months"]),
+                                   float(before["claims_usd"]), evidence or payments.load_payment_settings().aco_evidence,
+                                   benchmark_given=benchmark_pmpy_usd is not None)  # fmt: skip
+    if refusal:
+        return None, refusal
     note = []
     if benchmark_pmpy_usd is None:
-        if not before["member_months"]:
-            return None, "no claims in the baseline year (the 12 months before): enter a benchmark per member-year"
         benchmark_pmpy_usd = float(before["claims_usd"]) * 12 / float(before["member_months"])
         note.append("benchmark = baseline-year claims per member-year")
     if now["risk_n"] and before["risk_n"]:
@@ -133,6 +141,9 @@ def aco_inputs(engine: Engine, months: tuple[date, ...], practice_id: str | None
     else:
         perf_risk = base_risk = 1.0
         note.append("no risk scores for both years: risk ratio 1.0")
+    incomplete = runout.incomplete_note(runout.claims_completeness(engine, months))
+    if incomplete:
+        note.append(f"{incomplete}: actual spend is understated")
     inputs = payments.AcoInputs(
         baseline_benchmark_pmpy_usd=float(benchmark_pmpy_usd), baseline_risk_score=float(base_risk),
         performance_risk_score=float(perf_risk), member_years=float(now["member_months"]) / 12,

@@ -35,6 +35,7 @@ from core.config.catalog import load_catalog
 from core.derive import costs
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.derive.subgroups.transitions import subgroup_transitions
+from core.metrics import runout
 from core.metrics.payments import PaymentSettings, load_payment_settings
 from core.metrics.scorecard import Selection, build_scorecard, complementary_suppression, figure, is_small, small_figure
 from core.metrics.value import outcome_index, value_map
@@ -148,14 +149,17 @@ def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, month
 
 def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
                     settings: ReviewSettings | None = None, payments: PaymentSettings | None = None,
-                    catalogue: MeasureCatalogue | None = None, suppress: bool = True) -> pd.DataFrame:
+                    catalogue: MeasureCatalogue | None = None, internal_costed: bool = True,
+                    suppress: bool = True) -> pd.DataFrame:
     """One row per month of the trend window (oldest first) for the team and subgroup.
 
     Columns: month, members, cost_internal_pmpm_usd, cost_external_pmpm_usd, cost_total_pmpm_usd,
     payment_usd (bundled rate x members), cost_usd (the bundle's cost basis), margin_usd,
     margin_pmpm_usd, suppressed (members 1-10: every figure of the month blanked), then one
     column per key outcome of the subgroup (value in the measure's unit; NaN when suppressed
-    or no data) and ``<measure>_suppressed``. ``suppress`` False: exact figures.
+    or no data) and ``<measure>_suppressed``. ``internal_costed`` False (no staff roster): the
+    internal and total cost PMPM, the bundle's cost and the margin are NaN. ``suppress`` False:
+    exact figures.
     """
     check_scope(team_id, team_ids)
     settings = settings or load_review_settings()
@@ -170,6 +174,8 @@ def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, te
     pmpm["month"] = [as_date(m) for m in pmpm["month"]]
     out = out.merge(pmpm[["month", *cols]], on="month", how="left").rename(columns={"member_months": "members"})
     out["members"] = out["members"].astype("float64").fillna(0.0)
+    if not internal_costed:
+        out[["cost_internal_pmpm_usd", "cost_total_pmpm_usd"]] = np.nan
     rate = payments.bundled_pmpm_usd.get(subgroup, 0.0)
     basis = "cost_internal_pmpm_usd" if payments.bundled_cost_basis == "internal" else "cost_total_pmpm_usd"
     out["payment_usd"] = rate * out["members"]
@@ -217,7 +223,7 @@ def scorecard_table(card: pd.DataFrame) -> pd.DataFrame:
     for r in card.to_dict("records"):
         sup = bool(r["suppressed"])
         interval = SUPPRESSED if sup else (
-            "–" if np.isnan(r["ci_low"]) else f"{r['ci_low']:,.1f} – {r['ci_high']:,.1f}")
+            "–" if np.isnan(r["ci_low"]) else f"{format_figure(r['ci_low'])} – {format_figure(r['ci_high'])}")
         rows.append({
             "measure_id": r["measure_id"], "Tier": TIER_LABELS.get(int(r["tier"]), str(r["tier"])), "Measure": r["name"],
             "Unit": r["unit"], "Value": format_figure(r["value"], sup), "95% interval": interval,
@@ -440,6 +446,9 @@ class ReviewData:
     across_teams: pd.DataFrame
     bundled_rate_usd: float
     cost_basis: str
+    costing_note: str = ""  # core.derive.costs.CostingStatus.note ('' = fully costed)
+    internal_costed: bool = True
+    claims_note: str = ""  # core.metrics.runout.incomplete_note of the month and the one before ('' = complete)
 
 
 def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
@@ -452,6 +461,7 @@ def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_i
     """
     check_scope(team_id, team_ids)
     settings, payments, catalogue = load_review_settings(), load_payment_settings(), load_measures()
+    costing = costs.costing_status(engine)
     card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=month), team_ids=team_ids,
                            suppress=suppress)
     keys = tuple((m.id, m.name, m.unit, m.direction) for m in catalogue.measures
@@ -461,13 +471,16 @@ def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_i
     acute = acute_events(engine, team_id, subgroup, month, team_ids, settings.acute_kinds) if patient_level else pd.DataFrame()
     return ReviewData(
         team_id=team_id, subgroup=subgroup, month=month, card=card, scorecard=scorecard_table(card),
-        headline=headline_series(engine, team_id, subgroup, month, team_ids, settings, payments, catalogue, suppress),
+        headline=headline_series(engine, team_id, subgroup, month, team_ids, settings, payments, catalogue, costing.costed,
+                                 suppress),
         key_outcomes=keys, moves=subgroup_moves(engine, team_id, subgroup, month, team_ids, patient_level, suppress),
         acute=acute, drivers=cost_drivers(engine, team_id, subgroup, month, team_ids, settings.top_patients, patient_level,
                                           suppress),
         value_map=value_map_frame(engine, subgroup, month, catalogue=catalogue),
         across_teams=flags_across_teams(engine, subgroup, month, team_ids, suppress),
         bundled_rate_usd=payments.bundled_pmpm_usd.get(subgroup, 0.0), cost_basis=payments.bundled_cost_basis,
+        costing_note=costing.note(), internal_costed=costing.costed,
+        claims_note=runout.incomplete_note(runout.claims_completeness(engine, months_back(month, 2))),
     )  # fmt: skip
 
 
@@ -484,7 +497,8 @@ def headline_metrics(data: ReviewData) -> list[dict]:
         col = spec.column
         sup = bool(cur[f"{col}_suppressed"] if f"{col}_suppressed" in h else cur["suppressed"])
         value = cur[col]
-        text = SUPPRESSED if sup else ("–" if pd.isna(value) else spec.format(value))
+        uncosted = not data.internal_costed and col in ("cost_internal_pmpm_usd", "cost_total_pmpm_usd")
+        text = SUPPRESSED if sup else (costs.NOT_COSTED if uncosted else "–" if pd.isna(value) else spec.format(value))
         delta = None
         if not sup and not pd.isna(value) and not pd.isna(prev[col]):
             delta = spec.format(value - prev[col])
@@ -495,13 +509,14 @@ def headline_metrics(data: ReviewData) -> list[dict]:
 
 
 def payment_summary(data: ReviewData) -> dict:
-    """Bundled payment, cost (the bundle's basis) and margin of the month, USD (None when suppressed)."""
+    """Bundled payment, cost (the bundle's basis) and margin of the month, USD (None when
+    suppressed), and ``costed`` (False: cost and margin are unknown, shown as not costed)."""
     cur = data.headline.iloc[-1]
     if bool(cur["suppressed"]):
         return {"payment_usd": None, "cost_usd": None, "margin_usd": None, "rate_usd": data.bundled_rate_usd,
-                "cost_basis": data.cost_basis}  # fmt: skip
+                "cost_basis": data.cost_basis, "costed": data.internal_costed}  # fmt: skip
     return {"payment_usd": float(cur["payment_usd"]), "cost_usd": float(cur["cost_usd"]), "margin_usd": float(cur["margin_usd"]),
-            "rate_usd": data.bundled_rate_usd, "cost_basis": data.cost_basis}  # fmt: skip
+            "rate_usd": data.bundled_rate_usd, "cost_basis": data.cost_basis, "costed": data.internal_costed}  # fmt: skip
 
 
 # --- review pack --------------------------------------------------------------------------

@@ -7,20 +7,26 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
+from core.derive.costs import COST_EXTERNAL, COST_TOTAL
 from core.derive.measures import load_measures
+from core.metrics import runout
 from core.metrics.scorecard import figure_counts, hide_complements, suppress_table
-from core.store.months import add_months
+from core.store.months import add_months, months_between
 from core.views.cells_read import ALL, COST_KIND, COST_LABELS, SUMS, add_figures, cell_sums_by, last_cell_month, window_sums
 from core.views.executive_settings import load_executive_settings
 
 
 def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id: str | None = None,
            team_id: str | None = None, months: int | None = None, rolling: int = 1,
-           suppress: bool = True) -> dict[str, pd.DataFrame]:  # fmt: skip
+           completed: bool = False, suppress: bool = True) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Cost PMPM (internal, external, total), key outcomes and the subgroup mix, month by month.
 
     ``rolling`` > 1: each month's figure is of the ``rolling`` months ending with it (fewer
-    figures suppressed; window-"end" measures still take the month itself).
+    figures suppressed; window-"end" measures still take the month itself); the first figure is
+    the first full window of the data, never a partial one. ``completed``: claims (external and
+    total cost) divided by each month's completion factor (core.metrics.runout; only where paid
+    dates give factors). Every figure carries ``claims_complete`` (its month's claims have run
+    out, core.metrics.runout.claims_completeness), and ``completeness`` is that table.
 
     Returns ``figures`` (grain: month, subgroup, metric; subgroup ``all`` = every subgroup
     together; columns metric_label, kind, value, ci_low, ci_high, patients, suppressed) and
@@ -37,11 +43,15 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     first = add_months(last, -((months or settings.trend_months) - 1))
     metrics = [*COST_LABELS, *settings.key_outcomes, "member_months"]
     sums = cell_sums_by(engine, ["subgroup"], metrics, add_months(first, -(rolling - 1)), last, team_ids, practice_id, team_id)
+    completeness = runout.claims_completeness(engine, months_between(add_months(first, -(rolling - 1)), last))
+    if completed:
+        sums = _completed_claims(sums, completeness)
+    data_start = min(sums["month"]) if len(sums) else last
     total = sums.groupby(["metric", "month"], as_index=False)[SUMS].sum().assign(subgroup=ALL)
     both = pd.concat([sums, total], ignore_index=True)
     mix = both.loc[(both["metric"] == "member_months") & (both["subgroup"] != ALL) & (both["month"] >= first)]
     outcomes = both.loc[both["metric"] != "member_months"]
-    present = sorted(m for m in set(outcomes["month"]) if m >= first)
+    present = sorted(m for m in set(outcomes["month"]) if m >= first and add_months(m, -(rolling - 1)) >= data_start)
     rolled = [window_sums(outcomes, ["subgroup"], m, rolling, catalogue).assign(month=m) for m in present]
     rolled = pd.concat(rolled, ignore_index=True) if rolled else outcomes
     figures = add_figures(rolled, catalogue, suppress)
@@ -51,7 +61,10 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
                                    ["numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"])
     names = {m.id: m.name for m in catalogue.measures} | COST_LABELS
     figures["metric_label"] = figures["metric"].map(names)
-    figures = figures[["month", "subgroup", "metric", "metric_label", "kind", "value", "ci_low", "ci_high", "patients", "suppressed"]]
+    complete = dict(zip(completeness["month"], completeness["complete"], strict=True))
+    figures["claims_complete"] = figures["month"].map(complete).fillna(True).astype(bool)
+    figures = figures[["month", "subgroup", "metric", "metric_label", "kind", "value", "ci_low", "ci_high", "patients", "suppressed",
+                       "claims_complete"]]  # fmt: skip
     mix = mix.rename(columns={"numerator": "members"})[["month", "subgroup", "members"]]
     if suppress:
         mix = suppress_table(mix, ["members"], total=True, group_cols=["month"])
@@ -61,7 +74,23 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     month_total = mix.groupby("month")["members"].transform("sum")
     mix["share"] = mix["members"] / month_total.where(month_total > 0)
     return {"figures": figures.sort_values(["metric", "subgroup", "month"]).reset_index(drop=True),
-            "mix": mix.sort_values(["month", "subgroup"]).reset_index(drop=True)}  # fmt: skip
+            "mix": mix.sort_values(["month", "subgroup"]).reset_index(drop=True), "completeness": completeness}  # fmt: skip
+
+
+def _completed_claims(sums: pd.DataFrame, completeness: pd.DataFrame) -> pd.DataFrame:
+    """Monthly sums with claims completed for the run-out: external cost / completion factor,
+    and total cost raised by the same amount (core.metrics.runout.completed_usd)."""
+    out = sums.copy()
+    external = out["metric"] == COST_EXTERNAL
+    raised = runout.completed_usd(out.loc[external, "numerator"], out.loc[external, "month"], completeness)
+    extra = (raised - out.loc[external, "numerator"]).to_numpy()
+    out.loc[external, "numerator"] = raised.to_numpy()
+    keys = out.loc[external, ["subgroup", "month"]].assign(extra=extra)
+    total = out["metric"] == COST_TOTAL
+    add = out.loc[total, ["subgroup", "month"]].merge(keys, on=["subgroup", "month"], how="left")["extra"].fillna(0.0).to_numpy()
+    out.loc[total, "numerator"] = out.loc[total, "numerator"].to_numpy() + add
+    return out
+
 
 
 def _one_hidden_set(mix: pd.DataFrame, figures: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -160,10 +160,15 @@ def test_payment_models_with_a_what_if_setting(app, engine, period):
     assert load_payment_settings().bundled_pmpm_usd["complex"] == 100.0  # nothing saved
 
 
-def test_aco_projection_with_coding_growth(app, engine, period):
+def test_aco_projection_refuses_a_short_baseline_and_settles_with_a_benchmark(app, engine, period):
     open_page(app, "pages/payments.py")
     months = tuple(window_months(period, "12m"))
-    inputs, _ = aco_inputs(engine, months)
+    # the small network holds 15 months: the baseline year of the last 12 has 3 months of members
+    assert aco_inputs(engine, months)[0] is None
+    assert any("No ACO projection" in i.value and "member-months" in i.value for i in app.info)
+    assert not any(m.label == "Benchmark" for m in app.metric)
+    app.number_input(key="aco_benchmark").set_value(12_000.0).run()
+    inputs, _ = aco_inputs(engine, months, benchmark_pmpy_usd=12_000.0)
     track = load_payment_settings().aco_presets["mssp_enhanced"]
     result, _ = aco_projection(inputs, track, 0.0)
     shown = {m.label: m.value for m in app.metric}
@@ -271,3 +276,10 @@ def test_views_handle_empty_selections(app, engine):
     open_page(app, "pages/payments.py")
     app.sidebar.selectbox(key="month").select(months_available(engine)[0].strftime("%Y-%m")).run()
     assert not app.exception and "enter a benchmark" in app.info[0].value
+
+
+def test_trends_mark_incomplete_claims(app):
+    open_page(app, "pages/trends.py")
+    assert any("Claims incomplete" in w.value for w in app.warning)
+    app.checkbox(key="trend_completed").check().run()
+    assert not app.exception and any("No paid dates" in c.value for c in app.caption)

@@ -6,12 +6,8 @@ figures at 100,000 patients).
 
 import math
 
-import pytest
-
 from core.cli.bench import format_report, run_bench
 from ui.bench_pages import PAGES, REVIEW_PAGE, WORKLIST_PAGE
-
-pytestmark = pytest.mark.slow
 
 STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
 

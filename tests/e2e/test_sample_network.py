@@ -6,8 +6,6 @@ import pytest
 from core.derive import costs
 from tests.unit.test_costs import _cells_total
 
-pytestmark = pytest.mark.slow
-
 
 def test_sample_network_reconciles(sample_engine):
     """Every activity and claim cost of the network is either in the cost cells or in the

@@ -28,7 +28,7 @@ CASES = [
     ("clinician", None, "upload", False), ("executive", None, "upload", False), ("admin", None, "rules", True), ("admin", None, "users", True), ("admin", None, "audit", True),
     ("admin", None, "trends", True), ("admin", None, "review", True), ("admin", None, "worklist", False), ("admin", None, "patient", False), ("admin", True, "patient", True),
     ("clinician", None, "no-such-page", False),
-    # executive views (issue 10): aggregates; team leaders get trends, compare and equity of their own teams
+    # executive views: aggregates; team leaders get trends, compare and equity of their own teams
     ("executive", None, "compare", True), ("executive", None, "payments", True), ("executive", None, "equity", True),
     ("executive", None, "econsults", True), ("admin", None, "compare", True), ("admin", None, "payments", True),
     ("admin", None, "equity", True), ("admin", None, "econsults", True), ("team_leader", None, "compare", True),

@@ -4,7 +4,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from core.config.catalog import load_catalog
 from core.derive import costs
@@ -314,3 +314,38 @@ def test_cells_plus_unattributed_equal_activities_and_claims(engine):
     assert in_cells == pytest.approx(rec.attributed_internal_usd + rec.attributed_external_usd)
     assert in_cells + rec.unattributed_internal_usd + rec.unattributed_external_usd == pytest.approx(rec.activities_internal_usd + rec.claims_paid_usd)
     assert _cells_total(engine, costs.COST_TOTAL) == pytest.approx(in_cells)
+
+
+@pytest.mark.parametrize("roles, status, missing", [
+    ((), costs.NOT_COSTED, ()),                                                   # no staff roster at all
+    (("physician", "medical_assistant"), costs.PARTLY_COSTED, ("registered_nurse",)),  # the phone-call map needs a nurse
+    (("physician", "medical_assistant", "registered_nurse"), costs.COSTED, ()),
+])  # fmt: skip
+def test_costing_status(settings, roles, status, missing):
+    got = costs.costing_status_of(roles, settings)
+    assert (got.status, got.roles_without_staff) == (status, missing)
+    assert got.costed == (status != costs.NOT_COSTED)
+    assert (got.note() == "") == (status == costs.COSTED)
+
+
+def test_show_not_costed(settings):
+    frame = pd.DataFrame({"model": ["bundled"], "revenue_usd": [500.0], "margin_usd": [float("nan")]})
+    shown = costs.show_not_costed(frame, ["margin_usd"], costs.costing_status_of((), settings))
+    assert shown["margin_usd"].tolist() == ["not costed"] and shown["revenue_usd"].tolist() == [500.0]
+    assert costs.show_not_costed(frame, ["margin_usd"], costs.costing_status_of(["physician", "medical_assistant", "registered_nurse"],
+                                                                               settings)) is frame  # fmt: skip
+
+
+def test_cost_report_without_staff_is_not_costed(engine):
+    _seed(engine)
+    with Session(engine) as s:
+        for member in s.exec(select(Staff)).all():
+            s.delete(member)
+        s.commit()
+    report = costs.cost_report(engine, [JAN, FEB])
+    assert report["costing"].startswith("internal cost not costed")
+    assert report["pmpm_total"][["cost_total_pmpm_usd", "cost_internal_pmpm_usd"]].isna().all(axis=None)
+    assert report["pmpm_total"]["cost_external_pmpm_usd"].iloc[0] > 0  # claims are still known
+    unused = report["unused_capacity"]
+    # minutes were used but nobody supplies capacity: unknown, never negative
+    assert (unused["capacity"] == "no staff").all() and unused["unused_cost_usd"].isna().all() and (unused["used_minutes"] > 0).all()

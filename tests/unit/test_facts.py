@@ -146,3 +146,20 @@ def test_sample_network_reconciles(sample_engine):
     assert got["ed_visits"] == (enc["kind"] == "ed_visit").sum()
     assert got["admissions"] == (enc["kind"] == "admission").sum()
     assert by_sex["member_months"] == len(att) and by_sex["ed_visits"] == got["ed_visits"]
+
+
+def test_bands_come_from_the_strata_file(tmp_path, monkeypatch):
+    from core.derive import cells
+
+    text = cells.STRATA_PATH.read_text().replace("age_upper = [17, 44, 64, 74]", "age_upper = [64]")
+    path = tmp_path / "strata.toml"
+    path.write_text(text.replace("deprivation_deciles_per_band = 2", "deprivation_deciles_per_band = 5"))
+    load = cells.load_strata.__wrapped__  # the loader without its cache
+    strata = load(path)
+    assert strata.default == "race_ethnicity" and list(strata.labels)[0] == "age_band"
+    monkeypatch.setattr(cells, "load_strata", lambda: strata)
+    assert age_band(pd.Series([64, 65])).tolist() == ["0-64", "65+"]
+    assert deprivation_band(pd.Series([5, 6], dtype="object")).tolist() == ["1-5", "6-10"]
+    path.write_text(text.replace("age_upper = [64]", "age_upper = [64, 30]"))
+    with pytest.raises(ValueError, match="age_upper"):
+        load(path)

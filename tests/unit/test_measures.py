@@ -52,7 +52,7 @@ def totals(frames: StoreFrames, metric: str, months=MONTHS) -> tuple[float, floa
 Y = round(1 / 12, 6)
 
 
-def test_catalogue_loads_with_every_issue_measure():
+def test_catalogue_loads_with_every_outcome_measure():
     ids = {m.id for m in load_measures().measures}
     assert {"mortality", "promis_physical_mean", "promis_mental_mean", "promis_physical_improved", "promis_mental_improved",
             "hba1c_control", "bp_control", "depression_remission_6m", "depression_remission_12m", "urgent_access_days",
@@ -252,12 +252,11 @@ def test_catalogue_frame_has_one_row_per_measure():
 @pytest.mark.parametrize("field,bad,message", [("tier", 4, "tier"), ("kind", "median", "kind"), ("rule", "nope", "rule"),
                                                ("window", "avg", "window"), ("direction", "up", "direction")])
 def test_catalogue_validation(tmp_path, field, bad, message):
-    import tomllib
-
+    from core.config import parse_toml
     from core.derive.measures import MEASURES_PATH
 
     raw = MEASURES_PATH.read_text(encoding="utf-8")
-    first = tomllib.loads(raw)["measure"][0]
+    first = parse_toml(raw)["measure"][0]
     old = f'{field} = {first[field]!r}'.replace("'", '"') if isinstance(first[field], str) else f"{field} = {first[field]}"
     assert old in raw
     path = tmp_path / "m.toml"

@@ -213,3 +213,48 @@ def test_outcome_index_and_value_map_hand_worked():
     assert vmap.loc["T2", "quadrant"] == "better outcomes, lower cost"
     assert vmap.loc["T3", "quadrant"] == "better outcomes, higher cost"
     assert vmap.loc["T4", "cost_ratio_to_peers"] == pytest.approx(1.0)
+
+
+EVIDENCE = payments.AcoEvidence(min_baseline_member_months_share=0.5)
+
+
+@pytest.mark.parametrize("perf_mm, perf_usd, base_mm, base_usd, given, refused", [
+    (120, 50_000.0, 120, 48_000.0, False, None),                      # a full baseline: settled
+    (120, 50_000.0, 60, 20_000.0, False, None),                       # 60 / 120 = 50 %: just enough
+    (120, 50_000.0, 59, 20_000.0, False, "59 member-months against 120"),  # 49 %: refused
+    (120, 3_790_000.0, 12, 5_098.0, False, "(10%, below the 50% required)"),
+    (120, 50_000.0, 0, 0.0, False, "no paid claims"),                 # no baseline at all
+    (120, 50_000.0, 120, 0.0, False, "baseline year (the 12 months before) has no paid claims"),
+    (120, 0.0, 120, 48_000.0, False, "performance year has no paid claims"),
+    (120, 0.0, 0, 0.0, True, "performance year has no paid claims"),  # a benchmark cannot invent spend
+    (120, 50_000.0, 0, 0.0, True, None),                              # a benchmark entered: no baseline needed
+])  # fmt: skip
+def test_aco_refuses_to_settle_without_evidence(perf_mm, perf_usd, base_mm, base_usd, given, refused):
+    why = payments.aco_refusal(perf_mm, perf_usd, base_mm, base_usd, EVIDENCE, benchmark_given=given)
+    assert why is None if refused is None else refused in why
+
+
+def test_aco_evidence_is_data():
+    assert payments.load_payment_settings().aco_evidence.min_baseline_member_months_share == 0.5
+    assert _settings(aco={"evidence": {"min_baseline_member_months_share": 0.8}}).aco_evidence.min_baseline_member_months_share == 0.8
+    with pytest.raises(ValueError, match="min_baseline_member_months_share"):
+        _settings(aco={"evidence": {"min_baseline_member_months_share": 1.5}})
+
+
+def test_compare_payment_models_without_internal_activity():
+    # a claims-only import: no internal activity at all (the frame as read from an empty table)
+    none = pd.DataFrame({"team_id": pd.Series([], dtype="str"), "subgroup": pd.Series([], dtype="str"),
+                         "kind": pd.Series([], dtype="str"), "activities": pd.Series([], dtype="int64")})  # fmt: skip
+    out = payments.compare_payment_models(MEMBER_MONTHS, none, COSTS, _settings()).set_index(["subgroup", "model"])
+    assert out.loc[("chronic", "fee_for_service"), "revenue_usd"] == 0
+    assert out.loc[("chronic", "bundled"), "revenue_usd"] == pytest.approx(3000)
+
+
+def test_margins_are_not_costed_without_a_staff_roster():
+    out = payments.compare_payment_models(MEMBER_MONTHS, ACTIVITIES, COSTS, _settings(), targets_met=2, internal_costed=False)
+    got = out.set_index(["subgroup", "model"])
+    assert got.loc[("chronic", "bundled"), "revenue_usd"] == pytest.approx(3000)  # revenue is still known
+    assert got[["cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd"]].isna().all(axis=None)
+    total = payments.summarise_models(out, by=()).set_index("model")
+    assert total["cost_usd"].isna().all() and total["margin_usd"].isna().all()  # never summed to $0
+    assert total.loc["bundled", "revenue_usd"] == pytest.approx(3000 + 1200)

@@ -101,6 +101,10 @@ def test_headline_matches_the_scorecard_and_cells(sample_engine):
             assert last[measure] == pytest.approx(card.loc[measure, "value"])
     assert last["payment_usd"] == pytest.approx(100.0 * last["members"])  # $100 PMPM for complex
     assert last["margin_usd"] == pytest.approx(last["payment_usd"] - last["cost_internal_pmpm_usd"] * last["members"])
+    # the latest month's claims have not run out (no paid dates: the 3-month run-out setting)
+    assert f"{month:%Y-%m}" in data.claims_note and data.internal_costed  # the sample has staff
+    older = review.review_data(sample_engine, "TM04", "complex", months_available(sample_engine)[-5], ("TM04",), True)
+    assert older.claims_note == ""
 
 
 def test_patient_rows_only_with_patient_level_access(sample_engine):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.derive.costs import COST_TOTAL, cost_pmpm_from_cells
+from core.derive.costs import COST_EXTERNAL, COST_TOTAL, cost_pmpm_from_cells
 from core.metrics import payments
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.models import Encounter
@@ -21,7 +21,7 @@ from core.views.equity import equity_table
 from core.views.format import csv_export, usd
 from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
 from core.views.scope import scope_units, unit_filters
-from core.views.trends import trends
+from core.views.trends import _completed_claims, trends
 
 COUNT_COLUMNS = {"numerator", "denominator", "patients", "members", "member_months", "econsults", "responded", "resolved"}
 
@@ -133,6 +133,37 @@ def test_trends_total_cost_matches_the_cost_cells(sample_engine):
     pd.testing.assert_series_equal(mine.sort_index(), cells["cost_total_pmpm_usd"].sort_index(), check_names=False)
 
 
+def test_rolling_trends_start_with_the_first_full_window(sample_engine):
+    months = sorted(trends(sample_engine)["figures"]["month"].unique())  # the small network: 15 months
+    rolled = trends(sample_engine, rolling=12)["figures"]
+    assert min(rolled["month"]) == months[11] and max(rolled["month"]) == months[-1]  # 4 full windows, no partial one
+    assert len(set(rolled["month"])) == 4
+    rolled3 = trends(sample_engine, rolling=3)["figures"]
+    assert min(rolled3["month"]) == months[2]
+
+
+def test_trends_mark_months_whose_claims_have_not_run_out(sample_engine):
+    data = trends(sample_engine)
+    figures = data["figures"]
+    # the generator writes no paid dates: the run-out setting (3 months) marks the latest three
+    incomplete = sorted(figures.loc[~figures["claims_complete"], "month"].unique())
+    assert incomplete == sorted(figures["month"].unique())[-3:]
+    assert set(data["completeness"]["basis"]) == {"run-out setting"}
+    # completed claims need factors from paid dates: without them the figures are the paid ones
+    completed = trends(sample_engine, completed=True)["figures"]
+    pd.testing.assert_series_equal(completed["value"], figures["value"])
+
+
+def test_completed_claims_raise_external_and_total_cost():
+    sums = pd.DataFrame({"subgroup": ["chronic"] * 4, "metric": [COST_EXTERNAL, COST_TOTAL, COST_EXTERNAL, COST_TOTAL],
+                         "month": [date(2025, 1, 1)] * 2 + [date(2025, 2, 1)] * 2, "numerator": [100.0, 150.0, 80.0, 130.0],
+                         "denominator": 10.0, "sum_sq": 0.0, "patients": 10.0})  # fmt: skip
+    completeness = pd.DataFrame({"month": [date(2025, 1, 1), date(2025, 2, 1)], "completion": [1.0, 0.8]})
+    out = _completed_claims(sums, completeness)
+    # February: $80 paid at 80 % completion -> $100 completed; total $130 -> $150
+    assert out["numerator"].tolist() == pytest.approx([100.0, 150.0, 100.0, 150.0])
+
+
 def test_trends_mix_adds_up_and_hides_small_counts(sample_engine):
     data = trends(sample_engine)
     mix = data["mix"]
@@ -194,14 +225,18 @@ def test_payment_comparison_equals_the_payment_report(sample_engine, period):
 
 def test_aco_inputs_from_cells_equal_the_payments_module(sample_engine, period):
     months = tuple(window_months(period, "12m"))
-    mine, note = aco_inputs(sample_engine, months, quality_score=80.0)
-    theirs, their_note = payments.aco_inputs_from_store(sample_engine, list(months), quality_score=80.0)
+    # the small network holds 15 months: the baseline of its last 12 has 3 months of members
+    refused, why = aco_inputs(sample_engine, months)
+    assert refused is None and "member-months" in why and why == payments.aco_inputs_from_store(sample_engine, list(months))[1]
+    any_baseline = payments.AcoEvidence(min_baseline_member_months_share=0.0)
+    mine, note = aco_inputs(sample_engine, months, quality_score=80.0, evidence=any_baseline)
+    theirs, their_note = payments.aco_inputs_from_store(sample_engine, list(months), quality_score=80.0, evidence=any_baseline)
     for field in ("baseline_benchmark_pmpy_usd", "baseline_risk_score", "performance_risk_score", "member_years",
                   "actual_spend_pmpy_usd", "quality_score"):  # fmt: skip
         assert getattr(mine, field) == pytest.approx(getattr(theirs, field)), field
     assert note == their_note
-    team, _ = aco_inputs(sample_engine, months, team_id="TM01")
-    scoped, _ = aco_inputs(sample_engine, months, team_ids=("TM01",))
+    team, _ = aco_inputs(sample_engine, months, team_id="TM01", evidence=any_baseline)
+    scoped, _ = aco_inputs(sample_engine, months, team_ids=("TM01",), evidence=any_baseline)
     assert team == scoped and team.member_years < mine.member_years
     assert aco_inputs(sample_engine, tuple(window_months(months_available(sample_engine)[0], "12m")))[0] is None  # no baseline year
 

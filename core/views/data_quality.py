@@ -1,0 +1,181 @@
+"""Data of the Data quality page and of ``python -m core info --quality``: each check with its
+count, the dollars at stake and example ids, per import and for the store as it is now.
+
+Per import (from the JSON report stored on each ``import_run``):
+- claims corrections (the ``claims`` section of the report: claims netted per claim id, credits,
+  claims paid $0, header amounts repeated on every line, ED claims grouped into visits, facility
+  claims grouped into stays); an import whose report has no such section reads ``not reported``;
+- unmapped codes, by code system (field and system of the source);
+- rows skipped, by table and reason.
+
+For the store now:
+- months whose claims are incomplete (core.metrics.runout), with the dollars not paid yet where
+  completion factors estimate them;
+- patient-months with thin history: attributed months before anything is known of the patient
+  (no encounter, claim, condition or measurement yet), where subgroups rest on demographics alone;
+- missing staff: internal activity that cannot be costed (core.derive.costs.costing_status).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, func, select, union_all
+
+from core.derive.costs import NOT_COSTED, PARTLY_COSTED, costing_status
+from core.metrics import runout
+from core.store.models import Attribution, Condition, Encounter, ImportRun, Measurement
+from core.store.months import as_month, month_start_sql
+from core.store.queries import months_available, read_frame
+
+COLUMNS = ["import_id", "imported_at", "source", "format", "check", "count", "usd_at_stake", "examples", "status"]
+REPORTED, NOT_REPORTED, CLEAN = "reported", "not reported", "nothing found"
+
+# (check, count key, dollars key, examples key) of the report's claims section
+CLAIMS_CHECKS = (
+    ("claims netted (reversal or adjustment lines)", "netted", None, "netted"),
+    ("credits (claims netting to $0 or below, kept in their month)", "credits", "credits_usd", "credits"),
+    ("claims paid $0 (denied or paid by another payer)", "unpaid", None, "unpaid"),
+    ("repeated header amounts (counted once; $ not counted)", "repeated_header", "repeated_header_usd", "repeated_header"),
+    ("ED claims merged into ED visits", "ed_claims", None, "ed_visits"),
+    ("facility claims merged into stays", "stay_claims", None, "stays"),
+)
+EXAMPLES = 5
+
+
+def _row(check: str, count: float, usd: float = np.nan, examples=(), status: str = REPORTED, **run) -> dict:
+    return {"import_id": run.get("import_id"), "imported_at": run.get("imported_at"), "source": run.get("source", "store now"),
+            "format": run.get("format", ""), "check": check, "count": float(count), "usd_at_stake": float(usd),
+            "examples": ", ".join(str(e) for e in list(examples)[:EXAMPLES]), "status": status}  # fmt: skip
+
+
+def import_checks(report: dict, **run) -> list[dict]:
+    """The checks of one stored import report (a dict of core.ingest.report.ImportReport.to_dict)."""
+    rows = []
+    claims = report.get("claims") or {}
+    for check, count_key, usd_key, example_key in CLAIMS_CHECKS:
+        if not claims:
+            rows.append(_row(check, np.nan, status=NOT_REPORTED, **run))
+            continue
+        count = claims.get(count_key, 0) or 0
+        if count_key == "ed_claims":
+            check = f"{check} ({count:,} claims into {claims.get('ed_visits', 0):,} visits)"
+        elif count_key == "stay_claims":
+            check = f"{check} ({count:,} claims into {claims.get('stays', 0):,} stays)"
+        usd = claims.get(usd_key, np.nan) if usd_key else np.nan
+        rows.append(_row(check, count, abs(usd) if usd_key else np.nan, (claims.get("examples") or {}).get(example_key, ()),
+                         REPORTED if count else CLEAN, **run))  # fmt: skip
+    by_system: dict[str, list[tuple[str, int]]] = {}
+    for key, n in (report.get("unmapped_codes") or {}).items():
+        field, _, code = str(key).partition(":")
+        system, _, code = code.rpartition("|") if "|" in code else ("", "", code)
+        by_system.setdefault(f"{field} {system}".strip(), []).append((code, int(n)))
+    for system, codes in sorted(by_system.items()):
+        codes.sort(key=lambda c: -c[1])
+        rows.append(_row(f"unmapped codes: {system}", sum(n for _, n in codes), examples=[f"{c} ({n})" for c, n in codes], **run))
+    for table, reasons in (report.get("skipped") or {}).items():
+        for reason, n in reasons.items():
+            rows.append(_row(f"skipped {table} rows: {reason}", n, **run))
+    return rows
+
+
+def import_quality(engine: Engine, limit: int = 20) -> pd.DataFrame:
+    """The checks of the latest ``limit`` committed imports, newest first. Grain: import_id, check."""
+    stmt = (select(ImportRun.import_id, ImportRun.started_at, ImportRun.source, ImportRun.format, ImportRun.report)
+            .where(ImportRun.status == "committed").order_by(ImportRun.import_id.desc()).limit(limit))  # fmt: skip
+    rows = []
+    runs = read_frame(engine, stmt)
+    runs["started_at"] = pd.to_datetime(runs["started_at"], utc=True)
+    for run in runs.itertuples():
+        try:
+            report = json.loads(run.report or "{}")
+        except json.JSONDecodeError:
+            report = {}
+        rows += import_checks(report, import_id=int(run.import_id), imported_at=run.started_at, source=run.source, format=run.format)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def incomplete_months(engine: Engine) -> dict:
+    """Months whose claims have not run out (core.metrics.runout), with the dollars not yet paid
+    where completion factors estimate them (NaN on the run-out-setting basis)."""
+    months = months_available(engine)
+    completeness = runout.claims_completeness(engine, months) if months else pd.DataFrame(columns=["month", "complete", "completion"])
+    part = completeness.loc[~completeness["complete"].astype(bool)]
+    usd = np.nan
+    if len(part) and (part["completion"] > 0).all():
+        lags = runout.claims_lags(engine)
+        paid = lags.groupby("service_month")["paid_usd"].sum()
+        paid_now = paid.reindex([as_month(m) for m in part["month"]]).fillna(0.0).to_numpy()
+        usd = float((paid_now / part["completion"].to_numpy() - paid_now).sum())
+    basis = part["basis"].iloc[0] if len(part) else ""
+    return _row(f"months with incomplete claims ({basis or 'all complete'})", len(part), usd, [f"{m:%Y-%m}" for m in part["month"]],
+                REPORTED if len(part) else CLEAN)  # fmt: skip
+
+
+def thin_history(engine: Engine) -> dict:
+    """Attributed patient-months before the patient's first encounter, claim, condition or
+    measurement (nothing known of the patient yet), with example patient ids."""
+    dialect = engine.dialect.name
+    dated = union_all(
+        select(Encounter.patient_id.label("patient_id"), func.min(Encounter.start_date).label("first")).group_by(Encounter.patient_id),
+        select(Condition.patient_id, func.min(Condition.onset_date)).group_by(Condition.patient_id),
+        select(Measurement.patient_id, func.min(Measurement.measured_date)).group_by(Measurement.patient_id),
+    ).subquery()
+    first = select(dated.c.patient_id, func.min(dated.c.first).label("first")).group_by(dated.c.patient_id).subquery()
+    thin = (Attribution.month < month_start_sql(dialect, first.c.first)) | first.c.first.is_(None)
+    base = select(Attribution.patient_id).outerjoin(first, first.c.patient_id == Attribution.patient_id).where(thin)
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+        examples = conn.execute(base.with_only_columns(Attribution.patient_id).distinct().order_by(Attribution.patient_id)
+                                .limit(EXAMPLES)).scalars().all()  # fmt: skip
+    return _row("patient-months with thin history (nothing recorded yet)", count, examples=examples,
+                status=REPORTED if count else CLEAN)  # fmt: skip
+
+
+def missing_staff(engine: Engine) -> dict:
+    """Internal activity that cannot be costed: every internal encounter when there is no staff
+    roster, else the roles without staff (their minutes cost $0)."""
+    status = costing_status(engine)
+    if status.status == NOT_COSTED:
+        with engine.connect() as conn:
+            internal = conn.execute(select(func.count()).where(Encounter.is_internal.is_(True))).scalar_one()
+            examples = conn.execute(select(Encounter.encounter_id).where(Encounter.is_internal.is_(True))
+                                    .order_by(Encounter.encounter_id).limit(EXAMPLES)).scalars().all()  # fmt: skip
+        return _row("missing staff: no staff roster, internal encounters not costed", internal, examples=examples)
+    if status.status == PARTLY_COSTED:
+        return _row("missing staff: roles without staff (their minutes cost $0)", len(status.roles_without_staff),
+                    examples=status.roles_without_staff)  # fmt: skip
+    return _row("missing staff", 0, status=CLEAN)
+
+
+def store_quality(engine: Engine) -> pd.DataFrame:
+    """The checks of the store as it is now. Grain: check."""
+    return pd.DataFrame([incomplete_months(engine), thin_history(engine), missing_staff(engine)], columns=COLUMNS)
+
+
+def data_quality(engine: Engine, limit: int = 20) -> dict[str, pd.DataFrame]:
+    """Everything the Data quality page shows: ``store`` (checks now) and ``imports`` (per import)."""
+    return {"store": store_quality(engine), "imports": import_quality(engine, limit)}
+
+
+def quality_text(quality: dict[str, pd.DataFrame]) -> str:
+    """The checks as text (``python -m core info --quality``)."""
+    lines = ["data quality of the store now:"]
+
+    def line(r) -> str:
+        count = r.status if r.status == NOT_REPORTED else f"{r.count:,.0f}"
+        usd = "" if pd.isna(r.usd_at_stake) else f"  ${r.usd_at_stake:,.2f}"
+        examples = f"  e.g. {r.examples}" if r.examples else ""
+        return f"  {r.check}: {count}{usd}{examples}"
+
+    lines += [line(r) for r in quality["store"].itertuples()]
+    for import_id, part in quality["imports"].groupby("import_id", sort=False):
+        first = part.iloc[0]
+        when = first["imported_at"].date() if hasattr(first["imported_at"], "date") else first["imported_at"]
+        lines.append(f"import #{import_id} ({first['format']}, {when}): {first['source']}")
+        lines += [line(r) for r in part.itertuples()]
+    if quality["imports"].empty:
+        lines.append("no committed imports")
+    return "\n".join(lines)
