@@ -11,12 +11,12 @@ import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-import core.metrics.scorecard
-import core.views.admin_rules
-import core.views.review
+import core.metrics.scorecard  # noqa: F401 (imported so that broken_policy patches every module reading the rules)
+import core.views.review  # noqa: F401
 from core.access import suppression
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.db import create_schema, make_engine
+from core.store.months import index_of
 from core.store.queries import months_available, organisation
 from core.views.cells_read import cell_sums_by
 from core.views.review import headline_series, subgroup_moves
@@ -102,21 +102,25 @@ def page_leaks(at, stores, page) -> list[str]:
 
 
 def comparison_window_leaks(url: str, stores, role="executive", team=None, measure="ed_visits") -> list[str]:
-    """The team comparison at the last two months (12 months) and at the months P and P - 12."""
+    """The team comparison of 12 months to the last month P and to P - 1, and of the months P and P - 12."""
     engine = make_engine(url)
     months = months_available(engine)
     engine.dispose()
-    idx = {m: m.year * 12 + m.month - 1 for m in months}
+    idx = {m: index_of(m) for m in months}
     last = months[-1]
-    wanted = [m for m in months if idx[last] - idx[m] in (0, 1, 12, 13)]
-    windows, monthly = {}, {}
-    for m in wanted:
-        for window, into in (("12m", windows), ("month", monthly)):
-            at = visit("pages/compare.py", role, team, f"{m:%Y-%m}", {"compare_window": window, "compare_measure": measure})
-            table = next(df.value for df in at.dataframe if "team" in df.value.columns)
-            for row in table.to_dict("records"):
-                value = attack.parse_number(row["numerator"]) if "numerator" in row else "hidden"
-                into[(row["team"], idx[m])] = value
+    windows: dict = {}
+    monthly: dict = {}
+    views = [(m, "12m", windows) for m in months if idx[last] - idx[m] in (0, 1)]
+    views += [(m, "month", monthly) for m in months if idx[last] - idx[m] in (0, 12)]
+    at = visit("pages/compare.py", role, team, None, {"compare_measure": measure})
+    for m, window, into in views:
+        at.sidebar.selectbox(key="month").select(f"{m:%Y-%m}")
+        at.sidebar.selectbox(key="compare_window").select(window)
+        at.run()
+        assert not at.exception, at.exception
+        table = next(df.value for df in at.dataframe if "team" in df.value.columns)
+        for row in table.to_dict("records"):
+            into[(row["team"], idx[m])] = attack.parse_number(row["numerator"])
     engine = make_engine(url)
     sums = cell_sums_by(engine, ["team_id"], [measure], months[0], last)
     labels = {r.team_id: f"{r.practice} · {r.team}" for r in organisation(engine).itertuples()}
