@@ -220,6 +220,17 @@ def small_counts(pub: Published) -> list[str]:
     return found
 
 
+def unmarked_blanks(at, page: str) -> list[str]:
+    """Dataframes whose numeric columns hold blanks (NaN) shown without a "suppressed" placeholder:
+    Streamlit would show them as "None", which must never stand for a suppressed figure."""
+    found = []
+    for i, df in enumerate(at.dataframe):
+        numeric = df.value.select_dtypes("number")
+        if numeric.isna().any().any() and df.proto.placeholder.lower() not in HIDDEN_TEXT:
+            found.append(f"{page}: dataframe {i} ({', '.join(numeric.columns[numeric.isna().any()])}) has blanks shown as None")
+    return found
+
+
 def total_leaks(pub: Published) -> list[str]:
     """Totals and "All" rows against their parts, within a table and across the page's tables."""
     fs = facts(pub)

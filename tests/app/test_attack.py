@@ -133,6 +133,7 @@ def comparison_window_leaks(url: str, stores, role="executive", team=None, measu
 def test_no_small_count_is_recoverable_on_the_page_or_its_exports(network, stores, page, role, team):
     at = visit(page, role, team)
     assert page_leaks(at, stores, page) == []
+    assert attack.unmarked_blanks(at, page) == []
 
 
 def test_no_month_is_recoverable_from_neighbouring_windows(network, stores):
