@@ -82,22 +82,6 @@ def _block_assignments(
     return result, risk
 
 
-def _block_assignments(
-    conn,
-    run: Run,
-    patients: tuple[str, str] | None,
-    month_range: tuple[pd.Timestamp, pd.Timestamp],
-    rules: RuleSet,
-    thresholds: dict[float, pd.Series],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rules' assignments of a block (overrides not applied) and its risk scores."""
-    inputs, risk = block_inputs(conn, run, patients, month_range)
-    result = evaluate_rules(inputs, rules, thresholds)
-    result["risk_score"] = inputs["risk_score"].to_numpy()
-    result["team_id"] = inputs["team_id"].to_numpy(dtype=object)
-    return result, risk
-
-
 def _add_counts(counts: list[pd.Series]) -> pd.Series:
     """Score counts (index month, risk_score) of several blocks added up."""
     counts = [c for c in counts if len(c)]
@@ -107,7 +91,7 @@ def _add_counts(counts: list[pd.Series]) -> pd.Series:
 
 
 def first_pass(
-    block_scores: Iterator[tuple[pd.Series, set]], fractions: set[float]
+    scores: Iterator[tuple[pd.Series, set]], fractions: set[float]
 ) -> tuple[tuple[pd.Timestamp, pd.Timestamp] | None, list[date], dict[float, pd.Series]]:
     """Month range, months and top-fraction thresholds of the whole run from the
     :func:`block_scores` of every block.
@@ -116,7 +100,7 @@ def first_pass(
     """
     counts: list[pd.Series] = []
     months: set = set()
-    for block_counts, block_months in block_scores:
+    for block_counts, block_months in scores:
         counts.append(block_counts)
         months |= block_months
         if len(counts) >= 8:  # keep the score counts compact
