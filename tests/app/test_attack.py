@@ -210,3 +210,25 @@ def test_a_team_leader_sees_the_exact_figures_of_their_team_and_an_executive_doe
     card = next(df.value for df in executive.dataframe if "95% interval" in df.value.columns)
     assert "suppressed" in set(card["Value"])
     assert attack.small_counts(attack.collect(executive, stores, "review")) == []
+
+
+def test_a_review_pack_marked_for_sharing_is_suppressed(sample_db_url, monkeypatch, stores):
+    engine = make_engine(sample_db_url)
+    month = months_available(engine)[-1]
+    small = [s for s in ("healthy", "at_risk", "chronic", "complex", "frail")
+             if build_scorecard(engine, Selection(team_id="TM04", subgroup=s, period=month))["suppressed"].any()]
+    engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", sample_db_url)
+    lead = visit("pages/review.py", "team_leader", "TM04", state={"subgroup": small[0]})
+
+    def pack_scorecard(at):
+        button = next(b for b in at.get("download_button") if b.key == "pack_xlsx")
+        return attack.collect(at, stores, "review").tables[f"download {button.label} sheet scorecard"]
+
+    assert "suppressed" not in set(pack_scorecard(lead)["Value"])
+    lead.toggle(key="pack_shared").set_value(True).run()
+    assert any(c.value.startswith("Counts of 1-10 are suppressed") for c in lead.caption)
+    assert "suppressed" in set(pack_scorecard(lead)["Value"])
+    shared = attack.collect(lead, stores, "review")
+    assert not [t for name, t in shared.tables.items() if name.startswith("download") and attack.small_counts(
+        attack.Published("review", {name: t}))]  # fmt: skip
