@@ -70,6 +70,7 @@ from core.ingest.bundle_schema import (
     TableSpec,
 )
 from core.ingest.checks import MAX_HEADER_BYTES, check_csv_file, diagnose_csv_structure, header_line
+from core.ingest.claims import load_claim_rules
 from core.ingest.loader import Load, LoadFailed, open_load
 from core.ingest.report import ImportReport
 from core.store.months import as_month
@@ -585,6 +586,24 @@ def _measurement_range(batch: _Batch, catalog: Catalog, issues: _Issues) -> None
     batch.keep &= ~outside
 
 
+def _claim_credits(batch: _Batch, catalog: Catalog, report: ImportReport) -> None:
+    """Count the external encounters (claims, already netted) and the credits among them (paid below 0)."""
+    if batch.name != "encounters.csv":
+        return
+    internal = {k.kind for k in catalog.activity_kinds.values() if k.internal}
+    external = ~_isin(batch.raw["kind"], sorted(internal)) & batch.keep
+    paid = batch.typed["paid_usd"].to_numpy(dtype="float64", na_value=0.0)
+    credit = external & (paid < 0)
+    figures = report.claims
+    figures.claims += int(external.sum())
+    figures.lines += int(external.sum())
+    figures.credits += int(credit.sum())
+    figures.credits_usd += float(paid[credit].sum())
+    limit = load_claim_rules().examples
+    for encounter_id in batch.raw["encounter_id"].to_numpy(zero_copy_only=False)[credit][:limit]:
+        figures.example("credits", str(encounter_id), limit)
+
+
 def _has_duplicate_key(raw: dict[str, pa.ChunkedArray], key: tuple[str, ...]) -> bool:
     joined = raw[key[0]]
     for k in key[1:]:
@@ -708,6 +727,7 @@ class _BundleImport:
             _date_order(batch, issues)
             self._life_span(batch, issues)
             _measurement_range(batch, self.catalog, issues)
+            _claim_credits(batch, self.catalog, self.report)
             if self.writing:
                 self.load.write(_frame(batch, self.catalog))
             rows += n

@@ -43,12 +43,16 @@ Mapping decisions (codes and vocabularies are data: ``core/config/fhir_maps.toml
   ``team_id`` is the patient's team when the serviceProvider is the patient's practice.
   ``primary_dx`` is the first reasonCode with an ICD-10-CM code or a mapped SNOMED code.
 - **Costs**: ExplanationOfBenefit ``payment.amount`` (else ``total`` of category ``benefit``)
-  is the paid amount; it goes to the encounter the EOB items reference, or to a new external
-  encounter (kind by EOB type) when it references none. Claim resources carry charges, not
-  payments, and Synthea writes one Claim and one EOB per encounter, so Claims are counted and
-  never costed (no double counting). Paid amounts on *internal* encounters are the practice's
-  own fee-for-service revenue, not an external cost: they are left out (paid_usd 0) and their
-  total is reported as a warning.
+  is the paid amount, netted per claim (the EOBs that share ``EOB.claim``: an original and its
+  adjustments or reversal); a claim netting to zero or below is a credit (``core.ingest.claims``),
+  never an error; cancelled and entered-in-error EOBs are skipped with a count. The amount goes
+  to the encounter the EOB items reference, or, when they reference none, the EOB is a claim
+  grouped like Tuva claims into acute stays and ED visits (kind from the type of bill, revenue
+  centres or place of service for institutional/professional EOBs, else ``[eob_types]``). Claim
+  resources carry charges, not payments, and Synthea writes one Claim and one EOB per encounter,
+  so Claims are counted and never costed (no double counting). Paid amounts on *internal*
+  encounters are the practice's own fee-for-service revenue, not an external cost: they are
+  left out (paid_usd 0) and their total is reported as a warning.
 - **Condition**: ICD-10-CM coding, else SNOMED CT through ``[snomed_to_icd10]``; unmapped codes
   are counted in ``unmapped_codes``. entered-in-error / refuted conditions are skipped.
 - **Observation**: catalogue LOINC codes only; blood pressure panels 85354-9 / 55284-4 split
@@ -76,6 +80,7 @@ from sqlalchemy import Engine
 from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.ingest.checks import amount_problem, extract_date
+from core.ingest.claims import Claim, ClaimRules, claim_kind, group_claims, load_claim_rules, net_claim
 from core.ingest.idmap import (
     DEFAULT_PRACTICE_ID,
     DEFAULT_PRACTICE_NAME,
@@ -159,6 +164,8 @@ SHAPES: dict[str, dict[str, str]] = {
     "Medication": {"code": _CONCEPT, "code.text": "string"},
 }
 _JSON_TYPES = {"object": dict, "array": list, "string": str, "number": (int, float)}
+# Fields whose value is a Coding or Identifier (or a list of them): their system/code must be text.
+CODING_FIELDS = {"coding", "valueCoding", "class", "identifier", "language"}
 
 
 @cache
@@ -301,6 +308,24 @@ def shape_problem(body: dict) -> tuple[str, str] | None:
         for value in values:
             if not isinstance(value, expected) or isinstance(value, bool):
                 return path, f"must be {'an' if kind[0] in 'ao' else 'a'} {kind}, not {_json_type(value)}"
+    return _coding_problem(body)
+
+
+def _coding_problem(body: dict) -> tuple[str, str] | None:
+    """The first Coding (anywhere in the resource: ``coding[]``, ``valueCoding``, ``class``) or
+    Identifier whose ``system``, ``code`` or ``value`` is not a string."""
+    stack: list[tuple[str, object]] = [("", body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, list):
+            stack.extend((path, v) for v in value)
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                where = f"{path}.{key}" if path else key
+                in_coding = path.rsplit(".", 1)[-1] in CODING_FIELDS
+                if in_coding and key in ("system", "code") and child is not None and not isinstance(child, str):
+                    return where, f"must be a string, not {_json_type(child)}"
+                stack.append((where, child))
     return None
 
 
@@ -713,13 +738,58 @@ def _eob_paid(b: dict) -> float | None:
     return None
 
 
+EOB_SKIPPED_STATUSES = ("entered-in-error", "cancelled")
+
+
+def _eob_claim_kind(st: _State, b: dict, rules: ClaimRules) -> tuple[str, str]:
+    """(kind, cost category override) of an EOB that references no Encounter.
+
+    Institutional EOBs: type of bill (``supportingInfo`` category ``typeofbill``) and the items'
+    revenue centres; professional EOBs: the items' place of service (``locationCodeableConcept``);
+    both through the claims rules (claims.toml). Other types: ``[eob_types]`` of fhir_maps.toml.
+    """
+    type_code = next((c.get("code") for c in codings(b.get("type")) if c.get("code")), None)
+    items = [i for i in b.get("item") or [] if isinstance(i, dict)]
+    if type_code in ("institutional", "professional"):
+        bill = ""
+        for info in b.get("supportingInfo") or []:
+            if isinstance(info, dict) and any(c.get("code") == "typeofbill" for c in codings(info.get("category"))):
+                bill = next((str(c["code"]).lstrip("0") for c in codings(info.get("code")) if c.get("code")), "")
+        revenue = [str(c["code"]).zfill(4) for i in items for c in codings(i.get("revenue")) if c.get("code")]
+        pos = next((str(c["code"]).zfill(2) for i in items for c in codings(i.get("locationCodeableConcept")) if c.get("code")), "")
+        if bill or revenue or pos:
+            kind, category, unmapped = claim_kind(type_code, bill, revenue, pos, rules)
+            if unmapped:
+                count_unmapped(st.log, f"ExplanationOfBenefit.{unmapped}")
+            return kind, category
+    kind = st.maps["eob_types"].get(type_code)
+    if kind is None:
+        count_unmapped(st.log, f"ExplanationOfBenefit.type:{type_code}")
+        kind = "other_claim"
+    return kind, ""
+
+
 def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
+    """Paid amounts from ExplanationOfBenefit, netted per claim (``EOB.claim``, else the EOB).
+
+    The EOBs of one claim (an original and its adjustments or reversal) are summed; a claim that
+    nets to zero or below is kept as a credit. EOBs that reference an Encounter add to it; the
+    others become claims grouped into stays and ED visits like Tuva claims (``core.ingest.claims``).
+    Cancelled and entered-in-error EOBs pay nothing and are skipped with a count.
+    """
     kinds = load_catalog().activity_kinds
+    rules = load_claim_rules()
     internal_paid = 0.0
+    # claim key -> [patient_id, encounter key or None, amounts, first EOB id, claim type, kind, category,
+    #               start, end, latest payment date]
+    groups: dict[str, list] = {}
     for res in resources:
         b = res.body
         pid = _subject(st, res, "patient")
         if pid is None:
+            continue
+        if b.get("status") in EOB_SKIPPED_STATUSES:
+            st.log.add_skipped("encounter", f"ExplanationOfBenefit {b['status']} (pays nothing)", 1)
             continue
         paid = _eob_paid(b)
         if paid is None:
@@ -728,15 +798,8 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
         if amount_problem(paid):
             st.log.add_error(res.file, res.where, "ExplanationOfBenefit.payment", f"ExplanationOfBenefit/{b['id']}: {amount_problem(paid)}")
             continue
-        if paid < 0:
-            st.log.add_error(
-                res.file,
-                res.where,
-                "ExplanationOfBenefit.payment",
-                f"ExplanationOfBenefit/{b['id']}: negative paid amount {paid}",
-            )
-            continue
         enc_ids = {ref_id(e) for item in b.get("item") or [] for e in item.get("encounter") or []} - {None}
+        enc_key = None
         if enc_ids:
             dangling = sorted(e for e in enc_ids if e not in st.encounters)
             if dangling:
@@ -747,39 +810,73 @@ def _read_eobs(st: _State, resources: Iterable[Resource]) -> None:
                     f"ExplanationOfBenefit/{b['id']}: dangling reference to Encounter {dangling[0]!r}",
                 )
                 continue
-            enc = st.encounters[sorted(enc_ids)[0]]  # one EOB pays one encounter (Synthea, CARIN BB)
+            enc_key = sorted(enc_ids)[0]  # one EOB pays one encounter (Synthea, CARIN BB)
+        key = f"claim:{ref_id(b.get('claim')) or 'eob:' + b['id']}"
+        paid_on = parse_fhir_date((b.get("payment") or {}).get("date"))
+        if key in groups:
+            groups[key][2].append(paid)
+            groups[key][9] = max(filter(None, (groups[key][9], paid_on)), default=None)
+            continue
+        start = end = None
+        kind, category = "", ""
+        if enc_key is None:
+            period = b.get("billablePeriod") or {}
+            start = _date(st, res, "billablePeriod.start", period.get("start"))
+            if start is None:
+                continue
+            end = _date(st, res, "billablePeriod.end", period.get("end"), required=False, after=start)
+            kind, category = _eob_claim_kind(st, b, rules)
+        claim_type = next((c.get("code") for c in codings(b.get("type")) if c.get("code")), "") or ""
+        groups[key] = [pid, enc_key, [paid], b["id"], claim_type, kind, category, start, end, paid_on]
+
+    claims = []
+    for key, (pid, enc_key, amounts, eob_id, claim_type, kind, category, start, end, paid_on) in groups.items():
+        # EOB payments are claim-level amounts, so the EOBs of one claim are summed ("explanation_of_benefit"
+        # is not a claim type of claims.toml [paid_amount]: the default, line).
+        net = net_claim(key, "explanation_of_benefit", amounts, rules, st.log.claims)
+        if enc_key is not None:
+            enc = st.encounters[enc_key]
             if enc["is_internal"]:
-                internal_paid += paid
+                internal_paid += net.paid_usd
             else:
-                enc["paid_usd"] += paid
-                enc["paid_date"] = parse_fhir_date((b.get("payment") or {}).get("date"))
+                enc["paid_usd"] = round(enc["paid_usd"] + net.paid_usd, 2)
+                enc["paid_date"] = paid_on
             continue
-        start = _date(st, res, "billablePeriod.start", (b.get("billablePeriod") or {}).get("start"))
-        if start is None:
-            continue
-        type_code = next((c.get("code") for c in codings(b.get("type")) if c.get("code")), None)
-        kind = st.maps["eob_types"].get(type_code)
-        if kind is None:
-            count_unmapped(st.log, f"ExplanationOfBenefit.type:{type_code}")
-            kind = "other_claim"
-        st.encounters[f"eob:{b['id']}"] = dict(
-            encounter_id=make_id("fhir:eob", b["id"]),
-            patient_id=pid,
+        claims.append(
+            Claim(
+                claim_id=key,
+                person=pid,
+                claim_type=claim_type,
+                kind=kind,
+                category=category or kinds[kind].category,
+                start=start,
+                end=end,
+                paid_usd=net.paid_usd,
+                reversed=net.reversed,
+                unpaid=net.unpaid,
+                detail=dict(eob_id=eob_id, paid_date=paid_on),
+            )
+        )
+    for episode in group_claims(claims, rules, st.log.claims):
+        eob_id = episode.anchor.detail["eob_id"]
+        st.encounters[f"eob:{eob_id}"] = dict(
+            encounter_id=make_id("fhir:eob", eob_id),
+            patient_id=episode.anchor.person,
             team_id=None,
-            kind=kind,
-            start_date=start,
-            end_date=_date(st, res, "billablePeriod.end", (b.get("billablePeriod") or {}).get("end"), required=False, after=start),
+            kind=episode.kind,
+            start_date=episode.start,
+            end_date=episode.end,
             requested_date=None,
             responded_date=None,
             is_internal=False,
             in_network=True,
-            is_urgent=False,
+            is_urgent=episode.kind in ("ed_visit", "urgent_care") or episode.category == "ed",
             resolved_without_visit=None,
             primary_dx="",
             specialty="",
-            cost_category=kinds[kind].category,
-            paid_usd=paid,
-            paid_date=parse_fhir_date((b.get("payment") or {}).get("date")),
+            cost_category=episode.category,
+            paid_usd=episode.paid_usd,
+            paid_date=max((d for c in episode.claims if (d := c.detail["paid_date"]) is not None), default=None),
             _org=None,
         )
     if internal_paid:

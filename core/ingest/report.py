@@ -6,6 +6,8 @@ row counts and stores it as JSON on the ``import_run`` row. Errors reject the wh
 
 from dataclasses import asdict, dataclass, field
 
+from core.ingest.claims import ClaimsReport
+
 # Errors beyond this many are counted, not listed ("... and N more").
 MAX_ERRORS = 100
 # Warnings are listed up to this many; the rest are counted.
@@ -20,6 +22,19 @@ SYSTEM_NAMES = {
     "http://hl7.org/fhir/sid/icd-9-cm": "ICD-9-CM",
     "icd-9-cm": "ICD-9-CM",
 }
+
+
+def unmapped_by_system(unmapped: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Unmapped-code counts (keys ``"<field>:<system>|<code>"`` or ``"<field>:<code>"``) grouped by
+    where they came from and their code system (``"Condition.code SNOMED CT"`` -> {code: rows}),
+    most frequent first."""
+    out: dict[str, dict[str, int]] = {}
+    for key, n in sorted(unmapped.items(), key=lambda item: -int(item[1])):
+        where, _, code = str(key).partition(":")
+        system, bar, value = code.rpartition("|")
+        label = f"{where} {SYSTEM_NAMES.get(system, system or 'no system')}" if bar else where
+        out.setdefault(label, {})[value if bar else code] = int(n)
+    return out
 
 
 @dataclass
@@ -42,7 +57,10 @@ class ImportReport:
 
     ``loaded``: rows per table loaded (inserted or updated); ``new_rows``: rows per table that did
     not exist before; ``skipped``: table -> reason -> rows left out; ``unmapped_codes``: source
-    codes an importer could not map -> count; ``seconds``: wall time of read + validate + load.
+    codes an importer could not map -> count; ``seconds``: wall time of read + validate + load;
+    ``claims``: what the claims rules corrected (netting, credits, repeated header amounts, ED
+    visits and stays; keys on :class:`~core.ingest.claims.ClaimsReport`), ``{}`` in the JSON form
+    when the import held no claims.
     """
 
     source: str
@@ -54,6 +72,7 @@ class ImportReport:
     new_rows: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
     unmapped_codes: dict[str, int] = field(default_factory=dict)
+    claims: ClaimsReport = field(default_factory=ClaimsReport)
     seconds: float = 0.0
     import_id: int | None = None
     errors_not_shown: int = 0
@@ -104,15 +123,8 @@ class ImportReport:
             by_reason[reason] = by_reason.get(reason, 0) + int(rows)
 
     def unmapped_by_system(self) -> dict[str, dict[str, int]]:
-        """The unmapped codes grouped by where they came from and their code system
-        (``"Condition.code SNOMED CT"`` -> {code: rows}), most frequent first."""
-        out: dict[str, dict[str, int]] = {}
-        for key, n in sorted(self.unmapped_codes.items(), key=lambda item: -item[1]):
-            where, _, code = key.partition(":")
-            system, bar, value = code.rpartition("|")
-            label = f"{where} {SYSTEM_NAMES.get(system, system or 'no system')}" if bar else where
-            out.setdefault(label, {})[value if bar else code] = n
-        return out
+        """:func:`unmapped_by_system` of this report's unmapped codes."""
+        return unmapped_by_system(self.unmapped_codes)
 
     def to_text(self) -> str:
         """A human summary: all errors when rejected, else rows loaded, new, skipped and warnings."""
@@ -138,6 +150,10 @@ class ImportReport:
                 shown = ", ".join(f"{c} ({n})" for c, n in list(codes.items())[:MAX_UNMAPPED_SHOWN])
                 more = f", ... and {len(codes) - MAX_UNMAPPED_SHOWN} more" if len(codes) > MAX_UNMAPPED_SHOWN else ""
                 lines.append(f"  unmapped {label}: {sum(codes.values()):,} row(s) of {len(codes)} code(s): {shown}{more}")
+            corrected = self.claims.to_text()
+            if corrected:
+                lines.append(f"  claims: {self.claims.claims:,} claim(s) of {self.claims.lines:,} line(s); corrected as analysts count them:")
+                lines += [f"    {line}" for line in corrected]
         if self.warnings:
             lines.append(f"{len(self.warnings) + self.warnings_not_shown} warning(s):")
             lines += [f"  {issue}" for issue in self.warnings]
@@ -148,6 +164,7 @@ class ImportReport:
     def to_dict(self) -> dict:
         """JSON-ready form (stored on ``import_run.report``)."""
         out = asdict(self)
+        out["claims"] = self.claims.to_dict() if self.claims.claims else {}
         out["ok"] = self.ok
         out["error_count"] = self.error_count
         return out

@@ -19,15 +19,21 @@ Mapping decisions:
   attribution, else payer attribution): the attribution of that month, else the latest earlier
   one, else the earliest later one, else the default "Imported practice". ``pcp_id`` is the
   attributed NPI when a staff row with that id already exists (we never invent staff costs).
-- **Medical claims** -> one external encounter per ``claim_id`` (lines summed; paid_amount,
-  blank = 0 with a count); kind and cost category from bill type / revenue centre (institutional)
-  or place of service (professional), see tuva_maps.toml. A claim whose lines net to a negative
-  paid amount is an error. ``primary_dx`` is diagnosis_code_1.
+- **Medical claims** -> external encounters as analysts count them (``core.ingest.claims``,
+  settings in ``claims.toml``): the lines of each ``claim_id`` are netted into one paid amount
+  (blank = 0 with a count; reversal and adjustment lines included; an institutional header
+  amount repeated on every line counted once); a claim netting to zero or below is kept as a
+  credit in its month. Kind and cost category from bill type / revenue centre (institutional)
+  or place of service (professional). Overlapping or adjacent acute inpatient claims are one
+  stay (with the professional claims during it); the facility and professional claims of one ED
+  episode are one ED visit; every other claim is one encounter. The encounter id is that of its
+  first facility claim (else its first claim). ``primary_dx`` is diagnosis_code_1 of that claim.
 - **Diagnoses** (diagnosis_code_1..25, ICD-10-CM shape; icd-9-cm counted as unmapped) ->
   one condition per person and code, onset = the earliest claim date. The diagnosis_code_type
   label itself is not trusted (the Tuva seed data labels ICD-10-CM codes ``icd-10-pcs``).
-- **Pharmacy claims** -> one ``pharmacy_fill`` encounter per claim (paid summed) and one
-  medication row per line (NDC code; end = dispensing date + days_supply - 1).
+- **Pharmacy claims** -> one ``pharmacy_fill`` encounter per claim (lines netted; a claim that
+  nets to zero or below through a reversal is a credit, kind other_claim) and one medication
+  row per dispensed line (NDC code; end = dispensing date + days_supply - 1).
 - **lab_result / observation** -> measurements for catalogue LOINC codes; tobacco answers via
   fhir_maps.toml [tobacco_text]; out-of-range values skipped with a count.
 - **Errors** (``core/ingest/checks.py``), each with its file, row and column: a file that is a
@@ -52,6 +58,7 @@ from sqlmodel import Session, select
 from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.ingest.checks import MAX_AMOUNT_USD, amount_problem, check_csv_file, check_csv_structure, extract_date
+from core.ingest.claims import Claim, claim_kind, group_claims, load_claim_rules, net_claim
 from core.ingest.fhir import load_fhir_maps
 from core.ingest.idmap import (
     DEFAULT_PRACTICE_ID,
@@ -73,21 +80,13 @@ MAPS_PATH = config_path("tuva_maps.toml")
 FILES = ("eligibility", "medical_claim", "pharmacy_claim", "lab_result", "observation", "provider_attribution")
 DX_COLUMNS = [f"diagnosis_code_{i}" for i in range(1, 26)]
 MAX_LISTED = 20  # bad values listed per file and column; the rest are counted in one message
+MAX_DAYS_SUPPLY = 3650  # a fill's days of supply beyond ten years cannot be real
 
 
 @cache
 def load_tuva_maps(path: Path = MAPS_PATH) -> dict:
-    """The Tuva mapping tables, checked against the catalogue."""
-    maps = load_toml(path)
-    cat = load_catalog()
-    rules = {
-        **{f"bill type {k}": v for k, v in maps["institutional"]["bill_types"].items()},
-        **{f"POS {k}": v for k, v in maps["professional"]["pos"].items()},
-    }
-    for name, (kind, category) in rules.items():
-        if kind not in cat.activity_kinds or (category and category not in cat.cost_categories):
-            raise ValueError(f"{path}: {name} maps to unknown kind/category {kind!r}/{category!r}")
-    return maps
+    """The Tuva mapping tables (claims rules are in claims.toml: :func:`core.ingest.claims.load_claim_rules`)."""
+    return load_toml(path)
 
 
 def find_tuva_files(folder: Path) -> dict[str, Path]:
@@ -115,6 +114,7 @@ class _Reader:
         self.folder = folder
         self.engine = engine
         self.maps = load_tuva_maps()
+        self.claim_rules = load_claim_rules()
         self.tobacco_text = load_fhir_maps()["tobacco_text"]
         self.catalog = load_catalog()
         self.report = ImportReport(source=str(folder), format="tuva")
@@ -178,15 +178,6 @@ class _Reader:
         both = start.notna() & end.notna()
         backwards = both & (end.where(both, date.min) < start.where(both, date.min))
         self.list_bad(file, column, frame[backwards.astype(bool)], f"{column} is before the start date", frame[column])
-
-    def reject_negative_claims(self, file: str, frame: pd.DataFrame) -> None:
-        """An error for each claim (up to MAX_LISTED) whose lines net to a negative paid amount."""
-        totals = frame.groupby("claim_id")["_paid"].sum()
-        for claim in totals[totals < -0.005].index[:MAX_LISTED]:
-            row = int(frame.loc[frame["claim_id"] == claim, "_row"].iloc[0])
-            self.report.add_error(
-                file, row, "paid_amount", f"claim_id {claim!r}: lines net to a negative paid amount {totals[claim]:.2f}"
-            )
 
     def amounts(self, file: str, frame: pd.DataFrame, column: str) -> pd.Series:
         """Numeric amounts; blank -> 0 (counted), non-numeric -> error."""
@@ -372,48 +363,29 @@ class _Reader:
         mixed = frame.groupby("claim_id")["_person"].nunique()
         for claim in mixed[mixed > 1].index[:MAX_LISTED]:
             self.report.add_error(name, None, "person_id", f"claim_id {claim!r} has lines for more than one person")
-        self.reject_negative_claims(name, frame)
         if not self.report.ok:
             return
         self._claims_to_encounters(frame)
         self._diagnoses_to_conditions(frame)
 
     def _claim_kind(self, lines: list[dict]) -> tuple[str, str]:
-        """(kind, cost category override) of one claim from its lines (see tuva_maps.toml)."""
-        m = self.maps
+        """(kind, cost category override) of one claim from its lines (see claims.toml)."""
         first = lines[0]
         claim_type = first["claim_type"].strip().lower()
-        if claim_type == "institutional":
-            rule = m["institutional"]
-            revenue = [ln["revenue_center_code"].strip().zfill(4) for ln in lines if ln["revenue_center_code"].strip()]
-            bill = next((ln["bill_type_code"].strip().lstrip("0") for ln in lines if ln["bill_type_code"].strip()), "")
-            kind, category = rule["bill_types"].get(bill[:2], ("", ""))
-            if kind in ("admission", "snf_stay"):  # a stay that began in the ED is one admission
-                return kind, category
-            if any(c[:3] in rule["ed_revenue_prefixes"] or c in rule["ed_revenue_codes"] for c in revenue):
-                return "ed_visit", ""
-            if bill[:2] in ("13", "85") and revenue and all(c[:3] in rule["imaging_lab_revenue_prefixes"] for c in revenue):
-                return "imaging_lab", ""
-            if kind:
-                return kind, category
-            count_unmapped(self.report, f"medical_claim.bill_type_code:{bill or 'blank'}")
-            return "other_claim", "other"
-        if claim_type == "professional":
-            pos = next((ln["place_of_service_code"].strip().zfill(2) for ln in lines if ln["place_of_service_code"].strip()), "")
-            if pos in m["professional"]["pos"]:
-                kind, category = m["professional"]["pos"][pos]
-                pcps = self.pcp_npi.get(first["_person"], set())
-                if pos == "11" and any(ln["rendering_npi"].strip() in pcps for ln in lines):
-                    category = "primary_care"  # the attributed PCP's own office claim
-                return kind, category
-            count_unmapped(self.report, f"medical_claim.place_of_service_code:{pos or 'blank'}")
-            return "other_claim", "other"
-        if claim_type != "dme":
-            count_unmapped(self.report, f"medical_claim.claim_type:{claim_type or 'blank'}")
-        return "other_claim", "other"
+        revenue = [ln["revenue_center_code"].strip().zfill(4) for ln in lines if ln["revenue_center_code"].strip()]
+        bill = next((ln["bill_type_code"].strip().lstrip("0") for ln in lines if ln["bill_type_code"].strip()), "")
+        pos = next((ln["place_of_service_code"].strip().zfill(2) for ln in lines if ln["place_of_service_code"].strip()), "")
+        pcps = self.pcp_npi.get(first["_person"], set())
+        pcp_office = any(ln["rendering_npi"].strip() in pcps for ln in lines)
+        kind, category, unmapped = claim_kind(claim_type, bill, revenue, pos, self.claim_rules, pcp_office)
+        if unmapped:
+            count_unmapped(self.report, f"medical_claim.{unmapped}")
+        return kind, category
 
     def _claims_to_encounters(self, frame: pd.DataFrame) -> None:
+        """Net each claim's lines, give it a kind, group claims into stays and ED visits (core.ingest.claims)."""
         kinds = self.catalog.activity_kinds
+        rules = self.claim_rules
         optional = (
             "revenue_center_code",
             "bill_type_code",
@@ -427,47 +399,55 @@ class _Reader:
         by_claim: dict[str, list[dict]] = defaultdict(list)
         for rec in records:  # frame is sorted by claim_id, line number
             by_claim[rec["claim_id"]].append(rec)
-        encounters = []
-        for claim, lines in by_claim.items():
-            kind, category = self._claim_kind(lines)
+        claims = []
+        for claim_id, lines in by_claim.items():
             first = lines[0]
+            claim_type = first["claim_type"].strip().lower()
+            net = net_claim(claim_id, claim_type, [ln["_paid"] for ln in lines], rules, self.report.claims)
+            kind, category = self._claim_kind(lines)
             ends = [ln["_end"] for ln in lines if ln["_end"] is not None]
-            encounters.append(
-                dict(
-                    encounter_id=make_id("tuva:claim", claim),
-                    patient_id=person_id(first["_person"]),
-                    team_id=None,
+            claims.append(
+                Claim(
+                    claim_id=claim_id,
+                    person=first["_person"],
+                    claim_type=claim_type,
                     kind=kind,
-                    start_date=min(ln["_start"] for ln in lines),
-                    end_date=max(ends) if ends else None,
+                    category=category or kinds[kind].category,
+                    start=min(ln["_start"] for ln in lines),
+                    end=max(ends) if ends else None,
+                    paid_usd=net.paid_usd,
+                    reversed=net.reversed,
+                    unpaid=net.unpaid,
+                    detail=dict(
+                        in_network=not any(ln["in_network_flag"].strip() == "0" for ln in lines),
+                        primary_dx=normalize_icd10(first["diagnosis_code_1"]) or "",
+                        paid_date=max((ln["_paid_date"] for ln in lines if not pd.isna(ln["_paid_date"])), default=None),
+                    ),
+                )
+            )
+        for episode in group_claims(claims, rules, self.report.claims):
+            anchor = episode.anchor
+            self.rows["encounter"].append(
+                dict(
+                    encounter_id=make_id("tuva:claim", anchor.claim_id),
+                    patient_id=person_id(anchor.person),
+                    team_id=None,
+                    kind=episode.kind,
+                    start_date=episode.start,
+                    end_date=episode.end,
                     requested_date=None,
                     responded_date=None,
                     is_internal=False,
-                    in_network=not any(ln["in_network_flag"].strip() == "0" for ln in lines),
-                    is_urgent=kind in ("ed_visit", "urgent_care"),
+                    in_network=all(c.detail["in_network"] for c in episode.claims),
+                    is_urgent=episode.kind in ("ed_visit", "urgent_care") or episode.category == "ed",
                     resolved_without_visit=None,
-                    primary_dx=normalize_icd10(first["diagnosis_code_1"]) or "",
+                    primary_dx=anchor.detail["primary_dx"],
                     specialty="",
-                    cost_category=category or kinds[kind].category,
-                    paid_usd=round(sum(ln["_paid"] for ln in lines), 2),
-                    paid_date=max((ln["_paid_date"] for ln in lines if not pd.isna(ln["_paid_date"])), default=None),
-                    _claim_type=first["claim_type"].strip().lower(),
+                    cost_category=episode.category,
+                    paid_usd=episode.paid_usd,
+                    paid_date=max((d for c in episode.claims if (d := c.detail["paid_date"]) is not None), default=None),
                 )
             )
-        # A professional ED claim is the ED visit only when no facility ED claim exists that day.
-        facility_ed = {
-            (e["patient_id"], e["start_date"])
-            for e in encounters
-            if e["kind"] == "ed_visit" and e["_claim_type"] == "institutional"
-        }
-        for e in encounters:
-            if (
-                e["kind"] == "ed_visit"
-                and e["_claim_type"] == "professional"
-                and (e["patient_id"], e["start_date"]) in facility_ed
-            ):
-                e["kind"], e["cost_category"], e["is_urgent"] = "other_claim", "ed", True
-        self.rows["encounter"].extend(encounters)
 
     def _diagnoses_to_conditions(self, frame: pd.DataFrame) -> None:
         cols = [c for c in DX_COLUMNS if c in frame.columns]
@@ -519,26 +499,31 @@ class _Reader:
         if not self.report.ok:
             return
         frame = self.known_persons(name, frame.assign(_date=dispensed, _paid=paid))
-        self.reject_negative_claims(name, frame)
-        if not self.report.ok:
-            return
         frame = frame.assign(
             _supply=pd.to_numeric(frame["days_supply"], errors="coerce") if "days_supply" in frame else float("nan"),
             _in_net=frame["in_network_flag"].str.strip() if "in_network_flag" in frame else "",
         )
+        endless = frame["_supply"].abs() > MAX_DAYS_SUPPLY  # inf included; NaN (blank, text) means unknown
+        self.list_bad(name, "days_supply", frame[endless], f"days_supply beyond {MAX_DAYS_SUPPLY:,} days", frame.get("days_supply"))
+        if not self.report.ok:
+            return
         records = frame[["claim_id", "claim_line_number", "ndc_code", "_person", "_date", "_paid", "_supply", "_in_net"]].to_dict(
             "records"
         )
         by_claim: dict[str, list[dict]] = defaultdict(list)
         for rec in records:
             by_claim[rec["claim_id"]].append(rec)
+        reversed_fills: set[str] = set()
         for claim, lines in sorted(by_claim.items()):
+            net = net_claim(claim, "pharmacy", [ln["_paid"] for ln in lines], self.claim_rules, self.report.claims)
+            if net.reversed:
+                reversed_fills.add(claim)
             self.rows["encounter"].append(
                 dict(
                     encounter_id=make_id("tuva:rxclaim", claim),
                     patient_id=person_id(lines[0]["_person"]),
                     team_id=None,
-                    kind="pharmacy_fill",
+                    kind="other_claim" if net.reversed else "pharmacy_fill",
                     start_date=min(ln["_date"] for ln in lines),
                     end_date=None,
                     requested_date=None,
@@ -550,10 +535,12 @@ class _Reader:
                     primary_dx="",
                     specialty="",
                     cost_category="pharmacy",
-                    paid_usd=round(sum(ln["_paid"] for ln in lines), 2),
+                    paid_usd=net.paid_usd,
                 )
             )
         for r in records:
+            if r["claim_id"] in reversed_fills or r["_paid"] < 0:  # a reversed fill was never dispensed
+                continue
             days = r["_supply"]
             end = r["_date"] + timedelta(days=int(days) - 1) if days == days and days >= 1 else r["_date"]
             ndc = r["ndc_code"].strip()

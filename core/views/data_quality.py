@@ -25,6 +25,7 @@ import pandas as pd
 from sqlalchemy import Engine, func, select, union_all
 
 from core.derive.costs import NOT_COSTED, PARTLY_COSTED, costing_status
+from core.ingest.report import unmapped_by_system
 from core.metrics import runout
 from core.store.models import Attribution, Condition, Encounter, ImportRun, Measurement
 from core.store.months import as_month, month_start_sql
@@ -67,14 +68,8 @@ def import_checks(report: dict, **run) -> list[dict]:
         usd = claims.get(usd_key, np.nan) if usd_key else np.nan
         rows.append(_row(check, count, abs(usd) if usd_key else np.nan, (claims.get("examples") or {}).get(example_key, ()),
                          REPORTED if count else CLEAN, **run))  # fmt: skip
-    by_system: dict[str, list[tuple[str, int]]] = {}
-    for key, n in (report.get("unmapped_codes") or {}).items():
-        field, _, code = str(key).partition(":")
-        system, _, code = code.rpartition("|") if "|" in code else ("", "", code)
-        by_system.setdefault(f"{field} {system}".strip(), []).append((code, int(n)))
-    for system, codes in sorted(by_system.items()):
-        codes.sort(key=lambda c: -c[1])
-        rows.append(_row(f"unmapped codes: {system}", sum(n for _, n in codes), examples=[f"{c} ({n})" for c, n in codes], **run))
+    for system, codes in sorted(unmapped_by_system(report.get("unmapped_codes") or {}).items()):
+        rows.append(_row(f"unmapped codes: {system}", sum(codes.values()), examples=[f"{c} ({n})" for c, n in codes.items()], **run))
     for table, reasons in (report.get("skipped") or {}).items():
         for reason, n in reasons.items():
             rows.append(_row(f"skipped {table} rows: {reason}", n, **run))

@@ -180,7 +180,8 @@ ERROR_CASES = [
     ("not ICD-10", set_value("conditions.csv", 1, "code", "250.00"), None, "conditions.csv", 3, "code", "not an ICD-10-CM code"),
     ("not ICD-10 dx", set_value("encounters.csv", 0, "primary_dx", "U07"), None, "encounters.csv", 2, "primary_dx", "not an ICD-10-CM code"),
     ("negative minutes", set_value("staff_minutes.csv", 0, "minutes", "-5"), None, "staff_minutes.csv", 2, "minutes", "at least 0"),
-    ("negative paid amount", set_value("encounters.csv", 1, "paid_usd", "-10"), None, "encounters.csv", 3, "paid_usd", "at least 0"),
+    ("paid amount below the credit floor", set_value("encounters.csv", 1, "paid_usd", "-20000000"), None, "encounters.csv", 3,
+     "paid_usd", "at least -10,000,000"),
     ("too long", set_value("practices.csv", 0, "name", "x" * 201), None, "practices.csv", 2, "name", "longer than 200"),
     ("duplicate key", add_row("patients.csv", dict(VALID["patients.csv"][0])), None, "patients.csv", 4, "patient_id",
      "duplicate key patient_id='P1' (first on row 2)"),
@@ -261,6 +262,18 @@ def test_valid_bundle_imports_with_types_and_derived_columns(engine, tmp_path):
     assert contents["medication"][0]._mapping["end_date"] == date.fromisoformat(FUTURE)
 
 
+def test_claim_credit_loads_and_is_counted(engine, tmp_path):
+    """A claim that nets below zero (a reversal) is a credit: loaded as it is and counted in the report."""
+    tables = valid_tables()
+    tables["encounters.csv"][2]["paid_usd"] = "-497.75"
+    report = import_path(engine, write_bundle(tmp_path / "b", tables))
+    assert report.ok, report.to_text()
+    claims = report.to_dict()["claims"]
+    assert (claims["claims"], claims["credits"], claims["credits_usd"], claims["examples"]) == (2, 1, -497.75, {"credits": ["E3"]})
+    enc = {r._mapping["encounter_id"]: r._mapping for r in table_contents(engine)["encounter"]}
+    assert enc["E3"]["paid_usd"] == -497.75
+
+
 def test_reimport_changes_nothing_but_adds_an_import_run(engine, tmp_path):
     folder = write_bundle(tmp_path / "b")
     assert import_path(engine, folder).ok
@@ -323,7 +336,7 @@ def test_optional_file_may_be_absent(engine, tmp_path):
 def test_several_errors_are_reported_at_once(engine, tmp_path):
     tables = valid_tables()
     tables["patients.csv"][0]["sex"] = "robot"
-    tables["encounters.csv"][1]["paid_usd"] = "-3"
+    tables["encounters.csv"][1]["paid_usd"] = "a lot"
     tables["measurements.csv"][0]["measured_date"] = "yesterday"
     tables["teams.csv"][0]["practice_id"] = "PR404"
 

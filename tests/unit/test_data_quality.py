@@ -38,7 +38,7 @@ def test_unmapped_codes_by_system():
     report = {"unmapped_codes": {"Condition.code:http://snomed.info/sct|44465007": 2, "Condition.code:http://snomed.info/sct|70704007": 5,
                                  "lab_result:2571-8": 63, "medical_claim.bill_type_code:99": 1}}  # fmt: skip
     rows = by_check(dq.import_checks(report))
-    snomed = rows["unmapped codes: Condition.code http://snomed.info/sct"]
+    snomed = rows["unmapped codes: Condition.code SNOMED CT"]
     assert snomed["count"] == 7 and snomed["examples"] == "70704007 (5), 44465007 (2)"
     assert rows["unmapped codes: lab_result"]["count"] == 63
     assert rows["unmapped codes: medical_claim.bill_type_code"]["examples"] == "99 (1)"
@@ -67,20 +67,20 @@ def _seed(engine, staff: bool):
         s.commit()
 
 
-def test_store_checks_by_hand(engine):
-    _seed(engine, staff=False)
-    store = {r["check"].split(" (")[0].split(":")[0]: r for r in dq.store_quality(engine).to_dict("records")}
+def test_store_checks_by_hand(store_engine):
+    _seed(store_engine, staff=False)
+    store = {r["check"].split(" (")[0].split(":")[0]: r for r in dq.store_quality(store_engine).to_dict("records")}
     thin = store["patient-months with thin history"]
     assert thin["count"] == 5 and thin["examples"] == "A, C"
     staff = store["missing staff"]
     assert staff["count"] == 1 and staff["examples"] == "E1" and "no staff roster" in staff["check"]
-    imports = dq.import_quality(engine)
+    imports = dq.import_quality(store_engine)
     assert set(imports["import_id"]) == {1}  # the rejected import wrote nothing to check
-    text = dq.quality_text(dq.data_quality(engine))
+    text = dq.quality_text(dq.data_quality(store_engine))
     assert "import #1 (tuva" in text and "credits (claims netting to $0 or below, kept in their month): 1  $497.75  e.g. CL91" in text
 
 
-def test_partly_staffed_store_names_the_missing_roles(engine):
-    _seed(engine, staff=True)
-    staff = dq.missing_staff(engine)
+def test_partly_staffed_store_names_the_missing_roles(store_engine):
+    _seed(store_engine, staff=True)
+    staff = dq.missing_staff(store_engine)
     assert "roles without staff" in staff["check"] and "medical_assistant" in staff["examples"]

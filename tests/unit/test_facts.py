@@ -125,29 +125,6 @@ def test_build_cells_replaces_previous_cells(engine):
         assert conn.execute(select(func.count()).select_from(models.Cell)).scalar_one() == first
 
 
-def test_sample_network_reconciles(sample_engine):
-    """Summing cells gives exactly the patient-level totals of the sample network."""
-    from core.derive.measures import load_store_frames
-
-    frames = load_store_frames(sample_engine)
-    att = frames.attribution.assign(m=frames.attribution["month"].dt.to_period("M"))
-    key = set(zip(att["patient_id"], att["m"]))
-    enc = frames.encounters.assign(m=frames.encounters["start_date"].dt.to_period("M"))
-    attributed = [k in key for k in zip(enc["patient_id"], enc["m"])]
-    enc = enc[attributed]
-    pts = frames.patients.dropna(subset=["death_date"])
-    deaths = sum((p, d) in key for p, d in zip(pts["patient_id"], pts["death_date"].dt.to_period("M")))
-    C = models.Cell
-    with sample_engine.connect() as conn:
-        got = dict(conn.execute(select(C.metric, func.sum(C.numerator)).where(C.stratum == "all").group_by(C.metric)).all())
-        by_sex = dict(conn.execute(select(C.metric, func.sum(C.numerator)).where(C.stratum == "sex").group_by(C.metric)).all())
-    assert got["member_months"] == len(att)
-    assert got["mortality"] == deaths
-    assert got["ed_visits"] == (enc["kind"] == "ed_visit").sum()
-    assert got["admissions"] == (enc["kind"] == "admission").sum()
-    assert by_sex["member_months"] == len(att) and by_sex["ed_visits"] == got["ed_visits"]
-
-
 def test_bands_come_from_the_strata_file(tmp_path, monkeypatch):
     from core.derive import cells
 

@@ -64,8 +64,8 @@ def test_no_claims_is_not_incomplete():
     assert runout.incomplete_note(got, SETTINGS) == ""
 
 
-def test_claims_lags_from_the_store(engine):
-    with Session(engine) as s:
+def test_claims_lags_from_the_store(store_engine):
+    with Session(store_engine) as s:
         s.add(Patient(patient_id="P1", birth_date=date(1950, 1, 1), sex="female"))
         s.flush()
         s.add_all([
@@ -77,7 +77,7 @@ def test_claims_lags_from_the_store(engine):
             Encounter(encounter_id="E1", patient_id="P1", kind="office_visit", start_date=date(2025, 2, 3), is_internal=True),
         ])  # fmt: skip
         s.commit()
-    lags = runout.claims_lags(engine).sort_values(["service_month", "paid_usd"]).reset_index(drop=True)
+    lags = runout.claims_lags(store_engine).sort_values(["service_month", "paid_usd"]).reset_index(drop=True)
     assert lags[["service_month", "paid_month", "claims", "paid_usd"]].values.tolist() == [
         [JAN, FEB, 1, 30.0], [JAN, JAN, 1, 50.0], [FEB, None, 1, 9.0]]  # fmt: skip
 
@@ -87,14 +87,14 @@ def test_shipped_settings_load():
     assert s.months_without_paid_dates == 3 and 0 < s.complete_at <= 1
 
 
-def test_older_store_gets_the_paid_date_column(engine):
+def test_older_store_gets_the_paid_date_column(store_engine):
     """A store made before encounter.paid_date: upgrade_schema adds it (empty) and the run-out reads it."""
     from sqlalchemy import text
 
     from core.store.db import upgrade_schema
 
-    with engine.begin() as conn:
+    with store_engine.begin() as conn:
         conn.execute(text("ALTER TABLE encounter DROP COLUMN paid_date"))
-    assert upgrade_schema(engine) == ["added encounter.paid_date"]
-    assert upgrade_schema(engine) == []
-    assert runout.claims_lags(engine).empty
+    assert upgrade_schema(store_engine) == ["added encounter.paid_date"]
+    assert upgrade_schema(store_engine) == []
+    assert runout.claims_lags(store_engine).empty

@@ -163,17 +163,6 @@ def test_cli_scorecard_prints_csv(engine, tmp_path, capsys):
     assert out.startswith("measure_id,") and "hba1c_control" in out
 
 
-def test_network_value_of_a_hidden_network_row_is_hidden_too(sample_engine):
-    """For a network-wide selection the network value is the row's own value: it must not leak."""
-    from core.store.queries import months_available
-
-    month = months_available(sample_engine)[-1]
-    card = build_scorecard(sample_engine, Selection(period=month, window="month", stratum="race_ethnicity"))
-    hidden = card[card["suppressed"]]
-    assert len(hidden) > 0
-    assert hidden["network_value"].isna().all()
-
-
 # --- what is read ----------------------------------------------------------------------------
 
 E = index_of(JAN24)  # integer month index of January 2024

@@ -87,7 +87,7 @@ VIGNETTES = [
     ("BMI 29.9 is healthy", dict(age=50, labs=[(BMI, date(2025, 3, 1), 29.9)]), "healthy", "healthy", ""),
     ("latest BMI counts", dict(age=50, labs=[(BMI, date(2025, 1, 1), 33.0), (BMI, date(2025, 5, 1), 28.0)]), "healthy", "healthy", ""),
     ("BMI 13 months old is missing", dict(age=50, labs=[(BMI, date(2024, 5, 1), 35.0)]), "healthy", "healthy", ""),
-    ("at risk: BMI and tobacco", dict(age=50, labs=[(BMI, date(2025, 3, 1), 31.2), (TOBACCO, date(2025, 3, 1), 1)]), "at_risk", "at_risk", "risk factors: BMI 31.2; tobacco use"),
+    ("at risk: BMI and tobacco", dict(age=50, labs=[(BMI, date(2025, 3, 1), 31.2), (TOBACCO, date(2025, 3, 1), 1)]), "at_risk", "at_risk", "risk factors: BMI 31.2 with age 50; tobacco use"),
     ("former smoker is healthy", dict(age=50, labs=[(TOBACCO, date(2025, 3, 1), 0)]), "healthy", "healthy", ""),
     ("at risk: prediabetes code", dict(age=50, codes=dx("R73.03")), "at_risk", "at_risk", "risk factors: prediabetes (R73.03)"),
     ("at risk: smoker code", dict(age=50, codes=dx("F17.210")), "at_risk", "at_risk", "tobacco (F17.210)"),
@@ -102,6 +102,11 @@ VIGNETTES = [
     ("condition starting next month not counted", dict(age=50, codes=dx("I10", onset=date(2025, 7, 1))), "healthy", "healthy", ""),
     ("dementia is frailty, not chronic", dict(age=70, codes=dx("F03.90")), "healthy", "healthy", ""),
     ("unknown sex, no risk score", dict(age=50, sex="unknown", risk=np.nan), "healthy", "healthy", ""),
+    # adult thresholds apply from 18; tobacco use and risk-factor diagnoses at any age
+    ("child with SBP 135 is not at risk", dict(age=12, labs=[(SYSTOLIC_BP, date(2025, 6, 30), 135)]), "healthy", "healthy", ""),
+    ("child with BMI 31 is not at risk", dict(age=12, labs=[(BMI, date(2025, 3, 1), 31.0)]), "healthy", "healthy", ""),
+    ("adult from 18: SBP 135", dict(age=18, labs=[(SYSTOLIC_BP, date(2025, 6, 30), 135)]), "at_risk", "at_risk", "systolic BP 135 mmHg"),
+    ("child smoker is at risk", dict(age=16, labs=[(TOBACCO, date(2025, 3, 1), 1)]), "at_risk", "at_risk", "tobacco use"),
 ]
 
 
@@ -325,3 +330,10 @@ def test_given_thresholds_replace_those_of_the_inputs():
     network = {0.1: pd.Series([5.5], index=pd.to_datetime([MONTH]))}  # as if the network's decile were lower
     out = evaluate_rules(inputs, RULES, network).set_index("patient_id")
     assert list(out.index[out["subgroup"] == "complex"]) == [f"P{i:02d}" for i in range(6, 11)]
+
+
+def test_conditions_that_match_no_code_group_leave_everyone_unconditioned():
+    # An import whose diagnoses are all outside the code lists (e.g. only Z codes) is ordinary data.
+    people = [dict(id=f"P{i}", age=50, codes=dx("Z00.00", "Z23")) for i in range(3)]
+    out = assign(people)
+    assert list(out["subgroup"]) == ["healthy"] * 3

@@ -60,26 +60,46 @@ def test_fixture_counts_match_source(engine):
     assert set(zip(attribution["patient_id"], attribution["month"], strict=True)) == expected
     assert len(attribution) == len(expected)
 
-    # Claims: one encounter per claim, paid totals equal the source (blank paid = 0).
+    # Claims: paid totals equal the source (blank paid = 0; this seed writes a header amount on one
+    # line only, so nothing is counted once instead of per line). One encounter per claim, except
+    # the claims grouped into ED visits and stays.
     med, rx = src("medical_claim"), src("pharmacy_claim")
     enc = rows(engine, models.Encounter)
     medical = enc[enc["encounter_id"].str.startswith("tuva:claim:")]
     pharmacy = enc[enc["kind"] == "pharmacy_fill"]
-    assert len(medical) == med["claim_id"].nunique()
+    figures = report.to_dict()["claims"]
+    grouped = figures["ed_claims"] + figures["ed_attached"] - figures["ed_visits"]
+    grouped += figures["stay_claims"] + figures["stay_attached"] - figures["stays"]
+    assert len(medical) == med["claim_id"].nunique() - grouped
     assert len(pharmacy) == rx["claim_id"].nunique()
     assert medical["paid_usd"].sum() == pytest.approx(pd.to_numeric(med["paid_amount"].replace("", "0")).sum(), abs=0.05)
     assert pharmacy["paid_usd"].sum() == pytest.approx(pd.to_numeric(rx["paid_amount"].replace("", "0")).sum(), abs=0.05)
     assert not enc["is_internal"].any()
+    assert figures["repeated_header"] == 0 and figures["credits"] == 0
 
-    # Admissions: institutional claims with a bill type 11x (hospital inpatient).
+    # Admissions: institutional claims with a bill type 11x (hospital inpatient), overlapping or
+    # adjacent ones (within a day) of a person counted once.
     inpatient = med[(med["claim_type"] == "institutional") & med["bill_type_code"].str.lstrip("0").str.startswith("11")]
-    assert (enc["kind"] == "admission").sum() == inpatient["claim_id"].nunique()
-    # ED visits: outpatient claims with an ER revenue centre (045x / 0981) are all ed_visit.
+    spans = inpatient.groupby("claim_id").agg(
+        person=("person_id", "first"), start=("claim_start_date", "min"), end=("claim_end_date", "max")
+    )
+    stays = 0
+    for _, person in spans.sort_values(["person", "start"]).groupby("person"):
+        last = None
+        for start, end in zip(pd.to_datetime(person["start"]), pd.to_datetime(person["end"]), strict=True):
+            if last is None or start > last + pd.Timedelta(days=1):
+                stays += 1
+            last = end if last is None else max(last, end)
+    assert (enc["kind"] == "admission").sum() == stays == figures["stays"]
+    # ED visits: outpatient claims with an ER revenue centre (045x / 0981) or professional claims at
+    # POS 23; at most one visit per person and day, and never more than the ED claims.
     er = med[med["revenue_center_code"].str.zfill(4).str[:3].eq("045") | med["revenue_center_code"].eq("0981")]
     er = er[~er["claim_id"].isin(inpatient["claim_id"])]
     assert len(er) > 0
-    er_ids = set("tuva:claim:" + er["claim_id"])
-    assert set(enc.loc[enc["encounter_id"].isin(er_ids), "kind"]) == {"ed_visit"}
+    ed = enc[enc["kind"] == "ed_visit"]
+    assert not ed.duplicated(["patient_id", "start_date"]).any()
+    ed_claims = set(er["claim_id"]) | set(med.loc[med["place_of_service_code"] == "23", "claim_id"])
+    assert 0 < len(ed) == figures["ed_visits"] < len(ed_claims)
 
     # HbA1c and blood pressure readings.
     lab, obs = src("lab_result"), src("observation")
@@ -199,7 +219,6 @@ BAD_CASES = [
         set_cell("claim_start_date", "14/12/2017"),
         ("medical_claim.csv", "claim_start_date", "bad date"),
     ),
-    ("negative_paid", "medical_claim", set_cell("paid_amount", "-99999"), ("medical_claim.csv", "paid_amount", "negative paid")),
     (
         "paid_not_number",
         "pharmacy_claim",

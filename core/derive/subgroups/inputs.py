@@ -160,6 +160,8 @@ def _active_groups(pm: pd.DataFrame, conditions: pd.DataFrame, code_lists: CodeL
     p_cond = grid.positions(conditions["patient_id"])
     cond = conditions.loc[p_cond >= 0, ["code", "onset_date", "resolved_date"]].assign(p=p_cond[p_cond >= 0])
     matched = match_code_groups(cond["code"], code_lists)
+    if matched.empty:  # no diagnosis of these patients is in any code group
+        return mask, rep
     gpos = {(g.kind, g.group_id): i for i, g in enumerate(groups)}
     matched["g"] = [gpos[(k, g)] for k, g in zip(matched["kind"], matched["group_id"], strict=True)]
     matched["fmt"] = matched["code"].map(format_icd10)
