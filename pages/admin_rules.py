@@ -6,11 +6,12 @@ from datetime import date
 import streamlit as st
 
 from core.access.audit import record_event
+from core.access.suppression import suppression_policy
 from core.derive.pipeline import derive_all
 from core.derive.subgroups.overrides import lift_override, list_overrides, set_override
 from core.derive.subgroups.rules import RulesError, active_rules_path, load_rules, parse_rules, save_rules
 from core.derive.subgroups.transitions import assignment_mix
-from core.views.admin_rules import preview_rules
+from core.views.admin_rules import preview_rules, rules_with_counts, suppress_preview
 from ui.auth import audit_view, require
 from ui.data import engine, query
 from ui.labels import plain
@@ -20,16 +21,17 @@ scope = require("rules")
 st.title("Subgroup rules")
 path = active_rules_path()
 rules = load_rules(path)
+policy = suppression_policy(scope, None)  # the rules count every patient of the network
 mix = query(assignment_mix)
 month = mix["month"].iloc[0] if len(mix) else None
 
-st.caption(f"First match wins, top to bottom. Rules file: `{path}`.")
+st.caption(f"First match wins, top to bottom. Rules file: `{path}`. {policy.caption}")
 table = rules.to_frame()
 if month is not None:
-    table = table.merge(mix[["rule_id", "patients"]], on="rule_id", how="left").fillna({"patients": 0})
+    table, overrides = rules_with_counts(table, mix, policy.suppress)
     st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
-               f"{int(mix.loc[mix['rule_id'] == 'override', 'patients'].sum())}).")  # fmt: skip
-st.dataframe(table, hide_index=True)
+               f"{overrides}).")  # fmt: skip
+st.dataframe(table, hide_index=True, placeholder="suppressed")
 
 st.subheader("Edit a draft")
 draft_text = st.text_area("Rules (TOML)", value=path.read_text(encoding="utf-8"), height=420)
@@ -38,7 +40,8 @@ if preview_col.button("Preview counts", disabled=month is None):
     try:
         draft = parse_rules(draft_text, "draft")
         with st.spinner("Evaluating the draft"):
-            st.dataframe(preview_rules(engine(), draft, month, current=rules), hide_index=True)
+            preview = suppress_preview(preview_rules(engine(), draft, month, current=rules), policy.suppress)
+            st.dataframe(preview, hide_index=True, placeholder="suppressed")
     except RulesError as exc:
         st.error(str(exc))
 # Saved rules are a file of the installation, not of the store: demo mode previews only.
