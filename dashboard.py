@@ -26,13 +26,36 @@ st.session_state["current_scope"] = scope
 
 rules = load_access_rules()
 home = home_page(scope, rules)
+allowed = set(allowed_pages(scope, rules))
+
+
+def not_allowed(title: str):
+    """A page the role may not open: registered under its URL all the same, so a link to it says
+    why it does not open instead of "Page not found"."""
+
+    def page() -> None:
+        st.title("Not allowed")
+        st.error(f"The {rules.role_labels[scope.role]} role may not open **{title}**. "
+                 "Ask an admin for access, or pick a page from the menu.")  # fmt: skip
+
+    return page
+
+
+# Every page is registered on every run, so each one is reachable by its URL from a fresh session;
+# except right after a demo role switch, when a page the new role may not open is left out, so
+# Streamlit opens the new role's home page instead.
+previous_role = st.session_state.get("_kept_demo_role")  # the demo switcher's role of the previous run
+role_switched = scope.demo and previous_role is not None and previous_role != scope.role
 sections: dict[str, list] = {}
-for page_id in allowed_pages(scope, rules):
-    p = rules.pages[page_id]
-    sections.setdefault(p.section, []).append(
-        st.Page(p.file, title=p.title, icon=p.icon, url_path=page_id, visibility="hidden" if p.hidden else "visible",
-                default=page_id == home)
-    )
+for page_id, p in rules.pages.items():
+    if page_id in allowed:
+        entry = st.Page(p.file, title=p.title, icon=p.icon, url_path=page_id,
+                        visibility="hidden" if p.hidden else "visible", default=page_id == home)  # fmt: skip
+    elif not role_switched:
+        entry = st.Page(not_allowed(p.title), title=p.title, icon=p.icon, url_path=page_id, visibility="hidden")
+    else:
+        continue
+    sections.setdefault(p.section, []).append(entry)
 page = st.navigation(sections)
 
 with st.sidebar:

@@ -11,6 +11,9 @@ from ui.labels import plain, subgroup_labels
 
 scope = require("patient")
 patient_id = st.query_params.get("patient")
+# The worklist that opened this patient left its team, month and subgroup: the way back reopens it.
+st.page_link("pages/worklist.py", label="Back to the worklist", icon=":material/arrow_back:",
+             query_params=st.session_state.get("worklist_back", {}))  # fmt: skip
 view = query(patient_view, patient_id, scope.team_ids, *load_access_rules().record_access(scope.role)) if patient_id else None
 if view is None:
     if patient_id:

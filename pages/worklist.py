@@ -21,6 +21,9 @@ with st.sidebar:
     counts = query(member_counts, month, team_ids)
     options = [None, *labels]
     default = options.index(default_subgroup(counts, list(labels), team["team_subgroup"], rules.max_patients))
+    back_to = st.query_params.get("subgroup")  # the patient page's way back to this list
+    if back_to == "all" or back_to in labels:
+        default = options.index(None if back_to == "all" else back_to)
     subgroup = st.selectbox("Subgroup", options, index=default, key=f"subgroup_{team['team_id']}",
                             format_func=lambda s: f"{'All' if s is None else labels[s]} ({counts.get(s, 0):,})")  # fmt: skip
 
@@ -69,6 +72,8 @@ event = st.dataframe(
     },  # fmt: skip
 )
 if event.selection.rows:
+    # the patient page's way back reopens this list: same team, month and subgroup
+    st.session_state["worklist_back"] = {"team": team["team_id"], "month": f"{month:%Y-%m}", "subgroup": subgroup or "all"}
     st.switch_page("pages/patient.py", query_params={"patient": shown.iloc[event.selection.rows[0]]["patient_id"]})
 st.caption("Select a row to open the patient.")
 st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: export_csv(shown)),

@@ -121,8 +121,25 @@ def current_scope() -> Scope:
     _refuse_without_login()
 
 
+def _leave_legacy_pages_mode() -> None:
+    """Rerun through ``dashboard.py`` when Streamlit ran this page file on its own.
+
+    Until some session of the server process has called ``st.navigation``, Streamlit treats a
+    ``pages/`` folder beside the entrypoint as its legacy automatic pages: a URL such as
+    ``/review`` opened first in a fresh server runs ``pages/review.py`` alone, without the
+    entrypoint's login and navigation. Switching that mode off (the flag ``st.navigation``
+    itself clears) and rerunning the same URL routes it through ``dashboard.py``.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def require(page_id: str) -> Scope:
     """Defence in depth: a page re-checks its permission before it renders anything."""
+    _leave_legacy_pages_mode()
     scope = st.session_state.get("current_scope")
     if scope is None or not can_open(scope, page_id):
         st.error("You do not have access to this page.")

@@ -67,3 +67,33 @@ def test_team_leader_overrides_and_lifts_a_subgroup(tiny_db):  # noqa: F811
     assert not at.exception, at.exception
     assert list_overrides(tiny_db, patient_id="P_CALM").empty
     assert len(search_events(tiny_db, action="override")) == 2
+
+
+def test_patient_page_links_back_to_the_worklist_it_came_from(tiny_db):  # noqa: F811
+    from urllib.parse import parse_qs
+
+    from streamlit.util import calc_hash
+
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    at.session_state["demo_role"] = "clinician"
+    at.run()
+    at.selectbox(key="subgroup_A1").select_index(0).run()  # "All" subgroups, not the team's default
+    at.session_state["worklist"] = {"selection": {"rows": [0], "columns": []}}
+    at.run()
+    assert not at.exception, at.exception
+    link = next(e.proto for e in at.get("page_link") if e.proto.label == "Back to the worklist")
+    assert link.page_script_hash == calc_hash("worklist")  # the page's url path
+    assert parse_qs(link.query_string) == {"team": ["A1"], "month": [f"{MONTH:%Y-%m}"], "subgroup": ["all"]}
+    # following it restores the list: same team, month and subgroup
+    at.switch_page("pages/worklist.py")
+    for key, values in parse_qs(link.query_string).items():
+        at.query_params[key] = values[0]
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "My subgroup" and at.selectbox(key="subgroup_A1").value is None
+
+
+def test_patient_page_opened_directly_still_links_to_the_worklist(tiny_db):  # noqa: F811
+    at = open_patient("P_CALM")
+    link = next(e.proto for e in at.get("page_link") if e.proto.label == "Back to the worklist")
+    assert link.query_string == ""
