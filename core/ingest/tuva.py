@@ -59,7 +59,7 @@ from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.ingest.checks import MAX_AMOUNT_USD, amount_problem, check_csv_file, check_csv_structure, extract_date
 from core.ingest.claims import Claim, claim_kind, group_claims, load_claim_rules, net_claim
-from core.ingest.fhir import load_fhir_maps
+from core.ingest.fhir.maps import load_fhir_maps
 from core.ingest.idmap import (
     DEFAULT_PRACTICE_ID,
     DEFAULT_PRACTICE_NAME,
