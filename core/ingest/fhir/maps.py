@@ -9,13 +9,9 @@ from core.config.catalog import load_catalog
 from core.ingest.idmap import normalize_icd10
 
 MAPS_PATH = config_path("fhir_maps.toml")
-
-
 ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10")
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
-
-
 RACE_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
 ETHNICITY_URL = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
 

@@ -12,12 +12,8 @@ from pathlib import Path
 from core.ingest.report import ImportReport
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
-
-
 TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
-
-
 STREAMED_TYPES = {"Condition", "Observation", "MedicationRequest", "Procedure", "Claim", "ExplanationOfBenefit"}
 USED_TYPES = {
     "Patient",
