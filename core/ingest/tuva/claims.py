@@ -9,12 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.ingest.claims import Claim, Episode, claim_kind, group_claims, net_claim
-from core.ingest.idmap import (
-    count_unmapped,
-    make_id,
-    normalize_icd10,
-    person_id,
-)
+from core.ingest.idmap import count_unmapped, make_id, normalize_icd10, person_id
 from core.ingest.tuva.files import MAX_LISTED, TuvaReader
 
 DX_COLUMNS = [f"diagnosis_code_{i}" for i in range(1, 26)]

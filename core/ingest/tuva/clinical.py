@@ -5,11 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.ingest.fhir.maps import load_fhir_maps
-from core.ingest.idmap import (
-    count_unmapped,
-    make_id,
-    person_id,
-)
+from core.ingest.idmap import count_unmapped, make_id, person_id
 from core.ingest.tuva.files import TuvaReader
 
 

@@ -6,10 +6,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine
 
-from core.ingest.idmap import (
-    frames_from_rows,
-    merge_existing_patients,
-)
+from core.ingest.idmap import frames_from_rows, merge_existing_patients
 from core.ingest.report import ImportReport
 from core.ingest.tuva.claims import read_medical_claims, read_pharmacy_claims
 from core.ingest.tuva.clinical import read_measurements
