@@ -12,6 +12,7 @@ from core.store.queries import has_patients
 from ui.auth import auth_configured, current_scope, demo_switcher
 from ui.data import current_url, current_version, engine, pending_derive_banner
 from ui.first_run import ensure_sample_network
+from ui.labels import plain
 
 st.set_page_config(page_title="Care-team value scorecards", page_icon=":material/monitoring:", layout="wide")
 
@@ -36,7 +37,7 @@ page = st.navigation(sections)
 
 with st.sidebar:
     demo_switcher(scope)
-    st.caption(f"{scope.name} · {rules.role_labels[scope.role]}" + (" (demo)" if scope.demo else ""))
+    st.caption(f"{plain(scope.name)} · {rules.role_labels[scope.role]}" + (" (demo)" if scope.demo else ""))
     if auth_configured():
         st.button("Log out", on_click=st.logout)
     st.caption(f"Data version {current_version()}")

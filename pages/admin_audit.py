@@ -1,12 +1,13 @@
-"""Admin: search the audit log of patient views, worklist views and exports."""
+"""Admin: search the audit log (views of patients, exports, changes, uploads; see core.access.audit)."""
 
 import streamlit as st
 
 from core.access.audit import ACTIONS, search_events
-from ui.auth import require
+from core.access.exports import export_csv
+from ui.auth import audited_file, require
 from ui.data import engine
 
-require("audit")
+scope = require("audit")
 st.title("Audit log")
 c1, c2, c3 = st.columns(3)
 user = c1.text_input("User (email or sub:…)")
@@ -15,4 +16,6 @@ target = c3.text_input("Target (patient id, team id, file)")
 events = search_events(engine(), user_key=user or None, action=action, target=target or None)
 st.caption(f"{len(events):,} events, newest first")
 st.dataframe(events, hide_index=True)
-st.download_button("Download CSV", events.to_csv(index=False), file_name="audit_log.csv", mime="text/csv")
+filters = f"user={user or '-'}; action={action or '-'}; target={target or '-'}"
+st.download_button("Download CSV", audited_file(scope, "audit_log.csv", filters, lambda: export_csv(events), action="audit_download"),
+                   file_name="audit_log.csv", mime="text/csv", on_click="ignore")  # fmt: skip

@@ -1,32 +1,37 @@
 """Admin: subgroup rules, how many patients each catches, a draft preview, and overrides."""
 
+import hashlib
 from datetime import date
 
 import streamlit as st
 
+from core.access.audit import record_event
+from core.access.suppression import suppression_policy
 from core.derive.pipeline import derive_all
 from core.derive.subgroups.overrides import lift_override, list_overrides, set_override
 from core.derive.subgroups.rules import RulesError, active_rules_path, load_rules, parse_rules, save_rules
 from core.derive.subgroups.transitions import assignment_mix
-from core.views.admin_rules import preview_rules
-from ui.auth import require
+from core.views.admin_rules import preview_rules, rules_with_counts, suppress_preview
+from ui.auth import audit_view, require
 from ui.data import engine, query
+from ui.labels import plain
 from ui.widgets import month_label
 
 scope = require("rules")
 st.title("Subgroup rules")
 path = active_rules_path()
 rules = load_rules(path)
+policy = suppression_policy(scope, None)  # the rules count every patient of the network
 mix = query(assignment_mix)
 month = mix["month"].iloc[0] if len(mix) else None
 
-st.caption(f"First match wins, top to bottom. Rules file: `{path}`.")
+st.caption(f"First match wins, top to bottom. Rules file: `{path}`. {policy.caption}")
 table = rules.to_frame()
 if month is not None:
-    table = table.merge(mix[["rule_id", "patients"]], on="rule_id", how="left").fillna({"patients": 0})
+    table, overrides = rules_with_counts(table, mix, policy.suppress)
     st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
-               f"{int(mix.loc[mix['rule_id'] == 'override', 'patients'].sum())}).")  # fmt: skip
-st.dataframe(table, hide_index=True)
+               f"{overrides}).")  # fmt: skip
+st.dataframe(table, hide_index=True, placeholder="suppressed")
 
 st.subheader("Edit a draft")
 draft_text = st.text_area("Rules (TOML)", value=path.read_text(encoding="utf-8"), height=420)
@@ -35,12 +40,17 @@ if preview_col.button("Preview counts", disabled=month is None):
     try:
         draft = parse_rules(draft_text, "draft")
         with st.spinner("Evaluating the draft"):
-            st.dataframe(preview_rules(engine(), draft, month, current=rules), hide_index=True)
+            preview = suppress_preview(preview_rules(engine(), draft, month, current=rules), policy.suppress)
+            st.dataframe(preview, hide_index=True, placeholder="suppressed")
     except RulesError as exc:
         st.error(str(exc))
-if save_col.button("Save and re-assign", type="primary"):
+# Saved rules are a file of the installation, not of the store: demo mode previews only.
+if save_col.button("Save and re-assign", type="primary", disabled=scope.demo,
+                   help="Demo mode previews drafts only; saving needs login." if scope.demo else None):  # fmt: skip
     try:
-        save_rules(draft_text)
+        saved = save_rules(draft_text)
+        record_event(engine(), scope, "rule_save", "subgroup_rules.toml",
+                     f"{len(saved.subgroup_ids)} subgroups; sha256 {hashlib.sha256(draft_text.encode()).hexdigest()[:16]}")  # fmt: skip
         with st.spinner("Re-assigning every patient-month"):
             summary = derive_all(engine())
         st.success(f"Saved. Subgroup mix: {summary['subgroups']['mix']}")
@@ -48,7 +58,10 @@ if save_col.button("Save and re-assign", type="primary"):
         st.error(str(exc))
 
 st.subheader("Overrides")
-st.dataframe(list_overrides(engine()), hide_index=True)
+overrides = list_overrides(engine())
+if len(overrides):
+    audit_view(scope, "view_patients", "overrides", "admin rules")  # patient ids with their notes
+st.dataframe(overrides, hide_index=True)
 with st.form("set_override", clear_on_submit=True):
     patient_id = st.text_input("Patient id")
     subgroup = st.selectbox("Subgroup", rules.subgroup_ids, format_func=rules.subgroup_names.get)
@@ -58,7 +71,7 @@ with st.form("set_override", clear_on_submit=True):
         try:
             set_override(engine(), scope, patient_id.strip(), subgroup, start, note, rules)
             derive_all(engine())
-            st.success(f"{patient_id} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
+            st.success(f"{plain(patient_id)} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
         except ValueError as exc:
             st.error(str(exc))
 with st.form("lift_override"):

@@ -7,8 +7,9 @@ from core.access.users import deactivate_user, list_users, save_user
 from core.store.queries import organisation
 from ui.auth import require
 from ui.data import engine, query
+from ui.labels import plain
 
-require("users")
+scope = require("users")
 st.title("Users")
 rules = load_access_rules()
 st.dataframe(list_users(engine()), hide_index=True)
@@ -25,8 +26,8 @@ with st.form("add_user", clear_on_submit=True):
     if st.form_submit_button("Save"):
         try:
             level = patient_level or rules.patient_level_default[role]
-            user = save_user(engine(), key, role, practice_ids=",".join(practices), team_ids=",".join(teams), patient_level=level)
-            st.success(f"Saved {user.user_key}.")
+            user = save_user(engine(), key, role, practice_ids=",".join(practices), team_ids=",".join(teams), patient_level=level, by=scope)
+            st.success(f"Saved {plain(user.user_key)}.")
         except ValueError as exc:
             st.error(str(exc))
 
@@ -34,4 +35,4 @@ with st.form("deactivate_user"):
     st.subheader("Deactivate a user")
     key = st.text_input("Email (or sub:<subject>)", key="deactivate_key")
     if st.form_submit_button("Deactivate"):
-        st.success("Deactivated.") if deactivate_user(engine(), key) else st.error(f"No user {key}.")
+        st.success("Deactivated.") if deactivate_user(engine(), key, by=scope) else st.error(f"No user {plain(key)}.")

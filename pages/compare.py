@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.access.suppression import suppression_policy
 from core.derive.measures import load_measures
 from core.store.months import WINDOW_LABELS
 from core.store.queries import organisation
@@ -21,6 +22,8 @@ org = query(organisation)
 team_labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
 measures = {m.id: m.name for m in load_measures().measures}
 teams = None if scope.network else scope.team_ids
+policy = suppression_policy(scope, None)  # every team is compared with the network value
+st.caption(policy.caption)
 with st.sidebar:
     month = select_month()
     window = select_window("compare_window")
@@ -35,7 +38,7 @@ with compare_tab:
     if not load_measures().by_id()[measure_id].applies_to(subgroup):
         st.info("This measure does not apply to the chosen subgroup.")
     else:
-        result = query(team_comparison, measure_id, month, window, subgroup, teams)
+        result = query(team_comparison, measure_id, month, window, subgroup, teams, policy.suppress)
         net, measure = result["network"], result["measure"]
         net_text = "suppressed" if net["suppressed"] else f"{format_figure(net['value'])} (95% CI {format_figure(net['ci_low'])} to {format_figure(net['ci_high'])})"
         st.markdown(f"**Network: {net_text}** {measure.unit} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "

@@ -3,6 +3,7 @@ specialty and team; specialist spend of patients with and without e-consults."""
 
 import streamlit as st
 
+from core.access.suppression import suppression_policy
 from core.store.months import WINDOW_LABELS, window_months
 from core.store.queries import organisation
 from core.views.econsults import econsults
@@ -18,17 +19,20 @@ with st.sidebar:
     window = select_window("econsult_window")
 org = query(organisation)
 team_labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()} | {"All": "All teams"}
-data = query(econsults, tuple(window_months(month, window)), None if scope.network else scope.team_ids)
+policy = suppression_policy(scope, None if scope.network else scope.team_ids)
+data = query(econsults, tuple(window_months(month, window)), None if scope.network else scope.team_ids, policy.suppress)
 total = data["by_team"].iloc[-1]
-st.caption(f"{WINDOW_LABELS[window]} to {month_label(month)} · rows with 1-10 e-consults are suppressed, with enough other rows "
-           "that the totals do not reveal them")  # fmt: skip
-if total["suppressed"] or not total["econsults"]:
-    st.info("Too few e-consults in this window to publish (1-10)." if total["suppressed"] else "No e-consults in this window.")
+st.caption(f"{WINDOW_LABELS[window]} to {month_label(month)} · {policy.caption}")
+if total["econsults"] == 0:
+    st.info("No e-consults in this window.")
 else:
     m1, m2, m3 = st.columns(3)
-    m1.metric("E-consults", format_figure(total["econsults"], digits=0), border=True)
-    m2.metric("Mean specialist response, days", format_figure(total["mean_response_days"]), border=True)
-    m3.metric("Resolved without a visit", format_figure(total["resolved_pct"], digits=0) + "%", border=True)
+    hidden = {c: total[c] != total[c] for c in ("econsults", "responded", "resolved")}  # NaN: suppressed
+    m1.metric("E-consults", format_figure(total["econsults"], hidden["econsults"], 0), border=True)
+    m2.metric("Mean specialist response, days", format_figure(total["mean_response_days"], hidden["responded"]), border=True)
+    m3.metric("Resolved without a visit, %", format_figure(total["resolved_pct"], hidden["resolved"], 0), border=True)
+    if any(hidden.values()):
+        st.caption("A figure shown as suppressed rests on 1-10 e-consults, answered, resolved or not resolved in this window.")
 
 config = {"mean_response_days": st.column_config.NumberColumn("Mean response, days", format="%.1f"),
           "response_ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),

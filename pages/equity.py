@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.access.suppression import suppression_policy
 from core.derive.cells import load_strata
 from core.derive.measures import load_measures
 from core.store.months import WINDOW_LABELS
@@ -30,7 +31,10 @@ stratum = b.selectbox("Stratified by", list(strata.labels), index=list(strata.la
                       format_func=strata.labels.get)  # fmt: skip
 subgroup = c.selectbox("Subgroup", [None, *labels], key="equity_subgroup", format_func=lambda s: "All subgroups" if s is None else labels[s])
 
-table = query(equity_table, measure_id, stratum, month, window, subgroup, None if scope.network else scope.team_ids)
+policy = suppression_policy(scope, None)  # each group is shown with its network value
+st.caption(policy.caption)
+table = query(equity_table, measure_id, stratum, month, window, subgroup, None if scope.network else scope.team_ids,
+              policy.suppress)
 if table.empty:
     st.info("This measure does not apply to the chosen subgroup.")
     st.stop()
@@ -38,7 +42,7 @@ unit = table["unit"].iloc[0]
 best = table.loc[table["best"]]
 st.markdown(f"**{measures[measure_id]}** by {strata.labels[stratum].lower()} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
             + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
-            + "A gap is marked real only when the two 95% intervals do not overlap; groups with 1-10 patients are suppressed.")  # fmt: skip
+            + "A gap is marked real only when the two 95% intervals do not overlap.")  # fmt: skip
 st.plotly_chart(equity_gap_figure(table, unit), key="equity_chart")
 shown = table.drop(columns=["unit"])
 st.dataframe(shown, hide_index=True, key="equity_table", placeholder="suppressed",

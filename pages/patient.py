@@ -2,16 +2,19 @@
 
 import streamlit as st
 
+from core.access.policy import load_access_rules
 from core.views.charts import encounter_timeline_figure, measurement_figure, patient_costs_figure
 from core.views.patient import lift_patient_override, override_subgroup, patient_view
 from ui.auth import audit_view, require
 from ui.data import engine, query
-from ui.labels import subgroup_labels
+from ui.labels import plain, subgroup_labels
 
 scope = require("patient")
 patient_id = st.query_params.get("patient")
-view = query(patient_view, patient_id, scope.team_ids) if patient_id else None
+view = query(patient_view, patient_id, scope.team_ids, *load_access_rules().record_access(scope.role)) if patient_id else None
 if view is None:
+    if patient_id:
+        audit_view(scope, "refused_lookup", patient_id[:200])
     st.title("Patient")
     st.info("Open a patient from the worklist. A patient outside your teams is not shown.")
     st.stop()
@@ -19,15 +22,16 @@ audit_view(scope, "view_patient", patient_id)
 
 labels = subgroup_labels()
 p, current = view.patient, view.current
-st.title(f"{p['given_name']} {p['family_name']}")
-st.caption(f"{p['patient_id']} · {p['age']} years (born {p['birth_date']}) · {p['sex']} · {p['language']} · "
-           f"race {p['race']}, ethnicity {p['ethnicity']}" + (" · dual Medicare-Medicaid" if p["dual_status"] else "")
-           + (f" · died {p['death_date']}" if p["death_date"] else ""))  # fmt: skip
+st.title(plain(f"{p['given_name']} {p['family_name']}"))
+st.caption(plain(f"{p['patient_id']} · {p['age']} years (born {p['birth_date']}) · {p['sex']} · {p['language']} · "
+                 f"race {p['race']}, ethnicity {p['ethnicity']}" + (" · dual Medicare-Medicaid" if p["dual_status"] else "")
+                 + (f" · died {p['death_date']}" if p["death_date"] else "")))  # fmt: skip
 if current:
     cols = st.columns([1, 1, 3])
     cols[0].metric("Subgroup", labels.get(current.subgroup, current.subgroup) + (" (override)" if current.overridden else ""))
     cols[1].metric("As of", f"{current.month:%b %Y}")
-    cols[2].markdown(f"**Team:** {current.team or '-'}  \n**PCP:** {current.pcp or '-'}  \n**Why:** {current.reason}")
+    cols[2].markdown(f"**Team:** {plain(current.team or '-')}  \n**PCP:** {plain(current.pcp or '-')}  \n"
+                     f"**Why:** {plain(current.reason)}")  # fmt: skip
 
 tabs = st.tabs(["Subgroup history", "Measurements", "Encounters", "Costs", "Conditions", "E-consults", "Care team", "Medications"])
 with tabs[0]:

@@ -5,6 +5,7 @@ Every setting is prefilled from core/config/payments.toml; changes here are what
 
 import streamlit as st
 
+from core.access.suppression import suppression_policy
 from core.derive.costs import costing_status, show_not_costed
 from core.metrics.payments import load_payment_settings, with_overrides
 from core.store.months import window_months
@@ -26,6 +27,8 @@ with st.sidebar:
     month = select_month()
 months = tuple(window_months(month, "12m"))
 teams = None if scope.network else scope.team_ids
+policy = suppression_policy(scope, teams)
+st.caption(policy.caption if policy.suppress else "Counts of 1-10 are suppressed on this page for every audience.")
 models_tab, aco_tab = st.tabs(["Payment models", "ACO projection"])
 
 with models_tab:

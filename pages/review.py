@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.access.suppression import suppression_policy
 from core.derive.measures import catalogue_frame
 from core.views import charts
 from core.views.format import usd
@@ -12,9 +13,9 @@ from core.views.review import (
     review_pack,
 )
 from core.views.review_log import add_entry, close_entry, review_log
-from ui.auth import audit_export, require
+from ui.auth import audit_export, audit_view, require
 from ui.data import engine, query
-from ui.labels import subgroup_labels
+from ui.labels import plain, subgroup_labels
 from ui.widgets import from_url, month_label, select_month, select_team
 
 scope = require("review")
@@ -30,8 +31,10 @@ with st.sidebar:
     subgroup = st.selectbox("Subgroup", list(labels), key="subgroup", format_func=labels.get, bind="query-params")
     month = select_month()
 team_id, team_label = team["team_id"], f"{team['practice']} · {team['team']}"
-data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level)
-st.caption(f"{team_label} · {labels[subgroup]} · {month_label(month)} · counts of 1-10 are shown as suppressed")
+policy = suppression_policy(scope, [team_id])
+data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, policy.suppress)
+st.caption(f"{plain(team_label)} · {labels[subgroup]} · {month_label(month)}")
+st.caption(policy.caption)
 
 cols = st.columns(4)
 for i, m in enumerate(headline_metrics(data)):
@@ -54,6 +57,7 @@ def patient_rows(frame, key: str) -> None:
     if not scope.patient_level:
         st.caption("Patient rows are shown to users with patient-level access only.")
         return
+    audit_view(scope, "view_patients", team_id, f"review {key} {subgroup} {month:%Y-%m}")
     event = st.dataframe(frame, key=key, hide_index=True, on_select="rerun", selection_mode="single-row")
     if event.selection.rows:
         st.switch_page("pages/patient.py", query_params={"patient": frame.iloc[event.selection.rows[0]]["patient_id"]})
@@ -77,17 +81,19 @@ with moved_tab:
         st.caption("Significant changes and gaps of every team in your scope for this subgroup")
         st.dataframe(data.across_teams, key="across_teams", hide_index=True)
     st.subheader("Patients entering and leaving the subgroup")
-    st.dataframe(data.moves["summary"].replace({"other_subgroup": labels}), key="moves_summary", hide_index=True)
+    st.dataframe(data.moves["summary"].replace({"other_subgroup": labels}), key="moves_summary", hide_index=True,
+                 placeholder="suppressed")
     patient_rows(data.moves["patients"], "moves")
     st.subheader("ED visits and admissions this month")
     patient_rows(data.acute, "acute")
     st.subheader("Largest cost drivers")
-    st.dataframe(data.drivers["by_category"], key="cost_categories", hide_index=True)
+    st.dataframe(data.drivers["by_category"], key="cost_categories", hide_index=True, placeholder="suppressed")
     patient_rows(data.drivers["by_patient"], "cost_patients")
 with value_tab:
     now = data.value_map[data.value_map["month"] == month]
+    st.caption("Every team serving this subgroup, other teams included: counts of 1-10 are suppressed here.")
     st.plotly_chart(charts.review_value_map_figure(now, team_id), key="value_map")
-    st.dataframe(now.drop(columns=["month"]), key="value_map_table", hide_index=True)
+    st.dataframe(now.drop(columns=["month"]), key="value_map_table", hide_index=True, placeholder="suppressed")
     st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id), key="value_trend")
 with log_tab:
     log = review_log(engine(), scope.team_ids, team_id, subgroup, month)
@@ -111,9 +117,15 @@ with log_tab:
             close_entry(engine(), scope.team_ids, int(item), scope.name)
             st.rerun()
 with pack_tab:
-    stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}"
-    pack = review_pack(data, log, labels, team_label, charts=False)  # the HTML with charts is built on click
-    st.download_button("Review pack (HTML one-pager)", lambda: review_pack(data, log, labels, team_label)["html"],
+    shared = st.toggle("For sharing outside the care team", key="pack_shared")
+    pack_policy = suppression_policy(scope, [team_id], shared_export=shared)
+    st.caption(pack_policy.caption)
+    if pack_policy.suppress != policy.suppress:
+        data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress)
+    stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'-shared' if shared else ''}"
+    pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: built on click
+    st.download_button("Review pack (HTML one-pager)",
+                       lambda: review_pack(data, log, labels, team_label, note=pack_policy.caption)["html"],
                        f"{stem}.html", "text/html", key="pack_html", on_click=audit_export,
                        args=(scope, stem, "review pack html"))  # fmt: skip
     st.download_button("Tables (XLSX)", pack["xlsx"], f"{stem}.xlsx", key="pack_xlsx", on_click=audit_export,

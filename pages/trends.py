@@ -2,12 +2,13 @@
 
 import streamlit as st
 
+from core.access.suppression import suppression_policy
 from core.metrics.runout import PAID_DATES, incomplete_note
 from core.store.queries import organisation
 from core.views.cells_read import COST_LABELS
 from core.views.charts import member_mix_figure, trend_lines_figure
 from core.views.format import csv_export
-from core.views.scope import scope_units, unit_filters
+from core.views.scope import scope_units, unit_filters, unit_teams
 from core.views.trends import trends
 from ui.auth import audit_export, require
 from ui.data import query
@@ -18,7 +19,8 @@ ROLLING = {1: "Each month", 3: "Rolling 3 months", 12: "Rolling 12 months"}
 scope = require("trends")
 st.title("Trends")
 labels = subgroup_labels()
-units = scope_units(query(organisation), scope.team_ids, scope.network)
+org = query(organisation)
+units = scope_units(org, scope.team_ids, scope.network)
 with st.sidebar:
     unit = st.selectbox("Network, practice or team", list(units), key="trend_unit", format_func=units.get)
     rolling = st.selectbox("Each point shows", list(ROLLING), key="trend_rolling", format_func=ROLLING.get)
@@ -26,13 +28,15 @@ with st.sidebar:
                             help="Claims of recent months divided by their completion factor; needs paid dates in the claims.")  # fmt: skip
 
 practice_id, team_id = unit_filters(unit)
-data = query(trends, None if scope.network else scope.team_ids, practice_id, team_id, None, rolling, completed)
+policy = suppression_policy(scope, unit_teams(org, scope.team_ids, scope.network, practice_id, team_id))
+data = query(trends, None if scope.network else scope.team_ids, practice_id, team_id, None, rolling, completed,
+             policy.suppress)
 figures, mix = data["figures"], data["mix"]
 if figures.empty:
     st.info("No full window of data yet: import data first, or show fewer months per point.")
     st.stop()
-st.caption(f"{units[unit]} · {figures['month'].min():%b %Y} to {figures['month'].max():%b %Y} · "
-           "gaps in a line are suppressed figures (counts of 1-10 are never shown)")  # fmt: skip
+st.caption(f"{units[unit]} · {figures['month'].min():%b %Y} to {figures['month'].max():%b %Y} · {policy.caption}"
+           + (" Gaps in a line are suppressed figures." if policy.suppress else ""))  # fmt: skip
 incomplete = incomplete_note(data["completeness"].loc[data["completeness"]["month"] >= figures["month"].min()])
 if incomplete:
     st.warning(f"{incomplete.capitalize()} (shaded).", icon=":material/schedule:")

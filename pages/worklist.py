@@ -2,10 +2,11 @@
 
 import streamlit as st
 
+from core.access.exports import export_csv
 from core.views.worklist import default_subgroup, filter_worklist, load_worklist_rules, member_counts, team_worklist
-from ui.auth import audit_export, audit_view, require
+from ui.auth import audit_view, audited_file, require
 from ui.data import query
-from ui.labels import subgroup_labels
+from ui.labels import plain, subgroup_labels
 from ui.widgets import month_label, select_month, select_team
 
 scope = require("worklist")
@@ -24,7 +25,7 @@ with st.sidebar:
                             format_func=lambda s: f"{'All' if s is None else labels[s]} ({counts.get(s, 0):,})")  # fmt: skip
 
 if counts.get(subgroup, 0) > rules.max_patients:
-    st.info(f"{team['team']} has {counts[subgroup]:,} patients in {labels.get(subgroup, 'all subgroups').lower()} in "
+    st.info(f"{plain(team['team'])} has {counts[subgroup]:,} patients in {labels.get(subgroup, 'all subgroups').lower()} in "
             f"{month_label(month)}, more than the {rules.max_patients:,} a worklist lists (`max_patients` in `core/config/worklist.toml`). "
             + ("Pick a subgroup in the sidebar." if subgroup is None else "Pick a smaller subgroup in the sidebar."))  # fmt: skip
     st.stop()
@@ -32,7 +33,7 @@ worklist = query(team_worklist, month, team_ids, subgroup)
 audit_view(scope, "view_worklist", team["team_id"], f"{month:%Y-%m} {subgroup or 'all'}")
 
 flagged = int((worklist["priority"] > 0).sum())
-st.caption(f"{team['practice']} · {team['team']} · {labels.get(subgroup, 'All subgroups')} · {month_label(month)} · "
+st.caption(f"{plain(team['practice'])} · {plain(team['team'])} · {labels.get(subgroup, 'All subgroups')} · {month_label(month)} · "
            f"{len(worklist):,} patients, {flagged:,} with at least one flag. Sorted by priority: "
            + " > ".join(rules.labels.values()) + "; then risk score.")  # fmt: skip
 left, right = st.columns([1, 2])
@@ -70,5 +71,5 @@ event = st.dataframe(
 if event.selection.rows:
     st.switch_page("pages/patient.py", query_params={"patient": shown.iloc[event.selection.rows[0]]["patient_id"]})
 st.caption("Select a row to open the patient.")
-st.download_button("Download CSV", shown.to_csv(index=False), file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv",
-                   mime="text/csv", on_click=audit_export, args=(scope, team["team_id"], f"worklist csv {month:%Y-%m}"))  # fmt: skip
+st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: export_csv(shown)),
+                   file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv", mime="text/csv", on_click="ignore")  # fmt: skip

@@ -86,13 +86,16 @@ def sample_bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_db_url(tmp_path_factory, sample_bundle) -> str:
-    """An SQLite file with the small sample network imported and everything derived built."""
+    """An SQLite file with the small sample network imported and everything derived built, marked as
+    the first run marks its own sample (so demo mode runs on it)."""
+    from core.access.demo import mark_sample_store
     from core.derive.pipeline import load_bundle_and_derive
 
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'sample.db'}"
     eng = make_engine(url)
     create_schema(eng)
     load_bundle_and_derive(eng, sample_bundle)
+    mark_sample_store(eng)
     eng.dispose()
     return url
 

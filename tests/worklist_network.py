@@ -9,6 +9,7 @@ built at the end (subgroups are given by hand; cells are not needed).
 
 from datetime import date
 
+from core.access.demo import mark_sample_store
 from core.derive.activity import build_patient_month_activity
 from core.store import models
 from tests.builders import add_rows
@@ -32,7 +33,8 @@ EXPECTED = [
 
 
 def build_worklist_network(engine, origin: str = "sample") -> None:
-    """Insert the network (and a committed ImportRun, so demo mode is allowed when ``origin`` is sample)."""
+    """Insert the network (and a committed ImportRun); ``origin`` sample also marks the store as the
+    first run marks its own sample, so demo mode runs on it."""
     rows = [
         models.Practice(practice_id="A", name="Practice A"),
         models.Team(team_id="A1", practice_id="A", name="Complex team", subgroup="complex"),
@@ -92,3 +94,5 @@ def build_worklist_network(engine, origin: str = "sample") -> None:
     rows.append(models.ImportRun(source="hand-built", format="csv", origin=origin, status="committed"))
     add_rows(engine, rows)
     build_patient_month_activity(engine)  # derived, as an import's derive step would
+    if origin == "sample":
+        mark_sample_store(engine)

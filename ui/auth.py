@@ -1,15 +1,18 @@
 """Who is using the app: OpenID Connect login via ``st.login``, or demo mode on sample data.
 
-The role and scope come from the users table (``core.access.users``), keyed by the identity's email
-or subject, never from the URL or a widget. Pages call :func:`require` before rendering.
+The role and scope come from the users table (``core.access.users``), matched on the identity's
+subject or verified email, never from the URL or a widget. Demo mode is the operator's setting
+(``core.access.demo``). Pages call :func:`require` before rendering.
 """
 
 import streamlit as st
 
-from core.access.policy import TEAM_ROLES, Scope, can_open, demo_allowed, load_access_rules, resolve_scope
+from core.access.audit import record_event
+from core.access.demo import DEMO_ENV, demo_setting, demo_wanted, is_sample_store
+from core.access.policy import TEAM_ROLES, Scope, can_open, load_access_rules, resolve_scope
 from core.access.users import find_user
-from core.store.queries import import_origins, organisation
-from ui.data import engine, query
+from core.store.queries import organisation
+from ui.data import current_url, engine, query
 
 DEMO_PERSONAS = {
     "team_leader": ("demo-team-leader", "Demo team leader"),
@@ -34,11 +37,23 @@ def _login_screen() -> None:
     st.stop()
 
 
-def _not_authorised(who: str) -> None:
+def _not_authorised(subject: str | None) -> None:
     st.title("Not authorised")
-    st.error(f"{who} is signed in but has no access to this dashboard. Ask an admin to add you "
-             "(Admin → Users, or `python -m core users add EMAIL --role ROLE`).")  # fmt: skip
+    st.error("You are signed in but have no access to this dashboard. Ask an admin to add you "
+             "(Admin → Users, or `python -m core users add EMAIL --role ROLE`). An email is accepted only "
+             "when your identity provider marks it verified; otherwise the admin adds your subject.")  # fmt: skip
+    if subject:
+        st.text(f"Your subject: sub:{subject}")
     st.button("Log out", on_click=st.logout)
+    st.stop()
+
+
+def _refuse_demo_on_real_data() -> None:
+    st.title("Demo mode refused")
+    st.error(f"Demo mode is switched on ({DEMO_ENV}=1), but this database holds more than the sample network "
+             "the dashboard generated on its first run, so it does not start and no patient data is shown.")  # fmt: skip
+    st.markdown(f"Switch demo mode off (`{DEMO_ENV}=0`), configure login in `.streamlit/secrets.toml` "
+                "(see the README, section *Login*) and restart the dashboard.")  # fmt: skip
     st.stop()
 
 
@@ -87,19 +102,23 @@ def demo_switcher(scope: Scope) -> None:
 
 def current_scope() -> Scope:
     """The signed-in user's scope; stops the script with a clear page when there is none."""
+    setting = demo_setting()
+    if demo_wanted(setting, current_url(), auth_configured()):
+        if is_sample_store(engine()):
+            return _demo_scope()
+        if setting:
+            _refuse_demo_on_real_data()
     if auth_configured():
         if not st.user.get("is_logged_in", False):
             _login_screen()
         email, subject = st.user.get("email"), st.user.get("sub")
-        user = find_user(engine(), email, subject)
+        user = find_user(engine(), subject=subject, email=email, email_verified=st.user.get("email_verified"))
         if user is None:
-            _not_authorised(email or subject or "This identity")
+            _not_authorised(subject)
         return resolve_scope(user_key=user.user_key, name=user.name or email or "", role=user.role,
                              practice_ids=user.practice_ids, team_ids=user.team_ids, patient_level=user.patient_level,
                              organisation=query(organisation))  # fmt: skip
-    if not demo_allowed(query(import_origins), auth_configured=False):
-        _refuse_without_login()
-    return _demo_scope()
+    _refuse_without_login()
 
 
 def require(page_id: str) -> Scope:
@@ -113,8 +132,6 @@ def require(page_id: str) -> Scope:
 
 def audit_view(scope: Scope, action: str, target: str, detail: str = "") -> None:
     """Record a view once per distinct target in this session (reruns of the same view are not new views)."""
-    from core.access.audit import record_event
-
     seen = st.session_state.setdefault("_audited", set())
     if (action, target, detail) not in seen:
         record_event(engine(), scope, action, target, detail)
@@ -123,6 +140,19 @@ def audit_view(scope: Scope, action: str, target: str, detail: str = "") -> None
 
 def audit_export(scope: Scope, target: str, detail: str = "") -> None:
     """Download-button callback: every export is recorded."""
-    from core.access.audit import record_event
-
     record_event(engine(), scope, "export", target, detail)
+
+
+def audited_file(scope: Scope, target: str, detail: str, make, action: str = "export"):
+    """The ``data=`` of a download button: a callable that Streamlit runs only when this session's
+    user clicks the button. It writes the audit event and returns the file, so the file exists only
+    after a recorded click (no ``/media`` URL is published with the page) and the event names the
+    signed-in user whose session asked for it. ``make``: a no-argument function returning the
+    file's text or bytes."""
+    bound_engine = engine()  # the callable runs outside the script run: bind what it needs now
+
+    def data():
+        record_event(bound_engine, scope, action, target, detail)
+        return make()
+
+    return data

@@ -36,6 +36,7 @@ def step_pages(args: dict) -> dict:
 
     PagesManager.__init__ = init
     os.environ["DATABASE_URL"] = args["database_url"]
+    os.environ["SCORECARDS_DEMO"] = "1"  # the demo personas, on the benchmark's own (marked) network
     engine = make_engine(args["database_url"])
     team, subgroup, members = selections(engine)["worklist"]
     engine.dispose()

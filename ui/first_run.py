@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.access.demo import mark_sample_store
 from core.config import PROJECT_ROOT
 from core.derive.pipeline import load_bundle_and_derive
 from core.store.queries import has_patients
@@ -36,5 +37,6 @@ def _build_sample_network(engine) -> None:
         bar = st.progress(0.0, text=f"Generating {spec.patients:,} synthetic patients over {spec.months} months")
         write_bundle(spec, Path(SAMPLE_BUNDLE_DIR))
         load_bundle_and_derive(engine, Path(SAMPLE_BUNDLE_DIR), progress=lambda f, text: bar.progress(f, text=text))
+        mark_sample_store(engine)  # this store holds the sample this run made, nothing else: demo mode may run
         status.update(label="Sample network loaded", state="complete", expanded=False)
     st.cache_data.clear()

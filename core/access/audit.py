@@ -1,30 +1,119 @@
-"""The audit log: every patient record viewed, worklist viewed and export (the HIPAA Security
+"""The audit log: who saw or changed what, and when, in a tamper-evident chain (the HIPAA Security
 Rule's audit controls, 45 CFR 164.312(b): record and examine activity in systems holding PHI).
 
-``record_event`` only appends; nothing in the product updates or deletes audit rows.
-Targets are ids (patient id, team id, file name), never names or clinical values.
+Recorded: every patient record viewed (``view_patient``), every list of patients viewed
+(``view_worklist``, ``view_patients``: the review's lists), every export (``export``, the audit
+log's own ``audit_download`` included), every refused patient lookup (``refused_lookup``),
+user and role changes (``user_change``), subgroup overrides (``override``), saved subgroup
+rules (``rule_save``) and uploads (``import``).
+
+``record_event`` only appends; nothing in the product updates or deletes audit rows. Targets
+are ids (patient id, team id, file name, user key), never names or clinical values. Each row
+carries ``chain_hash``, the SHA-256 of the previous row's hash and its own fields, so
+:func:`verify_chain` finds the first row that was changed, inserted or deleted in between.
+Rows are chained under a lock (PostgreSQL: an advisory lock; SQLite: the write lock the insert
+takes), so several dashboard servers writing at once keep one chain.
 """
 
-from datetime import datetime
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pandas as pd
-from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
 from core.access.policy import Scope
-from core.store.models import AuditEvent
+from core.store.models import AuditEvent, utc_now
 from core.store.queries import read_frame
 
-ACTIONS = ("view_patient", "view_worklist", "export", "override", "import")
+ACTIONS = ("view_patient", "view_worklist", "view_patients", "export", "audit_download", "refused_lookup", "override",
+           "user_change", "rule_save", "import")  # fmt: skip
+HASHED = ("audit_id", "at", "user_key", "role", "action", "target", "scope", "detail")
+GENESIS = "0" * 64
+_PG_LOCK = 0x5C0AEC  # any fixed number: the advisory lock that serialises audit writers
 
 
 def record_event(engine: Engine, scope: Scope, action: str, target: str = "", detail: str = "") -> None:
+    """Append one event for ``scope``'s user and chain it to the one before."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    with Session(engine) as session:
-        session.add(AuditEvent(user_key=scope.user_key, role=scope.role, action=action, target=target,
-                               scope=scope.describe(), detail=detail))  # fmt: skip
-        session.commit()
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+        audit_id = conn.execute(insert(AuditEvent).values(
+            at=utc_now(), user_key=scope.user_key, role=scope.role, action=action, target=target[:200],
+            scope=scope.describe(), detail=detail[:1000])).inserted_primary_key[0]  # fmt: skip
+        _chain(conn, upto=audit_id)
+
+
+def _chain(conn: Connection, upto: int) -> None:
+    """Hash the rows up to ``upto`` that have no hash yet (the new one; older rows of a store made
+    before the chain existed, once), oldest first."""
+    cols = AuditEvent.__table__.c
+    before = select(cols.audit_id, cols.chain_hash).order_by(cols.audit_id.desc()).limit(1)
+    last = conn.execute(before.where(cols.audit_id < upto)).first()
+    first = upto
+    if last is not None and last.chain_hash is None:  # a store made before the chain: chain its rows once
+        first = conn.execute(select(func.min(cols.audit_id)).where(cols.chain_hash.is_(None))).scalar()
+    prev = conn.execute(select(cols.chain_hash).where(cols.audit_id < first).order_by(cols.audit_id.desc()).limit(1)).scalar()
+    rows = conn.execute(select(*(cols[c] for c in HASHED)).where(cols.audit_id >= first, cols.audit_id <= upto)
+                        .order_by(cols.audit_id)).mappings().all()  # fmt: skip
+    prev = prev or GENESIS
+    for row in rows:
+        prev = event_hash(prev, row)
+        conn.execute(update(AuditEvent).where(cols.audit_id == row["audit_id"]).values(chain_hash=prev))
+
+
+def event_hash(previous: str, row) -> str:
+    """SHA-256 (hex) of the previous row's hash and the fields of ``row`` (a mapping of :data:`HASHED`)."""
+    parts = [previous, *(_canonical(row[c]) for c in HASHED)]
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _canonical(value) -> str:
+    if isinstance(value, datetime):
+        value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class ChainCheck:
+    """The result of :func:`verify_chain`: rows checked, the first bad row (None: intact) and why,
+    and the last good hash."""
+
+    rows: int
+    first_bad: int | None = None
+    reason: str = ""
+    last_hash: str = GENESIS
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad is None
+
+
+def verify_chain(engine: Engine, batch: int = 50_000) -> ChainCheck:
+    """Recompute the chain from the first row; the first row whose hash does not match is named.
+
+    A changed row fails itself; a deleted or inserted row fails the row after it. Deleting the
+    newest rows leaves an intact (shorter) chain: compare the count and last hash with a copy
+    kept elsewhere (for example the last line of ``python -m core audit --verify``) to see that.
+    """
+    cols = AuditEvent.__table__.c
+    prev, checked, after = GENESIS, 0, 0
+    with engine.connect() as conn:
+        while True:
+            rows = conn.execute(select(*(cols[c] for c in HASHED), cols.chain_hash).where(cols.audit_id > after)
+                                .order_by(cols.audit_id).limit(batch)).mappings().all()  # fmt: skip
+            for row in rows:
+                expected = event_hash(prev, row)
+                if row["chain_hash"] != expected:
+                    reason = "no hash" if row["chain_hash"] is None else "hash does not match the row and the one before"
+                    return ChainCheck(checked, row["audit_id"], reason, prev)
+                prev, checked = expected, checked + 1
+            if len(rows) < batch:
+                return ChainCheck(checked, last_hash=prev)
+            after = rows[-1]["audit_id"]
 
 
 def search_events(

@@ -1,6 +1,6 @@
-"""Roles, page permissions, the page registry and row-level scope (the HIPAA minimum-necessary
-standard, 45 CFR 164.502(b): each role receives only the rows its work needs). Pure; no I/O but
-the rules file.
+"""Roles, page permissions, the page registry, row-level scope and patient-record access (the HIPAA
+minimum-necessary standard, 45 CFR 164.502(b): each role receives only the rows its work needs).
+Pure; no I/O but the rules file.
 
 A user's scope is resolved once per request from the users table and the organisation:
 the teams whose rows they may receive. Store functions take ``scope.team_ids`` and filter in
@@ -17,6 +17,7 @@ from core.config import config_path, load_toml
 
 ACCESS_PATH = config_path("access.toml")
 ROLES = ("clinician", "team_leader", "executive", "admin")
+PATIENT_MONTHS = ("attributed", "all")
 TEAM_ROLES = ("clinician", "team_leader")
 
 
@@ -44,6 +45,13 @@ class AccessRules:
     patient_level_default: dict[str, bool]
     home: dict[str, str]
     pages: dict[str, PageRule]
+    patient_months: dict[str, str]
+    grace_months: int
+
+    def record_access(self, role: str) -> tuple[int, bool]:
+        """(grace months, all months) of a patient record for ``role``: the arguments of
+        ``core.store.queries.patient_record``."""
+        return self.grace_months, self.patient_months[role] == "all"
 
 
 @dataclass(frozen=True)
@@ -88,11 +96,18 @@ def load_access_rules(path: Path = ACCESS_PATH) -> AccessRules:
     for role, spec in roles.items():
         if spec.get("home") not in pages or role not in pages[spec["home"]].roles:
             raise AccessRulesError(f"{path.name}: home page of {role!r} must be a page the role may open")
+        if spec.get("patient_months", "attributed") not in PATIENT_MONTHS:
+            raise AccessRulesError(f"{path.name}: patient_months of {role!r} must be one of {', '.join(PATIENT_MONTHS)}")
+    grace = raw.get("patient_access", {}).get("grace_months", 0)
+    if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
+        raise AccessRulesError(f"{path.name}: [patient_access] grace_months must be a whole number >= 0")
     return AccessRules(
         role_labels={r: v["label"] for r, v in roles.items()},
         patient_level_default={r: bool(v["patient_level_default"]) for r, v in roles.items()},
         home={r: v["home"] for r, v in roles.items()},
         pages=pages,
+        patient_months={r: v.get("patient_months", "attributed") for r, v in roles.items()},
+        grace_months=grace,
     )
 
 
@@ -151,7 +166,3 @@ def page_openers(rules: AccessRules | None = None) -> list[tuple[str, str]]:
     rules = rules or load_access_rules()
     return [(page.roles[0], page.file) for page in rules.pages.values()]
 
-
-def demo_allowed(origins: list[str], auth_configured: bool) -> bool:
-    """Demo mode (no login) only while the database holds nothing but the generated sample network."""
-    return not auth_configured and origins == ["sample"]

@@ -81,14 +81,19 @@ def step_generate(args: dict) -> dict:
 
 
 def step_import(args: dict) -> dict:
+    from core.access.demo import mark_sample_store
     from core.ingest import import_path
     from core.store.db import create_schema, make_engine
+    from core.store.queries import has_patients
 
     engine = make_engine(args["database_url"])
     create_schema(engine)
+    empty = not has_patients(engine)
     report = import_path(engine, Path(args["bundle"]), fmt="csv")
     if not report.ok:
         raise RuntimeError(report.to_text())
+    if empty:  # the benchmark's own generated network alone, as on a first run: the pages open in demo mode
+        mark_sample_store(engine)
     return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded}
 
 
@@ -150,7 +155,7 @@ def selections(engine) -> dict:
 def step_queries(args: dict) -> dict:
     from sqlalchemy import select
 
-    from core.derive.costs import cost_pmpm_from_cells
+    from core.metrics.cost_reports import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
     from core.store.db import make_engine
     from core.store.models import SubgroupAssignment
@@ -286,17 +291,18 @@ def _naive_hba1c_control(engine, team, sel: pd.DataFrame, period: date, months: 
 def _naive_cost_pmpm(engine, team, months: list[date], team_id: str, subgroup: str) -> float:
     """Total cost (TDABC internal + claims paid) per member-month of the team and subgroup."""
     from core.derive import costs
+    from core.metrics.cost_reports import select_patient_months
 
     catalog = costs.load_catalog()
     settings = costs.load_cost_settings(catalog=catalog)
     wide = costs.build_patient_month_costs(costs.load_cost_inputs(engine, months, team), settings, catalog)
-    wide = costs.select_patient_months(wide, team_id=team_id, subgroup=subgroup)
+    wide = select_patient_months(wide, team_id=team_id, subgroup=subgroup)
     return float(wide[costs.COST_TOTAL].sum() / len(wide)) if len(wide) else float("nan")
 
 
 def product_team_scorecard(engine, period: date, team_id: str, subgroup: str) -> dict:
     """The same three figures from cells (build_scorecard + cost_pmpm_from_cells)."""
-    from core.derive.costs import cost_pmpm_from_cells
+    from core.metrics.cost_reports import cost_pmpm_from_cells
     from core.metrics.scorecard import Selection, build_scorecard
 
     card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=period, window="12m"))

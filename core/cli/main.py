@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, date
 from pathlib import Path
 
+from core.access.exports import export_csv
+from core.access.policy import Scope
 from core.store.db import create_schema, database_url, make_engine
 
 
@@ -157,6 +159,10 @@ def cmd_templates(args) -> int:
 
 # --- users and audit ----------------------------------------------------------------------
 
+# Who the audit log names for changes made on the command line (the operator of the server).
+CLI_SCOPE = Scope(user_key="cli", name="command line", role="admin", team_ids=(), practice_ids=(), patient_level=False,
+                  network=True)  # fmt: skip
+
 
 def _args_users(p: argparse.ArgumentParser) -> None:
     _add_db(p)
@@ -183,9 +189,9 @@ def cmd_users(args) -> int:
     elif args.action == "add":
         patient_level = args.patient_level or load_access_rules().patient_level_default[args.role]
         user = save_user(engine, args.user_key, args.role, name=args.name, practice_ids=args.practices,
-                         team_ids=args.teams, patient_level=patient_level)  # fmt: skip
+                         team_ids=args.teams, patient_level=patient_level, by=CLI_SCOPE)  # fmt: skip
         print(f"saved {user.user_key} ({user.role})")
-    elif not deactivate_user(engine, args.user_key):
+    elif not deactivate_user(engine, args.user_key, by=CLI_SCOPE):
         print(f"no user {args.user_key}", file=sys.stderr)
         return 1
     return 0
@@ -198,16 +204,25 @@ def _args_audit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None)
     p.add_argument("--since", type=_day_arg, default=None, help="YYYY-MM-DD (UTC)")
     p.add_argument("--out", type=Path, default=None, help="CSV file (default: standard output)")
+    p.add_argument("--verify", action="store_true", help="check the hash chain instead (exit 1 and name the first bad row)")
 
 
 def cmd_audit(args) -> int:
     from datetime import datetime
 
-    from core.access.audit import search_events
+    from core.access.audit import search_events, verify_chain
 
+    if args.verify:
+        check = verify_chain(_engine(args))
+        if not check.ok:
+            print(f"audit chain broken at audit_id {check.first_bad}: {check.reason} ({check.rows:,} rows before it are intact)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        print(f"audit chain intact: {check.rows:,} rows, last hash {check.last_hash}")
+        return 0
     since = datetime.combine(args.since, datetime.min.time(), tzinfo=UTC) if args.since else None
     events = search_events(_engine(args), user_key=args.user, action=args.action, target=args.target, since=since)
-    events.to_csv(args.out or sys.stdout, index=False)
+    export_csv(events, args.out or sys.stdout)
     return 0
 
 
@@ -258,7 +273,7 @@ def cmd_assign(args) -> int:
     except RulesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from core.derive.costs import last_attributed_month
+    from core.metrics.cost_reports import last_attributed_month
 
     engine = _engine(args)
     if last_attributed_month(engine) is None:
@@ -287,7 +302,7 @@ def _args_selection(p: argparse.ArgumentParser) -> None:
 
 
 def _selection_months(engine, args) -> list[date] | None:
-    from core.derive.costs import last_attributed_month
+    from core.metrics.cost_reports import last_attributed_month
     from core.store.months import window_months
 
     period = args.period or last_attributed_month(engine)
@@ -333,7 +348,7 @@ def _args_costs(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_costs(args) -> int:
-    from core.derive.costs import cost_report
+    from core.metrics.cost_reports import cost_report
 
     engine = _engine(args)
     months = _selection_months(engine, args)

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from core.access.demo import end_demo
 from core.ingest.report import ImportReport
 from core.store import models
 from core.store.queries import DERIVE_PENDING_KEY
@@ -294,6 +295,10 @@ class Load:
             with self._database_errors("foreign keys"):
                 _check_sqlite_foreign_keys(self.conn, self._tables)
         with self._database_errors("import_run"):
+            wiped = end_demo(self.conn)  # real data arrive: no demo mode, and nothing made in it stays
+            if wiped is not None:
+                report.add_warning("store", None, None, "the store held the first run's sample: demo mode ends, and what was "
+                                   "made in it is deleted (" + ", ".join(f"{n} {t}" for t, n in wiped.items()) + ")")  # fmt: skip
             names = order if order is not None else list(self.loaded)
             report.loaded = {name: self.loaded[name] for name in names}
             report.new_rows = {name: self.new_rows[name] for name in names}

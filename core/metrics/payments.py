@@ -467,12 +467,13 @@ def with_overrides(settings: AcoSettings, **changes) -> AcoSettings:
 
 def _selection_frames(engine, months, practice_id, team_id, subgroup):
     from core.derive import costs
+    from core.metrics.cost_reports import select_patient_months
 
     catalog = load_catalog()
     cost_settings = costs.load_cost_settings(catalog=catalog)
     inputs = costs.load_cost_inputs(engine, months)
-    wide = costs.select_patient_months(costs.build_patient_month_costs(inputs, cost_settings, catalog), practice_id, team_id, subgroup)
-    attribution = costs.select_patient_months(inputs.attribution, practice_id, team_id, subgroup)
+    wide = select_patient_months(costs.build_patient_month_costs(inputs, cost_settings, catalog), practice_id, team_id, subgroup)
+    attribution = select_patient_months(inputs.attribution, practice_id, team_id, subgroup)
     return inputs, wide, attribution
 
 

@@ -40,21 +40,15 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, String, func, select, type_coerce, union_all
 
-from core.config import config_path, load_toml
+from core.access.exports import export_csv
+from core.access.suppression import load_suppression_rules
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.metrics.stats import intervals_differ, poisson_exact_interval, t_interval, wilson_interval
 from core.store import models
 from core.store.months import WINDOWS, as_month, from_index, index_of
 
-
-def _small_cell_max(path=config_path("suppression.toml")) -> int:
-    value = load_toml(path).get("small_cell_max")
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{path}: small_cell_max must be a whole number >= 0, got {value!r}")
-    return value
-
-
-SMALL_CELL_MAX = _small_cell_max()  # counts of 1 to this are not published (core/config/suppression.toml)
+SMALL_CELL_MIN = load_suppression_rules().smallest  # CMS cell-size suppression policy: counts of 1 to 10
+SMALL_CELL_MAX = load_suppression_rules().largest  # are not published (core/config/suppression.toml)
 RISK_METRIC = "risk_score_sum"
 FETCH_COLUMNS = ["metric", "month", "stratum_value", "numerator", "denominator", "sum_sq", "patients"]
 FETCH_BATCH = 500  # rows turned into columns at a time (see _fetch)
@@ -203,9 +197,9 @@ def figure(kind: str, numerator, denominator, sum_sq):
 
 
 def is_small(count) -> np.ndarray:
-    """True for counts of 1 to ``SMALL_CELL_MAX`` (10: the CMS cell-size rule)."""
+    """True for counts of ``SMALL_CELL_MIN`` to ``SMALL_CELL_MAX`` (1 to 10: the CMS cell-size rule)."""
     c = np.asarray(count, dtype="float64")
-    return (c >= 1 - 1e-9) & (c <= SMALL_CELL_MAX + 1e-9)
+    return (c >= SMALL_CELL_MIN - 1e-9) & (c <= SMALL_CELL_MAX + 1e-9)
 
 
 def small_figure(kind: str, numerator, denominator, patients) -> np.ndarray:
@@ -261,11 +255,12 @@ def complementary_suppression(counts: np.ndarray, groups: np.ndarray, hidden: np
     increasing count (then position), then the other rows the same way; rows whose first count is
     NaN are never chosen. Returns the new mask. All groups advance together, one row per step,
     so the cost is (rows x largest group) array operations, not a Python loop per group.
+    With ``complementary = false`` in core/config/suppression.toml the mask is returned unchanged.
     """
     hidden = np.asarray(hidden, dtype=bool).copy()
-    counts = np.asarray(counts, dtype="float64").reshape(len(hidden), -1)
-    if not hidden.any():
+    if not hidden.any() or not load_suppression_rules().complementary:
         return hidden
+    counts = np.asarray(counts, dtype="float64").reshape(len(hidden), -1)
     labels, code = np.unique(groups, return_inverse=True)
     code = code.reshape(-1)
     n_groups, first = len(labels), counts[:, 0]
@@ -283,6 +278,50 @@ def complementary_suppression(counts: np.ndarray, groups: np.ndarray, hidden: np
             break
         hidden[pick] = True
     return hidden
+
+
+def figure_counts(kinds, numerator, denominator, patients) -> np.ndarray:
+    """The counts a published figure gives away, [row, 4]: patients, then by kind the denominator
+    (proportions, means; member-months for costs), the numerator (proportions, rates) and the
+    non-numerator part of a proportion; 0 where a column does not apply (a cost in USD, member-years)."""
+    kinds = np.asarray(kinds)
+    num, den, pts = (np.asarray(x, dtype="float64") for x in (numerator, denominator, patients))
+    proportion = kinds == "proportion"
+    den_shown = np.where(proportion | (kinds == "mean") | (kinds == "cost_pmpm"), den, 0.0)
+    num_shown = np.where(proportion | (kinds == "rate_per_1000_member_years"), num, 0.0)
+    rest = np.where(proportion, np.round(den - num, 9), 0.0)
+    return np.nan_to_num(np.stack([pts, den_shown, num_shown, rest], axis=1))
+
+
+def window_counts_published(window: str) -> bool:
+    """Whether the counts of a window may be published where suppression applies.
+
+    Two neighbouring windows of 12 months and the month leaving them give the month entering
+    (12 months to November - 12 months to October + November a year earlier = this November), so
+    where suppression applies only one-month windows publish their counts; longer windows publish
+    their value and interval. True everywhere when complementary suppression is off.
+    """
+    return window not in WINDOWS or WINDOWS[window] == 1 or not load_suppression_rules().complementary
+
+
+def hide_complements(figures: pd.DataFrame, counts: np.ndarray, parts: np.ndarray, group_cols, blank_cols) -> pd.DataFrame:
+    """Complementary suppression of figures published with their total ("All") rows.
+
+    ``figures`` carry the primary suppression (column ``suppressed``); ``counts`` [row, column]
+    are their exact counts (:func:`figure_counts`), ``parts`` marks the rows that add up to the
+    total row of their ``group_cols``. Parts get :func:`complementary_suppression` within each
+    group; rows hidden now get NaN in ``blank_cols``. Returns a new frame.
+    """
+    out = figures.copy()
+    parts = np.asarray(parts, dtype=bool)
+    codes = out.groupby(list(group_cols), sort=False).ngroup().to_numpy()
+    hidden = np.array(out["suppressed"], dtype=bool)
+    rows = np.flatnonzero(parts)
+    hidden[rows] = complementary_suppression(np.asarray(counts)[rows], codes[rows], hidden[rows])
+    for col in blank_cols:
+        out[col] = out[col].astype("float64").where(~hidden, np.nan)
+    out["suppressed"] = hidden
+    return out
 
 
 # --- the scorecard ---------------------------------------------------------------------------
@@ -316,8 +355,11 @@ def _figures(sums: np.ndarray, kinds: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, ...] | None = None,
-                    catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
+                    catalogue: MeasureCatalogue | None = None, suppress: bool = True) -> pd.DataFrame:
     """Every measure applicable to the selection, from cells. Columns: :data:`COLUMNS`.
+
+    ``suppress`` False publishes exact counts (the "exact" policy of core.access.suppression, for
+    a user with patient-level access to every team of the selection).
 
     Grain: measure (measure and stratum value when ``selection.stratum`` is not ``all``; those
     rows also get complementary suppression as parts of the total). ``team_ids`` restricts the
@@ -332,9 +374,12 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     k, v = len(ms), len(values)
     flat = {key: w[:, :k, :].reshape(4, k * v) for key, w in windows.items()}
     f = _window_figures(flat, np.repeat([m.kind for m in ms], v))
+    if not suppress:
+        for figures in f.values():
+            figures["small"] = np.zeros_like(figures["small"])
     expected, observed_expected = _risk_adjusted(ms, v, windows, f)
     small = hidden = f["cur"]["small"]
-    if selection.stratum != "all":  # the stratum values of a measure are parts of its total
+    if suppress and selection.stratum != "all":  # the stratum values of a measure are parts of its total
         counts = np.stack([flat["cur"][1], flat["cur"][0], flat["cur"][3]], axis=1)
         hidden = complementary_suppression(counts, np.repeat(np.arange(k), v), small | is_small(counts).any(axis=1))
     network_value = np.where(f["net"]["small"], np.nan, f["net"]["value"])
@@ -428,7 +473,7 @@ def _card_frame(ms: list, stratum: str, values: list, flat: dict, f: dict, expec
 def format_scorecard(card: pd.DataFrame, fmt: str = "text") -> str:
     """The scorecard as CSV, JSON (records) or a plain-text table."""
     if fmt == "csv":
-        return card.to_csv(index=False)
+        return export_csv(card)
     if fmt == "json":
         return card.to_json(orient="records", indent=2, date_format="iso")
     view = card[["measure_id", "stratum_value", "numerator", "denominator", "value", "ci_low", "ci_high", "target",

@@ -74,25 +74,42 @@ def upgrade_schema(engine: Engine) -> list[str]:
     - ``subgroup_assignment.team_id`` (:func:`add_assignment_team`);
     - ``encounter.paid_date`` (:func:`add_encounter_paid_date`, empty: the claims' run-out
       then comes from the run-out setting);
-    - the indexes of ``subgroup_assignment`` that are missing are built, the ones they
-      supersede dropped (``create_all`` only indexes new tables).
+    - ``app_user.subject``, filled for users keyed ``sub:<subject>``; ``audit_event.chain_hash``
+      (rows without one are chained by the next audited event, ``core.access.audit``);
+    - the indexes of ``subgroup_assignment`` and ``app_user`` that are missing are built, the
+      ones they supersede dropped (``create_all`` only indexes new tables).
     Idempotent, and cheap on an up-to-date store (it reads the catalogue only).
     """
     done = ["added subgroup_assignment.team_id"] if add_assignment_team(engine) else []
     if add_encounter_paid_date(engine):
         done.append("added encounter.paid_date")
-    table = models.SubgroupAssignment.__table__
-    present = {i["name"] for i in inspect(engine).get_indexes(table.name)}
-    with engine.begin() as conn:
-        for index in sorted(table.indexes, key=lambda i: i.name):
-            if index.name not in present:
-                index.create(conn)
-                done.append(f"built index {index.name}")
-        for name in SUPERSEDED_INDEXES[table.name]:
-            if name in present:
-                conn.execute(text(f"DROP INDEX {name}"))
-                done.append(f"dropped index {name}")
+    if _add_column(engine, "app_user", "subject", "VARCHAR(255)"):
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE app_user SET subject = SUBSTR(user_key, 5) WHERE user_key LIKE 'sub:%'"))
+        done.append("added app_user.subject")
+    if _add_column(engine, "audit_event", "chain_hash", "VARCHAR(64)"):
+        done.append("added audit_event.chain_hash")
+    for table in (models.SubgroupAssignment.__table__, models.User.__table__):
+        present = {i["name"] for i in inspect(engine).get_indexes(table.name)}
+        with engine.begin() as conn:
+            for index in sorted(table.indexes, key=lambda i: i.name):
+                if index.name not in present:
+                    index.create(conn)
+                    done.append(f"built index {index.name}")
+            for name in SUPERSEDED_INDEXES.get(table.name, ()):
+                if name in present:
+                    conn.execute(text(f"DROP INDEX {name}"))
+                    done.append(f"dropped index {name}")
     return done
+
+
+def _add_column(engine: Engine, table: str, column: str, ddl_type: str) -> bool:
+    """Add an empty nullable column to a store made before it existed; whether it was added."""
+    if column in {c["name"] for c in inspect(engine).get_columns(table)}:
+        return False
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl_type}"))
+    return True
 
 
 def add_assignment_team(engine: Engine) -> bool:

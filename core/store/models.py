@@ -236,13 +236,16 @@ class RiskScore(SQLModel, table=True):
 class User(SQLModel, table=True):
     """A person allowed in, keyed by the identity provider's email (lower case) or ``sub:<subject>``.
 
-    Grain: user_key. ``practice_ids`` and ``team_ids`` are comma-separated scope lists;
-    ``patient_level`` grants patient rows to roles that otherwise see aggregates only.
+    Grain: user_key. ``subject`` is the provider's ``sub`` claim the row is bound to (set by an
+    admin as ``sub:<subject>``, or on the first sign-in with a verified email; see
+    ``core.access.users.find_user``). ``practice_ids`` and ``team_ids`` are comma-separated scope
+    lists; ``patient_level`` grants patient rows to roles that otherwise see aggregates only.
     """
 
     __tablename__ = "app_user"
 
     user_key: str = Field(primary_key=True, max_length=200)
+    subject: str | None = Field(default=None, max_length=255, unique=True, index=True)
     name: str = Field(default="", max_length=200)
     role: str = Field(max_length=32)
     practice_ids: str = Field(default="", max_length=2000)
@@ -253,9 +256,13 @@ class User(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """One audited action: a patient record viewed, a worklist viewed, an export. Grain: audit_id.
+    """One audited action: a patient record or list of patients viewed, an export, a refused
+    lookup, a change of users, rules or overrides, an upload. Grain: audit_id.
 
     Append-only from the app: nothing in the product updates or deletes these rows.
+    ``chain_hash`` is the SHA-256 of the previous row's ``chain_hash`` and this row's fields
+    (``core.access.audit.event_hash``), so a changed, inserted or deleted row breaks the chain
+    from there on (``python -m core audit --verify``).
     """
 
     __tablename__ = "audit_event"
@@ -268,6 +275,7 @@ class AuditEvent(SQLModel, table=True):
     target: str = Field(default="", max_length=200)
     scope: str = Field(default="", max_length=2000)
     detail: str = Field(default="", max_length=1000)
+    chain_hash: str | None = Field(default=None, max_length=64)
 
 
 # --- bookkeeping ------------------------------------------------------------------------
@@ -286,8 +294,9 @@ class AppSetting(SQLModel, table=True):
 class ImportRun(SQLModel, table=True):
     """One import (committed or rejected). Grain: import_id.
 
-    ``origin`` is ``sample`` for bundles written by the sample generator, else ``real``;
-    demo mode depends on it. ``report`` is the JSON import report.
+    ``origin`` is ``sample`` for the dashboard's first-run load of the sample network it generated
+    (``core.access.demo.mark_sample_store``), else ``real``, whatever the files declare.
+    ``report`` is the JSON import report.
     """
 
     __tablename__ = "import_run"

@@ -9,7 +9,7 @@ import json
 from datetime import date
 
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlmodel import Session
 
 from core.store.models import (
@@ -35,6 +35,7 @@ from core.store.models import (
     User,
     utc_now,
 )
+from core.store.months import add_months, month_end, month_start_sql
 
 COUNTED_TABLES = (
     Practice, Team, Staff, Patient, Attribution, Condition, Encounter, StaffMinutes,
@@ -168,7 +169,8 @@ def table_counts(engine: Engine) -> tuple[dict[str, int], bool, tuple[date | Non
 
 
 def import_origins(engine: Engine) -> list[str]:
-    """Origins (``sample``, ``real``) of the committed imports, sorted; the demo-mode rule reads this."""
+    """Origins of the committed imports, sorted: ``sample`` for the first run's own load of the
+    sample network, ``real`` for every import of files (``core.access.demo``)."""
     stmt = select(ImportRun.origin).where(ImportRun.status == "committed").distinct()
     with engine.connect() as conn:
         return sorted(o for (o,) in conn.execute(stmt))
@@ -313,46 +315,75 @@ def team_patients(
     return read_frame(engine, _scoped(stmt, team_ids))
 
 
-def patient_in_scope(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> bool:
-    """Whether the patient was ever attributed to a team in scope (``None``: everyone)."""
-    stmt = _scoped(select(Attribution.patient_id).where(Attribution.patient_id == patient_id).limit(1), team_ids)
+def latest_month(engine: Engine) -> date | None:
+    """The latest month of data (the last month with attributed members), or None."""
+    months = months_available(engine)
+    return months[-1] if months else None
+
+
+def patient_in_scope(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None, grace_months: int = 0) -> bool:
+    """Whether the patient is in the care of a team in scope: attributed to one of them in the latest
+    month of data, or in one of the ``grace_months`` months before it (``None``: everyone)."""
+    stmt = select(Attribution.patient_id).where(Attribution.patient_id == patient_id).limit(1)
+    if team_ids is not None:
+        latest = latest_month(engine)
+        if latest is None:
+            return False
+        stmt = _scoped(stmt, team_ids).where(Attribution.month >= add_months(latest, -grace_months))
     with engine.connect() as conn:
         return conn.execute(stmt).first() is not None
 
 
-def patient_record(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> dict | None:
+def patient_record(
+    engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None, *, grace_months: int = 0, all_months: bool = False
+) -> dict | None:
     """Everything the patient page shows, or None when the patient is out of scope or unknown.
 
+    Scope follows the care relationship (:func:`patient_in_scope`). Unless ``all_months`` (or
+    ``team_ids`` is None), the record holds only the months the patient was attributed to a team
+    in scope: attribution, subgroups, encounters and measurements of those months; conditions,
+    medications and overrides that began by the end of the last of them (the history the team
+    took on, nothing from after the patient left it).
     Keys: patient (dict), attribution, subgroups, overrides, conditions, encounters,
     measurements, medications (DataFrames, oldest first).
     """
-    if not patient_in_scope(engine, patient_id, team_ids):
+    if not patient_in_scope(engine, patient_id, team_ids, grace_months):
         return None
     with Session(engine) as session:
         patient = session.get(Patient, patient_id)
         if patient is None:
             return None
         patient_dict = patient.model_dump()
+    months = None
+    if team_ids is not None and not all_months:
+        stmt = _scoped(select(Attribution.month).where(Attribution.patient_id == patient_id), team_ids)
+        with engine.connect() as conn:
+            months = sorted(m for (m,) in conn.execute(stmt))
+    last_day = month_end(months[-1]) if months else None
 
-    def rows(model, order_col):
-        return read_frame(engine, select(*model.__table__.columns).where(model.patient_id == patient_id).order_by(order_col))
+    def rows(model, order_col, *, in_months=None, began=None):
+        stmt = select(*model.__table__.columns).where(model.patient_id == patient_id).order_by(order_col)
+        if months is not None and in_months is not None:
+            stmt = stmt.where(month_start_sql(engine.dialect.name, in_months).in_(months))
+        if months is not None and began is not None:
+            stmt = stmt.where(or_(began.is_(None), began <= last_day))
+        return read_frame(engine, stmt)
 
-    attribution = read_frame(
-        engine,
-        select(Attribution.month, Attribution.practice_id, Attribution.team_id, Team.name.label("team"), Attribution.pcp_id,
-               Staff.name.label("pcp"))
-        .join(Team, Team.team_id == Attribution.team_id)
-        .outerjoin(Staff, Staff.staff_id == Attribution.pcp_id)
-        .where(Attribution.patient_id == patient_id)
-        .order_by(Attribution.month),
-    )  # fmt: skip
+    attribution = select(Attribution.month, Attribution.practice_id, Attribution.team_id, Team.name.label("team"),
+                         Attribution.pcp_id, Staff.name.label("pcp"))  # fmt: skip
+    attribution = (attribution.join(Team, Team.team_id == Attribution.team_id).outerjoin(Staff, Staff.staff_id == Attribution.pcp_id)
+                   .where(Attribution.patient_id == patient_id).order_by(Attribution.month))  # fmt: skip
+    subgroups = select(*SubgroupAssignment.__table__.columns).where(SubgroupAssignment.patient_id == patient_id)
+    if months is not None:
+        attribution = attribution.where(Attribution.month.in_(months))
+        subgroups = subgroups.where(SubgroupAssignment.month.in_(months))
     return {
         "patient": patient_dict,
-        "attribution": attribution,
-        "subgroups": rows(SubgroupAssignment, SubgroupAssignment.month),
-        "overrides": rows(SubgroupOverride, SubgroupOverride.created_at),
-        "conditions": rows(Condition, Condition.onset_date),
-        "encounters": rows(Encounter, Encounter.start_date),
-        "measurements": rows(Measurement, Measurement.measured_date),
-        "medications": rows(Medication, Medication.start_date),
+        "attribution": read_frame(engine, attribution),
+        "subgroups": read_frame(engine, subgroups.order_by(SubgroupAssignment.month)),
+        "overrides": rows(SubgroupOverride, SubgroupOverride.created_at, began=SubgroupOverride.start_month),
+        "conditions": rows(Condition, Condition.onset_date, began=Condition.onset_date),
+        "encounters": rows(Encounter, Encounter.start_date, in_months=Encounter.start_date),
+        "measurements": rows(Measurement, Measurement.measured_date, in_months=Measurement.measured_date),
+        "medications": rows(Medication, Medication.start_date, began=Medication.start_date),
     }

@@ -11,7 +11,9 @@ from core.derive.risk import DEFAULT_MODEL
 from core.derive.subgroups.assign import month_inputs
 from core.derive.subgroups.evaluate import evaluate_rules, top_fractions
 from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
+from core.metrics.scorecard import suppress_table
 from core.store.months import as_month
+from core.views.format import SUPPRESSED
 
 PREVIEW_COLUMNS = ["subgroup", "rule_id", "rule_name", "patients_current", "patients_draft", "change"]
 
@@ -68,3 +70,30 @@ def _compare(current: pd.DataFrame, draft: pd.DataFrame) -> pd.DataFrame:
     out[["patients_current", "patients_draft"]] = out[["patients_current", "patients_draft"]].astype(int)
     out["change"] = out["patients_draft"] - out["patients_current"]
     return out[PREVIEW_COLUMNS].reset_index(drop=True)
+
+
+def rules_with_counts(rules: pd.DataFrame, mix: pd.DataFrame, suppress: bool) -> tuple[pd.DataFrame, str]:
+    """The rules table with the patients each caught (``mix``: subgroup, rule_id, patients of one
+    month) and the number under overrides, as text.
+
+    With ``suppress``, counts of 1-10 are hidden with complementary suppression within each
+    subgroup (a subgroup's rules add up to its members, published on the trends). Grain: rule_id.
+    """
+    mix = mix.astype({"patients": "float64"})
+    if suppress:
+        mix = suppress_table(mix, ["patients"], group_cols=["subgroup"])
+    table = rules.merge(mix[["rule_id", "patients"]], on="rule_id", how="left")
+    table["patients"] = table["patients"].where(table["rule_id"].isin(mix["rule_id"]), 0.0)  # caught none
+    overrides = mix.loc[mix["rule_id"] == "override", "patients"]
+    return table, SUPPRESSED if overrides.isna().any() else f"{overrides.sum():,.0f}"
+
+
+def suppress_preview(preview: pd.DataFrame, suppress: bool) -> pd.DataFrame:
+    """A draft preview (:func:`preview_rules`) with counts of 1-10 hidden (and their change), with
+    complementary suppression within each subgroup, when ``suppress``."""
+    if not suppress:
+        return preview
+    counts = ["patients_current", "patients_draft"]
+    out = suppress_table(preview.astype({c: "float64" for c in counts}), counts, group_cols=["subgroup"],
+                         value_cols=["change"])  # fmt: skip
+    return out.drop(columns="suppressed")

@@ -55,12 +55,12 @@ def _kinds(metrics: Sequence[str], catalogue: MeasureCatalogue) -> dict[str, str
     return {m: by_id[m].kind if m in by_id else COST_KIND for m in metrics}
 
 
-def add_figures(sums: pd.DataFrame, catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
+def add_figures(sums: pd.DataFrame, catalogue: MeasureCatalogue | None = None, suppress: bool = True) -> pd.DataFrame:
     """Add value, ci_low, ci_high (measure unit; cost PMPM in USD) and suppressed to summed cells
     (same grain as ``sums``).
 
     A measure is suppressed by core.metrics.scorecard.small_figure; a cost PMPM when its patient count
-    is 1-10. Suppressed rows lose their counts and figures (NaN).
+    is 1-10. Suppressed rows lose their counts and figures (NaN). ``suppress`` False: exact figures.
     """
     catalogue = catalogue or load_measures()
     out = sums.copy()
@@ -82,7 +82,7 @@ def add_figures(sums: pd.DataFrame, catalogue: MeasureCatalogue | None = None) -
             value, low, high = figure(kind, part["numerator"], part["denominator"], part["sum_sq"])
             small = small_figure(kind, part["numerator"], part["denominator"], part["patients"])
         out.loc[mask, "value"], out.loc[mask, "ci_low"], out.loc[mask, "ci_high"] = value, low, high
-        out.loc[mask, "suppressed"] = small
+        out.loc[mask, "suppressed"] = small & suppress
     hidden = out["suppressed"].to_numpy(dtype=bool)
     for col in ("numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"):
         out[col] = out[col].astype("float64").where(~hidden, np.nan)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from core.derive.costs import COST_TOTAL
 from core.derive.measures import load_measures
-from core.metrics.scorecard import is_small, suppress_table
+from core.metrics.scorecard import is_small, suppress_table, window_counts_published
 from core.metrics.stats import value_outside
 from core.metrics.value import outcome_index, value_map
 from core.store.months import WINDOWS, add_months
@@ -21,14 +21,16 @@ from core.views.executive_settings import load_executive_settings
 
 
 def team_comparison(engine: Engine, measure_id: str, period: date, window: str = "12m", subgroup: str | None = None,
-                    team_ids: tuple[str, ...] | None = None) -> dict:  # fmt: skip
+                    team_ids: tuple[str, ...] | None = None, suppress: bool = True) -> dict:  # fmt: skip
     """Every team's value of one measure with its 95 % interval against the network value.
 
     A team is an outlier (``flag`` ``better`` / ``worse``) only when the network value lies
     outside the team's interval (a caterpillar plot: an interval that crosses the network line is
     noise). Returns ``teams`` (grain: team_id; numerator, denominator, patients, value,
     ci_low, ci_high, flag, suppressed; complementary suppression, as parts of the network total)
-    and ``network`` (a dict: value, ci_low, ci_high, suppressed).
+    and ``network`` (a dict: value, ci_low, ci_high, suppressed). ``suppress`` False: exact
+    figures (a user with patient-level access to every team); counts of windows longer than a
+    month are published only then (:func:`core.metrics.scorecard.window_counts_published`).
     """
     catalogue = load_measures()
     measure = catalogue.by_id()[measure_id]
@@ -37,7 +39,7 @@ def team_comparison(engine: Engine, measure_id: str, period: date, window: str =
     sums = cell_sums_by(engine, ["team_id"], [measure_id], first, period, subgroup=subgroup)
     per_team = window_sums(sums, ["team_id"], period, n, catalogue)
     net = window_sums(sums.assign(team_id=ALL), ["team_id"], period, n, catalogue)
-    network = add_figures(net, catalogue)
+    network = add_figures(net, catalogue, suppress)
     if team_ids is not None:
         per_team = per_team.loc[per_team["team_id"].isin(team_ids)]
     count_cols = ["numerator", "denominator", "patients"] if measure.kind != "rate_per_1000_member_years" else ["numerator", "patients"]
@@ -45,8 +47,9 @@ def team_comparison(engine: Engine, measure_id: str, period: date, window: str =
         per_team = per_team.assign(non_numerator=per_team["denominator"] - per_team["numerator"])
         count_cols.append("non_numerator")
     raw = per_team.copy()
-    teams = add_figures(per_team, catalogue)
-    teams["suppressed"] = suppress_table(raw.assign(suppressed=teams["suppressed"].to_numpy()), count_cols, total=True)["suppressed"].to_numpy()
+    teams = add_figures(per_team, catalogue, suppress)
+    if suppress:
+        teams["suppressed"] = suppress_table(raw.assign(suppressed=teams["suppressed"].to_numpy()), count_cols, total=True)["suppressed"].to_numpy()
     hidden = teams["suppressed"].to_numpy(dtype=bool)
     for col in ("numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"):
         teams[col] = teams[col].where(~hidden, np.nan)
@@ -57,6 +60,8 @@ def team_comparison(engine: Engine, measure_id: str, period: date, window: str =
     better = (teams["value"] > net_value) if higher else (teams["value"] < net_value)
     teams["flag"] = np.where(np.asarray(outside, dtype=bool), np.where(better, "better", "worse"), "as expected")
     teams.loc[hidden, "flag"] = "suppressed"
+    if suppress and not window_counts_published(window):
+        teams[["numerator", "denominator"]] = np.nan
     teams = teams[["team_id", "numerator", "denominator", "patients", "value", "ci_low", "ci_high", "flag", "suppressed"]]
     network_dict = {"value": net_value, "ci_low": float(net_row["ci_low"]) if net_row is not None else np.nan,
                     "ci_high": float(net_row["ci_high"]) if net_row is not None else np.nan,
@@ -105,5 +110,7 @@ def value_positions(engine: Engine, period: date, window: str = "12m", team_ids:
                 "cost_ratio_to_peers"):
         out[col] = out[col].astype("float64").where(~hidden, np.nan)
     out.loc[hidden, "quadrant"] = "suppressed"
+    if not window_counts_published(window):
+        out["member_months"] = np.nan
     out = out.drop(columns=["patients"]).rename(columns={"measures": "measures_in_index"})
     return out.sort_values(["subgroup", "team_id"]).reset_index(drop=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, case, func, or_, select
 
@@ -23,15 +24,16 @@ def _days_between(engine: Engine, later, earlier):
     return func.julianday(later) - func.julianday(earlier)
 
 
-def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
+def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None = None,
+              suppress: bool = True) -> dict[str, pd.DataFrame]:
     """E-consult volume, specialist response time and % resolved without a visit, by specialty and
     by team, and specialist spend of patients with and without an e-consult (aggregates only).
 
     Counted in SQL (GROUP BY) from encounters of kind ``e_consult`` that started in the months;
     response days = responded_date - start_date. ``by_specialty`` (grain: specialty) and
     ``by_team`` (grain: team_id): econsults, responded, mean_response_days (t interval),
-    resolved, resolved_pct; complementary suppression of 1-10 counts (econsults, responded,
-    resolved, not resolved) as parts of the total row. ``spend`` (grain: group): patients,
+    resolved, resolved_pct; with ``suppress``, each figure whose own counts include 1-10 is
+    hidden, with complementary suppression against the All row (:data:`FAMILIES`). ``spend`` (grain: group): patients,
     member_months, specialist_spend_usd, specialist_pmpm_usd; the specialist spend is of
     attributed patient-months (claims in cost categories of executive.toml).
     """
@@ -55,11 +57,24 @@ def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...
     if raw.empty:
         raw = pd.DataFrame(columns=["team_id", "specialty", "econsults", "responded", "days_sum", "days_sq", "resolved"])
     raw = raw.astype({c: "float64" for c in ("econsults", "responded", "days_sum", "days_sq", "resolved")})
-    return {"by_specialty": _econsult_table(raw, "specialty"), "by_team": _econsult_table(raw, "team_id"),
-            "spend": _specialist_spend(engine, months, team_ids)}  # fmt: skip
+    return {"by_specialty": _econsult_table(raw, "specialty", suppress), "by_team": _econsult_table(raw, "team_id", suppress),
+            "spend": _specialist_spend(engine, months, team_ids, suppress)}  # fmt: skip
 
 
-def _econsult_table(raw: pd.DataFrame, key: str) -> pd.DataFrame:
+# The figures of an e-consult table, each with the counts it is built from: a figure is hidden only
+# where one of its own counts is 1-10 (a row's volume stays published when only its resolved share
+# rests on a small count), with complementary suppression of that family against the All row.
+FAMILIES = {
+    "econsults": (["econsults"], ["econsults"]),
+    "response": (["responded"], ["responded", "mean_response_days", "response_ci_low", "response_ci_high"]),
+    "resolved": (["resolved", "not_resolved"], ["resolved", "resolved_pct"]),
+}
+
+
+def _econsult_table(raw: pd.DataFrame, key: str, suppress: bool = True) -> pd.DataFrame:
+    """One e-consult table with its All row (grain: ``key``). Columns: key, econsults, responded,
+    mean_response_days, response_ci_low, response_ci_high, resolved, resolved_pct, suppressed
+    (every figure of the row hidden); a hidden figure is NaN (see :data:`FAMILIES`)."""
     cols = ["econsults", "responded", "days_sum", "days_sq", "resolved"]
     table = raw.groupby(key, as_index=False)[cols].sum()
     table = pd.concat([table, table[cols].sum().to_frame().T.assign(**{key: "All"})], ignore_index=True)
@@ -67,16 +82,23 @@ def _econsult_table(raw: pd.DataFrame, key: str) -> pd.DataFrame:
     mean, low, high = t_interval(table["days_sum"], table["responded"], table["days_sq"])
     table = table.assign(mean_response_days=mean, response_ci_low=low, response_ci_high=high,
                          resolved_pct=100 * table["resolved"] / table["econsults"].where(table["econsults"] > 0))  # fmt: skip
-    parts = suppress_table(table.iloc[:-1], ["econsults", "responded", "resolved", "not_resolved"], total=True,
-                           value_cols=["mean_response_days", "response_ci_low", "response_ci_high", "resolved_pct"])  # fmt: skip
-    whole = suppress_table(table.iloc[-1:], ["econsults", "responded", "resolved", "not_resolved"], total=False,
-                           value_cols=["mean_response_days", "response_ci_low", "response_ci_high", "resolved_pct"])  # fmt: skip
-    out = pd.concat([parts, whole], ignore_index=True)
-    return out[[key, "econsults", "responded", "mean_response_days", "response_ci_low", "response_ci_high", "resolved",
-                "resolved_pct", "suppressed"]]  # fmt: skip
+    table["suppressed"] = False
+    if suppress:
+        hidden_everywhere = np.ones(len(table), dtype=bool)
+        for counts, shown in FAMILIES.values():
+            parts = suppress_table(table.iloc[:-1], counts, total=True)["suppressed"].to_numpy(dtype=bool)
+            whole = suppress_table(table.iloc[-1:], counts, total=False)["suppressed"].to_numpy(dtype=bool)
+            hidden = np.concatenate([parts, whole])
+            table[shown] = table[shown].astype("float64")
+            table.loc[hidden, shown] = np.nan
+            hidden_everywhere &= hidden
+        table["suppressed"] = hidden_everywhere
+    return table[[key, "econsults", "responded", "mean_response_days", "response_ci_low", "response_ci_high", "resolved",
+                  "resolved_pct", "suppressed"]]  # fmt: skip
 
 
-def _specialist_spend(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None) -> pd.DataFrame:
+def _specialist_spend(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None,
+                      suppress: bool = True) -> pd.DataFrame:
     settings = load_executive_settings()
     first, end = month_span(months)
     had = select(Encounter.patient_id).where(Encounter.kind == "e_consult", Encounter.start_date >= first, Encounter.start_date < end)
@@ -100,6 +122,6 @@ def _specialist_spend(engine: Engine, months: tuple[date, ...], team_ids: tuple[
     table = table.astype({"member_months": "float64", "patients": "float64", "specialist_spend_usd": "float64"}).fillna({"specialist_spend_usd": 0.0})
     table["specialist_pmpm_usd"] = table["specialist_spend_usd"] / table["member_months"]
     table = suppress_table(table, ["patients", "member_months"], total=True,
-                           value_cols=["specialist_spend_usd", "specialist_pmpm_usd"])  # fmt: skip
+                           value_cols=["specialist_spend_usd", "specialist_pmpm_usd"]) if suppress else table.assign(suppressed=False)  # fmt: skip
     return table.sort_values("group", ascending=False).reset_index(drop=True)[
         ["group", "patients", "member_months", "specialist_spend_usd", "specialist_pmpm_usd", "suppressed"]]

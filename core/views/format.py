@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.access.exports import export_csv
+
 SUPPRESSED = "suppressed"
 
 
@@ -33,6 +35,20 @@ def usd(value, digits: int = 0) -> str:
     return f"{'-' if value < 0 else ''}${abs(float(value)):,.{digits}f}"
 
 
+def shown_precision(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numbers rounded as the pages show them: amounts in USD to cents, shares to 0.1 %, counts to
+    whole numbers and every other figure to one decimal. An export at full float precision would
+    let an interval or a rate give back the counts it was computed from."""
+    out = frame.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            name = str(col).lower()
+            digits = 2 if "usd" in name else 3 if name in ("share",) else 1
+            out[col] = out[col].round(digits)
+    return out
+
+
 def csv_export(frame: pd.DataFrame) -> str:
-    """A published table as CSV: suppressed (and undefined) figures read ``suppressed``, never 0."""
-    return frame.to_csv(index=False, na_rep=SUPPRESSED)
+    """A published table as CSV, rounded as shown (:func:`shown_precision`), with formula-like
+    text neutralised: suppressed (and undefined) figures read ``suppressed``, never 0."""
+    return export_csv(shown_precision(frame), na_rep=SUPPRESSED)

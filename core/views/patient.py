@@ -122,9 +122,12 @@ class PatientView:
     attribution: pd.DataFrame
 
 
-def patient_view(engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None) -> PatientView | None:
-    """The patient page's data, or None when the patient is unknown or outside ``team_ids``."""
-    record = patient_record(engine, patient_id, team_ids)
+def patient_view(
+    engine: Engine, patient_id: str, team_ids: tuple[str, ...] | None, grace_months: int = 0, all_months: bool = False
+) -> PatientView | None:
+    """The patient page's data, or None when the patient is unknown or not in the care of ``team_ids``
+    (``grace_months``, ``all_months``: see ``core.store.queries.patient_record``)."""
+    record = patient_record(engine, patient_id, team_ids, grace_months=grace_months, all_months=all_months)
     if record is None:
         return None
     att = record["attribution"]

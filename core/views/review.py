@@ -20,7 +20,6 @@ Rules in one place:
 from __future__ import annotations
 
 import html
-import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,14 +28,17 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
+from core.access.exports import export_csv, export_xlsx
+from core.access.suppression import load_suppression_rules
 from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.derive import costs
 from core.derive.measures import MeasureCatalogue, load_measures
 from core.derive.subgroups.transitions import subgroup_transitions
 from core.metrics import runout
+from core.metrics.cost_reports import cost_pmpm_from_cells
 from core.metrics.payments import PaymentSettings, load_payment_settings
-from core.metrics.scorecard import Selection, build_scorecard, figure, is_small, small_figure, suppress_table
+from core.metrics.scorecard import Selection, build_scorecard, complementary_suppression, figure, is_small, small_figure
 from core.metrics.value import outcome_index, value_map
 from core.store.models import Cell, Encounter, Patient, PatientMonthActivity, SubgroupAssignment, Team
 from core.store.months import add_months, as_date, months_back
@@ -104,8 +106,10 @@ def check_scope(team_id: str, team_ids: tuple[str, ...] | None) -> None:
 
 
 def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, months: list[date],
-                    group_by_team: bool = False, team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+                    group_by_team: bool = False, team_ids: tuple[str, ...] | None = None,
+                    suppress: bool = True) -> pd.DataFrame:
     """Monthly measure values (one-month windows, as the scorecard's ``month`` window) from cells.
+    ``suppress`` False: exact figures (no cell-size rule).
 
     Columns: [team_id,] month, measure_id, numerator, denominator, patients, value, suppressed.
     """
@@ -135,7 +139,8 @@ def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, month
             part = frame.loc[mask]
             value, _, _ = figure(kind, part["numerator"], part["denominator"], part["sum_sq"])
             frame.loc[mask, "value"] = value
-            frame.loc[mask, "suppressed"] = small_figure(kind, part["numerator"], part["denominator"], part["patients"])
+            if suppress:
+                frame.loc[mask, "suppressed"] = small_figure(kind, part["numerator"], part["denominator"], part["patients"])
     frame.loc[frame["suppressed"], ["numerator", "denominator", "value"]] = np.nan
     return frame.drop(columns="sum_sq")
 
@@ -145,7 +150,8 @@ def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, month
 
 def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
                     settings: ReviewSettings | None = None, payments: PaymentSettings | None = None,
-                    catalogue: MeasureCatalogue | None = None, internal_costed: bool = True) -> pd.DataFrame:
+                    catalogue: MeasureCatalogue | None = None, internal_costed: bool = True,
+                    suppress: bool = True) -> pd.DataFrame:
     """One row per month of the trend window (oldest first) for the team and subgroup.
 
     Columns: month, members, cost_internal_pmpm_usd, cost_external_pmpm_usd, cost_total_pmpm_usd,
@@ -153,7 +159,8 @@ def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, te
     margin_pmpm_usd, suppressed (members 1-10: every figure of the month blanked), then one
     column per key outcome of the subgroup (value in the measure's unit; NaN when suppressed
     or no data) and ``<measure>_suppressed``. ``internal_costed`` False (no staff roster): the
-    internal and total cost PMPM, the bundle's cost and the margin are NaN.
+    internal and total cost PMPM, the bundle's cost and the margin are NaN. ``suppress`` False:
+    exact figures.
     """
     check_scope(team_id, team_ids)
     settings = settings or load_review_settings()
@@ -161,7 +168,7 @@ def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, te
     catalogue = catalogue or load_measures()
     months = months_back(month, settings.trend_months)
     out = pd.DataFrame({"month": months})
-    pmpm = costs.cost_pmpm_from_cells(engine, ("month",), months, team_id=team_id, subgroup=subgroup)
+    pmpm = cost_pmpm_from_cells(engine, ("month",), months, team_id=team_id, subgroup=subgroup)
     cols = ["member_months", "cost_internal_pmpm_usd", "cost_external_pmpm_usd", "cost_total_pmpm_usd"]
     if pmpm.empty:
         pmpm = pd.DataFrame(columns=["month", *cols])
@@ -176,12 +183,12 @@ def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, te
     out["cost_usd"] = out[basis].astype("float64") * out["members"]
     out["margin_usd"] = out["payment_usd"] - out["cost_usd"]
     out["margin_pmpm_usd"] = out["margin_usd"] / out["members"].replace(0.0, np.nan)
-    out["suppressed"] = is_small(out["members"])
+    out["suppressed"] = is_small(out["members"]) & suppress
     money = [*cols[1:], "payment_usd", "cost_usd", "margin_usd", "margin_pmpm_usd"]
     out.loc[out["suppressed"], ["members", *money]] = np.nan
     by_id = catalogue.by_id()
     ms = [by_id[m] for m in settings.key_outcomes.get(subgroup, ()) if m in by_id]
-    series = _measure_series(engine, ms, team_id, subgroup, months) if ms else pd.DataFrame()
+    series = _measure_series(engine, ms, team_id, subgroup, months, suppress=suppress) if ms else pd.DataFrame()
     for m in ms:
         part = series.loc[series["measure_id"] == m.id, ["month", "value", "suppressed"]]
         part = part.rename(columns={"value": m.id, "suppressed": f"{m.id}_suppressed"})
@@ -238,7 +245,8 @@ def significant_rows(card: pd.DataFrame) -> pd.DataFrame:
     return card.loc[flagged & ~card["suppressed"].astype(bool)]
 
 
-def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tuple[str, ...] | None) -> pd.DataFrame:
+def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
+                       suppress: bool = True) -> pd.DataFrame:
     """Significant changes and gaps of every team in scope for the subgroup and month.
 
     So a reviewer can find the team whose figures moved: changes vs last month or last year
@@ -250,7 +258,7 @@ def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tup
         teams = teams.loc[teams["team_id"].isin(team_ids)]
     rows = []
     for t in teams.itertuples():
-        card = build_scorecard(engine, Selection(team_id=t.team_id, subgroup=subgroup, period=month))
+        card = build_scorecard(engine, Selection(team_id=t.team_id, subgroup=subgroup, period=month), suppress=suppress)
         for r in significant_rows(card).to_dict("records"):
             rows.append({"team_id": t.team_id, "team": t.name, "measure_id": r["measure_id"], "Measure": r["name"],
                          "Value": format_figure(r["value"]), "Significant": significance_text(r)})  # fmt: skip
@@ -263,12 +271,13 @@ def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tup
 
 
 def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
-                   patient_level: bool) -> dict[str, pd.DataFrame]:
+                   patient_level: bool, suppress: bool = True) -> dict[str, pd.DataFrame]:
     """Patients who entered or left the subgroup at the team this month, with reasons.
 
     ``summary`` (grain: direction, other subgroup): direction (entered / left), other_subgroup,
-    patients (1-10 suppressed). ``patients`` (grain: patient): patient_id, direction, from_subgroup, to_subgroup, reason, overridden; empty
-    unless ``patient_level``.
+    patients; with ``suppress``, counts of 1-10 are hidden (NaN) so that the members headline does
+    not give them back either (:func:`hide_moves`). ``patients`` (grain: patient): patient_id,
+    direction, from_subgroup, to_subgroup, reason, overridden; empty unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
     moved = subgroup_transitions(engine, month, team_id, subgroup)
@@ -276,11 +285,33 @@ def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, tea
     moved["other_subgroup"] = np.where(moved["direction"] == "entered", moved["from_subgroup"].fillna("new"),
                                        moved["to_subgroup"].fillna("none"))  # fmt: skip
     summary = moved.groupby(["direction", "other_subgroup"], as_index=False).agg(patients=("patient_id", "count"))
-    summary = suppress_table(summary, ["patients"], total=False)
+    summary["patients"] = summary["patients"].astype("float64")
+    if suppress:
+        summary = hide_moves(summary)
     patients = moved[["patient_id", "direction", "from_subgroup", "to_subgroup", "reason", "overridden"]]
     if not patient_level:
         patients = patients.iloc[0:0]
-    return {"summary": summary.drop(columns="suppressed"), "patients": patients.reset_index(drop=True)}
+    return {"summary": summary, "patients": patients.reset_index(drop=True)}
+
+
+def hide_moves(summary: pd.DataFrame) -> pd.DataFrame:
+    """Suppress the move counts so that neither a count of 1-10 nor a small sum follows from them.
+
+    The members headline publishes members now and last month, and their difference is
+    entered - left. So the moves are parts of a signed total: complementary suppression with the
+    signed counts, until the hidden rows' signed sum is not 1-10 in either sign (hidden rows of
+    both directions then give away only a difference of counts). When even every row hidden
+    leaves a small signed sum, the rows are replaced by one row whose direction is not told.
+    Columns: direction, other_subgroup, patients (NaN = suppressed).
+    """
+    counts = summary["patients"].to_numpy(dtype="float64")
+    signed = np.where(summary["direction"] == "entered", 1.0, -1.0) * counts
+    hidden = complementary_suppression(np.stack([counts, signed, -signed], axis=1), np.zeros(len(summary), dtype=int),
+                                       is_small(counts))  # fmt: skip
+    rest = signed[hidden].sum()
+    if hidden.any() and is_small(abs(rest)) and load_suppression_rules().complementary:
+        return pd.DataFrame({"direction": [SUPPRESSED], "other_subgroup": [SUPPRESSED], "patients": [np.nan]})
+    return summary.assign(patients=np.where(hidden, np.nan, counts))
 
 
 def _scoped_month_patients(team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None):
@@ -316,7 +347,7 @@ def acute_events(engine: Engine, team_id: str, subgroup: str, month: date, team_
 
 
 def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
-                 top: int = 10, patient_level: bool = True) -> dict[str, pd.DataFrame]:
+                 top: int = 10, patient_level: bool = True, suppress: bool = True) -> dict[str, pd.DataFrame]:
     """Largest cost drivers of the team and subgroup this month.
 
     ``by_category`` (grain: cost category): category, pmpm_usd, previous_pmpm_usd, change_pmpm_usd (from cells; blank
@@ -328,7 +359,7 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
     check_scope(team_id, team_ids)
     catalog = load_catalog()
     prev = add_months(month, -1)
-    cells = costs.cost_pmpm_from_cells(engine, ("month",), [prev, month], team_id=team_id, subgroup=subgroup)
+    cells = cost_pmpm_from_cells(engine, ("month",), [prev, month], team_id=team_id, subgroup=subgroup)
     rows = []
     for cat, label in catalog.cost_categories.items():
         col = costs.pmpm_name(costs.category_metric(cat))
@@ -336,7 +367,7 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
         if not cells.empty and col in cells:
             cells["month"] = [as_date(m) for m in cells["month"]]
             for m, mm, v in zip(cells["month"], cells["member_months"], cells[col], strict=True):
-                if is_small(mm):
+                if suppress and is_small(mm):
                     v = np.nan
                 if m == month:
                     cur = v
@@ -381,7 +412,7 @@ def value_map_frame(engine: Engine, subgroup: str, month: date, n_months: int = 
     values = values.assign(subgroup=subgroup, higher_is_better=values["measure_id"].map(direction))
     cols = ["team_id", "team", "month", "outcome_index", "measures", "cost_pmpm_usd", "member_months",
             "cost_ratio_to_peers", "quadrant", "suppressed"]
-    cost = costs.cost_pmpm_from_cells(engine, ("team_id", "subgroup", "month"), months, subgroup=subgroup)
+    cost = cost_pmpm_from_cells(engine, ("team_id", "subgroup", "month"), months, subgroup=subgroup)
     if cost.empty or values.empty:
         return pd.DataFrame(columns=cols)
     cost["month"] = [as_date(m) for m in cost["month"]]
@@ -422,12 +453,18 @@ class ReviewData:
 
 
 def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
-                patient_level: bool) -> ReviewData:
-    """Build every section of the review (one call for the page; cached there)."""
+                patient_level: bool, suppress: bool = True) -> ReviewData:
+    """Build every section of the review (one call for the page; cached there).
+
+    ``suppress``: the policy of core.access.suppression for this team (False = exact counts, for a
+    user with patient-level access to it). The value map compares every team serving the
+    subgroup, other teams included, so it is always suppressed.
+    """
     check_scope(team_id, team_ids)
     settings, payments, catalogue = load_review_settings(), load_payment_settings(), load_measures()
     costing = costs.costing_status(engine)
-    card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=month), team_ids=team_ids)
+    card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=month), team_ids=team_ids,
+                           suppress=suppress)
     keys = tuple((m.id, m.name, m.unit, m.direction) for m in catalogue.measures
                  if m.id in settings.key_outcomes.get(subgroup, ()))  # fmt: skip
     order = settings.key_outcomes.get(subgroup, ())
@@ -435,11 +472,13 @@ def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_i
     acute = acute_events(engine, team_id, subgroup, month, team_ids, settings.acute_kinds) if patient_level else pd.DataFrame()
     return ReviewData(
         team_id=team_id, subgroup=subgroup, month=month, card=card, scorecard=scorecard_table(card),
-        headline=headline_series(engine, team_id, subgroup, month, team_ids, settings, payments, catalogue, costing.costed),
-        key_outcomes=keys, moves=subgroup_moves(engine, team_id, subgroup, month, team_ids, patient_level), acute=acute,
-        drivers=cost_drivers(engine, team_id, subgroup, month, team_ids, settings.top_patients, patient_level),
+        headline=headline_series(engine, team_id, subgroup, month, team_ids, settings, payments, catalogue, costing.costed,
+                                 suppress),
+        key_outcomes=keys, moves=subgroup_moves(engine, team_id, subgroup, month, team_ids, patient_level, suppress),
+        acute=acute, drivers=cost_drivers(engine, team_id, subgroup, month, team_ids, settings.top_patients, patient_level,
+                                          suppress),
         value_map=value_map_frame(engine, subgroup, month, catalogue=catalogue),
-        across_teams=flags_across_teams(engine, subgroup, month, team_ids),
+        across_teams=flags_across_teams(engine, subgroup, month, team_ids, suppress),
         bundled_rate_usd=payments.bundled_pmpm_usd.get(subgroup, 0.0), cost_basis=payments.bundled_cost_basis,
         costing_note=costing.note(), internal_costed=costing.costed,
         claims_note=runout.incomplete_note(runout.claims_completeness(engine, months_back(month, 2))),
@@ -527,7 +566,8 @@ def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> 
             "cost_categories": cats, "value_map": vm, "review_log": log_out}  # fmt: skip
 
 
-def pack_html(data: ReviewData, tables: dict[str, pd.DataFrame], title: str, subtitle: str, figures: dict) -> str:
+def pack_html(data: ReviewData, tables: dict[str, pd.DataFrame], title: str, subtitle: str, figures: dict,
+              note: str = "counts of 1-10 are suppressed") -> str:
     """A self-contained HTML one-pager: inline CSS, headline tiles, scorecard and tables, and the
     plotly figures inline (plotly.js embedded once, in the first chart)."""
     tiles = "".join(
@@ -545,17 +585,13 @@ def pack_html(data: ReviewData, tables: dict[str, pd.DataFrame], title: str, sub
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{PACK_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<p class="sub">{html.escape(subtitle)} · generated {stamp} · counts of 1-10 are suppressed</p>'
+            f'<p class="sub">{html.escape(subtitle)} · generated {stamp} · {html.escape(note)}</p>'
             f'<div class="kpis" id="headline">{tiles}</div>{body}{"".join(charts)}</body></html>')  # fmt: skip
 
 
 def pack_xlsx(tables: dict[str, pd.DataFrame]) -> bytes:
     """The pack's tables as one workbook, one sheet per table (openpyxl)."""
-    buffer = io.BytesIO()
-    with pd.ExcelWriter(buffer, engine="openpyxl") as writer:
-        for name, frame in tables.items():
-            frame.to_excel(writer, sheet_name=name[:31], index=False)
-    return buffer.getvalue()
+    return export_xlsx(tables)
 
 
 def pack_figures(data: ReviewData) -> dict:
@@ -568,13 +604,15 @@ def pack_figures(data: ReviewData) -> dict:
             "Value map trend of this team": charts.review_value_trend_figure(data.value_map, data.team_id)}  # fmt: skip
 
 
-def review_pack(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], team_label: str, charts: bool = True) -> dict:
+def review_pack(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], team_label: str, charts: bool = True,
+                note: str = "counts of 1-10 are suppressed") -> dict:
     """The review pack of a selection: ``html`` (str, self-contained one-pager), ``xlsx`` (bytes)
     and ``csv`` (table name -> CSV text). Aggregates only. ``charts=False`` leaves the plotly
-    figures (and plotly.js, about 4.7 MB) out of the HTML."""
+    figures (and plotly.js, about 4.7 MB) out of the HTML. ``note``: the suppression policy the
+    figures of ``data`` follow (core.access.suppression), printed under the title."""
     tables = pack_tables(data, log, labels)
     title = f"Monthly value review: {team_label}"
     subtitle = f"{labels.get(data.subgroup, data.subgroup)} · {data.month.strftime('%B %Y')}"
     figures = pack_figures(data) if charts else {}
-    return {"html": pack_html(data, tables, title, subtitle, figures), "xlsx": pack_xlsx(tables),
-            "csv": {name: frame.to_csv(index=False) for name, frame in tables.items()}}  # fmt: skip
+    return {"html": pack_html(data, tables, title, subtitle, figures, note), "xlsx": pack_xlsx(tables),
+            "csv": {name: export_csv(frame) for name, frame in tables.items()}}  # fmt: skip

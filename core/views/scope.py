@@ -21,3 +21,14 @@ def unit_filters(unit: str) -> tuple[str | None, str | None]:
     """(practice_id, team_id) of a :func:`scope_units` id."""
     kind, _, value = unit.partition(":")
     return (value, None) if kind == "practice" else (None, value) if kind == "team" else (None, None)
+
+
+def unit_teams(organisation: pd.DataFrame, team_ids: tuple[str, ...], network: bool, practice_id: str | None,
+               team_id: str | None) -> tuple[str, ...] | None:
+    """The teams a unit's figures are made of (None: the whole network), for the suppression policy."""
+    if team_id is not None:
+        return (team_id,)
+    if practice_id is not None:
+        org = organisation.loc[organisation["practice_id"] == practice_id, "team_id"]
+        return tuple(t for t in org if network or t in team_ids)
+    return None if network else tuple(team_ids)

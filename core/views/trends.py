@@ -3,21 +3,22 @@ from the additive cells (GROUP BY in SQL). Every figure goes through the CMS cel
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
 from core.derive.costs import COST_EXTERNAL, COST_TOTAL
 from core.derive.measures import load_measures
 from core.metrics import runout
-from core.metrics.scorecard import suppress_table
+from core.metrics.scorecard import figure_counts, hide_complements, suppress_table
 from core.store.months import add_months, months_between
-from core.views.cells_read import ALL, COST_LABELS, SUMS, add_figures, cell_sums_by, last_cell_month, window_sums
+from core.views.cells_read import ALL, COST_KIND, COST_LABELS, SUMS, add_figures, cell_sums_by, last_cell_month, window_sums
 from core.views.executive_settings import load_executive_settings
 
 
 def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id: str | None = None,
            team_id: str | None = None, months: int | None = None, rolling: int = 1,
-           completed: bool = False) -> dict[str, pd.DataFrame]:  # fmt: skip
+           completed: bool = False, suppress: bool = True) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Cost PMPM (internal, external, total), key outcomes and the subgroup mix, month by month.
 
     ``rolling`` > 1: each month's figure is of the ``rolling`` months ending with it (fewer
@@ -31,6 +32,8 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     together; columns metric_label, kind, value, ci_low, ci_high, patients, suppressed) and
     ``mix`` (grain: month, subgroup; members, share, suppressed; complementary suppression
     within each month, as the parts of the month's total; share = of the published members).
+    Subgroup figures also get complementary suppression against the All row of their month and
+    metric. ``suppress`` False: exact figures (core.access.suppression's "exact" policy).
     """
     settings = load_executive_settings()
     catalogue = load_measures()
@@ -50,7 +53,12 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     outcomes = both.loc[both["metric"] != "member_months"]
     present = sorted(m for m in set(outcomes["month"]) if m >= first and add_months(m, -(rolling - 1)) >= data_start)
     rolled = [window_sums(outcomes, ["subgroup"], m, rolling, catalogue).assign(month=m) for m in present]
-    figures = add_figures(pd.concat(rolled, ignore_index=True) if rolled else outcomes, catalogue)
+    rolled = pd.concat(rolled, ignore_index=True) if rolled else outcomes
+    figures = add_figures(rolled, catalogue, suppress)
+    if suppress:  # every subgroup's figure is published with the All row: complementary per month and metric
+        counts = figure_counts(figures["kind"], rolled["numerator"], rolled["denominator"], rolled["patients"])
+        figures = hide_complements(figures, counts, (figures["subgroup"] != ALL).to_numpy(), ["month", "metric"],
+                                   ["numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"])
     names = {m.id: m.name for m in catalogue.measures} | COST_LABELS
     figures["metric_label"] = figures["metric"].map(names)
     complete = dict(zip(completeness["month"], completeness["complete"], strict=True))
@@ -58,7 +66,11 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     figures = figures[["month", "subgroup", "metric", "metric_label", "kind", "value", "ci_low", "ci_high", "patients", "suppressed",
                        "claims_complete"]]  # fmt: skip
     mix = mix.rename(columns={"numerator": "members"})[["month", "subgroup", "members"]]
-    mix = suppress_table(mix, ["members"], total=True, group_cols=["month"])
+    if suppress:
+        mix = suppress_table(mix, ["members"], total=True, group_cols=["month"])
+        mix, figures = _one_hidden_set(mix, figures)
+    else:
+        mix = mix.assign(suppressed=False)
     month_total = mix.groupby("month")["members"].transform("sum")
     mix["share"] = mix["members"] / month_total.where(month_total > 0)
     return {"figures": figures.sort_values(["metric", "subgroup", "month"]).reset_index(drop=True),
@@ -78,3 +90,20 @@ def _completed_claims(sums: pd.DataFrame, completeness: pd.DataFrame) -> pd.Data
     add = out.loc[total, ["subgroup", "month"]].merge(keys, on=["subgroup", "month"], how="left")["extra"].fillna(0.0).to_numpy()
     out.loc[total, "numerator"] = out.loc[total, "numerator"].to_numpy() + add
     return out
+
+
+
+def _one_hidden_set(mix: pd.DataFrame, figures: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A subgroup's members are also the patients of its cost figures: a subgroup-month hidden in
+    either is hidden in both (each set alone holds against the month's total, so their union does)."""
+    cost = (figures["kind"] == COST_KIND).to_numpy()
+    hidden = set(zip(mix.loc[mix["suppressed"], "month"], mix.loc[mix["suppressed"], "subgroup"], strict=True))
+    hidden |= set(zip(figures.loc[cost & figures["suppressed"], "month"], figures.loc[cost & figures["suppressed"], "subgroup"],
+                      strict=True))  # fmt: skip
+    in_mix = np.array([k in hidden for k in zip(mix["month"], mix["subgroup"], strict=True)], dtype=bool)
+    in_figures = cost & np.array([k in hidden for k in zip(figures["month"], figures["subgroup"], strict=True)], dtype=bool)
+    mix = mix.assign(members=mix["members"].where(~in_mix), suppressed=in_mix)
+    figures = figures.copy()
+    figures.loc[in_figures, ["value", "ci_low", "ci_high", "patients"]] = np.nan
+    figures.loc[in_figures, "suppressed"] = True
+    return mix, figures

@@ -66,7 +66,7 @@ def test_pages_open_on_imported_people_for_a_signed_in_user(tmp_path, monkeypatc
 
     at = AppTest.from_file(DASHBOARD, default_timeout=120)
     at.secrets["auth"] = AUTH
-    at.user = {"is_logged_in": True, "email": "exec@example.org", "sub": "exec-1"}
+    at.user = {"is_logged_in": True, "email": "exec@example.org", "email_verified": True, "sub": "exec-1"}
     at.run()
     assert not at.exception, at.exception
     for page in ("pages/trends.py", "pages/review.py", "pages/compare.py", "pages/equity.py", "pages/worklist.py"):

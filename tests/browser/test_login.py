@@ -23,8 +23,10 @@ from tests.browser.conftest import free_port, screenshot, start_server, wait_for
 
 pytestmark = pytest.mark.browser
 
-CLINICIAN = {"sub": "doc-1", "email": "doc@example.org", "name": "Dr Example"}
-EXECUTIVE = {"sub": "exec-1", "email": "exec@example.org", "name": "Ms Executive"}
+# Providers send email_verified with the email scope; the dashboard accepts an email only when it is true.
+CLINICIAN = {"sub": "doc-1", "email": "doc@example.org", "email_verified": True, "name": "Dr Example"}
+EXECUTIVE = {"sub": "exec-1", "email": "exec@example.org", "email_verified": True, "name": "Ms Executive"}
+ATTACKER = {"sub": "attacker-1", "email": "doc@example.org", "name": "Not the doctor"}  # the doctor's email, unverified
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,8 @@ def oidc_provider(tmp_path_factory):
     log = open(tmp_path_factory.mktemp("oidc") / "oidc.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "oidc_provider_mock", "--host", "127.0.0.1", "--port", str(port),
-         "--user-claims", json.dumps(CLINICIAN), "--user-claims", json.dumps(EXECUTIVE)],
+         "--user-claims", json.dumps(CLINICIAN), "--user-claims", json.dumps(EXECUTIVE),
+         "--user-claims", json.dumps(ATTACKER)],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     issuer = f"http://127.0.0.1:{port}"
@@ -144,4 +147,13 @@ def test_executive_sees_network_aggregates(browser, auth_app):
     wait_for_run(page)
     assert page.get_by_role("heading", name="My subgroup").count() == 0
     screenshot(page, "login_executive")
+    context.close()
+
+
+def test_unverified_email_of_a_user_is_not_authorised(browser, auth_app):
+    base, engine, _ = auth_app
+    context, page = log_in(browser, base, ATTACKER)
+    assert page.get_by_role("heading", name="Not authorised").first.is_visible()
+    assert "sub:attacker-1" in page.get_by_test_id("stMain").inner_text()
+    assert page.get_by_role("heading", name="My subgroup").count() == 0
     context.close()

@@ -1,5 +1,7 @@
 """In Chromium: a clinician's worklist row opens the patient page (screenshots of both for the README)."""
 
+import re
+
 import pytest
 
 from tests.browser.conftest import choose_demo_role, open_page, screenshot, wait_for_run
@@ -30,3 +32,27 @@ def test_worklist_row_opens_patient_page(server, page):
     expect(page.get_by_test_id("stPlotlyChart").first).to_be_visible(timeout=30000)
     page.wait_for_timeout(500)
     screenshot(page, "patient")
+
+
+def test_worklist_csv_is_made_on_click_and_audited_and_tables_offer_no_download(server, page, sample_db_url):
+    from core.access.audit import search_events
+    from core.store.db import make_engine
+
+    engine = make_engine(sample_db_url)
+    before = len(search_events(engine, action="export"))
+    open_page(page, server)
+    choose_demo_role(page, "Clinician")
+    table = page.get_by_test_id("stDataFrame").first
+    expect(table).to_be_visible(timeout=30000)
+    table.hover()  # the table's toolbar shows on hover: search and full screen, no download
+    expect(page.get_by_test_id("stElementToolbar").first).to_be_attached(timeout=10000)
+    assert page.get_by_role("button", name="Download as CSV").count() == 0
+    assert not re.search(r"/media/[0-9a-f]+\.csv", page.content())  # the worklist file is not published with the page
+    assert len(search_events(engine, action="export")) == before
+    with page.expect_download(timeout=30000) as download:
+        page.get_by_role("button", name="Download CSV").click()
+    header = open(download.value.path(), encoding="utf-8").readline()
+    assert "patient_id" in header and "name" in header
+    events = search_events(engine, action="export")
+    assert len(events) == before + 1 and events["user_key"].iloc[0] == "demo-clinician"
+    engine.dispose()

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.derive.costs import COST_EXTERNAL, COST_TOTAL, cost_pmpm_from_cells
+from core.derive.costs import COST_EXTERNAL, COST_TOTAL
 from core.metrics import payments
+from core.metrics.cost_reports import cost_pmpm_from_cells
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.models import Encounter
 from core.store.months import add_months, as_month, window_months

@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from core.access.policy import allowed_pages, can_open, demo_allowed, home_page, load_access_rules, resolve_scope
+from core.access.demo import DemoSettingError, demo_setting, demo_wanted
+from core.access.policy import allowed_pages, can_open, home_page, load_access_rules, resolve_scope
 
 ORG = pd.DataFrame({"practice_id": ["A", "A", "B"], "team_id": ["A1", "A2", "B1"]})
 
@@ -87,9 +88,24 @@ def test_unknown_role_is_rejected():
 
 
 @pytest.mark.parametrize(
-    "origins,auth,expected",
-    [(["sample"], False, True), (["real", "sample"], False, False), (["real"], False, False), ([], False, False),
-     (["sample"], True, False)],
+    "env,expected", [({}, None), ({"SCORECARDS_DEMO": ""}, None), ({"SCORECARDS_DEMO": "1"}, True),
+                     ({"SCORECARDS_DEMO": "on"}, True), ({"SCORECARDS_DEMO": "0"}, False), ({"SCORECARDS_DEMO": "False"}, False)],
 )  # fmt: skip
-def test_demo_mode_only_on_sample_data_without_login(origins, auth, expected):
-    assert demo_allowed(origins, auth) is expected
+def test_demo_mode_is_the_operators_setting(env, expected):
+    assert demo_setting(env) is expected
+
+
+def test_a_setting_that_is_neither_on_nor_off_is_refused():
+    with pytest.raises(DemoSettingError):
+        demo_setting({"SCORECARDS_DEMO": "maybe"})
+
+
+# setting, database URL, login configured -> demo mode wanted (it also needs the store's sample mark)
+@pytest.mark.parametrize(
+    "setting,url,auth,expected",
+    [(None, "sqlite:///data/scorecards.db", False, True), (None, "sqlite:///data/scorecards.db", True, False),
+     (None, "postgresql://db/scorecards", False, False), (True, "postgresql://db/scorecards", True, True),
+     (False, "sqlite:///data/scorecards.db", False, False)],
+)  # fmt: skip
+def test_demo_mode_default_is_on_for_sqlite_without_login_only(setting, url, auth, expected):
+    assert demo_wanted(setting, url, auth) is expected

@@ -365,8 +365,8 @@ def test_fhir_vignette_counts_equal_the_hand_counts(tmp_path, name):
 def test_credits_and_stays_flow_into_costs_and_readmissions(engine):
     """After the derive: a credit lowers its month's external cost, every claim dollar is accounted
     for once, and a transfer is no readmission."""
-    from core.derive.costs import reconcile_costs
     from core.derive.pipeline import derive_all
+    from core.metrics.cost_reports import reconcile_costs
     from core.store.models import PatientMonthActivity
 
     assert import_path(engine, VIGNETTE_DIR / "person_id", fmt="tuva").ok

@@ -8,6 +8,7 @@ from sqlmodel import Session, select
 
 from core.config.catalog import load_catalog
 from core.derive import costs
+from core.metrics import cost_reports
 from core.store.models import Attribution, Encounter, Patient, Practice, Staff, StaffMinutes, SubgroupAssignment, Team
 from core.store.months import window_months
 
@@ -220,7 +221,7 @@ def test_reconciliation_with_unattributed_remainder(engine):
     # uses a registered nurse; nobody in the network has that role, so it has no rate and costs 0
     assert outside[costs.COST_EXTERNAL].sum() == pytest.approx(9000)
     assert outside[costs.COST_INTERNAL].sum() == 0
-    rec = costs.reconcile_costs(engine, [JAN, FEB], settings)
+    rec = cost_reports.reconcile_costs(engine, [JAN, FEB], settings)
     assert rec.claims_paid_usd == pytest.approx(1000 + 250 + 9000)  # March's claim is outside the months
     assert rec.difference_usd == pytest.approx(0.0, abs=1e-9)
     wide = costs.build_patient_month_costs(inputs, settings)
@@ -229,7 +230,7 @@ def test_reconciliation_with_unattributed_remainder(engine):
 
 def test_reconciliation_all_months(engine):
     _seed(engine)
-    rec = costs.reconcile_costs(engine, None)
+    rec = cost_reports.reconcile_costs(engine, None)
     assert rec.claims_paid_usd == pytest.approx(1000 + 250 + 9000 + 777)
     assert rec.unattributed_external_usd == pytest.approx(9000 + 777)
     assert rec.difference_usd == pytest.approx(0.0, abs=1e-9)
@@ -260,12 +261,12 @@ def test_cost_pmpm_from_cells_matches_patient_months(engine):
         s.add_all([Cell(practice_id="PR1", team_id="T1", subgroup="all", month=r.month, stratum="all", stratum_value="all", metric=r.metric,
                         numerator=r.numerator, denominator=r.denominator, sum_sq=r.sum_sq) for r in cells.itertuples()])
         s.commit()
-    assert costs.has_cost_cells(engine)
-    from_cells = costs.cost_pmpm_from_cells(engine, (), [JAN, FEB])
+    assert cost_reports.has_cost_cells(engine)
+    from_cells = cost_reports.cost_pmpm_from_cells(engine, (), [JAN, FEB])
     direct = costs.cost_pmpm(costs.build_patient_month_costs(costs.load_cost_inputs(engine, [JAN, FEB]), costs.load_cost_settings()))
     for column in ("member_months", "cost_total_pmpm_usd", "cost_internal_pmpm_usd", "cost_out_of_network_pmpm_usd"):
         assert from_cells[column].item() == pytest.approx(direct[column].item())
-    assert costs.cost_pmpm_from_cells(engine, ["month"], [JAN, FEB])["member_months"].tolist() == [2, 1]
+    assert cost_reports.cost_pmpm_from_cells(engine, ["month"], [JAN, FEB])["member_months"].tolist() == [2, 1]
 
 
 @pytest.mark.parametrize("period, window, expected", [
@@ -309,7 +310,7 @@ def test_cells_plus_unattributed_equal_activities_and_claims(engine):
     facts = pytest.importorskip("core.derive.cells")
     _seed(engine)
     facts.build_cells(engine)
-    rec = costs.reconcile_costs(engine, [JAN, FEB])
+    rec = cost_reports.reconcile_costs(engine, [JAN, FEB])
     in_cells = _cells_total(engine, costs.COST_INTERNAL) + _cells_total(engine, costs.COST_EXTERNAL)
     assert in_cells == pytest.approx(rec.attributed_internal_usd + rec.attributed_external_usd)
     assert in_cells + rec.unattributed_internal_usd + rec.unattributed_external_usd == pytest.approx(rec.activities_internal_usd + rec.claims_paid_usd)
@@ -342,7 +343,7 @@ def test_cost_report_without_staff_is_not_costed(engine):
         for member in s.exec(select(Staff)).all():
             s.delete(member)
         s.commit()
-    report = costs.cost_report(engine, [JAN, FEB])
+    report = cost_reports.cost_report(engine, [JAN, FEB])
     assert report["costing"].startswith("internal cost not costed")
     assert report["pmpm_total"][["cost_total_pmpm_usd", "cost_internal_pmpm_usd"]].isna().all(axis=None)
     assert report["pmpm_total"]["cost_external_pmpm_usd"].iloc[0] > 0  # claims are still known

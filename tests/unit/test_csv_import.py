@@ -412,12 +412,12 @@ def test_events_after_death_and_unknown_columns_are_warnings(engine, tmp_path):
     assert report.loaded["encounter"] == 3
 
 
-def test_sample_manifest_marks_the_origin(engine, tmp_path):
+def test_a_manifest_naming_the_sample_generator_does_not_make_it_sample_data(engine, tmp_path):
     report = import_path(engine, write_bundle(tmp_path / "b", manifest={"generator": SAMPLE_GENERATOR_NAME}))
-    assert report.ok and report.origin == "sample"
+    assert report.ok and report.origin == "real"  # only the first run's own load is the sample (core.access.demo)
     with engine.connect() as conn:
         run = conn.execute(select(SQLModel.metadata.tables["import_run"])).one()._mapping
-    assert (run["origin"], run["status"], run["format"]) == ("sample", "committed", "csv")
+    assert (run["origin"], run["status"], run["format"]) == ("real", "committed", "csv")
     assert '"loaded"' in run["report"]
 
 

@@ -2,7 +2,6 @@
 transaction; references, duplicate keys and patients' life spans checked across batches and files."""
 
 import io
-import json
 from datetime import date
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine, select
 
 from core.config.catalog import Catalog, load_catalog
-from core.ingest.bundle_schema import BUNDLE, BY_FILE, MANIFEST_FILE, SAMPLE_GENERATOR_NAME, TableSpec
+from core.ingest.bundle_schema import BUNDLE, BY_FILE, MANIFEST_FILE, TableSpec
 from core.ingest.checks import check_csv_file, diagnose_csv_structure
 from core.ingest.csv_bundle.batch import FIRST_DATA_ROW, Batch, Issues, as_mask, index_in, isin
 from core.ingest.csv_bundle.columns import (
@@ -266,21 +265,6 @@ class _BundleImport:
                 batch.keep &= ~mask
 
 
-def _origin(path: Path, report: ImportReport) -> str:
-    manifest = path / MANIFEST_FILE
-    if not manifest.exists():
-        return "real"
-    try:
-        content = json.loads(manifest.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        report.add_warning(MANIFEST_FILE, None, None, f"not readable JSON, ignored: {exc}")
-        return "real"
-    generator = content.get("generator") if isinstance(content, dict) else None
-    if isinstance(generator, dict):
-        generator = generator.get("name")
-    return "sample" if generator == SAMPLE_GENERATOR_NAME else "real"
-
-
 def import_bundle(engine: Engine, path: Path, today: date | None = None, batch_bytes: int = BATCH_BYTES) -> ImportReport:
     """Validate the bundle folder ``path`` and load it into ``engine`` all or nothing; returns the report.
 
@@ -292,7 +276,6 @@ def import_bundle(engine: Engine, path: Path, today: date | None = None, batch_b
     if not path.is_dir():
         report.add_error(str(path), None, None, "not a folder (a CSV bundle is a folder of CSV files)")
         return report
-    report.origin = _origin(path, report)
     known_files = {spec.file for spec in BUNDLE} | {MANIFEST_FILE}
     for extra in sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".csv" and p.name not in known_files):
         report.add_warning(extra, None, None, "file is not part of the bundle; ignored")

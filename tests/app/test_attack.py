@@ -1,0 +1,234 @@
+"""The attack harness (tests/attack.py) on every aggregate page and export, as each audience without
+patient-level access to the figures: it finds no count of 1-10 recoverable by subtraction, on the
+sample network and on a smaller one. A deliberately broken policy shows the harness finds leaks."""
+
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import streamlit.testing.v1.app_test as app_test_module
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+import core.metrics.scorecard  # noqa: F401 (imported so that broken_policy patches every module reading the rules)
+import core.views.review  # noqa: F401
+from core.access import suppression
+from core.metrics.scorecard import Selection, build_scorecard
+from core.store.db import create_schema, make_engine
+from core.store.months import index_of
+from core.store.queries import months_available, organisation
+from core.views.cells_read import cell_sums_by
+from core.views.review import headline_series, subgroup_moves
+from tests import attack
+from tests.app.conftest import DASHBOARD
+
+TINY_NETWORK = dict(patients=240, months=15, seed=11)
+# (page, role, team of a team leader): aggregate-only executives and admins everywhere; a team
+# leader where the figures mix in other teams (network values, the whole network's trends).
+VISITS = [
+    ("pages/trends.py", "executive", None),
+    ("pages/trends.py", "executive", "practice:PR01"),
+    ("pages/trends.py", "executive", "practice:PR02"),
+    ("pages/trends.py", "executive", "team:TM01"),
+    ("pages/compare.py", "executive", None),
+    ("pages/payments.py", "executive", None),
+    ("pages/equity.py", "executive", None),
+    ("pages/econsults.py", "executive", None),
+    ("pages/review.py", "executive", None),
+    ("pages/admin_rules.py", "admin", None),
+    ("pages/compare.py", "team_leader", "TM04"),
+    ("pages/equity.py", "team_leader", "TM04"),
+]
+
+
+@pytest.fixture
+def stores(monkeypatch) -> list[MemoryMediaFileStorage]:
+    """Keep the in-memory file stores AppTest creates, so the harness can read every download."""
+    kept: list[MemoryMediaFileStorage] = []
+
+    class Recording(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kept.append(self)
+
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Recording)
+    return kept
+
+
+@pytest.fixture(scope="session")
+def tiny_db_url(tmp_path_factory) -> str:
+    from core.derive.pipeline import load_bundle_and_derive
+    from sample_data.generator import NetworkSpec, write_bundle
+
+    bundle = tmp_path_factory.mktemp("tiny_bundle")
+    write_bundle(NetworkSpec(**TINY_NETWORK), bundle)
+    url = f"sqlite:///{tmp_path_factory.mktemp('tiny_db') / 'tiny.db'}"
+    eng = make_engine(url)
+    create_schema(eng)
+    load_bundle_and_derive(eng, bundle)
+    eng.dispose()
+    return url
+
+
+@pytest.fixture(params=["sample", "tiny"])
+def network(request, sample_db_url, monkeypatch) -> str:
+    url = sample_db_url if request.param == "sample" else request.getfixturevalue("tiny_db_url")
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url
+
+
+def visit(page: str, role: str, team: str | None, month: str | None = None, state: dict | None = None) -> AppTest:
+    """Open ``page`` as ``role``; ``team`` is a team leader's team, or the trends' unit (``practice:PR01``)."""
+    at = AppTest.from_file(DASHBOARD, default_timeout=120)
+    at.session_state["demo_role"] = role
+    if team and ":" in team:
+        at.session_state["trend_unit"] = team
+    elif team:
+        at.session_state["demo_team"] = team
+    if month:
+        at.session_state["month"] = month
+    for key, value in (state or {}).items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page_leaks(at, stores, page) -> list[str]:
+    pub = attack.collect(at, stores, page)
+    return attack.small_counts(pub) + attack.total_leaks(pub) + attack.moves_leaks(pub)
+
+
+def comparison_window_leaks(url: str, stores, role="executive", team=None, measure="ed_visits") -> list[str]:
+    """The team comparison of 12 months to the last month P and to P - 1, and of the months P and P - 12."""
+    engine = make_engine(url)
+    months = months_available(engine)
+    engine.dispose()
+    idx = {m: index_of(m) for m in months}
+    last = months[-1]
+    windows: dict = {}
+    monthly: dict = {}
+    views = [(m, "12m", windows) for m in months if idx[last] - idx[m] in (0, 1)]
+    views += [(m, "month", monthly) for m in months if idx[last] - idx[m] in (0, 12)]
+    at = visit("pages/compare.py", role, team, None, {"compare_measure": measure})
+    for m, window, into in views:
+        at.sidebar.selectbox(key="month").select(f"{m:%Y-%m}")
+        at.sidebar.selectbox(key="compare_window").select(window)
+        at.run()
+        assert not at.exception, at.exception
+        table = next(df.value for df in at.dataframe if "team" in df.value.columns)
+        for row in table.to_dict("records"):
+            into[(row["team"], idx[m])] = attack.parse_number(row["numerator"])
+    engine = make_engine(url)
+    sums = cell_sums_by(engine, ["team_id"], [measure], months[0], last)
+    labels = {r.team_id: f"{r.practice} · {r.team}" for r in organisation(engine).itertuples()}
+    engine.dispose()
+    truth = {(labels[r.team_id], idx[r.month]): float(r.numerator) for r in sums.itertuples()}
+    return attack.window_leaks(windows, monthly, truth)
+
+
+@pytest.mark.parametrize(("page", "role", "team"), VISITS, ids=[f"{p.split('/')[-1][:-3]}-{r}-{t}" for p, r, t in VISITS])
+def test_no_small_count_is_recoverable_on_the_page_or_its_exports(network, stores, page, role, team):
+    at = visit(page, role, team)
+    assert page_leaks(at, stores, page) == []
+    assert attack.unmarked_blanks(at, page) == []
+
+
+def test_no_month_is_recoverable_from_neighbouring_windows(network, stores):
+    assert comparison_window_leaks(network, stores) == []
+
+
+# --- a test of the test: a policy without complementary suppression leaks, and the harness says so
+
+
+@pytest.fixture
+def broken_policy(monkeypatch):
+    """Suppression of counts of 1-10 alone: no complementary suppression, window counts published."""
+    real = suppression.load_suppression_rules()
+    broken = replace(real, complementary=False)
+    for module in list(sys.modules.values()):
+        if module is not suppression and getattr(module, "load_suppression_rules", None) is suppression.load_suppression_rules:
+            monkeypatch.setattr(module, "load_suppression_rules", lambda: broken)
+    assert core.metrics.scorecard.load_suppression_rules().complementary is False
+
+
+def leaky_review(url: str) -> tuple[str, str, str] | None:
+    """A team, subgroup and month whose hidden moves all go one way and the members change gives them back."""
+    engine = make_engine(url)
+    try:
+        for month in months_available(engine)[-3:]:
+            for team in organisation(engine)["team_id"]:
+                for subgroup in ("healthy", "at_risk", "chronic", "complex", "frail"):
+                    members = headline_series(engine, team, subgroup, month, None)["members"].iloc[-2:]
+                    moves = subgroup_moves(engine, team, subgroup, month, None, False)["summary"]
+                    hidden = moves["patients"].isna()
+                    if members.isna().any() or not hidden.any() or moves.loc[hidden, "direction"].nunique() != 1:
+                        continue
+                    signed = np.where(moves["direction"] == "entered", 1, -1) * moves["patients"].fillna(0)
+                    if attack.is_small(abs(members.iloc[1] - members.iloc[0] - signed.sum())):
+                        return team, subgroup, f"{month:%Y-%m}"
+    finally:
+        engine.dispose()
+    return None
+
+
+def test_the_harness_finds_the_leaks_of_a_policy_without_complementary_suppression(sample_db_url, monkeypatch, stores,
+                                                                                    broken_policy):  # fmt: skip
+    monkeypatch.setenv("DATABASE_URL", sample_db_url)
+    trends = visit("pages/trends.py", "executive", "practice:PR01")
+    assert any("All subgroups" in leak or "patients of" in leak for leak in page_leaks(trends, stores, "trends"))
+
+    case = leaky_review(sample_db_url)
+    assert case is not None, "the sample network has a review whose moves the members headline gives back"
+    team, subgroup, month = case
+    review = visit("pages/review.py", "executive", None, month, {"team": team, "subgroup": subgroup})
+    assert any("members change" in leak for leak in attack.moves_leaks(attack.collect(review, stores, "review")))
+
+    assert comparison_window_leaks(sample_db_url, stores)
+
+
+# --- over-suppression: exact counts where the audience may see the patients anyway -------------
+
+
+def test_a_team_leader_sees_the_exact_figures_of_their_team_and_an_executive_does_not(sample_db_url, monkeypatch, stores):
+    engine = make_engine(sample_db_url)
+    month = months_available(engine)[-1]
+    small = [s for s in ("healthy", "at_risk", "chronic", "complex", "frail")
+             if build_scorecard(engine, Selection(team_id="TM04", subgroup=s, period=month))["suppressed"].any()]
+    engine.dispose()
+    assert small, "TM04 has a subgroup with a figure built on 1-10 patients"
+    monkeypatch.setenv("DATABASE_URL", sample_db_url)
+    lead = visit("pages/review.py", "team_leader", "TM04", state={"subgroup": small[0]})
+    assert any(c.value.startswith("Exact counts") for c in lead.caption)
+    card = next(df.value for df in lead.dataframe if "95% interval" in df.value.columns)
+    assert "suppressed" not in set(card["Value"])
+
+    executive = visit("pages/review.py", "executive", None, state={"team": "TM04", "subgroup": small[0]})
+    assert any(c.value.startswith("Counts of 1-10 are suppressed") for c in executive.caption)
+    card = next(df.value for df in executive.dataframe if "95% interval" in df.value.columns)
+    assert "suppressed" in set(card["Value"])
+    assert attack.small_counts(attack.collect(executive, stores, "review")) == []
+
+
+def test_a_review_pack_marked_for_sharing_is_suppressed(sample_db_url, monkeypatch, stores):
+    engine = make_engine(sample_db_url)
+    month = months_available(engine)[-1]
+    small = [s for s in ("healthy", "at_risk", "chronic", "complex", "frail")
+             if build_scorecard(engine, Selection(team_id="TM04", subgroup=s, period=month))["suppressed"].any()]
+    engine.dispose()
+    monkeypatch.setenv("DATABASE_URL", sample_db_url)
+    lead = visit("pages/review.py", "team_leader", "TM04", state={"subgroup": small[0]})
+
+    def pack_scorecard(at):
+        button = next(b for b in at.get("download_button") if b.key == "pack_xlsx")
+        return attack.collect(at, stores, "review").tables[f"download {button.label} sheet scorecard"]
+
+    assert "suppressed" not in set(pack_scorecard(lead)["Value"])
+    lead.toggle(key="pack_shared").set_value(True).run()
+    assert any(c.value.startswith("Counts of 1-10 are suppressed") for c in lead.caption)
+    assert "suppressed" in set(pack_scorecard(lead)["Value"])
+    shared = attack.collect(lead, stores, "review")
+    assert not [t for name, t in shared.tables.items() if name.startswith("download") and attack.small_counts(
+        attack.Published("review", {name: t}))]  # fmt: skip

@@ -1,0 +1,306 @@
+"""The attack harness: collect every number a page publishes and look for small counts (1-10) that
+subtraction recovers.
+
+What is collected (:func:`collect`): every dataframe, every metric (value, delta and its
+sparkline), every plotly chart's traces (x, y, hover text and custom data) and the bytes of every
+download (CSV and XLSX, parsed back into tables). Each becomes a table of facts: dimension columns
+(month, subgroup, team, ...) and count columns (numerator, patients, members, e-consults, ...),
+each count published, hidden (NaN, "suppressed", "<11") or absent.
+
+What is searched:
+
+- :func:`total_leaks`: within a table and across the tables of one page (facts with the same
+  dimensions and count are pooled, so a figure hidden in one table and shown in another, a chart
+  or a download, is shown), a total or "All" row minus the published parts gives the sum of the
+  hidden parts; a leak when that sum is 1-10 (one hidden part, or a small sum of several).
+- :func:`moves_leaks`: the members headline and its change against the rows of patients entering
+  and leaving (members now - members before = entered - left).
+- :func:`window_leaks`: neighbouring windows: a window ending in P minus the window ending in
+  P - 1 plus the month leaving the window gives the month P, checked against the true count.
+
+A finding is a string naming where the count came from; a page with no leak returns [].
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+SMALLEST, LARGEST = 1, 10
+HIDDEN_TEXT = {"suppressed", "<11"}
+TOTAL_LABELS = {"all", "all subgroups", "all teams", "all groups", "total", "whole network"}
+COUNT = re.compile(r"^(numerator|denominator|patients|patients_current|patients_draft|members|member_months|econsults|e-consults|responded|resolved"
+                   r"|not_resolved|count|n)$", re.I)  # fmt: skip
+SYNONYMS = {"member_months": "members", "member-months": "members", "e-consults": "econsults"}
+DIMENSIONS = {"month", "subgroup", "team", "team_id", "specialty", "group", "stratum_value", "metric", "metric_label",
+              "measure", "measure_id", "direction", "other_subgroup", "model", "series", "rule_id", "rule"}  # fmt: skip
+# Counts written in text ("7 patients", "E-consults: 4") and metrics that are counts.
+COUNT_TEXT = re.compile(r"(?<![\d.,$-])(?:[1-9]|10)\s+(?:patients?|members?|member-months|e-consults?|people)\b"
+                        r"|(?:patients?|members?|e-consults?|override\w*)\W{1,3}(?:[1-9]|10)(?![\d.,%])", re.I)  # fmt: skip
+COUNT_METRIC = re.compile(r"^(members|e-consults|patients)\b", re.I)
+SERIES_AS = {"subgroup_label": "subgroup", "subgroup": "subgroup", "model": "model"}
+
+
+@dataclass
+class Published:
+    """Everything one page shows: tables (name -> frame) and metrics (label -> (value, delta, sparkline))."""
+
+    page: str
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    metrics: dict[str, tuple[str, str, list]] = field(default_factory=dict)
+    texts: list[str] = field(default_factory=list)
+
+
+def is_small(x) -> bool:
+    return x is not None and not pd.isna(x) and SMALLEST - 1e-9 <= float(x) <= LARGEST + 1e-9
+
+
+def parse_number(value):
+    """A published cell as a number, ``"hidden"`` or None (no data / not a number)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "hidden"
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    text = str(value).strip()
+    if text.lower() in HIDDEN_TEXT or text.lower() == "none" or text == "":
+        return "hidden"
+    text = text.replace(",", "").replace("$", "")
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _frame_of_csv(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+
+
+def _frames_of_xlsx(data: bytes) -> dict[str, pd.DataFrame]:
+    return pd.read_excel(io.BytesIO(data), sheet_name=None, dtype=str, keep_default_na=False)
+
+
+def download_bytes(stores, button) -> bytes | None:
+    file_id = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
+    for store in reversed(stores):
+        if file_id in store._files_by_id:
+            return store._files_by_id[file_id].content
+    return None  # made on click (a callable): the harness reads those from the core
+
+
+def _array(value):
+    """A plotly array as a list: plain JSON lists, or typed arrays ({"dtype", "bdata"}: base64 of the values)."""
+    if isinstance(value, dict) and "bdata" in value:
+        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        return data.reshape(value["shape"]).tolist() if "shape" in value else data.tolist()
+    return value
+
+
+def _chart_tables(spec: dict, name: str) -> dict[str, pd.DataFrame]:
+    """Plotly traces as tables: x, the trace name as ``series`` (or the column its hover label
+    names), y named after its hover label; hover text and custom data as extra columns."""
+    out = {}
+    for i, trace in enumerate(spec.get("data", [])):
+        x, y = _array(trace.get("x")), _array(trace.get("y"))
+        if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y):
+            continue
+        template = trace.get("hovertemplate") or ""
+        y_name = _normalise(next(iter(re.findall(r"(?:^|>)([^=<>]+)=%\{y", template)), "y"))
+        series_col = _normalise(next(iter(re.findall(r"(?:^|>)([^=<>]+)=" + re.escape(str(trace.get("name"))), template)), "series"))
+        frame = pd.DataFrame({"x": x, y_name: y})
+        if all(isinstance(v, str) and re.match(r"^\d{4}-\d{2}", v) for v in x):
+            frame = frame.rename(columns={"x": "month"})
+            frame["month"] = [v[:7] for v in frame["month"]]
+        frame[SERIES_AS.get(series_col, "series")] = trace.get("name")
+        for extra in ("customdata", "text", "hovertext"):
+            values = _array(trace.get(extra))
+            if isinstance(values, list) and len(values) == len(x):
+                frame[extra] = [json.dumps(v) if isinstance(v, list) else v for v in values]
+        out[f"{name} trace {i}"] = frame
+    return out
+
+
+def collect(at, stores, page: str) -> Published:
+    """Every number the AppTest ``at`` shows, and every download's bytes parsed back."""
+    pub = Published(page)
+    for i, df in enumerate(at.dataframe):
+        pub.tables[f"dataframe {i}"] = df.value
+    for m in at.metric:
+        chart = list(m.proto.chart_data) if hasattr(m.proto, "chart_data") else []
+        pub.metrics[m.label] = (m.value, m.delta or "", chart)
+    for kind in ("markdown", "caption", "info", "warning", "success", "error", "text"):
+        pub.texts.extend(str(e.value) for e in at.get(kind))
+    for i, chart in enumerate(at.get("plotly_chart")):
+        pub.tables |= _chart_tables(json.loads(chart.proto.spec), f"chart {i}")
+    for button in at.get("download_button"):
+        data = download_bytes(stores, button)
+        if data is None:
+            continue
+        name = f"download {button.label}"
+        if data[:2] == b"PK":
+            pub.tables |= {f"{name} sheet {sheet}": frame for sheet, frame in _frames_of_xlsx(data).items()}
+        elif data.lstrip()[:1] == b"<":
+            pub.tables |= {f"{name} html {i}": f for i, f in enumerate(_html_tables(data))}
+        else:
+            pub.tables[name] = _frame_of_csv(data)
+    return pub
+
+
+def _html_tables(data: bytes) -> list[pd.DataFrame]:
+    try:
+        return pd.read_html(io.StringIO(data.decode()), keep_default_na=False)
+    except ValueError:
+        return []
+
+
+# --- facts ------------------------------------------------------------------------------------
+
+
+def _normalise(col: str) -> str:
+    key = str(col).strip().lower().replace(" ", "_")
+    return SYNONYMS.get(key, key)
+
+
+def facts(pub: Published) -> pd.DataFrame:
+    """Long table of every published count: dims (a tuple of (dimension, value)), count, value, hidden, source."""
+    rows = []
+    for name, frame in pub.tables.items():
+        cols = {c: _normalise(c) for c in frame.columns}
+        dims = [c for c, n in cols.items() if n in DIMENSIONS]
+        counts = [c for c, n in cols.items() if COUNT.match(n)]
+        for record in frame.to_dict("records"):
+            key = tuple(sorted((cols[d], _label(record[d])) for d in dims))
+            for c in counts:
+                value = parse_number(record[c])
+                if value is None:
+                    continue
+                rows.append((key, cols[c], np.nan if value == "hidden" else value, value == "hidden", name))
+    return pd.DataFrame(rows, columns=["dims", "count", "value", "hidden", "source"])
+
+
+def _label(value) -> str:
+    if isinstance(value, (pd.Timestamp,)) or hasattr(value, "strftime"):
+        return value.strftime("%Y-%m")
+    text = str(value)
+    return text[:7] if re.match(r"^\d{4}-\d{2}-\d{2}", text) else text
+
+
+def pooled(fs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (dims, count): the published value if any source shows it. Also the leaks of a
+    count hidden in one source and shown (1-10) in another."""
+    leaks = []
+    out = []
+    for (dims, count), part in fs.groupby(["dims", "count"], sort=False):
+        shown = part.loc[~part["hidden"]]
+        if len(shown) and part["hidden"].any() and is_small(shown["value"].iloc[0]):
+            leaks.append(f"{count} {dict(dims)} = {shown['value'].iloc[0]:g}: hidden in "
+                         f"{sorted(set(part.loc[part['hidden'], 'source']))}, shown in {sorted(set(shown['source']))}")
+        value = shown["value"].iloc[0] if len(shown) else np.nan
+        out.append((dims, count, value, not len(shown), "; ".join(sorted(set(part["source"])))))
+    return pd.DataFrame(out, columns=["dims", "count", "value", "hidden", "source"]), leaks
+
+
+def small_counts(pub: Published) -> list[str]:
+    """Counts of 1-10 published as such: in a count column, a count metric (and its sparkline) or text."""
+    fs = facts(pub)
+    found = [f"{pub.page}: {r.count} {dict(r.dims)} = {r.value:g} in {r.source}"
+             for r in fs.itertuples() if not r.hidden and is_small(r.value)] if len(fs) else []
+    for label, (value, _, chart) in pub.metrics.items():
+        if COUNT_METRIC.match(label):
+            found += [f"{pub.page}: metric {label} = {v:g}" for v in [parse_number(value), *chart]
+                      if isinstance(v, float) and is_small(v)]  # fmt: skip
+    found += [f"{pub.page}: text {m!r}" for t in pub.texts for m in COUNT_TEXT.findall(t)]
+    return found
+
+
+def unmarked_blanks(at, page: str) -> list[str]:
+    """Dataframes whose numeric columns hold blanks (NaN) shown without a "suppressed" placeholder:
+    Streamlit would show them as "None", which must never stand for a suppressed figure."""
+    found = []
+    for i, df in enumerate(at.dataframe):
+        numeric = df.value.select_dtypes("number")
+        if numeric.isna().any().any() and df.proto.placeholder.lower() not in HIDDEN_TEXT:
+            found.append(f"{page}: dataframe {i} ({', '.join(numeric.columns[numeric.isna().any()])}) has blanks shown as None")
+    return found
+
+
+def total_leaks(pub: Published) -> list[str]:
+    """Totals and "All" rows against their parts, within a table and across the page's tables."""
+    fs = facts(pub)
+    if fs.empty:
+        return []
+    pool, leaks = pooled(fs)
+    for count, part in pool.groupby("count", sort=False):
+        for dim in {d for dims in part["dims"] for d, _ in dims}:
+            # the rows that vary in ``dim`` only: group by the other dimensions
+            keyed = part.assign(rest=[tuple(x for x in dims if x[0] != dim) for dims in part["dims"]],
+                                value_of=[dict(dims).get(dim) for dims in part["dims"]])  # fmt: skip
+            keyed = keyed.loc[keyed["value_of"].notna()]
+            for rest, group in keyed.groupby("rest", sort=False):
+                is_total = group["value_of"].str.lower().isin(TOTAL_LABELS)
+                totals, parts = group.loc[is_total & ~group["hidden"]], group.loc[~is_total]
+                if totals.empty or not parts["hidden"].any():
+                    continue
+                recovered = float(totals["value"].iloc[0]) - float(parts.loc[~parts["hidden"], "value"].sum())
+                if is_small(round(recovered, 6)):
+                    hidden = list(parts.loc[parts["hidden"], "value_of"])
+                    leaks.append(f"{pub.page}: {count} of {hidden} ({dim}; {dict(rest)}) = total "
+                                 f"{totals['value'].iloc[0]:g} - published parts = {recovered:g} [{totals['source'].iloc[0]}]")
+    return leaks
+
+
+def moves_leaks(pub: Published, members_label: str = "Members", moves_table: str | None = None) -> list[str]:
+    """Members now - members before = entered - left: hidden moves recovered from the headline."""
+    if members_label not in pub.metrics:
+        return []
+    value, delta, _ = pub.metrics[members_label]
+    now, change = parse_number(value), parse_number(delta.replace("+", "")) if delta else None
+    if not isinstance(now, float) or not isinstance(change, float):
+        return []
+    leaks = []
+    for name, frame in pub.tables.items():
+        if moves_table and name != moves_table or not {"direction", "patients"} <= set(frame.columns):
+            continue
+        if not set(frame["direction"]) <= {"entered", "left"}:
+            continue  # a row whose direction is not told: the change does not single out a direction
+        values = [parse_number(v) for v in frame["patients"]]
+        hidden = [v == "hidden" for v in values]
+        if not any(hidden):
+            continue
+        signed = [(1 if d == "entered" else -1) * (0.0 if h else v) for d, v, h in zip(frame["direction"], values, hidden, strict=True)]
+        directions = {d for d, h in zip(frame["direction"], hidden, strict=True) if h}
+        if len(directions) == 1:
+            rest = change - sum(signed)  # = entered_hidden - left_hidden
+            recovered = abs(rest)
+            if is_small(round(recovered, 6)):
+                leaks.append(f"{pub.page}: {directions.pop()} patients hidden in {name} = |members change {change:g} - "
+                             f"published moves| = {recovered:g}")
+    return leaks
+
+
+def window_leaks(windows: dict, months: dict, truth: dict) -> list[str]:
+    """Neighbouring windows: W(P) - W(P-1) + m(P-12) = m(P).
+
+    ``windows``: {(unit, window end index): published count of the 12-month window}; ``months``:
+    {(unit, month index): published monthly count or "hidden"}; ``truth``: {(unit, month index):
+    the true monthly count}. A leak is a month hidden on the page whose count (1-10) follows exactly.
+    """
+    leaks = []
+    for (unit, p), w in windows.items():
+        before, leaving = windows.get((unit, p - 1)), months.get((unit, p - 12))
+        if not isinstance(w, float) or not isinstance(before, float) or not isinstance(leaving, float):
+            continue
+        if months.get((unit, p)) != "hidden":
+            continue
+        recovered = w - before + leaving
+        if is_small(recovered) and abs(recovered - truth.get((unit, p), np.nan)) < 1e-6:
+            leaks.append(f"{unit} month {p}: 12 months to P ({w:g}) - 12 months to P-1 ({before:g}) + month P-12 "
+                         f"({leaving:g}) = {recovered:g}")
+    return leaks
