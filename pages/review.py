@@ -10,9 +10,9 @@ from core.views.review import (
     headline_metrics,
     payment_summary,
     review_data,
-    review_pack,
 )
 from core.views.review_log import add_entry, close_entry, review_log
+from core.views.review_pack import review_pack
 from ui.auth import audit_export, audit_view, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.config.catalog import load_catalog
 from core.ingest.bundle_schema import BUNDLE, EARLIEST_DATE, ICD10_PATTERN, LATEST_DATE, Column, TableSpec
-from core.ingest.csv_bundle import FUTURE_ALLOWED
+from core.ingest.csv_bundle.columns import FUTURE_ALLOWED
 
 TYPE_TEXT = {
     "str": "text",

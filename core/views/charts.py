@@ -1,5 +1,6 @@
 """Plotly figures built from frames the core returns (no Streamlit here)."""
 
+import html
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from core.derive.subgroups.rules import active_rules_path, load_rules
 
 OTHER_COLOUR = "#999999"  # patient-months without a subgroup, and any id the rules no longer name
 PALETTE = px.colors.qualitative.Safe  # for subgroups whose rules give no colour
+
+
+def as_text(value) -> str:
+    """Imported text (a team or practice name) as plain text in a figure: plotly renders a few
+    HTML tags in labels and hover text (``<a href>``, ``<b>``), so ``<``, ``>`` and ``&`` are escaped."""
+    return html.escape(str(value), quote=False)
 
 
 def subgroup_style() -> tuple[list[str], dict[str, str]]:
@@ -102,7 +109,7 @@ def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: d
     fig = go.Figure()
     for flag, part in shown.groupby("flag", sort=False):
         fig.add_trace(go.Scatter(
-            x=part["value"], y=[team_labels.get(t, t) for t in part["team_id"]], mode="markers", name=flag,
+            x=part["value"], y=[as_text(team_labels.get(t, t)) for t in part["team_id"]], mode="markers", name=flag,
             marker=dict(size=11, color=FLAG_COLORS.get(flag, "#607D8B")),
             error_x=dict(type="data", symmetric=False, array=part["ci_high"] - part["value"], arrayminus=part["value"] - part["ci_low"]),
         ))  # fmt: skip
@@ -123,7 +130,7 @@ def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None,
     for subgroup, part in shown.groupby("subgroup", sort=False):
         fig.add_trace(go.Scatter(
             x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", name=labels.get(subgroup, subgroup),
-            text=[team_labels.get(t, t) for t in part["team_id"]], textposition="top center",
+            text=[as_text(team_labels.get(t, t)) for t in part["team_id"]], textposition="top center",
             marker=dict(size=13, color=_colour(subgroup, colours)),
         ))  # fmt: skip
     moved = shown.dropna(subset=["previous_cost_pmpm_usd", "previous_outcome_index"])
@@ -182,9 +189,9 @@ def review_value_map_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
     fig = go.Figure()
     for own, colour, size in ((False, "#9E9E9E", 12), (True, "#C0392B", 18)):
         part = shown.loc[(shown["team_id"] == team_id) == own]
-        fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", text=part["team_id"],
+        fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", text=[as_text(t) for t in part["team_id"]],
                                  textposition="top center", marker=dict(size=size, color=colour),
-                                 customdata=part["team"], name="this team" if own else "peer teams",
+                                 customdata=[as_text(t) for t in part["team"]], name="this team" if own else "peer teams",
                                  hovertemplate="%{customdata}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
     fig.add_hline(y=50, line_dash="dot", line_color="#616161", annotation_text="peer average outcome")
     fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index (50 = peer average)")

@@ -58,6 +58,7 @@ def stores(monkeypatch) -> list[MemoryMediaFileStorage]:
 
 @pytest.fixture(scope="session")
 def tiny_db_url(tmp_path_factory) -> str:
+    from core.access.demo import mark_sample_store
     from core.derive.pipeline import load_bundle_and_derive
     from sample_data.generator import NetworkSpec, write_bundle
 
@@ -67,6 +68,7 @@ def tiny_db_url(tmp_path_factory) -> str:
     eng = make_engine(url)
     create_schema(eng)
     load_bundle_and_derive(eng, bundle)
+    mark_sample_store(eng)  # as the first run marks its own sample: demo mode runs on it
     eng.dispose()
     return url
 
@@ -93,6 +95,8 @@ def visit(page: str, role: str, team: str | None, month: str | None = None, stat
     at.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
+    refused = {"Demo mode refused", "Login required", "Not authorised"} & {t.value for t in at.title}
+    assert not refused, f"{page} as {role} was refused ({refused}): the harness would read nothing"
     return at
 
 

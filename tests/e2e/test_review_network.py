@@ -10,7 +10,7 @@ import pytest
 
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.queries import months_available
-from core.views import review
+from core.views import review, review_pack
 from core.views.format import format_figure
 from core.views.review_log import LOG_COLUMNS
 
@@ -94,7 +94,7 @@ def test_review_pack_holds_the_same_figures_as_the_page(sample_engine):
     month = months_available(sample_engine)[-1]
     data = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True)
     log = pd.DataFrame(columns=LOG_COLUMNS)
-    pack = review.review_pack(data, log, {"complex": "Complex"}, "Riverside · Complex Care")
+    pack = review_pack.review_pack(data, log, {"complex": "Complex"}, "Riverside · Complex Care")
 
     parser = _Tables()
     parser.feed(pack["html"])

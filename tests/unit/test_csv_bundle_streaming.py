@@ -6,9 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from core.ingest import csv_bundle
 from core.ingest.bundle_schema import BY_FILE
-from core.ingest.csv_bundle import _hash, _key_hash, _Keys, import_bundle
+from core.ingest.csv_bundle import import_bundle
+from core.ingest.csv_bundle.keys import Keys, hash_text, key_hash
+from core.ingest.csv_bundle.stream import Source, text_span
 from tests.unit.test_csv_import import VALID, append_text, table_contents, table_counts, valid_tables, write_bundle
 
 TINY = 512  # CSV bytes per batch: a few rows
@@ -26,10 +27,10 @@ def many_encounters(n: int = 120) -> dict[str, list[dict[str, str]]]:
 
 
 def batch_count(folder, file: str, batch_bytes: int = TINY) -> int:
-    spec = csv_bundle.BY_FILE[file]
-    start, end = csv_bundle._text_span(folder / file)
+    spec = BY_FILE[file]
+    start, end = text_span(folder / file)
     names = tuple(spec.column_names)
-    return sum(1 for _ in csv_bundle._Source(folder / file, spec, start, end, names).batches(batch_bytes))
+    return sum(1 for _ in Source(folder / file, spec, start, end, names).batches(batch_bytes))
 
 
 def test_tiny_batches_load_what_one_batch_loads(engine, tmp_path):
@@ -130,7 +131,7 @@ def test_trailing_blank_lines_and_bom_with_tiny_batches(engine, tmp_path):
 
 def test_hash_collisions_never_decide(engine, tmp_path, monkeypatch):
     """With every key hashing alike, duplicates and references are still decided on the values."""
-    monkeypatch.setattr(csv_bundle, "_hash", lambda values: np.zeros(len(values), dtype=np.uint64))
+    monkeypatch.setattr("core.ingest.csv_bundle.keys.hash_text", lambda values: np.zeros(len(values), dtype=np.uint64))
     tables = many_encounters()
     report = import_bundle(engine, write_bundle(tmp_path / "b", tables), batch_bytes=TINY)
     assert report.ok, report.to_text()
@@ -148,24 +149,24 @@ def test_hash_collisions_never_decide(engine, tmp_path, monkeypatch):
 )
 def test_hash_is_a_function_of_the_text_only(values):
     arr = pa.array(values * 2, type=pa.large_string())
-    h = _hash(arr)
+    h = hash_text(arr)
     assert len(set(h[: len(values)].tolist())) == len(values)  # distinct texts, distinct hashes (here)
     assert (h[: len(values)] == h[len(values):]).all()
-    assert (_hash(arr.slice(len(values))) == h[: len(values)]).all()  # an Arrow slice hashes the same
-    assert (_hash(pa.chunked_array([arr.slice(0, 3), arr.slice(3)])) == h).all()
+    assert (hash_text(arr.slice(len(values))) == h[: len(values)]).all()  # an Arrow slice hashes the same
+    assert (hash_text(pa.chunked_array([arr.slice(0, 3), arr.slice(3)])) == h).all()
 
 
 def test_compound_key_hash_depends_on_the_order_of_columns():
     a, b = pa.chunked_array([["x", "y"]]), pa.chunked_array([["y", "x"]])
-    h = _key_hash({"k1": a, "k2": b}, ("k1", "k2"))
+    h = key_hash({"k1": a, "k2": b}, ("k1", "k2"))
     assert h[0] != h[1]
 
 
 @pytest.mark.parametrize("keep_values", [True, False])
 def test_keys_give_the_row_of_each_value(keep_values):
     ids = pa.array(["P3", "P1", "P2"], type=pa.large_string())
-    keys = _Keys(_hash(ids), ids if keep_values else None, positions=True)
+    keys = Keys(hash_text(ids), ids if keep_values else None, positions=True)
     lookup = pa.chunked_array([pa.array(["P1", "P9", "", "P3", "P2"], type=pa.large_string())])
     assert keys.positions(lookup).tolist() == [1, -1, -1, 0, 2]
-    membership = _Keys(_hash(ids), None, positions=False)
+    membership = Keys(hash_text(ids), None, positions=False)
     assert (membership.positions(lookup) >= 0).tolist() == [True, False, False, True, True]

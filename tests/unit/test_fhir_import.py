@@ -1,6 +1,6 @@
 """FHIR R4 importer: the Synthea fixture bundles, the same data as Bulk NDJSON, malformed input.
 
-Expected counts are computed here from the source JSON, independently of core/ingest/fhir.py.
+Expected counts are computed here from the source JSON, independently of core/ingest/fhir/.
 """
 
 import json
@@ -13,7 +13,9 @@ from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
 from core.ingest import import_path
-from core.ingest.fhir import load_fhir_maps, parse_fhir_date, read_fhir, ref_id
+from core.ingest.fhir import read_fhir
+from core.ingest.fhir.maps import load_fhir_maps
+from core.ingest.fhir.resources import parse_fhir_date, ref_id
 from core.ingest.idmap import make_id, normalize_icd10
 from core.store import models
 from core.store.months import add_months, as_month

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from core.derive.risk import load_code_lists, match_code_groups
-from core.ingest.fhir import load_fhir_maps, read_fhir
+from core.ingest.fhir import read_fhir
+from core.ingest.fhir.maps import load_fhir_maps
 from core.ingest.report import ImportReport
 
 SNOMED = "http://snomed.info/sct"

@@ -1,6 +1,6 @@
 """Tuva input-layer importer: the fixture CSVs, earlier-release patient_id, malformed files, FHIR linking.
 
-Expected counts are computed here from the source CSVs, independently of core/ingest/tuva.py.
+Expected counts are computed here from the source CSVs, independently of core/ingest/tuva/.
 """
 
 import json
@@ -14,7 +14,9 @@ from sqlmodel import SQLModel
 
 from core.ingest import import_path
 from core.ingest.idmap import DEFAULT_PRACTICE_ID
-from core.ingest.tuva import _Reader, read_tuva
+from core.ingest.tuva import read_tuva
+from core.ingest.tuva.claims import medical_claim_kind
+from core.ingest.tuva.files import TuvaReader
 from core.store import models
 from tests.conftest import FIXTURES
 
@@ -177,9 +179,9 @@ LINE = dict(
     ],
 )
 def test_claim_kind(lines, expected):
-    reader = _Reader(Path("."), None)
+    reader = TuvaReader(Path("."), None)
     reader.pcp_npi["1"] = {"99"}
-    assert reader._claim_kind([{**LINE, **line} for line in lines]) == expected
+    assert medical_claim_kind(reader, [{**LINE, **line} for line in lines]) == expected
 
 
 # --- malformed files ---------------------------------------------------------------------------

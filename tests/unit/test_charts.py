@@ -1,0 +1,32 @@
+"""Figures show imported names as text: plotly's label markup never comes from the data."""
+
+import pandas as pd
+
+from core.views.charts import caterpillar_figure, review_value_map_figure, value_map_figure
+
+LINK = '<a href="http://host/beacon">Team</a> & <b>bold</b>'
+
+
+def _strings(fig) -> list[str]:
+    out = []
+    for trace in fig.data:
+        for attr in ("x", "y", "text", "customdata"):
+            values = getattr(trace, attr, None)
+            if values is not None:
+                out += [str(v) for v in values]
+    return out
+
+
+def test_caterpillar_team_labels_are_escaped():
+    teams = pd.DataFrame({"team_id": ["T1"], "value": [1.0], "ci_low": [0.5], "ci_high": [1.5], "flag": ["as expected"]})
+    shown = _strings(caterpillar_figure(teams, 1.0, {"T1": LINK}))
+    assert not any("<a" in s or "<b>" in s for s in shown)
+    assert any("&lt;a href" in s for s in shown)
+
+
+def test_value_maps_escape_team_names():
+    points = pd.DataFrame({"team_id": ["T1"], "subgroup": ["complex"], "cost_pmpm_usd": [100.0], "outcome_index": [50.0],
+                           "team": [LINK], "month": [pd.Timestamp("2026-10-01")],
+                           "previous_cost_pmpm_usd": [90.0], "previous_outcome_index": [48.0]})
+    for fig in (value_map_figure(points, {}, {"T1": LINK}), review_value_map_figure(points, "T1")):
+        assert not any("<a" in s for s in _strings(fig))
