@@ -313,6 +313,19 @@ class Episode:
     def paid_usd(self) -> float:
         return round(sum(c.paid_usd for c in self.claims), 2)
 
+    def encounter_row(self, encounter_id: str, patient_id: str, in_network: bool, primary_dx: str) -> dict:
+        """The external encounter row of this episode (the canonical ``encounters`` columns);
+        its paid date is the latest of its claims' paid dates."""
+        return dict(
+            encounter_id=encounter_id, patient_id=patient_id, team_id=None, kind=self.kind,
+            start_date=self.start, end_date=self.end, requested_date=None, responded_date=None,
+            is_internal=False, in_network=in_network,
+            is_urgent=self.kind in ("ed_visit", "urgent_care") or self.category == "ed",
+            resolved_without_visit=None, primary_dx=primary_dx, specialty="", cost_category=self.category,
+            paid_usd=self.paid_usd,
+            paid_date=max((d for c in self.claims if (d := c.detail["paid_date"]) is not None), default=None),
+        )
+
 
 @dataclass
 class _Group:

@@ -181,23 +181,5 @@ def _pay_encounters(st: ReadState, groups: dict[str, list], rules: ClaimRules) -
 def _add_episode(st: ReadState, episode: Episode) -> None:
     """One external encounter for a stay, ED visit or claim grouped from EOBs without an Encounter."""
     eob_id = episode.anchor.detail["eob_id"]
-    st.encounters[f"eob:{eob_id}"] = dict(
-        encounter_id=make_id("fhir:eob", eob_id),
-        patient_id=episode.anchor.person,
-        team_id=None,
-        kind=episode.kind,
-        start_date=episode.start,
-        end_date=episode.end,
-        requested_date=None,
-        responded_date=None,
-        is_internal=False,
-        in_network=True,
-        is_urgent=episode.kind in ("ed_visit", "urgent_care") or episode.category == "ed",
-        resolved_without_visit=None,
-        primary_dx="",
-        specialty="",
-        cost_category=episode.category,
-        paid_usd=episode.paid_usd,
-        paid_date=max((d for c in episode.claims if (d := c.detail["paid_date"]) is not None), default=None),
-        _org=None,
-    )
+    row = episode.encounter_row(make_id("fhir:eob", eob_id), episode.anchor.person, in_network=True, primary_dx="")
+    st.encounters[f"eob:{eob_id}"] = {**row, "_org": None}

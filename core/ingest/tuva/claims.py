@@ -121,25 +121,9 @@ def _net_medical_claims(reader: TuvaReader, frame: pd.DataFrame) -> list[Claim]:
 def _episode_encounter(episode: Episode) -> dict:
     """The encounter row of a stay, ED visit or other claim; its id is that of the anchor claim."""
     anchor = episode.anchor
-    return dict(
-        encounter_id=make_id("tuva:claim", anchor.claim_id),
-        patient_id=person_id(anchor.person),
-        team_id=None,
-        kind=episode.kind,
-        start_date=episode.start,
-        end_date=episode.end,
-        requested_date=None,
-        responded_date=None,
-        is_internal=False,
-        in_network=all(c.detail["in_network"] for c in episode.claims),
-        is_urgent=episode.kind in ("ed_visit", "urgent_care") or episode.category == "ed",
-        resolved_without_visit=None,
-        primary_dx=anchor.detail["primary_dx"],
-        specialty="",
-        cost_category=episode.category,
-        paid_usd=episode.paid_usd,
-        paid_date=max((d for c in episode.claims if (d := c.detail["paid_date"]) is not None), default=None),
-    )
+    return episode.encounter_row(make_id("tuva:claim", anchor.claim_id), person_id(anchor.person),
+                                 in_network=all(c.detail["in_network"] for c in episode.claims),
+                                 primary_dx=anchor.detail["primary_dx"])
 
 
 def _diagnoses_to_conditions(reader: TuvaReader, frame: pd.DataFrame) -> None:
