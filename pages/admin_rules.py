@@ -1,6 +1,7 @@
 """Admin: subgroup rules, how many patients each catches, a draft preview, and overrides."""
 
 import hashlib
+import time
 from datetime import date
 
 import streamlit as st
@@ -51,9 +52,10 @@ if save_col.button("Save and re-assign", type="primary", disabled=scope.demo,
         saved = save_rules(draft_text)
         record_event(engine(), scope, "rule_save", "subgroup_rules.toml",
                      f"{len(saved.subgroup_ids)} subgroups; sha256 {hashlib.sha256(draft_text.encode()).hexdigest()[:16]}")  # fmt: skip
+        started = time.perf_counter()
         with st.spinner("Re-assigning every patient-month"):
             summary = derive_all(engine())
-        st.success(f"Saved. Subgroup mix: {summary['subgroups']['mix']}")
+        st.success(f"Saved. Subgroup mix: {summary['subgroups']['mix']} (re-derived in {time.perf_counter() - started:.1f} s)")
     except RulesError as exc:
         st.error(str(exc))
 
@@ -69,17 +71,18 @@ with st.form("set_override", clear_on_submit=True):
     note = st.text_area("Why (required)")
     if st.form_submit_button("Pin patient"):
         try:
-            set_override(engine(), scope, patient_id.strip(), subgroup, start, note, rules)
-            derive_all(engine())
-            st.success(f"{plain(patient_id)} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
+            started = time.perf_counter()
+            set_override(engine(), scope, patient_id.strip(), subgroup, start, note, rules)  # re-derives the patient
+            st.success(f"{plain(patient_id)} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)} "
+                       f"(saved and re-derived in {time.perf_counter() - started:.1f} s).")  # fmt: skip
         except ValueError as exc:
             st.error(str(exc))
 with st.form("lift_override"):
     override_id = st.number_input("Override id", min_value=1, step=1)
     if st.form_submit_button("Lift override"):
         try:
-            lift_override(engine(), scope, int(override_id), rules)
-            derive_all(engine())
-            st.success(f"Override {override_id} lifted.")
+            started = time.perf_counter()
+            lift_override(engine(), scope, int(override_id), rules)  # re-derives the patient
+            st.success(f"Override {override_id} lifted (re-derived in {time.perf_counter() - started:.1f} s).")
         except ValueError as exc:
             st.error(str(exc))

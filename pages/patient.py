@@ -1,5 +1,7 @@
 """Clinician: one patient (deep link ``?patient=ID``), within the user's scope only."""
 
+import time
+
 import streamlit as st
 
 from core.access.policy import load_access_rules
@@ -51,9 +53,11 @@ with tabs[0]:
             note = st.text_area("Why (required)")
             if st.form_submit_button("Override subgroup"):
                 try:
-                    with st.spinner("Saving the override and recomputing subgroups and scorecards..."):
+                    started = time.perf_counter()
+                    with st.spinner("Saving the override and recomputing this patient's subgroups and scorecards..."):
                         oid = override_subgroup(engine(), scope, patient_id, subgroup, start, note)
-                    st.session_state["override_done"] = f"Override #{oid} saved: {labels[subgroup]} from {start:%b %Y}."
+                    st.session_state["override_done"] = (f"Override #{oid} saved: {labels[subgroup]} from {start:%b %Y} "
+                                                         f"(saved and re-derived in {time.perf_counter() - started:.1f} s).")  # fmt: skip
                     st.rerun()
                 except (ValueError, PermissionError) as exc:
                     st.error(str(exc))
@@ -61,9 +65,10 @@ with tabs[0]:
         if active:
             lift = st.selectbox("Active override", active, format_func=lambda i: f"#{i}", key="lift_id")
             if st.button("Lift override"):
+                started = time.perf_counter()
                 with st.spinner("Lifting the override and recomputing..."):
                     lift_patient_override(engine(), scope, patient_id, int(lift))
-                st.session_state["override_done"] = f"Override #{lift} lifted."
+                st.session_state["override_done"] = f"Override #{lift} lifted (re-derived in {time.perf_counter() - started:.1f} s)."
                 st.rerun()
 with tabs[1]:
     series = view.series

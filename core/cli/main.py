@@ -76,9 +76,11 @@ def _args_import(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_import(args) -> int:
-    """Import, then derive: also when an earlier import's derive did not finish (the store marks
-    it pending), so a rejected import still brings the derived tables up to date."""
-    from core.derive.pipeline import derive_all
+    """Import, then derive what it touched (everything when that cannot be exact): also when an
+    earlier import's derive did not finish (the store marks it pending), so a rejected import
+    still brings the derived tables up to date."""
+    from core.derive.incremental import derive_touched
+    from core.derive.pipeline import derive_text
     from core.ingest import import_path
     from core.store.queries import derive_pending
 
@@ -91,7 +93,8 @@ def cmd_import(args) -> int:
     elif pending is not None:
         if not report.ok:
             _say(f"finishing the derive left pending by import #{pending}" if pending.isdigit() else "finishing a pending derive")
-        summary = derive_all(engine, progress=lambda _f, text: _say(text))
+        summary = derive_touched(engine, progress=lambda _f, text: _say(text))
+        _say(derive_text(summary))
         _say(json.dumps(summary, indent=2, default=str))
     return 0 if report.ok else 1
 
