@@ -68,3 +68,90 @@ def step_pages(args: dict) -> dict:
     return out
 
 
+
+
+# --- click speed: every page's first render and every widget change --------------------------
+
+WIDGET_KINDS = ("selectbox", "radio", "segmented_control", "pills", "select_slider", "toggle", "checkbox")
+SKIP_KEYS = {"demo_role", "demo_team"}  # the demo's persona switcher reloads the whole app, not a page
+MAX_WIDGETS = 8  # per page
+
+
+def _other_value(widget, kind: str):
+    """A value of the widget other than its current one (None: it has no other)."""
+    if kind in ("toggle", "checkbox"):
+        return not widget.value
+    options = list(getattr(widget, "options", []) or [])
+    if len(options) < 2:
+        return None
+    current = widget.value
+    if kind == "pills" or kind == "segmented_control":
+        current = current[0] if isinstance(current, list) and current else current
+    index = options.index(current) if current in options else -1
+    return options[(index + 1) % len(options)]
+
+
+def _widgets(app) -> list[tuple[str, int, str]]:
+    """(kind, position, label) of the widgets outside forms that rerun the page when changed."""
+    found = []
+    for kind in WIDGET_KINDS:
+        for i, widget in enumerate(getattr(app, kind)):
+            if getattr(widget, "form_id", "") or getattr(widget, "key", None) in SKIP_KEYS:
+                continue
+            found.append((kind, i, str(getattr(widget, "label", "") or getattr(widget, "key", ""))))
+    return found[:MAX_WIDGETS]
+
+
+def step_clicks(args: dict) -> dict:
+    """Server-side time of every page's first render (its data caches cold) and of changing each of
+    its widgets once (the page's script rerun with the new value, caches as a user finds them).
+
+    Each page is opened by a role that may open it, as :func:`step_pages` does; times are the
+    AppTest script runs (no browser, no network): what the server spends per click. The 1-minute
+    load average is recorded with each page (the machine may be shared).
+    """
+    import streamlit as st
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    original = PagesManager.__init__
+
+    def init(self, *a, **kw):
+        original(self, *a, **kw)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    os.environ["DATABASE_URL"] = args["database_url"]
+    os.environ["SCORECARDS_DEMO"] = "1"
+    out = {}
+    for role, page in PAGES:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        app = AppTest.from_file(str(DASHBOARD), default_timeout=300)
+        app.session_state["demo_role"] = role
+        app.run()  # the role's home page: login, scope, navigation
+        st.cache_data.clear()
+        t0 = time.perf_counter()
+        app.switch_page(page).run()
+        first = time.perf_counter() - t0
+        row = {"role": role, "first_render_s": round(first, 2), "load": round(os.getloadavg()[0], 1),
+               "error": " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None, "widgets": []}  # fmt: skip
+        for kind, position, label in _widgets(app):
+            try:
+                widgets = getattr(app, kind)
+                if position >= len(widgets):
+                    continue
+                widget = widgets[position]
+                value = _other_value(widget, kind)
+                if value is None:
+                    continue
+                t0 = time.perf_counter()
+                widget.set_value(value).run()
+                seconds = time.perf_counter() - t0
+                error = " | ".join(app.exception[0].stack_trace[-2:])[:200] if app.exception else None
+            except Exception as exc:  # a widget AppTest cannot drive is reported, not fatal
+                seconds, error = None, f"{exc.__class__.__name__}: {exc}"[:200]
+            row["widgets"].append({"widget": f"{kind} {label!r}"[:60], "s": None if seconds is None else round(seconds, 2),
+                                   "error": error})  # fmt: skip
+        out[page] = row
+    return out

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, date
 from pathlib import Path
 
-from core.access.exports import export_csv
 from core.access.policy import Scope
 from core.store.db import create_schema, database_url, make_engine
 
@@ -225,6 +224,8 @@ def cmd_audit(args) -> int:
         return 0
     since = datetime.combine(args.since, datetime.min.time(), tzinfo=UTC) if args.since else None
     events = search_events(_engine(args), user_key=args.user, action=args.action, target=args.target, since=since)
+    from core.access.exports import export_csv  # pandas: only the commands that need it import it
+
     export_csv(events, args.out or sys.stdout)
     return 0
 
@@ -409,7 +410,10 @@ def cmd_payments(args) -> int:
 
 
 def _args_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--patients", type=int, default=100_000)
+    p.add_argument("--patients", type=int, default=None, help="default 100,000; 5,000 (the sample network) with --pages")
+    p.add_argument("--pages", action="store_true",
+                   help="click speed only: every page's first render and every widget change, server-side, on the network "
+                        "of --database-url (generated and imported first when it is empty)")
     p.add_argument("--months", type=int, default=24)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--end-month", default=None, help="YYYY-MM of the last month (default: last complete month)")
@@ -430,7 +434,12 @@ def cmd_bench(args) -> int:
     # default: a SQLite file next to the bundle, never the dashboard's own database
     url = args.database_url or os.environ.get("DATABASE_URL") or "sqlite:///" + str(args.out.resolve() / "bench.db")
     steps = tuple(args.steps.split(",")) if args.steps else STEPS
-    report = run_bench(args.patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
+    patients = args.patients or (5_000 if args.pages else 100_000)
+    if args.pages:  # an imported network is measured as it is; an empty store gets the sample network first
+        from core.cli.bench import _has_patients
+
+        steps = ("clicks",) if _has_patients(url) else ("generate", "import", "assign", "activity", "cells", "clicks")
+    report = run_bench(patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
                        reps=args.reps, baseline_reps=args.baseline_reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
     print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
     return 0
