@@ -77,18 +77,21 @@ SKIP_KEYS = {"demo_role", "demo_team"}  # the demo's persona switcher reloads th
 MAX_WIDGETS = 8  # per page
 
 
-def _other_value(widget, kind: str):
-    """A value of the widget other than its current one (None: it has no other)."""
+def _change(widget, kind: str):
+    """The widget set to a value other than its current one (None: it has no other). A selectbox
+    moves to its next option by position (AppTest knows options by their shown text only)."""
     if kind in ("toggle", "checkbox"):
-        return not widget.value
+        return widget.set_value(not widget.value)
     options = list(getattr(widget, "options", []) or [])
     if len(options) < 2:
         return None
+    if kind == "selectbox":
+        index = widget.index if widget.index is not None else -1
+        return widget.select_index((index + 1) % len(options))
     current = widget.value
-    if kind == "pills" or kind == "segmented_control":
-        current = current[0] if isinstance(current, list) and current else current
+    current = current[0] if isinstance(current, list) and current else current
     index = options.index(current) if current in options else -1
-    return options[(index + 1) % len(options)]
+    return widget.set_value(options[(index + 1) % len(options)])  # raw values = shown text (no format_func)
 
 
 def _widgets(app) -> list[tuple[str, int, str]]:
@@ -124,29 +127,35 @@ def step_clicks(args: dict) -> dict:
     os.environ["DATABASE_URL"] = args["database_url"]
     os.environ["SCORECARDS_DEMO"] = "1"
     out = {}
+    patient = _a_patient_of_the_first_team(args["database_url"])
     for role, page in PAGES:
         st.cache_data.clear()
         st.cache_resource.clear()
         app = AppTest.from_file(str(DASHBOARD), default_timeout=300)
         app.session_state["demo_role"] = role
         app.run()  # the role's home page: login, scope, navigation
+        if page == "pages/patient.py" and patient:  # opened from the worklist: ?patient=ID
+            app.query_params["patient"] = patient
         st.cache_data.clear()
         t0 = time.perf_counter()
         app.switch_page(page).run()
         first = time.perf_counter() - t0
-        row = {"role": role, "first_render_s": round(first, 2), "load": round(os.getloadavg()[0], 1),
-               "error": " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None, "widgets": []}  # fmt: skip
+        error = " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None
+        if error is None and not (len(app.dataframe) or len(app.metric) or len(app.get("plotly_chart")) or _widgets(app)):
+            said = [e.value for e in (*app.error, *app.warning, *app.info)]
+            error = f"page shows no figures: {said[0] if said else 'nothing'}"[:300]  # e.g. a store not in demo mode
+        row = {"role": role, "first_render_s": round(first, 2), "load": round(os.getloadavg()[0], 1), "error": error,
+               "widgets": []}  # fmt: skip
         for kind, position, label in _widgets(app):
             try:
                 widgets = getattr(app, kind)
                 if position >= len(widgets):
                     continue
-                widget = widgets[position]
-                value = _other_value(widget, kind)
-                if value is None:
+                changed = _change(widgets[position], kind)
+                if changed is None:
                     continue
                 t0 = time.perf_counter()
-                widget.set_value(value).run()
+                changed.run()
                 seconds = time.perf_counter() - t0
                 error = " | ".join(app.exception[0].stack_trace[-2:])[:200] if app.exception else None
             except Exception as exc:  # a widget AppTest cannot drive is reported, not fatal
@@ -155,3 +164,21 @@ def step_clicks(args: dict) -> dict:
                                    "error": error})  # fmt: skip
         out[page] = row
     return out
+
+
+def _a_patient_of_the_first_team(database_url: str) -> str | None:
+    """A patient of the demo personas' team (the first) in the latest month, for the patient page."""
+    from sqlalchemy import func, select
+
+    from core.store.db import make_engine
+    from core.store.models import Attribution, Team
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            team = conn.execute(select(func.min(Team.team_id))).scalar()
+            month = conn.execute(select(func.max(Attribution.month))).scalar()
+            return conn.execute(select(func.min(Attribution.patient_id)).where(Attribution.team_id == team,
+                                                                               Attribution.month == month)).scalar()  # fmt: skip
+    finally:
+        engine.dispose()

@@ -34,12 +34,13 @@ import pandas as pd
 from sqlalchemy import Engine, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from core.store.models import AppSetting, Attribution, Cell, DeriveTouched, RiskScore, SubgroupAssignment, Team
+from core.store.models import AppSetting, Attribution, Cell, DeriveTouched, Patient, RiskScore, SubgroupAssignment, Team
 from core.store.queries import DERIVE_PENDING_KEY, bump_data_version, derive_pending, utc_now
 
 TOUCH_ALL = "*"
 MAX_TOUCHED_SHARE = 0.25  # above this share of the attributed patients a full derive is quicker
 UNASSIGNED = "unassigned"
+BULK_CELLS_SHARE = 0.3  # rewriting more of the cell table than this: its indexes are dropped and built once
 
 
 def _insert_ignore(conn, table):
@@ -101,24 +102,53 @@ def clear_touched(engine: Engine, touched: list[str]) -> None:
             conn.execute(delete(t).where(t.c.patient_id.in_(touched[start : start + 10_000])))
 
 
-def _stored_counts(conn, exclude: list[str] | None = None) -> pd.Series:
-    """Stored risk-score counts per (month, risk_score) (the first pass's counts), without ``exclude``."""
+def _stored_counts(conn, only: list[str] | None = None) -> pd.Series:
+    """Stored risk-score counts per (month, risk_score) (the first pass's counts): of every
+    patient, or of the patients ``only``."""
     s = SubgroupAssignment
     stmt = select(s.month, s.risk_score, func.count()).where(s.risk_score.is_not(None)).group_by(s.month, s.risk_score)
-    if exclude:
-        stmt = stmt.where(s.patient_id.not_in(exclude))
+    if only:
+        stmt = stmt.where(s.patient_id.in_(only))
     rows = conn.execute(stmt).all()
     index = pd.MultiIndex.from_arrays([pd.to_datetime([r[0] for r in rows]), pd.Index([float(r[1]) for r in rows], dtype="float64")],
                                       names=["month", "risk_score"])  # fmt: skip
     return pd.Series([int(r[2]) for r in rows], index=index, dtype="int64")
 
 
-def _stored_months(conn, exclude: list[str] | None = None) -> set:
+def _stored_months(conn, only: list[str]) -> set:
+    """The assigned months of the patients ``only``."""
     s = SubgroupAssignment
-    stmt = select(s.month).distinct()
-    if exclude:
-        stmt = stmt.where(s.patient_id.not_in(exclude))
-    return set(pd.to_datetime(conn.execute(stmt).scalars().all()))
+    return set(pd.to_datetime(conn.execute(select(s.month).distinct().where(s.patient_id.in_(only))).scalars().all()))
+
+
+def _stored_range(conn, exclude: list[str] | None = None) -> tuple | None:
+    """First and last assigned month (of the patients but ``exclude``); None when there is none."""
+    s = SubgroupAssignment
+    where = [s.patient_id.not_in(exclude)] if exclude else []
+    low, high = conn.execute(select(func.min(s.month), func.max(s.month)).where(*where)).one()
+    return None if low is None else (pd.Timestamp(low), pd.Timestamp(high))
+
+
+def _norm(counts: pd.Series) -> pd.Series:
+    """Score counts with one index type (months as datetime64[ns], scores float64), summed per key."""
+    counts = _add_counts_of([counts])
+    index = pd.MultiIndex.from_arrays([pd.DatetimeIndex(counts.index.get_level_values(0)).as_unit("ns"),
+                                       counts.index.get_level_values(1).astype("float64")], names=["month", "risk_score"])  # fmt: skip
+    return pd.Series(counts.to_numpy(dtype="int64"), index=index).sort_index()
+
+
+def _add_counts_of(parts: list[pd.Series]) -> pd.Series:
+    from core.derive.subgroups.assign import _add_counts
+
+    return _add_counts(parts)
+
+
+def _subtract(counts: pd.Series, part: pd.Series) -> pd.Series:
+    """Counts (index month, risk_score) less those of ``part`` (a subset); zero counts dropped."""
+    if not len(part):
+        return counts
+    out = counts.sub(part, fill_value=0).astype("int64")
+    return out[out > 0]
 
 
 def _same_thresholds(a: dict, b: dict) -> list:
@@ -151,7 +181,7 @@ def derive_patients(engine: Engine, patients: list[str], rules=None) -> dict:
     rules = rules or load_rules(active_rules_path())
     parts: dict[str, float] = {}
     with engine.connect() as conn:
-        attributed = conn.execute(select(func.count(Attribution.patient_id.distinct()))).scalar_one()
+        attributed = conn.execute(select(func.count()).select_from(Patient)).scalar_one()
         if len(patients) > MAX_TOUCHED_SHARE * max(attributed, 1):
             return {"why": f"{len(patients):,} of {attributed:,} patients changed: a full derive is quicker"}
         run = run_of(conn, None, DEFAULT_MODEL)
@@ -161,19 +191,27 @@ def derive_patients(engine: Engine, patients: list[str], rules=None) -> dict:
         # network-wide: month thresholds and period, with the touched patients' new scores
         fractions = top_fractions(rules)
         new_counts, new_months = block_scores(conn, run, patients, bool(fractions))
-        old_months, other_months = _stored_months(conn), _stored_months(conn, patients)
-        months_now = other_months | set(new_months)
-        if not months_now:
-            return {"why": "no patient-month to assign"}
-        if old_months and (min(old_months), max(old_months)) != (min(months_now), max(months_now)):
-            return {"why": "the first or last assigned month changed"}
-        thresholds = thresholds_from_counts(_add_counts([_stored_counts(conn, patients), new_counts]), fractions)
-        if fractions:
-            moved = _same_thresholds(thresholds_from_counts(_stored_counts(conn), fractions), thresholds)
+        new_months = {pd.Timestamp(m) for m in new_months}
+        old_range = _stored_range(conn)
+        month_range = old_range
+        if new_months != _stored_months(conn, patients):  # else the period cannot have moved
+            others = _stored_range(conn, patients)
+            months_now = new_months | set(others or ())
+            if not months_now:
+                return {"why": "no patient-month to assign"}
+            month_range = (min(months_now), max(months_now))
+            if old_range is not None and month_range != old_range:
+                return {"why": "the first or last assigned month changed"}
+        stored = _norm(_stored_counts(conn)) if fractions else _add_counts([])
+        thresholds = thresholds_from_counts(stored, fractions)
+        mine, new_counts = (_norm(_stored_counts(conn, patients)), _norm(new_counts)) if fractions else (None, None)
+        if fractions and not (mine.index.equals(new_counts.index) and (mine.to_numpy() == new_counts.to_numpy()).all()):
+            # the touched patients' scores changed: the cut-offs with their new scores
+            now = thresholds_from_counts(_add_counts([_subtract(stored, mine), new_counts]), fractions)
+            moved = _same_thresholds(thresholds, now)
             if moved:
                 return {"why": f"the top-fraction risk cut-off moved in {len(moved)} month(s) "
                                f"({moved[0]:%b %Y}-{moved[-1]:%b %Y}): every patient of those months is re-assigned"}  # fmt: skip
-        month_range = (min(months_now), max(months_now))
         result, risk = _block_assignments(conn, run, patients, month_range, rules, thresholds)
         overrides = active_overrides(conn)
         result = apply_overrides(result, overrides[overrides["patient_id"].isin(patients)])
@@ -278,10 +316,18 @@ def _replace_cells(conn, keys: pd.DataFrame, cells: pd.DataFrame) -> int:
     from core.derive.subgroups.frames import insert_frame
 
     table = Cell.__table__
+    stored = conn.execute(select(func.count()).select_from(table)).scalar_one()
+    rebuild = len(cells) > BULK_CELLS_SHARE * stored  # most of the table: indexes built once, as write_cells does
+    if rebuild:
+        for index in table.indexes:
+            index.drop(conn, checkfirst=True)
     for team_id, part in keys.groupby("team_id"):
         pairs = list(zip(part["subgroup"], part["month"], strict=True))
         conn.execute(delete(table).where(table.c.team_id == team_id, tuple_(table.c.subgroup, table.c.month).in_(pairs)))
     if len(cells):
-        out = cells[CELL_COLUMNS].assign(month=pd.to_datetime(cells["month"]))
+        out = cells[CELL_COLUMNS].sort_values(CELL_COLUMNS[:7]).assign(month=lambda f: pd.to_datetime(f["month"]))
         insert_frame(conn, table, out.astype({"patients": "int64"}))
+    if rebuild:
+        for index in table.indexes:
+            index.create(conn)
     return len(cells)

@@ -335,7 +335,8 @@ class Load:
             import_id = result.inserted_primary_key[0]
             # In the same transaction: the derived tables are behind until a derive finishes, for
             # the patients it touched (everything when network-wide data changed).
-            mark_touched(self.conn, self._touched_patients(wiped is not None), str(import_id))
+            overrides_wiped = bool(wiped and wiped.get(models.SubgroupOverride.__tablename__))
+            mark_touched(self.conn, self._touched_patients(overrides_wiped), str(import_id))
             settings = models.AppSetting.__table__
             self.conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
@@ -345,8 +346,8 @@ class Load:
 
     def _touched_patients(self, wiped: bool) -> list[str]:
         """The patients this load touched, or ``[*]`` when the derive must redo everything:
-        practices, teams or staff changed (cost rates), the demo's overrides were wiped, or
-        too many patients to list."""
+        practices, teams or staff changed (cost rates), overrides made in demo mode were wiped,
+        or too many patients to list."""
         if self.network_changed or wiped or len(self.touched) > MAX_TOUCHED_IDS:
             return [TOUCH_ALL]
         touched = set(self.touched)
