@@ -110,8 +110,9 @@ def step_clicks(args: dict) -> dict:
     its widgets once (the page's script rerun with the new value, caches as a user finds them).
 
     Each page is opened by a role that may open it, as :func:`step_pages` does; times are the
-    AppTest script runs (no browser, no network): what the server spends per click. The 1-minute
-    load average is recorded with each page (the machine may be shared).
+    AppTest script runs (no browser, no network): what the server spends per click, as wall time
+    and as the CPU time of this process (the page's own work, SQLite included; steadier when other
+    jobs share the machine). The 1-minute load average is recorded with each page.
     """
     import streamlit as st
     from streamlit.runtime.pages_manager import PagesManager
@@ -137,15 +138,15 @@ def step_clicks(args: dict) -> dict:
         if page == "pages/patient.py" and patient:  # opened from the worklist: ?patient=ID
             app.query_params["patient"] = patient
         st.cache_data.clear()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         app.switch_page(page).run()
-        first = time.perf_counter() - t0
+        first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
         error = " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None
         if error is None and not (len(app.dataframe) or len(app.metric) or len(app.get("plotly_chart")) or _widgets(app)):
             said = [e.value for e in (*app.error, *app.warning, *app.info)]
             error = f"page shows no figures: {said[0] if said else 'nothing'}"[:300]  # e.g. a store not in demo mode
-        row = {"role": role, "first_render_s": round(first, 2), "load": round(os.getloadavg()[0], 1), "error": error,
-               "widgets": []}  # fmt: skip
+        row = {"role": role, "first_render_s": round(first, 2), "first_render_cpu_s": round(first_cpu, 2),
+               "load": round(os.getloadavg()[0], 1), "error": error, "widgets": []}  # fmt: skip
         for kind, position, label in _widgets(app):
             try:
                 widgets = getattr(app, kind)
@@ -154,14 +155,14 @@ def step_clicks(args: dict) -> dict:
                 changed = _change(widgets[position], kind)
                 if changed is None:
                     continue
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 changed.run()
-                seconds = time.perf_counter() - t0
+                seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
                 error = " | ".join(app.exception[0].stack_trace[-2:])[:200] if app.exception else None
             except Exception as exc:  # a widget AppTest cannot drive is reported, not fatal
-                seconds, error = None, f"{exc.__class__.__name__}: {exc}"[:200]
+                seconds, cpu, error = None, None, f"{exc.__class__.__name__}: {exc}"[:200]
             row["widgets"].append({"widget": f"{kind} {label!r}"[:60], "s": None if seconds is None else round(seconds, 2),
-                                   "error": error})  # fmt: skip
+                                   "cpu_s": None if cpu is None else round(cpu, 2), "error": error})  # fmt: skip
         out[page] = row
     return out
 

@@ -520,14 +520,16 @@ def format_clicks(clicks: dict) -> list[str]:
     """The click table: each page's first render and each widget change, server-side seconds,
     with the 1-minute load average when the page was measured; ``!`` marks a time over target
     (first render 2 s, widget change 1 s)."""
-    lines = [f"{'page (role)':44s} {'first render s':>14s} {'load':>5s}  widget changes (s)"]
+    lines = [f"{'page (role)':44s} {'first render s (CPU s)':>22s} {'load':>5s}  widget changes: wall s (CPU s)"]
     for page, r in clicks.items():
         mark = "!" if r["first_render_s"] > FIRST_RENDER_TARGET_S else " "
         changes = "; ".join(
-            f"{w['widget']} {w['s']:.2f}{'!' if w['s'] > WIDGET_TARGET_S else ''}" if w["s"] is not None else f"{w['widget']} ({w['error']})"
+            f"{w['widget']} {w['s']:.2f}{'!' if w['s'] > WIDGET_TARGET_S else ''} ({w.get('cpu_s', float('nan')):.2f})"
+            if w["s"] is not None else f"{w['widget']} ({w['error']})"
             for w in r["widgets"]
         )  # fmt: skip
-        lines.append(f"{page + ' (' + r['role'] + ')':44s} {r['first_render_s']:>13.2f}{mark} {r['load']:>5.1f}  {changes or '-'}"
+        first = f"{r['first_render_s']:.2f}{mark} ({r.get('first_render_cpu_s', float('nan')):.2f})"
+        lines.append(f"{page + ' (' + r['role'] + ')':44s} {first:>22s} {r['load']:>5.1f}  {changes or '-'}"
                      + (f"  ERROR {r['error']}" if r.get("error") else ""))  # fmt: skip
     return lines
 
