@@ -182,3 +182,32 @@ def test_summary_settings_are_checked(tmp_path):
     path.write_text(base + "[summary]\nusual_low = 0.9\nusual_high = 0.1\n")
     with pytest.raises(ValueError, match="usual_low"):
         review.load_review_settings(path)
+
+
+# --- the window choice on the sample network -----------------------------------------------------
+
+
+def test_a_window_sums_its_months_and_hides_its_counts_where_suppression_applies(sample_engine):
+    from core.store.queries import months_available
+
+    month = months_available(sample_engine)[-1]
+    months = months_back(month, 3)
+    monthly = [review.review_data(sample_engine, "TM04", "complex", m, None, False, False).card.set_index("measure_id")
+               for m in months]  # fmt: skip
+    quarter = review.review_data(sample_engine, "TM04", "complex", month, None, False, False, "quarter")
+    card, table = quarter.card.set_index("measure_id"), quarter.scorecard.set_index("measure_id")
+    for measure in ("admissions", "ed_visits"):  # summed measures: the quarter is the sum of its months
+        assert card.loc[measure, "numerator"] == sum(c.loc[measure, "numerator"] for c in monthly)
+        assert card.loc[measure, "denominator"] == pytest.approx(sum(c.loc[measure, "denominator"] for c in monthly))
+        assert table.loc[measure, "Numerator"] == format_figure(card.loc[measure, "numerator"], digits=0)
+    assert quarter.counts_shown and "in the quarter to" in quarter.summary[2] and "on the previous quarter" in quarter.summary[2]
+    assert len(quarter.summary) == 3 and quarter.summary[0].startswith(f"In {month:%b %Y}: ")
+
+    shared = review.review_data(sample_engine, "TM04", "complex", month, None, False, True, "12m")
+    assert not shared.counts_shown
+    assert set(shared.scorecard["Numerator"]) <= {"suppressed", "–"} and set(shared.scorecard["Denominator"]) == {"suppressed"}
+    one_month = review.review_data(sample_engine, "TM04", "complex", month, None, False, True)
+    shown = pd.to_numeric(one_month.scorecard["Numerator"].str.replace(",", ""), errors="coerce").dropna()
+    assert not shown.between(1, 10).any()  # a month's counts are published, none of 1-10
+    # a longer window leaves fewer figures blank for a small subgroup
+    assert (shared.scorecard["Value"] == "suppressed").sum() <= (one_month.scorecard["Value"] == "suppressed").sum()
