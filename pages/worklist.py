@@ -61,7 +61,7 @@ event = st.dataframe(
     hide_index=True,
     on_select="rerun",
     selection_mode="single-row",
-    column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "hba1c_value", "hba1c_date", "bp", "bp_date",
+    column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "hba1c_value", "hba1c_date", "bp", "bp_date",
                   "phq9_value", "phq9_date", "phq9_change", "promis_physical_value", "promis_physical_date", "last_visit",
                   "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "patient_id"],  # fmt: skip
     column_config={
@@ -69,6 +69,7 @@ event = st.dataframe(
         "age": "Age", "sex": "Sex", "subgroup": "Subgroup",
         "risk_score": st.column_config.NumberColumn("Risk score", format="%.2f", help="CMS-HCC risk score"),
         "flags": st.column_config.TextColumn("Flags", width="large"),
+        "questionnaires_due": st.column_config.TextColumn("Questionnaires due", help="Overdue for the patient's subgroup (worklist.toml)"),
         "hba1c_value": st.column_config.NumberColumn("HbA1c %", format="%.1f"), "hba1c_date": date_col("HbA1c date"),
         "bp": "BP", "bp_date": date_col("BP date"),
         "phq9_value": st.column_config.NumberColumn("PHQ-9", format="%.0f"), "phq9_date": date_col("PHQ-9 date"),

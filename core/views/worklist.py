@@ -364,6 +364,20 @@ def wide_last_measures(last_measures: pd.DataFrame, ids: pd.Index, codes: dict[s
     return out
 
 
+def overdue_questionnaires(frame: pd.DataFrame, month: date, rules: WorklistRules) -> dict[str, pd.Series]:
+    """Questionnaire name -> True where it is overdue: due for the patient's subgroup (a subgroup
+    the questionnaire names) and not answered (``q_<code>``) within its interval, in whole
+    months up to ``month``."""
+    out = {}
+    for q in rules.questionnaires:
+        every = frame["subgroup"].map(q.every_months)
+        answered = pd.to_datetime(frame.get(f"q_{q.code}", pd.Series(None, index=frame.index, dtype=object)), errors="coerce")
+        cutoff = index_of(month) - every.astype(float).fillna(1.0).to_numpy() + 1  # first month still counted
+        recent = (month_index(answered).to_numpy() >= cutoff) & answered.notna().to_numpy()
+        out[q.name] = pd.Series(every.notna().to_numpy() & ~recent, index=frame.index)
+    return out
+
+
 def compute_flags(frame: pd.DataFrame, month: date, rules: WorklistRules) -> pd.DataFrame:
     """One boolean column per flag of the rules (see core/config/worklist.toml for each rule).
 
@@ -398,11 +412,8 @@ def compute_flags(frame: pd.DataFrame, month: date, rules: WorklistRules) -> pd.
     out["rising_cost"] = ((last >= float(rc["min_ratio"]) * prev) & (last - prev >= float(rc["min_increase_usd"]))).to_numpy()
 
     overdue = pd.Series(False, index=frame.index)
-    for q in rules.questionnaires:  # due only for the subgroups the questionnaire names
-        every = frame["subgroup"].map(q.every_months)
-        asked = every.notna()
-        answered = frame.get(f"q_{q.code}", pd.Series(None, index=frame.index, dtype=object))
-        overdue |= asked & ~within(answered, every.fillna(1))
+    for due in overdue_questionnaires(frame, month, rules).values():
+        overdue |= due
     out["overdue_questionnaire"] = overdue.to_numpy()
 
     def score(code: str, what: str) -> pd.Series:
@@ -431,7 +442,7 @@ WORKLIST_COLUMNS = [
     "hba1c_value", "hba1c_date", "bp", "bp_date", "systolic_value", "diastolic_value", "phq9_value", "phq9_date", "phq9_change",
     "promis_physical_value", "promis_physical_date", "last_visit", "ed_visits_12m", "admissions_12m",
     "cost_12m_usd", "cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3m_usd", "cost_prev_3m_usd",
-    *FLAG_IDS, "flags", "priority",
+    *FLAG_IDS, "flags", "questionnaires_due", "priority",
 ]  # fmt: skip
 
 
@@ -483,6 +494,9 @@ def build_worklist(inputs: WorklistInputs, rules: WorklistRules | None = None) -
     w["phq9_change"] = w[f"s_{rising_code}_value"].astype(float) - w[f"s_{rising_code}_previous_value"].astype(float)
     flags = compute_flags(w, month, rules)
     w[list(FLAG_IDS)] = flags
+    due = overdue_questionnaires(w, month, rules)
+    marks = [np.where(d.to_numpy(dtype=bool), name, "") for name, d in due.items()]
+    w["questionnaires_due"] = [", ".join(n for n in names if n) for names in zip(*marks, strict=True)] if marks else ""
     weights, labels = rules.weights, rules.labels
     priority = sum(flags[f].to_numpy(dtype=int) * weights[f] for f in rules.order) if len(w) else np.zeros(0, dtype=int)
     w["priority"] = priority.astype(int)

@@ -99,6 +99,16 @@ def test_rules_file_errors_name_the_file(tmp_path):
         load_worklist_rules(bad)
 
 
+def test_overdue_questionnaires_are_named():
+    from core.views.worklist import overdue_questionnaires
+
+    frame = pd.DataFrame([{**QUIET, "q_71971-6": None, "q_44261-6": None}, {**QUIET, "subgroup": "healthy", "q_71971-6": None,
+                                                                           "q_44261-6": None}, QUIET])  # fmt: skip
+    due = overdue_questionnaires(frame, MONTH, RULES)
+    assert due["PROMIS Global-10"].tolist() == [True, True, False]
+    assert due["PHQ-9"].tolist() == [True, False, False]  # the healthy are not asked the PHQ-9
+
+
 def test_questionnaire_rules_are_data_per_subgroup(tmp_path):
     due = {q.name: q.every_months for q in RULES.questionnaires}
     assert due["PHQ-9"]["complex"] == 6 and "healthy" not in due["PHQ-9"] and due["PROMIS Global-10"]["healthy"] == 24
