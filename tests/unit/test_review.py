@@ -87,7 +87,11 @@ def _rate(**overrides):
 def test_numerator_denominator_and_observed_expected_with_its_interval():
     row = review.scorecard_table(_rate(), adjusted_ids=("admissions",)).iloc[0]
     assert (row["Numerator"], row["Denominator"]) == ("23", "16.4")  # a rate's denominator: member-years
-    assert (row["Expected"], row["O/E"], row["O/E 95% interval"]) == ("1,000.0", "1.40", "1.10 – 1.80")  # the rate's interval / expected
+    assert (row["Expected"], row["O/E"], row["O/E 95% interval"]) == (
+        "1,000.0",
+        "1.40",
+        "1.10 – 1.80",
+    )  # the rate's interval / expected
     share = review.scorecard_table(_card(kind="proportion", name="Control", numerator=40.0, denominator=55.0)).iloc[0]
     assert (share["Numerator"], share["Denominator"], share["O/E"], share["O/E 95% interval"]) == ("40", "55", "–", "–")
     mean = review.scorecard_table(_card(kind="mean", numerator=2200.0, denominator=44.0)).iloc[0]
@@ -130,22 +134,34 @@ def test_acute_line_sets_the_month_against_the_usual_range():
     admissions = _counts("Admissions", [3, 4, 5, 6, 7, 8, 5, 4, 6, 5, 3, 8], 23)
     ed = _counts("ED visits", [30, 35, 40, 45, 50, 38, 33, 41, 47, 36, 31, 49], 40)
     line = review.acute_line(pd.concat([admissions, ed]), NOV, suppress=False)
-    assert line == "In Nov 2026: Admissions 23, above the usual 3-8 a month; ED visits 40, within the usual 31-49 a month."  # the extreme month at each end left out
+    assert (
+        line == "In Nov 2026: Admissions 23, above the usual 3-8 a month; ED visits 40, within the usual 31-49 a month."
+    )  # the extreme month at each end left out
     low = review.acute_line(_counts("Admissions", [20, 22, 25, 21, 23, 24, 26, 22, 21, 25, 20, 24], 12), NOV, False)
     assert "Admissions 12, below the usual 20-25 a month" in low
-    assert review.acute_line(_counts("Admissions", [], 4), NOV, False) == "In Nov 2026: Admissions 4, no earlier month to compare."
-    assert review.acute_line(admissions, NOV, False, incomplete=True).endswith("(claims incomplete: these counts will still rise).")
+    assert (
+        review.acute_line(_counts("Admissions", [], 4), NOV, False) == "In Nov 2026: Admissions 4, no earlier month to compare."
+    )
+    assert review.acute_line(admissions, NOV, False, incomplete=True).endswith(
+        "(claims incomplete: these counts will still rise)."
+    )
 
 
 def test_acute_line_names_no_small_count_where_suppression_applies():
     history = [3, 4, 5, 6, 7, 8, 5, 4, 6, 5, 3, 14]
-    assert review.acute_line(_counts("Admissions", history, 6), NOV, True) == "In Nov 2026: Admissions suppressed (small numbers)."
+    assert (
+        review.acute_line(_counts("Admissions", history, 6), NOV, True) == "In Nov 2026: Admissions suppressed (small numbers)."
+    )
     assert review.acute_line(_counts("Admissions", history, 23), NOV, True) == (
         "In Nov 2026: Admissions 23, above the usual 10 or fewer a month.")  # fmt: skip
     wide = [3, 12, 15, 18, 20, 4, 16, 14, 13, 19, 17, 30]
     assert "within the usual up to 20 a month" in review.acute_line(_counts("Admissions", wide, 15), NOV, True)
-    assert "suppressed" in review.acute_line(_counts("Admissions", wide, 15, now_members=8.0), NOV, True)  # a month of 1-10 members
-    assert review.acute_line(_counts("Admissions", wide, 0), NOV, True).startswith("In Nov 2026: Admissions 0, below")  # 0 is no small count
+    assert "suppressed" in review.acute_line(
+        _counts("Admissions", wide, 15, now_members=8.0), NOV, True
+    )  # a month of 1-10 members
+    assert review.acute_line(_counts("Admissions", wide, 0), NOV, True).startswith(
+        "In Nov 2026: Admissions 0, below"
+    )  # 0 is no small count
 
 
 def test_moves_line():
@@ -156,7 +172,10 @@ def test_moves_line():
         "4 patients moved into Complex (3 from Chronic, 1 from new to the team); 2 patients left Complex (2 to Frail) in Nov 2026.")  # fmt: skip
     assert review.moves_line(moves.iloc[0:0], "Complex", NOV) == "No patient moved into or out of Complex in Nov 2026."
     hidden = moves.assign(patients=[np.nan, 14.0, np.nan])  # one hidden row hides every total too
-    assert review.moves_line(hidden, "Complex", NOV) == "Patients moving into or out of Complex in Nov 2026: small numbers, suppressed."
+    assert (
+        review.moves_line(hidden, "Complex", NOV)
+        == "Patients moving into or out of Complex in Nov 2026: small numbers, suppressed."
+    )
 
 
 def test_cost_line_compares_the_window_with_the_one_before():
@@ -165,7 +184,10 @@ def test_cost_line_compares_the_window_with_the_one_before():
     assert review.cost_line(900.0, 1000.0, "Cost PMPM", NOV, "month") == (
         "Cost PMPM $900 in Nov 2026, down 10.0 % on the previous month ($1,000).")  # fmt: skip
     assert "no figure for the previous 12 months" in review.cost_line(900.0, np.nan, "Cost PMPM", NOV, "12m")
-    assert review.cost_line(900.0, 1000.0, "Cost PMPM", NOV, "month", hidden=True) == "Cost PMPM in Nov 2026: suppressed (small numbers)."
+    assert (
+        review.cost_line(900.0, 1000.0, "Cost PMPM", NOV, "month", hidden=True)
+        == "Cost PMPM in Nov 2026: suppressed (small numbers)."
+    )
     marked = review.cost_line(900.0, 1000.0, "Cost PMPM", NOV, "quarter", incomplete_months=(date(2026, 10, 1), NOV))
     assert marked.endswith("Claims of Oct 2026, Nov 2026 are incomplete: cost will still rise.")
     assert "not costed" in review.cost_line(np.nan, np.nan, "Cost PMPM", NOV, "month", costed=False)
