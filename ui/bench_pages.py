@@ -77,21 +77,42 @@ SKIP_KEYS = {"demo_role", "demo_team"}  # the demo's persona switcher reloads th
 MAX_WIDGETS = 8  # per page
 
 
+class _Shown(str):
+    """An option given by its shown text (what a browser sends), whatever the page's format_func."""
+
+
+def _allow_shown_options() -> None:
+    """AppTest formats a set value with the page's ``format_func`` to find its option, which fails
+    when the option is given by its shown text (``select_index``): let shown text through as is."""
+    from streamlit.testing.v1 import element_tree
+
+    original = element_tree._format_value_for_widget
+    if getattr(original, "shown_ok", False):
+        return
+
+    def formatted(format_func, value):
+        return str(value) if isinstance(value, _Shown) else original(format_func, value)
+
+    formatted.shown_ok = True
+    element_tree._format_value_for_widget = formatted
+
+
 def _change(widget, kind: str):
     """The widget set to a value other than its current one (None: it has no other). A selectbox
-    moves to its next option by position (AppTest knows options by their shown text only)."""
+    or radio moves to its next option by position, given by its shown text."""
     if kind in ("toggle", "checkbox"):
         return widget.set_value(not widget.value)
     options = list(getattr(widget, "options", []) or [])
     if len(options) < 2:
         return None
-    if kind == "selectbox":
+    if kind in ("selectbox", "radio"):
         index = widget.index if widget.index is not None else -1
-        return widget.select_index((index + 1) % len(options))
+        return widget.set_value(_Shown(options[(index + 1) % len(options)]))
+    shown = [getattr(o, "content", o) for o in options]  # segmented_control and pills: option protos
     current = widget.value
     current = current[0] if isinstance(current, list) and current else current
-    index = options.index(current) if current in options else -1
-    return widget.set_value(options[(index + 1) % len(options)])  # raw values = shown text (no format_func)
+    index = shown.index(current) if current in shown else -1
+    return widget.set_value(_Shown(shown[(index + 1) % len(shown)]))
 
 
 def _widgets(app) -> list[tuple[str, int, str]]:
@@ -127,6 +148,7 @@ def step_clicks(args: dict) -> dict:
     PagesManager.__init__ = init
     os.environ["DATABASE_URL"] = args["database_url"]
     os.environ["SCORECARDS_DEMO"] = "1"
+    _allow_shown_options()
     out = {}
     patient = _a_patient_of_the_first_team(args["database_url"])
     for role, page in PAGES:
