@@ -55,7 +55,9 @@ def mark_touched(conn, patient_ids: Iterable[str], pending: str) -> None:
     ids = sorted({str(p) for p in patient_ids})
     if ids:
         conn.execute(_insert_ignore(conn, DeriveTouched.__table__), [{"patient_id": p} for p in ids])
-    conn.execute(_insert_ignore(conn, AppSetting.__table__), [{"key": DERIVE_PENDING_KEY, "value": pending, "updated_at": utc_now()}])
+    conn.execute(
+        _insert_ignore(conn, AppSetting.__table__), [{"key": DERIVE_PENDING_KEY, "value": pending, "updated_at": utc_now()}]
+    )
 
 
 def touched_patients(engine: Engine) -> list[str]:
@@ -77,7 +79,7 @@ def derive_touched(engine: Engine, progress=None, rules=None) -> dict | None:
     if not touched:
         why = "the store does not know which patients changed"
     elif TOUCH_ALL in touched:
-        why = "network-wide data changed (practices, teams, staff or the demo's data)"
+        why = "network-wide data changed, or an earlier full derive did not finish"
     else:
         if progress:
             progress(0.6, f"Re-deriving {len(touched):,} patient(s)")
@@ -268,7 +270,8 @@ def _affected(conn, patients: list[str], result: pd.DataFrame) -> tuple[pd.DataF
     for team_id, part in keys.groupby("team_id"):
         pairs = list(zip(part["subgroup"], part["month"], strict=True))
         stmt = (
-            select(a.patient_id).distinct()
+            select(a.patient_id)
+            .distinct()
             .outerjoin(s, (s.patient_id == a.patient_id) & (s.month == a.month))
             .where(a.team_id == team_id, tuple_(func.coalesce(s.subgroup, UNASSIGNED), a.month).in_(pairs))
         )

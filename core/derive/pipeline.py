@@ -34,11 +34,13 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     changed. Returns a summary per step."""
     from core.derive.activity import build_patient_month_activity
     from core.derive.cells import build_cells
-    from core.derive.incremental import clear_touched, touched_patients
+    from core.derive.incremental import TOUCH_ALL, clear_touched, mark_touched, touched_patients
     from core.derive.subgroups.assign import assign_subgroups
 
     pending = mark_derive_pending(engine)
-    touched = touched_patients(engine)  # what the imports and overrides before it touched
+    with engine.begin() as conn:  # a derive that stops half-way leaves everything to do again
+        mark_touched(conn, [TOUCH_ALL], pending)
+    touched = touched_patients(engine)  # what the imports and overrides before it touched, and *
     summary = {}
     progress(0.6, "Assigning subgroups")
     summary["subgroups"] = assign_subgroups(engine, rules)

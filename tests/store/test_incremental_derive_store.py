@@ -166,3 +166,19 @@ def test_an_import_that_changes_staff_derives_everything(sample_store, sample_bu
     assert touched_patients(engine) == ["*"]
     summary = derive_touched(engine)
     assert summary["mode"] == "full" and "network-wide" in summary["why"]
+
+
+def test_a_full_derive_that_stops_half_way_leaves_everything_to_do(sample_store, monkeypatch):
+    engine = sample_store
+
+    def stop(*_args, **_kwargs):
+        raise RuntimeError("stopped half-way")
+
+    monkeypatch.setattr("core.derive.cells.build_cells", stop)  # subgroups rewritten for everyone, cells not
+    with pytest.raises(RuntimeError, match="half-way"):
+        derive_all(engine)
+    monkeypatch.undo()
+    assert touched_patients(engine) == ["*"] and derive_pending(engine) is not None
+    summary = derive_touched(engine)
+    assert summary["mode"] == "full" and "network-wide" in summary["why"]
+    assert touched_patients(engine) == [] and derive_pending(engine) is None
