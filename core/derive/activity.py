@@ -94,10 +94,17 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
     minutes at all. ``patients``: those patients' rows only (None: every patient).
     """
     e, sm, e2 = Encounter, StaffMinutes, Encounter.__table__.alias("minutes_encounter")
+
+    def fsum(expr, *order):
+        """A float sum; on PostgreSQL in a fixed order (``sum(x ORDER BY key)``), so a patient's
+        rows sum to the same bits whichever plan reads them (the incremental derive reads some
+        patients, the full one all). SQLite (3.40 here) has no ordered aggregates."""
+        return func.sum(expr).aggregate_order_by(*order) if dialect == "postgresql" else func.sum(expr)
+
     rate = constant_table("role_rate", [("team_id", String), ("role", String), ("usd", Float)], role_rates)
     per_kind = constant_table("kind_cost", [("team_id", String), ("kind", String), ("usd", Float)], kind_costs)
     minute_cost = (
-        select(sm.encounter_id, func.sum(sm.minutes * rate.c.usd).label("usd"))
+        select(sm.encounter_id, fsum(sm.minutes * rate.c.usd, sm.role).label("usd"))
         .join(e2, e2.c.encounter_id == sm.encounter_id)
         .outerjoin(rate, and_(rate.c.team_id == func.coalesce(e2.c.team_id, NETWORK), rate.c.role == sm.role))
         .where(*([] if patients is None else [e2.c.patient_id.in_(patients)]))
@@ -109,8 +116,8 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
     acute, visit = rules.flags["recent_acute"]["kinds"], rules.visit_kinds
     return (
         select(e.patient_id, month,
-               func.coalesce(func.sum(case((e.is_internal, internal), else_=None)), 0.0).label("cost_internal_usd"),
-               func.coalesce(func.sum(case((e.is_internal, 0.0), else_=e.paid_usd)), 0.0).label("cost_external_usd"),
+               func.coalesce(fsum(case((e.is_internal, internal), else_=None), e.encounter_id), 0.0).label("cost_internal_usd"),
+               func.coalesce(fsum(case((e.is_internal, 0.0), else_=e.paid_usd), e.encounter_id), 0.0).label("cost_external_usd"),
                func.sum(case((e.kind == "ed_visit", 1), else_=0)).label("ed_visits"),
                func.sum(case((e.kind == "admission", 1), else_=0)).label("admissions"),
                func.max(case((e.kind.in_(acute), e.start_date), else_=None)).label("last_acute_date"),
