@@ -11,6 +11,13 @@ only, what the full derive (:func:`core.derive.pipeline.derive_all`) would:
 - the cells of those team x subgroup x months (every stratum and metric), from all the patients
   in them, block by block as the full derive forms its blocks, so the sums are the same to the bit.
 
+"The same to the bit" rests on every float sum taking its rows in one order whatever the query
+plan: the cell aggregation sorts its rows (patient, month), the cost provider reads encounters in
+key order, and the activity table's SQL sums are ordered on PostgreSQL (``sum(x ORDER BY key)``).
+SQLite 3.40 has no ordered aggregates; there the activity sums follow its plan, which read a
+patient's encounters in the same order for both derives in every test
+(``tests/store/test_incremental_derive_store.py``).
+
 Two things are network-wide, read from the stored assignments (the state the other patients'
 rows were derived in) and compared with what the touched patients make of them:
 
