@@ -358,7 +358,26 @@ def cmd_costs(args) -> int:
     tables = cost_report(engine, months, args.practice, args.team, args.subgroup)
     print(f"costs {months[0]:%Y-%m}..{months[-1]:%Y-%m} (PMPM from {tables['source']})")
     _print_tables(tables)
+    _print_tables(_true_cost_tables(engine, months, args.practice, args.team))
     return 0
+
+
+def _true_cost_tables(engine, months, practice_id, team_id) -> dict:
+    """Capacity cost rates with their parts and leakage (out-of-network spend by category,
+    specialty, team and month; rows with 1-10 out-of-network claims suppressed) of a selection."""
+    from core.store.models import Team
+    from core.store.queries import read_frame
+    from core.views.true_costs import leakage_report, rate_table
+
+    teams = None
+    if team_id is not None:
+        teams = (team_id,)
+    elif practice_id is not None:
+        from sqlalchemy import select
+
+        teams = tuple(read_frame(engine, select(Team.team_id).where(Team.practice_id == practice_id))["team_id"])
+    leakage = {f"leakage_{name}": table for name, table in leakage_report(engine, months, teams).items()}
+    return {"capacity_cost_rates": rate_table(engine), **leakage}
 
 
 def _args_payments(p: argparse.ArgumentParser) -> None:
@@ -366,7 +385,8 @@ def _args_payments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets-met", type=int, default=0, help="measure targets met (PCMH pay-for-performance)")
     p.add_argument("--aco-preset", default=None, help="ACO track in core/config/payments.toml (default: its default_preset)")
     p.add_argument("--benchmark-pmpy", type=float, default=None, help="ACO baseline benchmark, USD per member-year")
-    p.add_argument("--quality-score", type=float, default=100.0, help="ACO quality score (0-100)")
+    p.add_argument("--quality-score", type=float, default=100.0,
+                   help="ACO quality score (0-100) of the 12-month reconciliation (the year projection computes it from the scorecard)")  # fmt: skip
 
 
 def cmd_payments(args) -> int:
@@ -399,6 +419,20 @@ def cmd_payments(args) -> int:
     if note:
         print(f"({note})")
     _print_tables({"aco": aco_result_table(aco_reconciliation(inputs, settings.aco_presets[preset]))})
+    return _print_aco_year(engine, months[-1], args, settings, preset)
+
+
+def _print_aco_year(engine, month, args, settings, preset) -> int:
+    """The projected settlement of the performance year that contains ``month``, with its range."""
+    from core.views.payment_models import aco_year_projection, aco_year_table, settle_year
+
+    year, note = aco_year_projection(engine, month, args.practice, args.team, args.benchmark_pmpy, None, settings)
+    print("\n== ACO projection of the performance year ==")
+    if year is None:
+        print(f"(not computed: {note})")
+        return 0
+    print(f"({note}; quality score {year['quality_score']:.1f} from the scorecard)")
+    _print_tables({"aco_year": aco_year_table(settle_year(year, settings.aco_presets[preset], settings.aco_projection))})
     return 0
 
 
