@@ -248,3 +248,23 @@ def test_projection_settings_are_data():
         payments.parse_projection_settings({}, {"measures": {"no_such_measure": 1.0}})
     with pytest.raises(ValueError, match="unknown keys"):
         payments.parse_projection_settings({"trend": 3}, {})
+
+
+def test_used_minutes_and_leakage_in_sql_on_both_backends(store_engine):
+    from tests.unit.test_costs import FEB, JAN, _seed
+
+    _seed(store_engine)
+    s = costs.load_cost_settings()
+    used = costs.used_minutes_by_team_month(store_engine, [JAN, FEB], s.process_maps).set_index(["month", "role"])["used_minutes"]
+    # E1 (January) recorded 20 physician + 15 MA minutes; E2 (February) none: the office-visit map;
+    # E3 (February phone call) none: the phone-call map
+    assert used[(JAN, "physician")] == pytest.approx(20) and used[(JAN, "medical_assistant")] == pytest.approx(15)
+    assert used[(FEB, "physician")] == pytest.approx(s.process_maps["office_visit"]["physician"])
+    assert used[(FEB, "registered_nurse")] == pytest.approx(s.process_maps["phone_call"]["registered_nurse"])
+    claims = true_costs.claims_by_network(store_engine, [JAN, FEB])
+    # C1 January ED $1,000 (P1 attributed); C2 February specialist $250 out of network (P1);
+    # C3 February admission $9,000 of P2, not attributed in February
+    oon = claims.loc[~claims["in_network"]]
+    assert oon["paid_usd"].sum() == pytest.approx(250) and list(oon["team_id"]) == ["T1"]
+    outside = claims.loc[claims["team_id"] == true_costs.NOT_ATTRIBUTED]
+    assert outside["paid_usd"].sum() == pytest.approx(9000)
