@@ -23,6 +23,7 @@ from core.views.payment_models import (
     payment_comparison,
     payment_inputs,
     payment_settings_with,
+    payment_table_labels,
     quality_parts_table,
     settle_year,
 )
@@ -84,9 +85,11 @@ with models_tab:
         frame = show_not_costed(frame, ["cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd", "idle_capacity_usd",
                                         "fully_loaded_cost_usd", "fully_loaded_margin_usd", "fully_loaded_margin_pmpm_usd"], costing)  # fmt: skip
         shown = frame.assign(subgroup=frame["subgroup"].map(lambda s: labels.get(s, s))) if "subgroup" in frame else frame
+        shown = payment_table_labels(shown)
         st.dataframe(shown, hide_index=True, key=f"pay_{name}", placeholder="suppressed",
                      column_config={c: st.column_config.NumberColumn(format="dollar") for c in shown.columns
-                                    if c.endswith("_usd") and shown[c].dtype.kind == "f"})  # fmt: skip
+                                    if "$" in c and shown[c].dtype.kind == "f"}
+                     | {c: st.column_config.NumberColumn(format="percent") for c in shown.columns if c == "Share of the panel"})  # fmt: skip
         st.download_button(f"Download {name.replace('_', ' ')} (CSV)", csv_export(shown), file_name=f"payments_{name}_{month:%Y-%m}.csv",
                            mime="text/csv", key=f"dl_pay_{name}", on_click=audit_export, args=(scope, "payments", f"{name} csv"))  # fmt: skip
 
@@ -114,7 +117,7 @@ with aco_tab:
     benchmark = c.number_input("Benchmark $ per member-year (0 = baseline year's claims)", 0.0, value=0.0, key="aco_benchmark")
     coding = d.slider("Coding-growth what-if: extra risk-score growth, %", -5.0, 10.0, 0.0, 0.5, key="aco_coding")
     with st.expander("Quality score: the mapped measures and their points"):
-        st.dataframe(quality_parts_table(parts), hide_index=True, key="aco_quality_parts")
+        st.dataframe(quality_parts_table(parts), hide_index=True, key="aco_quality_parts", placeholder="suppressed")
     inputs, note = query(aco_inputs, months, *unit_filters(unit), benchmark or None, quality, teams)
     if inputs is None:
         st.info(f"No ACO projection for this population: {note}.")

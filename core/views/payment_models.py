@@ -309,3 +309,23 @@ def quality_parts_table(parts: pd.DataFrame) -> pd.DataFrame:
     return out[["name", "unit", "value", "target", "direction", "weight", "points"]].rename(columns={
         "name": "Measure", "unit": "Unit", "value": "Value (12 months)", "target": "Target", "direction": "Direction",
         "weight": "Weight", "points": "Points (0-100)"})  # fmt: skip
+
+
+# Column id -> human label with its unit, for the payment model tables of the page and their downloads.
+PAYMENT_COLUMN_LABELS = {
+    "subgroup": "Subgroup", "model": "Model", "member_months": "Member-months", "revenue_usd": "Revenue, $",
+    "cost_basis": "Cost basis", "cost_usd": "Cost, $", "margin_usd": "Margin, $", "revenue_pmpm_usd": "Revenue, $ PMPM",
+    "cost_pmpm_usd": "Cost, $ PMPM", "margin_pmpm_usd": "Margin, $ PMPM", "idle_capacity_usd": "Idle capacity, $",
+    "fully_loaded_cost_usd": "Fully loaded cost, $", "fully_loaded_margin_usd": "Fully loaded margin, $",
+    "fully_loaded_margin_pmpm_usd": "Fully loaded margin, $ PMPM", "share": "Share of the panel", "members": "Members",
+    "pmpm_usd": "Bundle, $ PMPM", "annual_revenue_usd": "Revenue a year, $",
+    "revenue_change_per_point_usd": "Revenue change per point of mix, $", "suppressed": "Suppressed",
+}  # fmt: skip
+
+
+def payment_table_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """A payment-model table with human column labels and model names (same rows)."""
+    from core.views.charts import MODEL_LABELS
+
+    out = frame.assign(model=frame["model"].map(MODEL_LABELS).fillna(frame["model"])) if "model" in frame else frame
+    return out.rename(columns=PAYMENT_COLUMN_LABELS)
