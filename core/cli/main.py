@@ -310,7 +310,8 @@ def _selection_months(engine, args) -> list[date] | None:
 
 
 NOT_COSTED_COLUMNS = ("cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd", "cost_total_pmpm_usd", "cost_internal_pmpm_usd",
-                      "standard_minutes_share", "unused_minutes", "capacity_cost_usd", "unused_cost_usd")  # fmt: skip
+                      "standard_minutes_share", "unused_minutes", "capacity_cost_usd", "unused_cost_usd", "idle_capacity_usd",
+                      "fully_loaded_cost_usd", "fully_loaded_margin_usd")  # fmt: skip
 
 
 def _print_tables(tables: dict) -> None:
@@ -407,6 +408,9 @@ def cmd_payments(args) -> int:
     tables = payment_report(engine, months, args.practice, args.team, args.subgroup, settings, args.targets_met)
     print(f"payments {months[0]:%Y-%m}..{months[-1]:%Y-%m}")
     _print_tables(tables)
+    if args.practice is None and args.team is None and args.subgroup is None:
+        _print_tables({"costing": tables.get("costing", ""),
+                       "fully_loaded_margin": _fully_loaded_total(engine, months, settings, args.targets_met)})  # fmt: skip
     preset = args.aco_preset or settings.aco_default_preset
     if preset not in settings.aco_presets:
         print(f"unknown ACO preset {preset!r}; choose from {sorted(settings.aco_presets)}", file=sys.stderr)
@@ -420,6 +424,18 @@ def cmd_payments(args) -> int:
         print(f"({note})")
     _print_tables({"aco": aco_result_table(aco_reconciliation(inputs, settings.aco_presets[preset]))})
     return _print_aco_year(engine, months[-1], args, settings, preset)
+
+
+def _fully_loaded_total(engine, months, settings, targets_met):
+    """The network's margin per model, activity-based and fully loaded (adding unused capacity)."""
+    from core.derive.costs import costing_status
+    from core.views.payment_models import payment_comparison, payment_inputs
+    from core.views.true_costs import capacity_use, idle_capacity_by_team
+
+    months = tuple(months)
+    idle = idle_capacity_by_team(capacity_use(engine, months))
+    total = payment_comparison(payment_inputs(engine, months), settings, targets_met, costing_status(engine).costed, idle)["total"]
+    return total[["model", "revenue_usd", "cost_usd", "margin_usd", "idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd"]]
 
 
 def _print_aco_year(engine, month, args, settings, preset) -> int:

@@ -298,9 +298,11 @@ def test_cli_costs_and_payments(tmp_path, capsys):
     assert main(["costs", "--database-url", url, "--period", "2025-02", "--window", "quarter"]) == 0
     out = capsys.readouterr().out
     assert "PMPM from encounters" in out and "unused_capacity" in out and "composition" in out
+    assert "capacity_cost_rates" in out and "leakage_by_category" in out and "leakage_by_month" in out
     assert main(["payments", "--database-url", url, "--period", "2025-02", "--window", "quarter", "--benchmark-pmpy", "12000"]) == 0
     out = capsys.readouterr().out
     assert "by_subgroup" in out and "fee_for_service" in out and "ACO reconciliation" in out and "net_payment_usd" in out
+    assert "== fully_loaded_margin ==" in out and "ACO projection of the performance year" in out
 
 
 def _cells_total(engine, metric: str) -> float:
