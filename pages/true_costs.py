@@ -19,6 +19,7 @@ from core.views.true_costs import (
     capacity_use,
     idle_capacity_by_team,
     labelled,
+    leakage_note,
     leakage_report,
     process_map_table,
     rate_table,
@@ -52,7 +53,10 @@ if network is not None:
 else:
     m1.metric("Unused capacity, $ a year", "not costed", border=True)
     m2.metric("Capacity used", "not costed", border=True)
-if leak:
+leak_note = leakage_note(leak)
+if leak and leak_note:
+    m3.metric("Out-of-network spend", "unknown", "no claim flagged out of network", delta_color="off", border=True)
+elif leak:
     total = leak["total"].iloc[0]
     m3.metric("Out-of-network spend", usd(total["out_of_network_usd"]), f"{usd(total['out_of_network_pmpm_usd'], 2)} PMPM",
               delta_color="off", border=True)  # fmt: skip
@@ -132,8 +136,8 @@ with margin_tab:
                                     "fully_loaded_margin_usd": "Fully loaded margin, $"}), "margins", "margins")  # fmt: skip
 
 with leak_tab:
-    if not leak:
-        st.info("No claims in these months.")
+    if leak_note:
+        st.info(leak_note[0].upper() + leak_note[1:] + ".")
     else:
         st.caption("Claims paid to providers outside the network, by the team the patient was attributed to in the month "
                    "of service. Rows with 1-10 out-of-network claims are suppressed, and so is the next smallest row.")  # fmt: skip

@@ -368,7 +368,7 @@ def _true_cost_tables(engine, months, practice_id, team_id) -> dict:
     specialty, team and month; rows with 1-10 out-of-network claims suppressed) of a selection."""
     from core.store.models import Team
     from core.store.queries import read_frame
-    from core.views.true_costs import leakage_report, rate_table
+    from core.views.true_costs import leakage_note, leakage_report, rate_table
 
     teams = None
     if team_id is not None:
@@ -377,8 +377,11 @@ def _true_cost_tables(engine, months, practice_id, team_id) -> dict:
         from sqlalchemy import select
 
         teams = tuple(read_frame(engine, select(Team.team_id).where(Team.practice_id == practice_id))["team_id"])
-    leakage = {f"leakage_{name}": table for name, table in leakage_report(engine, months, teams).items()}
-    return {"capacity_cost_rates": rate_table(engine), **leakage}
+    report = leakage_report(engine, months, teams)
+    note = leakage_note(report)
+    if note:
+        return {"capacity_cost_rates": rate_table(engine), "costing": f"leakage: {note}"}
+    return {"capacity_cost_rates": rate_table(engine), **{f"leakage_{name}": table for name, table in report.items()}}
 
 
 def _args_payments(p: argparse.ArgumentParser) -> None:

@@ -261,6 +261,20 @@ def member_months_by(
     return sums.groupby(list(by), as_index=False)["numerator"].sum().rename(columns={"numerator": "member_months"})
 
 
+NO_NETWORK_FLAG = ("no claim of these months is flagged out of network: the source may not carry a network flag (the Tuva "
+                   "reader takes medical_claim.in_network_flag where present; FHIR claims are read as in network), so leakage "
+                   "is unknown here, not $0")  # fmt: skip
+
+
+def leakage_note(report: dict[str, pd.DataFrame]) -> str:
+    """Why leakage cannot be read from a :func:`leakage_report` ('' when some claim is out of network)."""
+    if not report:
+        return "no claims in these months"
+    total = report["total"]
+    flagged = total["out_of_network_usd"].fillna(1.0).iloc[0] != 0 or bool(total["suppressed"].iloc[0])
+    return "" if flagged else NO_NETWORK_FLAG
+
+
 def leakage_report(engine: Engine, months: Sequence[date], team_ids: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
     """Leakage tables of the months: ``total`` (one row), ``by_category``, ``by_specialty``,
     ``by_team`` (with PMPM; team names), ``by_month`` (the trend, with PMPM). See :func:`leakage_by`."""

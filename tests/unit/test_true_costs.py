@@ -268,3 +268,15 @@ def test_used_minutes_and_leakage_in_sql_on_both_backends(store_engine):
     assert oon["paid_usd"].sum() == pytest.approx(250) and list(oon["team_id"]) == ["T1"]
     outside = claims.loc[claims["team_id"] == true_costs.NOT_ATTRIBUTED]
     assert outside["paid_usd"].sum() == pytest.approx(9000)
+
+
+def test_leakage_is_unknown_when_no_claim_is_flagged_out_of_network():
+    claims = pd.DataFrame({"team_id": ["T1"] * 2, "month": [date(2025, 1, 1)] * 2, "cost_category": ["inpatient", "pharmacy"],
+                           "specialty": ["not recorded"] * 2, "in_network": [True, True], "claims": [40, 30],
+                           "paid_usd": [80_000.0, 9_000.0]})  # fmt: skip
+    report = {"total": true_costs.leakage_by(claims, [])}
+    assert report["total"]["out_of_network_usd"].iloc[0] == 0
+    assert true_costs.leakage_note(report) == true_costs.NO_NETWORK_FLAG
+    flagged = {"total": true_costs.leakage_by(claims.assign(in_network=[True, False]), [])}
+    assert true_costs.leakage_note(flagged) == ""
+    assert true_costs.leakage_note({}) == "no claims in these months"
