@@ -4,8 +4,10 @@ amounts of claims, per patient-month, with per-member-per-month (PMPM) figures.
 Method
 - Kaplan & Anderson, "Time-Driven Activity-Based Costing", HBR 2004; Kaplan & Porter, "How to
   solve the cost crisis in health care", HBR 2011. For each staff role a **capacity cost
-  rate** = (annual cost + space and equipment share) / practical capacity in minutes
-  (default 80 % of paid hours x 60). Cost of an internal activity = sum over roles of minutes x
+  rate** = (annual cost + space and equipment) / practical capacity in minutes
+  (default 80 % of paid hours x 60). Space and equipment are carried per full-time equivalent
+  (square metres of the role x cost per m2, plus equipment) or as a pool shared by paid hours
+  (:func:`space_equipment_usd`), never as a flat charge per person. Cost of an internal activity = sum over roles of minutes x
   rate. Where an internal activity has no recorded minutes, the **process map** of its kind
   (core/config/costing.toml) supplies standard minutes by role; recorded and standard minutes
   are never mixed within one encounter.
