@@ -261,9 +261,11 @@ def member_months_by(
     return sums.groupby(list(by), as_index=False)["numerator"].sum().rename(columns={"numerator": "member_months"})
 
 
-NO_NETWORK_FLAG = ("no claim of these months is flagged out of network: the source may not carry a network flag (the Tuva "
-                   "reader takes medical_claim.in_network_flag where present; FHIR claims are read as in network), so leakage "
-                   "is unknown here, not $0")  # fmt: skip
+NO_NETWORK_FLAG = (
+    "no claim of these months is flagged out of network: the source may not carry a network flag (Tuva "
+    "medical_claim.in_network_flag; FHIR ExplanationOfBenefit benefitPaymentStatus or benefitBalance.network), "
+    "so leakage is unknown here, not $0"
+)
 
 
 def leakage_note(report: dict[str, pd.DataFrame]) -> str:
