@@ -102,9 +102,14 @@ with use_tab:
         by_team = capacity_summary(use, ["team_id"]).assign(team_id=lambda f: f["team_id"].map(names).fillna(f["team_id"]))
         table(by_team, "capacity by team", "capacity_team")
         by_month = capacity_summary(use, ["team_id", "month"])
+        st.caption("Minutes used against minutes supplied, per team and month (used: recorded minutes, else the process map).")
+        used = by_month.assign(
+            team=by_month["team_id"].map(names).fillna(by_month["team_id"]), used_pct=by_month["utilisation"] * 100
+        )
+        st.line_chart(used.pivot_table(index="month", columns="team", values="used_pct"), x_label="Month",
+                      y_label="Capacity used, % of hours supplied")  # fmt: skip
         by_month = by_month.assign(team_id=by_month["team_id"].map(names).fillna(by_month["team_id"]),
                                    month=by_month["month"].map(month_label))  # fmt: skip
-        st.caption("Minutes used against minutes supplied, per team and month (used: recorded minutes, else the process map).")
         table(by_month, "capacity by team and month", "capacity_month")
 
 with margin_tab:
