@@ -120,18 +120,47 @@ def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: d
     return _layout(fig)
 
 
+def funnel_figure(teams: pd.DataFrame, funnel: pd.DataFrame, centre: float, team_labels: dict[str, str] | None = None,
+                  y_title: str = "", x_title: str = "") -> go.Figure:  # fmt: skip
+    """Funnel plot: each team's value (y) against its volume (x), with the 95 % and 99.8 % control
+    limits around the network value (core.views.compare: ``funnel`` columns volume, low_95,
+    high_95, low_998, high_998; ``teams`` columns team_id, value, volume, funnel_position)."""
+    team_labels = team_labels or {}
+    fig = go.Figure()
+    for tag, name, dash in (("998", "99.8% limits", "dot"), ("95", "95% limits", "dash")):
+        for side in ("low", "high"):
+            fig.add_trace(go.Scatter(x=funnel["volume"], y=funnel[f"{side}_{tag}"], mode="lines", name=name, legendgroup=tag,
+                                     showlegend=side == "low", line=dict(color="#616161", dash=dash, width=1), hoverinfo="skip"))  # fmt: skip
+    shown = teams.dropna(subset=["value", "volume"])
+    colours = {"within 95% limits": "#607D8B", "outside 95% limits": "#EF6C00", "outside 99.8% limits": "#C62828"}
+    for position, part in shown.groupby("funnel_position", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["volume"], y=part["value"], mode="markers+text", name=position, textposition="top center",
+            text=[as_text(team_labels.get(t, t)) for t in part["team_id"]], marker=dict(size=11, color=colours.get(position, "#607D8B")),
+        ))  # fmt: skip
+    if pd.notna(centre):
+        fig.add_hline(y=centre, line_color="#212121", annotation_text="Network", annotation_position="top left")
+    fig.update_layout(xaxis_title=x_title, yaxis_title=y_title, height=460)
+    return _layout(fig)
+
+
 def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None, team_labels: dict[str, str] | None = None) -> go.Figure:
-    """Cost PMPM (x) against outcome index (y) per team and subgroup, with an arrow from the
-    position 12 months earlier (columns of core.views.compare.value_positions)."""
+    """Cost PMPM (x) against the value index (y, column ``outcome_index``, 100 = targets met on
+    average; vertical bars = its 95 % interval when ``index_low``/``index_high`` are given) per team
+    and subgroup, with an arrow from the position 12 months earlier (core.views.compare.value_positions)."""
     labels, team_labels = labels or {}, team_labels or {}
     shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
     colours = subgroup_style()[1]
     fig = go.Figure()
     for subgroup, part in shown.groupby("subgroup", sort=False):
+        bars = None
+        if {"index_low", "index_high"} <= set(part.columns):
+            bars = dict(type="data", symmetric=False, array=part["index_high"] - part["outcome_index"],
+                        arrayminus=part["outcome_index"] - part["index_low"], thickness=1)  # fmt: skip
         fig.add_trace(go.Scatter(
             x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", name=labels.get(subgroup, subgroup),
             text=[as_text(team_labels.get(t, t)) for t in part["team_id"]], textposition="top center",
-            marker=dict(size=13, color=_colour(subgroup, colours)),
+            marker=dict(size=13, color=_colour(subgroup, colours)), error_y=bars,
         ))  # fmt: skip
     moved = shown.dropna(subset=["previous_cost_pmpm_usd", "previous_outcome_index"])
     for row in moved.itertuples():  # on a log axis, annotation x positions are log10 of the value (plotly.js)
@@ -139,9 +168,9 @@ def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None,
                            ay=row.previous_outcome_index,
                            xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.2,
                            arrowcolor=_colour(row.subgroup, colours), opacity=0.6)  # fmt: skip
-    fig.add_hline(y=50, line_dash="dot", line_color="#9E9E9E", annotation_text="peer average outcome")
+    fig.add_hline(y=100, line_dash="dot", line_color="#9E9E9E", annotation_text="targets met on average")
     fig.update_layout(xaxis_title="Total cost per member per month (USD, log scale)", xaxis_type="log",
-                      yaxis_title="Outcome index (50 = peers of the same subgroup)", height=520)  # fmt: skip
+                      yaxis_title="Value index (100 = targets met on average)", height=520)  # fmt: skip
     return _layout(fig)
 
 

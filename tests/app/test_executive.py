@@ -18,7 +18,7 @@ from core.store.db import make_engine
 from core.store.models import AuditEvent
 from core.store.months import window_months
 from core.store.queries import months_available, organisation, read_frame
-from core.views.compare import team_comparison, value_positions
+from core.views.compare import standardised_comparison, team_comparison, value_map_data
 from core.views.econsults import econsults
 from core.views.equity import equity_table
 from core.views.format import usd
@@ -127,21 +127,43 @@ def test_trends_of_one_team(app, engine):
 
 def test_team_comparison_shows_every_team_against_the_network(app, engine, period):
     open_page(app, "pages/compare.py")
-    core = team_comparison(engine, "ed_visits", period, "12m")
+    subgroup = app.selectbox(key="compare_subgroup").value
+    assert subgroup is not None  # within one subgroup by default
+    core = team_comparison(engine, "ed_visits", period, "12m", subgroup)
     table = app.dataframe[0].value
-    assert len(table) == len(core["teams"]) == 7
+    assert len(table) == len(core["teams"]) > 0
     np.testing.assert_allclose(numbers(table, ["value", "ci_low", "ci_high"]), numbers(core["teams"], ["value", "ci_low", "ci_high"]),
                                equal_nan=True)  # fmt: skip
     assert list(table["flag"]) == list(core["teams"]["flag"])
     assert f"Network: {core['network']['value']:,.1f}" in app.markdown[0].value
+    assert len(app.get("plotly_chart")) >= 2  # caterpillar and funnel side by side
+
+
+def test_team_comparison_across_subgroups_is_observed_over_expected(app, engine, period):
+    open_page(app, "pages/compare.py")
+    app.selectbox(key="compare_measure").select("cost_total_usd").run()
+    within = app.selectbox(key="compare_subgroup")
+    within.select_index(len(within.options) - 1).run()  # the last choice: all subgroups, observed / expected
+    core = standardised_comparison(engine, "cost_total_usd", period, "12m")
+    table = app.dataframe[0].value
+    assert "oe" in table.columns, app.markdown[0].value
+    assert len(table) == 7
+    np.testing.assert_allclose(numbers(table, ["oe", "oe_low", "oe_high"]), numbers(core["teams"], ["oe", "oe_low", "oe_high"]),
+                               equal_nan=True)  # fmt: skip
+    assert "Observed / expected" in app.markdown[0].value
 
 
 def test_value_map_shows_the_core_positions(app, engine, period):
     open_page(app, "pages/compare.py")
-    core = value_positions(engine, period, "12m")
+    data = value_map_data(engine, period, "12m")
     table = app.dataframe[1].value
-    cols = ["cost_pmpm_usd", "outcome_index", "previous_cost_pmpm_usd", "previous_outcome_index"]
-    np.testing.assert_allclose(numbers(table, cols), numbers(core, cols), equal_nan=True)
+    cols = ["cost_pmpm_usd", "outcome_index", "index_low", "index_high", "previous_cost_pmpm_usd", "previous_outcome_index"]
+    np.testing.assert_allclose(numbers(table, cols), numbers(data["points"], cols), equal_nan=True)
+    parts = app.dataframe[2].value
+    assert len(parts) == len(data["parts"]) > 0
+    # one measure set per subgroup: every published team of a subgroup is indexed on the same number of measures
+    shown = data["points"].loc[~data["points"]["suppressed"]]
+    assert (shown.groupby("subgroup")["measures_in_index"].nunique() == 1).all()
 
 
 def test_payment_models_with_a_what_if_setting(app, engine, period):

@@ -30,3 +30,14 @@ def test_value_maps_escape_team_names():
                            "previous_cost_pmpm_usd": [90.0], "previous_outcome_index": [48.0]})
     for fig in (value_map_figure(points, {}, {"T1": LINK}), review_value_map_figure(points, "T1")):
         assert not any("<a" in s for s in _strings(fig))
+
+
+def test_funnel_team_labels_are_escaped_and_limits_drawn():
+    from core.views.charts import funnel_figure
+
+    teams = pd.DataFrame({"team_id": ["T1"], "value": [1.2], "volume": [40.0], "funnel_position": ["within 95% limits"]})
+    funnel = pd.DataFrame({"volume": [1.0, 50.0], "low_95": [0.0, 0.7], "high_95": [5.6, 1.3], "low_998": [0.0, 0.6],
+                           "high_998": [9.0, 1.5]})  # fmt: skip
+    fig = funnel_figure(teams, funnel, 1.0, {"T1": LINK})
+    assert not any("<a" in s for s in _strings(fig))
+    assert {t.name for t in fig.data} >= {"95% limits", "99.8% limits", "within 95% limits"}
