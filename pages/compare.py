@@ -119,7 +119,7 @@ with map_tab:
     names = {m: c.name for m, c in measures.items()}
     parts_shown = parts.assign(team=parts["team_id"].map(team_labels), subgroup=parts["subgroup"].map(lambda s: labels.get(s, s)),
                                measure=parts["measure_id"].map(names))  # fmt: skip
-    parts_shown = parts_shown[["team", "subgroup", "measure", "value", "target", "score", "score_low", "score_high", "weight_share"]]
+    parts_shown = parts_shown[["team", "subgroup", "measure", "value", "target", "score", "score_low", "score_high", "weight_share"]]  # fmt: skip
     st.dataframe(parts_shown, hide_index=True, key="value_parts", placeholder="suppressed",
                  column_config={"team": TEXT("Team"), "subgroup": TEXT("Subgroup"), "measure": TEXT("Measure"),
                                 "value": NUMBER("Value", format="%.1f"), "target": NUMBER("Target", format="%.1f"),

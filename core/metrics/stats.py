@@ -13,7 +13,6 @@ every kind of measure. :func:`two_proportion_z` is provided for analysts who pre
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from scipy import stats as _st
 
 

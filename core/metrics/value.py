@@ -122,7 +122,7 @@ def value_index(measure_values: pd.DataFrame, by: Sequence[str] = ("subgroup",),
         frame["weight"] = 1.0
     if teams is None:
         teams = frame[["team_id", *by]].drop_duplicates()
-    n_teams = teams.groupby(by).size().rename("teams").reset_index() if by else pd.DataFrame({"teams": [teams["team_id"].nunique()]})
+    n_teams = teams.groupby(by).size().rename("teams").reset_index() if by else pd.DataFrame({"teams": [teams["team_id"].nunique()]})  # fmt: skip
     have = frame.dropna(subset=["value"]).merge(teams, on=["team_id", *by])
     counted = have.groupby([*by, "measure_id"])["team_id"].nunique().rename("teams_with_value").reset_index()
     measures = frame[[*by, "measure_id"]].drop_duplicates().merge(counted, on=[*by, "measure_id"], how="left")
@@ -135,12 +135,12 @@ def value_index(measure_values: pd.DataFrame, by: Sequence[str] = ("subgroup",),
     parts["score"] = measure_score(parts["value"], parts["target"], higher, cap)
     ends = np.stack([measure_score(parts["ci_low"], parts["target"], higher, cap),
                      measure_score(parts["ci_high"], parts["target"], higher, cap)])  # fmt: skip
-    parts["score_low"], parts["score_high"] = np.nanmin(ends, axis=0) if len(parts) else [], np.nanmax(ends, axis=0) if len(parts) else []
+    parts["score_low"], parts["score_high"] = np.nanmin(ends, axis=0) if len(parts) else [], np.nanmax(ends, axis=0) if len(parts) else []  # fmt: skip
     se = (parts["score_high"] - parts["score_low"]) / (2 * Z95)
     parts = parts.assign(_w=parts["weight"].astype(float), _ws=parts["weight"].astype(float) * parts["score"],
                          _v=(parts["weight"].astype(float) * se.fillna(0.0)) ** 2)  # fmt: skip
     keys = ["team_id", *by]
-    index = parts.groupby(keys, as_index=False).agg(w=("_w", "sum"), ws=("_ws", "sum"), v=("_v", "sum"), measures=("measure_id", "nunique"))
+    index = parts.groupby(keys, as_index=False).agg(w=("_w", "sum"), ws=("_ws", "sum"), v=("_v", "sum"), measures=("measure_id", "nunique"))  # fmt: skip
     index["value_index"] = index["ws"] / index["w"].where(index["w"] > 0)
     half = Z95 * np.sqrt(index["v"]) / index["w"].where(index["w"] > 0)
     index["index_low"], index["index_high"] = index["value_index"] - half, index["value_index"] + half

@@ -144,7 +144,7 @@ def funnel_figure(teams: pd.DataFrame, funnel: pd.DataFrame, centre: float, team
     return _layout(fig)
 
 
-def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None, team_labels: dict[str, str] | None = None) -> go.Figure:
+def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None, team_labels: dict[str, str] | None = None) -> go.Figure:  # fmt: skip
     """Cost PMPM (x) against the value index (y, column ``outcome_index``, 100 = targets met on
     average; vertical bars = its 95 % interval when ``index_low``/``index_high`` are given) per team
     and subgroup, with an arrow from the position 12 months earlier (core.views.compare.value_positions)."""

@@ -20,7 +20,6 @@ from core.store.months import WINDOWS, add_months
 from core.views.cells_read import ALL, COST_KIND, COST_LABELS, add_figures, cell_sums_by, window_sums
 from core.views.executive_settings import load_executive_settings
 
-
 FUNNEL_LEVELS = (0.95, 0.998)
 FUNNEL_POINTS = 80
 COST_UNIT = "USD per member per month"
@@ -55,7 +54,7 @@ def comparison_measures() -> dict[str, Compared]:
     """Everything the team comparison offers: the outcome measures (utilisation among them: ED
     visits, admissions) and the cost PMPM metrics (core/views/cells_read.COST_LABELS; lower is
     better, risk-adjusted like utilisation)."""
-    out = {m.id: Compared(m.id, m.name, m.kind, m.unit, m.direction, m.risk_adjust, m.subgroups) for m in load_measures().measures}
+    out = {m.id: Compared(m.id, m.name, m.kind, m.unit, m.direction, m.risk_adjust, m.subgroups) for m in load_measures().measures}  # fmt: skip
     for metric, label in COST_LABELS.items():
         out[metric] = Compared(metric, label, COST_KIND, COST_UNIT, "lower", True, ("all",))
     return out
@@ -144,7 +143,7 @@ def team_comparison(engine: Engine, measure_id: str, period: date, window: str =
     raw = per_team.copy()
     teams = _figures(per_team, measure, suppress)
     if suppress:
-        teams["suppressed"] = suppress_table(raw.assign(suppressed=teams["suppressed"].to_numpy()), count_cols, total=True)["suppressed"].to_numpy()
+        teams["suppressed"] = suppress_table(raw.assign(suppressed=teams["suppressed"].to_numpy()), count_cols, total=True)["suppressed"].to_numpy()  # fmt: skip
     hidden = teams["suppressed"].to_numpy(dtype=bool)
     for col in ("numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"):
         teams[col] = teams[col].where(~hidden, np.nan)
@@ -204,12 +203,12 @@ def standardised_comparison(engine: Engine, measure_id: str, period: date, windo
     catalogue = load_measures()
     n = WINDOWS[window]
     first = add_months(period, -(n - 1))
-    sums = cell_sums_by(engine, ["team_id", "subgroup", "stratum_value"], [measure_id, RISK_METRIC], first, period, stratum="age_band")
+    sums = cell_sums_by(engine, ["team_id", "subgroup", "stratum_value"], [measure_id, RISK_METRIC], first, period, stratum="age_band")  # fmt: skip
     sums = sums.loc[[measure.applies_to(s) for s in sums["subgroup"]]]
     win = window_sums(sums, ["team_id", "subgroup", "stratum_value"], period, n, catalogue)
     keys = ["team_id", "subgroup", "stratum_value"]
     rows = win.loc[win["metric"] == measure_id, [*keys, "numerator", "denominator", "sum_sq"]]
-    risk = win.loc[win["metric"] == RISK_METRIC, [*keys, "numerator", "denominator"]].rename(columns={"numerator": "risk_sum", "denominator": "risk_n"})
+    risk = win.loc[win["metric"] == RISK_METRIC, [*keys, "numerator", "denominator"]].rename(columns={"numerator": "risk_sum", "denominator": "risk_n"})  # fmt: skip
     rows = rows.merge(risk, on=keys, how="left").fillna({"risk_sum": 0.0, "risk_n": 0.0})
     count = measure.kind in ("proportion", "rate_per_1000_member_years")
     adjust = measure.risk_adjust and measure.kind in ("rate_per_1000_member_years", COST_KIND)
@@ -230,14 +229,14 @@ def standardised_comparison(engine: Engine, measure_id: str, period: date, windo
     if count:
         x = teams["expected"].where(~hidden)
         funnel = _funnel("oe", 1.0, x.max() if x.notna().any() else np.nan, 1.0)
-        limits = {tag: funnel_limits("oe", 1.0, x.to_numpy(), level) for level, tag in zip(FUNNEL_LEVELS, ("95", "998"), strict=True)}
+        limits = {tag: funnel_limits("oe", 1.0, x.to_numpy(), level) for level, tag in zip(FUNNEL_LEVELS, ("95", "998"), strict=True)}  # fmt: skip
     else:
         x = teams["std_volume"].where(~hidden)
         net_mean = rows["numerator"].sum() / rows["denominator"].sum() if rows["denominator"].sum() > 0 else np.nan
         pooled_var = (std["expected_sd"] ** 2).sum() / std["volume"].sum() if std["volume"].sum() > 0 else np.nan
         cv = float(np.sqrt(pooled_var) / net_mean) if net_mean else np.nan
         funnel = _funnel("mean", 1.0, x.max() if x.notna().any() else np.nan, 1.0, cv)
-        limits = {tag: funnel_limits("mean", 1.0, x.to_numpy(), level, cv) for level, tag in zip(FUNNEL_LEVELS, ("95", "998"), strict=True)}
+        limits = {tag: funnel_limits("mean", 1.0, x.to_numpy(), level, cv) for level, tag in zip(FUNNEL_LEVELS, ("95", "998"), strict=True)}  # fmt: skip
     teams["funnel_position"] = _funnel_position(teams["oe"], *limits["95"], *limits["998"])
     teams["volume"] = _shown_volume(x, not suppress or window_counts_published(window))
     teams = teams[["team_id", "patients", "value", "expected_value", "oe", "oe_low", "oe_high", "volume", "funnel_position", "flag",
@@ -255,7 +254,7 @@ def value_positions(engine: Engine, period: date, window: str = "12m", team_ids:
     return value_map_data(engine, period, window, team_ids)["points"]
 
 
-def value_map_data(engine: Engine, period: date, window: str = "12m", team_ids: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
+def value_map_data(engine: Engine, period: date, window: str = "12m", team_ids: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Value map: cost PMPM and value index (core.metrics.value.value_index: measures scored against
     their targets, on one measure set for every team of a subgroup) per team and subgroup, now and
     12 months earlier (same window length), for the movement arrows.

@@ -45,13 +45,15 @@ def test_mean_and_cost_oe_limits_normal():
 
 def test_indirect_standardisation_hand_worked():
     # Two strata (healthy young, frail old). Network rates: healthy 10 / 1,000 = 0.01, frail 60 / 300 = 0.2.
-    rows = pd.DataFrame({
-        "team": ["A", "A", "B", "B"],
-        "subgroup": ["healthy", "frail", "healthy", "frail"],
-        "age_band": ["18-44", "75+", "18-44", "75+"],
-        "numerator": [9.0, 10.0, 1.0, 50.0],
-        "denominator": [900.0, 50.0, 100.0, 250.0],
-    })
+    rows = pd.DataFrame(
+        {
+            "team": ["A", "A", "B", "B"],
+            "subgroup": ["healthy", "frail", "healthy", "frail"],
+            "age_band": ["18-44", "75+", "18-44", "75+"],
+            "numerator": [9.0, 10.0, 1.0, 50.0],
+            "denominator": [900.0, 50.0, 100.0, 250.0],
+        }
+    )
     out = indirect_standardisation(rows, "team", ["subgroup", "age_band"]).set_index("team")
     # A expected = 900 x 0.01 + 50 x 0.2 = 9 + 10 = 19; observed 19 -> O/E 1
     # B expected = 100 x 0.01 + 250 x 0.2 = 1 + 50 = 51; observed 51 -> O/E 1 (crude rates 1.9 % vs 14.6 %)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.metrics.value import Z95, measure_score, value_index, value_map
+from core.metrics.value import measure_score, value_index, value_map
 
 
 def test_measure_score_against_target():
@@ -48,7 +48,13 @@ def test_value_index_two_teams_hand_worked():
 def test_value_index_five_teams_same_measure_set_and_weights():
     rows = []
     # five teams; "pain" is suppressed for team E -> left out for all five
-    values = {"A": (70.0, 400.0, 3.0), "B": (84.0, 200.0, 2.4), "C": (56.0, 600.0, 3.6), "D": (77.0, 300.0, 3.3), "E": (63.0, 500.0, None)}
+    values = {
+        "A": (70.0, 400.0, 3.0),
+        "B": (84.0, 200.0, 2.4),
+        "C": (56.0, 600.0, 3.6),
+        "D": (77.0, 300.0, 3.3),
+        "E": (63.0, 500.0, None),
+    }
     for team, (control, ed, pain) in values.items():
         for measure, value, target, higher, weight in (("control", control, 70.0, True, 2.0), ("ed", ed, 400.0, False, 1.0),
                                                        ("pain", pain, 3.0, False, 1.0)):  # fmt: skip
