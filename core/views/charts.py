@@ -190,7 +190,8 @@ def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None
 
 
 def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float | None = None) -> go.Figure:
-    """Each stratum value with its 95 % interval; the best-served group marked (core.views.equity.equity_table)."""
+    """Each stratum value with its 95 % interval; the reference group marked, and the network's value
+of all patients when given (core.views.equity.equity_table)."""
     shown = table.dropna(subset=["value"]).sort_values("value")
     colors = np.where(shown["best"], "#2E7D32", np.where(shown["gap_is_real"], "#C62828", "#607D8B"))
     fig = go.Figure(go.Scatter(
@@ -200,9 +201,9 @@ def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float 
     ))  # fmt: skip
     best = table.loc[table["best"].astype(bool), "value"]
     if len(best):
-        fig.add_vline(x=float(best.iloc[0]), line_dash="dash", line_color="#2E7D32", annotation_text="best-served group")
+        fig.add_vline(x=float(best.iloc[0]), line_dash="dash", line_color="#2E7D32", annotation_text="reference group")
     if network_value is not None and pd.notna(network_value):
-        fig.add_vline(x=network_value, line_dash="dot", line_color="#212121", annotation_text="all patients",
+        fig.add_vline(x=network_value, line_dash="dot", line_color="#212121", annotation_text="all patients of the network",
                       annotation_position="bottom right")  # fmt: skip
     fig.update_layout(xaxis_title=unit, yaxis_title="", height=max(300, 40 * len(shown) + 120))
     return _layout(fig)

@@ -26,6 +26,8 @@ class ExecutiveSettings:
     specialist_categories: tuple[str, ...]
     tier_weights: dict[int, float]
     score_cap: float
+    equity_reference: str = "best_above_minimum"
+    reference_min_patients: float = 50.0
 
 
 @cache
@@ -40,7 +42,11 @@ def load_executive_settings(path: Path = EXECUTIVE_PATH) -> ExecutiveSettings:
         specialist_categories=tuple(raw["econsults"]["specialist_categories"]),
         tier_weights={int(k): float(v) for k, v in raw["value_index"]["tier_weights"].items()},
         score_cap=float(raw["value_index"]["score_cap"]),
+        equity_reference=str(raw["equity"].get("reference", "best_above_minimum")),
+        reference_min_patients=float(raw["equity"].get("reference_min_patients", 50)),
     )  # fmt: skip
+    if out.equity_reference not in ("best_above_minimum", "largest"):
+        raise ValueError(f"{path}: equity.reference must be 'best_above_minimum' or 'largest'")
     if any(w < 0 for w in out.tier_weights.values()) or out.score_cap <= 100:
         raise ValueError(f"{path}: value_index tier weights must be >= 0 and score_cap above 100")
     known = set(load_measures().by_id())

@@ -202,16 +202,21 @@ def test_aco_projection_refuses_a_short_baseline_and_settles_with_a_benchmark(ap
     assert coded.risk_cap_binds
 
 
-def test_equity_shows_the_gap_to_the_best_served_group(app, engine, period):
+def test_equity_shows_the_gap_to_the_reference_group(app, engine, period):
     open_page(app, "pages/equity.py")  # default measure: promis_physical_mean (executive.toml)
     core = equity_table(engine, "promis_physical_mean", "race_ethnicity", period, "12m")
     table = app.dataframe[0].value
     np.testing.assert_allclose(numbers(table, ["value", "gap_to_best"]), numbers(core, ["value", "gap_to_best"]), equal_nan=True)
-    best = core.loc[core["best"], "stratum_value"].iloc[0]
-    assert f"Best-served group: **{best}**" in app.markdown[0].value
+    reference = core.loc[core["best"], "group"].iloc[0]
+    assert f"**{reference}**" in app.markdown[0].value
+    assert "hispanic_or_latino" not in set(table["group"])  # labels, not codes
+    # the network's value of all patients, the same on every row (not each row's own value)
+    assert table["network_value"].nunique() == 1
+    assert not np.allclose(numbers(table.dropna(subset=["value"]), ["value"]), numbers(table.dropna(subset=["value"]), ["network_value"]))
     app.selectbox(key="equity_stratum").select("dual_status").run()
     dual = equity_table(engine, "promis_physical_mean", "dual_status", period, "12m")
-    assert list(app.dataframe[0].value["stratum_value"]) == list(dual["stratum_value"])
+    assert list(app.dataframe[0].value["group"]) == list(dual["group"])
+    assert "dual" not in set(dual["group"]) and "not_dual" not in set(dual["group"])
 
 
 def test_econsults_show_the_core_counts(app, engine, period):
