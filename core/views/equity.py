@@ -34,7 +34,8 @@ def reference_group(card: pd.DataFrame, direction: str, rule: str, min_patients:
     ``not_a_group``): ``largest`` = the most patients; ``best_above_minimum`` = the best value
     among groups with at least ``min_patients`` patients, the largest group when none has that many.
     None when no group is published."""
-    candidates = card.loc[~card["suppressed"].astype(bool) & card["value"].notna() & ~card["stratum_value"].isin(list(not_a_group))]
+    real = ~card["stratum_value"].isin(list(not_a_group))
+    candidates = card.loc[~card["suppressed"].astype(bool) & card["value"].notna() & real]
     if candidates.empty:
         return None
     largest = candidates.sort_values(["patients", "stratum_value"], ascending=[False, True]).iloc[0]["stratum_value"]
