@@ -78,9 +78,18 @@ def _layout(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def _rgba(colour: str, alpha: float) -> str:
+    """A #RRGGBB colour with transparency (for interval bands); other colour strings unchanged."""
+    if isinstance(colour, str) and colour.startswith("#") and len(colour) == 7:
+        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        return f"rgba({r}, {g}, {b}, {alpha})"
+    return colour
+
+
 def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = None, title: str = "", y_title: str = "",
                        incomplete_from=None) -> go.Figure:  # fmt: skip
-    """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed gap).
+    """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed
+    gap), each with its 95 % interval as a shaded band when ci_low / ci_high are given.
     ``incomplete_from``: first month whose claims are incomplete; it and later months are shaded."""
     labels = {**(labels or {}), "all": "All subgroups"}
     frame = figures.assign(subgroup_label=figures["subgroup"].map(lambda s: labels.get(s, s)))
@@ -90,6 +99,16 @@ def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = No
     colors = {labels.get(s, s): _colour(s, colours) for s in present} | {"All subgroups": "#212121"}
     fig = px.line(frame, x="month", y="value", color="subgroup_label", markers=True, category_orders={"subgroup_label": order},
                   color_discrete_map=colors, labels={"value": y_title, "month": "", "subgroup_label": "Subgroup"}, title=title)  # fmt: skip
+    if {"ci_low", "ci_high"} <= set(frame.columns):  # the 95 % interval of every line as a shaded band
+        for name in order:
+            part = frame.loc[frame["subgroup_label"] == name].sort_values("month")
+            if part[["ci_low", "ci_high"]].notna().any(axis=None):
+                fill = _rgba(colors.get(name, OTHER_COLOUR), 0.15)
+                fig.add_trace(go.Scatter(x=part["month"], y=part["ci_low"], mode="lines", line=dict(width=0), showlegend=False,
+                                         name=f"{name}: 95% interval", legendgroup=name, hoverinfo="skip"))  # fmt: skip
+                fig.add_trace(go.Scatter(x=part["month"], y=part["ci_high"], mode="lines", line=dict(width=0), fill="tonexty",
+                                         fillcolor=fill, showlegend=False, name=f"{name}: 95% interval", legendgroup=name,
+                                         hoverinfo="skip"))  # fmt: skip
     fig.update_layout(hovermode="x unified")
     if incomplete_from is not None and len(frame):
         fig.add_vrect(x0=pd.Timestamp(incomplete_from) - pd.Timedelta(days=15), x1=pd.Timestamp(frame["month"].max()) + pd.Timedelta(days=15),

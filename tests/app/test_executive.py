@@ -292,10 +292,13 @@ def test_downloads_are_audited(private_db):
 
 def test_views_handle_empty_selections(app, engine):
     open_page(app, "pages/compare.py")
-    app.selectbox(key="compare_measure").select("hba1c_control").run()
     app.selectbox(key="compare_subgroup").select("healthy").run()
-    assert not app.exception and "does not apply" in app.info[0].value
-    assert len(app.dataframe) == 1  # the value map tab still renders
+    app.selectbox(key="compare_measure").select("hba1c_control").run()  # diabetes control does not apply to the healthy
+    assert not app.exception
+    options = app.selectbox(key="compare_subgroup").options  # only subgroups the measure applies to (shown by label)
+    assert not any(o.lower().startswith("healthy") for o in options) and any(o.lower().startswith("chronic") for o in options)
+    assert app.selectbox(key="compare_subgroup").value != "healthy"
+    assert len(app.dataframe) >= 2  # the comparison and the value map tab render
     open_page(app, "pages/econsults.py")
     app.sidebar.selectbox(key="month").select(months_available(engine)[0].strftime("%Y-%m")).run()
     app.sidebar.selectbox(key="econsult_window").select("month").run()
@@ -311,3 +314,24 @@ def test_trends_mark_incomplete_claims(app):
     assert any("Claims incomplete" in w.value and "from paid dates" in w.value for w in app.warning)
     app.checkbox(key="trend_completed").check().run()
     assert not app.exception and not any("No paid dates" in c.value for c in app.caption)
+
+
+def test_trends_mix_share_is_of_all_members_and_partial_claims_are_not_drawn(engine):
+    found = False
+    for team in organisation(engine)["team_id"]:
+        shown, exact = trends(engine, None, None, team)["mix"], trends(engine, None, None, team, suppress=False)["mix"]
+        total = exact.groupby("month")["members"].sum()
+        published = shown.loc[~shown["suppressed"]]
+        np.testing.assert_allclose(published["share"], published["members"] / published["month"].map(total))
+        months = shown.groupby("month")["suppressed"].any()
+        if months.any():  # a month with a suppressed subgroup: the published shares add up to less than 100 %
+            found = True
+            assert (published.loc[published["month"].isin(months[months].index)].groupby("month")["share"].sum() < 1 - 1e-9).all()
+    assert found, "the sample has a team with a suppressed subgroup"
+    figures = trends(engine)["figures"]
+    claims = figures["metric"].isin(["cost_total_usd", "cost_external_usd"])
+    assert figures.loc[claims & ~figures["claims_complete"], "partial"].all()
+    assert not figures.loc[~claims, "partial"].any()
+    costs = figures.loc[(figures["kind"] == "cost_pmpm") & figures["value"].notna()]
+    assert costs[["ci_low", "ci_high"]].notna().all(axis=None)  # an interval on every cost line
+    assert (costs["ci_low"] <= costs["value"]).all() and (costs["value"] <= costs["ci_high"]).all()
