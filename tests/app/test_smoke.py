@@ -25,7 +25,7 @@ SHOWS = {
     "pages/compare.py": ("table", "team"),
     "pages/payments.py": ("metric", "Bundled per subgroup: margin"),
     "pages/true_costs.py": ("metric", "Unused capacity, $ a year"),
-    "pages/equity.py": ("table", "stratum_value"),
+    "pages/equity.py": ("table", "group"),
     "pages/econsults.py": ("metric", "E-consults"),
     "pages/data_status.py": ("metric", "Patients"),
     "pages/data_quality.py": ("table", "check"),
