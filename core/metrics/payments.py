@@ -14,6 +14,7 @@ Settings are data (core/config/payments.toml), loaded and checked by :func:`load
 """
 
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -539,7 +540,8 @@ def with_overrides(settings: AcoSettings, **changes) -> AcoSettings:
 # --- selection report (CLI and pages) ------------------------------------------------------
 
 
-_SELECTION_FRAMES: dict = {}  # the last few selections, per data version (a report asks for one twice)
+# the last few selections of each engine, per data version and cost settings (a report asks for one twice)
+_SELECTION_FRAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _selection_frames(engine, months, practice_id, team_id, subgroup):
@@ -556,11 +558,12 @@ def _selection_frames(engine, months, practice_id, team_id, subgroup):
     from core.store.models import Attribution
     from core.store.queries import data_version
 
-    key = (engine.url.render_as_string(hide_password=True), data_version(engine), tuple(months), practice_id, team_id, subgroup)
-    if key in _SELECTION_FRAMES:
-        return _SELECTION_FRAMES[key]
     catalog = load_catalog()
     cost_settings = costs.load_cost_settings(catalog=catalog)
+    cache = _SELECTION_FRAMES.setdefault(engine, {})  # per engine (two in-memory stores share a URL)
+    key = (data_version(engine), repr(cost_settings), tuple(months), practice_id, team_id, subgroup)
+    if key in cache:
+        return cache[key]
     patients = None
     if practice_id is not None or team_id is not None:
         a = Attribution
@@ -570,9 +573,9 @@ def _selection_frames(engine, months, practice_id, team_id, subgroup):
     inputs = costs.load_cost_inputs(engine, months, patients)
     wide = select_patient_months(costs.build_patient_month_costs(inputs, cost_settings, catalog), practice_id, team_id, subgroup)
     attribution = select_patient_months(inputs.attribution, practice_id, team_id, subgroup)
-    while len(_SELECTION_FRAMES) >= 4:
-        _SELECTION_FRAMES.pop(next(iter(_SELECTION_FRAMES)))
-    _SELECTION_FRAMES[key] = inputs, wide, attribution
+    while len(cache) >= 4:
+        cache.pop(next(iter(cache)))
+    cache[key] = inputs, wide, attribution
     return inputs, wide, attribution
 
 
