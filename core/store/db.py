@@ -73,7 +73,7 @@ def upgrade_schema(engine: Engine) -> list[str]:
 
     - ``subgroup_assignment.team_id`` (:func:`add_assignment_team`);
     - ``encounter.paid_date`` (:func:`add_encounter_paid_date`, empty: the claims' run-out
-      then comes from the run-out setting);
+      then comes from the run-out setting); ``encounter.discharge_disposition`` (blank: unknown);
     - ``app_user.subject``, filled for users keyed ``sub:<subject>``; ``audit_event.chain_hash``
       (rows without one are chained by the next audited event, ``core.access.audit``);
     - the indexes of ``subgroup_assignment`` and ``app_user`` that are missing are built, the
@@ -83,6 +83,8 @@ def upgrade_schema(engine: Engine) -> list[str]:
     done = ["added subgroup_assignment.team_id"] if add_assignment_team(engine) else []
     if add_encounter_paid_date(engine):
         done.append("added encounter.paid_date")
+    if _add_column(engine, "encounter", "discharge_disposition", "VARCHAR(32) DEFAULT '' NOT NULL"):
+        done.append("added encounter.discharge_disposition")
     if _add_column(engine, "app_user", "subject", "VARCHAR(255)"):
         with engine.begin() as conn:
             conn.execute(text("UPDATE app_user SET subject = SUBSTR(user_key, 5) WHERE user_key LIKE 'sub:%'"))

@@ -125,6 +125,8 @@ class Encounter(SQLModel, table=True):
     cost_category: str = Field(default="", max_length=32)
     paid_usd: float = 0.0
     paid_date: date | None = None  # claims: when the payer paid (the run-out of core.metrics.runout)
+    # Stays: where the patient went at discharge (catalogue vocabulary ``dispositions``; blank unknown).
+    discharge_disposition: str = Field(default="", max_length=32)
 
     __table_args__ = (
         Index("ix_encounter_patient_date", "patient_id", "start_date"),
@@ -168,6 +170,24 @@ class Medication(SQLModel, table=True):
     description: str = Field(default="", max_length=300)
     start_date: date
     end_date: date | None = None
+
+
+class Procedure(SQLModel, table=True):
+    """A service done for a patient that outcome measures and care gaps look for: a screening,
+    an immunization, a care plan, advance care planning, counselling. Grain: procedure_id.
+
+    ``code_system`` names the vocabulary of ``code`` (CPT, HCPCS, CVX, SNOMED CT, LOINC, ICD-10-PCS);
+    the code lists of ``core/config/measures.toml`` say which codes count for what.
+    """
+
+    procedure_id: str = Field(primary_key=True, max_length=64)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    performed_date: date
+    code: str = Field(max_length=32)
+    code_system: str = Field(default="", max_length=32)
+    description: str = Field(default="", max_length=300)
+
+    __table_args__ = (Index("ix_procedure_patient_date", "patient_id", "performed_date"),)
 
 
 # --- subgroups --------------------------------------------------------------------------
@@ -428,3 +448,18 @@ class PatientMonthActivity(SQLModel, table=True):
 
     # SQLite: stored in key order (no rowid), so a patient's months are one contiguous read.
     __table_args__ = {"sqlite_with_rowid": False}
+
+
+class Outreach(SQLModel, table=True):
+    """A contact attempt or its outcome recorded by a clinician on the worklist (call, message,
+    letter, visit booked, declined). Grain: outreach_id. Made in the product, not imported."""
+
+    outreach_id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    at: datetime = Field(default_factory=utc_now)
+    user_key: str = Field(max_length=200)
+    channel: str = Field(max_length=32)
+    outcome: str = Field(max_length=32)
+    note: str = Field(default="", max_length=1000)
+
+    __table_args__ = (Index("ix_outreach_patient_at", "patient_id", "at"),)
