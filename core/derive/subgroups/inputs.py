@@ -16,7 +16,9 @@ patient-month is a row of ``attribution``; months are first days.
   not met.
 - utilisation: ED visits (kind ``ed_visit``) and admissions (kind ``admission``) starting in
   the 12 months ending with the month (that month and the 11 before it).
-- ``risk_score``: the CMS-HCC score of the month's calendar year (``core/derive/risk.py``).
+- ``risk_score``: the CMS-HCC score of the month's calendar year (``core/derive/risk.py``);
+  ``payment_hcc_count`` and ``payment_hccs``: the number and list of its payment HCCs (0 and
+  '' for a score from age, sex and dual status alone; NaN and '' without a score).
 - deaths: no patient-month after the month of death.
 """
 
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import catalog
-from core.derive.risk import CodeLists, format_icd10, load_code_lists, match_code_groups
+from core.derive.risk import CodeLists, format_icd10, load_code_lists, match_code_groups, payment_hcc_count
 from core.store.months import month_floor, month_index
 
 ACUTE_KINDS = {"ed_visit": "ed_visits_12m", "admission": "admissions_12m"}
@@ -265,13 +267,17 @@ def compute_inputs(
     ]
     out = pd.concat(parts, axis=1)
     out["risk_score"] = row_scores(out, risk)
+    hccs = row_scores(out, risk, "hccs")
+    out["payment_hccs"] = pd.Series(hccs, index=out.index, dtype=object).fillna("") if len(out) else ""
+    out["payment_hcc_count"] = payment_hcc_count(pd.Series(hccs, index=out.index, dtype=object)) if len(out) else np.nan
     return out
 
 
-def row_scores(pm: pd.DataFrame, risk: pd.DataFrame) -> np.ndarray | float:
-    """The risk score of each patient-month: the patient's score of the month's calendar year."""
-    if not len(risk):
+def row_scores(pm: pd.DataFrame, risk: pd.DataFrame, column: str = "score") -> np.ndarray | float:
+    """The risk score (or another ``column`` of the risk frame) of each patient-month: the
+    patient's value of the month's calendar year (NaN when none)."""
+    if not len(risk) or column not in risk:
         return np.nan
-    scores = risk.set_index(["patient_id", "year"])["score"]
+    values = risk.set_index(["patient_id", "year"])[column]
     key = pd.MultiIndex.from_arrays([pm["patient_id"], pm["month"].dt.year])
-    return scores.reindex(key).to_numpy(dtype=float)
+    return values.reindex(key).to_numpy(dtype=float if column == "score" else object)

@@ -114,6 +114,7 @@ CONDITION_TYPES: dict[str, str] = {
     "max_chronic_conditions": "int",
     "risk_score_top_fraction": "fraction",
     "min_risk_score": "number",
+    "min_payment_hccs": "int",
     "min_acute_events_12m": "int",
     "min_admissions_12m": "int",
     "min_ed_visits_12m": "int",
