@@ -13,7 +13,7 @@ Conventions
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Index
+from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -178,7 +178,9 @@ class SubgroupAssignment(SQLModel, table=True):
 
     Grain: patient_id, month. ``overridden`` marks rows set by a SubgroupOverride. ``team_id`` is
     the patient's team of that month (a copy of ``attribution.team_id``), so a team's members of
-    one subgroup are one range of an index, whatever the size of the team.
+    one subgroup are one range of an index, whatever the size of the team. ``thin_history``: the
+    month has less history than the rules' ``[history]`` asks for; ``history_note`` says how much
+    (``Not enough history: 2 of 6 months of data``), the subgroup is still the rules' on what there is.
     """
 
     __tablename__ = "subgroup_assignment"
@@ -191,6 +193,8 @@ class SubgroupAssignment(SQLModel, table=True):
     reason: str = Field(default="", max_length=500)
     risk_score: float | None = None
     overridden: bool = False
+    thin_history: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    history_note: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
 
     __table_args__ = (
         Index("ix_subgroup_assignment_month_subgroup_rule", "month", "subgroup", "rule_id"),  # the mix: index only

@@ -368,3 +368,59 @@ def test_conditions_that_match_no_code_group_leave_everyone_unconditioned():
     people = [dict(id=f"P{i}", age=50, codes=dx("Z00.00", "Z23")) for i in range(3)]
     out = assign(people)
     assert list(out["subgroup"]) == ["healthy"] * 3
+
+
+# --- thin history ----------------------------------------------------------------------------
+
+SIX_MONTHS = tuple(date(2025, m, 1) for m in range(1, 7))
+
+
+def history(people: list[dict], months=SIX_MONTHS, rules=RULES) -> pd.DataFrame:
+    from core.derive.subgroups.evaluate import history_flags
+
+    f = frames(people, months)
+    inputs = compute_inputs(f["patients"], f["attribution"], f["conditions"], f["measurements"], f["encounters"], f["risk"],
+                            history_lookback=rules.history.lookback_months)  # fmt: skip
+    out = evaluate_rules(inputs, rules)
+    out["history_months"] = inputs["history_months"].to_numpy()
+    out["thin_history"], out["history_note"] = history_flags(inputs, rules)
+    return out.set_index(["patient_id", out["month"].dt.month])
+
+
+def test_thin_history_counts_enrolled_months_with_records():
+    # R: a visit in January; N: nothing recorded ever; L: first record in May
+    people = [
+        dict(id="R", age=50, events=[("office_visit", date(2025, 1, 10))]),
+        dict(id="N", age=50),
+        dict(id="L", age=50, labs=[(BMI, date(2025, 5, 20), 24.0)]),
+    ]
+    out = history(people)
+    assert out.loc["R", "history_months"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert out.loc["R", "thin_history"].tolist() == [True, True, False, False, False, False]
+    assert out.loc[("R", 2), "history_note"] == "Not enough history: 2 of 6 months of data"
+    assert out.loc[("R", 3), "history_note"] == ""
+    assert out.loc["N", "history_months"].tolist() == [0] * 6 and out.loc["N", "thin_history"].all()
+    assert out.loc[("N", 6), "subgroup"] == "healthy"  # still assigned from what there is
+    assert out.loc["L", "history_months"].tolist() == [0, 0, 0, 0, 1, 2]
+
+
+def test_thin_history_needs_enrolment_and_an_old_condition_counts():
+    # a condition recorded long ago counts as history from the first attributed month on
+    out = history([dict(id="C", age=60, codes=dx("I10", onset=date(2019, 1, 1)))], months=SIX_MONTHS[3:])
+    assert out.loc["C", "history_months"].tolist() == [1, 2, 3]  # April is the first month attributed
+    assert out.loc[("C", 6), "thin_history"] == False  # noqa: E712 (numpy bool)
+    assert out.loc[("C", 6), "subgroup"] == "chronic"
+
+
+def test_history_lookback_and_minimum_are_data():
+    text = DEFAULT_RULES_PATH.read_text().replace("lookback_months = 6", "lookback_months = 3").replace("min_months = 3", "min_months = 1")
+    rules = parse_rules(text)
+    assert (rules.history.lookback_months, rules.history.min_months) == (3, 1)
+    out = history([dict(id="R", age=50, events=[("office_visit", date(2025, 1, 10))])], rules=rules)
+    assert out.loc["R", "history_months"].tolist() == [1, 2, 3, 3, 3, 3]
+    assert not out["thin_history"].any()
+    assert out.loc["R", "history_note"].tolist() == [""] * 6
+    with pytest.raises(RulesError, match="min_months at most lookback_months"):
+        parse_rules(text.replace("min_months = 1", "min_months = 4"))
+    with pytest.raises(RulesError, match=r"\[history\]"):
+        parse_rules(text.replace("min_months = 1", "min_months = 1\nwindow = 2"))

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, delete
 
 from core.derive.blocks import BLOCK_PATIENTS, map_blocks, patient_blocks, worker_count, worker_pool
 from core.derive.risk import DEFAULT_MODEL
-from core.derive.subgroups.evaluate import evaluate_rules, thresholds_from_counts, top_fractions
+from core.derive.subgroups.evaluate import evaluate_rules, history_flags, thresholds_from_counts, top_fractions
 from core.derive.subgroups.frames import Run, insert_frame, load_frames, risk_for, run_of
 from core.derive.subgroups.inputs import compute_inputs, patient_months, row_scores
 from core.derive.subgroups.overrides import active_overrides, apply_overrides
@@ -27,7 +27,9 @@ from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
 from core.store.models import RiskScore, SubgroupAssignment
 from core.store.months import as_month
 
-ASSIGNMENT_COLUMNS = ["patient_id", "month", "subgroup", "team_id", "rule_id", "reason", "risk_score", "overridden"]
+ASSIGNMENT_COLUMNS = [
+    "patient_id", "month", "subgroup", "team_id", "rule_id", "reason", "risk_score", "overridden", "thin_history", "history_note",
+]  # fmt: skip
 
 
 def block_scores(conn, run: Run, patients: tuple[str, str] | None, with_scores: bool) -> tuple[pd.Series, set]:
@@ -47,11 +49,11 @@ def block_scores(conn, run: Run, patients: tuple[str, str] | None, with_scores: 
 
 
 def block_inputs(
-    conn, run: Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp]
+    conn, run: Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp], history_lookback: int = 6
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pass 2 over a block: the :func:`core.derive.subgroups.inputs.compute_inputs` of its
     patient-months (grain patient_id, month) and its risk scores (grain patient_id, year)."""
-    frames = load_frames(conn, run, patients)
+    frames = load_frames(conn, run, patients, history_lookback=history_lookback)
     risk = risk_for(frames, run.years, run.model)
     inputs = compute_inputs(
         frames["patients"],
@@ -62,6 +64,9 @@ def block_inputs(
         risk,
         months=run.months,
         month_range=month_range,
+        history_lookback=history_lookback,
+        enrolment=frames["enrolment"],
+        first=frames["first_records"],
     )
     return inputs, risk
 
@@ -75,8 +80,9 @@ def _block_assignments(
     thresholds: dict[float, pd.Series],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rules' assignments of a block (overrides not applied) and its risk scores."""
-    inputs, risk = block_inputs(conn, run, patients, month_range)
+    inputs, risk = block_inputs(conn, run, patients, month_range, rules.history.lookback_months)
     result = evaluate_rules(inputs, rules, thresholds)
+    result["thin_history"], result["history_note"] = history_flags(inputs, rules)
     result["risk_score"] = inputs["risk_score"].to_numpy()
     result["team_id"] = inputs["team_id"].to_numpy(dtype=object)
     return result, risk

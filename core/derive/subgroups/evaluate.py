@@ -242,6 +242,16 @@ def _reason_text(df: pd.DataFrame, rule: Rule, cache: dict) -> np.ndarray:
     return np.array([b[:REASON_MAX] for b in body], dtype=object)
 
 
+def history_flags(inputs: pd.DataFrame, rules: RuleSet) -> tuple[np.ndarray, np.ndarray]:
+    """``thin_history`` (fewer than ``rules.history.min_months`` months of data in its lookback)
+    and its note (``Not enough history: 2 of 6 months of data``; '' otherwise) of each row of
+    ``inputs`` (a ``history_months`` column of :func:`core.derive.subgroups.inputs.compute_inputs`)."""
+    months = inputs["history_months"].to_numpy(dtype="int64")
+    thin = months < rules.history.min_months
+    notes = {int(n): rules.history.note(int(n)) for n in np.unique(months[thin])}
+    return thin, np.array([notes[int(n)] if t else "" for n, t in zip(months, thin, strict=True)], dtype=object)
+
+
 def top_fractions(rules: RuleSet) -> set[float]:
     """The ``risk_score_top_fraction`` values the rules use (each needs a threshold per month)."""
     return {v for rule in rules.rules for k, v in _all_conditions(rule) if k == "risk_score_top_fraction"}
