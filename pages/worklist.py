@@ -43,7 +43,8 @@ left, right = st.columns([1, 2])
 search = left.text_input("Search by name or id", key="search")
 chosen = right.multiselect("Show patients with any of these flags", list(rules.labels), format_func=rules.labels.get, key="flags")
 shown = filter_worklist(worklist, search, tuple(chosen))
-shown = shown.assign(subgroup=shown["subgroup"].map(lambda s: labels.get(s, s)))
+shown = shown.assign(subgroup=[labels.get(s, s) + (" · thin history" if thin else "")
+                                for s, thin in zip(shown["subgroup"], shown["thin_history"], strict=True)])  # fmt: skip
 
 date_col = st.column_config.DateColumn
 event = st.dataframe(
@@ -54,7 +55,7 @@ event = st.dataframe(
     selection_mode="single-row",
     column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "hba1c_value", "hba1c_date", "bp", "bp_date",
                   "phq9_value", "phq9_date", "promis_physical_value", "promis_physical_date", "last_visit",
-                  "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "patient_id"],  # fmt: skip
+                  "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "history_note", "patient_id"],  # fmt: skip
     column_config={
         "name": st.column_config.TextColumn("Name", pinned=True),
         "age": "Age", "sex": "Sex", "subgroup": "Subgroup",
@@ -69,6 +70,8 @@ event = st.dataframe(
         "admissions_12m": st.column_config.NumberColumn("Admissions 12 mo"),
         "cost_12m_usd": st.column_config.NumberColumn("Cost 12 mo", format="dollar", help="Internal (TDABC) + external paid"),
         "subgroup_since": date_col("In subgroup since", format="MMM YYYY"), "patient_id": "Patient id",
+        "history_note": st.column_config.TextColumn("History", help="Set when the subgroup rests on little data: months of "
+                                                    "data among the months the subgroup rules look back"),
     },  # fmt: skip
 )
 if event.selection.rows:

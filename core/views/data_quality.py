@@ -11,8 +11,9 @@ Per import (from the JSON report stored on each ``import_run``):
 For the store now:
 - months whose claims are incomplete (core.metrics.runout), with the dollars not paid yet where
   completion factors estimate them;
-- patient-months with thin history: attributed months before anything is known of the patient
-  (no encounter, claim, condition or measurement yet), where subgroups rest on demographics alone;
+- patient-months with thin history: assignments marked ``thin_history`` by the subgroup rules
+  (fewer months attributed and with records in the lookback than ``[history]`` asks for), whose
+  subgroup rests on little;
 - missing staff: internal activity that cannot be costed (core.derive.costs.costing_status).
 """
 
@@ -22,13 +23,14 @@ import json
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, select, union_all
+from sqlalchemy import Engine, func, select
 
 from core.derive.costs import NOT_COSTED, PARTLY_COSTED, costing_status
+from core.derive.subgroups.rules import active_rules_path, load_rules
 from core.ingest.report import unmapped_by_system
 from core.metrics import runout
-from core.store.models import Attribution, Condition, Encounter, ImportRun, Measurement
-from core.store.months import as_month, month_start_sql
+from core.store.models import Encounter, ImportRun, SubgroupAssignment
+from core.store.months import as_month
 from core.store.queries import months_available, read_frame
 
 COLUMNS = ["import_id", "imported_at", "source", "format", "check", "count", "usd_at_stake", "examples", "status"]
@@ -110,23 +112,17 @@ def incomplete_months(engine: Engine) -> dict:
 
 
 def thin_history(engine: Engine) -> dict:
-    """Attributed patient-months before the patient's first encounter, claim, condition or
-    measurement (nothing known of the patient yet), with example patient ids."""
-    dialect = engine.dialect.name
-    dated = union_all(
-        select(Encounter.patient_id.label("patient_id"), func.min(Encounter.start_date).label("first")).group_by(Encounter.patient_id),
-        select(Condition.patient_id, func.min(Condition.onset_date)).group_by(Condition.patient_id),
-        select(Measurement.patient_id, func.min(Measurement.measured_date)).group_by(Measurement.patient_id),
-    ).subquery()
-    first = select(dated.c.patient_id, func.min(dated.c.first).label("first")).group_by(dated.c.patient_id).subquery()
-    thin = (Attribution.month < month_start_sql(dialect, first.c.first)) | first.c.first.is_(None)
-    base = select(Attribution.patient_id).outerjoin(first, first.c.patient_id == Attribution.patient_id).where(thin)
+    """Assigned patient-months marked thin history (fewer months of data in the lookback than the
+    subgroup rules' ``[history]`` asks for; core.derive.subgroups.rules.History), with example
+    patient ids (those with the most such months first)."""
+    sa = SubgroupAssignment
     with engine.connect() as conn:
-        count = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
-        examples = conn.execute(base.with_only_columns(Attribution.patient_id).distinct().order_by(Attribution.patient_id)
-                                .limit(EXAMPLES)).scalars().all()  # fmt: skip
-    return _row("patient-months with thin history (nothing recorded yet)", count, examples=examples,
-                status=REPORTED if count else CLEAN)  # fmt: skip
+        count = conn.execute(select(func.count()).where(sa.thin_history.is_(True))).scalar_one()
+        examples = conn.execute(select(sa.patient_id).where(sa.thin_history.is_(True)).group_by(sa.patient_id)
+                                .order_by(func.count().desc(), sa.patient_id).limit(EXAMPLES)).scalars().all()  # fmt: skip
+    history = load_rules(active_rules_path()).history
+    return _row(f"patient-months with thin history (fewer than {history.min_months} of {history.lookback_months} months of data)",
+                count, examples=examples, status=REPORTED if count else CLEAN)  # fmt: skip
 
 
 def missing_staff(engine: Engine) -> dict:

@@ -127,7 +127,11 @@ def _payment_hccs() -> tuple[Predicate, Fragment]:
             if pd.isna(n):
                 return "no risk score"
             n = int(n)
-            return f"{n} payment HCC{'' if n == 1 else 's'}: {hccs.replace(',', ', ')}" if n else "no payment HCC (score from age, sex and dual status)"
+            return (
+                f"{n} payment HCC{'' if n == 1 else 's'}: {hccs.replace(',', ', ')}"
+                if n
+                else "no payment HCC (score from age, sex and dual status)"
+            )
 
         return pd.Series([text(n, h) for n, h in zip(df["payment_hcc_count"], df["payment_hccs"], strict=True)], dtype=object)
 
