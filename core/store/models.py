@@ -13,7 +13,7 @@ Conventions
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Index, text
+from sqlalchemy import BigInteger, Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -313,6 +313,39 @@ class ImportRun(SQLModel, table=True):
     origin: str = Field(default="real", max_length=16)
     status: str = Field(default="running", max_length=16)
     report: str = ""
+
+
+class ImportPatient(SQLModel, table=True):
+    """The patients of an import whose derive has not run yet, as 64-bit hashes of their ids
+    (``core.store.queries.patient_hashes``, stored signed). Grain: import_id, patient_hash.
+
+    Written with the import (every table's ``patient_id``), read and deleted by the derive that
+    follows it, which records in :class:`ImportEffect` how many patients outside the import
+    changed subgroup.
+    """
+
+    __tablename__ = "import_patient"
+
+    import_id: int = Field(foreign_key="import_run.import_id", primary_key=True)
+    patient_hash: int = Field(primary_key=True, sa_type=BigInteger)
+
+
+class ImportEffect(SQLModel, table=True):
+    """How much the derive after an import moved patients that were not in it. Grain: import_id.
+
+    ``patients_compared``: patients outside the import (and the imports before it whose derive had
+    not run) with a subgroup before; ``patients_moved``: those of them whose subgroup changed in
+    a month (the network-wide cut-off of a top-fraction rule moves with the patients a dataset
+    adds); ``examples``: some of their ids.
+    """
+
+    __tablename__ = "import_effect"
+
+    import_id: int = Field(foreign_key="import_run.import_id", primary_key=True)
+    derived_at: datetime = Field(default_factory=utc_now)
+    patients_compared: int = 0
+    patients_moved: int = 0
+    examples: str = Field(default="", max_length=500)
 
 
 # --- additive cells (outcome scorecards, costs) -----------------------------------------

@@ -6,7 +6,10 @@ Per import (from the JSON report stored on each ``import_run``):
   claims paid $0, header amounts repeated on every line, ED claims grouped into visits, facility
   claims grouped into stays); an import whose report has no such section reads ``not reported``;
 - unmapped codes, by code system (field and system of the source);
-- rows skipped, by table and reason.
+- rows skipped, by table and reason;
+- patients not in the import who changed subgroup in the derive after it (``import_effect``:
+  moved by the network-wide cut-off of a top-fraction rule, which every patient of the month
+  sets), with example ids; ``not reported`` for an import derived before this was measured.
 
 For the store now:
 - months whose claims are incomplete (core.metrics.runout), with the dollars not paid yet where
@@ -29,7 +32,7 @@ from core.derive.costs import NOT_COSTED, PARTLY_COSTED, costing_status
 from core.derive.subgroups.rules import active_rules_path, load_rules
 from core.ingest.report import unmapped_by_system
 from core.metrics import runout
-from core.store.models import Encounter, ImportRun, SubgroupAssignment
+from core.store.models import Encounter, ImportEffect, ImportRun, SubgroupAssignment
 from core.store.months import as_month
 from core.store.queries import months_available, read_frame
 
@@ -78,9 +81,25 @@ def import_checks(report: dict, **run) -> list[dict]:
     return rows
 
 
+MOVED_CHECK = "patients not in this import who changed subgroup (network-wide cut-offs)"
+
+
+def import_effect_check(effect, **run) -> dict:
+    """The row of an import's ``import_effect`` (None: not measured, e.g. derived before it was)."""
+    if effect is None or pd.isna(effect.patients_compared):
+        return _row(MOVED_CHECK, np.nan, status=NOT_REPORTED, **run)
+    moved, compared = int(effect.patients_moved), int(effect.patients_compared)
+    check = f"{MOVED_CHECK}: {moved:,} of {compared:,} patients assigned before"
+    examples = [e for e in str(effect.examples or "").split(", ") if e]
+    return _row(check, moved, examples=examples, status=REPORTED if moved else CLEAN, **run)
+
+
 def import_quality(engine: Engine, limit: int = 20) -> pd.DataFrame:
     """The checks of the latest ``limit`` committed imports, newest first. Grain: import_id, check."""
-    stmt = (select(ImportRun.import_id, ImportRun.started_at, ImportRun.source, ImportRun.format, ImportRun.report)
+    effect = ImportEffect
+    stmt = (select(ImportRun.import_id, ImportRun.started_at, ImportRun.source, ImportRun.format, ImportRun.report,
+                   effect.patients_compared, effect.patients_moved, effect.examples)
+            .outerjoin(effect, effect.import_id == ImportRun.import_id)
             .where(ImportRun.status == "committed").order_by(ImportRun.import_id.desc()).limit(limit))  # fmt: skip
     rows = []
     runs = read_frame(engine, stmt)
@@ -90,7 +109,9 @@ def import_quality(engine: Engine, limit: int = 20) -> pd.DataFrame:
             report = json.loads(run.report or "{}")
         except json.JSONDecodeError:
             report = {}
-        rows += import_checks(report, import_id=int(run.import_id), imported_at=run.started_at, source=run.source, format=run.format)
+        about = dict(import_id=int(run.import_id), imported_at=run.started_at, source=run.source, format=run.format)
+        rows += import_checks(report, **about)
+        rows.append(import_effect_check(run, **about))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
