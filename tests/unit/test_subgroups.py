@@ -86,6 +86,9 @@ VIGNETTES = [
      "HCC risk 3.00 in the network's top decile (cut-off 1.00 this month, set across all teams) with 1 payment HCC: HCC38"),
     ("top-decile risk from demographics alone is not complex", dict(age=85, dual=True, risk=3.0, hccs=""), "healthy", "healthy", ""),
     ("top-decile risk, two payment HCCs", dict(age=70, risk=3.0, hccs="HCC38,HCC226"), "complex", "complex", "with 2 payment HCCs: HCC38, HCC226"),
+    ("child with a top-decile adult risk score is not complex", dict(age=12, risk=3.0, hccs="HCC38"), "healthy", "healthy", ""),
+    ("child with type 1 diabetes is chronic", dict(age=12, risk=3.0, codes=dx("E10.9")), "chronic", "chronic", "1 chronic condition: E10.9"),
+    ("child with 2 ED visits is complex", dict(age=9, events=[("ed_visit", date(2025, 1, 3)), ("ed_visit", date(2025, 5, 3))]), "complex", "complex", "2 admissions/ED visits"),
     ("chronic + obesity is chronic", dict(age=50, codes=dx("I10", "E66.9")), "chronic", "chronic", "1 chronic condition: I10"),
     ("at risk: BMI 30.0", dict(age=50, labs=[(BMI, date(2025, 3, 1), 30.0)]), "at_risk", "at_risk", "risk factors: BMI 30.0"),
     ("BMI 29.9 is healthy", dict(age=50, labs=[(BMI, date(2025, 3, 1), 29.9)]), "healthy", "healthy", ""),
@@ -128,6 +131,7 @@ def test_top_decile_edge_is_strictly_above_the_threshold():
     assert list(out.index[out["subgroup"] == "complex"]) == ["P10"]
     assert out.loc["P10", "reason"] == (
         "HCC risk 10.00 in the network's top decile (cut-off 9.00 this month, set across all teams) with 1 payment HCC: HCC38"
+        " with age 50"
     )
     # 20 patients scored 1..20: the 0.9 quantile is 18 + 0.1 * (19 - 18) = 18.1
     people = [dict(id=f"P{i:02d}", age=50, risk=float(i)) for i in range(1, 21)]
