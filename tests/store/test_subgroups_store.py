@@ -256,3 +256,14 @@ def test_store_made_before_thin_history_is_upgraded(store_engine):
         old = s.get(SubgroupAssignment, ("A", date(2025, 3, 1)))
     assert (old.thin_history, old.history_note) == (False, "")
     assert assign_subgroups(store_engine, RULES)["rows"] == 14
+
+
+def test_review_moves_say_when_a_move_rests_on_thin_history(store_engine):
+    from core.views.review import subgroup_moves
+
+    seed(store_engine)
+    assign_subgroups(store_engine, RULES)
+    moves = subgroup_moves(store_engine, "T1", "chronic", date(2025, 5, 1), None, patient_level=True)["patients"]
+    b = moves.set_index("patient_id").loc["B"]  # healthy -> chronic in May, recorded only from 3 May
+    assert b["direction"] == "entered"
+    assert b["reason"] == "1 chronic condition: I10 · Not enough history: 1 of 6 months of data"
