@@ -223,7 +223,8 @@ def test_setting_and_lifting_an_override_write_audit_events(store_engine):
 
 def test_thin_history_is_stored_and_a_month_rerun_reads_earlier_enrolment(store_engine):
     seed(store_engine)
-    assign_subgroups(store_engine, RULES)
+    # every patient's April and May (the store starts in April), and B's June: 5 x 2 + 1
+    assert assign_subgroups(store_engine, RULES)["thin_history"] == 11
     with Session(store_engine) as s:
         rows = {(a.patient_id, a.month.month): (a.thin_history, a.history_note) for a in s.exec(select(SubgroupAssignment))}
     # B: nothing recorded before the I10 of 3 May; E: a visit in April; A: a condition from 2024
