@@ -199,6 +199,9 @@ class SubgroupAssignment(SQLModel, table=True):
     __table_args__ = (
         Index("ix_subgroup_assignment_month_subgroup_rule", "month", "subgroup", "rule_id"),  # the mix: index only
         Index("ix_subgroup_assignment_month_team_subgroup", "month", "team_id", "subgroup"),
+        # the thin-history rows only (a partial index): the Data quality count and examples
+        Index("ix_subgroup_assignment_thin", "month", "patient_id", sqlite_where=text("thin_history = 1"),
+              postgresql_where=text("thin_history")),  # fmt: skip
     )
 
 

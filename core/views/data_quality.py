@@ -26,7 +26,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, true
 
 from core.derive.costs import NOT_COSTED, PARTLY_COSTED, costing_status
 from core.derive.subgroups.rules import active_rules_path, load_rules
@@ -134,16 +134,21 @@ def incomplete_months(engine: Engine) -> dict:
 
 def thin_history(engine: Engine) -> dict:
     """Assigned patient-months marked thin history (fewer months of data in the lookback than the
-    subgroup rules' ``[history]`` asks for; core.derive.subgroups.rules.History), with example
-    patient ids (those with the most such months first)."""
+    subgroup rules' ``[history]`` asks for; core.derive.subgroups.rules.History), read from the
+    partial index of those rows, with example patient ids of the latest month that has some."""
     sa = SubgroupAssignment
+    thin = sa.thin_history == true()  # as the partial index's condition reads, so the planners use it
     with engine.connect() as conn:
-        count = conn.execute(select(func.count()).where(sa.thin_history.is_(True))).scalar_one()
-        examples = conn.execute(select(sa.patient_id).where(sa.thin_history.is_(True)).group_by(sa.patient_id)
-                                .order_by(func.count().desc(), sa.patient_id).limit(EXAMPLES)).scalars().all()  # fmt: skip
+        count = conn.execute(select(func.count()).select_from(sa).where(thin)).scalar_one()
+        latest = conn.execute(select(func.max(sa.month)).where(thin)).scalar()
+        examples = [] if latest is None else conn.execute(
+            select(sa.patient_id).where(thin, sa.month == latest).order_by(sa.patient_id).limit(EXAMPLES)).scalars().all()  # fmt: skip
+        in_latest = 0 if latest is None else conn.execute(select(func.count()).select_from(sa).where(thin, sa.month == latest)).scalar_one()
     history = load_rules(active_rules_path()).history
-    return _row(f"patient-months with thin history (fewer than {history.min_months} of {history.lookback_months} months of data)",
-                count, examples=examples, status=REPORTED if count else CLEAN)  # fmt: skip
+    check = f"patient-months with thin history (fewer than {history.min_months} of {history.lookback_months} months of data)"
+    if latest is not None:
+        check += f"; {in_latest:,} in {as_month(latest):%Y-%m}"
+    return _row(check, count, examples=examples, status=REPORTED if count else CLEAN)
 
 
 def missing_staff(engine: Engine) -> dict:

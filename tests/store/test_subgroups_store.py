@@ -247,11 +247,13 @@ def test_store_made_before_thin_history_is_upgraded(store_engine):
     seed(store_engine)
     assign_subgroups(store_engine, RULES)
     with store_engine.begin() as conn:  # the table as the previous version made it
+        conn.execute(text("DROP INDEX ix_subgroup_assignment_thin"))
         conn.execute(text("ALTER TABLE subgroup_assignment DROP COLUMN thin_history"))
         conn.execute(text("ALTER TABLE subgroup_assignment DROP COLUMN history_note"))
         conn.execute(text("INSERT INTO subgroup_assignment (patient_id, month, subgroup, team_id, rule_id, reason, overridden)"
                           " VALUES ('A', '2025-03-01', 'frail', 'T1', 'frail_elderly', 'old row', false)"))  # fmt: skip
-    assert upgrade_schema(store_engine) == ["added subgroup_assignment.thin_history", "added subgroup_assignment.history_note"]
+    assert upgrade_schema(store_engine) == [
+        "added subgroup_assignment.thin_history", "added subgroup_assignment.history_note", "built index ix_subgroup_assignment_thin"]  # fmt: skip
     assert upgrade_schema(store_engine) == []
     with Session(store_engine) as s:
         old = s.get(SubgroupAssignment, ("A", date(2025, 3, 1)))

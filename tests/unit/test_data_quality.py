@@ -75,8 +75,8 @@ def test_store_checks_by_hand(store_engine):
     assign_subgroups(store_engine)
     store = {r["check"].split(" (")[0].split(":")[0]: r for r in dq.store_quality(store_engine).to_dict("records")}
     thin = store["patient-months with thin history"]
-    assert thin["count"] == 8 and thin["examples"] == "A, C, B"
-    assert "fewer than 3 of 6 months of data" in thin["check"]
+    assert thin["count"] == 8 and thin["examples"] == "A, C"  # the latest month with thin history: March
+    assert "fewer than 3 of 6 months of data" in thin["check"] and "; 2 in 2025-03" in thin["check"]
     staff = store["missing staff"]
     assert staff["count"] == 1 and staff["examples"] == "E1" and "no staff roster" in staff["check"]
     imports = dq.import_quality(store_engine)
