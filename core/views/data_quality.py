@@ -81,7 +81,7 @@ def import_checks(report: dict, **run) -> list[dict]:
     return rows
 
 
-MOVED_CHECK = "patients not in this import who changed subgroup (network-wide cut-offs)"
+MOVED_CHECK = "patients not in this import who changed subgroup"
 
 
 def import_effect_check(effect, **run) -> dict:
@@ -89,7 +89,7 @@ def import_effect_check(effect, **run) -> dict:
     if effect is None or pd.isna(effect.patients_compared):
         return _row(MOVED_CHECK, np.nan, status=NOT_REPORTED, **run)
     moved, compared = int(effect.patients_moved), int(effect.patients_compared)
-    check = f"{MOVED_CHECK}: {moved:,} of {compared:,} patients assigned before"
+    check = f"{MOVED_CHECK}, of {compared:,} assigned before (moved by network-wide cut-offs)"
     examples = [e for e in str(effect.examples or "").split(", ") if e]
     return _row(check, moved, examples=examples, status=REPORTED if moved else CLEAN, **run)
 
