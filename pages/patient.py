@@ -38,6 +38,8 @@ if current:
     cols[1].metric("As of", f"{current.month:%b %Y}")
     cols[2].markdown(f"**Team:** {plain(current.team or '-')}  \n**PCP:** {plain(current.pcp or '-')}  \n"
                      f"**Why:** {plain(current.reason)}")  # fmt: skip
+    if current.thin_history:
+        st.warning(plain(f"{current.history_note}: this subgroup rests on little data (see the Subgroup rules page, [history])."))
 
 tabs = st.tabs(["Subgroup history", "Measurements", "Encounters", "Costs", "Conditions", "E-consults", "Care team", "Medications",
                 "Care gaps and outreach"])  # fmt: skip
@@ -45,7 +47,14 @@ with tabs[0]:
     if done := st.session_state.pop("override_done", None):
         st.success(done)
     periods = view.periods.assign(subgroup=view.periods["subgroup"].map(lambda s: labels.get(s, s)))
-    st.dataframe(periods, hide_index=True, key="periods")
+    st.caption("A period changes when the subgroup, the rule that placed the patient or the history status changes; "
+               "figures in the reason (such as the month's network-wide cut-off) are the latest month's.")  # fmt: skip
+    st.dataframe(periods, hide_index=True, key="periods", column_config={
+        "from_month": st.column_config.DateColumn("From", format="MMM YYYY"),
+        "to_month": st.column_config.DateColumn("To", format="MMM YYYY"),
+        "months": st.column_config.NumberColumn("Months", format="%d"), "subgroup": "Subgroup", "rule_id": "Rule",
+        "reason": "Why (latest month)", "risk_scores": "HCC risk score (range)", "overridden": "Override",
+        "thin_history": "Thin history", "history_note": "History"})  # fmt: skip
     st.subheader("Overrides")
     st.dataframe(view.overrides.drop(columns=["patient_id"]), hide_index=True, key="overrides")
     if scope.role == "team_leader" and current:

@@ -64,7 +64,8 @@ cycle = load_outreach_rules().cycle_days
 hide_reached = right.checkbox(f"Hide patients reached in the last {cycle} days", key="hide_reached",
                               help="Reached, visit booked or declined in the outreach log")  # fmt: skip
 shown = filter_by_care(filter_worklist(worklist, search, tuple(chosen)), tuple(gap_filter), hide_reached)
-shown = shown.assign(subgroup=shown["subgroup"].map(lambda s: labels.get(s, s)))
+shown = shown.assign(subgroup=[labels.get(s, s) + (" · thin history" if thin else "")
+                                for s, thin in zip(shown["subgroup"], shown["thin_history"], strict=True)])  # fmt: skip
 filtered = bool(chosen or gap_filter or hide_reached)
 st.markdown(f"**{count_text(shown, len(worklist), search, tuple(chosen), filtered)}**")  # the rows of the grid below, always
 if shown.empty:
@@ -80,7 +81,7 @@ event = st.dataframe(
     column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "care_gaps", "gaps_due_soon",
                   "last_outreach", "hba1c_value", "hba1c_date", "bp", "bp_date",
                   "phq9_value", "phq9_date", "phq9_change", "promis_physical_value", "promis_physical_date", "last_visit",
-                  "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "patient_id"],  # fmt: skip
+                  "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "history_note", "patient_id"],  # fmt: skip
     column_config={
         "name": st.column_config.TextColumn("Name", pinned=True),
         "age": "Age", "sex": "Sex", "subgroup": "Subgroup",
@@ -100,6 +101,8 @@ event = st.dataframe(
         "admissions_12m": st.column_config.NumberColumn("Admissions 12 mo"),
         "cost_12m_usd": st.column_config.NumberColumn("Cost 12 mo", format="dollar", help="Internal (TDABC) + external paid"),
         "subgroup_since": date_col("In subgroup since", format="MMM YYYY"), "patient_id": "Patient id",
+        "history_note": st.column_config.TextColumn("History", help="Set when the subgroup rests on little data: months of "
+                                                    "data among the months the subgroup rules look back"),
     },  # fmt: skip
 )
 if event.selection.rows:

@@ -283,7 +283,7 @@ def cmd_assign(args) -> int:
     summary = derive_all(engine, rules=rules)["subgroups"]
     total = summary["rows"] or 1
     print(f"assigned {summary['rows']:,} patient-months over {summary['months']} months in {summary['seconds']} s "
-          f"({summary['overridden']:,} overridden)")
+          f"({summary['overridden']:,} overridden, {summary.get('thin_history', 0):,} with thin history)")
     for subgroup, n in summary["mix"].items():
         print(f"  {rules.subgroup_names[subgroup]:28s} {n:>12,} {100 * n / total:6.1f} %")
     return 0

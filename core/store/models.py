@@ -13,7 +13,7 @@ Conventions
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -198,7 +198,9 @@ class SubgroupAssignment(SQLModel, table=True):
 
     Grain: patient_id, month. ``overridden`` marks rows set by a SubgroupOverride. ``team_id`` is
     the patient's team of that month (a copy of ``attribution.team_id``), so a team's members of
-    one subgroup are one range of an index, whatever the size of the team.
+    one subgroup are one range of an index, whatever the size of the team. ``thin_history``: the
+    month has less history than the rules' ``[history]`` asks for; ``history_note`` says how much
+    (``Not enough history: 2 of 6 months of data``), the subgroup is still the rules' on what there is.
     """
 
     __tablename__ = "subgroup_assignment"
@@ -211,10 +213,15 @@ class SubgroupAssignment(SQLModel, table=True):
     reason: str = Field(default="", max_length=500)
     risk_score: float | None = None
     overridden: bool = False
+    thin_history: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    history_note: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
 
     __table_args__ = (
         Index("ix_subgroup_assignment_month_subgroup_rule", "month", "subgroup", "rule_id"),  # the mix: index only
         Index("ix_subgroup_assignment_month_team_subgroup", "month", "team_id", "subgroup"),
+        # the thin-history rows only (a partial index): the Data quality count and examples
+        Index("ix_subgroup_assignment_thin", "month", "patient_id", sqlite_where=text("thin_history = 1"),
+              postgresql_where=text("thin_history")),  # fmt: skip
     )
 
 
@@ -329,6 +336,39 @@ class ImportRun(SQLModel, table=True):
     origin: str = Field(default="real", max_length=16)
     status: str = Field(default="running", max_length=16)
     report: str = ""
+
+
+class ImportPatient(SQLModel, table=True):
+    """The patients of an import whose derive has not run yet, as 64-bit hashes of their ids
+    (``core.store.queries.patient_hashes``, stored signed). Grain: import_id, patient_hash.
+
+    Written with the import (every table's ``patient_id``), read and deleted by the derive that
+    follows it, which records in :class:`ImportEffect` how many patients outside the import
+    changed subgroup.
+    """
+
+    __tablename__ = "import_patient"
+
+    import_id: int = Field(foreign_key="import_run.import_id", primary_key=True)
+    patient_hash: int = Field(primary_key=True, sa_type=BigInteger)
+
+
+class ImportEffect(SQLModel, table=True):
+    """How much the derive after an import moved patients that were not in it. Grain: import_id.
+
+    ``patients_compared``: patients outside the import (and the imports before it whose derive had
+    not run) with a subgroup before; ``patients_moved``: those of them whose subgroup changed in
+    a month (the network-wide cut-off of a top-fraction rule moves with the patients a dataset
+    adds); ``examples``: some of their ids.
+    """
+
+    __tablename__ = "import_effect"
+
+    import_id: int = Field(foreign_key="import_run.import_id", primary_key=True)
+    derived_at: datetime = Field(default_factory=utc_now)
+    patients_compared: int = 0
+    patients_moved: int = 0
+    examples: str = Field(default="", max_length=500)
 
 
 # --- additive cells (outcome scorecards, costs) -----------------------------------------
