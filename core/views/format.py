@@ -48,7 +48,8 @@ def shown_precision(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def csv_export(frame: pd.DataFrame) -> str:
+def csv_export(frame: pd.DataFrame, na_rep: str = SUPPRESSED) -> str:
     """A published table as CSV, rounded as shown (:func:`shown_precision`), with formula-like
-    text neutralised: suppressed (and undefined) figures read ``suppressed``, never 0."""
-    return export_csv(shown_precision(frame), na_rep=SUPPRESSED)
+    text neutralised: suppressed (and undefined) figures read ``na_rep`` (``suppressed``), never 0.
+    A table whose empty cells mean "no data" (a worklist, the audit log) passes ``na_rep=""``."""
+    return export_csv(shown_precision(frame), na_rep=na_rep)
