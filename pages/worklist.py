@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.access.exports import export_csv
+from core.views.format import csv_export
 from core.views.worklist import default_subgroup, filter_worklist, load_worklist_rules, member_counts, team_worklist
 from ui.auth import audit_view, audited_file, require
 from ui.data import query
@@ -76,5 +76,6 @@ if event.selection.rows:
     st.session_state["worklist_back"] = {"team": team["team_id"], "month": f"{month:%Y-%m}", "subgroup": subgroup or "all"}
     st.switch_page("pages/patient.py", query_params={"patient": shown.iloc[event.selection.rows[0]]["patient_id"]})
 st.caption("Select a row to open the patient.")
-st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: export_csv(shown)),
+CSV_DIGITS = {"risk_score": 2, "phq9_value": 0}  # as the table shows them; other figures to 0.1, USD to cents
+st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: csv_export(shown, "", CSV_DIGITS)),
                    file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv", mime="text/csv", on_click="ignore")  # fmt: skip

@@ -117,6 +117,9 @@ def test_every_xlsx_is_formatted_and_every_csv_rounded():
     assert sheet["D2"].value == "'=cmd"
     assert csv_export(frame).splitlines()[1] == "10.12,3.1,7,'=cmd"
     assert csv_export(pd.DataFrame({"a": [None]}), na_rep="").splitlines()[1] == '""'
+    assert (
+        csv_export(pd.DataFrame({"risk_score": [1.23456], "x": [1.26]}), digits={"risk_score": 2}).splitlines()[1] == "1.23,1.3"
+    )
 
 
 def test_pdf_text_is_not_markup():
