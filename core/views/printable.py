@@ -32,6 +32,7 @@ KINDS = {
     "usd2": ("$#,##0.00;-$#,##0.00", 2),
     "int": ("#,##0", 0),
     "num1": ("#,##0.0", 1),
+    "num2": ("#,##0.00", 2),
     "pct": ("0.0%", 3),  # a share held as a fraction: 0.123 reads 12.3 %
     "change_pct": ("+0.0%;-0.0%;0.0%", 3),
     "text": (None, None),
@@ -49,8 +50,10 @@ CHART_WIDTH, CHART_HEIGHT = 900, 440  # px at scale 1; PNGs are drawn at scale 2
 class PackTable:
     """One table of a pack. ``name``: sheet and CSV name; ``title``: heading on paper; ``frame``:
     the values (numbers, text, NaN = no data); ``kinds``: column -> kind (:data:`KINDS`, default
-    ``text``); a kind of ``row`` takes the kind from ``row_kinds`` (one per row: tables whose rows
-    have different units); ``mark``: a column whose non-empty cells are marked on paper."""
+    ``text``), or a tuple of kinds, one per row; a kind of ``row`` takes the kind from
+    ``row_kinds`` (tables whose rows have different units); ``mark``: a column whose non-empty
+    cells are marked on paper; ``paper``: the table as shown on paper (text, fewer columns:
+    intervals as "low – high"), when it differs from ``frame`` shown cell by cell."""
 
     name: str
     title: str
@@ -58,9 +61,13 @@ class PackTable:
     kinds: dict[str, str] = field(default_factory=dict)
     row_kinds: tuple[str, ...] = ()
     mark: str | None = None
+    paper: pd.DataFrame | None = None
+    paper_numeric: tuple[str, ...] = ()  # columns of ``paper`` that hold figures
 
     def kind(self, column: str, row: int) -> str:
         kind = self.kinds.get(column, "text")
+        if isinstance(kind, tuple):
+            return kind[row]
         return self.row_kinds[row] if kind == "row" else kind
 
     def rounded(self) -> pd.DataFrame:
@@ -74,6 +81,8 @@ class PackTable:
 
     def shown(self) -> pd.DataFrame:
         """Every cell as the text shown on paper."""
+        if self.paper is not None:
+            return self.paper.astype(str)
         out = self.frame.copy().astype(object)
         for c, col in enumerate(out.columns):
             out[col] = pd.Series(
@@ -113,6 +122,8 @@ def shown_text(value, kind: str) -> str:
         return usd(v, 2)
     if kind == "int":
         return format_figure(v, digits=0)
+    if kind == "num2":
+        return format_figure(v, digits=2)
     if kind == "pct":
         return f"{v * 100:.1f} %"
     if kind == "change_pct":
@@ -131,7 +142,7 @@ def tables_xlsx(tables: list[PackTable]) -> bytes:
     for t in tables:
         cols = {}
         for col in t.frame.columns:
-            kinds = {t.kind(col, r) for r in range(len(t.frame))} or {t.kinds.get(col, "text")}
+            kinds = {t.kind(col, r) for r in range(len(t.frame))} or {"text"}
             if len(kinds) == 1 and KINDS.get(next(iter(kinds)), (None,))[0]:
                 cols[col] = KINDS[next(iter(kinds))][0]
             elif len(kinds) > 1:  # per-row kinds: one format per row
@@ -145,10 +156,17 @@ def table_csv(table: PackTable) -> str:
     return csv_export(table.rounded(), na_rep="")
 
 
+def _numeric(table: PackTable, column: str) -> bool:
+    """Whether a column on paper holds figures (right-aligned, never wrapped)."""
+    if column not in table.kinds:
+        return column in table.paper_numeric
+    return table.kinds[column] != "text"
+
+
 def html_table(table: PackTable) -> str:
     frame = table.shown()
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    numeric = {c for c in frame.columns if table.kinds.get(c, "text") != "text"}
+    numeric = {c for c in frame.columns if _numeric(table, c)}
     body = []
     for row in frame.itertuples(index=False):
         cells = []
@@ -173,7 +191,7 @@ img.chart{width:100%;max-width:900px;height:auto}@media print{.chart{page-break-
 
 
 def pack_html(title: str, subtitle: str, tiles: list[tuple[str, str, str]], tables: list[PackTable],
-              images: dict[str, bytes], note: str = "") -> str:  # fmt: skip
+              images: dict[str, bytes], note: str = "", lines: tuple[str, ...] = ()) -> str:  # fmt: skip
     """A self-contained HTML page: inline CSS, headline tiles (label, value, change), the tables and
     the charts as SVG images (``images``: title -> SVG bytes), no scripts."""
     tile_html = "".join(f'<div class="kpi"><div class="l">{html.escape(label)}</div><div class="v">{html.escape(value)}</div>'
@@ -185,16 +203,23 @@ def pack_html(title: str, subtitle: str, tiles: list[tuple[str, str, str]], tabl
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{PACK_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             f'<p class="sub">{html.escape(subtitle)}{" · " + html.escape(note) if note else ""}</p>'
-            f'<div class="kpis" id="headline">{tile_html}</div>{body}{charts}</body></html>')  # fmt: skip
+            f'<div class="kpis" id="headline">{tile_html}</div>{_lines_html(lines)}{body}{charts}</body></html>')  # fmt: skip
+
+
+def _lines_html(lines: tuple[str, ...]) -> str:
+    return f'<ul id="summary">{"".join(f"<li>{html.escape(line)}</li>" for line in lines)}</ul>' if lines else ""
 
 
 def pack_pdf(title: str, subtitle: str, tiles: list[tuple[str, str, str]], tables: list[PackTable],
-             images: dict[str, bytes], note: str = "", page_size: str = "letter") -> bytes:  # fmt: skip
+             images: dict[str, bytes], note: str = "", page_size: str = "letter", landscape: bool = False,
+             lines: tuple[str, ...] = ()) -> bytes:  # fmt: skip
     """The pack as a PDF (reportlab): title, headline tiles, the tables (header rows repeat on
     each page, long text wraps) and the charts (``images``: title -> PNG bytes), page numbers
-    in the footer. ``page_size``: ``letter`` or ``a4``."""
+    in the footer. ``page_size``: ``letter`` or ``a4``; ``landscape`` for wide tables; ``lines``:
+    sentences under the headline (the review's "what moved")."""
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4, LETTER
+    from reportlab.lib.pagesizes import landscape as turned
     from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
     from reportlab.lib.units import inch
     from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
@@ -202,6 +227,7 @@ def pack_pdf(title: str, subtitle: str, tiles: list[tuple[str, str, str]], table
     if page_size not in PAGE_SIZES:
         raise ValueError(f"page size must be one of {', '.join(PAGE_SIZES)}")
     size = LETTER if page_size == "letter" else A4
+    size = turned(size) if landscape else size
     margin = 0.6 * inch
     width = size[0] - 2 * margin
     styles = getSampleStyleSheet()
@@ -229,9 +255,11 @@ def pack_pdf(title: str, subtitle: str, tiles: list[tuple[str, str, str]], table
                                   ("INNERGRID", (0, 0), (-1, -1), 0.5, colors.HexColor("#DDDDDD")),
                                   ("VALIGN", (0, 0), (-1, -1), "TOP")]))  # fmt: skip
         story.append(grid)
+    for line in lines:
+        story.append(Paragraph("• " + html.escape(line), ParagraphStyle("line", parent=cell, fontSize=9, leading=12, spaceBefore=3)))
     for t in tables:
         frame = t.shown()
-        numeric = [t.kinds.get(c, "text") != "text" for c in frame.columns]
+        numeric = [_numeric(t, c) for c in frame.columns]
         data = [[p(c, head) for c in frame.columns]]
         for row in frame.itertuples(index=False):
             data.append([p("" if (c == t.mark and v == "–") else v, sig if c == t.mark else right if num else cell)
@@ -247,7 +275,8 @@ def pack_pdf(title: str, subtitle: str, tiles: list[tuple[str, str, str]], table
                                   ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]))  # fmt: skip
         story += [Paragraph(html.escape(t.title), h2), grid]
     for name, png in images.items():
-        img = Image(io.BytesIO(png), width=width, height=width * CHART_HEIGHT / CHART_WIDTH)
+        chart_width = min(width, (size[1] - 2 * margin - 40) * CHART_WIDTH / CHART_HEIGHT)  # one chart fits a page
+        img = Image(io.BytesIO(png), width=chart_width, height=chart_width * CHART_HEIGHT / CHART_WIDTH)
         story.append(KeepTogether([Paragraph(html.escape(name), h2), img]))
 
     def footer(canvas, doc):

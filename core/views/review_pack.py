@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from core.derive import costs
+from core.store.months import WINDOW_LABELS
 from core.views.format import SUPPRESSED
 from core.views.printable import PackTable, none_if_missing, pack_html, pack_pdf, render_figures, table_csv, tables_xlsx
 from core.views.review import (
-    TIER_LABELS,
     HeadlineMetric,
     ReviewData,
     headline_metrics,
@@ -57,23 +57,56 @@ def _headline(data: ReviewData) -> PackTable:
                      {"This month": "row", "Change vs last month": "row"}, tuple(kinds))  # fmt: skip
 
 
+def _number(text: str):
+    """A figure of the page's scorecard back as a number: ``1,234.5`` -> 1234.5, ``–`` -> None;
+    other text (``suppressed``) stays."""
+    if text in ("", "–"):
+        return None
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return text
+
+
+def _interval(text: str) -> tuple:
+    if " – " in text:
+        low, high = text.split(" – ", 1)
+        return _number(low), _number(high)
+    return _number(text), _number(text)
+
+
+PAPER_SCORECARD = ["Tier", "Measure", "Unit", "Value", "95% interval", "Numerator", "Denominator", "O/E", "Target", "Previous",
+                   "Last year", "Network", "Significant"]  # fmt: skip
+
+
 def _scorecard(data: ReviewData) -> PackTable:
-    """The scorecard (grain: measure) as numbers; suppressed figures read ``suppressed``."""
-    rows = []
-    marks = dict(zip(data.scorecard["measure_id"], data.scorecard["Significant"], strict=True))
-    for r in data.card.to_dict("records"):
-        sup = bool(r["suppressed"])
-        rows.append({"Tier": TIER_LABELS.get(int(r["tier"]), str(r["tier"])), "Measure": r["name"], "Unit": r["unit"],
-                     "Value": SUPPRESSED if sup else none_if_missing(r["value"]),
-                     "95% CI low": SUPPRESSED if sup else none_if_missing(r["ci_low"]),
-                     "95% CI high": SUPPRESSED if sup else none_if_missing(r["ci_high"]),
-                     "Target": none_if_missing(r["target"]), "Previous month": none_if_missing(r["previous_value"]),
-                     "Last year": none_if_missing(r["last_year_value"]), "Network": none_if_missing(r["network_value"]),
-                     "Significant": marks.get(r["measure_id"], "")})  # fmt: skip
-    cols = ["Tier", "Measure", "Unit", "Value", "95% CI low", "95% CI high", "Target", "Previous month", "Last year", "Network",
-            "Significant"]  # fmt: skip
-    return PackTable("scorecard", "Scorecard by tier", pd.DataFrame(rows, columns=cols),
-                     {c: "num1" for c in cols[3:10]}, mark="Significant")  # fmt: skip
+    """The scorecard (grain: measure) of the page (core.views.review.scorecard_table: the same
+    figures, suppression and published counts) with its figures as numbers and its intervals
+    as low and high columns; on paper as the page shows it."""
+    card = data.scorecard
+    rows, kinds = [], {"Numerator": [], "Denominator": []}
+    for r in card.to_dict("records"):
+        low, high = _interval(str(r.get("95% interval", "")))
+        oe_low, oe_high = _interval(str(r.get("O/E 95% interval", "–")))
+        row = {"Tier": r["Tier"], "Measure": r["Measure"], "Unit": r["Unit"], "Value": _number(str(r["Value"])),
+               "95% CI low": low, "95% CI high": high}  # fmt: skip
+        for col in ("Numerator", "Denominator"):
+            text = str(r.get(col, "–"))
+            row[col] = _number(text)
+            kinds[col].append("num1" if "." in text else "int")
+        row |= {"Expected": _number(str(r.get("Expected", "–"))), "O/E": _number(str(r.get("O/E", "–"))),
+                "O/E CI low": oe_low, "O/E CI high": oe_high, "Target": _number(str(r["Target"])),
+                "Previous": _number(str(r["Previous"])), "Last year": _number(str(r["Last year"])),
+                "Network": _number(str(r["Network"])), "Significant": r["Significant"]}  # fmt: skip
+        rows.append(row)
+    cols = ["Tier", "Measure", "Unit", "Value", "95% CI low", "95% CI high", "Numerator", "Denominator", "Expected", "O/E",
+            "O/E CI low", "O/E CI high", "Target", "Previous", "Last year", "Network", "Significant"]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=cols)
+    col_kinds = {c: "num1" for c in cols[3:16]} | {c: tuple(k) for c, k in kinds.items()}
+    col_kinds |= {"O/E": "num2", "O/E CI low": "num2", "O/E CI high": "num2"}
+    paper = card[[c for c in PAPER_SCORECARD if c in card.columns]]
+    numeric = tuple(c for c in paper.columns if c not in ("Tier", "Measure", "Unit", "Significant"))
+    return PackTable("scorecard", "Scorecard by tier", frame, col_kinds, mark="Significant", paper=paper, paper_numeric=numeric)
 
 
 def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> list[PackTable]:
@@ -133,8 +166,10 @@ def pack_figures(data: ReviewData) -> dict:
 
 def _titles(data: ReviewData, labels: dict[str, str], team_label: str) -> tuple[str, str]:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    window = getattr(data, "window", "month")
+    span = f"{data.month:%B %Y}" if window == "month" else f"{WINDOW_LABELS[window].lower()} to {data.month:%B %Y}"
     return (f"Monthly value review: {team_label}",
-            f"{labels.get(data.subgroup, data.subgroup)} · {data.month.strftime('%B %Y')} · generated {stamp}")  # fmt: skip
+            f"{labels.get(data.subgroup, data.subgroup)} · {span} · generated {stamp}")  # fmt: skip
 
 
 def _tiles(data: ReviewData) -> list[tuple[str, str, str]]:
@@ -151,7 +186,7 @@ def review_pack(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], tea
     tables = pack_tables(data, log, labels)
     title, subtitle = _titles(data, labels, team_label)
     images = render_figures(pack_figures(data), "svg") if charts else {}
-    return {"html": pack_html(title, subtitle, _tiles(data), tables, images, note), "xlsx": tables_xlsx(tables),
+    return {"html": pack_html(title, subtitle, _tiles(data), tables, images, note, data.summary), "xlsx": tables_xlsx(tables),
             "csv": {t.name: table_csv(t) for t in tables}}  # fmt: skip
 
 
@@ -161,14 +196,15 @@ def review_pack_html(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]
     tables = pack_tables(data, log, labels)
     title, subtitle = _titles(data, labels, team_label)
     images = render_figures(pack_figures(data), "svg") if charts else {}
-    return pack_html(title, subtitle, _tiles(data), tables, images, note).encode()
+    return pack_html(title, subtitle, _tiles(data), tables, images, note, data.summary).encode()
 
 
 def review_pack_pdf(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], team_label: str,
                     note: str = "counts of 1-10 are suppressed", page_size: str = "letter", charts: bool = True) -> bytes:  # fmt: skip
-    """The review pack as a PDF (``page_size`` ``letter`` or ``a4``): headline, tables and the
-    charts as PNG images (core.views.printable.pack_pdf). Aggregates only."""
+    """The review pack as a PDF (``page_size`` ``letter`` or ``a4``, landscape: the scorecard is
+    wide): headline, what moved, tables and the charts as PNG images
+    (core.views.printable.pack_pdf). Aggregates only."""
     tables = pack_tables(data, log, labels)
     title, subtitle = _titles(data, labels, team_label)
     images = render_figures(pack_figures(data), "png") if charts else {}
-    return pack_pdf(title, subtitle, _tiles(data), tables, images, note, page_size)
+    return pack_pdf(title, subtitle, _tiles(data), tables, images, note, page_size, landscape=True, lines=data.summary)

@@ -69,7 +69,7 @@ def test_review_pack_pdf_is_made_on_click_and_audited(server, page, sample_db_ur
         page.get_by_role("button", name="Review pack (PDF)").click()
     assert download.value.suggested_filename.endswith("-a4.pdf")
     reader = PdfReader(download.value.path())
-    assert round(float(reader.pages[0].mediabox.width)) == 595 and "Scorecard by tier" in reader.pages[0].extract_text()
+    assert round(float(reader.pages[0].mediabox.width)) == 842 and "Scorecard by tier" in reader.pages[0].extract_text()
     events = search_events(engine, action="export")
     assert len(events) == before + 1 and "review pack pdf a4" in events["detail"].iloc[0]
     engine.dispose()

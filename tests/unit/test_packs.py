@@ -48,7 +48,8 @@ def test_review_pack_pdf_reads_back_with_charts(review_data, log):
     for name in review_data.card["name"]:  # every measure, whole (wrapped lines joined)
         assert name.split()[0] in text
     assert sum(len(page.images) for page in reader.pages) == 3  # the three charts as images
-    assert round(float(reader.pages[0].mediabox.width)) == 612  # Letter: 8.5 in
+    assert round(float(reader.pages[0].mediabox.width)) == 792  # Letter landscape: 11 in (the scorecard is wide)
+    assert review_data.summary and review_data.summary[1][:20] in text.replace("\n", " ")  # what moved, in words
     assert "Page 1" in reader.pages[0].extract_text()
 
 
@@ -57,7 +58,7 @@ def test_a4_and_suppressed_figures_read_suppressed(sample_engine, log):
     small = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True, suppress=True)
     data = review_pack.review_pack_pdf(small, log, LABELS, "Riverside", page_size="a4", charts=False)
     reader, text = _pdf(data)
-    assert (round(float(reader.pages[0].mediabox.width)), round(float(reader.pages[0].mediabox.height))) == (595, 842)
+    assert (round(float(reader.pages[0].mediabox.width)), round(float(reader.pages[0].mediabox.height))) == (842, 595)
     assert small.card["suppressed"].any() and "suppressed" in text
     with pytest.raises(ValueError, match="page size"):
         review_pack.review_pack_pdf(small, log, LABELS, "Riverside", page_size="legal", charts=False)
@@ -170,3 +171,19 @@ def test_executive_pack_of_a_practice_differs_from_the_network(sample_engine):
     assert 0 < pick(practice) < pick(network)
     text = _pdf(executive_pack.executive_pack_pdf(practice, "Practice one", LABELS, page_size="a4", charts=False))[1]
     assert "Executive pack: Practice one" in text
+
+
+def test_pack_scorecard_keeps_the_pages_counts_and_their_suppression(sample_engine, log):
+    month = months_available(sample_engine)[-1]
+    exact = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True, False)
+    quarter = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True, True, "quarter")
+
+    def sheet(data):
+        return pd.read_excel(io.BytesIO(review_pack.review_pack(data, log, LABELS, "R", charts=False)["xlsx"]), "scorecard")
+
+    counts = sheet(exact)["Denominator"]
+    assert pd.to_numeric(counts, errors="coerce").notna().any()  # exact counts: numbers
+    assert not quarter.counts_shown
+    assert set(sheet(quarter)["Denominator"].dropna()) <= {"suppressed"}  # window counts not published
+    html = review_pack.review_pack(quarter, log, LABELS, "R", charts=False)["html"]
+    assert "quarter to November" in html
