@@ -256,7 +256,9 @@ def pack_pdf(title: str, subtitle: str, tiles: list[tuple[str, str, str]], table
                                   ("VALIGN", (0, 0), (-1, -1), "TOP")]))  # fmt: skip
         story.append(grid)
     for line in lines:
-        story.append(Paragraph("• " + html.escape(line), ParagraphStyle("line", parent=cell, fontSize=9, leading=12, spaceBefore=3)))
+        story.append(
+            Paragraph("• " + html.escape(line), ParagraphStyle("line", parent=cell, fontSize=9, leading=12, spaceBefore=3))
+        )
     for t in tables:
         frame = t.shown()
         numeric = [_numeric(t, c) for c in frame.columns]

@@ -176,8 +176,14 @@ def _tiles(data: ReviewData) -> list[tuple[str, str, str]]:
     return [(m["label"], m["value"], m["delta"] or "") for m in headline_metrics(data)]
 
 
-def review_pack(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], team_label: str, charts: bool = True,
-                note: str = "counts of 1-10 are suppressed") -> dict:
+def review_pack(
+    data: ReviewData,
+    log: pd.DataFrame,
+    labels: dict[str, str],
+    team_label: str,
+    charts: bool = True,
+    note: str = "counts of 1-10 are suppressed",
+) -> dict:
     """The review pack of a selection: ``html`` (str, a self-contained one-pager with the charts
     as SVG images), ``xlsx`` (bytes) and ``csv`` (table name -> CSV text). Aggregates only.
     ``charts=False`` leaves the charts out (they need Chromium, about 1 s each). ``note``: the
