@@ -25,7 +25,7 @@ from core.store.months import add_months, months_between
 from core.views.cells_read import ALL, COST_LABELS, SUMS, add_figures, cell_sums_by, last_cell_month, window_sums
 from core.views.executive_settings import load_executive_settings
 from core.views.format import SUPPRESSED
-from core.views.printable import PackTable, pack_pdf, render_figures, shown_text, tables_xlsx
+from core.views.printable import PackTable, pack_pdf, render_figures, shown_text, tables_xlsx, with_charts_note
 
 MEMBERS = "member_months"
 BLANK = ["numerator", "denominator", "sum_sq", "patients", "value", "ci_low", "ci_high"]
@@ -200,6 +200,7 @@ def executive_pack_pdf(figs: dict, unit_label: str, labels: dict[str, str], note
     notes = "; ".join(n for n in (note, figs["claims_note"]) if n)
     images = render_figures({"Total cost per member per month, this year against the prior year": executive_chart(figs)},
                             "png") if charts and figs["periods"] else {}  # fmt: skip
+    notes = with_charts_note(notes, charts and bool(figs["periods"]), images)
     return pack_pdf(title, subtitle, _tiles(figs), executive_tables(figs, labels), images, notes, page_size)
 
 

@@ -408,6 +408,14 @@ def render_figures(figures: dict, fmt: str = "png") -> dict[str, bytes]:
             return {}
 
 
+NO_CHARTS = "charts could not be drawn (no browser for static images)"
+
+
+def with_charts_note(note: str, wanted: bool, images: dict) -> str:
+    """``note`` with :data:`NO_CHARTS` added when charts were wanted and none could be drawn."""
+    return "; ".join(n for n in (note, NO_CHARTS if wanted and not images else "") if n)
+
+
 def none_if_missing(value):
     """NaN and None as None (a table cell with no data)."""
     return None if _missing(value) else value

@@ -14,7 +14,16 @@ import pandas as pd
 from core.derive import costs
 from core.store.months import WINDOW_LABELS
 from core.views.format import SUPPRESSED
-from core.views.printable import PackTable, none_if_missing, pack_html, pack_pdf, render_figures, table_csv, tables_xlsx
+from core.views.printable import (
+    PackTable,
+    none_if_missing,
+    pack_html,
+    pack_pdf,
+    render_figures,
+    table_csv,
+    tables_xlsx,
+    with_charts_note,
+)
 from core.views.review import (
     HeadlineMetric,
     ReviewData,
@@ -192,6 +201,7 @@ def review_pack(
     tables = pack_tables(data, log, labels)
     title, subtitle = _titles(data, labels, team_label)
     images = render_figures(pack_figures(data), "svg") if charts else {}
+    note = with_charts_note(note, charts, images)
     return {"html": pack_html(title, subtitle, _tiles(data), tables, images, note, data.summary), "xlsx": tables_xlsx(tables),
             "csv": {t.name: table_csv(t) for t in tables}}  # fmt: skip
 
@@ -202,6 +212,7 @@ def review_pack_html(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]
     tables = pack_tables(data, log, labels)
     title, subtitle = _titles(data, labels, team_label)
     images = render_figures(pack_figures(data), "svg") if charts else {}
+    note = with_charts_note(note, charts, images)
     return pack_html(title, subtitle, _tiles(data), tables, images, note, data.summary).encode()
 
 
@@ -213,4 +224,5 @@ def review_pack_pdf(data: ReviewData, log: pd.DataFrame, labels: dict[str, str],
     tables = pack_tables(data, log, labels)
     title, subtitle = _titles(data, labels, team_label)
     images = render_figures(pack_figures(data), "png") if charts else {}
+    note = with_charts_note(note, charts, images)
     return pack_pdf(title, subtitle, _tiles(data), tables, images, note, page_size, landscape=True, lines=data.summary)

@@ -187,3 +187,14 @@ def test_pack_scorecard_keeps_the_pages_counts_and_their_suppression(sample_engi
     assert set(sheet(quarter)["Denominator"].dropna()) <= {"suppressed"}  # window counts not published
     html = review_pack.review_pack(quarter, log, LABELS, "R", charts=False)["html"]
     assert "quarter to November" in html
+
+
+def test_a_pack_without_a_browser_goes_out_without_charts_and_says_so(review_data, log, monkeypatch):
+    import kaleido
+
+    def no_browser(**_):
+        raise RuntimeError("no Chromium")
+
+    monkeypatch.setattr(kaleido, "start_sync_server", no_browser)
+    reader, text = _pdf(review_pack.review_pack_pdf(review_data, log, LABELS, "Riverside"))
+    assert sum(len(p.images) for p in reader.pages) == 0 and "charts could not be drawn" in text
