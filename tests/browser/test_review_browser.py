@@ -70,6 +70,7 @@ def test_review_pack_pdf_is_made_on_click_and_audited(server, page, sample_db_ur
     assert download.value.suggested_filename.endswith("-a4.pdf")
     reader = PdfReader(download.value.path())
     assert round(float(reader.pages[0].mediabox.width)) == 842 and "Scorecard by tier" in reader.pages[0].extract_text()
+    assert sum(len(p.images) for p in reader.pages) == 3  # kaleido draws the charts inside the server too
     events = search_events(engine, action="export")
     assert len(events) == before + 1 and "review pack pdf a4" in events["detail"].iloc[0]
     engine.dispose()
