@@ -33,6 +33,7 @@ VISITS = [
     ("pages/trends.py", "executive", "team:TM01"),
     ("pages/compare.py", "executive", None),
     ("pages/payments.py", "executive", None),
+    ("pages/true_costs.py", "executive", None),
     ("pages/equity.py", "executive", None),
     ("pages/econsults.py", "executive", None),
     ("pages/review.py", "executive", None),

@@ -24,6 +24,7 @@ SHOWS = {
     "pages/trends.py": ("table", "metric_label"),
     "pages/compare.py": ("table", "team"),
     "pages/payments.py": ("metric", "Bundled per subgroup: margin"),
+    "pages/true_costs.py": ("metric", "Unused capacity, $ a year"),
     "pages/equity.py": ("table", "stratum_value"),
     "pages/econsults.py": ("metric", "E-consults"),
     "pages/data_status.py": ("metric", "Patients"),
