@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from core.access.exports import export_csv
 from core.views.care_gaps import filter_by_care, gap_summary, load_gap_rules, team_care_gaps
+from core.views.format import csv_export
 from core.views.outreach import load_outreach_rules, team_last_outreach
 from core.views.transitions import team_transitions
 from core.views.worklist import (
@@ -110,7 +110,8 @@ if event.selection.rows:
     st.session_state["worklist_back"] = {"team": team["team_id"], "month": f"{month:%Y-%m}", "subgroup": subgroup or "all"}
     st.switch_page("pages/patient.py", query_params={"patient": shown.iloc[event.selection.rows[0]]["patient_id"]})
 st.caption("Select a row to open the patient.")
-st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: export_csv(shown)),
+CSV_DIGITS = {"risk_score": 2, "phq9_value": 0}  # as the table shows them; other figures to 0.1, USD to cents
+st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: csv_export(shown.drop(columns=["gap_ids", "last_outreach_at", "reached_this_cycle"], errors="ignore"), "", CSV_DIGITS)),
                    file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv", mime="text/csv", on_click="ignore")  # fmt: skip
 
 st.subheader("Discharges and ED visits: follow-up")
