@@ -199,7 +199,7 @@ def derive_patients(engine: Engine, patients: list[str], rules=None) -> dict:
             return {"why": "the years of the attributed months changed"}
         # network-wide: month thresholds and period, with the touched patients' new scores
         fractions = top_fractions(rules)
-        new_counts, new_months = block_scores(conn, run, patients, bool(fractions))
+        new_counts, new_months, _ = block_scores(conn, run, patients, bool(fractions))
         new_months = {pd.Timestamp(m) for m in new_months}
         old_range = _stored_range(conn)
         month_range = old_range

@@ -7,7 +7,8 @@ CSV bundle) write one batch at a time into the same single transaction. Rows are
 PostgreSQL, big batches by ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON
 CONFLICT``), tables in foreign-key order, and an ``import_run`` row is written in the same
 transaction, with the mark that the derived tables are behind (``derive_pending``, cleared
-when the derive after the import finishes). Any database error rolls everything back and
+when the derive after the import finishes) and the import's patients (``import_patient``, as
+hashes of their ids: the derive counts how many patients outside the import changed subgroup). Any database error rolls everything back and
 becomes an :class:`~core.ingest.report.ImportIssue`, so the store is exactly as it was.
 """
 
@@ -31,7 +32,8 @@ from core.access.demo import end_demo
 from core.derive.incremental import TOUCH_ALL, mark_touched
 from core.ingest.report import ImportReport
 from core.store import models
-from core.store.queries import DERIVE_PENDING_KEY
+from core.store.db import copy_rows
+from core.store.queries import DERIVE_PENDING_KEY, patient_hashes
 
 NETWORK_TABLES = ("practice", "team", "staff")  # a change re-derives everything (cost rates, teams)
 MAX_TOUCHED_IDS = 100_000  # more touched patients than this: recorded as everything
@@ -232,6 +234,7 @@ class Load:
         self._snapshot: list | None = None
         self._encounters: set[str] = set()
         self._minute_encounters: set[str] = set()
+        self._patients: list[np.ndarray] = []  # sorted distinct hashes of the patient ids written
 
     @contextmanager
     def _database_errors(self, where: str):
@@ -287,6 +290,10 @@ class Load:
                 statement = _upsert(table, self._dialect, self._update)
                 _execute_batches(self.conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
         self._rows += len(frame)
+        if "patient_id" in frame.columns:
+            self._patients.append(np.unique(patient_hashes(frame["patient_id"].dropna())))
+            if sum(len(h) for h in self._patients) > 4_000_000:  # 8 bytes a patient, kept compact
+                self._patients = [np.unique(np.concatenate(self._patients))]
 
     def _end_table(self) -> None:
         table = self._table
@@ -337,12 +344,12 @@ class Load:
             # the patients it touched (everything when network-wide data changed).
             overrides_wiped = bool(wiped and wiped.get(models.SubgroupOverride.__tablename__))
             mark_touched(self.conn, self._touched_patients(overrides_wiped), str(import_id))
+            self._write_patients(import_id)
             settings = models.AppSetting.__table__
             self.conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
-
 
     def _touched_patients(self, wiped: bool) -> list[str]:
         """The patients this load touched, or ``[*]`` when the derive must redo everything:
@@ -357,6 +364,17 @@ class Load:
             part = others[start : start + 10_000]
             touched.update(self.conn.execute(select(e.patient_id).where(e.encounter_id.in_(part))).scalars().all())
         return sorted(touched)
+
+    def _write_patients(self, import_id: int) -> None:
+        """The ``import_patient`` rows of the import: each distinct patient id's hash, once."""
+        if not self._patients:
+            return
+        hashes = np.unique(np.concatenate(self._patients))
+        rows = zip([import_id] * len(hashes), hashes.view(np.int64).tolist(), strict=True)
+        if self._dialect == "postgresql":
+            copy_rows(self.conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
+        else:
+            self.conn.exec_driver_sql("INSERT INTO import_patient (import_id, patient_hash) VALUES (?, ?)", list(rows))
 
 
 def _rows_of(conn, table: Table) -> list[tuple]:
