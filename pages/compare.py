@@ -10,7 +10,7 @@ from core.views.charts import caterpillar_figure, value_map_figure
 from core.views.compare import team_comparison, value_positions
 from core.views.executive_settings import load_executive_settings
 from core.views.format import csv_export, format_figure
-from ui.auth import audit_export, require
+from ui.auth import audited_file, require
 from ui.data import query
 from ui.labels import subgroup_labels
 from ui.widgets import month_label, select_month, select_window
@@ -48,9 +48,10 @@ with compare_tab:
         shown = shown[["team", "numerator", "denominator", "patients", "value", "ci_low", "ci_high", "flag", "suppressed"]]
         st.dataframe(shown, hide_index=True, key="compare_table", placeholder="suppressed",
                      column_config={c: st.column_config.NumberColumn(format="%.1f") for c in ("value", "ci_low", "ci_high", "denominator")})
-        st.download_button("Download comparison (CSV)", csv_export(shown), file_name=f"compare_{measure_id}_{month:%Y-%m}.csv",
-                           mime="text/csv", key="dl_compare", on_click=audit_export,
-                           args=(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip
+        st.download_button("Download comparison (CSV)",
+                           audited_file(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}",
+                                        lambda frame=shown: csv_export(frame)),
+                           file_name=f"compare_{measure_id}_{month:%Y-%m}.csv", mime="text/csv", key="dl_compare", on_click="ignore")  # fmt: skip
 
 with map_tab:
     points = query(value_positions, month, window, teams)
@@ -64,5 +65,5 @@ with map_tab:
     st.dataframe(table, hide_index=True, key="value_table", placeholder="suppressed",
                  column_config={c: st.column_config.NumberColumn(format="%.1f") for c in
                                 ("cost_pmpm_usd", "outcome_index", "cost_ratio_to_peers", "previous_cost_pmpm_usd", "previous_outcome_index")})  # fmt: skip
-    st.download_button("Download value map (CSV)", csv_export(table), file_name=f"value_map_{month:%Y-%m}.csv", mime="text/csv",
-                       key="dl_value_map", on_click=audit_export, args=(scope, "value_map", f"{month:%Y-%m} {window}"))  # fmt: skip
+    st.download_button("Download value map (CSV)", audited_file(scope, "value_map", f"{month:%Y-%m} {window}", lambda frame=table: csv_export(frame)),
+                       file_name=f"value_map_{month:%Y-%m}.csv", mime="text/csv", key="dl_value_map", on_click="ignore")  # fmt: skip

@@ -14,7 +14,7 @@ from core.views.charts import MODEL_LABELS, payment_bars_figure
 from core.views.format import csv_export, usd
 from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
 from core.views.scope import scope_units, unit_filters
-from ui.auth import audit_export, require
+from ui.auth import audited_file, require
 from ui.data import query
 from ui.labels import subgroup_labels
 from ui.widgets import month_label, select_month
@@ -28,7 +28,10 @@ with st.sidebar:
 months = tuple(window_months(month, "12m"))
 teams = None if scope.network else scope.team_ids
 policy = suppression_policy(scope, teams)
-st.caption(policy.caption if policy.suppress else "Counts of 1-10 are suppressed on this page for every audience.")
+st.caption(policy.caption)
+if policy.suppress:
+    st.caption("12-month windows: the tables show PMPMs and shares, not member-months or dollar totals (two neighbouring "
+               "windows and the month leaving them would give a month's member-months back).")  # fmt: skip
 models_tab, aco_tab = st.tabs(["Payment models", "ACO projection"])
 
 with models_tab:
@@ -47,26 +50,33 @@ with models_tab:
     settings = payment_settings_with(base, bundled, fees, pcmh_fee_schedule_enhancement_pct=enhancement,
                                      pcmh_care_management_pmpm_usd=cm, pcmh_p4p_bonus_pmpm_usd_per_target_met=p4p)  # fmt: skip
     costing = query(costing_status)
-    result = payment_comparison(query(payment_inputs, months, teams), settings, int(targets), costing.costed)
+    result = payment_comparison(query(payment_inputs, months, teams), settings, int(targets), costing.costed, policy.suppress)
     st.caption(f"12 months to {month_label(month)} · cost basis: bundled {settings.bundled_cost_basis}, fee-for-service "
                f"{settings.ffs_cost_basis}, PCMH {settings.pcmh_cost_basis} · suppressed: subgroups with 1-10 member-months")  # fmt: skip
     if costing.note():
         st.warning(costing.note().capitalize() + ".", icon=":material/warning:")
     cols = st.columns(len(result["total"]))
+    totals_shown = "margin_usd" in result["total"]
     for col, row in zip(cols, result["total"].itertuples(), strict=True):
-        if costing.costed:
+        if costing.costed and totals_shown:
             col.metric(f"{MODEL_LABELS[row.model]}: margin", usd(row.margin_usd), f"{usd(row.margin_pmpm_usd, 2)} PMPM", border=True)
-        else:
+        elif costing.costed:
+            col.metric(f"{MODEL_LABELS[row.model]}: margin PMPM", usd(row.margin_pmpm_usd, 2), border=True)
+        elif totals_shown:
             col.metric(f"{MODEL_LABELS[row.model]}: margin", "not costed", f"revenue {usd(row.revenue_usd)}", delta_color="off", border=True)
-    st.plotly_chart(payment_bars_figure(result["by_subgroup"].dropna(subset=["revenue_usd"]), labels), key="payment_bars")
+        else:
+            col.metric(f"{MODEL_LABELS[row.model]}: margin", "not costed", f"revenue {usd(row.revenue_pmpm_usd, 2)} PMPM", delta_color="off",
+                       border=True)  # fmt: skip
+    st.plotly_chart(payment_bars_figure(result["by_subgroup"].dropna(subset=["revenue_pmpm_usd"]), labels), key="payment_bars")
     for name, frame in (("by_subgroup", result["by_subgroup"]), ("total", result["total"]), ("mix_sensitivity", result["mix_sensitivity"])):
         frame = show_not_costed(frame, ["cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd"], costing)
         shown = frame.assign(subgroup=frame["subgroup"].map(lambda s: labels.get(s, s))) if "subgroup" in frame else frame
         st.dataframe(shown, hide_index=True, key=f"pay_{name}", placeholder="suppressed",
                      column_config={c: st.column_config.NumberColumn(format="dollar") for c in shown.columns
                                     if c.endswith("_usd") and shown[c].dtype.kind == "f"})  # fmt: skip
-        st.download_button(f"Download {name.replace('_', ' ')} (CSV)", csv_export(shown), file_name=f"payments_{name}_{month:%Y-%m}.csv",
-                           mime="text/csv", key=f"dl_pay_{name}", on_click=audit_export, args=(scope, "payments", f"{name} csv"))  # fmt: skip
+        st.download_button(f"Download {name.replace('_', ' ')} (CSV)", audited_file(scope, "payments", f"{name} csv",
+                                                                                    lambda frame=shown: csv_export(frame)),
+                           file_name=f"payments_{name}_{month:%Y-%m}.csv", mime="text/csv", key=f"dl_pay_{name}", on_click="ignore")  # fmt: skip
 
 with aco_tab:
     units = scope_units(query(organisation), scope.team_ids, scope.network)
@@ -84,7 +94,7 @@ with aco_tab:
     quality = b.number_input("Quality score", 0.0, 100.0, 100.0, key="aco_quality")
     benchmark = c.number_input("Benchmark $ per member-year (0 = baseline year's claims)", 0.0, value=0.0, key="aco_benchmark")
     coding = d.slider("Coding-growth what-if: extra risk-score growth, %", -5.0, 10.0, 0.0, 0.5, key="aco_coding")
-    inputs, note = query(aco_inputs, months, *unit_filters(unit), benchmark or None, quality, teams)
+    inputs, note = query(aco_inputs, months, *unit_filters(unit), benchmark or None, quality, teams, suppress=policy.suppress)
     if inputs is None:
         st.info(f"No ACO projection for this population: {note}.")
     else:
@@ -98,5 +108,5 @@ with aco_tab:
                    f"Risk score {inputs.baseline_risk_score:.3f} → {inputs.performance_risk_score:.3f}; "
                    f"quality gate {'passed' if quality >= changes['quality_threshold'] else 'failed'}.")  # fmt: skip
         st.dataframe(table, hide_index=True, key="aco_table")
-        st.download_button("Download ACO projection (CSV)", csv_export(table), file_name=f"aco_{month:%Y-%m}.csv", mime="text/csv",
-                           key="dl_aco", on_click=audit_export, args=(scope, "aco", f"{unit} {preset} csv"))  # fmt: skip
+        st.download_button("Download ACO projection (CSV)", audited_file(scope, "aco", f"{unit} {preset} csv", lambda frame=table: csv_export(frame)),
+                           file_name=f"aco_{month:%Y-%m}.csv", mime="text/csv", key="dl_aco", on_click="ignore")  # fmt: skip

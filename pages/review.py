@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.access.exports import export_csv
 from core.access.suppression import suppression_policy
 from core.derive.measures import catalogue_frame
 from core.views import charts
@@ -12,8 +13,8 @@ from core.views.review import (
     review_data,
 )
 from core.views.review_log import add_entry, close_entry, review_log
-from core.views.review_pack import review_pack
-from ui.auth import audit_export, audit_view, require
+from core.views.review_pack import PACK_TABLES, pack_tables, pack_xlsx, review_pack
+from ui.auth import audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
 from ui.widgets import from_url, month_label, select_month, select_team
@@ -123,14 +124,15 @@ with pack_tab:
     if pack_policy.suppress != policy.suppress:
         data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress)
     stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'-shared' if shared else ''}"
-    pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: built on click
+    # every file of the pack is built when it is clicked, by the callable that writes its audit event
     st.download_button("Review pack (HTML one-pager)",
-                       lambda: review_pack(data, log, labels, team_label, note=pack_policy.caption)["html"],
-                       f"{stem}.html", "text/html", key="pack_html", on_click=audit_export,
-                       args=(scope, stem, "review pack html"))  # fmt: skip
-    st.download_button("Tables (XLSX)", pack["xlsx"], f"{stem}.xlsx", key="pack_xlsx", on_click=audit_export,
-                       args=(scope, stem, "review pack xlsx"),
+                       audited_file(scope, stem, "review pack html", lambda d=data, lg=log, note=pack_policy.caption:
+                                    review_pack(d, lg, labels, team_label, note=note)["html"]),
+                       f"{stem}.html", "text/html", key="pack_html", on_click="ignore")  # fmt: skip
+    st.download_button("Tables (XLSX)", audited_file(scope, stem, "review pack xlsx", lambda d=data, lg=log: pack_xlsx(pack_tables(d, lg, labels))),
+                       f"{stem}.xlsx", key="pack_xlsx", on_click="ignore",
                        mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
-    for name, csv_text in pack["csv"].items():
-        st.download_button(f"{name}.csv", csv_text, f"{stem}-{name}.csv", "text/csv", key=f"csv_{name}",
-                           on_click=audit_export, args=(scope, f"{stem}-{name}", "review pack csv"))  # fmt: skip
+    for name in PACK_TABLES:
+        st.download_button(f"{name}.csv", audited_file(scope, f"{stem}-{name}", "review pack csv",
+                                                       lambda d=data, lg=log, n=name: export_csv(pack_tables(d, lg, labels)[n])),
+                           f"{stem}-{name}.csv", "text/csv", key=f"csv_{name}", on_click="ignore")  # fmt: skip

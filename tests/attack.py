@@ -16,7 +16,9 @@ What is searched:
 - :func:`moves_leaks`: the members headline and its change against the rows of patients entering
   and leaving (members now - members before = entered - left).
 - :func:`window_leaks`: neighbouring windows: a window ending in P minus the window ending in
-  P - 1 plus the month leaving the window gives the month P, checked against the true count.
+  P - 1 plus the month leaving the window gives the month P, checked against the true count
+  (team comparison, e-consults by team and specialty, payment models by subgroup; for the last
+  two the attacker is assumed to know every month leaving a window).
 
 A finding is a string naming where the count came from; a page with no leak returns [].
 """
@@ -87,12 +89,49 @@ def _frames_of_xlsx(data: bytes) -> dict[str, pd.DataFrame]:
     return pd.read_excel(io.BytesIO(data), sheet_name=None, dtype=str, keep_default_na=False)
 
 
+def record_media(monkeypatch) -> list:
+    """Keep the in-memory file stores and file managers AppTest creates (one per run), so a test
+    reads what a download button serves: a published file, or one made on click."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.testing.v1 import app_test
+
+    kept: list = []
+
+    class RecordingStore(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kept.append(self)
+
+    class RecordingManager(MediaFileManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kept.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", RecordingStore)
+    monkeypatch.setattr(app_test, "MediaFileManager", RecordingManager)
+    return kept
+
+
 def download_bytes(stores, button) -> bytes | None:
-    file_id = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
-    for store in reversed(stores):
-        if file_id in store._files_by_id:
+    """The bytes a download button serves. A button whose data is made on click (a callable,
+    ``deferred_file_id``) is clicked: its callable runs (and writes its audit event) as in the
+    browser; ``stores`` must come from :func:`record_media` for that."""
+    from streamlit.runtime.media_file_storage import MediaFileStorageError
+
+    url = button.proto.url
+    if not url and button.proto.deferred_file_id:
+        for manager in reversed([m for m in stores if hasattr(m, "execute_deferred")]):
+            try:
+                url = manager.execute_deferred(button.proto.deferred_file_id)
+                break
+            except MediaFileStorageError:
+                continue
+    file_id = url.rsplit("/", 1)[-1].split(".")[0]
+    for store in reversed([s for s in stores if hasattr(s, "_files_by_id")]):
+        if file_id and file_id in store._files_by_id:
             return store._files_by_id[file_id].content
-    return None  # made on click (a callable): the harness reads those from the core
+    return None
 
 
 def _array(value):
@@ -285,22 +324,30 @@ def moves_leaks(pub: Published, members_label: str = "Members", moves_table: str
     return leaks
 
 
-def window_leaks(windows: dict, months: dict, truth: dict) -> list[str]:
-    """Neighbouring windows: W(P) - W(P-1) + m(P-12) = m(P).
+def window_leaks(windows: dict, leaving: dict, truth: dict, length: int = 12) -> list[str]:
+    """Neighbouring windows: W(P) - W(P-1) + m(P-L) = m(P), for windows of ``length`` (L) months.
 
-    ``windows``: {(unit, window end index): published count of the 12-month window}; ``months``:
-    {(unit, month index): published monthly count or "hidden"}; ``truth``: {(unit, month index):
-    the true monthly count}. A leak is a month hidden on the page whose count (1-10) follows exactly.
+    ``windows``: {(unit, window end index): published count of the window}; ``leaving``: {(unit,
+    month index): the monthly count as the attacker knows it (published on a month view, or the
+    true count for a worst case) or "hidden"}; ``truth``: {(unit, month index): the true monthly
+    count}. A leak is a month whose true count is 1-10 (so hidden on any month view) and follows
+    exactly.
     """
     leaks = []
     for (unit, p), w in windows.items():
-        before, leaving = windows.get((unit, p - 1)), months.get((unit, p - 12))
-        if not isinstance(w, float) or not isinstance(before, float) or not isinstance(leaving, float):
+        before, out = windows.get((unit, p - 1)), leaving.get((unit, p - length))
+        if not isinstance(w, float) or not isinstance(before, float) or not isinstance(out, float):
             continue
-        if months.get((unit, p)) != "hidden":
-            continue
-        recovered = w - before + leaving
-        if is_small(recovered) and abs(recovered - truth.get((unit, p), np.nan)) < 1e-6:
-            leaks.append(f"{unit} month {p}: 12 months to P ({w:g}) - 12 months to P-1 ({before:g}) + month P-12 "
-                         f"({leaving:g}) = {recovered:g}")
+        true = truth.get((unit, p), 0.0)
+        recovered = w - before + out
+        if is_small(true) and abs(recovered - true) < 1e-6:
+            leaks.append(f"{unit} month {p}: {length} months to P ({w:g}) - {length} months to P-1 ({before:g}) + month "
+                         f"P-{length} ({out:g}) = {recovered:g}")
     return leaks
+
+
+def worst_case_leaving(truth: dict, first: int, last: int) -> dict:
+    """The attacker knows every month's true count (a worst case), and that months before the first
+    month of data (``first``) hold none."""
+    units = {u for u, _ in truth}
+    return {(u, i): float(truth.get((u, i), 0.0)) for u in units for i in range(first - 12, last + 1)}

@@ -37,9 +37,13 @@ def _html_table(frame: pd.DataFrame, table_id: str, mark_column: str | None = No
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+PACK_TABLES = ("headline", "scorecard", "subgroup_moves", "cost_categories", "value_map", "review_log")
+
+
 def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> dict[str, pd.DataFrame]:
     """The pack's tables (aggregates only): headline (grain: metric), scorecard (measure), moves
-    (direction, other subgroup), cost_categories (category), value_map (team), review_log (entry)."""
+    (direction, other subgroup), cost_categories (category), value_map (team), review_log (entry):
+    the names of :data:`PACK_TABLES`, in that order."""
     metrics = pd.DataFrame([{"Metric": m["label"], "Value": m["value"], "Change vs last month": m["delta"] or ""}
                             for m in headline_metrics(data)])  # fmt: skip
     pay = payment_summary(data)
