@@ -30,6 +30,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -192,11 +193,48 @@ def collect(at, stores, page: str) -> Published:
     return pub
 
 
+class _Tables(HTMLParser):
+    """The <table>s of an HTML page as rows of cell texts (the first row: the header)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+        self._depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._depth += 1
+            self.tables.append([])
+        elif tag == "tr" and self._depth:
+            self.tables[-1].append([])
+        elif tag in ("td", "th") and self._depth and self.tables[-1]:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table" and self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
 def _html_tables(data: bytes) -> list[pd.DataFrame]:
-    try:
-        return pd.read_html(io.StringIO(data.decode()), keep_default_na=False)
-    except ValueError:
-        return []
+    """Every table of an HTML download, header row as columns (the standard library's parser:
+    pandas.read_html would need lxml)."""
+    parser = _Tables()
+    parser.feed(data.decode("utf-8", errors="replace"))
+    frames = []
+    for rows in parser.tables:
+        if len(rows) < 2:
+            continue
+        width = len(rows[0])
+        frames.append(pd.DataFrame([r[:width] + [""] * (width - len(r)) for r in rows[1:]], columns=rows[0]))
+    return frames
 
 
 # --- facts ------------------------------------------------------------------------------------
