@@ -40,14 +40,27 @@ if table.empty:
     st.stop()
 unit = table["unit"].iloc[0]
 best = table.loc[table["best"]]
+rule = ("the largest group" if settings.equity_reference == "largest" else
+        f"the best-served group among those with at least {settings.reference_min_patients:,.0f} patients")  # fmt: skip
+network_text = format_figure(table["network_value"].iloc[0])
 st.markdown(f"**{measures[measure_id]}** by {strata.labels[stratum].lower()} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
-            + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
+            f"All patients of the network: **{network_text}** {unit}. "
+            + (f"Reference group ({rule}): **{best['group'].iloc[0]}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
             + "A gap is marked real only when the two 95% intervals do not overlap.")  # fmt: skip
-st.plotly_chart(equity_gap_figure(table, unit), key="equity_chart")
-shown = table.drop(columns=["unit"])
+chart = table.assign(stratum_value=table["group"])
+st.plotly_chart(equity_gap_figure(chart, unit, table["network_value"].iloc[0]), key="equity_chart")
+shown = table.drop(columns=["unit", "stratum_value"])
+NUMBER = st.column_config.NumberColumn
 st.dataframe(shown, hide_index=True, key="equity_table", placeholder="suppressed",
-             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in
-                            ("numerator", "value", "ci_low", "ci_high", "network_value", "best_value", "gap_to_best")})  # fmt: skip
+             column_config={"group": st.column_config.TextColumn(strata.labels[stratum]),
+                            "numerator": NUMBER("Numerator", format="%.1f"), "denominator": NUMBER("Denominator", format="%.1f"),
+                            "patients": NUMBER("Patients", format="%d"), "value": NUMBER(f"Value ({unit})", format="%.1f"),
+                            "ci_low": NUMBER("95% CI low", format="%.1f"), "ci_high": NUMBER("95% CI high", format="%.1f"),
+                            "network_value": NUMBER(f"All patients ({unit})", format="%.1f"),
+                            "best_value": NUMBER(f"Reference group ({unit})", format="%.1f"),
+                            "gap_to_best": NUMBER(f"Gap to the reference ({unit})", format="%+.1f"),
+                            "gap_is_real": st.column_config.CheckboxColumn("Gap is real"),
+                            "best": st.column_config.CheckboxColumn("Reference group"), "suppressed": "Suppressed"})  # fmt: skip
 st.download_button("Download equity table (CSV)",
                    audited_file(scope, "equity", f"{measure_id} {stratum} {subgroup or 'all'} {month:%Y-%m} {window}",
                                 lambda frame=shown: csv_export(frame)),

@@ -197,6 +197,14 @@ def test_no_small_count_is_recoverable_on_the_page_or_its_exports(network, store
     assert attack.unmarked_blanks(at, page) == []
 
 
+@pytest.mark.parametrize("measure", ["ed_visits", "cost_total_usd"])
+def test_the_observed_expected_comparison_leaks_nothing(network, stores, measure):
+    at = visit("pages/compare.py", "executive", None, state={"compare_measure": measure, "compare_subgroup": None})
+    assert any("Observed / expected" in m.value for m in at.markdown)
+    assert page_leaks(at, stores, "compare") == []
+    assert attack.unmarked_blanks(at, "compare") == []
+
+
 def test_no_month_is_recoverable_from_neighbouring_windows(network, stores):
     assert comparison_window_leaks(network, stores) == []
 

@@ -17,7 +17,7 @@ from core.store.db import make_engine
 from core.store.models import AuditEvent
 from core.store.months import window_months
 from core.store.queries import months_available, organisation, read_frame
-from core.views.compare import team_comparison, value_positions
+from core.views.compare import standardised_comparison, team_comparison, value_map_data
 from core.views.econsults import econsults
 from core.views.equity import equity_table
 from core.views.format import format_figure, usd
@@ -117,21 +117,43 @@ def test_trends_of_one_team(app, engine):
 
 def test_team_comparison_shows_every_team_against_the_network(app, engine, period):
     open_page(app, "pages/compare.py")
-    core = team_comparison(engine, "ed_visits", period, "12m")
+    subgroup = app.selectbox(key="compare_subgroup").value
+    assert subgroup is not None  # within one subgroup by default
+    core = team_comparison(engine, "ed_visits", period, "12m", subgroup)
     table = app.dataframe[0].value
-    assert len(table) == len(core["teams"]) == 7
+    assert len(table) == len(core["teams"]) > 0
     np.testing.assert_allclose(numbers(table, ["value", "ci_low", "ci_high"]), numbers(core["teams"], ["value", "ci_low", "ci_high"]),
                                equal_nan=True)  # fmt: skip
     assert list(table["flag"]) == list(core["teams"]["flag"])
     assert f"Network: {core['network']['value']:,.1f}" in app.markdown[0].value
+    assert len(app.get("plotly_chart")) >= 2  # caterpillar and funnel side by side
+
+
+def test_team_comparison_across_subgroups_is_observed_over_expected(app, engine, period):
+    open_page(app, "pages/compare.py")
+    app.selectbox(key="compare_measure").select("cost_total_usd").run()
+    within = app.selectbox(key="compare_subgroup")
+    within.select_index(len(within.options) - 1).run()  # the last choice: all subgroups, observed / expected
+    core = standardised_comparison(engine, "cost_total_usd", period, "12m")
+    table = app.dataframe[0].value
+    assert "oe" in table.columns, app.markdown[0].value
+    assert len(table) == 7
+    np.testing.assert_allclose(numbers(table, ["oe", "oe_low", "oe_high"]), numbers(core["teams"], ["oe", "oe_low", "oe_high"]),
+                               equal_nan=True)  # fmt: skip
+    assert "Observed / expected" in app.markdown[0].value
 
 
 def test_value_map_shows_the_core_positions(app, engine, period):
     open_page(app, "pages/compare.py")
-    core = value_positions(engine, period, "12m")
+    data = value_map_data(engine, period, "12m")
     table = app.dataframe[1].value
-    cols = ["cost_pmpm_usd", "outcome_index", "previous_cost_pmpm_usd", "previous_outcome_index"]
-    np.testing.assert_allclose(numbers(table, cols), numbers(core, cols), equal_nan=True)
+    cols = ["cost_pmpm_usd", "outcome_index", "index_low", "index_high", "previous_cost_pmpm_usd", "previous_outcome_index"]
+    np.testing.assert_allclose(numbers(table, cols), numbers(data["points"], cols), equal_nan=True)
+    parts = app.dataframe[2].value
+    assert len(parts) == len(data["parts"]) > 0
+    # one measure set per subgroup: every published team of a subgroup is indexed on the same number of measures
+    shown = data["points"].loc[~data["points"]["suppressed"]]
+    assert (shown.groupby("subgroup")["measures_in_index"].nunique() == 1).all()
 
 
 def test_payment_models_with_a_what_if_setting(app, engine, period):
@@ -173,16 +195,21 @@ def test_aco_projection_refuses_a_short_baseline_and_settles_with_a_benchmark(ap
     assert coded.risk_cap_binds
 
 
-def test_equity_shows_the_gap_to_the_best_served_group(app, engine, period):
+def test_equity_shows_the_gap_to_the_reference_group(app, engine, period):
     open_page(app, "pages/equity.py")  # default measure: promis_physical_mean (executive.toml)
     core = equity_table(engine, "promis_physical_mean", "race_ethnicity", period, "12m")
     table = app.dataframe[0].value
     np.testing.assert_allclose(numbers(table, ["value", "gap_to_best"]), numbers(core, ["value", "gap_to_best"]), equal_nan=True)
-    best = core.loc[core["best"], "stratum_value"].iloc[0]
-    assert f"Best-served group: **{best}**" in app.markdown[0].value
+    reference = core.loc[core["best"], "group"].iloc[0]
+    assert f"**{reference}**" in app.markdown[0].value
+    assert "hispanic_or_latino" not in set(table["group"])  # labels, not codes
+    # the network's value of all patients, the same on every row (not each row's own value)
+    assert table["network_value"].nunique() == 1
+    assert not np.allclose(numbers(table.dropna(subset=["value"]), ["value"]), numbers(table.dropna(subset=["value"]), ["network_value"]))
     app.selectbox(key="equity_stratum").select("dual_status").run()
     dual = equity_table(engine, "promis_physical_mean", "dual_status", period, "12m")
-    assert list(app.dataframe[0].value["stratum_value"]) == list(dual["stratum_value"])
+    assert list(app.dataframe[0].value["group"]) == list(dual["group"])
+    assert "dual" not in set(dual["group"]) and "not_dual" not in set(dual["group"])
 
 
 def test_econsults_show_the_core_counts(app, engine, period):
@@ -273,10 +300,13 @@ def test_downloads_are_built_and_audited_on_click(private_db, downloads):
 
 def test_views_handle_empty_selections(app, engine):
     open_page(app, "pages/compare.py")
-    app.selectbox(key="compare_measure").select("hba1c_control").run()
     app.selectbox(key="compare_subgroup").select("healthy").run()
-    assert not app.exception and "does not apply" in app.info[0].value
-    assert len(app.dataframe) == 1  # the value map tab still renders
+    app.selectbox(key="compare_measure").select("hba1c_control").run()  # diabetes control does not apply to the healthy
+    assert not app.exception
+    options = app.selectbox(key="compare_subgroup").options  # only subgroups the measure applies to (shown by label)
+    assert not any(o.lower().startswith("healthy") for o in options) and any(o.lower().startswith("chronic") for o in options)
+    assert app.selectbox(key="compare_subgroup").value != "healthy"
+    assert len(app.dataframe) >= 2  # the comparison and the value map tab render
     open_page(app, "pages/econsults.py")
     app.sidebar.selectbox(key="month").select(months_available(engine)[0].strftime("%Y-%m")).run()
     app.sidebar.selectbox(key="econsult_window").select("month").run()
@@ -292,3 +322,24 @@ def test_trends_mark_incomplete_claims(app):
     assert any("Claims incomplete" in w.value and "from paid dates" in w.value for w in app.warning)
     app.checkbox(key="trend_completed").check().run()
     assert not app.exception and not any("No paid dates" in c.value for c in app.caption)
+
+
+def test_trends_mix_share_is_of_all_members_and_partial_claims_are_not_drawn(engine):
+    found = False
+    for team in organisation(engine)["team_id"]:
+        shown, exact = trends(engine, None, None, team)["mix"], trends(engine, None, None, team, suppress=False)["mix"]
+        total = exact.groupby("month")["members"].sum()
+        published = shown.loc[~shown["suppressed"]]
+        np.testing.assert_allclose(published["share"], published["members"] / published["month"].map(total))
+        months = shown.groupby("month")["suppressed"].any()
+        if months.any():  # a month with a suppressed subgroup: the published shares add up to less than 100 %
+            found = True
+            assert (published.loc[published["month"].isin(months[months].index)].groupby("month")["share"].sum() < 1 - 1e-9).all()
+    assert found, "the sample has a team with a suppressed subgroup"
+    figures = trends(engine)["figures"]
+    claims = figures["metric"].isin(["cost_total_usd", "cost_external_usd"])
+    assert figures.loc[claims & ~figures["claims_complete"], "partial"].all()
+    assert not figures.loc[~claims, "partial"].any()
+    costs = figures.loc[(figures["kind"] == "cost_pmpm") & figures["value"].notna()]
+    assert costs[["ci_low", "ci_high"]].notna().all(axis=None)  # an interval on every cost line
+    assert (costs["ci_low"] <= costs["value"]).all() and (costs["value"] <= costs["ci_high"]).all()
