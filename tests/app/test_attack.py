@@ -35,6 +35,7 @@ VISITS = [
     ("pages/trends.py", "executive", "team:TM01"),
     ("pages/compare.py", "executive", None),
     ("pages/payments.py", "executive", None),
+    ("pages/true_costs.py", "executive", None),
     ("pages/equity.py", "executive", None),
     ("pages/econsults.py", "executive", None),
     ("pages/review.py", "executive", None),
@@ -180,12 +181,12 @@ def payment_window_leaks(url: str, stores) -> list[str]:
     """Payment models: member-months of each subgroup (every model) in the 12 months ending in every month."""
     labels = dict(load_rules(active_rules_path()).subgroup_names)
     published = published_windows("pages/payments.py", url, {"12m": 12},
-                                  lambda at: _counts(at, "subgroup", "member_months", lambda df: "model" in df))  # fmt: skip
+                                  lambda at: _counts(at, "Subgroup", "Member-months", lambda df: "Model" in df))  # fmt: skip
     engine = make_engine(url)
     months = months_available(engine)
     sums = cell_sums_by(engine, ["subgroup"], ["member_months"], months[0], months[-1])
     engine.dispose()
-    truth = {(("subgroup", labels.get(r.subgroup, r.subgroup)), index_of(r.month)): float(r.numerator) for r in sums.itertuples()}
+    truth = {(("Subgroup", labels.get(r.subgroup, r.subgroup)), index_of(r.month)): float(r.numerator) for r in sums.itertuples()}
     leaving = attack.worst_case_leaving(truth, index_of(months[0]), index_of(months[-1]))
     return attack.window_leaks(published[12], leaving, truth, 12)
 

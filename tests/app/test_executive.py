@@ -1,6 +1,7 @@
 """The executive views (AppTest on the small sample network): each shows the core's results, and
 no count of 1-10 appears anywhere on these pages or in their CSV downloads."""
 
+import dataclasses
 import io
 import re
 
@@ -193,6 +194,63 @@ def test_aco_projection_refuses_a_short_baseline_and_settles_with_a_benchmark(ap
     shown = {m.label: m.value for m in app.metric}
     assert shown["Gross savings"] == usd(coded.gross_savings_usd)
     assert coded.risk_cap_binds
+
+
+def test_true_costs_page_shows_the_core_figures(app, engine, period):
+    from core.views.true_costs import annualised, capacity_summary, capacity_use, leakage_report, rate_table
+
+    open_page(app, "pages/true_costs.py")
+    months = tuple(window_months(period, "12m"))
+    shown = {m.label: m.value for m in app.metric}
+    network = capacity_summary(capacity_use(engine, months), []).iloc[0]
+    assert shown["Unused capacity, $ a year"] == usd(annualised(network["unused_cost_usd"], 12))
+    assert network["unused_cost_usd"] > 0 and 0 < network["utilisation"] < 1
+    leak = leakage_report(engine, months)["total"].iloc[0]
+    assert shown["Out-of-network spend"] == usd(leak["out_of_network_usd"])
+    rates = app.dataframe[0].value
+    assert "Capacity cost rate, $ per hour" in rates.columns and "Space and equipment, $ a year" in rates.columns
+    np.testing.assert_allclose(rates["Capacity cost rate, $ per hour"], rate_table(engine)["rate_usd_per_hour"])
+    # every column is labelled for people: no snake_case ids
+    assert not [c for df in app.dataframe for c in df.value.columns if "_" in str(c)]
+    fully_loaded = [m for m in app.metric if m.label.endswith("fully loaded margin")]
+    assert len(fully_loaded) == 3 and all("activity-based" in m.delta for m in fully_loaded)
+
+
+def test_fully_loaded_margin_on_the_payment_models(app, engine, period):
+    from core.views.true_costs import capacity_use, idle_capacity_by_team
+
+    open_page(app, "pages/payments.py")
+    app.toggle(key="pay_fully_loaded").set_value(True).run()
+    assert not app.exception
+    months = tuple(window_months(period, "12m"))
+    idle = idle_capacity_by_team(capacity_use(engine, months))
+    core = payment_comparison(payment_inputs(engine, months), load_payment_settings(), 0, True, idle)["total"].set_index("model")
+    shown = {m.label: m.value for m in app.metric}
+    ffs = core.loc["fee_for_service"]
+    assert shown["Fee-for-service: fully loaded margin"] == usd(ffs["fully_loaded_margin_usd"])
+    assert ffs["fully_loaded_margin_usd"] == pytest.approx(ffs["margin_usd"] - idle["idle_capacity_usd"].sum())
+
+
+def test_aco_year_projection_with_a_range(app, engine, period):
+    from core.views.payment_models import aco_year_projection, settle_year
+
+    open_page(app, "pages/payments.py")
+    # the small network's baseline year is too short: refused until a benchmark is entered
+    assert any("No projection of the performance year" in i.value for i in app.info)
+    app.number_input(key="aco_benchmark").set_value(12_000.0).run()
+    settings = load_payment_settings()
+    inputs, _ = aco_year_projection(engine, period, benchmark_pmpy_usd=12_000.0)
+    result = settle_year(inputs, settings.aco_presets[settings.aco_default_preset], settings.aco_projection)
+    shown = {m.label: m.value for m in app.metric}
+    assert shown["Projected settlement"] == usd(result.point.net_payment_usd)
+    assert shown["Of the settlement, from risk-score growth"] == usd(result.point.net_payment_from_risk_growth_usd)
+    assert result.spend.low_usd < result.spend.projected_usd < result.spend.high_usd
+    assert shown["Quality score (from the scorecard)"] == f"{inputs['quality_score']:.1f}"
+    app.number_input(key="aco_trend").set_value(0.0).run()
+    flat = settle_year(inputs, settings.aco_presets[settings.aco_default_preset],
+                       dataclasses.replace(settings.aco_projection, trend_pct_per_year=0.0))  # fmt: skip
+    assert {m.label: m.value for m in app.metric}["Projected settlement"] == usd(flat.point.net_payment_usd)
+    assert flat.benchmark_pmpy_usd < result.benchmark_pmpy_usd
 
 
 def test_equity_shows_the_gap_to_the_reference_group(app, engine, period):

@@ -24,7 +24,8 @@ SHOWS = {
     "pages/trends.py": ("table", "metric_label"),
     "pages/compare.py": ("table", "team"),
     "pages/payments.py": ("metric", "Bundled per subgroup: margin PMPM"),  # an executive: 12-month totals withheld
-    "pages/equity.py": ("table", "stratum_value"),
+    "pages/true_costs.py": ("metric", "Unused capacity, $ a year"),
+    "pages/equity.py": ("table", "group"),
     "pages/econsults.py": ("metric", "Mean specialist response, days"),  # 12 months: counts withheld
     "pages/data_status.py": ("metric", "Patients"),
     "pages/data_quality.py": ("table", "check"),
