@@ -116,8 +116,10 @@ with margin_tab:
     if not costing.costed or use.empty:
         st.info("Not costed: no staff roster in the data.")
     else:
+        # the network or scope totals as before (suppress=False keeps the 12-month dollar totals, which the
+        # payment models page withholds where suppression applies: see the README's known gaps)
         result = payment_comparison(query(payment_inputs, months, teams), load_payment_settings(), 0, True,
-                                    idle_capacity_by_team(use))["total"]  # fmt: skip
+                                    idle_capacity_by_team(use), suppress=False)["total"]  # fmt: skip
         st.caption("Activity-based cost counts the minutes used; fully loaded cost adds each team's unused capacity, "
                    "which the practice pays for all the same (spread over the team's subgroups by member-months).")  # fmt: skip
         cols = st.columns(len(result))

@@ -224,10 +224,15 @@ def test_fully_loaded_margin_on_the_payment_models(app, engine, period):
     assert not app.exception
     months = tuple(window_months(period, "12m"))
     idle = idle_capacity_by_team(capacity_use(engine, months))
-    core = payment_comparison(payment_inputs(engine, months), load_payment_settings(), 0, True, idle)["total"].set_index("model")
+    inputs = payment_inputs(engine, months)
+    core = payment_comparison(inputs, load_payment_settings(), 0, True, idle)["total"].set_index("model")
     shown = {m.label: m.value for m in app.metric}
     ffs = core.loc["fee_for_service"]
-    assert shown["Fee-for-service: fully loaded margin"] == usd(ffs["fully_loaded_margin_usd"])
+    # an executive: 12-month dollar totals are withheld (they give member-months back), PMPMs are shown
+    assert "fully_loaded_margin_usd" not in core
+    assert shown["Fee-for-service: fully loaded margin PMPM"] == usd(ffs["fully_loaded_margin_pmpm_usd"], 2)
+    exact = payment_comparison(inputs, load_payment_settings(), 0, True, idle, suppress=False)["total"].set_index("model")
+    ffs = exact.loc["fee_for_service"]
     assert ffs["fully_loaded_margin_usd"] == pytest.approx(ffs["margin_usd"] - idle["idle_capacity_usd"].sum())
 
 
