@@ -32,6 +32,9 @@ if month is not None:
     st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
                f"{overrides}).")  # fmt: skip
 st.dataframe(table, hide_index=True, placeholder="suppressed")
+st.caption(f"Thin history ([history]): a patient-month with fewer than {rules.history.min_months} of the "
+           f"{rules.history.lookback_months} months ending with it attributed and with something recorded is marked "
+           "'Not enough history'; its subgroup is still the first rule that matches.")  # fmt: skip
 
 st.subheader("Edit a draft")
 draft_text = st.text_area("Rules (TOML)", value=path.read_text(encoding="utf-8"), height=420)

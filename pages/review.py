@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from core.access.exports import export_csv
 from core.access.suppression import suppression_policy
 from core.derive.measures import catalogue_frame
 from core.store.months import WINDOW_LABELS
 from core.views import charts
 from core.views.format import usd
+from core.views.printable import PAGE_SIZES
 from core.views.review import (
     headline_metrics,
     payment_summary,
@@ -15,7 +15,7 @@ from core.views.review import (
     scorecard_note,
 )
 from core.views.review_log import add_entry, close_entry, review_log
-from core.views.review_pack import PACK_TABLES, pack_tables, pack_xlsx, review_pack
+from core.views.review_pack import PACK_TABLES, pack_file, review_pack_html, review_pack_pdf
 from ui.auth import audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
@@ -133,14 +133,20 @@ with pack_tab:
         data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress, window)
     stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'' if window == 'month' else '-' + window}{'-shared' if shared else ''}"
     # every file of the pack is built when it is clicked, by the callable that writes its audit event
-    st.download_button("Review pack (HTML one-pager)",
-                       audited_file(scope, stem, "review pack html", lambda d=data, lg=log, note=pack_policy.caption:
-                                    review_pack(d, lg, labels, team_label, note=note)["html"]),
-                       f"{stem}.html", "text/html", key="pack_html", on_click="ignore")  # fmt: skip
-    st.download_button("Tables (XLSX)", audited_file(scope, stem, "review pack xlsx", lambda d=data, lg=log: pack_xlsx(pack_tables(d, lg, labels))),
-                       f"{stem}.xlsx", key="pack_xlsx", on_click="ignore",
+    paper = st.segmented_control("Paper size", list(PAGE_SIZES), default="letter", key="pack_paper", format_func=PAGE_SIZES.get)
+    paper = paper or "letter"
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Review pack (PDF)", audited_file(scope, stem, f"review pack pdf {paper}", lambda: review_pack_pdf(
+        data, log, labels, team_label, note=pack_policy.caption, page_size=paper)), f"{stem}-{paper}.pdf", "application/pdf",
+        key="pack_pdf", on_click="ignore", icon=":material/picture_as_pdf:")  # fmt: skip
+    c2.download_button("Review pack (HTML one-pager)", audited_file(scope, stem, "review pack html", lambda: review_pack_html(
+        data, log, labels, team_label, note=pack_policy.caption)), f"{stem}.html", "text/html", key="pack_html",
+        on_click="ignore", icon=":material/html:")  # fmt: skip
+    c3.download_button("Tables (XLSX)", audited_file(scope, stem, "review pack xlsx", lambda d=data, lg=log: pack_file(d, lg, labels, "xlsx")),
+                       f"{stem}.xlsx", key="pack_xlsx", on_click="ignore", icon=":material/table:",
                        mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
+    st.caption("Every file is made when you click (PDF and HTML charts take a few seconds). Tables as CSV, rounded as shown:")
     for name in PACK_TABLES:
-        st.download_button(f"{name}.csv", audited_file(scope, f"{stem}-{name}", "review pack csv",
-                                                       lambda d=data, lg=log, n=name: export_csv(pack_tables(d, lg, labels)[n])),
+        st.download_button(f"{name.replace('_', ' ').capitalize()} (CSV)",
+                           audited_file(scope, f"{stem}-{name}", "review pack csv", lambda d=data, lg=log, n=name: pack_file(d, lg, labels, n)),
                            f"{stem}-{name}.csv", "text/csv", key=f"csv_{name}", on_click="ignore")  # fmt: skip

@@ -36,7 +36,7 @@ from core.store.models import AuditEvent, utc_now
 from core.store.queries import read_frame
 
 ACTIONS = ("view_patient", "view_worklist", "view_patients", "export", "audit_download", "refused_lookup", "override",
-           "user_change", "rule_save", "import")  # fmt: skip
+           "user_change", "rule_save", "import", "outreach")  # fmt: skip
 HASHED = ("audit_id", "at", "user_key", "role", "action", "target", "scope", "detail")
 GENESIS = "0" * 64
 # The operator's setting: a file outside the database to which every append adds the new head
