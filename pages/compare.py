@@ -9,7 +9,7 @@ from core.views.charts import caterpillar_figure, funnel_figure, value_map_figur
 from core.views.compare import comparison_measures, standardised_comparison, team_comparison, value_map_data
 from core.views.executive_settings import load_executive_settings
 from core.views.format import csv_export, format_figure
-from ui.auth import audit_export, require
+from ui.auth import audited_file, require
 from ui.data import query
 from ui.labels import subgroup_labels
 from ui.widgets import month_label, select_month, select_window
@@ -85,9 +85,10 @@ with compare_tab:
               "oe_high": NUMBER("O/E 95% CI high", format="%.2f"), "volume": NUMBER(x_title, format="%.1f"),
               "funnel_position": TEXT("Funnel"), "flag": TEXT("Against the network"), "suppressed": "Suppressed"}  # fmt: skip
     st.dataframe(shown, hide_index=True, key="compare_table", placeholder="suppressed", column_config=config)
-    st.download_button("Download comparison (CSV)", csv_export(shown), file_name=f"compare_{measure_id}_{month:%Y-%m}.csv",
-                       mime="text/csv", key="dl_compare", on_click=audit_export,
-                       args=(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip
+    st.download_button("Download comparison (CSV)",
+                       audited_file(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}",
+                                    lambda frame=shown: csv_export(frame)),
+                       file_name=f"compare_{measure_id}_{month:%Y-%m}.csv", mime="text/csv", key="dl_compare", on_click="ignore")  # fmt: skip
 
 with map_tab:
     points, parts, excluded = data["points"], data["parts"], data["excluded"]
@@ -113,8 +114,8 @@ with map_tab:
                                 "previous_cost_pmpm_usd": NUMBER("Cost PMPM a year earlier (USD)", format="$%.0f"),
                                 "previous_outcome_index": NUMBER("Value index a year earlier", format="%.1f"),
                                 "suppressed": "Suppressed"})  # fmt: skip
-    st.download_button("Download value map (CSV)", csv_export(table), file_name=f"value_map_{month:%Y-%m}.csv", mime="text/csv",
-                       key="dl_value_map", on_click=audit_export, args=(scope, "value_map", f"{month:%Y-%m} {window}"))  # fmt: skip
+    st.download_button("Download value map (CSV)", audited_file(scope, "value_map", f"{month:%Y-%m} {window}", lambda frame=table: csv_export(frame)),
+                       file_name=f"value_map_{month:%Y-%m}.csv", mime="text/csv", key="dl_value_map", on_click="ignore")  # fmt: skip
     st.subheader("Parts of the index")
     names = {m: c.name for m, c in measures.items()}
     parts_shown = parts.assign(team=parts["team_id"].map(team_labels), subgroup=parts["subgroup"].map(lambda s: labels.get(s, s)),

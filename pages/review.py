@@ -15,8 +15,8 @@ from core.views.review import (
     scorecard_note,
 )
 from core.views.review_log import add_entry, close_entry, review_log
-from core.views.review_pack import review_pack, review_pack_html, review_pack_pdf
-from ui.auth import audit_export, audit_view, audited_file, require
+from core.views.review_pack import PACK_TABLES, pack_file, review_pack_html, review_pack_pdf
+from ui.auth import audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
 from ui.widgets import from_url, month_label, select_month, select_team, select_window
@@ -132,7 +132,7 @@ with pack_tab:
     if pack_policy.suppress != policy.suppress:
         data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress, window)
     stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'' if window == 'month' else '-' + window}{'-shared' if shared else ''}"
-    pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: drawn on click
+    # every file of the pack is built when it is clicked, by the callable that writes its audit event
     paper = st.segmented_control("Paper size", list(PAGE_SIZES), default="letter", key="pack_paper", format_func=PAGE_SIZES.get)
     paper = paper or "letter"
     c1, c2, c3 = st.columns(3)
@@ -142,10 +142,11 @@ with pack_tab:
     c2.download_button("Review pack (HTML one-pager)", audited_file(scope, stem, "review pack html", lambda: review_pack_html(
         data, log, labels, team_label, note=pack_policy.caption)), f"{stem}.html", "text/html", key="pack_html",
         on_click="ignore", icon=":material/html:")  # fmt: skip
-    c3.download_button("Tables (XLSX)", pack["xlsx"], f"{stem}.xlsx", key="pack_xlsx", on_click=audit_export,
-                       args=(scope, stem, "review pack xlsx"), icon=":material/table:",
+    c3.download_button("Tables (XLSX)", audited_file(scope, stem, "review pack xlsx", lambda d=data, lg=log: pack_file(d, lg, labels, "xlsx")),
+                       f"{stem}.xlsx", key="pack_xlsx", on_click="ignore", icon=":material/table:",
                        mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
-    st.caption("PDF and HTML are made when you click (charts take a few seconds). Tables as CSV, rounded as shown:")
-    for name, csv_text in pack["csv"].items():
-        st.download_button(f"{name.replace('_', ' ').capitalize()} (CSV)", csv_text, f"{stem}-{name}.csv", "text/csv",
-                           key=f"csv_{name}", on_click=audit_export, args=(scope, f"{stem}-{name}", "review pack csv"))  # fmt: skip
+    st.caption("Every file is made when you click (PDF and HTML charts take a few seconds). Tables as CSV, rounded as shown:")
+    for name in PACK_TABLES:
+        st.download_button(f"{name.replace('_', ' ').capitalize()} (CSV)",
+                           audited_file(scope, f"{stem}-{name}", "review pack csv", lambda d=data, lg=log, n=name: pack_file(d, lg, labels, n)),
+                           f"{stem}-{name}.csv", "text/csv", key=f"csv_{name}", on_click="ignore")  # fmt: skip

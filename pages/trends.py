@@ -12,7 +12,7 @@ from core.views.format import csv_export
 from core.views.printable import PAGE_SIZES
 from core.views.scope import scope_units, unit_filters, unit_teams
 from core.views.trends import outcomes_with_data, trends
-from ui.auth import audit_export, audited_file, require
+from ui.auth import audited_file, require
 from ui.data import engine, query
 from ui.labels import subgroup_labels
 
@@ -84,16 +84,16 @@ st.dataframe(table, hide_index=True, key="trend_table", placeholder="suppressed"
                             "ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
                             "ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f"),
                             "patients": st.column_config.NumberColumn("Patients", format="%d")})  # fmt: skip
-st.download_button("Download figures (CSV)", csv_export(table), file_name="trends.csv", mime="text/csv", key="dl_trends",
-                   on_click=audit_export, args=(scope, "trends", f"{unit} figures csv"))  # fmt: skip
+st.download_button("Download figures (CSV)", audited_file(scope, "trends", f"{unit} figures csv", lambda frame=table: csv_export(frame)),
+                   file_name="trends.csv", mime="text/csv", key="dl_trends", on_click="ignore")  # fmt: skip
 mix_table = mix.assign(subgroup=mix["subgroup"].map(lambda s: labels.get(s, s)))
 st.dataframe(mix_table, hide_index=True, key="mix_table", placeholder="suppressed",
              column_config={"month": st.column_config.DateColumn("Month", format="MMM YYYY"),
                             "subgroup": st.column_config.TextColumn("Subgroup"),
                             "members": st.column_config.NumberColumn("Members", format="%d"), "suppressed": "Suppressed",
                             "share": st.column_config.NumberColumn("Share of all members", format="percent")})  # fmt: skip
-st.download_button("Download subgroup mix (CSV)", csv_export(mix_table), file_name="subgroup_mix.csv", mime="text/csv",
-                   key="dl_mix", on_click=audit_export, args=(scope, "trends", f"{unit} mix csv"))  # fmt: skip
+st.download_button("Download subgroup mix (CSV)", audited_file(scope, "trends", f"{unit} mix csv", lambda frame=mix_table: csv_export(frame)),
+                   file_name="subgroup_mix.csv", mime="text/csv", key="dl_mix", on_click="ignore")  # fmt: skip
 
 st.subheader("Executive pack")
 st.caption(f"{units[unit]}: quarter to date and year to date against the same months of the prior year, as PDF and XLSX "

@@ -207,20 +207,33 @@ def _args_audit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=_day_arg, default=None, help="YYYY-MM-DD (UTC)")
     p.add_argument("--out", type=Path, default=None, help="CSV file (default: standard output)")
     p.add_argument("--verify", action="store_true", help="check the hash chain instead (exit 1 and name the first bad row)")
+    p.add_argument("--expect", action="append", default=[], metavar="FILE|ID:HASH",
+                   help="with --verify: checkpoint file(s) or AUDIT_ID:HASH anchors; a row they name must still be there")
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                   help="verify the chain, then append its head (AUDIT_ID:HASH) to FILE, kept where the database user cannot write")
 
 
 def cmd_audit(args) -> int:
     from datetime import datetime
 
-    from core.access.audit import search_events, verify_chain
+    from core.access.audit import append_checkpoint, read_anchors, search_events, verify_chain
 
-    if args.verify:
-        check = verify_chain(_engine(args))
+    if args.verify or args.checkpoint:
+        try:
+            anchors = read_anchors(args.expect)
+        except (OSError, ValueError) as exc:
+            print(f"audit --expect: {exc}", file=sys.stderr)
+            return 2
+        check = verify_chain(_engine(args), anchors=anchors)
         if not check.ok:
             print(f"audit chain broken at audit_id {check.first_bad}: {check.reason} ({check.rows:,} rows before it are intact)",
                   file=sys.stderr)  # fmt: skip
             return 1
-        print(f"audit chain intact: {check.rows:,} rows, last hash {check.last_hash}")
+        against = f", {check.anchors:,} checkpoint anchors found" if check.anchors else ""
+        print(f"audit chain intact: {check.rows:,} rows{against}, head {check.last_id}:{check.last_hash}")
+        if args.checkpoint and check.last_id:
+            append_checkpoint(args.checkpoint, check.last_id, check.last_hash)
+            print(f"head appended to {args.checkpoint}")
         return 0
     since = datetime.combine(args.since, datetime.min.time(), tzinfo=UTC) if args.since else None
     events = search_events(_engine(args), user_key=args.user, action=args.action, target=args.target, since=since)

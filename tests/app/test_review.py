@@ -222,3 +222,28 @@ def test_a_team_leader_sees_the_counts_of_every_window(app, sample_engine):
     shown = _scorecard_frame(app).set_index("measure_id")
     assert shown.loc["admissions", "Numerator"] == format_figure(card.loc["admissions", "numerator"], digits=0)
     assert shown.loc["admissions", "O/E"] == format_figure(card.loc["admissions", "observed_expected"], digits=2)
+
+
+def test_review_pack_files_are_built_on_click_with_their_audit_event(private_db, monkeypatch):
+    """No file of the pack is built or published with the page; a click makes the file and its
+    audit event together, the event naming that file (before: built at render, audited on click)."""
+    import io
+
+    import pandas as pd
+
+    from core.access.audit import search_events
+    from tests import attack
+
+    media = attack.record_media(monkeypatch)
+    app = _open(AppTest.from_file(DASHBOARD, default_timeout=60), team="TM04")
+    buttons = {b.key: b for b in app.get("download_button")}
+    assert {"pack_html", "pack_xlsx", "csv_scorecard"} <= set(buttons)
+    assert all(not b.proto.url and b.proto.deferred_file_id for b in buttons.values())  # nothing published with the page
+    before = len(search_events(private_db, action="export"))
+    data = attack.download_bytes(media, buttons["pack_xlsx"])  # the click
+    events = search_events(private_db, action="export")
+    assert len(events) == before + 1
+    assert events["detail"].iloc[0] == "review pack xlsx" and events["target"].iloc[0].startswith("review-TM04-")
+    assert "scorecard" in pd.read_excel(io.BytesIO(data), sheet_name=None)
+    csv = attack.download_bytes(media, buttons["csv_scorecard"]).decode()
+    assert len(search_events(private_db, action="export")) == before + 2 and "Value" in csv.splitlines()[0]
