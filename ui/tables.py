@@ -1,0 +1,71 @@
+"""Every table of every page, shown one way: labels with units, number and date formats and code
+labels from the column catalogue (core/config/columns.toml, read by core/views/columns.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+import streamlit as st
+
+from core.views.columns import column_spec, load_columns, readable
+from ui.labels import subgroup_labels
+
+MISSING = "–"  # a cell with no data; a table of suppressed figures passes placeholder="suppressed"
+
+
+def _config(kind: str, label: str, help: str | None):
+    cc = st.column_config
+    number = {"money": ("dollar", 1), "money_cents": ("dollar", 0.01), "rate": ("localized", 0.1),
+              "percent": ("%.1f%%", None), "share": ("percent", 0.001), "count": ("localized", 1),
+              "score": ("%.2f", None)}  # fmt: skip
+    if kind in number:
+        fmt, step = number[kind]
+        return cc.NumberColumn(label, help=help, format=fmt, step=step)
+    if kind == "date":
+        return cc.DateColumn(label, help=help, format="D MMM YYYY")
+    if kind == "month":
+        return cc.DateColumn(label, help=help, format="MMM YYYY")
+    if kind == "datetime":
+        return cc.DatetimeColumn(label, help=help, format="D MMM YYYY, HH:mm")
+    if kind == "flag":
+        return cc.CheckboxColumn(label, help=help)
+    return cc.TextColumn(label, help=help, width="large" if kind == "long_text" else None)
+
+
+def table_config(frame: pd.DataFrame, overrides: Mapping | None = None) -> dict:
+    """Streamlit column configuration of every column of ``frame`` from the catalogue; ``overrides``
+    (column -> a column config, a label or None to hide) win. Text columns of dates and months
+    (already formatted upstream) keep their text."""
+    catalogue = load_columns()
+    config = {}
+    for col in frame.columns:
+        spec = column_spec(col, frame[col].dtype, catalogue)
+        kind = spec.kind
+        if kind in ("date", "month", "datetime") and not _is_dates(frame[col]):
+            kind = "text"
+        if kind == "flag" and not pd.api.types.is_bool_dtype(frame[col]):
+            kind = "text"
+        if kind in ("money", "money_cents", "rate", "percent", "share", "count", "score") and not pd.api.types.is_numeric_dtype(frame[col]):
+            kind = "text"
+        config[col] = _config(kind, spec.label, spec.help)
+    return config | dict(overrides or {})
+
+
+def _is_dates(series: pd.Series) -> bool:
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return True
+    sample = series.dropna()
+    return len(sample) > 0 and all(hasattr(v, "year") and hasattr(v, "month") for v in sample.iloc[:20])
+
+
+def show_table(frame: pd.DataFrame, *, column_config: Mapping | None = None, placeholder: str = MISSING,
+               vocabularies: Mapping[str, Mapping[str, str]] | None = None, **kwargs):  # fmt: skip
+    """``st.dataframe`` of ``frame`` as people read it: codes shown by their labels (subgroups from
+    the rules file), every column labelled and formatted from the catalogue, empty cells shown as
+    ``placeholder`` ("–"; "suppressed" on tables whose empty figures are suppressed ones).
+    ``column_config`` entries override the catalogue's; other arguments go to ``st.dataframe``."""
+    subgroups = {"new": "New to the team", "suppressed": "suppressed", **subgroup_labels()}
+    shown = readable(frame, {"subgroups": subgroups, **(vocabularies or {})})
+    kwargs.setdefault("hide_index", True)
+    return st.dataframe(shown, column_config=table_config(shown, column_config), placeholder=placeholder, **kwargs)
