@@ -13,6 +13,7 @@ from core.views.format import csv_export, format_figure
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_window
 
 scope = require("compare")
@@ -46,8 +47,7 @@ with compare_tab:
         st.plotly_chart(caterpillar_figure(result["teams"], net["value"], team_labels, measure.unit), key="caterpillar")
         shown = result["teams"].assign(team=result["teams"]["team_id"].map(team_labels))
         shown = shown[["team", "numerator", "denominator", "patients", "value", "ci_low", "ci_high", "flag", "suppressed"]]
-        st.dataframe(shown, hide_index=True, key="compare_table", placeholder="suppressed",
-                     column_config={c: st.column_config.NumberColumn(format="%.1f") for c in ("value", "ci_low", "ci_high", "denominator")})
+        show_table(shown, key="compare_table", placeholder="suppressed")
         st.download_button("Download comparison (CSV)", csv_export(shown), file_name=f"compare_{measure_id}_{month:%Y-%m}.csv",
                            mime="text/csv", key="dl_compare", on_click=audit_export,
                            args=(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip
@@ -61,8 +61,6 @@ with map_tab:
     table = points.assign(team=points["team_id"].map(team_labels), subgroup=points["subgroup"].map(lambda s: labels.get(s, s)))
     table = table[["team", "subgroup", "cost_pmpm_usd", "outcome_index", "measures_in_index", "member_months", "cost_ratio_to_peers",
                    "quadrant", "previous_cost_pmpm_usd", "previous_outcome_index", "suppressed"]]  # fmt: skip
-    st.dataframe(table, hide_index=True, key="value_table", placeholder="suppressed",
-                 column_config={c: st.column_config.NumberColumn(format="%.1f") for c in
-                                ("cost_pmpm_usd", "outcome_index", "cost_ratio_to_peers", "previous_cost_pmpm_usd", "previous_outcome_index")})  # fmt: skip
+    show_table(table, key="value_table", placeholder="suppressed")
     st.download_button("Download value map (CSV)", csv_export(table), file_name=f"value_map_{month:%Y-%m}.csv", mime="text/csv",
                        key="dl_value_map", on_click=audit_export, args=(scope, "value_map", f"{month:%Y-%m} {window}"))  # fmt: skip

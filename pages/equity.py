@@ -7,12 +7,14 @@ from core.derive.cells import load_strata
 from core.derive.measures import load_measures
 from core.store.months import WINDOW_LABELS
 from core.views.charts import equity_gap_figure
+from core.views.columns import label_of, vocabulary
 from core.views.equity import equity_table
 from core.views.executive_settings import load_executive_settings
 from core.views.format import csv_export, format_figure
 from ui.auth import audit_export, require
 from ui.data import query
-from ui.labels import subgroup_labels
+from ui.labels import plain, subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_window
 
 scope = require("equity")
@@ -41,13 +43,13 @@ if table.empty:
 unit = table["unit"].iloc[0]
 best = table.loc[table["best"]]
 st.markdown(f"**{measures[measure_id]}** by {strata.labels[stratum].lower()} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
-            + (f"Best-served group: **{best['stratum_value'].iloc[0]}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
+            + (f"Best-served group: **{plain(label_of(best['stratum_value'].iloc[0], 'strata'))}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
             + "A gap is marked real only when the two 95% intervals do not overlap.")  # fmt: skip
-st.plotly_chart(equity_gap_figure(table, unit), key="equity_chart")
+groups = vocabulary("strata")
+st.plotly_chart(equity_gap_figure(table, unit, group_title=strata.labels[stratum], group_labels=groups,
+                                  title=f"{measures[measure_id]} by {strata.labels[stratum].lower()}"), key="equity_chart")  # fmt: skip
 shown = table.drop(columns=["unit"])
-st.dataframe(shown, hide_index=True, key="equity_table", placeholder="suppressed",
-             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in
-                            ("numerator", "value", "ci_low", "ci_high", "network_value", "best_value", "gap_to_best")})  # fmt: skip
+show_table(shown, key="equity_table", placeholder="suppressed")
 st.download_button("Download equity table (CSV)", csv_export(shown), file_name=f"equity_{measure_id}_{stratum}_{month:%Y-%m}.csv",
                    mime="text/csv", key="dl_equity", on_click=audit_export,
                    args=(scope, "equity", f"{measure_id} {stratum} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip

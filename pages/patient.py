@@ -8,6 +8,7 @@ from core.views.patient import lift_patient_override, override_subgroup, patient
 from ui.auth import audit_view, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
+from ui.tables import show_table
 
 scope = require("patient")
 patient_id = st.query_params.get("patient")
@@ -41,9 +42,9 @@ with tabs[0]:
     if done := st.session_state.pop("override_done", None):
         st.success(done)
     periods = view.periods.assign(subgroup=view.periods["subgroup"].map(lambda s: labels.get(s, s)))
-    st.dataframe(periods, hide_index=True, key="periods")
+    show_table(periods, key="periods")
     st.subheader("Overrides")
-    st.dataframe(view.overrides.drop(columns=["patient_id"]), hide_index=True, key="overrides")
+    show_table(view.overrides.drop(columns=["patient_id"]), key="overrides")
     if scope.role == "team_leader" and current:
         with st.form("override", clear_on_submit=True):
             subgroup = st.selectbox("Pin to subgroup", list(labels), format_func=labels.get)
@@ -76,15 +77,17 @@ with tabs[2]:
     timeline = view.timeline
     if len(timeline):
         st.plotly_chart(encounter_timeline_figure(timeline), key="timeline")
-    st.dataframe(timeline[["start_date", "end_date", "activity", "source", "specialty", "primary_dx", "cost_usd"]].iloc[::-1],
-                 hide_index=True, column_config={"cost_usd": st.column_config.NumberColumn("Cost", format="dollar")})  # fmt: skip
+    show_table(timeline[["start_date", "end_date", "activity", "source", "specialty", "primary_dx", "cost_usd"]].iloc[::-1])
 with tabs[3]:
     costs = view.costs
     if len(costs):
         st.plotly_chart(patient_costs_figure(costs), key="costs")
-    st.dataframe(costs.drop(columns=["cost_category"]), hide_index=True, key="cost_table",
-                 column_config={"cost_usd": st.column_config.NumberColumn("Cost", format="dollar")})  # fmt: skip
-tabs[4].dataframe(view.conditions, hide_index=True)
-tabs[5].dataframe(view.econsults, hide_index=True)
-tabs[6].dataframe(view.care_team.drop(columns=["role"]), hide_index=True)
-tabs[7].dataframe(view.medications, hide_index=True)
+    show_table(costs.drop(columns=["cost_category"]), key="cost_table")
+with tabs[4]:
+    show_table(view.conditions)
+with tabs[5]:
+    show_table(view.econsults)
+with tabs[6]:
+    show_table(view.care_team.drop(columns=["role"]))
+with tabs[7]:
+    show_table(view.medications)

@@ -17,6 +17,7 @@ from core.views.scope import scope_units, unit_filters
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month
 
 scope = require("payments")
@@ -62,9 +63,7 @@ with models_tab:
     for name, frame in (("by_subgroup", result["by_subgroup"]), ("total", result["total"]), ("mix_sensitivity", result["mix_sensitivity"])):
         frame = show_not_costed(frame, ["cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd"], costing)
         shown = frame.assign(subgroup=frame["subgroup"].map(lambda s: labels.get(s, s))) if "subgroup" in frame else frame
-        st.dataframe(shown, hide_index=True, key=f"pay_{name}", placeholder="suppressed",
-                     column_config={c: st.column_config.NumberColumn(format="dollar") for c in shown.columns
-                                    if c.endswith("_usd") and shown[c].dtype.kind == "f"})  # fmt: skip
+        show_table(shown, key=f"pay_{name}", placeholder="suppressed")
         st.download_button(f"Download {name.replace('_', ' ')} (CSV)", csv_export(shown), file_name=f"payments_{name}_{month:%Y-%m}.csv",
                            mime="text/csv", key=f"dl_pay_{name}", on_click=audit_export, args=(scope, "payments", f"{name} csv"))  # fmt: skip
 
@@ -97,6 +96,6 @@ with aco_tab:
         st.caption(f"Performance year: 12 months to {month_label(month)}; baseline: the 12 months before. {note}. "
                    f"Risk score {inputs.baseline_risk_score:.3f} → {inputs.performance_risk_score:.3f}; "
                    f"quality gate {'passed' if quality >= changes['quality_threshold'] else 'failed'}.")  # fmt: skip
-        st.dataframe(table, hide_index=True, key="aco_table")
+        show_table(table, key="aco_table")
         st.download_button("Download ACO projection (CSV)", csv_export(table), file_name=f"aco_{month:%Y-%m}.csv", mime="text/csv",
                            key="dl_aco", on_click=audit_export, args=(scope, "aco", f"{unit} {preset} csv"))  # fmt: skip

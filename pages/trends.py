@@ -13,6 +13,7 @@ from core.views.trends import trends
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 
 ROLLING = {1: "Each month", 3: "Rolling 3 months", 12: "Rolling 12 months"}
 
@@ -47,7 +48,8 @@ shade_from = figures.loc[~figures["claims_complete"], "month"].min() if (~figure
 st.subheader("Cost per member per month")
 for tab, metric in zip(st.tabs(list(COST_LABELS.values())), COST_LABELS, strict=True):
     part = figures.loc[figures["metric"] == metric]
-    tab.plotly_chart(trend_lines_figure(part, labels, y_title="USD per member per month", incomplete_from=shade_from), key=f"cost_{metric}")
+    tab.plotly_chart(trend_lines_figure(part, labels, title=COST_LABELS[metric], y_title="USD per member per month", incomplete_from=shade_from),
+                     key=f"cost_{metric}")  # fmt: skip
 
 st.subheader("Key outcomes")
 outcomes = figures.loc[figures["kind"] != "cost_pmpm", ["metric", "metric_label"]].drop_duplicates()
@@ -63,15 +65,10 @@ st.plotly_chart(member_mix_figure(shown_mix, labels), key="mix")
 st.subheader("All figures")
 table = figures.assign(subgroup=figures["subgroup"].map(lambda s: labels.get(s, "All subgroups" if s == "all" else s)))
 table = table[["month", "subgroup", "metric_label", "value", "ci_low", "ci_high", "patients", "suppressed", "claims_complete"]]
-st.dataframe(table, hide_index=True, key="trend_table", placeholder="suppressed",
-             column_config={"value": st.column_config.NumberColumn("Value", format="%.1f"),
-                            "ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
-                            "ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f"),
-                            "patients": st.column_config.NumberColumn("Patients", format="%d")})  # fmt: skip
+show_table(table, key="trend_table", placeholder="suppressed")
 st.download_button("Download figures (CSV)", csv_export(table), file_name="trends.csv", mime="text/csv", key="dl_trends",
                    on_click=audit_export, args=(scope, "trends", f"{unit} figures csv"))  # fmt: skip
 mix_table = mix.assign(subgroup=mix["subgroup"].map(lambda s: labels.get(s, s)))
-st.dataframe(mix_table, hide_index=True, key="mix_table", placeholder="suppressed",
-             column_config={"share": st.column_config.NumberColumn("Share", format="percent")})  # fmt: skip
+show_table(mix_table, key="mix_table", placeholder="suppressed")
 st.download_button("Download subgroup mix (CSV)", csv_export(mix_table), file_name="subgroup_mix.csv", mime="text/csv",
                    key="dl_mix", on_click=audit_export, args=(scope, "trends", f"{unit} mix csv"))  # fmt: skip

@@ -7,6 +7,7 @@ from core.views.worklist import default_subgroup, filter_worklist, load_worklist
 from ui.auth import audit_view, audited_file, require
 from ui.data import query
 from ui.labels import plain, subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_team
 
 scope = require("worklist")
@@ -45,31 +46,15 @@ chosen = right.multiselect("Show patients with any of these flags", list(rules.l
 shown = filter_worklist(worklist, search, tuple(chosen))
 shown = shown.assign(subgroup=shown["subgroup"].map(lambda s: labels.get(s, s)))
 
-date_col = st.column_config.DateColumn
-event = st.dataframe(
+event = show_table(
     shown,
     key="worklist",
-    hide_index=True,
     on_select="rerun",
     selection_mode="single-row",
     column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "hba1c_value", "hba1c_date", "bp", "bp_date",
                   "phq9_value", "phq9_date", "promis_physical_value", "promis_physical_date", "last_visit",
                   "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "patient_id"],  # fmt: skip
-    column_config={
-        "name": st.column_config.TextColumn("Name", pinned=True),
-        "age": "Age", "sex": "Sex", "subgroup": "Subgroup",
-        "risk_score": st.column_config.NumberColumn("Risk score", format="%.2f", help="CMS-HCC risk score"),
-        "flags": st.column_config.TextColumn("Flags", width="large"),
-        "hba1c_value": st.column_config.NumberColumn("HbA1c %", format="%.1f"), "hba1c_date": date_col("HbA1c date"),
-        "bp": "BP", "bp_date": date_col("BP date"),
-        "phq9_value": st.column_config.NumberColumn("PHQ-9", format="%.0f"), "phq9_date": date_col("PHQ-9 date"),
-        "promis_physical_value": st.column_config.NumberColumn("PROMIS physical", format="%.1f"),
-        "promis_physical_date": date_col("PROMIS date"), "last_visit": date_col("Last visit"),
-        "ed_visits_12m": st.column_config.NumberColumn("ED visits 12 mo"),
-        "admissions_12m": st.column_config.NumberColumn("Admissions 12 mo"),
-        "cost_12m_usd": st.column_config.NumberColumn("Cost 12 mo", format="dollar", help="Internal (TDABC) + external paid"),
-        "subgroup_since": date_col("In subgroup since", format="MMM YYYY"), "patient_id": "Patient id",
-    },  # fmt: skip
+    column_config={"name": st.column_config.TextColumn("Name", pinned=True)},
 )
 if event.selection.rows:
     # the patient page's way back reopens this list: same team, month and subgroup

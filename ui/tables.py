@@ -46,7 +46,9 @@ def table_config(frame: pd.DataFrame, overrides: Mapping | None = None) -> dict:
             kind = "text"
         if kind == "flag" and not pd.api.types.is_bool_dtype(frame[col]):
             kind = "text"
-        if kind in ("money", "money_cents", "rate", "percent", "share", "count", "score") and not pd.api.types.is_numeric_dtype(frame[col]):
+        if kind in ("money", "money_cents", "rate", "percent", "share", "count", "score") and not pd.api.types.is_numeric_dtype(
+            frame[col]
+        ):
             kind = "text"
         config[col] = _config(kind, spec.label, spec.help)
     return config | dict(overrides or {})
@@ -65,7 +67,7 @@ def show_table(frame: pd.DataFrame, *, column_config: Mapping | None = None, pla
     the rules file), every column labelled and formatted from the catalogue, empty cells shown as
     ``placeholder`` ("–"; "suppressed" on tables whose empty figures are suppressed ones).
     ``column_config`` entries override the catalogue's; other arguments go to ``st.dataframe``."""
-    subgroups = {"new": "New to the team", "suppressed": "suppressed", **subgroup_labels()}
+    subgroups = {"new": "New to the team", "none": "No longer attributed", "suppressed": "suppressed", **subgroup_labels()}
     shown = readable(frame, {"subgroups": subgroups, **(vocabularies or {})})
     kwargs.setdefault("hide_index", True)
     return st.dataframe(shown, column_config=table_config(shown, column_config), placeholder=placeholder, **kwargs)

@@ -18,7 +18,21 @@ from pathlib import Path
 import pandas as pd
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "columns.toml"
-KINDS = ("money", "money_cents", "rate", "percent", "share", "count", "score", "date", "month", "datetime", "text", "long_text", "flag")
+KINDS = (
+    "money",
+    "money_cents",
+    "rate",
+    "percent",
+    "share",
+    "count",
+    "score",
+    "date",
+    "month",
+    "datetime",
+    "text",
+    "long_text",
+    "flag",
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,9 @@ def load_columns(path: Path = CONFIG) -> ColumnCatalogue:
         if spec.get("kind", "text") not in KINDS:
             raise ValueError(f"{path}: column {name!r} has unknown kind {spec.get('kind')!r}")
         columns[name] = Column(spec["label"], spec.get("kind", "text"), spec.get("help"), spec.get("vocabulary"))
-    vocabularies = {name: {str(k).lower(): str(v) for k, v in codes.items()} for name, codes in raw.get("vocabularies", {}).items()}
+    vocabularies = {
+        name: {str(k).lower(): str(v) for k, v in codes.items()} for name, codes in raw.get("vocabularies", {}).items()
+    }
     return ColumnCatalogue(columns, vocabularies, dict(raw.get("words", {})))
 
 
@@ -154,6 +170,11 @@ def readable(frame: pd.DataFrame, extra: Mapping[str, Mapping[str, str]] | None 
         spec = column_spec(col, out[col].dtype, catalogue)
         if spec.vocabulary:
             out[col] = readable_codes(out[col], vocabulary(spec.vocabulary, extra))
-        if out[col].dtype == object:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
             out[col] = out[col].map(lambda v: None if isinstance(v, str) and v.strip().lower() in ("none", "nan") else v)
     return out
+
+
+def label_of(code, vocabulary_name: str, extra: Mapping[str, Mapping[str, str]] | None = None):
+    """One code of a vocabulary by its label (as :func:`readable_codes` shows it in a table)."""
+    return readable_codes(pd.Series([code], dtype=object), vocabulary(vocabulary_name, extra)).iloc[0]

@@ -18,12 +18,14 @@ from core.store.db import make_engine
 from core.store.models import AuditEvent
 from core.store.months import window_months
 from core.store.queries import months_available, organisation, read_frame
+from core.views.columns import label_of
 from core.views.compare import team_comparison, value_positions
 from core.views.econsults import econsults
 from core.views.equity import equity_table
 from core.views.format import usd
 from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
 from core.views.trends import trends
+from ui.labels import plain
 
 EXECUTIVE_PAGES = [p.file for p in load_access_rules().pages.values() if p.section == "Executive"]
 # Columns that hold counts of people, member-months or events (never 1-10 when published).
@@ -186,10 +188,11 @@ def test_equity_shows_the_gap_to_the_best_served_group(app, engine, period):
     table = app.dataframe[0].value
     np.testing.assert_allclose(numbers(table, ["value", "gap_to_best"]), numbers(core, ["value", "gap_to_best"]), equal_nan=True)
     best = core.loc[core["best"], "stratum_value"].iloc[0]
-    assert f"Best-served group: **{best}**" in app.markdown[0].value
+    assert f"Best-served group: **{plain(label_of(best, 'strata'))}**" in app.markdown[0].value
     app.selectbox(key="equity_stratum").select("dual_status").run()
     dual = equity_table(engine, "promis_physical_mean", "dual_status", period, "12m")
-    assert list(app.dataframe[0].value["stratum_value"]) == list(dual["stratum_value"])
+    shown = list(app.dataframe[0].value["stratum_value"])
+    assert shown == [label_of(v, "strata") for v in dual["stratum_value"]] and "Not dual" in shown  # codes by their labels
 
 
 def test_econsults_show_the_core_counts(app, engine, period):

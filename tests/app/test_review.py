@@ -131,8 +131,8 @@ def test_note_and_action_item_survive_a_restart(copied_db):
 
     restarted = _open(AppTest.from_file(DASHBOARD, default_timeout=60), team="TM04")
     log = _table(restarted, "carried_forward")
-    assert list(log["kind"]) == ["note", "action"]
-    assert list(log["status"]) == ["", "open"]
+    assert list(log["kind"]) == ["Note", "Action"]  # shown by their labels (core/config/columns.toml)
+    assert list(log["status"]) == ["", "Open"]
     assert log["owner"].iloc[1] == "Nurse lead"
 
     # close the action item; it is done for good
