@@ -14,7 +14,7 @@ from ui.labels import subgroup_labels
 MISSING = "–"  # a cell with no data; a table of suppressed figures passes placeholder="suppressed"
 
 
-def _config(kind: str, label: str, help: str | None):
+def _config(kind: str, label: str, help: str | None, width: str | None = None):
     cc = st.column_config
     number = {"money": ("dollar", 1), "money_cents": ("dollar", 0.01), "rate": ("localized", 0.1),
               "percent": ("%.1f%%", None), "share": ("percent", 0.001), "count": ("localized", 1),
@@ -30,7 +30,7 @@ def _config(kind: str, label: str, help: str | None):
         return cc.DatetimeColumn(label, help=help, format="D MMM YYYY, HH:mm")
     if kind == "flag":
         return cc.CheckboxColumn(label, help=help)
-    return cc.TextColumn(label, help=help, width="large" if kind == "long_text" else None)
+    return cc.TextColumn(label, help=help, width=width or ("large" if kind == "long_text" else None))
 
 
 def table_config(frame: pd.DataFrame, overrides: Mapping | None = None) -> dict:
@@ -50,7 +50,7 @@ def table_config(frame: pd.DataFrame, overrides: Mapping | None = None) -> dict:
             frame[col]
         ):
             kind = "text"
-        config[col] = _config(kind, spec.label, spec.help)
+        config[col] = _config(kind, spec.label, spec.help, spec.width)
     return config | dict(overrides or {})
 
 

@@ -37,12 +37,14 @@ KINDS = (
 
 @dataclass(frozen=True)
 class Column:
-    """How one column reads: label (with unit), kind (see columns.toml [kinds]), help, vocabulary."""
+    """How one column reads: label (with unit), kind (see columns.toml [kinds]), help, vocabulary,
+    width (small, medium or large: room for text that must not be cut short)."""
 
     label: str
     kind: str
     help: str | None = None
     vocabulary: str | None = None
+    width: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,11 @@ def load_columns(path: Path = CONFIG) -> ColumnCatalogue:
     for name, spec in raw.get("columns", {}).items():
         if spec.get("kind", "text") not in KINDS:
             raise ValueError(f"{path}: column {name!r} has unknown kind {spec.get('kind')!r}")
-        columns[name] = Column(spec["label"], spec.get("kind", "text"), spec.get("help"), spec.get("vocabulary"))
+        if spec.get("width") not in (None, "small", "medium", "large"):
+            raise ValueError(f"{path}: column {name!r} has unknown width {spec.get('width')!r}")
+        columns[name] = Column(
+            spec["label"], spec.get("kind", "text"), spec.get("help"), spec.get("vocabulary"), spec.get("width")
+        )
     vocabularies = {
         name: {str(k).lower(): str(v) for k, v in codes.items()} for name, codes in raw.get("vocabularies", {}).items()
     }
