@@ -47,7 +47,7 @@ with compare_tab:
         st.plotly_chart(caterpillar_figure(result["teams"], net["value"], team_labels, measure.unit), key="caterpillar")
         shown = result["teams"].assign(team=result["teams"]["team_id"].map(team_labels))
         shown = shown[["team", "numerator", "denominator", "patients", "value", "ci_low", "ci_high", "flag", "suppressed"]]
-        show_table(shown, key="compare_table", placeholder="suppressed")
+        show_table(shown, key="compare_table", placeholder="suppressed", labels={"value": f"Value, {measure.unit}"})
         st.download_button("Download comparison (CSV)", csv_export(shown), file_name=f"compare_{measure_id}_{month:%Y-%m}.csv",
                            mime="text/csv", key="dl_compare", on_click=audit_export,
                            args=(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip

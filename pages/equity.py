@@ -49,7 +49,7 @@ groups = vocabulary("strata")
 st.plotly_chart(equity_gap_figure(table, unit, group_title=strata.labels[stratum], group_labels=groups,
                                   title=f"{measures[measure_id]} by {strata.labels[stratum].lower()}"), key="equity_chart")  # fmt: skip
 shown = table.drop(columns=["unit"])
-show_table(shown, key="equity_table", placeholder="suppressed")
+show_table(shown, key="equity_table", placeholder="suppressed", labels={"value": f"Value, {unit}", "stratum_value": strata.labels[stratum]})
 st.download_button("Download equity table (CSV)", csv_export(shown), file_name=f"equity_{measure_id}_{stratum}_{month:%Y-%m}.csv",
                    mime="text/csv", key="dl_equity", on_click=audit_export,
                    args=(scope, "equity", f"{measure_id} {stratum} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
-from core.views.columns import column_spec, load_columns, readable
+from core.views.columns import column_spec, kind_from, load_columns, readable
 from ui.labels import subgroup_labels
 
 MISSING = "–"  # a cell with no data; a table of suppressed figures passes placeholder="suppressed"
@@ -46,6 +46,8 @@ def table_config(frame: pd.DataFrame, overrides: Mapping | None = None) -> dict:
             kind = "text"
         if kind == "flag" and not pd.api.types.is_bool_dtype(frame[col]):
             kind = "text"
+        if kind in ("text", "long_text") and pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
+            kind = kind_from(col, frame[col].dtype)  # a number never shows unformatted
         if kind in ("money", "money_cents", "rate", "percent", "share", "count", "score") and not pd.api.types.is_numeric_dtype(
             frame[col]
         ):
@@ -62,12 +64,18 @@ def _is_dates(series: pd.Series) -> bool:
 
 
 def show_table(frame: pd.DataFrame, *, column_config: Mapping | None = None, placeholder: str = MISSING,
-               vocabularies: Mapping[str, Mapping[str, str]] | None = None, **kwargs):  # fmt: skip
+               labels: Mapping[str, str] | None = None, vocabularies: Mapping[str, Mapping[str, str]] | None = None,
+               **kwargs):  # fmt: skip
     """``st.dataframe`` of ``frame`` as people read it: codes shown by their labels (subgroups from
     the rules file), every column labelled and formatted from the catalogue, empty cells shown as
     ``placeholder`` ("–"; "suppressed" on tables whose empty figures are suppressed ones).
+    ``labels`` (column -> label) name a column for this table, its format kept (a value's unit);
     ``column_config`` entries override the catalogue's; other arguments go to ``st.dataframe``."""
     subgroups = {"new": "New to the team", "none": "No longer attributed", "suppressed": "suppressed", **subgroup_labels()}
     shown = readable(frame, {"subgroups": subgroups, **(vocabularies or {})})
     kwargs.setdefault("hide_index", True)
-    return st.dataframe(shown, column_config=table_config(shown, column_config), placeholder=placeholder, **kwargs)
+    config = table_config(shown, column_config)
+    for col, label in (labels or {}).items():
+        if col in config and isinstance(config[col], dict):
+            config[col] = {**config[col], "label": label}
+    return st.dataframe(shown, column_config=config, placeholder=placeholder, **kwargs)

@@ -204,7 +204,7 @@ def review_value_map_figure(points: pd.DataFrame, team_id: str, title: str = "")
         part = shown.loc[(shown["team_id"] == team_id) == own]
         fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", text=[as_text(t) for t in part["team_id"]],
                                  textposition="top center", marker=dict(size=size, color=colour),
-                                 customdata=[as_text(t) for t in part["team"]], name="this team" if own else "peer teams",
+                                 customdata=[as_text(t) for t in part["team"]], name="This team" if own else "Peer teams",
                                  hovertemplate="%{customdata}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
     fig.add_hline(y=50, line_dash="dot", line_color="#616161", annotation_text="peer average outcome")
     fig.update_layout(title=title, xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index (50 = peer average)")

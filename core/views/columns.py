@@ -147,8 +147,9 @@ _CODE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 def readable_codes(series: pd.Series, codes: Mapping[str, str]) -> pd.Series:
     """``series`` with every code of ``codes`` shown by its label; a code the vocabulary does not
-    know that still looks like one (``some_code``) reads as words ("Some code"); other text,
-    missing values and numbers stay as they are. Booleans read through "true"/"false"."""
+    know (``some_code``, ``cardiology``) reads as words ("Some code", "Cardiology"), except
+    ``suppressed``; other text, missing values and numbers stay as they are. Booleans read
+    through "true"/"false"."""
     if pd.api.types.is_bool_dtype(series):
         return series.map(lambda v: codes.get(str(v).lower(), "Yes" if v else "No"))
 
@@ -159,7 +160,7 @@ def readable_codes(series: pd.Series, codes: Mapping[str, str]) -> pd.Series:
             return codes[value]
         if value.lower() in codes:
             return codes[value.lower()]
-        if "_" in value and _CODE.match(value):
+        if _CODE.match(value) and value != "suppressed":
             return label_from_name(value, {})
         return value
 

@@ -25,9 +25,7 @@ def test_every_catalogue_entry_has_a_known_kind_and_vocabulary():
     assert {c.kind for c in catalogue.columns.values()} <= set(KINDS)
     for name, column in catalogue.columns.items():
         if column.vocabulary and column.vocabulary != "subgroups":
-            assert (
-                column.vocabulary in catalogue.vocabularies or vocabulary(column.vocabulary) or column.vocabulary == "tables"
-            ), name
+            assert column.vocabulary in catalogue.vocabularies or vocabulary(column.vocabulary), name
     assert column_spec("cost_pmpm_usd").label == "Cost PMPM, $"
 
 
