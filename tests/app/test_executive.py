@@ -134,7 +134,7 @@ def test_team_comparison_shows_every_team_against_the_network(app, engine, perio
     assert len(table) == len(core["teams"]) == 7
     np.testing.assert_allclose(numbers(table, ["value", "ci_low", "ci_high"]), numbers(core["teams"], ["value", "ci_low", "ci_high"]),
                                equal_nan=True)  # fmt: skip
-    assert list(table["flag"]) == list(core["teams"]["flag"])
+    assert list(table["flag"]) == [label_of(f, "flags") for f in core["teams"]["flag"]] and "Better" in list(table["flag"])
     assert f"Network: {core['network']['value']:,.1f}" in app.markdown[0].value
 
 
