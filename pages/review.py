@@ -4,12 +4,14 @@ import streamlit as st
 
 from core.access.suppression import suppression_policy
 from core.derive.measures import catalogue_frame
+from core.store.months import WINDOW_LABELS
 from core.views import charts
 from core.views.format import usd
 from core.views.review import (
     headline_metrics,
     payment_summary,
     review_data,
+    scorecard_note,
 )
 from core.views.review_log import add_entry, close_entry, review_log
 from core.views.review_pack import review_pack
@@ -17,7 +19,7 @@ from ui.auth import audit_export, audit_view, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
 from ui.tables import show_table
-from ui.widgets import from_url, month_label, select_month, select_team
+from ui.widgets import from_url, month_label, select_month, select_team, select_window
 
 scope = require("review")
 st.title("Monthly review")
@@ -31,11 +33,16 @@ with st.sidebar:
     st.session_state["_review_team"] = team["team_id"]
     subgroup = st.selectbox("Subgroup", list(labels), key="subgroup", format_func=labels.get, bind="query-params")
     month = select_month()
+    st.session_state.setdefault("review_window", "month")  # a monthly review unless a longer window is picked
+    window = select_window("review_window")
 team_id, team_label = team["team_id"], f"{team['practice']} · {team['team']}"
 policy = suppression_policy(scope, [team_id])
-data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, policy.suppress)
-st.caption(f"{plain(team_label)} · {labels[subgroup]} · {month_label(month)}")
+data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, policy.suppress, window)
+span = month_label(month) if window == "month" else f"{WINDOW_LABELS[window].lower()} to {month_label(month)}"
+st.caption(f"{plain(team_label)} · {labels[subgroup]} · scorecard: {span}")
 st.caption(policy.caption)
+with st.container(border=True):
+    st.markdown("**What moved**\n" + "".join(f"\n- {plain(line)}" for line in data.summary))
 
 cols = st.columns(4)
 for i, m in enumerate(headline_metrics(data)):
@@ -67,6 +74,7 @@ def patient_rows(frame, key: str) -> None:
 card_tab, moved_tab, value_tab, log_tab, pack_tab = st.tabs(["Scorecard", "What moved", "Value map", "Review log", "Review pack"])
 with card_tab:
     show_table(data.scorecard, key="scorecard", column_order=list(data.scorecard.columns[1:]))
+    st.caption(scorecard_note(data))
     with st.expander("Measure definitions"):
         defs = catalogue_frame()
         show_table(defs[defs["id"].isin(data.card["measure_id"])][["name", "definition", "numerator", "denominator",
@@ -123,8 +131,8 @@ with pack_tab:
     pack_policy = suppression_policy(scope, [team_id], shared_export=shared)
     st.caption(pack_policy.caption)
     if pack_policy.suppress != policy.suppress:
-        data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress)
-    stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'-shared' if shared else ''}"
+        data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress, window)
+    stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'' if window == 'month' else '-' + window}{'-shared' if shared else ''}"
     pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: built on click
     st.download_button("Review pack (HTML one-pager)",
                        lambda: review_pack(data, log, labels, team_label, note=pack_policy.caption)["html"],

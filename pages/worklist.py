@@ -3,7 +3,14 @@
 import streamlit as st
 
 from core.access.exports import export_csv
-from core.views.worklist import default_subgroup, filter_worklist, load_worklist_rules, member_counts, team_worklist
+from core.views.worklist import (
+    count_text,
+    default_subgroup,
+    filter_worklist,
+    load_worklist_rules,
+    member_counts,
+    team_worklist,
+)
 from ui.auth import audit_view, audited_file, require
 from ui.data import query
 from ui.labels import plain, subgroup_labels
@@ -36,23 +43,25 @@ if counts.get(subgroup, 0) > rules.max_patients:
 worklist = query(team_worklist, month, team_ids, subgroup)
 audit_view(scope, "view_worklist", team["team_id"], f"{month:%Y-%m} {subgroup or 'all'}")
 
-flagged = int((worklist["priority"] > 0).sum())
 st.caption(f"{plain(team['practice'])} · {plain(team['team'])} · {labels.get(subgroup, 'All subgroups')} · {month_label(month)} · "
-           f"{len(worklist):,} patients, {flagged:,} with at least one flag. Sorted by priority: "
-           + " > ".join(rules.labels.values()) + "; then risk score.")  # fmt: skip
+           "Sorted by priority: " + " > ".join(rules.labels.values()) + "; then risk score. The flags are explained in the README "
+           "(Worklist flags).")  # fmt: skip
 left, right = st.columns([1, 2])
 search = left.text_input("Search by name or id", key="search")
 chosen = right.multiselect("Show patients with any of these flags", list(rules.labels), format_func=rules.labels.get, key="flags")
 shown = filter_worklist(worklist, search, tuple(chosen))
 shown = shown.assign(subgroup=shown["subgroup"].map(lambda s: labels.get(s, s)))
+st.markdown(f"**{count_text(shown, len(worklist), search, tuple(chosen))}**")  # the rows of the grid below, always
+if shown.empty:
+    st.info("No patient matches the search and flag filters." if search.strip() or chosen else "No patients in this list.")
 
 event = show_table(
     shown,
     key="worklist",
     on_select="rerun",
     selection_mode="single-row",
-    column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "hba1c_value", "hba1c_date", "bp", "bp_date",
-                  "phq9_value", "phq9_date", "promis_physical_value", "promis_physical_date", "last_visit",
+    column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "hba1c_value", "hba1c_date", "bp", "bp_date",
+                  "phq9_value", "phq9_date", "phq9_change", "promis_physical_value", "promis_physical_date", "last_visit",
                   "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "patient_id"],  # fmt: skip
     column_config={"name": st.column_config.TextColumn("Name", pinned=True)},
 )

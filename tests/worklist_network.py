@@ -21,6 +21,8 @@ PROMIS, PHQ9, HBA1C, SYS, DIA = "71971-6", "44261-6", "4548-4", "8480-6", "8462-
 # patient id -> (family name, risk score, flags raised), in the expected worklist order
 EXPECTED = [
     ("P_ACUTE", "Acute", 1.0, {"recent_acute"}),
+    ("P_RISING", "Rising", 1.0, {"phq9_rising"}),  # PHQ-9 4 -> 9: up 5, still under 10
+    ("P_LOW", "Low", 1.0, {"phq9_high"}),  # PHQ-9 14 -> 12: 10 or more, falling
     ("P_DM", "Sugar", 1.0, {"uncontrolled_diabetes"}),
     ("P_BP", "Pressure", 1.0, {"uncontrolled_bp"}),
     ("P_COST", "Costly", 1.0, {"rising_cost"}),
@@ -55,7 +57,8 @@ def build_worklist_network(engine, origin: str = "sample") -> None:
                                                   reason=f"hand-built {subgroup}", risk_score=risk))  # fmt: skip
         if pid != "P_LATE":
             rows.append(models.Measurement(measurement_id=f"{pid}-promis", patient_id=pid, measured_date=date(2026, 9, 1), code=PROMIS, value=45.0))
-        rows.append(models.Measurement(measurement_id=f"{pid}-phq", patient_id=pid, measured_date=date(2026, 9, 1), code=PHQ9, value=4.0))
+        rows.append(models.Measurement(measurement_id=f"{pid}-phq", patient_id=pid, measured_date=date(2026, 9, 1), code=PHQ9,
+                                       value=12.0 if pid == "P_LOW" else 4.0))  # fmt: skip
 
     def measure(pid, code, day, value, n=""):
         rows.append(models.Measurement(measurement_id=f"{pid}-{code}-{day}{n}", patient_id=pid, measured_date=day, code=code, value=value))
@@ -80,6 +83,9 @@ def build_worklist_network(engine, origin: str = "sample") -> None:
     for m in (8, 9, 10):
         encounter(f"E-cost-{m}", "P_COST", "specialist_visit", date(2026, m, 10), False, 1000.0)
     measure("P_LATE", PROMIS, date(2026, 1, 15), 40.0)  # complex: due every 6 months
+    measure("P_RISING", PHQ9, date(2026, 10, 2), 9.0)  # the latest; 4.0 on 2026-09-01 is the previous
+    measure("P_LOW", PHQ9, date(2026, 3, 1), 14.0)  # before the 12.0 of 2026-09-01
+    measure("P_EDGE", PHQ9, date(2026, 3, 1), 8.0)  # 8 -> 4: falling, no flag
     encounter("E-old-ed", "P_OLDED", "ed_visit", date(2026, 9, 15), False, 300.0)
     # internal activities: one with recorded minutes, one costed by the office-visit process map
     encounter("E-calm-1", "P_CALM", "office_visit", date(2026, 9, 3), True)

@@ -14,13 +14,16 @@ from ui.labels import subgroup_labels
 MISSING = "–"  # a cell with no data; a table of suppressed figures passes placeholder="suppressed"
 
 
+# kind -> (Streamlit number format, step: the shown decimals)
+NUMBER_FORMATS = {"money": ("dollar", 1), "money_cents": ("dollar", 0.01), "rate": ("localized", 0.1),
+                  "percent": ("%.1f%%", None), "share": ("percent", 0.001), "count": ("localized", 1),
+                  "score": ("%.2f", None), "change": ("%+.0f", None)}  # fmt: skip
+
+
 def _config(kind: str, label: str, help: str | None, width: str | None = None):
     cc = st.column_config
-    number = {"money": ("dollar", 1), "money_cents": ("dollar", 0.01), "rate": ("localized", 0.1),
-              "percent": ("%.1f%%", None), "share": ("percent", 0.001), "count": ("localized", 1),
-              "score": ("%.2f", None)}  # fmt: skip
-    if kind in number:
-        fmt, step = number[kind]
+    if kind in NUMBER_FORMATS:
+        fmt, step = NUMBER_FORMATS[kind]
         return cc.NumberColumn(label, help=help, format=fmt, step=step)
     if kind == "date":
         return cc.DateColumn(label, help=help, format="D MMM YYYY")
@@ -35,23 +38,21 @@ def _config(kind: str, label: str, help: str | None, width: str | None = None):
 
 def table_config(frame: pd.DataFrame, overrides: Mapping | None = None) -> dict:
     """Streamlit column configuration of every column of ``frame`` from the catalogue; ``overrides``
-    (column -> a column config, a label or None to hide) win. Text columns of dates and months
-    (already formatted upstream) keep their text."""
+    (column -> a column config, a label or None to hide) win. A column whose values do not fit its
+    kind shows by its type: dates already formatted as text stay text, numbers are never text."""
     catalogue = load_columns()
     config = {}
     for col in frame.columns:
-        spec = column_spec(col, frame[col].dtype, catalogue)
+        series = frame[col]
+        spec = column_spec(col, series.dtype, catalogue)
+        numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
         kind = spec.kind
-        if kind in ("date", "month", "datetime") and not _is_dates(frame[col]):
+        if kind in ("date", "month", "datetime") and not _is_dates(series):
             kind = "text"
-        if kind == "flag" and not pd.api.types.is_bool_dtype(frame[col]):
+        if (kind == "flag" and not pd.api.types.is_bool_dtype(series)) or (kind in NUMBER_FORMATS and not numeric):
             kind = "text"
-        if kind in ("text", "long_text") and pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col]):
-            kind = kind_from(col, frame[col].dtype)  # a number never shows unformatted
-        if kind in ("money", "money_cents", "rate", "percent", "share", "count", "score") and not pd.api.types.is_numeric_dtype(
-            frame[col]
-        ):
-            kind = "text"
+        if kind in ("text", "long_text") and numeric:
+            kind = kind_from(col, series.dtype)  # a number never shows unformatted
         config[col] = _config(kind, spec.label, spec.help, spec.width)
     return config | dict(overrides or {})
 

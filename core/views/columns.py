@@ -26,6 +26,7 @@ KINDS = (
     "share",
     "count",
     "score",
+    "change",
     "date",
     "month",
     "datetime",

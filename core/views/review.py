@@ -31,18 +31,29 @@ from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.derive import costs
 from core.derive.measures import MeasureCatalogue, load_measures
+from core.derive.subgroups.rules import active_rules_path, load_rules
 from core.derive.subgroups.transitions import subgroup_transitions
 from core.metrics import runout
 from core.metrics.cost_reports import cost_pmpm_from_cells
 from core.metrics.payments import PaymentSettings, load_payment_settings
-from core.metrics.scorecard import Selection, build_scorecard, complementary_suppression, figure, is_small, small_figure
+from core.metrics.scorecard import (
+    SMALL_CELL_MAX,
+    Selection,
+    build_scorecard,
+    complementary_suppression,
+    figure,
+    is_small,
+    small_figure,
+    window_counts_published,
+)
 from core.metrics.value import outcome_index, value_map
 from core.store.models import Cell, Encounter, Patient, PatientMonthActivity, SubgroupAssignment, Team
-from core.store.months import add_months, as_date, months_back
+from core.store.months import WINDOWS, add_months, as_date, months_back
 from core.views.format import SUPPRESSED, format_figure, usd
 
 REVIEW_PATH = config_path("review.toml")
 TIER_LABELS = {1: "1 · Health status achieved", 2: "2 · Process of care and recovery", 3: "3 · Sustainability"}
+WINDOW_NOUNS = {"month": "month", "quarter": "quarter", "12m": "12 months"}
 FLAG_COLUMNS = {"change_vs_previous": "last month", "change_vs_last_year": "last year", "gap_vs_network": "network"}
 
 
@@ -55,6 +66,21 @@ class ReviewSettings:
     top_patients: int
     trend_months: int
     headline: tuple[HeadlineMetric, ...] = ()
+    summary: SummarySettings | None = None
+
+
+@dataclass(frozen=True)
+class SummarySettings:
+    """The "what moved" summary (review.toml [summary]): the rate measures whose monthly event
+    counts are set against their usual range (``usual_months`` months before the month, from the
+    ``usual_low`` to the ``usual_high`` quantile), and the cost PMPM it reports."""
+
+    counts: tuple[str, ...] = ("admissions", "ed_visits")
+    usual_months: int = 12
+    usual_low: float = 0.1
+    usual_high: float = 0.9
+    cost_column: str = "cost_total_pmpm_usd"
+    cost_label: str = "Total cost PMPM"
 
 
 @dataclass(frozen=True)
@@ -80,14 +106,22 @@ def load_review_settings(path: Path = REVIEW_PATH, catalogue: MeasureCatalogue |
         keys = {str(s): tuple(str(m) for m in ids) for s, ids in raw["key_outcomes"].items()}
         headline = tuple(HeadlineMetric(str(h["column"]), str(h["label"]), bool(h["usd"]), int(h["digits"]),
                                         bool(h["lower_is_better"])) for h in raw.get("headline", []))  # fmt: skip
+        summary = SummarySettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.get("summary", {}).items()})
         settings = ReviewSettings(keys, tuple(raw["what_moved"]["acute_kinds"]), int(raw["what_moved"]["top_patients"]),
-                                  int(raw["trend"]["months"]), headline)  # fmt: skip
+                                  int(raw["trend"]["months"]), headline, summary)  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{Path(path).name}: missing or malformed setting ({exc!r})") from exc
     for subgroup, ids in keys.items():
         unknown = [m for m in ids if m not in known]
         if unknown:
             raise ValueError(f"{Path(path).name}: key_outcomes.{subgroup} names unknown measures {unknown}")
+    unknown = [m for m in summary.counts if m not in known]
+    if unknown:
+        raise ValueError(f"{Path(path).name}: summary.counts names unknown measures {unknown}")
+    if summary.cost_column not in ("cost_internal_pmpm_usd", "cost_external_pmpm_usd", "cost_total_pmpm_usd"):
+        raise ValueError(f"{Path(path).name}: summary.cost_column must be a cost PMPM column of the headline series")
+    if not (1 <= summary.usual_months <= 36 and 0 <= summary.usual_low <= summary.usual_high <= 1):
+        raise ValueError(f"{Path(path).name}: summary.usual_months must be in 1..36 and 0 <= usual_low <= usual_high <= 1")
     if settings.top_patients < 1 or not 2 <= settings.trend_months <= 36:
         raise ValueError(f"{Path(path).name}: top_patients must be >= 1 and trend.months in 2..36")
     return settings
@@ -197,10 +231,12 @@ def headline_series(engine: Engine, team_id: str, subgroup: str, month: date, te
 # --- scorecard ----------------------------------------------------------------------------
 
 
-def significance_text(row) -> str:
-    """"worse vs last month (↑); worse vs network" from the scorecard flags, "" when nothing is significant."""
+def significance_text(row, window: str = "month") -> str:
+    """The significance marks from the scorecard flags: "↑ worse vs last month; ↑ worse vs network"
+    ("vs the previous quarter" for longer windows), "" when nothing is significant."""
     parts = []
-    for col, label in FLAG_COLUMNS.items():
+    labels = FLAG_COLUMNS if window == "month" else {**FLAG_COLUMNS, "change_vs_previous": f"the previous {WINDOW_NOUNS[window]}"}
+    for col, label in labels.items():
         flag = row.get(col, "") if hasattr(row, "get") else row[col]
         if flag:
             other = {"change_vs_previous": "previous_value", "change_vs_last_year": "last_year_value",
@@ -210,28 +246,71 @@ def significance_text(row) -> str:
     return "; ".join(parts)
 
 
-def scorecard_table(card: pd.DataFrame) -> pd.DataFrame:
+SCORECARD_COLUMNS = ["measure_id", "Tier", "Measure", "Unit", "Value", "95% interval", "Numerator", "Denominator", "Expected",
+                     "O/E", "O/E 95% interval", "Target", "Previous", "Last year", "Network", "Significant"]  # fmt: skip
+
+
+def _count_text(value, kind: str, which: str, hidden: bool, suppress: bool) -> str:
+    """The numerator or denominator of a scorecard row as shown: a whole count (member-years of
+    a rate's denominator to one decimal), ``–`` where the part is no count (the numerator of a
+    mean is a sum of scores), ``suppressed`` where hidden, or 1-10 under the cell-size rule."""
+    if which == "numerator" and kind == "mean":
+        return "–"
+    if hidden or (suppress and bool(is_small(0.0 if _blank(value) else value))):
+        return SUPPRESSED
+    digits = 1 if which == "denominator" and kind == "rate_per_1000_member_years" else 0
+    return format_figure(value, digits=digits)
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def observed_expected_interval(ci_low, ci_high, expected) -> tuple[float, float]:
+    """The 95 % interval of observed / expected: the rate's interval over the expected rate (the
+    expected rate, from the network, taken as fixed, as for a standardised ratio)."""
+    if _blank(expected) or not expected or _blank(ci_low) or _blank(ci_high):
+        return np.nan, np.nan
+    return float(ci_low) / float(expected), float(ci_high) / float(expected)
+
+
+def scorecard_table(card: pd.DataFrame, counts_shown: bool = True, suppress: bool = False,
+                    adjusted_ids: tuple[str, ...] = (), window: str = "month") -> pd.DataFrame:  # fmt: skip
     """The scorecard for display: one row per measure with formatted figures (``suppressed`` where
     the cell-size rule applies) and a mark only where a change or gap is significant.
 
-    Columns: measure_id, Tier, Measure, Unit, Value, 95% interval, Target, Previous, Last year,
-    Network, Significant.
+    Numerator and denominator of every figure (the numerator of a mean reads ``–``; a rate's
+    denominator is member-years); ``counts_shown`` False (a window longer than a month under
+    suppression, :func:`core.metrics.scorecard.window_counts_published`) reads ``suppressed``
+    there, and so does any count of 1-10 when ``suppress``. Expected, O/E and its 95 % interval
+    for the risk-adjusted rates (``adjusted_ids``, or any row with an expected value; ``–`` for
+    the other measures).
+
+    Columns: :data:`SCORECARD_COLUMNS`.
     """
     rows = []
     for r in card.to_dict("records"):
         sup = bool(r["suppressed"])
+        kind = r.get("kind", "")
         interval = SUPPRESSED if sup else (
-            "–" if np.isnan(r["ci_low"]) else f"{format_figure(r['ci_low'])} – {format_figure(r['ci_high'])}")
+            "–" if np.isnan(r["ci_low"]) else f"{format_figure(r['ci_low'])} – {format_figure(r['ci_high'])}")  # fmt: skip
+        expected, oe = r.get("expected_value", np.nan), r.get("observed_expected", np.nan)
+        adjusted = not (_blank(expected) and _blank(oe)) or r["measure_id"] in adjusted_ids
+        oe_low, oe_high = observed_expected_interval(r["ci_low"], r["ci_high"], expected)
+        oe_interval = "–" if np.isnan(oe_low) else f"{format_figure(oe_low, digits=2)} – {format_figure(oe_high, digits=2)}"
         rows.append({
             "measure_id": r["measure_id"], "Tier": TIER_LABELS.get(int(r["tier"]), str(r["tier"])), "Measure": r["name"],
             "Unit": r["unit"], "Value": format_figure(r["value"], sup), "95% interval": interval,
+            "Numerator": _count_text(r.get("numerator"), kind, "numerator", sup or not counts_shown, suppress),
+            "Denominator": _count_text(r.get("denominator"), kind, "denominator", sup or not counts_shown, suppress),
+            "Expected": format_figure(expected, sup) if adjusted else "–",
+            "O/E": format_figure(oe, sup, digits=2) if adjusted else "–",
+            "O/E 95% interval": (SUPPRESSED if sup else oe_interval) if adjusted else "–",
             "Target": format_figure(r["target"]), "Previous": format_figure(r["previous_value"]),
             "Last year": format_figure(r["last_year_value"]), "Network": format_figure(r["network_value"]),
-            "Significant": "" if sup else significance_text(r),
+            "Significant": "" if sup else significance_text(r, window),
         })  # fmt: skip
-    cols = ["measure_id", "Tier", "Measure", "Unit", "Value", "95% interval", "Target", "Previous", "Last year", "Network",
-            "Significant"]
-    return pd.DataFrame(rows, columns=cols)
+    return pd.DataFrame(rows, columns=SCORECARD_COLUMNS)
 
 
 def significant_rows(card: pd.DataFrame) -> pd.DataFrame:
@@ -243,7 +322,7 @@ def significant_rows(card: pd.DataFrame) -> pd.DataFrame:
 
 
 def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
-                       suppress: bool = True) -> pd.DataFrame:
+                       suppress: bool = True, window: str = "month") -> pd.DataFrame:  # fmt: skip
     """Significant changes and gaps of every team in scope for the subgroup and month.
 
     So a reviewer can find the team whose figures moved: changes vs last month or last year
@@ -255,12 +334,13 @@ def flags_across_teams(engine: Engine, subgroup: str, month: date, team_ids: tup
         teams = teams.loc[teams["team_id"].isin(team_ids)]
     rows = []
     for t in teams.itertuples():
-        card = build_scorecard(engine, Selection(team_id=t.team_id, subgroup=subgroup, period=month), suppress=suppress)
+        card = build_scorecard(engine, Selection(team_id=t.team_id, subgroup=subgroup, period=month, window=window),
+                               suppress=suppress)  # fmt: skip
         for r in significant_rows(card).to_dict("records"):
             rows.append({"team_id": t.team_id, "team": t.name, "measure_id": r["measure_id"], "Measure": r["name"],
-                         "Value": format_figure(r["value"]), "Significant": significance_text(r)})  # fmt: skip
+                         "Value": format_figure(r["value"]), "Significant": significance_text(r, window)})  # fmt: skip
     out = pd.DataFrame(rows, columns=["team_id", "team", "measure_id", "Measure", "Value", "Significant"])
-    changed = out["Significant"].str.contains("last month|last year", regex=True)  # changes first, then gaps
+    changed = out["Significant"].str.contains("last month|last year|previous", regex=True)  # changes first, then gaps
     return out.assign(_order=~changed).sort_values(["_order", "team_id"], kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
@@ -389,6 +469,154 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
     return {"by_category": by_category, "by_patient": by_patient}
 
 
+# --- what moved, in words ------------------------------------------------------------------
+
+
+def _count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def usual_range(history, low: float = 0.1, high: float = 0.9) -> tuple[float, float] | None:
+    """The usual range of monthly counts: the ``low`` and ``high`` quantiles of ``history``
+    (counts that occurred, not interpolated); None without history."""
+    values = np.asarray([v for v in history if not _blank(v)], dtype="float64")
+    if not len(values):
+        return None
+    return (float(np.quantile(values, low, method="inverted_cdf")), float(np.quantile(values, high, method="inverted_cdf")))
+
+
+def _usual_text(lo: float, hi: float, suppress: bool) -> str:
+    """The usual range as text, "3-8"; where the cell-size rule applies no count of 1-10 ("up to 14", "10 or fewer")."""
+    if suppress and bool(is_small(hi)):
+        return f"{SMALL_CELL_MAX} or fewer"
+    if suppress and bool(is_small(lo)):
+        return f"up to {_count(hi)}"
+    return _count(lo) if lo == hi else f"{_count(lo)}-{_count(hi)}"
+
+
+def acute_line(counts: pd.DataFrame, month: date, suppress: bool, settings: SummarySettings | None = None,
+               incomplete: bool = False) -> str:  # fmt: skip
+    """Line 1: each measure's event count in ``month`` against its usual monthly range.
+
+    ``counts`` (grain: measure and month): label, month, count (events), members (member-months;
+    a month without members is left out). Where the cell-size rule applies (``suppress``), a
+    count of 1-10, or any count of a month with 1-10 members, reads "suppressed", and the usual
+    range names no count of 1-10.
+    """
+    settings = settings or SummarySettings()
+    parts = []
+    for label, part in counts.groupby("label", sort=False):
+        part = part.loc[part["members"].fillna(0) > 0]
+        now = part.loc[part["month"] == month]
+        history = part.loc[part["month"] < month].sort_values("month").tail(settings.usual_months)
+        if now.empty:
+            continue
+        n, members = float(now["count"].fillna(0).iloc[0]), float(now["members"].iloc[0])
+        if suppress and (bool(is_small(n)) or bool(is_small(members))):
+            parts.append(f"{label} {SUPPRESSED} (small numbers)")
+            continue
+        usual = usual_range(history["count"].fillna(0), settings.usual_low, settings.usual_high)
+        if usual is None:
+            parts.append(f"{label} {_count(n)}, no earlier month to compare")
+            continue
+        where = "above" if n > usual[1] else "below" if n < usual[0] else "within"
+        parts.append(f"{label} {_count(n)}, {where} the usual {_usual_text(*usual, suppress)} a month")
+    if not parts:
+        return f"No members in {month:%b %Y}."
+    end = " (claims incomplete: these counts will still rise)." if incomplete else "."
+    return f"In {month:%b %Y}: " + "; ".join(parts) + end
+
+
+def moves_line(moves: pd.DataFrame, subgroup_label: str, month: date, names: dict[str, str] | None = None) -> str:
+    """Line 2: patients who moved into and out of the subgroup in ``month``, from the moves
+    summary (:func:`subgroup_moves`, already suppressed: a hidden row hides every total too,
+    since the hidden rows' sum within one direction may be 1-10)."""
+    names = {"new": "new to the team", "none": "no longer assigned", **(names or {})}
+    when = f"{month:%b %Y}"
+    if moves.empty:
+        return f"No patient moved into or out of {subgroup_label} in {when}."
+    if moves["patients"].isna().any():
+        return f"Patients moving into or out of {subgroup_label} in {when}: small numbers, {SUPPRESSED}."
+    text = []
+    for direction, verb in (("entered", "moved into"), ("left", "left")):
+        part = moves.loc[moves["direction"] == direction].sort_values("patients", ascending=False)
+        total = float(part["patients"].sum())
+        detail = ", ".join(f"{_count(p)} {'from' if direction == 'entered' else 'to'} {names.get(o, o)}"
+                           for o, p in zip(part["other_subgroup"], part["patients"], strict=True))  # fmt: skip
+        text.append(f"{_count(total)} {'patient' if total == 1 else 'patients'} {verb} {subgroup_label}"
+                    + (f" ({detail})" if detail else ""))  # fmt: skip
+    return "; ".join(text) + f" in {when}."
+
+
+def cost_line(now: float, before: float, label: str, month: date, window: str, hidden: bool = False,
+              costed: bool = True, incomplete_months: tuple[date, ...] = ()) -> str:  # fmt: skip
+    """Line 3: cost PMPM of the window against the window before (same length), with the
+    run-out mark when claims of the window's months are incomplete."""
+    noun = WINDOW_NOUNS[window]
+    span = f"{month:%b %Y}" if window == "month" else f"the {noun} to {month:%b %Y}"
+    if not costed:
+        text = f"{label} in {span}: not costed (no staff roster)."
+    elif hidden:
+        text = f"{label} in {span}: {SUPPRESSED} (small numbers)."
+    elif _blank(now):
+        text = f"{label} in {span}: no cost data."
+    elif _blank(before) or not before:
+        text = f"{label} {usd(now)} in {span}; no figure for the previous {noun}."
+    else:
+        change = (now - before) / before * 100.0
+        trend = "unchanged" if round(change, 1) == 0 else f"{'up' if change > 0 else 'down'} {abs(change):,.1f} %"
+        text = f"{label} {usd(now)} in {span}, {trend} on the previous {noun} ({usd(before)})."
+    if incomplete_months and costed:
+        text += " Claims of " + ", ".join(f"{m:%b %Y}" for m in incomplete_months) + " are incomplete: cost will still rise."
+    return text
+
+
+def what_moved_summary(engine: Engine, team_id: str, subgroup: str, month: date, window: str, moves: pd.DataFrame,
+                       suppress: bool, internal_costed: bool, completeness: pd.DataFrame,
+                       settings: ReviewSettings | None = None, catalogue: MeasureCatalogue | None = None,
+                       names: dict[str, str] | None = None) -> tuple[str, str, str]:  # fmt: skip
+    """The three lines at the top of the review: acute events against their usual range (the
+    month), patients moving into and out of the subgroup (the month), cost PMPM against the
+    previous window (the chosen window). Read from cells; suppressed as the page is."""
+    settings = settings or load_review_settings()
+    summary = settings.summary or SummarySettings()
+    catalogue = catalogue or load_measures()
+    names = names or {}
+    by_id = catalogue.by_id()
+    ms = [by_id[m] for m in summary.counts if m in by_id]
+    months = months_back(month, summary.usual_months + 1)
+    members = cost_pmpm_from_cells(engine, ("month",), months, team_id=team_id, subgroup=subgroup)
+    mm = {as_date(m): float(v) for m, v in zip(members.get("month", []), members.get("member_months", []), strict=True)}
+    series = _measure_series(engine, ms, team_id, subgroup, months, suppress=False) if ms else pd.DataFrame()
+    rows = []
+    for m in ms:
+        part = series.loc[series["measure_id"] == m.id] if len(series) else series
+        got = dict(zip(part.get("month", []), part.get("numerator", []), strict=True))
+        rows += [{"label": m.name, "month": mo, "count": got.get(mo, 0.0), "members": mm.get(mo, 0.0)} for mo in months]
+    counts = pd.DataFrame(rows, columns=["label", "month", "count", "members"])
+    incomplete = {as_date(m) for m, ok in zip(completeness["month"], completeness["complete"], strict=True) if not ok}
+    n = WINDOWS[window]
+    column, label = summary.cost_column, summary.cost_label
+    if not internal_costed and column in ("cost_internal_pmpm_usd", "cost_total_pmpm_usd"):
+        column, label = "cost_external_pmpm_usd", "Claims cost PMPM"
+    figures = []
+    for months_of in (months_back(month, n), months_back(add_months(month, -n), n)):
+        cost = cost_pmpm_from_cells(engine, (), months_of, team_id=team_id, subgroup=subgroup)
+        total_mm = float(cost["member_months"].iloc[0]) if len(cost) else 0.0
+        value = float(cost[column].iloc[0]) if len(cost) and column in cost and total_mm > 0 else np.nan
+        figures.append((value, total_mm))
+    (now, now_mm), (before, before_mm) = figures
+    hidden = suppress and bool(is_small(now_mm))
+    if suppress and bool(is_small(before_mm)):
+        before = np.nan
+    window_incomplete = tuple(m for m in months_back(month, n) if m in incomplete)
+    return (
+        acute_line(counts, month, suppress, summary, incomplete=month in incomplete),
+        moves_line(moves, names.get(subgroup, subgroup), month, names),
+        cost_line(now, before, label, month, window, hidden, True, window_incomplete),
+    )
+
+
 # --- value map ----------------------------------------------------------------------------
 
 
@@ -446,39 +674,57 @@ class ReviewData:
     cost_basis: str
     costing_note: str = ""  # core.derive.costs.CostingStatus.note ('' = fully costed)
     internal_costed: bool = True
-    claims_note: str = ""  # core.metrics.runout.incomplete_note of the month and the one before ('' = complete)
+    claims_note: str = ""  # core.metrics.runout.incomplete_note of the window's months and the month before ('' = complete)
+    window: str = "month"  # the scorecard's window ending with ``month`` (core.store.months.WINDOWS)
+    summary: tuple[str, ...] = ()  # the three "what moved" lines (:func:`what_moved_summary`)
+    counts_shown: bool = True  # False: numerators and denominators of the window are not published
 
 
 def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
-                patient_level: bool, suppress: bool = True) -> ReviewData:
+                patient_level: bool, suppress: bool = True, window: str = "month") -> ReviewData:  # fmt: skip
     """Build every section of the review (one call for the page; cached there).
 
     ``suppress``: the policy of core.access.suppression for this team (False = exact counts, for a
     user with patient-level access to it). The value map compares every team serving the
-    subgroup, other teams included, so it is always suppressed.
+    subgroup, other teams included, so it is always suppressed. ``window``: the scorecard's
+    window ending with ``month`` (month, quarter, 12 months); with ``suppress`` the numerators
+    and denominators of windows longer than a month are not published (neighbouring windows
+    would give a month back, :func:`core.metrics.scorecard.window_counts_published`). Headline,
+    moves, acute events and cost drivers stay monthly.
     """
     check_scope(team_id, team_ids)
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {tuple(WINDOWS)}, got {window!r}")
     settings, payments, catalogue = load_review_settings(), load_payment_settings(), load_measures()
     costing = costs.costing_status(engine)
-    card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=month), team_ids=team_ids,
-                           suppress=suppress)
+    card = build_scorecard(engine, Selection(team_id=team_id, subgroup=subgroup, period=month, window=window),
+                           team_ids=team_ids, suppress=suppress)  # fmt: skip
     keys = tuple((m.id, m.name, m.unit, m.direction) for m in catalogue.measures
                  if m.id in settings.key_outcomes.get(subgroup, ()))  # fmt: skip
     order = settings.key_outcomes.get(subgroup, ())
     keys = tuple(sorted(keys, key=lambda k: order.index(k[0])))
     acute = acute_events(engine, team_id, subgroup, month, team_ids, settings.acute_kinds) if patient_level else pd.DataFrame()
+    moves = subgroup_moves(engine, team_id, subgroup, month, team_ids, patient_level, suppress)
+    completeness = runout.claims_completeness(engine, months_back(month, max(2, WINDOWS[window])))
+    counts_shown = not suppress or window_counts_published(window)
+    adjusted = tuple(m.id for m in catalogue.measures if m.risk_adjust and m.kind == "rate_per_1000_member_years")
+    names = dict(load_rules(active_rules_path()).subgroup_names)
     return ReviewData(
-        team_id=team_id, subgroup=subgroup, month=month, card=card, scorecard=scorecard_table(card),
+        team_id=team_id, subgroup=subgroup, month=month, card=card,
+        scorecard=scorecard_table(card, counts_shown, suppress, adjusted, window),
         headline=headline_series(engine, team_id, subgroup, month, team_ids, settings, payments, catalogue, costing.costed,
                                  suppress),
-        key_outcomes=keys, moves=subgroup_moves(engine, team_id, subgroup, month, team_ids, patient_level, suppress),
+        key_outcomes=keys, moves=moves,
         acute=acute, drivers=cost_drivers(engine, team_id, subgroup, month, team_ids, settings.top_patients, patient_level,
                                           suppress),
         value_map=value_map_frame(engine, subgroup, month, catalogue=catalogue),
-        across_teams=flags_across_teams(engine, subgroup, month, team_ids, suppress),
+        across_teams=flags_across_teams(engine, subgroup, month, team_ids, suppress, window),
         bundled_rate_usd=payments.bundled_pmpm_usd.get(subgroup, 0.0), cost_basis=payments.bundled_cost_basis,
         costing_note=costing.note(), internal_costed=costing.costed,
-        claims_note=runout.incomplete_note(runout.claims_completeness(engine, months_back(month, 2))),
+        claims_note=runout.incomplete_note(completeness), window=window,
+        summary=what_moved_summary(engine, team_id, subgroup, month, window, moves["summary"], suppress, costing.costed,
+                                   completeness, settings, catalogue, names),
+        counts_shown=counts_shown,
     )  # fmt: skip
 
 
@@ -504,6 +750,19 @@ def headline_metrics(data: ReviewData) -> list[dict]:
         out.append({"column": col, "label": spec.label, "value": text, "delta": delta, "inverse": spec.lower_is_better,
                     "chart": [float(v) for v in h[col].dropna()]})  # fmt: skip
     return out
+
+
+def scorecard_note(data: ReviewData) -> str:
+    """The caption under the scorecard: what the numerator, denominator and O/E columns are, and
+    why counts of a longer window are not shown where small counts are suppressed."""
+    text = ("Numerator and denominator: the counts behind each figure (a rate's denominator is member-years; a mean's "
+            "is the number of patients). O/E: observed / expected for the risk-adjusted rates, expected = network rate x "
+            "this team's mean risk score / the network's; its 95 % interval is the rate's over the expected rate. "
+            "Previous: the window before, same length.")  # fmt: skip
+    if not data.counts_shown:
+        text += (" Counts of quarter and 12-month windows are not shown where small counts are suppressed: "
+                 "two neighbouring windows would give a month's count back.")  # fmt: skip
+    return text
 
 
 def payment_summary(data: ReviewData) -> dict:

@@ -33,7 +33,8 @@ from core.store.months import add_months, as_month, index_of, month_end, month_i
 from core.store.queries import read_frame
 
 WORKLIST_PATH = config_path("worklist.toml")
-FLAG_IDS = ("recent_acute", "uncontrolled_diabetes", "uncontrolled_bp", "rising_cost", "overdue_questionnaire", "moved_subgroup")
+FLAG_IDS = ("recent_acute", "phq9_rising", "phq9_high", "uncontrolled_diabetes", "uncontrolled_bp", "rising_cost",
+            "overdue_questionnaire", "moved_subgroup")  # fmt: skip
 
 
 # --- rules ------------------------------------------------------------------------------
@@ -53,6 +54,16 @@ class ChartSpec:
     label: str
     target: float
     direction: str
+
+
+@dataclass(frozen=True)
+class Questionnaire:
+    """A questionnaire of the overdue rule: due every ``every_months[subgroup]`` months for the
+    subgroups named there, not asked of the others."""
+
+    code: str
+    name: str
+    every_months: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -76,11 +87,25 @@ class WorklistRules:
         n = len(self.order)
         return {f: 2 ** (n - 1 - i) for i, f in enumerate(self.order)}
 
+    @property
+    def questionnaires(self) -> tuple[Questionnaire, ...]:
+        """The questionnaires of the overdue rule, each with the subgroups it is due for and how often."""
+        return tuple(Questionnaire(str(q["code"]), str(q["name"]), {str(k): int(v) for k, v in q["every_months"].items()})
+                     for q in self.flags["overdue_questionnaire"]["questionnaires"])  # fmt: skip
+
+    def questionnaire_codes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(q.code for q in self.questionnaires))
+
+    def score_codes(self) -> tuple[str, ...]:
+        """The codes of the score flags (PHQ-9 high, rising): their latest and previous values are read."""
+        return tuple(dict.fromkeys(str(self.flags[f]["code"]) for f in ("phq9_high", "phq9_rising")))
+
     def measure_codes(self) -> tuple[str, ...]:
         """Every measurement code the worklist reads (columns, flags)."""
         f = self.flags
         codes = [c.code for c in self.columns] + [f["uncontrolled_diabetes"]["code"], f["uncontrolled_bp"]["systolic_code"],
-                                                  f["uncontrolled_bp"]["diastolic_code"], *f["overdue_questionnaire"]["codes"]]  # fmt: skip
+                                                  f["uncontrolled_bp"]["diastolic_code"], *self.questionnaire_codes(),
+                                                  *self.score_codes()]  # fmt: skip
         return tuple(dict.fromkeys(codes))
 
 
@@ -110,6 +135,16 @@ def load_worklist_rules(path: Path = WORKLIST_PATH) -> WorklistRules:
         raise ValueError(f"{path}: size.max_patients must be at least 1")
     if rules.window_months < 2 * int(flags["rising_cost"]["months"]):
         raise ValueError(f"{path}: window.months must cover twice flags.rising_cost.months")
+    try:
+        questionnaires = rules.questionnaires
+        thresholds = [float(flags["phq9_high"]["at_least"]), float(flags["phq9_rising"]["rise_at_least"]),
+                      int(flags["phq9_high"]["lookback_months"]), int(flags["phq9_rising"]["lookback_months"]),
+                      *rules.score_codes()]  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path}: missing or malformed questionnaire or PHQ-9 setting ({exc!r})") from exc
+    intervals = [m for q in questionnaires for m in q.every_months.values()] + thresholds[2:4]
+    if not questionnaires or min(intervals) < 1:
+        raise ValueError(f"{path}: flags.overdue_questionnaire needs questionnaires, each due every 1 or more months")
     return rules
 
 
@@ -136,12 +171,15 @@ class WorklistInputs:
     window: patient_id, cost_internal_12m_usd, cost_external_12m_usd, cost_last_3m_usd,
     cost_prev_3m_usd, ed_visits_12m, admissions_12m, last_acute, last_visit (patients with
     any activity in the window; see :func:`_window_activity`).
+    previous_measures: patient_id, ``<code>_previous_date`` and ``<code>_previous_value`` of each
+    score code of the rules (the last day before the last one; see :func:`_previous_measures`).
     """
 
     month: date
     patients: pd.DataFrame
     last_measures: pd.DataFrame
     window: pd.DataFrame
+    previous_measures: pd.DataFrame | None = None
 
 
 def _members(month: date, team_ids: tuple[str, ...], subgroup: str | None):
@@ -166,7 +204,8 @@ def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...],
     patients = _patients(engine, month, tuple(team_ids), subgroup)
     last_measures = _last_measures(engine, members, as_of, rules)
     window = _window_activity(engine, members, month, rules)
-    return WorklistInputs(month, patients, last_measures, window)
+    previous = _previous_measures(engine, members, as_of, rules.score_codes())
+    return WorklistInputs(month, patients, last_measures, window, previous)
 
 
 def _patients(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None) -> pd.DataFrame:
@@ -237,6 +276,28 @@ def _last_measures(engine: Engine, members, as_of: date, rules: WorklistRules) -
     return out.rename(columns=names).reindex(columns=["patient_id", *names.values()])
 
 
+def _previous_measures(engine: Engine, members, as_of: date, codes: tuple[str, ...]) -> pd.DataFrame:
+    """The previous score of each of ``codes`` per member: the lowest value of the last measured
+    day before the latest one (up to ``as_of``). Out grain: patient_id (patients with two or more
+    days of any code). Columns: ``<code>_previous_date`` and ``<code>_previous_value``."""
+    m = Measurement
+    ranked = (
+        select(m.patient_id, m.code, m.measured_date, m.value,
+               func.dense_rank().over(partition_by=(m.patient_id, m.code), order_by=m.measured_date.desc()).label("day_rank"))
+        .where(m.patient_id.in_(members), m.code.in_(codes), m.measured_date <= as_of)
+        .subquery()
+    )  # fmt: skip
+    c = ranked.c
+    per_code = []
+    for i, code in enumerate(codes):
+        per_code += [func.max(case((c.code == code, c.measured_date), else_=None)).label(f"d{i}"),
+                     func.min(case((c.code == code, c.value), else_=None)).label(f"v{i}")]  # fmt: skip
+    out = read_frame(engine, select(c.patient_id, *per_code).where(c.day_rank == 2).group_by(c.patient_id))
+    names = {f"d{i}": f"{code}_previous_date" for i, code in enumerate(codes)}
+    names |= {f"v{i}": f"{code}_previous_value" for i, code in enumerate(codes)}
+    return out.rename(columns=names).reindex(columns=["patient_id", *names.values()])
+
+
 WINDOW_COLUMNS = ["cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3m_usd", "cost_prev_3m_usd",
                   "ed_visits_12m", "admissions_12m"]  # fmt: skip
 
@@ -303,12 +364,28 @@ def wide_last_measures(last_measures: pd.DataFrame, ids: pd.Index, codes: dict[s
     return out
 
 
+def overdue_questionnaires(frame: pd.DataFrame, month: date, rules: WorklistRules) -> dict[str, pd.Series]:
+    """Questionnaire name -> True where it is overdue: due for the patient's subgroup (a subgroup
+    the questionnaire names) and not answered (``q_<code>``) within its interval, in whole
+    months up to ``month``."""
+    out = {}
+    for q in rules.questionnaires:
+        every = frame["subgroup"].map(q.every_months)
+        answered = pd.to_datetime(frame.get(f"q_{q.code}", pd.Series(None, index=frame.index, dtype=object)), errors="coerce")
+        cutoff = index_of(month) - every.astype(float).fillna(1.0).to_numpy() + 1  # first month still counted
+        recent = (month_index(answered).to_numpy() >= cutoff) & answered.notna().to_numpy()
+        out[q.name] = pd.Series(every.notna().to_numpy() & ~recent, index=frame.index)
+    return out
+
+
 def compute_flags(frame: pd.DataFrame, month: date, rules: WorklistRules) -> pd.DataFrame:
     """One boolean column per flag of the rules (see core/config/worklist.toml for each rule).
 
     In: a worklist frame with subgroup, hba1c/systolic/diastolic value and date, the last
-    date of each questionnaire code (``q_<code>``), last_acute, cost_last_3m_usd,
-    cost_prev_3m_usd, previous_subgroup. Out: the flag columns, same index.
+    date of each questionnaire code (``q_<code>``), the latest and previous value of each score
+    code (``s_<code>_value``, ``s_<code>_date``, ``s_<code>_previous_value``; missing columns read
+    as never measured), last_acute, cost_last_3m_usd, cost_prev_3m_usd, previous_subgroup.
+    Out: the flag columns (:data:`FLAG_IDS`), same index.
     """
     f = rules.flags
     as_of = pd.Timestamp(month_end(month))
@@ -334,12 +411,26 @@ def compute_flags(frame: pd.DataFrame, month: date, rules: WorklistRules) -> pd.
     last, prev = frame["cost_last_3m_usd"].fillna(0.0), frame["cost_prev_3m_usd"].fillna(0.0)
     out["rising_cost"] = ((last >= float(rc["min_ratio"]) * prev) & (last - prev >= float(rc["min_increase_usd"]))).to_numpy()
 
-    oq = f["overdue_questionnaire"]
-    due = frame["subgroup"].map(oq.get("months_by_subgroup", {})).fillna(int(oq["default_months"]))
     overdue = pd.Series(False, index=frame.index)
-    for code in oq["codes"]:
-        overdue |= ~within(frame[f"q_{code}"], due)
+    for due in overdue_questionnaires(frame, month, rules).values():
+        overdue |= due
     out["overdue_questionnaire"] = overdue.to_numpy()
+
+    def score(code: str, what: str) -> pd.Series:
+        col = f"s_{code}_{what}"
+        if col in frame:
+            return frame[col] if what == "date" else pd.to_numeric(frame[col], errors="coerce")
+        return pd.Series(None if what == "date" else np.nan, index=frame.index, dtype=object if what == "date" else float)
+
+    high = f["phq9_high"]
+    code = str(high["code"])
+    recent = within(score(code, "date"), int(high["lookback_months"]))
+    out["phq9_high"] = (recent & (score(code, "value") >= float(high["at_least"])).fillna(False)).to_numpy()
+    rising = f["phq9_rising"]
+    code = str(rising["code"])
+    recent = within(score(code, "date"), int(rising["lookback_months"]))
+    rise = score(code, "value") - score(code, "previous_value")
+    out["phq9_rising"] = (recent & (rise >= float(rising["rise_at_least"])).fillna(False)).to_numpy()
 
     prev_sg = frame["previous_subgroup"]
     out["moved_subgroup"] = (prev_sg.notna() & frame["subgroup"].notna() & (prev_sg != frame["subgroup"])).to_numpy()
@@ -348,10 +439,10 @@ def compute_flags(frame: pd.DataFrame, month: date, rules: WorklistRules) -> pd.
 
 WORKLIST_COLUMNS = [
     "patient_id", "name", "age", "sex", "team_id", "subgroup", "subgroup_since", "overridden", "reason", "risk_score",
-    "hba1c_value", "hba1c_date", "bp", "bp_date", "systolic_value", "diastolic_value", "phq9_value", "phq9_date",
+    "hba1c_value", "hba1c_date", "bp", "bp_date", "systolic_value", "diastolic_value", "phq9_value", "phq9_date", "phq9_change",
     "promis_physical_value", "promis_physical_date", "last_visit", "ed_visits_12m", "admissions_12m",
     "cost_12m_usd", "cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3m_usd", "cost_prev_3m_usd",
-    *FLAG_IDS, "flags", "priority",
+    *FLAG_IDS, "flags", "questionnaires_due", "priority",
 ]  # fmt: skip
 
 
@@ -371,9 +462,17 @@ def build_worklist(inputs: WorklistInputs, rules: WorklistRules | None = None) -
     columns = dict(w.items())
     columns["patient_id"] = w["patient_id"].astype(object)
     columns.update(wide_last_measures(inputs.last_measures, ids, {c.id: c.code for c in rules.columns}))
-    q_codes = rules.flags["overdue_questionnaire"]["codes"]
+    q_codes = rules.questionnaire_codes()
     answers = wide_last_measures(inputs.last_measures, ids, {f"q_{c}": c for c in q_codes})
     columns.update({f"q_{c}": answers[f"q_{c}_date"] for c in q_codes})  # last answer of each questionnaire
+    columns.update(wide_last_measures(inputs.last_measures, ids, {f"s_{c}": c for c in rules.score_codes()}))
+    previous = inputs.previous_measures
+    for c in rules.score_codes():  # the score before the latest (rising scores)
+        values = np.full(len(ids), np.nan)
+        if previous is not None and f"{c}_previous_value" in previous:
+            values = align(ids, previous["patient_id"], previous[f"{c}_previous_value"].to_numpy(dtype=float, na_value=np.nan),
+                           np.nan)  # fmt: skip
+        columns[f"s_{c}_previous_value"] = values
     window = inputs.window
     for col in ("cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3m_usd", "cost_prev_3m_usd"):
         columns[col] = align(ids, window["patient_id"], window[col].to_numpy(dtype=float), 0.0)
@@ -391,8 +490,13 @@ def build_worklist(inputs: WorklistInputs, rules: WorklistRules | None = None) -
     sys_v, dia_v = w["systolic_value"].tolist(), w["diastolic_value"].tolist()
     w["bp"] = [f"{s:.0f}/{d:.0f}" if s == s and d == d else None for s, d in zip(sys_v, dia_v, strict=True)]  # x == x: not NaN
     w["bp_date"] = w["systolic_date"].where(w["systolic_date"].notna(), w["diastolic_date"])
+    rising_code = str(rules.flags["phq9_rising"]["code"])
+    w["phq9_change"] = w[f"s_{rising_code}_value"].astype(float) - w[f"s_{rising_code}_previous_value"].astype(float)
     flags = compute_flags(w, month, rules)
     w[list(FLAG_IDS)] = flags
+    due = overdue_questionnaires(w, month, rules)
+    marks = [np.where(d.to_numpy(dtype=bool), name, "") for name, d in due.items()]
+    w["questionnaires_due"] = [", ".join(n for n in names if n) for names in zip(*marks, strict=True)] if marks else ""
     weights, labels = rules.weights, rules.labels
     priority = sum(flags[f].to_numpy(dtype=int) * weights[f] for f in rules.order) if len(w) else np.zeros(0, dtype=int)
     w["priority"] = priority.astype(int)
@@ -443,3 +547,15 @@ def filter_worklist(frame: pd.DataFrame, search: str = "", flags: tuple[str, ...
     if flags:
         keep &= frame[list(flags)].any(axis=1)
     return frame[keep]
+
+
+def count_text(shown: pd.DataFrame, listed: int, search: str = "", flags: tuple[str, ...] = ()) -> str:
+    """How many patients the grid shows, always of the rows shown: "11 patients, 8 with at least
+    one flag", or with a search or flag filter "0 patients shown of 11 in the list, 0 with at
+    least one flag" (``listed``: the worklist's patients before filtering)."""
+    n = len(shown)
+    flagged = int((shown["priority"] > 0).sum()) if n else 0
+    text = f"{n:,} {'patient' if n == 1 else 'patients'}"
+    if (search or "").strip() or flags:
+        text += f" shown of {listed:,} in the list"
+    return text + f", {flagged:,} with at least one flag"

@@ -144,6 +144,17 @@ def test_no_month_is_recoverable_from_neighbouring_windows(network, stores):
     assert comparison_window_leaks(network, stores) == []
 
 
+@pytest.mark.parametrize("window", ["quarter", "12m"])
+def test_the_reviews_longer_windows_publish_no_count(network, stores, window):
+    """The review's quarter and 12-month scorecards, as an executive, of a small subgroup: no small
+    count and no numerator or denominator at all (neighbouring windows would give a month back)."""
+    at = visit("pages/review.py", "executive", None, None, {"team": "TM04", "subgroup": "complex", "review_window": window})
+    pub = attack.collect(at, stores, "review")
+    assert page_leaks(at, stores, "review") == [] and attack.unmarked_blanks(at, "review") == []
+    card = next(t for t in pub.tables.values() if "O/E" in t.columns)
+    assert {attack.parse_number(v) for v in [*card["Numerator"], *card["Denominator"]]} <= {"hidden", None}
+
+
 # --- a test of the test: a policy without complementary suppression leaks, and the harness says so
 
 

@@ -184,3 +184,41 @@ def test_page_flags_the_admission_spike(spike_db_url, monkeypatch):
     app.selectbox(key="subgroup").select("complex").run()
     across = _table(app, "team", "Significant")
     assert ((across["team_id"] == "TM04") & (across["measure_id"] == "admissions")).any()
+
+
+def test_the_window_selector_changes_the_scorecard_and_summary(app, sample_engine):
+    """Month (the default), quarter and 12 months: the scorecard is the core's of that window; an
+    executive (aggregates only) sees the numerators and denominators of a month, not of longer windows."""
+    _open(app, role="executive")
+    app.selectbox(key="team").select("TM04").run()
+    app.selectbox(key="subgroup").select("complex").run()
+    month = months_available(sample_engine)[-1]
+    assert app.selectbox(key="review_window").value == "month"
+    summary = next(m.value for m in app.markdown if m.value.startswith("**What moved**"))
+    assert summary.count("\n- ") == 3 and f"in {month:%b %Y}, " in summary
+    for window, label in (("quarter", "quarter to"), ("12m", "12 months to")):
+        app.selectbox(key="review_window").select(window).run()
+        assert not app.exception, app.exception
+        card = build_scorecard(sample_engine, Selection(team_id="TM04", subgroup="complex", period=month, window=window))
+        shown = _scorecard_frame(app).set_index("measure_id")
+        for r in card.to_dict("records"):
+            assert shown.loc[r["measure_id"], "Value"] == format_figure(r["value"], r["suppressed"]), (window, r["measure_id"])
+        assert set(shown["Numerator"]) <= {"suppressed", "–"}  # counts of longer windows stay unpublished
+        assert any(label in c.value for c in app.caption)
+        assert any("two neighbouring windows would give a month's count back" in c.value for c in app.caption)
+        summary = next(m.value for m in app.markdown if m.value.startswith("**What moved**"))
+        assert f"the {label} {month:%b %Y}" in summary
+    app.selectbox(key="review_window").select("month").run()
+    shown = _scorecard_frame(app)
+    assert not (set(shown["Numerator"]) <= {"suppressed", "–"})  # a month's counts of 11 or more are shown
+
+
+def test_a_team_leader_sees_the_counts_of_every_window(app, sample_engine):
+    _open(app, team="TM04")
+    month = months_available(sample_engine)[-1]
+    app.selectbox(key="review_window").select("12m").run()
+    card = build_scorecard(sample_engine, Selection(team_id="TM04", subgroup="complex", period=month, window="12m"),
+                           suppress=False).set_index("measure_id")  # fmt: skip
+    shown = _scorecard_frame(app).set_index("measure_id")
+    assert shown.loc["admissions", "Numerator"] == format_figure(card.loc["admissions", "numerator"], digits=0)
+    assert shown.loc["admissions", "O/E"] == format_figure(card.loc["admissions", "observed_expected"], digits=2)

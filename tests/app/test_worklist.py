@@ -42,7 +42,7 @@ def test_worklist_shows_the_team_in_priority_order(tiny_db):
     assert shown["cost_12m_usd"].tolist() == pytest.approx(expected["cost_12m_usd"].tolist())
     assert shown["bp"].tolist() == expected["bp"].tolist() and set(shown["team_id"]) == {"A1"}
     assert at.sidebar.selectbox(key="subgroup_A1").value == "complex"  # the team's own subgroup by default
-    assert "9 patients, 6 with at least one flag" in at.caption[0].value
+    assert "11 patients, 8 with at least one flag" in at.markdown[0].value  # always the rows shown
     assert search_events(tiny_db, action="view_worklist")["target"].tolist() == ["A1"]
 
 
@@ -62,9 +62,22 @@ def test_search_by_name_or_id(tiny_db):
     assert at.dataframe[0].value["patient_id"].tolist() == ["P_CALM"]
 
 
+def test_a_search_with_no_hits_says_0_patients(tiny_db):
+    at = open_worklist()
+    at.text_input(key="search").input("nobody by that name").run()
+    assert at.dataframe[0].value.empty
+    count = next(m.value for m in at.markdown if "with at least one flag" in m.value)
+    assert count == "**0 patients shown of 11 in the list, 0 with at least one flag**"
+    assert "11 patients" not in " ".join(str(e.value) for e in at.main if hasattr(e, "value"))
+    assert "No patient matches" in at.info[0].value
+    at.text_input(key="search").input("").run()
+    at.multiselect(key="flags").set_value(["phq9_high"]).run()
+    assert next(m.value for m in at.markdown if "with at least one flag" in m.value).startswith("**1 patient shown of 11")
+
+
 def test_selecting_a_row_opens_the_patient(tiny_db):
     at = open_worklist()
-    at.session_state["worklist"] = {"selection": {"rows": [1], "columns": []}}
+    at.session_state["worklist"] = {"selection": {"rows": [3], "columns": []}}  # the fourth row: P_DM
     at.run()
     assert not at.exception
     assert at.title[0].value == "Given Sugar"
@@ -88,6 +101,6 @@ def test_a_selection_over_the_size_limit_asks_for_a_subgroup(tiny_db, monkeypatc
     monkeypatch.setattr(core.views.worklist, "load_worklist_rules", lambda *a: small)
     at = open_worklist()
     box = at.sidebar.selectbox(key="subgroup_A1")
-    assert box.value is None and "Complex (9)" in box.options and "All (9)" in box.options  # nothing fits: all
-    assert not at.dataframe and "has 9 patients in all subgroups in Oct 2026, more than the 5 a worklist" in at.info[0].value
+    assert box.value is None and "Complex (11)" in box.options and "All (11)" in box.options  # nothing fits: all
+    assert not at.dataframe and "has 11 patients in all subgroups in Oct 2026, more than the 5 a worklist" in at.info[0].value
     assert search_events(tiny_db, action="view_worklist").empty  # nothing was shown

@@ -30,12 +30,17 @@ def test_worklist_order_and_flags(network):
     for pid, _family, _risk, flags in EXPECTED:
         row = w.set_index("patient_id").loc[pid]
         assert {f for f in FLAG_IDS if row[f]} == flags, pid
-    assert w["priority"].tolist() == [32, 16, 8, 4, 2, 1, 0, 0, 0]
+    assert w["priority"].tolist() == [128, 64, 32, 16, 8, 4, 2, 1, 0, 0, 0]
     assert w.loc[0, "flags"] == "Recent ED visit or admission"
 
 
 def test_worklist_values(network):
     w = team_worklist(network, MONTH, ("A1",)).set_index("patient_id")
+    # the PHQ-9 change is the latest score minus the one of the last earlier day (None without one)
+    assert (w.loc["P_RISING", "phq9_value"], w.loc["P_RISING", "phq9_change"]) == (9.0, 5.0)
+    assert (w.loc["P_LOW", "phq9_value"], w.loc["P_LOW", "phq9_change"]) == (12.0, -2.0)
+    assert w.loc["P_EDGE", "phq9_change"] == -4.0 and pd.isna(w.loc["P_ACUTE", "phq9_change"])
+    assert w.loc["P_LATE", "questionnaires_due"] == "PROMIS Global-10" and w.loc["P_CALM", "questionnaires_due"] == ""
     assert w.loc["P_BP", "bp"] == "150/85" and w.loc["P_BP", "bp_date"] == date(2026, 10, 5)  # lowest systolic of the day
     assert (w.loc["P_DM", "hba1c_value"], w.loc["P_DM", "hba1c_date"]) == (9.5, date(2026, 9, 1))
     assert (w.loc["P_COST", "cost_12m_usd"], w.loc["P_COST", "cost_last_3m_usd"], w.loc["P_COST", "cost_prev_3m_usd"]) == (3300, 3000, 300)

@@ -11,6 +11,7 @@ from core.views.worklist import (
     FLAG_IDS,
     WORKLIST_PATH,
     compute_flags,
+    count_text,
     filter_worklist,
     load_worklist_rules,
 )
@@ -20,6 +21,9 @@ RULES = load_worklist_rules()
 QUIET = dict(subgroup="complex", hba1c_value=None, hba1c_date=None, systolic_value=None, systolic_date=None,
              diastolic_value=None, diastolic_date=None, last_acute=None, cost_last_3m_usd=0.0, cost_prev_3m_usd=0.0,
              previous_subgroup="complex", **{"q_71971-6": date(2026, 9, 1), "q_44261-6": date(2026, 9, 1)})  # fmt: skip
+
+
+PHQ = {"s_44261-6_date": date(2026, 9, 1), "s_44261-6_previous_value": None}
 
 
 def flags_of(**changes) -> set[str]:
@@ -50,6 +54,20 @@ def flags_of(**changes) -> set[str]:
         ({"q_71971-6": date(2026, 5, 1), "subgroup": "chronic", "previous_subgroup": "chronic"}, set()),  # chronic: 12 months
         ({"q_44261-6": None}, {"overdue_questionnaire"}),  # never answered
         ({"q_44261-6": date(2025, 1, 1), "subgroup": "healthy", "previous_subgroup": "healthy"}, set()),  # healthy: 24 months
+        # questionnaires per subgroup: the PHQ-9 is not asked of the healthy, the PROMIS is (every 24 months)
+        ({"q_44261-6": None, "subgroup": "healthy", "previous_subgroup": "healthy"}, set()),
+        ({"q_71971-6": date(2024, 10, 31), "subgroup": "healthy", "previous_subgroup": "healthy"}, {"overdue_questionnaire"}),
+        ({"q_44261-6": date(2025, 10, 31), "subgroup": "at_risk", "previous_subgroup": "at_risk"}, {"overdue_questionnaire"}),
+        ({"q_44261-6": None, "q_71971-6": None, "subgroup": None, "previous_subgroup": None}, set()),  # no subgroup: none due
+        # PHQ-9 10 or more in the last 12 months; rising by 5 or more since the previous score
+        ({**PHQ, "s_44261-6_value": 10.0}, {"phq9_high"}),
+        ({**PHQ, "s_44261-6_value": 9.0}, set()),
+        ({**PHQ, "s_44261-6_value": 15.0, "s_44261-6_date": date(2025, 10, 31)}, set()),  # older than 12 months
+        ({**PHQ, "s_44261-6_value": 9.0, "s_44261-6_previous_value": 4.0}, {"phq9_rising"}),  # +5
+        ({**PHQ, "s_44261-6_value": 8.0, "s_44261-6_previous_value": 4.0}, set()),  # +4
+        ({**PHQ, "s_44261-6_value": 15.0, "s_44261-6_previous_value": 5.0}, {"phq9_high", "phq9_rising"}),
+        ({**PHQ, "s_44261-6_value": 15.0, "s_44261-6_previous_value": 20.0}, {"phq9_high"}),  # high, falling
+        ({**PHQ, "s_44261-6_value": 9.0, "s_44261-6_previous_value": None}, set()),  # no previous score: no rise
         ({"previous_subgroup": "chronic"}, {"moved_subgroup"}),
         ({"previous_subgroup": None}, set()),  # new to the practice: not a move
     ],
@@ -66,8 +84,8 @@ def test_overdue_boundary_is_whole_months():
 
 def test_priority_is_lexicographic_in_the_documented_order():
     weights = RULES.weights
-    assert list(RULES.order) == ["recent_acute", "uncontrolled_diabetes", "uncontrolled_bp", "rising_cost",
-                                 "overdue_questionnaire", "moved_subgroup"]  # fmt: skip
+    assert list(RULES.order) == ["recent_acute", "phq9_rising", "phq9_high", "uncontrolled_diabetes", "uncontrolled_bp",
+                                 "rising_cost", "overdue_questionnaire", "moved_subgroup"]  # fmt: skip
     for i, flag in enumerate(RULES.order):
         assert weights[flag] > sum(weights[f] for f in RULES.order[i + 1 :])
 
@@ -79,6 +97,47 @@ def test_rules_file_errors_name_the_file(tmp_path):
     assert bad.read_text(encoding="utf-8") != text
     with pytest.raises(ValueError, match="worklist.toml.*priority.order"):
         load_worklist_rules(bad)
+
+
+def test_overdue_questionnaires_are_named():
+    from core.views.worklist import overdue_questionnaires
+
+    frame = pd.DataFrame([{**QUIET, "q_71971-6": None, "q_44261-6": None}, {**QUIET, "subgroup": "healthy", "q_71971-6": None,
+                                                                           "q_44261-6": None}, QUIET])  # fmt: skip
+    due = overdue_questionnaires(frame, MONTH, RULES)
+    assert due["PROMIS Global-10"].tolist() == [True, True, False]
+    assert due["PHQ-9"].tolist() == [True, False, False]  # the healthy are not asked the PHQ-9
+
+
+def test_questionnaire_rules_are_data_per_subgroup(tmp_path):
+    due = {q.name: q.every_months for q in RULES.questionnaires}
+    assert due["PHQ-9"]["complex"] == 6 and "healthy" not in due["PHQ-9"] and due["PROMIS Global-10"]["healthy"] == 24
+    # the thresholds are data: a PHQ-9 cut-off of 15 in the file no longer flags a 12
+    text = WORKLIST_PATH.read_text(encoding="utf-8").replace("at_least = 10.0", "at_least = 15.0")
+    path = tmp_path / "worklist.toml"
+    path.write_text(text, encoding="utf-8")
+    stricter = load_worklist_rules(path)
+    frame = pd.DataFrame([{**QUIET, **PHQ, "s_44261-6_value": 12.0}])
+    assert compute_flags(frame, MONTH, RULES).iloc[0]["phq9_high"]
+    assert not compute_flags(frame, MONTH, stricter).iloc[0]["phq9_high"]
+    bad = tmp_path / "bad" / "worklist.toml"  # another path: the rules are cached per path
+    bad.parent.mkdir()
+    bad.write_text(text.replace("complex = 6, frail = 6 }", "complex = 0, frail = 6 }"), encoding="utf-8")
+    with pytest.raises(ValueError, match="worklist.toml.*every 1 or more months"):
+        load_worklist_rules(bad)
+
+
+@pytest.mark.parametrize(
+    "search,flags,expected",
+    [("", (), "3 patients, 2 with at least one flag"),
+     ("smith", (), "1 patient shown of 3 in the list, 1 with at least one flag"),
+     ("nobody", (), "0 patients shown of 3 in the list, 0 with at least one flag"),
+     ("", ("rising_cost",), "1 patient shown of 3 in the list, 1 with at least one flag")],
+)  # fmt: skip
+def test_the_count_is_of_the_rows_shown(search, flags, expected):
+    frame = pd.DataFrame({"patient_id": ["P1", "P2", "P3"], "name": ["Smith, Ann", "Jones, Bo", "Lee, Cy"],
+                          "recent_acute": [True, False, False], "rising_cost": [False, True, False], "priority": [2, 1, 0]})  # fmt: skip
+    assert count_text(filter_worklist(frame, search, flags), len(frame), search, flags) == expected
 
 
 def test_month_arithmetic():
