@@ -11,6 +11,7 @@ from core.metrics.payments import load_payment_settings, with_overrides
 from core.store.months import window_months
 from core.store.queries import organisation
 from core.views.charts import MODEL_LABELS, payment_bars_figure
+from core.views.columns import label_from_name
 from core.views.format import csv_export, usd
 from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
 from core.views.scope import scope_units, unit_filters
@@ -34,8 +35,9 @@ models_tab, aco_tab = st.tabs(["Payment models", "ACO projection"])
 
 with models_tab:
     with st.expander("What-if settings (not saved; defaults from core/config/payments.toml)", expanded=False):
+        st.caption("Bundled payment per member per month, $")
         cols = st.columns(len(base.bundled_pmpm_usd))
-        bundled = {s: col.number_input(f"Bundle {labels.get(s, s)}, $ PMPM", min_value=0.0, value=v, key=f"pay_bundle_{s}")
+        bundled = {s: col.number_input(labels.get(s, s), min_value=0.0, value=v, key=f"pay_bundle_{s}")
                    for col, (s, v) in zip(cols, base.bundled_pmpm_usd.items(), strict=True)}  # fmt: skip
         cols = st.columns(4)
         fees = {k: cols[i % 4].number_input(f"Fee {k.replace('_', ' ')}, $", min_value=0.0, value=v, key=f"pay_fee_{k}")
@@ -76,7 +78,7 @@ with aco_tab:
     rates = ("minimum_savings_rate", "minimum_loss_rate", "shared_savings_rate", "shared_loss_rate", "savings_cap_pct_of_benchmark",
              "loss_cap_pct_of_benchmark", "risk_growth_cap_up")  # fmt: skip
     cols = st.columns(4)
-    changes = {r: cols[i % 4].number_input(r.replace("_", " ").capitalize() + ", %", 0.0, 100.0, getattr(track, r) * 100,
+    changes = {r: cols[i % 4].number_input(label_from_name(r) + ", %", 0.0, 100.0, getattr(track, r) * 100,
                                            key=f"aco_{preset}_{r}") / 100 for i, r in enumerate(rates)}  # fmt: skip
     a, b, c, d = st.columns(4)
     changes["quality_threshold"] = a.number_input("Quality threshold", 0.0, 100.0, track.quality_threshold, key=f"aco_{preset}_qt")

@@ -165,7 +165,9 @@ def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None
                        model=long["model"].map(lambda m: MODEL_LABELS.get(m, m)),
                        subgroup=long["subgroup"].map(lambda s: labels.get(s, s)))  # fmt: skip
     fig = px.bar(long, x="subgroup", y="usd_pmpm", color="model", barmode="group", facet_col="figure",
-                 labels={"usd_pmpm": "USD per member per month", "subgroup": "Subgroup", "model": "Model"}, title=title)  # fmt: skip
+                 labels={"usd_pmpm": "USD per member per month", "subgroup": "Subgroup", "model": "Model", "figure": "Figure"},
+                 title=title)  # fmt: skip
+    fig.update_traces(hovertemplate="%{x} · %{fullData.name}<br>$%{y:,.2f} per member per month<extra></extra>")
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     return _layout(fig)
 

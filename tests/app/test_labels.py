@@ -19,6 +19,7 @@ from core.store.queries import months_available, organisation, team_patients
 RAW_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$|^[a-z]+$")  # patient_id, cost_pmpm_usd, team
 SNAKE = re.compile(r"\b[a-z][a-z0-9]*(_[a-z0-9]+)+\b")  # a code inside a text: hispanic_or_latino
 NONE_TEXT = {"none", "nan", "<na>", "nat", "null"}
+HOVER_NAME = re.compile(r"(^|<br>)[a-z][a-z0-9_]*=")  # plotly express's "column=value" hover line
 
 
 def _displayed(proto, frame: pd.DataFrame) -> tuple[list[str], dict]:
@@ -103,10 +104,9 @@ def chart_problems(spec: dict, where: str = "") -> list[str]:
                 if raw:
                     problems.append(f"{where}: trace {name!r} {key} shows codes such as {raw[0]!r}")
         for key in ("hovertemplate", "texttemplate"):
-            if SNAKE.search(str(trace.get(key) or "").split("<extra>")[0].replace("%{", " ")):
-                template = re.sub(r"%\{[^}]*\}", "", str(trace.get(key)))
-                if SNAKE.search(template):
-                    problems.append(f"{where}: trace {name!r} {key} shows a raw name: {template!r}")
+            template = re.sub(r"%\{[^}]*\}", "", str(trace.get(key) or ""))
+            if SNAKE.search(template) or HOVER_NAME.search(template):
+                problems.append(f"{where}: trace {name!r} {key} shows a raw name: {template!r}")
     for axis in sorted(used):
         spec_axis = layout.get(axis, {})
         if spec_axis.get("visible") is False or spec_axis.get("showticklabels") is False:
@@ -151,11 +151,13 @@ def test_the_table_checker_finds_raw_names_unformatted_floats_and_none():
 
 
 def test_the_chart_checker_finds_untitled_axes_and_raw_names():
-    spec = {"data": [{"type": "scatter", "name": "cost_pmpm_usd", "x": ["not_dual", "None"], "y": [1.5, 2.5]}], "layout": {}}
+    spec = {"data": [{"type": "scatter", "name": "cost_pmpm_usd", "x": ["not_dual", "None"], "y": [1.5, 2.5],
+                      "hovertemplate": "figure=%{x}<br>Cost=%{y}"}], "layout": {}}  # fmt: skip
     problems = chart_problems(spec)
     assert any("no title" in p for p in problems) and any("xaxis has no title" in p for p in problems)
     assert any("trace name 'cost_pmpm_usd'" in p for p in problems)
     assert any("shows codes such as 'not_dual'" in p for p in problems) and any("'None'" in p for p in problems)
+    assert any("hovertemplate shows a raw name" in p for p in problems)
     good = {"data": [{"type": "scatter", "name": "Cost", "x": ["Not dual"], "y": [1.5]}],
             "layout": {"title": {"text": "Cost"}, "xaxis": {"title": {"text": "Dual status"}}, "yaxis": {"title": {"text": "USD"}}}}  # fmt: skip
     assert chart_problems(good) == []
