@@ -65,7 +65,7 @@ def member_mix_figure(member_months: pd.DataFrame, labels: dict[str, str] | None
         labels={"member_months": "Member-months", "month": "Month", "subgroup_label": "Subgroup"},
         title=title,
     )
-    fig.update_layout(hovermode="x unified", legend_title_text="", margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(hovermode="x unified", legend_title_text="", margin=dict(l=10, r=10, t=40, b=10), yaxis_hoverformat=",.0f")
     return fig
 
 
@@ -98,6 +98,7 @@ def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = No
     fig = px.line(frame, x="month", y="value", color="subgroup_label", markers=True, category_orders={"subgroup_label": order},
                   color_discrete_map=colors, labels={"value": y_title, "month": "Month", "subgroup_label": "Subgroup"}, title=title or y_title)  # fmt: skip
     fig.update_layout(hovermode="x unified")
+    fig.update_yaxes(hoverformat=",.2f" if "USD" in y_title else ",.1f")  # as the tables show them
     if incomplete_from is not None and len(frame):
         fig.add_vrect(x0=pd.Timestamp(incomplete_from) - pd.Timedelta(days=15), x1=pd.Timestamp(frame["month"].max()) + pd.Timedelta(days=15),
                       fillcolor="#9E9E9E", opacity=0.15, line_width=0, annotation_text="claims incomplete",
@@ -123,7 +124,7 @@ def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: d
     if pd.notna(network_value):
         fig.add_vline(x=network_value, line_dash="dash", line_color="#212121", annotation_text="Network",
                       annotation_position="top")  # fmt: skip
-    fig.update_layout(title=title, xaxis_title=f"{unit} (dot: value; bar: 95% interval)", yaxis_title="Team",
+    fig.update_layout(title=title, xaxis_title=f"{unit} (dot: value; bar: 95% interval)", yaxis_title="Team", xaxis_hoverformat=",.1f",
                       height=max(300, 45 * len(shown) + 120))  # fmt: skip
     return _layout(fig)
 
@@ -150,6 +151,7 @@ def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None,
                            arrowcolor=_colour(row.subgroup, colours), opacity=0.6)  # fmt: skip
     fig.add_hline(y=50, line_dash="dot", line_color="#9E9E9E", annotation_text="peer average outcome")
     fig.update_layout(title=title, xaxis_title="Total cost per member per month (USD, log scale)", xaxis_type="log",
+                      xaxis_hoverformat="$,.2f", yaxis_hoverformat=",.1f",
                       yaxis_title="Outcome index (50 = peers of the same subgroup)", height=520)  # fmt: skip
     return _layout(fig)
 
@@ -190,7 +192,8 @@ def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float 
     if network_value is not None and pd.notna(network_value):
         fig.add_vline(x=network_value, line_dash="dot", line_color="#212121", annotation_text="all patients",
                       annotation_position="bottom right")  # fmt: skip
-    fig.update_layout(title=title, xaxis_title=unit, yaxis_title=group_title, height=max(300, 40 * len(shown) + 120))
+    fig.update_layout(title=title, xaxis_title=unit, yaxis_title=group_title, height=max(300, 40 * len(shown) + 120),
+                      xaxis_hoverformat=",.1f")  # fmt: skip
     return _layout(fig)
 
 
@@ -236,7 +239,8 @@ def review_cost_trend_figure(headline: pd.DataFrame, title: str = "") -> go.Figu
     names = {"cost_internal_pmpm_usd": "Internal (TDABC)", "cost_external_pmpm_usd": "External (claims)",
              "cost_total_pmpm_usd": "Total"}  # fmt: skip
     fig = go.Figure([go.Scatter(x=headline["month"], y=headline[c], mode="lines+markers", name=n) for c, n in names.items()])
-    fig.update_layout(title=title, yaxis_title="USD per member per month", xaxis_title="Month", hovermode="x unified")
+    fig.update_layout(title=title, yaxis_title="USD per member per month", xaxis_title="Month", hovermode="x unified",
+                      yaxis_hoverformat="$,.2f")  # fmt: skip
     return _layout(fig)
 
 
@@ -270,7 +274,7 @@ def measurement_figure(series: pd.DataFrame, label: str, target: float, directio
     if x_range is not None:
         first, last = pd.Timestamp(x_range[0]), pd.Timestamp(x_range[1])
         fig.update_xaxes(range=[first - pd.Timedelta(days=20), last + pd.Timedelta(days=20)])
-    fig.update_layout(title=label, height=260, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=label, height=260, margin=dict(l=10, r=10, t=40, b=10), yaxis_hoverformat=",.1f")
     return fig
 
 
@@ -278,5 +282,5 @@ def patient_costs_figure(costs: pd.DataFrame, title: str = "Cost per month by so
     """Stacked bars of cost per month by source and category (columns: month, source, category (label), cost_usd)."""
     frame = costs.assign(part=costs["source"].str.capitalize() + ": " + costs["category"])
     fig = px.bar(frame, x="month", y="cost_usd", color="part", labels={"month": "Month", "cost_usd": "Cost (USD)", "part": ""}, title=title)
-    fig.update_layout(barmode="stack", height=340, margin=dict(l=10, r=10, t=50, b=10), yaxis_tickprefix="$")
+    fig.update_layout(barmode="stack", height=340, margin=dict(l=10, r=10, t=50, b=10), yaxis_tickprefix="$", yaxis_hoverformat=",.0f")
     return fig

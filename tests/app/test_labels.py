@@ -5,6 +5,7 @@ float without a number format, no "None" or "nan", and charts with titled axes a
 The checkers below read what Streamlit sends to the browser: a dataframe's Arrow data with its
 column configuration (labels, formats, order, placeholder) and a Plotly chart's JSON figure."""
 
+import base64
 import json
 import re
 
@@ -65,6 +66,13 @@ def table_problems(frame: pd.DataFrame, config: dict, shown: list[str], placehol
 ALLOWED_CODES = {"action", "rule_id", "user_key", "target", "subgroup_id", "measure_id", "id", "examples"}
 
 
+def _values(value) -> list:
+    """A trace's data array as a list: plotly writes numpy arrays as typed base64 ("bdata")."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"])).tolist()
+    return list(value) if isinstance(value, list | tuple) else []
+
+
 def _texts(value) -> list[str]:
     if isinstance(value, dict):
         return [str(value.get("text", ""))]
@@ -107,6 +115,13 @@ def chart_problems(spec: dict, where: str = "") -> list[str]:
             template = re.sub(r"%\{[^}]*\}", "", str(trace.get(key) or ""))
             if SNAKE.search(template) or HOVER_NAME.search(template):
                 problems.append(f"{where}: trace {name!r} {key} shows a raw name: {template!r}")
+    for trace in spec.get("data", []):  # a hovered number shows as formatted as the table's
+        template = str(trace.get("hovertemplate") or "")
+        for letter in ("x", "y"):
+            axis = layout.get(letter + "axis" + trace.get(letter + "axis", letter)[1:], {})
+            values = [v for v in _values(trace.get(letter)) if isinstance(v, float) and not np.isnan(v)]
+            if f"%{{{letter}}}" in template and not axis.get("hoverformat") and any(_decimals(v) > 2 for v in values):
+                problems.append(f"{where}: trace {trace.get('name')!r} hovers {letter} unformatted (e.g. {values[0]!r})")
     for axis in sorted(used):
         spec_axis = layout.get(axis, {})
         if spec_axis.get("visible") is False or spec_axis.get("showticklabels") is False:
@@ -158,6 +173,7 @@ def test_the_chart_checker_finds_untitled_axes_and_raw_names():
     assert any("trace name 'cost_pmpm_usd'" in p for p in problems)
     assert any("shows codes such as 'not_dual'" in p for p in problems) and any("'None'" in p for p in problems)
     assert any("hovertemplate shows a raw name" in p for p in problems)
+    assert any("hovers y unformatted" in p for p in chart_problems({"data": [{"y": [18.1740123], "hovertemplate": "%{y}"}], "layout": {}}))
     good = {"data": [{"type": "scatter", "name": "Cost", "x": ["Not dual"], "y": [1.5]}],
             "layout": {"title": {"text": "Cost"}, "xaxis": {"title": {"text": "Dual status"}}, "yaxis": {"title": {"text": "USD"}}}}  # fmt: skip
     assert chart_problems(good) == []
