@@ -44,9 +44,9 @@ st.caption(policy.caption)
 with st.container(border=True):
     st.markdown("**What moved**\n" + "".join(f"\n- {plain(line)}" for line in data.summary))
 
-cols = st.columns(4)
+cols = st.columns(3)  # three a row: a measure's name fits its card at 1440 px
 for i, m in enumerate(headline_metrics(data)):
-    cols[i % 4].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
+    cols[i % 3].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
                        chart_data=m["chart"] or None, border=True, delta_description="vs last month")  # fmt: skip
 pay = payment_summary(data)
 money = {k: usd(pay[k]) if pay["costed"] or k == "payment_usd" else "not costed" for k in ("payment_usd", "cost_usd", "margin_usd")}

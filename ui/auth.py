@@ -13,6 +13,7 @@ from core.access.policy import TEAM_ROLES, Scope, can_open, load_access_rules, r
 from core.access.users import find_user
 from core.store.queries import organisation
 from ui.data import current_url, engine, query
+from ui.widgets import team_choice_labels
 
 DEMO_PERSONAS = {
     "team_leader": ("demo-team-leader", "Demo team leader"),
@@ -93,7 +94,7 @@ def demo_switcher(scope: Scope) -> None:
     st.warning("Demo mode: sample data, no login. Pick a role to try it.", icon=":material/science:")
     st.selectbox("Demo role", list(DEMO_PERSONAS), key="demo_role", format_func=rules.role_labels.get)
     if scope.role in TEAM_ROLES:
-        labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
+        labels = team_choice_labels(org)
         st.selectbox("Demo team", list(labels), key="demo_team", format_func=labels.get)
     for key in ("demo_role", "demo_team"):
         if key in st.session_state:

@@ -12,6 +12,7 @@ from core.views.columns import column_spec, kind_from, load_columns, readable
 from ui.labels import subgroup_labels
 
 MISSING = "–"  # a cell with no data; a table of suppressed figures passes placeholder="suppressed"
+PX_PER_CHAR, PX_PADDING, PX_MAX = 7.5, 30, 420  # a column wide enough for its text at the grid's font
 
 
 # kind -> (Streamlit number format, step: the shown decimals)
@@ -57,6 +58,21 @@ def table_config(frame: pd.DataFrame, overrides: Mapping | None = None) -> dict:
     return config | dict(overrides or {})
 
 
+def _width(series: pd.Series, label: str, placeholder: str) -> int | None:
+    """Pixels for a column whose automatic width would cut it short: a text longer than the
+    grid's automatic cap, or the placeholder of its empty cells; None keeps the automatic width."""
+    chars = 0
+    if len(placeholder) > 3 and series.isna().any():  # "suppressed" is wider than many figures and labels
+        numbers = pd.to_numeric(series, errors="coerce").dropna() if pd.api.types.is_numeric_dtype(series) else pd.Series([])
+        widest = max((len(f"${v:,.2f}") for v in numbers), default=0)
+        chars = max(len(placeholder), len(label), widest)
+    if series.dtype == object or pd.api.types.is_string_dtype(series):
+        longest = int(series.dropna().astype(str).str.len().max() or 0) if series.notna().any() else 0
+        if longest > 28:
+            chars = max(chars, longest)
+    return min(PX_MAX, int(chars * PX_PER_CHAR + PX_PADDING)) if chars else None
+
+
 def _is_dates(series: pd.Series) -> bool:
     if pd.api.types.is_datetime64_any_dtype(series):
         return True
@@ -79,4 +95,7 @@ def show_table(frame: pd.DataFrame, *, column_config: Mapping | None = None, pla
     for col, label in (labels or {}).items():
         if col in config and isinstance(config[col], dict):
             config[col] = {**config[col], "label": label}
+    for col, spec in config.items():
+        if isinstance(spec, dict) and spec.get("width") is None and col in shown:
+            spec["width"] = _width(shown[col], spec.get("label") or str(col), placeholder)
     return st.dataframe(shown, column_config=config, placeholder=placeholder, **kwargs)

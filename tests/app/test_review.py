@@ -84,7 +84,7 @@ def test_selections_change_the_numbers(app, sample_engine):
 def test_url_opens_the_same_view(app, sample_engine):
     months = months_available(sample_engine)
     # as the browser writes them: bound widgets with a format_func put the shown label in the URL
-    app.query_params["team"] = "Riverside Family Medicine · Riverside Chronic Care Team"
+    app.query_params["team"] = "Riverside Chronic Care Team · Riverside Family Medicine"
     app.query_params["subgroup"] = "Complex"  # not the team's own subgroup (chronic)
     app.query_params["month"] = months[-2].strftime("%b %Y")
     _open(app, team="TM03")
