@@ -7,13 +7,12 @@ from core.derive.cells import load_strata
 from core.derive.measures import load_measures
 from core.store.months import WINDOW_LABELS
 from core.views.charts import equity_gap_figure
-from core.views.columns import label_of, vocabulary
 from core.views.equity import equity_table
 from core.views.executive_settings import load_executive_settings
 from core.views.format import csv_export, format_figure
 from ui.auth import audit_export, require
 from ui.data import query
-from ui.labels import plain, subgroup_labels
+from ui.labels import subgroup_labels
 from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_window
 
@@ -42,14 +41,27 @@ if table.empty:
     st.stop()
 unit = table["unit"].iloc[0]
 best = table.loc[table["best"]]
+rule = ("the largest group" if settings.equity_reference == "largest" else
+        f"the best-served group among those with at least {settings.reference_min_patients:,.0f} patients")  # fmt: skip
+network_text = format_figure(table["network_value"].iloc[0])
 st.markdown(f"**{measures[measure_id]}** by {strata.labels[stratum].lower()} · {WINDOW_LABELS[window].lower()} to {month_label(month)}. "
-            + (f"Best-served group: **{plain(label_of(best['stratum_value'].iloc[0], 'strata'))}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
+            f"All patients of the network: **{network_text}** {unit}. "
+            + (f"Reference group ({rule}): **{best['group'].iloc[0]}** ({format_figure(best['value'].iloc[0])} {unit}). " if len(best) else "")
             + "A gap is marked real only when the two 95% intervals do not overlap.")  # fmt: skip
-groups = vocabulary("strata")
-st.plotly_chart(equity_gap_figure(table, unit, group_title=strata.labels[stratum], group_labels=groups,
-                                  title=f"{measures[measure_id]} by {strata.labels[stratum].lower()}"), key="equity_chart")  # fmt: skip
-shown = table.drop(columns=["unit"])
-show_table(shown, key="equity_table", placeholder="suppressed", labels={"value": f"Value, {unit}", "stratum_value": strata.labels[stratum]})
+chart = table.assign(stratum_value=table["group"])
+st.plotly_chart(equity_gap_figure(chart, unit, table["network_value"].iloc[0]), key="equity_chart")
+shown = table.drop(columns=["unit", "stratum_value"])
+NUMBER = st.column_config.NumberColumn
+show_table(shown, hide_index=True, key="equity_table", placeholder="suppressed",
+             column_config={"group": st.column_config.TextColumn(strata.labels[stratum]),
+                            "numerator": NUMBER("Numerator", format="%.1f"), "denominator": NUMBER("Denominator", format="%.1f"),
+                            "patients": NUMBER("Patients", format="%d"), "value": NUMBER(f"Value ({unit})", format="%.1f"),
+                            "ci_low": NUMBER("95% CI low", format="%.1f"), "ci_high": NUMBER("95% CI high", format="%.1f"),
+                            "network_value": NUMBER(f"All patients ({unit})", format="%.1f"),
+                            "best_value": NUMBER(f"Reference group ({unit})", format="%.1f"),
+                            "gap_to_best": NUMBER(f"Gap to the reference ({unit})", format="%+.1f"),
+                            "gap_is_real": st.column_config.CheckboxColumn("Gap is real"),
+                            "best": st.column_config.CheckboxColumn("Reference group"), "suppressed": "Suppressed"})  # fmt: skip
 st.download_button("Download equity table (CSV)", csv_export(shown), file_name=f"equity_{measure_id}_{stratum}_{month:%Y-%m}.csv",
                    mime="text/csv", key="dl_equity", on_click=audit_export,
                    args=(scope, "equity", f"{measure_id} {stratum} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip

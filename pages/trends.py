@@ -9,7 +9,7 @@ from core.views.cells_read import COST_LABELS
 from core.views.charts import member_mix_figure, trend_lines_figure
 from core.views.format import csv_export
 from core.views.scope import scope_units, unit_filters, unit_teams
-from core.views.trends import trends
+from core.views.trends import outcomes_with_data, trends
 from ui.auth import audit_export, require
 from ui.data import query
 from ui.labels import subgroup_labels
@@ -45,30 +45,52 @@ if completed and not (data["completeness"]["basis"] == PAID_DATES).any():
     st.caption("No paid dates in the claims: completed claims cannot be estimated, paid amounts are shown.")
 shade_from = figures.loc[~figures["claims_complete"], "month"].min() if (~figures["claims_complete"]).any() else None
 
+drawn = figures.loc[~figures["partial"]]  # a window of claims that have not run out is never drawn
 st.subheader("Cost per member per month")
+if figures["partial"].any():
+    st.caption("Claims costs of months whose claims have not run out are not drawn (they would dip for want of "
+               "late claims); tick *Completed claims* to draw them completed from the paid-date lags.")  # fmt: skip
 for tab, metric in zip(st.tabs(list(COST_LABELS.values())), COST_LABELS, strict=True):
-    part = figures.loc[figures["metric"] == metric]
-    tab.plotly_chart(trend_lines_figure(part, labels, title=COST_LABELS[metric], y_title="USD per member per month", incomplete_from=shade_from),
+    part = drawn.loc[drawn["metric"] == metric]
+    shade = shade_from if len(part) and shade_from is not None and part["month"].max() >= shade_from else None
+    tab.plotly_chart(trend_lines_figure(part, labels, title=COST_LABELS[metric], y_title="USD per member per month", incomplete_from=shade),
                      key=f"cost_{metric}")  # fmt: skip
 
 st.subheader("Key outcomes")
-outcomes = figures.loc[figures["kind"] != "cost_pmpm", ["metric", "metric_label"]].drop_duplicates()
-names = dict(outcomes.itertuples(index=False))
-measure = st.selectbox("Outcome", list(names), key="trend_measure", format_func=names.get)
-st.plotly_chart(trend_lines_figure(figures.loc[figures["metric"] == measure], labels, y_title=names.get(measure, ""),
+order = outcomes_with_data(figures)  # the outcome with the most published, non-zero points first
+names = dict(figures[["metric", "metric_label"]].drop_duplicates().itertuples(index=False))
+measure = st.selectbox("Outcome", order, key="trend_measure", format_func=names.get,
+                       help="Outcomes are listed with the most data first: a line of zeros and suppressed gaps last.")  # fmt: skip
+st.plotly_chart(trend_lines_figure(drawn.loc[drawn["metric"] == measure], labels, y_title=names.get(measure, ""),
                                    incomplete_from=shade_from), key="outcome")  # fmt: skip
+st.caption("Shaded bands: 95% intervals (Wilson for percentages, exact Poisson for rates, t for means and costs).")
 
 st.subheader("Subgroup mix")
 shown_mix = mix.loc[~mix["suppressed"]].rename(columns={"members": "member_months"})
 st.plotly_chart(member_mix_figure(shown_mix, labels), key="mix")
+if mix["suppressed"].any():
+    st.caption("Shares are of all the unit's members in the month; suppressed subgroups are not drawn, so the "
+               "published shares of a month can add up to less than 100%.")  # fmt: skip
 
 st.subheader("All figures")
 table = figures.assign(subgroup=figures["subgroup"].map(lambda s: labels.get(s, "All subgroups" if s == "all" else s)))
 table = table[["month", "subgroup", "metric_label", "value", "ci_low", "ci_high", "patients", "suppressed", "claims_complete"]]
-show_table(table, key="trend_table", placeholder="suppressed")
+show_table(table, hide_index=True, key="trend_table", placeholder="suppressed",
+             column_config={"month": st.column_config.DateColumn("Month", format="MMM YYYY"),
+                            "subgroup": st.column_config.TextColumn("Subgroup"),
+                            "metric_label": st.column_config.TextColumn("Figure"),
+                            "suppressed": "Suppressed", "claims_complete": "Claims run out",
+                            "value": st.column_config.NumberColumn("Value", format="%.1f"),
+                            "ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
+                            "ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f"),
+                            "patients": st.column_config.NumberColumn("Patients", format="%d")})  # fmt: skip
 st.download_button("Download figures (CSV)", csv_export(table), file_name="trends.csv", mime="text/csv", key="dl_trends",
                    on_click=audit_export, args=(scope, "trends", f"{unit} figures csv"))  # fmt: skip
 mix_table = mix.assign(subgroup=mix["subgroup"].map(lambda s: labels.get(s, s)))
-show_table(mix_table, key="mix_table", placeholder="suppressed")
+show_table(mix_table, hide_index=True, key="mix_table", placeholder="suppressed",
+             column_config={"month": st.column_config.DateColumn("Month", format="MMM YYYY"),
+                            "subgroup": st.column_config.TextColumn("Subgroup"),
+                            "members": st.column_config.NumberColumn("Members", format="%d"), "suppressed": "Suppressed",
+                            "share": st.column_config.NumberColumn("Share of all members", format="percent")})  # fmt: skip
 st.download_button("Download subgroup mix (CSV)", csv_export(mix_table), file_name="subgroup_mix.csv", mime="text/csv",
                    key="dl_mix", on_click=audit_export, args=(scope, "trends", f"{unit} mix csv"))  # fmt: skip

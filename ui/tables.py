@@ -88,6 +88,7 @@ def show_table(frame: pd.DataFrame, *, column_config: Mapping | None = None, pla
     ``placeholder`` ("–"; "suppressed" on tables whose empty figures are suppressed ones).
     ``labels`` (column -> label) name a column for this table, its format kept (a value's unit);
     ``column_config`` entries override the catalogue's; other arguments go to ``st.dataframe``."""
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     subgroups = {"new": "New to the team", "none": "No longer attributed", "suppressed": "suppressed", **subgroup_labels()}
     shown = readable(frame, {"subgroups": subgroups, **(vocabularies or {})})
     kwargs.setdefault("hide_index", True)

@@ -310,7 +310,8 @@ def _selection_months(engine, args) -> list[date] | None:
 
 
 NOT_COSTED_COLUMNS = ("cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd", "cost_total_pmpm_usd", "cost_internal_pmpm_usd",
-                      "standard_minutes_share", "unused_minutes", "capacity_cost_usd", "unused_cost_usd")  # fmt: skip
+                      "standard_minutes_share", "unused_minutes", "capacity_cost_usd", "unused_cost_usd", "idle_capacity_usd",
+                      "fully_loaded_cost_usd", "fully_loaded_margin_usd")  # fmt: skip
 
 
 def _print_tables(tables: dict) -> None:
@@ -358,7 +359,29 @@ def cmd_costs(args) -> int:
     tables = cost_report(engine, months, args.practice, args.team, args.subgroup)
     print(f"costs {months[0]:%Y-%m}..{months[-1]:%Y-%m} (PMPM from {tables['source']})")
     _print_tables(tables)
+    _print_tables(_true_cost_tables(engine, months, args.practice, args.team))
     return 0
+
+
+def _true_cost_tables(engine, months, practice_id, team_id) -> dict:
+    """Capacity cost rates with their parts and leakage (out-of-network spend by category,
+    specialty, team and month; rows with 1-10 out-of-network claims suppressed) of a selection."""
+    from core.store.models import Team
+    from core.store.queries import read_frame
+    from core.views.true_costs import leakage_note, leakage_report, rate_table
+
+    teams = None
+    if team_id is not None:
+        teams = (team_id,)
+    elif practice_id is not None:
+        from sqlalchemy import select
+
+        teams = tuple(read_frame(engine, select(Team.team_id).where(Team.practice_id == practice_id))["team_id"])
+    report = leakage_report(engine, months, teams)
+    note = leakage_note(report)
+    if note:
+        return {"capacity_cost_rates": rate_table(engine), "costing": f"leakage: {note}"}
+    return {"capacity_cost_rates": rate_table(engine), **{f"leakage_{name}": table for name, table in report.items()}}
 
 
 def _args_payments(p: argparse.ArgumentParser) -> None:
@@ -366,7 +389,8 @@ def _args_payments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets-met", type=int, default=0, help="measure targets met (PCMH pay-for-performance)")
     p.add_argument("--aco-preset", default=None, help="ACO track in core/config/payments.toml (default: its default_preset)")
     p.add_argument("--benchmark-pmpy", type=float, default=None, help="ACO baseline benchmark, USD per member-year")
-    p.add_argument("--quality-score", type=float, default=100.0, help="ACO quality score (0-100)")
+    p.add_argument("--quality-score", type=float, default=100.0,
+                   help="ACO quality score (0-100) of the 12-month reconciliation (the year projection computes it from the scorecard)")  # fmt: skip
 
 
 def cmd_payments(args) -> int:
@@ -387,6 +411,9 @@ def cmd_payments(args) -> int:
     tables = payment_report(engine, months, args.practice, args.team, args.subgroup, settings, args.targets_met)
     print(f"payments {months[0]:%Y-%m}..{months[-1]:%Y-%m}")
     _print_tables(tables)
+    if args.practice is None and args.team is None and args.subgroup is None:
+        _print_tables({"costing": tables.get("costing", ""),
+                       "fully_loaded_margin": _fully_loaded_total(engine, months, settings, args.targets_met)})  # fmt: skip
     preset = args.aco_preset or settings.aco_default_preset
     if preset not in settings.aco_presets:
         print(f"unknown ACO preset {preset!r}; choose from {sorted(settings.aco_presets)}", file=sys.stderr)
@@ -399,6 +426,32 @@ def cmd_payments(args) -> int:
     if note:
         print(f"({note})")
     _print_tables({"aco": aco_result_table(aco_reconciliation(inputs, settings.aco_presets[preset]))})
+    return _print_aco_year(engine, months[-1], args, settings, preset)
+
+
+def _fully_loaded_total(engine, months, settings, targets_met):
+    """The network's margin per model, activity-based and fully loaded (adding unused capacity)."""
+    from core.derive.costs import costing_status
+    from core.views.payment_models import payment_comparison, payment_inputs
+    from core.views.true_costs import capacity_use, idle_capacity_by_team
+
+    months = tuple(months)
+    idle = idle_capacity_by_team(capacity_use(engine, months))
+    total = payment_comparison(payment_inputs(engine, months), settings, targets_met, costing_status(engine).costed, idle)["total"]
+    return total[["model", "revenue_usd", "cost_usd", "margin_usd", "idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd"]]
+
+
+def _print_aco_year(engine, month, args, settings, preset) -> int:
+    """The projected settlement of the performance year that contains ``month``, with its range."""
+    from core.views.payment_models import aco_year_projection, aco_year_table, settle_year
+
+    year, note = aco_year_projection(engine, month, args.practice, args.team, args.benchmark_pmpy, None, settings)
+    print("\n== ACO projection of the performance year ==")
+    if year is None:
+        print(f"(not computed: {note})")
+        return 0
+    print(f"({note}; quality score {year['quality_score']:.1f} from the scorecard)")
+    _print_tables({"aco_year": aco_year_table(settle_year(year, settings.aco_presets[preset], settings.aco_projection))})
     return 0
 
 

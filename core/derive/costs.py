@@ -4,8 +4,10 @@ amounts of claims, per patient-month, with per-member-per-month (PMPM) figures.
 Method
 - Kaplan & Anderson, "Time-Driven Activity-Based Costing", HBR 2004; Kaplan & Porter, "How to
   solve the cost crisis in health care", HBR 2011. For each staff role a **capacity cost
-  rate** = (annual cost + space and equipment share) / practical capacity in minutes
-  (default 80 % of paid hours x 60). Cost of an internal activity = sum over roles of minutes x
+  rate** = (annual cost + space and equipment) / practical capacity in minutes
+  (default 80 % of paid hours x 60). Space and equipment are carried per full-time equivalent
+  (square metres of the role x cost per m2, plus equipment) or as a pool shared by paid hours
+  (:func:`space_equipment_usd`), never as a flat charge per person. Cost of an internal activity = sum over roles of minutes x
   rate. Where an internal activity has no recorded minutes, the **process map** of its kind
   (core/config/costing.toml) supplies standard minutes by role; recorded and standard minutes
   are never mixed within one encounter.
@@ -28,7 +30,7 @@ claim of the months (checked by ``core.metrics.cost_reports.reconcile_costs``).
 """
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -72,17 +74,44 @@ def cost_metrics(catalog: Catalog | None = None) -> list[str]:
 # --- settings ---------------------------------------------------------------------------
 
 
+SPACE_METHODS = ("square_metres", "share")
+
+
+@dataclass(frozen=True)
+class SpaceSettings:
+    """How space and equipment cost is allocated to staff (costing.toml ``[space_equipment]``).
+
+    ``square_metres``: each staff member carries the square metres of their role per full-time
+    equivalent (FTE) x the cost of a square metre per year, plus the equipment cost of the role per
+    FTE, both scaled by the person's FTE (paid hours / full-time hours): a 0.1-FTE role carries a
+    tenth of a full-time post's space, so its rate per minute is not inflated by a flat charge.
+    ``share``: one annual pool of space and equipment cost split among all staff in proportion to
+    their paid hours.
+    """
+
+    method: str = "square_metres"
+    usd_per_square_metre_per_year: float = 0.0
+    square_metres_per_fte: dict[str, float] = field(default_factory=dict)
+    equipment_usd_per_fte_per_year: dict[str, float] = field(default_factory=dict)
+    pool_usd_per_year: float = 0.0
+
+    def square_metres_for(self, role: str) -> float:
+        return self.square_metres_per_fte.get(role, self.square_metres_per_fte.get("default", 0.0))
+
+    def equipment_for(self, role: str) -> float:
+        return self.equipment_usd_per_fte_per_year.get(role, self.equipment_usd_per_fte_per_year.get("default", 0.0))
+
+
 @dataclass(frozen=True)
 class CostSettings:
     """TDABC settings (core/config/costing.toml)."""
 
     practical_capacity_share: float
     rate_scope: str
-    space_equipment_usd_per_year: dict[str, float]
+    space: SpaceSettings
     process_maps: dict[str, dict[str, float]]
-
-    def space_equipment_for(self, role: str) -> float:
-        return self.space_equipment_usd_per_year.get(role, self.space_equipment_usd_per_year.get("default", 0.0))
+    full_time_hours_per_year: float = 2080.0
+    benefits_share_of_cost: float = 0.0
 
 
 def load_cost_settings(path: Path = COSTING_PATH, catalog: Catalog | None = None) -> CostSettings:
@@ -92,24 +121,58 @@ def load_cost_settings(path: Path = COSTING_PATH, catalog: Catalog | None = None
     return parse_cost_settings(raw, catalog, source=str(path))
 
 
+def _role_amounts(raw: dict, key: str, catalog: Catalog, source: str) -> dict[str, float]:
+    out = {str(k): float(v) for k, v in raw.get(key, {}).items()}
+    for role, amount in out.items():
+        if role != "default" and role not in catalog.roles:
+            raise ValueError(f"{source}: space_equipment.{key} has unknown role {role!r}")
+        if amount < 0:
+            raise ValueError(f"{source}: space_equipment.{key}.{role} must be >= 0")
+    return out
+
+
+def parse_space_settings(raw: dict, catalog: Catalog, source: str = "costing settings") -> SpaceSettings:
+    """Validate the ``[space_equipment]`` table."""
+    try:
+        method = str(raw.get("method", "square_metres"))
+        per_m2 = float(raw.get("usd_per_square_metre_per_year", 0.0))
+        pool = float(raw.get("pool_usd_per_year", 0.0))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: malformed space_equipment setting ({exc})") from exc
+    if method not in SPACE_METHODS:
+        raise ValueError(f"{source}: space_equipment.method must be one of {SPACE_METHODS}, got {method!r}")
+    if per_m2 < 0 or pool < 0:
+        raise ValueError(f"{source}: space_equipment amounts must be >= 0")
+    unknown = set(raw) - {"method", "usd_per_square_metre_per_year", "pool_usd_per_year", "square_metres_per_fte",
+                          "equipment_usd_per_fte_per_year"}  # fmt: skip
+    if unknown:
+        raise ValueError(f"{source}: space_equipment has unknown keys {sorted(unknown)}")
+    return SpaceSettings(method, per_m2, _role_amounts(raw, "square_metres_per_fte", catalog, source),
+                         _role_amounts(raw, "equipment_usd_per_fte_per_year", catalog, source), pool)  # fmt: skip
+
+
 def parse_cost_settings(raw: dict, catalog: Catalog, source: str = "costing settings") -> CostSettings:
     """Validate a settings dict (the parsed TOML) against the catalogue."""
     try:
         share = float(raw["capacity"]["practical_capacity_share"])
         scope = str(raw["capacity"].get("rate_scope", "team"))
-        space = {str(k): float(v) for k, v in raw.get("space_equipment_usd_per_year", {}).items()}
+        full_time = float(raw["capacity"].get("full_time_hours_per_year", 2080.0))
+        benefits = float(raw["capacity"].get("benefits_share_of_cost", 0.0))
         maps = {str(k): {str(r): float(m) for r, m in v.items()} for k, v in raw.get("process_maps", {}).items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{source}: missing or malformed setting ({exc})") from exc
+    if "space_equipment_usd_per_year" in raw:
+        raise ValueError(f"{source}: space_equipment_usd_per_year (a flat charge per person) is replaced by [space_equipment] "
+                         "(square metres per FTE or a pool shared by paid hours)")  # fmt: skip
+    space = parse_space_settings(raw.get("space_equipment", {}), catalog, source)
     if not 0 < share <= 1:
         raise ValueError(f"{source}: capacity.practical_capacity_share must be in (0, 1], got {share}")
     if scope not in RATE_SCOPES:
         raise ValueError(f"{source}: capacity.rate_scope must be one of {RATE_SCOPES}, got {scope!r}")
-    for role, usd in space.items():
-        if role != "default" and role not in catalog.roles:
-            raise ValueError(f"{source}: space_equipment_usd_per_year has unknown role {role!r}")
-        if usd < 0:
-            raise ValueError(f"{source}: space_equipment_usd_per_year.{role} must be >= 0")
+    if full_time <= 0:
+        raise ValueError(f"{source}: capacity.full_time_hours_per_year must be > 0")
+    if not 0 <= benefits < 1:
+        raise ValueError(f"{source}: capacity.benefits_share_of_cost must be in [0, 1), got {benefits}")
     for kind, roles in maps.items():
         if kind not in catalog.activity_kinds or not catalog.activity_kinds[kind].internal:
             raise ValueError(f"{source}: process_maps.{kind} is not an internal activity kind of the catalogue")
@@ -118,7 +181,7 @@ def parse_cost_settings(raw: dict, catalog: Catalog, source: str = "costing sett
                 raise ValueError(f"{source}: process_maps.{kind} has unknown role {role!r}")
             if minutes < 0:
                 raise ValueError(f"{source}: process_maps.{kind}.{role} must be >= 0 minutes")
-    return CostSettings(share, scope, space, maps)
+    return CostSettings(share, scope, space, maps, full_time, benefits)
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -133,22 +196,59 @@ def isin(values: pd.Series, members) -> np.ndarray:
 # --- TDABC ------------------------------------------------------------------------------
 
 
+def space_equipment_usd(staff: pd.DataFrame, settings: CostSettings) -> pd.DataFrame:
+    """Space and equipment cost of each staff member, USD per year (same rows as ``staff``).
+
+    Columns: fte (paid hours / full-time hours), square_metres, space_usd, equipment_usd,
+    space_equipment_usd. ``square_metres``: m2 of the role per FTE x FTE x USD per m2, plus the
+    role's equipment per FTE x FTE. ``share``: the pool x the person's share of all paid hours
+    (square metres and equipment then blank, NaN).
+    """
+    space = settings.space
+    hours = staff["paid_hours_per_year"].astype(float).to_numpy()
+    fte = hours / settings.full_time_hours_per_year
+    out = pd.DataFrame({"fte": fte}, index=staff.index)
+    if space.method == "share":
+        total = hours.sum()
+        out["square_metres"] = np.nan
+        out["space_usd"] = space.pool_usd_per_year * hours / total if total > 0 else 0.0
+        out["equipment_usd"] = np.nan
+        out["space_equipment_usd"] = out["space_usd"]
+        return out
+    out["square_metres"] = [space.square_metres_for(r) for r in staff["role"]] * fte
+    out["space_usd"] = out["square_metres"] * space.usd_per_square_metre_per_year
+    out["equipment_usd"] = [space.equipment_for(r) for r in staff["role"]] * fte
+    out["space_equipment_usd"] = out["space_usd"] + out["equipment_usd"]
+    return out
+
+
+RATE_PARTS = ["fte", "salary_usd_per_year", "benefits_usd_per_year", "square_metres", "space_equipment_usd_per_year"]
+
+
 def capacity_cost_rates(staff: pd.DataFrame, settings: CostSettings) -> pd.DataFrame:
     """Capacity cost rate per team and role, plus network-wide rows (``team_id == "*"``).
 
     In: staff (team_id, role, annual_cost_usd, paid_hours_per_year).
-    Out grain: team_id, role. Columns: staff (count), capacity_cost_usd_per_year (annual cost +
-    space and equipment), practical_minutes_per_year (paid hours x 60 x practical share),
-    rate_usd_per_minute.
+    Out grain: team_id, role. Columns: staff (count), fte, salary_usd_per_year and
+    benefits_usd_per_year (the staff's annual cost split by ``benefits_share_of_cost``),
+    square_metres, space_equipment_usd_per_year (:func:`space_equipment_usd`),
+    capacity_cost_usd_per_year (annual cost + space and equipment), practical_minutes_per_year
+    (paid hours x 60 x practical share), rate_usd_per_minute.
     """
     s = staff[["team_id", "role", "annual_cost_usd", "paid_hours_per_year"]].copy()
-    s["space_usd"] = [settings.space_equipment_for(r) for r in s["role"]]
-    s["capacity_cost_usd_per_year"] = s["annual_cost_usd"].astype(float) + s["space_usd"]
+    space = space_equipment_usd(s, settings)
+    cost = s["annual_cost_usd"].astype(float)
+    s["fte"] = space["fte"]
+    s["benefits_usd_per_year"] = cost * settings.benefits_share_of_cost
+    s["salary_usd_per_year"] = cost - s["benefits_usd_per_year"]
+    s["square_metres"] = space["square_metres"]
+    s["space_equipment_usd_per_year"] = space["space_equipment_usd"]
+    s["capacity_cost_usd_per_year"] = cost + s["space_equipment_usd_per_year"]
     s["practical_minutes_per_year"] = s["paid_hours_per_year"].astype(float) * 60.0 * settings.practical_capacity_share
     s["staff"] = 1
-    cols = ["staff", "capacity_cost_usd_per_year", "practical_minutes_per_year"]
-    team = s.groupby(["team_id", "role"], as_index=False)[cols].sum()
-    network = s.groupby(["role"], as_index=False)[cols].sum()
+    cols = ["staff", *RATE_PARTS, "capacity_cost_usd_per_year", "practical_minutes_per_year"]
+    team = s.groupby(["team_id", "role"], as_index=False)[cols].sum(min_count=1)
+    network = s.groupby(["role"], as_index=False)[cols].sum(min_count=1)
     network.insert(0, "team_id", NETWORK)
     out = pd.concat([team, network], ignore_index=True)
     out["rate_usd_per_minute"] = out["capacity_cost_usd_per_year"] / out["practical_minutes_per_year"]
@@ -246,6 +346,14 @@ def unused_capacity(staff: pd.DataFrame, activity_cost: pd.DataFrame, months: Se
     Out grain: team_id, month, role. Columns: capacity_minutes, used_minutes, unused_minutes,
     capacity_cost_usd, used_cost_usd, unused_cost_usd.
     """
+    used = activity_cost.loc[activity_cost["team_id"].notna() & activity_cost["month"].isin(list(months))]
+    used = used.groupby(["team_id", "month", "role"], as_index=False)["minutes"].sum().rename(columns={"minutes": "used_minutes"})
+    return capacity_use(staff, used, months, settings)
+
+
+def capacity_use(staff: pd.DataFrame, used: pd.DataFrame, months: Sequence[date], settings: CostSettings) -> pd.DataFrame:
+    """:func:`unused_capacity` from minutes used already summed (team_id, month, role, used_minutes),
+    e.g. by :func:`used_minutes_by_team_month` in SQL. Same grain and columns."""
     rates = capacity_cost_rates(staff, settings)
     team_rates = rates.loc[rates["team_id"] != NETWORK]
     month_frame = pd.DataFrame({"month": list(months)}, dtype=object)
@@ -253,8 +361,7 @@ def unused_capacity(staff: pd.DataFrame, activity_cost: pd.DataFrame, months: Se
     supplied["capacity_minutes"] = supplied["practical_minutes_per_year"] / 12.0
     supplied["capacity_cost_usd"] = supplied["capacity_cost_usd_per_year"] / 12.0
     supplied = supplied[["team_id", "month", "role", "capacity_minutes", "capacity_cost_usd"]]
-    used = activity_cost.loc[activity_cost["team_id"].notna() & activity_cost["month"].isin(list(months))]
-    used = used.groupby(["team_id", "month", "role"], as_index=False)["minutes"].sum().rename(columns={"minutes": "used_minutes"})
+    used = used.loc[isin(used["month"], list(months))] if len(used) else used
     out = supplied.merge(used, on=["team_id", "month", "role"], how="outer")
     out[["capacity_minutes", "capacity_cost_usd", "used_minutes"]] = out[["capacity_minutes", "capacity_cost_usd", "used_minutes"]].fillna(0.0)
     rate = out.merge(team_rates[["team_id", "role", "rate_usd_per_minute"]], on=["team_id", "role"], how="left")["rate_usd_per_minute"]
@@ -265,6 +372,43 @@ def unused_capacity(staff: pd.DataFrame, activity_cost: pd.DataFrame, months: Se
     out["unused_cost_usd"] = out["capacity_cost_usd"] - out["used_cost_usd"]
     cols = ["team_id", "month", "role", "capacity_minutes", "used_minutes", "unused_minutes", "capacity_cost_usd", "used_cost_usd", "unused_cost_usd"]
     return out[cols].sort_values(["team_id", "month", "role"]).reset_index(drop=True)
+
+
+def used_minutes_by_team_month(engine: Engine, months: Sequence[date], process_maps: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Minutes used per team, month and role, summed in SQL (the same minutes as
+    :func:`resolve_minutes` gives :func:`unused_capacity`: recorded minutes of internal encounters
+    with a team, and the process map's standard minutes of those with none recorded).
+
+    Out grain: team_id, month, role. Column: used_minutes.
+    """
+    from sqlalchemy import exists, func
+
+    from core.store.months import month_start_sql
+
+    months = sorted({as_month(m) for m in months})
+    cols = {"team_id": pd.Series([], dtype=object), "month": pd.Series([], dtype=object), "role": pd.Series([], dtype=object),
+            "used_minutes": pd.Series([], dtype="float64")}  # fmt: skip
+    if not months:
+        return pd.DataFrame(cols)
+    start, end = month_span(months)
+    month = month_start_sql(engine.dialect.name, Encounter.start_date).label("month")
+    window = (Encounter.is_internal.is_(True), Encounter.team_id.is_not(None), Encounter.start_date >= start, Encounter.start_date < end)
+    recorded = _read(engine, select(Encounter.team_id, month, StaffMinutes.role, func.sum(StaffMinutes.minutes).label("used_minutes"))
+                     .join(StaffMinutes, StaffMinutes.encounter_id == Encounter.encounter_id).where(*window)
+                     .group_by(Encounter.team_id, month, StaffMinutes.role))  # fmt: skip
+    has_minutes = exists().where(StaffMinutes.encounter_id == Encounter.encounter_id)
+    unrecorded = _read(engine, select(Encounter.team_id, month, Encounter.kind, func.count().label("encounters"))
+                       .where(*window, ~has_minutes).group_by(Encounter.team_id, month, Encounter.kind))  # fmt: skip
+    maps = pd.DataFrame([(k, r, float(m)) for k, roles in process_maps.items() for r, m in roles.items()], columns=["kind", "role", "minutes"])
+    standard = unrecorded.merge(maps, on="kind", how="inner")
+    standard = standard.assign(used_minutes=standard["encounters"].astype(float) * standard["minutes"])[["team_id", "month", "role", "used_minutes"]]
+    frames = [f for f in (recorded, standard) if len(f)]
+    if not frames:
+        return pd.DataFrame(cols)
+    out = pd.concat(frames, ignore_index=True)
+    out["month"] = [as_month(m) for m in out["month"]]
+    out = out.loc[isin(out["month"], months)]
+    return out.groupby(["team_id", "month", "role"], as_index=False)["used_minutes"].sum()
 
 
 # --- costing status -----------------------------------------------------------------------

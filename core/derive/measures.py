@@ -52,6 +52,7 @@ class Measure:
     data_needed: tuple[str, ...]
     definition: str
     params: dict = field(default_factory=dict, hash=False, compare=False)
+    target_source: str = ""
 
     def applies_to(self, subgroup: str | None) -> bool:
         """True when the measure belongs on the scorecard of ``subgroup`` (None = all subgroups)."""
@@ -85,6 +86,7 @@ def load_measures(path: Path = MEASURES_PATH) -> MeasureCatalogue:
             direction=entry["direction"], target=entry.get("target"), risk_adjust=bool(entry.get("risk_adjust", False)),
             denominator=entry["denominator"], numerator=entry["numerator"], exclusions=entry["exclusions"],
             data_needed=tuple(entry["data_needed"]), definition=entry["definition"], params=dict(entry.get("params", {})),
+            target_source=str(entry.get("target_source", "")),
         )
         if m.tier not in (1, 2, 3):
             raise ValueError(f"{where}: tier must be 1, 2 or 3")

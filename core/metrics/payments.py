@@ -15,7 +15,7 @@ Settings are data (core/config/payments.toml), loaded and checked by :func:`load
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,18 @@ class AcoEvidence:
 
 
 @dataclass(frozen=True)
+class AcoProjectionSettings:
+    """How a performance year is projected (payments.toml ``[aco.projection]`` and ``[aco.quality]``)."""
+
+    trend_pct_per_year: float = 0.0
+    regional_adjustment_pct: float = 0.0
+    performance_year_start_month: int = 1
+    interval: float = 0.90
+    unpaid_claims_uncertainty_share: float = 0.5
+    quality_measures: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PaymentSettings:
     """All payment-model settings (core/config/payments.toml)."""
 
@@ -76,6 +88,7 @@ class PaymentSettings:
     aco_presets: dict[str, AcoSettings]
     aco_default_preset: str
     aco_evidence: AcoEvidence = AcoEvidence()
+    aco_projection: AcoProjectionSettings = AcoProjectionSettings()
 
     def cost_basis(self, model: str) -> str:
         return {"bundled": self.bundled_cost_basis, "fee_for_service": self.ffs_cost_basis, "pcmh": self.pcmh_cost_basis}[model]
@@ -123,6 +136,7 @@ def parse_payment_settings(raw: dict, catalog: Catalog, source: str = "payment s
         presets = {str(k): _aco_settings(str(k), v, source) for k, v in raw["aco"]["presets"].items()}
         default_preset = str(raw["aco"]["default_preset"])
         evidence = AcoEvidence(**{k: float(v) for k, v in raw["aco"].get("evidence", {}).items()})
+        projection = parse_projection_settings(raw["aco"].get("projection", {}), raw["aco"].get("quality", {}), source)
         enhancement = float(pcmh["fee_schedule_enhancement_pct"])
         cm_pmpm = float(pcmh["care_management_pmpm_usd"])
         p4p = float(pcmh["p4p_bonus_pmpm_usd_per_target_met"])
@@ -148,7 +162,32 @@ def parse_payment_settings(raw: dict, catalog: Catalog, source: str = "payment s
     if not 0.0 <= evidence.min_baseline_member_months_share <= 1.0:
         raise ValueError(f"{source}: aco.evidence.min_baseline_member_months_share must be between 0 and 1")
     return PaymentSettings(bundled, bases["bundled"], fees, bases["fee_for_service"], enhancement, cm_pmpm, p4p,
-                           bases["pcmh"], presets, default_preset, evidence)
+                           bases["pcmh"], presets, default_preset, evidence, projection)
+
+
+def parse_projection_settings(raw: dict, quality: dict, source: str = "payment settings") -> AcoProjectionSettings:
+    """Validate ``[aco.projection]`` and ``[aco.quality]``."""
+    unknown = set(raw) - (set(AcoProjectionSettings.__dataclass_fields__) - {"quality_measures"})
+    if unknown:
+        raise ValueError(f"{source}: aco.projection has unknown keys {sorted(unknown)}")
+    values = {k: (int(v) if k == "performance_year_start_month" else float(v)) for k, v in raw.items()}
+    measures = {str(k): float(v) for k, v in quality.get("measures", {}).items()}
+    out = AcoProjectionSettings(**values, quality_measures=measures)
+    if not 1 <= out.performance_year_start_month <= 12:
+        raise ValueError(f"{source}: aco.projection.performance_year_start_month must be 1-12")
+    if not 0 < out.interval < 1:
+        raise ValueError(f"{source}: aco.projection.interval must be between 0 and 1")
+    if out.unpaid_claims_uncertainty_share < 0 or out.trend_pct_per_year <= -100 or out.regional_adjustment_pct <= -100:
+        raise ValueError(f"{source}: aco.projection trend, regional adjustment or uncertainty out of range")
+    if any(w < 0 for w in measures.values()):
+        raise ValueError(f"{source}: aco.quality.measures weights must be >= 0")
+    from core.derive.measures import load_measures
+
+    known = {m.id for m in load_measures().measures}
+    missing = sorted(set(measures) - known)
+    if missing:
+        raise ValueError(f"{source}: aco.quality.measures has unknown measures {missing}")
+    return out
 
 
 # --- bundled revenue and the subgroup mix -----------------------------------------------
@@ -219,6 +258,7 @@ def compare_payment_models(
     settings: PaymentSettings,
     targets_met: int | Mapping[str, int] = 0,
     internal_costed: bool = True,
+    idle_capacity: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Revenue, cost and margin per team and subgroup under each payment model.
 
@@ -229,7 +269,9 @@ def compare_payment_models(
     store has no staff roster (core.derive.costs.costing_status), so internal cost, every cost
     basis that includes it and every margin are unknown (NaN), never $0.
     Out grain: team_id, subgroup, model. Columns: member_months, revenue_usd, cost_basis,
-    cost_usd, margin_usd, revenue_pmpm_usd, cost_pmpm_usd, margin_pmpm_usd.
+    cost_usd, margin_usd, revenue_pmpm_usd, cost_pmpm_usd, margin_pmpm_usd; with
+    ``idle_capacity`` (team_id, idle_capacity_usd) also the fully loaded columns of
+    :func:`add_idle_capacity`.
     """
     keys = ["team_id", "subgroup"]
     base = member_months_by_subgroup_team.groupby(keys, as_index=False)["member_months"].sum()
@@ -265,7 +307,35 @@ def compare_payment_models(
             "revenue_usd": revenue[model], "cost_basis": basis, "cost_usd": cost_usd,
         }))
     out = pd.concat(parts, ignore_index=True)
+    if idle_capacity is not None:
+        out = add_idle_capacity(out, idle_capacity, internal_costed)
     return add_margin(out).sort_values(["team_id", "subgroup", "model"]).reset_index(drop=True)
+
+
+FULLY_LOADED = ("idle_capacity_usd", "fully_loaded_cost_usd")
+
+
+def add_idle_capacity(frame: pd.DataFrame, idle_capacity: pd.DataFrame, internal_costed: bool = True) -> pd.DataFrame:
+    """Add the cost of idle capacity to a frame of team_id, subgroup, model rows (same grain).
+
+    The practice pays for the capacity it supplies, used or not (Kaplan & Anderson 2004): the
+    activity (TDABC) cost of a model leaves out the team's unused capacity. ``idle_capacity``:
+    team_id, idle_capacity_usd (unused capacity cost of the months, core.derive.costs.capacity_use;
+    negative when the team used more than it supplied). Each team's idle cost is spread over its
+    subgroups in proportion to their member-months. Columns added: idle_capacity_usd,
+    fully_loaded_cost_usd = cost_usd + idle_capacity_usd (:func:`add_margin` then adds
+    fully_loaded_margin_usd and its PMPM). NaN when internal cost is not costed.
+    """
+    idle = idle_capacity.groupby("team_id")["idle_capacity_usd"].sum()
+    mm = frame["member_months"].astype(float)
+    team_mm = mm.groupby([frame["team_id"], frame["model"]]).transform("sum")
+    share = (mm / team_mm.replace(0.0, np.nan)).fillna(0.0)
+    out = frame.copy()
+    out["idle_capacity_usd"] = frame["team_id"].map(idle).astype("float64").fillna(0.0) * share
+    if not internal_costed:
+        out["idle_capacity_usd"] = np.nan
+    out["fully_loaded_cost_usd"] = out["cost_usd"] + out["idle_capacity_usd"]
+    return out
 
 
 def add_margin(frame: pd.DataFrame) -> pd.DataFrame:
@@ -275,6 +345,9 @@ def add_margin(frame: pd.DataFrame) -> pd.DataFrame:
     mm = out["member_months"].astype(float).replace(0.0, np.nan)
     for col in ("revenue", "cost", "margin"):
         out[f"{col}_pmpm_usd"] = out[f"{col}_usd"] / mm
+    if "fully_loaded_cost_usd" in out:
+        out["fully_loaded_margin_usd"] = out["revenue_usd"] - out["fully_loaded_cost_usd"]
+        out["fully_loaded_margin_pmpm_usd"] = out["fully_loaded_margin_usd"] / mm
     return out
 
 
@@ -286,7 +359,8 @@ def summarise_models(comparison: pd.DataFrame, by: tuple[str, ...] = ("subgroup"
     keys = [*by, "model"]
     # min_count=1: a cost that is unknown (NaN) in every row stays unknown instead of summing to 0
     sums = comparison.groupby(keys)
-    out = sums[["member_months", "revenue_usd"]].sum().join(sums["cost_usd"].sum(min_count=1)).reset_index()
+    unknown_ok = ["cost_usd", *[c for c in FULLY_LOADED if c in comparison]]
+    out = sums[["member_months", "revenue_usd"]].sum().join(sums[unknown_ok].sum(min_count=1)).reset_index()
     return add_margin(out)
 
 
@@ -573,3 +647,177 @@ def payment_report(
         "total": summarise_models(comparison, ()),
         "mix_sensitivity": sensitivity,
     }
+
+
+# --- ACO projection of the performance year ---------------------------------------------------
+
+
+def trended_benchmark_pmpy(baseline_pmpy_usd: float, projection: AcoProjectionSettings, years: float = 1.0) -> float:
+    """Benchmark per member-year of the performance year from the baseline year's spend:
+    baseline x (1 + trend) ^ years x (1 + regional adjustment) (MSSP, 42 CFR 425.652 and 425.656;
+    payments.toml ``[aco.projection]``)."""
+    trend = (1 + projection.trend_pct_per_year / 100.0) ** years
+    return float(baseline_pmpy_usd * trend * (1 + projection.regional_adjustment_pct / 100.0))
+
+
+def quality_score(card: pd.DataFrame, weights: Mapping[str, float]) -> tuple[float | None, pd.DataFrame]:
+    """Quality score (0-100) of a scorecard through the measure mapping ``weights`` (measure_id -> weight).
+
+    Points of a measure = 100 x value / target (higher is better) or 100 x target / value (lower
+    is better; a value of 0 earns 100), at most 100. Score = weighted mean of the points of the
+    mapped measures that have a published value (suppressed or empty measures are left out and
+    listed with no points). Returns (score, parts); score None when no mapped measure has a value.
+    Parts grain: measure_id. Columns: name, unit, value, target, direction, weight, points.
+    """
+    rows = []
+    card = card.loc[card["stratum"] == "all"] if "stratum" in card else card
+    by_id = card.drop_duplicates("measure_id").set_index("measure_id")
+    for measure_id, weight in weights.items():
+        if measure_id not in by_id.index:
+            rows.append({"measure_id": measure_id, "name": measure_id, "unit": "", "value": np.nan, "target": np.nan,
+                         "direction": "", "weight": float(weight), "points": np.nan})  # fmt: skip
+            continue
+        row = by_id.loc[measure_id]
+        value, target = float(row["value"]), float(row["target"])
+        if np.isnan(value) or np.isnan(target):
+            points = np.nan
+        elif row["direction"] == "higher":
+            points = 100.0 * min(1.0, value / target) if target > 0 else 100.0
+        else:
+            points = 100.0 if value <= 0 else 100.0 * min(1.0, target / value)
+        rows.append({"measure_id": measure_id, "name": row["name"], "unit": row["unit"], "value": value, "target": target,
+                     "direction": row["direction"], "weight": float(weight), "points": points})  # fmt: skip
+    parts = pd.DataFrame(rows, columns=["measure_id", "name", "unit", "value", "target", "direction", "weight", "points"])
+    scored = parts.loc[parts["points"].notna() & (parts["weight"] > 0)]
+    if scored.empty:
+        return None, parts
+    return float((scored["points"] * scored["weight"]).sum() / scored["weight"].sum()), parts
+
+
+@dataclass(frozen=True)
+class SpendProjection:
+    """Claims spend of a whole performance year projected from its months so far (USD).
+
+    ``completed_usd``: the observed months' claims completed for run-out (paid / completion);
+    ``projected_usd``: completed + the remaining months (and observed months whose completion is
+    unknown) at the observed completed PMPM; ``low_usd`` / ``high_usd``: the interval.
+    """
+
+    months_observed: int
+    months_remaining: int
+    months_estimated: int
+    member_months_observed: float
+    member_months_year: float
+    paid_usd: float
+    completed_usd: float
+    pmpm_usd: float
+    projected_usd: float
+    low_usd: float
+    high_usd: float
+
+    @property
+    def unpaid_estimate_usd(self) -> float:
+        """Claims incurred in the observed months and not yet paid (completed - paid)."""
+        return self.completed_usd - self.paid_usd
+
+    @property
+    def member_years(self) -> float:
+        return self.member_months_year / 12.0
+
+
+def project_spend(monthly: pd.DataFrame, months_remaining: int, projection: AcoProjectionSettings) -> SpendProjection:
+    """Project the performance year's claims spend from its observed months.
+
+    In: monthly (grain month): member_months, paid_usd, completion (share of the month's claims
+    paid so far, core.metrics.runout; 1.0 for a complete month; NaN when unknown, e.g. an
+    incomplete month without paid dates: that month's spend is then estimated like a remaining
+    month's). ``months_remaining``: months of the year after the last observed one; each gets the
+    observed months' mean member-months.
+
+    Point = sum of completed claims + completed PMPM (sum completed / their member-months) x the
+    member-months still to estimate. Interval (``projection.interval``, normal): the remaining
+    months vary as the observed monthly PMPMs do (sd s): variance = n x (s x mean member-months)^2
+    (month-to-month) + (member-months to estimate x s)^2 / k (the PMPM's own error, k usable
+    months); and the not-yet-paid estimate is uncertain by ``unpaid_claims_uncertainty_share``
+    either way. Half-width = sqrt((z x sd)^2 + (share x unpaid)^2). With fewer than two usable
+    months and months to estimate, the interval is NaN.
+    """
+    from statistics import NormalDist
+
+    if months_remaining < 0:
+        raise ValueError("months_remaining must be >= 0")
+    mm = monthly["member_months"].astype(float).to_numpy()
+    paid = monthly["paid_usd"].astype(float).to_numpy()
+    completion = monthly["completion"].astype(float).to_numpy()
+    use = ~np.isnan(completion) & (completion > 0) & (mm > 0)
+    if not use.any():
+        raise ValueError("no observed month has claims that can be completed")
+    completed = paid[use] / completion[use]
+    rate = completed.sum() / mm[use].sum()
+    mean_mm = float(mm.mean())
+    to_estimate = months_remaining * mean_mm + float(mm[~use].sum())
+    n_estimate = months_remaining + int((~use).sum())
+    point = float(completed.sum() + rate * to_estimate)
+    k = int(use.sum())
+    unpaid = float((completed - paid[use]).sum())
+    if n_estimate == 0:
+        sd = 0.0
+    elif k >= 2:
+        s = float(np.std(completed / mm[use], ddof=1))
+        sd = math.sqrt(n_estimate * (s * mean_mm) ** 2 + (to_estimate * s) ** 2 / k)
+    else:
+        sd = math.nan
+    z = NormalDist().inv_cdf(0.5 + projection.interval / 2)
+    half = math.sqrt((z * sd) ** 2 + (projection.unpaid_claims_uncertainty_share * unpaid) ** 2)
+    return SpendProjection(
+        months_observed=len(monthly), months_remaining=months_remaining, months_estimated=n_estimate,
+        member_months_observed=float(mm.sum()), member_months_year=float(mm.sum()) + months_remaining * mean_mm,
+        paid_usd=float(paid.sum()), completed_usd=float(completed.sum()), pmpm_usd=float(rate), projected_usd=point,
+        low_usd=point - half, high_usd=point + half,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AcoYearProjection:
+    """The projected settlement of a performance year: at the point spend and at both ends of its
+    interval (``low``: settlement at the high end of spend; ``high``: at the low end)."""
+
+    spend: SpendProjection
+    baseline_pmpy_usd: float
+    benchmark_pmpy_usd: float
+    quality_score: float
+    point: AcoResult
+    low: AcoResult | None
+    high: AcoResult | None
+
+
+def project_aco_year(spend: SpendProjection, baseline_pmpy_usd: float, baseline_risk: float, performance_risk: float,
+                     quality: float, settings: AcoSettings, projection: AcoProjectionSettings,
+                     years: float = 1.0) -> AcoYearProjection:  # fmt: skip
+    """Settle the projected year (:func:`aco_reconciliation`) at the point spend and at both ends
+    of its interval, against the trended, regionally adjusted benchmark
+    (:func:`trended_benchmark_pmpy`). Risk-score growth's part is on each result
+    (``net_payment_from_risk_growth_usd``)."""
+    benchmark = trended_benchmark_pmpy(baseline_pmpy_usd, projection, years)
+    member_years = spend.member_years
+
+    def settle(total_usd: float) -> AcoResult | None:
+        if math.isnan(total_usd):
+            return None
+        inputs = AcoInputs(baseline_benchmark_pmpy_usd=benchmark, baseline_risk_score=baseline_risk,
+                           performance_risk_score=performance_risk, member_years=member_years,
+                           actual_spend_pmpy_usd=total_usd / member_years, quality_score=quality)  # fmt: skip
+        return aco_reconciliation(inputs, settings)
+
+    return AcoYearProjection(spend, float(baseline_pmpy_usd), benchmark, float(quality), settle(spend.projected_usd),
+                             settle(spend.high_usd), settle(spend.low_usd))  # fmt: skip
+
+
+def performance_year_months(month, start_month: int) -> tuple[list, int]:
+    """The performance year's months up to ``month`` (oldest first) and how many remain after it."""
+    from core.store.months import add_months, as_month
+
+    month = as_month(month)
+    back = (month.month - start_month) % 12
+    observed = [add_months(month, -i) for i in range(back, -1, -1)]
+    return observed, 11 - back

@@ -85,9 +85,18 @@ def _layout(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def _rgba(colour: str, alpha: float) -> str:
+    """A #RRGGBB colour with transparency (for interval bands); other colour strings unchanged."""
+    if isinstance(colour, str) and colour.startswith("#") and len(colour) == 7:
+        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        return f"rgba({r}, {g}, {b}, {alpha})"
+    return colour
+
+
 def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = None, title: str = "", y_title: str = "",
                        incomplete_from=None) -> go.Figure:  # fmt: skip
-    """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed gap).
+    """Lines per subgroup over months for one metric (columns: month, subgroup, value; NaN = suppressed
+    gap), each with its 95 % interval as a shaded band when ci_low / ci_high are given.
     ``incomplete_from``: first month whose claims are incomplete; it and later months are shaded."""
     labels = {**(labels or {}), "all": "All subgroups"}
     frame = figures.assign(subgroup_label=figures["subgroup"].map(lambda s: labels.get(s, s)))
@@ -97,6 +106,16 @@ def trend_lines_figure(figures: pd.DataFrame, labels: dict[str, str] | None = No
     colors = {labels.get(s, s): _colour(s, colours) for s in present} | {"All subgroups": "#212121"}
     fig = px.line(frame, x="month", y="value", color="subgroup_label", markers=True, category_orders={"subgroup_label": order},
                   color_discrete_map=colors, labels={"value": y_title, "month": "Month", "subgroup_label": "Subgroup"}, title=title or y_title)  # fmt: skip
+    if {"ci_low", "ci_high"} <= set(frame.columns):  # the 95 % interval of every line as a shaded band
+        for name in order:
+            part = frame.loc[frame["subgroup_label"] == name].sort_values("month")
+            if part[["ci_low", "ci_high"]].notna().any(axis=None):
+                fill = _rgba(colors.get(name, OTHER_COLOUR), 0.15)
+                fig.add_trace(go.Scatter(x=part["month"], y=part["ci_low"], mode="lines", line=dict(width=0), showlegend=False,
+                                         name=f"{name}: 95% interval", legendgroup=name, hoverinfo="skip"))  # fmt: skip
+                fig.add_trace(go.Scatter(x=part["month"], y=part["ci_high"], mode="lines", line=dict(width=0), fill="tonexty",
+                                         fillcolor=fill, showlegend=False, name=f"{name}: 95% interval", legendgroup=name,
+                                         hoverinfo="skip"))  # fmt: skip
     fig.update_layout(hovermode="x unified")
     fig.update_yaxes(hoverformat=",.2f" if "USD" in y_title else ",.1f")  # as the tables show them
     if incomplete_from is not None and len(frame):
@@ -129,19 +148,48 @@ def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: d
     return _layout(fig)
 
 
+def funnel_figure(teams: pd.DataFrame, funnel: pd.DataFrame, centre: float, team_labels: dict[str, str] | None = None,
+                  y_title: str = "", x_title: str = "", title: str = "Funnel: each team against its volume") -> go.Figure:  # fmt: skip
+    """Funnel plot: each team's value (y) against its volume (x), with the 95 % and 99.8 % control
+    limits around the network value (core.views.compare: ``funnel`` columns volume, low_95,
+    high_95, low_998, high_998; ``teams`` columns team_id, value, volume, funnel_position)."""
+    team_labels = team_labels or {}
+    fig = go.Figure()
+    for tag, name, dash in (("998", "99.8% limits", "dot"), ("95", "95% limits", "dash")):
+        for side in ("low", "high"):
+            fig.add_trace(go.Scatter(x=funnel["volume"], y=funnel[f"{side}_{tag}"], mode="lines", name=name, legendgroup=tag,
+                                     showlegend=side == "low", line=dict(color="#616161", dash=dash, width=1), hoverinfo="skip"))  # fmt: skip
+    shown = teams.dropna(subset=["value", "volume"])
+    colours = {"within 95% limits": "#607D8B", "outside 95% limits": "#EF6C00", "outside 99.8% limits": "#C62828"}
+    for position, part in shown.groupby("funnel_position", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["volume"], y=part["value"], mode="markers+text", name=position, textposition="top center",
+            text=[as_text(team_labels.get(t, t)) for t in part["team_id"]], marker=dict(size=11, color=colours.get(position, "#607D8B")),
+        ))  # fmt: skip
+    if pd.notna(centre):
+        fig.add_hline(y=centre, line_color="#212121", annotation_text="Network", annotation_position="top left")
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, height=460, yaxis_hoverformat=",.1f")
+    return _layout(fig)
+
+
 def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None, team_labels: dict[str, str] | None = None,
-                     title: str = "Value map: cost against outcomes, arrows from a year earlier") -> go.Figure:  # fmt: skip
-    """Cost PMPM (x) against outcome index (y) per team and subgroup, with an arrow from the
-    position 12 months earlier (columns of core.views.compare.value_positions)."""
+                     title: str = "Value map: cost against the value index, arrows from a year earlier") -> go.Figure:  # fmt: skip
+    """Cost PMPM (x) against the value index (y, column ``outcome_index``, 100 = targets met on
+    average; vertical bars = its 95 % interval when ``index_low``/``index_high`` are given) per team
+    and subgroup, with an arrow from the position 12 months earlier (core.views.compare.value_positions)."""
     labels, team_labels = labels or {}, team_labels or {}
     shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
     colours = subgroup_style()[1]
     fig = go.Figure()
     for subgroup, part in shown.groupby("subgroup", sort=False):
+        bars = None
+        if {"index_low", "index_high"} <= set(part.columns):
+            bars = dict(type="data", symmetric=False, array=part["index_high"] - part["outcome_index"],
+                        arrayminus=part["outcome_index"] - part["index_low"], thickness=1)  # fmt: skip
         fig.add_trace(go.Scatter(
             x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", name=labels.get(subgroup, subgroup),
             text=[as_text(team_labels.get(t, t)) for t in part["team_id"]], textposition="top center",
-            marker=dict(size=13, color=_colour(subgroup, colours)),
+            marker=dict(size=13, color=_colour(subgroup, colours)), error_y=bars,
         ))  # fmt: skip
     moved = shown.dropna(subset=["previous_cost_pmpm_usd", "previous_outcome_index"])
     for row in moved.itertuples():  # on a log axis, annotation x positions are log10 of the value (plotly.js)
@@ -149,10 +197,10 @@ def value_map_figure(points: pd.DataFrame, labels: dict[str, str] | None = None,
                            ay=row.previous_outcome_index,
                            xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1.2,
                            arrowcolor=_colour(row.subgroup, colours), opacity=0.6)  # fmt: skip
-    fig.add_hline(y=50, line_dash="dot", line_color="#9E9E9E", annotation_text="peer average outcome")
+    fig.add_hline(y=100, line_dash="dot", line_color="#9E9E9E", annotation_text="targets met on average")
     fig.update_layout(title=title, xaxis_title="Total cost per member per month (USD, log scale)", xaxis_type="log",
                       xaxis_hoverformat="$,.2f", yaxis_hoverformat=",.1f",
-                      yaxis_title="Outcome index (50 = peers of the same subgroup)", height=520)  # fmt: skip
+                      yaxis_title="Value index (100 = targets met on average)", height=520)  # fmt: skip
     return _layout(fig)
 
 
@@ -176,8 +224,9 @@ def payment_bars_figure(by_subgroup: pd.DataFrame, labels: dict[str, str] | None
 
 def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float | None = None, group_title: str = "Group",
                       group_labels: dict[str, str] | None = None, title: str = "Each group with its 95% interval") -> go.Figure:  # fmt: skip
-    """Each stratum value with its 95 % interval; the best-served group marked (core.views.equity.equity_table).
-    ``group_labels``: stratum value -> the label shown (codes such as ``not_dual``)."""
+    """Each stratum value with its 95 % interval; the reference group marked, and the network's value
+    of all patients when given (core.views.equity.equity_table). ``group_labels``: stratum value -> the
+    label shown, for values stored as codes."""
     group_labels = group_labels or {}
     shown = table.dropna(subset=["value"]).sort_values("value")
     colors = np.where(shown["best"], "#2E7D32", np.where(shown["gap_is_real"], "#C62828", "#607D8B"))
@@ -188,9 +237,9 @@ def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float 
     ))  # fmt: skip
     best = table.loc[table["best"].astype(bool), "value"]
     if len(best):
-        fig.add_vline(x=float(best.iloc[0]), line_dash="dash", line_color="#2E7D32", annotation_text="best-served group")
+        fig.add_vline(x=float(best.iloc[0]), line_dash="dash", line_color="#2E7D32", annotation_text="reference group")
     if network_value is not None and pd.notna(network_value):
-        fig.add_vline(x=network_value, line_dash="dot", line_color="#212121", annotation_text="all patients",
+        fig.add_vline(x=network_value, line_dash="dot", line_color="#212121", annotation_text="all patients of the network",
                       annotation_position="bottom right")  # fmt: skip
     fig.update_layout(title=title, xaxis_title=unit, yaxis_title=group_title, height=max(300, 40 * len(shown) + 120),
                       xaxis_hoverformat=",.1f")  # fmt: skip

@@ -69,20 +69,23 @@ def payment_settings_with(base: payments.PaymentSettings, bundled: dict[str, flo
 
 
 def payment_comparison(inputs: dict[str, pd.DataFrame], settings: payments.PaymentSettings, targets_met: int = 0,
-                       internal_costed: bool = True) -> dict[str, pd.DataFrame]:  # fmt: skip
+                       internal_costed: bool = True, idle_capacity: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Payment models side by side per subgroup and in total, suppressed.
 
     ``by_subgroup`` grain: subgroup, model; ``total`` grain: model (columns of
     core.metrics.payments.summarise_models: member_months, revenue_usd, cost_usd, margin_usd and PMPMs).
     A subgroup whose member-months are 1-10 is suppressed, with complementary suppression within
     each model (the subgroups add up to the total). ``internal_costed`` False (no staff roster,
-    core.derive.costs.costing_status): costs and margins are NaN, shown as not costed. ``mix_sensitivity``: annual bundled revenue
+    core.derive.costs.costing_status): costs and margins are NaN, shown as not costed. ``idle_capacity`` (team_id,
+    idle_capacity_usd; core.views.true_costs.idle_capacity_by_team): adds the fully loaded cost and margin
+    (core.metrics.payments.add_idle_capacity). ``mix_sensitivity``: annual bundled revenue
     of the average panel by subgroup (core.metrics.payments.revenue_mix_sensitivity), same suppression.
     """
     comparison = payments.compare_payment_models(inputs["member_months"], inputs["activities"], inputs["costs"], settings, targets_met,
-                                                 internal_costed)  # fmt: skip
+                                                 internal_costed, idle_capacity)  # fmt: skip
     by_subgroup = payments.summarise_models(comparison, ("subgroup",))
     money = ["revenue_usd", "cost_usd", "margin_usd", "revenue_pmpm_usd", "cost_pmpm_usd", "margin_pmpm_usd"]
+    money += [c for c in (*payments.FULLY_LOADED, "fully_loaded_margin_usd", "fully_loaded_margin_pmpm_usd") if c in by_subgroup]
     by_subgroup = suppress_table(by_subgroup, ["member_months"], total=True, group_cols=["model"], value_cols=money)
     total = payments.summarise_models(comparison, ())
     mm = inputs["member_months"].groupby("subgroup")["member_months"].sum()
@@ -172,3 +175,157 @@ def aco_projection(inputs: payments.AcoInputs, settings: payments.AcoSettings, c
     table = pd.DataFrame([(label, getattr(result, key)) for key, label in labels.items()], columns=["item", "value"])
     table["value"] = [format_figure(v, digits=3 if abs(v) < 10 else 0) if isinstance(v, float) else str(v) for v in table["value"]]
     return result, table
+
+
+def aco_year_projection(engine: Engine, month: date, practice_id: str | None = None, team_id: str | None = None,
+                        benchmark_pmpy_usd: float | None = None, team_ids: tuple[str, ...] | None = None,
+                        settings: payments.PaymentSettings | None = None):  # fmt: skip
+    """What the projection of the performance year that contains ``month`` needs, from cells.
+
+    Performance year: the 12 months from ``[aco.projection] performance_year_start_month``;
+    observed = its months up to ``month``; baseline = the 12 months before it (its claims per
+    member-year, unless a benchmark is given, trended by :func:`core.metrics.payments.trended_benchmark_pmpy`).
+    Completion of each observed month from core.metrics.runout (paid-dates basis: the factor;
+    run-out-setting basis: 1.0 when complete, unknown otherwise). Quality score from the 12-month
+    scorecard of the population through ``[aco.quality.measures]``.
+
+    Returns (inputs or None, note). inputs: monthly (month, member_months, paid_usd, completion),
+    months_remaining, baseline_pmpy_usd, baseline_risk, performance_risk, quality_score,
+    quality_parts, benchmark_given. None (with the reason) as :func:`aco_inputs` refuses.
+    """
+    settings = settings or payments.load_payment_settings()
+    proj = settings.aco_projection
+    observed, remaining = payments.performance_year_months(month, proj.performance_year_start_month)
+    baseline = tuple(add_months(observed[0], i - 12) for i in range(12))
+
+    def monthly(window) -> pd.DataFrame:
+        sums = cell_sums_by(engine, [], [COST_EXTERNAL, "risk_score_sum", "member_months"], min(window), max(window), team_ids,
+                            practice_id, team_id)  # fmt: skip
+        sums = sums.loc[sums["month"].isin(window)]
+        num = sums.pivot_table(index="month", columns="metric", values="numerator", aggfunc="sum")
+        den = sums.pivot_table(index="month", columns="metric", values="denominator", aggfunc="sum")
+        out = pd.DataFrame({"month": list(window)}).set_index("month")
+        out["member_months"] = num.get("member_months", pd.Series(dtype=float)).reindex(out.index).fillna(0.0)
+        out["paid_usd"] = num.get(COST_EXTERNAL, pd.Series(dtype=float)).reindex(out.index).fillna(0.0)
+        out["risk_sum"] = num.get("risk_score_sum", pd.Series(dtype=float)).reindex(out.index).fillna(0.0)
+        out["risk_n"] = den.get("risk_score_sum", pd.Series(dtype=float)).reindex(out.index).fillna(0.0)
+        return out.reset_index()
+
+    now, before = monthly(tuple(observed)), monthly(baseline)
+    mm_now, mm_before = float(now["member_months"].sum()), float(before["member_months"].sum())
+    if not mm_now:
+        return None, "no attributed member-months in the performance year"
+    if bool(is_small(mm_now)):
+        return None, "suppressed: 1-10 member-months in the selection"
+    refusal = payments.aco_refusal(mm_now, float(now["paid_usd"].sum()), mm_before, float(before["paid_usd"].sum()),
+                                   settings.aco_evidence, benchmark_given=benchmark_pmpy_usd is not None)  # fmt: skip
+    if refusal:
+        return None, refusal
+    note = [f"performance year {observed[0]:%b %Y} to {add_months(observed[0], 11):%b %Y}: {len(observed)} months observed, "
+            f"{remaining} to come"]  # fmt: skip
+    completeness = runout.claims_completeness(engine, observed)
+    factor = completeness.set_index("month")
+    completion = []
+    for m in observed:
+        row = factor.loc[m]
+        if row["basis"] == runout.PAID_DATES:
+            completion.append(float(row["completion"]))
+        else:
+            completion.append(1.0 if bool(row["complete"]) else float("nan"))
+    now["completion"] = completion
+    unknown = int(now["completion"].isna().sum())
+    if unknown:
+        note.append(f"{unknown} recent months without paid dates are estimated at the run rate")
+    if benchmark_pmpy_usd is None:
+        baseline_pmpy = float(before["paid_usd"].sum()) * 12 / mm_before
+        note.append(f"benchmark = baseline year's claims per member-year, trended {proj.trend_pct_per_year:g} % a year, "
+                    f"regional adjustment {proj.regional_adjustment_pct:+g} %")  # fmt: skip
+    else:
+        baseline_pmpy = float(benchmark_pmpy_usd)
+        note.append("benchmark entered (trend and regional adjustment are applied to it)")
+    if now["risk_n"].sum() and before["risk_n"].sum():
+        perf_risk = float(now["risk_sum"].sum() / now["risk_n"].sum())
+        base_risk = float(before["risk_sum"].sum() / before["risk_n"].sum())
+    else:
+        perf_risk = base_risk = 1.0
+        note.append("no risk scores for both years: risk ratio 1.0")
+    score, parts = aco_quality(engine, month, practice_id, team_id, team_ids)
+    if score is None:
+        note.append("no mapped quality measure has a published value: quality score 0")
+    return {
+        "monthly": now[["month", "member_months", "paid_usd", "completion"]], "months_remaining": remaining,
+        "baseline_pmpy_usd": baseline_pmpy, "baseline_risk": base_risk, "performance_risk": perf_risk,
+        "quality_score": 0.0 if score is None else score, "quality_parts": parts, "observed": observed,
+    }, "; ".join(note)
+
+
+def aco_quality(engine: Engine, month: date, practice_id: str | None = None, team_id: str | None = None,
+                team_ids: tuple[str, ...] | None = None) -> tuple[float | None, pd.DataFrame]:  # fmt: skip
+    """Quality score of the population from its 12-month scorecard to ``month`` through
+    ``[aco.quality.measures]`` (core.metrics.payments.quality_score): (score or None, parts)."""
+    from core.metrics.scorecard import Selection, build_scorecard
+
+    weights = payments.load_payment_settings().aco_projection.quality_measures
+    card = build_scorecard(engine, Selection(practice_id=practice_id, team_id=team_id, period=month, window="12m"), team_ids)
+    return payments.quality_score(card, weights)
+
+
+def aco_year_table(projection: payments.AcoYearProjection) -> pd.DataFrame:
+    """The projected settlement as rows (item, low, projected, high), money formatted: low is the
+    settlement at the high end of spend, high at the low end."""
+    spend = projection.spend
+    results = (projection.low, projection.point, projection.high)
+
+    def money(values) -> list[str]:
+        return [format_figure(v, digits=0) if v is not None and pd.notna(v) else "" for v in values]
+
+    def of(attr) -> list:
+        return [getattr(r, attr) if r is not None else None for r in results]
+
+    rows = [
+        ("Claims paid so far, $", money([None, spend.paid_usd, None])),
+        ("Claims completed for run-out (observed months), $", money([None, spend.completed_usd, None])),
+        ("Projected spend of the year, $", money([spend.high_usd, spend.projected_usd, spend.low_usd])),
+        ("Benchmark (trended, risk-adjusted), $", money(of("benchmark_usd"))),
+        ("Gross savings (losses if negative), $", money(of("gross_savings_usd"))),
+        ("Savings rate, %", [f"{v:.1%}" if v is not None else "" for v in of("savings_rate")]),
+        ("Outcome", [str(v).replace("_", " ") if v is not None else "" for v in of("outcome")]),
+        ("Settlement (to the ACO if positive), $", money(of("net_payment_usd"))),
+        ("Of which from risk-score growth, $", money([r.net_payment_from_risk_growth_usd if r else None for r in results])),
+    ]
+    return pd.DataFrame([(item, *values) for item, values in rows], columns=["item", "low", "projected", "high"])
+
+
+def settle_year(inputs: dict, track: payments.AcoSettings, projection: payments.AcoProjectionSettings) -> payments.AcoYearProjection:
+    """The projected settlement of :func:`aco_year_projection`'s inputs under a track and projection settings."""
+    spend = payments.project_spend(inputs["monthly"], inputs["months_remaining"], projection)
+    return payments.project_aco_year(spend, inputs["baseline_pmpy_usd"], inputs["baseline_risk"], inputs["performance_risk"],
+                                     inputs["quality_score"], track, projection)  # fmt: skip
+
+
+def quality_parts_table(parts: pd.DataFrame) -> pd.DataFrame:
+    """The quality score's parts with human labels."""
+    out = parts.assign(direction=parts["direction"].map({"higher": "higher is better", "lower": "lower is better"}).fillna(""))
+    return out[["name", "unit", "value", "target", "direction", "weight", "points"]].rename(columns={
+        "name": "Measure", "unit": "Unit", "value": "Value (12 months)", "target": "Target", "direction": "Direction",
+        "weight": "Weight", "points": "Points (0-100)"})  # fmt: skip
+
+
+# Column id -> human label with its unit, for the payment model tables of the page and their downloads.
+PAYMENT_COLUMN_LABELS = {
+    "subgroup": "Subgroup", "model": "Model", "member_months": "Member-months", "revenue_usd": "Revenue, $",
+    "cost_basis": "Cost basis", "cost_usd": "Cost, $", "margin_usd": "Margin, $", "revenue_pmpm_usd": "Revenue, $ PMPM",
+    "cost_pmpm_usd": "Cost, $ PMPM", "margin_pmpm_usd": "Margin, $ PMPM", "idle_capacity_usd": "Idle capacity, $",
+    "fully_loaded_cost_usd": "Fully loaded cost, $", "fully_loaded_margin_usd": "Fully loaded margin, $",
+    "fully_loaded_margin_pmpm_usd": "Fully loaded margin, $ PMPM", "share": "Share of the panel", "members": "Members",
+    "pmpm_usd": "Bundle, $ PMPM", "annual_revenue_usd": "Revenue a year, $",
+    "revenue_change_per_point_usd": "Revenue change per point of mix, $", "suppressed": "Suppressed",
+}  # fmt: skip
+
+
+def payment_table_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """A payment-model table with human column labels and model names (same rows)."""
+    from core.views.charts import MODEL_LABELS
+
+    out = frame.assign(model=frame["model"].map(MODEL_LABELS).fillna(frame["model"])) if "model" in frame else frame
+    return out.rename(columns=PAYMENT_COLUMN_LABELS)

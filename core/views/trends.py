@@ -11,6 +11,7 @@ from core.derive.costs import COST_EXTERNAL, COST_TOTAL
 from core.derive.measures import load_measures
 from core.metrics import runout
 from core.metrics.scorecard import figure_counts, hide_complements, suppress_table
+from core.metrics.stats import t_interval
 from core.store.months import add_months, months_between
 from core.views.cells_read import ALL, COST_KIND, COST_LABELS, SUMS, add_figures, cell_sums_by, last_cell_month, window_sums
 from core.views.executive_settings import load_executive_settings
@@ -29,9 +30,11 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     out, core.metrics.runout.claims_completeness), and ``completeness`` is that table.
 
     Returns ``figures`` (grain: month, subgroup, metric; subgroup ``all`` = every subgroup
-    together; columns metric_label, kind, value, ci_low, ci_high, patients, suppressed) and
-    ``mix`` (grain: month, subgroup; members, share, suppressed; complementary suppression
-    within each month, as the parts of the month's total; share = of the published members).
+    together; columns metric_label, kind, value, ci_low, ci_high (95 %: the measure's interval;
+    a t interval for cost PMPM), patients, suppressed, claims_complete, partial (a claims cost
+    whose window has not run out and is not completed: never drawn)) and ``mix`` (grain: month,
+    subgroup; members, share, suppressed; complementary suppression within each month, as the
+    parts of the month's total; share = of all the unit's members of the month, hidden or not).
     Subgroup figures also get complementary suppression against the All row of their month and
     metric. ``suppress`` False: exact figures (core.access.suppression's "exact" policy).
     """
@@ -55,6 +58,12 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     rolled = [window_sums(outcomes, ["subgroup"], m, rolling, catalogue).assign(month=m) for m in present]
     rolled = pd.concat(rolled, ignore_index=True) if rolled else outcomes
     figures = add_figures(rolled, catalogue, suppress)
+    cost = (figures["kind"] == COST_KIND).to_numpy()
+    if cost.any():  # cost PMPM: a t interval (each member-month one observation; sums and squares are additive)
+        _, low, high = t_interval(rolled.loc[cost, "numerator"], rolled.loc[cost, "denominator"], rolled.loc[cost, "sum_sq"])
+        hidden = figures.loc[cost, "suppressed"].to_numpy(dtype=bool)
+        figures.loc[cost, "ci_low"] = np.where(hidden, np.nan, np.maximum(low, 0.0))  # a cost is never below $0
+        figures.loc[cost, "ci_high"] = np.where(hidden, np.nan, high)
     if suppress:  # every subgroup's figure is published with the All row: complementary per month and metric
         counts = figure_counts(figures["kind"], rolled["numerator"], rolled["denominator"], rolled["patients"])
         figures = hide_complements(figures, counts, (figures["subgroup"] != ALL).to_numpy(), ["month", "metric"],
@@ -63,15 +72,23 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     figures["metric_label"] = figures["metric"].map(names)
     complete = dict(zip(completeness["month"], completeness["complete"], strict=True))
     figures["claims_complete"] = figures["month"].map(complete).fillna(True).astype(bool)
+    # a window of claims that have not run out is partial: never drawn, unless completed from paid-date lags
+    estimated = set(completeness.loc[completeness["basis"] == runout.PAID_DATES, "month"]) if completed else set()
+    claims = figures["metric"].isin([COST_EXTERNAL, COST_TOTAL])
+    figures["partial"] = (claims & ~figures["claims_complete"] & ~figures["month"].isin(estimated)).astype(bool)
     figures = figures[["month", "subgroup", "metric", "metric_label", "kind", "value", "ci_low", "ci_high", "patients", "suppressed",
-                       "claims_complete"]]  # fmt: skip
+                       "claims_complete", "partial"]]  # fmt: skip
     mix = mix.rename(columns={"numerator": "members"})[["month", "subgroup", "members"]]
+    totals = mix.groupby("month")["members"].sum()
     if suppress:
         mix = suppress_table(mix, ["members"], total=True, group_cols=["month"])
         mix, figures = _one_hidden_set(mix, figures)
     else:
         mix = mix.assign(suppressed=False)
-    month_total = mix.groupby("month")["members"].transform("sum")
+    # share of ALL the unit's members of the month (not of the published ones: a team whose other
+    # subgroups are suppressed is not 100 % one subgroup). The total may be published: complementary
+    # suppression keeps the hidden parts from adding up to 1-10.
+    month_total = mix["month"].map(totals)
     mix["share"] = mix["members"] / month_total.where(month_total > 0)
     return {"figures": figures.sort_values(["metric", "subgroup", "month"]).reset_index(drop=True),
             "mix": mix.sort_values(["month", "subgroup"]).reset_index(drop=True), "completeness": completeness}  # fmt: skip
@@ -84,11 +101,18 @@ def _completed_claims(sums: pd.DataFrame, completeness: pd.DataFrame) -> pd.Data
     external = out["metric"] == COST_EXTERNAL
     raised = runout.completed_usd(out.loc[external, "numerator"], out.loc[external, "month"], completeness)
     extra = (raised - out.loc[external, "numerator"]).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):  # squares scaled alike, for the interval (approximate)
+        factor = np.where(out.loc[external, "numerator"] > 0, raised.to_numpy() / out.loc[external, "numerator"].to_numpy(), 1.0)
+    out.loc[external, "sum_sq"] = out.loc[external, "sum_sq"].to_numpy() * factor**2
     out.loc[external, "numerator"] = raised.to_numpy()
     keys = out.loc[external, ["subgroup", "month"]].assign(extra=extra)
     total = out["metric"] == COST_TOTAL
     add = out.loc[total, ["subgroup", "month"]].merge(keys, on=["subgroup", "month"], how="left")["extra"].fillna(0.0).to_numpy()
-    out.loc[total, "numerator"] = out.loc[total, "numerator"].to_numpy() + add
+    before = out.loc[total, "numerator"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(before > 0, (before + add) / before, 1.0)
+    out.loc[total, "sum_sq"] = out.loc[total, "sum_sq"].to_numpy() * factor**2
+    out.loc[total, "numerator"] = before + add
     return out
 
 
@@ -107,3 +131,15 @@ def _one_hidden_set(mix: pd.DataFrame, figures: pd.DataFrame) -> tuple[pd.DataFr
     figures.loc[in_figures, ["value", "ci_low", "ci_high", "patients"]] = np.nan
     figures.loc[in_figures, "suppressed"] = True
     return mix, figures
+
+
+def outcomes_with_data(figures: pd.DataFrame) -> list[str]:
+    """The outcome metrics of ``figures`` (not cost), those with the most data first: ordered by the
+    share of their month-subgroup points that are published and non-zero (a line of zeros and
+    gaps last), then as listed. The trends page opens on the first."""
+    part = figures.loc[figures["kind"] != COST_KIND]
+    if part.empty:
+        return []
+    order = list(dict.fromkeys(part["metric"]))
+    score = part.assign(shown=part["value"].notna() & (part["value"].fillna(0) != 0)).groupby("metric")["shown"].mean()
+    return sorted(order, key=lambda m: (-round(float(score.get(m, 0.0)), 6), order.index(m)))

@@ -33,6 +33,7 @@ VISITS = [
     ("pages/trends.py", "executive", "team:TM01"),
     ("pages/compare.py", "executive", None),
     ("pages/payments.py", "executive", None),
+    ("pages/true_costs.py", "executive", None),
     ("pages/equity.py", "executive", None),
     ("pages/econsults.py", "executive", None),
     ("pages/review.py", "executive", None),
@@ -138,6 +139,14 @@ def test_no_small_count_is_recoverable_on_the_page_or_its_exports(network, store
     at = visit(page, role, team)
     assert page_leaks(at, stores, page) == []
     assert attack.unmarked_blanks(at, page) == []
+
+
+@pytest.mark.parametrize("measure", ["ed_visits", "cost_total_usd"])
+def test_the_observed_expected_comparison_leaks_nothing(network, stores, measure):
+    at = visit("pages/compare.py", "executive", None, state={"compare_measure": measure, "compare_subgroup": None})
+    assert any("Observed / expected" in m.value for m in at.markdown)
+    assert page_leaks(at, stores, "compare") == []
+    assert attack.unmarked_blanks(at, "compare") == []
 
 
 def test_no_month_is_recoverable_from_neighbouring_windows(network, stores):

@@ -1,6 +1,7 @@
 """The executive views (AppTest on the small sample network): each shows the core's results, and
 no count of 1-10 appears anywhere on these pages or in their CSV downloads."""
 
+import dataclasses
 import io
 import re
 
@@ -18,14 +19,12 @@ from core.store.db import make_engine
 from core.store.models import AuditEvent
 from core.store.months import window_months
 from core.store.queries import months_available, organisation, read_frame
-from core.views.columns import label_of
-from core.views.compare import team_comparison, value_positions
+from core.views.compare import standardised_comparison, team_comparison, value_map_data
 from core.views.econsults import econsults
 from core.views.equity import equity_table
 from core.views.format import usd
 from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
 from core.views.trends import trends
-from ui.labels import plain
 
 EXECUTIVE_PAGES = [p.file for p in load_access_rules().pages.values() if p.section == "Executive"]
 # Columns that hold counts of people, member-months or events (never 1-10 when published).
@@ -129,21 +128,43 @@ def test_trends_of_one_team(app, engine):
 
 def test_team_comparison_shows_every_team_against_the_network(app, engine, period):
     open_page(app, "pages/compare.py")
-    core = team_comparison(engine, "ed_visits", period, "12m")
+    subgroup = app.selectbox(key="compare_subgroup").value
+    assert subgroup is not None  # within one subgroup by default
+    core = team_comparison(engine, "ed_visits", period, "12m", subgroup)
     table = app.dataframe[0].value
-    assert len(table) == len(core["teams"]) == 7
+    assert len(table) == len(core["teams"]) > 0
     np.testing.assert_allclose(numbers(table, ["value", "ci_low", "ci_high"]), numbers(core["teams"], ["value", "ci_low", "ci_high"]),
                                equal_nan=True)  # fmt: skip
-    assert list(table["flag"]) == [label_of(f, "flags") for f in core["teams"]["flag"]] and "Better" in list(table["flag"])
+    assert list(table["flag"]) == list(core["teams"]["flag"])
     assert f"Network: {core['network']['value']:,.1f}" in app.markdown[0].value
+    assert len(app.get("plotly_chart")) >= 2  # caterpillar and funnel side by side
+
+
+def test_team_comparison_across_subgroups_is_observed_over_expected(app, engine, period):
+    open_page(app, "pages/compare.py")
+    app.selectbox(key="compare_measure").select("cost_total_usd").run()
+    within = app.selectbox(key="compare_subgroup")
+    within.select_index(len(within.options) - 1).run()  # the last choice: all subgroups, observed / expected
+    core = standardised_comparison(engine, "cost_total_usd", period, "12m")
+    table = app.dataframe[0].value
+    assert "oe" in table.columns, app.markdown[0].value
+    assert len(table) == 7
+    np.testing.assert_allclose(numbers(table, ["oe", "oe_low", "oe_high"]), numbers(core["teams"], ["oe", "oe_low", "oe_high"]),
+                               equal_nan=True)  # fmt: skip
+    assert "Observed / expected" in app.markdown[0].value
 
 
 def test_value_map_shows_the_core_positions(app, engine, period):
     open_page(app, "pages/compare.py")
-    core = value_positions(engine, period, "12m")
+    data = value_map_data(engine, period, "12m")
     table = app.dataframe[1].value
-    cols = ["cost_pmpm_usd", "outcome_index", "previous_cost_pmpm_usd", "previous_outcome_index"]
-    np.testing.assert_allclose(numbers(table, cols), numbers(core, cols), equal_nan=True)
+    cols = ["cost_pmpm_usd", "outcome_index", "index_low", "index_high", "previous_cost_pmpm_usd", "previous_outcome_index"]
+    np.testing.assert_allclose(numbers(table, cols), numbers(data["points"], cols), equal_nan=True)
+    parts = app.dataframe[2].value
+    assert len(parts) == len(data["parts"]) > 0
+    # one measure set per subgroup: every published team of a subgroup is indexed on the same number of measures
+    shown = data["points"].loc[~data["points"]["suppressed"]]
+    assert (shown.groupby("subgroup")["measures_in_index"].nunique() == 1).all()
 
 
 def test_payment_models_with_a_what_if_setting(app, engine, period):
@@ -182,17 +203,78 @@ def test_aco_projection_refuses_a_short_baseline_and_settles_with_a_benchmark(ap
     assert coded.risk_cap_binds
 
 
-def test_equity_shows_the_gap_to_the_best_served_group(app, engine, period):
+def test_true_costs_page_shows_the_core_figures(app, engine, period):
+    from core.views.true_costs import annualised, capacity_summary, capacity_use, leakage_report, rate_table
+
+    open_page(app, "pages/true_costs.py")
+    months = tuple(window_months(period, "12m"))
+    shown = {m.label: m.value for m in app.metric}
+    network = capacity_summary(capacity_use(engine, months), []).iloc[0]
+    assert shown["Unused capacity, $ a year"] == usd(annualised(network["unused_cost_usd"], 12))
+    assert network["unused_cost_usd"] > 0 and 0 < network["utilisation"] < 1
+    leak = leakage_report(engine, months)["total"].iloc[0]
+    assert shown["Out-of-network spend"] == usd(leak["out_of_network_usd"])
+    rates = app.dataframe[0].value
+    assert "Capacity cost rate, $ per hour" in rates.columns and "Space and equipment, $ a year" in rates.columns
+    np.testing.assert_allclose(rates["Capacity cost rate, $ per hour"], rate_table(engine)["rate_usd_per_hour"])
+    # every column is labelled for people: no snake_case ids
+    assert not [c for df in app.dataframe for c in df.value.columns if "_" in str(c)]
+    fully_loaded = [m for m in app.metric if m.label.endswith("fully loaded margin")]
+    assert len(fully_loaded) == 3 and all("activity-based" in m.delta for m in fully_loaded)
+
+
+def test_fully_loaded_margin_on_the_payment_models(app, engine, period):
+    from core.views.true_costs import capacity_use, idle_capacity_by_team
+
+    open_page(app, "pages/payments.py")
+    app.toggle(key="pay_fully_loaded").set_value(True).run()
+    assert not app.exception
+    months = tuple(window_months(period, "12m"))
+    idle = idle_capacity_by_team(capacity_use(engine, months))
+    core = payment_comparison(payment_inputs(engine, months), load_payment_settings(), 0, True, idle)["total"].set_index("model")
+    shown = {m.label: m.value for m in app.metric}
+    ffs = core.loc["fee_for_service"]
+    assert shown["Fee-for-service: fully loaded margin"] == usd(ffs["fully_loaded_margin_usd"])
+    assert ffs["fully_loaded_margin_usd"] == pytest.approx(ffs["margin_usd"] - idle["idle_capacity_usd"].sum())
+
+
+def test_aco_year_projection_with_a_range(app, engine, period):
+    from core.views.payment_models import aco_year_projection, settle_year
+
+    open_page(app, "pages/payments.py")
+    # the small network's baseline year is too short: refused until a benchmark is entered
+    assert any("No projection of the performance year" in i.value for i in app.info)
+    app.number_input(key="aco_benchmark").set_value(12_000.0).run()
+    settings = load_payment_settings()
+    inputs, _ = aco_year_projection(engine, period, benchmark_pmpy_usd=12_000.0)
+    result = settle_year(inputs, settings.aco_presets[settings.aco_default_preset], settings.aco_projection)
+    shown = {m.label: m.value for m in app.metric}
+    assert shown["Projected settlement"] == usd(result.point.net_payment_usd)
+    assert shown["Of the settlement, from risk-score growth"] == usd(result.point.net_payment_from_risk_growth_usd)
+    assert result.spend.low_usd < result.spend.projected_usd < result.spend.high_usd
+    assert shown["Quality score (from the scorecard)"] == f"{inputs['quality_score']:.1f}"
+    app.number_input(key="aco_trend").set_value(0.0).run()
+    flat = settle_year(inputs, settings.aco_presets[settings.aco_default_preset],
+                       dataclasses.replace(settings.aco_projection, trend_pct_per_year=0.0))  # fmt: skip
+    assert {m.label: m.value for m in app.metric}["Projected settlement"] == usd(flat.point.net_payment_usd)
+    assert flat.benchmark_pmpy_usd < result.benchmark_pmpy_usd
+
+
+def test_equity_shows_the_gap_to_the_reference_group(app, engine, period):
     open_page(app, "pages/equity.py")  # default measure: promis_physical_mean (executive.toml)
     core = equity_table(engine, "promis_physical_mean", "race_ethnicity", period, "12m")
     table = app.dataframe[0].value
     np.testing.assert_allclose(numbers(table, ["value", "gap_to_best"]), numbers(core, ["value", "gap_to_best"]), equal_nan=True)
-    best = core.loc[core["best"], "stratum_value"].iloc[0]
-    assert f"Best-served group: **{plain(label_of(best, 'strata'))}**" in app.markdown[0].value
+    reference = core.loc[core["best"], "group"].iloc[0]
+    assert f"**{reference}**" in app.markdown[0].value
+    assert "hispanic_or_latino" not in set(table["group"])  # labels, not codes
+    # the network's value of all patients, the same on every row (not each row's own value)
+    assert table["network_value"].nunique() == 1
+    assert not np.allclose(numbers(table.dropna(subset=["value"]), ["value"]), numbers(table.dropna(subset=["value"]), ["network_value"]))
     app.selectbox(key="equity_stratum").select("dual_status").run()
     dual = equity_table(engine, "promis_physical_mean", "dual_status", period, "12m")
-    shown = list(app.dataframe[0].value["stratum_value"])
-    assert shown == [label_of(v, "strata") for v in dual["stratum_value"]] and "Not dual" in shown  # codes by their labels
+    assert list(app.dataframe[0].value["group"]) == list(dual["group"])
+    assert "dual" not in set(dual["group"]) and "not_dual" not in set(dual["group"])
 
 
 def test_econsults_show_the_core_counts(app, engine, period):
@@ -268,10 +350,13 @@ def test_downloads_are_audited(private_db):
 
 def test_views_handle_empty_selections(app, engine):
     open_page(app, "pages/compare.py")
-    app.selectbox(key="compare_measure").select("hba1c_control").run()
     app.selectbox(key="compare_subgroup").select("healthy").run()
-    assert not app.exception and "does not apply" in app.info[0].value
-    assert len(app.dataframe) == 1  # the value map tab still renders
+    app.selectbox(key="compare_measure").select("hba1c_control").run()  # diabetes control does not apply to the healthy
+    assert not app.exception
+    options = app.selectbox(key="compare_subgroup").options  # only subgroups the measure applies to (shown by label)
+    assert not any(o.lower().startswith("healthy") for o in options) and any(o.lower().startswith("chronic") for o in options)
+    assert app.selectbox(key="compare_subgroup").value != "healthy"
+    assert len(app.dataframe) >= 2  # the comparison and the value map tab render
     open_page(app, "pages/econsults.py")
     app.sidebar.selectbox(key="month").select(months_available(engine)[0].strftime("%Y-%m")).run()
     app.sidebar.selectbox(key="econsult_window").select("month").run()
@@ -287,3 +372,24 @@ def test_trends_mark_incomplete_claims(app):
     assert any("Claims incomplete" in w.value and "from paid dates" in w.value for w in app.warning)
     app.checkbox(key="trend_completed").check().run()
     assert not app.exception and not any("No paid dates" in c.value for c in app.caption)
+
+
+def test_trends_mix_share_is_of_all_members_and_partial_claims_are_not_drawn(engine):
+    found = False
+    for team in organisation(engine)["team_id"]:
+        shown, exact = trends(engine, None, None, team)["mix"], trends(engine, None, None, team, suppress=False)["mix"]
+        total = exact.groupby("month")["members"].sum()
+        published = shown.loc[~shown["suppressed"]]
+        np.testing.assert_allclose(published["share"], published["members"] / published["month"].map(total))
+        months = shown.groupby("month")["suppressed"].any()
+        if months.any():  # a month with a suppressed subgroup: the published shares add up to less than 100 %
+            found = True
+            assert (published.loc[published["month"].isin(months[months].index)].groupby("month")["share"].sum() < 1 - 1e-9).all()
+    assert found, "the sample has a team with a suppressed subgroup"
+    figures = trends(engine)["figures"]
+    claims = figures["metric"].isin(["cost_total_usd", "cost_external_usd"])
+    assert figures.loc[claims & ~figures["claims_complete"], "partial"].all()
+    assert not figures.loc[~claims, "partial"].any()
+    costs = figures.loc[(figures["kind"] == "cost_pmpm") & figures["value"].notna()]
+    assert costs[["ci_low", "ci_high"]].notna().all(axis=None)  # an interval on every cost line
+    assert (costs["ci_low"] <= costs["value"]).all() and (costs["value"] <= costs["ci_high"]).all()

@@ -36,6 +36,9 @@ CASES = [
     ("team_leader", None, "equity", True), ("team_leader", None, "payments", False), ("team_leader", None, "econsults", False),
     ("clinician", None, "compare", False), ("clinician", None, "payments", False), ("clinician", None, "equity", False),
     ("clinician", None, "econsults", False),
+    # true costs and leakage: executives and admins
+    ("executive", None, "true_costs", True), ("admin", None, "true_costs", True), ("team_leader", None, "true_costs", False),
+    ("clinician", None, "true_costs", False),
     # data quality: admins only
     ("admin", None, "quality", True), ("executive", None, "quality", False), ("team_leader", None, "quality", False),
     ("clinician", None, "quality", False),

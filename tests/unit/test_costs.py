@@ -20,8 +20,12 @@ JAN, FEB, MAR = date(2025, 1, 1), date(2025, 2, 1), date(2025, 3, 1)
 #   T2 physician:  (278,400 + 9,600) / 120,000 min                       = $2.40 / min
 #   network physician: (240,000 + 288,000) / 240,000 min                 = $2.20 / min
 SETTINGS_RAW = {
-    "capacity": {"practical_capacity_share": 0.8, "rate_scope": "team"},
-    "space_equipment_usd_per_year": {"default": 0, "physician": 9600, "medical_assistant": 3000},
+    "capacity": {"practical_capacity_share": 0.8, "rate_scope": "team", "full_time_hours_per_year": 2500},
+    # space by square metres: physician 24 m2 x $400 = $9,600 per FTE (1.0 FTE at 2,500 h);
+    # MA: equipment $3,750 per FTE x 0.8 FTE (2,000 h) = $3,000
+    "space_equipment": {"method": "square_metres", "usd_per_square_metre_per_year": 400.0,
+                        "square_metres_per_fte": {"default": 0, "physician": 24},
+                        "equipment_usd_per_fte_per_year": {"default": 0, "medical_assistant": 3750}},
     "process_maps": {"office_visit": {"physician": 10, "medical_assistant": 10}, "phone_call": {"registered_nurse": 10}},
 }
 STAFF = pd.DataFrame(
@@ -60,7 +64,10 @@ def test_default_settings_load():
     [
         ({"capacity": {"practical_capacity_share": 1.5}}, "practical_capacity_share"),
         ({"capacity": {"practical_capacity_share": 0.8, "rate_scope": "galaxy"}}, "rate_scope"),
-        ({"space_equipment_usd_per_year": {"wizard": 1}}, "unknown role"),
+        ({"space_equipment": {"square_metres_per_fte": {"wizard": 1}}}, "unknown role"),
+        ({"space_equipment": {"method": "per_person"}}, "space_equipment.method"),
+        ({"space_equipment_usd_per_year": {"default": 1}}, "flat charge per person"),
+        ({"capacity": {"practical_capacity_share": 0.8, "benefits_share_of_cost": 1.2}}, "benefits_share_of_cost"),
         ({"process_maps": {"ed_visit": {"physician": 5}}}, "not an internal activity kind"),
         ({"process_maps": {"office_visit": {"physician": -5}}}, ">= 0 minutes"),
     ],
@@ -199,8 +206,10 @@ def test_patient_month_cost_wide_rows(engine):
     assert list(wide.columns) == ["patient_id", "month", *costs.cost_metrics()]
     total = wide.set_index(["patient_id", "month"])[costs.COST_TOTAL]
     settings = costs.load_cost_settings()
-    # default settings: physician (230,400 + 18,000) / 120,000; MA (45,000 + 10,000) / 96,000
-    md, ma = 248_400 / 120_000, 55_000 / 96_000
+    # default settings: space and equipment per FTE (2,080 h): physician 20 m2 x $400 + $10,000 = $18,000,
+    # MA 10 m2 x $400 + $6,000 = $10,000; physician 2,500 h = 2500/2080 FTE, MA 2,000 h = 2000/2080 FTE
+    md = (230_400 + 18_000 * 2500 / 2080) / 120_000
+    ma = (45_000 + 10_000 * 2000 / 2080) / 96_000
     e1 = 20 * md + 15 * ma
     e2 = sum(m * {"physician": md, "medical_assistant": ma}.get(r, 0.0) for r, m in settings.process_maps["office_visit"].items())
     assert total[("P1", JAN)] == pytest.approx(e1 + 1000)
@@ -289,9 +298,11 @@ def test_cli_costs_and_payments(tmp_path, capsys):
     assert main(["costs", "--database-url", url, "--period", "2025-02", "--window", "quarter"]) == 0
     out = capsys.readouterr().out
     assert "PMPM from encounters" in out and "unused_capacity" in out and "composition" in out
+    assert "capacity_cost_rates" in out and "leakage_by_category" in out and "leakage_by_month" in out
     assert main(["payments", "--database-url", url, "--period", "2025-02", "--window", "quarter", "--benchmark-pmpy", "12000"]) == 0
     out = capsys.readouterr().out
     assert "by_subgroup" in out and "fee_for_service" in out and "ACO reconciliation" in out and "net_payment_usd" in out
+    assert "== fully_loaded_margin ==" in out and "ACO projection of the performance year" in out
 
 
 def _cells_total(engine, metric: str) -> float:

@@ -419,6 +419,24 @@ def test_eob_without_encounter_becomes_an_external_claim(tmp_path):
     )
 
 
+def test_eob_network_status_is_read(tmp_path):
+    def eob(eid, **extra):
+        return {"resourceType": "ExplanationOfBenefit", "id": eid, "type": {"coding": [{"code": "pharmacy"}]},
+                "patient": {"reference": "Patient/p1"}, "billablePeriod": {"start": "2024-06-02"},
+                "payment": {"amount": {"value": 10.0}}, **extra}  # fmt: skip
+
+    carin = {"supportingInfo": [{"category": {"coding": [{"code": "benefitpaymentstatus"}]},
+                                 "code": {"coding": [{"code": "outofnetwork"}]}}]}  # fmt: skip
+    r4 = {"benefitBalance": [{"category": {"coding": [{"code": "30"}]}, "network": {"coding": [{"code": "out"}]}}]}
+    inside = {"benefitBalance": [{"network": {"coding": [{"code": "in"}]}}]}
+    write_ndjson(tmp_path, "Patient.ndjson", [PATIENT])
+    write_ndjson(tmp_path, "ExplanationOfBenefit.ndjson", [eob("x1", **carin), eob("x2", **r4), eob("x3", **inside), eob("x4")])
+    frames, report = read_fhir(tmp_path)
+    assert report.ok
+    flags = dict(zip(frames["encounter"]["encounter_id"], frames["encounter"]["in_network"], strict=True))
+    assert flags == {"fhir:eob:x1": False, "fhir:eob:x2": False, "fhir:eob:x3": True, "fhir:eob:x4": True}
+
+
 def test_icd10_coding_wins_and_unmapped_snomed_is_counted(tmp_path):
     def condition(cid, codings):
         return {

@@ -23,6 +23,25 @@ def _eob_paid(b: dict) -> float | None:
 
 
 EOB_SKIPPED_STATUSES = ("entered-in-error", "cancelled")
+# Network status of an EOB: CARIN Blue Button ``supportingInfo`` of category
+# ``benefitpaymentstatus`` (codes innetwork / outofnetwork / other), or FHIR R4
+# ``benefitBalance.network`` (http://terminology.hl7.org/CodeSystem/benefit-network: in / out).
+OUT_OF_NETWORK_CODES = {"outofnetwork", "out"}
+IN_NETWORK_CODES = {"innetwork", "in"}
+
+
+def eob_in_network(b: dict) -> bool | None:
+    """Whether an EOB was paid in network (None: the EOB does not say; read as in network)."""
+    codes = set()
+    for info in b.get("supportingInfo") or []:
+        if isinstance(info, dict) and any(c.get("code") == "benefitpaymentstatus" for c in codings(info.get("category"))):
+            codes |= {str(c.get("code", "")).lower() for c in codings(info.get("code"))}
+    for balance in b.get("benefitBalance") or []:
+        if isinstance(balance, dict):
+            codes |= {str(c.get("code", "")).lower() for c in codings(balance.get("network"))}
+    if codes & OUT_OF_NETWORK_CODES:
+        return False
+    return True if codes & IN_NETWORK_CODES else None
 
 
 def _eob_claim_kind(st: ReadState, b: dict, rules: ClaimRules) -> tuple[str, str]:
@@ -77,7 +96,7 @@ def read_eobs(st: ReadState, resources: Iterable[Resource]) -> None:
 
 def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules) -> dict[str, list]:
     """The EOBs by claim key: [patient_id, encounter key or None, amounts, first EOB id, claim type,
-    kind, category, start, end, latest payment date]."""
+    kind, category, start, end, latest payment date, out of network (any EOB of the claim says so)]."""
     groups: dict[str, list] = {}
     for res in resources:
         b = res.body
@@ -93,9 +112,11 @@ def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules)
         enc_key = min(enc_ids, default=None)  # one EOB pays one encounter (Synthea, CARIN BB)
         key = f"claim:{ref_id(b.get('claim')) or 'eob:' + b['id']}"
         paid_on = parse_fhir_date((b.get("payment") or {}).get("date"))
+        out = eob_in_network(b) is False
         if key in groups:
             groups[key][2].append(paid)
             groups[key][9] = max(filter(None, (groups[key][9], paid_on)), default=None)
+            groups[key][10] = groups[key][10] or out
             continue
         start = end = None
         kind, category = "", ""
@@ -107,7 +128,7 @@ def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules)
             end = field_date(st, res, "billablePeriod.end", period.get("end"), required=False, after=start)
             kind, category = _eob_claim_kind(st, b, rules)
         claim_type = next((c.get("code") for c in codings(b.get("type")) if c.get("code")), "") or ""
-        groups[key] = [pid, enc_key, [paid], b["id"], claim_type, kind, category, start, end, paid_on]
+        groups[key] = [pid, enc_key, [paid], b["id"], claim_type, kind, category, start, end, paid_on, out]
     return groups
 
 
@@ -148,7 +169,7 @@ def _pay_encounters(st: ReadState, groups: dict[str, list], rules: ClaimRules) -
     kinds = load_catalog().activity_kinds
     internal_paid = 0.0
     claims = []
-    for key, (pid, enc_key, amounts, eob_id, claim_type, kind, category, start, end, paid_on) in groups.items():
+    for key, (pid, enc_key, amounts, eob_id, claim_type, kind, category, start, end, paid_on, out) in groups.items():
         # EOB payments are claim-level amounts, so the EOBs of one claim are summed ("explanation_of_benefit"
         # is not a claim type of claims.toml [paid_amount]: the default, line).
         net = net_claim(key, "explanation_of_benefit", amounts, rules, st.log.claims)
@@ -159,6 +180,8 @@ def _pay_encounters(st: ReadState, groups: dict[str, list], rules: ClaimRules) -
             else:
                 enc["paid_usd"] = round(enc["paid_usd"] + net.paid_usd, 2)
                 enc["paid_date"] = paid_on
+                if out:
+                    enc["in_network"] = False
             continue
         claims.append(
             Claim(
@@ -172,7 +195,7 @@ def _pay_encounters(st: ReadState, groups: dict[str, list], rules: ClaimRules) -
                 paid_usd=net.paid_usd,
                 reversed=net.reversed,
                 unpaid=net.unpaid,
-                detail=dict(eob_id=eob_id, paid_date=paid_on),
+                detail=dict(eob_id=eob_id, paid_date=paid_on, in_network=not out),
             )
         )
     return claims, internal_paid
@@ -181,5 +204,6 @@ def _pay_encounters(st: ReadState, groups: dict[str, list], rules: ClaimRules) -
 def _add_episode(st: ReadState, episode: Episode) -> None:
     """One external encounter for a stay, ED visit or claim grouped from EOBs without an Encounter."""
     eob_id = episode.anchor.detail["eob_id"]
-    row = episode.encounter_row(make_id("fhir:eob", eob_id), episode.anchor.person, in_network=True, primary_dx="")
+    in_network = all(c.detail.get("in_network", True) for c in episode.claims)
+    row = episode.encounter_row(make_id("fhir:eob", eob_id), episode.anchor.person, in_network=in_network, primary_dx="")
     st.encounters[f"eob:{eob_id}"] = {**row, "_org": None}
