@@ -173,7 +173,8 @@ def test_the_chart_checker_finds_untitled_axes_and_raw_names():
     assert any("trace name 'cost_pmpm_usd'" in p for p in problems)
     assert any("shows codes such as 'not_dual'" in p for p in problems) and any("'None'" in p for p in problems)
     assert any("hovertemplate shows a raw name" in p for p in problems)
-    assert any("hovers y unformatted" in p for p in chart_problems({"data": [{"y": [18.1740123], "hovertemplate": "%{y}"}], "layout": {}}))
+    unformatted = {"data": [{"y": [18.1740123], "hovertemplate": "%{y}"}], "layout": {}}
+    assert any("hovers y unformatted" in p for p in chart_problems(unformatted))
     good = {"data": [{"type": "scatter", "name": "Cost", "x": ["Not dual"], "y": [1.5]}],
             "layout": {"title": {"text": "Cost"}, "xaxis": {"title": {"text": "Dual status"}}, "yaxis": {"title": {"text": "USD"}}}}  # fmt: skip
     assert chart_problems(good) == []
