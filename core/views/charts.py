@@ -143,7 +143,7 @@ def caterpillar_figure(teams: pd.DataFrame, network_value: float, team_labels: d
     if pd.notna(network_value):
         fig.add_vline(x=network_value, line_dash="dash", line_color="#212121", annotation_text="Network",
                       annotation_position="top")  # fmt: skip
-    fig.update_layout(title=title, xaxis_title=f"{unit} (dot: value; bar: 95% interval)", yaxis_title="Team", xaxis_hoverformat=",.1f",
+    fig.update_layout(title=title, xaxis_title=unit, yaxis_title="Team", xaxis_hoverformat=",.1f",
                       height=max(300, 45 * len(shown) + 120))  # fmt: skip
     return _layout(fig)
 
