@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.access.audit import ACTIONS, search_events
-from core.access.exports import export_csv
+from core.views.format import csv_export
 from ui.auth import audited_file, require
 from ui.data import engine
 from ui.tables import show_table
@@ -18,5 +18,5 @@ events = search_events(engine(), user_key=user or None, action=action, target=ta
 st.caption(f"{len(events):,} events, newest first")
 show_table(events)
 filters = f"user={user or '-'}; action={action or '-'}; target={target or '-'}"
-st.download_button("Download CSV", audited_file(scope, "audit_log.csv", filters, lambda: export_csv(events), action="audit_download"),
+st.download_button("Download CSV", audited_file(scope, "audit_log.csv", filters, lambda: csv_export(events, na_rep=""), action="audit_download"),
                    file_name="audit_log.csv", mime="text/csv", on_click="ignore")  # fmt: skip

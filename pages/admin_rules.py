@@ -32,7 +32,10 @@ if month is not None:
     table, overrides = rules_with_counts(table, mix, policy.suppress)
     st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
                f"{overrides}).")  # fmt: skip
-show_table(table, placeholder="suppressed")
+show_table(table, hide_index=True, placeholder="suppressed")
+st.caption(f"Thin history ([history]): a patient-month with fewer than {rules.history.min_months} of the "
+           f"{rules.history.lookback_months} months ending with it attributed and with something recorded is marked "
+           "'Not enough history'; its subgroup is still the first rule that matches.")  # fmt: skip
 
 st.subheader("Edit a draft")
 draft_text = st.text_area("Rules (TOML)", value=path.read_text(encoding="utf-8"), height=420)

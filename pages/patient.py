@@ -3,7 +3,10 @@
 import streamlit as st
 
 from core.access.policy import load_access_rules
+from core.store.months import month_end
+from core.views.care_gaps import one_patient_gaps
 from core.views.charts import encounter_timeline_figure, measurement_figure, patient_costs_figure
+from core.views.outreach import load_outreach_rules, patient_outreach, record_outreach
 from core.views.patient import lift_patient_override, override_subgroup, patient_view
 from ui.auth import audit_view, require
 from ui.data import engine, query
@@ -36,13 +39,23 @@ if current:
     cols[1].metric("As of", f"{current.month:%b %Y}")
     cols[2].markdown(f"**Team:** {plain(current.team or '-')}  \n**PCP:** {plain(current.pcp or '-')}  \n"
                      f"**Why:** {plain(current.reason)}")  # fmt: skip
+    if current.thin_history:
+        st.warning(plain(f"{current.history_note}: this subgroup rests on little data (see the Subgroup rules page, [history])."))
 
-tabs = st.tabs(["Subgroup history", "Measurements", "Encounters", "Costs", "Conditions", "E-consults", "Care team", "Medications"])
+tabs = st.tabs(["Subgroup history", "Measurements", "Encounters", "Costs", "Conditions", "E-consults", "Care team", "Medications",
+                "Care gaps and outreach"])  # fmt: skip
 with tabs[0]:
     if done := st.session_state.pop("override_done", None):
         st.success(done)
     periods = view.periods.assign(subgroup=view.periods["subgroup"].map(lambda s: labels.get(s, s)))
-    show_table(periods, key="periods")
+    st.caption("A period changes when the subgroup, the rule that placed the patient or the history status changes; "
+               "figures in the reason (such as the month's network-wide cut-off) are the latest month's.")  # fmt: skip
+    show_table(periods, hide_index=True, key="periods", column_config={
+        "from_month": st.column_config.DateColumn("From", format="MMM YYYY"),
+        "to_month": st.column_config.DateColumn("To", format="MMM YYYY"),
+        "months": st.column_config.NumberColumn("Months", format="%d"), "subgroup": "Subgroup", "rule_id": "Rule",
+        "reason": "Why (latest month)", "risk_scores": "HCC risk score (range)", "overridden": "Override",
+        "thin_history": "Thin history", "history_note": "History"})  # fmt: skip
     st.subheader("Overrides")
     show_table(view.overrides.drop(columns=["patient_id"]), key="overrides")
     if scope.role == "team_leader" and current:
@@ -82,7 +95,8 @@ with tabs[3]:
     costs = view.costs
     if len(costs):
         st.plotly_chart(patient_costs_figure(costs), key="costs")
-    show_table(costs.drop(columns=["cost_category"]), key="cost_table")
+    show_table(costs.drop(columns=["cost_category"]), hide_index=True, key="cost_table",
+                 column_config={"cost_usd": st.column_config.NumberColumn("Cost", format="dollar")})  # fmt: skip
 with tabs[4]:
     show_table(view.conditions)
 with tabs[5]:
@@ -91,3 +105,37 @@ with tabs[6]:
     show_table(view.care_team.drop(columns=["role"]))
 with tabs[7]:
     show_table(view.medications)
+with tabs[8]:
+    if current:
+        gaps = query(one_patient_gaps, patient_id, current.subgroup, month_end(current.month))
+        st.caption(f"The items of the {labels.get(current.subgroup, current.subgroup).lower()} subgroup's measures as of "
+                   f"{month_end(current.month):%-d %b %Y}: overdue first. The rules are in `core/config/care_gaps.toml`.")  # fmt: skip
+        show_table(gaps.drop(columns=["patient_id", "gap_id"]), hide_index=True, key="gaps", column_config={
+            "label": "Item", "status": "Status", "last_done": st.column_config.DateColumn("Last done"),
+            "due_date": st.column_config.DateColumn("Due"), "rule": st.column_config.TextColumn("Rule", width="large"),
+        })  # fmt: skip
+    st.subheader("Outreach")
+    if saved := st.session_state.pop("outreach_done", None):
+        st.success(saved)
+    log = patient_outreach(engine(), patient_id)
+    if log.empty:
+        st.caption("No outreach recorded yet.")
+    else:
+        show_table(log, hide_index=True, key="outreach_log", column_config={
+            "at": st.column_config.DatetimeColumn("When", format="D MMM YYYY, HH:mm"), "user_key": "By",
+            "channel": "Channel", "outcome": "Outcome", "note": st.column_config.TextColumn("Note", width="large"),
+        })  # fmt: skip
+    if scope.patient_level:
+        rules = load_outreach_rules()
+        with st.form("outreach", clear_on_submit=True):
+            left, right = st.columns(2)
+            channel = left.selectbox("Channel", list(rules.channels), format_func=rules.channels.get)
+            outcome = right.selectbox("Outcome", list(rules.outcomes), format_func=rules.outcomes.get)
+            note = st.text_input("Note (optional)", max_chars=1000)
+            if st.form_submit_button("Record outreach"):
+                try:
+                    record_outreach(engine(), scope, patient_id, channel, outcome, note)
+                    st.session_state["outreach_done"] = f"Recorded: {rules.channels[channel]}, {rules.outcomes[outcome].lower()}."
+                    st.rerun()
+                except (ValueError, PermissionError) as exc:
+                    st.error(str(exc))

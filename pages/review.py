@@ -7,6 +7,7 @@ from core.derive.measures import catalogue_frame
 from core.store.months import WINDOW_LABELS
 from core.views import charts
 from core.views.format import usd
+from core.views.printable import PAGE_SIZES
 from core.views.review import (
     headline_metrics,
     payment_summary,
@@ -14,8 +15,8 @@ from core.views.review import (
     scorecard_note,
 )
 from core.views.review_log import add_entry, close_entry, review_log
-from core.views.review_pack import review_pack
-from ui.auth import audit_export, audit_view, require
+from core.views.review_pack import review_pack, review_pack_html, review_pack_pdf
+from ui.auth import audit_export, audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
 from ui.tables import show_table
@@ -133,14 +134,20 @@ with pack_tab:
     if pack_policy.suppress != policy.suppress:
         data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress, window)
     stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'' if window == 'month' else '-' + window}{'-shared' if shared else ''}"
-    pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: built on click
-    st.download_button("Review pack (HTML one-pager)",
-                       lambda: review_pack(data, log, labels, team_label, note=pack_policy.caption)["html"],
-                       f"{stem}.html", "text/html", key="pack_html", on_click=audit_export,
-                       args=(scope, stem, "review pack html"))  # fmt: skip
-    st.download_button("Tables (XLSX)", pack["xlsx"], f"{stem}.xlsx", key="pack_xlsx", on_click=audit_export,
-                       args=(scope, stem, "review pack xlsx"),
+    pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: drawn on click
+    paper = st.segmented_control("Paper size", list(PAGE_SIZES), default="letter", key="pack_paper", format_func=PAGE_SIZES.get)
+    paper = paper or "letter"
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Review pack (PDF)", audited_file(scope, stem, f"review pack pdf {paper}", lambda: review_pack_pdf(
+        data, log, labels, team_label, note=pack_policy.caption, page_size=paper)), f"{stem}-{paper}.pdf", "application/pdf",
+        key="pack_pdf", on_click="ignore", icon=":material/picture_as_pdf:")  # fmt: skip
+    c2.download_button("Review pack (HTML one-pager)", audited_file(scope, stem, "review pack html", lambda: review_pack_html(
+        data, log, labels, team_label, note=pack_policy.caption)), f"{stem}.html", "text/html", key="pack_html",
+        on_click="ignore", icon=":material/html:")  # fmt: skip
+    c3.download_button("Tables (XLSX)", pack["xlsx"], f"{stem}.xlsx", key="pack_xlsx", on_click=audit_export,
+                       args=(scope, stem, "review pack xlsx"), icon=":material/table:",
                        mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
+    st.caption("PDF and HTML are made when you click (charts take a few seconds). Tables as CSV, rounded as shown:")
     for name, csv_text in pack["csv"].items():
-        st.download_button(f"{name}.csv", csv_text, f"{stem}-{name}.csv", "text/csv", key=f"csv_{name}",
-                           on_click=audit_export, args=(scope, f"{stem}-{name}", "review pack csv"))  # fmt: skip
+        st.download_button(f"{name.replace('_', ' ').capitalize()} (CSV)", csv_text, f"{stem}-{name}.csv", "text/csv",
+                           key=f"csv_{name}", on_click=audit_export, args=(scope, f"{stem}-{name}", "review pack csv"))  # fmt: skip

@@ -7,11 +7,13 @@ from core.metrics.runout import PAID_DATES, incomplete_note
 from core.store.queries import organisation
 from core.views.cells_read import COST_LABELS
 from core.views.charts import member_mix_figure, trend_lines_figure
+from core.views.executive_pack import executive_figures, executive_pack_pdf, executive_pack_xlsx
 from core.views.format import csv_export
+from core.views.printable import PAGE_SIZES
 from core.views.scope import scope_units, unit_filters, unit_teams
 from core.views.trends import outcomes_with_data, trends
-from ui.auth import audit_export, require
-from ui.data import query
+from ui.auth import audit_export, audited_file, require
+from ui.data import engine, query
 from ui.labels import subgroup_labels
 from ui.tables import show_table
 
@@ -94,3 +96,27 @@ show_table(mix_table, hide_index=True, key="mix_table", placeholder="suppressed"
                             "share": st.column_config.NumberColumn("Share of all members", format="percent")})  # fmt: skip
 st.download_button("Download subgroup mix (CSV)", csv_export(mix_table), file_name="subgroup_mix.csv", mime="text/csv",
                    key="dl_mix", on_click=audit_export, args=(scope, "trends", f"{unit} mix csv"))  # fmt: skip
+
+st.subheader("Executive pack")
+st.caption(f"{units[unit]}: quarter to date and year to date against the same months of the prior year, as PDF and XLSX "
+           "(made when you click).")  # fmt: skip
+shared = st.toggle("For sharing outside the care team", key="exec_pack_shared", disabled=policy.suppress,
+                   help="Suppresses counts of 1-10 in the pack even where you may see exact figures.")  # fmt: skip
+pack_teams = unit_teams(org, scope.team_ids, scope.network, practice_id, team_id)
+pack_policy = suppression_policy(scope, pack_teams, shared_export=shared)
+paper = st.segmented_control("Paper size", list(PAGE_SIZES), default="letter", key="exec_paper", format_func=PAGE_SIZES.get)
+paper, bound, pack_scope = paper or "letter", engine(), None if scope.network else scope.team_ids
+stem = f"executive-pack-{unit.replace(':', '-')}{'-shared' if shared else ''}"
+
+
+def pack_figures():
+    return executive_figures(bound, pack_scope, practice_id, team_id, pack_policy.suppress)
+
+
+c1, c2 = st.columns(2)
+c1.download_button("Executive pack (PDF)", audited_file(scope, stem, f"executive pack pdf {paper}", lambda: executive_pack_pdf(
+    pack_figures(), units[unit], labels, pack_policy.caption, paper)), f"{stem}-{paper}.pdf", "application/pdf",
+    key="exec_pack_pdf", on_click="ignore", icon=":material/picture_as_pdf:")  # fmt: skip
+c2.download_button("Executive pack (XLSX)", audited_file(scope, stem, "executive pack xlsx", lambda: executive_pack_xlsx(
+    pack_figures(), labels)), f"{stem}.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    key="exec_pack_xlsx", on_click="ignore", icon=":material/table:")  # fmt: skip

@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-from core.access.exports import export_csv
+from core.views.care_gaps import filter_by_care, gap_summary, load_gap_rules, team_care_gaps
+from core.views.format import csv_export
+from core.views.outreach import load_outreach_rules, team_last_outreach
+from core.views.transitions import team_transitions
 from core.views.worklist import (
     count_text,
     default_subgroup,
@@ -12,7 +15,7 @@ from core.views.worklist import (
     team_worklist,
 )
 from ui.auth import audit_view, audited_file, require
-from ui.data import query
+from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
 from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_team
@@ -41,6 +44,11 @@ if counts.get(subgroup, 0) > rules.max_patients:
             + ("Pick a subgroup in the sidebar." if subgroup is None else "Pick a smaller subgroup in the sidebar."))  # fmt: skip
     st.stop()
 worklist = query(team_worklist, month, team_ids, subgroup)
+gap_rules = load_gap_rules()
+# Care gaps come from imported data (cached with it); outreach is typed in here, so it is read fresh.
+care = gap_summary(query(team_care_gaps, month, team_ids, subgroup)).join(
+    team_last_outreach(engine(), month, team_ids, subgroup), how="outer")
+worklist = worklist.join(care, on="patient_id")
 audit_view(scope, "view_worklist", team["team_id"], f"{month:%Y-%m} {subgroup or 'all'}")
 
 st.caption(f"{plain(team['practice'])} · {plain(team['team'])} · {labels.get(subgroup, 'All subgroups')} · {month_label(month)} · "
@@ -49,26 +57,78 @@ st.caption(f"{plain(team['practice'])} · {plain(team['team'])} · {labels.get(s
 left, right = st.columns([1, 2])
 search = left.text_input("Search by name or id", key="search")
 chosen = right.multiselect("Show patients with any of these flags", list(rules.labels), format_func=rules.labels.get, key="flags")
-shown = filter_worklist(worklist, search, tuple(chosen))
-shown = shown.assign(subgroup=shown["subgroup"].map(lambda s: labels.get(s, s)))
-st.markdown(f"**{count_text(shown, len(worklist), search, tuple(chosen))}**")  # the rows of the grid below, always
+left, right = st.columns([2, 1])
+gap_filter = left.multiselect("Show patients with any of these care gaps open", list(gap_rules.labels),
+                              format_func=gap_rules.labels.get, key="gaps",
+                              help="Overdue or due within the next weeks; the rules are in core/config/care_gaps.toml")  # fmt: skip
+cycle = load_outreach_rules().cycle_days
+hide_reached = right.checkbox(f"Hide patients reached in the last {cycle} days", key="hide_reached",
+                              help="Reached, visit booked or declined in the outreach log")  # fmt: skip
+shown = filter_by_care(filter_worklist(worklist, search, tuple(chosen)), tuple(gap_filter), hide_reached)
+shown = shown.assign(subgroup=[labels.get(s, s) + (" · thin history" if thin else "")
+                                for s, thin in zip(shown["subgroup"], shown["thin_history"], strict=True)])  # fmt: skip
+filtered = bool(chosen or gap_filter or hide_reached)
+st.markdown(f"**{count_text(shown, len(worklist), search, tuple(chosen), filtered)}**")  # the rows of the grid below, always
 if shown.empty:
-    st.info("No patient matches the search and flag filters." if search.strip() or chosen else "No patients in this list.")
+    st.info("No patient matches the search and filters." if search.strip() or filtered else "No patients in this list.")
 
+date_col = st.column_config.DateColumn
 event = show_table(
     shown,
     key="worklist",
     on_select="rerun",
     selection_mode="single-row",
-    column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "hba1c_value", "hba1c_date", "bp", "bp_date",
+    column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "care_gaps", "gaps_due_soon",
+                  "last_outreach", "hba1c_value", "hba1c_date", "bp", "bp_date",
                   "phq9_value", "phq9_date", "phq9_change", "promis_physical_value", "promis_physical_date", "last_visit",
-                  "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "patient_id"],  # fmt: skip
-    column_config={"name": st.column_config.TextColumn("Name", pinned=True)},
+                  "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "history_note", "patient_id"],  # fmt: skip
+    column_config={
+        "name": st.column_config.TextColumn("Name", pinned=True),
+        "age": "Age", "sex": "Sex", "subgroup": "Subgroup",
+        "risk_score": st.column_config.NumberColumn("Risk score", format="%.2f", help="CMS-HCC risk score"),
+        "flags": st.column_config.TextColumn("Flags", width="large"),
+        "questionnaires_due": st.column_config.TextColumn("Questionnaires due", help="Overdue for the patient's subgroup (worklist.toml)"),
+        "care_gaps": st.column_config.TextColumn("Care gaps overdue", width="medium"),
+        "gaps_due_soon": st.column_config.TextColumn("Care gaps due soon", width="medium"),
+        "last_outreach": st.column_config.TextColumn("Last outreach"),
+        "hba1c_value": st.column_config.NumberColumn("HbA1c %", format="%.1f"), "hba1c_date": date_col("HbA1c date"),
+        "bp": "BP", "bp_date": date_col("BP date"),
+        "phq9_value": st.column_config.NumberColumn("PHQ-9", format="%.0f"), "phq9_date": date_col("PHQ-9 date"),
+        "phq9_change": st.column_config.NumberColumn("PHQ-9 change", format="%+.0f", help="Latest PHQ-9 minus the one before"),
+        "promis_physical_value": st.column_config.NumberColumn("PROMIS physical", format="%.1f"),
+        "promis_physical_date": date_col("PROMIS date"), "last_visit": date_col("Last visit"),
+        "ed_visits_12m": st.column_config.NumberColumn("ED visits 12 mo"),
+        "admissions_12m": st.column_config.NumberColumn("Admissions 12 mo"),
+        "cost_12m_usd": st.column_config.NumberColumn("Cost 12 mo", format="dollar", help="Internal (TDABC) + external paid"),
+        "subgroup_since": date_col("In subgroup since", format="MMM YYYY"), "patient_id": "Patient id",
+        "history_note": st.column_config.TextColumn("History", help="Set when the subgroup rests on little data: months of "
+                                                    "data among the months the subgroup rules look back"),
+    },  # fmt: skip
 )
 if event.selection.rows:
     # the patient page's way back reopens this list: same team, month and subgroup
     st.session_state["worklist_back"] = {"team": team["team_id"], "month": f"{month:%Y-%m}", "subgroup": subgroup or "all"}
     st.switch_page("pages/patient.py", query_params={"patient": shown.iloc[event.selection.rows[0]]["patient_id"]})
 st.caption("Select a row to open the patient.")
-st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: export_csv(shown)),
+CSV_DIGITS = {"risk_score": 2, "phq9_value": 0}  # as the table shows them; other figures to 0.1, USD to cents
+st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: csv_export(shown.drop(columns=["gap_ids", "last_outreach_at", "reached_this_cycle"], errors="ignore"), "", CSV_DIGITS)),
                    file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv", mime="text/csv", on_click="ignore")  # fmt: skip
+
+st.subheader("Discharges and ED visits: follow-up")
+transitions = query(team_transitions, month, team_ids, subgroup)
+due, missed = int((transitions["status"] == "due").sum()), int((transitions["status"] == "missed").sum())
+st.caption(f"Hospital discharges and ED visits of the last 30 days up to {month_label(month)}'s end, each with its follow-up "
+           f"windows (CMS Transitional Care Management; HEDIS FMC; `core/config/transitions.toml`): {due:,} due, {missed:,} "
+           "missed. A window is done when a contact or visit of the listed kinds, or a reached outreach entry, falls in it.")  # fmt: skip
+if transitions.empty:
+    st.info("No discharges or ED visits in the last 30 days.")
+else:
+    show_table(
+        transitions.drop(columns=["patient_id"]).assign(subgroup=transitions["subgroup"].map(lambda s: labels.get(s, s))),
+        hide_index=True,
+        column_config={
+            "name": st.column_config.TextColumn("Name", pinned=True), "subgroup": "Subgroup", "event": "Event",
+            "event_date": date_col("Event date"), "follow_up": "Follow-up", "deadline": date_col("Deadline"),
+            "status": "Status", "done_on": date_col("Done on"),
+        },  # fmt: skip
+    )

@@ -455,6 +455,9 @@ DIAB_COMPLICATED = _code(*ref.DIABETES_COMPLICATED)
 RF_CODE = np.array([_code(f[1], f[2]) for f in ref.RISK_FACTORS])
 TOB_DEPENDENCE = _code(*ref.TOBACCO_DEPENDENCE)
 FR_CODE = np.array([_code(c, d) for c, d in FRAIL_ALL])
+FALL = _code(*ref.FALL_CODE)
+FALL_INJURY = np.array([_code(c, d) for c, d, _share in ref.FALL_INJURIES])
+FALL_INJURY_P = np.array([share for _c, _d, share in ref.FALL_INJURIES])
 WELLNESS = _code(ref.WELLNESS_DX, "Encounter for general adult medical examination without abnormal findings")
 ED_CODES = np.array([_code(c) for c in ref.ED_DX])
 UC_CODES = np.array([_code(c) for c in ref.URGENT_CARE_DX])
@@ -654,9 +657,43 @@ def _chunk_encounters(p: _Panel, ctx: dict, chunk: int) -> dict:
     sv = _fill_encounters(r, p, ctx, np.full(ok.sum(), K["specialist_visit"]), sv_pl[ok], sv_day[ok])
     sv["specialty"] = base["specialty"][ec][ok]
     derived.append(sv)
+    derived.append(_terminal_admissions(p, ctx, chunk, keep))
     enc = _concat([base, *derived])
     order = np.lexsort((np.arange(len(enc["kind"])), enc["kind"], enc["day"], enc["pl"]))
-    return _claims_run_out(p, _take(enc, order), chunk)
+    enc = _take(enc, order)
+    enc["disposition"] = _dispositions(p, ctx, chunk, enc)
+    return _claims_run_out(p, enc, chunk)
+
+
+DISPOSITIONS = ["home", "home_health", "snf", "died"]
+
+
+def _terminal_admissions(p: _Panel, ctx: dict, chunk: int, keep) -> dict:
+    """Admissions in which a patient dies (about a third of deaths happen in hospital)."""
+    r = _rng(p.spec.seed, "end_of_life", chunk)
+    death = p.death[ctx["idx"]]
+    dies = (death >= p.ms[0]) & (death < p.ms[-1]) & (r.random(len(death)) < ref.TERMINAL_ADMISSION_SHARE)
+    pl = np.nonzero(dies)[0]
+    day = np.maximum(death[pl] - r.integers(1, 11, len(pl)), p.ms[p.first_month[ctx["idx"]][pl]])
+    ok = keep(pl, day)
+    f = _fill_encounters(r, p, ctx, np.full(ok.sum(), K["admission"]), pl[ok], day[ok])
+    f["end"] = death[pl[ok]]
+    return f
+
+
+def _dispositions(p: _Panel, ctx: dict, chunk: int, enc: dict) -> np.ndarray:
+    """Where each stay ended (index into DISPOSITIONS; -1 for other encounters): died when the
+    patient died before the stay ended, a skilled-nursing facility when a SNF stay starts on the
+    discharge day, else home (some with home health)."""
+    r = _rng(p.spec.seed, "dispositions", chunk)
+    kind, pl, end = enc["kind"], enc["pl"], enc["end"]
+    stay = (kind == K["admission"]) | (kind == K["snf_stay"])
+    death = p.death[ctx["idx"]][pl]
+    snf_start = set(zip(pl[kind == K["snf_stay"]].tolist(), enc["day"][kind == K["snf_stay"]].tolist(), strict=True))
+    to_snf = np.array([(a, b) in snf_start for a, b in zip(pl.tolist(), end.tolist(), strict=True)], dtype=bool)
+    home = np.where(r.random(len(kind)) < ref.HOME_HEALTH_SHARE, 1, 0)
+    out = np.select([~stay, death <= end, (kind == K["admission"]) & to_snf], [-1, 3, 2], home)
+    return out.astype(np.int64)
 
 
 def _claims_run_out(p: _Panel, enc: dict, chunk: int) -> dict:
@@ -963,6 +1000,16 @@ def _chunk_medications(p: _Panel, ctx: dict, chunk: int) -> dict:
         m = (on <= last) & (r.random(n) < share)
         start = np.where(on < w0, w0 - r.integers(30, 700, n), on + r.integers(0, 30, n))
         parts.append((np.nonzero(m)[0], np.full(m.sum(), DRUGS.index(drug)), start[m]))
+    # Statins for diabetics aged 40-75 (ADA Standards of Care), drawn on their own stream.
+    rs = _rng(p.spec.seed, "statins", chunk)
+    diab_on = p.g_on[idx][:, ref.GROUP_INDEX["diabetes"]]
+    age = (last - p.birth[idx]) / 365.25
+    tf = np.array(ref.TEAM_PREVENTION)[np.maximum(p.home_team[idx], 0)]
+    on_statin = np.zeros(n, dtype=bool)
+    on_statin[parts[-2][0]] = True  # the hyperlipidaemia statins just drawn
+    m = (diab_on <= last) & (age >= 40) & (age <= 76) & ~on_statin & (rs.random(n) < ref.STATIN_DIABETES_SHARE * tf)
+    parts.append((np.nonzero(m)[0], np.full(m.sum(), DRUGS.index(ref.STATIN)),
+                  np.maximum(diab_on, w0 - 700)[m] + rs.integers(0, 90, m.sum())))
     have = np.bincount(np.concatenate([x[0] for x in parts]), minlength=n)
     lo = np.array([c[0] for c in ref.DRUG_COUNT])[top_state]
     hi = np.array([c[1] for c in ref.DRUG_COUNT])[top_state]
@@ -983,6 +1030,104 @@ def _chunk_medications(p: _Panel, ctx: dict, chunk: int) -> dict:
     end = np.where(end <= last[pl], end, NEVER)
     order = np.lexsort((drug, start, pl))
     return dict(pl=pl[order], drug=drug[order], start=start[order], end=end[order])
+
+
+PROC = {key: i for i, (key, *_rest) in enumerate(ref.PROCEDURES)}
+
+
+def _seasons(r: np.random.Generator, who: np.ndarray, share: np.ndarray, first: np.ndarray, last: np.ndarray,
+             ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Influenza vaccinations: one per season (mid-September to November) taken with ``share``."""
+    years = range(int(str(ms[0].astype("datetime64[D]"))[:4]) - 1, int(str((ms[-1] - 1).astype("datetime64[D]"))[:4]) + 1)
+    out_w, out_d = [], []
+    for year in years:
+        day = (np.datetime64(f"{year}-09-15") - np.datetime64("1970-01-01")).astype(np.int64) + r.integers(0, 77, len(who))
+        took = (r.random(len(who)) < share) & (day <= last) & (day >= first - 400)
+        out_w.append(who[took])
+        out_d.append(day[took])
+    return np.concatenate(out_w), np.concatenate(out_d)
+
+
+def _chunk_procedures(p: _Panel, ctx: dict, chunk: int, enc: dict) -> dict:
+    """Services of the outcome sets: cancer screenings, immunizations, tobacco counselling, care
+    plans, advance care planning and hospice; arrays pl, day, code (index into ref.PROCEDURES)."""
+    r = _rng(p.spec.seed, "procedures", chunk)
+    idx = ctx["idx"]
+    n = len(idx)
+    allp = np.arange(n)
+    first, last, birth = p.ms[p.first_month[idx]], ctx["last_day"], p.birth[idx]
+    female = p.sex[idx] == 0
+    tf = np.array(ref.TEAM_PREVENTION)[np.maximum(p.home_team[idx], 0)]
+    top = ctx["state"].max(axis=1, initial=0)
+    age_first, age_last = (first - birth) / 365.25, (last - birth) / 365.25
+    parts = []
+
+    def add(who, day, key):
+        ok = (day <= last[who]) & (day >= birth[who] + 18 * 365)
+        parts.append((who[ok], day[ok], np.full(ok.sum(), PROC[key])))
+
+    def up_to_date(mask, key):
+        return mask & (r.random(n) < np.minimum(ref.SCREENING_UP_TO_DATE[key] * tf, 0.97))
+
+    crc = up_to_date((age_last >= 45) & (age_first <= 75), "colorectal")
+    scope = crc & (r.random(n) < 0.6)
+    add(allp[scope], first[scope] - r.integers(0, 3300, scope.sum()), "colonoscopy")
+    fit = crc & ~scope
+    add(*_schedule(r, allp[fit], first[fit] - r.integers(0, 330, fit.sum()), last[fit], 340, 390), "fit")
+    mam = up_to_date(female & (age_last >= 50) & (age_first <= 74), "mammography")
+    add(*_schedule(r, allp[mam], first[mam] - r.integers(0, 600, mam.sum()), last[mam], 365, 700), "mammography")
+    cer = up_to_date(female & (age_last >= 21) & (age_first <= 64), "cervical")
+    add(*_schedule(r, allp[cer], first[cer] - r.integers(0, 1000, cer.sum()), last[cer], 1000, 1090), "cervical_cytology")
+    flu_share = np.minimum(np.where(age_last >= 65, ref.FLU_SHARE[1], ref.FLU_SHARE[0]) * tf, 0.95)
+    add(*_seasons(r, allp, flu_share, first, last, p.ms), "flu_vaccine")
+    pneumo = (age_last >= 65) & (r.random(n) < ref.PNEUMOCOCCAL_SHARE * tf)
+    when = np.maximum(first - r.integers(-300, 2000, n), birth + 65 * 365)
+    add(allp[pneumo], when[pneumo], "pneumococcal_vaccine")
+    tob_on = p.rf_on[idx][:, ref.TOBACCO]
+    smoker = (tob_on <= last) & (r.random(n) < ref.TOBACCO_COUNSELLED_SHARE * tf)
+    add(*_schedule(r, allp[smoker], np.maximum(tob_on[smoker], first[smoker] - 300), last[smoker], 300, 420),
+        "tobacco_counselling")
+    for state, name in ((ref.COMPLEX, "complex"), (ref.FRAIL, "frail")):
+        became = np.argmax(ctx["state"] == state, axis=1)
+        is_state = (top == state) & ctx["enrolled"][allp, np.minimum(became, p.months - 1)]
+        start = np.maximum(p.ms[became], first)
+        plan = is_state & (r.random(n) < ref.CARE_PLAN_SHARE[name] * tf)
+        add(*_schedule(r, allp[plan], start[plan] - r.integers(0, 200, plan.sum()), last[plan], 330, 400), "care_plan")
+        acp = is_state & (r.random(n) < ref.ADVANCE_CARE_PLANNING_SHARE[name] * tf)
+        add(allp[acp], start[acp] + r.integers(-400, 300, acp.sum()), "advance_care_planning")
+    # Hospice for decedents who did not die in a hospital or nursing-facility stay.
+    death = p.death[idx]
+    stay = (enc["kind"] == K["admission"]) | (enc["kind"] == K["snf_stay"])
+    in_stay = np.zeros(n, dtype=bool)
+    covers = stay & (enc["day"] <= death[enc["pl"]]) & (enc["end"] >= death[enc["pl"]])
+    in_stay[enc["pl"][covers]] = True
+    hospice = (death < p.ms[-1]) & (death >= p.ms[0]) & ~in_stay & (top >= ref.COMPLEX) & (r.random(n) < ref.HOSPICE_SHARE)
+    add(allp[hospice], np.maximum(death[hospice] - r.integers(3, 75, hospice.sum()), first[hospice]), "hospice")
+
+    pl = np.concatenate([x[0] for x in parts])
+    day = np.concatenate([x[1] for x in parts])
+    code = np.concatenate([x[2] for x in parts])
+    order = np.lexsort((code, day, pl))
+    return dict(pl=pl[order], day=day[order], code=code[order])
+
+
+def _chunk_falls(p: _Panel, ctx: dict, chunk: int) -> dict:
+    """Falls with injury of frail patients: a fall code and an injury code on the day (condition arrays)."""
+    r = _rng(p.spec.seed, "falls", chunk)
+    frail = ctx["enrolled"] & (ctx["state"] == ref.FRAIL)
+    pl, mm = np.nonzero(frail)
+    tm = ctx["team"][pl, mm].astype(np.int64)
+    lam = ref.FALLS_WITH_INJURY_PER_YEAR / 12 * np.array(ref.TEAM_FALLS)[np.maximum(tm, 0)]
+    count = r.poisson(lam)
+    row = np.repeat(np.arange(len(pl)), count)
+    who = pl[row]
+    day = _fit_day(r, p.ms, mm[row], ctx["last_day"][who])
+    injury = FALL_INJURY[r.choice(len(FALL_INJURY), len(row), p=FALL_INJURY_P / FALL_INJURY_P.sum())]
+    resolved = day + r.integers(14, 90, len(row))
+    resolved = np.where(resolved <= ctx["last_day"][who], resolved, NEVER)
+    return dict(pl=np.concatenate([who, who]), onset=np.concatenate([day, day]),
+                resolved=np.concatenate([resolved, resolved]),
+                code=np.concatenate([np.full(len(row), FALL), injury]))
 
 
 # --- frames ------------------------------------------------------------------------------------
@@ -1025,7 +1170,8 @@ def _chunk_frames(p: _Panel, lo: int, hi: int, chunk: int, counters: dict, minut
         "dual_status": _bools(p.dual[idx]), "zip": p.zip_code[idx], "deprivation_decile": p.decile[idx],
         "death_date": _days_to_dates(np.where(p.death[idx] < NEVER, p.death[idx], NEVER)),
     })
-    cond = _chunk_conditions(p, ctx)
+    cond = _concat([_chunk_conditions(p, ctx), _chunk_falls(p, ctx, chunk)])
+    cond = _take(cond, np.lexsort((cond["code"], cond["onset"], cond["pl"])))
     nc = len(cond["pl"])
     out["conditions.csv"] = pd.DataFrame({
         "condition_id": _ids("C", counters["conditions"] + 1, nc, ROW_WIDTH), "patient_id": _by_patient(pids, cond["pl"]),
@@ -1046,7 +1192,7 @@ def _chunk_frames(p: _Panel, lo: int, hi: int, chunk: int, counters: dict, minut
         "is_urgent": _bools(enc["urgent"]), "resolved_without_visit": _bools(enc["resolved"]),
         "primary_dx": _labels(enc["dx"], _CODE_LIST), "specialty": _labels(enc["specialty"], SPECIALTIES),
         "cost_category": _labels(np.full(ne, -1), ["other"]), "paid_usd": enc["paid"],
-        "paid_date": _days_to_dates(enc["paid_day"]),
+        "paid_date": _days_to_dates(enc["paid_day"]), "discharge_disposition": _labels(enc["disposition"], DISPOSITIONS),
     })
     counters["encounters"] += ne
     row, role, minutes = _staff_minutes(r, enc)
@@ -1075,6 +1221,15 @@ def _chunk_frames(p: _Panel, lo: int, hi: int, chunk: int, counters: dict, minut
         "start_date": _days_to_dates(meds["start"]), "end_date": _days_to_dates(meds["end"]),
     })
     counters["medications"] += nd
+    proc = _chunk_procedures(p, ctx, chunk, enc)
+    npr = len(proc["pl"])
+    out["procedures.csv"] = pd.DataFrame({
+        "procedure_id": _ids("X", counters["procedures"] + 1, npr, ROW_WIDTH), "patient_id": _by_patient(pids, proc["pl"]),
+        "performed_date": _days_to_dates(proc["day"]), "code": _labels(proc["code"], [x[1] for x in ref.PROCEDURES]),
+        "code_system": _labels(proc["code"], [x[2] for x in ref.PROCEDURES]),
+        "description": _labels(proc["code"], [x[3] for x in ref.PROCEDURES]),
+    })
+    counters["procedures"] += npr
     return out
 
 
@@ -1133,7 +1288,7 @@ def iter_frames(spec: NetworkSpec):
     """Yield (file name, frame) parts of the bundle in a fixed order, one patient chunk at a time."""
     p = build_panel(spec)
     yield from _structure_frames().items()
-    counters = dict(conditions=0, encounters=0, measurements=0, medications=0)
+    counters = dict(conditions=0, encounters=0, measurements=0, medications=0, procedures=0)
     minutes_total = np.zeros((len(ref.TEAMS), len(ref.ROLES)))
     bounds = [(lo, min(lo + CHUNK_PATIENTS, p.n)) for lo in range(0, p.n, CHUNK_PATIENTS)]
     for chunk, (lo, hi) in enumerate(bounds):

@@ -260,3 +260,51 @@ STATIN = "atorvastatin 20 MG Oral Tablet"
 NICOTINE_PATCH = "nicotine 21 MG/24HR Transdermal Patch"
 # Active drugs per patient by latent state: (low, high inclusive).
 DRUG_COUNT = ((0, 1), (0, 2), (1, 5), (6, 14), (7, 15))
+
+# --- outcome sets: screenings, immunizations, care planning, falls, end of life -------------
+
+# Services of the outcome sets (issue: outcome measures per subgroup), with the code each is
+# recorded under: (key, code, code system, description). CPT and HCPCS as billed; vaccines by CDC
+# CVX code (https://www2.cdc.gov/vaccines/iis/iisstandards/vaccines.asp?rpt=cvx).
+PROCEDURES = (
+    ("colonoscopy", "45378", "CPT", "Colonoscopy, flexible; diagnostic"),
+    ("fit", "82274", "CPT", "Blood, occult, by fecal hemoglobin determination by immunoassay (FIT)"),
+    ("mammography", "77067", "CPT", "Screening mammography, bilateral, including CAD"),
+    ("cervical_cytology", "88175", "CPT", "Cytopathology, cervical or vaginal, automated thin layer preparation"),
+    ("flu_vaccine", "150", "CVX", "Influenza, injectable, quadrivalent, preservative free"),
+    ("pneumococcal_vaccine", "216", "CVX", "Pneumococcal conjugate PCV20, polysaccharide CRM197 conjugate"),
+    ("tobacco_counselling", "99406", "CPT", "Smoking and tobacco use cessation counseling visit; 3-10 minutes"),
+    ("care_plan", "G0506", "HCPCS", "Comprehensive assessment of and care planning for chronic care management"),
+    ("advance_care_planning", "99497", "CPT", "Advance care planning, first 30 minutes"),
+    ("hospice", "Q5001", "HCPCS", "Hospice care provided in patient's home/residence"),
+)
+# Share of eligible patients up to date (US adult rates of the order of NHIS 2021 / CDC FluVaxView
+# 2022-23: colorectal ~70 %, mammography ~75 %, cervical ~73 %, influenza 45 % under 65 and 70 %
+# from 65, pneumococcal ~65 % from 65), before the team factor below.
+SCREENING_UP_TO_DATE = {"colorectal": 0.68, "mammography": 0.72, "cervical": 0.70}
+FLU_SHARE = (0.42, 0.70)  # under 65, 65 and over, per season
+PNEUMOCOCCAL_SHARE = 0.65
+TOBACCO_COUNSELLED_SHARE = 0.5
+CARE_PLAN_SHARE = {"complex": 0.55, "frail": 0.65}
+ADVANCE_CARE_PLANNING_SHARE = {"complex": 0.25, "frail": 0.55}
+STATIN_DIABETES_SHARE = 0.62  # diabetics aged 40-75 on a statin (NHANES: ~60 %)
+# Team factor on prevention and care planning (TEAMS order): the prevention team does best,
+# the Hillcrest teams less well.
+TEAM_PREVENTION = (1.0, 1.12, 1.05, 1.0, 1.05, 0.86, 0.8)
+# Falls with injury per person-year among frail patients (CDC STEADI: about a quarter of older
+# adults fall each year, ~37 % of falls need treatment); by team.
+FALLS_WITH_INJURY_PER_YEAR = 0.16
+TEAM_FALLS = (1.0, 1.0, 1.0, 1.0, 0.8, 1.0, 1.3)
+FALL_CODE = ("W19.XXXA", "Unspecified fall, initial encounter")
+FALL_INJURIES = (
+    ("S72.001A", "Fracture of unspecified part of neck of right femur, initial encounter", 0.2),
+    ("S52.501A", "Unspecified fracture of the lower end of right radius, initial encounter", 0.25),
+    ("S01.01XA", "Laceration without foreign body of scalp, initial encounter", 0.3),
+    ("S80.01XA", "Contusion of right knee, initial encounter", 0.25),
+)
+# End of life: decedents admitted to die in hospital (about a third of US deaths, CDC WONDER
+# place of death 2021), and hospice among the others (NHPCO: ~48 % of Medicare decedents).
+TERMINAL_ADMISSION_SHARE = 0.33
+HOSPICE_SHARE = 0.5
+# Discharge disposition of admissions not followed by a skilled-nursing stay (home vs home health).
+HOME_HEALTH_SHARE = 0.15

@@ -27,7 +27,7 @@ from core.store.models import AuditEvent, utc_now
 from core.store.queries import read_frame
 
 ACTIONS = ("view_patient", "view_worklist", "view_patients", "export", "audit_download", "refused_lookup", "override",
-           "user_change", "rule_save", "import")  # fmt: skip
+           "user_change", "rule_save", "import", "outreach")  # fmt: skip
 HASHED = ("audit_id", "at", "user_key", "role", "action", "target", "scope", "detail")
 GENESIS = "0" * 64
 _PG_LOCK = 0x5C0AEC  # any fixed number: the advisory lock that serialises audit writers

@@ -248,7 +248,13 @@ def cmd_scorecard(args) -> int:
     engine = _engine(args)
     selection = Selection(practice_id=args.practice, team_id=args.team, subgroup=args.subgroup,
                           period=args.period, window=args.window, stratum=args.stratum)
-    print(format_scorecard(build_scorecard(engine, selection), args.format))
+    card = build_scorecard(engine, selection)
+    if args.format == "csv":  # rounded as the pages show it (core.views.format.csv_export), blanks stay blank
+        from core.views.format import csv_export
+
+        print(csv_export(card, na_rep=""), end="")
+    else:
+        print(format_scorecard(card, args.format))
     note = incomplete_note(claims_completeness(engine, window_months(selection.period, args.window)))
     if note:  # on standard error, so csv and json output stay machine-readable
         print(f"note: {note}", file=sys.stderr)
@@ -283,7 +289,7 @@ def cmd_assign(args) -> int:
     summary = derive_all(engine, rules=rules)["subgroups"]
     total = summary["rows"] or 1
     print(f"assigned {summary['rows']:,} patient-months over {summary['months']} months in {summary['seconds']} s "
-          f"({summary['overridden']:,} overridden)")
+          f"({summary['overridden']:,} overridden, {summary.get('thin_history', 0):,} with thin history)")
     for subgroup, n in summary["mix"].items():
         print(f"  {rules.subgroup_names[subgroup]:28s} {n:>12,} {100 * n / total:6.1f} %")
     return 0

@@ -36,6 +36,7 @@ class Catalog:
     cost_categories: dict[str, str]
     activity_kinds: dict[str, ActivityKind]
     codes: dict[str, Code]
+    dispositions: dict[str, str]
 
 
 @cache
@@ -47,7 +48,8 @@ def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
         if kind.category not in raw["cost_categories"]:
             raise ValueError(f"{path}: activity kind {kind.kind!r} has unknown category {kind.category!r}")
     codes = {c: Code(c, v["name"], v["unit"], float(v["min"]), float(v["max"])) for c, v in raw["codes"].items()}
-    return Catalog(tuple(raw["sexes"]), dict(raw["roles"]), dict(raw["cost_categories"]), kinds, codes)
+    return Catalog(tuple(raw["sexes"]), dict(raw["roles"]), dict(raw["cost_categories"]), kinds, codes,
+                   dict(raw["dispositions"]))
 
 
 # Well-known measurement codes, named once for the rest of the core.

@@ -63,6 +63,7 @@ class Measure:
 class MeasureCatalogue:
     measures: tuple[Measure, ...]
     code_lists: dict[str, tuple[str, ...]] = field(hash=False, compare=False)
+    code_systems: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def by_id(self) -> dict[str, Measure]:
         return {m.id: m for m in self.measures}
@@ -77,6 +78,7 @@ def load_measures(path: Path = MEASURES_PATH) -> MeasureCatalogue:
     """Load and validate the measure catalogue file."""
     raw = load_toml(path)
     code_lists = {k: tuple(_normalise_code(c) for c in v) for k, v in raw.get("code_lists", {}).items()}
+    code_systems = {alias: system for system, aliases in raw.get("code_systems", {}).items() for alias in [system, *aliases]}
     measures = []
     for entry in raw["measure"]:
         where = f"{path.name}: measure {entry.get('id')!r}"
@@ -98,14 +100,17 @@ def load_measures(path: Path = MEASURES_PATH) -> MeasureCatalogue:
             raise ValueError(f"{where}: direction must be 'higher' or 'lower'")
         if m.rule not in RULES:
             raise ValueError(f"{where}: unknown rule {m.rule!r}")
-        for key in ("condition", "dx_list"):
+        for key in ("condition", "dx_list", "with_list"):
             if key in m.params and m.params[key] not in code_lists:
                 raise ValueError(f"{where}: unknown code list {m.params[key]!r}")
+        for name in m.params.get("lists", []):
+            if name not in code_lists:
+                raise ValueError(f"{where}: unknown code list {name!r}")
         measures.append(m)
     ids = [m.id for m in measures]
     if len(ids) != len(set(ids)):
         raise ValueError(f"{path.name}: duplicate measure ids")
-    return MeasureCatalogue(tuple(measures), code_lists)
+    return MeasureCatalogue(tuple(measures), code_lists, code_systems)
 
 
 def catalogue_frame(catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
@@ -127,7 +132,8 @@ class StoreFrames:
 
     ``attribution``: patient_id, month, practice_id, team_id. ``patients``: patient_id,
     birth_date, death_date (+ demographics). ``encounters``, ``measurements``, ``conditions``,
-    ``medications``: the model columns the rules use. Any of the last four may be empty.
+    ``medications``, ``procedures``: the model columns the rules use. Any of the last five may be
+    empty (``procedures`` may be None: no procedure data).
     """
 
     attribution: pd.DataFrame
@@ -136,6 +142,7 @@ class StoreFrames:
     measurements: pd.DataFrame
     conditions: pd.DataFrame
     medications: pd.DataFrame
+    procedures: pd.DataFrame | None = None  # patient_id, performed_date, code, code_system
 
 
 def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = (), patients: tuple[str, str] | None = None) -> pd.DataFrame:
@@ -157,18 +164,19 @@ def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = ()
 def load_store_frames(engine: Engine, patients: tuple[str, str] | None = None) -> StoreFrames:
     """Load the tables the measure rules need from the store: every patient, or those whose id
     is in the inclusive range ``patients`` (a block of :func:`core.derive.cells.build_cells`)."""
-    A, P, E, M, C, D = (models.Attribution, models.Patient, models.Encounter, models.Measurement,
-                        models.Condition, models.Medication)
+    A, P, E, M, C, D, X = (models.Attribution, models.Patient, models.Encounter, models.Measurement,
+                           models.Condition, models.Medication, models.Procedure)
     return StoreFrames(
         attribution=read_columns(engine, [A.patient_id, A.month, A.practice_id, A.team_id], ["month"], patients),
         patients=read_columns(engine, [P.patient_id, P.birth_date, P.death_date, P.sex, P.race, P.ethnicity, P.language,
                                 P.dual_status, P.deprivation_decile], ["birth_date", "death_date"], patients),
         encounters=read_columns(engine, [E.patient_id, E.kind, E.start_date, E.end_date, E.requested_date, E.responded_date,
-                                  E.is_urgent, E.resolved_without_visit, E.primary_dx],
+                                  E.is_urgent, E.resolved_without_visit, E.primary_dx, E.discharge_disposition],
                          ["start_date", "end_date", "requested_date", "responded_date"], patients),
         measurements=read_columns(engine, [M.patient_id, M.measured_date, M.code, M.value], ["measured_date"], patients),
         conditions=read_columns(engine, [C.patient_id, C.code, C.onset_date, C.resolved_date], ["onset_date", "resolved_date"], patients),
         medications=read_columns(engine, [D.patient_id, D.code, D.description, D.start_date, D.end_date], ["start_date", "end_date"], patients),
+        procedures=read_columns(engine, [X.patient_id, X.performed_date, X.code, X.code_system], ["performed_date"], patients),
     )
 
 
@@ -184,15 +192,16 @@ class _Context:
     """Prepared inputs shared by the rules."""
 
     population: pd.DataFrame  # patient_id, m (attributed patient-months in scope)
-    patients: pd.DataFrame  # patient_id, birth_date, death_date (datetime64)
+    patients: pd.DataFrame  # patient_id, birth_date, death_date (datetime64), sex
     encounters: pd.DataFrame  # + m (start month)
     measurements: pd.DataFrame  # patient_id, date, m, code, value (non-null values only)
-    conditions: pd.DataFrame  # patient_id, code (normalised), onset_m, resolved_m
+    conditions: pd.DataFrame  # patient_id, code (normalised), onset_m, resolved_m, onset_date
     medications: pd.DataFrame
     code_lists: dict[str, tuple[str, ...]]
+    procedures: pd.DataFrame  # patient_id, date, m, code ("SYSTEM:CODE", systems as in [code_systems])
 
 
-def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict) -> _Context:
+def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict, code_systems: dict | None = None) -> _Context:
     wanted = set(month_index(list(months)).dropna().astype(int))
     att = frames.attribution
     pop = pd.DataFrame({"patient_id": att["patient_id"].astype(str).to_numpy(), "m": month_index(att["month"]).to_numpy()})
@@ -204,6 +213,7 @@ def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict) -> _Contex
         "patient_id": pts["patient_id"].astype(str).to_numpy(),
         "birth_date": _dates(pts["birth_date"]).to_numpy(),
         "death_date": _dates(pts["death_date"]).to_numpy() if "death_date" in pts else pd.NaT,
+        "sex": pts["sex"].astype(str).str.lower().to_numpy() if "sex" in pts else "unknown",
     })
 
     enc = frames.encounters.copy()
@@ -230,8 +240,32 @@ def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict) -> _Contex
         "code": con["code"].astype(str).str.replace(".", "", regex=False).str.upper().to_numpy(),
         "onset_m": month_index(con["onset_date"]).to_numpy(),
         "resolved_m": month_index(con["resolved_date"]).to_numpy(),
+        "onset_date": _dates(con["onset_date"]).to_numpy(),
     })
-    return _Context(pop, patients, enc, mea, con, frames.medications, code_lists)
+    return _Context(pop, patients, enc, mea, con, frames.medications, code_lists,
+                    _prepare_procedures(frames.procedures, code_systems or {}))
+
+
+def procedure_keys(codes: pd.Series, systems: pd.Series, code_systems: dict[str, str]) -> pd.Series:
+    """``SYSTEM:CODE`` keys of procedure rows, the way the code lists of measures.toml name them:
+    the system through the ``[code_systems]`` aliases (CPT and HCPCS are one system, FHIR system
+    URLs become short names), the code without dots, upper case."""
+    system = systems.fillna("").astype(str).str.strip()
+    system = system.map(lambda s: code_systems.get(s, code_systems.get(s.upper(), s.upper())))
+    return system + ":" + codes.fillna("").astype(str).map(_normalise_code)
+
+
+def _prepare_procedures(proc: pd.DataFrame | None, code_systems: dict[str, str]) -> pd.DataFrame:
+    if proc is None or not len(proc):
+        return pd.DataFrame({"patient_id": pd.Series(dtype="str"), "date": pd.Series(dtype="datetime64[ns]"),
+                             "m": pd.Series(dtype="int64"), "code": pd.Series(dtype="str")})
+    out = pd.DataFrame({
+        "patient_id": proc["patient_id"].astype(str).to_numpy(),
+        "date": _dates(proc["performed_date"]).to_numpy(),
+        "code": procedure_keys(proc["code"], proc["code_system"], code_systems).to_numpy(),
+    }).dropna(subset=["date"])
+    out["m"] = month_index(out["date"]).astype("int64").to_numpy()
+    return out
 
 
 def _matches(codes: pd.Series, prefixes: tuple[str, ...]) -> pd.Series:
@@ -333,13 +367,17 @@ def rule_latest_value(ctx: _Context, measure: Measure) -> pd.DataFrame:
 
 
 def _eligible(ctx: _Context, measure: Measure) -> pd.DataFrame:
-    """Attributed patient-months with the measure's condition active and age within range."""
+    """Attributed patient-months with the measure's condition active (when it names one), age
+    within range and sex in ``sexes`` (when given)."""
     p = measure.params
-    pop = _with_condition(ctx, ctx.population, p["condition"])
+    pop = _with_condition(ctx, ctx.population, p["condition"]) if "condition" in p else ctx.population
     if "min_age" in p or "max_age" in p:
         age = _age_at_month_end(ctx, pop)
         pop = pop[(age >= p.get("min_age", 0)) & (age <= p.get("max_age", 200))]
-    return pop.reset_index(drop=True)
+    if "sexes" in p:
+        sex = pop[["patient_id"]].merge(ctx.patients[["patient_id", "sex"]], on="patient_id", how="left")["sex"].to_numpy()
+        pop = pop[np.isin(sex, p["sexes"])]
+    return pop[["patient_id", "m"]].reset_index(drop=True)
 
 
 def rule_latest_below(ctx: _Context, measure: Measure) -> pd.DataFrame:
@@ -492,6 +530,207 @@ def rule_polypharmacy(ctx: _Context, measure: Measure) -> pd.DataFrame:
     return _rows(pop["patient_id"], pop["m"], met, 1.0)
 
 
+def _procedures_in(ctx: _Context, lists) -> pd.DataFrame:
+    """Procedure rows (patient_id, date, m) whose code is in any of the code lists (exact codes)."""
+    wanted = set().union(*(ctx.code_lists[name] for name in lists)) if lists else set()
+    proc = ctx.procedures
+    return proc[proc["code"].isin(wanted)]
+
+
+def _medicine_spans(ctx: _Context, names) -> pd.DataFrame:
+    """Medication spans (patient_id, start_m, stop_m: first month no longer active) whose code or
+    description contains one of ``names`` (case-insensitive ingredient names or RxNorm codes)."""
+    med = ctx.medications
+    if med is None or not len(med) or not names:
+        return pd.DataFrame({"patient_id": pd.Series(dtype="str"), "start_m": pd.Series(dtype="float64"),
+                             "stop_m": pd.Series(dtype="float64")})
+    text = (med["code"].fillna("").astype(str) + " " + med["description"].fillna("").astype(str)).str.lower()
+    hit = text.str.contains("|".join(n.lower() for n in names), regex=True)
+    med = med[hit]
+    end = _dates(med["end_date"])
+    stop = month_index(end) + end.dt.is_month_end.fillna(False).astype(bool).astype(float)
+    return pd.DataFrame({"patient_id": med["patient_id"].astype(str).to_numpy(),
+                         "start_m": month_index(_dates(med["start_date"])).to_numpy(),
+                         "stop_m": stop.fillna(np.inf).to_numpy()}).dropna(subset=["start_m"])
+
+
+def _on_medicine(ctx: _Context, pop: pd.DataFrame, names) -> np.ndarray:
+    """For each row of ``pop`` (patient_id, m): a listed medicine is active on the month's last day."""
+    spans = _medicine_spans(ctx, names)
+    pairs = pop[["patient_id", "m"]].reset_index(names="row").merge(spans, on="patient_id")
+    active = pairs[(pairs["start_m"] <= pairs["m"]) & (pairs["stop_m"] > pairs["m"])]
+    out = np.zeros(len(pop), dtype=bool)
+    out[active["row"].unique()] = True
+    return out
+
+
+def rule_done_within(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Share of eligible patients with a listed service in the look-back (screenings, vaccinations,
+    care plans, counselling), or, where ``medications`` are named, a listed medicine active.
+
+    ``lists`` and ``lookback_months`` pair up: a colonoscopy counts for 120 months, a FIT for 12.
+    """
+    p = measure.params
+    pop = _eligible(ctx, measure)
+    met = np.zeros(len(pop), dtype=bool)
+    for name, lookback in zip(p["lists"], p["lookback_months"], strict=True):
+        done = _procedures_in(ctx, [name])[["patient_id", "m"]].drop_duplicates().assign(done=1.0)
+        last = _last_asof(pop, done, int(lookback))
+        met |= last["done"].notna().to_numpy()
+    if p.get("medications"):
+        met |= _on_medicine(ctx, pop, p["medications"])
+    return _rows(pop["patient_id"], pop["m"], met.astype("float64"), 1.0)
+
+
+def rule_medicine_active(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Share of eligible patients with a listed medicine active on the last day of the month."""
+    pop = _eligible(ctx, measure)
+    met = _on_medicine(ctx, pop, measure.params["medications"])
+    return _rows(pop["patient_id"], pop["m"], met.astype("float64"), 1.0)
+
+
+def rule_latest_at_least(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Share of patients with a value of ``code`` in the look-back whose latest is >= ``threshold``."""
+    p = measure.params
+    pop = _eligible(ctx, measure) if "condition" in p else ctx.population
+    obs = ctx.measurements[ctx.measurements["code"] == p["code"]]
+    last = _last_asof(pop, _monthly_last(obs, ["value"]), int(p["lookback_months"])).dropna(subset=["value"])
+    met = (last["value"] >= float(p["threshold"])).to_numpy(dtype="float64")
+    return _rows(last["patient_id"], last["m"], met, 1.0)
+
+
+def rule_mean_change(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Mean change of ``code`` from the baseline (latest in the ``follow_up_months`` ending
+    ``baseline_offset_months`` earlier) to now, among patients whose baseline is >= ``baseline_at_least``."""
+    p = measure.params
+    span = int(p["follow_up_months"])
+    monthly = _monthly_last(ctx.measurements[ctx.measurements["code"] == p["code"]], ["value"])
+    now = _last_asof(ctx.population, monthly, span)
+    base = _last_asof(ctx.population, monthly, span, offset=int(p["baseline_offset_months"]))
+    both = now.assign(baseline=base["value"]).dropna(subset=["value", "baseline"])
+    both = both[both["baseline"] >= float(p.get("baseline_at_least", -np.inf))]
+    change = (both["value"] - both["baseline"]).to_numpy(dtype="float64")
+    return _rows(both["patient_id"], both["m"], change, 1.0, change * change)
+
+
+def _month_bounds(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First day and the first day of the next month, as datetime64[D], of month indexes ``m``."""
+    year, month = year_and_month(m)
+    start = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": 1})).to_numpy().astype("datetime64[D]")
+    ny, nm = year_and_month(np.asarray(m) + 1)
+    stop = pd.to_datetime(pd.DataFrame({"year": ny, "month": nm, "day": 1})).to_numpy().astype("datetime64[D]")
+    return start, stop
+
+
+def rule_days_at_home(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Days at home, annualised, per attributed patient-month: the days of the month not in a
+    listed stay (hospital, skilled nursing: ``kinds``; admission and discharge days count as away)
+    and not after death, times 365 / days in the month. The mean over patient-months is the
+    patient-year figure of the ICHOM Older Person set (365 minus days in hospital, skilled nursing
+    or dead) for the months the team looked after the patient."""
+    pop = ctx.population
+    if not len(pop):
+        return _empty_rows()
+    start, stop = _month_bounds(pop["m"].to_numpy())
+    days = (stop - start).astype("int64")
+    away = np.zeros(len(pop))
+    enc = ctx.encounters
+    if len(enc):
+        stays = enc[enc["kind"].isin(measure.params["kinds"])].dropna(subset=["start_date"])
+        stays = stays.assign(end_date=stays["end_date"].fillna(stays["start_date"]))
+        grid = pop[["patient_id"]].assign(row=np.arange(len(pop)), ms=start, me=stop)
+        pairs = grid.merge(stays[["patient_id", "start_date", "end_date"]], on="patient_id")
+        lo = np.maximum(pairs["start_date"].to_numpy().astype("datetime64[D]"), pairs["ms"].to_numpy().astype("datetime64[D]"))
+        hi = np.minimum(pairs["end_date"].to_numpy().astype("datetime64[D]") + 1, pairs["me"].to_numpy().astype("datetime64[D]"))
+        # Distinct days away: overlapping stays (a transfer, a discharge to a nursing facility
+        # the same day) count each day once - each interval adds only what the earlier ones did not.
+        spans = pd.DataFrame({"row": pairs["row"].to_numpy(), "lo": lo.astype("int64"), "hi": hi.astype("int64")})
+        spans = spans[spans["hi"] > spans["lo"]].sort_values(["row", "lo"], kind="stable")
+        reached = spans.groupby("row")["hi"].cummax().groupby(spans["row"]).shift(1)
+        start = np.maximum(spans["lo"].to_numpy(), reached.fillna(np.iinfo("int64").min).to_numpy("int64"))
+        np.add.at(away, spans["row"].to_numpy(), np.maximum(spans["hi"].to_numpy() - start, 0))
+    death = pop[["patient_id"]].merge(ctx.patients[["patient_id", "death_date"]], on="patient_id", how="left")["death_date"]
+    death = death.to_numpy().astype("datetime64[D]")
+    dead_days = np.where(np.isnat(death), 0, np.clip((stop - (death + 1)).astype("int64"), 0, days))
+    home = np.clip(days - np.minimum(away, days) - dead_days, 0, None)
+    value = home * 365.0 / days
+    return _rows(pop["patient_id"], pop["m"], value, 1.0, value * value)
+
+
+def rule_condition_events(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Distinct days with a condition of ``list`` starting (and, with ``with_list``, a condition of
+    that list starting the same day: a fall with an injury), per member-year."""
+    p = measure.params
+    con = ctx.conditions
+    first = con[_matches(con["code"], ctx.code_lists[p["list"]])][["patient_id", "onset_date"]]
+    if "with_list" in p:
+        other = con[_matches(con["code"], ctx.code_lists[p["with_list"]])][["patient_id", "onset_date"]]
+        first = first.merge(other.drop_duplicates(), on=["patient_id", "onset_date"])
+    ev = first.drop_duplicates().dropna(subset=["onset_date"])
+    ev = ev.assign(m=month_index(ev["onset_date"]).astype("int64").to_numpy())
+    counts = ev.groupby(["patient_id", "m"]).size().rename("events").reset_index()
+    pop = ctx.population
+    events = pop.merge(counts, on=["patient_id", "m"], how="left")["events"].fillna(0.0).to_numpy(dtype="float64")
+    return _rows(pop["patient_id"], pop["m"], events, 1.0 / 12.0)
+
+
+def _decedents(ctx: _Context) -> pd.DataFrame:
+    """Attributed patient-months in which the patient died: patient_id, m, death_date."""
+    dead = ctx.patients.dropna(subset=["death_date"])[["patient_id", "death_date"]]
+    dead = dead.assign(m=month_index(dead["death_date"]).astype("int64").to_numpy())
+    return dead.merge(ctx.population, on=["patient_id", "m"])
+
+
+def rule_end_of_life(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Among patients who died in an attributed month: ``outcome = "hospice"`` - hospice care
+    (a service of ``lists`` or a stay discharged to hospice) in the ``lookback_days`` before death;
+    ``outcome = "at_home"`` - death outside a hospital or nursing-facility stay (``kinds``): no such
+    stay spans the date of death and none ended with the patient dead on it."""
+    p = measure.params
+    dead = _decedents(ctx)
+    if not len(dead):
+        return _empty_rows()
+    enc = ctx.encounters
+    if p["outcome"] == "hospice":
+        proc = _procedures_in(ctx, p["lists"])[["patient_id", "date"]]
+        if len(enc):
+            hosp = enc[enc.get("discharge_disposition", pd.Series("", index=enc.index)).fillna("") == "hospice"]
+            proc = pd.concat([proc, hosp[["patient_id"]].assign(date=hosp["end_date"].fillna(hosp["start_date"]))])
+        pairs = dead.merge(proc, on="patient_id")
+        gap = (pairs["death_date"] - pairs["date"]).dt.days
+        hit = set(pairs.loc[(gap >= 0) & (gap <= int(p["lookback_days"])), "patient_id"])
+    else:
+        hit = set(dead["patient_id"])
+        if len(enc):
+            stays = enc[enc["kind"].isin(p["kinds"])]
+            pairs = dead.merge(stays[["patient_id", "start_date", "end_date"]], on="patient_id")
+            end = pairs["end_date"].fillna(pairs["death_date"])
+            inside = (pairs["start_date"] <= pairs["death_date"]) & (end >= pairs["death_date"])
+            hit -= set(pairs.loc[inside, "patient_id"])
+            if "discharge_disposition" in enc:
+                died = enc[enc["discharge_disposition"].fillna("") == "died"]
+                hit -= set(died["patient_id"])
+    met = dead["patient_id"].isin(hit).to_numpy(dtype="float64")
+    return _rows(dead["patient_id"], dead["m"], met, 1.0)
+
+
+def rule_new_condition(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """First diagnoses of a condition of ``list`` per member-year among patients who had none yet
+    (progression to chronic disease). A patient-month without a diagnosis so far adds 1/12
+    member-year and counts one event when the first diagnosis falls in the NEXT month: the
+    diagnosis itself moves the patient into the chronic subgroup, so it is counted where the
+    patient was when it happened (healthy or at risk). The latest month is complete only once
+    the next month's data are loaded."""
+    con = ctx.conditions
+    first = con[_matches(con["code"], ctx.code_lists[measure.params["list"]])].groupby("patient_id")["onset_m"].min()
+    pop = ctx.population
+    onset = pop["patient_id"].map(first).to_numpy(dtype="float64")
+    m = pop["m"].to_numpy()
+    keep = np.isnan(onset) | (onset > m)
+    events = (onset == m + 1).astype("float64")
+    return _rows(pop["patient_id"][keep], pop["m"][keep], events[keep], 1.0 / 12.0)
+
+
 RULES: dict[str, Callable[[_Context, Measure], pd.DataFrame]] = {
     "deaths": rule_deaths,
     "encounter_count": rule_encounter_count,
@@ -504,6 +743,14 @@ RULES: dict[str, Callable[[_Context, Measure], pd.DataFrame]] = {
     "econsult_resolved": rule_econsult_resolved,
     "readmission": rule_readmission,
     "polypharmacy": rule_polypharmacy,
+    "done_within": rule_done_within,
+    "medicine_active": rule_medicine_active,
+    "latest_at_least": rule_latest_at_least,
+    "mean_change": rule_mean_change,
+    "days_at_home": rule_days_at_home,
+    "condition_events": rule_condition_events,
+    "end_of_life": rule_end_of_life,
+    "new_condition": rule_new_condition,
 }
 
 
@@ -517,7 +764,7 @@ def patient_month_flags(frames: StoreFrames, months: Iterable, catalogue: Measur
     Only patient-months attributed in ``months`` appear.
     """
     catalogue = catalogue or load_measures()
-    ctx = _prepare(frames, months, catalogue.code_lists)
+    ctx = _prepare(frames, months, catalogue.code_lists, catalogue.code_systems)
     parts = []
     for measure in catalogue.measures:
         rows = RULES[measure.rule](ctx, measure)

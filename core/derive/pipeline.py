@@ -39,7 +39,8 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     pending = mark_derive_pending(engine)
     summary = {}
     progress(0.6, "Assigning subgroups")
-    summary["subgroups"] = assign_subgroups(engine, rules)
+    # after an import (the pending mark is its id): how many patients outside it changed subgroup
+    summary["subgroups"] = assign_subgroups(engine, rules, import_id=int(pending) if pending.isdigit() else None)
     progress(0.7, "Summing activity per patient and month")
     summary["activity"] = build_patient_month_activity(engine)
     progress(0.8, "Building scorecard cells")

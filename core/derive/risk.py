@@ -34,6 +34,9 @@ prospective: diagnoses of the data-collection year predict the payment year):
 - both scores are rounded to three decimals, the precision of the CMS relative factors, so
   their sum is exact there: hccinfhir adds the factors in set order, which changes with the
   process's string hashing (``PYTHONHASHSEED``) and so moved the last bit from run to run.
+- payment HCCs: the HCCs of the model that count in the score after its hierarchies
+  (``hccs``; :func:`payment_hcc_count`). A score without any is demographic only (age, sex,
+  dual and entitlement status): the subgroup rules ask for at least one as evidence of need.
 """
 
 import re
@@ -262,3 +265,11 @@ def risk_scores(patients: pd.DataFrame, diagnoses: pd.DataFrame, year: int, mode
     return out[["patient_id", "year", "model", "score", "chronic_score", "hccs"]].astype(
         {"score": "float64", "chronic_score": "float64"}
     )
+
+
+def payment_hcc_count(hccs: pd.Series) -> np.ndarray:
+    """The number of payment HCCs in each ``hccs`` text of :func:`risk_scores` (``HCC38,HCC226`` -> 2,
+    '' -> 0; missing -> NaN)."""
+    text = hccs.astype(object)
+    counts = [np.nan if not isinstance(h, str) else (h.count(",") + 1 if h else 0) for h in text]
+    return np.asarray(counts, dtype=float)

@@ -146,6 +146,8 @@ BUNDLE: tuple[TableSpec, ...] = (
             Column("paid_usd", "float", required=False, min=-10_000_000, max=10_000_000,
                    description="Paid amount of the claim (net of reversals and adjustments), USD; below 0: a credit"),
             Column("paid_date", "date", required=False, description="Claims: when the claim was paid (measures the run-out)"),
+            Column("discharge_disposition", required=False, choices="dispositions",
+                   description="Stays: where the patient went at discharge (home, snf, hospice, died, ...)"),
         ),
         "One row per encounter, activity or claim.",
     ),
@@ -183,6 +185,20 @@ BUNDLE: tuple[TableSpec, ...] = (
             Column("end_date", "date", required=False),
         ),
         "Medication orders or fill spans.",
+        required_file=False,
+    ),
+    TableSpec(
+        "procedures.csv", "procedure", ("procedure_id",),
+        (
+            Column("procedure_id", **ID),
+            Column("patient_id", **ID, ref="patients.patient_id"),
+            Column("performed_date", "date"),
+            Column("code", max_len=32, description="CPT, HCPCS, CVX, SNOMED CT, LOINC or ICD-10-PCS code"),
+            Column("code_system", required=False, max_len=32, description="CPT, HCPCS, CVX, SNOMED, LOINC or ICD-10-PCS"),
+            Column("description", required=False, max_len=300),
+        ),
+        "Services done that outcome measures and care gaps look for: screenings, immunizations, "
+        "care plans, advance care planning, counselling.",
         required_file=False,
     ),
 )

@@ -324,7 +324,17 @@ class Episode:
             resolved_without_visit=None, primary_dx=primary_dx, specialty="", cost_category=self.category,
             paid_usd=self.paid_usd,
             paid_date=max((d for c in self.claims if (d := c.detail["paid_date"]) is not None), default=None),
+            discharge_disposition=self.disposition,
         )
+
+    @property
+    def disposition(self) -> str:
+        """Where a stay ended: the disposition of its last claim (by end date) that has one; '' when
+        none does, and for encounters that are not stays."""
+        if self.kind not in ("admission", "snf_stay"):
+            return ""
+        dated = [(c.last, c.detail.get("disposition", "")) for c in self.claims if c.detail.get("disposition")]
+        return max(dated)[1] if dated else ""
 
 
 @dataclass

@@ -7,7 +7,8 @@ CSV bundle) write one batch at a time into the same single transaction. Rows are
 PostgreSQL, big batches by ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON
 CONFLICT``), tables in foreign-key order, and an ``import_run`` row is written in the same
 transaction, with the mark that the derived tables are behind (``derive_pending``, cleared
-when the derive after the import finishes). Any database error rolls everything back and
+when the derive after the import finishes) and the import's patients (``import_patient``, as
+hashes of their ids: the derive counts how many patients outside the import changed subgroup). Any database error rolls everything back and
 becomes an :class:`~core.ingest.report.ImportIssue`, so the store is exactly as it was.
 """
 
@@ -30,7 +31,8 @@ from sqlmodel import SQLModel
 from core.access.demo import end_demo
 from core.ingest.report import ImportReport
 from core.store import models
-from core.store.queries import DERIVE_PENDING_KEY
+from core.store.db import copy_rows
+from core.store.queries import DERIVE_PENDING_KEY, patient_hashes
 
 BATCH_ROWS = 50_000
 REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows
@@ -223,6 +225,7 @@ class Load:
         self._tables: list[Table] = []
         self.loaded: dict[str, int] = {}
         self.new_rows: dict[str, int] = {}
+        self._patients: list[np.ndarray] = []  # sorted distinct hashes of the patient ids written
 
     @contextmanager
     def _database_errors(self, where: str):
@@ -271,6 +274,10 @@ class Load:
                 statement = _upsert(table, self._dialect, self._update)
                 _execute_batches(self.conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
         self._rows += len(frame)
+        if "patient_id" in frame.columns:
+            self._patients.append(np.unique(patient_hashes(frame["patient_id"].dropna())))
+            if sum(len(h) for h in self._patients) > 4_000_000:  # 8 bytes a patient, kept compact
+                self._patients = [np.unique(np.concatenate(self._patients))]
 
     def _end_table(self) -> None:
         table = self._table
@@ -315,12 +322,25 @@ class Load:
                 )
             )
             import_id = result.inserted_primary_key[0]
+            self._write_patients(import_id)
             # In the same transaction: the derived tables are behind until a derive finishes.
             settings = models.AppSetting.__table__
             self.conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
+
+
+    def _write_patients(self, import_id: int) -> None:
+        """The ``import_patient`` rows of the import: each distinct patient id's hash, once."""
+        if not self._patients:
+            return
+        hashes = np.unique(np.concatenate(self._patients))
+        rows = zip([import_id] * len(hashes), hashes.view(np.int64).tolist(), strict=True)
+        if self._dialect == "postgresql":
+            copy_rows(self.conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
+        else:
+            self.conn.exec_driver_sql("INSERT INTO import_patient (import_id, patient_hash) VALUES (?, ?)", list(rows))
 
 
 @contextmanager

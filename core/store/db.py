@@ -73,7 +73,8 @@ def upgrade_schema(engine: Engine) -> list[str]:
 
     - ``subgroup_assignment.team_id`` (:func:`add_assignment_team`);
     - ``encounter.paid_date`` (:func:`add_encounter_paid_date`, empty: the claims' run-out
-      then comes from the run-out setting);
+      then comes from the run-out setting); ``encounter.discharge_disposition`` (blank: unknown);
+    - ``subgroup_assignment.thin_history`` and ``history_note`` (false and '' until the next derive);
     - ``app_user.subject``, filled for users keyed ``sub:<subject>``; ``audit_event.chain_hash``
       (rows without one are chained by the next audited event, ``core.access.audit``);
     - the indexes of ``subgroup_assignment`` and ``app_user`` that are missing are built, the
@@ -83,12 +84,19 @@ def upgrade_schema(engine: Engine) -> list[str]:
     done = ["added subgroup_assignment.team_id"] if add_assignment_team(engine) else []
     if add_encounter_paid_date(engine):
         done.append("added encounter.paid_date")
+    if _add_column(engine, "encounter", "discharge_disposition", "VARCHAR(32) DEFAULT '' NOT NULL"):
+        done.append("added encounter.discharge_disposition")
     if _add_column(engine, "app_user", "subject", "VARCHAR(255)"):
         with engine.begin() as conn:
             conn.execute(text("UPDATE app_user SET subject = SUBSTR(user_key, 5) WHERE user_key LIKE 'sub:%'"))
         done.append("added app_user.subject")
     if _add_column(engine, "audit_event", "chain_hash", "VARCHAR(64)"):
         done.append("added audit_event.chain_hash")
+    # the rows assigned before thin history was marked read as enough history until the next derive
+    if _add_column(engine, "subgroup_assignment", "thin_history", "BOOLEAN NOT NULL DEFAULT false"):
+        done.append("added subgroup_assignment.thin_history")
+    if _add_column(engine, "subgroup_assignment", "history_note", "VARCHAR(200) NOT NULL DEFAULT ''"):
+        done.append("added subgroup_assignment.history_note")
     for table in (models.SubgroupAssignment.__table__, models.User.__table__):
         present = {i["name"] for i in inspect(engine).get_indexes(table.name)}
         with engine.begin() as conn:
@@ -104,7 +112,8 @@ def upgrade_schema(engine: Engine) -> list[str]:
 
 
 def _add_column(engine: Engine, table: str, column: str, ddl_type: str) -> bool:
-    """Add an empty nullable column to a store made before it existed; whether it was added."""
+    """Add a column (nullable, or with the default ``ddl_type`` gives) to a store made before it
+    existed; whether it was added."""
     if column in {c["name"] for c in inspect(engine).get_columns(table)}:
         return False
     with engine.begin() as conn:

@@ -13,7 +13,7 @@ Conventions
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -125,6 +125,8 @@ class Encounter(SQLModel, table=True):
     cost_category: str = Field(default="", max_length=32)
     paid_usd: float = 0.0
     paid_date: date | None = None  # claims: when the payer paid (the run-out of core.metrics.runout)
+    # Stays: where the patient went at discharge (catalogue vocabulary ``dispositions``; blank unknown).
+    discharge_disposition: str = Field(default="", max_length=32)
 
     __table_args__ = (
         Index("ix_encounter_patient_date", "patient_id", "start_date"),
@@ -170,6 +172,24 @@ class Medication(SQLModel, table=True):
     end_date: date | None = None
 
 
+class Procedure(SQLModel, table=True):
+    """A service done for a patient that outcome measures and care gaps look for: a screening,
+    an immunization, a care plan, advance care planning, counselling. Grain: procedure_id.
+
+    ``code_system`` names the vocabulary of ``code`` (CPT, HCPCS, CVX, SNOMED CT, LOINC, ICD-10-PCS);
+    the code lists of ``core/config/measures.toml`` say which codes count for what.
+    """
+
+    procedure_id: str = Field(primary_key=True, max_length=64)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    performed_date: date
+    code: str = Field(max_length=32)
+    code_system: str = Field(default="", max_length=32)
+    description: str = Field(default="", max_length=300)
+
+    __table_args__ = (Index("ix_procedure_patient_date", "patient_id", "performed_date"),)
+
+
 # --- subgroups --------------------------------------------------------------------------
 
 
@@ -178,7 +198,9 @@ class SubgroupAssignment(SQLModel, table=True):
 
     Grain: patient_id, month. ``overridden`` marks rows set by a SubgroupOverride. ``team_id`` is
     the patient's team of that month (a copy of ``attribution.team_id``), so a team's members of
-    one subgroup are one range of an index, whatever the size of the team.
+    one subgroup are one range of an index, whatever the size of the team. ``thin_history``: the
+    month has less history than the rules' ``[history]`` asks for; ``history_note`` says how much
+    (``Not enough history: 2 of 6 months of data``), the subgroup is still the rules' on what there is.
     """
 
     __tablename__ = "subgroup_assignment"
@@ -191,10 +213,15 @@ class SubgroupAssignment(SQLModel, table=True):
     reason: str = Field(default="", max_length=500)
     risk_score: float | None = None
     overridden: bool = False
+    thin_history: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    history_note: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
 
     __table_args__ = (
         Index("ix_subgroup_assignment_month_subgroup_rule", "month", "subgroup", "rule_id"),  # the mix: index only
         Index("ix_subgroup_assignment_month_team_subgroup", "month", "team_id", "subgroup"),
+        # the thin-history rows only (a partial index): the Data quality count and examples
+        Index("ix_subgroup_assignment_thin", "month", "patient_id", sqlite_where=text("thin_history = 1"),
+              postgresql_where=text("thin_history")),  # fmt: skip
     )
 
 
@@ -309,6 +336,39 @@ class ImportRun(SQLModel, table=True):
     origin: str = Field(default="real", max_length=16)
     status: str = Field(default="running", max_length=16)
     report: str = ""
+
+
+class ImportPatient(SQLModel, table=True):
+    """The patients of an import whose derive has not run yet, as 64-bit hashes of their ids
+    (``core.store.queries.patient_hashes``, stored signed). Grain: import_id, patient_hash.
+
+    Written with the import (every table's ``patient_id``), read and deleted by the derive that
+    follows it, which records in :class:`ImportEffect` how many patients outside the import
+    changed subgroup.
+    """
+
+    __tablename__ = "import_patient"
+
+    import_id: int = Field(foreign_key="import_run.import_id", primary_key=True)
+    patient_hash: int = Field(primary_key=True, sa_type=BigInteger)
+
+
+class ImportEffect(SQLModel, table=True):
+    """How much the derive after an import moved patients that were not in it. Grain: import_id.
+
+    ``patients_compared``: patients outside the import (and the imports before it whose derive had
+    not run) with a subgroup before; ``patients_moved``: those of them whose subgroup changed in
+    a month (the network-wide cut-off of a top-fraction rule moves with the patients a dataset
+    adds); ``examples``: some of their ids.
+    """
+
+    __tablename__ = "import_effect"
+
+    import_id: int = Field(foreign_key="import_run.import_id", primary_key=True)
+    derived_at: datetime = Field(default_factory=utc_now)
+    patients_compared: int = 0
+    patients_moved: int = 0
+    examples: str = Field(default="", max_length=500)
 
 
 # --- additive cells (outcome scorecards, costs) -----------------------------------------
@@ -428,3 +488,18 @@ class PatientMonthActivity(SQLModel, table=True):
 
     # SQLite: stored in key order (no rowid), so a patient's months are one contiguous read.
     __table_args__ = {"sqlite_with_rowid": False}
+
+
+class Outreach(SQLModel, table=True):
+    """A contact attempt or its outcome recorded by a clinician on the worklist (call, message,
+    letter, visit booked, declined). Grain: outreach_id. Made in the product, not imported."""
+
+    outreach_id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.patient_id", max_length=64)
+    at: datetime = Field(default_factory=utc_now)
+    user_key: str = Field(max_length=200)
+    channel: str = Field(max_length=32)
+    outcome: str = Field(max_length=32)
+    note: str = Field(default="", max_length=1000)
+
+    __table_args__ = (Index("ix_outreach_patient_at", "patient_id", "at"),)

@@ -8,6 +8,7 @@ whole network (for callers already allowed to see it).
 import json
 from datetime import date
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, func, or_, select
 from sqlmodel import Session
@@ -36,6 +37,14 @@ from core.store.models import (
     utc_now,
 )
 from core.store.months import add_months, month_end, month_start_sql
+
+
+def patient_hashes(patient_ids) -> np.ndarray:
+    """A 64-bit hash (uint64) of each patient id (pandas' ``hash_array``, stable across processes
+    and versions of the data): how an import's patients are kept (``import_patient``) and found
+    again by the derive."""
+    return pd.util.hash_array(np.asarray(patient_ids, dtype=object).astype(str).astype(object))
+
 
 COUNTED_TABLES = (
     Practice, Team, Staff, Patient, Attribution, Condition, Encounter, StaffMinutes,

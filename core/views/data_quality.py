@@ -6,13 +6,17 @@ Per import (from the JSON report stored on each ``import_run``):
   claims paid $0, header amounts repeated on every line, ED claims grouped into visits, facility
   claims grouped into stays); an import whose report has no such section reads ``not reported``;
 - unmapped codes, by code system (field and system of the source);
-- rows skipped, by table and reason.
+- rows skipped, by table and reason;
+- patients not in the import who changed subgroup in the derive after it (``import_effect``:
+  moved by the network-wide cut-off of a top-fraction rule, which every patient of the month
+  sets), with example ids; ``not reported`` for an import derived before this was measured.
 
 For the store now:
 - months whose claims are incomplete (core.metrics.runout), with the dollars not paid yet where
   completion factors estimate them;
-- patient-months with thin history: attributed months before anything is known of the patient
-  (no encounter, claim, condition or measurement yet), where subgroups rest on demographics alone;
+- patient-months with thin history: assignments marked ``thin_history`` by the subgroup rules
+  (fewer months attributed and with records in the lookback than ``[history]`` asks for), whose
+  subgroup rests on little;
 - missing staff: internal activity that cannot be costed (core.derive.costs.costing_status).
 """
 
@@ -22,13 +26,14 @@ import json
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, select, union_all
+from sqlalchemy import Engine, func, select, true
 
 from core.derive.costs import NOT_COSTED, PARTLY_COSTED, costing_status
+from core.derive.subgroups.rules import active_rules_path, load_rules
 from core.ingest.report import unmapped_by_system
 from core.metrics import runout
-from core.store.models import Attribution, Condition, Encounter, ImportRun, Measurement
-from core.store.months import as_month, month_start_sql
+from core.store.models import Encounter, ImportEffect, ImportRun, SubgroupAssignment
+from core.store.months import as_month
 from core.store.queries import months_available, read_frame
 
 COLUMNS = ["import_id", "imported_at", "source", "format", "check", "count", "usd_at_stake", "examples", "status"]
@@ -76,9 +81,25 @@ def import_checks(report: dict, **run) -> list[dict]:
     return rows
 
 
+MOVED_CHECK = "patients not in this import who changed subgroup"
+
+
+def import_effect_check(effect, **run) -> dict:
+    """The row of an import's ``import_effect`` (None: not measured, e.g. derived before it was)."""
+    if effect is None or pd.isna(effect.patients_compared):
+        return _row(MOVED_CHECK, np.nan, status=NOT_REPORTED, **run)
+    moved, compared = int(effect.patients_moved), int(effect.patients_compared)
+    check = f"{MOVED_CHECK}, of {compared:,} assigned before (moved by network-wide cut-offs)"
+    examples = [e for e in str(effect.examples or "").split(", ") if e]
+    return _row(check, moved, examples=examples, status=REPORTED if moved else CLEAN, **run)
+
+
 def import_quality(engine: Engine, limit: int = 20) -> pd.DataFrame:
     """The checks of the latest ``limit`` committed imports, newest first. Grain: import_id, check."""
-    stmt = (select(ImportRun.import_id, ImportRun.started_at, ImportRun.source, ImportRun.format, ImportRun.report)
+    effect = ImportEffect
+    stmt = (select(ImportRun.import_id, ImportRun.started_at, ImportRun.source, ImportRun.format, ImportRun.report,
+                   effect.patients_compared, effect.patients_moved, effect.examples)
+            .outerjoin(effect, effect.import_id == ImportRun.import_id)
             .where(ImportRun.status == "committed").order_by(ImportRun.import_id.desc()).limit(limit))  # fmt: skip
     rows = []
     runs = read_frame(engine, stmt)
@@ -88,7 +109,9 @@ def import_quality(engine: Engine, limit: int = 20) -> pd.DataFrame:
             report = json.loads(run.report or "{}")
         except json.JSONDecodeError:
             report = {}
-        rows += import_checks(report, import_id=int(run.import_id), imported_at=run.started_at, source=run.source, format=run.format)
+        about = dict(import_id=int(run.import_id), imported_at=run.started_at, source=run.source, format=run.format)
+        rows += import_checks(report, **about)
+        rows.append(import_effect_check(run, **about))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -110,23 +133,22 @@ def incomplete_months(engine: Engine) -> dict:
 
 
 def thin_history(engine: Engine) -> dict:
-    """Attributed patient-months before the patient's first encounter, claim, condition or
-    measurement (nothing known of the patient yet), with example patient ids."""
-    dialect = engine.dialect.name
-    dated = union_all(
-        select(Encounter.patient_id.label("patient_id"), func.min(Encounter.start_date).label("first")).group_by(Encounter.patient_id),
-        select(Condition.patient_id, func.min(Condition.onset_date)).group_by(Condition.patient_id),
-        select(Measurement.patient_id, func.min(Measurement.measured_date)).group_by(Measurement.patient_id),
-    ).subquery()
-    first = select(dated.c.patient_id, func.min(dated.c.first).label("first")).group_by(dated.c.patient_id).subquery()
-    thin = (Attribution.month < month_start_sql(dialect, first.c.first)) | first.c.first.is_(None)
-    base = select(Attribution.patient_id).outerjoin(first, first.c.patient_id == Attribution.patient_id).where(thin)
+    """Assigned patient-months marked thin history (fewer months of data in the lookback than the
+    subgroup rules' ``[history]`` asks for; core.derive.subgroups.rules.History), read from the
+    partial index of those rows, with example patient ids of the latest month that has some."""
+    sa = SubgroupAssignment
+    thin = sa.thin_history == true()  # as the partial index's condition reads, so the planners use it
     with engine.connect() as conn:
-        count = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
-        examples = conn.execute(base.with_only_columns(Attribution.patient_id).distinct().order_by(Attribution.patient_id)
-                                .limit(EXAMPLES)).scalars().all()  # fmt: skip
-    return _row("patient-months with thin history (nothing recorded yet)", count, examples=examples,
-                status=REPORTED if count else CLEAN)  # fmt: skip
+        count = conn.execute(select(func.count()).select_from(sa).where(thin)).scalar_one()
+        latest = conn.execute(select(func.max(sa.month)).where(thin)).scalar()
+        examples = [] if latest is None else conn.execute(
+            select(sa.patient_id).where(thin, sa.month == latest).order_by(sa.patient_id).limit(EXAMPLES)).scalars().all()  # fmt: skip
+        in_latest = 0 if latest is None else conn.execute(select(func.count()).select_from(sa).where(thin, sa.month == latest)).scalar_one()
+    history = load_rules(active_rules_path()).history
+    check = f"patient-months with thin history (fewer than {history.min_months} of {history.lookback_months} months of data)"
+    if latest is not None:
+        check += f"; {in_latest:,} in {as_month(latest):%Y-%m}"
+    return _row(check, count, examples=examples, status=REPORTED if count else CLEAN)
 
 
 def missing_staff(engine: Engine) -> dict:

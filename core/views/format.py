@@ -35,20 +35,23 @@ def usd(value, digits: int = 0) -> str:
     return f"{'-' if value < 0 else ''}${abs(float(value)):,.{digits}f}"
 
 
-def shown_precision(frame: pd.DataFrame) -> pd.DataFrame:
+def shown_precision(frame: pd.DataFrame, digits: dict[str, int] | None = None) -> pd.DataFrame:
     """Numbers rounded as the pages show them: amounts in USD to cents, shares to 0.1 %, counts to
-    whole numbers and every other figure to one decimal. An export at full float precision would
+    whole numbers and every other figure to one decimal; ``digits`` (column -> decimals) where a
+    page shows a column otherwise (a risk score to 0.01). An export at full float precision would
     let an interval or a rate give back the counts it was computed from."""
     out = frame.copy()
     for col in out.columns:
         if pd.api.types.is_float_dtype(out[col]):
             name = str(col).lower()
-            digits = 2 if "usd" in name else 3 if name in ("share",) else 1
-            out[col] = out[col].round(digits)
+            default = 2 if "usd" in name else 3 if name in ("share",) else 1
+            out[col] = out[col].round((digits or {}).get(col, default))
     return out
 
 
-def csv_export(frame: pd.DataFrame) -> str:
+def csv_export(frame: pd.DataFrame, na_rep: str = SUPPRESSED, digits: dict[str, int] | None = None) -> str:
     """A published table as CSV, rounded as shown (:func:`shown_precision`), with formula-like
-    text neutralised: suppressed (and undefined) figures read ``suppressed``, never 0."""
-    return export_csv(shown_precision(frame), na_rep=SUPPRESSED)
+    text neutralised: suppressed (and undefined) figures read ``na_rep`` (``suppressed``), never 0.
+    A table whose empty cells mean "no data" (a worklist, the audit log) passes ``na_rep=""``;
+    ``digits`` as for :func:`shown_precision`."""
+    return export_csv(shown_precision(frame, digits), na_rep=na_rep)

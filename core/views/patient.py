@@ -22,24 +22,43 @@ from core.store.models import Encounter, Staff, StaffMinutes
 from core.store.queries import patient_in_scope, patient_record, read_frame
 from core.views.worklist import WorklistRules, load_worklist_rules
 
+PERIOD_COLUMNS = ["from_month", "to_month", "months", "subgroup", "rule_id", "reason", "risk_scores", "overridden",
+                  "thin_history", "history_note"]  # fmt: skip
+
+
+def _score_range(scores: pd.Series) -> str:
+    """``0.58`` or ``0.58 to 0.62`` (two decimals, as the reasons), '' without a score."""
+    s = pd.to_numeric(scores, errors="coerce").dropna()
+    if not len(s):
+        return ""
+    low, high = f"{s.min():.2f}", f"{s.max():.2f}"
+    return low if low == high else f"{low} to {high}"
+
 
 def subgroup_periods(assignments: pd.DataFrame) -> pd.DataFrame:
-    """Consecutive months in the same subgroup with the same reason, oldest first.
+    """The patient's subgroup history as periods, oldest first.
 
-    In: assignments (month, subgroup, rule_id, reason, overridden). Out grain: run of consecutive
-    months with one subgroup and reason. Out columns: from_month,
-    to_month, months, subgroup, rule_id, reason, overridden.
+    A period is a run of consecutive assigned months with one subgroup, placed there by one rule
+    (or one override) with the same history status (thin or not). A figure moving inside the
+    reason (the month's top-decile cut-off, the risk score, a count) does not start a new period:
+    the period keeps its latest month's reason and the range of its risk scores.
+
+    In: assignments (month, subgroup, rule_id, reason, overridden; optional risk_score,
+    thin_history, history_note). Out grain: period. Out columns: :data:`PERIOD_COLUMNS`.
     """
-    cols = ["from_month", "to_month", "months", "subgroup", "rule_id", "reason", "overridden"]
     if not len(assignments):
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=PERIOD_COLUMNS)
     a = assignments.sort_values("month").reset_index(drop=True)
-    key = a["subgroup"].astype(str) + "|" + a["reason"].astype(str) + "|" + a["overridden"].astype(str)
+    a = a.assign(risk_score=a["risk_score"] if "risk_score" in a else float("nan"),
+                 thin_history=a["thin_history"].fillna(False).astype(bool) if "thin_history" in a else False,
+                 history_note=a["history_note"].fillna("") if "history_note" in a else "")  # fmt: skip
+    key = a["subgroup"].astype(str) + "|" + a["rule_id"].astype(str) + "|" + a["overridden"].astype(str) + "|" + a["thin_history"].astype(str)
     run = (key != key.shift()).cumsum()
     out = a.groupby(run).agg(from_month=("month", "first"), to_month=("month", "last"), months=("month", "size"),
-                             subgroup=("subgroup", "first"), rule_id=("rule_id", "first"), reason=("reason", "first"),
-                             overridden=("overridden", "first"))  # fmt: skip
-    return out[cols].reset_index(drop=True)
+                             subgroup=("subgroup", "first"), rule_id=("rule_id", "first"), reason=("reason", "last"),
+                             risk_scores=("risk_score", _score_range), overridden=("overridden", "first"),
+                             thin_history=("thin_history", "first"), history_note=("history_note", "last"))  # fmt: skip
+    return out[PERIOD_COLUMNS].reset_index(drop=True)
 
 
 def measurement_series(measurements: pd.DataFrame, rules: WorklistRules) -> pd.DataFrame:
@@ -93,6 +112,8 @@ class CurrentSubgroup:
     overridden: bool
     team: str | None
     pcp: str | None
+    thin_history: bool = False
+    history_note: str = ""  # "Not enough history: 2 of 6 months of data" when thin
 
 
 @dataclass(frozen=True)
@@ -164,7 +185,8 @@ def _current_subgroup(assignments: pd.DataFrame, att: pd.DataFrame) -> CurrentSu
     team = att.loc[att["month"] == last["month"]].tail(1)
     return CurrentSubgroup(month=last["month"], subgroup=last["subgroup"], reason=last["reason"],
                            overridden=bool(last["overridden"]), team=team["team"].iloc[0] if len(team) else None,
-                           pcp=team["pcp"].iloc[0] if len(team) else None)  # fmt: skip
+                           pcp=team["pcp"].iloc[0] if len(team) else None, thin_history=bool(last.get("thin_history", False)),
+                           history_note=str(last.get("history_note", "") or ""))  # fmt: skip
 
 
 def _timeline(encounters: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:

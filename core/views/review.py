@@ -354,7 +354,8 @@ def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, tea
     ``summary`` (grain: direction, other subgroup): direction (entered / left), other_subgroup,
     patients; with ``suppress``, counts of 1-10 are hidden (NaN) so that the members headline does
     not give them back either (:func:`hide_moves`). ``patients`` (grain: patient): patient_id,
-    direction, from_subgroup, to_subgroup, reason, overridden; empty unless ``patient_level``.
+    direction, from_subgroup, to_subgroup, reason (with the thin-history note of the month, as
+    "... · Not enough history: 2 of 6 months of data"), overridden; empty unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
     moved = subgroup_transitions(engine, month, team_id, subgroup)
@@ -368,6 +369,15 @@ def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, tea
     patients = moved[["patient_id", "direction", "from_subgroup", "to_subgroup", "reason", "overridden"]]
     if not patient_level:
         patients = patients.iloc[0:0]
+    elif len(patients):  # a move that rests on little data says so
+        sa = SubgroupAssignment
+        ids = patients["patient_id"].tolist()
+        with engine.connect() as conn:
+            thin = pd.read_sql(select(sa.patient_id, sa.history_note)
+                               .where(sa.month == month, sa.patient_id.in_(ids), sa.thin_history.is_(True)), conn)  # fmt: skip
+        notes = dict(zip(thin["patient_id"], thin["history_note"], strict=True))
+        patients = patients.assign(reason=[f"{r} · {notes[p]}" if p in notes else r
+                                           for p, r in zip(patients["patient_id"], patients["reason"], strict=True)])  # fmt: skip
     return {"summary": summary, "patients": patients.reset_index(drop=True)}
 
 

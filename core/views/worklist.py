@@ -164,7 +164,7 @@ class WorklistInputs:
     """What :func:`build_worklist` needs, for the patients of the teams in scope in ``month``.
 
     patients: patient_id, name, birth_date, sex, team_id, subgroup, reason, risk_score,
-    overridden, subgroup_since, previous_subgroup (see :func:`_patients`).
+    overridden, thin_history, history_note (optional), subgroup_since, previous_subgroup (see :func:`_patients`).
     last_measures: patient_id, ``<code>_date`` and ``<code>_value`` of each measure code of the
     rules (last day up to the as-of date; the lowest value of that day, as HEDIS CBP takes for
     blood pressure; see :func:`_last_measures`).
@@ -215,7 +215,8 @@ def _patients(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: 
     sa = aliased(SubgroupAssignment)
     stmt = (
         select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), Patient.birth_date,
-               Patient.sex, Attribution.team_id, sa.subgroup, sa.reason, sa.risk_score, sa.overridden, *_subgroup_run(sa, month))
+               Patient.sex, Attribution.team_id, sa.subgroup, sa.reason, sa.risk_score, sa.overridden, sa.thin_history,
+               sa.history_note, *_subgroup_run(sa, month))
         .select_from(Attribution)
         .join(Patient, Patient.patient_id == Attribution.patient_id)
         .outerjoin(sa, and_(sa.patient_id == Attribution.patient_id, sa.month == Attribution.month))
@@ -438,7 +439,8 @@ def compute_flags(frame: pd.DataFrame, month: date, rules: WorklistRules) -> pd.
 
 
 WORKLIST_COLUMNS = [
-    "patient_id", "name", "age", "sex", "team_id", "subgroup", "subgroup_since", "overridden", "reason", "risk_score",
+    "patient_id", "name", "age", "sex", "team_id", "subgroup", "subgroup_since", "overridden", "reason", "thin_history", "history_note",
+    "risk_score",
     "hba1c_value", "hba1c_date", "bp", "bp_date", "systolic_value", "diastolic_value", "phq9_value", "phq9_date", "phq9_change",
     "promis_physical_value", "promis_physical_date", "last_visit", "ed_visits_12m", "admissions_12m",
     "cost_12m_usd", "cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3m_usd", "cost_prev_3m_usd",
@@ -486,6 +488,8 @@ def build_worklist(inputs: WorklistInputs, rules: WorklistRules | None = None) -
     birth = pd.to_datetime(w["birth_date"])
     w["age"] = (as_of.year - birth.dt.year - ((birth.dt.month * 100 + birth.dt.day) > as_of.month * 100 + as_of.day)).astype(int)
     w["overridden"] = w["overridden"].fillna(False).astype(bool)
+    w["thin_history"] = w["thin_history"].fillna(False).astype(bool) if "thin_history" in w else False
+    w["history_note"] = w["history_note"].fillna("").astype(object) if "history_note" in w else ""
     w["risk_score"] = w["risk_score"].astype(float)
     sys_v, dia_v = w["systolic_value"].tolist(), w["diastolic_value"].tolist()
     w["bp"] = [f"{s:.0f}/{d:.0f}" if s == s and d == d else None for s, d in zip(sys_v, dia_v, strict=True)]  # x == x: not NaN
@@ -549,13 +553,14 @@ def filter_worklist(frame: pd.DataFrame, search: str = "", flags: tuple[str, ...
     return frame[keep]
 
 
-def count_text(shown: pd.DataFrame, listed: int, search: str = "", flags: tuple[str, ...] = ()) -> str:
+def count_text(shown: pd.DataFrame, listed: int, search: str = "", flags: tuple[str, ...] = (), filtered: bool = False) -> str:
     """How many patients the grid shows, always of the rows shown: "11 patients, 8 with at least
-    one flag", or with a search or flag filter "0 patients shown of 11 in the list, 0 with at
-    least one flag" (``listed``: the worklist's patients before filtering)."""
+    one flag", or with a search, flag or other filter (``filtered``: care gaps, outreach) "0
+    patients shown of 11 in the list, 0 with at least one flag" (``listed``: the worklist's
+    patients before filtering)."""
     n = len(shown)
     flagged = int((shown["priority"] > 0).sum()) if n else 0
     text = f"{n:,} {'patient' if n == 1 else 'patients'}"
-    if (search or "").strip() or flags:
+    if (search or "").strip() or flags or filtered:
         text += f" shown of {listed:,} in the list"
     return text + f", {flagged:,} with at least one flag"

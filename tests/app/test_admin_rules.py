@@ -36,3 +36,8 @@ def test_admin_override_and_lift_are_audited(tiny_db):  # noqa: F811
     assert not at.exception, at.exception
     assert list_overrides(tiny_db, patient_id="P_CALM").empty
     assert search_events(tiny_db, action="override")["detail"].tolist()[0] == f"lifted #{overrides['override_id'].iloc[0]}"
+
+
+def test_rules_page_states_the_thin_history_setting(tiny_db):  # noqa: F811
+    at = open_rules_page()
+    assert any("fewer than 3 of the 6 months" in c.value and "Not enough history" in c.value for c in at.caption)

@@ -97,3 +97,24 @@ def test_patient_page_opened_directly_still_links_to_the_worklist(tiny_db):  # n
     at = open_patient("P_CALM")
     link = next(e.proto for e in at.get("page_link") if e.proto.label == "Back to the worklist")
     assert link.query_string == ""
+
+
+def test_thin_history_shows_on_the_patient_page_and_the_worklist(tiny_db):  # noqa: F811
+    from sqlalchemy import update
+
+    from core.store.models import SubgroupAssignment as S
+    from core.store.months import add_months
+    from tests.app.test_worklist import open_worklist
+
+    note = "Not enough history: 2 of 6 months of data"
+    with tiny_db.begin() as conn:  # the latest two months of P_CALM rest on little data
+        conn.execute(update(S).where(S.patient_id == "P_CALM", S.month >= add_months(MONTH, -1))
+                     .values(thin_history=True, history_note=note))  # fmt: skip
+    at = open_patient("P_CALM")
+    assert any(note in w.value and "rests on little data" in w.value for w in at.warning)
+    periods = frame_with(at, "from_month")
+    assert periods[["months", "thin_history", "history_note"]].values.tolist() == [[8, False, ""], [2, True, note]]
+    worklist = open_worklist()
+    shown = frame_with(worklist, "history_note").set_index("patient_id")
+    assert shown.loc["P_CALM", "subgroup"] == "Complex · thin history" and shown.loc["P_CALM", "history_note"] == note
+    assert (shown.drop(index="P_CALM")["history_note"] == "").all()

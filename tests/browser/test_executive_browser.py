@@ -26,3 +26,32 @@ def test_executive_views_render(server, page):
         assert page.get_by_test_id("stException").count() == 0, name
         page.wait_for_timeout(500)  # let plotly finish drawing before the screenshot
         screenshot(page, name)
+
+
+def test_executive_pack_is_made_on_click_and_audited(server, page, sample_db_url):
+    import io
+
+    import openpyxl
+    from pypdf import PdfReader
+
+    from core.access.audit import search_events
+    from core.store.db import make_engine
+
+    engine = make_engine(sample_db_url)
+    before = len(search_events(engine, action="export"))
+    open_page(page, server)
+    choose_demo_role(page, "Executive")  # the whole network
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Trends").click()
+    wait_for_run(page)
+    expect(page.get_by_role("button", name="Executive pack (PDF)")).to_be_visible(timeout=60000)
+    with page.expect_download(timeout=90000) as download:
+        page.get_by_role("button", name="Executive pack (PDF)").click()
+    assert download.value.suggested_filename == "executive-pack-all-letter.pdf"
+    text = "\n".join(p.extract_text() for p in PdfReader(download.value.path()).pages)
+    assert "Executive pack: Whole network" in text and "year to date" in text
+    with page.expect_download(timeout=90000) as download:
+        page.get_by_role("button", name="Executive pack (XLSX)").click()
+    book = openpyxl.load_workbook(io.BytesIO(open(download.value.path(), "rb").read()))
+    assert book.sheetnames == ["summary", "by_subgroup"] and book["summary"].freeze_panes == "A2"
+    assert len(search_events(engine, action="export")) == before + 2
+    engine.dispose()

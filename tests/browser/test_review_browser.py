@@ -50,3 +50,27 @@ def test_review_changes_team_and_month(server, page, sample_db_url):
     chart.scroll_into_view_if_needed()
     expect(chart).to_be_visible(timeout=30000)
     screenshot(page, "review-value-map")
+
+
+def test_review_pack_pdf_is_made_on_click_and_audited(server, page, sample_db_url):
+    from pypdf import PdfReader
+
+    from core.access.audit import search_events
+
+    engine = make_engine(sample_db_url)
+    before = len(search_events(engine, action="export"))
+    open_page(page, server)
+    choose_demo_role(page, "Team leader")
+    expect(page.get_by_role("heading", name="Monthly review").first).to_be_visible(timeout=30000)
+    page.get_by_role("tab", name="Review pack").click()
+    page.locator(".st-key-pack_paper").get_by_text("A4").click()
+    wait_for_run(page)
+    with page.expect_download(timeout=90000) as download:
+        page.get_by_role("button", name="Review pack (PDF)").click()
+    assert download.value.suggested_filename.endswith("-a4.pdf")
+    reader = PdfReader(download.value.path())
+    assert round(float(reader.pages[0].mediabox.width)) == 842 and "Scorecard by tier" in reader.pages[0].extract_text()
+    assert sum(len(p.images) for p in reader.pages) == 3  # kaleido draws the charts inside the server too
+    events = search_events(engine, action="export")
+    assert len(events) == before + 1 and "review pack pdf a4" in events["detail"].iloc[0]
+    engine.dispose()

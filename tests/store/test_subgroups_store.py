@@ -219,3 +219,54 @@ def test_setting_and_lifting_an_override_write_audit_events(store_engine):
     events = search_events(store_engine, action="override").sort_values("audit_id")
     assert events[["user_key", "role", "target"]].values.tolist() == [["lead@example.org", "admin", "E"]] * 2
     assert events["detail"].tolist() == [f"set #{oid}: complex from 2025-05", f"lifted #{oid}"]
+
+
+def test_thin_history_is_stored_and_a_month_rerun_reads_earlier_enrolment(store_engine):
+    seed(store_engine)
+    # every patient's April and May (the store starts in April), and B's June: 5 x 2 + 1
+    assert assign_subgroups(store_engine, RULES)["thin_history"] == 11
+    with Session(store_engine) as s:
+        rows = {(a.patient_id, a.month.month): (a.thin_history, a.history_note) for a in s.exec(select(SubgroupAssignment))}
+    # B: nothing recorded before the I10 of 3 May; E: a visit in April; A: a condition from 2024
+    assert rows[("B", 4)] == (True, "Not enough history: 0 of 6 months of data")
+    assert rows[("B", 6)] == (True, "Not enough history: 2 of 6 months of data")
+    assert rows[("E", 5)] == (True, "Not enough history: 2 of 6 months of data")
+    assert rows[("E", 6)] == (False, "") and rows[("A", 6)] == (False, "")
+    # June alone: April and May are still read as enrolment
+    assign_subgroups(store_engine, RULES, months=[date(2025, 6, 1)])
+    with Session(store_engine) as s:
+        june = {a.patient_id: a.thin_history for a in s.exec(select(SubgroupAssignment).where(SubgroupAssignment.month == date(2025, 6, 1)))}
+    assert june == {"A": False, "B": True, "C": False, "E": False}
+
+
+def test_store_made_before_thin_history_is_upgraded(store_engine):
+    from sqlalchemy import text
+
+    from core.store.db import upgrade_schema
+
+    seed(store_engine)
+    assign_subgroups(store_engine, RULES)
+    with store_engine.begin() as conn:  # the table as the previous version made it
+        conn.execute(text("DROP INDEX ix_subgroup_assignment_thin"))
+        conn.execute(text("ALTER TABLE subgroup_assignment DROP COLUMN thin_history"))
+        conn.execute(text("ALTER TABLE subgroup_assignment DROP COLUMN history_note"))
+        conn.execute(text("INSERT INTO subgroup_assignment (patient_id, month, subgroup, team_id, rule_id, reason, overridden)"
+                          " VALUES ('A', '2025-03-01', 'frail', 'T1', 'frail_elderly', 'old row', false)"))  # fmt: skip
+    assert upgrade_schema(store_engine) == [
+        "added subgroup_assignment.thin_history", "added subgroup_assignment.history_note", "built index ix_subgroup_assignment_thin"]  # fmt: skip
+    assert upgrade_schema(store_engine) == []
+    with Session(store_engine) as s:
+        old = s.get(SubgroupAssignment, ("A", date(2025, 3, 1)))
+    assert (old.thin_history, old.history_note) == (False, "")
+    assert assign_subgroups(store_engine, RULES)["rows"] == 14
+
+
+def test_review_moves_say_when_a_move_rests_on_thin_history(store_engine):
+    from core.views.review import subgroup_moves
+
+    seed(store_engine)
+    assign_subgroups(store_engine, RULES)
+    moves = subgroup_moves(store_engine, "T1", "chronic", date(2025, 5, 1), None, patient_level=True)["patients"]
+    b = moves.set_index("patient_id").loc["B"]  # healthy -> chronic in May, recorded only from 3 May
+    assert b["direction"] == "entered"
+    assert b["reason"] == "1 chronic condition: I10 · Not enough history: 1 of 6 months of data"

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlmodel import Session
 
+from core.derive.subgroups.assign import assign_subgroups
 from core.store.models import Attribution, Condition, Encounter, ImportRun, Measurement, Patient, Practice, Staff, Team
 from core.views import data_quality as dq
 
@@ -54,7 +55,8 @@ def _seed(engine, staff: bool):
             s.add(Staff(staff_id="S", team_id="T", name="S", role="physician", annual_cost_usd=1.0, paid_hours_per_year=1.0))
         s.add_all([Patient(patient_id=p, birth_date=date(1960, 1, 1), sex="female") for p in ("A", "B", "C")])
         s.flush()
-        # A: first record in March (Jan, Feb thin); B: a condition since 2020 (never thin); C: nothing at all (3 thin)
+        # history months (of 6; 3 needed) in Jan, Feb, Mar: A first recorded in March 0, 0, 1; B (a
+        # condition since 2020) 1, 2, 3; C nothing ever 0, 0, 0: 3 + 2 + 3 thin patient-months
         s.add_all([Attribution(patient_id=p, month=date(2025, m, 1), practice_id="PR", team_id="T") for p in "ABC" for m in (1, 2, 3)])
         s.add_all([
             Encounter(encounter_id="E1", patient_id="A", team_id="T", kind="office_visit", start_date=date(2025, 3, 9), is_internal=True),
@@ -69,9 +71,12 @@ def _seed(engine, staff: bool):
 
 def test_store_checks_by_hand(store_engine):
     _seed(store_engine, staff=False)
+    assert dq.thin_history(store_engine)["count"] == 0  # nothing assigned yet
+    assign_subgroups(store_engine)
     store = {r["check"].split(" (")[0].split(":")[0]: r for r in dq.store_quality(store_engine).to_dict("records")}
     thin = store["patient-months with thin history"]
-    assert thin["count"] == 5 and thin["examples"] == "A, C"
+    assert thin["count"] == 8 and thin["examples"] == "A, C"  # the latest month with thin history: March
+    assert "fewer than 3 of 6 months of data" in thin["check"] and "; 2 in 2025-03" in thin["check"]
     staff = store["missing staff"]
     assert staff["count"] == 1 and staff["examples"] == "E1" and "no staff roster" in staff["check"]
     imports = dq.import_quality(store_engine)

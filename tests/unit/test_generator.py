@@ -53,7 +53,8 @@ def test_columns_and_key_follow_the_schema(frames, table):
 def test_values_are_valid(frames, table):
     catalog = load_catalog()
     vocab = {"roles": set(catalog.roles), "activity_kinds": set(catalog.activity_kinds), "codes": set(catalog.codes),
-             "cost_categories": set(catalog.cost_categories), "sexes": set(catalog.sexes)}
+             "cost_categories": set(catalog.cost_categories), "sexes": set(catalog.sexes),
+             "dispositions": set(catalog.dispositions)}
     frame = frames[table.file]
     for col in table.columns:
         values = frame[col.name]

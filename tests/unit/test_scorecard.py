@@ -1,5 +1,6 @@
 """Scorecards from hand-written cells: windows, comparisons, observed/expected, scope and suppression."""
 
+import io
 import math
 from datetime import date
 
@@ -161,6 +162,9 @@ def test_cli_scorecard_prints_csv(engine, tmp_path, capsys):
     assert main(["scorecard", "--practice", "P1", "--period", "2024-01", "--format", "csv", "--database-url", url]) == 0
     out = capsys.readouterr().out
     assert out.startswith("measure_id,") and "hba1c_control" in out
+    read = pd.read_csv(io.StringIO(out)).set_index("measure_id")
+    ci_low = read.loc["hba1c_control", "ci_low"]  # rounded as shown: one decimal
+    assert ci_low == round(ci_low, 1) and ci_low != int(ci_low)
 
 
 # --- what is read ----------------------------------------------------------------------------

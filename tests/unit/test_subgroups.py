@@ -25,7 +25,8 @@ def frames(people: list[dict], months: tuple[date, ...] = (MONTH,)) -> dict[str,
     """Frames for compute_inputs from short patient descriptions.
 
     Keys per person: id, birth (or age), sex, dual, death, codes [(code, onset, resolved)],
-    labs [(loinc, date, value)], events [(kind, date)], risk (score for every year).
+    labs [(loinc, date, value)], events [(kind, date)], risk (score for every year), hccs (its
+    payment HCCs, default one: ``HCC38``; '' for a score from demographics alone).
     """
     pats, att, cond, meas, enc, risk = [], [], [], [], [], []
     for p in people:
@@ -36,7 +37,7 @@ def frames(people: list[dict], months: tuple[date, ...] = (MONTH,)) -> dict[str,
         cond += [dict(patient_id=pid, code=c, onset_date=o, resolved_date=r) for c, o, r in p.get("codes", [])]
         meas += [dict(patient_id=pid, measured_date=d, code=c, value=v) for c, d, v in p.get("labs", [])]
         enc += [dict(patient_id=pid, kind=k, start_date=d) for k, d in p.get("events", [])]
-        risk += [dict(patient_id=pid, year=y, score=p.get("risk", 0.5)) for y in {m.year for m in months}]
+        risk += [dict(patient_id=pid, year=y, score=p.get("risk", 0.5), hccs=p.get("hccs", "HCC38")) for y in {m.year for m in months}]
     cols = dict(
         conditions=["patient_id", "code", "onset_date", "resolved_date"],
         measurements=["patient_id", "measured_date", "code", "value"],
@@ -81,7 +82,13 @@ VIGNETTES = [
     ("complex: 2 ED visits in 12 months", dict(age=50, events=[("ed_visit", date(2024, 7, 3)), ("ed_visit", date(2025, 6, 20))]), "complex", "complex", "2 admissions/ED visits in 12 months"),
     ("complex: admission + ED visit", dict(age=50, events=[("admission", date(2025, 1, 3)), ("ed_visit", date(2025, 2, 20))]), "complex", "complex", "2 admissions/ED visits in 12 months"),
     ("ED visit 13 months ago not counted", dict(age=50, events=[("ed_visit", date(2024, 5, 31)), ("ed_visit", date(2025, 2, 20))]), "healthy", "healthy", ""),
-    ("complex: top-decile risk", dict(age=70, risk=3.0), "complex", "complex", "HCC risk 3.00 in the top decile (> 1.00)"),
+    ("complex: top-decile risk", dict(age=70, risk=3.0), "complex", "complex",
+     "HCC risk 3.00 in the network's top decile (cut-off 1.00 this month, set across all teams) with 1 payment HCC: HCC38"),
+    ("top-decile risk from demographics alone is not complex", dict(age=85, dual=True, risk=3.0, hccs=""), "healthy", "healthy", ""),
+    ("top-decile risk, two payment HCCs", dict(age=70, risk=3.0, hccs="HCC38,HCC226"), "complex", "complex", "with 2 payment HCCs: HCC38, HCC226"),
+    ("child with a top-decile adult risk score is not complex", dict(age=12, risk=3.0, hccs="HCC38"), "healthy", "healthy", ""),
+    ("child with type 1 diabetes is chronic", dict(age=12, risk=3.0, codes=dx("E10.9")), "chronic", "chronic", "1 chronic condition: E10.9"),
+    ("child with 2 ED visits is complex", dict(age=9, events=[("ed_visit", date(2025, 1, 3)), ("ed_visit", date(2025, 5, 3))]), "complex", "complex", "2 admissions/ED visits"),
     ("chronic + obesity is chronic", dict(age=50, codes=dx("I10", "E66.9")), "chronic", "chronic", "1 chronic condition: I10"),
     ("at risk: BMI 30.0", dict(age=50, labs=[(BMI, date(2025, 3, 1), 30.0)]), "at_risk", "at_risk", "risk factors: BMI 30.0"),
     ("BMI 29.9 is healthy", dict(age=50, labs=[(BMI, date(2025, 3, 1), 29.9)]), "healthy", "healthy", ""),
@@ -122,13 +129,41 @@ def test_top_decile_edge_is_strictly_above_the_threshold():
     people = [dict(id=f"P{i:02d}", age=50, risk=float(i)) for i in range(11)]
     out = assign(people).set_index("patient_id")
     assert list(out.index[out["subgroup"] == "complex"]) == ["P10"]
-    assert out.loc["P10", "reason"] == "HCC risk 10.00 in the top decile (> 9.00)"
+    assert out.loc["P10", "reason"] == (
+        "HCC risk 10.00 in the network's top decile (cut-off 9.00 this month, set across all teams) with 1 payment HCC: HCC38"
+        " with age 50"
+    )
     # 20 patients scored 1..20: the 0.9 quantile is 18 + 0.1 * (19 - 18) = 18.1
     people = [dict(id=f"P{i:02d}", age=50, risk=float(i)) for i in range(1, 21)]
     out = assign(people).set_index("patient_id")
     assert list(out.index[out["subgroup"] == "complex"]) == ["P19", "P20"]
-    assert out.loc["P19", "reason"] == "HCC risk 19.00 in the top decile (> 18.10)"
+    assert out.loc["P19", "reason"].startswith("HCC risk 19.00 in the network's top decile (cut-off 18.10 this month")
     assert out.loc["P18", "subgroup"] == "healthy"
+
+
+def test_top_decile_needs_a_payment_hcc_with_real_scores():
+    """Scores from hccinfhir: an 85-year-old dual patient without a diagnosis tops a young network
+    on age, sex and dual status alone (0 payment HCCs) and stays out of complex; with heart
+    failure coded the year before, the same patient is complex."""
+    from core.derive.risk import risk_scores
+
+    def run(codes: list[str]) -> pd.Series:
+        people = [dict(id=f"Y{i:02d}", age=40) for i in range(19)] + [dict(id="OLD", age=85, dual=True)]
+        f = frames(people)
+        dxs = pd.DataFrame([dict(patient_id="OLD", code=c, onset_date=date(2024, 3, 1), resolved_date=None) for c in codes],
+                           columns=["patient_id", "code", "onset_date", "resolved_date"])  # fmt: skip
+        risk = risk_scores(f["patients"], dxs, MONTH.year)
+        inputs = compute_inputs(f["patients"], f["attribution"], dxs, f["measurements"], f["encounters"], risk)
+        out = evaluate_rules(inputs, RULES).set_index("patient_id")
+        return inputs.set_index("patient_id").loc["OLD"], out.loc["OLD"]
+
+    inputs, out = run([])
+    assert inputs["payment_hcc_count"] == 0 and inputs["risk_score"] > 0.5  # the top score of the month, demographics only
+    assert out["subgroup"] == "healthy"
+    inputs, out = run(["I50.9"])
+    assert inputs["payment_hcc_count"] >= 1
+    assert (out["subgroup"], out["rule_id"]) == ("complex", "complex")
+    assert "payment HCC" in out["reason"] and "set across all teams" in out["reason"]
 
 
 def test_ties_at_the_threshold_stay_out():
@@ -337,3 +372,59 @@ def test_conditions_that_match_no_code_group_leave_everyone_unconditioned():
     people = [dict(id=f"P{i}", age=50, codes=dx("Z00.00", "Z23")) for i in range(3)]
     out = assign(people)
     assert list(out["subgroup"]) == ["healthy"] * 3
+
+
+# --- thin history ----------------------------------------------------------------------------
+
+SIX_MONTHS = tuple(date(2025, m, 1) for m in range(1, 7))
+
+
+def history(people: list[dict], months=SIX_MONTHS, rules=RULES) -> pd.DataFrame:
+    from core.derive.subgroups.evaluate import history_flags
+
+    f = frames(people, months)
+    inputs = compute_inputs(f["patients"], f["attribution"], f["conditions"], f["measurements"], f["encounters"], f["risk"],
+                            history_lookback=rules.history.lookback_months)  # fmt: skip
+    out = evaluate_rules(inputs, rules)
+    out["history_months"] = inputs["history_months"].to_numpy()
+    out["thin_history"], out["history_note"] = history_flags(inputs, rules)
+    return out.set_index(["patient_id", out["month"].dt.month])
+
+
+def test_thin_history_counts_enrolled_months_with_records():
+    # R: a visit in January; N: nothing recorded ever; L: first record in May
+    people = [
+        dict(id="R", age=50, events=[("office_visit", date(2025, 1, 10))]),
+        dict(id="N", age=50),
+        dict(id="L", age=50, labs=[(BMI, date(2025, 5, 20), 24.0)]),
+    ]
+    out = history(people)
+    assert out.loc["R", "history_months"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert out.loc["R", "thin_history"].tolist() == [True, True, False, False, False, False]
+    assert out.loc[("R", 2), "history_note"] == "Not enough history: 2 of 6 months of data"
+    assert out.loc[("R", 3), "history_note"] == ""
+    assert out.loc["N", "history_months"].tolist() == [0] * 6 and out.loc["N", "thin_history"].all()
+    assert out.loc[("N", 6), "subgroup"] == "healthy"  # still assigned from what there is
+    assert out.loc["L", "history_months"].tolist() == [0, 0, 0, 0, 1, 2]
+
+
+def test_thin_history_needs_enrolment_and_an_old_condition_counts():
+    # a condition recorded long ago counts as history from the first attributed month on
+    out = history([dict(id="C", age=60, codes=dx("I10", onset=date(2019, 1, 1)))], months=SIX_MONTHS[3:])
+    assert out.loc["C", "history_months"].tolist() == [1, 2, 3]  # April is the first month attributed
+    assert out.loc[("C", 6), "thin_history"] == False  # noqa: E712 (numpy bool)
+    assert out.loc[("C", 6), "subgroup"] == "chronic"
+
+
+def test_history_lookback_and_minimum_are_data():
+    text = DEFAULT_RULES_PATH.read_text().replace("lookback_months = 6", "lookback_months = 3").replace("min_months = 3", "min_months = 1")
+    rules = parse_rules(text)
+    assert (rules.history.lookback_months, rules.history.min_months) == (3, 1)
+    out = history([dict(id="R", age=50, events=[("office_visit", date(2025, 1, 10))])], rules=rules)
+    assert out.loc["R", "history_months"].tolist() == [1, 2, 3, 3, 3, 3]
+    assert not out["thin_history"].any()
+    assert out.loc["R", "history_note"].tolist() == [""] * 6
+    with pytest.raises(RulesError, match="min_months at most lookback_months"):
+        parse_rules(text.replace("min_months = 1", "min_months = 4"))
+    with pytest.raises(RulesError, match=r"\[history\]"):
+        parse_rules(text.replace("min_months = 1", "min_months = 1\nwindow = 2"))

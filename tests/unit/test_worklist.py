@@ -169,6 +169,33 @@ def test_subgroup_periods_join_consecutive_months():
     ]
 
 
+def test_subgroup_periods_change_with_the_subgroup_or_rule_not_a_moving_cut_off():
+    """Issue #19: a complex patient whose reason repeats the month's network-wide cut-off is one
+    period (latest reason, range of scores), not a row per month; a new rule, a thin-history
+    stretch or an override starts a new one."""
+    reasons = [f"HCC risk {s:.2f} in the network's top decile (cut-off {c:.2f} this month, set across all teams)"
+               for s, c in ((1.80, 1.10), (1.80, 1.12), (1.95, 1.09), (1.95, 1.15))]  # fmt: skip
+    a = pd.DataFrame({
+        "month": [date(2026, m, 1) for m in range(1, 8)],
+        "subgroup": ["complex"] * 6 + ["chronic"],
+        "rule_id": ["complex"] * 4 + ["complex", "complex", "chronic"],
+        "reason": reasons + ["3 chronic conditions: E11.9, I10, N18.30", "3 chronic conditions: E11.9, I10, N18.30", "1 chronic condition"],
+        "risk_score": [1.80, 1.80, 1.95, 1.95, 1.95, 1.95, 1.95],
+        "overridden": [False] * 7,
+        "thin_history": [True, False, False, False, False, False, False],
+        "history_note": ["Not enough history: 2 of 6 months of data"] + [""] * 6,
+    })  # fmt: skip
+    out = subgroup_periods(a)
+    assert out[["from_month", "months", "subgroup", "thin_history"]].values.tolist() == [
+        [date(2026, 1, 1), 1, "complex", True],
+        [date(2026, 2, 1), 5, "complex", False],  # the cut-off moved 3 times and the rule's clause once: one period
+        [date(2026, 7, 1), 1, "chronic", False],
+    ]
+    assert out.loc[1, "reason"] == "3 chronic conditions: E11.9, I10, N18.30"  # the latest month's
+    assert out.loc[1, "risk_scores"] == "1.80 to 1.95" and out.loc[2, "risk_scores"] == "1.95"
+    assert out.loc[0, "history_note"] == "Not enough history: 2 of 6 months of data"
+
+
 def test_monthly_costs_by_category():
     enc = pd.DataFrame({"month": [date(2026, 9, 1)] * 3, "cost_category": ["primary_care", "ed", "ed"],
                         "is_internal": [True, False, False], "cost_usd": [50.0, 100.0, 25.0]})  # fmt: skip

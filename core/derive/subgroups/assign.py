@@ -6,6 +6,11 @@ overrides and replaces the stored rows in one transaction. Two things are not pe
 first pass over the blocks gets them for the whole run: the month thresholds of a top fraction
 of risk scores (from the count of each month's scores) and the period whose smallest active
 code names a condition group in a reason (the first and last patient-month).
+
+After an import (``import_id``), the run also measures how much the import moved patients that
+were not in it: the first pass reads each block's stored subgroups (a fingerprint per patient,
+:func:`subgroup_fingerprints`), the second compares them with the new ones, and the count with
+example ids is stored in ``import_effect`` (:func:`_record_effect`).
 """
 
 import time
@@ -15,23 +20,66 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, insert, select
 
 from core.derive.blocks import BLOCK_PATIENTS, map_blocks, patient_blocks, worker_count, worker_pool
 from core.derive.risk import DEFAULT_MODEL
-from core.derive.subgroups.evaluate import evaluate_rules, thresholds_from_counts, top_fractions
-from core.derive.subgroups.frames import Run, insert_frame, load_frames, risk_for, run_of
+from core.derive.subgroups.evaluate import evaluate_rules, history_flags, thresholds_from_counts, top_fractions
+from core.derive.subgroups.frames import (
+    Run,
+    _as_text,
+    _months_clause,
+    _patients_clause,
+    _read,
+    insert_frame,
+    load_frames,
+    risk_for,
+    run_of,
+)
 from core.derive.subgroups.inputs import compute_inputs, patient_months, row_scores
 from core.derive.subgroups.overrides import active_overrides, apply_overrides
 from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
-from core.store.models import RiskScore, SubgroupAssignment
-from core.store.months import as_month
+from core.store.models import ImportEffect, ImportPatient, RiskScore, SubgroupAssignment
+from core.store.months import as_month, month_index
+from core.store.queries import patient_hashes
 
-ASSIGNMENT_COLUMNS = ["patient_id", "month", "subgroup", "team_id", "rule_id", "reason", "risk_score", "overridden"]
+EXAMPLES = 5
+
+ASSIGNMENT_COLUMNS = [
+    "patient_id", "month", "subgroup", "team_id", "rule_id", "reason", "risk_score", "overridden", "thin_history", "history_note",
+]  # fmt: skip
 
 
-def block_scores(conn, run: Run, patients: tuple[str, str] | None, with_scores: bool) -> tuple[pd.Series, set]:
-    """Pass 1 over a block: how many of its patient-months have each (month, risk score), and its months.
+def subgroup_fingerprints(patient_id: pd.Series, month: pd.Series, subgroup: pd.Series) -> pd.Series:
+    """One 64-bit fingerprint of each patient's subgroups by month (the XOR of a hash of each
+    (month, subgroup)), indexed by :func:`core.store.queries.patient_hashes` of the patient ids.
+    Two fingerprints differ when a month's subgroup differs (or the months do)."""
+    if not len(patient_id):
+        return pd.Series(dtype="uint64", index=pd.Index([], dtype="uint64"))
+    key = patient_hashes(patient_id)
+    cells = pd.DataFrame({"m": month_index(month).to_numpy(dtype="int64"), "s": np.asarray(subgroup, dtype=object)})
+    cell = pd.util.hash_pandas_object(cells, index=False).to_numpy(dtype="uint64")
+    order = np.argsort(key, kind="stable")
+    key, cell = key[order], cell[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    return pd.Series(np.bitwise_xor.reduceat(cell, starts), index=pd.Index(key[starts], dtype="uint64"))
+
+
+def stored_fingerprints(conn, run: Run, patients: tuple[str, str] | None) -> pd.Series:
+    """:func:`subgroup_fingerprints` of the subgroups stored now for a block (the run's months)."""
+    sa = SubgroupAssignment.__table__.c
+    stmt = select(sa.patient_id, _as_text(sa.month), sa.subgroup).where(
+        *_patients_clause(sa.patient_id, patients), *_months_clause(sa.month, run.months)
+    )
+    rows = _read(conn, stmt, ("month",))
+    return subgroup_fingerprints(rows["patient_id"], rows["month"], rows["subgroup"])
+
+
+def block_scores(
+    conn, run: Run, patients: tuple[str, str] | None, with_scores: bool, track: bool = False
+) -> tuple[pd.Series, set, pd.Series | None]:
+    """Pass 1 over a block: how many of its patient-months have each (month, risk score), its
+    months and (``track``) the :func:`stored_fingerprints` of its patients (else None).
 
     The counts (NaN scores left out; empty when not ``with_scores``) are all the network-wide top
     fractions need, whatever the size of the network.
@@ -43,15 +91,15 @@ def block_scores(conn, run: Run, patients: tuple[str, str] | None, with_scores: 
     if with_scores and len(pm):
         scores["risk_score"] = row_scores(pm, risk_for(frames, run.years, run.model))
     counts = scores.dropna().value_counts()
-    return counts, set(pm["month"].unique())
+    return counts, set(pm["month"].unique()), stored_fingerprints(conn, run, patients) if track else None
 
 
 def block_inputs(
-    conn, run: Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp]
+    conn, run: Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp], history_lookback: int = 6
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pass 2 over a block: the :func:`core.derive.subgroups.inputs.compute_inputs` of its
     patient-months (grain patient_id, month) and its risk scores (grain patient_id, year)."""
-    frames = load_frames(conn, run, patients)
+    frames = load_frames(conn, run, patients, history_lookback=history_lookback)
     risk = risk_for(frames, run.years, run.model)
     inputs = compute_inputs(
         frames["patients"],
@@ -62,6 +110,9 @@ def block_inputs(
         risk,
         months=run.months,
         month_range=month_range,
+        history_lookback=history_lookback,
+        enrolment=frames["enrolment"],
+        first=frames["first_records"],
     )
     return inputs, risk
 
@@ -75,8 +126,9 @@ def _block_assignments(
     thresholds: dict[float, pd.Series],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The rules' assignments of a block (overrides not applied) and its risk scores."""
-    inputs, risk = block_inputs(conn, run, patients, month_range)
+    inputs, risk = block_inputs(conn, run, patients, month_range, rules.history.lookback_months)
     result = evaluate_rules(inputs, rules, thresholds)
+    result["thin_history"], result["history_note"] = history_flags(inputs, rules)
     result["risk_score"] = inputs["risk_score"].to_numpy()
     result["team_id"] = inputs["team_id"].to_numpy(dtype=object)
     return result, risk
@@ -91,16 +143,18 @@ def _add_counts(counts: list[pd.Series]) -> pd.Series:
 
 
 def first_pass(
-    scores: Iterator[tuple[pd.Series, set]], fractions: set[float]
+    scores: Iterator[tuple], fractions: set[float], fingerprints: list | None = None
 ) -> tuple[tuple[pd.Timestamp, pd.Timestamp] | None, list[date], dict[float, pd.Series]]:
     """Month range, months and top-fraction thresholds of the whole run from the
-    :func:`block_scores` of every block.
+    :func:`block_scores` of every block (their stored fingerprints appended to ``fingerprints``).
 
     Returns (None, [], {}) when the run has no patient-month (e.g. every patient died before).
     """
     counts: list[pd.Series] = []
     months: set = set()
-    for block_counts, block_months in scores:
+    for block_counts, block_months, *stored in scores:
+        if fingerprints is not None:
+            fingerprints.append(stored[0] if stored else None)
         counts.append(block_counts)
         months |= block_months
         if len(counts) >= 8:  # keep the score counts compact
@@ -136,6 +190,7 @@ def assign_subgroups(
     model: str = DEFAULT_MODEL,
     block_patients: int = BLOCK_PATIENTS,
     workers: int | None = None,
+    import_id: int | None = None,
 ) -> dict:
     """Assign every attributed patient-month of ``months`` (default: all) and store it.
 
@@ -147,8 +202,12 @@ def assign_subgroups(
     top-fraction rules, the second assigns and writes each block. With two or more blocks,
     ``workers`` processes (default :func:`core.derive.blocks.worker_count`) compute blocks side
     by side while this one writes.
-    Returns rows, mix (patient-months per subgroup), overridden, months, blocks, seconds and
-    parts (wall seconds of this process: first pass, waiting for the second, writing).
+    ``import_id``: the import this run derives after; how many patients outside it (and outside
+    the imports before it not derived yet: ``import_patient``) changed subgroup is stored in
+    ``import_effect`` (once per import), and its ``import_patient`` rows are cleared.
+    Returns rows, mix (patient-months per subgroup), overridden, thin_history (patient-months),
+    months, blocks, moved (with an ``import_id``), seconds and parts (wall seconds of this
+    process: first pass, waiting for the second, writing).
     """
     t0 = time.perf_counter()
     rules = rules or load_rules(active_rules_path())
@@ -162,13 +221,20 @@ def assign_subgroups(
         return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
     with worker_pool(engine, workers, len(blocks), while_writing=True) as pool, engine.connect() as conn, conn.begin() as transaction:
         t1 = time.perf_counter()
-        month_range, month_dates, thresholds = _first_pass_replacing(conn, pool, run, blocks, rules, workers)
+        track = import_id is not None and conn.execute(select(ImportEffect.import_id).where(ImportEffect.import_id == import_id)).first() is None
+        stored: list | None = [] if track else None
+        month_range, month_dates, thresholds = _first_pass_replacing(conn, pool, run, blocks, rules, workers, stored)
         first = time.perf_counter() - t1
         if month_range is None:  # nothing to assign: the store stays as it was
             transaction.rollback()
             return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
         calls = [(run, block, month_range, rules, thresholds) for block in blocks]
-        written, parts = _write_blocks(conn, pool, calls, rules, workers)
+        if track:
+            stored = _outside_imports(conn, stored)
+        written, parts = _write_blocks(conn, pool, calls, rules, workers, stored)
+        moved = written.pop("_moved")
+        if track:
+            written["moved"] = _record_effect(conn, import_id, moved)
         t2 = time.perf_counter()
         transaction.commit()
         parts["write"] += time.perf_counter() - t2
@@ -178,37 +244,79 @@ def assign_subgroups(
 
 
 def _first_pass_replacing(
-    conn, pool: ProcessPoolExecutor | None, run: Run, blocks: list[tuple[str, str]], rules: RuleSet, workers: int
+    conn, pool: ProcessPoolExecutor | None, run: Run, blocks: list[tuple[str, str]], rules: RuleSet, workers: int,
+    stored: list | None = None,
 ) -> tuple[tuple[pd.Timestamp, pd.Timestamp] | None, list[date], dict[float, pd.Series]]:
     """:func:`first_pass` over the blocks, deleting the stored rows the run replaces: every
     assignment and risk score when the run covers every month (while the blocks are read), else
-    the assignments of its months and the risk scores of its years (when it has patient-months)."""
+    the assignments of its months and the risk scores of its years (when it has patient-months).
+    ``stored``: a list to get each block's stored fingerprints (read before they are deleted:
+    worker processes read the committed rows; in this process the blocks are read first)."""
     a, r = SubgroupAssignment.__table__, RiskScore.__table__
     fractions = top_fractions(rules)
-    scores = map_blocks(conn, pool, block_scores, [(run, b, bool(fractions)) for b in blocks], workers)
+    scores = map_blocks(conn, pool, block_scores, [(run, b, bool(fractions), stored is not None) for b in blocks], workers)
+    if pool is None and stored is not None:
+        scores = list(scores)
     if run.months is None:  # everything is recomputed: no stale month or year may stay
         conn.execute(delete(a))
         conn.execute(delete(r))
-    month_range, month_dates, thresholds = first_pass(scores, fractions)
+    month_range, month_dates, thresholds = first_pass(scores, fractions, stored)
     if month_range is not None and run.months is not None:
         conn.execute(delete(a).where(a.c.month.in_(month_dates)))
         conn.execute(delete(r).where(r.c.year.in_(list(run.years))))
     return month_range, month_dates, thresholds
 
 
-def _write_blocks(conn, pool: ProcessPoolExecutor | None, calls: list[tuple], rules: RuleSet, workers: int) -> tuple[dict, dict]:
+def _outside_imports(conn, stored: list) -> list:
+    """The stored fingerprints of each block without the patients of the imports not derived yet."""
+    hashes = conn.execute(select(ImportPatient.patient_hash)).scalars().all()
+    in_import = np.unique(np.asarray(hashes, dtype=np.int64).view(np.uint64))
+    return [fp[~np.isin(fp.index.to_numpy(dtype="uint64"), in_import)] if fp is not None else None for fp in stored]
+
+
+def _moved(result: pd.DataFrame, before: pd.Series) -> tuple[int, int, list[str]]:
+    """Patients of a block with a stored fingerprint ``before`` (compared) and those whose
+    subgroup changed (moved, with their ids in order)."""
+    now = subgroup_fingerprints(result["patient_id"], result["month"], result["subgroup"])
+    common = before.index.intersection(now.index)
+    changed = common[before.reindex(common).to_numpy() != now.reindex(common).to_numpy()]
+    ids = pd.unique(result["patient_id"].to_numpy(dtype=object))
+    by_hash = pd.Series(ids, index=pd.Index(patient_hashes(ids), dtype="uint64"))
+    return len(common), len(changed), sorted(by_hash.reindex(changed).tolist())
+
+
+def _record_effect(conn, import_id: int, moved: dict) -> dict:
+    """Store the import's ``import_effect`` row and clear the ``import_patient`` rows it was measured against."""
+    row = {"import_id": import_id, "patients_compared": moved["compared"], "patients_moved": moved["moved"],
+           "examples": ", ".join(moved["examples"][:EXAMPLES])[:500]}  # fmt: skip
+    conn.execute(insert(ImportEffect.__table__).values(**row, derived_at=pd.Timestamp.now(tz="UTC").to_pydatetime()))
+    conn.execute(delete(ImportPatient.__table__))
+    return row
+
+
+def _write_blocks(
+    conn, pool: ProcessPoolExecutor | None, calls: list[tuple], rules: RuleSet, workers: int, stored: list | None = None
+) -> tuple[dict, dict]:
     """Second pass: each block's assignments with the active overrides applied, inserted with its
-    risk scores. Returns (rows, mix, overridden) and the wall seconds spent waiting for the
+    risk scores; with ``stored`` (each block's fingerprints before), the patients moved. Returns
+    (rows, mix, overridden, thin_history and _moved) and the wall seconds spent waiting for the
     blocks (second_pass) and writing them (write)."""
     a, r = SubgroupAssignment.__table__, RiskScore.__table__
     overrides = active_overrides(conn)
     mix = pd.Series(0, index=list(rules.subgroup_ids), dtype="int64")
-    rows = overridden = 0
+    rows = overridden = thin = 0
+    moved = {"compared": 0, "moved": 0, "examples": []}
     parts = {"second_pass": 0.0, "write": 0.0}
     t1 = time.perf_counter()
-    for result, risk in map_blocks(conn, pool, _block_assignments, calls, workers):
+    for i, (result, risk) in enumerate(map_blocks(conn, pool, _block_assignments, calls, workers)):
         t2 = time.perf_counter()
         result = apply_overrides(result, overrides)
+        if stored is not None and stored[i] is not None:
+            compared, changed, examples = _moved(result, stored[i])
+            moved["compared"] += compared
+            moved["moved"] += changed
+            moved["examples"] = (moved["examples"] + examples)[:EXAMPLES]
+        thin += int(result["thin_history"].sum())
         insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
         insert_frame(conn, a, result[ASSIGNMENT_COLUMNS])
         mix = mix.add(result["subgroup"].value_counts(), fill_value=0)
@@ -217,5 +325,6 @@ def _write_blocks(conn, pool: ProcessPoolExecutor | None, calls: list[tuple], ru
         parts["second_pass"] += t2 - t1
         t1 = time.perf_counter()
         parts["write"] += t1 - t2
-    written = {"rows": rows, "mix": {s: int(mix.get(s, 0)) for s in rules.subgroup_ids}, "overridden": overridden}
+    written = {"rows": rows, "mix": {s: int(mix.get(s, 0)) for s in rules.subgroup_ids}, "overridden": overridden,
+               "thin_history": thin, "_moved": moved}  # fmt: skip
     return written, parts

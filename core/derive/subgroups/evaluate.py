@@ -108,11 +108,32 @@ def _top_fraction() -> tuple[Predicate, Fragment]:
     def frag(df, v, _):
         return pd.Series(
             [
-                f"HCC risk {s:.2f} in the {_top_label(v)} (> {t:.2f})"
+                f"HCC risk {s:.2f} in the network's {_top_label(v)} (cut-off {t:.2f} this month, set across all teams)"
                 for s, t in zip(df["risk_score"], df[_threshold_column(v)], strict=True)
             ],
             dtype=object,
         )
+
+    return pred, frag
+
+
+def _payment_hccs() -> tuple[Predicate, Fragment]:
+    def pred(df, v, _):
+        with np.errstate(invalid="ignore"):
+            return df["payment_hcc_count"].to_numpy(dtype=float) >= v
+
+    def frag(df, v, _):
+        def text(n, hccs) -> str:
+            if pd.isna(n):
+                return "no risk score"
+            n = int(n)
+            return (
+                f"{n} payment HCC{'' if n == 1 else 's'}: {hccs.replace(',', ', ')}"
+                if n
+                else "no payment HCC (score from age, sex and dual status)"
+            )
+
+        return pd.Series([text(n, h) for n, h in zip(df["payment_hcc_count"], df["payment_hccs"], strict=True)], dtype=object)
 
     return pred, frag
 
@@ -123,6 +144,8 @@ def _condition_columns(key: str, value) -> list[str]:
         return ["risk_score", _threshold_column(value)]
     if key == "risk_factor_codes":
         return [c for g in value for c in (f"rf_{g}", f"rf_{g}_codes")]
+    if key == "min_payment_hccs":
+        return ["payment_hcc_count", "payment_hccs"]
     return {
         "min_age": ["age"],
         "max_age": ["age"],
@@ -155,6 +178,7 @@ CONDITIONS: dict[str, tuple[Predicate, Fragment]] = {
     ),
     "risk_score_top_fraction": _top_fraction(),
     "min_risk_score": _num("risk_score", ">=", "HCC risk {:.2f}"),
+    "min_payment_hccs": _payment_hccs(),
     "min_acute_events_12m": _num("acute_events_12m", ">=", "{:.0f} admissions/ED visits in 12 months"),
     "min_admissions_12m": _num("admissions_12m", ">=", "{:.0f} admissions in 12 months"),
     "min_ed_visits_12m": _num("ed_visits_12m", ">=", "{:.0f} ED visits in 12 months"),
@@ -220,6 +244,16 @@ def _reason_text(df: pd.DataFrame, rule: Rule, cache: dict) -> np.ndarray:
     if rule.reason_label:
         body = pd.Series([f"{rule.reason_label}: {b}" if b else rule.reason_label for b in body], dtype=object)
     return np.array([b[:REASON_MAX] for b in body], dtype=object)
+
+
+def history_flags(inputs: pd.DataFrame, rules: RuleSet) -> tuple[np.ndarray, np.ndarray]:
+    """``thin_history`` (fewer than ``rules.history.min_months`` months of data in its lookback)
+    and its note (``Not enough history: 2 of 6 months of data``; '' otherwise) of each row of
+    ``inputs`` (a ``history_months`` column of :func:`core.derive.subgroups.inputs.compute_inputs`)."""
+    months = inputs["history_months"].to_numpy(dtype="int64")
+    thin = months < rules.history.min_months
+    notes = {int(n): rules.history.note(int(n)) for n in np.unique(months[thin])}
+    return thin, np.array([notes[int(n)] if t else "" for n, t in zip(months, thin, strict=True)], dtype=object)
 
 
 def top_fractions(rules: RuleSet) -> set[float]:

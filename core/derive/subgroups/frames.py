@@ -10,7 +10,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import String, insert, select, type_coerce
+from sqlalchemy import String, func, insert, select, type_coerce, union_all
 
 from core.derive.risk import risk_scores
 from core.derive.subgroups.inputs import ACUTE_KINDS, LAB_CODES, LOOKBACK_MONTHS
@@ -18,7 +18,7 @@ from core.store.db import copy_rows
 from core.store.models import Attribution, Condition, Encounter, Measurement, Patient
 from core.store.months import add_months, month_end
 
-BLOCK_TABLES = ("attribution", "patients", "conditions", "measurements", "encounters")
+BLOCK_TABLES = ("attribution", "patients", "conditions", "measurements", "encounters", "first_records", "enrolment")
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,17 @@ def run_of(conn, months: list[date] | None, model: str) -> Run | None:
 
 
 def load_frames(
-    conn, run: Run, patients: tuple[str, str] | None = None, tables: tuple[str, ...] = BLOCK_TABLES
+    conn, run: Run, patients: tuple[str, str] | None = None, tables: tuple[str, ...] = BLOCK_TABLES, history_lookback: int = 6
 ) -> dict[str, pd.DataFrame]:
     """Read what the subgroup inputs of ``run`` need, for the patients whose id is in the inclusive
     range ``patients`` (all when None): the frames of
     :func:`core.derive.subgroups.inputs.compute_inputs` named in ``tables``.
 
     Dates come back as datetime64 columns. The date windows are the run's, whatever the block.
+    Two more frames can be asked for, for the history of the patient-months: ``first_records``
+    (patient_id, first_date: the patient's first encounter, condition onset or measurement) and
+    ``enrolment`` (patient_id, month: the attribution of the ``history_lookback`` months ending
+    with each month of the run).
     """
     a, p, c, m, e = Attribution, Patient, Condition, Measurement, Encounter
     window_start = add_months(run.first.date(), -(LOOKBACK_MONTHS - 1))
@@ -118,9 +122,30 @@ def load_frames(
             ("start_date",),
         ),
     }
+    history_start = add_months(run.first.date(), -(history_lookback - 1))
+    firsts = union_all(
+        select(e.patient_id.label("patient_id"), type_coerce(func.min(e.start_date), String).label("first_date"))
+        .where(*_patients_clause(e.patient_id, patients)).group_by(e.patient_id),
+        select(c.patient_id, type_coerce(func.min(c.onset_date), String).label("first_date"))
+        .where(*_patients_clause(c.patient_id, patients)).group_by(c.patient_id),
+        select(m.patient_id, type_coerce(func.min(m.measured_date), String).label("first_date"))
+        .where(*_patients_clause(m.patient_id, patients)).group_by(m.patient_id),
+    )  # fmt: skip
+    queries["first_records"] = (firsts, ("first_date",))
+    queries["enrolment"] = (
+        select(a.patient_id, _as_text(a.month)).where(
+            *_patients_clause(a.patient_id, patients), a.month >= history_start, a.month <= last
+        ),
+        ("month",),
+    )
     frames = {}
     for name in tables:
-        if name == "patients":  # one row a patient: SQLAlchemy's processing keeps dual_status a bool
+        if name == "enrolment" and run.months is None and "attribution" in frames:
+            frames[name] = frames["attribution"][["patient_id", "month"]]  # every attributed month is there already
+        elif name == "first_records":
+            rows = _read(conn, *queries[name])
+            frames[name] = rows.groupby("patient_id", as_index=False)["first_date"].min()
+        elif name == "patients":  # one row a patient: SQLAlchemy's processing keeps dual_status a bool
             stmt = select(p.patient_id, _as_text(p.birth_date), p.sex, p.dual_status, _as_text(p.death_date))
             frames[name] = pd.read_sql(stmt.where(*_patients_clause(p.patient_id, patients)), conn)
             for column in ("birth_date", "death_date"):

@@ -16,7 +16,13 @@ patient-month is a row of ``attribution``; months are first days.
   not met.
 - utilisation: ED visits (kind ``ed_visit``) and admissions (kind ``admission``) starting in
   the 12 months ending with the month (that month and the 11 before it).
-- ``risk_score``: the CMS-HCC score of the month's calendar year (``core/derive/risk.py``).
+- ``risk_score``: the CMS-HCC score of the month's calendar year (``core/derive/risk.py``);
+  ``payment_hcc_count`` and ``payment_hccs``: the number and list of its payment HCCs (0 and
+  '' for a score from age, sex and dual status alone; NaN and '' without a score).
+- history: ``history_months``, the months of the ``history_lookback`` months ending with the
+  month (6 by default; ``[history]`` of the rules file) in which the patient was attributed and
+  something was already recorded of them (the first encounter or claim, condition onset or
+  measurement on or before that month); the rules mark fewer than ``min_months`` as thin history.
 - deaths: no patient-month after the month of death.
 """
 
@@ -28,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import catalog
-from core.derive.risk import CodeLists, format_icd10, load_code_lists, match_code_groups
+from core.derive.risk import CodeLists, format_icd10, load_code_lists, match_code_groups, payment_hcc_count
 from core.store.months import month_floor, month_index
 
 ACUTE_KINDS = {"ed_visit": "ed_visits_12m", "admission": "admissions_12m"}
@@ -231,6 +237,44 @@ def utilisation_inputs(pm: pd.DataFrame, encounters: pd.DataFrame, grid: _Grid |
     return pd.DataFrame(out, index=pm.index)
 
 
+def first_records(conditions: pd.DataFrame, measurements: pd.DataFrame, encounters: pd.DataFrame) -> pd.DataFrame:
+    """The first date anything is recorded of each patient in these frames. Grain: patient_id. Column: first_date."""
+    parts = [
+        frame[["patient_id", column]].rename(columns={column: "first_date"})
+        for frame, column in ((conditions, "onset_date"), (measurements, "measured_date"), (encounters, "start_date"))
+        if len(frame)
+    ]
+    if not parts:
+        return pd.DataFrame(columns=["patient_id", "first_date"])
+    both = pd.concat(parts, ignore_index=True)
+    both["first_date"] = pd.to_datetime(both["first_date"])
+    return both.groupby("patient_id", as_index=False)["first_date"].min()
+
+
+def history_inputs(pm: pd.DataFrame, enrolment: pd.DataFrame, first: pd.DataFrame, lookback: int, grid: _Grid | None = None) -> pd.DataFrame:
+    """``history_months`` of each patient-month: the months of the ``lookback`` months ending with
+    it in which the patient was attributed (``enrolment``: patient_id, month) and on or after the
+    month of their first record (``first``: patient_id, first_date). Rows aligned with ``pm``."""
+    grid = grid or _Grid.of(pm)
+    base, width = grid.window(lookback)
+    months = np.zeros((len(grid.p_index), width + 1), dtype=np.int32)  # column 0: before the window
+    if len(enrolment) and len(pm):
+        p = grid.positions(enrolment["patient_id"])
+        m = month_index(month_floor(enrolment["month"])).to_numpy(dtype="int64") - base
+        first_m = np.full(len(grid.p_index), np.iinfo(np.int64).max, dtype=np.int64)
+        if len(first):
+            fp = grid.positions(first["patient_id"])
+            ok = fp >= 0
+            first_m[fp[ok]] = month_index(pd.to_datetime(first["first_date"][ok])).to_numpy(dtype="int64") - base
+        ok = (p >= 0) & (m >= 0) & (m < width)
+        ok[ok] &= m[ok] >= first_m[p[ok]]
+        months[p[ok], m[ok] + 1] = 1  # a month once, however many attribution rows
+    cum = np.cumsum(months, axis=1)
+    end = grid.m_row - base + 1
+    start = np.clip(end - lookback, 0, None)
+    return pd.DataFrame({"history_months": (cum[grid.p_of_row, end] - cum[grid.p_of_row, start]).astype("int64")}, index=pm.index)
+
+
 def compute_inputs(
     patients: pd.DataFrame,
     attribution: pd.DataFrame,
@@ -241,6 +285,9 @@ def compute_inputs(
     code_lists: CodeLists | None = None,
     months: list[date] | None = None,
     month_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    history_lookback: int = 6,
+    enrolment: pd.DataFrame | None = None,
+    first: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Everything the rules can use, one row per attributed patient-month (definitions in the module docstring).
 
@@ -250,7 +297,10 @@ def compute_inputs(
     (patient_id, kind, start_date); risk (patient_id, year, score) from :func:`core.derive.risk.risk_scores`.
     ``month_range``: the first and last patient-month of the whole run when the frames hold one
     block of its patients (the representative code of a condition group is the smallest one active
-    in that period, so a block must see the same period as the whole run). Grain: patient_id, month.
+    in that period, so a block must see the same period as the whole run). ``enrolment``
+    (patient_id, month; default ``attribution``) and ``first`` (:func:`first_records`; default:
+    from the frames given) feed ``history_months`` over ``history_lookback`` months.
+    Grain: patient_id, month.
     """
     code_lists = code_lists or load_code_lists()
     pm = patient_months(patients, attribution, months)
@@ -262,16 +312,27 @@ def compute_inputs(
         condition_group_inputs(pm, conditions, code_lists, grid),
         measurement_inputs(pm, measurements, grid),
         utilisation_inputs(pm, encounters, grid),
+        history_inputs(
+            pm,
+            attribution if enrolment is None else enrolment,
+            first_records(conditions, measurements, encounters) if first is None else first,
+            history_lookback,
+            grid,
+        ),
     ]
     out = pd.concat(parts, axis=1)
     out["risk_score"] = row_scores(out, risk)
+    hccs = row_scores(out, risk, "hccs")
+    out["payment_hccs"] = pd.Series(hccs, index=out.index, dtype=object).fillna("") if len(out) else ""
+    out["payment_hcc_count"] = payment_hcc_count(pd.Series(hccs, index=out.index, dtype=object)) if len(out) else np.nan
     return out
 
 
-def row_scores(pm: pd.DataFrame, risk: pd.DataFrame) -> np.ndarray | float:
-    """The risk score of each patient-month: the patient's score of the month's calendar year."""
-    if not len(risk):
+def row_scores(pm: pd.DataFrame, risk: pd.DataFrame, column: str = "score") -> np.ndarray | float:
+    """The risk score (or another ``column`` of the risk frame) of each patient-month: the
+    patient's value of the month's calendar year (NaN when none)."""
+    if not len(risk) or column not in risk:
         return np.nan
-    scores = risk.set_index(["patient_id", "year"])["score"]
+    values = risk.set_index(["patient_id", "year"])[column]
     key = pd.MultiIndex.from_arrays([pm["patient_id"], pm["month"].dt.year])
-    return scores.reindex(key).to_numpy(dtype=float)
+    return values.reindex(key).to_numpy(dtype=float if column == "score" else object)

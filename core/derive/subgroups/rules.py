@@ -70,9 +70,29 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class History:
+    """How much history a patient-month needs before its subgroup is taken at face value.
+
+    A month of the ``lookback_months`` ending with the patient-month counts when the patient was
+    attributed (enrolled) in it and something was already recorded of the patient (an encounter
+    or claim, a condition or a measurement, on or before that month). With fewer than
+    ``min_months`` such months the patient-month is marked ``thin_history``: its subgroup is
+    still the first rule that matches what there is, with the note saying it rests on little.
+    """
+
+    lookback_months: int = 6
+    min_months: int = 3
+
+    def note(self, months: int) -> str:
+        """The text shown with a thin-history patient-month."""
+        return f"Not enough history: {months} of {self.lookback_months} months of data"
+
+
+@dataclass(frozen=True)
 class RuleSet:
     subgroups: tuple[Subgroup, ...]
     rules: tuple[Rule, ...]
+    history: History = History()
 
     @property
     def subgroup_ids(self) -> tuple[str, ...]:
@@ -114,6 +134,7 @@ CONDITION_TYPES: dict[str, str] = {
     "max_chronic_conditions": "int",
     "risk_score_top_fraction": "fraction",
     "min_risk_score": "number",
+    "min_payment_hccs": "int",
     "min_acute_events_12m": "int",
     "min_admissions_12m": "int",
     "min_ed_visits_12m": "int",
@@ -173,9 +194,10 @@ def parse_rules(text: str, source: str = "rules", code_lists: CodeLists | None =
     """Parse and validate the TOML text of a rules file. Raises :class:`RulesError`."""
     code_lists = code_lists or load_code_lists()
     raw = parse_toml(text, source, RulesError)
-    extra = set(raw) - {"subgroups", "rules"}
+    extra = set(raw) - {"subgroups", "rules", "history"}
     if extra:
-        raise RulesError(f"{source}: unknown top-level key(s) {sorted(extra)}; expected [[subgroups]] and [[rules]]")
+        raise RulesError(f"{source}: unknown top-level key(s) {sorted(extra)}; expected [[subgroups]], [[rules]] and [history]")
+    history = _parse_history(source, raw.get("history", {}))
     subgroups = _parse_subgroups(source, raw.get("subgroups", []))
     ids = [s.subgroup_id for s in subgroups]
     rules: list[Rule] = []
@@ -188,7 +210,21 @@ def parse_rules(text: str, source: str = "rules", code_lists: CodeLists | None =
             f"{source}: the last rule {rules[-1].rule_id!r} has conditions; the last rule must be a catch-all "
             'without conditions (e.g. subgroup = "healthy"), so every patient-month gets a subgroup'
         )
-    return RuleSet(tuple(subgroups), tuple(rules))
+    return RuleSet(tuple(subgroups), tuple(rules), history)
+
+
+def _parse_history(source: str, raw) -> History:
+    where = f"{source}: [history]"
+    if not isinstance(raw, dict) or set(raw) - {"lookback_months", "min_months"}:
+        raise RulesError(f"{where}: has only `lookback_months` and `min_months`, got {sorted(raw) if isinstance(raw, dict) else raw!r}")
+    default = History()
+    lookback, minimum = raw.get("lookback_months", default.lookback_months), raw.get("min_months", default.min_months)
+    for key, value in (("lookback_months", lookback), ("min_months", minimum)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RulesError(f"{where}: {key} must be a whole number >= 0, got {value!r}")
+    if not 1 <= lookback <= 24 or minimum > lookback:
+        raise RulesError(f"{where}: lookback_months must be 1-24 and min_months at most lookback_months, got {lookback} and {minimum}")
+    return History(lookback, minimum)
 
 
 def _parse_subgroups(source: str, raw: list) -> list[Subgroup]:

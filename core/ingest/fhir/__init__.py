@@ -2,7 +2,7 @@
 
 ``read_fhir(path, engine)`` reads a file or a folder and returns ``(frames, report)``: frames
 keyed by table name (``practice``, ``team``, ``patient``, ``attribution``, ``condition``,
-``encounter``, ``measurement``, ``medication``) with model field names and typed values, for
+``encounter``, ``measurement``, ``medication``, ``procedure``) with model field names and typed values, for
 ``core.ingest.loader.load_tables``. It writes nothing; when ``report.errors`` is not empty the
 caller must not load the frames (all or nothing).
 
@@ -65,7 +65,14 @@ Mapping decisions (codes and vocabularies are data: ``core/config/fhir_maps.toml
   Values outside the catalogue's plausible range are skipped with a warning count.
 - **MedicationRequest** -> medication (RxNorm code, authoredOn; end = validity period end, else
   authoredOn + expected supply duration, else authoredOn for stopped/completed/cancelled orders).
-- **Procedure**: counted only (its cost is in the encounter's EOB).
+- **Procedure, Immunization, CarePlan** -> procedure rows (screenings, vaccines, care planning:
+  what the outcome measures and care gaps look for). The code of the first coding in a system of
+  ``[procedures] systems`` (CPT before SNOMED), stored with the system's short name; not-done and
+  entered-in-error ones are skipped with a count; a CarePlan is one row coded ``LOCAL:care-plan``.
+  Observations whose LOINC code is in a service code list of measures.toml (FIT, cervical
+  cytology, HPV) are screenings done: procedure rows, not measurements. Costs stay on the EOBs.
+- **Encounter.hospitalization.dischargeDisposition** -> ``discharge_disposition``
+  (``[discharge_dispositions]``; unknown codes become ``other`` and are counted as unmapped).
 """
 
 from core.ingest.fhir.reader import read_fhir

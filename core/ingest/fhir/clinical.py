@@ -1,9 +1,11 @@
-"""Condition, Observation and MedicationRequest resources -> condition, measurement and medication rows."""
+"""Condition, Observation, MedicationRequest, Procedure, Immunization and CarePlan resources ->
+condition, measurement, medication and procedure rows."""
 
 from collections.abc import Iterable
 from datetime import timedelta
 
 from core.config.catalog import load_catalog
+from core.derive.measures import load_measures
 from core.ingest.fhir.maps import LOINC, SNOMED
 from core.ingest.fhir.resources import Resource, codings, first_code, money, parse_fhir_date, ref_id
 from core.ingest.fhir.state import ReadState, field_date, icd10_code, subject_id
@@ -83,6 +85,9 @@ def read_observations(st: ReadState, resources: Iterable[Resource]) -> None:
                 count_unmapped(st.log, f"Observation.{loinc}.value:{text}")
                 continue
             values.append(("", loinc, v, text, codes[loinc].unit))
+        elif loinc in st.procedure_loincs:  # a test result that marks a screening done (FIT, cytology, HPV)
+            _procedure_row(st, f"Observation/{b['id']}", pid, measured, loinc, LOINC, (b.get("code") or {}).get("text") or "")
+            continue
         elif loinc in codes:
             q = b.get("valueQuantity") or {}
             values.append(("", loinc, money(q), str(b.get("valueString") or "")[:100], q.get("unit") or codes[loinc].unit))
@@ -150,3 +155,67 @@ def read_medications(st: ReadState, resources: Iterable[Resource]) -> None:
         )
 
 
+def procedure_loincs() -> set[str]:
+    """LOINC codes of the measures' service code lists (a lab result that counts as a screening)."""
+    return {code.split(":", 1)[1] for codes in load_measures().code_lists.values() for code in codes if code.startswith("LOINC:")}
+
+
+def _procedure_row(st: ReadState, rid: str, pid: str, when, code: str, system: str, text: str) -> None:
+    system = load_measures().code_systems.get(system, system)  # http://hl7.org/fhir/sid/cvx -> CVX
+    st.rows["procedure"].append(dict(procedure_id=make_id("fhir", rid), patient_id=pid, performed_date=when,
+                                     code=str(code)[:32], code_system=system[:32], description=str(text)[:300]))
+
+
+def _coded(st: ReadState, concept: object) -> tuple[str, str] | None:
+    """(code, system) of the first coding in a preferred system, else of the first coding."""
+    found = [(c.get("code"), c.get("system") or "") for c in codings(concept) if c.get("code")]
+    for system in st.maps["procedures"]["systems"]:
+        for code, sys_ in found:
+            if sys_ == system:
+                return code, sys_
+    return found[0] if found else None
+
+
+def read_procedures(st: ReadState, resources: Iterable[Resource]) -> None:
+    """Procedure and Immunization resources -> procedure rows (code as recorded; the measures'
+    code lists decide what it counts for). Not-done and entered-in-error ones are skipped."""
+    skipped = set(st.maps["procedures"]["skipped_status"])
+    for res in resources:
+        b = res.body
+        immunization = b["resourceType"] == "Immunization"
+        pid = subject_id(st, res, "patient" if immunization else "subject")
+        if immunization:
+            when = field_date(st, res, "occurrenceDateTime", b.get("occurrenceDateTime"))
+            concept = b.get("vaccineCode")
+        else:
+            value = b.get("performedDateTime") or (b.get("performedPeriod") or {}).get("start")
+            when = field_date(st, res, "performedDateTime", value)
+            concept = b.get("code")
+        if pid is None or when is None:
+            continue
+        if b.get("status") in skipped:
+            st.log.add_skipped("procedure", f"{b['resourceType']} ({b.get('status')})", 1)
+            continue
+        coded = _coded(st, concept)
+        if coded is None:
+            count_unmapped(st.log, f"{b['resourceType']}.code:no coding")
+            continue
+        text = (concept or {}).get("text") or next((c.get("display") for c in codings(concept)), "") or ""
+        _procedure_row(st, f"{b['resourceType']}/{b['id']}", pid, when, coded[0], coded[1], text)
+
+
+def read_care_plans(st: ReadState, resources: Iterable[Resource]) -> None:
+    """CarePlan resources -> one procedure row each, coded LOCAL:care-plan, on the date it was
+    created (else its period start). Draft, revoked and entered-in-error plans are skipped."""
+    skipped = set(st.maps["procedures"]["care_plan_skipped_status"])
+    for res in resources:
+        b = res.body
+        pid = subject_id(st, res, "subject")
+        when = field_date(st, res, "created", b.get("created") or (b.get("period") or {}).get("start"))
+        if pid is None or when is None:
+            continue
+        if b.get("status") in skipped:
+            st.log.add_skipped("procedure", f"CarePlan ({b.get('status')})", 1)
+            continue
+        category = next((c.get("text") or next((x.get("display") for x in codings(c)), "") for c in b.get("category") or []), "")
+        _procedure_row(st, f"CarePlan/{b['id']}", pid, when, "care-plan", "LOCAL", f"Care plan: {category}" if category else "Care plan")

@@ -4,7 +4,7 @@
 
 from core.config.catalog import load_catalog
 from core.ingest.fhir.maps import SNOMED
-from core.ingest.fhir.resources import first_code, ref_id
+from core.ingest.fhir.resources import codings, first_code, ref_id
 from core.ingest.fhir.state import ReadState, field_date, icd10_code, subject_id
 from core.ingest.idmap import count_unmapped, make_id
 
@@ -26,6 +26,19 @@ def _encounter_kind(st: ReadState, b: dict) -> str:
 
 
 
+def _disposition(st: ReadState, b: dict) -> str:
+    """Encounter.hospitalization.dischargeDisposition as a catalogue disposition ('' when absent)."""
+    concept = (b.get("hospitalization") or {}).get("dischargeDisposition")
+    if not concept:
+        return ""
+    for coding in codings(concept):
+        code = coding.get("code")
+        if code in st.maps["discharge_dispositions"]:
+            return st.maps["discharge_dispositions"][code]
+    count_unmapped(st.log, f"Encounter.dischargeDisposition:{next((c.get('code') for c in codings(concept)), concept.get('text'))}")
+    return "other"
+
+
 def read_encounters(st: ReadState) -> None:
     kinds = load_catalog().activity_kinds
     for res in st.by_type["Encounter"]:
@@ -37,6 +50,7 @@ def read_encounters(st: ReadState) -> None:
         if pid is None or start is None:
             continue
         kind = _encounter_kind(st, b)
+        disposition = _disposition(st, b)
         dx = ""
         for rc in b.get("reasonCode") or []:
             dx = icd10_code(st, rc, "") or ""
@@ -59,6 +73,7 @@ def read_encounters(st: ReadState) -> None:
             specialty="",
             cost_category=kinds[kind].category,
             paid_usd=0.0,
+            discharge_disposition=disposition,
             _org=ref_id(b.get("serviceProvider")),
         )
 

@@ -26,6 +26,10 @@ def load_fhir_maps(path: Path = MAPS_PATH) -> dict:
         for code, kind in maps[table].items():
             if kind not in kinds:
                 raise ValueError(f"{path}: [{table}] {code!r} maps to unknown activity kind {kind!r}")
+    dispositions = load_catalog().dispositions
+    for code, disposition in maps["discharge_dispositions"].items():
+        if disposition not in dispositions:
+            raise ValueError(f"{path}: [discharge_dispositions] {code!r} maps to unknown disposition {disposition!r}")
     for code, icd in maps["snomed_to_icd10"].items():
         if normalize_icd10(icd) != icd:
             raise ValueError(f"{path}: [snomed_to_icd10] {code!r} -> {icd!r} is not an ICD-10-CM code")

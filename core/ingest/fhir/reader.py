@@ -10,7 +10,14 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine
 
-from core.ingest.fhir.clinical import read_conditions, read_medications, read_observations
+from core.ingest.fhir.clinical import (
+    procedure_loincs,
+    read_care_plans,
+    read_conditions,
+    read_medications,
+    read_observations,
+    read_procedures,
+)
 from core.ingest.fhir.encounters import read_encounters
 from core.ingest.fhir.eobs import read_eobs
 from core.ingest.fhir.maps import load_fhir_maps
@@ -71,13 +78,15 @@ def read_fhir(path: Path, engine: Engine | None = None) -> tuple[dict[str, pd.Da
     assign_practices(st)
     read_eobs(st, resources_of("ExplanationOfBenefit"))
     read_conditions(st, resources_of("Condition"))
+    st.procedure_loincs = procedure_loincs()
     read_observations(st, resources_of("Observation"))
     read_medications(st, resources_of("MedicationRequest"))
+    read_procedures(st, resources_of("Procedure"))
+    read_procedures(st, resources_of("Immunization"))
+    read_care_plans(st, resources_of("CarePlan"))
     finish_patients(st)
     build_attribution(st)
-    procedures = sum(1 for _ in resources_of("Procedure"))
     claims = sum(1 for _ in resources_of("Claim"))
-    st.log.add_skipped("encounter", "Procedure (counted; its cost is on the encounter's EOB)", procedures)
     st.log.add_skipped("encounter", "Claim (charges; paid amounts come from ExplanationOfBenefit)", claims)
 
     if engine is not None and not st.log.errors:

@@ -14,7 +14,8 @@ from core.ingest.report import ImportReport
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
-STREAMED_TYPES = {"Condition", "Observation", "MedicationRequest", "Procedure", "Claim", "ExplanationOfBenefit"}
+STREAMED_TYPES = {"Condition", "Observation", "MedicationRequest", "Procedure", "Immunization", "CarePlan", "Claim",
+                  "ExplanationOfBenefit"}
 USED_TYPES = {
     "Patient",
     "Encounter",
@@ -22,6 +23,8 @@ USED_TYPES = {
     "Observation",
     "MedicationRequest",
     "Procedure",
+    "Immunization",
+    "CarePlan",
     "Claim",
     "ExplanationOfBenefit",
     "Coverage",
@@ -44,7 +47,20 @@ SHAPES: dict[str, dict[str, str]] = {
     },
     "Encounter": {
         "subject": _REFERENCE, "period": _PERIOD, "period.start": "string", "period.end": "string",
-        "type": "array", "reasonCode": "array", "serviceProvider": _REFERENCE,
+        "type": "array", "reasonCode": "array", "serviceProvider": _REFERENCE, "hospitalization": "object",
+        "hospitalization.dischargeDisposition": _CONCEPT,
+    },
+    "Procedure": {
+        "subject": _REFERENCE, "code": _CONCEPT, "code.text": "string", "status": "string",
+        "performedDateTime": "string", "performedPeriod": _PERIOD, "performedPeriod.start": "string",
+    },
+    "Immunization": {
+        "patient": _REFERENCE, "vaccineCode": _CONCEPT, "vaccineCode.text": "string", "status": "string",
+        "occurrenceDateTime": "string",
+    },
+    "CarePlan": {
+        "subject": _REFERENCE, "status": "string", "created": "string", "period": _PERIOD, "period.start": "string",
+        "category": "array", "category[]": "object",
     },
     "Condition": {
         "subject": _REFERENCE, "code": _CONCEPT, "code.text": "string", "verificationStatus": _CONCEPT,

@@ -29,6 +29,7 @@ class ReadState:
     seen: set[tuple[str, str]] = field(default_factory=set)  # (resourceType, id) already read
     unknown_types: set[str] = field(default_factory=set)
     extract_date: date = field(default_factory=extract_date)  # no date in the data may be later
+    procedure_loincs: set[str] = field(default_factory=set)  # Observation codes that mark a screening done
 
 
 

@@ -37,7 +37,8 @@ def read_medical_claims(reader: TuvaReader, path: Path) -> None:
     paid_on = reader.dates(name, frame, "paid_date", False) if "paid_date" in frame else pd.Series(None, index=frame.index, dtype=object)
     if not reader.report.ok:
         return
-    frame = reader.known_persons(name, frame.assign(_start=start, _end=end, _paid=paid, _paid_date=paid_on))
+    frame = reader.known_persons(name, frame.assign(_start=start, _end=end, _paid=paid, _paid_date=paid_on,
+                                                    _line_start=line_start))
     frame = frame.assign(_line=pd.to_numeric(frame["claim_line_number"], errors="coerce").fillna(0)).sort_values(
         ["claim_id", "_line"], kind="stable"
     )
@@ -70,6 +71,7 @@ def _claims_to_encounters(reader: TuvaReader, frame: pd.DataFrame) -> None:
     claims = _net_medical_claims(reader, frame)
     for episode in group_claims(claims, reader.claim_rules, reader.report.claims):
         reader.rows["encounter"].append(_episode_encounter(episode))
+    _claim_procedures(reader, frame, {c.claim_id for c in claims if c.reversed})
 
 
 def _net_medical_claims(reader: TuvaReader, frame: pd.DataFrame) -> list[Claim]:
@@ -83,6 +85,7 @@ def _net_medical_claims(reader: TuvaReader, frame: pd.DataFrame) -> list[Claim]:
         "rendering_npi",
         "diagnosis_code_1",
         "in_network_flag",
+        "discharge_disposition_code",
     )
     cols = ["claim_id", "claim_type", "_person", "_start", "_end", "_paid", "_paid_date"]
     records = frame[cols].assign(**{c: frame[c] if c in frame else "" for c in optional}).to_dict("records")
@@ -112,10 +115,39 @@ def _net_medical_claims(reader: TuvaReader, frame: pd.DataFrame) -> list[Claim]:
                     in_network=not any(ln["in_network_flag"].strip() == "0" for ln in lines),
                     primary_dx=normalize_icd10(first["diagnosis_code_1"]) or "",
                     paid_date=max((ln["_paid_date"] for ln in lines if not pd.isna(ln["_paid_date"])), default=None),
+                    disposition=_disposition(reader, lines),
                 ),
             )
         )
     return claims
+
+
+def _disposition(reader: TuvaReader, lines: list[dict]) -> str:
+    """The claim's discharge status (UB-04) as a catalogue disposition; '' when blank."""
+    code = next((ln["discharge_disposition_code"].strip() for ln in lines if ln["discharge_disposition_code"].strip()), "")
+    if not code:
+        return ""
+    code = code.zfill(2)
+    if code not in reader.maps["discharge_dispositions"]:
+        count_unmapped(reader.report, f"medical_claim.discharge_disposition_code:{code}")
+        return "other"
+    return reader.maps["discharge_dispositions"][code]
+
+
+def _claim_procedures(reader: TuvaReader, frame: pd.DataFrame, reversed_claims: set[str]) -> None:
+    """One procedure row per (person, date, HCPCS/CPT code) billed on a claim that is not reversed."""
+    if "hcpcs_code" not in frame:
+        return
+    lines = frame[(frame["hcpcs_code"].str.strip() != "") & ~frame["claim_id"].isin(reversed_claims)]
+    day = lines["_line_start"].where(lines["_line_start"].notna(), lines["_start"])
+    seen: set[tuple[str, object, str]] = set()
+    for person, on, code in zip(lines["_person"], day, lines["hcpcs_code"].str.strip().str.upper(), strict=True):
+        if (person, on, code) in seen:
+            continue
+        seen.add((person, on, code))
+        reader.rows["procedure"].append(dict(procedure_id=make_id("tuva:px", person, on.isoformat(), code),
+                                             patient_id=person_id(person), performed_date=on, code=code[:32],
+                                             code_system="HCPCS", description=""))
 
 
 def _episode_encounter(episode: Episode) -> dict:

@@ -1,4 +1,5 @@
-"""``lab_result`` and ``observation`` -> measurements for the catalogue's LOINC codes."""
+"""``lab_result`` and ``observation`` -> measurements for the catalogue's LOINC codes; ``procedure`` and
+``immunization`` -> procedure rows."""
 
 from pathlib import Path
 
@@ -107,3 +108,44 @@ def _add_measurements(reader: TuvaReader, name: str, frame: pd.DataFrame, id_col
     reader.report.add_skipped("measurement", f"{name}: result not a number", no_value)
     reader.report.add_skipped("measurement", f"{name}: value outside the catalogue's plausible range", out_of_range)
 
+
+
+TUVA_CODE_TYPES = {"hcpcs": "HCPCS", "cpt": "HCPCS", "cvx": "CVX", "snomed-ct": "SNOMED", "snomed": "SNOMED",
+                   "loinc": "LOINC", "icd-10-pcs": "ICD10PCS"}
+
+
+def read_procedures(reader: TuvaReader, name: str, path: Path) -> None:
+    """``procedure`` or ``immunization`` (``name``) -> procedure rows: the normalized code and type,
+    else the source ones; rows without a code are counted as unmapped."""
+    frame = reader.read(name, path)
+    if frame is None:
+        return
+    file = path.name
+    if name == "procedure":
+        date_col = "procedure_date"
+    else:
+        date_col = next((c for c in reader.maps["procedures"]["immunization_date_columns"] if c in frame), None)
+        if date_col is None:
+            listed = ", ".join(reader.maps["procedures"]["immunization_date_columns"])
+            reader.report.add_error(file, 1, listed, f"missing a date column (one of: {listed})")
+            return
+    done = reader.dates(file, frame, date_col, True)
+    if not reader.report.ok:
+        return
+    blank = pd.Series("", index=frame.index)
+    code, kind = blank, blank
+    for code_col, type_col in (("normalized_code", "normalized_code_type"), ("source_code", "source_code_type")):
+        if code_col in frame:
+            take = (code == "") & (frame[code_col].str.strip() != "")
+            code = code.where(~take, frame[code_col].str.strip())
+            kind = kind.where(~take, frame.get(type_col, blank).str.strip().str.lower())
+    frame = reader.known_persons(file, frame.assign(_date=done, _code=code, _type=kind))
+    missing = frame["_code"] == ""
+    if missing.any():
+        count_unmapped(reader.report, f"{name}:no code", int(missing.sum()))
+    id_col = f"{name}_id"
+    for rid, person, on, c, t in zip(frame.loc[~missing, id_col], frame.loc[~missing, "_person"], frame.loc[~missing, "_date"],
+                                     frame.loc[~missing, "_code"], frame.loc[~missing, "_type"], strict=True):
+        reader.rows["procedure"].append(dict(procedure_id=make_id(f"tuva:{name}", rid), patient_id=person_id(person),
+                                             performed_date=on, code=c[:32], code_system=TUVA_CODE_TYPES.get(t, t.upper())[:32],
+                                             description=""))

@@ -18,7 +18,8 @@ from core.ingest.fhir.maps import load_fhir_maps
 from core.ingest.report import ImportReport
 
 MAPS_PATH = config_path("tuva_maps.toml")
-FILES = ("eligibility", "medical_claim", "pharmacy_claim", "lab_result", "observation", "provider_attribution")
+FILES = ("eligibility", "medical_claim", "pharmacy_claim", "lab_result", "observation", "provider_attribution", "procedure",
+         "immunization")
 MAX_LISTED = 20  # bad values listed per file and column; the rest are counted in one message
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from core.ingest.idmap import frames_from_rows, merge_existing_patients
 from core.ingest.report import ImportReport
 from core.ingest.tuva.claims import read_medical_claims, read_pharmacy_claims
-from core.ingest.tuva.clinical import read_measurements
+from core.ingest.tuva.clinical import read_measurements, read_procedures
 from core.ingest.tuva.eligibility import build_attribution, build_patients, read_attribution, read_eligibility
 from core.ingest.tuva.files import TuvaReader, find_tuva_files
 
@@ -41,6 +41,9 @@ def read_tuva(path: Path, engine: Engine | None = None) -> tuple[dict[str, pd.Da
     for name in ("lab_result", "observation"):
         if name in files:
             read_measurements(reader, name, files[name])
+    for name in ("procedure", "immunization"):
+        if name in files:
+            read_procedures(reader, name, files[name])
     if not report.ok:
         return {}, report
     build_attribution(reader, elig, attributed)

@@ -1,0 +1,81 @@
+"""Care gaps, transitions of care and the outreach log on SQLite and PostgreSQL, on the worklist's
+hand-built network (team A1, October 2026): read through the same membership as the worklist,
+scoped to the team, and outreach audited and refused outside the care relationship."""
+
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import select
+
+from core.access.policy import Scope
+from core.store import models
+from core.store.queries import read_frame
+from core.views.care_gaps import team_care_gaps
+from core.views.outreach import patient_outreach, record_outreach, team_last_outreach
+from core.views.transitions import team_transitions
+from tests.builders import add_rows
+from tests.worklist_network import MONTH, build_worklist_network
+
+NURSE = Scope("nurse@example.org", "Nurse", "clinician", ("A1",), ("A",), True, False)
+OTHER_TEAM = Scope("other@example.org", "Other", "clinician", ("A2",), ("A",), True, False)
+AGGREGATE = Scope("exec@example.org", "Exec", "executive", ("A1",), ("A",), False, False)
+
+
+@pytest.fixture
+def network(store_engine):
+    build_worklist_network(store_engine)
+    add_rows(store_engine, [
+        models.Procedure(procedure_id="X1", patient_id="P_CALM", performed_date=date(2026, 10, 3), code="150", code_system="CVX"),
+        models.Procedure(procedure_id="X2", patient_id="P_OTHER", performed_date=date(2026, 10, 3), code="G0506", code_system="HCPCS"),
+        models.Encounter(encounter_id="E-stay", patient_id="P_DM", kind="admission", start_date=date(2026, 10, 20),
+                         end_date=date(2026, 10, 23), is_internal=False, discharge_disposition="home"),
+        models.Encounter(encounter_id="E-call", patient_id="P_DM", team_id="A1", kind="phone_call", start_date=date(2026, 10, 26),
+                         is_internal=True),
+    ])  # fmt: skip
+    return store_engine
+
+
+def test_care_gaps_of_the_team_only(network):
+    gaps = team_care_gaps(network, MONTH, ("A1",))
+    assert "P_OTHER" not in set(gaps["patient_id"])  # team A2
+    calm = gaps[gaps["patient_id"] == "P_CALM"].set_index("gap_id")
+    assert calm.loc["flu_vaccination", ["status", "last_done"]].tolist() == ["up to date", date(2026, 10, 3)]
+    assert calm.loc["care_plan", "status"] == "overdue"  # complex, no care plan recorded
+    assert calm.loc["bp_check", "status"] == "overdue"  # hypertension (I10 since 2020) without a reading
+
+
+def test_transitions_of_a_discharge(network):
+    got = team_transitions(network, MONTH, ("A1",), today=date(2026, 12, 1))
+    stay = got[got["patient_id"] == "P_DM"].set_index("follow_up")
+    # Discharged Friday 23 Oct: contact by Tuesday 27 (the call of Monday 26 counts); visit within 7 days missed by 31 Oct.
+    assert stay.loc["Contact within 2 business days", ["status", "done_on", "deadline"]].tolist() == \
+        ["done", date(2026, 10, 26), date(2026, 10, 27)]  # fmt: skip
+    assert stay.loc["Visit within 7 days", "status"] == "missed"
+    ed = got[got["patient_id"] == "P_ACUTE"]
+    assert ed["follow_up"].tolist() == ["Follow-up within 7 days"] and ed["status"].tolist() == ["missed"]
+    assert "P_OTHER" not in set(got["patient_id"])
+
+
+def test_outreach_is_recorded_audited_and_closes_the_cycle(network):
+    oid = record_outreach(network, NURSE, "P_LATE", "call", "reached", "Booked =HYPERLINK(\"x\")  PROMIS for Friday")
+    log = patient_outreach(network, "P_LATE")
+    assert log[["channel", "outcome", "user_key"]].values.tolist() == [["Phone call", "Reached", "nurse@example.org"]]
+    assert log["note"].iloc[0] == 'Booked =HYPERLINK("x") PROMIS for Friday'  # stored as typed (one line); exports neutralise
+    events = read_frame(network, select(models.AuditEvent.action, models.AuditEvent.target, models.AuditEvent.detail))
+    assert events[events["action"] == "outreach"].values.tolist() == [["outreach", "P_LATE", f"call reached (entry {oid})"]]
+    last = team_last_outreach(network, MONTH, ("A1",), now=datetime.now(UTC))
+    assert last.loc["P_LATE", "reached_this_cycle"] and last.loc["P_LATE", "last_outreach"].startswith("Phone call: Reached")
+    later = team_last_outreach(network, MONTH, ("A1",), now=datetime(2099, 1, 1, tzinfo=UTC))
+    assert not later.loc["P_LATE", "reached_this_cycle"]  # the cycle (30 days) is over
+
+
+@pytest.mark.parametrize("scope, patient, channel, outcome, error", [
+    (OTHER_TEAM, "P_LATE", "call", "reached", PermissionError),  # not their team's patient
+    (AGGREGATE, "P_LATE", "call", "reached", PermissionError),  # no patient-level access
+    (NURSE, "P_LATE", "fax", "reached", ValueError),
+    (NURSE, "P_LATE", "call", "maybe", ValueError),
+])
+def test_outreach_refused(network, scope, patient, channel, outcome, error):
+    with pytest.raises(error):
+        record_outreach(network, scope, patient, channel, outcome)
+    assert patient_outreach(network, patient).empty

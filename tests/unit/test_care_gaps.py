@@ -1,0 +1,125 @@
+"""Care gaps and transitions of care: each rule on hand-made patients, expected status and dates
+worked out by hand."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from core.views.care_gaps import GapInputs, filter_by_care, gap_summary, load_gap_rules, patient_gaps
+from core.views.transitions import deadline, follow_ups, load_transition_rules
+
+AS_OF = date(2026, 11, 30)
+
+
+def inputs(patients, conditions=(), procedures=(), measurements=(), medications=()) -> GapInputs:
+    """patients: (id, subgroup, birth, sex); conditions: (id, code, onset, resolved); procedures:
+    (id, day, code, system); measurements: (id, day, code); medications: (id, description, start, end)."""
+    return GapInputs(
+        pd.DataFrame(list(patients), columns=["patient_id", "subgroup", "birth_date", "sex"]),
+        pd.DataFrame(list(conditions), columns=["patient_id", "code", "onset_date", "resolved_date"]),
+        pd.DataFrame(list(procedures), columns=["patient_id", "performed_date", "code", "code_system"]),
+        pd.DataFrame(list(measurements), columns=["patient_id", "measured_date", "code"]),
+        pd.DataFrame([(p, "", d, s, e) for p, d, s, e in medications],
+                     columns=["patient_id", "code", "description", "start_date", "end_date"]),
+    )
+
+
+def status(gaps: pd.DataFrame, patient: str, gap: str):
+    row = gaps[(gaps["patient_id"] == patient) & (gaps["gap_id"] == gap)]
+    return None if row.empty else (row["status"].iloc[0], row["last_done"].iloc[0], row["due_date"].iloc[0])
+
+
+def test_rules_load_and_each_names_a_measure_it_closes():
+    rules = load_gap_rules()
+    assert {"colorectal_screening", "breast_screening", "flu_vaccination", "hba1c_test", "statin", "care_plan",
+            "advance_care_planning"} <= set(rules.labels)
+
+
+def test_colorectal_screening_due_date_is_the_latest_over_tests():
+    gaps = patient_gaps(inputs(
+        [("A", "healthy", "1960-03-01", "male"), ("B", "healthy", "1960-03-01", "male"), ("C", "healthy", "1960-03-01", "male"),
+         ("Y", "healthy", "1995-03-01", "male")],
+        procedures=[("A", "2020-05-10", "45378", "CPT"), ("A", "2026-02-01", "82274", "CPT"),  # colonoscopy wins: due 2030
+                    ("B", "2025-12-15", "82274", "CPT")],  # FIT: due 2026-12-15, within 60 days
+    ), AS_OF)
+    assert status(gaps, "A", "colorectal_screening") == ("up to date", date(2026, 2, 1), date(2030, 5, 10))
+    assert status(gaps, "B", "colorectal_screening") == ("due soon", date(2025, 12, 15), date(2026, 12, 15))
+    assert status(gaps, "C", "colorectal_screening") == ("overdue", None, None)  # never recorded
+    assert status(gaps, "Y", "colorectal_screening") is None  # 31 years old: not eligible
+
+
+def test_mammogram_for_women_of_the_age_only():
+    gaps = patient_gaps(inputs([("W", "at_risk", "1965-01-01", "female"), ("M", "at_risk", "1965-01-01", "male")],
+                               procedures=[("W", "2024-06-01", "77067", "CPT")]), AS_OF)
+    assert status(gaps, "W", "breast_screening") == ("overdue", date(2024, 6, 1), date(2026, 9, 1))  # 27 months
+    assert status(gaps, "M", "breast_screening") is None
+
+
+def test_gaps_follow_the_patients_subgroup():
+    gaps = patient_gaps(inputs([("F", "frail", "1935-01-01", "female")]), AS_OF)
+    assert set(gaps["gap_id"]) == {"flu_vaccination", "pneumococcal_vaccination", "care_plan", "advance_care_planning"}
+
+
+def test_hba1c_test_every_six_months_for_diabetics_only():
+    people = [("D", "chronic", "1960-01-01", "female"), ("N", "chronic", "1960-01-01", "female")]
+    gaps = patient_gaps(inputs(people, conditions=[("D", "E11.9", "2015-01-01", None)],
+                               measurements=[("D", "2026-04-20", "4548-4"), ("N", "2026-01-01", "4548-4")]), AS_OF)
+    assert status(gaps, "D", "hba1c_test") == ("overdue", date(2026, 4, 20), date(2026, 10, 20))
+    assert status(gaps, "N", "hba1c_test") is None
+
+
+def test_statin_gap_while_none_is_active():
+    people = [(p, "chronic", "1960-01-01", "male") for p in ("ON", "STOPPED", "NEVER")]
+    dm = [(p, "E11.9", "2015-01-01", None) for p in ("ON", "STOPPED", "NEVER")]
+    gaps = patient_gaps(inputs(people, conditions=dm, medications=[
+        ("ON", "atorvastatin 20 MG Oral Tablet", "2024-01-01", None),
+        ("STOPPED", "simvastatin 20 MG", "2023-01-01", "2026-05-31"),
+    ]), AS_OF)
+    assert status(gaps, "ON", "statin") == ("up to date", date(2024, 1, 1), None)
+    assert status(gaps, "STOPPED", "statin") == ("overdue", date(2023, 1, 1), date(2026, 5, 31))
+    assert status(gaps, "NEVER", "statin") == ("overdue", None, None)
+
+
+def test_summary_and_filter():
+    gaps = patient_gaps(inputs([("A", "healthy", "1970-03-01", "male"), ("B", "healthy", "1990-03-01", "male")],
+                               procedures=[("A", "2026-10-01", "150", "CVX"), ("B", "2026-10-01", "150", "CVX")]), AS_OF)
+    summary = gap_summary(gaps)
+    assert summary.loc["A", "care_gaps"] == "Colorectal cancer screening"  # flu done, pneumococcal not due under 65
+    assert "B" not in summary.index  # nothing open
+    worklist = pd.DataFrame({"patient_id": ["A", "B"]}).join(summary.assign(reached_this_cycle=[True]), on="patient_id")
+    assert filter_by_care(worklist, ("colorectal_screening",))["patient_id"].tolist() == ["A"]
+    assert filter_by_care(worklist, ())["patient_id"].tolist() == ["A", "B"]
+    assert filter_by_care(worklist, (), hide_reached=True)["patient_id"].tolist() == ["B"]
+
+
+@pytest.mark.parametrize("event, within, unit, expected", [
+    (date(2026, 11, 25), 2, "business_days", date(2026, 11, 27)),  # Wednesday -> Friday
+    (date(2026, 11, 27), 2, "business_days", date(2026, 12, 1)),  # Friday -> Tuesday
+    (date(2026, 11, 28), 2, "business_days", date(2026, 12, 1)),  # Saturday -> Tuesday
+    (date(2026, 11, 25), 7, "days", date(2026, 12, 2)),
+])
+def test_window_deadlines(event, within, unit, expected):
+    assert deadline(event, within, unit) == expected
+
+
+def test_follow_ups_done_due_and_missed():
+    events = pd.DataFrame([
+        ("A", "Alpha", "complex", "discharge", date(2026, 11, 10)),  # contact on day 1, visit on day 9: missed
+        ("B", "Beta", "chronic", "discharge", date(2026, 11, 27)),  # Friday: contact due until Tuesday
+        ("C", "Gamma", "frail", "ed_visit", date(2026, 11, 20)),  # reached by outreach on day 2
+    ], columns=["patient_id", "name", "subgroup", "event_id", "event_date"])
+    contacts = pd.DataFrame([("A", "phone_call", "2026-11-11"), ("A", "office_visit", "2026-11-19"),
+                             ("B", "office_visit", "2026-11-27")],  # the discharge day itself does not count
+                            columns=["patient_id", "kind", "start_date"])
+    outreach = pd.DataFrame([("C", "2026-11-22", "reached")], columns=["patient_id", "day", "outcome"])
+    out = follow_ups(events, contacts, outreach, AS_OF, load_transition_rules())
+    got = {(r.patient_id, r.follow_up): (r.status, r.done_on) for r in out.itertuples()}
+    assert got == {
+        ("A", "Contact within 2 business days"): ("done", date(2026, 11, 11)),
+        ("A", "Visit within 7 days"): ("missed", None),  # complex: 7 days; the visit came on day 9
+        ("B", "Contact within 2 business days"): ("due", None),
+        ("B", "Visit within 14 days"): ("due", None),
+        ("C", "Follow-up within 7 days"): ("done", date(2026, 11, 22)),
+    }
+    assert out["status"].tolist()[:2] == ["due", "due"]  # what needs doing first

@@ -1,0 +1,200 @@
+"""Printable packs (core.views.printable, review_pack, executive_pack): the PDF read back (text,
+page count, size, page size, images), the XLSX read back (numeric cells, number formats, frozen
+header rows, widths), CSVs rounded as shown, the HTML slim. Charts are drawn (Chromium) in one
+test per pack only."""
+
+import io
+import re
+
+import openpyxl
+import pandas as pd
+import pytest
+from pypdf import PdfReader
+
+from core.access.exports import export_xlsx
+from core.derive.costs import COST_TOTAL
+from core.store.queries import months_available
+from core.views import executive_pack, review, review_log, review_pack
+from core.views.format import csv_export
+from core.views.printable import PackTable, pack_pdf, print_figure, shown_text, table_csv, tables_xlsx
+
+LABELS = {"complex": "Complex", "chronic": "Chronic"}
+
+
+@pytest.fixture
+def review_data(sample_engine):
+    month = months_available(sample_engine)[-1]
+    return review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True)
+
+
+@pytest.fixture
+def log():
+    return pd.DataFrame(columns=review_log.LOG_COLUMNS)
+
+
+def _pdf(data: bytes) -> tuple[PdfReader, str]:
+    reader = PdfReader(io.BytesIO(data))
+    return reader, "\n".join(page.extract_text() for page in reader.pages)
+
+
+def test_review_pack_pdf_reads_back_with_charts(review_data, log):
+    data = review_pack.review_pack_pdf(review_data, log, LABELS, "Riverside · Complex Care", note="exact counts")
+    assert data[:5] == b"%PDF-" and len(data) < 1_000_000
+    reader, text = _pdf(data)
+    assert 2 <= len(reader.pages) <= 8
+    assert "Monthly value review: Riverside · Complex Care" in text and "exact counts" in text
+    for heading in ("Scorecard by tier", "Cost by category", "Value map: teams of this subgroup", "Cost per member per month"):
+        assert heading in text
+    for name in review_data.card["name"]:  # every measure, whole (wrapped lines joined)
+        assert name.split()[0] in text
+    assert sum(len(page.images) for page in reader.pages) == 3  # the three charts as images
+    assert round(float(reader.pages[0].mediabox.width)) == 792  # Letter landscape: 11 in (the scorecard is wide)
+    assert review_data.summary and review_data.summary[1][:20] in text.replace("\n", " ")  # what moved, in words
+    assert "Page 1" in reader.pages[0].extract_text()
+
+
+def test_a4_and_suppressed_figures_read_suppressed(sample_engine, log):
+    month = months_available(sample_engine)[-1]
+    small = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True, suppress=True)
+    data = review_pack.review_pack_pdf(small, log, LABELS, "Riverside", page_size="a4", charts=False)
+    reader, text = _pdf(data)
+    assert (round(float(reader.pages[0].mediabox.width)), round(float(reader.pages[0].mediabox.height))) == (842, 595)
+    assert small.card["suppressed"].any() and "suppressed" in text
+    with pytest.raises(ValueError, match="page size"):
+        review_pack.review_pack_pdf(small, log, LABELS, "Riverside", page_size="legal", charts=False)
+
+
+def test_review_pack_xlsx_has_numeric_cells_formats_and_frozen_headers(review_data, log):
+    pack = review_pack.review_pack(review_data, log, LABELS, "Riverside", charts=False)
+    book = openpyxl.load_workbook(io.BytesIO(pack["xlsx"]))
+    for sheet in book:
+        assert sheet.freeze_panes == "A2", sheet.title
+        assert all(c.font.bold for c in sheet[1] if c.value is not None)
+        assert "_" not in "".join(str(c.value) for c in sheet[1])  # readable headers, no snake_case
+    card = book["scorecard"]
+    head = [c.value for c in card[1]]
+    values = [row[head.index("Value")] for row in card.iter_rows(min_row=2)]
+    numbers = [c for c in values if isinstance(c.value, int | float)]
+    assert numbers and all(c.number_format == "#,##0.0" for c in numbers)
+    assert {c.value for c in values if isinstance(c.value, str)} <= {"suppressed"}
+    assert card.column_dimensions["B"].width > 30  # the measure names are readable
+    headline = {row[0].value: row[1] for row in book["headline"].iter_rows(min_row=2)}
+    cost = headline["Total cost PMPM"]
+    assert isinstance(cost.value, float) and cost.number_format.startswith("$#,##0.00")
+    assert cost.value == round(float(review_data.headline["cost_total_pmpm_usd"].iloc[-1]), 2)
+    assert headline["Members"].number_format == "#,##0" and isinstance(headline["Members"].value, int)
+    cats = book["cost_categories"]
+    assert all(isinstance(r[1].value, float | int) and r[1].number_format.startswith("$") for r in cats.iter_rows(min_row=2)
+               if r[1].value is not None)  # fmt: skip
+
+
+def test_review_pack_csv_is_rounded_as_shown_and_html_is_slim(review_data, log):
+    pack = review_pack.review_pack(review_data, log, LABELS, "Riverside", charts=False)
+    for name, text in pack["csv"].items():
+        for number in re.findall(r"(?<![\w.])-?\d+\.(\d+)(?![\w.])", text):
+            assert len(number) <= 2, (name, number)
+    card = pd.read_csv(io.StringIO(pack["csv"]["scorecard"]), keep_default_na=False)
+    assert all(len(str(v).split(".")[-1]) <= 1 for v in card["Value"] if str(v) not in ("", "suppressed"))
+    assert "<script" not in pack["html"] and len(pack["html"]) < 100_000
+
+
+def test_pack_tables_render_by_kind():
+    table = PackTable("t", "T", pd.DataFrame({"Metric": ["Cost", "Members", "Share"], "Value": [1234.567, 1276.33, 0.1234],
+                                              "Change": [-12.345, "suppressed", None]}),
+                      {"Value": "row", "Change": "row"}, ("usd2", "int", "pct"))  # fmt: skip
+    assert table.shown()["Value"].tolist() == ["$1,234.57", "1,276", "12.3 %"]
+    assert table.shown()["Change"].tolist() == ["-$12.35", "suppressed", "–"]
+    assert table_csv(table).splitlines()[1:] == ["Cost,1234.57,-12.35", "Members,1276,suppressed", "Share,0.123,"]
+    sheet = openpyxl.load_workbook(io.BytesIO(tables_xlsx([table])))["t"]
+    assert [(c.value, c.number_format) for c in sheet["B"][1:]] == [(1234.57, "$#,##0.00;-$#,##0.00"), (1276, "#,##0"),
+                                                                    (0.123, "0.0%")]  # fmt: skip
+    assert shown_text(-0.0512, "change_pct") == "-5.1 %" and shown_text(float("nan"), "usd") == "–"
+
+
+def test_every_xlsx_is_formatted_and_every_csv_rounded():
+    frame = pd.DataFrame({"cost_usd": [10.123456], "rate": [3.14159], "count": [7], "name": ["=cmd"]})
+    sheet = openpyxl.load_workbook(io.BytesIO(export_xlsx({"t": frame})))["t"]
+    assert sheet.freeze_panes == "A2" and [c.number_format for c in sheet[2][:3]] == ["$#,##0.00;-$#,##0.00", "#,##0.0", "#,##0"]
+    assert sheet["D2"].value == "'=cmd"
+    assert csv_export(frame).splitlines()[1] == "10.12,3.1,7,'=cmd"
+    assert csv_export(pd.DataFrame({"a": [None]}), na_rep="").splitlines()[1] == '""'
+    assert (
+        csv_export(pd.DataFrame({"risk_score": [1.23456], "x": [1.26]}), digits={"risk_score": 2}).splitlines()[1] == "1.23,1.3"
+    )
+
+
+def test_pdf_text_is_not_markup():
+    table = PackTable("t", "T <b>", pd.DataFrame({"Team": ["<font size=40>A & B</font>"]}))
+    _, text = _pdf(pack_pdf("Pack <i>x</i>", "sub", [], [table], {}))
+    assert "<font size=40>A & B</font>" in text and "Pack <i>x</i>" in text
+
+
+def test_print_figure_gives_each_line_its_own_style(review_data):
+    fig = print_figure(review_pack.pack_figures(review_data)["Cost per member per month"])
+    styles = {(t.line.color, t.line.dash) for t in fig.data}
+    assert len(styles) == len(fig.data) == 3 and fig.layout.showlegend
+    assert all(t.cliponaxis is False for t in fig.data)
+
+
+def test_executive_pack_pdf_and_xlsx(sample_engine):
+    figs = executive_pack.executive_figures(sample_engine, suppress=True)
+    qtd, ytd = figs["periods"]
+    assert ytd.months == ytd.end.month and 1 <= qtd.months <= 3
+    data = executive_pack.executive_pack_pdf(figs, "Whole network", LABELS, "counts of 1-10 are suppressed")
+    assert len(data) < 1_000_000
+    reader, text = _pdf(data)
+    assert 1 <= len(reader.pages) <= 4 and sum(len(p.images) for p in reader.pages) == 1
+    for words in ("Executive pack: Whole network", "Total cost PMPM", "prior year", "year to date", "Members"):
+        assert words in text
+    book = openpyxl.load_workbook(io.BytesIO(executive_pack.executive_pack_xlsx(figs, LABELS)))
+    assert set(book.sheetnames) == {"summary", "by_subgroup"}
+    summary = book["summary"]
+    assert summary.freeze_panes == "A2"
+    head = [c.value for c in summary[1]]
+    rows = {r[0].value: r for r in summary.iter_rows(min_row=2)}
+    cost = rows["Total cost PMPM"]
+    assert isinstance(cost[head.index("YTD")].value, float) and cost[head.index("YTD")].number_format.startswith("$#,##0.00")
+    assert cost[head.index("YTD change %")].number_format == "+0.0%;-0.0%;0.0%"
+    window = figs["windows"][("ytd", "current")]
+    exact = window.loc[(window["subgroup"] == "all") & (window["metric"] == COST_TOTAL), "value"].iloc[0]
+    assert cost[head.index("YTD")].value == round(exact, 2)
+    # shared or aggregate-only: no published count of 1-10 (members per subgroup)
+    subs = book["by_subgroup"]
+    members = [r[1].value for r in subs.iter_rows(min_row=2)]
+    assert not [m for m in members if isinstance(m, int | float) and 1 <= m <= 10]
+
+
+def test_executive_pack_of_a_practice_differs_from_the_network(sample_engine):
+    network = executive_pack.executive_figures(sample_engine, suppress=False)
+    practice = executive_pack.executive_figures(sample_engine, practice_id="PR01", suppress=False)
+    pick = lambda f: f["windows"][("ytd", "current")].query("subgroup == 'all' and metric == 'member_months'")["value"].iloc[0]  # noqa: E731
+    assert 0 < pick(practice) < pick(network)
+    text = _pdf(executive_pack.executive_pack_pdf(practice, "Practice one", LABELS, page_size="a4", charts=False))[1]
+    assert "Executive pack: Practice one" in text
+
+
+def test_pack_scorecard_keeps_the_pages_counts_and_their_suppression(sample_engine, log):
+    month = months_available(sample_engine)[-1]
+    exact = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True, False)
+    quarter = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True, True, "quarter")
+
+    def sheet(data):
+        return pd.read_excel(io.BytesIO(review_pack.review_pack(data, log, LABELS, "R", charts=False)["xlsx"]), "scorecard")
+
+    counts = sheet(exact)["Denominator"]
+    assert pd.to_numeric(counts, errors="coerce").notna().any()  # exact counts: numbers
+    assert not quarter.counts_shown
+    assert set(sheet(quarter)["Denominator"].dropna()) <= {"suppressed"}  # window counts not published
+    html = review_pack.review_pack(quarter, log, LABELS, "R", charts=False)["html"]
+    assert "quarter to November" in html
+
+
+def test_a_pack_without_a_browser_goes_out_without_charts_and_says_so(review_data, log, monkeypatch):
+    import kaleido
+
+    def no_browser(**_):
+        raise RuntimeError("no Chromium")
+
+    monkeypatch.setattr(kaleido, "start_sync_server", no_browser)
+    reader, text = _pdf(review_pack.review_pack_pdf(review_data, log, LABELS, "Riverside"))
+    assert sum(len(p.images) for p in reader.pages) == 0 and "charts could not be drawn" in text
