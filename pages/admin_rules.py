@@ -16,6 +16,7 @@ from core.views.admin_rules import preview_rules, rules_with_counts, suppress_pr
 from ui.auth import audit_view, require
 from ui.data import engine, query
 from ui.labels import plain
+from ui.tables import show_table
 from ui.widgets import month_label
 
 scope = require("rules")
@@ -32,7 +33,7 @@ if month is not None:
     table, overrides = rules_with_counts(table, mix, policy.suppress)
     st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
                f"{overrides}).")  # fmt: skip
-st.dataframe(table, hide_index=True, placeholder="suppressed")
+show_table(table, hide_index=True, placeholder="suppressed")
 st.caption(f"Thin history ([history]): a patient-month with fewer than {rules.history.min_months} of the "
            f"{rules.history.lookback_months} months ending with it attributed and with something recorded is marked "
            "'Not enough history'; its subgroup is still the first rule that matches.")  # fmt: skip
@@ -45,7 +46,7 @@ if preview_col.button("Preview counts", disabled=month is None):
         draft = parse_rules(draft_text, "draft")
         with st.spinner("Evaluating the draft"):
             preview = suppress_preview(preview_rules(engine(), draft, month, current=rules), policy.suppress)
-            st.dataframe(preview, hide_index=True, placeholder="suppressed")
+            show_table(preview, placeholder="suppressed")
     except RulesError as exc:
         st.error(str(exc))
 # Saved rules are a file of the installation, not of the store: demo mode previews only.
@@ -66,7 +67,7 @@ st.subheader("Overrides")
 overrides = list_overrides(engine())
 if len(overrides):
     audit_view(scope, "view_patients", "overrides", "admin rules")  # patient ids with their notes
-st.dataframe(overrides, hide_index=True)
+show_table(overrides)
 with st.form("set_override", clear_on_submit=True):
     patient_id = st.text_input("Patient id")
     subgroup = st.selectbox("Subgroup", rules.subgroup_ids, format_func=rules.subgroup_names.get)

@@ -12,6 +12,7 @@ from core.views.format import csv_export, format_figure
 from ui.auth import audited_file, require
 from ui.data import query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_window
 
 NUMBER = st.column_config.NumberColumn
@@ -84,7 +85,7 @@ with compare_tab:
               "oe": NUMBER("Observed / expected", format="%.2f"), "oe_low": NUMBER("O/E 95% CI low", format="%.2f"),
               "oe_high": NUMBER("O/E 95% CI high", format="%.2f"), "volume": NUMBER(x_title, format="%.1f"),
               "funnel_position": TEXT("Funnel"), "flag": TEXT("Against the network"), "suppressed": "Suppressed"}  # fmt: skip
-    st.dataframe(shown, hide_index=True, key="compare_table", placeholder="suppressed", column_config=config)
+    show_table(shown, hide_index=True, key="compare_table", placeholder="suppressed", column_config=config)
     st.download_button("Download comparison (CSV)",
                        audited_file(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}",
                                     lambda frame=shown: csv_export(frame)),
@@ -101,7 +102,7 @@ with map_tab:
     table = points.assign(team=points["team_id"].map(team_labels), subgroup=points["subgroup"].map(lambda s: labels.get(s, s)))
     table = table[["team", "subgroup", "cost_pmpm_usd", "outcome_index", "index_low", "index_high", "measures_in_index", "member_months",
                    "cost_ratio_to_peers", "quadrant", "previous_cost_pmpm_usd", "previous_outcome_index", "suppressed"]]  # fmt: skip
-    st.dataframe(table, hide_index=True, key="value_table", placeholder="suppressed",
+    show_table(table, hide_index=True, key="value_table", placeholder="suppressed",
                  column_config={"team": TEXT("Team"), "subgroup": TEXT("Subgroup"),
                                 "cost_pmpm_usd": NUMBER("Cost PMPM (USD)", format="$%.0f"),
                                 "outcome_index": NUMBER("Value index", format="%.1f"),
@@ -121,7 +122,7 @@ with map_tab:
     parts_shown = parts.assign(team=parts["team_id"].map(team_labels), subgroup=parts["subgroup"].map(lambda s: labels.get(s, s)),
                                measure=parts["measure_id"].map(names))  # fmt: skip
     parts_shown = parts_shown[["team", "subgroup", "measure", "value", "target", "score", "score_low", "score_high", "weight_share"]]  # fmt: skip
-    st.dataframe(parts_shown, hide_index=True, key="value_parts", placeholder="suppressed",
+    show_table(parts_shown, hide_index=True, key="value_parts", placeholder="suppressed",
                  column_config={"team": TEXT("Team"), "subgroup": TEXT("Subgroup"), "measure": TEXT("Measure"),
                                 "value": NUMBER("Value", format="%.1f"), "target": NUMBER("Target", format="%.1f"),
                                 "score": NUMBER("Score (100 = on target)", format="%.0f"),
@@ -134,6 +135,6 @@ with map_tab:
                  f"{r.teams_with_value} of {r.teams} teams)" for r in missing.itertuples()]  # fmt: skip
         st.markdown("**Left out for every team of the subgroup**, because at least one team has no published value "
                     f"with {format_figure(load_executive_settings().min_denominator, digits=0)} or more patients:")  # fmt: skip
-        st.dataframe({"Left out": lines}, hide_index=True, key="value_excluded")
+        show_table({"Left out": lines}, hide_index=True, key="value_excluded")
     st.caption("Targets and their sources: the measure catalogue (core/config/measures.toml). Interval: propagated from "
                "each measure's 95% interval, taking the measures as independent.")  # fmt: skip

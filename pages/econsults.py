@@ -11,6 +11,7 @@ from core.views.econsults import econsults
 from core.views.format import csv_export, format_figure
 from ui.auth import audited_file, require
 from ui.data import query
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_window
 
 scope = require("econsults")
@@ -39,18 +40,12 @@ else:
     if counts_shown and any(hidden.values()):
         st.caption("A figure shown as suppressed rests on 1-10 e-consults, answered, resolved or not resolved in this window.")
 
-config = {"mean_response_days": st.column_config.NumberColumn("Mean response, days", format="%.1f"),
-          "response_ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
-          "response_ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f"),
-          "resolved_pct": st.column_config.NumberColumn("Resolved without visit, %", format="%.0f"),
-          "specialist_spend_usd": st.column_config.NumberColumn("Specialist spend", format="dollar"),
-          "specialist_pmpm_usd": st.column_config.NumberColumn("Specialist spend PMPM", format="dollar")}  # fmt: skip
 tables = {"by_specialty": ("By specialty", data["by_specialty"]),
           "by_team": ("By team", data["by_team"].assign(team_id=data["by_team"]["team_id"].map(lambda t: team_labels.get(t, t)))),
           "spend": ("Specialist spend of patients with and without an e-consult", data["spend"])}  # fmt: skip
 for name, (title, frame) in tables.items():
     st.subheader(title)
-    st.dataframe(frame, hide_index=True, key=f"econsult_{name}", placeholder="suppressed", column_config=config)
+    show_table(frame, key=f"econsult_{name}", placeholder="suppressed")
     st.download_button(f"Download {title.lower()} (CSV)", audited_file(scope, "econsults", f"{name} {month:%Y-%m} {window}",
                                                                       lambda frame=frame: csv_export(frame)),
                        file_name=f"econsults_{name}_{month:%Y-%m}.csv", mime="text/csv", key=f"dl_econsult_{name}", on_click="ignore")  # fmt: skip

@@ -13,6 +13,7 @@ from core.views.format import csv_export, format_figure
 from ui.auth import audited_file, require
 from ui.data import query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_window
 
 scope = require("equity")
@@ -51,7 +52,7 @@ chart = table.assign(stratum_value=table["group"])
 st.plotly_chart(equity_gap_figure(chart, unit, table["network_value"].iloc[0]), key="equity_chart")
 shown = table.drop(columns=["unit", "stratum_value"])
 NUMBER = st.column_config.NumberColumn
-st.dataframe(shown, hide_index=True, key="equity_table", placeholder="suppressed",
+show_table(shown, hide_index=True, key="equity_table", placeholder="suppressed",
              column_config={"group": st.column_config.TextColumn(strata.labels[stratum]),
                             "numerator": NUMBER("Numerator", format="%.1f"), "denominator": NUMBER("Denominator", format="%.1f"),
                             "patients": NUMBER("Patients", format="%d"), "value": NUMBER(f"Value ({unit})", format="%.1f"),

@@ -19,6 +19,7 @@ from core.views.review_pack import PACK_TABLES, pack_file, review_pack_html, rev
 from ui.auth import audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
+from ui.tables import show_table
 from ui.widgets import from_url, month_label, select_month, select_team, select_window
 
 scope = require("review")
@@ -44,9 +45,9 @@ st.caption(policy.caption)
 with st.container(border=True):
     st.markdown("**What moved**\n" + "".join(f"\n- {plain(line)}" for line in data.summary))
 
-cols = st.columns(4)
+cols = st.columns(3)  # three a row: a measure's name fits its card at 1440 px
 for i, m in enumerate(headline_metrics(data)):
-    cols[i % 4].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
+    cols[i % 3].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
                        chart_data=m["chart"] or None, border=True, delta_description="vs last month")  # fmt: skip
 pay = payment_summary(data)
 money = {k: usd(pay[k]) if pay["costed"] or k == "payment_usd" else "not costed" for k in ("payment_usd", "cost_usd", "margin_usd")}
@@ -66,19 +67,20 @@ def patient_rows(frame, key: str) -> None:
         st.caption("Patient rows are shown to users with patient-level access only.")
         return
     audit_view(scope, "view_patients", team_id, f"review {key} {subgroup} {month:%Y-%m}")
-    event = st.dataframe(frame, key=key, hide_index=True, on_select="rerun", selection_mode="single-row")
+    event = show_table(frame, key=key, on_select="rerun", selection_mode="single-row")
     if event.selection.rows:
         st.switch_page("pages/patient.py", query_params={"patient": frame.iloc[event.selection.rows[0]]["patient_id"]})
 
 
 card_tab, moved_tab, value_tab, log_tab, pack_tab = st.tabs(["Scorecard", "What moved", "Value map", "Review log", "Review pack"])
 with card_tab:
-    st.dataframe(data.scorecard, key="scorecard", hide_index=True, column_order=list(data.scorecard.columns[1:]))
+    show_table(data.scorecard, key="scorecard", column_order=list(data.scorecard.columns[1:]))
     st.caption(scorecard_note(data))
     with st.expander("Measure definitions"):
         defs = catalogue_frame()
-        st.dataframe(defs[defs["id"].isin(data.card["measure_id"])][["name", "definition", "numerator", "denominator",
-                     "exclusions", "unit", "direction", "target"]], hide_index=True)  # fmt: skip
+        show_table(defs[defs["id"].isin(data.card["measure_id"])][["name", "definition", "numerator", "denominator",
+                   "exclusions", "unit", "direction", "target"]], column_config={"name": "Measure", "numerator": st.column_config.TextColumn("Numerator"),
+                   "denominator": st.column_config.TextColumn("Denominator")})  # fmt: skip
 with moved_tab:
     st.subheader("Measures that changed significantly")
     flagged = data.scorecard[data.scorecard["Significant"] != ""]
@@ -88,27 +90,27 @@ with moved_tab:
         st.write("No measure changed significantly (the 95 % intervals overlap).")
     if len(data.across_teams) and len(scope.team_ids) > 1:
         st.caption("Significant changes and gaps of every team in your scope for this subgroup")
-        st.dataframe(data.across_teams, key="across_teams", hide_index=True)
+        show_table(data.across_teams, key="across_teams")
     st.subheader("Patients entering and leaving the subgroup")
-    st.dataframe(data.moves["summary"].replace({"other_subgroup": labels}), key="moves_summary", hide_index=True,
+    show_table(data.moves["summary"], key="moves_summary",
                  placeholder="suppressed")
     patient_rows(data.moves["patients"], "moves")
     st.subheader("ED visits and admissions this month")
     patient_rows(data.acute, "acute")
     st.subheader("Largest cost drivers")
-    st.dataframe(data.drivers["by_category"], key="cost_categories", hide_index=True, placeholder="suppressed")
+    show_table(data.drivers["by_category"], key="cost_categories", placeholder="suppressed")
     patient_rows(data.drivers["by_patient"], "cost_patients")
 with value_tab:
     now = data.value_map[data.value_map["month"] == month]
     st.caption("Every team serving this subgroup, other teams included: counts of 1-10 are suppressed here.")
-    st.plotly_chart(charts.review_value_map_figure(now, team_id), key="value_map")
-    st.dataframe(now.drop(columns=["month"]), key="value_map_table", hide_index=True, placeholder="suppressed")
-    st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id), key="value_trend")
+    st.plotly_chart(charts.review_value_map_figure(now, team_id, f"Value map, {month_label(month)}: this team against peer teams"), key="value_map")
+    show_table(now.drop(columns=["month"]), key="value_map_table", placeholder="suppressed")
+    st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id, "This team on the value map, month by month"), key="value_trend")
 with log_tab:
     log = review_log(engine(), scope.team_ids, team_id, subgroup, month)
-    st.dataframe(log, key="review_log", hide_index=True)
+    show_table(log, key="review_log")
     with st.form("add_entry", clear_on_submit=True):
-        kind = st.selectbox("Kind", ["note", "decision", "action"], key="entry_kind")
+        kind = st.selectbox("Kind", ["note", "decision", "action"], key="entry_kind", format_func=str.capitalize)
         text = st.text_area("Text", key="entry_text")
         owner, due = st.text_input("Owner (action items)", key="entry_owner"), st.date_input("Due date", value=None, key="entry_due")
         if st.form_submit_button("Save"):

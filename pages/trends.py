@@ -15,6 +15,7 @@ from core.views.trends import outcomes_with_data, trends
 from ui.auth import audited_file, require
 from ui.data import engine, query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 
 ROLLING = {1: "Each month", 3: "Rolling 3 months", 12: "Rolling 12 months"}
 
@@ -54,7 +55,8 @@ if figures["partial"].any():
 for tab, metric in zip(st.tabs(list(COST_LABELS.values())), COST_LABELS, strict=True):
     part = drawn.loc[drawn["metric"] == metric]
     shade = shade_from if len(part) and shade_from is not None and part["month"].max() >= shade_from else None
-    tab.plotly_chart(trend_lines_figure(part, labels, y_title="USD per member per month", incomplete_from=shade), key=f"cost_{metric}")
+    tab.plotly_chart(trend_lines_figure(part, labels, title=COST_LABELS[metric], y_title="USD per member per month", incomplete_from=shade),
+                     key=f"cost_{metric}")  # fmt: skip
 
 st.subheader("Key outcomes")
 order = outcomes_with_data(figures)  # the outcome with the most published, non-zero points first
@@ -75,7 +77,7 @@ if mix["suppressed"].any():
 st.subheader("All figures")
 table = figures.assign(subgroup=figures["subgroup"].map(lambda s: labels.get(s, "All subgroups" if s == "all" else s)))
 table = table[["month", "subgroup", "metric_label", "value", "ci_low", "ci_high", "patients", "suppressed", "claims_complete"]]
-st.dataframe(table, hide_index=True, key="trend_table", placeholder="suppressed",
+show_table(table, hide_index=True, key="trend_table", placeholder="suppressed",
              column_config={"month": st.column_config.DateColumn("Month", format="MMM YYYY"),
                             "subgroup": st.column_config.TextColumn("Subgroup"),
                             "metric_label": st.column_config.TextColumn("Figure"),
@@ -87,7 +89,7 @@ st.dataframe(table, hide_index=True, key="trend_table", placeholder="suppressed"
 st.download_button("Download figures (CSV)", audited_file(scope, "trends", f"{unit} figures csv", lambda frame=table: csv_export(frame)),
                    file_name="trends.csv", mime="text/csv", key="dl_trends", on_click="ignore")  # fmt: skip
 mix_table = mix.assign(subgroup=mix["subgroup"].map(lambda s: labels.get(s, s)))
-st.dataframe(mix_table, hide_index=True, key="mix_table", placeholder="suppressed",
+show_table(mix_table, hide_index=True, key="mix_table", placeholder="suppressed",
              column_config={"month": st.column_config.DateColumn("Month", format="MMM YYYY"),
                             "subgroup": st.column_config.TextColumn("Subgroup"),
                             "members": st.column_config.NumberColumn("Members", format="%d"), "suppressed": "Suppressed",

@@ -14,6 +14,7 @@ from core.access.users import find_user
 from core.store.queries import organisation
 from ui.data import current_url, engine, query
 from ui.downloads import browser_fingerprint, guard_media_store, serve_to
+from ui.widgets import team_choice_labels
 
 DEMO_PERSONAS = {
     "team_leader": ("demo-team-leader", "Demo team leader"),
@@ -94,7 +95,7 @@ def demo_switcher(scope: Scope) -> None:
     st.warning("Demo mode: sample data, no login. Pick a role to try it.", icon=":material/science:")
     st.selectbox("Demo role", list(DEMO_PERSONAS), key="demo_role", format_func=rules.role_labels.get)
     if scope.role in TEAM_ROLES:
-        labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
+        labels = team_choice_labels(org)
         st.selectbox("Demo team", list(labels), key="demo_team", format_func=labels.get)
     for key in ("demo_role", "demo_team"):
         if key in st.session_state:

@@ -18,6 +18,7 @@ from core.store.db import make_engine
 from core.store.models import AuditEvent
 from core.store.months import window_months
 from core.store.queries import months_available, organisation, read_frame
+from core.views.columns import label_of
 from core.views.compare import standardised_comparison, team_comparison, value_map_data
 from core.views.econsults import econsults
 from core.views.equity import equity_table
@@ -128,7 +129,7 @@ def test_team_comparison_shows_every_team_against_the_network(app, engine, perio
     assert len(table) == len(core["teams"]) > 0
     np.testing.assert_allclose(numbers(table, ["value", "ci_low", "ci_high"]), numbers(core["teams"], ["value", "ci_low", "ci_high"]),
                                equal_nan=True)  # fmt: skip
-    assert list(table["flag"]) == list(core["teams"]["flag"])
+    assert list(table["flag"]) == [label_of(f, "flags") for f in core["teams"]["flag"]]  # shown by their labels
     assert f"Network: {core['network']['value']:,.1f}" in app.markdown[0].value
     assert len(app.get("plotly_chart")) >= 2  # caterpillar and funnel side by side
 

@@ -84,7 +84,7 @@ def test_selections_change_the_numbers(app, sample_engine):
 def test_url_opens_the_same_view(app, sample_engine):
     months = months_available(sample_engine)
     # as the browser writes them: bound widgets with a format_func put the shown label in the URL
-    app.query_params["team"] = "Riverside Family Medicine · Riverside Chronic Care Team"
+    app.query_params["team"] = "Riverside Chronic Care Team · Riverside Family Medicine"
     app.query_params["subgroup"] = "Complex"  # not the team's own subgroup (chronic)
     app.query_params["month"] = months[-2].strftime("%b %Y")
     _open(app, team="TM03")
@@ -131,8 +131,8 @@ def test_note_and_action_item_survive_a_restart(copied_db):
 
     restarted = _open(AppTest.from_file(DASHBOARD, default_timeout=60), team="TM04")
     log = _table(restarted, "carried_forward")
-    assert list(log["kind"]) == ["note", "action"]
-    assert list(log["status"]) == ["", "open"]
+    assert list(log["kind"]) == ["Note", "Action"]  # shown by their labels (core/config/columns.toml)
+    assert list(log["status"]) == ["", "Open"]
     assert log["owner"].iloc[1] == "Nurse lead"
 
     # close the action item; it is done for good
