@@ -37,6 +37,7 @@ class SuppressionRules:
     complementary: bool
     policies: dict[str, SuppressionPolicy]
     audiences: dict[str, str]
+    window_rounding_base: int = 1  # controlled rounding of window numerators (1 = none), core.metrics.scorecard
 
 
 @cache
@@ -55,7 +56,10 @@ def load_suppression_rules(path: Path = SUPPRESSION_PATH) -> SuppressionRules:
     unknown = set(audiences.values()) - set(policies)
     if unknown:
         raise ConfigError(f"{path}: [audiences] names unknown policies {sorted(unknown)}")
-    return SuppressionRules(smallest, largest, bool(small.get("complementary", True)), policies, audiences)
+    base = small.get("window_rounding_base", 1)
+    if not isinstance(base, int) or isinstance(base, bool) or base < 0:
+        raise ConfigError(f"{path}: small_counts.window_rounding_base must be a whole number >= 0 (0 or 1: no rounding)")
+    return SuppressionRules(smallest, largest, bool(small.get("complementary", True)), policies, audiences, max(base, 1))
 
 
 def suppression_policy(scope: Scope, figure_teams: Iterable[str] | None, shared_export: bool = False,

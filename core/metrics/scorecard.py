@@ -29,6 +29,11 @@ number of patients. Rules, in one place:
   count used is the largest monthly count (a lower bound of the distinct patients, so the rule
   errs towards suppressing). Tables of parts published with their total (strata, teams,
   subgroups) also get complementary suppression, :func:`suppress_table`.
+- Controlled rounding (where suppression applies): the values and intervals of proportions and
+  rates summed over windows longer than a month are computed from numerators rounded to the
+  nearest multiple of ``window_rounding_base`` (core/config/suppression.toml), so that a value
+  times its denominator (member-years follow from the published members) does not give the
+  count back exactly, :func:`rounded_numerators`.
 """
 
 from __future__ import annotations
@@ -293,6 +298,39 @@ def figure_counts(kinds, numerator, denominator, patients) -> np.ndarray:
     return np.nan_to_num(np.stack([pts, den_shown, num_shown, rest], axis=1))
 
 
+ROUNDED_KINDS = ("proportion", "rate_per_1000_member_years")
+
+
+def window_rounding_base(suppress: bool, months: int) -> int:
+    """The base the numerators of a window of ``months`` are rounded to before its value and
+    interval are computed: ``window_rounding_base`` of core/config/suppression.toml where
+    suppression applies and the window is longer than a month, else 1 (no rounding)."""
+    return load_suppression_rules().window_rounding_base if suppress and months > 1 else 1
+
+
+def rounded_numerators(kinds, numerator, denominator, base: int, summed=True) -> np.ndarray:
+    """Controlled rounding of the numerators a window's published value and interval are computed from.
+
+    The numerators of proportions and rates (``kinds`` in :data:`ROUNDED_KINDS`) whose window
+    adds its months (``summed``: False for end-of-window measures, whose figure is the end
+    month's own and published exactly on the month view) go to the nearest multiple of ``base``
+    (halves up, conventional rounding); a proportion's numerator is kept within its denominator.
+    A published rate times its member-years (rebuilt from the monthly members), or a proportion
+    times its denominator, then gives the count only to within +/- base / 2, so neighbouring
+    windows do not give a month's small count back. Means (sums of scores) and the other kinds are
+    unchanged; ``base`` <= 1 changes nothing. The small-count test uses the exact counts.
+    """
+    num = np.asarray(numerator, dtype="float64")
+    if base <= 1:
+        return num
+    kinds = np.broadcast_to(np.asarray(kinds), num.shape)
+    den = np.broadcast_to(np.asarray(denominator, dtype="float64"), num.shape)
+    rounded = np.floor(num / base + 0.5) * base
+    rounded = np.where(kinds == "proportion", np.minimum(rounded, np.maximum(den, 0.0)), rounded)
+    apply = np.isin(kinds, ROUNDED_KINDS) & np.broadcast_to(np.asarray(summed, dtype=bool), num.shape) & ~np.isnan(num)
+    return np.where(apply, rounded, num)
+
+
 WINDOW_COUNTS_NOTE = ("Counts of windows longer than a month are not published here (two neighbouring windows and the month "
                       "leaving them would give a month's count back): pick the one-month window for counts.")
 
@@ -347,15 +385,18 @@ def _flag(direction, low, high, value, other_value, other_low, other_high, suppr
     return np.where(differ, np.where(_better(direction, value, other_value), "better", "worse"), "")
 
 
-def _figures(sums: np.ndarray, kinds: np.ndarray) -> dict[str, np.ndarray]:
-    """value, low, high (in the measure's unit) and small (suppress) from flat window sums [4, n]."""
+def _figures(sums: np.ndarray, kinds: np.ndarray, published=None) -> dict[str, np.ndarray]:
+    """value, low, high (in the measure's unit) and small (suppress) from flat window sums [4, n].
+    ``published``: the numerators the value and interval are computed from (rounded,
+    :func:`rounded_numerators`); the small test reads the exact ones."""
     num, den, sq, pts = sums
+    shown = num if published is None else np.asarray(published, dtype="float64")
     out = {k: np.full(len(kinds), np.nan) for k in ("value", "low", "high")}
     out["small"] = np.zeros(len(kinds), dtype=bool)
     for kind in SCALE:
         mask = kinds == kind
         if mask.any():
-            value, low, high = figure(kind, num[mask], den[mask], sq[mask])
+            value, low, high = figure(kind, shown[mask], den[mask], sq[mask])
             out["value"][mask], out["low"][mask], out["high"][mask] = value, low, high
             out["small"][mask] = small_figure(kind, num[mask], den[mask], pts[mask])
     return out
@@ -380,7 +421,10 @@ def build_scorecard(engine: Engine, selection: Selection, team_ids: tuple[str, .
     values, windows, whole_network = _read_windows(engine, selection, ms, team_ids)
     k, v = len(ms), len(values)
     flat = {key: w[:, :k, :].reshape(4, k * v) for key, w in windows.items()}
-    f = _window_figures(flat, np.repeat([m.kind for m in ms], v))
+    kinds = np.repeat([m.kind for m in ms], v)
+    base = window_rounding_base(suppress, WINDOWS[selection.window])
+    summed = np.repeat([m.window != "end" for m in ms], v)
+    f = _window_figures(flat, kinds, {key: rounded_numerators(kinds, w[0], w[1], base, summed) for key, w in flat.items()})
     if not suppress:
         for figures in f.values():
             figures["small"] = np.zeros_like(figures["small"])
@@ -424,9 +468,12 @@ def _read_windows(engine: Engine, selection: Selection, ms: list, team_ids: tupl
     return values, windows, whole_network
 
 
-def _window_figures(flat: dict[str, np.ndarray], kinds: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    """:func:`_figures` of every window, in one pass over all of them (fewer ppf calls)."""
-    every = _figures(np.concatenate(list(flat.values()), axis=1), np.tile(kinds, len(flat)))
+def _window_figures(flat: dict[str, np.ndarray], kinds: np.ndarray,
+                    published: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+    """:func:`_figures` of every window, in one pass over all of them (fewer ppf calls);
+    ``published``: the rounded numerators of each window (:func:`rounded_numerators`)."""
+    shown = None if published is None else np.concatenate([published[key] for key in flat])
+    every = _figures(np.concatenate(list(flat.values()), axis=1), np.tile(kinds, len(flat)), shown)
     size = len(kinds)
     return {key: {name: x[i * size:(i + 1) * size] for name, x in every.items()} for i, key in enumerate(flat)}
 

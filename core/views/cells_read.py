@@ -17,7 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from core.derive.costs import COST_EXTERNAL, COST_INTERNAL, COST_TOTAL
 from core.derive.measures import MeasureCatalogue, load_measures
-from core.metrics.scorecard import figure, is_small, small_figure
+from core.metrics.scorecard import figure, is_small, rounded_numerators, small_figure, window_rounding_base
 from core.store.models import Cell
 from core.store.months import add_months, as_month
 from core.store.queries import read_frame, where_selection
@@ -55,14 +55,20 @@ def _kinds(metrics: Sequence[str], catalogue: MeasureCatalogue) -> dict[str, str
     return {m: by_id[m].kind if m in by_id else COST_KIND for m in metrics}
 
 
-def add_figures(sums: pd.DataFrame, catalogue: MeasureCatalogue | None = None, suppress: bool = True) -> pd.DataFrame:
+def add_figures(sums: pd.DataFrame, catalogue: MeasureCatalogue | None = None, suppress: bool = True,
+                months: int = 1) -> pd.DataFrame:  # fmt: skip
     """Add value, ci_low, ci_high (measure unit; cost PMPM in USD) and suppressed to summed cells
     (same grain as ``sums``).
 
     A measure is suppressed by core.metrics.scorecard.small_figure; a cost PMPM when its patient count
     is 1-10. Suppressed rows lose their counts and figures (NaN). ``suppress`` False: exact figures.
+    ``months``: the length of the window the sums cover; with ``suppress`` and more than one month,
+    values and intervals come from rounded numerators (core.metrics.scorecard.rounded_numerators;
+    the counts columns and the small test stay exact).
     """
     catalogue = catalogue or load_measures()
+    base = window_rounding_base(suppress, months)
+    summed = {m.id for m in catalogue.measures if m.window != "end"}
     out = sums.copy()
     kinds = out["metric"].map(_kinds(out["metric"].unique(), catalogue))
     out["kind"] = kinds
@@ -79,7 +85,8 @@ def add_figures(sums: pd.DataFrame, catalogue: MeasureCatalogue | None = None, s
             low = high = np.full(len(part), np.nan)
             small = is_small(part["patients"])
         else:
-            value, low, high = figure(kind, part["numerator"], part["denominator"], part["sum_sq"])
+            shown = rounded_numerators(kind, part["numerator"], part["denominator"], base, part["metric"].isin(summed).to_numpy())
+            value, low, high = figure(kind, shown, part["denominator"], part["sum_sq"])
             small = small_figure(kind, part["numerator"], part["denominator"], part["patients"])
         out.loc[mask, "value"], out.loc[mask, "ci_low"], out.loc[mask, "ci_high"] = value, low, high
         out.loc[mask, "suppressed"] = small & suppress

@@ -13,8 +13,16 @@ from sqlalchemy import Engine
 
 from core.derive.costs import COST_TOTAL
 from core.derive.measures import load_measures
-from core.metrics.scorecard import RISK_METRIC, SCALE, is_small, suppress_table, window_counts_published
-from core.metrics.stats import funnel_limits, indirect_standardisation, t_interval, value_outside
+from core.metrics.scorecard import (
+    RISK_METRIC,
+    SCALE,
+    is_small,
+    rounded_numerators,
+    suppress_table,
+    window_counts_published,
+    window_rounding_base,
+)
+from core.metrics.stats import funnel_limits, indirect_standardisation, poisson_exact_interval, t_interval, value_outside
 from core.metrics.value import VALUE_INDEX_TARGET, value_index, value_map
 from core.store.months import WINDOWS, add_months
 from core.views.cells_read import ALL, COST_KIND, COST_LABELS, add_figures, cell_sums_by, window_sums
@@ -60,10 +68,11 @@ def comparison_measures() -> dict[str, Compared]:
     return out
 
 
-def _figures(frame: pd.DataFrame, compared: Compared, suppress: bool) -> pd.DataFrame:
-    """Published figures of summed cells: measures through add_figures; a cost PMPM with its t interval
-    (every member-month one observation: cost sums, squares and member-months are additive)."""
-    out = add_figures(frame.assign(metric=compared.id) if "metric" not in frame else frame, suppress=suppress)
+def _figures(frame: pd.DataFrame, compared: Compared, suppress: bool, months: int = 1) -> pd.DataFrame:
+    """Published figures of summed cells of a window of ``months``: measures through add_figures
+    (rounded numerators over longer windows); a cost PMPM with its t interval (every member-month
+    one observation: cost sums, squares and member-months are additive)."""
+    out = add_figures(frame.assign(metric=compared.id) if "metric" not in frame else frame, suppress=suppress, months=months)
     if compared.kind == COST_KIND:
         _, low, high = t_interval(frame["numerator"].to_numpy(), frame["denominator"].to_numpy(), frame["sum_sq"].to_numpy())
         hidden = out["suppressed"].to_numpy(dtype=bool)
@@ -132,7 +141,7 @@ def team_comparison(engine: Engine, measure_id: str, period: date, window: str =
     sums = cell_sums_by(engine, ["team_id"], [measure_id], first, period, subgroup=subgroup)
     per_team = window_sums(sums, ["team_id"], period, n, catalogue)
     net = window_sums(sums.assign(team_id=ALL), ["team_id"], period, n, catalogue)
-    network = _figures(net, measure, suppress)
+    network = _figures(net, measure, suppress, n)
     if team_ids is not None:
         per_team = per_team.loc[per_team["team_id"].isin(team_ids)]
     count_cols = {"rate_per_1000_member_years": ["numerator", "patients"], COST_KIND: ["denominator", "patients"]}.get(
@@ -141,7 +150,7 @@ def team_comparison(engine: Engine, measure_id: str, period: date, window: str =
         per_team = per_team.assign(non_numerator=per_team["denominator"] - per_team["numerator"])
         count_cols.append("non_numerator")
     raw = per_team.copy()
-    teams = _figures(per_team, measure, suppress)
+    teams = _figures(per_team, measure, suppress, n)
     if suppress:
         teams["suppressed"] = suppress_table(raw.assign(suppressed=teams["suppressed"].to_numpy()), count_cols, total=True)["suppressed"].to_numpy()  # fmt: skip
     hidden = teams["suppressed"].to_numpy(dtype=bool)
@@ -213,6 +222,14 @@ def standardised_comparison(engine: Engine, measure_id: str, period: date, windo
     count = measure.kind in ("proportion", "rate_per_1000_member_years")
     adjust = measure.risk_adjust and measure.kind in ("rate_per_1000_member_years", COST_KIND)
     std = indirect_standardisation(rows, "team_id", ["subgroup", "stratum_value"], count=count, risk=adjust)
+    base = window_rounding_base(suppress, n)
+    summed = measure_id in catalogue.by_id() and catalogue.by_id()[measure_id].window != "end"
+    if count and base > 1 and summed:  # O/E x expected = observed: from the rounded observed count
+        observed = rounded_numerators(measure.kind, std["observed"], np.inf, base)
+        e = std["expected"].where(std["expected"] > 0).to_numpy(dtype="float64")
+        low, high = poisson_exact_interval(observed, e)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            std = std.assign(oe=observed / e, oe_low=low, oe_high=high)
     teams = crude["teams"].merge(std[["team_id", "expected", "volume", "oe", "oe_low", "oe_high", "expected_sd"]].rename(
         columns={"volume": "std_volume"}), on="team_id", how="left")  # fmt: skip
     hidden = teams["suppressed"].to_numpy(dtype=bool)
@@ -284,7 +301,7 @@ def value_map_data(engine: Engine, period: date, window: str = "12m", team_ids: 
         compared = cost.loc[~small & (cost["member_months"] > 0), ["team_id", "subgroup"]]
         measures = win.loc[win["metric"].isin(list(by_id))]
         measures = measures.loc[[by_id[m].applies_to(s) for m, s in zip(measures["metric"], measures["subgroup"], strict=True)]]
-        measures = add_figures(measures, catalogue).rename(columns={"metric": "measure_id"})
+        measures = add_figures(measures, catalogue, months=n).rename(columns={"metric": "measure_id"})
         few = measures["denominator"].isna() | (measures["denominator"] < settings.min_denominator)
         measures[["value", "ci_low", "ci_high"]] = measures[["value", "ci_low", "ci_high"]].where(~(measures["suppressed"] | few))
         measures = measures.merge(compared, on=["team_id", "subgroup"])

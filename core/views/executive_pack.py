@@ -61,7 +61,7 @@ def _window_figures(both: pd.DataFrame, end: date, months: int, catalogue, suppr
     """Figures of one window per subgroup (and All) and metric, with complementary suppression of
     the subgroups against the All row of each metric."""
     sums = window_sums(both, ["subgroup"], end, months, catalogue)
-    figures = add_figures(sums, catalogue, suppress)
+    figures = add_figures(sums, catalogue, suppress, months)
     if suppress and len(figures):
         counts = figure_counts(figures["kind"], sums["numerator"], sums["denominator"], sums["patients"])
         figures = hide_complements(figures, counts, (figures["subgroup"] != ALL).to_numpy(), ["metric"], BLANK)

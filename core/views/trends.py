@@ -57,7 +57,7 @@ def trends(engine: Engine, team_ids: tuple[str, ...] | None = None, practice_id:
     present = sorted(m for m in set(outcomes["month"]) if m >= first and add_months(m, -(rolling - 1)) >= data_start)
     rolled = [window_sums(outcomes, ["subgroup"], m, rolling, catalogue).assign(month=m) for m in present]
     rolled = pd.concat(rolled, ignore_index=True) if rolled else outcomes
-    figures = add_figures(rolled, catalogue, suppress)
+    figures = add_figures(rolled, catalogue, suppress, rolling)
     cost = (figures["kind"] == COST_KIND).to_numpy()
     if cost.any():  # cost PMPM: a t interval (each member-month one observation; sums and squares are additive)
         _, low, high = t_interval(rolled.loc[cost, "numerator"], rolled.loc[cost, "denominator"], rolled.loc[cost, "sum_sq"])
