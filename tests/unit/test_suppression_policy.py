@@ -95,3 +95,76 @@ def test_window_counts_are_published_for_months_only(monkeypatch):
     broken = replace(suppression.load_suppression_rules(), complementary=False)
     monkeypatch.setattr(scorecard, "load_suppression_rules", lambda: broken)
     assert scorecard.window_counts_published("12m")
+
+
+@pytest.mark.parametrize(("kind", "numerator", "denominator", "summed", "base", "shown"), [
+    ("rate_per_1000_member_years", 107.0, 785.7, True, 5, 105.0),  # 107 -> 105 (nearest multiple of 5)
+    ("rate_per_1000_member_years", 108.0, 785.7, True, 5, 110.0),
+    ("rate_per_1000_member_years", 107.5, 785.7, True, 5, 110.0),  # halves go up
+    ("rate_per_1000_member_years", 2.0, 30.0, True, 5, 0.0),
+    ("rate_per_1000_member_years", 3.0, 30.0, True, 5, 5.0),
+    ("rate_per_1000_member_years", 14.0, 30.0, True, 10, 10.0),
+    ("proportion", 98.0, 99.0, True, 5, 99.0),  # 100 would exceed the denominator: kept within it
+    ("proportion", 42.0, 99.0, True, 5, 40.0),
+    ("proportion", 42.0, 99.0, False, 5, 42.0),  # an end-of-window measure: the end month's own figure
+    ("mean", 42.0, 99.0, True, 5, 42.0),  # means (sums of scores) are not rounded
+    ("rate_per_1000_member_years", 107.0, 785.7, True, 1, 107.0),  # base 1: no rounding
+    ("rate_per_1000_member_years", float("nan"), 785.7, True, 5, float("nan")),
+])  # fmt: skip
+def test_window_numerators_are_rounded_to_the_base(kind, numerator, denominator, summed, base, shown):
+    got = scorecard.rounded_numerators(kind, [numerator], [denominator], base, summed)
+    np.testing.assert_array_equal(got, [shown])
+
+
+def test_the_rounding_base_applies_to_suppressed_windows_longer_than_a_month_only(monkeypatch):
+    assert suppression.load_suppression_rules().window_rounding_base == 5
+    assert scorecard.window_rounding_base(True, 12) == 5 and scorecard.window_rounding_base(True, 3) == 5
+    assert scorecard.window_rounding_base(True, 1) == 1  # a month publishes its counts (small ones suppressed)
+    assert scorecard.window_rounding_base(False, 12) == 1  # the exact policy is never rounded
+    monkeypatch.setattr(scorecard, "load_suppression_rules", lambda: replace(suppression.load_suppression_rules(), window_rounding_base=1))
+    assert scorecard.window_rounding_base(True, 12) == 1
+
+
+def test_the_rounding_base_is_checked(tmp_path):
+    text = ('[small_counts]\nsmallest = 1\nlargest = 10\nwindow_rounding_base = {}\n[policies.exact]\nsuppress = false\n'
+            'caption = "x"\n[audiences]\npatient_level_in_scope = "exact"\naggregate_only = "exact"\noutside_scope = "exact"\n'
+            'shared_export = "exact"\n')  # fmt: skip
+    (tmp_path / "bad.toml").write_text(text.format("-5"))
+    with pytest.raises(ValueError, match="window_rounding_base"):
+        suppression.load_suppression_rules(tmp_path / "bad.toml")
+    (tmp_path / "zero.toml").write_text(text.format("0"))
+    assert suppression.load_suppression_rules(tmp_path / "zero.toml").window_rounding_base == 1
+
+
+def test_a_rate_times_its_member_years_no_longer_gives_the_count_back():
+    """The issue's example: 107 ED visits over 785.7 member-years is 136.2 per 1,000; 136.2 x 785.7
+    / 1000 = 107.0 exactly. From the rounded numerator the value is 133.6, which gives 105 back."""
+    exact, _, _ = scorecard.figure("rate_per_1000_member_years", [107.0], [785.7], [0.0])
+    assert round(float(exact[0]), 1) == 136.2 and round(136.2 * 785.7 / 1000) == 107
+    shown = scorecard.rounded_numerators("rate_per_1000_member_years", [107.0], [785.7], 5)
+    value, low, high = scorecard.figure("rate_per_1000_member_years", shown, [785.7], [0.0])
+    assert round(float(value[0]), 1) == 133.6 and round(133.6 * 785.7 / 1000) == 105
+    low_105, high_105 = scorecard.poisson_exact_interval([105.0], [785.7])
+    assert (low[0], high[0]) == pytest.approx((low_105[0] * 1000, high_105[0] * 1000))  # the interval is of 105 events too
+
+
+def test_window_values_of_the_scorecard_come_from_rounded_numerators_for_aggregate_audiences_only(sample_engine):
+    from core.store.queries import months_available
+
+    month = months_available(sample_engine)[-1]
+    for window in ("quarter", "12m"):
+        selection = scorecard.Selection(practice_id="PR01", period=month, window=window)
+        exact = scorecard.build_scorecard(sample_engine, selection, suppress=False)
+        shown = scorecard.build_scorecard(sample_engine, selection, suppress=True)
+        rates = ((exact["kind"] == "rate_per_1000_member_years") & (exact["denominator"] > 0)).to_numpy()
+        events = exact.loc[rates, "value"] * exact.loc[rates, "denominator"] / 1000
+        np.testing.assert_allclose(events, exact.loc[rates, "numerator"])  # exact: the count itself
+        published = ~shown["suppressed"].to_numpy() & rates
+        recovered = shown.loc[published, "value"] * exact.loc[published, "denominator"] / 1000
+        np.testing.assert_allclose(recovered, np.round(recovered / 5) * 5, atol=1e-6)  # multiples of 5 only
+        assert (np.abs(recovered - exact.loc[published, "numerator"]) <= 2.5).all()
+        assert (recovered != exact.loc[published, "numerator"]).any()
+    month_card = scorecard.build_scorecard(sample_engine, scorecard.Selection(practice_id="PR01", period=month), suppress=True)
+    rates = (month_card["kind"] == "rate_per_1000_member_years") & ~month_card["suppressed"]
+    np.testing.assert_allclose(month_card.loc[rates, "value"] * month_card.loc[rates, "denominator"] / 1000,
+                               month_card.loc[rates, "numerator"])  # a month is not rounded  # fmt: skip
