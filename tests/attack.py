@@ -19,6 +19,11 @@ What is searched:
   P - 1 plus the month leaving the window gives the month P, checked against the true count
   (team comparison, e-consults by team and specialty, payment models by subgroup; for the last
   two the attacker is assumed to know every month leaving a window).
+- :func:`rate_window_leaks`: the same with the counts rebuilt from published rates: value (as
+  shown, to 0.1) x member-years / 1,000 (member-years follow from the published monthly members:
+  the harness gives the attacker the true ones), every count consistent with the value under the
+  published rounding method (:func:`counts_behind_rate`); a leak when neighbouring windows and
+  the month leaving them pin a month's small count to one value.
 
 A finding is a string naming where the count came from; a page with no leak returns [].
 """
@@ -383,6 +388,47 @@ def window_leaks(windows: dict, leaving: dict, truth: dict, length: int = 12) ->
         if is_small(true) and abs(recovered - true) < 1e-6:
             leaks.append(f"{unit} month {p}: {length} months to P ({w:g}) - {length} months to P-1 ({before:g}) + month "
                          f"P-{length} ({out:g}) = {recovered:g}")
+    return leaks
+
+
+def counts_behind_rate(value: float, member_years: float, base: int = 1, scale: float = 1000.0, digits: int = 1) -> list[int]:
+    """The whole counts an attacker finds consistent with a published rate ``value`` (shown to
+    ``digits`` decimals) over ``member_years``, knowing the numerators were rounded to ``base``
+    (core/config/suppression.toml, window_rounding_base) before the value was computed."""
+    if not member_years > 0:
+        return []
+    centre = value * member_years / scale
+    lo, hi = int(np.floor(centre - base - 2)), int(np.ceil(centre + base + 2))
+    out = []
+    for c in range(max(lo, 0), hi + 1):
+        shown = np.floor(c / base + 0.5) * base if base > 1 else c
+        if abs(round(shown * scale / member_years, digits) - value) < 10 ** -(digits + 3):
+            out.append(c)
+    return out
+
+
+def rate_window_leaks(values: dict, member_years: dict, leaving: dict, truth: dict, base: int = 1, length: int = 12,
+                      scale: float = 1000.0) -> list[str]:  # fmt: skip
+    """Neighbouring windows of a rate: the counts behind the values of the windows ending in P and
+    P - 1 (:func:`counts_behind_rate`), minus each other, plus the month P - L leaving them.
+
+    ``values``: {(unit, window end index): published value as shown, or "hidden"};
+    ``member_years``: {(unit, window end index): the window's member-years}; ``leaving`` and
+    ``truth`` as in :func:`window_leaks`. A leak is a month whose true count is 1-10 and the only
+    value the published figures allow.
+    """
+    leaks = []
+    for (unit, p), v in values.items():
+        before, out = values.get((unit, p - 1)), leaving.get((unit, p - length))
+        if not isinstance(v, float) or not isinstance(before, float) or not isinstance(out, float):
+            continue
+        now_counts = counts_behind_rate(v, member_years.get((unit, p), 0.0), base, scale)
+        before_counts = counts_behind_rate(before, member_years.get((unit, p - 1), 0.0), base, scale)
+        possible = {a - b + out for a in now_counts for b in before_counts}
+        true = truth.get((unit, p), 0.0)
+        if is_small(true) and possible == {true}:
+            leaks.append(f"{unit} month {p}: rate {v:g} and {before:g} x member-years give {now_counts} and {before_counts} "
+                         f"events in {length} months; + month P-{length} ({out:g}) = {true:g}")
     return leaks
 
 

@@ -14,11 +14,13 @@ from streamlit.testing.v1 import AppTest
 import core.metrics.scorecard  # noqa: F401 (imported so that broken_policy patches every module reading the rules)
 import core.views.review  # noqa: F401
 from core.access import suppression
+from core.derive.measures import load_measures
 from core.derive.subgroups.rules import active_rules_path, load_rules
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.db import create_schema, make_engine
 from core.store.models import Encounter
-from core.store.months import index_of
+from core.store.months import add_months, index_of
+from core.store.months import index_of as idx_of
 from core.store.queries import months_available, organisation, read_frame
 from core.views.cells_read import cell_sums_by
 from core.views.review import headline_series, subgroup_moves
@@ -100,8 +102,10 @@ def page_leaks(at, stores, page) -> list[str]:
     return attack.small_counts(pub) + attack.total_leaks(pub) + attack.moves_leaks(pub)
 
 
-def comparison_window_leaks(url: str, stores, role="executive", team=None, measure="ed_visits") -> list[str]:
-    """The team comparison of 12 months to the last month P and to P - 1, and of the months P and P - 12."""
+def comparison_window_leaks(url: str, stores, role="executive", team=None, measure="ed_visits", subgroup=None) -> list[str]:
+    """The team comparison within ``subgroup`` (None: the page's first choice, the truth of every subgroup) of 12 months to the last month P and to P - 1, and of
+    the months P and P - 12: the windows' counts, and (a rate) the counts behind their values x
+    member-years."""
     engine = make_engine(url)
     months = months_available(engine)
     engine.dispose()
@@ -109,9 +113,10 @@ def comparison_window_leaks(url: str, stores, role="executive", team=None, measu
     last = months[-1]
     windows: dict = {}
     monthly: dict = {}
+    values: dict = {}
     views = [(m, "12m", windows) for m in months if idx[last] - idx[m] in (0, 1)]
     views += [(m, "month", monthly) for m in months if idx[last] - idx[m] in (0, 12)]
-    at = visit("pages/compare.py", role, team, None, {"compare_measure": measure})
+    at = visit("pages/compare.py", role, team, None, {"compare_measure": measure} | ({"compare_subgroup": subgroup} if subgroup else {}))
     for m, window, into in views:
         at.sidebar.selectbox(key="month").select(f"{m:%Y-%m}")
         at.sidebar.selectbox(key="compare_window").select(window)
@@ -120,12 +125,23 @@ def comparison_window_leaks(url: str, stores, role="executive", team=None, measu
         table = next(df.value for df in at.dataframe if "team" in df.value.columns)
         for row in table.to_dict("records"):
             into[(row["team"], idx[m])] = attack.parse_number(row["numerator"])
+            if window == "12m":  # the value as shown (to 0.1)
+                value = attack.parse_number(row["value"])
+                values[(row["team"], idx[m])] = round(value, 1) if isinstance(value, float) else value
     engine = make_engine(url)
-    sums = cell_sums_by(engine, ["team_id"], [measure], months[0], last)
+    sums = cell_sums_by(engine, ["team_id"], [measure], add_months(months[0], -12), last, subgroup=subgroup)
     labels = {r.team_id: f"{r.practice} · {r.team}" for r in organisation(engine).itertuples()}
     engine.dispose()
-    truth = {(labels[r.team_id], idx[r.month]): float(r.numerator) for r in sums.itertuples()}
-    return attack.window_leaks(windows, monthly, truth)
+    truth = {(labels[r.team_id], idx_of(r.month)): float(r.numerator) for r in sums.itertuples()}
+    leaks = attack.window_leaks(windows, monthly, truth)
+    if load_measures().by_id()[measure].kind != "rate_per_1000_member_years":
+        return leaks
+    # member-years of each 12-month window: the attacker rebuilds them from the published monthly members
+    years = {(labels[r.team_id], idx_of(r.month)): float(r.denominator) for r in sums.itertuples()}
+    member_years = {(u, p): sum(years.get((u, p - i), 0.0) for i in range(12)) for u, p in values}
+    leaving = attack.worst_case_leaving(truth, idx_of(months[0]), idx[last])
+    base = core.metrics.scorecard.load_suppression_rules().window_rounding_base
+    return leaks + attack.rate_window_leaks(values, member_years, leaving, truth, base)
 
 
 def published_windows(page: str, url: str, windows: dict[str, int], read, window_key: str | None = None) -> dict:
@@ -208,6 +224,8 @@ def test_the_observed_expected_comparison_leaks_nothing(network, stores, measure
 
 def test_no_month_is_recoverable_from_neighbouring_windows(network, stores):
     assert comparison_window_leaks(network, stores) == []
+    # complex patients' ED visits: 12-month rates x member-years (rounded numerators: no month pinned)
+    assert comparison_window_leaks(network, stores, subgroup="complex") == []
 
 
 def test_no_month_is_recoverable_from_neighbouring_windows_of_econsults_and_payments(network, stores):
@@ -273,6 +291,26 @@ def test_the_harness_finds_the_leaks_of_a_policy_without_complementary_suppressi
     assert any("members change" in leak for leak in attack.moves_leaks(attack.collect(review, stores, "review")))
 
     assert comparison_window_leaks(sample_db_url, stores)
+
+
+@pytest.fixture
+def unrounded_policy(monkeypatch):
+    """The real policy without controlled rounding of window numerators (window_rounding_base = 1)."""
+    real = suppression.load_suppression_rules()
+    unrounded = replace(real, window_rounding_base=1)
+    for module in list(sys.modules.values()):
+        if module is not suppression and getattr(module, "load_suppression_rules", None) is suppression.load_suppression_rules:
+            monkeypatch.setattr(module, "load_suppression_rules", lambda: unrounded)
+    assert core.metrics.scorecard.load_suppression_rules().window_rounding_base == 1
+
+
+def test_the_harness_finds_months_behind_rates_x_member_years_without_rounding(sample_db_url, monkeypatch, stores,
+                                                                              unrounded_policy):  # fmt: skip
+    """Counts of 12-month windows are hidden, but a rate to 0.1 x member-years gives them back, and
+    neighbouring windows give a month: complex patients' ED visits of TM04 and TM07 in the last month."""
+    monkeypatch.setenv("DATABASE_URL", sample_db_url)
+    leaks = comparison_window_leaks(sample_db_url, stores, subgroup="complex")
+    assert any("x member-years" in leak for leak in leaks), leaks
 
 
 def test_the_harness_finds_months_in_neighbouring_windows_of_econsults_and_payments_of_a_broken_policy(
