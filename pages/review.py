@@ -10,9 +10,11 @@ from core.views.format import usd
 from core.views.printable import PAGE_SIZES
 from core.views.review import (
     headline_metrics,
+    idle_capacity_of_subgroup,
     payment_summary,
     review_data,
     scorecard_note,
+    with_fully_loaded,
 )
 from core.views.review_log import add_entry, close_entry, review_log
 from core.views.review_pack import review_pack, review_pack_html, review_pack_pdf
@@ -38,6 +40,13 @@ with st.sidebar:
 team_id, team_label = team["team_id"], f"{team['practice']} · {team['team']}"
 policy = suppression_policy(scope, [team_id])
 data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, policy.suppress, window)
+loaded = st.toggle("Fully loaded margin: add the cost of idle (unused) capacity", key="review_fully_loaded",
+                   help="Activity-based cost counts only the staff minutes used; the practice pays for every minute it "
+                        "supplies. Fully loaded cost = activity cost + this subgroup's share (by member-months) of the "
+                        "team's unused capacity cost (see True costs).")  # fmt: skip
+idle = query(idle_capacity_of_subgroup, team_id, subgroup, tuple(data.headline["month"])) if loaded else None
+if loaded:
+    data = with_fully_loaded(data, idle)
 span = month_label(month) if window == "month" else f"{WINDOW_LABELS[window].lower()} to {month_label(month)}"
 st.caption(f"{plain(team_label)} · {labels[subgroup]} · scorecard: {span}")
 st.caption(policy.caption)
@@ -49,11 +58,17 @@ for i, m in enumerate(headline_metrics(data)):
     cols[i % 4].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
                        chart_data=m["chart"] or None, border=True, delta_description="vs last month")  # fmt: skip
 pay = payment_summary(data)
-money = {k: usd(pay[k]) if pay["costed"] or k == "payment_usd" else "not costed" for k in ("payment_usd", "cost_usd", "margin_usd")}
+keys = ("payment_usd", "cost_usd", "margin_usd", *(("idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd") if loaded else ()))  # fmt: skip
+money = {k: usd(pay[k]) if pay["costed"] or k == "payment_usd" else "not costed" for k in keys}
 c1, c2, c3 = st.columns(3)
 c1.metric(f"Bundled payment ({usd(pay['rate_usd'])} PMPM)", money["payment_usd"])
-c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])
-c3.metric("Margin", money["margin_usd"])
+if loaded:
+    c2.metric(f"Fully loaded cost ({pay['cost_basis']} + unused capacity)", money["fully_loaded_cost_usd"],
+              f"of which unused capacity {money['idle_capacity_usd']}", delta_color="off")  # fmt: skip
+    c3.metric("Fully loaded margin", money["fully_loaded_margin_usd"], f"activity-based {money['margin_usd']}", delta_color="off")
+else:
+    c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])
+    c3.metric("Margin", money["margin_usd"])
 if data.costing_note:
     st.caption(data.costing_note.capitalize() + ".")
 if data.claims_note:
@@ -71,6 +86,17 @@ def patient_rows(frame, key: str) -> None:
         st.switch_page("pages/patient.py", query_params={"patient": frame.iloc[event.selection.rows[0]]["patient_id"]})
 
 
+NUMBER, TEXT = st.column_config.NumberColumn, st.column_config.TextColumn
+VALUE_COLUMNS = {
+    "team": TEXT("Team"), "value_index": NUMBER("Value index", format="%.1f"),
+    "index_low": NUMBER("Index 95% CI low", format="%.1f"), "index_high": NUMBER("Index 95% CI high", format="%.1f"),
+    "measures_in_index": NUMBER("Measures in the index", format="%d"), "cost_pmpm_usd": NUMBER("Cost PMPM (USD)", format="$%.0f"),
+    "member_months": NUMBER("Member-months", format="%d"), "cost_ratio_to_peers": NUMBER("Cost / peers' cost", format="%.2f"),
+    "quadrant": TEXT("Quadrant"), "measure": TEXT("Measure"), "value": NUMBER("Value", format="%.1f"),
+    "target": NUMBER("Target", format="%.1f"), "score": NUMBER("Score (100 = on target)", format="%.0f"),
+    "score_low": NUMBER("Score 95% CI low", format="%.0f"), "score_high": NUMBER("Score 95% CI high", format="%.0f"),
+    "weight_share": NUMBER("Weight", format="percent"),
+}  # fmt: skip
 card_tab, moved_tab, value_tab, log_tab, pack_tab = st.tabs(["Scorecard", "What moved", "Value map", "Review log", "Review pack"])
 with card_tab:
     st.dataframe(data.scorecard, key="scorecard", hide_index=True, column_order=list(data.scorecard.columns[1:]))
@@ -100,9 +126,25 @@ with moved_tab:
     patient_rows(data.drivers["by_patient"], "cost_patients")
 with value_tab:
     now = data.value_map[data.value_map["month"] == month]
-    st.caption("Every team serving this subgroup, other teams included: counts of 1-10 are suppressed here.")
+    st.caption("Every team serving this subgroup this month, other teams included: total cost per member per month "
+               "against the value index, as on the team comparison. The index scores each measure against its target "
+               "(100 = on target, 0 to 200) and averages the scores with the weights of executive.toml, on the same "
+               "measures for every team shown; the bar is its 95% interval. Teams with 1-10 member-months are not shown.")  # fmt: skip
     st.plotly_chart(charts.review_value_map_figure(now, team_id), key="value_map")
-    st.dataframe(now.drop(columns=["month"]), key="value_map_table", hide_index=True, placeholder="suppressed")
+    st.dataframe(now, key="value_map_table", hide_index=True, placeholder="suppressed",
+                 column_order=["team", "value_index", "index_low", "index_high", "measures_in_index", "cost_pmpm_usd",
+                               "member_months", "cost_ratio_to_peers", "quadrant"],
+                 column_config=VALUE_COLUMNS)  # fmt: skip
+    st.subheader("Parts of the index")
+    parts = data.value_parts[data.value_parts["month"] == month]
+    st.dataframe(parts, key="value_parts", hide_index=True, placeholder="suppressed",
+                 column_order=["team", "measure", "value", "target", "score", "score_low", "score_high", "weight_share"],
+                 column_config=VALUE_COLUMNS)  # fmt: skip
+    left_out = data.value_excluded[(data.value_excluded["month"] == month) & (data.value_excluded["teams_with_value"] > 0)]
+    if len(left_out):
+        st.caption("Left out for every team this month, because at least one team has no published value with enough "
+                   "patients: " + "; ".join(f"{plain(r.measure)} ({r.teams_with_value} of {r.teams} teams)"
+                                            for r in left_out.itertuples()) + ".")  # fmt: skip
     st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id), key="value_trend")
 with log_tab:
     log = review_log(engine(), scope.team_ids, team_id, subgroup, month)
@@ -131,6 +173,7 @@ with pack_tab:
     st.caption(pack_policy.caption)
     if pack_policy.suppress != policy.suppress:
         data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress, window)
+        data = with_fully_loaded(data, idle) if loaded else data
     stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'' if window == 'month' else '-' + window}{'-shared' if shared else ''}"
     pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: drawn on click
     paper = st.segmented_control("Paper size", list(PAGE_SIZES), default="letter", key="pack_paper", format_func=PAGE_SIZES.get)

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from core.derive.cells import UNASSIGNED
 from core.derive.subgroups.rules import active_rules_path, load_rules
+from core.metrics.value import VALUE_INDEX_TARGET
 
 OTHER_COLOUR = "#999999"  # patient-months without a subgroup, and any id the rules no longer name
 PALETTE = px.colors.qualitative.Safe  # for subgroups whose rules give no colour
@@ -232,31 +233,37 @@ of all patients when given (core.views.equity.equity_table)."""
 
 
 def review_value_map_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
-    """Value map of one month: cost PMPM (x) against outcome index (y) per team, the reviewed team
-    highlighted. ``points``: team_id, team, cost_pmpm_usd, outcome_index (core.views.review.value_map_frame)."""
-    shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
+    """Value map of one month: cost PMPM (x) against the value index (y, 100 = targets met on
+    average, bars = its 95 % interval) per team, the reviewed team highlighted. ``points``:
+    team_id, team, cost_pmpm_usd, value_index, index_low, index_high (core.views.review.value_map_data)."""
+    shown = points.dropna(subset=["cost_pmpm_usd", "value_index"])
     fig = go.Figure()
     for own, colour, size in ((False, "#9E9E9E", 12), (True, "#C0392B", 18)):
         part = shown.loc[(shown["team_id"] == team_id) == own]
-        fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", text=[as_text(t) for t in part["team_id"]],
-                                 textposition="top center", marker=dict(size=size, color=colour),
+        bars = dict(type="data", symmetric=False, array=part["index_high"] - part["value_index"],
+                    arrayminus=part["value_index"] - part["index_low"], thickness=1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["value_index"], mode="markers+text", text=[as_text(t) for t in part["team_id"]],
+                                 textposition="top center", marker=dict(size=size, color=colour), error_y=bars,
                                  customdata=[as_text(t) for t in part["team"]], name="this team" if own else "peer teams",
-                                 hovertemplate="%{customdata}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
-    fig.add_hline(y=50, line_dash="dot", line_color="#616161", annotation_text="peer average outcome")
-    fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index (50 = peer average)")
+                                 hovertemplate="%{customdata}<br>cost $%{x:,.0f} PMPM<br>value index %{y:.1f}<extra></extra>"))  # fmt: skip
+    fig.add_hline(y=VALUE_INDEX_TARGET, line_dash="dot", line_color="#616161", annotation_text="targets met on average")
+    fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Value index (100 = targets met on average)")  # fmt: skip
     return _layout(fig)
 
 
 def review_value_trend_figure(points: pd.DataFrame, team_id: str) -> go.Figure:
     """The reviewed team's path on the value map over the months (``points`` as for
-    :func:`review_value_map_figure`, with a ``month`` column)."""
-    own = points.loc[points["team_id"] == team_id].dropna(subset=["cost_pmpm_usd", "outcome_index"]).sort_values("month")
+    :func:`review_value_map_figure`, with a ``month`` column), with the index's 95 % interval."""
+    own = points.loc[points["team_id"] == team_id].dropna(subset=["cost_pmpm_usd", "value_index"]).sort_values("month")
     labels = [pd.Timestamp(m).strftime("%b %Y") for m in own["month"]]
-    fig = go.Figure(go.Scatter(x=own["cost_pmpm_usd"], y=own["outcome_index"], mode="lines+markers+text", text=labels,
+    bars = dict(type="data", symmetric=False, array=own["index_high"] - own["value_index"],
+                arrayminus=own["value_index"] - own["index_low"], thickness=1)  # fmt: skip
+    fig = go.Figure(go.Scatter(x=own["cost_pmpm_usd"], y=own["value_index"], mode="lines+markers+text", text=labels,
                                textposition="top center", marker=dict(size=10, color="#C0392B"), line=dict(color="#C0392B"),
-                               hovertemplate="%{text}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
-    fig.add_hline(y=50, line_dash="dot", line_color="#616161")
-    fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index", showlegend=False)
+                               error_y=bars, hovertemplate="%{text}<br>cost $%{x:,.0f} PMPM<br>value index %{y:.1f}<extra></extra>"))  # fmt: skip
+    fig.add_hline(y=VALUE_INDEX_TARGET, line_dash="dot", line_color="#616161")
+    fig.update_layout(xaxis_title="Total cost per member per month (USD)", yaxis_title="Value index (100 = targets met on average)",
+                      showlegend=False)  # fmt: skip
     return _layout(fig)
 
 
