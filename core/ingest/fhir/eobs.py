@@ -44,18 +44,20 @@ def eob_in_network(b: dict) -> bool | None:
     return True if codes & IN_NETWORK_CODES else None
 
 
-def _reference_text(ref) -> str:
-    """A Reference as text: its display, else its identifier's value (an NPI), else the reference."""
+def _reference_text(ref, org_names: dict[str, str]) -> str:
+    """A Reference as a facility: its display, else its identifier's value (an NPI), else the name
+    of the Organization it points to when that is in the import; '' otherwise (a bare id names nothing)."""
     if not isinstance(ref, dict):
         return ""
     ident = ref.get("identifier") if isinstance(ref.get("identifier"), dict) else {}
-    return str(ref.get("display") or ident.get("value") or ref.get("reference") or "").strip()
+    return str(ref.get("display") or ident.get("value") or org_names.get(ref_id(ref) or "", "") or "").strip()
 
 
-def eob_facility(b: dict) -> str:
-    """The facility of an EOB (``facility``, else the billing ``provider``), by name, NPI or
-    reference; '' when neither is given (max 200 characters)."""
-    return (_reference_text(b.get("facility")) or _reference_text(b.get("provider")))[:200]
+def eob_facility(b: dict, org_names: dict[str, str] | None = None) -> str:
+    """The facility of an EOB (``facility``, else the billing ``provider``), by name or NPI; ''
+    when neither names one (max 200 characters). ``org_names``: Organization id -> name."""
+    org_names = org_names or {}
+    return (_reference_text(b.get("facility"), org_names) or _reference_text(b.get("provider"), org_names))[:200]
 
 
 def eob_specialty(b: dict) -> str:
@@ -126,6 +128,7 @@ def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules)
     kind, category, start, end, latest payment date, out of network (any EOB of the claim says so),
     facility, specialty (of the first EOB of the claim that gives one)]."""
     groups: dict[str, list] = {}
+    orgs = {r.body["id"]: str(r.body.get("name") or "") for r in st.by_type["Organization"]}
     for res in resources:
         b = res.body
         pid = subject_id(st, res, "patient")
@@ -145,7 +148,7 @@ def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules)
             groups[key][2].append(paid)
             groups[key][9] = max(filter(None, (groups[key][9], paid_on)), default=None)
             groups[key][10] = groups[key][10] or out
-            groups[key][11] = groups[key][11] or eob_facility(b)
+            groups[key][11] = groups[key][11] or eob_facility(b, orgs)
             groups[key][12] = groups[key][12] or eob_specialty(b)
             continue
         start = end = None
@@ -158,7 +161,7 @@ def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules)
             end = field_date(st, res, "billablePeriod.end", period.get("end"), required=False, after=start)
             kind, category = _eob_claim_kind(st, b, rules)
         claim_type = next((c.get("code") for c in codings(b.get("type")) if c.get("code")), "") or ""
-        groups[key] = [pid, enc_key, [paid], b["id"], claim_type, kind, category, start, end, paid_on, out, eob_facility(b),
+        groups[key] = [pid, enc_key, [paid], b["id"], claim_type, kind, category, start, end, paid_on, out, eob_facility(b, orgs),
                        eob_specialty(b)]  # fmt: skip
     return groups
 
