@@ -335,7 +335,7 @@ class Episode:
     def facility(self) -> str:
         """The facility or group that billed (name or NPI): that of the first institutional claim
         that names one, else of the first claim that does; '' when none does (max 200 characters)."""
-        institutional = [c for c in self.claims if c.claim_type == "institutional" and str(c.detail.get("facility") or "").strip()]
+        institutional = [c for c in self.claims if c.claim_type == "institutional" and str(c.detail.get("facility") or "").strip()]  # fmt: skip
         chosen = institutional[0].detail["facility"] if institutional else self._first("facility")
         return str(chosen).strip()[:200]
 

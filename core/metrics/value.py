@@ -17,6 +17,7 @@ score interval is the score of its value's interval ends, its standard error (hi
 how many teams are compared: two teams no longer sit at 53.5 and 46.5 by construction.
 """
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -103,7 +104,9 @@ def value_index(measure_values: pd.DataFrame, by: Sequence[str] = ("subgroup",),
     parts["score"] = measure_score(parts["value"], parts["target"], higher, cap)
     ends = np.stack([measure_score(parts["ci_low"], parts["target"], higher, cap),
                      measure_score(parts["ci_high"], parts["target"], higher, cap)])  # fmt: skip
-    parts["score_low"], parts["score_high"] = np.nanmin(ends, axis=0) if len(parts) else [], np.nanmax(ends, axis=0) if len(parts) else []  # fmt: skip
+    with warnings.catch_warnings():  # a value without an interval (NaN ends) keeps a NaN score interval
+        warnings.simplefilter("ignore", RuntimeWarning)
+        parts["score_low"], parts["score_high"] = np.nanmin(ends, axis=0) if len(parts) else [], np.nanmax(ends, axis=0) if len(parts) else []  # fmt: skip
     se = (parts["score_high"] - parts["score_low"]) / (2 * Z95)
     parts = parts.assign(_w=parts["weight"].astype(float), _ws=parts["weight"].astype(float) * parts["score"],
                          _v=(parts["weight"].astype(float) * se.fillna(0.0)) ** 2)  # fmt: skip

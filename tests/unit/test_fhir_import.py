@@ -453,7 +453,7 @@ def test_eob_facility_and_specialty_are_read(tmp_path):
         eob("x3", provider={"reference": "Organization/o9"}, careTeam=[{"sequence": 1, "qualification": {"text": "Oncology"}}]),
         eob("x4", provider={"reference": "Practitioner/d1"}),  # a bare id names nothing
     ])  # fmt: skip
-    write_ndjson(tmp_path, "Organization.ndjson", [{"resourceType": "Organization", "id": "o9", "name": "Lakeshore Regional Hospital"}])
+    write_ndjson(tmp_path, "Organization.ndjson", [{"resourceType": "Organization", "id": "o9", "name": "Lakeshore Regional Hospital"}])  # fmt: skip
     frames, report = read_fhir(tmp_path)
     assert report.ok
     enc = frames["encounter"].set_index("encounter_id")

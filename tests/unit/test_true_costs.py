@@ -297,7 +297,7 @@ def test_leakage_by_facility_in_sql_with_suppression(store_engine):
     assert set(claims["facility"]) == {"Summit Cardiology Associates", "1234567893", true_costs.NO_FACILITY}
     by = true_costs.leakage_by(claims, ["facility"]).set_index("facility")
     # one out-of-network claim at Summit: suppressed, and so is the next smallest row
-    assert by.loc["Summit Cardiology Associates", "suppressed"] and np.isnan(by.loc["Summit Cardiology Associates", "out_of_network_usd"])
+    assert by.loc["Summit Cardiology Associates", "suppressed"] and np.isnan(by.loc["Summit Cardiology Associates", "out_of_network_usd"])  # fmt: skip
     assert by["suppressed"].sum() >= 2
 
 

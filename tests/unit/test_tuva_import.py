@@ -139,7 +139,7 @@ def test_claims_carry_their_facility(engine):
     billing = first.loc[first["billing_npi"] != ""].groupby("claim_id")["billing_npi"].first()
     claim_type = first.groupby("claim_id")["claim_type"].first()
     enc = rows(engine, models.Encounter)
-    enc = enc[enc["encounter_id"].str.startswith("tuva:claim:")].assign(claim_id=lambda f: f["encounter_id"].str[len("tuva:claim:"):])
+    enc = enc[enc["encounter_id"].str.startswith("tuva:claim:")].assign(claim_id=lambda f: f["encounter_id"].str[len("tuva:claim:"):])  # fmt: skip
     inst = enc[enc["claim_id"].map(claim_type) == "institutional"]
     assert len(inst) > 0 and (inst["facility"] == inst["claim_id"].map(facility)).all()
     billed = enc[(enc["claim_id"].map(claim_type) == "professional") & enc["claim_id"].isin(billing.index)]

@@ -67,7 +67,7 @@ def eob_specialty(b: dict) -> str:
         q = member.get("qualification") if isinstance(member, dict) else None
         if not isinstance(q, dict):
             continue
-        text = q.get("text") or next((c.get("display") or c.get("code") for c in codings(q) if c.get("display") or c.get("code")), "")
+        text = q.get("text") or next((c.get("display") or c.get("code") for c in codings(q) if c.get("display") or c.get("code")), "")  # fmt: skip
         if str(text or "").strip():
             return str(text).strip()[:64]
     return ""
