@@ -1,6 +1,7 @@
 """Admin: subgroup rules, how many patients each catches, a draft preview, and overrides."""
 
 import hashlib
+import time
 from datetime import date
 
 import streamlit as st
@@ -15,6 +16,7 @@ from core.views.admin_rules import preview_rules, rules_with_counts, suppress_pr
 from ui.auth import audit_view, require
 from ui.data import engine, query
 from ui.labels import plain
+from ui.tables import show_table
 from ui.widgets import month_label
 
 scope = require("rules")
@@ -31,7 +33,7 @@ if month is not None:
     table, overrides = rules_with_counts(table, mix, policy.suppress)
     st.caption(f"Patients caught in {month_label(month)} (stored assignments; overrides under rule `override`: "
                f"{overrides}).")  # fmt: skip
-st.dataframe(table, hide_index=True, placeholder="suppressed")
+show_table(table, hide_index=True, placeholder="suppressed")
 st.caption(f"Thin history ([history]): a patient-month with fewer than {rules.history.min_months} of the "
            f"{rules.history.lookback_months} months ending with it attributed and with something recorded is marked "
            "'Not enough history'; its subgroup is still the first rule that matches.")  # fmt: skip
@@ -44,7 +46,7 @@ if preview_col.button("Preview counts", disabled=month is None):
         draft = parse_rules(draft_text, "draft")
         with st.spinner("Evaluating the draft"):
             preview = suppress_preview(preview_rules(engine(), draft, month, current=rules), policy.suppress)
-            st.dataframe(preview, hide_index=True, placeholder="suppressed")
+            show_table(preview, placeholder="suppressed")
     except RulesError as exc:
         st.error(str(exc))
 # Saved rules are a file of the installation, not of the store: demo mode previews only.
@@ -54,9 +56,10 @@ if save_col.button("Save and re-assign", type="primary", disabled=scope.demo,
         saved = save_rules(draft_text)
         record_event(engine(), scope, "rule_save", "subgroup_rules.toml",
                      f"{len(saved.subgroup_ids)} subgroups; sha256 {hashlib.sha256(draft_text.encode()).hexdigest()[:16]}")  # fmt: skip
+        started = time.perf_counter()
         with st.spinner("Re-assigning every patient-month"):
             summary = derive_all(engine())
-        st.success(f"Saved. Subgroup mix: {summary['subgroups']['mix']}")
+        st.success(f"Saved. Subgroup mix: {summary['subgroups']['mix']} (re-derived in {time.perf_counter() - started:.1f} s)")
     except RulesError as exc:
         st.error(str(exc))
 
@@ -64,7 +67,7 @@ st.subheader("Overrides")
 overrides = list_overrides(engine())
 if len(overrides):
     audit_view(scope, "view_patients", "overrides", "admin rules")  # patient ids with their notes
-st.dataframe(overrides, hide_index=True)
+show_table(overrides)
 with st.form("set_override", clear_on_submit=True):
     patient_id = st.text_input("Patient id")
     subgroup = st.selectbox("Subgroup", rules.subgroup_ids, format_func=rules.subgroup_names.get)
@@ -72,17 +75,18 @@ with st.form("set_override", clear_on_submit=True):
     note = st.text_area("Why (required)")
     if st.form_submit_button("Pin patient"):
         try:
-            set_override(engine(), scope, patient_id.strip(), subgroup, start, note, rules)
-            derive_all(engine())
-            st.success(f"{plain(patient_id)} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)}.")
+            started = time.perf_counter()
+            set_override(engine(), scope, patient_id.strip(), subgroup, start, note, rules)  # re-derives the patient
+            st.success(f"{plain(patient_id)} pinned to {rules.subgroup_names[subgroup]} from {month_label(start)} "
+                       f"(saved and re-derived in {time.perf_counter() - started:.1f} s).")  # fmt: skip
         except ValueError as exc:
             st.error(str(exc))
 with st.form("lift_override"):
     override_id = st.number_input("Override id", min_value=1, step=1)
     if st.form_submit_button("Lift override"):
         try:
-            lift_override(engine(), scope, int(override_id), rules)
-            derive_all(engine())
-            st.success(f"Override {override_id} lifted.")
+            started = time.perf_counter()
+            lift_override(engine(), scope, int(override_id), rules)  # re-derives the patient
+            st.success(f"Override {override_id} lifted (re-derived in {time.perf_counter() - started:.1f} s).")
         except ValueError as exc:
             st.error(str(exc))

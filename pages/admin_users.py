@@ -8,11 +8,12 @@ from core.store.queries import organisation
 from ui.auth import require
 from ui.data import engine, query
 from ui.labels import plain
+from ui.tables import show_table
 
 scope = require("users")
 st.title("Users")
 rules = load_access_rules()
-st.dataframe(list_users(engine()), hide_index=True)
+show_table(list_users(engine()))
 
 org = query(organisation)
 with st.form("add_user", clear_on_submit=True):

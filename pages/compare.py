@@ -9,9 +9,10 @@ from core.views.charts import caterpillar_figure, funnel_figure, value_map_figur
 from core.views.compare import comparison_measures, standardised_comparison, team_comparison, value_map_data
 from core.views.executive_settings import load_executive_settings
 from core.views.format import csv_export, format_figure
-from ui.auth import audit_export, require
+from ui.auth import audited_file, require
 from ui.data import query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_window
 
 NUMBER = st.column_config.NumberColumn
@@ -84,10 +85,11 @@ with compare_tab:
               "oe": NUMBER("Observed / expected", format="%.2f"), "oe_low": NUMBER("O/E 95% CI low", format="%.2f"),
               "oe_high": NUMBER("O/E 95% CI high", format="%.2f"), "volume": NUMBER(x_title, format="%.1f"),
               "funnel_position": TEXT("Funnel"), "flag": TEXT("Against the network"), "suppressed": "Suppressed"}  # fmt: skip
-    st.dataframe(shown, hide_index=True, key="compare_table", placeholder="suppressed", column_config=config)
-    st.download_button("Download comparison (CSV)", csv_export(shown), file_name=f"compare_{measure_id}_{month:%Y-%m}.csv",
-                       mime="text/csv", key="dl_compare", on_click=audit_export,
-                       args=(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip
+    show_table(shown, hide_index=True, key="compare_table", placeholder="suppressed", column_config=config)
+    st.download_button("Download comparison (CSV)",
+                       audited_file(scope, "compare", f"{measure_id} {subgroup or 'all'} {month:%Y-%m} {window}",
+                                    lambda frame=shown: csv_export(frame)),
+                       file_name=f"compare_{measure_id}_{month:%Y-%m}.csv", mime="text/csv", key="dl_compare", on_click="ignore")  # fmt: skip
 
 with map_tab:
     points, parts, excluded = data["points"], data["parts"], data["excluded"]
@@ -100,7 +102,7 @@ with map_tab:
     table = points.assign(team=points["team_id"].map(team_labels), subgroup=points["subgroup"].map(lambda s: labels.get(s, s)))
     table = table[["team", "subgroup", "cost_pmpm_usd", "outcome_index", "index_low", "index_high", "measures_in_index", "member_months",
                    "cost_ratio_to_peers", "quadrant", "previous_cost_pmpm_usd", "previous_outcome_index", "suppressed"]]  # fmt: skip
-    st.dataframe(table, hide_index=True, key="value_table", placeholder="suppressed",
+    show_table(table, hide_index=True, key="value_table", placeholder="suppressed",
                  column_config={"team": TEXT("Team"), "subgroup": TEXT("Subgroup"),
                                 "cost_pmpm_usd": NUMBER("Cost PMPM (USD)", format="$%.0f"),
                                 "outcome_index": NUMBER("Value index", format="%.1f"),
@@ -113,14 +115,14 @@ with map_tab:
                                 "previous_cost_pmpm_usd": NUMBER("Cost PMPM a year earlier (USD)", format="$%.0f"),
                                 "previous_outcome_index": NUMBER("Value index a year earlier", format="%.1f"),
                                 "suppressed": "Suppressed"})  # fmt: skip
-    st.download_button("Download value map (CSV)", csv_export(table), file_name=f"value_map_{month:%Y-%m}.csv", mime="text/csv",
-                       key="dl_value_map", on_click=audit_export, args=(scope, "value_map", f"{month:%Y-%m} {window}"))  # fmt: skip
+    st.download_button("Download value map (CSV)", audited_file(scope, "value_map", f"{month:%Y-%m} {window}", lambda frame=table: csv_export(frame)),
+                       file_name=f"value_map_{month:%Y-%m}.csv", mime="text/csv", key="dl_value_map", on_click="ignore")  # fmt: skip
     st.subheader("Parts of the index")
     names = {m: c.name for m, c in measures.items()}
     parts_shown = parts.assign(team=parts["team_id"].map(team_labels), subgroup=parts["subgroup"].map(lambda s: labels.get(s, s)),
                                measure=parts["measure_id"].map(names))  # fmt: skip
     parts_shown = parts_shown[["team", "subgroup", "measure", "value", "target", "score", "score_low", "score_high", "weight_share"]]  # fmt: skip
-    st.dataframe(parts_shown, hide_index=True, key="value_parts", placeholder="suppressed",
+    show_table(parts_shown, hide_index=True, key="value_parts", placeholder="suppressed",
                  column_config={"team": TEXT("Team"), "subgroup": TEXT("Subgroup"), "measure": TEXT("Measure"),
                                 "value": NUMBER("Value", format="%.1f"), "target": NUMBER("Target", format="%.1f"),
                                 "score": NUMBER("Score (100 = on target)", format="%.0f"),
@@ -133,6 +135,6 @@ with map_tab:
                  f"{r.teams_with_value} of {r.teams} teams)" for r in missing.itertuples()]  # fmt: skip
         st.markdown("**Left out for every team of the subgroup**, because at least one team has no published value "
                     f"with {format_figure(load_executive_settings().min_denominator, digits=0)} or more patients:")  # fmt: skip
-        st.dataframe({"Left out": lines}, hide_index=True, key="value_excluded")
+        show_table({"Left out": lines}, hide_index=True, key="value_excluded")
     st.caption("Targets and their sources: the measure catalogue (core/config/measures.toml). Interval: propagated from "
                "each measure's 95% interval, taking the measures as independent.")  # fmt: skip

@@ -5,16 +5,15 @@ import streamlit as st
 from core.views.data_quality import NOT_REPORTED, data_quality
 from ui.auth import require
 from ui.data import query
+from ui.tables import show_table
 
 require("quality")
 st.title("Data quality")
 quality = query(data_quality)
-COLUMNS = {"check": st.column_config.TextColumn("Check"), "count": st.column_config.NumberColumn("Count", format="localized"),
-           "usd_at_stake": st.column_config.NumberColumn("$ at stake", format="dollar"),
-           "examples": st.column_config.TextColumn("Examples"), "status": st.column_config.TextColumn("Status")}  # fmt: skip
+COLUMNS = ["check", "count", "usd_at_stake", "examples", "status"]
 
 st.subheader("The store now")
-st.dataframe(quality["store"][list(COLUMNS)], hide_index=True, column_config=COLUMNS, key="quality_store")
+show_table(quality["store"][COLUMNS], key="quality_store")
 st.caption("Incomplete months come from paid dates where claims have them, else the run-out of core/config/runout.toml; "
            "thin history: attributed months before anything is recorded of the patient.")  # fmt: skip
 
@@ -28,4 +27,4 @@ for import_id, part in imports.groupby("import_id", sort=False):
                      expanded=import_id == imports["import_id"].iloc[0]):  # fmt: skip
         if (part["status"] == NOT_REPORTED).any():
             st.caption("Claims corrections are not reported for this import (it was loaded before the import report held them).")
-        st.dataframe(part[list(COLUMNS)], hide_index=True, column_config=COLUMNS, key=f"quality_import_{import_id}")
+        show_table(part[COLUMNS], key=f"quality_import_{import_id}")

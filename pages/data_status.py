@@ -1,10 +1,12 @@
 """Admin: what is in the database, and the history of imports."""
 
+import pandas as pd
 import streamlit as st
 
 from core.store.queries import data_status, import_history
 from ui.auth import require
 from ui.data import query
+from ui.tables import show_table
 from ui.widgets import month_label
 
 require("data")
@@ -20,14 +22,10 @@ if status["first_month"]:
                f"Origin of the data: {', '.join(status['origins']) or 'none'}.")  # fmt: skip
 
 st.subheader("Rows per table")
-st.dataframe(
-    [{"table": table, "rows": n} for table, n in status["counts"].items()],
-    hide_index=True,
-    column_config={"rows": st.column_config.NumberColumn(format="localized")},
-)
+show_table(pd.DataFrame([{"table": table, "rows": n} for table, n in status["counts"].items()]))
 st.caption(("Imported and derived tables were counted when data version " + status["data_version"] + " was built"
             if status["counts_recorded"] else "Every table was counted now (nothing recorded for this data version)")
            + "; overrides, imports, users and audit events are counted now.")  # fmt: skip
 st.subheader("Imports")
-st.dataframe(query(import_history), hide_index=True)
+show_table(query(import_history))
 st.caption("Load data with `python -m core import PATH --format csv|fhir|tuva` (see the README for the formats).")

@@ -10,9 +10,10 @@ from core.views.charts import equity_gap_figure
 from core.views.equity import equity_table
 from core.views.executive_settings import load_executive_settings
 from core.views.format import csv_export, format_figure
-from ui.auth import audit_export, require
+from ui.auth import audited_file, require
 from ui.data import query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_window
 
 scope = require("equity")
@@ -51,7 +52,7 @@ chart = table.assign(stratum_value=table["group"])
 st.plotly_chart(equity_gap_figure(chart, unit, table["network_value"].iloc[0]), key="equity_chart")
 shown = table.drop(columns=["unit", "stratum_value"])
 NUMBER = st.column_config.NumberColumn
-st.dataframe(shown, hide_index=True, key="equity_table", placeholder="suppressed",
+show_table(shown, hide_index=True, key="equity_table", placeholder="suppressed",
              column_config={"group": st.column_config.TextColumn(strata.labels[stratum]),
                             "numerator": NUMBER("Numerator", format="%.1f"), "denominator": NUMBER("Denominator", format="%.1f"),
                             "patients": NUMBER("Patients", format="%d"), "value": NUMBER(f"Value ({unit})", format="%.1f"),
@@ -61,6 +62,7 @@ st.dataframe(shown, hide_index=True, key="equity_table", placeholder="suppressed
                             "gap_to_best": NUMBER(f"Gap to the reference ({unit})", format="%+.1f"),
                             "gap_is_real": st.column_config.CheckboxColumn("Gap is real"),
                             "best": st.column_config.CheckboxColumn("Reference group"), "suppressed": "Suppressed"})  # fmt: skip
-st.download_button("Download equity table (CSV)", csv_export(shown), file_name=f"equity_{measure_id}_{stratum}_{month:%Y-%m}.csv",
-                   mime="text/csv", key="dl_equity", on_click=audit_export,
-                   args=(scope, "equity", f"{measure_id} {stratum} {subgroup or 'all'} {month:%Y-%m} {window}"))  # fmt: skip
+st.download_button("Download equity table (CSV)",
+                   audited_file(scope, "equity", f"{measure_id} {stratum} {subgroup or 'all'} {month:%Y-%m} {window}",
+                                lambda frame=shown: csv_export(frame)),
+                   file_name=f"equity_{measure_id}_{stratum}_{month:%Y-%m}.csv", mime="text/csv", key="dl_equity", on_click="ignore")  # fmt: skip

@@ -1,5 +1,7 @@
 """Clinician: one patient (deep link ``?patient=ID``), within the user's scope only."""
 
+import time
+
 import streamlit as st
 
 from core.access.policy import load_access_rules
@@ -11,6 +13,7 @@ from core.views.patient import lift_patient_override, override_subgroup, patient
 from ui.auth import audit_view, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
+from ui.tables import show_table
 
 scope = require("patient")
 patient_id = st.query_params.get("patient")
@@ -49,14 +52,14 @@ with tabs[0]:
     periods = view.periods.assign(subgroup=view.periods["subgroup"].map(lambda s: labels.get(s, s)))
     st.caption("A period changes when the subgroup, the rule that placed the patient or the history status changes; "
                "figures in the reason (such as the month's network-wide cut-off) are the latest month's.")  # fmt: skip
-    st.dataframe(periods, hide_index=True, key="periods", column_config={
+    show_table(periods, hide_index=True, key="periods", column_config={
         "from_month": st.column_config.DateColumn("From", format="MMM YYYY"),
         "to_month": st.column_config.DateColumn("To", format="MMM YYYY"),
         "months": st.column_config.NumberColumn("Months", format="%d"), "subgroup": "Subgroup", "rule_id": "Rule",
         "reason": "Why (latest month)", "risk_scores": "HCC risk score (range)", "overridden": "Override",
         "thin_history": "Thin history", "history_note": "History"})  # fmt: skip
     st.subheader("Overrides")
-    st.dataframe(view.overrides.drop(columns=["patient_id"]), hide_index=True, key="overrides")
+    show_table(view.overrides.drop(columns=["patient_id"]), key="overrides")
     if scope.role == "team_leader" and current:
         with st.form("override", clear_on_submit=True):
             subgroup = st.selectbox("Pin to subgroup", list(labels), format_func=labels.get)
@@ -64,9 +67,11 @@ with tabs[0]:
             note = st.text_area("Why (required)")
             if st.form_submit_button("Override subgroup"):
                 try:
-                    with st.spinner("Saving the override and recomputing subgroups and scorecards..."):
+                    started = time.perf_counter()
+                    with st.spinner("Saving the override and recomputing this patient's subgroups and scorecards..."):
                         oid = override_subgroup(engine(), scope, patient_id, subgroup, start, note)
-                    st.session_state["override_done"] = f"Override #{oid} saved: {labels[subgroup]} from {start:%b %Y}."
+                    st.session_state["override_done"] = (f"Override #{oid} saved: {labels[subgroup]} from {start:%b %Y} "
+                                                         f"(saved and re-derived in {time.perf_counter() - started:.1f} s).")  # fmt: skip
                     st.rerun()
                 except (ValueError, PermissionError) as exc:
                     st.error(str(exc))
@@ -74,9 +79,10 @@ with tabs[0]:
         if active:
             lift = st.selectbox("Active override", active, format_func=lambda i: f"#{i}", key="lift_id")
             if st.button("Lift override"):
+                started = time.perf_counter()
                 with st.spinner("Lifting the override and recomputing..."):
                     lift_patient_override(engine(), scope, patient_id, int(lift))
-                st.session_state["override_done"] = f"Override #{lift} lifted."
+                st.session_state["override_done"] = f"Override #{lift} lifted (re-derived in {time.perf_counter() - started:.1f} s)."
                 st.rerun()
 with tabs[1]:
     series = view.series
@@ -89,24 +95,27 @@ with tabs[2]:
     timeline = view.timeline
     if len(timeline):
         st.plotly_chart(encounter_timeline_figure(timeline), key="timeline")
-    st.dataframe(timeline[["start_date", "end_date", "activity", "source", "specialty", "primary_dx", "cost_usd"]].iloc[::-1],
-                 hide_index=True, column_config={"cost_usd": st.column_config.NumberColumn("Cost", format="dollar")})  # fmt: skip
+    show_table(timeline[["start_date", "end_date", "activity", "source", "specialty", "primary_dx", "cost_usd"]].iloc[::-1])
 with tabs[3]:
     costs = view.costs
     if len(costs):
         st.plotly_chart(patient_costs_figure(costs), key="costs")
-    st.dataframe(costs.drop(columns=["cost_category"]), hide_index=True, key="cost_table",
+    show_table(costs.drop(columns=["cost_category"]), hide_index=True, key="cost_table",
                  column_config={"cost_usd": st.column_config.NumberColumn("Cost", format="dollar")})  # fmt: skip
-tabs[4].dataframe(view.conditions, hide_index=True)
-tabs[5].dataframe(view.econsults, hide_index=True)
-tabs[6].dataframe(view.care_team.drop(columns=["role"]), hide_index=True)
-tabs[7].dataframe(view.medications, hide_index=True)
+with tabs[4]:
+    show_table(view.conditions)
+with tabs[5]:
+    show_table(view.econsults)
+with tabs[6]:
+    show_table(view.care_team.drop(columns=["role"]))
+with tabs[7]:
+    show_table(view.medications)
 with tabs[8]:
     if current:
         gaps = query(one_patient_gaps, patient_id, current.subgroup, month_end(current.month))
         st.caption(f"The items of the {labels.get(current.subgroup, current.subgroup).lower()} subgroup's measures as of "
                    f"{month_end(current.month):%-d %b %Y}: overdue first. The rules are in `core/config/care_gaps.toml`.")  # fmt: skip
-        st.dataframe(gaps.drop(columns=["patient_id", "gap_id"]), hide_index=True, key="gaps", column_config={
+        show_table(gaps.drop(columns=["patient_id", "gap_id"]), hide_index=True, key="gaps", column_config={
             "label": "Item", "status": "Status", "last_done": st.column_config.DateColumn("Last done"),
             "due_date": st.column_config.DateColumn("Due"), "rule": st.column_config.TextColumn("Rule", width="large"),
         })  # fmt: skip
@@ -117,7 +126,7 @@ with tabs[8]:
     if log.empty:
         st.caption("No outreach recorded yet.")
     else:
-        st.dataframe(log, hide_index=True, key="outreach_log", column_config={
+        show_table(log, hide_index=True, key="outreach_log", column_config={
             "at": st.column_config.DatetimeColumn("When", format="D MMM YYYY, HH:mm"), "user_key": "By",
             "channel": "Channel", "outcome": "Outcome", "note": st.column_config.TextColumn("Note", width="large"),
         })  # fmt: skip

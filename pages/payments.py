@@ -13,6 +13,7 @@ from core.metrics.payments import load_payment_settings, with_overrides
 from core.store.months import window_months
 from core.store.queries import organisation
 from core.views.charts import MODEL_LABELS, payment_bars_figure
+from core.views.columns import label_from_name
 from core.views.format import csv_export, usd
 from core.views.payment_models import (
     aco_inputs,
@@ -29,9 +30,10 @@ from core.views.payment_models import (
 )
 from core.views.scope import scope_units, unit_filters
 from core.views.true_costs import capacity_use, idle_capacity_by_team
-from ui.auth import audit_export, require
+from ui.auth import audited_file, require
 from ui.data import query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month
 
 scope = require("payments")
@@ -43,13 +45,17 @@ with st.sidebar:
 months = tuple(window_months(month, "12m"))
 teams = None if scope.network else scope.team_ids
 policy = suppression_policy(scope, teams)
-st.caption(policy.caption if policy.suppress else "Counts of 1-10 are suppressed on this page for every audience.")
+st.caption(policy.caption)
+if policy.suppress:
+    st.caption("12-month windows: the tables show PMPMs and shares, not member-months or dollar totals (two neighbouring "
+               "windows and the month leaving them would give a month's member-months back).")  # fmt: skip
 models_tab, aco_tab = st.tabs(["Payment models", "ACO projection"])
 
 with models_tab:
     with st.expander("What-if settings (not saved; defaults from core/config/payments.toml)", expanded=False):
+        st.caption("Bundled payment per member per month, $")
         cols = st.columns(len(base.bundled_pmpm_usd))
-        bundled = {s: col.number_input(f"Bundle {labels.get(s, s)}, $ PMPM", min_value=0.0, value=v, key=f"pay_bundle_{s}")
+        bundled = {s: col.number_input(labels.get(s, s), min_value=0.0, value=v, key=f"pay_bundle_{s}")
                    for col, (s, v) in zip(cols, base.bundled_pmpm_usd.items(), strict=True)}  # fmt: skip
         cols = st.columns(4)
         fees = {k: cols[i % 4].number_input(f"Fee {k.replace('_', ' ')}, $", min_value=0.0, value=v, key=f"pay_fee_{k}")
@@ -66,32 +72,43 @@ with models_tab:
                        help="Activity-based cost counts only the staff minutes used; the practice pays for every minute it "
                             "supplies. Fully loaded cost = activity cost + each team's unused capacity cost (see True costs).")  # fmt: skip
     idle = idle_capacity_by_team(query(capacity_use, months, teams)) if loaded else None
-    result = payment_comparison(query(payment_inputs, months, teams), settings, int(targets), costing.costed, idle)
+    result = payment_comparison(query(payment_inputs, months, teams), settings, int(targets), costing.costed, idle,
+                                policy.suppress)
     st.caption(f"12 months to {month_label(month)} · cost basis: bundled {settings.bundled_cost_basis}, fee-for-service "
                f"{settings.ffs_cost_basis}, PCMH {settings.pcmh_cost_basis} · suppressed: subgroups with 1-10 member-months")  # fmt: skip
     if costing.note():
         st.warning(costing.note().capitalize() + ".", icon=":material/warning:")
     cols = st.columns(len(result["total"]))
+    totals_shown = "margin_usd" in result["total"]
     for col, row in zip(cols, result["total"].itertuples(), strict=True):
-        if costing.costed and loaded:
+        if costing.costed and loaded and totals_shown:
             col.metric(f"{MODEL_LABELS[row.model]}: fully loaded margin", usd(row.fully_loaded_margin_usd),
                        f"{usd(row.fully_loaded_margin_pmpm_usd, 2)} PMPM; activity-based {usd(row.margin_usd)}", border=True)  # fmt: skip
-        elif costing.costed:
+        elif costing.costed and loaded:
+            col.metric(f"{MODEL_LABELS[row.model]}: fully loaded margin PMPM", usd(row.fully_loaded_margin_pmpm_usd, 2),
+                       f"activity-based {usd(row.margin_pmpm_usd, 2)} PMPM", border=True)  # fmt: skip
+        elif costing.costed and totals_shown:
             col.metric(f"{MODEL_LABELS[row.model]}: margin", usd(row.margin_usd), f"{usd(row.margin_pmpm_usd, 2)} PMPM", border=True)
-        else:
+        elif costing.costed:
+            col.metric(f"{MODEL_LABELS[row.model]}: margin PMPM", usd(row.margin_pmpm_usd, 2), border=True)
+        elif totals_shown:
             col.metric(f"{MODEL_LABELS[row.model]}: margin", "not costed", f"revenue {usd(row.revenue_usd)}", delta_color="off", border=True)
-    st.plotly_chart(payment_bars_figure(result["by_subgroup"].dropna(subset=["revenue_usd"]), labels), key="payment_bars")
+        else:
+            col.metric(f"{MODEL_LABELS[row.model]}: margin", "not costed", f"revenue {usd(row.revenue_pmpm_usd, 2)} PMPM", delta_color="off",
+                       border=True)  # fmt: skip
+    st.plotly_chart(payment_bars_figure(result["by_subgroup"].dropna(subset=["revenue_pmpm_usd"]), labels), key="payment_bars")
     for name, frame in (("by_subgroup", result["by_subgroup"]), ("total", result["total"]), ("mix_sensitivity", result["mix_sensitivity"])):
         frame = show_not_costed(frame, ["cost_usd", "margin_usd", "cost_pmpm_usd", "margin_pmpm_usd", "idle_capacity_usd",
                                         "fully_loaded_cost_usd", "fully_loaded_margin_usd", "fully_loaded_margin_pmpm_usd"], costing)  # fmt: skip
         shown = frame.assign(subgroup=frame["subgroup"].map(lambda s: labels.get(s, s))) if "subgroup" in frame else frame
         shown = payment_table_labels(shown)
-        st.dataframe(shown, hide_index=True, key=f"pay_{name}", placeholder="suppressed",
+        show_table(shown, hide_index=True, key=f"pay_{name}", placeholder="suppressed",
                      column_config={c: st.column_config.NumberColumn(format="dollar") for c in shown.columns
                                     if "$" in c and shown[c].dtype.kind == "f"}
                      | {c: st.column_config.NumberColumn(format="percent") for c in shown.columns if c == "Share of the panel"})  # fmt: skip
-        st.download_button(f"Download {name.replace('_', ' ')} (CSV)", csv_export(shown), file_name=f"payments_{name}_{month:%Y-%m}.csv",
-                           mime="text/csv", key=f"dl_pay_{name}", on_click=audit_export, args=(scope, "payments", f"{name} csv"))  # fmt: skip
+        st.download_button(f"Download {name.replace('_', ' ')} (CSV)", audited_file(scope, "payments", f"{name} csv",
+                                                                                    lambda frame=shown: csv_export(frame)),
+                           file_name=f"payments_{name}_{month:%Y-%m}.csv", mime="text/csv", key=f"dl_pay_{name}", on_click="ignore")  # fmt: skip
 
 with aco_tab:
     units = scope_units(query(organisation), scope.team_ids, scope.network)
@@ -102,7 +119,7 @@ with aco_tab:
     rates = ("minimum_savings_rate", "minimum_loss_rate", "shared_savings_rate", "shared_loss_rate", "savings_cap_pct_of_benchmark",
              "loss_cap_pct_of_benchmark", "risk_growth_cap_up")  # fmt: skip
     cols = st.columns(4)
-    changes = {r: cols[i % 4].number_input(r.replace("_", " ").capitalize() + ", %", 0.0, 100.0, getattr(track, r) * 100,
+    changes = {r: cols[i % 4].number_input(label_from_name(r) + ", %", 0.0, 100.0, getattr(track, r) * 100,
                                            key=f"aco_{preset}_{r}") / 100 for i, r in enumerate(rates)}  # fmt: skip
     down = track.risk_growth_cap_down
     capped = cols[len(rates) % 4].checkbox("Cap falls in risk score", value=down is not None, key=f"aco_{preset}_down_on")
@@ -117,8 +134,8 @@ with aco_tab:
     benchmark = c.number_input("Benchmark $ per member-year (0 = baseline year's claims)", 0.0, value=0.0, key="aco_benchmark")
     coding = d.slider("Coding-growth what-if: extra risk-score growth, %", -5.0, 10.0, 0.0, 0.5, key="aco_coding")
     with st.expander("Quality score: the mapped measures and their points"):
-        st.dataframe(quality_parts_table(parts), hide_index=True, key="aco_quality_parts", placeholder="suppressed")
-    inputs, note = query(aco_inputs, months, *unit_filters(unit), benchmark or None, quality, teams)
+        show_table(quality_parts_table(parts), hide_index=True, key="aco_quality_parts", placeholder="suppressed")
+    inputs, note = query(aco_inputs, months, *unit_filters(unit), benchmark or None, quality, teams, suppress=policy.suppress)
     if inputs is None:
         st.info(f"No ACO projection for this population: {note}.")
     else:
@@ -131,9 +148,9 @@ with aco_tab:
         st.caption(f"Performance year: 12 months to {month_label(month)}; baseline: the 12 months before. {note}. "
                    f"Risk score {inputs.baseline_risk_score:.3f} → {inputs.performance_risk_score:.3f}; "
                    f"quality gate {'passed' if quality >= changes['quality_threshold'] else 'failed'}.")  # fmt: skip
-        st.dataframe(table, hide_index=True, key="aco_table")
-        st.download_button("Download ACO projection (CSV)", csv_export(table), file_name=f"aco_{month:%Y-%m}.csv", mime="text/csv",
-                           key="dl_aco", on_click=audit_export, args=(scope, "aco", f"{unit} {preset} csv"))  # fmt: skip
+        show_table(table, hide_index=True, key="aco_table")
+        st.download_button("Download ACO projection (CSV)", audited_file(scope, "aco", f"{unit} {preset} csv", lambda frame=table: csv_export(frame)),
+                           file_name=f"aco_{month:%Y-%m}.csv", mime="text/csv", key="dl_aco", on_click="ignore")  # fmt: skip
 
     st.subheader("Projected settlement of the performance year")
     proj = base.aco_projection
@@ -158,6 +175,7 @@ with aco_tab:
                    f"{usd(projected.baseline_pmpy_usd)}); spend completed for claims run-out, the remaining months at the "
                    f"observed {usd(projected.spend.pmpm_usd, 2)} PMPM. Method: README, ACO projection.")  # fmt: skip
         year_table = aco_year_table(projected)
-        st.dataframe(year_table, hide_index=True, key="aco_year_table")
-        st.download_button("Download projected settlement (CSV)", csv_export(year_table), file_name=f"aco_year_{month:%Y-%m}.csv",
-                           mime="text/csv", key="dl_aco_year", on_click=audit_export, args=(scope, "aco", f"{unit} {preset} year csv"))  # fmt: skip
+        show_table(year_table, hide_index=True, key="aco_year_table")
+        st.download_button("Download projected settlement (CSV)",
+                           audited_file(scope, "aco", f"{unit} {preset} year csv", lambda frame=year_table: csv_export(frame)),
+                           file_name=f"aco_year_{month:%Y-%m}.csv", mime="text/csv", key="dl_aco_year", on_click="ignore")  # fmt: skip

@@ -17,10 +17,11 @@ from core.views.review import (
     with_fully_loaded,
 )
 from core.views.review_log import add_entry, close_entry, review_log
-from core.views.review_pack import review_pack, review_pack_html, review_pack_pdf
-from ui.auth import audit_export, audit_view, audited_file, require
+from core.views.review_pack import PACK_TABLES, pack_file, review_pack_html, review_pack_pdf
+from ui.auth import audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
+from ui.tables import show_table
 from ui.widgets import from_url, month_label, select_month, select_team, select_window
 
 scope = require("review")
@@ -53,9 +54,9 @@ st.caption(policy.caption)
 with st.container(border=True):
     st.markdown("**What moved**\n" + "".join(f"\n- {plain(line)}" for line in data.summary))
 
-cols = st.columns(4)
+cols = st.columns(3)  # three a row: a measure's name fits its card at 1440 px
 for i, m in enumerate(headline_metrics(data)):
-    cols[i % 4].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
+    cols[i % 3].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
                        chart_data=m["chart"] or None, border=True, delta_description="vs last month")  # fmt: skip
 pay = payment_summary(data)
 keys = ("payment_usd", "cost_usd", "margin_usd", *(("idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd") if loaded else ()))  # fmt: skip
@@ -81,30 +82,20 @@ def patient_rows(frame, key: str) -> None:
         st.caption("Patient rows are shown to users with patient-level access only.")
         return
     audit_view(scope, "view_patients", team_id, f"review {key} {subgroup} {month:%Y-%m}")
-    event = st.dataframe(frame, key=key, hide_index=True, on_select="rerun", selection_mode="single-row")
+    event = show_table(frame, key=key, on_select="rerun", selection_mode="single-row")
     if event.selection.rows:
         st.switch_page("pages/patient.py", query_params={"patient": frame.iloc[event.selection.rows[0]]["patient_id"]})
 
 
-NUMBER, TEXT = st.column_config.NumberColumn, st.column_config.TextColumn
-VALUE_COLUMNS = {
-    "team": TEXT("Team"), "value_index": NUMBER("Value index", format="%.1f"),
-    "index_low": NUMBER("Index 95% CI low", format="%.1f"), "index_high": NUMBER("Index 95% CI high", format="%.1f"),
-    "measures_in_index": NUMBER("Measures in the index", format="%d"), "cost_pmpm_usd": NUMBER("Cost PMPM (USD)", format="$%.0f"),
-    "member_months": NUMBER("Member-months", format="%d"), "cost_ratio_to_peers": NUMBER("Cost / peers' cost", format="%.2f"),
-    "quadrant": TEXT("Quadrant"), "measure": TEXT("Measure"), "value": NUMBER("Value", format="%.1f"),
-    "target": NUMBER("Target", format="%.1f"), "score": NUMBER("Score (100 = on target)", format="%.0f"),
-    "score_low": NUMBER("Score 95% CI low", format="%.0f"), "score_high": NUMBER("Score 95% CI high", format="%.0f"),
-    "weight_share": NUMBER("Weight", format="percent"),
-}  # fmt: skip
 card_tab, moved_tab, value_tab, log_tab, pack_tab = st.tabs(["Scorecard", "What moved", "Value map", "Review log", "Review pack"])
 with card_tab:
-    st.dataframe(data.scorecard, key="scorecard", hide_index=True, column_order=list(data.scorecard.columns[1:]))
+    show_table(data.scorecard, key="scorecard", column_order=list(data.scorecard.columns[1:]))
     st.caption(scorecard_note(data))
     with st.expander("Measure definitions"):
         defs = catalogue_frame()
-        st.dataframe(defs[defs["id"].isin(data.card["measure_id"])][["name", "definition", "numerator", "denominator",
-                     "exclusions", "unit", "direction", "target"]], hide_index=True)  # fmt: skip
+        show_table(defs[defs["id"].isin(data.card["measure_id"])][["name", "definition", "numerator", "denominator",
+                   "exclusions", "unit", "direction", "target"]], column_config={"name": "Measure", "numerator": st.column_config.TextColumn("Numerator"),
+                   "denominator": st.column_config.TextColumn("Denominator")})  # fmt: skip
 with moved_tab:
     st.subheader("Measures that changed significantly")
     flagged = data.scorecard[data.scorecard["Significant"] != ""]
@@ -114,15 +105,15 @@ with moved_tab:
         st.write("No measure changed significantly (the 95 % intervals overlap).")
     if len(data.across_teams) and len(scope.team_ids) > 1:
         st.caption("Significant changes and gaps of every team in your scope for this subgroup")
-        st.dataframe(data.across_teams, key="across_teams", hide_index=True)
+        show_table(data.across_teams, key="across_teams")
     st.subheader("Patients entering and leaving the subgroup")
-    st.dataframe(data.moves["summary"].replace({"other_subgroup": labels}), key="moves_summary", hide_index=True,
+    show_table(data.moves["summary"], key="moves_summary",
                  placeholder="suppressed")
     patient_rows(data.moves["patients"], "moves")
     st.subheader("ED visits and admissions this month")
     patient_rows(data.acute, "acute")
     st.subheader("Largest cost drivers")
-    st.dataframe(data.drivers["by_category"], key="cost_categories", hide_index=True, placeholder="suppressed")
+    show_table(data.drivers["by_category"], key="cost_categories", placeholder="suppressed")
     patient_rows(data.drivers["by_patient"], "cost_patients")
 with value_tab:
     now = data.value_map[data.value_map["month"] == month]
@@ -130,27 +121,26 @@ with value_tab:
                "against the value index, as on the team comparison. The index scores each measure against its target "
                "(100 = on target, 0 to 200) and averages the scores with the weights of executive.toml, on the same "
                "measures for every team shown; the bar is its 95% interval. Teams with 1-10 member-months are not shown.")  # fmt: skip
-    st.plotly_chart(charts.review_value_map_figure(now, team_id), key="value_map")
-    st.dataframe(now, key="value_map_table", hide_index=True, placeholder="suppressed",
-                 column_order=["team", "value_index", "index_low", "index_high", "measures_in_index", "cost_pmpm_usd",
-                               "member_months", "cost_ratio_to_peers", "quadrant"],
-                 column_config=VALUE_COLUMNS)  # fmt: skip
+    st.plotly_chart(charts.review_value_map_figure(now, team_id, f"Value map, {month_label(month)}: this team against peer teams"),
+                    key="value_map")  # fmt: skip
+    show_table(now[["team", "value_index", "index_low", "index_high", "measures_in_index", "cost_pmpm_usd", "member_months",
+                    "cost_ratio_to_peers", "quadrant"]], key="value_map_table", placeholder="suppressed")  # fmt: skip
     st.subheader("Parts of the index")
     parts = data.value_parts[data.value_parts["month"] == month]
-    st.dataframe(parts, key="value_parts", hide_index=True, placeholder="suppressed",
-                 column_order=["team", "measure", "value", "target", "score", "score_low", "score_high", "weight_share"],
-                 column_config=VALUE_COLUMNS)  # fmt: skip
+    show_table(parts[["team", "measure", "value", "target", "score", "score_low", "score_high", "weight_share"]], key="value_parts",
+               placeholder="suppressed")  # fmt: skip
     left_out = data.value_excluded[(data.value_excluded["month"] == month) & (data.value_excluded["teams_with_value"] > 0)]
     if len(left_out):
         st.caption("Left out for every team this month, because at least one team has no published value with enough "
                    "patients: " + "; ".join(f"{plain(r.measure)} ({r.teams_with_value} of {r.teams} teams)"
                                             for r in left_out.itertuples()) + ".")  # fmt: skip
-    st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id), key="value_trend")
+    st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id, "This team on the value map, month by month"),
+                    key="value_trend")  # fmt: skip
 with log_tab:
     log = review_log(engine(), scope.team_ids, team_id, subgroup, month)
-    st.dataframe(log, key="review_log", hide_index=True)
+    show_table(log, key="review_log")
     with st.form("add_entry", clear_on_submit=True):
-        kind = st.selectbox("Kind", ["note", "decision", "action"], key="entry_kind")
+        kind = st.selectbox("Kind", ["note", "decision", "action"], key="entry_kind", format_func=str.capitalize)
         text = st.text_area("Text", key="entry_text")
         owner, due = st.text_input("Owner (action items)", key="entry_owner"), st.date_input("Due date", value=None, key="entry_due")
         if st.form_submit_button("Save"):
@@ -175,7 +165,7 @@ with pack_tab:
         data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress, window)
         data = with_fully_loaded(data, idle) if loaded else data
     stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'' if window == 'month' else '-' + window}{'-shared' if shared else ''}"
-    pack = review_pack(data, log, labels, team_label, charts=False, note=pack_policy.caption)  # charts: drawn on click
+    # every file of the pack is built when it is clicked, by the callable that writes its audit event
     paper = st.segmented_control("Paper size", list(PAGE_SIZES), default="letter", key="pack_paper", format_func=PAGE_SIZES.get)
     paper = paper or "letter"
     c1, c2, c3 = st.columns(3)
@@ -185,10 +175,11 @@ with pack_tab:
     c2.download_button("Review pack (HTML one-pager)", audited_file(scope, stem, "review pack html", lambda: review_pack_html(
         data, log, labels, team_label, note=pack_policy.caption)), f"{stem}.html", "text/html", key="pack_html",
         on_click="ignore", icon=":material/html:")  # fmt: skip
-    c3.download_button("Tables (XLSX)", pack["xlsx"], f"{stem}.xlsx", key="pack_xlsx", on_click=audit_export,
-                       args=(scope, stem, "review pack xlsx"), icon=":material/table:",
+    c3.download_button("Tables (XLSX)", audited_file(scope, stem, "review pack xlsx", lambda d=data, lg=log: pack_file(d, lg, labels, "xlsx")),
+                       f"{stem}.xlsx", key="pack_xlsx", on_click="ignore", icon=":material/table:",
                        mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
-    st.caption("PDF and HTML are made when you click (charts take a few seconds). Tables as CSV, rounded as shown:")
-    for name, csv_text in pack["csv"].items():
-        st.download_button(f"{name.replace('_', ' ').capitalize()} (CSV)", csv_text, f"{stem}-{name}.csv", "text/csv",
-                           key=f"csv_{name}", on_click=audit_export, args=(scope, f"{stem}-{name}", "review pack csv"))  # fmt: skip
+    st.caption("Every file is made when you click (PDF and HTML charts take a few seconds). Tables as CSV, rounded as shown:")
+    for name in PACK_TABLES:
+        st.download_button(f"{name.replace('_', ' ').capitalize()} (CSV)",
+                           audited_file(scope, f"{stem}-{name}", "review pack csv", lambda d=data, lg=log, n=name: pack_file(d, lg, labels, n)),
+                           f"{stem}-{name}.csv", "text/csv", key=f"csv_{name}", on_click="ignore")  # fmt: skip

@@ -12,9 +12,10 @@ from core.views.format import csv_export
 from core.views.printable import PAGE_SIZES
 from core.views.scope import scope_units, unit_filters, unit_teams
 from core.views.trends import outcomes_with_data, trends
-from ui.auth import audit_export, audited_file, require
+from ui.auth import audited_file, require
 from ui.data import engine, query
 from ui.labels import subgroup_labels
+from ui.tables import show_table
 
 ROLLING = {1: "Each month", 3: "Rolling 3 months", 12: "Rolling 12 months"}
 
@@ -54,7 +55,8 @@ if figures["partial"].any():
 for tab, metric in zip(st.tabs(list(COST_LABELS.values())), COST_LABELS, strict=True):
     part = drawn.loc[drawn["metric"] == metric]
     shade = shade_from if len(part) and shade_from is not None and part["month"].max() >= shade_from else None
-    tab.plotly_chart(trend_lines_figure(part, labels, y_title="USD per member per month", incomplete_from=shade), key=f"cost_{metric}")
+    tab.plotly_chart(trend_lines_figure(part, labels, title=COST_LABELS[metric], y_title="USD per member per month", incomplete_from=shade),
+                     key=f"cost_{metric}")  # fmt: skip
 
 st.subheader("Key outcomes")
 order = outcomes_with_data(figures)  # the outcome with the most published, non-zero points first
@@ -75,7 +77,7 @@ if mix["suppressed"].any():
 st.subheader("All figures")
 table = figures.assign(subgroup=figures["subgroup"].map(lambda s: labels.get(s, "All subgroups" if s == "all" else s)))
 table = table[["month", "subgroup", "metric_label", "value", "ci_low", "ci_high", "patients", "suppressed", "claims_complete"]]
-st.dataframe(table, hide_index=True, key="trend_table", placeholder="suppressed",
+show_table(table, hide_index=True, key="trend_table", placeholder="suppressed",
              column_config={"month": st.column_config.DateColumn("Month", format="MMM YYYY"),
                             "subgroup": st.column_config.TextColumn("Subgroup"),
                             "metric_label": st.column_config.TextColumn("Figure"),
@@ -84,16 +86,16 @@ st.dataframe(table, hide_index=True, key="trend_table", placeholder="suppressed"
                             "ci_low": st.column_config.NumberColumn("95% CI low", format="%.1f"),
                             "ci_high": st.column_config.NumberColumn("95% CI high", format="%.1f"),
                             "patients": st.column_config.NumberColumn("Patients", format="%d")})  # fmt: skip
-st.download_button("Download figures (CSV)", csv_export(table), file_name="trends.csv", mime="text/csv", key="dl_trends",
-                   on_click=audit_export, args=(scope, "trends", f"{unit} figures csv"))  # fmt: skip
+st.download_button("Download figures (CSV)", audited_file(scope, "trends", f"{unit} figures csv", lambda frame=table: csv_export(frame)),
+                   file_name="trends.csv", mime="text/csv", key="dl_trends", on_click="ignore")  # fmt: skip
 mix_table = mix.assign(subgroup=mix["subgroup"].map(lambda s: labels.get(s, s)))
-st.dataframe(mix_table, hide_index=True, key="mix_table", placeholder="suppressed",
+show_table(mix_table, hide_index=True, key="mix_table", placeholder="suppressed",
              column_config={"month": st.column_config.DateColumn("Month", format="MMM YYYY"),
                             "subgroup": st.column_config.TextColumn("Subgroup"),
                             "members": st.column_config.NumberColumn("Members", format="%d"), "suppressed": "Suppressed",
                             "share": st.column_config.NumberColumn("Share of all members", format="percent")})  # fmt: skip
-st.download_button("Download subgroup mix (CSV)", csv_export(mix_table), file_name="subgroup_mix.csv", mime="text/csv",
-                   key="dl_mix", on_click=audit_export, args=(scope, "trends", f"{unit} mix csv"))  # fmt: skip
+st.download_button("Download subgroup mix (CSV)", audited_file(scope, "trends", f"{unit} mix csv", lambda frame=mix_table: csv_export(frame)),
+                   file_name="subgroup_mix.csv", mime="text/csv", key="dl_mix", on_click="ignore")  # fmt: skip
 
 st.subheader("Executive pack")
 st.caption(f"{units[unit]}: quarter to date and year to date against the same months of the prior year, as PDF and XLSX "

@@ -25,7 +25,7 @@ from core.views.true_costs import (
     rate_table,
     team_names,
 )
-from ui.auth import audit_export, require
+from ui.auth import audited_file, require
 from ui.data import query
 from ui.widgets import month_label, select_month
 
@@ -72,8 +72,8 @@ def table(frame, name: str, key: str) -> None:
     config |= {c: st.column_config.NumberColumn(format="%.1f") for c in shown.columns
                if "hours" in c.lower() or c in ("FTE", "Space, m²", "Standard minutes")}  # fmt: skip
     st.dataframe(shown, hide_index=True, key=key, column_config=config, placeholder="suppressed")
-    st.download_button(f"Download {name} (CSV)", csv_export(shown), file_name=f"true_costs_{key}_{month:%Y-%m}.csv", mime="text/csv",
-                       key=f"dl_{key}", on_click=audit_export, args=(scope, "true_costs", f"{key} csv"))  # fmt: skip
+    st.download_button(f"Download {name} (CSV)", audited_file(scope, "true_costs", f"{key} csv", lambda frame=shown: csv_export(frame)),
+                       file_name=f"true_costs_{key}_{month:%Y-%m}.csv", mime="text/csv", key=f"dl_{key}", on_click="ignore")  # fmt: skip
 
 
 rates_tab, maps_tab, use_tab, margin_tab, leak_tab = st.tabs(
@@ -116,8 +116,10 @@ with margin_tab:
     if not costing.costed or use.empty:
         st.info("Not costed: no staff roster in the data.")
     else:
+        # the network or scope totals as before (suppress=False keeps the 12-month dollar totals, which the
+        # payment models page withholds where suppression applies: see the README's known gaps)
         result = payment_comparison(query(payment_inputs, months, teams), load_payment_settings(), 0, True,
-                                    idle_capacity_by_team(use))["total"]  # fmt: skip
+                                    idle_capacity_by_team(use), suppress=False)["total"]  # fmt: skip
         st.caption("Activity-based cost counts the minutes used; fully loaded cost adds each team's unused capacity, "
                    "which the practice pays for all the same (spread over the team's subgroups by member-months).")  # fmt: skip
         cols = st.columns(len(result))

@@ -17,6 +17,7 @@ from core.views.worklist import (
 from ui.auth import audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
+from ui.tables import show_table
 from ui.widgets import month_label, select_month, select_team
 
 scope = require("worklist")
@@ -72,10 +73,9 @@ if shown.empty:
     st.info("No patient matches the search and filters." if search.strip() or filtered else "No patients in this list.")
 
 date_col = st.column_config.DateColumn
-event = st.dataframe(
+event = show_table(
     shown,
     key="worklist",
-    hide_index=True,
     on_select="rerun",
     selection_mode="single-row",
     column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "care_gaps", "gaps_due_soon",
@@ -123,7 +123,7 @@ st.caption(f"Hospital discharges and ED visits of the last 30 days up to {month_
 if transitions.empty:
     st.info("No discharges or ED visits in the last 30 days.")
 else:
-    st.dataframe(
+    show_table(
         transitions.drop(columns=["patient_id"]).assign(subgroup=transitions["subgroup"].map(lambda s: labels.get(s, s))),
         hide_index=True,
         column_config={

@@ -16,7 +16,9 @@ What is searched:
 - :func:`moves_leaks`: the members headline and its change against the rows of patients entering
   and leaving (members now - members before = entered - left).
 - :func:`window_leaks`: neighbouring windows: a window ending in P minus the window ending in
-  P - 1 plus the month leaving the window gives the month P, checked against the true count.
+  P - 1 plus the month leaving the window gives the month P, checked against the true count
+  (team comparison, e-consults by team and specialty, payment models by subgroup; for the last
+  two the attacker is assumed to know every month leaving a window).
 
 A finding is a string naming where the count came from; a page with no leak returns [].
 """
@@ -28,6 +30,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -87,12 +90,49 @@ def _frames_of_xlsx(data: bytes) -> dict[str, pd.DataFrame]:
     return pd.read_excel(io.BytesIO(data), sheet_name=None, dtype=str, keep_default_na=False)
 
 
+def record_media(monkeypatch) -> list:
+    """Keep the in-memory file stores and file managers AppTest creates (one per run), so a test
+    reads what a download button serves: a published file, or one made on click."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.testing.v1 import app_test
+
+    kept: list = []
+
+    class RecordingStore(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kept.append(self)
+
+    class RecordingManager(MediaFileManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kept.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", RecordingStore)
+    monkeypatch.setattr(app_test, "MediaFileManager", RecordingManager)
+    return kept
+
+
 def download_bytes(stores, button) -> bytes | None:
-    file_id = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
-    for store in reversed(stores):
-        if file_id in store._files_by_id:
+    """The bytes a download button serves. A button whose data is made on click (a callable,
+    ``deferred_file_id``) is clicked: its callable runs (and writes its audit event) as in the
+    browser; ``stores`` must come from :func:`record_media` for that."""
+    from streamlit.runtime.media_file_storage import MediaFileStorageError
+
+    url = button.proto.url
+    if not url and button.proto.deferred_file_id:
+        for manager in reversed([m for m in stores if hasattr(m, "execute_deferred")]):
+            try:
+                url = manager.execute_deferred(button.proto.deferred_file_id)
+                break
+            except MediaFileStorageError:
+                continue
+    file_id = url.rsplit("/", 1)[-1].split(".")[0]
+    for store in reversed([s for s in stores if hasattr(s, "_files_by_id")]):
+        if file_id and file_id in store._files_by_id:
             return store._files_by_id[file_id].content
-    return None  # made on click (a callable): the harness reads those from the core
+    return None
 
 
 def _array(value):
@@ -140,6 +180,8 @@ def collect(at, stores, page: str) -> Published:
     for i, chart in enumerate(at.get("plotly_chart")):
         pub.tables |= _chart_tables(json.loads(chart.proto.spec), f"chart {i}")
     for button in at.get("download_button"):
+        if "PDF" in button.label:
+            continue  # PDFs carry the tables of the pack's XLSX and CSVs (read back in tests/unit/test_packs.py)
         data = download_bytes(stores, button)
         if data is None:
             continue
@@ -153,11 +195,48 @@ def collect(at, stores, page: str) -> Published:
     return pub
 
 
+class _Tables(HTMLParser):
+    """The <table>s of an HTML page as rows of cell texts (the first row: the header)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+        self._depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._depth += 1
+            self.tables.append([])
+        elif tag == "tr" and self._depth:
+            self.tables[-1].append([])
+        elif tag in ("td", "th") and self._depth and self.tables[-1]:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table" and self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
 def _html_tables(data: bytes) -> list[pd.DataFrame]:
-    try:
-        return pd.read_html(io.StringIO(data.decode()), keep_default_na=False)
-    except ValueError:
-        return []
+    """Every table of an HTML download, header row as columns (the standard library's parser:
+    pandas.read_html would need lxml)."""
+    parser = _Tables()
+    parser.feed(data.decode("utf-8", errors="replace"))
+    frames = []
+    for rows in parser.tables:
+        if len(rows) < 2:
+            continue
+        width = len(rows[0])
+        frames.append(pd.DataFrame([r[:width] + [""] * (width - len(r)) for r in rows[1:]], columns=rows[0]))
+    return frames
 
 
 # --- facts ------------------------------------------------------------------------------------
@@ -285,22 +364,30 @@ def moves_leaks(pub: Published, members_label: str = "Members", moves_table: str
     return leaks
 
 
-def window_leaks(windows: dict, months: dict, truth: dict) -> list[str]:
-    """Neighbouring windows: W(P) - W(P-1) + m(P-12) = m(P).
+def window_leaks(windows: dict, leaving: dict, truth: dict, length: int = 12) -> list[str]:
+    """Neighbouring windows: W(P) - W(P-1) + m(P-L) = m(P), for windows of ``length`` (L) months.
 
-    ``windows``: {(unit, window end index): published count of the 12-month window}; ``months``:
-    {(unit, month index): published monthly count or "hidden"}; ``truth``: {(unit, month index):
-    the true monthly count}. A leak is a month hidden on the page whose count (1-10) follows exactly.
+    ``windows``: {(unit, window end index): published count of the window}; ``leaving``: {(unit,
+    month index): the monthly count as the attacker knows it (published on a month view, or the
+    true count for a worst case) or "hidden"}; ``truth``: {(unit, month index): the true monthly
+    count}. A leak is a month whose true count is 1-10 (so hidden on any month view) and follows
+    exactly.
     """
     leaks = []
     for (unit, p), w in windows.items():
-        before, leaving = windows.get((unit, p - 1)), months.get((unit, p - 12))
-        if not isinstance(w, float) or not isinstance(before, float) or not isinstance(leaving, float):
+        before, out = windows.get((unit, p - 1)), leaving.get((unit, p - length))
+        if not isinstance(w, float) or not isinstance(before, float) or not isinstance(out, float):
             continue
-        if months.get((unit, p)) != "hidden":
-            continue
-        recovered = w - before + leaving
-        if is_small(recovered) and abs(recovered - truth.get((unit, p), np.nan)) < 1e-6:
-            leaks.append(f"{unit} month {p}: 12 months to P ({w:g}) - 12 months to P-1 ({before:g}) + month P-12 "
-                         f"({leaving:g}) = {recovered:g}")
+        true = truth.get((unit, p), 0.0)
+        recovered = w - before + out
+        if is_small(true) and abs(recovered - true) < 1e-6:
+            leaks.append(f"{unit} month {p}: {length} months to P ({w:g}) - {length} months to P-1 ({before:g}) + month "
+                         f"P-{length} ({out:g}) = {recovered:g}")
     return leaks
+
+
+def worst_case_leaving(truth: dict, first: int, last: int) -> dict:
+    """The attacker knows every month's true count (a worst case), and that months before the first
+    month of data (``first``) hold none."""
+    units = {u for u, _ in truth}
+    return {(u, i): float(truth.get((u, i), 0.0)) for u in units for i in range(first - 12, last + 1)}

@@ -13,6 +13,8 @@ from core.access.policy import TEAM_ROLES, Scope, can_open, load_access_rules, r
 from core.access.users import find_user
 from core.store.queries import organisation
 from ui.data import current_url, engine, query
+from ui.downloads import browser_fingerprint, guard_media_store, serve_to
+from ui.widgets import team_choice_labels
 
 DEMO_PERSONAS = {
     "team_leader": ("demo-team-leader", "Demo team leader"),
@@ -93,7 +95,7 @@ def demo_switcher(scope: Scope) -> None:
     st.warning("Demo mode: sample data, no login. Pick a role to try it.", icon=":material/science:")
     st.selectbox("Demo role", list(DEMO_PERSONAS), key="demo_role", format_func=rules.role_labels.get)
     if scope.role in TEAM_ROLES:
-        labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
+        labels = team_choice_labels(org)
         st.selectbox("Demo team", list(labels), key="demo_team", format_func=labels.get)
     for key in ("demo_role", "demo_team"):
         if key in st.session_state:
@@ -165,11 +167,14 @@ def audited_file(scope: Scope, target: str, detail: str, make, action: str = "ex
     user clicks the button. It writes the audit event and returns the file, so the file exists only
     after a recorded click (no ``/media`` URL is published with the page) and the event names the
     signed-in user whose session asked for it. ``make``: a no-argument function returning the
-    file's text or bytes."""
+    file's text or bytes. The file's ``/media`` URL then serves it only to the browser (and
+    login) that clicked, for two minutes; any other client gets 404 (``ui.downloads``)."""
     bound_engine = engine()  # the callable runs outside the script run: bind what it needs now
+    guard_media_store()
+    browser = browser_fingerprint(dict(st.context.cookies))
 
     def data():
         record_event(bound_engine, scope, action, target, detail)
-        return make()
+        return serve_to(browser, make())
 
     return data

@@ -36,12 +36,19 @@ def select_window(key: str) -> str:
     return st.selectbox("Window ending that month", list(WINDOW_LABELS), key=key, format_func=WINDOW_LABELS.get)
 
 
+def team_choice_labels(org) -> dict[str, str]:
+    """Team id -> the label of a team choice in the sidebar: the team's name first, so a narrow
+    sidebar cuts the practice's name, not the team's (every team of a practice starts alike)."""
+    return {r.team_id: f"{r.team} · {r.practice}" for r in org.itertuples()}
+
+
 def select_team(key: str = "team", allowed: tuple[str, ...] | None = None) -> dict:
-    """Pick a team (grouped by practice); bound to ``?team=ID``. Returns the team's row as a dict."""
+    """Pick a team (grouped by practice); bound to ``?team=`` (the shown label; the team id also works).
+    Returns the team's row as a dict."""
     org = query(organisation)
     if allowed is not None:
         org = org[org["team_id"].isin(allowed)]
-    labels = {r.team_id: f"{r.practice} · {r.team}" for r in org.itertuples()}
+    labels = team_choice_labels(org)
     st.session_state[key] = from_url(key, labels) or next(iter(labels))
     team_id = st.selectbox("Team", list(labels), key=key, format_func=labels.get, bind="query-params")
     return org[org["team_id"] == team_id].iloc[0].to_dict()

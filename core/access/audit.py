@@ -13,11 +13,20 @@ carries ``chain_hash``, the SHA-256 of the previous row's hash and its own field
 :func:`verify_chain` finds the first row that was changed, inserted or deleted in between.
 Rows are chained under a lock (PostgreSQL: an advisory lock; SQLite: the write lock the insert
 takes), so several dashboard servers writing at once keep one chain.
+
+Deleting the newest rows leaves a shorter chain that is intact, so the head is also kept outside
+the database: with ``AUDIT_CHECKPOINT_FILE`` set, every append adds ``audit_id:chain_hash`` to
+that file, and ``python -m core audit --checkpoint`` appends the current head (for a cron job
+writing where the database user cannot); ``audit --verify --expect FILE`` then names a row an
+anchor vouches for that is gone.
 """
 
 import hashlib
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, insert, select, text, update
@@ -30,6 +39,9 @@ ACTIONS = ("view_patient", "view_worklist", "view_patients", "export", "audit_do
            "user_change", "rule_save", "import", "outreach")  # fmt: skip
 HASHED = ("audit_id", "at", "user_key", "role", "action", "target", "scope", "detail")
 GENESIS = "0" * 64
+# The operator's setting: a file outside the database to which every append adds the new head
+# (audit_id and chain hash), so deleting the newest rows is seen by ``audit --verify --expect``.
+CHECKPOINT_ENV = "AUDIT_CHECKPOINT_FILE"
 _PG_LOCK = 0x5C0AEC  # any fixed number: the advisory lock that serialises audit writers
 
 
@@ -43,12 +55,45 @@ def record_event(engine: Engine, scope: Scope, action: str, target: str = "", de
         audit_id = conn.execute(insert(AuditEvent).values(
             at=utc_now(), user_key=scope.user_key, role=scope.role, action=action, target=target[:200],
             scope=scope.describe(), detail=detail[:1000])).inserted_primary_key[0]  # fmt: skip
-        _chain(conn, upto=audit_id)
+        head = _chain(conn, upto=audit_id)
+    path = os.environ.get(CHECKPOINT_ENV)
+    if path and head:
+        append_checkpoint(Path(path), audit_id, head)
 
 
-def _chain(conn: Connection, upto: int) -> None:
+def append_checkpoint(path: Path, audit_id: int, chain_hash: str) -> None:
+    """Append one anchor line (``audit_id:chain_hash``) to the checkpoint file (opened for
+    appending only, so the file works with the append-only attribute, ``chattr +a``)."""
+    line = f"{audit_id}:{chain_hash}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_anchors(sources: Iterable[str]) -> dict[int, str]:
+    """Anchors {audit_id: chain hash} from checkpoint files and ``AUDIT_ID:HASH`` literals.
+
+    Raises ValueError on a line that is not an anchor (a checkpoint file is written only by
+    :func:`append_checkpoint` and ``python -m core audit --checkpoint``)."""
+    anchors: dict[int, str] = {}
+    for source in sources:
+        path = Path(source)
+        lines = path.read_text().splitlines() if path.is_file() else [source]
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            audit_id, sep, chain_hash = line.strip().partition(":")
+            if not sep or not audit_id.isdigit() or len(chain_hash) != 64:
+                raise ValueError(f"{source}, line {number}: not an anchor (AUDIT_ID:SHA256), {line[:80]!r}")
+            anchors[int(audit_id)] = chain_hash.lower()
+    return anchors
+
+
+def _chain(conn: Connection, upto: int) -> str:
     """Hash the rows up to ``upto`` that have no hash yet (the new one; older rows of a store made
-    before the chain existed, once), oldest first."""
+    before the chain existed, once), oldest first. Returns the hash of ``upto``."""
     cols = AuditEvent.__table__.c
     before = select(cols.audit_id, cols.chain_hash).order_by(cols.audit_id.desc()).limit(1)
     last = conn.execute(before.where(cols.audit_id < upto)).first()
@@ -62,6 +107,7 @@ def _chain(conn: Connection, upto: int) -> None:
     for row in rows:
         prev = event_hash(prev, row)
         conn.execute(update(AuditEvent).where(cols.audit_id == row["audit_id"]).values(chain_hash=prev))
+    return prev
 
 
 def event_hash(previous: str, row) -> str:
@@ -86,19 +132,23 @@ class ChainCheck:
     first_bad: int | None = None
     reason: str = ""
     last_hash: str = GENESIS
+    last_id: int = 0
+    anchors: int = 0
 
     @property
     def ok(self) -> bool:
         return self.first_bad is None
 
 
-def verify_chain(engine: Engine, batch: int = 50_000) -> ChainCheck:
+def verify_chain(engine: Engine, batch: int = 50_000, anchors: dict[int, str] | None = None) -> ChainCheck:
     """Recompute the chain from the first row; the first row whose hash does not match is named.
 
     A changed row fails itself; a deleted or inserted row fails the row after it. Deleting the
-    newest rows leaves an intact (shorter) chain: compare the count and last hash with a copy
-    kept elsewhere (for example the last line of ``python -m core audit --verify``) to see that.
+    newest rows leaves an intact (shorter) chain: ``anchors`` ({audit_id: chain hash}, kept
+    outside the database: :func:`read_anchors`) catch that, since a row an anchor names must
+    still be there with that hash; the first anchor missing is named (``reason``: removed).
     """
+    anchors = anchors or {}
     cols = AuditEvent.__table__.c
     prev, checked, after = GENESIS, 0, 0
     with engine.connect() as conn:
@@ -109,11 +159,17 @@ def verify_chain(engine: Engine, batch: int = 50_000) -> ChainCheck:
                 expected = event_hash(prev, row)
                 if row["chain_hash"] != expected:
                     reason = "no hash" if row["chain_hash"] is None else "hash does not match the row and the one before"
-                    return ChainCheck(checked, row["audit_id"], reason, prev)
-                prev, checked = expected, checked + 1
+                    return ChainCheck(checked, row["audit_id"], reason, prev, after, len(anchors))
+                if anchors.get(row["audit_id"], expected) != expected:
+                    return ChainCheck(checked, row["audit_id"], "hash differs from the checkpoint", prev, after, len(anchors))
+                prev, checked, after = expected, checked + 1, row["audit_id"]
             if len(rows) < batch:
-                return ChainCheck(checked, last_hash=prev)
-            after = rows[-1]["audit_id"]
+                break
+    missing = sorted(a for a in anchors if a > after)
+    if missing:
+        return ChainCheck(checked, missing[0], f"in the checkpoint but gone: the newest rows after audit_id {after} were "
+                          f"deleted (the checkpoint reaches audit_id {missing[-1]})", prev, after, len(anchors))  # fmt: skip
+    return ChainCheck(checked, last_hash=prev, last_id=after, anchors=len(anchors))
 
 
 def search_events(

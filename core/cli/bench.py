@@ -338,7 +338,7 @@ STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": st
                   "queries": step_queries, "baseline": step_baseline}
 # The page renders need Streamlit, which core/ never imports: that step lives in
 # ui/bench_pages.py, imported by name in the child process only.
-STEP_MODULES = {"pages": "ui.bench_pages"}
+STEP_MODULES = {"pages": "ui.bench_pages", "clicks": "ui.bench_pages"}
 
 
 def child_main(step_function, args_json: str) -> None:
@@ -465,7 +465,7 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             step = run_step("import", args)
             step["rows_per_s"] = round(step["result"]["rows"] / max(step["seconds"], 1e-9))
             report["steps"]["import"] = step
-    for name in ("assign", "activity", "cells", "queries", "baseline", "pages"):
+    for name in ("assign", "activity", "cells", "queries", "baseline", "pages", "clicks"):
         if name in steps:
             progress(name)
             report["steps"][name] = run_step(name, args)
@@ -508,7 +508,30 @@ def format_report(report: dict) -> str:
         for page, r in steps["pages"]["result"].items():
             rows = "" if r.get("rows") is None else f"{r['rows']:,}"
             lines.append(f"{page + ' (' + r['role'] + ')':52s} {r['render_s']:>9.2f} {r['home_s']:>9.2f} {rows:>7s}  {r['error'] or ''}")
+    if "clicks" in steps:
+        lines += ["", *format_clicks(steps["clicks"]["result"])]
     return "\n".join(lines)
+
+
+FIRST_RENDER_TARGET_S, WIDGET_TARGET_S = 2.0, 1.0
+
+
+def format_clicks(clicks: dict) -> list[str]:
+    """The click table: each page's first render and each widget change, server-side seconds,
+    with the 1-minute load average when the page was measured; ``!`` marks a time over target
+    (first render 2 s, widget change 1 s)."""
+    lines = [f"{'page (role)':44s} {'first render s (CPU s)':>22s} {'load':>5s}  widget changes: wall s (CPU s)"]
+    for page, r in clicks.items():
+        mark = "!" if r["first_render_s"] > FIRST_RENDER_TARGET_S else " "
+        changes = "; ".join(
+            f"{w['widget']} {w['s']:.2f}{'!' if w['s'] > WIDGET_TARGET_S else ''} ({w.get('cpu_s', float('nan')):.2f})"
+            if w["s"] is not None else f"{w['widget']} ({w['error']})"
+            for w in r["widgets"]
+        )  # fmt: skip
+        first = f"{r['first_render_s']:.2f}{mark} ({r.get('first_render_cpu_s', float('nan')):.2f})"
+        lines.append(f"{page + ' (' + r['role'] + ')':44s} {first:>22s} {r['load']:>5.1f}  {changes or '-'}"
+                     + (f"  ERROR {r['error']}" if r.get("error") else ""))  # fmt: skip
+    return lines
 
 
 def step_function(step: str):

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, date
 from pathlib import Path
 
-from core.access.exports import export_csv
 from core.access.policy import Scope
 from core.store.db import create_schema, database_url, make_engine
 
@@ -76,9 +75,11 @@ def _args_import(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_import(args) -> int:
-    """Import, then derive: also when an earlier import's derive did not finish (the store marks
-    it pending), so a rejected import still brings the derived tables up to date."""
-    from core.derive.pipeline import derive_all
+    """Import, then derive what it touched (everything when that cannot be exact): also when an
+    earlier import's derive did not finish (the store marks it pending), so a rejected import
+    still brings the derived tables up to date."""
+    from core.derive.incremental import derive_touched
+    from core.derive.pipeline import derive_text
     from core.ingest import import_path
     from core.store.queries import derive_pending
 
@@ -91,7 +92,8 @@ def cmd_import(args) -> int:
     elif pending is not None:
         if not report.ok:
             _say(f"finishing the derive left pending by import #{pending}" if pending.isdigit() else "finishing a pending derive")
-        summary = derive_all(engine, progress=lambda _f, text: _say(text))
+        summary = derive_touched(engine, progress=lambda _f, text: _say(text))
+        _say(derive_text(summary))
         _say(json.dumps(summary, indent=2, default=str))
     return 0 if report.ok else 1
 
@@ -205,23 +207,38 @@ def _args_audit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=_day_arg, default=None, help="YYYY-MM-DD (UTC)")
     p.add_argument("--out", type=Path, default=None, help="CSV file (default: standard output)")
     p.add_argument("--verify", action="store_true", help="check the hash chain instead (exit 1 and name the first bad row)")
+    p.add_argument("--expect", action="append", default=[], metavar="FILE|ID:HASH",
+                   help="with --verify: checkpoint file(s) or AUDIT_ID:HASH anchors; a row they name must still be there")
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                   help="verify the chain, then append its head (AUDIT_ID:HASH) to FILE, kept where the database user cannot write")
 
 
 def cmd_audit(args) -> int:
     from datetime import datetime
 
-    from core.access.audit import search_events, verify_chain
+    from core.access.audit import append_checkpoint, read_anchors, search_events, verify_chain
 
-    if args.verify:
-        check = verify_chain(_engine(args))
+    if args.verify or args.checkpoint:
+        try:
+            anchors = read_anchors(args.expect)
+        except (OSError, ValueError) as exc:
+            print(f"audit --expect: {exc}", file=sys.stderr)
+            return 2
+        check = verify_chain(_engine(args), anchors=anchors)
         if not check.ok:
             print(f"audit chain broken at audit_id {check.first_bad}: {check.reason} ({check.rows:,} rows before it are intact)",
                   file=sys.stderr)  # fmt: skip
             return 1
-        print(f"audit chain intact: {check.rows:,} rows, last hash {check.last_hash}")
+        against = f", {check.anchors:,} checkpoint anchors found" if check.anchors else ""
+        print(f"audit chain intact: {check.rows:,} rows{against}, head {check.last_id}:{check.last_hash}")
+        if args.checkpoint and check.last_id:
+            append_checkpoint(args.checkpoint, check.last_id, check.last_hash)
+            print(f"head appended to {args.checkpoint}")
         return 0
     since = datetime.combine(args.since, datetime.min.time(), tzinfo=UTC) if args.since else None
     events = search_events(_engine(args), user_key=args.user, action=args.action, target=args.target, since=since)
+    from core.access.exports import export_csv  # pandas: only the commands that need it import it
+
     export_csv(events, args.out or sys.stdout)
     return 0
 
@@ -465,7 +482,10 @@ def _print_aco_year(engine, month, args, settings, preset) -> int:
 
 
 def _args_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--patients", type=int, default=100_000)
+    p.add_argument("--patients", type=int, default=None, help="default 100,000; 5,000 (the sample network) with --pages")
+    p.add_argument("--pages", action="store_true",
+                   help="click speed only: every page's first render and every widget change, server-side, on the network "
+                        "of --database-url (generated and imported first when it is empty)")
     p.add_argument("--months", type=int, default=24)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--end-month", default=None, help="YYYY-MM of the last month (default: last complete month)")
@@ -486,7 +506,12 @@ def cmd_bench(args) -> int:
     # default: a SQLite file next to the bundle, never the dashboard's own database
     url = args.database_url or os.environ.get("DATABASE_URL") or "sqlite:///" + str(args.out.resolve() / "bench.db")
     steps = tuple(args.steps.split(",")) if args.steps else STEPS
-    report = run_bench(args.patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
+    patients = args.patients or (5_000 if args.pages else 100_000)
+    if args.pages:  # an imported network is measured as it is; an empty store gets the sample network first
+        from core.cli.bench import _has_patients
+
+        steps = ("clicks",) if _has_patients(url) else ("generate", "import", "assign", "activity", "cells", "clicks")
+    report = run_bench(patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
                        reps=args.reps, baseline_reps=args.baseline_reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
     print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
     return 0

@@ -29,7 +29,7 @@ import time
 from datetime import date
 
 import pandas as pd
-from sqlalchemy import Engine, Float, String, and_, case, column, delete, func, insert, select, values
+from sqlalchemy import Engine, Float, String, and_, case, column, delete, func, insert, select, tuple_, values
 
 from core.config.catalog import load_catalog
 from core.derive.costs import NETWORK, CostSettings, activity_costs, capacity_cost_rates, load_cost_settings
@@ -84,21 +84,30 @@ def cost_rate_tables(staff: pd.DataFrame, team_ids: list[str], settings: CostSet
     return role_rates, kind_costs
 
 
-def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: list, rules: WorklistRules):
+def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: list, rules: WorklistRules,
+                                  patients: list[str] | None = None):  # fmt: skip
     """The select behind the table: one row per patient and month of encounter start (:data:`ACTIVITY_COLUMNS`).
 
     One pass over ``encounter``, left-joined to the minute cost of each encounter (staff
     minutes x role rate, summed per encounter; a role without a rate adds nothing) and to the
     process-map cost of its team and kind, which counts only when the encounter has no staff
-    minutes at all.
+    minutes at all. ``patients``: those patients' rows only (None: every patient).
     """
     e, sm, e2 = Encounter, StaffMinutes, Encounter.__table__.alias("minutes_encounter")
+
+    def fsum(expr, *order):
+        """A float sum; on PostgreSQL in a fixed order (``sum(x ORDER BY key)``), so a patient's
+        rows sum to the same bits whichever plan reads them (the incremental derive reads some
+        patients, the full one all). SQLite (3.40 here) has no ordered aggregates."""
+        return func.sum(expr).aggregate_order_by(*order) if dialect == "postgresql" else func.sum(expr)
+
     rate = constant_table("role_rate", [("team_id", String), ("role", String), ("usd", Float)], role_rates)
     per_kind = constant_table("kind_cost", [("team_id", String), ("kind", String), ("usd", Float)], kind_costs)
     minute_cost = (
-        select(sm.encounter_id, func.sum(sm.minutes * rate.c.usd).label("usd"))
+        select(sm.encounter_id, fsum(sm.minutes * rate.c.usd, sm.role).label("usd"))
         .join(e2, e2.c.encounter_id == sm.encounter_id)
         .outerjoin(rate, and_(rate.c.team_id == func.coalesce(e2.c.team_id, NETWORK), rate.c.role == sm.role))
+        .where(*([] if patients is None else [e2.c.patient_id.in_(patients)]))
         .group_by(sm.encounter_id)
         .subquery("minute_cost")
     )
@@ -107,14 +116,15 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
     acute, visit = rules.flags["recent_acute"]["kinds"], rules.visit_kinds
     return (
         select(e.patient_id, month,
-               func.coalesce(func.sum(case((e.is_internal, internal), else_=None)), 0.0).label("cost_internal_usd"),
-               func.coalesce(func.sum(case((e.is_internal, 0.0), else_=e.paid_usd)), 0.0).label("cost_external_usd"),
+               func.coalesce(fsum(case((e.is_internal, internal), else_=None), e.encounter_id), 0.0).label("cost_internal_usd"),
+               func.coalesce(fsum(case((e.is_internal, 0.0), else_=e.paid_usd), e.encounter_id), 0.0).label("cost_external_usd"),
                func.sum(case((e.kind == "ed_visit", 1), else_=0)).label("ed_visits"),
                func.sum(case((e.kind == "admission", 1), else_=0)).label("admissions"),
                func.max(case((e.kind.in_(acute), e.start_date), else_=None)).label("last_acute_date"),
                func.max(case((e.kind.in_(visit), e.start_date), else_=None)).label("last_visit_date"))
         .outerjoin(minute_cost, minute_cost.c.encounter_id == e.encounter_id)
         .outerjoin(per_kind, and_(per_kind.c.team_id == func.coalesce(e.team_id, NETWORK), per_kind.c.kind == e.kind))
+        .where(*([] if patients is None else [e.patient_id.in_(patients)]))
         .group_by(e.patient_id, month)
     )  # fmt: skip
 
@@ -148,6 +158,32 @@ def team_month_activity_sql(conn) -> str:
     if conn.dialect.name == "sqlite":
         sql = sql.replace("FROM encounter JOIN", "FROM encounter NOT INDEXED JOIN", 1)
     return sql
+
+
+def replace_activity_of(conn, patients: list[str], keys: pd.DataFrame, rules: WorklistRules | None = None,
+                        settings: CostSettings | None = None) -> dict:  # fmt: skip
+    """Rebuild, in the caller's transaction, the ``patient_month_activity`` rows of ``patients``
+    and the ``team_month_activity`` rows of ``keys`` (team_id, subgroup, month: the team-month-
+    subgroups whose members changed), from the stored assignments (already the new ones).
+    Returns rows and team_rows written."""
+    rules = rules or load_worklist_rules()
+    staff = pd.read_sql(select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year), conn)
+    team_ids = [t for (t,) in conn.execute(select(Team.team_id)).all()]
+    role_rates, kind_costs = cost_rate_tables(staff, team_ids, settings)
+    table, team_table = PatientMonthActivity.__table__, TeamMonthActivity.__table__
+    conn.execute(delete(table).where(table.c.patient_id.in_(patients)))
+    stmt = select_patient_month_activity(conn.dialect.name, role_rates, kind_costs, rules, patients)
+    rows = conn.execute(insert(table).from_select(ACTIVITY_COLUMNS, stmt)).rowcount
+    team_rows = 0
+    for team_id, part in keys.groupby("team_id"):
+        pairs = list(zip(part["subgroup"], part["month"], strict=True))
+        conn.execute(delete(team_table).where(team_table.c.team_id == team_id,
+                                              tuple_(team_table.c.subgroup, team_table.c.month).in_(pairs)))  # fmt: skip
+        a, s = Attribution, SubgroupAssignment
+        sub = select_team_month_activity(conn.dialect.name).where(
+            a.team_id == team_id, tuple_(func.coalesce(s.subgroup, "unassigned"), a.month).in_(pairs))
+        team_rows += conn.execute(insert(team_table).from_select(TEAM_ACTIVITY_COLUMNS, sub)).rowcount
+    return {"rows": int(rows), "team_rows": int(team_rows)}
 
 
 def build_patient_month_activity(engine: Engine, rules: WorklistRules | None = None, settings: CostSettings | None = None) -> dict:

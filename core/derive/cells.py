@@ -309,6 +309,10 @@ def aggregate_cells(dims: pd.DataFrame, metrics: pd.DataFrame | list[pd.DataFram
     long_parts = [p for p in parts if isinstance(p, pd.DataFrame) and not p.empty]
     if dims.empty or (not long_parts and not wide_parts):
         return pd.DataFrame(columns=CELL_COLUMNS)
+    # Sums follow the row order, so the rows go in one order whatever the database returned
+    # (patient, month; each provider's rows by their patient-month): the cells of a set of
+    # patients come out the same to the bit, read with any query (core.derive.incremental).
+    dims = dims.sort_values(["patient_id", "m"], kind="stable").reset_index(drop=True)
     layout = _Layout.of(dims, strata)
     rows, names = _long_rows(long_parts, layout)
     for part in wide_parts:
@@ -364,6 +368,8 @@ def _profile_sums(rows: _Rows, layout: _Layout, n_metrics: int) -> pd.DataFrame:
     """Long rows added up by unit, month, metric and equity profile (columns num, den, sq, n;
     index = the fine key ((unit x n_months + month) x n_metrics + metric) x n_profiles + profile).
     ``n`` counts the rows, one per patient, month and metric: the cell's patients."""
+    order = np.argsort(rows.row, kind="stable")
+    rows = _Rows(rows.row[order], rows.metric[order], rows.num[order], rows.den[order], rows.sq[order])
     base = layout.unit_months(rows.row) * n_metrics + rows.metric
     key = base * layout.n_profiles + layout.profile_codes[rows.row]
     fine = pd.DataFrame({"k": key, "num": rows.num, "den": rows.den, "sq": rows.sq, "n": 1})
@@ -374,7 +380,8 @@ def _aggregate_wide(part: WideMetrics, layout: _Layout, n_metrics: int, metric_p
     """Add up wide metric rows by unit, month and equity profile, then melt the sums into the
     fine keys of :func:`_profile_sums` (columns num, den, sq, n; index = fine key)."""
     row = layout.rows_of(part.frame)
-    keep = row >= 0
+    keep = np.flatnonzero(row >= 0)
+    keep = keep[np.argsort(row[keep], kind="stable")]  # in dims order (see aggregate_cells)
     row = row[keep]
     values = part.frame[part.metrics].to_numpy(dtype="float64")[keep]
     n_profiles = layout.n_profiles
@@ -476,15 +483,18 @@ def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([a, b], ignore_index=True).groupby(keys, as_index=False, sort=False)[CELL_COLUMNS[7:]].sum()[CELL_COLUMNS]
 
 
-def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | None = None,
-                catalogue: MeasureCatalogue | None = None) -> tuple[pd.DataFrame, dict]:
-    """Cells of the patients whose id is in the inclusive range ``patients`` (all if None), and
-    seconds per part. Every metric is a per-patient sum, so the cells of disjoint blocks add up.
+def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | list[str] | None = None,
+                catalogue: MeasureCatalogue | None = None, assignments: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+    """Cells of the patients whose id is in the inclusive range ``patients`` (all if None; or a
+    list of ids), and seconds per part. Every metric is a per-patient sum, so the cells of
+    disjoint blocks add up. ``assignments`` (patient_id, month, subgroup, risk_score): the
+    patients' subgroups when not the stored ones (an incremental derive, before it writes).
     Grain of the cells: practice_id, team_id, subgroup, month, stratum, stratum_value, metric."""
     t0 = time.perf_counter()
     frames: StoreFrames = load_store_frames(engine, patients)
     S = models.SubgroupAssignment
-    assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], patients)
+    if assignments is None:
+        assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], patients)
     t1 = time.perf_counter()
     dims = patient_month_dimensions(frames.attribution, assignments, frames.patients)
     parts = [patient_month_flags(frames, months, catalogue or load_measures(), month_as_index=True), _base_metrics(dims)]

@@ -516,10 +516,11 @@ def _read(engine: Engine, stmt) -> pd.DataFrame:
         return pd.read_sql(stmt, conn)
 
 
-def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None, patients: tuple[str, str] | Select | None = None) -> CostInputs:
+def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None,
+                     patients: tuple[str, str] | list[str] | Select | None = None) -> CostInputs:  # fmt: skip
     """Read staff, encounters, staff minutes and attribution for ``months`` (all months if None)
     of the patients ``patients``: all (None), those whose id is in an inclusive range (a pair of
-    ids), or those a select of patient ids returns."""
+    ids), those of a list of ids, or those a select of patient ids returns."""
     enc_cols = [Encounter.encounter_id, Encounter.patient_id, Encounter.team_id, Encounter.kind, Encounter.start_date,
                 Encounter.is_internal, Encounter.in_network, Encounter.cost_category, Encounter.paid_usd]
     att_stmt = (
@@ -541,14 +542,15 @@ def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None, patie
             min_stmt = min_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
     if patients is not None:
         def of(column):
-            return column.in_(patients) if isinstance(patients, Select) else column.between(*patients)
+            return column.between(*patients) if isinstance(patients, tuple) else column.in_(patients)
 
         att_stmt = att_stmt.where(of(Attribution.patient_id))
         enc_stmt = enc_stmt.where(of(Encounter.patient_id))
         min_stmt = min_stmt.where(of(Encounter.patient_id))
     staff = _read(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
-    encounters = _read(engine, enc_stmt)
-    staff_minutes = _read(engine, min_stmt)
+    # in key order, whatever order the query returned them in: sums then come out the same to the bit
+    encounters = _read(engine, enc_stmt).sort_values("encounter_id", kind="stable", ignore_index=True)
+    staff_minutes = _read(engine, min_stmt).sort_values(["encounter_id", "role"], kind="stable", ignore_index=True)
     attribution = _read(engine, att_stmt)
     attribution["month"] = month_of(attribution["month"]) if len(attribution) else pd.Series([], dtype=object)
     attribution["subgroup"] = attribution["subgroup"].fillna(UNASSIGNED_SUBGROUP)
@@ -636,7 +638,8 @@ def unattributed_costs(inputs: CostInputs, settings: CostSettings, catalog: Cata
     return out.sort_values("month").reset_index(drop=True)
 
 
-def patient_month_cost_wide(engine: Engine, months: list[date] | None = None, patients: tuple[str, str] | None = None) -> pd.DataFrame:
+def patient_month_cost_wide(engine: Engine, months: list[date] | None = None,
+                            patients: tuple[str, str] | list[str] | None = None) -> pd.DataFrame:  # fmt: skip
     """The cost provider's rows before melting: one row per attributed patient-month.
 
     Grain: patient_id, month. Columns: patient_id, month, and every metric of

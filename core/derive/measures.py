@@ -145,14 +145,18 @@ class StoreFrames:
     procedures: pd.DataFrame | None = None  # patient_id, performed_date, code, code_system
 
 
-def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = (), patients: tuple[str, str] | None = None) -> pd.DataFrame:
+def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = (),
+                 patients: tuple[str, str] | list[str] | None = None) -> pd.DataFrame:  # fmt: skip
     """Read columns (dates cast to text and parsed vectorised, which is much faster than row by row),
-    of the rows whose ``patient_id`` is in the inclusive range ``patients`` (all rows if None).
+    of the rows whose ``patient_id`` is in the inclusive range ``patients`` (a pair), one of the
+    ids ``patients`` (a list) or all rows (None).
     One row per stored row: the grain of the table read."""
     date_columns = set(date_columns)
     cols = [cast(c, String).label(c.name) if c.name in date_columns else c for c in columns]
     stmt = select(*cols)
-    if patients is not None:
+    if isinstance(patients, list):
+        stmt = stmt.where(columns[0].table.c.patient_id.in_(patients))
+    elif patients is not None:
         stmt = stmt.where(columns[0].table.c.patient_id.between(*patients))
     with engine.connect() as conn:
         df = pd.read_sql(stmt, conn)
@@ -161,9 +165,10 @@ def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = ()
     return df
 
 
-def load_store_frames(engine: Engine, patients: tuple[str, str] | None = None) -> StoreFrames:
-    """Load the tables the measure rules need from the store: every patient, or those whose id
-    is in the inclusive range ``patients`` (a block of :func:`core.derive.cells.build_cells`)."""
+def load_store_frames(engine: Engine, patients: tuple[str, str] | list[str] | None = None) -> StoreFrames:
+    """Load the tables the measure rules need from the store: every patient, those whose id
+    is in the inclusive range ``patients`` (a block of :func:`core.derive.cells.build_cells`) or
+    those of a list of ids (:mod:`core.derive.incremental`)."""
     A, P, E, M, C, D, X = (models.Attribution, models.Patient, models.Encounter, models.Measurement,
                            models.Condition, models.Medication, models.Procedure)
     return StoreFrames(

@@ -34,9 +34,13 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     changed. Returns a summary per step."""
     from core.derive.activity import build_patient_month_activity
     from core.derive.cells import build_cells
+    from core.derive.incremental import TOUCH_ALL, clear_touched, mark_touched, touched_patients
     from core.derive.subgroups.assign import assign_subgroups
 
     pending = mark_derive_pending(engine)
+    with engine.begin() as conn:  # a derive that stops half-way leaves everything to do again
+        mark_touched(conn, [TOUCH_ALL], pending)
+    touched = touched_patients(engine)  # what the imports and overrides before it touched, and *
     summary = {}
     progress(0.6, "Assigning subgroups")
     # after an import (the pending mark is its id): how many patients outside it changed subgroup
@@ -46,16 +50,32 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     progress(0.8, "Building scorecard cells")
     summary["cells"] = build_cells(engine)
     summary["data_version"] = bump_data_version(engine, derived=pending)
+    clear_touched(engine, touched)
     progress(1.0, "Done")
     return summary
 
 
 def finish_pending_derive(engine: Engine, progress: Progress = _no_progress) -> dict | None:
-    """Derive everything when an earlier import or derive did not finish its derive; returns
-    the summary, or None when nothing was pending."""
+    """Catch up when an earlier import, override or derive did not finish its derive: the
+    patients it touched only when the store knows them and that is exact, else everything
+    (:func:`core.derive.incremental.derive_touched`). Returns the summary, or None when nothing
+    was pending."""
+    from core.derive.incremental import derive_touched
+
     if derive_pending(engine) is None:
         return None
-    return derive_all(engine, progress)
+    return derive_touched(engine, progress)
+
+
+def derive_text(summary: dict | None) -> str:
+    """One line on what a derive did, for the messages of the upload and override forms."""
+    if not summary:
+        return "nothing to re-derive"
+    if summary.get("mode") == "incremental":
+        return (f"re-derived {summary['patients']:,} patient(s) and {summary['cells']['rows']:,} cells "
+                f"of {summary['cells']['keys']:,} team-subgroup-months in {summary['seconds']:.1f} s")  # fmt: skip
+    why = f" ({summary['why']})" if summary.get("why") else ""
+    return f"re-derived the whole network{why} in {summary.get('seconds', 0):.1f} s"
 
 
 def load_bundle_and_derive(engine: Engine, bundle: Path, progress: Progress = _no_progress):
@@ -74,11 +94,13 @@ MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 
 
 def import_files(engine: Engine, files: list[tuple[str, bytes]], fmt: str, progress: Progress = _no_progress):
-    """Import uploaded files (name, content) as one dataset, then derive everything.
+    """Import uploaded files (name, content) as one dataset, then derive what it touched.
 
     The files are written under their base names to a private temporary folder (never to a
-    path the uploader chose), validated and loaded all or nothing. Returns the import report;
-    nothing is derived when the import is rejected.
+    path the uploader chose), validated and loaded all or nothing, then the patients the import
+    touched are re-derived (everything when needed: :func:`core.derive.incremental.derive_touched`).
+    Returns the import report, with the derive's summary in ``report.derive``; nothing is
+    derived when the import is rejected.
     """
     import tempfile
 
@@ -97,5 +119,7 @@ def import_files(engine: Engine, files: list[tuple[str, bytes]], fmt: str, progr
         progress(0.1, "Validating and loading")
         report = import_path(engine, Path(folder), fmt=fmt)
     if report.ok:
-        derive_all(engine, progress)
+        from core.derive.incremental import derive_touched
+
+        report.derive = derive_touched(engine, progress)
     return report

@@ -29,11 +29,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from core.access.demo import end_demo
+from core.derive.incremental import TOUCH_ALL, mark_touched
 from core.ingest.report import ImportReport
 from core.store import models
 from core.store.db import copy_rows
 from core.store.queries import DERIVE_PENDING_KEY, patient_hashes
 
+NETWORK_TABLES = ("practice", "team", "staff")  # a change re-derives everything (cost rates, teams)
+MAX_TOUCHED_IDS = 100_000  # more touched patients than this: recorded as everything
 BATCH_ROWS = 50_000
 REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows
 COPY_ROWS = 1_000  # PostgreSQL: batches of at least this many rows go in by COPY + one upsert
@@ -225,6 +228,12 @@ class Load:
         self._tables: list[Table] = []
         self.loaded: dict[str, int] = {}
         self.new_rows: dict[str, int] = {}
+        # What the import touched, for the incremental derive (core.derive.incremental):
+        self.touched: set[str] = set()  # patient ids of every row written
+        self.network_changed = False  # practices, teams or staff changed
+        self._snapshot: list | None = None
+        self._encounters: set[str] = set()
+        self._minute_encounters: set[str] = set()
         self._patients: list[np.ndarray] = []  # sorted distinct hashes of the patient ids written
 
     @contextmanager
@@ -247,6 +256,7 @@ class Load:
         table = SQLModel.metadata.tables[name]
         with self._database_errors(name):
             self._before = _count(self.conn, table)
+            self._snapshot = _rows_of(self.conn, table) if name in NETWORK_TABLES else None
         self._table, self._rows, self._names, self._rebuild = table, 0, None, []
         self._defaults = _defaults(self._by_table[name])
         self._tables.append(table)
@@ -260,6 +270,12 @@ class Load:
             self._update = [n for n in self._names if n not in keys and n in frame.columns]
         if not len(frame):
             return
+        if "patient_id" in frame.columns:
+            self.touched.update(str(p) for p in pd.unique(frame["patient_id"].dropna()))
+        if table.name == "encounter":
+            self._encounters.update(str(e) for e in frame["encounter_id"].dropna())
+        elif table.name == "staff_minutes":
+            self._minute_encounters.update(str(e) for e in frame["encounter_id"].dropna())
         with self._database_errors(table.name):
             # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
             # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
@@ -289,6 +305,8 @@ class Load:
                 index.create(self.conn)
             self.loaded[table.name] = self._rows
             self.new_rows[table.name] = _count(self.conn, table) - self._before
+            if self._snapshot is not None and _rows_of(self.conn, table) != self._snapshot:
+                self.network_changed = True
 
     def commit(self, order: list[str] | None = None) -> None:
         """Check foreign keys (SQLite), write the ``import_run`` row and commit; fills the report's
@@ -322,14 +340,30 @@ class Load:
                 )
             )
             import_id = result.inserted_primary_key[0]
+            # In the same transaction: the derived tables are behind until a derive finishes, for
+            # the patients it touched (everything when network-wide data changed).
+            overrides_wiped = bool(wiped and wiped.get(models.SubgroupOverride.__tablename__))
+            mark_touched(self.conn, self._touched_patients(overrides_wiped), str(import_id))
             self._write_patients(import_id)
-            # In the same transaction: the derived tables are behind until a derive finishes.
             settings = models.AppSetting.__table__
             self.conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
 
+    def _touched_patients(self, wiped: bool) -> list[str]:
+        """The patients this load touched, or ``[*]`` when the derive must redo everything:
+        practices, teams or staff changed (cost rates), overrides made in demo mode were wiped,
+        or too many patients to list."""
+        if self.network_changed or wiped or len(self.touched) > MAX_TOUCHED_IDS:
+            return [TOUCH_ALL]
+        touched = set(self.touched)
+        others = sorted(self._minute_encounters - self._encounters)  # staff minutes of encounters loaded before
+        for start in range(0, len(others), 10_000):
+            e = models.Encounter
+            part = others[start : start + 10_000]
+            touched.update(self.conn.execute(select(e.patient_id).where(e.encounter_id.in_(part))).scalars().all())
+        return sorted(touched)
 
     def _write_patients(self, import_id: int) -> None:
         """The ``import_patient`` rows of the import: each distinct patient id's hash, once."""
@@ -341,6 +375,11 @@ class Load:
             copy_rows(self.conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
         else:
             self.conn.exec_driver_sql("INSERT INTO import_patient (import_id, patient_hash) VALUES (?, ?)", list(rows))
+
+
+def _rows_of(conn, table: Table) -> list[tuple]:
+    """Every row of a small table in key order (practices, teams, staff)."""
+    return [tuple(r) for r in conn.execute(select(table).order_by(*table.primary_key.columns))]
 
 
 @contextmanager

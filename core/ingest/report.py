@@ -77,6 +77,7 @@ class ImportReport:
     import_id: int | None = None
     errors_not_shown: int = 0
     warnings_not_shown: int = 0
+    derive: dict | None = None  # the derive that followed (core.derive.pipeline.import_files), if any
 
     @property
     def ok(self) -> bool:

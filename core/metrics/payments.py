@@ -14,6 +14,7 @@ Settings are data (core/config/payments.toml), loaded and checked by :func:`load
 """
 
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -539,15 +540,42 @@ def with_overrides(settings: AcoSettings, **changes) -> AcoSettings:
 # --- selection report (CLI and pages) ------------------------------------------------------
 
 
+# the last few selections of each engine, per data version and cost settings (a report asks for one twice)
+_SELECTION_FRAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _selection_frames(engine, months, practice_id, team_id, subgroup):
+    """Cost inputs, patient-month costs and attribution of a selection's patient-months.
+
+    Only the patients attributed to the practice or team in ``months`` are read (a patient-month's
+    costs are the patient's own), and the result is kept for the data version, so the payment
+    report and the ACO inputs of one selection read the store once.
+    """
+    from sqlalchemy import select
+
     from core.derive import costs
     from core.metrics.cost_reports import select_patient_months
+    from core.store.models import Attribution
+    from core.store.queries import data_version
 
     catalog = load_catalog()
     cost_settings = costs.load_cost_settings(catalog=catalog)
-    inputs = costs.load_cost_inputs(engine, months)
+    cache = _SELECTION_FRAMES.setdefault(engine, {})  # per engine (two in-memory stores share a URL)
+    key = (data_version(engine), repr(cost_settings), tuple(months), practice_id, team_id, subgroup)
+    if key in cache:
+        return cache[key]
+    patients = None
+    if practice_id is not None or team_id is not None:
+        a = Attribution
+        patients = select(a.patient_id).where(a.month.in_(sorted(set(months))))
+        patients = patients.where(a.practice_id == practice_id) if practice_id is not None else patients
+        patients = patients.where(a.team_id == team_id) if team_id is not None else patients
+    inputs = costs.load_cost_inputs(engine, months, patients)
     wide = select_patient_months(costs.build_patient_month_costs(inputs, cost_settings, catalog), practice_id, team_id, subgroup)
     attribution = select_patient_months(inputs.attribution, practice_id, team_id, subgroup)
+    while len(cache) >= 4:
+        cache.pop(next(iter(cache)))
+    cache[key] = inputs, wide, attribution
     return inputs, wide, attribution
 
 

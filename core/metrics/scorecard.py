@@ -293,15 +293,22 @@ def figure_counts(kinds, numerator, denominator, patients) -> np.ndarray:
     return np.nan_to_num(np.stack([pts, den_shown, num_shown, rest], axis=1))
 
 
-def window_counts_published(window: str) -> bool:
+WINDOW_COUNTS_NOTE = ("Counts of windows longer than a month are not published here (two neighbouring windows and the month "
+                      "leaving them would give a month's count back): pick the one-month window for counts.")
+
+
+def window_counts_published(window: str | int) -> bool:
     """Whether the counts of a window may be published where suppression applies.
 
     Two neighbouring windows of 12 months and the month leaving them give the month entering
     (12 months to November - 12 months to October + November a year earlier = this November), so
     where suppression applies only one-month windows publish their counts; longer windows publish
-    their value and interval. True everywhere when complementary suppression is off.
+    their value and interval, and no total (dollars, revenue) that a published per-member figure
+    turns back into a count. ``window``: a key of :data:`WINDOWS` or a number of months. True
+    everywhere when complementary suppression is off.
     """
-    return window not in WINDOWS or WINDOWS[window] == 1 or not load_suppression_rules().complementary
+    months = window if isinstance(window, int) else WINDOWS.get(window, 1)
+    return months <= 1 or not load_suppression_rules().complementary
 
 
 def hide_complements(figures: pd.DataFrame, counts: np.ndarray, parts: np.ndarray, group_cols, blank_cols) -> pd.DataFrame:

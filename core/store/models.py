@@ -247,6 +247,20 @@ class SubgroupOverride(SQLModel, table=True):
     lifted_at: datetime | None = None
 
 
+class DeriveTouched(SQLModel, table=True):
+    """A patient whose data or override changed since the derived tables were built. Grain: patient_id.
+
+    Written in the same transaction as the change (an import, an override) with the
+    ``derive_pending`` mark; the incremental derive (``core.derive.incremental``) re-derives
+    these patients only and removes the rows it caught up with. ``*`` stands for "everything"
+    (network-wide data changed): the next derive is a full one. No foreign key (``*``).
+    """
+
+    __tablename__ = "derive_touched"
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+
+
 class RiskScore(SQLModel, table=True):
     """CMS-HCC risk score of a patient for a payment year. Grain: patient_id, year."""
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, case, func, or_, select
 
-from core.metrics.scorecard import suppress_table
+from core.metrics.scorecard import suppress_table, window_counts_published
 from core.metrics.stats import t_interval
 from core.store.models import Attribution, Encounter
 from core.store.months import month_span, month_start_sql
@@ -25,7 +25,7 @@ def _days_between(engine: Engine, later, earlier):
 
 
 def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None = None,
-              suppress: bool = True) -> dict[str, pd.DataFrame]:
+              suppress: bool = True) -> dict:
     """E-consult volume, specialist response time and % resolved without a visit, by specialty and
     by team, and specialist spend of patients with and without an e-consult (aggregates only).
 
@@ -36,6 +36,13 @@ def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...
     hidden, with complementary suppression against the All row (:data:`FAMILIES`). ``spend`` (grain: group): patients,
     member_months, specialist_spend_usd, specialist_pmpm_usd; the specialist spend is of
     attributed patient-months (claims in cost categories of executive.toml).
+
+    With ``suppress``, a window longer than a month publishes no counts (e-consults, responded,
+    resolved, patients, member-months) and no spend total (spend / PMPM = member-months); the
+    columns are dropped (:data:`WINDOW_TOTALS`): two
+    neighbouring windows and the month leaving them would give a month's count back
+    (:func:`core.metrics.scorecard.window_counts_published`); response times, shares and PMPMs stay.
+    ``all_suppressed``: for the All row, whether each family (e-consults, responded, resolved) is suppressed.
     """
     months = tuple(sorted(months))
     first, end = month_span(months)
@@ -57,8 +64,19 @@ def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...
     if raw.empty:
         raw = pd.DataFrame(columns=["team_id", "specialty", "econsults", "responded", "days_sum", "days_sq", "resolved"])
     raw = raw.astype({c: "float64" for c in ("econsults", "responded", "days_sum", "days_sq", "resolved")})
-    return {"by_specialty": _econsult_table(raw, "specialty", suppress), "by_team": _econsult_table(raw, "team_id", suppress),
-            "spend": _specialist_spend(engine, months, team_ids, suppress)}  # fmt: skip
+    out = {"by_specialty": _econsult_table(raw, "specialty", suppress), "by_team": _econsult_table(raw, "team_id", suppress),
+           "spend": _specialist_spend(engine, months, team_ids, suppress)}  # fmt: skip
+    total = out["by_team"].iloc[-1]
+    out["all_suppressed"] = {c: bool(pd.isna(total[c])) for c in ("econsults", "responded", "resolved")}  # before withholding
+    if suppress and not window_counts_published(len(months)):
+        for name, cols in WINDOW_TOTALS.items():
+            out[name] = out[name].drop(columns=cols)
+    return out
+
+
+# The window totals an e-consult table withholds where suppression applies and the window is longer than a month.
+WINDOW_TOTALS = {"by_specialty": ["econsults", "responded", "resolved"], "by_team": ["econsults", "responded", "resolved"],
+                 "spend": ["patients", "member_months", "specialist_spend_usd"]}  # fmt: skip
 
 
 # The figures of an e-consult table, each with the counts it is built from: a figure is hidden only

@@ -16,7 +16,6 @@ from sqlalchemy import Engine, select
 from core.access.policy import Scope
 from core.config.catalog import load_catalog
 from core.derive.costs import CostInputs, encounter_costs, load_cost_settings
-from core.derive.pipeline import derive_all
 from core.derive.subgroups.overrides import lift_override, list_overrides, set_override
 from core.store.models import Encounter, Staff, StaffMinutes
 from core.store.queries import patient_in_scope, patient_record, read_frame
@@ -220,24 +219,21 @@ def _care_team(engine: Engine, att: pd.DataFrame) -> pd.DataFrame:
 
 def override_subgroup(engine: Engine, scope: Scope, patient_id: str, subgroup: str, start_month: date, note: str) -> int:
     """A team leader pins a patient to a subgroup (``core.derive.subgroups.overrides.set_override``,
-    audited as ``override``), then everything derived is rebuilt (as the subgroup-rules page does).
+    audited as ``override``); the patient's subgroups, activity and cells are re-derived (only theirs).
 
     Raises PermissionError unless the scope is a team leader's with the patient in it.
     """
     _check_override_scope(engine, scope, patient_id)
-    override_id = set_override(engine, scope, patient_id, subgroup, start_month, note)
-    derive_all(engine)
-    return override_id
+    return set_override(engine, scope, patient_id, subgroup, start_month, note)
 
 
 def lift_patient_override(engine: Engine, scope: Scope, patient_id: str, override_id: int) -> None:
-    """Lift one of the patient's overrides (kept with who and when), audited, then re-derive."""
+    """Lift one of the patient's overrides (kept with who and when), audited; the patient is re-derived."""
     _check_override_scope(engine, scope, patient_id)
     mine = list_overrides(engine, include_lifted=False, patient_id=patient_id)
     if override_id not in set(mine["override_id"]):
         raise ValueError(f"override {override_id} is not an active override of {patient_id}")
     lift_override(engine, scope, override_id)
-    derive_all(engine)
 
 
 def _check_override_scope(engine: Engine, scope: Scope, patient_id: str) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from core.derive.costs import COST_EXTERNAL, COST_INTERNAL
 from core.metrics import payments, runout
-from core.metrics.scorecard import is_small, suppress_table
+from core.metrics.scorecard import is_small, suppress_table, window_counts_published
 from core.store.models import TeamMonthActivity
 from core.store.months import add_months
 from core.store.queries import read_frame
@@ -68,8 +68,16 @@ def payment_settings_with(base: payments.PaymentSettings, bundled: dict[str, flo
     return out
 
 
+# Window totals the payment tables withhold where suppression applies to a window longer than a month:
+# member-months, and every total a published PMPM or rate turns back into member-months.
+_MONEY_TOTALS = ["revenue_usd", "cost_usd", "margin_usd", "idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd"]
+WINDOW_TOTALS = {"by_subgroup": ["member_months", *_MONEY_TOTALS], "total": ["member_months", *_MONEY_TOTALS],
+                 "mix_sensitivity": ["member_months", "members", "annual_revenue_usd", "revenue_change_per_point_usd"]}  # fmt: skip
+
+
 def payment_comparison(inputs: dict[str, pd.DataFrame], settings: payments.PaymentSettings, targets_met: int = 0,
-                       internal_costed: bool = True, idle_capacity: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
+                       internal_costed: bool = True, idle_capacity: pd.DataFrame | None = None,
+                       suppress: bool = True) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Payment models side by side per subgroup and in total, suppressed.
 
     ``by_subgroup`` grain: subgroup, model; ``total`` grain: model (columns of
@@ -80,13 +88,23 @@ def payment_comparison(inputs: dict[str, pd.DataFrame], settings: payments.Payme
     idle_capacity_usd; core.views.true_costs.idle_capacity_by_team): adds the fully loaded cost and margin
     (core.metrics.payments.add_idle_capacity). ``mix_sensitivity``: annual bundled revenue
     of the average panel by subgroup (core.metrics.payments.revenue_mix_sensitivity), same suppression.
+
+    ``suppress`` False: exact figures (a user with patient-level access to every team). With
+    ``suppress`` and more than one month, the tables publish PMPMs and shares but no window totals
+    (:data:`WINDOW_TOTALS`, the columns are dropped): two neighbouring windows and the month
+    leaving them would give a month's member-months back
+    (:func:`core.metrics.scorecard.window_counts_published`), and revenue / revenue PMPM is the
+    member-months.
     """
     comparison = payments.compare_payment_models(inputs["member_months"], inputs["activities"], inputs["costs"], settings, targets_met,
                                                  internal_costed, idle_capacity)  # fmt: skip
     by_subgroup = payments.summarise_models(comparison, ("subgroup",))
     money = ["revenue_usd", "cost_usd", "margin_usd", "revenue_pmpm_usd", "cost_pmpm_usd", "margin_pmpm_usd"]
     money += [c for c in (*payments.FULLY_LOADED, "fully_loaded_margin_usd", "fully_loaded_margin_pmpm_usd") if c in by_subgroup]
-    by_subgroup = suppress_table(by_subgroup, ["member_months"], total=True, group_cols=["model"], value_cols=money)
+    if suppress:
+        by_subgroup = suppress_table(by_subgroup, ["member_months"], total=True, group_cols=["model"], value_cols=money)
+    else:
+        by_subgroup = by_subgroup.assign(suppressed=False)
     total = payments.summarise_models(comparison, ())
     mm = inputs["member_months"].groupby("subgroup")["member_months"].sum()
     mm = mm.loc[mm.index.isin(list(settings.bundled_pmpm_usd)) & (mm > 0)]
@@ -95,17 +113,20 @@ def payment_comparison(inputs: dict[str, pd.DataFrame], settings: payments.Payme
         n_months = max(len(inputs["months"]), 1)
         sensitivity = payments.revenue_mix_sensitivity(float(mm.sum()) / n_months, (mm / mm.sum()).to_dict(), settings.bundled_pmpm_usd)
         small = is_small(mm.reindex(sensitivity["subgroup"]).to_numpy())
-        sensitivity = suppress_table(sensitivity.assign(member_months=mm.reindex(sensitivity["subgroup"]).to_numpy(),
-                                                        suppressed=small),
-                                     ["member_months", "members"], total=True,
-                                     value_cols=["share", "members", "annual_revenue_usd", "revenue_change_per_point_usd"])  # fmt: skip
-    return {"by_subgroup": by_subgroup, "total": total, "mix_sensitivity": sensitivity}
+        sensitivity = sensitivity.assign(member_months=mm.reindex(sensitivity["subgroup"]).to_numpy(), suppressed=small & suppress)
+        if suppress:
+            sensitivity = suppress_table(sensitivity, ["member_months", "members"], total=True,
+                                         value_cols=["share", "members", "annual_revenue_usd", "revenue_change_per_point_usd"])  # fmt: skip
+    out = {"by_subgroup": by_subgroup, "total": total, "mix_sensitivity": sensitivity}
+    if suppress and not window_counts_published(len(inputs["months"])):
+        out = {name: frame.drop(columns=[c for c in WINDOW_TOTALS[name] if c in frame]) for name, frame in out.items()}
+    return out
 
 
 def aco_inputs(engine: Engine, months: tuple[date, ...], practice_id: str | None = None, team_id: str | None = None,
                benchmark_pmpy_usd: float | None = None, quality_score: float = 100.0,
                team_ids: tuple[str, ...] | None = None,
-               evidence: payments.AcoEvidence | None = None) -> tuple[payments.AcoInputs | None, str]:  # fmt: skip
+               evidence: payments.AcoEvidence | None = None, suppress: bool = True) -> tuple[payments.AcoInputs | None, str]:  # fmt: skip
     """ACO inputs of a selection from cells: the same figures as core.metrics.payments.aco_inputs_from_store
     (performance = ``months``, baseline = the same months a year earlier; spend = claims paid per
     member-year; risk = mean monthly CMS-HCC score of the scored patient-months, 1.0 for both years
@@ -113,13 +134,22 @@ def aco_inputs(engine: Engine, months: tuple[date, ...], practice_id: str | None
     summed in SQL instead of rebuilt from encounters. (None, reason) when there is nothing to
     project, the selection has 1-10 member-months, or core.metrics.payments.aco_refusal refuses.
     Incomplete claims months (core.metrics.runout) are named in the note.
+
+    The projection publishes totals of a 12-month window (benchmark and spend in dollars beside
+    their per-member-year rates, so member-years follow), so with ``suppress`` it is refused
+    when any month of the performance year has 1-10 member-months: neighbouring windows and the
+    month leaving them would give that month back.
     """
     baseline = tuple(add_months(m, -12) for m in months)
+
+    monthly: dict[tuple[date, ...], pd.Series] = {}
 
     def totals(window: tuple[date, ...]) -> pd.Series:
         sums = cell_sums_by(engine, [], [COST_EXTERNAL, "risk_score_sum", "member_months"], min(window), max(window), team_ids,
                             practice_id, team_id)  # fmt: skip
-        sums = sums.loc[sums["month"].isin(window)].groupby("metric")[["numerator", "denominator"]].sum()
+        sums = sums.loc[sums["month"].isin(window)]
+        monthly[window] = sums.loc[sums["metric"] == "member_months"].groupby("month")["numerator"].sum()
+        sums = sums.groupby("metric")[["numerator", "denominator"]].sum()
         return pd.Series({"member_months": sums["numerator"].get("member_months", 0.0),
                           "claims_usd": sums["numerator"].get(COST_EXTERNAL, 0.0),
                           "risk_sum": sums["numerator"].get("risk_score_sum", 0.0),
@@ -130,6 +160,8 @@ def aco_inputs(engine: Engine, months: tuple[date, ...], practice_id: str | None
         return None, "no attributed member-months in the selection"
     if bool(is_small(now["member_months"])):
         return None, "suppressed: 1-10 member-months in the selection"
+    if suppress and bool(is_small(monthly[tuple(months)].to_numpy()).any()):
+        return None, "suppressed: a month of the selection has 1-10 member-months"
     refusal = payments.aco_refusal(float(now["member_months"]), float(now["claims_usd"]), float(before["member_months"]),
                                    float(before["claims_usd"]), evidence or payments.load_payment_settings().aco_evidence,
                                    benchmark_given=benchmark_pmpy_usd is not None)  # fmt: skip

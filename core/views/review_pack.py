@@ -215,6 +215,18 @@ def review_pack(
             "csv": {t.name: table_csv(t) for t in tables}}  # fmt: skip
 
 
+PACK_TABLES = ("headline", "scorecard", "subgroup_moves", "cost_categories", "value_map", "review_log")
+
+
+def pack_file(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], name: str) -> bytes | str:
+    """One file of the pack, built when its download is clicked: ``xlsx`` (every table) or the CSV
+    of one of :data:`PACK_TABLES`."""
+    tables = pack_tables(data, log, labels)
+    if name == "xlsx":
+        return tables_xlsx(tables)
+    return next(table_csv(t) for t in tables if t.name == name)
+
+
 def review_pack_html(data: ReviewData, log: pd.DataFrame, labels: dict[str, str], team_label: str,
                      note: str = "counts of 1-10 are suppressed", charts: bool = True) -> bytes:  # fmt: skip
     """The HTML one-pager alone (bytes, UTF-8), for a download made on click."""

@@ -6,18 +6,20 @@ import sys
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
-import streamlit.testing.v1.app_test as app_test_module
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import core.metrics.scorecard  # noqa: F401 (imported so that broken_policy patches every module reading the rules)
 import core.views.review  # noqa: F401
 from core.access import suppression
+from core.derive.subgroups.rules import active_rules_path, load_rules
 from core.metrics.scorecard import Selection, build_scorecard
 from core.store.db import create_schema, make_engine
+from core.store.models import Encounter
 from core.store.months import index_of
-from core.store.queries import months_available, organisation
+from core.store.queries import months_available, organisation, read_frame
 from core.views.cells_read import cell_sums_by
 from core.views.review import headline_series, subgroup_moves
 from tests import attack
@@ -44,17 +46,9 @@ VISITS = [
 
 
 @pytest.fixture
-def stores(monkeypatch) -> list[MemoryMediaFileStorage]:
-    """Keep the in-memory file stores AppTest creates, so the harness can read every download."""
-    kept: list[MemoryMediaFileStorage] = []
-
-    class Recording(MemoryMediaFileStorage):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            kept.append(self)
-
-    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Recording)
-    return kept
+def stores(monkeypatch) -> list:
+    """Keep the in-memory file stores and managers AppTest creates, so the harness can read every download."""
+    return attack.record_media(monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +128,69 @@ def comparison_window_leaks(url: str, stores, role="executive", team=None, measu
     return attack.window_leaks(windows, monthly, truth)
 
 
+def published_windows(page: str, url: str, windows: dict[str, int], read, window_key: str | None = None) -> dict:
+    """Open ``page`` as an executive at every month as the end of each window; ``read(at)`` gives
+    {unit: published count}. Returns {length: {(unit, month index): count or "hidden"}}."""
+    engine = make_engine(url)
+    months = months_available(engine)
+    engine.dispose()
+    at = visit(page, "executive", None)
+    out: dict = {n: {} for n in windows.values()}
+    for window, n in windows.items():
+        if window_key:
+            at.sidebar.selectbox(key=window_key).select(window)
+        for m in months:
+            at.sidebar.selectbox(key="month").select(f"{m:%Y-%m}")
+            at.run()
+            assert not at.exception, at.exception
+            out[n] |= {(unit, index_of(m)): value for unit, value in read(at).items()}
+    return out
+
+
+def _counts(at, first_col: str, count: str, pick=lambda df: True) -> dict:
+    """{(first_col, row label): published ``count``} of the dataframes whose first column is ``first_col``."""
+    found = {}
+    for df in at.dataframe:
+        frame = df.value
+        if frame.columns[0] != first_col or not pick(frame):
+            continue
+        for row in frame.to_dict("records"):
+            found[(first_col, str(row[first_col]))] = attack.parse_number(row[count]) if count in frame else "hidden"
+    return found
+
+
+def econsult_window_leaks(url: str, stores) -> list[str]:
+    """E-consults by team and by specialty: quarters and 12-month windows ending in every month."""
+    published = published_windows("pages/econsults.py", url, {"quarter": 3, "12m": 12},
+                                  lambda at: _counts(at, "team_id", "econsults") | _counts(at, "specialty", "econsults"),
+                                  "econsult_window")  # fmt: skip
+    engine = make_engine(url)
+    enc = read_frame(engine, select(Encounter.team_id, Encounter.specialty, Encounter.start_date).where(Encounter.kind == "e_consult"))
+    labels = {r.team_id: f"{r.practice} · {r.team}" for r in organisation(engine).itertuples()}
+    months = [index_of(m) for m in months_available(engine)]
+    engine.dispose()
+    enc["month"] = [index_of(d.replace(day=1)) for d in pd.to_datetime(enc["start_date"]).dt.date]
+    enc["team"] = enc["team_id"].fillna("unknown").map(lambda t: labels.get(t, t))
+    truth = {(("team_id", t), i): float(n) for (t, i), n in enc.groupby(["team", "month"]).size().items()}
+    truth |= {(("specialty", sp), i): float(n) for (sp, i), n in enc.groupby(["specialty", "month"]).size().items()}
+    leaving = attack.worst_case_leaving(truth, months[0], months[-1])
+    return [leak for n, windows in published.items() for leak in attack.window_leaks(windows, leaving, truth, n)]
+
+
+def payment_window_leaks(url: str, stores) -> list[str]:
+    """Payment models: member-months of each subgroup (every model) in the 12 months ending in every month."""
+    labels = dict(load_rules(active_rules_path()).subgroup_names)
+    published = published_windows("pages/payments.py", url, {"12m": 12},
+                                  lambda at: _counts(at, "Subgroup", "Member-months", lambda df: "Model" in df))  # fmt: skip
+    engine = make_engine(url)
+    months = months_available(engine)
+    sums = cell_sums_by(engine, ["subgroup"], ["member_months"], months[0], months[-1])
+    engine.dispose()
+    truth = {(("Subgroup", labels.get(r.subgroup, r.subgroup)), index_of(r.month)): float(r.numerator) for r in sums.itertuples()}
+    leaving = attack.worst_case_leaving(truth, index_of(months[0]), index_of(months[-1]))
+    return attack.window_leaks(published[12], leaving, truth, 12)
+
+
 @pytest.mark.parametrize(("page", "role", "team"), VISITS, ids=[f"{p.split('/')[-1][:-3]}-{r}-{t}" for p, r, t in VISITS])
 def test_no_small_count_is_recoverable_on_the_page_or_its_exports(network, stores, page, role, team):
     at = visit(page, role, team)
@@ -151,6 +208,11 @@ def test_the_observed_expected_comparison_leaks_nothing(network, stores, measure
 
 def test_no_month_is_recoverable_from_neighbouring_windows(network, stores):
     assert comparison_window_leaks(network, stores) == []
+
+
+def test_no_month_is_recoverable_from_neighbouring_windows_of_econsults_and_payments(network, stores):
+    assert econsult_window_leaks(network, stores) == []
+    assert payment_window_leaks(network, stores) == []
 
 
 @pytest.mark.parametrize("window", ["quarter", "12m"])
@@ -211,6 +273,16 @@ def test_the_harness_finds_the_leaks_of_a_policy_without_complementary_suppressi
     assert any("members change" in leak for leak in attack.moves_leaks(attack.collect(review, stores, "review")))
 
     assert comparison_window_leaks(sample_db_url, stores)
+
+
+def test_the_harness_finds_months_in_neighbouring_windows_of_econsults_and_payments_of_a_broken_policy(
+        sample_db_url, tiny_db_url, monkeypatch, stores, broken_policy):  # fmt: skip
+    # e-consults of the sample network: teams with 1-10 e-consults a month; payment models of the
+    # tiny network: subgroups with 1-10 members a month (the sample's are all larger)
+    monkeypatch.setenv("DATABASE_URL", sample_db_url)
+    assert econsult_window_leaks(sample_db_url, stores)
+    monkeypatch.setenv("DATABASE_URL", tiny_db_url)
+    assert payment_window_leaks(tiny_db_url, stores)
 
 
 # --- over-suppression: exact counts where the audience may see the patients anyway -------------

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import streamlit.testing.v1.app_test as app_test_module
 from sqlalchemy import select
 from streamlit.runtime.media_file_storage import MediaFileKind
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
@@ -19,12 +18,14 @@ from core.store.db import make_engine
 from core.store.models import AuditEvent
 from core.store.months import window_months
 from core.store.queries import months_available, organisation, read_frame
+from core.views.columns import label_of
 from core.views.compare import standardised_comparison, team_comparison, value_map_data
 from core.views.econsults import econsults
 from core.views.equity import equity_table
-from core.views.format import usd
+from core.views.format import format_figure, usd
 from core.views.payment_models import aco_inputs, aco_projection, payment_comparison, payment_inputs, payment_settings_with
 from core.views.trends import trends
+from tests import attack
 
 EXECUTIVE_PAGES = [p.file for p in load_access_rules().pages.values() if p.section == "Executive"]
 # Columns that hold counts of people, member-months or events (never 1-10 when published).
@@ -36,25 +37,15 @@ PACKS_MADE_ON_CLICK = {"exec_pack_pdf", "exec_pack_xlsx"}
 
 
 @pytest.fixture(autouse=True)
-def downloads(monkeypatch) -> list[MemoryMediaFileStorage]:
-    """Keep the in-memory file stores AppTest creates, so tests can read what a download button serves."""
-    stores: list[MemoryMediaFileStorage] = []
-
-    class Recording(MemoryMediaFileStorage):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            stores.append(self)
-
-    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Recording)
-    return stores
+def downloads(monkeypatch) -> list:
+    """Keep the in-memory file stores and managers AppTest creates, so tests can read what a download button serves."""
+    return attack.record_media(monkeypatch)
 
 
 def download_text(stores, button) -> str:
-    file_id = button.proto.url.rsplit("/", 1)[-1].split(".")[0]
-    for store in reversed(stores):
-        if file_id in store._files_by_id:
-            return store._files_by_id[file_id].content.decode()
-    raise AssertionError(f"download {button.label!r} not found")
+    data = attack.download_bytes(stores, button)
+    assert data is not None, f"download {button.label!r} not found"
+    return data.decode()
 
 
 def small_counts_on_page(at, stores) -> list[str]:
@@ -138,7 +129,7 @@ def test_team_comparison_shows_every_team_against_the_network(app, engine, perio
     assert len(table) == len(core["teams"]) > 0
     np.testing.assert_allclose(numbers(table, ["value", "ci_low", "ci_high"]), numbers(core["teams"], ["value", "ci_low", "ci_high"]),
                                equal_nan=True)  # fmt: skip
-    assert list(table["flag"]) == list(core["teams"]["flag"])
+    assert list(table["flag"]) == [label_of(f, "flags") for f in core["teams"]["flag"]]  # shown by their labels
     assert f"Network: {core['network']['value']:,.1f}" in app.markdown[0].value
     assert len(app.get("plotly_chart")) >= 2  # caterpillar and funnel side by side
 
@@ -176,13 +167,16 @@ def test_payment_models_with_a_what_if_setting(app, engine, period):
     inputs = payment_inputs(engine, months)
     base = load_payment_settings()
     core = payment_comparison(inputs, base, 0)["total"].set_index("model")
+    assert "margin_usd" not in core  # an executive: 12-month totals would give member-months back
     shown = {m.label: m.value for m in app.metric}
-    assert shown["Bundled per subgroup: margin"] == usd(core.loc["bundled", "margin_usd"])
+    assert shown["Bundled per subgroup: margin PMPM"] == usd(core.loc["bundled", "margin_pmpm_usd"], 2)
     app.number_input(key="pay_bundle_complex").set_value(150.0).run()
     what_if = payment_comparison(inputs, payment_settings_with(base, {"complex": 150.0}), 0)["total"].set_index("model")
     shown = {m.label: m.value for m in app.metric}
-    assert shown["Bundled per subgroup: margin"] == usd(what_if.loc["bundled", "margin_usd"])
-    assert what_if.loc["bundled", "margin_usd"] > core.loc["bundled", "margin_usd"]
+    assert shown["Bundled per subgroup: margin PMPM"] == usd(what_if.loc["bundled", "margin_pmpm_usd"], 2)
+    assert what_if.loc["bundled", "margin_pmpm_usd"] > core.loc["bundled", "margin_pmpm_usd"]
+    exact = payment_comparison(inputs, base, 0, suppress=False)["total"].set_index("model")
+    assert exact.loc["bundled", "margin_usd"] == pytest.approx(exact.loc["bundled", "margin_pmpm_usd"] * exact.loc["bundled", "member_months"])
     assert load_payment_settings().bundled_pmpm_usd["complex"] == 100.0  # nothing saved
 
 
@@ -236,10 +230,15 @@ def test_fully_loaded_margin_on_the_payment_models(app, engine, period):
     assert not app.exception
     months = tuple(window_months(period, "12m"))
     idle = idle_capacity_by_team(capacity_use(engine, months))
-    core = payment_comparison(payment_inputs(engine, months), load_payment_settings(), 0, True, idle)["total"].set_index("model")
+    inputs = payment_inputs(engine, months)
+    core = payment_comparison(inputs, load_payment_settings(), 0, True, idle)["total"].set_index("model")
     shown = {m.label: m.value for m in app.metric}
     ffs = core.loc["fee_for_service"]
-    assert shown["Fee-for-service: fully loaded margin"] == usd(ffs["fully_loaded_margin_usd"])
+    # an executive: 12-month dollar totals are withheld (they give member-months back), PMPMs are shown
+    assert "fully_loaded_margin_usd" not in core
+    assert shown["Fee-for-service: fully loaded margin PMPM"] == usd(ffs["fully_loaded_margin_pmpm_usd"], 2)
+    exact = payment_comparison(inputs, load_payment_settings(), 0, True, idle, suppress=False)["total"].set_index("model")
+    ffs = exact.loc["fee_for_service"]
     assert ffs["fully_loaded_margin_usd"] == pytest.approx(ffs["margin_usd"] - idle["idle_capacity_usd"].sum())
 
 
@@ -288,8 +287,12 @@ def test_econsults_show_the_core_counts(app, engine, period):
     for i, name in enumerate(["by_specialty", "by_team", "spend"]):
         cols = [c for c in core[name].columns if c not in ("specialty", "team_id", "group", "suppressed")]
         np.testing.assert_allclose(numbers(app.dataframe[i].value, cols), numbers(core[name], cols), equal_nan=True)
-    total = core["by_team"].iloc[-1]
-    assert {m.label: m.value for m in app.metric}["E-consults"] == f"{total['econsults']:,.0f}"
+    assert "econsults" not in core["by_team"] and "E-consults" not in {m.label for m in app.metric}  # 12 months: no counts
+    assert any("windows longer than a month" in c.value for c in app.caption)
+    app.sidebar.selectbox(key="econsult_window").select("month").run()
+    month = econsults(engine, (period,))
+    shown = format_figure(month["by_team"].iloc[-1]["econsults"], month["all_suppressed"]["econsults"], 0)
+    assert {m.label: m.value for m in app.metric}["E-consults"] == shown
 
 
 # --- no small counts, access and audit ------------------------------------------------------
@@ -340,17 +343,28 @@ def test_team_leader_compare_is_limited_to_the_own_team(app, engine):
     assert list(app.dataframe[0].value["team"]) == [f"{org.loc[team, 'practice']} · {org.loc[team, 'team']}"]
 
 
-def test_downloads_are_audited(private_db):
+def test_downloads_are_built_and_audited_on_click(private_db, downloads):
     from streamlit.testing.v1 import AppTest
 
     from tests.app.conftest import DASHBOARD
 
     at = AppTest.from_file(DASHBOARD, default_timeout=60)
     open_page(at, "pages/econsults.py")
-    before = len(read_frame(private_db, select(AuditEvent.audit_id).where(AuditEvent.action == "export")))
-    at.get("download_button")[0].click().run()
-    events = read_frame(private_db, select(AuditEvent.target, AuditEvent.role).where(AuditEvent.action == "export"))
-    assert len(events) == before + 1 and events["target"].iloc[-1] == "econsults"
+
+    def exports():
+        return read_frame(private_db, select(AuditEvent.target, AuditEvent.detail).where(AuditEvent.action == "export"))
+
+    before = len(exports())
+    for page in EXECUTIVE_PAGES:  # no executive table is built or published with its page
+        open_page(at, page)
+        assert all(not b.proto.url and b.proto.deferred_file_id for b in at.get("download_button")), page
+    assert len(exports()) == before
+    open_page(at, "pages/econsults.py")
+    button = at.get("download_button")[0]
+    text = download_text(downloads, button)  # a click: the file is made now, with its event
+    events = exports()
+    assert len(events) == before + 1 and events["target"].iloc[-1] == "econsults" and "by_specialty" in events["detail"].iloc[-1]
+    assert text.startswith("specialty,")
 
 
 def test_views_handle_empty_selections(app, engine):

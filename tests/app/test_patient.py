@@ -35,7 +35,7 @@ def test_patient_page_shows_the_database_rows(tiny_db):  # noqa: F811
     about = next(m.value for m in at.markdown if "**Team:**" in m.value)
     assert "Complex team" in about and "Dr One" in about and "hand-built complex" in about
     assert frame_with(at, "from_month")[["months", "subgroup"]].values.tolist() == [[10, "Complex"]]
-    assert frame_with(at, "response_days")[["specialty", "response_days"]].values.tolist() == [["cardiology", 3]]
+    assert frame_with(at, "response_days")[["specialty", "response_days"]].values.tolist() == [["Cardiology", 3]]  # codes read as words
     assert frame_with(at, "code")["description"].tolist() == ["Essential hypertension"]
     costs = frame_with(at, "category")
     assert costs["cost_usd"].sum() == pytest.approx(view.costs["cost_usd"].sum()) and costs["cost_usd"].sum() > 0

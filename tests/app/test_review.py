@@ -84,7 +84,7 @@ def test_selections_change_the_numbers(app, sample_engine):
 def test_url_opens_the_same_view(app, sample_engine):
     months = months_available(sample_engine)
     # as the browser writes them: bound widgets with a format_func put the shown label in the URL
-    app.query_params["team"] = "Riverside Family Medicine · Riverside Chronic Care Team"
+    app.query_params["team"] = "Riverside Chronic Care Team · Riverside Family Medicine"
     app.query_params["subgroup"] = "Complex"  # not the team's own subgroup (chronic)
     app.query_params["month"] = months[-2].strftime("%b %Y")
     _open(app, team="TM03")
@@ -131,8 +131,8 @@ def test_note_and_action_item_survive_a_restart(copied_db):
 
     restarted = _open(AppTest.from_file(DASHBOARD, default_timeout=60), team="TM04")
     log = _table(restarted, "carried_forward")
-    assert list(log["kind"]) == ["note", "action"]
-    assert list(log["status"]) == ["", "open"]
+    assert list(log["kind"]) == ["Note", "Action"]  # shown by their labels (core/config/columns.toml)
+    assert list(log["status"]) == ["", "Open"]
     assert log["owner"].iloc[1] == "Nurse lead"
 
     # close the action item; it is done for good
@@ -241,3 +241,28 @@ def test_value_map_shows_the_value_index_with_its_parts_and_the_fully_loaded_mar
     metrics = {m.label: m for m in app.metric}
     assert "Fully loaded margin" in metrics and metrics["Fully loaded margin"].value.startswith(("$", "-$"))
     assert metrics["Fully loaded margin"].value != metrics["Fully loaded margin"].delta.removeprefix("activity-based ")
+
+
+def test_review_pack_files_are_built_on_click_with_their_audit_event(private_db, monkeypatch):
+    """No file of the pack is built or published with the page; a click makes the file and its
+    audit event together, the event naming that file (before: built at render, audited on click)."""
+    import io
+
+    import pandas as pd
+
+    from core.access.audit import search_events
+    from tests import attack
+
+    media = attack.record_media(monkeypatch)
+    app = _open(AppTest.from_file(DASHBOARD, default_timeout=60), team="TM04")
+    buttons = {b.key: b for b in app.get("download_button")}
+    assert {"pack_html", "pack_xlsx", "csv_scorecard"} <= set(buttons)
+    assert all(not b.proto.url and b.proto.deferred_file_id for b in buttons.values())  # nothing published with the page
+    before = len(search_events(private_db, action="export"))
+    data = attack.download_bytes(media, buttons["pack_xlsx"])  # the click
+    events = search_events(private_db, action="export")
+    assert len(events) == before + 1
+    assert events["detail"].iloc[0] == "review pack xlsx" and events["target"].iloc[0].startswith("review-TM04-")
+    assert "scorecard" in pd.read_excel(io.BytesIO(data), sheet_name=None)
+    csv = attack.download_bytes(media, buttons["csv_scorecard"]).decode()
+    assert len(search_events(private_db, action="export")) == before + 2 and "Value" in csv.splitlines()[0]

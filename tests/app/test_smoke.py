@@ -23,10 +23,10 @@ SHOWS = {
     "pages/patient.py": ("metric", "As of"),
     "pages/trends.py": ("table", "metric_label"),
     "pages/compare.py": ("table", "team"),
-    "pages/payments.py": ("metric", "Bundled per subgroup: margin"),
+    "pages/payments.py": ("metric", "Bundled per subgroup: margin PMPM"),  # an executive: 12-month totals withheld
     "pages/true_costs.py": ("metric", "Unused capacity, $ a year"),
     "pages/equity.py": ("table", "group"),
-    "pages/econsults.py": ("metric", "E-consults"),
+    "pages/econsults.py": ("metric", "Mean specialist response, days"),  # 12 months: counts withheld
     "pages/data_status.py": ("metric", "Patients"),
     "pages/data_quality.py": ("table", "check"),
     "pages/admin_rules.py": ("table", "rule_id"),

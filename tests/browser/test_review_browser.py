@@ -35,7 +35,7 @@ def test_review_changes_team_and_month(server, page, sample_db_url):
     wait_for_run(page)
     expect(page.get_by_role("heading", name="Monthly review").first).to_be_visible(timeout=30000)
 
-    _choose(page, "team", f"{org.loc['TM04', 'practice']} · {org.loc['TM04', 'team']}")
+    _choose(page, "team", f"{org.loc['TM04', 'team']} · {org.loc['TM04', 'practice']}")
     expect(page.locator(".st-key-subgroup").get_by_role("combobox")).to_have_value("Complex", timeout=30000)
     previous: date = months[-2]
     _choose(page, "month", previous.strftime("%b %Y"))

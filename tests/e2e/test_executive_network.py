@@ -219,14 +219,20 @@ def test_value_positions_from_core_value(sample_engine, period):
 def test_payment_comparison_equals_the_payment_report(sample_engine, period):
     months = tuple(window_months(period, "12m"))
     settings = payments.load_payment_settings()
-    mine = payment_comparison(payment_inputs(sample_engine, months), settings, 2)
+    inputs = payment_inputs(sample_engine, months)
+    mine = payment_comparison(inputs, settings, 2, suppress=False)
     report = payments.payment_report(sample_engine, list(months), settings=settings, targets_met=2)
     cols = ["member_months", "revenue_usd", "cost_usd", "margin_usd"]
-    published = mine["by_subgroup"].loc[~mine["by_subgroup"]["suppressed"]].set_index(["subgroup", "model"])[cols]
-    expected = report["by_subgroup"].set_index(["subgroup", "model"]).loc[published.index, cols]
-    pd.testing.assert_frame_equal(published, expected, check_exact=False, rtol=1e-9)
+    exact = mine["by_subgroup"].set_index(["subgroup", "model"])[cols]
+    expected = report["by_subgroup"].set_index(["subgroup", "model"]).loc[exact.index, cols]
+    pd.testing.assert_frame_equal(exact, expected, check_exact=False, rtol=1e-9)
     pd.testing.assert_frame_equal(mine["total"][cols], report["total"][cols], check_exact=False, rtol=1e-9)
-    assert not small_counts(mine["by_subgroup"]) and not small_counts(mine["mix_sensitivity"])
+    # suppressed (12 months): PMPMs of the published rows, no window totals, no small counts
+    shared = payment_comparison(inputs, settings, 2)
+    assert not set(cols) & set(shared["by_subgroup"]) and not set(cols) & set(shared["total"])
+    published = shared["by_subgroup"].loc[~shared["by_subgroup"]["suppressed"]].set_index(["subgroup", "model"])["margin_pmpm_usd"]
+    pd.testing.assert_series_equal(published, mine["by_subgroup"].set_index(["subgroup", "model"]).loc[published.index, "margin_pmpm_usd"])
+    assert not small_counts(shared["by_subgroup"]) and not small_counts(shared["mix_sensitivity"])
 
 
 def test_aco_inputs_from_cells_equal_the_payments_module(sample_engine, period):
@@ -263,7 +269,8 @@ def test_equity_gap_to_best_served_group(sample_engine, period):
 
 def test_econsults_match_the_encounters(sample_engine, period):
     months = tuple(window_months(period, "12m"))
-    data = econsults(sample_engine, months)
+    data = econsults(sample_engine, months, suppress=False)  # exact: 12-month counts are withheld where suppressed
+    shared = econsults(sample_engine, months)
     enc = read_frame(sample_engine, select(Encounter.start_date, Encounter.responded_date, Encounter.resolved_without_visit)
                      .where(Encounter.kind == "e_consult"))  # fmt: skip
     start = pd.to_datetime(enc["start_date"])
@@ -274,8 +281,9 @@ def test_econsults_match_the_encounters(sample_engine, period):
     days = (pd.to_datetime(enc["responded_date"]) - pd.to_datetime(enc["start_date"])).dt.days.dropna()
     assert total["mean_response_days"] == pytest.approx(days.mean())
     for name in ("by_specialty", "by_team", "spend"):
-        assert not small_counts(data[name]), name
-        assert data[name]["suppressed"].iloc[:-1].sum() != 1 or name == "spend"
+        assert not {"econsults", "member_months"} & set(shared[name]), name
+        assert not small_counts(shared[name]), name
+        assert shared[name]["suppressed"].iloc[:-1].sum() != 1 or name == "spend"
     spend = data["spend"].set_index("group")
     assert spend["member_months"].sum() == cost_pmpm_from_cells(sample_engine, (), months)["member_months"].iloc[0]
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete, text, update
 
-from core.access.audit import record_event, search_events, verify_chain
+from core.access.audit import CHECKPOINT_ENV, read_anchors, record_event, search_events, verify_chain
 from core.access.policy import resolve_scope
 from core.access.users import deactivate_user, find_user, list_users, save_user
 from core.store.db import create_schema, make_engine, upgrade_schema
@@ -140,4 +140,43 @@ def test_store_made_before_subjects_and_the_chain_is_upgraded(tmp_path):
     assert verify_chain(engine).first_bad == 1  # the old row has no hash yet
     record_event(engine, doc_scope(), "export", "y")  # the next event chains the old rows too
     assert verify_chain(engine).ok and verify_chain(engine).rows == 2
+    engine.dispose()
+
+
+def test_deleting_the_newest_rows_is_reported_against_the_checkpoint(store_engine, tmp_path, monkeypatch):
+    anchors = tmp_path / "audit.checkpoint"
+    monkeypatch.setenv(CHECKPOINT_ENV, str(anchors))
+    for i in range(6):
+        record_event(store_engine, doc_scope(), "view_patient", f"P{i}")
+    lines = anchors.read_text().splitlines()
+    assert len(lines) == 6  # one anchor per append
+    assert verify_chain(store_engine, anchors=read_anchors([str(anchors)])).ok
+    last_ids = sorted(read_anchors([str(anchors)]))[-2:]
+    with store_engine.begin() as conn:
+        conn.execute(delete(AuditEvent).where(AuditEvent.audit_id.in_(last_ids)))
+    assert verify_chain(store_engine).ok  # the shorter chain alone is intact: that is the gap the anchors close
+    check = verify_chain(store_engine, anchors=read_anchors([str(anchors)]))
+    assert not check.ok and check.first_bad == last_ids[0] and "deleted" in check.reason
+    assert check.rows == 4
+
+
+def test_cli_checkpoint_and_verify_expect_catch_a_truncated_log(tmp_path):
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = make_engine(url)
+    create_schema(engine)
+    for i in range(4):
+        record_event(engine, doc_scope(), "export", f"T{i}")
+    kept = tmp_path / "kept.checkpoint"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "core", "audit", *args, "--database-url", url], capture_output=True, text=True)
+
+    assert cli("--checkpoint", str(kept)).returncode == 0
+    head = kept.read_text().strip()
+    assert head.startswith("4:") and cli("--verify", "--expect", head).returncode == 0
+    with engine.begin() as conn:
+        conn.execute(delete(AuditEvent).where(AuditEvent.audit_id == 4))
+    assert cli("--verify").returncode == 0  # without the anchor the truncation is invisible
+    bad = cli("--verify", "--expect", str(kept))
+    assert bad.returncode == 1 and "audit_id 4" in bad.stderr and "deleted" in bad.stderr
     engine.dispose()

@@ -39,7 +39,7 @@ from core.derive.subgroups.frames import (
 from core.derive.subgroups.inputs import compute_inputs, patient_months, row_scores
 from core.derive.subgroups.overrides import active_overrides, apply_overrides
 from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
-from core.store.models import ImportEffect, ImportPatient, RiskScore, SubgroupAssignment
+from core.store.models import ImportEffect, ImportPatient, ImportRun, RiskScore, SubgroupAssignment
 from core.store.months import as_month, month_index
 from core.store.queries import patient_hashes
 
@@ -289,7 +289,12 @@ def _record_effect(conn, import_id: int, moved: dict) -> dict:
     """Store the import's ``import_effect`` row and clear the ``import_patient`` rows it was measured against."""
     row = {"import_id": import_id, "patients_compared": moved["compared"], "patients_moved": moved["moved"],
            "examples": ", ".join(moved["examples"][:EXAMPLES])[:500]}  # fmt: skip
-    conn.execute(insert(ImportEffect.__table__).values(**row, derived_at=pd.Timestamp.now(tz="UTC").to_pydatetime()))
+    # The effect belongs to a recorded import: a derive pending for an import id the store does not
+    # hold (a hand-set marker, a pruned import log) measures nothing. A re-derive replaces the row.
+    known = conn.execute(select(ImportRun.import_id).where(ImportRun.import_id == import_id)).first() is not None
+    if known:
+        conn.execute(delete(ImportEffect.__table__).where(ImportEffect.__table__.c.import_id == import_id))
+        conn.execute(insert(ImportEffect.__table__).values(**row, derived_at=pd.Timestamp.now(tz="UTC").to_pydatetime()))
     conn.execute(delete(ImportPatient.__table__))
     return row
 

@@ -36,7 +36,10 @@ def _months_clause(column, months: list[date] | None):
     return [] if months is None else [column.in_(months)]
 
 
-def _patients_clause(column, patients: tuple[str, str] | None):
+def _patients_clause(column, patients: tuple[str, str] | list[str] | None):
+    """Every patient (None), an inclusive id range (a pair) or a list of ids."""
+    if isinstance(patients, list):
+        return [column.in_(patients)]
     return [] if patients is None else [column >= patients[0], column <= patients[1]]
 
 

@@ -16,11 +16,8 @@ from core.access.audit import record_event
 from core.access.policy import Scope
 from core.derive.subgroups.evaluate import REASON_MAX
 from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
-from core.store.models import Attribution, Patient, SubgroupAssignment, SubgroupOverride
+from core.store.models import Patient, SubgroupOverride
 from core.store.months import as_month, month_floor
-
-# The reason of a pinned assignment keeps what the rules said: "... (rules: <subgroup>, <reason>)".
-RULES_PART = r"^override #\d+ by .*?\(rules: ([^,]*), (.*)\)$"
 
 
 def apply_overrides(assignments: pd.DataFrame, overrides: pd.DataFrame) -> pd.DataFrame:
@@ -72,10 +69,14 @@ def set_override(
     """Pin a patient to ``subgroup`` from ``start_month`` on, with a note, as the user of ``scope``.
     Returns the override id.
 
-    The stored assignments from that month on are updated at once (same transaction);
-    recomputation keeps the override until it is lifted. The audit log gets an ``override``
-    event (user, role and scope of ``scope``; target the patient).
+    The override, the patient as touched and the ``derive_pending`` mark are written in one
+    transaction; then the patient alone is re-derived (subgroups, activity and the cells the
+    patient was or is in: :func:`core.derive.incremental.derive_touched`, which also catches up
+    with anything else pending). Recomputation keeps the override until it is lifted. The audit
+    log gets an ``override`` event (user, role and scope of ``scope``; target the patient).
     """
+    from core.derive.incremental import derive_touched, mark_touched
+
     rules = rules or load_rules(active_rules_path())
     if not note or not note.strip():
         raise ValueError("an override needs a note saying why")
@@ -90,42 +91,17 @@ def set_override(
         override = dict(patient_id=patient_id, subgroup=subgroup, start_month=start, note=note.strip(),
                         created_by=scope.user_key, created_at=datetime.now(UTC))  # fmt: skip
         override_id = int(conn.execute(insert(SubgroupOverride).values(**override)).inserted_primary_key[0])
-        _pin_stored_assignments(conn, {"override_id": override_id, **override})
+        mark_touched(conn, [patient_id], f"override #{override_id}")
     record_event(engine, scope, "override", patient_id, f"set #{override_id}: {subgroup} from {start:%Y-%m}")
+    derive_touched(engine, rules=rules)
     return override_id
-
-
-def _pin_stored_assignments(conn, override: dict) -> None:
-    """Apply a new override (the columns of :func:`active_overrides`) to the patient's stored
-    assignments from its start month on. Months pinned by an older override first go back to
-    what the rules said (kept in their reason)."""
-    a = SubgroupAssignment
-    current = pd.read_sql(
-        select(a.patient_id, a.month, a.subgroup, a.rule_id, a.reason).where(
-            a.patient_id == override["patient_id"], a.month >= override["start_month"]
-        ),
-        conn,
-    )
-    if not len(current):
-        return
-    current["month"] = pd.to_datetime(current["month"])
-    rules_part = current["reason"].str.extract(RULES_PART)
-    pinned = rules_part[0].notna()
-    current.loc[pinned, "subgroup"] = rules_part.loc[pinned, 0]
-    current.loc[pinned, "reason"] = rules_part.loc[pinned, 1]
-    new = apply_overrides(current, pd.DataFrame([override]))
-    for row in new.itertuples(index=False):
-        conn.execute(
-            update(a)
-            .where(a.patient_id == row.patient_id, a.month == row.month.date())
-            .values(subgroup=row.subgroup, rule_id=row.rule_id, reason=row.reason, overridden=True)
-        )
 
 
 def lift_override(engine: Engine, scope: Scope, override_id: int, rules: RuleSet | None = None) -> dict:
     """Lift an override as the user of ``scope`` (kept, with who and when; audited as
-    ``override``) and re-assign the months it covered. Returns the assignment summary."""
-    from core.derive.subgroups.assign import assign_subgroups  # assign applies the overrides of this module
+    ``override``) and re-derive the patient (as :func:`set_override` does). Returns the derive
+    summary."""
+    from core.derive.incremental import derive_touched, mark_touched
 
     o = SubgroupOverride
     with engine.begin() as conn:
@@ -135,9 +111,9 @@ def lift_override(engine: Engine, scope: Scope, override_id: int, rules: RuleSet
         if row.lifted_at is not None:
             raise ValueError(f"override {override_id} was already lifted")
         conn.execute(update(o).where(o.override_id == override_id).values(lifted_by=scope.user_key, lifted_at=datetime.now(UTC)))
-        months = [m for (m,) in conn.execute(select(Attribution.month).where(Attribution.month >= row.start_month).distinct())]
+        mark_touched(conn, [row.patient_id], f"lift #{override_id}")
     record_event(engine, scope, "override", row.patient_id, f"lifted #{override_id}")
-    return assign_subgroups(engine, rules, months=sorted(months)) if months else {"rows": 0}
+    return derive_touched(engine, rules=rules) or {"rows": 0}
 
 
 def list_overrides(engine: Engine, include_lifted: bool = False, patient_id: str | None = None) -> pd.DataFrame:

@@ -1,0 +1,343 @@
+"""Incremental derive: re-derive only the patients an override or an import touched.
+
+An import and an override record the patients they changed in ``derive_touched``, in the same
+transaction as the change and the ``derive_pending`` mark (:func:`mark_touched`; the importer
+marks every patient id of its rows). :func:`derive_touched` then recomputes, for those patients
+only, what the full derive (:func:`core.derive.pipeline.derive_all`) would:
+
+- their subgroup assignments and risk scores (the rules and every active override);
+- their ``patient_month_activity`` rows, and the ``team_month_activity`` rows of every team,
+  subgroup and month they were in before or are in now;
+- the cells of those team x subgroup x months (every stratum and metric), from all the patients
+  in them, block by block as the full derive forms its blocks, so the sums are the same to the bit.
+
+"The same to the bit" rests on every float sum taking its rows in one order whatever the query
+plan: the cell aggregation sorts its rows (patient, month), the cost provider reads encounters in
+key order, and the activity table's SQL sums are ordered on PostgreSQL (``sum(x ORDER BY key)``).
+SQLite 3.40 has no ordered aggregates; there the activity sums follow its plan, which read a
+patient's encounters in the same order for both derives in every test
+(``tests/store/test_incremental_derive_store.py``).
+
+Two things are network-wide, read from the stored assignments (the state the other patients'
+rows were derived in) and compared with what the touched patients make of them:
+
+- the month thresholds of the top-fraction risk rules (the top-decile cut-off), from the counts
+  of every month's stored risk scores with the touched patients' old scores replaced by their new
+  ones. An override changes no risk score, so they never move. An import that adds or changes
+  patients can move them: then every patient of those months may change subgroup (and the reason
+  text names the cut-off), so the derive falls back to a full one and says why;
+- the first and last assigned month (the period a condition group's code is picked from) and the
+  calendar years with risk scores: a change falls back to a full derive too.
+
+Nothing network-wide else is read: staff, teams and practices (the cost rates) are changed by
+imports only, and an import that writes them marks ``*`` (everything). Above
+:data:`MAX_TOUCHED_SHARE` of the network's patients a full derive is the quicker one.
+"""
+
+import time
+from collections.abc import Iterable
+
+import pandas as pd
+from sqlalchemy import Engine, delete, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from core.store.models import AppSetting, Attribution, Cell, DeriveTouched, Patient, RiskScore, SubgroupAssignment, Team
+from core.store.queries import DERIVE_PENDING_KEY, bump_data_version, derive_pending, utc_now
+
+TOUCH_ALL = "*"
+MAX_TOUCHED_SHARE = 0.25  # above this share of the attributed patients a full derive is quicker
+UNASSIGNED = "unassigned"
+BULK_CELLS_SHARE = 0.3  # rewriting more of the cell table than this: its indexes are dropped and built once
+
+
+def _insert_ignore(conn, table):
+    dialect = conn.dialect.name
+    ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return ins.on_conflict_do_nothing()
+
+
+def mark_touched(conn, patient_ids: Iterable[str], pending: str) -> None:
+    """In the caller's transaction: record ``patient_ids`` (``*``: everything) as touched and set
+    the ``derive_pending`` mark to ``pending`` unless something is pending already."""
+    ids = sorted({str(p) for p in patient_ids})
+    if ids:
+        conn.execute(_insert_ignore(conn, DeriveTouched.__table__), [{"patient_id": p} for p in ids])
+    conn.execute(
+        _insert_ignore(conn, AppSetting.__table__), [{"key": DERIVE_PENDING_KEY, "value": pending, "updated_at": utc_now()}]
+    )
+
+
+def touched_patients(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(DeriveTouched.patient_id)).scalars().all())
+
+
+def derive_touched(engine: Engine, progress=None, rules=None) -> dict | None:
+    """Catch the derived tables up with what is pending: the touched patients only when that is
+    exact and quicker, else everything. Returns the summary (``mode`` incremental or full,
+    ``why`` for a full one, ``seconds``), or None when nothing was pending."""
+    from core.derive.pipeline import derive_all
+
+    t0 = time.perf_counter()
+    pending = derive_pending(engine)
+    if pending is None:
+        return None
+    touched = touched_patients(engine)
+    if not touched:
+        why = "the store does not know which patients changed"
+    elif TOUCH_ALL in touched:
+        why = "network-wide data changed, or an earlier full derive did not finish"
+    else:
+        if progress:
+            progress(0.6, f"Re-deriving {len(touched):,} patient(s)")
+        summary = derive_patients(engine, touched, rules)
+        why = summary.get("why")
+        if why is None:
+            clear_touched(engine, touched)
+            summary["data_version"] = bump_data_version(engine, derived=pending)
+            summary["seconds"] = round(time.perf_counter() - t0, 2)
+            if progress:
+                progress(1.0, "Done")
+            return summary
+    summary = derive_all(engine, progress or (lambda _f, _t: None), rules)  # clears the touched rows it caught up with
+    return {"mode": "full", "why": why, **summary, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def clear_touched(engine: Engine, touched: list[str]) -> None:
+    """Forget the touched patients a derive has caught up with (those touched since stay)."""
+    t = DeriveTouched.__table__
+    with engine.begin() as conn:
+        for start in range(0, len(touched), 10_000):
+            conn.execute(delete(t).where(t.c.patient_id.in_(touched[start : start + 10_000])))
+
+
+def _stored_counts(conn, only: list[str] | None = None) -> pd.Series:
+    """Stored risk-score counts per (month, risk_score) (the first pass's counts): of every
+    patient, or of the patients ``only``."""
+    s = SubgroupAssignment
+    stmt = select(s.month, s.risk_score, func.count()).where(s.risk_score.is_not(None)).group_by(s.month, s.risk_score)
+    if only:
+        stmt = stmt.where(s.patient_id.in_(only))
+    rows = conn.execute(stmt).all()
+    index = pd.MultiIndex.from_arrays([pd.to_datetime([r[0] for r in rows]), pd.Index([float(r[1]) for r in rows], dtype="float64")],
+                                      names=["month", "risk_score"])  # fmt: skip
+    return pd.Series([int(r[2]) for r in rows], index=index, dtype="int64")
+
+
+def _stored_months(conn, only: list[str]) -> set:
+    """The assigned months of the patients ``only``."""
+    s = SubgroupAssignment
+    return set(pd.to_datetime(conn.execute(select(s.month).distinct().where(s.patient_id.in_(only))).scalars().all()))
+
+
+def _stored_range(conn, exclude: list[str] | None = None) -> tuple | None:
+    """First and last assigned month (of the patients but ``exclude``); None when there is none."""
+    s = SubgroupAssignment
+    where = [s.patient_id.not_in(exclude)] if exclude else []
+    low, high = conn.execute(select(func.min(s.month), func.max(s.month)).where(*where)).one()
+    return None if low is None else (pd.Timestamp(low), pd.Timestamp(high))
+
+
+def _norm(counts: pd.Series) -> pd.Series:
+    """Score counts with one index type (months as datetime64[ns], scores float64), summed per key."""
+    counts = _add_counts_of([counts])
+    index = pd.MultiIndex.from_arrays([pd.DatetimeIndex(counts.index.get_level_values(0)).as_unit("ns"),
+                                       counts.index.get_level_values(1).astype("float64")], names=["month", "risk_score"])  # fmt: skip
+    return pd.Series(counts.to_numpy(dtype="int64"), index=index).sort_index()
+
+
+def _add_counts_of(parts: list[pd.Series]) -> pd.Series:
+    from core.derive.subgroups.assign import _add_counts
+
+    return _add_counts(parts)
+
+
+def _subtract(counts: pd.Series, part: pd.Series) -> pd.Series:
+    """Counts (index month, risk_score) less those of ``part`` (a subset); zero counts dropped."""
+    if not len(part):
+        return counts
+    out = counts.sub(part, fill_value=0).astype("int64")
+    return out[out > 0]
+
+
+def _same_thresholds(a: dict, b: dict) -> list:
+    """Months whose threshold differs between two :func:`thresholds_from_counts` results."""
+    moved = set()
+    for f in set(a) | set(b):
+        x, y = a.get(f, pd.Series(dtype=float)), b.get(f, pd.Series(dtype=float))
+        both = x.index.union(y.index)
+        x, y = x.reindex(both), y.reindex(both)
+        differ = ~((x == y) | (x.isna() & y.isna()))
+        moved |= set(both[differ.to_numpy()])
+    return sorted(moved)
+
+
+def derive_patients(engine: Engine, patients: list[str], rules=None) -> dict:
+    """Re-derive ``patients`` (subgroups, activity, the cells they are in), exactly as a full
+    derive would. Returns the summary; with ``why`` (and nothing written) when only a full derive
+    can be exact or it would be quicker."""
+    from core.derive.activity import replace_activity_of
+    from core.derive.blocks import BLOCK_PATIENTS, patient_blocks
+    from core.derive.cells import _attributed_months
+    from core.derive.risk import DEFAULT_MODEL
+    from core.derive.subgroups.assign import ASSIGNMENT_COLUMNS, _add_counts, _block_assignments, block_scores
+    from core.derive.subgroups.evaluate import thresholds_from_counts, top_fractions
+    from core.derive.subgroups.frames import insert_frame, run_of
+    from core.derive.subgroups.overrides import active_overrides, apply_overrides
+    from core.derive.subgroups.rules import active_rules_path, load_rules
+
+    t0 = time.perf_counter()
+    rules = rules or load_rules(active_rules_path())
+    parts: dict[str, float] = {}
+    with engine.connect() as conn:
+        attributed = conn.execute(select(func.count()).select_from(Patient)).scalar_one()
+        if len(patients) > MAX_TOUCHED_SHARE * max(attributed, 1):
+            return {"why": f"{len(patients):,} of {attributed:,} patients changed: a full derive is quicker"}
+        run = run_of(conn, None, DEFAULT_MODEL)
+        stored_years = set(conn.execute(select(RiskScore.year).distinct()).scalars().all())
+        if run is None or (stored_years and set(run.years) != stored_years):
+            return {"why": "the years of the attributed months changed"}
+        # network-wide: month thresholds and period, with the touched patients' new scores
+        fractions = top_fractions(rules)
+        new_counts, new_months, _ = block_scores(conn, run, patients, bool(fractions))
+        new_months = {pd.Timestamp(m) for m in new_months}
+        old_range = _stored_range(conn)
+        month_range = old_range
+        if new_months != _stored_months(conn, patients):  # else the period cannot have moved
+            others = _stored_range(conn, patients)
+            months_now = new_months | set(others or ())
+            if not months_now:
+                return {"why": "no patient-month to assign"}
+            month_range = (min(months_now), max(months_now))
+            if old_range is not None and month_range != old_range:
+                return {"why": "the first or last assigned month changed"}
+        stored = _norm(_stored_counts(conn)) if fractions else _add_counts([])
+        thresholds = thresholds_from_counts(stored, fractions)
+        mine, new_counts = (_norm(_stored_counts(conn, patients)), _norm(new_counts)) if fractions else (None, None)
+        if fractions and not (mine.index.equals(new_counts.index) and (mine.to_numpy() == new_counts.to_numpy()).all()):
+            # the touched patients' scores changed: the cut-offs with their new scores
+            now = thresholds_from_counts(_add_counts([_subtract(stored, mine), new_counts]), fractions)
+            moved = _same_thresholds(thresholds, now)
+            if moved:
+                return {"why": f"the top-fraction risk cut-off moved in {len(moved)} month(s) "
+                               f"({moved[0]:%b %Y}-{moved[-1]:%b %Y}): every patient of those months is re-assigned"}  # fmt: skip
+        result, risk = _block_assignments(conn, run, patients, month_range, rules, thresholds)
+        overrides = active_overrides(conn)
+        result = apply_overrides(result, overrides[overrides["patient_id"].isin(patients)])
+        t1 = time.perf_counter()
+        parts["subgroups"] = t1 - t0
+        keys, cell_patients = _affected(conn, patients, result)
+        blocks = patient_blocks(conn, BLOCK_PATIENTS)
+        months = _attributed_months(conn)
+    cells = _cells_of(engine, months, blocks, cell_patients, patients, result, keys)
+    t2 = time.perf_counter()
+    parts["cells"] = t2 - t1
+    a, r = SubgroupAssignment.__table__, RiskScore.__table__
+    with engine.begin() as conn:
+        conn.execute(delete(a).where(a.c.patient_id.in_(patients)))
+        conn.execute(delete(r).where(r.c.patient_id.in_(patients)))
+        insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
+        insert_frame(conn, a, result[ASSIGNMENT_COLUMNS])
+        activity = replace_activity_of(conn, patients, keys)
+        cell_rows = _replace_cells(conn, keys, cells)
+    parts["write"] = time.perf_counter() - t2
+    return {
+        "mode": "incremental",
+        "patients": len(patients),
+        "subgroups": {"rows": len(result), "overridden": int(result["overridden"].sum())},
+        "activity": activity,
+        "cells": {"rows": cell_rows, "keys": len(keys), "patients": len(cell_patients)},
+        "parts": {k: round(v, 2) for k, v in parts.items()},
+    }
+
+
+def _affected(conn, patients: list[str], result: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The team x subgroup x months the patients were in (stored) or are in now (``result``), and
+    every patient in one of them now (the touched ones included).
+
+    Keys: team_id, subgroup, month (a date). A stored assignment keeps the team of its month, so
+    a team change by an import is seen; an attributed month without an assignment (after death)
+    counts as ``unassigned`` of every team, since its team before the import is not kept.
+    """
+    a, s = Attribution, SubgroupAssignment
+    stored = pd.read_sql(select(s.team_id, s.subgroup, s.month).where(s.patient_id.in_(patients)), conn)
+    attributed = pd.read_sql(select(a.patient_id, a.team_id, a.month).where(a.patient_id.in_(patients)), conn)
+    attributed["month"] = pd.to_datetime(attributed["month"])
+    stored["month"] = pd.to_datetime(stored["month"])
+    new = result[["patient_id", "month", "subgroup"]].assign(month=pd.to_datetime(result["month"]))
+    now = attributed.merge(new, on=["patient_id", "month"], how="left")
+    now["subgroup"] = now["subgroup"].fillna(UNASSIGNED)
+    teams = conn.execute(select(Team.team_id)).scalars().all()
+    unassigned = sorted(set(now.loc[now["subgroup"] == UNASSIGNED, "month"]))
+    every_team = pd.DataFrame([(t, UNASSIGNED, m) for t in teams for m in unassigned], columns=["team_id", "subgroup", "month"])
+    keys = pd.concat([stored.dropna(subset=["team_id"]), now[["team_id", "subgroup", "month"]], every_team], ignore_index=True)
+    keys = keys.drop_duplicates().sort_values(["team_id", "subgroup", "month"]).reset_index(drop=True)
+    keys["month"] = pd.to_datetime(keys["month"]).dt.date
+    members = set(patients)
+    for team_id, part in keys.groupby("team_id"):
+        pairs = list(zip(part["subgroup"], part["month"], strict=True))
+        stmt = (
+            select(a.patient_id)
+            .distinct()
+            .outerjoin(s, (s.patient_id == a.patient_id) & (s.month == a.month))
+            .where(a.team_id == team_id, tuple_(func.coalesce(s.subgroup, UNASSIGNED), a.month).in_(pairs))
+        )
+        members |= set(conn.execute(stmt).scalars().all())
+    return keys, sorted(members)
+
+
+def _cells_of(engine: Engine, months: list, blocks: list[tuple[str, str]], cell_patients: list[str], patients: list[str],
+              result: pd.DataFrame, keys: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+    """The cells of ``keys`` from ``cell_patients`` (the touched ``patients`` with their new
+    assignments ``result``), block by block of the full derive's blocks, added up in their order."""
+    from core.derive.cells import CELL_COLUMNS, add_cells, block_cells
+    from core.derive.measures import read_columns
+
+    S, a = SubgroupAssignment, Attribution
+    cells = pd.DataFrame(columns=CELL_COLUMNS)
+    new = result[["patient_id", "month", "subgroup", "risk_score"]]
+    touched = set(patients)
+    parts = [cell_patients]
+    if len(blocks) > 1:  # the blocks' ranges follow the database's collation: ask it
+        with engine.connect() as conn:
+            parts = [sorted(conn.execute(select(a.patient_id).distinct().where(a.patient_id.between(low, high),
+                                                                              a.patient_id.in_(cell_patients))).scalars().all())
+                     for low, high in blocks]  # fmt: skip
+    for part in parts:
+        if not part:
+            continue
+        others = [p for p in part if p not in touched]
+        stored = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], others) if others else None
+        mine = new[new["patient_id"].isin(part)]
+        assignments = pd.concat([f for f in (stored, mine) if f is not None and len(f)], ignore_index=True) if (
+            stored is not None and len(stored)) or len(mine) else new.iloc[0:0]  # fmt: skip
+        block, _ = block_cells(engine, months, part, None, assignments)
+        cells = add_cells(cells, block)
+    if not len(cells):
+        return cells
+    wanted = pd.MultiIndex.from_frame(keys[["team_id", "subgroup", "month"]])
+    have = pd.MultiIndex.from_arrays([cells["team_id"], cells["subgroup"], cells["month"]])
+    return cells[have.isin(wanted)].reset_index(drop=True)
+
+
+def _replace_cells(conn, keys: pd.DataFrame, cells: pd.DataFrame) -> int:
+    """Delete the stored cells of ``keys`` and insert ``cells``, in the caller's transaction."""
+    from core.derive.cells import CELL_COLUMNS
+    from core.derive.subgroups.frames import insert_frame
+
+    table = Cell.__table__
+    stored = conn.execute(select(func.count()).select_from(table)).scalar_one()
+    rebuild = len(cells) > BULK_CELLS_SHARE * stored  # most of the table: indexes built once, as write_cells does
+    if rebuild:
+        for index in table.indexes:
+            index.drop(conn, checkfirst=True)
+    for team_id, part in keys.groupby("team_id"):
+        pairs = list(zip(part["subgroup"], part["month"], strict=True))
+        conn.execute(delete(table).where(table.c.team_id == team_id, tuple_(table.c.subgroup, table.c.month).in_(pairs)))
+    if len(cells):
+        out = cells[CELL_COLUMNS].sort_values(CELL_COLUMNS[:7]).assign(month=lambda f: pd.to_datetime(f["month"]))
+        insert_frame(conn, table, out.astype({"patients": "int64"}))
+    if rebuild:
+        for index in table.indexes:
+            index.create(conn)
+    return len(cells)

@@ -1,0 +1,184 @@
+"""The incremental derive gives exactly what a full derive gives.
+
+An override, its lifting and a small import re-derive only the patients they touched
+(``core.derive.incremental``; a full derive is made impossible while they run); then every
+subgroup assignment, risk score, activity row and cell is compared, value for value, with a full
+derive of the same store. An import that moves the top-decile risk cut-off falls back to a full
+derive and says so. SQLite and PostgreSQL.
+"""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import select
+from sqlmodel import SQLModel
+
+from core.access.policy import Scope
+from core.derive.incremental import derive_touched, touched_patients
+from core.derive.pipeline import derive_all, load_bundle_and_derive
+from core.derive.subgroups.overrides import lift_override, set_override
+from core.ingest import import_path
+from core.store.queries import derive_pending
+
+DERIVED = ("subgroup_assignment", "risk_score", "patient_month_activity", "team_month_activity", "cell")
+LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
+
+
+def derived_tables(engine) -> dict[str, pd.DataFrame]:
+    """Every derived table, rows in key order."""
+    out = {}
+    with engine.connect() as conn:
+        for name in DERIVED:
+            table = SQLModel.metadata.tables[name]
+            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
+            out[name] = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in table.columns])
+    return out
+
+
+def assert_same_as_full_derive(engine) -> None:
+    incremental = derived_tables(engine)
+    derive_all(engine)
+    full = derived_tables(engine)
+    for name in DERIVED:
+        assert len(incremental[name]) == len(full[name]), name
+        pd.testing.assert_frame_equal(incremental[name], full[name], check_exact=True, obj=name)
+
+
+def _no_full_derive(*_args, **_kwargs):
+    raise AssertionError("a full derive ran")
+
+
+@pytest.fixture
+def sample_store(store_engine, sample_bundle):
+    load_bundle_and_derive(store_engine, sample_bundle)
+    return store_engine
+
+
+def _patient_with_months(engine, n: int = 6) -> tuple[str, date, str]:
+    """A patient assigned in at least ``n`` months, a month in the middle and its subgroup there."""
+    rows = derived_tables(engine)["subgroup_assignment"]
+    counts = rows.groupby("patient_id").size()
+    patient = counts[counts >= n].index[len(counts[counts >= n]) // 2]
+    mine = rows[rows["patient_id"] == patient].sort_values("month")
+    middle = mine.iloc[len(mine) // 2]
+    return patient, middle["month"], middle["subgroup"]
+
+
+def test_an_override_and_its_lifting_re_derive_only_the_patient(sample_store, monkeypatch):
+    engine = sample_store
+    patient, month, subgroup = _patient_with_months(engine)
+    other = "complex" if subgroup != "complex" else "healthy"
+    before = derived_tables(engine)
+    monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
+    oid = set_override(engine, LEAD, patient, other, month, "weekly calls")
+    monkeypatch.undo()
+    assert derive_pending(engine) is None and touched_patients(engine) == []
+    after = derived_tables(engine)
+    moved = after["subgroup_assignment"].set_index(["patient_id", "month"])["subgroup"]
+    assert moved.loc[(patient, month)] == other  # the patient moved ...
+    changed_cells = before["cell"].merge(after["cell"], how="outer", indicator=True)
+    assert (changed_cells["_merge"] != "both").any()  # ... and so did the cells
+    assert_same_as_full_derive(engine)
+
+    monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
+    summary = lift_override(engine, LEAD, oid)
+    monkeypatch.undo()
+    assert summary["mode"] == "incremental" and summary["patients"] == 1
+    assert_same_as_full_derive(engine)
+
+
+def _small_bundle(sample_bundle, folder, patients: list[str], change) -> object:
+    """The sample's practices, teams and staff, and every row of ``patients``, after ``change(tables)``."""
+    folder.mkdir()
+    tables = {p.name: pd.read_csv(p, dtype=str, keep_default_na=False) for p in sample_bundle.glob("*.csv")}
+    encounters = tables["encounters.csv"]
+    mine = set(encounters.loc[encounters["patient_id"].isin(patients), "encounter_id"])
+    for name, frame in tables.items():
+        if "patient_id" in frame:
+            tables[name] = frame[frame["patient_id"].isin(patients)]
+        elif name == "staff_minutes.csv":
+            tables[name] = frame[frame["encounter_id"].isin(mine)]
+    change(tables)
+    for name, frame in tables.items():
+        frame.to_csv(folder / name, index=False)
+    return folder
+
+
+def _add_ed_visit_and_unscored_patient(tables: dict) -> None:
+    """An ED visit for the first patient; a new patient of unknown sex (no risk score) in the last month."""
+    att = tables["attribution.csv"]
+    first = att.iloc[0]
+    last_month = max(att["month"])
+    enc = tables["encounters.csv"]
+    visit = {c: "" for c in enc.columns} | {"encounter_id": "E_NEW_1", "patient_id": first["patient_id"], "kind": "ed_visit",
+                                            "start_date": f"{last_month}-03", "in_network": "false", "paid_usd": "1234.56"}  # fmt: skip
+    tables["encounters.csv"] = pd.concat([enc, pd.DataFrame([visit])], ignore_index=True)
+    pts = tables["patients.csv"]
+    new = pts.iloc[0].to_dict() | {"patient_id": "P_NEW_1", "sex": "unknown", "birth_date": "1980-05-05", "death_date": ""}
+    tables["patients.csv"] = pd.concat([pts, pd.DataFrame([new])], ignore_index=True)
+    tables["attribution.csv"] = pd.concat([att, pd.DataFrame([first.to_dict() | {"patient_id": "P_NEW_1", "month": last_month}])],
+                                          ignore_index=True)  # fmt: skip
+
+
+def test_a_small_import_re_derives_only_its_patients(sample_store, sample_bundle, tmp_path, monkeypatch):
+    engine = sample_store
+    ids = sorted(derived_tables(engine)["subgroup_assignment"]["patient_id"].unique())[::60]  # 10 of 600
+    bundle = _small_bundle(sample_bundle, tmp_path / "small", ids, _add_ed_visit_and_unscored_patient)
+    report = import_path(engine, bundle)
+    assert report.ok, report.to_text()
+    assert touched_patients(engine) == sorted([*ids, "P_NEW_1"])
+    monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
+    summary = derive_touched(engine)
+    monkeypatch.undo()
+    assert summary["mode"] == "incremental" and summary["patients"] == len(ids) + 1
+    assert derive_pending(engine) is None
+    assert "P_NEW_1" in set(derived_tables(engine)["subgroup_assignment"]["patient_id"])
+    assert_same_as_full_derive(engine)
+
+
+def test_an_import_that_moves_the_risk_cut_off_falls_back_to_a_full_derive(sample_store, sample_bundle, tmp_path):
+    engine = sample_store
+    ids = sorted(derived_tables(engine)["subgroup_assignment"]["patient_id"].unique())[:20]
+
+    def sicker(tables: dict) -> None:  # heart failure, CKD and diabetes for all of them since long ago: higher scores
+        rows = [{"condition_id": f"C_NEW_{p}_{code}", "patient_id": p, "code": code, "code_system": "ICD-10-CM",
+                 "description": "", "onset_date": "2015-01-01", "resolved_date": ""}
+                for p in ids for code in ("I50.9", "N18.4", "E11.9")]  # fmt: skip
+        tables["conditions.csv"] = pd.concat([tables["conditions.csv"], pd.DataFrame(rows)], ignore_index=True)
+
+    assert import_path(engine, _small_bundle(sample_bundle, tmp_path / "sicker", ids, sicker)).ok
+    summary = derive_touched(engine)
+    assert summary["mode"] == "full" and "cut-off moved" in summary["why"]
+    assert derive_pending(engine) is None and touched_patients(engine) == []
+
+
+def test_an_import_that_changes_staff_derives_everything(sample_store, sample_bundle, tmp_path):
+    engine = sample_store
+
+    def raise_pay(tables: dict) -> None:
+        staff = tables["staff.csv"].copy()
+        staff.loc[staff.index[0], "annual_cost_usd"] = "99999.0"
+        tables["staff.csv"] = staff
+
+    ids = sorted(derived_tables(engine)["subgroup_assignment"]["patient_id"].unique())[:3]
+    assert import_path(engine, _small_bundle(sample_bundle, tmp_path / "pay", ids, raise_pay)).ok
+    assert touched_patients(engine) == ["*"]
+    summary = derive_touched(engine)
+    assert summary["mode"] == "full" and "network-wide" in summary["why"]
+
+
+def test_a_full_derive_that_stops_half_way_leaves_everything_to_do(sample_store, monkeypatch):
+    engine = sample_store
+
+    def stop(*_args, **_kwargs):
+        raise RuntimeError("stopped half-way")
+
+    monkeypatch.setattr("core.derive.cells.build_cells", stop)  # subgroups rewritten for everyone, cells not
+    with pytest.raises(RuntimeError, match="half-way"):
+        derive_all(engine)
+    monkeypatch.undo()
+    assert touched_patients(engine) == ["*"] and derive_pending(engine) is not None
+    summary = derive_touched(engine)
+    assert summary["mode"] == "full" and "network-wide" in summary["why"]
+    assert touched_patients(engine) == [] and derive_pending(engine) is None
