@@ -267,6 +267,7 @@ def _pharmacy_fills(reader: TuvaReader, records: list[dict]) -> set[str]:
                 specialty="",
                 cost_category="pharmacy",
                 paid_usd=net.paid_usd,
+                facility="",
             )
         )
     return reversed_fills
