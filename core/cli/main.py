@@ -460,7 +460,9 @@ def _fully_loaded_total(engine, months, settings, targets_met):
 
     months = tuple(months)
     idle = idle_capacity_by_team(capacity_use(engine, months))
-    total = payment_comparison(payment_inputs(engine, months), settings, targets_met, costing_status(engine).costed, idle)["total"]
+    # the operator's command line reads the store whole, as the other payment tables it prints
+    total = payment_comparison(payment_inputs(engine, months), settings, targets_met, costing_status(engine).costed, idle,
+                               suppress=False)["total"]
     return total[["model", "revenue_usd", "cost_usd", "margin_usd", "idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd"]]
 
 

@@ -86,7 +86,9 @@ def test_one_row_per_patient_and_month_with_every_costing_case(encounters):
     assert rows["cost_external_usd"].tolist() == pytest.approx(expected["external"].tolist())
     # by hand: rate = (salary + space and equipment) / (80 % of paid minutes); the office-visit map's
     # front desk and medical assistant minutes have no staff anywhere, hence no rate
-    physician, nurse = 318_000 / 96_000, 112_000 / 96_000
+    # space and equipment by square metres per FTE (costing.toml): physician 20 m2 x $400 + $10,000
+    # equipment, nurse 12 m2 x $400 + $6,000, each times the post's FTE (2,000 of 2,080 hours)
+    physician, nurse = (300_000 + 18_000 * 2000 / 2080) / 96_000, (100_000 + 10_800 * 2000 / 2080) / 96_000
     recorded, standard, network, econsult = 20 * physician + 10 * nurse, 20 * physician, 10 * nurse, 10 * physician
     assert p1_sep["cost_internal_usd"] == pytest.approx(recorded + standard + network + econsult)
     assert p2_oct["cost_internal_usd"] == pytest.approx(20 * physician)
