@@ -154,4 +154,5 @@ with leak_tab:
         table(leak["by_month"].assign(month=leak["by_month"]["month"].map(month_label)), "leakage by month", "leak_month")
         table(leak["by_category"], "leakage by category", "leak_category")
         table(leak["by_specialty"], "leakage by specialty", "leak_specialty")
+        table(leak["by_facility"], "leakage by facility", "leak_facility")
         table(leak["by_team"], "leakage by team", "leak_team")

@@ -388,7 +388,7 @@ def cmd_costs(args) -> int:
 
 def _true_cost_tables(engine, months, practice_id, team_id) -> dict:
     """Capacity cost rates with their parts and leakage (out-of-network spend by category,
-    specialty, team and month; rows with 1-10 out-of-network claims suppressed) of a selection."""
+    specialty, facility, team and month; rows with 1-10 out-of-network claims suppressed) of a selection."""
     from core.store.models import Team
     from core.store.queries import read_frame
     from core.views.true_costs import leakage_note, leakage_report, rate_table
