@@ -22,7 +22,7 @@ from core.store.months import add_months, as_month
 from tests.conftest import FIXTURES
 
 FHIR_DIR = FIXTURES / "fhir_r4_synthea"
-DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name not in ("import_run", "import_patient", "import_effect")]
+DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name not in ("import_run", "import_patient", "import_effect", "derive_touched")]
 
 
 def import_fhir(engine, path: Path):

@@ -21,7 +21,7 @@ from core.store import models
 from tests.conftest import FIXTURES
 
 TUVA_DIR = FIXTURES / "tuva_input_layer"
-DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name not in ("import_run", "import_patient", "import_effect")]
+DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name not in ("import_run", "import_patient", "import_effect", "derive_touched")]
 
 
 def import_tuva(engine, path: Path):
