@@ -10,9 +10,11 @@ from core.views.format import usd
 from core.views.printable import PAGE_SIZES
 from core.views.review import (
     headline_metrics,
+    idle_capacity_of_subgroup,
     payment_summary,
     review_data,
     scorecard_note,
+    with_fully_loaded,
 )
 from core.views.review_log import add_entry, close_entry, review_log
 from core.views.review_pack import PACK_TABLES, pack_file, review_pack_html, review_pack_pdf
@@ -39,6 +41,13 @@ with st.sidebar:
 team_id, team_label = team["team_id"], f"{team['practice']} · {team['team']}"
 policy = suppression_policy(scope, [team_id])
 data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, policy.suppress, window)
+loaded = st.toggle("Fully loaded margin: add the cost of idle (unused) capacity", key="review_fully_loaded",
+                   help="Activity-based cost counts only the staff minutes used; the practice pays for every minute it "
+                        "supplies. Fully loaded cost = activity cost + this subgroup's share (by member-months) of the "
+                        "team's unused capacity cost (see True costs).")  # fmt: skip
+idle = query(idle_capacity_of_subgroup, team_id, subgroup, tuple(data.headline["month"])) if loaded else None
+if loaded:
+    data = with_fully_loaded(data, idle)
 span = month_label(month) if window == "month" else f"{WINDOW_LABELS[window].lower()} to {month_label(month)}"
 st.caption(f"{plain(team_label)} · {labels[subgroup]} · scorecard: {span}")
 st.caption(policy.caption)
@@ -50,11 +59,17 @@ for i, m in enumerate(headline_metrics(data)):
     cols[i % 3].metric(m["label"], m["value"], m["delta"], delta_color="inverse" if m["inverse"] else "normal",
                        chart_data=m["chart"] or None, border=True, delta_description="vs last month")  # fmt: skip
 pay = payment_summary(data)
-money = {k: usd(pay[k]) if pay["costed"] or k == "payment_usd" else "not costed" for k in ("payment_usd", "cost_usd", "margin_usd")}
+keys = ("payment_usd", "cost_usd", "margin_usd", *(("idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd") if loaded else ()))  # fmt: skip
+money = {k: usd(pay[k]) if pay["costed"] or k == "payment_usd" else "not costed" for k in keys}
 c1, c2, c3 = st.columns(3)
 c1.metric(f"Bundled payment ({usd(pay['rate_usd'])} PMPM)", money["payment_usd"])
-c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])
-c3.metric("Margin", money["margin_usd"])
+if loaded:
+    c2.metric(f"Fully loaded cost ({pay['cost_basis']} + unused capacity)", money["fully_loaded_cost_usd"],
+              f"of which unused capacity {money['idle_capacity_usd']}", delta_color="off")  # fmt: skip
+    c3.metric("Fully loaded margin", money["fully_loaded_margin_usd"], f"activity-based {money['margin_usd']}", delta_color="off")
+else:
+    c2.metric(f"Cost ({pay['cost_basis']})", money["cost_usd"])
+    c3.metric("Margin", money["margin_usd"])
 if data.costing_note:
     st.caption(data.costing_note.capitalize() + ".")
 if data.claims_note:
@@ -102,10 +117,25 @@ with moved_tab:
     patient_rows(data.drivers["by_patient"], "cost_patients")
 with value_tab:
     now = data.value_map[data.value_map["month"] == month]
-    st.caption("Every team serving this subgroup, other teams included: counts of 1-10 are suppressed here.")
-    st.plotly_chart(charts.review_value_map_figure(now, team_id, f"Value map, {month_label(month)}: this team against peer teams"), key="value_map")
-    show_table(now.drop(columns=["month"]), key="value_map_table", placeholder="suppressed")
-    st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id, "This team on the value map, month by month"), key="value_trend")
+    st.caption("Every team serving this subgroup this month, other teams included: total cost per member per month "
+               "against the value index, as on the team comparison. The index scores each measure against its target "
+               "(100 = on target, 0 to 200) and averages the scores with the weights of executive.toml, on the same "
+               "measures for every team shown; the bar is its 95% interval. Teams with 1-10 member-months are not shown.")  # fmt: skip
+    st.plotly_chart(charts.review_value_map_figure(now, team_id, f"Value map, {month_label(month)}: this team against peer teams"),
+                    key="value_map")  # fmt: skip
+    show_table(now[["team", "value_index", "index_low", "index_high", "measures_in_index", "cost_pmpm_usd", "member_months",
+                    "cost_ratio_to_peers", "quadrant"]], key="value_map_table", placeholder="suppressed")  # fmt: skip
+    st.subheader("Parts of the index")
+    parts = data.value_parts[data.value_parts["month"] == month]
+    show_table(parts[["team", "measure", "value", "target", "score", "score_low", "score_high", "weight_share"]], key="value_parts",
+               placeholder="suppressed")  # fmt: skip
+    left_out = data.value_excluded[(data.value_excluded["month"] == month) & (data.value_excluded["teams_with_value"] > 0)]
+    if len(left_out):
+        st.caption("Left out for every team this month, because at least one team has no published value with enough "
+                   "patients: " + "; ".join(f"{plain(r.measure)} ({r.teams_with_value} of {r.teams} teams)"
+                                            for r in left_out.itertuples()) + ".")  # fmt: skip
+    st.plotly_chart(charts.review_value_trend_figure(data.value_map, team_id, "This team on the value map, month by month"),
+                    key="value_trend")  # fmt: skip
 with log_tab:
     log = review_log(engine(), scope.team_ids, team_id, subgroup, month)
     show_table(log, key="review_log")
@@ -133,6 +163,7 @@ with pack_tab:
     st.caption(pack_policy.caption)
     if pack_policy.suppress != policy.suppress:
         data = query(review_data, team_id, subgroup, month, scope.team_ids, scope.patient_level, pack_policy.suppress, window)
+        data = with_fully_loaded(data, idle) if loaded else data
     stem = f"review-{team_id}-{subgroup}-{month:%Y-%m}{'' if window == 'month' else '-' + window}{'-shared' if shared else ''}"
     # every file of the pack is built when it is clicked, by the callable that writes its audit event
     paper = st.segmented_control("Paper size", list(PAGE_SIZES), default="letter", key="pack_paper", format_func=PAGE_SIZES.get)

@@ -10,6 +10,7 @@ import streamlit as st
 from core.derive.costs import costing_status
 from core.metrics.payments import load_payment_settings
 from core.store.months import window_months
+from core.store.queries import months_available
 from core.views.charts import MODEL_LABELS
 from core.views.format import csv_export, usd
 from core.views.payment_models import payment_comparison, payment_inputs
@@ -36,7 +37,10 @@ with st.sidebar:
 months = tuple(window_months(month, "12m"))
 teams = None if scope.network else scope.team_ids
 costing = query(costing_status)
-use = query(capacity_use, months, teams)
+# Capacity of every month is read once (cached with the data) and cut to the window, so a month change is quick.
+every_month = tuple(query(months_available))
+use = query(capacity_use, every_month, teams)
+use = use[use["month"].isin(months)].reset_index(drop=True)
 leak = query(leakage_report, months, teams)
 st.caption(f"12 months to {month_label(month)} · rates from the staff roster and core/config/costing.toml · "
            "counts of 1-10 claims are suppressed on this page")  # fmt: skip
@@ -154,4 +158,5 @@ with leak_tab:
         table(leak["by_month"].assign(month=leak["by_month"]["month"].map(month_label)), "leakage by month", "leak_month")
         table(leak["by_category"], "leakage by category", "leak_category")
         table(leak["by_specialty"], "leakage by specialty", "leak_specialty")
+        table(leak["by_facility"], "leakage by facility", "leak_facility")
         table(leak["by_team"], "leakage by team", "leak_team")

@@ -1152,6 +1152,20 @@ def _structure_frames() -> dict[str, pd.DataFrame]:
     return {"practices.csv": practices, "teams.csv": teams}
 
 
+def _facilities(seed: int, chunk: int, kind: np.ndarray, in_network: np.ndarray) -> np.ndarray:
+    """The facility that billed each external claim (reference.FACILITIES: one of the kind's type,
+    in or out of the network as the claim is; blank for internal activities and pharmacy fills),
+    from its own random stream so no other generated value changes."""
+    u = _rng(seed, "facilities", chunk).random(len(kind))
+    out = np.full(len(kind), "", dtype=object)
+    for kname, ftype in ref.FACILITY_TYPE_OF_KIND.items():
+        for net in (True, False):
+            names = np.array([f[0] for f in ref.FACILITIES if f[1] == ftype and f[2] == net], dtype=object)
+            m = (kind == K[kname]) & ((in_network == 1) == net)
+            out[m] = names[np.minimum((u[m] * len(names)).astype(np.int64), len(names) - 1)]
+    return out
+
+
 def _chunk_frames(p: _Panel, lo: int, hi: int, chunk: int, counters: dict, minutes_total: np.ndarray) -> dict[str, pd.DataFrame]:
     """Every per-patient file for patients lo..hi-1 (ids continue from ``counters``)."""
     idx = np.arange(lo, hi)
@@ -1193,6 +1207,7 @@ def _chunk_frames(p: _Panel, lo: int, hi: int, chunk: int, counters: dict, minut
         "primary_dx": _labels(enc["dx"], _CODE_LIST), "specialty": _labels(enc["specialty"], SPECIALTIES),
         "cost_category": _labels(np.full(ne, -1), ["other"]), "paid_usd": enc["paid"],
         "paid_date": _days_to_dates(enc["paid_day"]), "discharge_disposition": _labels(enc["disposition"], DISPOSITIONS),
+        "facility": _facilities(p.spec.seed, chunk, enc["kind"], enc["in_network"]),
     })
     counters["encounters"] += ne
     row, role, minutes = _staff_minutes(r, enc)

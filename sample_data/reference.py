@@ -192,6 +192,26 @@ TEAM_UTILISATION_MULTIPLIER = (1.0, 1.0, 0.78, 1.0, 1.0, 1.05, 1.25)
 READMISSION_SHARE = (0.08, 0.08, 0.12, 0.19, 0.21)  # 30-day readmissions (CMS HRRP range 15-22 %)
 POST_ACUTE_SHARE = (0.02, 0.03, 0.08, 0.18, 0.35)  # admissions followed by a SNF stay
 IN_NETWORK_SHARE = (0.91, 0.76)  # per practice: Hillcrest leaks more
+# Facilities that bill the external claims (fictional): name, type, in the network. A claim is
+# billed by a facility of the type its kind goes to, in or out of the network as the claim is
+# (drawn from its own random stream, so the other generated values do not depend on it).
+FACILITIES = (
+    ("Riverside General Hospital", "hospital", True),
+    ("St. Brendan Medical Center", "hospital", False),
+    ("Lakeshore Regional Hospital", "hospital", False),
+    ("Valley Skilled Nursing Center", "snf", True),
+    ("Oak Park Rehabilitation and Nursing", "snf", False),
+    ("Riverside Imaging Center", "imaging", True),
+    ("Northgate Diagnostic Imaging", "imaging", False),
+    ("Summit Outpatient Lab", "imaging", False),
+    ("Hillcrest Specialty Physicians", "specialist", True),
+    ("Summit Cardiology Associates", "specialist", False),
+    ("Bayview Orthopedic Group", "specialist", False),
+    ("Cedar Street Urgent Care", "urgent", True),
+    ("QuickCare Walk-In Clinic", "urgent", False),
+)
+FACILITY_TYPE_OF_KIND = {"admission": "hospital", "ed_visit": "hospital", "snf_stay": "snf", "imaging_lab": "imaging",
+                         "specialist_visit": "specialist", "urgent_care": "urgent"}  # fmt: skip
 SPIKE_ADMISSION_MULTIPLIER = 6.0
 # Claims payment lag after the service ends: (median days, lognormal sigma, min, max). Most claims
 # are paid within 1-2 months, a few take up to about 6 (Medicare's prompt-payment rule pays clean

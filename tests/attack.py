@@ -352,14 +352,15 @@ def moves_leaks(pub: Published, members_label: str = "Members", moves_table: str
     for name, frame in pub.tables.items():
         if moves_table and name != moves_table or not {"direction", "patients"} <= set(frame.columns):
             continue
-        if not set(frame["direction"]) <= {"entered", "left"}:
+        direction = [str(d).strip().lower() for d in frame["direction"]]  # the code, or its label on the page
+        if not set(direction) <= {"entered", "left"}:
             continue  # a row whose direction is not told: the change does not single out a direction
         values = [parse_number(v) for v in frame["patients"]]
         hidden = [v == "hidden" for v in values]
         if not any(hidden):
             continue
-        signed = [(1 if d == "entered" else -1) * (0.0 if h else v) for d, v, h in zip(frame["direction"], values, hidden, strict=True)]
-        directions = {d for d, h in zip(frame["direction"], hidden, strict=True) if h}
+        signed = [(1 if d == "entered" else -1) * (0.0 if h else v) for d, v, h in zip(direction, values, hidden, strict=True)]
+        directions = {d for d, h in zip(direction, hidden, strict=True) if h}
         if len(directions) == 1:
             rest = change - sum(signed)  # = entered_hidden - left_hidden
             recovered = abs(rest)

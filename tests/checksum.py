@@ -3,7 +3,8 @@
 ``table_checksums(engine)`` hashes each table's rows in primary-key order; two stores (or one
 store before and after) are equal table by table when their dicts are equal. Tests compare
 ``table_checksums(engine, skip=BOOKKEEPING)`` when an accepted import may only add its own
-bookkeeping (the ``import_run`` row, the data-version settings, its patients and the effect its derive measured).
+bookkeeping (the ``import_run`` row, the data-version settings, its patients, the effect its derive measured
+and the patients it marked for the next derive).
 """
 
 import hashlib
@@ -11,7 +12,7 @@ import hashlib
 from sqlalchemy import Engine, select
 from sqlmodel import SQLModel
 
-BOOKKEEPING = ("import_run", "app_setting", "import_patient", "import_effect")
+BOOKKEEPING = ("import_run", "app_setting", "import_patient", "import_effect", "derive_touched")
 
 
 def table_checksums(engine: Engine, skip: tuple[str, ...] = ()) -> dict[str, str]:

@@ -119,12 +119,16 @@ def step_activity(args: dict) -> dict:
 
 def step_cells(args: dict) -> dict:
     from core.derive.cells import build_cells
+    from core.derive.incremental import clear_touched, touched_patients
     from core.store.db import make_engine
-    from core.store.queries import bump_data_version
+    from core.store.queries import bump_data_version, derive_pending
 
     engine = make_engine(args["database_url"])
     summary = build_cells(engine)
-    bump_data_version(engine)
+    # assign, activity and cells are the whole derive, timed step by step: the import's pending
+    # mark and its touched patients are caught up with, as the pipeline's own derive would leave them
+    bump_data_version(engine, derived=derive_pending(engine))
+    clear_touched(engine, touched_patients(engine))
     return {"rows": int(summary["rows"]), "blocks": summary["blocks"], "parts": summary["seconds"]}
 
 

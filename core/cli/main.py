@@ -388,7 +388,7 @@ def cmd_costs(args) -> int:
 
 def _true_cost_tables(engine, months, practice_id, team_id) -> dict:
     """Capacity cost rates with their parts and leakage (out-of-network spend by category,
-    specialty, team and month; rows with 1-10 out-of-network claims suppressed) of a selection."""
+    specialty, facility, team and month; rows with 1-10 out-of-network claims suppressed) of a selection."""
     from core.store.models import Team
     from core.store.queries import read_frame
     from core.views.true_costs import leakage_note, leakage_report, rate_table
@@ -460,7 +460,9 @@ def _fully_loaded_total(engine, months, settings, targets_met):
 
     months = tuple(months)
     idle = idle_capacity_by_team(capacity_use(engine, months))
-    total = payment_comparison(payment_inputs(engine, months), settings, targets_met, costing_status(engine).costed, idle)["total"]
+    # the operator's command line reads the store whole, as the other payment tables it prints
+    total = payment_comparison(payment_inputs(engine, months), settings, targets_met, costing_status(engine).costed, idle,
+                               suppress=False)["total"]
     return total[["model", "revenue_usd", "cost_usd", "margin_usd", "idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd"]]
 
 

@@ -148,6 +148,8 @@ BUNDLE: tuple[TableSpec, ...] = (
             Column("paid_date", "date", required=False, description="Claims: when the claim was paid (measures the run-out)"),
             Column("discharge_disposition", required=False, choices="dispositions",
                    description="Stays: where the patient went at discharge (home, snf, hospice, died, ...)"),
+            Column("facility", required=False, max_len=200,
+                   description="Claims: the hospital, centre or group that billed (name or NPI); leakage by facility"),
         ),
         "One row per encounter, activity or claim.",
     ),

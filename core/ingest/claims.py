@@ -321,11 +321,23 @@ class Episode:
             start_date=self.start, end_date=self.end, requested_date=None, responded_date=None,
             is_internal=False, in_network=in_network,
             is_urgent=self.kind in ("ed_visit", "urgent_care") or self.category == "ed",
-            resolved_without_visit=None, primary_dx=primary_dx, specialty="", cost_category=self.category,
-            paid_usd=self.paid_usd,
+            resolved_without_visit=None, primary_dx=primary_dx, specialty=self._first("specialty")[:64],
+            cost_category=self.category, paid_usd=self.paid_usd,
             paid_date=max((d for c in self.claims if (d := c.detail["paid_date"]) is not None), default=None),
-            discharge_disposition=self.disposition,
+            discharge_disposition=self.disposition, facility=self.facility,
         )
+
+    def _first(self, key: str) -> str:
+        """The first non-blank ``detail[key]`` of the claims (anchor first), '' when none has one."""
+        return next((str(v).strip() for c in self.claims if str(v := c.detail.get(key) or "").strip()), "")
+
+    @property
+    def facility(self) -> str:
+        """The facility or group that billed (name or NPI): that of the first institutional claim
+        that names one, else of the first claim that does; '' when none does (max 200 characters)."""
+        institutional = [c for c in self.claims if c.claim_type == "institutional" and str(c.detail.get("facility") or "").strip()]  # fmt: skip
+        chosen = institutional[0].detail["facility"] if institutional else self._first("facility")
+        return str(chosen).strip()[:200]
 
     @property
     def disposition(self) -> str:

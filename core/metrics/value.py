@@ -1,17 +1,9 @@
-"""Value = outcomes relative to cost (Porter, NEJM 2010): an outcome index per team and subgroup
-next to its cost per member per month, for a value map and its trend.
+"""Value = outcomes relative to cost (Porter, NEJM 2010): a value index per team and subgroup
+next to its cost per member per month, for a value map (team comparison, monthly review) and its
+trend. Porter's value agenda (Porter, "What is value in health care?", NEJM 2010) defines value as
+outcomes per dollar; this index scores outcomes against targets, it is not a dollar value of health.
 
-Outcome index (documented choice): for each subgroup (and month, when given) and each measure,
-every team's value is standardised against the teams of the **same subgroup**
-(z = (value - mean) / standard deviation across teams, sign flipped where lower is better), so
-teams are compared only with peers serving similar patients. The index is 50 + 10 x the mean z
-over the team's measures (a T-score scale: 50 = the peer average, 60 = one standard deviation
-better on average). Measures with fewer than ``min_denominator`` patients are left out, and a
-measure with one team or no spread contributes 0. Porter's value agenda (Porter, "What is value
-in health care?", NEJM 2010) defines value as outcomes per dollar; this index is a relative
-comparison, not a dollar value of health.
-
-Value index (:func:`value_index`, the value map of the team comparison): each measure is scored
+Value index (:func:`value_index`, the value maps of the team comparison and the monthly review): each measure is scored
 against its **target** (core/config/measures.toml), 100 = exactly on target:
 higher is better: score = 100 x value / target; lower is better: score = 100 x (2 - value / target),
 clipped to [0, ``cap``] (200 by default: twice the target, or none of the events, earns no more).
@@ -25,45 +17,22 @@ score interval is the score of its value's interval ends, its standard error (hi
 how many teams are compared: two teams no longer sit at 53.5 and 46.5 by construction.
 """
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-INDEX_CENTRE = 50.0
-INDEX_SCALE = 10.0
-
-
-def outcome_index(measure_values: pd.DataFrame, by: Sequence[str] = ("subgroup",), min_denominator: float = 0.0) -> pd.DataFrame:
-    """Outcome index per team within each ``by`` group.
-
-    In: measure_values (team_id, *by, measure_id, value, higher_is_better; optional denominator).
-    Out grain: team_id, *by. Columns: outcome_index, measures (count used).
-    """
-    frame = measure_values.dropna(subset=["value"])
-    if "denominator" in frame and min_denominator > 0:
-        frame = frame.loc[frame["denominator"] >= min_denominator]
-    group = [*by, "measure_id"]
-    stats = frame.groupby(group)["value"].agg(mean="mean", sd="std").reset_index()
-    frame = frame.merge(stats, on=group, how="left")
-    sd = frame["sd"].astype(float)
-    z = (frame["value"].astype(float) - frame["mean"].astype(float)) / sd.where(sd > 0)
-    sign = np.where(frame["higher_is_better"].astype(bool), 1.0, -1.0)
-    frame = frame.assign(z=(z * sign).fillna(0.0))
-    out = frame.groupby(["team_id", *by], as_index=False).agg(mean_z=("z", "mean"), measures=("measure_id", "nunique"))
-    out["outcome_index"] = INDEX_CENTRE + INDEX_SCALE * out["mean_z"]
-    return out[["team_id", *by, "outcome_index", "measures"]]
-
 
 def value_map(index: pd.DataFrame, cost_pmpm: pd.DataFrame, by: Sequence[str] = ("subgroup",), cost_column: str = "cost_total_pmpm_usd",
-              centre: float = INDEX_CENTRE, index_column: str = "outcome_index") -> pd.DataFrame:  # fmt: skip
-    """Outcome index against cost PMPM per team, with each team's cost relative to its peers.
+              centre: float = 100.0, index_column: str = "value_index") -> pd.DataFrame:  # fmt: skip
+    """Value index against cost PMPM per team, with each team's cost relative to its peers.
 
-    In: index from :func:`outcome_index`; cost_pmpm (team_id, *by, ``cost_column``, member_months).
-    Out grain: team_id, *by. Columns: outcome_index, measures, cost_pmpm_usd, member_months,
+    In: index (team_id, *by, ``index_column``, ...: the ``index`` of :func:`value_index`); cost_pmpm
+    (team_id, *by, ``cost_column``, member_months).
+    Out grain: team_id, *by. Columns: those of ``index``, cost_pmpm_usd, member_months,
     cost_ratio_to_peers (cost / member-month-weighted peer mean of the ``by`` group), quadrant
-    ("better outcomes" = ``index_column`` at or above ``centre``: 50 for :func:`outcome_index`,
-    100 = targets met on average for :func:`value_index`).
+    ("better outcomes" = ``index_column`` at or above ``centre``: 100 = targets met on average).
     """
     keys = ["team_id", *by]
     out = index.merge(cost_pmpm[[*keys, cost_column, "member_months"]], on=keys, how="outer")
@@ -135,7 +104,9 @@ def value_index(measure_values: pd.DataFrame, by: Sequence[str] = ("subgroup",),
     parts["score"] = measure_score(parts["value"], parts["target"], higher, cap)
     ends = np.stack([measure_score(parts["ci_low"], parts["target"], higher, cap),
                      measure_score(parts["ci_high"], parts["target"], higher, cap)])  # fmt: skip
-    parts["score_low"], parts["score_high"] = np.nanmin(ends, axis=0) if len(parts) else [], np.nanmax(ends, axis=0) if len(parts) else []  # fmt: skip
+    with warnings.catch_warnings():  # a value without an interval (NaN ends) keeps a NaN score interval
+        warnings.simplefilter("ignore", RuntimeWarning)
+        parts["score_low"], parts["score_high"] = np.nanmin(ends, axis=0) if len(parts) else [], np.nanmax(ends, axis=0) if len(parts) else []  # fmt: skip
     se = (parts["score_high"] - parts["score_low"]) / (2 * Z95)
     parts = parts.assign(_w=parts["weight"].astype(float), _ws=parts["weight"].astype(float) * parts["score"],
                          _v=(parts["weight"].astype(float) * se.fillna(0.0)) ** 2)  # fmt: skip

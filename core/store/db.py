@@ -73,7 +73,7 @@ def upgrade_schema(engine: Engine) -> list[str]:
 
     - ``subgroup_assignment.team_id`` (:func:`add_assignment_team`);
     - ``encounter.paid_date`` (:func:`add_encounter_paid_date`, empty: the claims' run-out
-      then comes from the run-out setting); ``encounter.discharge_disposition`` (blank: unknown);
+      then comes from the run-out setting); ``encounter.discharge_disposition`` and ``encounter.facility`` (blank: unknown);
     - ``subgroup_assignment.thin_history`` and ``history_note`` (false and '' until the next derive);
     - ``app_user.subject``, filled for users keyed ``sub:<subject>``; ``audit_event.chain_hash``
       (rows without one are chained by the next audited event, ``core.access.audit``);
@@ -86,6 +86,8 @@ def upgrade_schema(engine: Engine) -> list[str]:
         done.append("added encounter.paid_date")
     if _add_column(engine, "encounter", "discharge_disposition", "VARCHAR(32) DEFAULT '' NOT NULL"):
         done.append("added encounter.discharge_disposition")
+    if _add_column(engine, "encounter", "facility", "VARCHAR(200) DEFAULT '' NOT NULL"):
+        done.append("added encounter.facility")
     if _add_column(engine, "app_user", "subject", "VARCHAR(255)"):
         with engine.begin() as conn:
             conn.execute(text("UPDATE app_user SET subject = SUBSTR(user_key, 5) WHERE user_key LIKE 'sub:%'"))

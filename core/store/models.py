@@ -105,7 +105,8 @@ class Encounter(SQLModel, table=True):
     Internal activities (``is_internal``) are costed from staff minutes; external ones carry the
     paid amount of the claim. E-consults carry ``responded_date`` and
     ``resolved_without_visit``. ``requested_date`` is when the patient asked for care.
-    ``paid_date`` (claims, where the source has it) is when the claim was paid.
+    ``paid_date`` (claims, where the source has it) is when the claim was paid. ``facility``
+    (claims): the hospital, centre or group that billed, by name or NPI.
     """
 
     encounter_id: str = Field(primary_key=True, max_length=64)
@@ -127,6 +128,8 @@ class Encounter(SQLModel, table=True):
     paid_date: date | None = None  # claims: when the payer paid (the run-out of core.metrics.runout)
     # Stays: where the patient went at discharge (catalogue vocabulary ``dispositions``; blank unknown).
     discharge_disposition: str = Field(default="", max_length=32)
+    # Claims: the facility or group that billed (name or NPI; blank unknown), for leakage by facility.
+    facility: str = Field(default="", max_length=200)
 
     __table_args__ = (
         Index("ix_encounter_patient_date", "patient_id", "start_date"),

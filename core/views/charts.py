@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from core.derive.cells import UNASSIGNED
 from core.derive.subgroups.rules import active_rules_path, load_rules
+from core.metrics.value import VALUE_INDEX_TARGET
 
 OTHER_COLOUR = "#999999"  # patient-months without a subgroup, and any id the rules no longer name
 PALETTE = px.colors.qualitative.Safe  # for subgroups whose rules give no colour
@@ -250,35 +251,42 @@ def equity_gap_figure(table: pd.DataFrame, unit: str = "", network_value: float 
 
 
 def review_value_map_figure(points: pd.DataFrame, team_id: str, title: str = "") -> go.Figure:
-    """Value map of one month: cost PMPM (x) against outcome index (y) per team, the reviewed team
-    highlighted. ``points``: team_id, team, cost_pmpm_usd, outcome_index (core.views.review.value_map_frame)."""
-    shown = points.dropna(subset=["cost_pmpm_usd", "outcome_index"])
+    """Value map of one month: cost PMPM (x) against the value index (y, 100 = targets met on
+    average, bars = its 95 % interval) per team, the reviewed team highlighted. ``points``:
+    team_id, team, cost_pmpm_usd, value_index, index_low, index_high (core.views.review.value_map_data)."""
+    shown = points.dropna(subset=["cost_pmpm_usd", "value_index"])
     fig = go.Figure()
     for own, colour, size in ((False, "#9E9E9E", 12), (True, "#C0392B", 18)):
         part = shown.loc[(shown["team_id"] == team_id) == own]
-        fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["outcome_index"], mode="markers+text", text=[as_text(t) for t in part["team_id"]],
-                                 textposition="top center", marker=dict(size=size, color=colour),
+        bars = dict(type="data", symmetric=False, array=part["index_high"] - part["value_index"],
+                    arrayminus=part["value_index"] - part["index_low"], thickness=1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=part["cost_pmpm_usd"], y=part["value_index"], mode="markers+text", text=[as_text(t) for t in part["team_id"]],
+                                 textposition="top center", marker=dict(size=size, color=colour), error_y=bars,
                                  customdata=[as_text(t) for t in part["team"]], name="This team" if own else "Peer teams",
-                                 hovertemplate="%{customdata}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
-    fig.add_hline(y=50, line_dash="dot", line_color="#616161", annotation_text="peer average outcome")
-    fig.update_layout(title=title, xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index (50 = peer average)")
+                                 hovertemplate="%{customdata}<br>cost $%{x:,.0f} PMPM<br>value index %{y:.1f}<extra></extra>"))  # fmt: skip
+    fig.add_hline(y=VALUE_INDEX_TARGET, line_dash="dot", line_color="#616161", annotation_text="targets met on average")
+    fig.update_layout(title=title, xaxis_title="Total cost per member per month (USD)",
+                      yaxis_title="Value index (100 = targets met on average)")  # fmt: skip
     return _layout(fig)
 
 
 def review_value_trend_figure(points: pd.DataFrame, team_id: str, title: str = "") -> go.Figure:
     """The reviewed team's path on the value map over the months (``points`` as for
-    :func:`review_value_map_figure`, with a ``month`` column); arrowheads point to the later month."""
-    own = points.loc[points["team_id"] == team_id].dropna(subset=["cost_pmpm_usd", "outcome_index"]).sort_values("month")
+    :func:`review_value_map_figure`, with a ``month`` column), with the index's 95 % interval;
+    arrowheads point to the later month."""
+    own = points.loc[points["team_id"] == team_id].dropna(subset=["cost_pmpm_usd", "value_index"]).sort_values("month")
     labels = [pd.Timestamp(m).strftime("%b %Y") for m in own["month"]]
-    fig = go.Figure(go.Scatter(x=own["cost_pmpm_usd"], y=own["outcome_index"], mode="lines+markers+text", text=labels,
+    bars = dict(type="data", symmetric=False, array=own["index_high"] - own["value_index"],
+                arrayminus=own["value_index"] - own["index_low"], thickness=1)  # fmt: skip
+    fig = go.Figure(go.Scatter(x=own["cost_pmpm_usd"], y=own["value_index"], mode="lines+markers+text", text=labels,
                                textposition="top center", marker=dict(size=10, color="#C0392B"), line=dict(color="#C0392B"),
-                               hovertemplate="%{text}<br>cost $%{x:,.0f} PMPM<br>outcome index %{y:.1f}<extra></extra>"))
-    xs, ys = own["cost_pmpm_usd"].to_numpy(), own["outcome_index"].to_numpy()
+                               error_y=bars, hovertemplate="%{text}<br>cost $%{x:,.0f} PMPM<br>value index %{y:.1f}<extra></extra>"))  # fmt: skip
+    xs, ys = own["cost_pmpm_usd"].to_numpy(), own["value_index"].to_numpy()
     for i in range(1, len(own)):  # time runs along the path: an arrowhead on each step
         fig.add_annotation(x=xs[i], y=ys[i], ax=xs[i - 1], ay=ys[i - 1], xref="x", yref="y", axref="x", ayref="y", text="",
                            showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.5, arrowcolor="#C0392B", standoff=6)  # fmt: skip
-    fig.add_hline(y=50, line_dash="dot", line_color="#616161")
-    fig.update_layout(title=title, xaxis_title="Total cost per member per month (USD)", yaxis_title="Outcome index (50 = peer average)",
+    fig.add_hline(y=VALUE_INDEX_TARGET, line_dash="dot", line_color="#616161")
+    fig.update_layout(title=title, xaxis_title="Total cost per member per month (USD)", yaxis_title="Value index (100 = targets met on average)",
                       showlegend=False)  # fmt: skip
     return _layout(fig)
 

@@ -18,7 +18,8 @@ Rules in one place:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -46,9 +47,10 @@ from core.metrics.scorecard import (
     small_figure,
     window_counts_published,
 )
-from core.metrics.value import outcome_index, value_map
+from core.metrics.value import VALUE_INDEX_TARGET, value_index, value_map
 from core.store.models import Cell, Encounter, Patient, PatientMonthActivity, SubgroupAssignment, Team
 from core.store.months import WINDOWS, add_months, as_date, months_back
+from core.views.executive_settings import load_executive_settings
 from core.views.format import SUPPRESSED, format_figure, usd
 
 REVIEW_PATH = config_path("review.toml")
@@ -142,7 +144,8 @@ def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, month
     """Monthly measure values (one-month windows, as the scorecard's ``month`` window) from cells.
     ``suppress`` False: exact figures (no cell-size rule).
 
-    Columns: [team_id,] month, measure_id, numerator, denominator, patients, value, suppressed.
+    Columns: [team_id,] month, measure_id, numerator, denominator, patients, value, ci_low, ci_high
+    (95 %), suppressed.
     """
     C = Cell
     keys = [C.team_id] if group_by_team else []
@@ -161,18 +164,18 @@ def _measure_series(engine: Engine, ms: list, team_id: str, subgroup: str, month
     frame["month"] = [as_date(m) for m in frame["month"]]
     for c in ("numerator", "denominator", "sum_sq", "patients"):
         frame[c] = frame[c].astype("float64")
-    frame["value"] = np.nan
+    frame[["value", "ci_low", "ci_high"]] = np.nan
     frame["suppressed"] = False
     by_id = {m.id: m for m in ms}
     for kind in {m.kind for m in ms}:
         mask = frame["measure_id"].map(lambda i, k=kind: by_id[i].kind == k).to_numpy(dtype=bool)
         if mask.any():
             part = frame.loc[mask]
-            value, _, _ = figure(kind, part["numerator"], part["denominator"], part["sum_sq"])
-            frame.loc[mask, "value"] = value
+            value, low, high = figure(kind, part["numerator"], part["denominator"], part["sum_sq"])
+            frame.loc[mask, "value"], frame.loc[mask, "ci_low"], frame.loc[mask, "ci_high"] = value, low, high
             if suppress:
                 frame.loc[mask, "suppressed"] = small_figure(kind, part["numerator"], part["denominator"], part["patients"])
-    frame.loc[frame["suppressed"], ["numerator", "denominator", "value"]] = np.nan
+    frame.loc[frame["suppressed"], ["numerator", "denominator", "value", "ci_low", "ci_high"]] = np.nan
     return frame.drop(columns="sum_sq")
 
 
@@ -630,35 +633,64 @@ def what_moved_summary(engine: Engine, team_id: str, subgroup: str, month: date,
 # --- value map ----------------------------------------------------------------------------
 
 
-def value_map_frame(engine: Engine, subgroup: str, month: date, n_months: int = 6,
-                    catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:
-    """This subgroup's teams: outcome index (core.metrics.value, peers = teams with the subgroup) against
-    total cost PMPM, per month of the ``n_months`` ending with ``month``.
+def value_map_data(engine: Engine, subgroup: str, month: date, n_months: int = 6,
+                   catalogue: MeasureCatalogue | None = None) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """This subgroup's teams: value index (core.metrics.value.value_index, as the team comparison's
+    value map: each measure scored against its target, on the same measures for every team shown)
+    against total cost PMPM, per month of the ``n_months`` ending with ``month``.
 
-    Columns: team_id, team, month, outcome_index, measures, cost_pmpm_usd, member_months,
-    cost_ratio_to_peers, quadrant, suppressed (member-months 1-10: figures blanked).
-    Measure values follow the scorecard's suppression; suppressed ones are left out of the index.
+    Returns ``points`` (grain team_id, month. Columns: team, value_index, index_low, index_high
+    (95 %), measures_in_index, cost_pmpm_usd, member_months, cost_ratio_to_peers, quadrant,
+    suppressed), ``parts`` (grain team_id, month, measure_id: value, target, score, score_low,
+    score_high, weight, weight_share) and ``excluded`` (grain month, measure_id: teams_with_value,
+    teams: measures left out of the month's index for every team because one team has no
+    published value with at least executive.toml [value_map] ``min_denominator`` patients).
+    Teams with member-months 1-10 in a month are not shown that month (they are other teams'
+    counts); measure values follow the scorecard's suppression (a suppressed value leaves the
+    measure out for every team).
     """
+    settings = load_executive_settings()
     catalogue = catalogue or load_measures()
     months = months_back(month, n_months)
-    ms = [m for m in catalogue.measures if m.applies_to(subgroup)]
-    values = _measure_series(engine, ms, "", subgroup, months, group_by_team=True)
-    direction = {m.id: m.direction == "higher" for m in ms}
-    values = values.assign(subgroup=subgroup, higher_is_better=values["measure_id"].map(direction))
-    cols = ["team_id", "team", "month", "outcome_index", "measures", "cost_pmpm_usd", "member_months",
-            "cost_ratio_to_peers", "quadrant", "suppressed"]
+    ms = [m for m in catalogue.measures if m.applies_to(subgroup) and m.target is not None]
+    cols = ["team_id", "team", "month", "value_index", "index_low", "index_high", "measures_in_index", "cost_pmpm_usd",
+            "member_months", "cost_ratio_to_peers", "quadrant", "suppressed"]  # fmt: skip
+    part_cols = ["team_id", "team", "month", "measure_id", "measure", "value", "target", "score", "score_low", "score_high",
+                 "weight", "weight_share"]  # fmt: skip
+    empty = {"points": pd.DataFrame(columns=cols), "parts": pd.DataFrame(columns=part_cols),
+             "excluded": pd.DataFrame(columns=["month", "measure_id", "measure", "teams_with_value", "teams"])}  # fmt: skip
+    values = _measure_series(engine, ms, "", subgroup, months, group_by_team=True) if ms else pd.DataFrame()
     cost = cost_pmpm_from_cells(engine, ("team_id", "subgroup", "month"), months, subgroup=subgroup)
     if cost.empty or values.empty:
-        return pd.DataFrame(columns=cols)
+        return empty
     cost["month"] = [as_date(m) for m in cost["month"]]
     cost = cost.loc[~is_small(cost["member_months"]) & (cost["member_months"] > 0)]
-    index = outcome_index(values.loc[values["team_id"].isin(cost["team_id"])], by=("subgroup", "month"))
-    out = value_map(index, cost, by=("subgroup", "month"))
+    compared = cost[["team_id", "subgroup", "month"]]
+    by_id = {m.id: m for m in ms}
+    few = values["patients"].isna() | (values["patients"] < settings.min_denominator)
+    values[["value", "ci_low", "ci_high"]] = values[["value", "ci_low", "ci_high"]].where(~few)
+    values = values.assign(subgroup=subgroup).merge(compared, on=["team_id", "subgroup", "month"])
+    found = values["measure_id"].map(by_id)
+    values = values.assign(target=[m.target for m in found], higher_is_better=[m.direction == "higher" for m in found],
+                           weight=[settings.tier_weights.get(m.tier, 1.0) for m in found])  # fmt: skip
+    result = value_index(values, by=("subgroup", "month"), cap=settings.score_cap, teams=compared)
+    out = value_map(result["index"], cost, by=("subgroup", "month"), centre=VALUE_INDEX_TARGET, index_column="value_index")
     out["suppressed"] = is_small(out["member_months"].fillna(0.0))
-    out = out.loc[out["member_months"].fillna(0) > 0]
+    out = out.loc[out["member_months"].fillna(0) > 0].rename(columns={"measures": "measures_in_index"})
     teams = pd.read_sql(select(Team.team_id, Team.name.label("team")), engine.connect())
     out = out.merge(teams, on="team_id", how="left")
-    return out[cols].sort_values(["month", "team_id"]).reset_index(drop=True)
+    names = {m.id: m.name for m in ms}
+    parts = result["parts"].merge(teams, on="team_id", how="left").assign(measure=lambda f: f["measure_id"].map(names))
+    excluded = result["excluded"].assign(measure=lambda f: f["measure_id"].map(names))
+    return {"points": out[cols].sort_values(["month", "team_id"]).reset_index(drop=True),
+            "parts": parts[part_cols].reset_index(drop=True),
+            "excluded": excluded[["month", "measure_id", "measure", "teams_with_value", "teams"]]}  # fmt: skip
+
+
+def value_map_frame(engine: Engine, subgroup: str, month: date, n_months: int = 6,
+                    catalogue: MeasureCatalogue | None = None) -> pd.DataFrame:  # fmt: skip
+    """The points of :func:`value_map_data`."""
+    return value_map_data(engine, subgroup, month, n_months, catalogue)["points"]
 
 
 # --- everything the page shows ------------------------------------------------------------
@@ -688,6 +720,9 @@ class ReviewData:
     window: str = "month"  # the scorecard's window ending with ``month`` (core.store.months.WINDOWS)
     summary: tuple[str, ...] = ()  # the three "what moved" lines (:func:`what_moved_summary`)
     counts_shown: bool = True  # False: numerators and denominators of the window are not published
+    value_parts: pd.DataFrame | None = None  # :func:`value_map_data` parts (the value index's measure scores)
+    value_excluded: pd.DataFrame | None = None  # :func:`value_map_data` measures left out of the index
+    fully_loaded: bool = False  # the headline carries the fully loaded cost and margin (:func:`with_fully_loaded`)
 
 
 def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_ids: tuple[str, ...] | None,
@@ -719,6 +754,7 @@ def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_i
     counts_shown = not suppress or window_counts_published(window)
     adjusted = tuple(m.id for m in catalogue.measures if m.risk_adjust and m.kind == "rate_per_1000_member_years")
     names = dict(load_rules(active_rules_path()).subgroup_names)
+    value = value_map_data(engine, subgroup, month, catalogue=catalogue)
     return ReviewData(
         team_id=team_id, subgroup=subgroup, month=month, card=card,
         scorecard=scorecard_table(card, counts_shown, suppress, adjusted, window),
@@ -727,7 +763,7 @@ def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_i
         key_outcomes=keys, moves=moves,
         acute=acute, drivers=cost_drivers(engine, team_id, subgroup, month, team_ids, settings.top_patients, patient_level,
                                           suppress),
-        value_map=value_map_frame(engine, subgroup, month, catalogue=catalogue),
+        value_map=value["points"], value_parts=value["parts"], value_excluded=value["excluded"],
         across_teams=flags_across_teams(engine, subgroup, month, team_ids, suppress, window),
         bundled_rate_usd=payments.bundled_pmpm_usd.get(subgroup, 0.0), cost_basis=payments.bundled_cost_basis,
         costing_note=costing.note(), internal_costed=costing.costed,
@@ -736,6 +772,52 @@ def review_data(engine: Engine, team_id: str, subgroup: str, month: date, team_i
                                    completeness, settings, catalogue, names),
         counts_shown=counts_shown,
     )  # fmt: skip
+
+
+# --- fully loaded margin ------------------------------------------------------------------
+
+# Headline columns replaced by their fully loaded counterpart when the option is on.
+FULLY_LOADED_COLUMNS = {"cost_usd": "fully_loaded_cost_usd", "margin_usd": "fully_loaded_margin_usd",
+                        "margin_pmpm_usd": "fully_loaded_margin_pmpm_usd"}  # fmt: skip
+
+
+def idle_capacity_of_subgroup(engine: Engine, team_id: str, subgroup: str, months: Sequence[date]) -> pd.DataFrame:
+    """The subgroup's share of its team's unused capacity cost per month, USD (the fully loaded
+    margin's addition, as on the payments and true costs pages: core.views.true_costs.capacity_use,
+    spread over the team's subgroups by member-months by core.metrics.payments.add_idle_capacity).
+    Grain: month. Column: idle_capacity_usd (0 where the team supplied no capacity or has no members)."""
+    from core.metrics.payments import add_idle_capacity
+    from core.views.true_costs import capacity_use
+
+    months = list(months)
+    use = capacity_use(engine, months, (team_id,))
+    idle = use.assign(month=[as_date(m) for m in use["month"]]).groupby("month")["unused_cost_usd"].sum()
+    mm = cost_pmpm_from_cells(engine, ("subgroup", "month"), months, team_id=team_id)
+    mm = mm.assign(month=[as_date(m) for m in mm["month"]]) if len(mm) else pd.DataFrame(columns=["subgroup", "month", "member_months"])  # fmt: skip
+    rows = []
+    for m in months:
+        frame = mm.loc[mm["month"] == m, ["subgroup", "member_months"]].assign(team_id=team_id, model="bundled", cost_usd=0.0)
+        loaded = add_idle_capacity(frame, pd.DataFrame({"team_id": [team_id], "idle_capacity_usd": [float(idle.get(m, 0.0))]}))
+        rows.append({"month": m, "idle_capacity_usd": float(loaded.loc[loaded["subgroup"] == subgroup, "idle_capacity_usd"].sum())})  # fmt: skip
+    return pd.DataFrame(rows, columns=["month", "idle_capacity_usd"])
+
+
+def with_fully_loaded(data: ReviewData, idle: pd.DataFrame) -> ReviewData:
+    """The review with the fully loaded cost and margin: the bundle's cost plus the subgroup's
+    share of the team's unused capacity (the practice pays for every staff minute it supplies,
+    used or not; Kaplan & Anderson 2004). ``idle``: :func:`idle_capacity_of_subgroup` of the
+    headline's months. Adds idle_capacity_usd, fully_loaded_cost_usd,
+    fully_loaded_margin_usd and fully_loaded_margin_pmpm_usd to the headline (NaN where the month
+    is suppressed or internal cost is not costed); :func:`headline_metrics` and
+    :func:`payment_summary` then show the fully loaded figures."""
+    h = data.headline.copy()
+    h = h.merge(idle, on="month", how="left")
+    blank = h["suppressed"].astype(bool) | (not data.internal_costed)
+    h["idle_capacity_usd"] = h["idle_capacity_usd"].astype("float64").where(~blank)
+    h["fully_loaded_cost_usd"] = h["cost_usd"] + h["idle_capacity_usd"]
+    h["fully_loaded_margin_usd"] = h["payment_usd"] - h["fully_loaded_cost_usd"]
+    h["fully_loaded_margin_pmpm_usd"] = h["fully_loaded_margin_usd"] / h["members"].replace(0.0, np.nan)
+    return replace(data, headline=h, fully_loaded=True)
 
 
 def headline_metrics(data: ReviewData) -> list[dict]:
@@ -748,7 +830,9 @@ def headline_metrics(data: ReviewData) -> list[dict]:
     specs = [*load_review_settings().headline,
              *(HeadlineMetric(m, name, False, 1, direction == "lower") for m, name, _, direction in data.key_outcomes)]  # fmt: skip
     for spec in specs:
-        col = spec.column
+        col, label = spec.column, spec.label
+        if data.fully_loaded and col in FULLY_LOADED_COLUMNS:
+            col, label = FULLY_LOADED_COLUMNS[col], f"{spec.label} (fully loaded)"
         sup = bool(cur[f"{col}_suppressed"] if f"{col}_suppressed" in h else cur["suppressed"])
         value = cur[col]
         uncosted = not data.internal_costed and col in ("cost_internal_pmpm_usd", "cost_total_pmpm_usd")
@@ -757,7 +841,7 @@ def headline_metrics(data: ReviewData) -> list[dict]:
         if not sup and not pd.isna(value) and not pd.isna(prev[col]):
             delta = spec.format(value - prev[col])
             delta = delta if delta.startswith("-") else "+" + delta
-        out.append({"column": col, "label": spec.label, "value": text, "delta": delta, "inverse": spec.lower_is_better,
+        out.append({"column": col, "label": label, "value": text, "delta": delta, "inverse": spec.lower_is_better,
                     "chart": [float(v) for v in h[col].dropna()]})  # fmt: skip
     return out
 
@@ -777,10 +861,13 @@ def scorecard_note(data: ReviewData) -> str:
 
 def payment_summary(data: ReviewData) -> dict:
     """Bundled payment, cost (the bundle's basis) and margin of the month, USD (None when
-    suppressed), and ``costed`` (False: cost and margin are unknown, shown as not costed)."""
+    suppressed), and ``costed`` (False: cost and margin are unknown, shown as not costed). With
+    :func:`with_fully_loaded` also idle_capacity_usd, fully_loaded_cost_usd and fully_loaded_margin_usd."""
     cur = data.headline.iloc[-1]
-    if bool(cur["suppressed"]):
-        return {"payment_usd": None, "cost_usd": None, "margin_usd": None, "rate_usd": data.bundled_rate_usd,
-                "cost_basis": data.cost_basis, "costed": data.internal_costed}  # fmt: skip
-    return {"payment_usd": float(cur["payment_usd"]), "cost_usd": float(cur["cost_usd"]), "margin_usd": float(cur["margin_usd"]),
-            "rate_usd": data.bundled_rate_usd, "cost_basis": data.cost_basis, "costed": data.internal_costed}  # fmt: skip
+    keys = ["payment_usd", "cost_usd", "margin_usd"]
+    if data.fully_loaded:
+        keys += ["idle_capacity_usd", "fully_loaded_cost_usd", "fully_loaded_margin_usd"]
+    hidden = bool(cur["suppressed"])
+    out = {k: None if hidden else float(cur[k]) for k in keys}
+    return {**out, "rate_usd": data.bundled_rate_usd, "cost_basis": data.cost_basis, "costed": data.internal_costed,
+            "fully_loaded": data.fully_loaded}  # fmt: skip

@@ -56,7 +56,11 @@ def _headline(data: ReviewData) -> PackTable:
         rows.append({"Metric": spec.label, "This month": value, "Change vs last month": change})
         kinds.append(_kind(spec))
     pay = payment_summary(data)
-    for label, key in (("Bundled payment", "payment_usd"), (f"Cost, {pay['cost_basis']}", "cost_usd"), ("Margin", "margin_usd")):
+    lines = [("Bundled payment", "payment_usd"), (f"Cost, {pay['cost_basis']}", "cost_usd"), ("Margin", "margin_usd")]
+    if pay["fully_loaded"]:
+        lines += [("Unused capacity", "idle_capacity_usd"), ("Fully loaded cost", "fully_loaded_cost_usd"),
+                  ("Fully loaded margin", "fully_loaded_margin_usd")]  # fmt: skip
+    for label, key in lines:
         value = pay[key]
         if key != "payment_usd" and not pay["costed"]:
             value = costs.NOT_COSTED
@@ -133,8 +137,12 @@ def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> 
     vm = data.value_map.loc[data.value_map["month"] == data.month]
     hidden = vm["suppressed"].astype(bool) if "suppressed" in vm else pd.Series(False, index=vm.index)
     value_map = pd.DataFrame({"Team": vm["team"].astype(str),
-                              "Outcome index (50 = peer average)": [SUPPRESSED if h else none_if_missing(v)
-                                                                    for v, h in zip(vm["outcome_index"], hidden, strict=True)],
+                              "Value index (100 = targets met on average)": [SUPPRESSED if h else none_if_missing(v)
+                                                                             for v, h in zip(vm["value_index"], hidden, strict=True)],
+                              "Index 95% CI low": [SUPPRESSED if h else none_if_missing(v)
+                                                   for v, h in zip(vm["index_low"], hidden, strict=True)],
+                              "Index 95% CI high": [SUPPRESSED if h else none_if_missing(v)
+                                                    for v, h in zip(vm["index_high"], hidden, strict=True)],
                               "Cost PMPM (USD)": [SUPPRESSED if h else none_if_missing(v)
                                                   for v, h in zip(vm["cost_pmpm_usd"], hidden, strict=True)],
                               "Quadrant": vm["quadrant"].fillna("").astype(str)})  # fmt: skip
@@ -147,7 +155,8 @@ def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> 
             PackTable("cost_categories", "Cost by category, per member per month (USD)", cats,
                       {"This month (USD PMPM)": "usd2", "Last month (USD PMPM)": "usd2", "Change (USD PMPM)": "usd2"}),
             PackTable("value_map", "Value map: teams of this subgroup", value_map,
-                      {"Outcome index (50 = peer average)": "num1", "Cost PMPM (USD)": "usd"}),
+                      {"Value index (100 = targets met on average)": "num1", "Index 95% CI low": "num1",
+                       "Index 95% CI high": "num1", "Cost PMPM (USD)": "usd"}),
             PackTable("review_log", "Review log", log_out)]  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """Data of the true costs page: capacity cost rates per role with their parts, the process maps,
 minutes used against minutes supplied per team and month, the cost of unused capacity, and
-out-of-network spend (leakage) by category, specialty, team and month.
+out-of-network spend (leakage) by category, specialty, facility, team and month.
 
 Every table is returned with human column labels (units in the label) by :func:`labelled`;
 rates and capacity come from the staff roster (core.derive.costs), minutes used and claims are
@@ -26,6 +26,7 @@ from core.views.cells_read import cell_sums_by
 
 NOT_ATTRIBUTED = "not attributed"
 NO_SPECIALTY = "not recorded"
+NO_FACILITY = "not recorded"
 
 # Column id -> human label with its unit (every table of the page and its downloads).
 COLUMN_LABELS = {
@@ -36,7 +37,7 @@ COLUMN_LABELS = {
     "rate_usd_per_hour": "Capacity cost rate, $ per hour", "minutes": "Standard minutes", "cost_usd": "Cost at network rate, $",
     "capacity_hours": "Hours supplied", "used_hours": "Hours used", "unused_hours": "Hours unused", "utilisation": "Used, %",
     "capacity_cost_usd": "Capacity cost, $", "used_cost_usd": "Cost of capacity used, $", "unused_cost_usd": "Cost of unused capacity, $",
-    "cost_category": "Category", "specialty": "Specialty", "paid_usd": "Claims paid, $",
+    "cost_category": "Category", "specialty": "Specialty", "facility": "Facility (name or NPI)", "paid_usd": "Claims paid, $",
     "out_of_network_usd": "Out of network, $", "out_of_network_share": "Out of network, %", "claims": "Out-of-network claims",
     "member_months": "Member-months", "out_of_network_pmpm_usd": "Out of network, $ PMPM", "suppressed": "Suppressed",
 }  # fmt: skip
@@ -180,11 +181,11 @@ def annualised(amount_usd: float, n_months: int) -> float:
 
 def claims_by_network(engine: Engine, months: Sequence[date], team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Claims of the months summed in SQL, by the team the patient was attributed to in the month
-    of service, month, category, specialty and network status.
+    of service, month, category, specialty, facility and network status.
 
     Grain: team_id (``not attributed`` when the patient was not attributed that month), month,
     cost_category (blank in the data: the kind's default category), specialty (``not recorded``
-    when blank), in_network. Columns: claims, paid_usd. ``team_ids``: only claims of patients
+    when blank), facility (``not recorded`` when blank), in_network. Columns: claims, paid_usd. ``team_ids``: only claims of patients
     attributed to those teams.
     """
     months = sorted({as_month(m) for m in months})
@@ -192,16 +193,17 @@ def claims_by_network(engine: Engine, months: Sequence[date], team_ids: tuple[st
     month = month_start_sql(engine.dialect.name, Encounter.start_date)
     stmt = (
         select(Attribution.team_id, month.label("month"), Encounter.kind, Encounter.cost_category, Encounter.specialty,
-               Encounter.in_network, func.count().label("claims"), func.coalesce(func.sum(Encounter.paid_usd), 0.0).label("paid_usd"))
+               Encounter.facility, Encounter.in_network, func.count().label("claims"), func.coalesce(func.sum(Encounter.paid_usd), 0.0).label("paid_usd"))
         .select_from(Encounter)
         .outerjoin(Attribution, and_(Attribution.patient_id == Encounter.patient_id, Attribution.month == month))
         .where(Encounter.is_internal.is_(False), Encounter.start_date >= start, Encounter.start_date < end)
-        .group_by(Attribution.team_id, month, Encounter.kind, Encounter.cost_category, Encounter.specialty, Encounter.in_network)
+        .group_by(Attribution.team_id, month, Encounter.kind, Encounter.cost_category, Encounter.specialty, Encounter.facility,
+                  Encounter.in_network)
     )  # fmt: skip
     if team_ids is not None:
         stmt = stmt.where(Attribution.team_id.in_(list(team_ids)))
     frame = read_frame(engine, stmt)
-    cols = ["team_id", "month", "cost_category", "specialty", "in_network", "claims", "paid_usd"]
+    cols = ["team_id", "month", "cost_category", "specialty", "facility", "in_network", "claims", "paid_usd"]
     if frame.empty:
         return pd.DataFrame(columns=cols)
     catalog = load_catalog()
@@ -209,11 +211,12 @@ def claims_by_network(engine: Engine, months: Sequence[date], team_ids: tuple[st
     category = frame["cost_category"].fillna("").astype(str)
     frame["cost_category"] = category.where(category != "", default).fillna("other")
     frame["specialty"] = frame["specialty"].fillna("").astype(str).replace("", NO_SPECIALTY)
+    frame["facility"] = frame["facility"].fillna("").astype(str).str.strip().replace("", NO_FACILITY)
     frame["team_id"] = frame["team_id"].fillna(NOT_ATTRIBUTED)
     frame["month"] = [as_month(m) for m in frame["month"]]
     frame["in_network"] = frame["in_network"].astype(bool)
     frame = frame.loc[frame["month"].isin(months)]
-    return frame.groupby(cols[:5], as_index=False)[["claims", "paid_usd"]].sum()[cols]
+    return frame.groupby(cols[:6], as_index=False)[["claims", "paid_usd"]].sum()[cols]
 
 
 def leakage_by(claims: pd.DataFrame, by: Sequence[str], member_months: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -279,7 +282,7 @@ def leakage_note(report: dict[str, pd.DataFrame]) -> str:
 
 def leakage_report(engine: Engine, months: Sequence[date], team_ids: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
     """Leakage tables of the months: ``total`` (one row), ``by_category``, ``by_specialty``,
-    ``by_team`` (with PMPM; team names), ``by_month`` (the trend, with PMPM). See :func:`leakage_by`."""
+    ``by_facility`` (name or NPI as imported), ``by_team`` (with PMPM; team names), ``by_month`` (the trend, with PMPM). See :func:`leakage_by`."""
     claims = claims_by_network(engine, months, team_ids)
     if claims.empty:
         return {}
@@ -291,7 +294,9 @@ def leakage_report(engine: Engine, months: Sequence[date], team_ids: tuple[str, 
     by_category["cost_category"] = by_category["cost_category"].map(catalog.cost_categories).fillna(by_category["cost_category"])
     by_specialty = leakage_by(claims, ["specialty"])
     by_specialty["specialty"] = by_specialty["specialty"].str.replace("_", " ").str.capitalize()
+    by_facility = leakage_by(claims, ["facility"])
     by_month = leakage_by(claims, ["month"], member_months_by(engine, months, ["month"], team_ids)).sort_values("month")
     total = leakage_by(claims, [], member_months_by(engine, months, [], team_ids))
-    return {"total": total, "by_category": by_category, "by_specialty": by_specialty, "by_team": by_team.drop(columns="team_id"),
+    return {"total": total, "by_category": by_category, "by_specialty": by_specialty, "by_facility": by_facility,
+            "by_team": by_team.drop(columns="team_id"),
             "by_month": by_month.reset_index(drop=True)}  # fmt: skip

@@ -216,6 +216,8 @@ def test_true_costs_page_shows_the_core_figures(app, engine, period):
     np.testing.assert_allclose(rates["Capacity cost rate, $ per hour"], rate_table(engine)["rate_usd_per_hour"])
     # every column is labelled for people: no snake_case ids
     assert not [c for df in app.dataframe for c in df.value.columns if "_" in str(c)]
+    facilities = next(df.value for df in app.dataframe if "Facility (name or NPI)" in df.value.columns)
+    assert len(facilities) > 1 and "Out of network, $" in facilities.columns  # leakage by facility
     fully_loaded = [m for m in app.metric if m.label.endswith("fully loaded margin")]
     assert len(fully_loaded) == 3 and all("activity-based" in m.delta for m in fully_loaded)
 

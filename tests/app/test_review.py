@@ -224,6 +224,25 @@ def test_a_team_leader_sees_the_counts_of_every_window(app, sample_engine):
     assert shown.loc["admissions", "O/E"] == format_figure(card.loc["admissions", "observed_expected"], digits=2)
 
 
+def test_value_map_shows_the_value_index_with_its_parts_and_the_fully_loaded_margin(app, sample_engine):
+    from core.views.review import value_map_data
+
+    _open(app, team="TM04")
+    month = months_available(sample_engine)[-1]
+    points = value_map_data(sample_engine, "complex", month)["points"]
+    shown = _table(app, "value_index", "index_low", "index_high", "measures_in_index")
+    now = points[points["month"] == month]
+    assert sorted(shown["value_index"].round(6)) == sorted(now["value_index"].round(6))
+    assert len(_table(app, "measure", "score", "weight_share")) > 0  # the parts of the index
+    metrics = {m.label: m for m in app.metric}
+    assert "Margin" in metrics and "Fully loaded margin" not in metrics  # activity-based by default
+    app.toggle(key="review_fully_loaded").set_value(True).run()
+    assert not app.exception, app.exception
+    metrics = {m.label: m for m in app.metric}
+    assert "Fully loaded margin" in metrics and metrics["Fully loaded margin"].value.startswith(("$", "-$"))
+    assert metrics["Fully loaded margin"].value != metrics["Fully loaded margin"].delta.removeprefix("activity-based ")
+
+
 def test_review_pack_files_are_built_on_click_with_their_audit_event(private_db, monkeypatch):
     """No file of the pack is built or published with the page; a click makes the file and its
     audit event together, the event naming that file (before: built at render, audited on click)."""

@@ -39,7 +39,7 @@ def test_review_changes_team_and_month(server, page, sample_db_url):
     expect(page.locator(".st-key-subgroup").get_by_role("combobox")).to_have_value("Complex", timeout=30000)
     previous: date = months[-2]
     _choose(page, "month", previous.strftime("%b %Y"))
-    expect(page.get_by_text(f"Riverside Complex Care Team · Complex · {previous:%b %Y}")).to_be_visible(timeout=30000)
+    expect(page.get_by_text(f"Riverside Complex Care Team · Complex · scorecard: {previous:%b %Y}")).to_be_visible(timeout=30000)
     expect(page.get_by_test_id("stMetric").first).to_be_visible(timeout=30000)
     assert "month=" in page.url and "subgroup=Complex" in page.url  # the view is in the URL
     assert page.get_by_test_id("stException").count() == 0

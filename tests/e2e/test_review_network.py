@@ -53,10 +53,26 @@ def test_patient_rows_only_with_patient_level_access(sample_engine):
 
 def test_value_map_has_the_team_and_its_peers(sample_engine):
     month = months_available(sample_engine)[-1]
-    vm = review.value_map_frame(sample_engine, "complex", month)
+    data = review.value_map_data(sample_engine, "complex", month)
+    vm = data["points"]
     now = vm[vm["month"] == month]
     assert "TM04" in set(now["team_id"]) and len(now) >= 2
     assert not now["member_months"].between(1, 10).any()
+    # the value index of the team comparison: targets, 100 = on target, an interval around it
+    assert now["value_index"].between(0, 200).all()
+    assert (now["index_low"] <= now["value_index"]).all() and (now["value_index"] <= now["index_high"]).all()
+    # the same measure set for every team shown in a month, and the index is the weighted mean of its parts
+    parts = data["parts"]
+    for _, month_parts in parts.groupby("month"):
+        sets = month_parts.groupby("team_id")["measure_id"].apply(frozenset)
+        assert sets.nunique() == 1
+    own = parts[(parts["month"] == month) & (parts["team_id"] == "TM04")]
+    weighted = (own["score"] * own["weight"]).sum() / own["weight"].sum()
+    assert now.set_index("team_id").loc["TM04", "value_index"] == pytest.approx(weighted)
+    assert now.set_index("team_id").loc["TM04", "measures_in_index"] == len(own) > 0
+    # a measure a team cannot publish is left out for every team, and reported
+    excluded = data["excluded"]
+    assert not set(excluded.loc[excluded["month"] == month, "measure_id"]) & set(own["measure_id"])
 
 
 class _Tables(HTMLParser):

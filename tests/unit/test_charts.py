@@ -28,7 +28,8 @@ def test_value_maps_escape_team_names():
     points = pd.DataFrame({"team_id": ["T1"], "subgroup": ["complex"], "cost_pmpm_usd": [100.0], "outcome_index": [50.0],
                            "team": [LINK], "month": [pd.Timestamp("2026-10-01")],
                            "previous_cost_pmpm_usd": [90.0], "previous_outcome_index": [48.0]})
-    for fig in (value_map_figure(points, {}, {"T1": LINK}), review_value_map_figure(points, "T1")):
+    review_points = points.rename(columns={"outcome_index": "value_index"}).assign(index_low=40.0, index_high=60.0)
+    for fig in (value_map_figure(points, {}, {"T1": LINK}), review_value_map_figure(review_points, "T1")):
         assert not any("<a" in s for s in _strings(fig))
 
 

@@ -208,7 +208,7 @@ ERROR_CASES = [
     ("non-UTF-8 byte", None, replace_bytes("patients.csv", b"Jones", "Jönes".encode("latin-1")), "patients.csv", 3, "family_name",
      "not valid UTF-8"),
     ("empty file", None, write_text("teams.csv", ""), "teams.csv", 1, None, "file is empty"),
-    ("truncated last row", None, cut_file("encounters.csv", 30), "encounters.csv", 4, None, "expected 17"),
+    ("truncated last row", None, cut_file("encounters.csv", 30), "encounters.csv", 4, None, "expected 18"),
     ("extra field", None, append_text("measurements.csv", "M3,P1,2024-01-11,8480-6,130,,mm,extra\n"), "measurements.csv", 4, None,
      "8 field(s), expected 7"),
     ("unterminated quote", None, append_text("conditions.csv", 'C3,P1,I10,ICD-10-CM,"high blood pressure'), "conditions.csv", 4, None,

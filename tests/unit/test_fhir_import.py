@@ -22,7 +22,7 @@ from core.store.months import add_months, as_month
 from tests.conftest import FIXTURES
 
 FHIR_DIR = FIXTURES / "fhir_r4_synthea"
-DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name not in ("import_run", "import_patient", "import_effect")]
+DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name not in ("import_run", "import_patient", "import_effect", "derive_touched")]
 
 
 def import_fhir(engine, path: Path):
@@ -435,6 +435,32 @@ def test_eob_network_status_is_read(tmp_path):
     assert report.ok
     flags = dict(zip(frames["encounter"]["encounter_id"], frames["encounter"]["in_network"], strict=True))
     assert flags == {"fhir:eob:x1": False, "fhir:eob:x2": False, "fhir:eob:x3": True, "fhir:eob:x4": True}
+
+
+def test_eob_facility_and_specialty_are_read(tmp_path):
+    def eob(eid, **extra):
+        return {"resourceType": "ExplanationOfBenefit", "id": eid, "type": {"coding": [{"code": "pharmacy"}]},
+                "patient": {"reference": "Patient/p1"}, "billablePeriod": {"start": "2024-06-02"},
+                "payment": {"amount": {"value": 10.0}}, **extra}  # fmt: skip
+
+    cardiology = {"coding": [{"system": "http://nucc.org/provider-taxonomy", "code": "207RC0000X",
+                              "display": "Cardiovascular Disease Physician"}]}  # fmt: skip
+    write_ndjson(tmp_path, "Patient.ndjson", [PATIENT])
+    write_ndjson(tmp_path, "ExplanationOfBenefit.ndjson", [
+        eob("x1", facility={"display": "St. Brendan Medical Center"}, provider={"display": "A billing group"}),
+        eob("x2", provider={"identifier": {"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"}},
+            careTeam=[{"sequence": 1, "provider": {"reference": "Practitioner/d1"}, "qualification": cardiology}]),
+        eob("x3", provider={"reference": "Organization/o9"}, careTeam=[{"sequence": 1, "qualification": {"text": "Oncology"}}]),
+        eob("x4", provider={"reference": "Practitioner/d1"}),  # a bare id names nothing
+    ])  # fmt: skip
+    write_ndjson(tmp_path, "Organization.ndjson", [{"resourceType": "Organization", "id": "o9", "name": "Lakeshore Regional Hospital"}])  # fmt: skip
+    frames, report = read_fhir(tmp_path)
+    assert report.ok
+    enc = frames["encounter"].set_index("encounter_id")
+    assert enc["facility"].to_dict() == {"fhir:eob:x1": "St. Brendan Medical Center", "fhir:eob:x2": "1234567893",
+                                         "fhir:eob:x3": "Lakeshore Regional Hospital", "fhir:eob:x4": ""}  # fmt: skip
+    assert enc["specialty"].to_dict() == {"fhir:eob:x1": "", "fhir:eob:x2": "Cardiovascular Disease Physician",
+                                          "fhir:eob:x3": "Oncology", "fhir:eob:x4": ""}  # fmt: skip
 
 
 def test_icd10_coding_wins_and_unmapped_snomed_is_counted(tmp_path):

@@ -185,6 +185,24 @@ def test_minutes_only_on_most_internal_encounters_and_claims_carry_paid_amounts(
     assert (enc.loc[internal, "team_id"] != "").all()
 
 
+def test_external_claims_name_a_facility_of_their_kind_and_network(frames, monkeypatch):
+    enc = frames["encounters.csv"]
+    facilities = {name: (ftype, net) for name, ftype, net in ref.FACILITIES}
+    billed = enc["kind"].isin(list(ref.FACILITY_TYPE_OF_KIND))
+    assert (enc.loc[billed, "facility"] != "").all() and (enc.loc[~billed, "facility"] == "").all()
+    for row in enc.loc[billed, ["kind", "in_network", "facility"]].drop_duplicates().itertuples():
+        ftype, net = facilities[row.facility]
+        assert ftype == ref.FACILITY_TYPE_OF_KIND[row.kind] and net == (row.in_network == "true"), row
+    # several facilities of each type appear, in and out of the network
+    assert enc.loc[billed & (enc["in_network"] == "false"), "facility"].nunique() >= 4
+    # a stream of its own: without facilities every other value is the same
+    import sample_data.generator as gen
+
+    monkeypatch.setattr(gen, "_facilities", lambda seed, chunk, kind, in_network: np.full(len(kind), "", dtype=object))
+    again = generate_frames(SPEC)["encounters.csv"]
+    pd.testing.assert_frame_equal(again.drop(columns="facility"), enc.drop(columns="facility"))
+
+
 def test_claims_are_paid_after_the_service_and_never_after_the_extract(frames):
     enc = frames["encounters.csv"]
     claims = enc.loc[enc["paid_date"] != ""]

@@ -188,29 +188,19 @@ def test_aco_result_table_and_validation():
 # --- value map (core/metrics/value.py) -----------------------------------------------------------------
 
 
-def test_outcome_index_and_value_map_hand_worked():
-    from core.metrics.value import outcome_index, value_map
+def test_value_map_hand_worked():
+    from core.metrics.value import value_map
 
-    measures = pd.DataFrame({
-        "team_id": ["T1", "T2", "T3", "T1", "T2", "T3", "T4"],
-        "subgroup": ["chronic"] * 6 + ["frail"],
-        "measure_id": ["a1c_control"] * 3 + ["ed_rate"] * 3 + ["a1c_control"],
-        # control: higher is better (mean 0.7, sd 0.1); ED per 1,000: lower is better (mean 200, sd 100)
-        "value": [0.6, 0.7, 0.8, 300.0, 200.0, 100.0, 0.2],
-        "higher_is_better": [True] * 3 + [False] * 3 + [True],
-    })
-    index = outcome_index(measures).set_index("team_id")
-    assert index.loc["T1", "outcome_index"] == pytest.approx(40.0)
-    assert index.loc["T2", "outcome_index"] == pytest.approx(50.0)
-    assert index.loc["T3", "outcome_index"] == pytest.approx(60.0)
-    assert index.loc["T4", "outcome_index"] == pytest.approx(50.0)  # no peers: the peer average
+    # value index per team (core.metrics.value.value_index; 100 = targets met on average)
+    index = pd.DataFrame({"team_id": ["T1", "T2", "T3", "T4"], "subgroup": ["chronic"] * 3 + ["frail"],
+                          "value_index": [90.0, 100.0, 110.0, 100.0], "measures": [2, 2, 2, 1]})  # fmt: skip
     cost = pd.DataFrame({"team_id": ["T1", "T2", "T3", "T4"], "subgroup": ["chronic"] * 3 + ["frail"],
-                         "cost_total_pmpm_usd": [100.0, 200.0, 300.0, 500.0], "member_months": [100.0, 100.0, 200.0, 50.0]})
-    vmap = value_map(outcome_index(measures), cost).set_index("team_id")
+                         "cost_total_pmpm_usd": [100.0, 200.0, 300.0, 500.0], "member_months": [100.0, 100.0, 200.0, 50.0]})  # fmt: skip
+    vmap = value_map(index, cost).set_index("team_id")
     # chronic peer cost = (10,000 + 20,000 + 60,000) / 400 = $225 PMPM
     assert vmap.loc["T1", "cost_ratio_to_peers"] == pytest.approx(100 / 225)
     assert vmap.loc["T1", "quadrant"] == "worse outcomes, lower cost"
-    assert vmap.loc["T2", "quadrant"] == "better outcomes, lower cost"
+    assert vmap.loc["T2", "quadrant"] == "better outcomes, lower cost"  # on target counts as better
     assert vmap.loc["T3", "quadrant"] == "better outcomes, higher cost"
     assert vmap.loc["T4", "cost_ratio_to_peers"] == pytest.approx(1.0)
 

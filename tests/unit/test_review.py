@@ -233,3 +233,41 @@ def test_a_window_sums_its_months_and_hides_its_counts_where_suppression_applies
     assert not shown.between(1, 10).any()  # a month's counts are published, none of 1-10
     # a longer window leaves fewer figures blank for a small subgroup
     assert (shared.scorecard["Value"] == "suppressed").sum() <= (one_month.scorecard["Value"] == "suppressed").sum()
+
+
+def _review(headline, costed=True):
+    return review.ReviewData(team_id="T1", subgroup="complex", month=date(2026, 2, 1), card=pd.DataFrame(), scorecard=pd.DataFrame(),
+                             headline=headline, key_outcomes=(), moves={}, acute=pd.DataFrame(), drivers={}, value_map=pd.DataFrame(),
+                             across_teams=pd.DataFrame(), bundled_rate_usd=100.0, cost_basis="internal", internal_costed=costed)  # fmt: skip
+
+
+def test_fully_loaded_margin_adds_the_subgroups_share_of_unused_capacity():
+    # 40 members at $100 PMPM = $4,000 payment; activity cost $3,000; unused capacity $1,500
+    headline = pd.DataFrame({"month": [date(2026, 1, 1), date(2026, 2, 1)], "members": [40.0, np.nan],
+                             "payment_usd": [4000.0, np.nan], "cost_usd": [3000.0, np.nan], "margin_usd": [1000.0, np.nan],
+                             "suppressed": [False, True]})  # fmt: skip
+    idle = pd.DataFrame({"month": [date(2026, 1, 1), date(2026, 2, 1)], "idle_capacity_usd": [1500.0, 800.0]})
+    loaded = review.with_fully_loaded(_review(headline), idle)
+    first = loaded.headline.iloc[0]
+    assert first["fully_loaded_cost_usd"] == pytest.approx(4500.0)
+    assert first["fully_loaded_margin_usd"] == pytest.approx(-500.0)
+    assert first["fully_loaded_margin_pmpm_usd"] == pytest.approx(-12.5)
+    assert np.isnan(loaded.headline.iloc[1]["idle_capacity_usd"])  # a suppressed month stays blank
+    pay = review.payment_summary(review.with_fully_loaded(_review(headline.iloc[:1]), idle))
+    assert (pay["fully_loaded_cost_usd"], pay["fully_loaded_margin_usd"], pay["margin_usd"]) == (4500.0, -500.0, 1000.0)
+    assert "fully_loaded_margin_usd" not in review.payment_summary(_review(headline.iloc[:1]))  # off by default
+    uncosted = review.with_fully_loaded(_review(headline.iloc[:1], costed=False), idle)
+    assert np.isnan(uncosted.headline.iloc[0]["fully_loaded_margin_usd"])  # not costed, never $0
+
+
+def test_idle_capacity_is_spread_over_the_teams_subgroups_by_member_months(sample_engine):
+    from core.metrics.cost_reports import cost_pmpm_from_cells
+    from core.store.queries import months_available
+    from core.views.true_costs import capacity_use
+
+    months = months_available(sample_engine)[-2:]
+    team_idle = capacity_use(sample_engine, months, ("TM07",))["unused_cost_usd"].sum()
+    subgroups = set(cost_pmpm_from_cells(sample_engine, ("subgroup",), months, team_id="TM07")["subgroup"])
+    assert len(subgroups) > 1
+    shares = {s: review.idle_capacity_of_subgroup(sample_engine, "TM07", s, months)["idle_capacity_usd"].sum() for s in subgroups}
+    assert team_idle != 0 and sum(shares.values()) == pytest.approx(team_idle)

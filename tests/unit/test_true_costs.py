@@ -280,3 +280,48 @@ def test_leakage_is_unknown_when_no_claim_is_flagged_out_of_network():
     flagged = {"total": true_costs.leakage_by(claims.assign(in_network=[True, False]), [])}
     assert true_costs.leakage_note(flagged) == ""
     assert true_costs.leakage_note({}) == "no claims in these months"
+
+
+def test_leakage_by_facility_in_sql_with_suppression(store_engine):
+    from sqlalchemy import text
+
+    from tests.unit.test_costs import FEB, JAN, _seed
+
+    _seed(store_engine)
+    with store_engine.begin() as conn:
+        conn.execute(text("UPDATE encounter SET facility = 'Summit Cardiology Associates' WHERE encounter_id = 'C2'"))
+        conn.execute(text("UPDATE encounter SET facility = '1234567893' WHERE encounter_id = 'C3'"))  # an NPI
+    claims = true_costs.claims_by_network(store_engine, [JAN, FEB])
+    oon = claims.loc[~claims["in_network"]]
+    assert list(oon["facility"]) == ["Summit Cardiology Associates"]
+    assert set(claims["facility"]) == {"Summit Cardiology Associates", "1234567893", true_costs.NO_FACILITY}
+    by = true_costs.leakage_by(claims, ["facility"]).set_index("facility")
+    # one out-of-network claim at Summit: suppressed, and so is the next smallest row
+    assert by.loc["Summit Cardiology Associates", "suppressed"] and np.isnan(by.loc["Summit Cardiology Associates", "out_of_network_usd"])  # fmt: skip
+    assert by["suppressed"].sum() >= 2
+
+
+def test_leakage_report_by_facility_on_the_sample_network(sample_engine):
+    from core.store.queries import months_available
+
+    months = months_available(sample_engine)[-12:]
+    report = true_costs.leakage_report(sample_engine, months)
+    by = report["by_facility"].set_index("facility")
+    # the sample's out-of-network facilities carry the leakage; in-network ones none
+    assert by.loc["St. Brendan Medical Center", "out_of_network_usd"] > 0
+    assert by.loc["Riverside Imaging Center", "out_of_network_usd"] == 0
+    shown = by["out_of_network_usd"].dropna().sum()
+    assert 0 < shown <= report["total"]["out_of_network_usd"].iloc[0] + 0.01
+    assert "Facility (name or NPI)" in true_costs.labelled(report["by_facility"]).columns
+
+
+def test_an_older_store_gets_the_facility_column(store_engine):
+    from sqlalchemy import text
+
+    from core.store.db import upgrade_schema
+
+    with store_engine.begin() as conn:
+        conn.execute(text("ALTER TABLE encounter DROP COLUMN facility"))
+    assert upgrade_schema(store_engine) == ["added encounter.facility"]
+    assert upgrade_schema(store_engine) == []
+    assert true_costs.claims_by_network(store_engine, [date(2025, 1, 1)]).empty

@@ -21,7 +21,7 @@ from core.store import models
 from tests.conftest import FIXTURES
 
 TUVA_DIR = FIXTURES / "tuva_input_layer"
-DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name not in ("import_run", "import_patient", "import_effect")]
+DATA_TABLES = [t for t in SQLModel.metadata.sorted_tables if t.name not in ("import_run", "import_patient", "import_effect", "derive_touched")]
 
 
 def import_tuva(engine, path: Path):
@@ -128,6 +128,23 @@ def test_fixture_counts_match_source(engine):
     attributed = set("person:" + src("provider_attribution")["person_id"])
     assert set(attribution.loc[attribution["patient_id"].isin(attributed), "practice_id"]) == {"tuva:practice:p1"}
     assert set(attribution.loc[~attribution["patient_id"].isin(attributed), "practice_id"]) == {DEFAULT_PRACTICE_ID}
+
+
+def test_claims_carry_their_facility(engine):
+    """facility: the facility_npi of an institutional claim, else a professional claim's billing_npi."""
+    assert import_tuva(engine, TUVA_DIR).ok
+    med = src("medical_claim")
+    first = med.sort_values(["claim_id", "claim_line_number"])
+    facility = first.loc[first["facility_npi"] != ""].groupby("claim_id")["facility_npi"].first()
+    billing = first.loc[first["billing_npi"] != ""].groupby("claim_id")["billing_npi"].first()
+    claim_type = first.groupby("claim_id")["claim_type"].first()
+    enc = rows(engine, models.Encounter)
+    enc = enc[enc["encounter_id"].str.startswith("tuva:claim:")].assign(claim_id=lambda f: f["encounter_id"].str[len("tuva:claim:"):])  # fmt: skip
+    inst = enc[enc["claim_id"].map(claim_type) == "institutional"]
+    assert len(inst) > 0 and (inst["facility"] == inst["claim_id"].map(facility)).all()
+    billed = enc[(enc["claim_id"].map(claim_type) == "professional") & enc["claim_id"].isin(billing.index)]
+    assert len(billed) > 0 and (billed["facility"] == billed["claim_id"].map(billing)).all()
+    assert (rows(engine, models.Encounter).loc[lambda f: f["kind"] == "pharmacy_fill", "facility"] == "").all()
 
 
 def test_patient_id_of_earlier_releases_gives_the_same_frames(tmp_path):

@@ -58,6 +58,11 @@ Mapping decisions (codes and vocabularies are data: ``core/config/fhir_maps.toml
   so Claims are counted and never costed (no double counting). Paid amounts on *internal*
   encounters are the practice's own fee-for-service revenue, not an external cost: they are
   left out (paid_usd 0) and their total is reported as a warning.
+  An external encounter's ``facility`` is the EOB's ``facility`` (else its billing ``provider``):
+  display, else identifier value (NPI), else the name of the referenced Organization when it is in
+  the import (blank otherwise: Synthea's provider is a Practitioner); its ``specialty`` (when the
+  Encounter has none) the first ``careTeam.qualification`` (text, else display, else code:
+  CARIN Blue Button's NUCC taxonomy), so leakage can be cut by facility and specialty.
 - **Condition**: ICD-10-CM coding, else SNOMED CT through ``[snomed_to_icd10]``; unmapped codes
   are counted in ``unmapped_codes``. entered-in-error / refuted conditions are skipped.
 - **Observation**: catalogue LOINC codes only; blood pressure panels 85354-9 / 55284-4 split

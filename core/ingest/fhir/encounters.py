@@ -74,6 +74,7 @@ def read_encounters(st: ReadState) -> None:
             cost_category=kinds[kind].category,
             paid_usd=0.0,
             discharge_disposition=disposition,
+            facility="",
             _org=ref_id(b.get("serviceProvider")),
         )
 

@@ -44,6 +44,35 @@ def eob_in_network(b: dict) -> bool | None:
     return True if codes & IN_NETWORK_CODES else None
 
 
+def _reference_text(ref, org_names: dict[str, str]) -> str:
+    """A Reference as a facility: its display, else its identifier's value (an NPI), else the name
+    of the Organization it points to when that is in the import; '' otherwise (a bare id names nothing)."""
+    if not isinstance(ref, dict):
+        return ""
+    ident = ref.get("identifier") if isinstance(ref.get("identifier"), dict) else {}
+    return str(ref.get("display") or ident.get("value") or org_names.get(ref_id(ref) or "", "") or "").strip()
+
+
+def eob_facility(b: dict, org_names: dict[str, str] | None = None) -> str:
+    """The facility of an EOB (``facility``, else the billing ``provider``), by name or NPI; ''
+    when neither names one (max 200 characters). ``org_names``: Organization id -> name."""
+    org_names = org_names or {}
+    return (_reference_text(b.get("facility"), org_names) or _reference_text(b.get("provider"), org_names))[:200]
+
+
+def eob_specialty(b: dict) -> str:
+    """The specialty of an EOB: the first ``careTeam.qualification`` (text, else a coding's display,
+    else its code: CARIN Blue Button carries the NUCC provider taxonomy there); '' when none (max 64)."""
+    for member in b.get("careTeam") or []:
+        q = member.get("qualification") if isinstance(member, dict) else None
+        if not isinstance(q, dict):
+            continue
+        text = q.get("text") or next((c.get("display") or c.get("code") for c in codings(q) if c.get("display") or c.get("code")), "")  # fmt: skip
+        if str(text or "").strip():
+            return str(text).strip()[:64]
+    return ""
+
+
 def _eob_claim_kind(st: ReadState, b: dict, rules: ClaimRules) -> tuple[str, str]:
     """(kind, cost category override) of an EOB that references no Encounter.
 
@@ -96,8 +125,10 @@ def read_eobs(st: ReadState, resources: Iterable[Resource]) -> None:
 
 def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules) -> dict[str, list]:
     """The EOBs by claim key: [patient_id, encounter key or None, amounts, first EOB id, claim type,
-    kind, category, start, end, latest payment date, out of network (any EOB of the claim says so)]."""
+    kind, category, start, end, latest payment date, out of network (any EOB of the claim says so),
+    facility, specialty (of the first EOB of the claim that gives one)]."""
     groups: dict[str, list] = {}
+    orgs = {r.body["id"]: str(r.body.get("name") or "") for r in st.by_type["Organization"]}
     for res in resources:
         b = res.body
         pid = subject_id(st, res, "patient")
@@ -117,6 +148,8 @@ def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules)
             groups[key][2].append(paid)
             groups[key][9] = max(filter(None, (groups[key][9], paid_on)), default=None)
             groups[key][10] = groups[key][10] or out
+            groups[key][11] = groups[key][11] or eob_facility(b, orgs)
+            groups[key][12] = groups[key][12] or eob_specialty(b)
             continue
         start = end = None
         kind, category = "", ""
@@ -128,7 +161,8 @@ def _group_eobs(st: ReadState, resources: Iterable[Resource], rules: ClaimRules)
             end = field_date(st, res, "billablePeriod.end", period.get("end"), required=False, after=start)
             kind, category = _eob_claim_kind(st, b, rules)
         claim_type = next((c.get("code") for c in codings(b.get("type")) if c.get("code")), "") or ""
-        groups[key] = [pid, enc_key, [paid], b["id"], claim_type, kind, category, start, end, paid_on, out]
+        groups[key] = [pid, enc_key, [paid], b["id"], claim_type, kind, category, start, end, paid_on, out, eob_facility(b, orgs),
+                       eob_specialty(b)]  # fmt: skip
     return groups
 
 
@@ -169,7 +203,7 @@ def _pay_encounters(st: ReadState, groups: dict[str, list], rules: ClaimRules) -
     kinds = load_catalog().activity_kinds
     internal_paid = 0.0
     claims = []
-    for key, (pid, enc_key, amounts, eob_id, claim_type, kind, category, start, end, paid_on, out) in groups.items():
+    for key, (pid, enc_key, amounts, eob_id, claim_type, kind, category, start, end, paid_on, out, facility, specialty) in groups.items():  # fmt: skip
         # EOB payments are claim-level amounts, so the EOBs of one claim are summed ("explanation_of_benefit"
         # is not a claim type of claims.toml [paid_amount]: the default, line).
         net = net_claim(key, "explanation_of_benefit", amounts, rules, st.log.claims)
@@ -182,6 +216,8 @@ def _pay_encounters(st: ReadState, groups: dict[str, list], rules: ClaimRules) -
                 enc["paid_date"] = paid_on
                 if out:
                     enc["in_network"] = False
+                enc["facility"] = enc.get("facility") or facility
+                enc["specialty"] = enc.get("specialty") or specialty
             continue
         claims.append(
             Claim(
@@ -195,7 +231,7 @@ def _pay_encounters(st: ReadState, groups: dict[str, list], rules: ClaimRules) -
                 paid_usd=net.paid_usd,
                 reversed=net.reversed,
                 unpaid=net.unpaid,
-                detail=dict(eob_id=eob_id, paid_date=paid_on, in_network=not out),
+                detail=dict(eob_id=eob_id, paid_date=paid_on, in_network=not out, facility=facility, specialty=specialty),
             )
         )
     return claims, internal_paid

@@ -33,6 +33,8 @@ Mapping decisions:
   stay (with the professional claims during it); the facility and professional claims of one ED
   episode are one ED visit; every other claim is one encounter. The encounter id is that of its
   first facility claim (else its first claim). ``primary_dx`` is diagnosis_code_1 of that claim.
+  ``facility``: the facility_npi (else billing_npi) of its first institutional claim that has
+  one, else of its first claim that has one (leakage by facility).
 - **Diagnoses** (diagnosis_code_1..25, ICD-10-CM shape; icd-9-cm counted as unmapped) ->
   one condition per person and code, onset = the earliest claim date. The diagnosis_code_type
   label itself is not trusted (the Tuva seed data labels ICD-10-CM codes ``icd-10-pcs``).

@@ -86,6 +86,8 @@ def _net_medical_claims(reader: TuvaReader, frame: pd.DataFrame) -> list[Claim]:
         "diagnosis_code_1",
         "in_network_flag",
         "discharge_disposition_code",
+        "facility_npi",
+        "billing_npi",
     )
     cols = ["claim_id", "claim_type", "_person", "_start", "_end", "_paid", "_paid_date"]
     records = frame[cols].assign(**{c: frame[c] if c in frame else "" for c in optional}).to_dict("records")
@@ -116,10 +118,22 @@ def _net_medical_claims(reader: TuvaReader, frame: pd.DataFrame) -> list[Claim]:
                     primary_dx=normalize_icd10(first["diagnosis_code_1"]) or "",
                     paid_date=max((ln["_paid_date"] for ln in lines if not pd.isna(ln["_paid_date"])), default=None),
                     disposition=_disposition(reader, lines),
+                    facility=_facility(lines),
                 ),
             )
         )
     return claims
+
+
+def _facility(lines: list[dict]) -> str:
+    """The claim's facility: its ``facility_npi``, else its ``billing_npi`` (a professional claim's
+    group); '' when both are blank. Episodes prefer the facility of an institutional claim
+    (core.ingest.claims.Episode.facility)."""
+    for column in ("facility_npi", "billing_npi"):
+        npi = next((ln[column].strip() for ln in lines if ln[column].strip()), "")
+        if npi:
+            return npi
+    return ""
 
 
 def _disposition(reader: TuvaReader, lines: list[dict]) -> str:
@@ -253,6 +267,7 @@ def _pharmacy_fills(reader: TuvaReader, records: list[dict]) -> set[str]:
                 specialty="",
                 cost_category="pharmacy",
                 paid_usd=net.paid_usd,
+                facility="",
             )
         )
     return reversed_fills
