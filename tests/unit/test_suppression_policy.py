@@ -10,6 +10,7 @@ import pytest
 
 from core.access import suppression
 from core.access.policy import Scope
+from core.derive.measures import load_measures
 from core.metrics import scorecard
 from core.views.econsults import _econsult_table
 from core.views.format import csv_export, shown_precision
@@ -168,3 +169,26 @@ def test_window_values_of_the_scorecard_come_from_rounded_numerators_for_aggrega
     rates = (month_card["kind"] == "rate_per_1000_member_years") & ~month_card["suppressed"]
     np.testing.assert_allclose(month_card.loc[rates, "value"] * month_card.loc[rates, "denominator"] / 1000,
                                month_card.loc[rates, "numerator"])  # a month is not rounded  # fmt: skip
+
+
+def test_the_trends_rolling_rates_come_from_rounded_numerators_for_aggregate_audiences_only(sample_engine):
+    from core.store.months import add_months
+    from core.views.cells_read import cell_sums_by, window_sums
+    from core.views.trends import trends
+
+    rates = [m.id for m in load_measures().measures if m.kind == "rate_per_1000_member_years" and m.window == "sum"]
+    shown = trends(sample_engine, practice_id="PR01", rolling=12)["figures"]
+    exact = trends(sample_engine, practice_id="PR01", rolling=12, suppress=False)["figures"]
+    keys = ["month", "subgroup", "metric"]
+    both = shown.merge(exact, on=keys, suffixes=("", "_exact"))
+    both = both.loc[both["metric"].isin(rates) & both["value"].notna()]
+    assert len(both), "the practice's trends publish rolling 12-month rates"
+    first = add_months(min(both["month"]), -11)
+    sums = cell_sums_by(sample_engine, ["subgroup"], rates, first, max(both["month"]), practice_id="PR01")
+    per_month = pd.concat([window_sums(sums, ["subgroup"], m, 12).assign(month=m) for m in sorted(set(both["month"]))])
+    total = per_month.groupby(["month", "metric"], as_index=False)[["numerator", "denominator"]].sum().assign(subgroup="all")
+    both = both.merge(pd.concat([per_month, total]), on=keys)
+    events = both["value"] * both["denominator"] / 1000
+    np.testing.assert_allclose(events, np.round(events / 5) * 5, atol=1e-6)  # multiples of 5: the rounded numerators
+    np.testing.assert_allclose(both["value_exact"] * both["denominator"] / 1000, both["numerator"])  # exact policy: exact
+    assert (np.abs(events - both["numerator"]) <= 2.5).all() and (events != both["numerator"]).any()
