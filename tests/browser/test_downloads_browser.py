@@ -24,8 +24,6 @@ def fetch_status(url: str) -> int:
 
 
 def test_a_worklist_download_url_is_refused_to_a_second_client(server, page):
-    seen: list[tuple[str, int]] = []
-    page.on("response", lambda r: seen.append((r.url, r.status)) if "/media/" in r.url and "/static/" not in r.url else None)
     open_page(page, server)
     choose_demo_role(page, "Clinician")
     expect(page.get_by_test_id("stDataFrame").first).to_be_visible(timeout=30000)
@@ -33,8 +31,8 @@ def test_a_worklist_download_url_is_refused_to_a_second_client(server, page):
         page.get_by_role("button", name="Download CSV").click()
     header = open(download.value.path(), encoding="utf-8").readline()
     assert "patient_id" in header  # the browser that clicked got the worklist
-    url = download.value.url
-    assert "/media/" in url and (url, 200) in seen, seen
+    url = download.value.url  # (a download's own response event may come after the download: not waited for)
+    assert "/media/" in url
     # the same URL at once, from a client without that browser's cookies: refused
     assert fetch_status(url) == 404
     # and from another browser (a fresh context: its own cookies)
