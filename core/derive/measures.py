@@ -408,14 +408,21 @@ def rule_bp_control(ctx: _Context, measure: Measure) -> pd.DataFrame:
     return _rows(last["patient_id"], last["m"], met.fillna(False).to_numpy(dtype="float64"), 1.0)
 
 
-def rule_change_from_baseline(ctx: _Context, measure: Measure) -> pd.DataFrame:
-    """Share of patients with baseline and follow-up scores whose change is >= ``min_change``."""
-    p = measure.params
+def _baseline_pairs(ctx: _Context, p: dict) -> pd.DataFrame:
+    """Attributed patient-months with a value of ``code`` now (latest in the ``follow_up_months``
+    up to the month) and a baseline (latest in the ``follow_up_months`` ending
+    ``baseline_offset_months`` earlier): patient_id, m, value, baseline."""
     span = int(p["follow_up_months"])
     monthly = _monthly_last(ctx.measurements[ctx.measurements["code"] == p["code"]], ["value"])
     now = _last_asof(ctx.population, monthly, span)
     base = _last_asof(ctx.population, monthly, span, offset=int(p["baseline_offset_months"]))
-    both = now.assign(baseline=base["value"]).dropna(subset=["value", "baseline"])
+    return now.assign(baseline=base["value"]).dropna(subset=["value", "baseline"])
+
+
+def rule_change_from_baseline(ctx: _Context, measure: Measure) -> pd.DataFrame:
+    """Share of patients with baseline and follow-up scores whose change is >= ``min_change``."""
+    p = measure.params
+    both = _baseline_pairs(ctx, p)
     met = ((both["value"] - both["baseline"]) >= float(p["min_change"])).to_numpy(dtype="float64")
     return _rows(both["patient_id"], both["m"], met, 1.0)
 
@@ -608,11 +615,7 @@ def rule_mean_change(ctx: _Context, measure: Measure) -> pd.DataFrame:
     """Mean change of ``code`` from the baseline (latest in the ``follow_up_months`` ending
     ``baseline_offset_months`` earlier) to now, among patients whose baseline is >= ``baseline_at_least``."""
     p = measure.params
-    span = int(p["follow_up_months"])
-    monthly = _monthly_last(ctx.measurements[ctx.measurements["code"] == p["code"]], ["value"])
-    now = _last_asof(ctx.population, monthly, span)
-    base = _last_asof(ctx.population, monthly, span, offset=int(p["baseline_offset_months"]))
-    both = now.assign(baseline=base["value"]).dropna(subset=["value", "baseline"])
+    both = _baseline_pairs(ctx, p)
     both = both[both["baseline"] >= float(p.get("baseline_at_least", -np.inf))]
     change = (both["value"] - both["baseline"]).to_numpy(dtype="float64")
     return _rows(both["patient_id"], both["m"], change, 1.0, change * change)
