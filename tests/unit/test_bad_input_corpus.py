@@ -132,6 +132,10 @@ def latin1(path: Path) -> None:
 
 
 CSV_CASES = [
+    Case("csv procedure dated 2099", "csv", csv_value("procedures.csv", 0, "performed_date", FAR_FUTURE),
+         Expect("procedures.csv", 2, "performed_date", "in the future")),
+    Case("csv unknown discharge disposition", "csv", csv_value("encounters.csv", 0, "discharge_disposition", "moon"),
+         Expect("encounters.csv", 2, "discharge_disposition", "not a known dispositions value")),
     Case("csv paid inf", "csv", csv_value("encounters.csv", 1, "paid_usd", "inf"), Expect("encounters.csv", 3, "paid_usd", "not a number")),
     Case("csv paid nan", "csv", csv_value("encounters.csv", 1, "paid_usd", "NaN"), Expect("encounters.csv", 3, "paid_usd", "not a number")),
     Case("csv paid 1e308", "csv", csv_value("encounters.csv", 2, "paid_usd", "1e308"), Expect("encounters.csv", 4, "paid_usd", "at most")),
@@ -172,8 +176,10 @@ FHIR_BASE = [
      "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]}, "valueQuantity": {"value": 7.5, "unit": "%"}},
     {"resourceType": "ExplanationOfBenefit", "id": "x1", "patient": SUBJECT, "type": {"coding": [{"code": "professional"}]},
      "billablePeriod": {"start": "2024-02-01", "end": "2024-02-01"}, "payment": {"amount": {"value": 120.0}}},
+    {"resourceType": "Immunization", "id": "i1", "status": "completed", "patient": SUBJECT, "occurrenceDateTime": "2023-10-02",
+     "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "150"}]}},
 ]
-PATIENT, ENCOUNTER, CONDITION, OBSERVATION, EOB = range(5)
+PATIENT, ENCOUNTER, CONDITION, OBSERVATION, EOB, IMMUNIZATION = range(6)
 BUNDLE_FILE, NDJSON_FILE = "bundle.json", "data.ndjson"
 
 
@@ -214,6 +220,10 @@ def deep_json(depth: int = 10_000) -> str:
 
 
 FHIR_CASES = [
+    Case("fhir immunization in 2090", "fhir", fhir(IMMUNIZATION, "occurrenceDateTime", "2090-01-01"),
+         Expect(BUNDLE_FILE, 6, "Immunization.occurrenceDateTime", "after the extract date")),
+    Case("fhir immunization vaccineCode as text", "fhir", fhir(IMMUNIZATION, "vaccineCode", "flu", ndjson=True),
+         Expect(NDJSON_FILE, 6, "Immunization.vaccineCode", "must be")),
     Case("fhir EOB paid Infinity", "fhir", fhir(EOB, "payment.amount.value", float("inf")),
          Expect(BUNDLE_FILE, 5, "ExplanationOfBenefit.payment", "not a finite amount")),
     Case("fhir EOB paid 1e308", "fhir", fhir(EOB, "payment.amount.value", 1e308),
@@ -259,12 +269,12 @@ FHIR_CASES = [
     Case("fhir coding code as an object", "fhir", fhir(CONDITION, "code", {"coding": [{"system": "http://snomed.info/sct", "code": {"v": 1}}]}),
          Expect(BUNDLE_FILE, 3, "Condition.code.coding.code", "must be a string, not an object")),
     Case("fhir JSON nested 10,000 deep (NDJSON)", "fhir", lambda folder: write_fhir(folder, FHIR_BASE, ndjson=True, extra_lines=(deep_json(),)),
-         Expect(NDJSON_FILE, 6, "", "nested too deep")),
+         Expect(NDJSON_FILE, len(FHIR_BASE) + 1, "", "nested too deep")),
     Case("fhir JSON nested 10,000 deep (bundle)", "fhir",
          fhir_raw(BUNDLE_FILE, '{"resourceType": "Bundle", "entry": [], "x": ' + "[" * 10_000 + "]" * 10_000 + "}"),
          Expect(BUNDLE_FILE, None, "", "nested too deep")),
     Case("fhir line not JSON", "fhir", lambda folder: write_fhir(folder, FHIR_BASE, ndjson=True, extra_lines=('{"resourceType": "Patient", "id": ',)),
-         Expect(NDJSON_FILE, 6, "", "not valid JSON")),
+         Expect(NDJSON_FILE, len(FHIR_BASE) + 1, "", "not valid JSON")),
     Case("fhir bundle entry not a list", "fhir", fhir_raw(BUNDLE_FILE, json.dumps({"resourceType": "Bundle", "entry": {"resource": {}}})),
          Expect(BUNDLE_FILE, None, "Bundle.entry", "must be a JSON array")),
     Case("fhir dangling patient", "fhir", fhir(ENCOUNTER, "subject", {"reference": "Patient/nobody"}),
@@ -296,6 +306,14 @@ TUVA_BASE: dict[str, list[dict[str, str]]] = {
     "lab_result": [
         {"lab_result_id": "L1", "person_id": "A1", "result": "7.1", "result_datetime": "2023-03-01",
          "normalized_component_code": "4548-4"},
+    ],
+    "procedure": [
+        {"procedure_id": "PX1", "person_id": "A1", "procedure_date": "2023-03-01", "normalized_code_type": "hcpcs",
+         "normalized_code": "77067"},
+    ],
+    "immunization": [
+        {"immunization_id": "IM1", "person_id": "A1", "occurrence_date": "2023-10-02", "source_code_type": "cvx",
+         "source_code": "150"},
     ],
 }
 
@@ -329,6 +347,10 @@ def write_tuva(folder: Path, tables: dict[str, list[dict[str, str]]]) -> Path:
 
 MED = "medical_claim.csv"
 TUVA_CASES = [
+    Case("tuva procedure dated 2099", "tuva", tuva("procedure", 0, "procedure_date", FAR_FUTURE),
+         Expect("procedure.csv", 2, "procedure_date", "after the extract date")),
+    Case("tuva immunization bad date", "tuva", tuva("immunization", 0, "occurrence_date", "02/10/2023"),
+         Expect("immunization.csv", 2, "occurrence_date", "bad date")),
     Case("tuva paid inf", "tuva", tuva("medical_claim", 0, "paid_amount", "inf"), Expect(MED, 2, "paid_amount", "not a finite amount")),
     Case("tuva paid -Infinity", "tuva", tuva("medical_claim", 1, "paid_amount", "-Infinity"), Expect(MED, 3, "paid_amount", "not a finite amount")),
     Case("tuva paid 1e308", "tuva", tuva("medical_claim", 1, "paid_amount", "1e308"), Expect(MED, 3, "paid_amount", "beyond any claim")),
