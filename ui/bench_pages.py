@@ -20,23 +20,12 @@ REVIEW_PAGE = f"pages/review.py, {NEAR}"
 def step_pages(args: dict) -> dict:
     """AppTest render time of each page (cold caches), the way tests/app/test_smoke.py opens them."""
     import streamlit as st
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
     from core.cli.bench import selections
     from core.store.db import make_engine
 
-    # Same fix as tests/app/conftest.py: pin the multipage mode to st.navigation (v2), as the
-    # real server does after the first run, or AppTest re-runs the page file alone.
-    original = PagesManager.__init__
-
-    def init(self, *a, **kw):
-        original(self, *a, **kw)
-        PagesManager.uses_pages_directory = False
-
-    PagesManager.__init__ = init
-    os.environ["DATABASE_URL"] = args["database_url"]
-    os.environ["SCORECARDS_DEMO"] = "1"  # the demo personas, on the benchmark's own (marked) network
+    _app_like_the_server(args["database_url"])
     engine = make_engine(args["database_url"])
     team, subgroup, members = selections(engine)["worklist"]
     engine.dispose()
@@ -79,6 +68,23 @@ MAX_WIDGETS = 8  # per page
 
 class _Shown(str):
     """An option given by its shown text (what a browser sends), whatever the page's format_func."""
+
+
+def _app_like_the_server(database_url: str) -> None:
+    """Pin AppTest's multipage mode to st.navigation (v2), as the real server does after the first
+    run (else AppTest re-runs the page file alone; same fix as tests/app/conftest.py), and point
+    the app at the benchmark's own (marked sample) network with the demo personas."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *a, **kw):
+        original(self, *a, **kw)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = init
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["SCORECARDS_DEMO"] = "1"
 
 
 def _allow_shown_options() -> None:
@@ -136,18 +142,9 @@ def step_clicks(args: dict) -> dict:
     jobs share the machine). The 1-minute load average is recorded with each page.
     """
     import streamlit as st
-    from streamlit.runtime.pages_manager import PagesManager
     from streamlit.testing.v1 import AppTest
 
-    original = PagesManager.__init__
-
-    def init(self, *a, **kw):
-        original(self, *a, **kw)
-        PagesManager.uses_pages_directory = False
-
-    PagesManager.__init__ = init
-    os.environ["DATABASE_URL"] = args["database_url"]
-    os.environ["SCORECARDS_DEMO"] = "1"
+    _app_like_the_server(args["database_url"])
     _allow_shown_options()
     out = {}
     patient = _a_patient_of_the_first_team(args["database_url"])

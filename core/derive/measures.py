@@ -11,6 +11,7 @@ public functions take and return first-of-month ``date`` values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -549,6 +550,13 @@ def _procedures_in(ctx: _Context, lists) -> pd.DataFrame:
     return proc[proc["code"].isin(wanted)]
 
 
+def names_medicine(med: pd.DataFrame, names) -> pd.Series:
+    """Rows of a medication frame whose code or description contains one of ``names`` (ingredient
+    names or RxNorm codes, case-insensitive, taken literally)."""
+    text = (med["code"].fillna("").astype(str) + " " + med["description"].fillna("").astype(str)).str.lower()
+    return text.str.contains("|".join(re.escape(n.lower()) for n in names), regex=True)
+
+
 def _medicine_spans(ctx: _Context, names) -> pd.DataFrame:
     """Medication spans (patient_id, start_m, stop_m: first month no longer active) whose code or
     description contains one of ``names`` (case-insensitive ingredient names or RxNorm codes)."""
@@ -556,9 +564,7 @@ def _medicine_spans(ctx: _Context, names) -> pd.DataFrame:
     if med is None or not len(med) or not names:
         return pd.DataFrame({"patient_id": pd.Series(dtype="str"), "start_m": pd.Series(dtype="float64"),
                              "stop_m": pd.Series(dtype="float64")})
-    text = (med["code"].fillna("").astype(str) + " " + med["description"].fillna("").astype(str)).str.lower()
-    hit = text.str.contains("|".join(n.lower() for n in names), regex=True)
-    med = med[hit]
+    med = med[names_medicine(med, names)]
     end = _dates(med["end_date"])
     stop = month_index(end) + end.dt.is_month_end.fillna(False).astype(bool).astype(float)
     return pd.DataFrame({"patient_id": med["patient_id"].astype(str).to_numpy(),

@@ -22,11 +22,11 @@ import pandas as pd
 from sqlalchemy import Engine, select
 
 from core.config import config_path, load_toml
-from core.derive.measures import Measure, load_measures, procedure_keys
+from core.derive.measures import Measure, load_measures, names_medicine, procedure_keys
 from core.store.models import Condition, Measurement, Medication, Patient, Procedure, SubgroupAssignment
 from core.store.months import add_months, as_month, month_end
 from core.store.queries import read_frame
-from core.views.worklist import _members
+from core.views.worklist import members_select
 
 CARE_GAPS_PATH = config_path("care_gaps.toml")
 KINDS = ("service", "test", "medicine")
@@ -161,8 +161,7 @@ def _medicine_dates(rule: GapRule, inputs: GapInputs, as_of: date) -> pd.DataFra
     """last_done: the last start of a listed medicine; no due date while one is active (up to date:
     due_date far in the future), overdue (due_date = last end, or missing) otherwise."""
     med = inputs.medications
-    text = (med["code"].fillna("").astype(str) + " " + med["description"].fillna("").astype(str)).str.lower()
-    med = med[text.str.contains("|".join(n.lower() for n in rule.measure.params["medications"]), regex=True).to_numpy()]
+    med = med[names_medicine(med, rule.measure.params["medications"]).to_numpy()]
     start, end = _day(med["start_date"]), _day(med["end_date"])
     day = pd.Timestamp(as_of)
     active = (start <= day) & (end.isna() | (end >= day))
@@ -250,7 +249,7 @@ def team_care_gaps(engine: Engine, month: date, team_ids: tuple[str, ...], subgr
     """The care gaps (:func:`patient_gaps`) of the patients of the teams in ``month`` (and subgroup),
     as of the month's last day; each patient's items are those of their subgroup that month."""
     month = as_month(month)
-    members = _members(month, tuple(team_ids), subgroup)
+    members = members_select(month, tuple(team_ids), subgroup)
     sa = SubgroupAssignment
     subgroups = read_frame(engine, select(sa.patient_id, sa.subgroup).where(sa.month == month, sa.patient_id.in_(members)))
     return patient_gaps(load_gap_inputs(engine, members, subgroups), month_end(month))

@@ -20,6 +20,7 @@ from core.access.policy import Scope
 from core.config import config_path, load_toml
 from core.store.models import Outreach, utc_now
 from core.store.queries import patient_in_scope, read_frame
+from core.views.worklist import members_select
 
 OUTREACH_PATH = config_path("outreach.toml")
 MAX_NOTE = 1000
@@ -97,6 +98,4 @@ def last_outreach(engine: Engine, members, now: datetime | None = None) -> pd.Da
 def team_last_outreach(engine: Engine, month, team_ids: tuple[str, ...], subgroup: str | None = None,
                        now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
     """:func:`last_outreach` of the patients of the teams in ``month`` (and subgroup)."""
-    from core.views.worklist import _members
-
-    return last_outreach(engine, _members(month, tuple(team_ids), subgroup), now)
+    return last_outreach(engine, members_select(month, tuple(team_ids), subgroup), now)

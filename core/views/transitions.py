@@ -23,7 +23,7 @@ from core.config.catalog import load_catalog
 from core.store.models import Encounter, Outreach, Patient, SubgroupAssignment
 from core.store.months import as_month, month_end
 from core.store.queries import read_frame
-from core.views.worklist import _members
+from core.views.worklist import members_select
 
 TRANSITIONS_PATH = config_path("transitions.toml")
 UNITS = ("days", "business_days")
@@ -131,7 +131,7 @@ def team_transitions(engine: Engine, month: date, team_ids: tuple[str, ...], sub
     month = as_month(month)
     as_of = min(month_end(month), today or date.today())
     first = as_of - timedelta(days=rules.look_back_days)
-    members = _members(month, tuple(team_ids), subgroup)
+    members = members_select(month, tuple(team_ids), subgroup)
     e = Encounter
     rows = []
     for ev in rules.events:

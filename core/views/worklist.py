@@ -182,7 +182,7 @@ class WorklistInputs:
     previous_measures: pd.DataFrame | None = None
 
 
-def _members(month: date, team_ids: tuple[str, ...], subgroup: str | None):
+def members_select(month: date, team_ids: tuple[str, ...], subgroup: str | None):
     """Sub-select of the patient ids attributed to the teams in ``month`` (and in the subgroup).
 
     With a subgroup it is one range of the (month, team_id, subgroup) index of the assignments,
@@ -200,7 +200,7 @@ def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...],
     rules = rules or load_worklist_rules()
     month = as_month(month)
     as_of = month_end(month)
-    members = _members(month, tuple(team_ids), subgroup)
+    members = members_select(month, tuple(team_ids), subgroup)
     patients = _patients(engine, month, tuple(team_ids), subgroup)
     last_measures = _last_measures(engine, members, as_of, rules)
     window = _window_activity(engine, members, month, rules)
@@ -211,7 +211,7 @@ def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...],
 def _patients(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None) -> pd.DataFrame:
     """The patients attributed to the teams in ``month`` (and assigned to ``subgroup``), with their
     demographics, assignment and subgroup run (:func:`_subgroup_run`): the members of
-    :func:`_members`, read straight from the (team_id, month) index. Grain: patient_id."""
+    :func:`members_select`, read straight from the (team_id, month) index. Grain: patient_id."""
     sa = aliased(SubgroupAssignment)
     stmt = (
         select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), Patient.birth_date,

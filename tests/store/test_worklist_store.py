@@ -136,9 +136,9 @@ def test_a_subgroup_worklist_is_the_team_worklist_of_that_subgroup(sample_engine
 def test_subgroup_members_read_one_index_range(engine):
     """The members of a team's subgroup come from the (month, team_id, subgroup) index of the
     assignments, not from a walk over every patient of the team (SQLite's plan)."""
-    from core.views.worklist import _members
+    from core.views.worklist import members_select
 
-    stmt = _members(MONTH, ("A1",), "complex").compile(engine, compile_kwargs={"literal_binds": True})
+    stmt = members_select(MONTH, ("A1",), "complex").compile(engine, compile_kwargs={"literal_binds": True})
     with engine.connect() as conn:
         plan = " ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}"))
     assert "ix_subgroup_assignment_month_team_subgroup" in plan and "attribution" not in plan, plan
