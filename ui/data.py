@@ -9,6 +9,7 @@ import importlib
 import streamlit as st
 
 from core.derive.activity import ensure_patient_month_activity
+from core.derive.page_aggregates import ensure_page_aggregates
 from core.store.db import create_schema, database_url, make_engine
 from core.store.queries import data_version, derive_pending
 
@@ -19,6 +20,7 @@ def get_engine(url: str):
     engine = make_engine(url)
     create_schema(engine)
     ensure_patient_month_activity(engine)  # a store derived before those tables existed gets them once
+    ensure_page_aggregates(engine)  # likewise the pages' monthly aggregates (e-consults, moves, costliest)
     return engine
 
 

@@ -179,6 +179,7 @@ def derive_patients(engine: Engine, patients: list[str], rules=None) -> dict:
     from core.derive.activity import replace_activity_of
     from core.derive.blocks import BLOCK_PATIENTS, patient_blocks
     from core.derive.cells import _attributed_months
+    from core.derive.page_aggregates import replace_page_aggregates_of
     from core.derive.risk import DEFAULT_MODEL
     from core.derive.subgroups.assign import ASSIGNMENT_COLUMNS, _add_counts, _block_assignments, block_scores
     from core.derive.subgroups.evaluate import thresholds_from_counts, top_fractions
@@ -239,6 +240,7 @@ def derive_patients(engine: Engine, patients: list[str], rules=None) -> dict:
         insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
         insert_frame(conn, a, result[ASSIGNMENT_COLUMNS])
         activity = replace_activity_of(conn, patients, keys)
+        activity["pages"] = replace_page_aggregates_of(conn, patients, keys)  # e-consults, moves, costliest
         cell_rows = _replace_cells(conn, keys, cells)
     parts["write"] = time.perf_counter() - t2
     return {

@@ -1,7 +1,7 @@
 """First run and re-derivation: load a bundle, then rebuild everything derived from the data.
 
-Derived tables (subgroup assignments, risk scores, patient- and team-month activity, additive
-cells) are rebuilt after every import, in this order, so pages always read a consistent data
+Derived tables (subgroup assignments, risk scores, patient- and team-month activity, the pages'
+monthly aggregates of ``core.derive.page_aggregates``, additive cells) are rebuilt after every import, in this order, so pages always read a consistent data
 version.
 
 An import and its derive are two units of work (the derive of a million patients runs in
@@ -35,6 +35,7 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     from core.derive.activity import build_patient_month_activity
     from core.derive.cells import build_cells
     from core.derive.incremental import TOUCH_ALL, clear_touched, mark_touched, touched_patients
+    from core.derive.page_aggregates import build_page_aggregates
     from core.derive.subgroups.assign import assign_subgroups
 
     pending = mark_derive_pending(engine)
@@ -47,6 +48,7 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     summary["subgroups"] = assign_subgroups(engine, rules, import_id=int(pending) if pending.isdigit() else None)
     progress(0.7, "Summing activity per patient and month")
     summary["activity"] = build_patient_month_activity(engine)
+    summary["page_aggregates"] = build_page_aggregates(engine)  # e-consults, moves, costliest patients
     progress(0.8, "Building scorecard cells")
     summary["cells"] = build_cells(engine)
     summary["data_version"] = bump_data_version(engine, derived=pending)

@@ -507,6 +507,93 @@ class PatientMonthActivity(SQLModel, table=True):
     __table_args__ = {"sqlite_with_rowid": False}
 
 
+class EconsultMonth(SQLModel, table=True):
+    """E-consults per month of start, team and specialty (the e-consults page's volume, response
+    and resolution). Grain: month, team_id, specialty. Derived by ``core.derive.page_aggregates``.
+
+    ``team_id`` is the encounter's team (``unknown`` without one); ``days_sum`` / ``days_sq`` are
+    the sums of responded - start days and their squares over the answered e-consults.
+    """
+
+    __tablename__ = "econsult_month"
+
+    month: date = Field(primary_key=True)
+    team_id: str = Field(primary_key=True, max_length=64)
+    specialty: str = Field(primary_key=True, max_length=64)
+    econsults: int = 0
+    responded: int = 0
+    days_sum: float = 0.0
+    days_sq: float = 0.0
+    resolved: int = 0
+
+
+class SpecialistSpendMonth(SQLModel, table=True):
+    """Attributed member-months and their specialist spend per team and month, split by how far
+    (in months) the patient's e-consults and attributed months lie from that month, so that a page
+    can tell, for any window of up to 12 months, which member-months belong to patients with an
+    e-consult in the window and which are a patient's first of the window (``core.derive.page_aggregates``).
+
+    Grain: month, team_id, since_econsult, until_econsult, gap_any, gap_team. ``since_econsult``:
+    months since the patient's last e-consult in or before this month (0-11; 12: none in 12 months);
+    ``until_econsult``: months to the next one after it (1-11; 12: none); ``gap_any`` / ``gap_team``:
+    months since the patient's previous attributed month (any team / this team; 1-11; 12: none).
+    """
+
+    __tablename__ = "specialist_spend_month"
+
+    month: date = Field(primary_key=True)
+    team_id: str = Field(primary_key=True, max_length=64)
+    since_econsult: int = Field(primary_key=True)
+    until_econsult: int = Field(primary_key=True)
+    gap_any: int = Field(primary_key=True)
+    gap_team: int = Field(primary_key=True)
+    member_months: int = 0
+    specialist_spend_usd: float = 0.0
+
+
+class SubgroupMove(SQLModel, table=True):
+    """A patient whose subgroup differs from the month before (or who has an assignment in only one
+    of the two months). Grain: patient_id, month. ``team_id`` / ``subgroup``: this month's (None:
+    no assignment); ``prev_team_id`` / ``prev_subgroup``: last month's (None: none). Derived from
+    ``subgroup_assignment`` by ``core.derive.page_aggregates``; the review reads one month's moves
+    of a team's subgroup from its indexes instead of comparing every member with the month before.
+    """
+
+    __tablename__ = "subgroup_move"
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    month: date = Field(primary_key=True)
+    team_id: str | None = Field(default=None, max_length=64)
+    subgroup: str | None = Field(default=None, max_length=64)
+    prev_team_id: str | None = Field(default=None, max_length=64)
+    prev_subgroup: str | None = Field(default=None, max_length=64)
+
+    __table_args__ = (
+        Index("ix_subgroup_move_to", "month", "team_id", "subgroup"),
+        Index("ix_subgroup_move_from", "month", "prev_team_id", "prev_subgroup"),
+    )
+
+
+class PatientMonthCost(SQLModel, table=True):
+    """The cost of an assigned patient-month with its team and subgroup (``patient_month_activity``
+    joined to ``subgroup_assignment``). Grain: patient_id, month. Its index gives the costliest
+    patients of a team's subgroup in a month by reading the first rows of one index range."""
+
+    __tablename__ = "patient_month_cost"
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    month: date = Field(primary_key=True)
+    team_id: str | None = Field(default=None, max_length=64)
+    subgroup: str = Field(max_length=64)
+    cost_total_usd: float = 0.0
+    cost_internal_usd: float = 0.0
+    cost_external_usd: float = 0.0
+
+    __table_args__ = (
+        Index("ix_patient_month_cost_top", "month", "team_id", "subgroup", text("cost_total_usd DESC"), "patient_id"),
+    )
+
+
 class Outreach(SQLModel, table=True):
     """A contact attempt or its outcome recorded by a clinician on the worklist (call, message,
     letter, visit booked, declined). Grain: outreach_id. Made in the product, not imported."""

@@ -1,6 +1,8 @@
 """Data of the e-consults page: volume, specialist response time and resolution without a visit,
 by specialty and by team, and the specialist spend of patients with and without an e-consult.
-Counted in SQL (GROUP BY) from encounters; no patient rows leave the database."""
+Read from the monthly aggregates ``econsult_month`` and ``specialist_spend_month``
+(:mod:`core.derive.page_aggregates`): rows per team and month, whatever the number of patients;
+no patient rows leave the database."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, case, func, or_, select
 
+from core.derive.page_aggregates import FAR
 from core.metrics.scorecard import suppress_table, window_counts_published
 from core.metrics.stats import t_interval
-from core.store.models import Attribution, Encounter
-from core.store.months import month_span, month_start_sql
+from core.store.models import Attribution, EconsultMonth, Encounter, SpecialistSpendMonth
+from core.store.months import as_month, month_span, month_start_sql
 from core.store.queries import read_frame
 from core.views.executive_settings import load_executive_settings
 
@@ -29,7 +32,8 @@ def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...
     """E-consult volume, specialist response time and % resolved without a visit, by specialty and
     by team, and specialist spend of patients with and without an e-consult (aggregates only).
 
-    Counted in SQL (GROUP BY) from encounters of kind ``e_consult`` that started in the months;
+    Summed from ``econsult_month`` (e-consults by month of start, team and specialty; the same counts
+    as the encounters of kind ``e_consult`` that started in the months);
     response days = responded_date - start_date. ``by_specialty`` (grain: specialty) and
     ``by_team`` (grain: team_id): econsults, responded, mean_response_days (t interval),
     resolved, resolved_pct; with ``suppress``, each figure whose own counts include 1-10 is
@@ -45,22 +49,7 @@ def econsults(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...
     ``all_suppressed``: for the All row, whether each family (e-consults, responded, resolved) is suppressed.
     """
     months = tuple(sorted(months))
-    first, end = month_span(months)
-    days = _days_between(engine, Encounter.responded_date, Encounter.start_date)
-    responded = Encounter.responded_date.is_not(None)
-    team = func.coalesce(Encounter.team_id, "unknown")
-    stmt = (
-        select(team.label("team_id"), Encounter.specialty, func.count().label("econsults"),
-               func.sum(case((responded, 1), else_=0)).label("responded"),
-               func.sum(case((responded, days), else_=0)).label("days_sum"),
-               func.sum(case((responded, days * days), else_=0)).label("days_sq"),
-               func.sum(case((Encounter.resolved_without_visit.is_(True), 1), else_=0)).label("resolved"))
-        .where(Encounter.kind == "e_consult", Encounter.start_date >= first, Encounter.start_date < end)
-        .group_by(team, Encounter.specialty)
-    )  # fmt: skip
-    if team_ids is not None:
-        stmt = stmt.where(Encounter.team_id.in_(list(team_ids)))
-    raw = read_frame(engine, stmt)
+    raw = econsult_rows(engine, months, team_ids)
     if raw.empty:
         raw = pd.DataFrame(columns=["team_id", "specialty", "econsults", "responded", "days_sum", "days_sq", "resolved"])
     raw = raw.astype({c: "float64" for c in ("econsults", "responded", "days_sum", "days_sq", "resolved")})
@@ -115,8 +104,90 @@ def _econsult_table(raw: pd.DataFrame, key: str, suppress: bool = True) -> pd.Da
                   "resolved_pct", "suppressed"]]  # fmt: skip
 
 
+def econsult_rows(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The ``econsult_month`` rows of the months (team_id, specialty, econsults, responded, days_sum,
+    days_sq, resolved), summed over the months; the teams ``team_ids`` only (None: all, ``unknown`` too)."""
+    t = EconsultMonth
+    cols = (t.econsults, t.responded, t.days_sum, t.days_sq, t.resolved)
+    stmt = (select(t.team_id, t.specialty, *[func.sum(c).label(c.key) for c in cols])
+            .where(t.month.in_(list(months))).group_by(t.team_id, t.specialty))  # fmt: skip
+    if team_ids is not None:
+        stmt = stmt.where(t.team_id.in_(list(team_ids)))
+    return read_frame(engine, stmt)
+
+
+def econsult_rows_from_encounters(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The same figures as :func:`econsult_rows` counted from the encounters (what the page read
+    before ``econsult_month``; kept as the tests' reference)."""
+    first, end = month_span(months)
+    days = _days_between(engine, Encounter.responded_date, Encounter.start_date)
+    responded = Encounter.responded_date.is_not(None)
+    team = func.coalesce(Encounter.team_id, "unknown")
+    stmt = (
+        select(team.label("team_id"), Encounter.specialty, func.count().label("econsults"),
+               func.sum(case((responded, 1), else_=0)).label("responded"),
+               func.sum(case((responded, days), else_=0)).label("days_sum"),
+               func.sum(case((responded, days * days), else_=0)).label("days_sq"),
+               func.sum(case((Encounter.resolved_without_visit.is_(True), 1), else_=0)).label("resolved"))
+        .where(Encounter.kind == "e_consult", Encounter.start_date >= first, Encounter.start_date < end)
+        .group_by(team, Encounter.specialty)
+    )  # fmt: skip
+    if team_ids is not None:
+        stmt = stmt.where(Encounter.team_id.in_(list(team_ids)))
+    return read_frame(engine, stmt)
+
+
 def _specialist_spend(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None,
                       suppress: bool = True) -> pd.DataFrame:
+    """Specialist spend of patients with and without an e-consult in the window, from
+    ``specialist_spend_month`` (the window test: :mod:`core.derive.page_aggregates`). A scope of
+    several teams that is not the network is counted from the claims (:func:`specialist_spend_from_claims`)."""
+    months = tuple(sorted(as_month(m) for m in months))
+    position = {m: _month_number(m) - _month_number(months[0]) for m in months} if months else {}
+    span = position[months[-1]] + 1 if months else 0
+    if (team_ids is not None and len(set(team_ids)) > 1) or span != len(months) or span > FAR:
+        return specialist_spend_from_claims(engine, months, team_ids, suppress)
+    t = SpecialistSpendMonth
+    stmt = select(t.month, t.since_econsult, t.until_econsult, t.gap_any, t.gap_team, t.member_months, t.specialist_spend_usd)
+    stmt = stmt.where(t.month.in_(list(months)))
+    if team_ids is not None:
+        stmt = stmt.where(t.team_id.in_(list(team_ids)))
+    rows = read_frame(engine, stmt)
+    if rows.empty:
+        return _spend_table(pd.DataFrame(columns=["group", "patients", "member_months", "specialist_spend_usd"]), suppress)
+    after_start = pd.Series([position[as_month(m)] for m in rows["month"]], index=rows.index)  # m - S
+    before_end = span - 1 - after_start  # E - m
+    had = (rows["since_econsult"] <= after_start) | (rows["until_econsult"] <= before_end)
+    gap = rows["gap_any"] if team_ids is None else rows["gap_team"]
+    first = gap > after_start  # the patient's first attributed month of the window (in the scope)
+    frame = pd.DataFrame({"group": np.where(had, "with e-consult", "without e-consult"),
+                          "patients": np.where(first, rows["member_months"], 0).astype("float64"),
+                          "member_months": rows["member_months"].astype("float64"),
+                          "specialist_spend_usd": rows["specialist_spend_usd"].astype("float64")})  # fmt: skip
+    table = frame.groupby("group", as_index=False)[["patients", "member_months", "specialist_spend_usd"]].sum()
+    return _spend_table(table, suppress)
+
+
+def _month_number(month: date) -> int:
+    return month.year * 12 + month.month
+
+
+def _spend_table(table: pd.DataFrame, suppress: bool) -> pd.DataFrame:
+    """The spend table's PMPM, suppression and order (grain: group)."""
+    if table.empty:
+        return pd.DataFrame(columns=["group", "patients", "member_months", "specialist_spend_usd", "specialist_pmpm_usd", "suppressed"])
+    table = table.astype({"member_months": "float64", "patients": "float64", "specialist_spend_usd": "float64"}).fillna({"specialist_spend_usd": 0.0})
+    table["specialist_pmpm_usd"] = table["specialist_spend_usd"] / table["member_months"]
+    table = suppress_table(table, ["patients", "member_months"], total=True,
+                           value_cols=["specialist_spend_usd", "specialist_pmpm_usd"]) if suppress else table.assign(suppressed=False)  # fmt: skip
+    return table.sort_values("group", ascending=False).reset_index(drop=True)[
+        ["group", "patients", "member_months", "specialist_spend_usd", "specialist_pmpm_usd", "suppressed"]]
+
+
+def specialist_spend_from_claims(engine: Engine, months: tuple[date, ...], team_ids: tuple[str, ...] | None,
+                                 suppress: bool = True) -> pd.DataFrame:
+    """The specialist spend table counted from the claims and the attribution (what the page read
+    before ``specialist_spend_month``; the tests' reference, and the count of a several-team scope)."""
     settings = load_executive_settings()
     first, end = month_span(months)
     had = select(Encounter.patient_id).where(Encounter.kind == "e_consult", Encounter.start_date >= first, Encounter.start_date < end)
@@ -135,11 +206,4 @@ def _specialist_spend(engine: Engine, months: tuple[date, ...], team_ids: tuple[
         .group_by(group)
     )  # fmt: skip
     table = read_frame(engine, members).merge(read_frame(engine, spend), on="group", how="left")
-    if table.empty:
-        return pd.DataFrame(columns=["group", "patients", "member_months", "specialist_spend_usd", "specialist_pmpm_usd", "suppressed"])
-    table = table.astype({"member_months": "float64", "patients": "float64", "specialist_spend_usd": "float64"}).fillna({"specialist_spend_usd": 0.0})
-    table["specialist_pmpm_usd"] = table["specialist_spend_usd"] / table["member_months"]
-    table = suppress_table(table, ["patients", "member_months"], total=True,
-                           value_cols=["specialist_spend_usd", "specialist_pmpm_usd"]) if suppress else table.assign(suppressed=False)  # fmt: skip
-    return table.sort_values("group", ascending=False).reset_index(drop=True)[
-        ["group", "patients", "member_months", "specialist_spend_usd", "specialist_pmpm_usd", "suppressed"]]
+    return _spend_table(table, suppress)

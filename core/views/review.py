@@ -32,8 +32,8 @@ from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.derive import costs
 from core.derive.measures import MeasureCatalogue, load_measures
+from core.derive.page_aggregates import costliest_patients, stored_subgroup_transitions
 from core.derive.subgroups.rules import active_rules_path, load_rules
-from core.derive.subgroups.transitions import subgroup_transitions
 from core.metrics import runout
 from core.metrics.cost_reports import cost_pmpm_from_cells
 from core.metrics.payments import PaymentSettings, load_payment_settings
@@ -48,7 +48,7 @@ from core.metrics.scorecard import (
     window_counts_published,
 )
 from core.metrics.value import VALUE_INDEX_TARGET, value_index, value_map
-from core.store.models import Cell, Encounter, Patient, PatientMonthActivity, SubgroupAssignment, Team
+from core.store.models import Cell, Encounter, Patient, SubgroupAssignment, Team
 from core.store.months import WINDOWS, add_months, as_date, months_back
 from core.views.executive_settings import load_executive_settings
 from core.views.format import SUPPRESSED, format_figure, usd
@@ -361,7 +361,7 @@ def subgroup_moves(engine: Engine, team_id: str, subgroup: str, month: date, tea
     "... · Not enough history: 2 of 6 months of data"), overridden; empty unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
-    moved = subgroup_transitions(engine, month, team_id, subgroup)
+    moved = stored_subgroup_transitions(engine, month, team_id, subgroup)  # from subgroup_move, not every member
     moved["direction"] = np.where(moved["to_subgroup"] == subgroup, "entered", "left")
     moved["other_subgroup"] = np.where(moved["direction"] == "entered", moved["from_subgroup"].fillna("new"),
                                        moved["to_subgroup"].fillna("none"))  # fmt: skip
@@ -444,7 +444,8 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
     when either month has 1-10 members), sorted by this month's PMPM.
     ``by_patient`` (grain: patient): the ``top`` costliest patients (patient_id, name, cost_total_usd,
     cost_internal_usd, cost_external_usd) from the patient-month activity (core.derive.activity: the
-    same TDABC and claims costs as the cells); empty unless ``patient_level``.
+    same TDABC and claims costs as the cells), read from ``patient_month_cost`` (its index gives the
+    top rows of the team's subgroup without sorting every member); empty unless ``patient_level``.
     """
     check_scope(team_id, team_ids)
     catalog = load_catalog()
@@ -467,18 +468,7 @@ def cost_drivers(engine: Engine, team_id: str, subgroup: str, month: date, team_
     by_category = pd.DataFrame(rows).sort_values("pmpm_usd", ascending=False, na_position="last").reset_index(drop=True)
     by_patient = pd.DataFrame(columns=["patient_id", "name", "cost_total_usd", "cost_internal_usd", "cost_external_usd"])
     if patient_level:
-        act = PatientMonthActivity
-        total = act.cost_internal_usd + act.cost_external_usd
-        stmt = (
-            select(act.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), total.label("cost_total_usd"),
-                   act.cost_internal_usd, act.cost_external_usd)
-            .join(Patient, Patient.patient_id == act.patient_id)
-            .where(act.month == month, act.patient_id.in_(_scoped_month_patients(team_id, subgroup, month, team_ids)))
-            .order_by(total.desc(), act.patient_id)
-            .limit(top)
-        )  # fmt: skip
-        with engine.connect() as conn:
-            by_patient = pd.read_sql(stmt, conn)[list(by_patient.columns)]
+        by_patient = costliest_patients(engine, month, team_id, subgroup, top)[list(by_patient.columns)]
     return {"by_category": by_category, "by_patient": by_patient}
 
 

@@ -1,0 +1,328 @@
+"""Monthly aggregates behind the two pages that used to read every patient of a large selection.
+
+- ``econsult_month`` (month, team, specialty): e-consults, answered, response days (sum and sum of
+  squares) and resolved without a visit. The e-consults page sums the rows of its window.
+- ``specialist_spend_month`` (month, team and four small distances): attributed member-months and
+  their specialist spend. The e-consults page splits the spend of the window by "the patient had an
+  e-consult in the window" and counts the window's distinct patients, from these rows alone.
+- ``subgroup_move`` (patient, month): the patient-months whose subgroup differs from the month
+  before. The review reads one month's moves of a team's subgroup from an index range.
+- ``patient_month_cost`` (patient, month, with team, subgroup and cost): the review's costliest
+  patients are the first rows of one index range (month, team, subgroup, cost descending).
+
+The window test from monthly grains. A window is the months S..E (1, 3 or 12 of them). A patient
+"had an e-consult in the window" when one of their e-consults started in S..E, whichever team it
+was with and whether or not they were attributed that month. Seen from one of their attributed
+months m of the window, that is: their last e-consult in or before m is at most m - S months back,
+or their next one after m is at most E - m months ahead. Both distances are below 12 for every
+window there is, so each attributed patient-month carries ``since_econsult`` and ``until_econsult``
+(12 standing for "none within 11 months") and the page's test is
+``since_econsult <= m - S or until_econsult <= E - m``, row by row, exact. Likewise the window's
+distinct patients: a patient-month is its patient's first of the window when the previous
+attributed month lies before S, i.e. ``gap > m - S``; ``gap_any`` counts it network-wide,
+``gap_team`` within one team (the count a one-team scope sees). A scope of several teams but not
+the network cannot be counted this way (a patient moving between two of its teams would count
+twice); the page computes it from the patient rows as before (:mod:`core.views.econsults`).
+
+The specialist categories (``core/config/executive.toml``) are read when the tables are built:
+after editing them, rebuild (a full derive does). The rows of one team and month are sums of
+patient-month sums, so the spend can differ from a sum over claims in the last bits of a float
+(tests compare to 1e-9 relative).
+
+Built whole by :func:`build_page_aggregates` (the full derive, after the activity) and kept exact
+by :func:`replace_page_aggregates_of` (the incremental derive): the moves and costs of the touched
+patients, the e-consult volume whole (one read of the e-consults), and the spend rows of every
+team the touched patients were or are in.
+"""
+
+import time
+
+import pandas as pd
+from sqlalchemy import Engine, Integer, and_, case, cast, delete, extract, func, insert, literal, null, or_, select, union_all
+from sqlalchemy.orm import aliased
+
+from core.store.models import (
+    AppSetting,
+    Attribution,
+    EconsultMonth,
+    Encounter,
+    PatientMonthActivity,
+    PatientMonthCost,
+    SpecialistSpendMonth,
+    SubgroupAssignment,
+    SubgroupMove,
+)
+from core.store.months import month_start_sql
+from core.store.queries import utc_now
+from core.views.executive_settings import load_executive_settings
+
+FAR = 12  # "none within 11 months": every window is at most 12 months, so this never passes a window test
+VERSION_KEY = "page_aggregates_version"
+VERSION = "1"
+
+ECONSULT_COLUMNS = ["month", "team_id", "specialty", "econsults", "responded", "days_sum", "days_sq", "resolved"]
+SPEND_COLUMNS = ["month", "team_id", "since_econsult", "until_econsult", "gap_any", "gap_team", "member_months",
+                 "specialist_spend_usd"]  # fmt: skip
+MOVE_COLUMNS = ["patient_id", "month", "team_id", "subgroup", "prev_team_id", "prev_subgroup"]
+COST_COLUMNS = ["patient_id", "month", "team_id", "subgroup", "cost_total_usd", "cost_internal_usd", "cost_external_usd"]
+
+
+def month_index(dialect: str, column):
+    """year * 12 + month of a date column, as an integer (months apart = difference)."""
+    if dialect == "postgresql":
+        return cast(extract("year", column) * 12 + extract("month", column), Integer)
+    return cast(func.strftime("%Y", column), Integer) * 12 + cast(func.strftime("%m", column), Integer)
+
+
+def _days_between(dialect: str, later, earlier):
+    if dialect == "postgresql":
+        return later - earlier
+    return func.julianday(later) - func.julianday(earlier)
+
+
+def select_econsult_month(dialect: str):
+    """E-consults per month of start, team (``unknown`` without one) and specialty."""
+    e = Encounter
+    days = _days_between(dialect, e.responded_date, e.start_date)
+    responded = e.responded_date.is_not(None)
+    team = func.coalesce(e.team_id, "unknown")
+    month = month_start_sql(dialect, e.start_date)
+    return (
+        select(month.label("month"), team.label("team_id"), e.specialty, func.count().label("econsults"),
+               func.sum(case((responded, 1), else_=0)).label("responded"),
+               func.sum(case((responded, days), else_=0)).label("days_sum"),
+               func.sum(case((responded, days * days), else_=0)).label("days_sq"),
+               func.sum(case((e.resolved_without_visit.is_(True), 1), else_=0)).label("resolved"))
+        .where(e.kind == "e_consult")
+        .group_by(month, team, e.specialty)
+    )  # fmt: skip
+
+
+def specialist_condition(categories: tuple[str, ...] | list[str] | None = None):
+    """The claims counted as specialist spend (as the e-consults page has always counted them)."""
+    categories = list(categories if categories is not None else load_executive_settings().specialist_categories)
+    e = Encounter
+    return and_(e.is_internal.is_(False),
+                or_(e.cost_category.in_(categories), and_(e.cost_category == "", e.kind == "specialist_visit")))  # fmt: skip
+
+
+def select_specialist_spend(dialect: str, team_id: str | None = None):
+    """Attributed patient-months with their distances (see the module) and specialist spend, summed
+    per team, month and distances. ``team_id``: that team's rows only (from every month of the
+    patients ever attributed to it)."""
+    a, e = Attribution, Encounter
+    patients = None if team_id is None else select(a.patient_id).where(a.team_id == team_id).distinct()
+    att = select(a.patient_id, a.team_id, a.month, month_index(dialect, a.month).label("idx"),
+                 literal(1).label("attributed"), literal(0).label("ec"))  # fmt: skip
+    ecs = select(e.patient_id, null().label("team_id"), null().label("month"), month_index(dialect, e.start_date).label("idx"),
+                 literal(0).label("attributed"), literal(1).label("ec")).where(e.kind == "e_consult")  # fmt: skip
+    if patients is not None:
+        att, ecs = att.where(a.patient_id.in_(patients)), ecs.where(e.patient_id.in_(patients))
+    stream = union_all(att, ecs).subquery("stream")
+    s = stream.c
+    by_patient = {"partition_by": s.patient_id, "order_by": s.idx}
+    ec_idx, att_idx = case((s.ec == 1, s.idx), else_=None), case((s.attributed == 1, s.idx), else_=None)
+    dist = (
+        select(s.patient_id, s.team_id, s.month, s.idx, s.attributed,
+               func.max(ec_idx).over(**by_patient, range_=(None, 0)).label("last_ec"),
+               func.min(ec_idx).over(**by_patient, range_=(1, None)).label("next_ec"),
+               func.max(att_idx).over(**by_patient, range_=(None, -1)).label("prev_any"),
+               func.max(att_idx).over(partition_by=[s.patient_id, s.team_id], order_by=s.idx, range_=(None, -1)).label("prev_team"))
+        .subquery("dist")
+    )  # fmt: skip
+    d = dist.c
+
+    def capped(expr):
+        return case((expr.is_(None), FAR), (expr >= FAR, FAR), else_=expr)
+
+    spend = (
+        select(e.patient_id, month_index(dialect, e.start_date).label("idx"), func.sum(e.paid_usd).label("usd"))
+        .where(specialist_condition(), *([] if patients is None else [e.patient_id.in_(patients)]))
+        .group_by(e.patient_id, month_index(dialect, e.start_date))
+        .subquery("spend")
+    )
+    since, until = capped(d.idx - d.last_ec), capped(d.next_ec - d.idx)
+    gap_any, gap_team = capped(d.idx - d.prev_any), capped(d.idx - d.prev_team)
+    stmt = (
+        select(d.month, d.team_id, since.label("since_econsult"), until.label("until_econsult"), gap_any.label("gap_any"),
+               gap_team.label("gap_team"), func.count().label("member_months"),
+               func.coalesce(func.sum(spend.c.usd), 0.0).label("specialist_spend_usd"))
+        .outerjoin(spend, and_(spend.c.patient_id == d.patient_id, spend.c.idx == d.idx))
+        .where(d.attributed == 1, *([] if team_id is None else [d.team_id == team_id]))
+        .group_by(d.month, d.team_id, since, until, gap_any, gap_team)
+    )  # fmt: skip
+    return stmt
+
+
+def select_subgroup_moves(months: list, patients: list[str] | None = None):
+    """Patient-months whose subgroup differs from the month before (:class:`SubgroupMove`):
+    this month's assignment against last month's, and last month's without one this month."""
+    s = SubgroupAssignment
+    cur, prev = aliased(s, name="cur"), aliased(s, name="prev")
+    pairs = _month_pairs(months)
+    p = pairs.c
+    only = (lambda t: [t.patient_id.in_(patients)]) if patients is not None else (lambda t: [])
+    arrived = (
+        select(cur.patient_id, cur.month, cur.team_id, cur.subgroup, prev.team_id.label("prev_team_id"),
+               prev.subgroup.label("prev_subgroup"))
+        .join(pairs, p.month == cur.month)
+        .outerjoin(prev, and_(prev.patient_id == cur.patient_id, prev.month == p.prev))
+        .where(or_(prev.subgroup.is_(None), prev.subgroup != cur.subgroup), *only(cur))
+    )  # fmt: skip
+    gone = (
+        select(prev.patient_id, p.month, null().label("team_id"), null().label("subgroup"), prev.team_id.label("prev_team_id"),
+               prev.subgroup.label("prev_subgroup"))
+        .join(pairs, p.prev == prev.month)
+        .outerjoin(cur, and_(cur.patient_id == prev.patient_id, cur.month == p.month))
+        .where(cur.patient_id.is_(None), *only(prev))
+    )  # fmt: skip
+    return union_all(arrived, gone)
+
+
+def _month_pairs(months: list):
+    """(month, the month before) of every assigned month and the month after the last one."""
+    from sqlalchemy import Date
+
+    from core.derive.activity import constant_table
+    from core.store.months import add_months
+
+    months = sorted({pd.Timestamp(m).date() for m in months})
+    if months:
+        months.append(add_months(months[-1], 1))
+    rows = [(m, add_months(m, -1)) for m in months] or [(pd.Timestamp("1900-02-01").date(), pd.Timestamp("1900-01-01").date())]
+    return constant_table("month_pair", [("month", Date), ("prev", Date)], rows)
+
+
+def select_patient_month_cost(patients: list[str] | None = None):
+    """Assigned patient-months with activity: team, subgroup and cost (total = internal + external, as the review sums it)."""
+    act, s = PatientMonthActivity, SubgroupAssignment
+    stmt = (
+        select(act.patient_id, act.month, s.team_id, s.subgroup, (act.cost_internal_usd + act.cost_external_usd).label("cost_total_usd"),
+               act.cost_internal_usd, act.cost_external_usd)
+        .join(s, and_(s.patient_id == act.patient_id, s.month == act.month))
+    )  # fmt: skip
+    return stmt if patients is None else stmt.where(act.patient_id.in_(patients))
+
+
+def _assigned_months(conn) -> list:
+    s = SubgroupAssignment
+    return conn.execute(select(s.month).distinct()).scalars().all()
+
+
+def _mark_built(conn) -> None:
+    table = AppSetting.__table__
+    conn.execute(delete(table).where(table.c.key == VERSION_KEY))
+    conn.execute(insert(table).values(key=VERSION_KEY, value=VERSION, updated_at=utc_now()))
+
+
+def build_page_aggregates(engine: Engine) -> dict:
+    """Rebuild the four tables whole, in one transaction (after the subgroups and the activity).
+    Returns the rows of each and seconds."""
+    t0 = time.perf_counter()
+    dialect = engine.dialect.name
+    tables = {"econsult_month": (EconsultMonth, ECONSULT_COLUMNS), "specialist_spend_month": (SpecialistSpendMonth, SPEND_COLUMNS),
+              "subgroup_move": (SubgroupMove, MOVE_COLUMNS), "patient_month_cost": (PatientMonthCost, COST_COLUMNS)}  # fmt: skip
+    out = {}
+    with engine.begin() as conn:
+        months = _assigned_months(conn)
+        selects = {"econsult_month": select_econsult_month(dialect), "specialist_spend_month": select_specialist_spend(dialect),
+                   "subgroup_move": select_subgroup_moves(months), "patient_month_cost": select_patient_month_cost()}  # fmt: skip
+        for name, (model, columns) in tables.items():
+            table = model.__table__
+            conn.execute(delete(table))
+            conn.execute(insert(table).from_select(columns, selects[name]))
+            out[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+        _mark_built(conn)
+    return {**out, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame) -> dict:
+    """In the caller's transaction (the incremental derive's, after the new assignments and activity
+    are written): the moves and costs of ``patients``; the e-consult volume whole; the spend rows
+    of every team of ``keys`` (team_id: the teams the patients were or are in). Returns rows written."""
+    dialect = conn.dialect.name
+    moves, costs = SubgroupMove.__table__, PatientMonthCost.__table__
+    out = {}
+    for start in range(0, len(patients), 10_000):
+        part = patients[start : start + 10_000]
+        conn.execute(delete(moves).where(moves.c.patient_id.in_(part)))
+        conn.execute(delete(costs).where(costs.c.patient_id.in_(part)))
+        out["moves"] = (
+            out.get("moves", 0)
+            + conn.execute(insert(moves).from_select(MOVE_COLUMNS, select_subgroup_moves(_assigned_months(conn), part))).rowcount
+        )
+        out["costs"] = (
+            out.get("costs", 0) + conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part))).rowcount
+        )
+    volume = EconsultMonth.__table__
+    conn.execute(delete(volume))
+    out["econsult_rows"] = conn.execute(insert(volume).from_select(ECONSULT_COLUMNS, select_econsult_month(dialect))).rowcount
+    spend = SpecialistSpendMonth.__table__
+    out["spend_rows"] = 0
+    for team_id in sorted(set(keys["team_id"].dropna())) if len(keys) else []:
+        conn.execute(delete(spend).where(spend.c.team_id == team_id))
+        out["spend_rows"] += conn.execute(
+            insert(spend).from_select(SPEND_COLUMNS, select_specialist_spend(dialect, team_id))
+        ).rowcount
+    return {k: int(v) for k, v in out.items()}
+
+
+def ensure_page_aggregates(engine: Engine) -> dict | None:
+    """Build the tables once on a store derived before they existed (assignments there, the
+    version mark not); returns the build summary, or None when nothing was needed."""
+    with engine.connect() as conn:
+        if conn.execute(select(SubgroupAssignment.patient_id).limit(1)).first() is None:
+            return None
+        if conn.execute(select(AppSetting.value).where(AppSetting.key == VERSION_KEY)).scalar() == VERSION:
+            return None
+    return build_page_aggregates(engine)
+
+
+def stored_subgroup_transitions(engine: Engine, month, team_id: str, subgroup: str) -> pd.DataFrame:
+    """:func:`core.derive.subgroups.transitions.subgroup_transitions` (same rows, columns and order)
+    read from ``subgroup_move``: two index ranges of the month's moves, and the assignment of each
+    mover (rule and reason of this month) by its key."""
+    from core.store.months import as_month
+
+    month = as_month(month)
+    m, s = SubgroupMove, SubgroupAssignment
+    rows = []
+    for entered in (True, False):
+        where = (m.team_id == team_id, m.subgroup == subgroup) if entered else (m.prev_team_id == team_id, m.prev_subgroup == subgroup)
+        stmt = (
+            select(m.patient_id, (m.team_id if entered else m.prev_team_id).label("team_id"),
+                   m.prev_subgroup.label("from_subgroup"), m.subgroup.label("to_subgroup"), s.rule_id, s.reason, s.overridden)
+            .outerjoin(s, and_(s.patient_id == m.patient_id, s.month == m.month))
+            .where(m.month == month, *where)
+        )  # fmt: skip
+        with engine.connect() as conn:
+            part = pd.read_sql(stmt, conn)
+        if not entered:
+            missing = part["to_subgroup"].isna()
+            part.loc[missing, "reason"] = "no assignment this month (left the practice or died)"
+            part.loc[missing, "rule_id"] = ""
+        rows.append(part)
+    out = pd.concat(rows, ignore_index=True)
+    out["overridden"] = out["overridden"].fillna(False).astype(bool)
+    out = out[["patient_id", "team_id", "from_subgroup", "to_subgroup", "rule_id", "reason", "overridden"]]
+    out = out.astype(object).where(out.notna(), None)
+    return out.sort_values(["to_subgroup", "patient_id"], na_position="last").reset_index(drop=True)
+
+
+def costliest_patients(engine: Engine, month, team_id: str, subgroup: str, top: int) -> pd.DataFrame:
+    """The ``top`` costliest patients of the team's subgroup in the month (patient_id, name,
+    cost_total_usd, cost_internal_usd, cost_external_usd; ties by patient id): the first rows of the
+    ``patient_month_cost`` index range of (month, team, subgroup)."""
+    from core.store.models import Patient
+
+    c = PatientMonthCost
+    stmt = (
+        select(c.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), c.cost_total_usd,
+               c.cost_internal_usd, c.cost_external_usd)
+        .join(Patient, Patient.patient_id == c.patient_id)
+        .where(c.month == month, c.team_id == team_id, c.subgroup == subgroup)
+        .order_by(c.cost_total_usd.desc(), c.patient_id)
+        .limit(top)
+    )  # fmt: skip
+    with engine.connect() as conn:
+        return pd.read_sql(stmt, conn)

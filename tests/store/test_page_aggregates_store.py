@@ -1,0 +1,210 @@
+"""The pages' monthly aggregates (core.derive.page_aggregates) give the figures the pages computed
+before from every patient row: the e-consults page (volume by team and specialty, specialist spend
+of patients with and without an e-consult in the window, its patients and member-months) and the
+review's subgroup moves and costliest patients. On the sample network, SQLite and PostgreSQL, after
+a full derive and after incremental derives (an override, a small import with an e-consult and a
+team change), and on a store derived before the tables existed.
+"""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import delete, select
+from sqlmodel import SQLModel
+
+from core.access.policy import Scope
+from core.derive.incremental import derive_touched
+from core.derive.page_aggregates import (
+    VERSION_KEY,
+    build_page_aggregates,
+    costliest_patients,
+    ensure_page_aggregates,
+    stored_subgroup_transitions,
+)
+from core.derive.pipeline import derive_all, load_bundle_and_derive
+from core.derive.subgroups.overrides import set_override
+from core.derive.subgroups.transitions import subgroup_transitions
+from core.ingest import import_path
+from core.store.models import AppSetting, Patient, PatientMonthActivity, SubgroupAssignment
+from core.store.months import window_months
+from core.views.econsults import (
+    _specialist_spend,
+    econsult_rows,
+    econsult_rows_from_encounters,
+    econsults,
+    specialist_spend_from_claims,
+)
+
+AGGREGATES = ("econsult_month", "specialist_spend_month", "subgroup_move", "patient_month_cost")
+LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
+
+
+@pytest.fixture
+def sample_store(store_engine, sample_bundle):
+    load_bundle_and_derive(store_engine, sample_bundle)
+    return store_engine
+
+
+def _frame(engine, stmt) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(stmt, conn)
+
+
+def _months(engine) -> list[date]:
+    s = SubgroupAssignment
+    return sorted(pd.to_datetime(_frame(engine, select(s.month).distinct())["month"]).dt.date)
+
+
+def _teams(engine) -> list[str]:
+    s = SubgroupAssignment
+    return sorted(_frame(engine, select(s.team_id).distinct())["team_id"].dropna())
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+def assert_econsults_as_before(engine) -> int:
+    """Every window (month, quarter, 12 months) ending in every third month, network-wide, per team
+    and for two teams: the aggregates' figures equal the encounter and claim computation (counts
+    exactly, sums of money to 1e-9). Returns how many spend tables were compared."""
+    months, teams = _months(engine), _teams(engine)
+    scopes = [None, *[(t,) for t in teams], tuple(teams[:2])]
+    compared = 0
+    for end in months[::3]:
+        for window in ("month", "quarter", "12m"):
+            ms = tuple(window_months(end, window))
+            for scope in scopes:
+                new, old = econsult_rows(engine, ms, scope), econsult_rows_from_encounters(engine, ms, scope)
+                keys = ["team_id", "specialty"]
+                new, old = _sorted(new, keys).astype({c: "float64" for c in new.columns[2:]}), _sorted(old, keys).astype(
+                    {c: "float64" for c in old.columns[2:]})  # fmt: skip
+                pd.testing.assert_frame_equal(new, old, check_exact=True, obj=f"econsults {end} {window} {scope}")
+                for suppress in (False, True):
+                    got = _specialist_spend(engine, ms, scope, suppress)
+                    want = specialist_spend_from_claims(engine, ms, scope, suppress)
+                    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9, check_dtype=False,
+                                                  obj=f"spend {end} {window} {scope} {suppress}")  # fmt: skip
+                    exact = got[["group", "patients", "member_months", "suppressed"]]
+                    pd.testing.assert_frame_equal(exact, want[exact.columns], check_dtype=False)  # counts exactly
+                    compared += 1
+    return compared
+
+
+def assert_review_as_before(engine) -> int:
+    """Moves and the 10 costliest patients of every team, subgroup and month equal the member-by-member
+    computation. Returns how many moves were compared."""
+    s, act = SubgroupAssignment, PatientMonthActivity
+    keys = _frame(engine, select(s.team_id, s.subgroup, s.month).distinct())
+    moved = 0
+    for team_id, subgroup, month in keys.itertuples(index=False):
+        month = pd.Timestamp(month).date()
+        want = subgroup_transitions(engine, month, team_id, subgroup)
+        got = stored_subgroup_transitions(engine, month, team_id, subgroup)
+        pd.testing.assert_frame_equal(got, want, obj=f"moves {team_id} {subgroup} {month}")
+        moved += len(got)
+        total = act.cost_internal_usd + act.cost_external_usd
+        members = select(s.patient_id).where(s.month == month, s.team_id == team_id, s.subgroup == subgroup)
+        before = (
+            select(act.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"), total.label("cost_total_usd"),
+                   act.cost_internal_usd, act.cost_external_usd)
+            .join(Patient, Patient.patient_id == act.patient_id)
+            .where(act.month == month, act.patient_id.in_(members))
+            .order_by(total.desc(), act.patient_id)
+            .limit(10)
+        )  # fmt: skip
+        pd.testing.assert_frame_equal(costliest_patients(engine, month, team_id, subgroup, 10), _frame(engine, before),
+                                      check_exact=True, obj=f"costliest {team_id} {subgroup} {month}")  # fmt: skip
+    return moved
+
+
+def aggregate_tables(engine) -> dict[str, pd.DataFrame]:
+    out = {}
+    with engine.connect() as conn:
+        for name in AGGREGATES:
+            table = SQLModel.metadata.tables[name]
+            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
+            out[name] = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in table.columns])
+    return out
+
+
+def assert_same_as_full_derive(engine) -> None:
+    incremental = aggregate_tables(engine)
+    derive_all(engine)
+    full = aggregate_tables(engine)
+    for name in AGGREGATES:
+        assert len(incremental[name]) == len(full[name]) > 0, name
+        exact = name != "specialist_spend_month"  # a sum of patient-month sums: compared to 1e-9
+        pd.testing.assert_frame_equal(incremental[name], full[name], check_exact=exact, rtol=1e-9, obj=name)
+
+
+def test_the_pages_figures_from_the_aggregates_equal_todays(sample_store):
+    engine = sample_store
+    assert assert_econsults_as_before(engine) > 0
+    assert assert_review_as_before(engine) > 0
+    data = econsults(engine, tuple(window_months(_months(engine)[-1], "12m")), None, False)
+    spend = data["spend"].set_index("group")
+    assert set(spend.index) == {"with e-consult", "without e-consult"}  # the window test splits the network
+    assert (spend["patients"] < spend["member_months"]).all()  # distinct patients, not member-months
+
+
+def _with_econsult_and_team_change(tables: dict) -> None:
+    """An e-consult and a specialist claim for the first patient; the second patient's last month
+    moved to another team."""
+    att = tables["attribution.csv"]
+    first, last_month = att.iloc[0], max(att["month"])
+    enc = tables["encounters.csv"]
+    rows = [{c: "" for c in enc.columns} | {"encounter_id": "E_NEW_EC", "patient_id": first["patient_id"], "kind": "e_consult",
+                                            "start_date": f"{last_month}-05", "responded_date": f"{last_month}-09",
+                                            "resolved_without_visit": "true", "specialty": "cardiology", "in_network": "true",
+                                            "paid_usd": "0"},
+            {c: "" for c in enc.columns} | {"encounter_id": "E_NEW_SV", "patient_id": first["patient_id"], "kind": "specialist_visit",
+                                            "start_date": f"{last_month}-12", "in_network": "false", "paid_usd": "321.5"}]  # fmt: skip
+    tables["encounters.csv"] = pd.concat([enc, pd.DataFrame(rows)], ignore_index=True)
+    second = att["patient_id"].drop_duplicates().iloc[1]
+    teams = sorted(att["team_id"].unique())
+    here = (att["patient_id"] == second) & (att["month"] == max(att.loc[att["patient_id"] == second, "month"]))
+    other = next(t for t in teams if t != att.loc[here, "team_id"].iloc[0])
+    practice = att.loc[att["team_id"] == other, "practice_id"].iloc[0]
+    att.loc[here, ["team_id", "practice_id"]] = [other, practice]
+    pcp = att.loc[att["team_id"] == other, "pcp_id"].iloc[0] if "pcp_id" in att else None
+    if pcp is not None:
+        att.loc[here, "pcp_id"] = pcp
+    tables["attribution.csv"] = att
+
+
+def test_incremental_derives_keep_the_aggregates_exact(sample_store, sample_bundle, tmp_path):
+    from tests.store.test_incremental_derive_store import _patient_with_months, _small_bundle
+
+    engine = sample_store
+    patient, month, subgroup = _patient_with_months(engine)
+    set_override(engine, LEAD, patient, "complex" if subgroup != "complex" else "healthy", month, "weekly calls")
+    assert_review_as_before(engine)
+    assert_same_as_full_derive(engine)
+
+    ids = sorted(aggregate_tables(engine)["patient_month_cost"]["patient_id"].unique())[::60]
+    bundle = _small_bundle(sample_bundle, tmp_path / "small", ids, _with_econsult_and_team_change)
+    report = import_path(engine, bundle)
+    assert report.ok, report.to_text()
+    summary = derive_touched(engine)
+    assert summary["mode"] == "incremental", summary.get("why")
+    assert summary["activity"]["pages"]["spend_rows"] > 0
+    assert_econsults_as_before(engine)
+    assert_review_as_before(engine)
+    assert_same_as_full_derive(engine)
+
+
+def test_a_store_derived_before_the_tables_gets_them_once(sample_store):
+    engine = sample_store
+    before = aggregate_tables(engine)
+    with engine.begin() as conn:
+        for name in AGGREGATES:
+            conn.execute(delete(SQLModel.metadata.tables[name]))
+        conn.execute(delete(AppSetting.__table__).where(AppSetting.key == VERSION_KEY))
+    assert ensure_page_aggregates(engine)["subgroup_move"] == len(before["subgroup_move"])
+    assert ensure_page_aggregates(engine) is None
+    after = aggregate_tables(engine)
+    for name in AGGREGATES:
+        pd.testing.assert_frame_equal(after[name], before[name], obj=name)
+    assert build_page_aggregates(engine)["econsult_month"] == len(before["econsult_month"])
