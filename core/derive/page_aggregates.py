@@ -38,7 +38,23 @@ team the touched patients were or are in.
 import time
 
 import pandas as pd
-from sqlalchemy import Engine, Integer, and_, case, cast, delete, extract, func, insert, literal, null, or_, select, union_all
+from sqlalchemy import (
+    Engine,
+    Float,
+    Integer,
+    and_,
+    case,
+    cast,
+    delete,
+    extract,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import aliased
 
 from core.store.models import (
@@ -112,13 +128,20 @@ def select_specialist_spend(dialect: str, team_id: str | None = None):
     patients ever attributed to it)."""
     a, e = Attribution, Encounter
     patients = None if team_id is None else select(a.patient_id).where(a.team_id == team_id).distinct()
+    zero = cast(literal(0.0), Float)
     att = select(a.patient_id, a.team_id, a.month, month_index(dialect, a.month).label("idx"),
-                 literal(1).label("attributed"), literal(0).label("ec"))  # fmt: skip
+                 literal(1).label("attributed"), literal(0).label("ec"), zero.label("usd"))  # fmt: skip
     ecs = select(e.patient_id, null().label("team_id"), null().label("month"), month_index(dialect, e.start_date).label("idx"),
-                 literal(0).label("attributed"), literal(1).label("ec")).where(e.kind == "e_consult")  # fmt: skip
+                 literal(0).label("attributed"), literal(1).label("ec"), zero.label("usd")).where(e.kind == "e_consult")  # fmt: skip
+    claims = select(e.patient_id, null().label("team_id"), null().label("month"), month_index(dialect, e.start_date).label("idx"),
+                    literal(0).label("attributed"), literal(0).label("ec"), e.paid_usd.label("usd")).where(specialist_condition())  # fmt: skip
     if patients is not None:
-        att, ecs = att.where(a.patient_id.in_(patients)), ecs.where(e.patient_id.in_(patients))
-    stream = union_all(att, ecs).subquery("stream")
+        att, ecs, claims = (att.where(a.patient_id.in_(patients)), ecs.where(e.patient_id.in_(patients)),
+                            claims.where(e.patient_id.in_(patients)))  # fmt: skip
+    # one stream of the patients' attributed months, e-consults and specialist claims, each as a
+    # month number: one sort per patient gives every distance and each month's spend (window
+    # functions; no join, so no plan that reads a table once per row)
+    stream = union_all(att, ecs, claims).subquery("stream")
     s = stream.c
     by_patient = {"partition_by": s.patient_id, "order_by": s.idx}
     ec_idx, att_idx = case((s.ec == 1, s.idx), else_=None), case((s.attributed == 1, s.idx), else_=None)
@@ -127,6 +150,7 @@ def select_specialist_spend(dialect: str, team_id: str | None = None):
                func.max(ec_idx).over(**by_patient, range_=(None, 0)).label("last_ec"),
                func.min(ec_idx).over(**by_patient, range_=(1, None)).label("next_ec"),
                func.max(att_idx).over(**by_patient, range_=(None, -1)).label("prev_any"),
+               func.sum(s.usd).over(**by_patient, range_=(0, 0)).label("month_usd"),
                func.max(att_idx).over(partition_by=[s.patient_id, s.team_id], order_by=s.idx, range_=(None, -1)).label("prev_team"))
         .subquery("dist")
     )  # fmt: skip
@@ -135,19 +159,12 @@ def select_specialist_spend(dialect: str, team_id: str | None = None):
     def capped(expr):
         return case((expr.is_(None), FAR), (expr >= FAR, FAR), else_=expr)
 
-    spend = (
-        select(e.patient_id, month_index(dialect, e.start_date).label("idx"), func.sum(e.paid_usd).label("usd"))
-        .where(specialist_condition(), *([] if patients is None else [e.patient_id.in_(patients)]))
-        .group_by(e.patient_id, month_index(dialect, e.start_date))
-        .subquery("spend")
-    )
     since, until = capped(d.idx - d.last_ec), capped(d.next_ec - d.idx)
     gap_any, gap_team = capped(d.idx - d.prev_any), capped(d.idx - d.prev_team)
     stmt = (
         select(d.month, d.team_id, since.label("since_econsult"), until.label("until_econsult"), gap_any.label("gap_any"),
                gap_team.label("gap_team"), func.count().label("member_months"),
-               func.coalesce(func.sum(spend.c.usd), 0.0).label("specialist_spend_usd"))
-        .outerjoin(spend, and_(spend.c.patient_id == d.patient_id, spend.c.idx == d.idx))
+               func.coalesce(func.sum(d.month_usd), 0.0).label("specialist_spend_usd"))
         .where(d.attributed == 1, *([] if team_id is None else [d.team_id == team_id]))
         .group_by(d.month, d.team_id, since, until, gap_any, gap_team)
     )  # fmt: skip
@@ -239,32 +256,27 @@ def build_page_aggregates(engine: Engine) -> dict:
 def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame) -> dict:
     """In the caller's transaction (the incremental derive's, after the new assignments and activity
     are written): the moves and costs of ``patients``; the e-consult volume whole; the spend rows
-    of every team of ``keys`` (team_id: the teams the patients were or are in). Returns rows written."""
+    of every team of ``keys`` (team_id: the teams the patients were or are in). Returns the patients,
+    the spend teams rebuilt and the seconds taken."""
+    t0 = time.perf_counter()
     dialect = conn.dialect.name
     moves, costs = SubgroupMove.__table__, PatientMonthCost.__table__
-    out = {}
+    months = _assigned_months(conn)
     for start in range(0, len(patients), 10_000):
         part = patients[start : start + 10_000]
         conn.execute(delete(moves).where(moves.c.patient_id.in_(part)))
         conn.execute(delete(costs).where(costs.c.patient_id.in_(part)))
-        out["moves"] = (
-            out.get("moves", 0)
-            + conn.execute(insert(moves).from_select(MOVE_COLUMNS, select_subgroup_moves(_assigned_months(conn), part))).rowcount
-        )
-        out["costs"] = (
-            out.get("costs", 0) + conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part))).rowcount
-        )
+        conn.execute(insert(moves).from_select(MOVE_COLUMNS, select_subgroup_moves(months, part)))
+        conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part)))
     volume = EconsultMonth.__table__
     conn.execute(delete(volume))
-    out["econsult_rows"] = conn.execute(insert(volume).from_select(ECONSULT_COLUMNS, select_econsult_month(dialect))).rowcount
+    conn.execute(insert(volume).from_select(ECONSULT_COLUMNS, select_econsult_month(dialect)))
     spend = SpecialistSpendMonth.__table__
-    out["spend_rows"] = 0
-    for team_id in sorted(set(keys["team_id"].dropna())) if len(keys) else []:
+    teams = sorted(set(keys["team_id"].dropna())) if len(keys) else []
+    for team_id in teams:
         conn.execute(delete(spend).where(spend.c.team_id == team_id))
-        out["spend_rows"] += conn.execute(
-            insert(spend).from_select(SPEND_COLUMNS, select_specialist_spend(dialect, team_id))
-        ).rowcount
-    return {k: int(v) for k, v in out.items()}
+        conn.execute(insert(spend).from_select(SPEND_COLUMNS, select_specialist_spend(dialect, team_id)))
+    return {"patients": len(patients), "spend_teams": len(teams), "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def ensure_page_aggregates(engine: Engine) -> dict | None:
@@ -288,7 +300,11 @@ def stored_subgroup_transitions(engine: Engine, month, team_id: str, subgroup: s
     m, s = SubgroupMove, SubgroupAssignment
     rows = []
     for entered in (True, False):
-        where = (m.team_id == team_id, m.subgroup == subgroup) if entered else (m.prev_team_id == team_id, m.prev_subgroup == subgroup)
+        where = (
+            (m.team_id == team_id, m.subgroup == subgroup)
+            if entered
+            else (m.prev_team_id == team_id, m.prev_subgroup == subgroup)
+        )
         stmt = (
             select(m.patient_id, (m.team_id if entered else m.prev_team_id).label("team_id"),
                    m.prev_subgroup.label("from_subgroup"), m.subgroup.label("to_subgroup"), s.rule_id, s.reason, s.overridden)
