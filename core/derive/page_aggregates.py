@@ -38,9 +38,11 @@ is 8 CPU s for the biggest team: a small upload pays it, an override does not).
 """
 
 import time
+from datetime import date
 
 import pandas as pd
 from sqlalchemy import (
+    Date,
     Engine,
     Float,
     Integer,
@@ -62,6 +64,7 @@ from sqlalchemy.orm import aliased
 from core.store.models import (
     AppSetting,
     Attribution,
+    ClaimsLagMonth,
     EconsultMonth,
     Encounter,
     PatientMonthActivity,
@@ -76,12 +79,14 @@ from core.views.executive_settings import load_executive_settings
 
 FAR = 12  # "none within 11 months": every window is at most 12 months, so this never passes a window test
 VERSION_KEY = "page_aggregates_version"
-VERSION = "1"
+VERSION = "2"  # 2: with claims_lag_month
+NO_PAID_DATE = date(1900, 1, 1)  # claims_lag_month.paid_month of claims without a paid date
 
 ECONSULT_COLUMNS = ["month", "team_id", "specialty", "econsults", "responded", "days_sum", "days_sq", "resolved"]
 SPEND_COLUMNS = ["month", "team_id", "since_econsult", "until_econsult", "gap_any", "gap_team", "member_months",
                  "specialist_spend_usd"]  # fmt: skip
 MOVE_COLUMNS = ["patient_id", "month", "team_id", "subgroup", "prev_team_id", "prev_subgroup"]
+LAG_COLUMNS = ["service_month", "paid_month", "claims", "paid_usd"]
 COST_COLUMNS = ["patient_id", "month", "team_id", "subgroup", "cost_total_usd", "cost_internal_usd", "cost_external_usd"]
 
 
@@ -122,6 +127,20 @@ def specialist_condition(categories: tuple[str, ...] | list[str] | None = None):
     e = Encounter
     return and_(e.is_internal.is_(False),
                 or_(e.cost_category.in_(categories), and_(e.cost_category == "", e.kind == "specialist_visit")))  # fmt: skip
+
+
+def select_claims_lag_month(dialect: str):
+    """Claims per service month and paid month (:data:`NO_PAID_DATE` without one): what
+    ``core.metrics.runout.claims_lags`` summed from the encounters."""
+    e = Encounter
+    service = month_start_sql(dialect, e.start_date)
+    paid = func.coalesce(month_start_sql(dialect, e.paid_date), literal(NO_PAID_DATE, Date))
+    return (
+        select(service.label("service_month"), paid.label("paid_month"), func.count().label("claims"),
+               func.coalesce(func.sum(e.paid_usd), 0.0).label("paid_usd"))
+        .where(e.is_internal.is_(False))
+        .group_by(service, paid)
+    )  # fmt: skip
 
 
 def select_specialist_spend(dialect: str, team_id: str | None = None):
@@ -200,8 +219,6 @@ def select_subgroup_moves(months: list, patients: list[str] | None = None):
 
 def _month_pairs(months: list):
     """(month, the month before) of every assigned month and the month after the last one."""
-    from sqlalchemy import Date
-
     from core.derive.activity import constant_table
     from core.store.months import add_months
 
@@ -240,12 +257,12 @@ def build_page_aggregates(engine: Engine) -> dict:
     t0 = time.perf_counter()
     dialect = engine.dialect.name
     tables = {"econsult_month": (EconsultMonth, ECONSULT_COLUMNS), "specialist_spend_month": (SpecialistSpendMonth, SPEND_COLUMNS),
-              "subgroup_move": (SubgroupMove, MOVE_COLUMNS), "patient_month_cost": (PatientMonthCost, COST_COLUMNS)}  # fmt: skip
+              "subgroup_move": (SubgroupMove, MOVE_COLUMNS), "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS), "patient_month_cost": (PatientMonthCost, COST_COLUMNS)}  # fmt: skip
     out = {}
     with engine.begin() as conn:
         months = _assigned_months(conn)
         selects = {"econsult_month": select_econsult_month(dialect), "specialist_spend_month": select_specialist_spend(dialect),
-                   "subgroup_move": select_subgroup_moves(months), "patient_month_cost": select_patient_month_cost()}  # fmt: skip
+                   "subgroup_move": select_subgroup_moves(months), "claims_lag_month": select_claims_lag_month(dialect), "patient_month_cost": select_patient_month_cost()}  # fmt: skip
         for name, (model, columns) in tables.items():
             table = model.__table__
             conn.execute(delete(table))
@@ -273,6 +290,9 @@ def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame) ->
         conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part)))
     if _only_overrides_pending(conn):  # an override moves no encounter or attribution: the e-consult tables stand
         return {"patients": len(patients), "spend_teams": 0, "seconds": round(time.perf_counter() - t0, 2)}
+    lags = ClaimsLagMonth.__table__
+    conn.execute(delete(lags))
+    conn.execute(insert(lags).from_select(LAG_COLUMNS, select_claims_lag_month(dialect)))
     volume = EconsultMonth.__table__
     conn.execute(delete(volume))
     conn.execute(insert(volume).from_select(ECONSULT_COLUMNS, select_econsult_month(dialect)))
@@ -300,6 +320,11 @@ def _only_overrides_pending(conn) -> bool:
         .where(or_(ImportRun.finished_at.is_(None), ImportRun.finished_at >= row.updated_at))
     )
     return conn.execute(imports).scalar_one() == 0
+
+
+def built(conn) -> bool:
+    """Whether the tables are built by this version (else a reader falls back to the patient rows)."""
+    return conn.execute(select(AppSetting.value).where(AppSetting.key == VERSION_KEY)).scalar() == VERSION
 
 
 def ensure_page_aggregates(engine: Engine) -> dict | None:

@@ -59,16 +59,30 @@ def load_runout_settings(path: Path = RUNOUT_PATH) -> RunoutSettings:
 
 
 def claims_lags(engine: Engine) -> pd.DataFrame:
-    """Claims (non-internal encounters) by service month and paid month, summed in SQL.
+    """Claims (non-internal encounters) by service month and paid month: the derive's
+    ``claims_lag_month`` (``core.derive.page_aggregates``), else summed in SQL from the encounters.
 
     Grain: service_month, paid_month (None: no paid date). Columns: claims, paid_usd.
     """
+    from core.derive.page_aggregates import NO_PAID_DATE, built
+    from core.store.models import ClaimsLagMonth
+
+    with engine.connect() as conn:
+        stored = built(conn)
+    if stored:  # the derive's claims_lag_month: a few hundred rows, not every claim of the network
+        t = ClaimsLagMonth
+        frame = read_frame(engine, select(t.service_month, t.paid_month, t.claims, t.paid_usd).order_by(t.service_month, t.paid_month))
+        frame["paid_month"] = [None if as_month(m) == NO_PAID_DATE else m for m in frame["paid_month"]]
+        return _lag_frame(frame)
     dialect = engine.dialect.name
     service = month_start_sql(dialect, Encounter.start_date).label("service_month")
     paid = month_start_sql(dialect, Encounter.paid_date).label("paid_month")
     stmt = (select(service, paid, func.count().label("claims"), func.coalesce(func.sum(Encounter.paid_usd), 0.0).label("paid_usd"))
             .where(Encounter.is_internal.is_(False)).group_by(service, paid))  # fmt: skip
-    frame = read_frame(engine, stmt)
+    return _lag_frame(read_frame(engine, stmt))
+
+
+def _lag_frame(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame({"service_month": pd.Series([], dtype=object), "paid_month": pd.Series([], dtype=object),
                              "claims": pd.Series([], dtype="int64"), "paid_usd": pd.Series([], dtype="float64")})  # fmt: skip

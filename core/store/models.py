@@ -574,6 +574,20 @@ class SubgroupMove(SQLModel, table=True):
     )
 
 
+class ClaimsLagMonth(SQLModel, table=True):
+    """Claims (non-internal encounters) per service month and paid month: count and paid amount.
+    Grain: service_month, paid_month (``1900-01-01``: no paid date). Derived by
+    ``core.derive.page_aggregates``; the claims run-out (``core.metrics.runout.claims_lags``) reads it
+    instead of grouping every claim of the network on each page."""
+
+    __tablename__ = "claims_lag_month"
+
+    service_month: date = Field(primary_key=True)
+    paid_month: date = Field(primary_key=True)
+    claims: int = 0
+    paid_usd: float = 0.0
+
+
 class PatientMonthCost(SQLModel, table=True):
     """The cost of an assigned patient-month with its team and subgroup (``patient_month_activity``
     joined to ``subgroup_assignment``). Grain: patient_id, month. Its index gives the costliest
