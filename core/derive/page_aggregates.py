@@ -9,6 +9,9 @@
   before. The review reads one month's moves of a team's subgroup from an index range.
 - ``patient_month_cost`` (patient, month, with team, subgroup and cost): the review's costliest
   patients are the first rows of one index range (month, team, subgroup, cost descending).
+- ``claims_lag_month`` (service month, paid month): claims and paid amount, from which the claims
+  run-out (``core.metrics.runout.claims_lags``: the review's headline, the data-quality page) reads
+  its completion factors instead of grouping every claim of the network on each render.
 
 The window test from monthly grains. A window is the months S..E (1, 3 or 12 of them). A patient
 "had an e-consult in the window" when one of their e-consults started in S..E, whichever team it
@@ -32,7 +35,8 @@ patient-month sums, so the spend can differ from a sum over claims in the last b
 Built whole by :func:`build_page_aggregates` (the full derive, after the activity) and kept exact
 by :func:`replace_page_aggregates_of` (the incremental derive): the moves and costs of the touched
 patients; then, unless only overrides are pending (an override changes no encounter or
-attribution), the e-consult volume whole (one read of the e-consults) and the spend rows of every
+attribution), the claims lags and the e-consult volume whole (one read of the claims, one of the
+e-consults) and the spend rows of every
 team the touched patients were or are in, from all that team's patients (at 100,000 patients that
 is 8 CPU s for the biggest team: a small upload pays it, an override does not).
 """
