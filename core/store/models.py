@@ -576,7 +576,7 @@ class SubgroupMove(SQLModel, table=True):
 
 class ClaimsLagMonth(SQLModel, table=True):
     """Claims (non-internal encounters) per service month and paid month: count and paid amount.
-    Grain: service_month, paid_month (``1900-01-01``: no paid date). Derived by
+    Grain: service_month, paid_month. ``paid_month`` 1900-01-01: no paid date. Derived by
     ``core.derive.page_aggregates``; the claims run-out (``core.metrics.runout.claims_lags``) reads it
     instead of grouping every claim of the network on each page."""
 
