@@ -226,3 +226,43 @@ def test_a_store_derived_before_the_tables_gets_them_once(sample_store):
     for name in AGGREGATES:
         pd.testing.assert_frame_equal(after[name], before[name], obj=name)
     assert build_page_aggregates(engine)["econsult_month"] == len(before["econsult_month"])
+
+
+def test_the_window_test_on_a_hand_built_network(store_engine):
+    """An e-consult in a month the patient is not attributed counts for the windows holding it, one
+    a year back counts for 12 months only, and a patient who changes team is one patient of the
+    network and one of each team."""
+    from core.store.models import Attribution, Encounter
+    from tests.builders import add_rows, two_team_network
+
+    months = (date(2026, 8, 1), date(2026, 9, 1), date(2026, 10, 1))
+    two_team_network(store_engine, months)
+    add_rows(store_engine, [
+        Encounter(encounter_id="EC1", patient_id="P1", team_id="A1", kind="e_consult", start_date=date(2026, 7, 20), is_internal=True,
+                  responded_date=date(2026, 7, 23), specialty="cardiology"),
+        Encounter(encounter_id="SV1", patient_id="P1", kind="specialist_visit", start_date=date(2026, 9, 3), is_internal=False,
+                  paid_usd=100.0),
+        Encounter(encounter_id="EC2", patient_id="P2", team_id="A1", kind="e_consult", start_date=date(2026, 1, 5), is_internal=True,
+                  specialty="cardiology"),
+    ])  # fmt: skip
+    with store_engine.begin() as conn:
+        conn.execute(Attribution.__table__.update().where(Attribution.patient_id == "P4", Attribution.month == months[-1])
+                     .values(team_id="A1"))  # fmt: skip
+    build_page_aggregates(store_engine)
+
+    def spend(end, window, scope=None):
+        ms = tuple(window_months(end, window))
+        got = _specialist_spend(store_engine, ms, scope, False)
+        want = specialist_spend_from_claims(store_engine, ms, scope, False)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+        return got.set_index("group")
+
+    quarter_to_sep = spend(date(2026, 9, 1), "quarter")  # July to September: the July e-consult is in it
+    assert quarter_to_sep.loc["with e-consult", ["patients", "member_months", "specialist_spend_usd"]].tolist() == [1, 2, 100.0]
+    quarter_to_oct = spend(date(2026, 10, 1), "quarter")  # August to October: no e-consult
+    assert list(quarter_to_oct.index) == ["without e-consult"] and quarter_to_oct["patients"].iloc[0] == 6
+    year = spend(date(2026, 10, 1), "12m")
+    assert year.loc["with e-consult", "patients"] == 2  # P1 and P2 (January)
+    assert spend(date(2026, 10, 1), "quarter", ("A1",))["patients"].sum() == 4  # P4's October at A1
+    assert spend(date(2026, 10, 1), "quarter", ("A2",))["patients"].sum() == 3
+    assert spend(date(2026, 10, 1), "quarter", ("A1", "A2"))["patients"].sum() == 6  # from the claims: P4 once
