@@ -71,7 +71,8 @@ def claims_lags(engine: Engine) -> pd.DataFrame:
         stored = built(conn)
     if stored:  # the derive's claims_lag_month: a few hundred rows, not every claim of the network
         t = ClaimsLagMonth
-        frame = read_frame(engine, select(t.service_month, t.paid_month, t.claims, t.paid_usd).order_by(t.service_month, t.paid_month))
+        stmt = select(t.service_month, t.paid_month, t.claims, t.paid_usd).order_by(t.service_month, t.paid_month)
+        frame = read_frame(engine, stmt)
         frame["paid_month"] = [None if as_month(m) == NO_PAID_DATE else m for m in frame["paid_month"]]
         return _lag_frame(frame)
     dialect = engine.dialect.name
