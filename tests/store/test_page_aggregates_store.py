@@ -131,8 +131,11 @@ def assert_claims_lags_as_before(engine) -> None:
     with engine.begin() as conn:
         conn.execute(AppSetting.__table__.insert().values(key=VERSION_KEY, value=mark))
     assert len(stored) > 0 and stored["paid_month"].isna().any() == scanned["paid_month"].isna().any()
+
     def key(f):
-        return f.assign(paid_month=f["paid_month"].astype(str)).sort_values(["service_month", "paid_month"]).reset_index(drop=True)
+        return (
+            f.assign(paid_month=f["paid_month"].astype(str)).sort_values(["service_month", "paid_month"]).reset_index(drop=True)
+        )
 
     pd.testing.assert_frame_equal(key(stored), key(scanned), check_exact=False, rtol=1e-9)
 
