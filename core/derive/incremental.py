@@ -42,7 +42,6 @@ from sqlalchemy import Engine, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.store.models import AppSetting, Attribution, Cell, DeriveTouched, Patient, RiskScore, SubgroupAssignment, Team
-from core.store.months import month_index
 from core.store.queries import DERIVE_PENDING_KEY, bump_data_version, derive_pending, utc_now
 
 TOUCH_ALL = "*"
@@ -143,11 +142,36 @@ def _stored_months(conn, only: list[str]) -> set:
 
 
 def _stored_range(conn, exclude: list[str] | None = None) -> tuple | None:
-    """First and last assigned month (of the patients but ``exclude``); None when there is none."""
+    """First and last assigned month (of the patients but ``exclude``); None when there is none.
+    (Without ``exclude``: min and max in two queries, each one index lookup on SQLite.)"""
     s = SubgroupAssignment
     where = [s.patient_id.not_in(exclude)] if exclude else []
-    low, high = conn.execute(select(func.min(s.month), func.max(s.month)).where(*where)).one()
+    low = conn.execute(select(func.min(s.month)).where(*where)).scalar()
+    high = conn.execute(select(func.max(s.month)).where(*where)).scalar()
     return None if low is None else (pd.Timestamp(low), pd.Timestamp(high))
+
+
+def _attributed_span(conn) -> list:
+    """Every month from the first attributed month to the last (first days), from the
+    (team_id, month) index: two lookups per team instead of reading every attribution. The full
+    derive takes the months with an attribution (``core.derive.cells._attributed_months``); a
+    month inside the span without any attribution would change no patient's rows."""
+    from core.store.months import add_months, as_month
+
+    a = Attribution
+    ends = []
+    for team_id in conn.execute(select(Team.team_id)).scalars().all():
+        for agg in (func.min, func.max):
+            found = conn.execute(select(agg(a.month)).where(a.team_id == team_id)).scalar()
+            if found is not None:
+                ends.append(as_month(found))
+    if not ends:
+        return []
+    first, last = min(ends), max(ends)
+    out = [first]
+    while out[-1] < last:
+        out.append(add_months(out[-1], 1))
+    return out
 
 
 def _norm(counts: pd.Series) -> pd.Series:
@@ -387,17 +411,16 @@ def derive_override(engine: Engine, patient: str, rules=None) -> dict:
     from core.derive.subgroups.frames import Run, insert_frame
     from core.derive.subgroups.overrides import active_overrides, apply_overrides
     from core.derive.subgroups.rules import active_rules_path, load_rules
-    from core.store.months import from_index, month_end
+    from core.store.months import month_end
 
     t0 = time.perf_counter()
     rules = rules or load_rules(active_rules_path())
     parts: dict[str, float] = {}
     S = SubgroupAssignment
     with engine.connect() as conn:
-        found = month_index(conn.execute(select(Attribution.month).distinct()).scalars().all())
-        months = sorted(from_index(i) for i in set(found.dropna().astype(int)))
-        run = Run(None, tuple(sorted({m.year for m in months})), pd.Timestamp(months[0]), pd.Timestamp(month_end(months[-1])),
-                  DEFAULT_MODEL)  # fmt: skip  (core.derive.subgroups.frames.run_of over every month)
+        months = _attributed_span(conn)
+        years = tuple(sorted({m.year for m in months}))
+        run = Run(None, years, pd.Timestamp(months[0]), pd.Timestamp(month_end(months[-1])), DEFAULT_MODEL)  # as run_of
         month_range = _stored_range(conn)
         fractions = top_fractions(rules)
         thresholds, kept = {}, True
@@ -454,12 +477,13 @@ def _cell_difference(old: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame
 def _stored_cells(conn, keys: pd.MultiIndex) -> pd.DataFrame:
     """The stored cells of the practice x team x subgroup x months of ``keys`` (index: the cell key)."""
     c = Cell.__table__.c
-    units = keys.to_frame(index=False)[["practice_id", "team_id", "subgroup", "month"]].drop_duplicates()
     frames = []
-    for (practice_id, team_id), part in units.groupby(["practice_id", "team_id"]):
-        pairs = list(zip(part["subgroup"], part["month"], strict=True))
+    for (practice_id, team_id), part in keys.to_frame(index=False).groupby(["practice_id", "team_id"]):
+        # every column an IN list of the few values the patient's cells have: primary-key lookups
+        # of their combinations (a superset of the keys, cut to them by the caller)
         stmt = select(*(c[k] for k in CELL_KEYS + CELL_VALUES)).where(
-            c.practice_id == practice_id, c.team_id == team_id, tuple_(c.subgroup, c.month).in_(pairs))
+            c.practice_id == practice_id, c.team_id == team_id,
+            *(c[k].in_(sorted(set(part[k]))) for k in ("subgroup", "month", "stratum", "stratum_value")))  # fmt: skip
         frames.append(pd.DataFrame(conn.execute(stmt).all(), columns=CELL_KEYS + CELL_VALUES))
     stored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CELL_KEYS + CELL_VALUES)
     stored["month"] = pd.to_datetime(stored["month"]).dt.date
@@ -474,6 +498,7 @@ def _apply_cells(conn, was: pd.DataFrame, now: pd.DataFrame) -> dict:
     if not len(was):
         return {"changed": 0, "inserted": 0, "deleted": 0}
     stored = _stored_cells(conn, was.index)
+    stored = stored[stored.index.isin(was.index)]
     present = was.index.isin(stored.index)
     base = stored.reindex(was.index).fillna(0)
     out = base[CELL_VALUES[:3]].astype("float64") - was[CELL_VALUES[:3]] + now[CELL_VALUES[:3]]
