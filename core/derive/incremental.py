@@ -29,6 +29,15 @@ rows were derived in) and compared with what the touched patients make of them:
 - the first and last assigned month (the period a condition group's code is picked from) and the
   calendar years with risk scores: a change falls back to a full derive too.
 
+A subgroup override (set or lifted) that is all that is pending takes another path,
+:func:`derive_override`: the patient's data did not change, only their subgroups, so the
+difference of their cells (under the stored and the new assignments, each the full derive's
+code on a one-patient block) is applied to the stored cells and ``team_month_activity``; no
+other patient is read. Counts stay exact; float sums may differ from a full derive's in the last
+bits (relative 1e-9, absolute 1e-6 where a sum cancels to about 0; the tests compare on those
+terms). The month cut-offs come from ``app_setting`` (kept by every full derive), so an override
+reads no risk-score counts.
+
 Nothing network-wide else is read: staff, teams and practices (the cost rates) are changed by
 imports only, and an import that writes them marks ``*`` (everything). Above
 :data:`MAX_TOUCHED_SHARE` of the network's patients a full derive is the quicker one.
