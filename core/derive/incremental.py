@@ -76,6 +76,11 @@ def mark_touched(conn, patient_ids: Iterable[str], pending: str) -> None:
     )
 
 
+class StaleCells(RuntimeError):
+    """The stored cells or team activity do not hold what the override's difference takes away
+    (a store changed outside the derive): nothing is written and the patient is recomputed."""
+
+
 def touched_patients(engine: Engine) -> list[str]:
     with engine.connect() as conn:
         return sorted(conn.execute(select(DeriveTouched.patient_id)).scalars().all())
@@ -98,11 +103,15 @@ def derive_touched(engine: Engine, progress=None, rules=None, override: tuple[st
         return None
     touched = touched_patients(engine)
     if override is not None and pending == override[0] and touched == [override[1]]:
-        summary = derive_override(engine, override[1], rules)
-        clear_touched(engine, touched)
-        summary["data_version"] = bump_data_version(engine, derived=pending)
-        summary["seconds"] = round(time.perf_counter() - t0, 2)
-        return summary
+        try:
+            summary = derive_override(engine, override[1], rules)
+        except StaleCells:  # the stored cells are not what the difference assumes: recompute them (below)
+            summary = None
+        if summary is not None:
+            clear_touched(engine, touched)
+            summary["data_version"] = bump_data_version(engine, derived=pending)
+            summary["seconds"] = round(time.perf_counter() - t0, 2)
+            return summary
     if not touched:
         why = "the store does not know which patients changed"
     elif TOUCH_ALL in touched:
@@ -513,7 +522,7 @@ def _apply_cells(conn, was: pd.DataFrame, now: pd.DataFrame) -> dict:
     out = base[CELL_VALUES[:3]].astype("float64") - was[CELL_VALUES[:3]] + now[CELL_VALUES[:3]]
     out["patients"] = base["patients"].astype("int64") - was["patients"] + now["patients"]
     if (out["patients"] < 0).any() or (~present & (was["patients"] > 0)).any():
-        raise RuntimeError("the stored cells do not hold the patient's contribution: derive everything")
+        raise StaleCells("the stored cells do not hold the patient's contribution")
     gone, kept = out["patients"] == 0, out["patients"] > 0
     table = Cell.__table__
     old_rows = [dict(zip(CELL_KEYS, key, strict=True)) for key in was.index[present]]
@@ -550,7 +559,7 @@ def _apply_team_activity(conn, before: pd.Series, after: pd.Series) -> int:
         stored = conn.execute(select(t.c.activities).where(*where)).scalar_one_or_none()
         total = (stored or 0) + int(change)
         if total < 0 or (stored is None and change < 0):
-            raise RuntimeError("team_month_activity does not hold the patient's activities: derive everything")
+            raise StaleCells("team_month_activity does not hold the patient's activities")
         if stored is None:
             conn.execute(t.insert().values(month=month, team_id=team_id, subgroup=subgroup, kind=kind, activities=total))
         elif total == 0:

@@ -241,3 +241,19 @@ def test_a_full_derive_that_stops_half_way_leaves_everything_to_do(sample_store,
     summary = derive_touched(engine)
     assert summary["mode"] == "full" and "network-wide" in summary["why"]
     assert touched_patients(engine) == [] and derive_pending(engine) is None
+
+
+def test_an_override_over_cells_that_lack_the_patient_recomputes_them(sample_store):
+    """When the stored cells do not hold what the difference takes away (changed outside the
+    derive), nothing is subtracted: the patient's team-subgroup-months are recomputed."""
+    engine = sample_store
+    patient, month, subgroup = _patient_with_months(engine)
+    team = derived_tables(engine)["subgroup_assignment"].set_index(["patient_id", "month"]).loc[(patient, month), "team_id"]
+    cell = SQLModel.metadata.tables["cell"]
+    with engine.begin() as conn:  # the cells the patient is in this month, gone
+        conn.execute(cell.delete().where(cell.c.team_id == team, cell.c.subgroup == subgroup, cell.c.month == month))
+    oid = set_override(engine, LEAD, patient, "complex" if subgroup != "complex" else "healthy", month, "weekly calls")
+    assert derive_pending(engine) is None
+    summary = lift_override(engine, LEAD, oid)
+    assert summary["mode"] == "override"  # the store is whole again: the difference applies
+    assert_same_as_full_derive(engine, exact=False)
