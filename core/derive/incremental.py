@@ -419,6 +419,7 @@ def derive_override(engine: Engine, patient: str, rules=None) -> dict:
     """
     from core.derive.cells import patient_cells
     from core.derive.measures import read_columns
+    from core.derive.page_aggregates import replace_patient_rows_of
     from core.derive.risk import DEFAULT_MODEL
     from core.derive.subgroups.assign import (
         ASSIGNMENT_COLUMNS,
@@ -465,6 +466,7 @@ def derive_override(engine: Engine, patient: str, rules=None) -> dict:
         conn.execute(delete(a).where(a.c.patient_id == patient))
         insert_frame(conn, a, result[ASSIGNMENT_COLUMNS])
         team_rows = _apply_team_activity(conn, team_before, _team_activity_of(conn, patient))
+        replace_patient_rows_of(conn, [patient])  # the review's moves and costliest (core.derive.page_aggregates)
         cell_rows = _apply_cells(conn, was, now)
         if not kept:
             save_thresholds(conn, thresholds)

@@ -276,14 +276,9 @@ def build_page_aggregates(engine: Engine) -> dict:
     return {**out, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame) -> dict:
-    """In the caller's transaction (the incremental derive's, after the new assignments and activity
-    are written): the moves and costs of ``patients``; unless only overrides are pending
-    (:func:`_only_overrides_pending`), the e-consult volume whole and the spend rows of every team of
-    ``keys`` (team_id: the teams the patients were or are in). Returns the patients,
-    the spend teams rebuilt and the seconds taken."""
-    t0 = time.perf_counter()
-    dialect = conn.dialect.name
+def replace_patient_rows_of(conn, patients: list[str]) -> None:
+    """In the caller's transaction: the ``subgroup_move`` and ``patient_month_cost`` rows of
+    ``patients`` from their stored assignments and activity (all an override changes here)."""
     moves, costs = SubgroupMove.__table__, PatientMonthCost.__table__
     months = _assigned_months(conn)
     for start in range(0, len(patients), 10_000):
@@ -292,6 +287,17 @@ def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame) ->
         conn.execute(delete(costs).where(costs.c.patient_id.in_(part)))
         conn.execute(insert(moves).from_select(MOVE_COLUMNS, select_subgroup_moves(months, part)))
         conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part)))
+
+
+def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame) -> dict:
+    """In the caller's transaction (the incremental derive's, after the new assignments and activity
+    are written): the moves and costs of ``patients``; unless only overrides are pending
+    (:func:`_only_overrides_pending`), the e-consult volume whole and the spend rows of every team of
+    ``keys`` (team_id: the teams the patients were or are in). Returns the patients,
+    the spend teams rebuilt and the seconds taken."""
+    t0 = time.perf_counter()
+    dialect = conn.dialect.name
+    replace_patient_rows_of(conn, patients)
     if _only_overrides_pending(conn):  # an override moves no encounter or attribution: the e-consult tables stand
         return {"patients": len(patients), "spend_teams": 0, "seconds": round(time.perf_counter() - t0, 2)}
     lags = ClaimsLagMonth.__table__
