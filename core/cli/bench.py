@@ -97,6 +97,37 @@ def step_import(args: dict) -> dict:
     return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded}
 
 
+def columnar_load(bundle: Path) -> dict:
+    """A plain columnar load of every CSV file of the bundle into memory, with type inference and no
+    checks: the speed of the data that the import is compared with. DuckDB's ``read_csv`` when
+    ``duckdb`` is installed (requirements-dev.txt), else ``pyarrow.csv.read_csv`` (the report
+    says which)."""
+    files = sorted(Path(bundle).glob("*.csv"))
+    try:
+        import duckdb
+    except ImportError:
+        duckdb = None
+    if duckdb is not None:
+        con = duckdb.connect(":memory:")
+        rows = 0
+        for i, path in enumerate(files):
+            literal = "'" + str(path).replace("'", "''") + "'"
+            con.execute(f"CREATE TABLE t{i} AS SELECT * FROM read_csv({literal})")
+            rows += con.execute(f"SELECT count(*) FROM t{i}").fetchone()[0]
+        con.close()
+        return {"engine": f"duckdb {duckdb.__version__} read_csv", "files": len(files), "rows": int(rows)}
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    tables = [pacsv.read_csv(path) for path in files]
+    return {"engine": f"pyarrow {pa.__version__} csv.read_csv (duckdb is not installed)", "files": len(files),
+            "rows": int(sum(t.num_rows for t in tables))}
+
+
+def step_columnar(args: dict) -> dict:
+    return columnar_load(Path(args["bundle"]))
+
+
 def step_assign(args: dict) -> dict:
     from core.derive.subgroups.assign import assign_subgroups
     from core.store.db import create_schema, make_engine
@@ -338,7 +369,7 @@ def step_baseline(args: dict) -> dict:
             "ratio": round(naive_ms / max(product["p50_ms"], 1e-6), 1), "team_id": team, "subgroup": subgroup}
 
 
-STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": step_assign, "activity": step_activity, "cells": step_cells,
+STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "columnar": step_columnar, "assign": step_assign, "activity": step_activity, "cells": step_cells,
                   "queries": step_queries, "baseline": step_baseline}
 # The page renders need Streamlit, which core/ never imports: that step lives in
 # ui/bench_pages.py, imported by name in the child process only.
@@ -469,6 +500,12 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             step = run_step("import", args)
             step["rows_per_s"] = round(step["result"]["rows"] / max(step["seconds"], 1e-9))
             report["steps"]["import"] = step
+            # the same bundle by a plain columnar load, in the same run: the speed of the data
+            progress("columnar")
+            columnar = run_step("columnar", args)
+            columnar["ratio"] = round(step["seconds"] / max(columnar["seconds"], 1e-9), 1)
+            columnar["cpu_ratio"] = round(step["cpu_s"] / max(columnar["cpu_s"], 1e-9), 1)
+            report["steps"]["columnar"] = columnar
     for name in ("assign", "activity", "cells", "queries", "baseline", "pages", "clicks"):
         if name in steps:
             progress(name)
@@ -496,6 +533,16 @@ def format_report(report: dict) -> str:
         elif name in ("assign", "activity", "cells"):
             note = f"{step['result']['rows']:,} rows" + (f" {step['result']['parts']}" if step["result"].get("parts") else "")
         lines.append(f"{name:52s} {step['seconds']:>9.1f} {step.get('cpu_s', float('nan')):>9.1f} {step['peak_rss_mb']:>9.0f}  {note}")
+        if name == "import" and "columnar" in steps:
+            c = steps["columnar"]
+            lines.append(f"{'  columnar load of the same bundle (no checks)':52s} {c['seconds']:>9.1f} {c.get('cpu_s', float('nan')):>9.1f} "
+                         f"{c['peak_rss_mb']:>9.0f}  {c['result']['rows']:,} rows, {c['result']['engine']}")  # fmt: skip
+            lines.append(f"{'  import (validate + load) / columnar':52s} {c['ratio']:>8.1f}x {c['cpu_ratio']:>8.1f}x"
+                         "            target: within 3x (wall)")  # fmt: skip
+        if name == "cells" and all(steps.get(d) and not steps[d].get("reused") for d in ("assign", "activity", "cells")):
+            derive = [steps[d] for d in ("assign", "activity", "cells")]
+            lines.append(f"{'  derive (assign + activity + cells)':52s} {sum(d['seconds'] for d in derive):>9.1f} "
+                         f"{sum(d.get('cpu_s', 0.0) for d in derive):>9.1f} {max(d['peak_rss_mb'] for d in derive):>9.0f}")  # fmt: skip
     if "queries" in steps:
         q = steps["queries"]["result"]
         lines += ["", f"query latency ({q['selection']})", f"{'query':52s} {'p50 ms':>9s} {'p95 ms':>9s}"]
