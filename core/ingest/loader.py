@@ -237,6 +237,18 @@ def _check_sqlite_foreign_keys(conn, tables: list[Table]) -> None:
             )
 
 
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """psycopg's own errors (``COPY`` runs on the driver's cursor, outside SQLAlchemy)."""
+    try:
+        import psycopg
+    except ImportError:
+        return ()
+    return (psycopg.Error,)
+
+
+_DRIVER_ERRORS = _driver_errors()
+
+
 class _ForeignKeyViolation(Exception):
     pass
 
@@ -279,10 +291,10 @@ class Load:
         """Turn a database (or value conversion) error into a report error and :class:`LoadFailed`."""
         try:
             yield
-        except (SQLAlchemyError, _ForeignKeyViolation, ValueError, TypeError) as exc:
+        except (SQLAlchemyError, *_DRIVER_ERRORS, _ForeignKeyViolation, ValueError, TypeError, pa.ArrowException) as exc:
             self.report.loaded, self.report.new_rows, self.report.import_id = {}, {}, None
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            located = getattr(getattr(getattr(exc, "orig", None), "diag", None), "message_detail", None)
+            located = getattr(getattr(getattr(exc, "orig", None) or exc, "diag", None), "message_detail", None)
             if located:  # PostgreSQL says which row: "Key (patient_id)=(P404) is not present in table ..."
                 detail = f"{detail} ({located})"
             self.report.add_error(where, None, None, f"the load failed and was rolled back, nothing was written: {detail}")
@@ -369,9 +381,9 @@ class Load:
         savepoint = self.conn.begin_nested()
         try:
             _copy_csv(self.conn, table.name, self._names, frame, table, self._defaults)
-        except IntegrityError as exc:
+        except (IntegrityError, *_DRIVER_ERRORS) as exc:
             savepoint.rollback()
-            if getattr(exc.orig, "sqlstate", None) != "23505":  # unique_violation
+            if getattr(getattr(exc, "orig", None) or exc, "sqlstate", None) != "23505":  # unique_violation
                 raise
             self._direct = False
             _copy_upsert(self.conn, table, frame, self._names, self._update, self._defaults)
