@@ -174,6 +174,12 @@ def _column_names(frame: pd.DataFrame, table: Table, defaults: dict[str, object]
     ]
 
 
+def _unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (by a sort: numpy's hash-based ``np.unique`` is far slower on 64-bit hashes)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
+
+
 def _count(conn, table: Table) -> int:
     return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
@@ -324,12 +330,8 @@ class Load:
             self._update = [n for n in self._names if n not in keys and n in frame.columns]
         if not len(frame):
             return
-        if "patient_id" in frame.columns:
-            self.touched.update(str(p) for p in pd.unique(frame["patient_id"].dropna()))
-        if table.name == "encounter":
-            self._encounters.update(str(e) for e in frame["encounter_id"].dropna())
-        elif table.name == "staff_minutes":
-            self._minute_encounters.update(str(e) for e in frame["encounter_id"].dropna())
+        patients = np.asarray(frame["patient_id"].dropna().unique(), dtype=object) if "patient_id" in frame.columns else None
+        self._note_touched(table.name, frame, patients)
         with self._database_errors(table.name):
             # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
             # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
@@ -348,10 +350,24 @@ class Load:
                 statement = _upsert(table, self._dialect, self._update)
                 _execute_batches(self.conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
         self._rows += len(frame)
-        if "patient_id" in frame.columns:
-            self._patients.append(np.unique(patient_hashes(frame["patient_id"].dropna())))
+        if patients is not None:
+            self._patients.append(_unique(patient_hashes(patients)))
             if sum(len(h) for h in self._patients) > 4_000_000:  # 8 bytes a patient, kept compact
-                self._patients = [np.unique(np.concatenate(self._patients))]
+                self._patients = [_unique(np.concatenate(self._patients))]
+
+    def _note_touched(self, table_name: str, frame: pd.DataFrame, patients: np.ndarray | None) -> None:
+        """Keep the patients (and encounters) a batch touched, until it is known that the derive
+        redoes everything anyway (network-wide data changed, or too many patients to list)."""
+        if self.network_changed or len(self.touched) > MAX_TOUCHED_IDS:
+            self._encounters.clear()
+            self._minute_encounters.clear()
+            return
+        if patients is not None:
+            self.touched.update(str(p) for p in patients)
+        if table_name == "encounter":
+            self._encounters.update(str(e) for e in frame["encounter_id"].dropna().tolist())
+        elif table_name == "staff_minutes":
+            self._minute_encounters.update(str(e) for e in frame["encounter_id"].dropna().tolist())
 
     def _start_direct(self, table: Table) -> None:
         """PostgreSQL, first load of an empty table: its secondary indexes and its foreign keys are
@@ -466,7 +482,7 @@ class Load:
         """The ``import_patient`` rows of the import: each distinct patient id's hash, once."""
         if not self._patients:
             return
-        hashes = np.unique(np.concatenate(self._patients))
+        hashes = _unique(np.concatenate(self._patients))
         rows = zip([import_id] * len(hashes), hashes.view(np.int64).tolist(), strict=True)
         if self._dialect == "postgresql":
             copy_rows(self.conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
@@ -490,6 +506,7 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
             # Outside a transaction: foreign_keys is a no-op inside one (sqlite.org/pragma.html#pragma_foreign_keys).
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB page cache for this load
+            conn.exec_driver_sql("PRAGMA threads=2")  # index builds may sort on a second core
             conn.commit()
         try:
             load = Load(conn, report, started, started_at)
