@@ -15,6 +15,7 @@ becomes an :class:`~core.ingest.report.ImportIssue`, so the store is exactly as 
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -273,7 +274,10 @@ class Load:
     """
 
     def __init__(self, conn: Connection, report: ImportReport, started: float, started_at: datetime):
-        self.conn = conn
+        self._conn = conn
+        # One batch is written by a thread while the caller reads and checks the next one.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
+        self._pending: tuple[Future, str] | None = None
         self.report = report
         self._started, self._started_at = started, started_at
         self._dialect = conn.dialect.name
@@ -291,6 +295,30 @@ class Load:
         self._encounters: set[str] = set()
         self._minute_encounters: set[str] = set()
         self._patients: list[np.ndarray] = []  # sorted distinct hashes of the patient ids written
+
+    @property
+    def conn(self) -> Connection:
+        """The load's connection, once the batch being written is done."""
+        self._wait()
+        return self._conn
+
+    def _wait(self) -> None:
+        """Wait for the batch being written; its database error becomes a report error and :class:`LoadFailed`."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            future, where = pending
+            with self._database_errors(where):
+                future.result()
+
+    def _close(self) -> None:
+        """Wait for the batch being written (its error does not matter: the load is rolled back) and end the thread."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending[0].result()
+            except Exception:  # noqa: BLE001, S110 - rolled back anyway
+                pass
+        self._writer.shutdown(wait=True)
 
     @contextmanager
     def _database_errors(self, where: str):
@@ -314,8 +342,8 @@ class Load:
             raise LoadFailed(name)
         table = SQLModel.metadata.tables[name]
         with self._database_errors(name):
-            self._before = _count(self.conn, table)
-            self._snapshot = _rows_of(self.conn, table) if name in NETWORK_TABLES else None
+            self._before = _count(self._conn, table)
+            self._snapshot = _rows_of(self._conn, table) if name in NETWORK_TABLES else None
         self._table, self._rows, self._names, self._rebuild = table, 0, None, []
         self._direct, self._foreign_keys = None, []  # PostgreSQL: COPY straight in (None: not decided)
         self._defaults = _defaults(self._by_table[name])
@@ -332,24 +360,15 @@ class Load:
             return
         patients = np.asarray(frame["patient_id"].dropna().unique(), dtype=object) if "patient_id" in frame.columns else None
         self._note_touched(table.name, frame, patients)
-        with self._database_errors(table.name):
-            # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
-            # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
-            if (self._raw_sqlite and not self._rebuild and table.indexes
-                    and self._rows + len(frame) >= max(REBUILD_INDEX_ROWS, self._before)):
-                self._rebuild = list(table.indexes)
-                for index in self._rebuild:
-                    index.drop(self.conn)
-            if self._direct is None and self._dialect == "postgresql" and self._before == 0:
-                self._start_direct(table)
-            if self._direct:
-                self._copy_direct(table, frame)
-            elif len(frame) >= COPY_ROWS and self._dialect == "postgresql":
-                _copy_upsert(self.conn, table, frame, self._names, self._update, self._defaults)
-            else:
-                statement = _upsert(table, self._dialect, self._update)
-                _execute_batches(self.conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
+        # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
+        # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
+        drop_indexes = (self._raw_sqlite and not self._rebuild and bool(table.indexes)
+                        and self._rows + len(frame) >= max(REBUILD_INDEX_ROWS, self._before))  # fmt: skip
+        if drop_indexes:
+            self._rebuild = list(table.indexes)
         self._rows += len(frame)
+        self._wait()
+        self._pending = (self._writer.submit(self._write_rows, table, frame, drop_indexes), table.name)
         if patients is not None:
             self._patients.append(_unique(patient_hashes(patients)))
             if sum(len(h) for h in self._patients) > 4_000_000:  # 8 bytes a patient, kept compact
@@ -369,16 +388,31 @@ class Load:
         elif table_name == "staff_minutes":
             self._minute_encounters.update(str(e) for e in frame["encounter_id"].dropna().tolist())
 
+    def _write_rows(self, table: Table, frame: pd.DataFrame, drop_indexes: bool) -> None:
+        """The database part of :meth:`write` (in the writer thread)."""
+        if drop_indexes:
+            for index in self._rebuild:
+                index.drop(self._conn)
+        if self._direct is None and self._dialect == "postgresql" and self._before == 0:
+            self._start_direct(table)
+        if self._direct:
+            self._copy_direct(table, frame)
+        elif len(frame) >= COPY_ROWS and self._dialect == "postgresql":
+            _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults)
+        else:
+            statement = _upsert(table, self._dialect, self._update)
+            _execute_batches(self._conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
+
     def _start_direct(self, table: Table) -> None:
         """PostgreSQL, first load of an empty table: its secondary indexes and its foreign keys are
         dropped, the rows go straight in by ``COPY``, and :meth:`_end_table` builds the indexes and
         checks the keys once (DDL is transactional: a rollback restores them)."""
-        inspector = inspect_database(self.conn)
+        inspector = inspect_database(self._conn)
         existing = {index["name"] for index in inspector.get_indexes(table.name)}
         self._rebuild = [index for index in table.indexes if index.name in existing]
         for index in self._rebuild:
-            index.drop(self.conn)
-        quote = self.conn.dialect.identifier_preparer.quote
+            index.drop(self._conn)
+        quote = self._conn.dialect.identifier_preparer.quote
         for fk in inspector.get_foreign_keys(table.name):
             options = " ".join(f"ON {what.upper()} {fk['options'][what].upper()}" for what in ("ondelete", "onupdate")
                                if fk["options"].get(what))  # fmt: skip
@@ -387,38 +421,39 @@ class Load:
                              f"({', '.join(map(quote, fk['constrained_columns']))}) REFERENCES {quote(fk['referred_table'])} "
                              f"({', '.join(map(quote, fk['referred_columns']))}) {options}")  # fmt: skip
             )
-            self.conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} DROP CONSTRAINT {quote(fk['name'])}")
+            self._conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} DROP CONSTRAINT {quote(fk['name'])}")
         self._direct = True
 
     def _copy_direct(self, table: Table, frame: pd.DataFrame) -> None:
         """``COPY`` the batch into the (first loaded) table. A key met again (a duplicate across
         batches, which the importer reports with its rows when the file ends) makes the batch, and
         the rest of the table, go the upsert way instead, as on a table that has rows."""
-        savepoint = self.conn.begin_nested()
+        savepoint = self._conn.begin_nested()
         try:
-            _copy_csv(self.conn, table.name, self._names, frame, table, self._defaults)
+            _copy_csv(self._conn, table.name, self._names, frame, table, self._defaults)
         except (IntegrityError, *_DRIVER_ERRORS) as exc:
             savepoint.rollback()
             if getattr(getattr(exc, "orig", None) or exc, "sqlstate", None) != "23505":  # unique_violation
                 raise
             self._direct = False
-            _copy_upsert(self.conn, table, frame, self._names, self._update, self._defaults)
+            _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults)
         else:
             savepoint.commit()
 
     def _end_table(self) -> None:
+        self._wait()
         table = self._table
         self._table = None
         if table is None or not self.report.ok:
             return  # a rejected load is rolled back, dropped indexes and keys included
         with self._database_errors(table.name):
             for index in self._rebuild:
-                index.create(self.conn)
+                index.create(self._conn)
             for _name, statement in self._foreign_keys:  # one check of every row against its parent
-                self.conn.exec_driver_sql(statement)
+                self._conn.exec_driver_sql(statement)
             self.loaded[table.name] = self._rows
-            self.new_rows[table.name] = _count(self.conn, table) - self._before
-            if self._snapshot is not None and _rows_of(self.conn, table) != self._snapshot:
+            self.new_rows[table.name] = _count(self._conn, table) - self._before
+            if self._snapshot is not None and _rows_of(self._conn, table) != self._snapshot:
                 self.network_changed = True
 
     def commit(self, order: list[str] | None = None) -> None:
@@ -431,9 +466,9 @@ class Load:
         report = self.report
         if self._raw_sqlite:
             with self._database_errors("foreign keys"):
-                _check_sqlite_foreign_keys(self.conn, self._tables)
+                _check_sqlite_foreign_keys(self._conn, self._tables)
         with self._database_errors("import_run"):
-            wiped = end_demo(self.conn)  # real data arrive: no demo mode, and nothing made in it stays
+            wiped = end_demo(self._conn)  # real data arrive: no demo mode, and nothing made in it stays
             if wiped is not None:
                 report.add_warning("store", None, None, "the store held the first run's sample: demo mode ends, and what was "
                                    "made in it is deleted (" + ", ".join(f"{n} {t}" for t, n in wiped.items()) + ")")  # fmt: skip
@@ -441,7 +476,7 @@ class Load:
             report.loaded = {name: self.loaded[name] for name in names}
             report.new_rows = {name: self.new_rows[name] for name in names}
             report.seconds = round(report.seconds + time.perf_counter() - self._started, 2)
-            result = self.conn.execute(
+            result = self._conn.execute(
                 insert(models.ImportRun.__table__).values(
                     started_at=self._started_at,
                     finished_at=datetime.now(UTC),
@@ -456,10 +491,10 @@ class Load:
             # In the same transaction: the derived tables are behind until a derive finishes, for
             # the patients it touched (everything when network-wide data changed).
             overrides_wiped = bool(wiped and wiped.get(models.SubgroupOverride.__tablename__))
-            mark_touched(self.conn, self._touched_patients(overrides_wiped), str(import_id))
+            mark_touched(self._conn, self._touched_patients(overrides_wiped), str(import_id))
             self._write_patients(import_id)
             settings = models.AppSetting.__table__
-            self.conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
+            self._conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
@@ -475,7 +510,7 @@ class Load:
         for start in range(0, len(others), 10_000):
             e = models.Encounter
             part = others[start : start + 10_000]
-            touched.update(self.conn.execute(select(e.patient_id).where(e.encounter_id.in_(part))).scalars().all())
+            touched.update(self._conn.execute(select(e.patient_id).where(e.encounter_id.in_(part))).scalars().all())
         return sorted(touched)
 
     def _write_patients(self, import_id: int) -> None:
@@ -485,9 +520,9 @@ class Load:
         hashes = _unique(np.concatenate(self._patients))
         rows = zip([import_id] * len(hashes), hashes.view(np.int64).tolist(), strict=True)
         if self._dialect == "postgresql":
-            copy_rows(self.conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
+            copy_rows(self._conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
         else:
-            self.conn.exec_driver_sql("INSERT INTO import_patient (import_id, patient_hash) VALUES (?, ?)", list(rows))
+            self._conn.exec_driver_sql("INSERT INTO import_patient (import_id, patient_hash) VALUES (?, ?)", list(rows))
 
 
 def _rows_of(conn, table: Table) -> list[tuple]:
@@ -513,6 +548,7 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
             try:
                 yield load
             finally:
+                load._close()
                 if load._transaction.is_active:
                     load._transaction.rollback()
         finally:
