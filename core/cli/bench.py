@@ -92,9 +92,31 @@ def step_import(args: dict) -> dict:
     report = import_path(engine, Path(args["bundle"]), fmt="csv")
     if not report.ok:
         raise RuntimeError(report.to_text())
+    server_cpu = server_cpu_s(engine)
     if empty:  # the benchmark's own generated network alone, as on a first run: the pages open in demo mode
         mark_sample_store(engine)
-    return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded}
+    return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded, "server_cpu_s": server_cpu}
+
+
+def server_cpu_s(engine) -> float | None:
+    """PostgreSQL on this machine: CPU seconds (user + system, from /proc) of the server processes
+    serving the store's open connections, i.e. the database's share of a step's work (the
+    engine's pooled connections are the ones the step used). None on SQLite or a remote server."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars().all()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # another machine, or the process ended
+            return None
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return round(total, 2)
 
 
 def columnar_load(bundle: Path) -> dict:
@@ -530,6 +552,8 @@ def format_report(report: dict) -> str:
         note = ""
         if name == "import":
             note = f"{step['result']['rows']:,} rows, {step['rows_per_s']:,} rows/s"
+            if step["result"].get("server_cpu_s") is not None:
+                note += f", PostgreSQL server CPU {step['result']['server_cpu_s']:.1f} s"
         elif name in ("assign", "activity", "cells"):
             note = f"{step['result']['rows']:,} rows" + (f" {step['result']['parts']}" if step["result"].get("parts") else "")
         lines.append(f"{name:52s} {step['seconds']:>9.1f} {step.get('cpu_s', float('nan')):>9.1f} {step['peak_rss_mb']:>9.0f}  {note}")
