@@ -88,7 +88,7 @@ def test_first_load_checks_foreign_keys_once_and_says_which_row(store_engine):
         "patient": pd.DataFrame({"patient_id": ["P1"], "birth_date": [pd.Timestamp("1950-05-01")], "sex": ["female"]}),
         "encounter": pd.DataFrame({"encounter_id": ["E1", "E2"], "patient_id": ["P1", "P404"], "kind": ["phone_call"] * 2,
                                    "start_date": [pd.Timestamp("2024-01-02")] * 2, "is_internal": [True] * 2}),
-    }
+    }  # fmt: skip
 
     report = load_tables(store_engine, frames, ImportReport("frames", "test"))
 
