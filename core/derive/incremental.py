@@ -149,7 +149,9 @@ def _few_patients(engine: Engine, touched: list[str], month_share: float) -> boo
     return len(touched) <= min(MAX_TOUCHED_SHARE, month_share) * max(attributed, 1)
 
 
-def _by_month(engine: Engine, touched: list[str], plan: tuple, pending: str, rules, progress, t0: float) -> tuple[dict, str | None]:
+def _by_month(
+    engine: Engine, touched: list[str], plan: tuple, pending: str, rules, progress, t0: float
+) -> tuple[dict, str | None]:
     """:func:`derive_months` from the plan's first month, and the bookkeeping of a finished derive."""
     start, _, redo = plan
     if progress:
@@ -602,11 +604,14 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     parts["cells"] = t3 - t2
     pma, tma = PatientMonthActivity.__table__, TeamMonthActivity.__table__
     with engine.begin() as conn:
-        staff = pd.read_sql(select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year), conn)
+        staff = pd.read_sql(
+            select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year), conn
+        )
         role_rates, kind_costs = cost_rate_tables(staff, [t for (t,) in conn.execute(select(Team.team_id)).all()])
         dialect = conn.dialect.name
         conn.execute(delete(pma).where(pma.c.month >= start))
-        stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules()).where(Encounter.start_date >= start)
+        stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules())
+        stmt = stmt.where(Encounter.start_date >= start)
         activity = conn.execute(pma.insert().from_select(ACTIVITY_COLUMNS, stmt)).rowcount
         conn.execute(delete(tma).where(tma.c.month >= start))
         stmt = select_team_month_activity(dialect).where(Attribution.month >= start)

@@ -416,7 +416,8 @@ class Load:
             overrides_wiped = bool(wiped and wiped.get(models.SubgroupOverride.__tablename__))
             touched = self._touched_patients(overrides_wiped)
             self._note_minute_months()
-            mark_touched(self.conn, touched, str(import_id), None if touched == [TOUCH_ALL] and not self._many() else self.from_month)
+            from_month = None if touched == [TOUCH_ALL] and not self._many() else self.from_month
+            mark_touched(self.conn, touched, str(import_id), from_month)
             self._write_patients(import_id)
             settings = models.AppSetting.__table__
             self.conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
