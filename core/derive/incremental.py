@@ -156,7 +156,7 @@ def _by_month(
     start, _, redo = plan
     if progress:
         progress(0.6, f"Re-deriving the {len(redo)} month(s) from {start:%b %Y}")
-    summary = derive_months(engine, start, rules)
+    summary = derive_months(engine, start, rules, changed_from=from_month_mark(engine))
     if summary.get("why") is not None:
         return summary, summary["why"]
     clear_touched(engine, touched)
@@ -481,7 +481,7 @@ def _before_deaths(conn, from_month: date, start: date) -> date:
     return start if died is None else min(start, pd.Timestamp(died).date().replace(day=1))
 
 
-def derive_months(engine: Engine, start: date, rules=None, workers: int | None = None) -> dict:
+def derive_months(engine: Engine, start: date, rules=None, workers: int | None = None, changed_from: date | None = None) -> dict:
     """Re-derive the months from ``start`` on (subgroups, risk scores, activity, cells) of every
     patient, exactly as a full derive would, leaving the earlier months as they are.
 
@@ -497,6 +497,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
       from ``start`` without a stored risk score (all their years' scores are written);
     - a change of the first month or of the calendar years with risk scores needs a full derive.
 
+    ``changed_from``: the earliest month of the changed rows (default ``start``).
     Returns the summary; with ``why`` when only a full derive can be exact (written: possibly the
     subgroups, then the caller's full derive replaces everything).
     """
@@ -550,7 +551,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
             return {"why": "the last assigned month moved back"}
         month_range = (old_range[0], month_range[1])
         # everyone of the months from `start`; some patients in every month (the docstring)
-        since = min(pd.Timestamp(start), old_range[1] + pd.DateOffset(months=1)).date()
+        since = min(pd.Timestamp(changed_from or start), old_range[1] + pd.DateOffset(months=1)).date()
         c = Condition.__table__.c
         again = set(conn.execute(select(c.patient_id).distinct().where(c.onset_date >= since,
                                                                            c.onset_date <= month_end(month_range[1].date())))
