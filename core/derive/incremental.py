@@ -566,7 +566,10 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
             stored = _norm(_stored_counts(conn)) if fractions else None
             before = thresholds_from_counts(stored, fractions) if fractions else {}
             every = {f: pd.concat([before[f][before[f].index < pd.Timestamp(start)], thresholds[f]]) for f in fractions}
-            result, risk = _block_assignments(conn, run, again, month_range, rules, every)
+            chunks = [_block_assignments(conn, run, again[i : i + 10_000], month_range, rules, every)
+                      for i in range(0, len(again), 10_000)]  # fmt: skip
+            result = pd.concat([c[0] for c in chunks], ignore_index=True)
+            risk = pd.concat([c[1] for c in chunks], ignore_index=True)
             result = apply_overrides(result, overrides[overrides["patient_id"].isin(again)])
             earlier = result[pd.to_datetime(result["month"]) < pd.Timestamp(start)]
             moved = _changed_before(conn, earlier, again, start)
