@@ -14,6 +14,7 @@ import pytest
 
 from core.derive.incremental import derive_touched, first_changed_month, from_month_mark, touched_patients
 from core.derive.pipeline import derive_all
+from core.derive.subgroups.assign import stored_thresholds
 from core.ingest import import_path
 from core.store.queries import derive_pending
 from sample_data.split import split_bundle
@@ -60,7 +61,11 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     kept = after["cell"][pd.to_datetime(after["cell"]["month"]) < pd.Timestamp("2026-10-01")]
     pd.testing.assert_frame_equal(old.reset_index(drop=True), kept.reset_index(drop=True), check_exact=True)
     assert (pd.to_datetime(after["cell"]["month"]) == pd.Timestamp("2026-11-01")).any()
+    with engine.connect() as conn:
+        cut_offs = stored_thresholds(conn)  # the cut-offs an override evaluates with
     assert_same_as_full_derive(engine)
+    with engine.connect() as conn:
+        assert cut_offs == stored_thresholds(conn)
 
 
 def test_a_row_sent_again_with_an_earlier_date_lowers_the_month(store_engine, month_bundles, tmp_path):
