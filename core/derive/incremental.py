@@ -2,8 +2,12 @@
 
 An import and an override record the patients they changed in ``derive_touched``, in the same
 transaction as the change and the ``derive_pending`` mark (:func:`mark_touched`; the importer
-marks every patient id of its rows). :func:`derive_touched` then recomputes, for those patients
-only, what the full derive (:func:`core.derive.pipeline.derive_all`) would:
+marks every patient id of its rows, and the earliest month they can change: :func:`mark_from_month`).
+An import of new months touches most patients but only late months: :func:`derive_months`
+recomputes every patient's months from that month on (stepping back for the measures that look
+forward), chosen by :func:`derive_touched` when the months are the smaller share. Otherwise
+:func:`derive_touched` recomputes, for those patients only, what the full derive
+(:func:`core.derive.pipeline.derive_all`) would:
 
 - their subgroup assignments and risk scores (the rules and every active override);
 - their ``patient_month_activity`` rows, and the ``team_month_activity`` rows of every team,
