@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,18 @@ from core.store.db import copy_rows
 from core.store.queries import DERIVE_PENDING_KEY, patient_hashes
 
 NETWORK_TABLES = ("practice", "team", "staff")  # a change re-derives everything (cost rates, teams)
+# The dates of a row of each patient table: the earliest month a row can change is that of its
+# earliest date (and of the row it replaces). Other tables with patient rows: every month.
+DATED_COLUMNS = {
+    "attribution": ("month",),
+    "condition": ("onset_date", "resolved_date"),
+    "encounter": ("start_date", "end_date"),  # requested and responded dates count in the start month
+    "measurement": ("measured_date",),
+    "medication": ("start_date", "end_date"),
+    "procedure": ("performed_date",),
+}
+UNDATED_PATIENT_COLUMNS = ("given_name", "family_name")  # a change alters nothing derived
+NO_MONTH = date(9999, 1, 1)  # nothing dated changed: no month to re-derive
 MAX_TOUCHED_IDS = 100_000  # more touched patients than this: recorded as everything
 BATCH_ROWS = 50_000
 REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows
@@ -292,9 +304,10 @@ class Load:
         self.touched: set[str] = set()  # patient ids of every row written
         self.network_changed = False  # practices, teams or staff changed
         self._snapshot: list | None = None
-        self._encounters: set[str] = set()
-        self._minute_encounters: set[str] = set()
+        self._encounters: list[np.ndarray] = []  # sorted distinct hashes of the encounter ids written
+        self._minute_encounters: set[str] = set()  # staff minutes' encounters that this load did not write
         self._patients: list[np.ndarray] = []  # sorted distinct hashes of the patient ids written
+        self.from_month: date | None = NO_MONTH  # the earliest month the rows can change (None: every month)
 
     @property
     def conn(self) -> Connection:
@@ -360,6 +373,8 @@ class Load:
             return
         patients = np.asarray(frame["patient_id"].dropna().unique(), dtype=object) if "patient_id" in frame.columns else None
         self._note_touched(table.name, frame, patients)
+        with self._database_errors(table.name):
+            patients_before = self._note_months(table, frame)
         # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
         # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
         drop_indexes = (self._raw_sqlite and not self._rebuild and bool(table.indexes)
@@ -369,24 +384,36 @@ class Load:
         self._rows += len(frame)
         self._wait()
         self._pending = (self._writer.submit(self._write_rows, table, frame, drop_indexes), table.name)
+        if patients_before:
+            self._wait()  # the changes are read back from the written rows
+            with self._database_errors(table.name):
+                self._note_patient_changes(table, patients_before)
         if patients is not None:
             self._patients.append(_unique(patient_hashes(patients)))
             if sum(len(h) for h in self._patients) > 4_000_000:  # 8 bytes a patient, kept compact
                 self._patients = [_unique(np.concatenate(self._patients))]
 
     def _note_touched(self, table_name: str, frame: pd.DataFrame, patients: np.ndarray | None) -> None:
-        """Keep the patients (and encounters) a batch touched, until it is known that the derive
-        redoes everything anyway (network-wide data changed, or too many patients to list)."""
-        if self.network_changed or len(self.touched) > MAX_TOUCHED_IDS:
-            self._encounters.clear()
-            self._minute_encounters.clear()
-            return
-        if patients is not None:
+        """Keep the patients a batch touched, until it is known that the derive redoes everything
+        anyway (network-wide data changed, or too many patients to list), and the encounters of
+        staff minutes that this load did not write: their patients and months are touched too.
+        Encounters are kept as 64-bit hashes (8 bytes each, also at a million patients); staff
+        minutes come after encounters in every load's table order."""
+        if patients is not None and not self.network_changed and len(self.touched) <= MAX_TOUCHED_IDS:
             self.touched.update(str(p) for p in patients)
         if table_name == "encounter":
-            self._encounters.update(str(e) for e in frame["encounter_id"].dropna().tolist())
+            self._encounters.append(_unique(patient_hashes(frame["encounter_id"].dropna())))
+            if len(self._encounters) > 64:
+                self._encounters = [_unique(np.concatenate(self._encounters))]
         elif table_name == "staff_minutes":
-            self._minute_encounters.update(str(e) for e in frame["encounter_id"].dropna().tolist())
+            ids = pd.unique(frame["encounter_id"].dropna().astype(str))
+            if len(self._encounters) > 1:
+                self._encounters = [_unique(np.concatenate(self._encounters))]
+            written = self._encounters[0] if self._encounters else np.empty(0, dtype=np.uint64)
+            hashes = patient_hashes(ids)
+            at = np.minimum(np.searchsorted(written, hashes), max(len(written) - 1, 0))
+            known = written[at] == hashes if len(written) else np.zeros(len(ids), dtype=bool)
+            self._minute_encounters.update(np.asarray(ids, dtype=object)[~known].tolist())
 
     def _write_rows(self, table: Table, frame: pd.DataFrame, drop_indexes: bool) -> None:
         """The database part of :meth:`write` (in the writer thread)."""
@@ -440,6 +467,61 @@ class Load:
         else:
             savepoint.commit()
 
+    def _note_month(self, value) -> None:
+        """Lower :attr:`from_month` to the month of ``value`` (a date, or None: every month)."""
+        if self.from_month is None:
+            return
+        if value is None:
+            self.from_month = None
+        elif not pd.isna(value):
+            self.from_month = min(self.from_month, pd.Timestamp(str(value)[:10]).date().replace(day=1))
+
+    def _note_months(self, table: Table, frame: pd.DataFrame) -> dict | None:
+        """Before a batch is written: note the earliest month its rows (and the stored rows they
+        replace) can change. Returns the stored patient rows the batch may change, to compare after."""
+        name = table.name
+        if self.from_month is None or name in NETWORK_TABLES or name == "staff_minutes":
+            return None  # network tables: everything (network_changed); staff minutes: their encounters' dates
+        if name == "patient":
+            return self._stored_rows(table, frame["patient_id"]) if self._before else None
+        columns = [c for c in DATED_COLUMNS.get(name, ()) if c in frame.columns]
+        if not columns:
+            self._note_month(None)
+            return None
+        for column in columns:
+            self._note_month(pd.to_datetime(frame[column], errors="coerce").min())
+        key = list(table.primary_key.columns)
+        if self._before and len(key) == 1:  # a row sent again: the dates it had count too
+            ids = pd.unique(frame[key[0].name].dropna().astype(str)).tolist()
+            for start in range(0, len(ids), 10_000):
+                found = self.conn.execute(select(*[func.min(table.c[c]) for c in DATED_COLUMNS[name]])
+                                          .where(key[0].in_(ids[start : start + 10_000]))).one()  # fmt: skip
+                for value in found:
+                    if value is not None:
+                        self._note_month(value)
+        return None
+
+    def _stored_rows(self, table: Table, ids: pd.Series) -> dict:
+        ids = pd.unique(ids.dropna().astype(str)).tolist()
+        rows = {}
+        for start in range(0, len(ids), 10_000):
+            for row in self.conn.execute(select(table).where(table.c.patient_id.in_(ids[start : start + 10_000]))):
+                rows[row.patient_id] = dict(row._mapping)
+        return rows
+
+    def _note_patient_changes(self, table: Table, before: dict) -> None:
+        """After a batch of patients: a changed death date changes the months from the earlier of
+        the two; any other change (age, sex, dual status, strata) every month."""
+        after = self._stored_rows(table, pd.Series(list(before)))
+        for patient_id, old in before.items():
+            new = after.get(patient_id, old)
+            changed = {c for c in old if old[c] != new[c]} - set(UNDATED_PATIENT_COLUMNS)
+            if changed == {"death_date"}:
+                self._note_month(min(d for d in (old["death_date"], new["death_date"]) if d is not None))
+            elif changed:
+                self._note_month(None)
+                return
+
     def _end_table(self) -> None:
         self._wait()
         table = self._table
@@ -491,7 +573,10 @@ class Load:
             # In the same transaction: the derived tables are behind until a derive finishes, for
             # the patients it touched (everything when network-wide data changed).
             overrides_wiped = bool(wiped and wiped.get(models.SubgroupOverride.__tablename__))
-            mark_touched(self._conn, self._touched_patients(overrides_wiped), str(import_id))
+            touched = self._touched_patients(overrides_wiped)
+            self._note_minute_months()
+            from_month = None if touched == [TOUCH_ALL] and not self._many() else self.from_month
+            mark_touched(self._conn, touched, str(import_id), from_month)
             self._write_patients(import_id)
             settings = models.AppSetting.__table__
             self._conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
@@ -506,12 +591,27 @@ class Load:
         if self.network_changed or wiped or len(self.touched) > MAX_TOUCHED_IDS:
             return [TOUCH_ALL]
         touched = set(self.touched)
-        others = sorted(self._minute_encounters - self._encounters)  # staff minutes of encounters loaded before
+        others = sorted(self._minute_encounters)  # staff minutes of encounters loaded before
         for start in range(0, len(others), 10_000):
             e = models.Encounter
             part = others[start : start + 10_000]
             touched.update(self._conn.execute(select(e.patient_id).where(e.encounter_id.in_(part))).scalars().all())
         return sorted(touched)
+
+    def _note_minute_months(self) -> None:
+        """The staff minutes of encounters loaded before change the months of those encounters."""
+        others = sorted(self._minute_encounters)
+        e = models.Encounter
+        for start in range(0, len(others), 10_000):
+            first = self._conn.execute(select(func.min(e.start_date)).where(e.encounter_id.in_(others[start : start + 10_000])))
+            value = first.scalar_one()
+            if value is not None:
+                self._note_month(value)
+
+    def _many(self) -> bool:
+        """Whether the touched patients were recorded as everything only for being too many to
+        list (the months the load can change still bound the derive)."""
+        return not self.network_changed and len(self.touched) > MAX_TOUCHED_IDS
 
     def _write_patients(self, import_id: int) -> None:
         """The ``import_patient`` rows of the import: each distinct patient id's hash, once."""
