@@ -42,7 +42,7 @@ from core.store.months import window_months
 
 REPS = 20
 WORKLIST_PATIENTS = 2_500
-STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
+STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages", "new_month")
 
 
 def _peak_rss_mb() -> float:
@@ -92,9 +92,62 @@ def step_import(args: dict) -> dict:
     report = import_path(engine, Path(args["bundle"]), fmt="csv")
     if not report.ok:
         raise RuntimeError(report.to_text())
+    server_cpu = server_cpu_s(engine)
     if empty:  # the benchmark's own generated network alone, as on a first run: the pages open in demo mode
         mark_sample_store(engine)
-    return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded}
+    return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded, "server_cpu_s": server_cpu}
+
+
+def server_cpu_s(engine) -> float | None:
+    """PostgreSQL on this machine: CPU seconds (user + system, from /proc) of the server processes
+    serving the store's open connections, i.e. the database's share of a step's work (the
+    engine's pooled connections are the ones the step used). None on SQLite or a remote server."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars().all()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # another machine, or the process ended
+            return None
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return round(total, 2)
+
+
+def columnar_load(bundle: Path) -> dict:
+    """A plain columnar load of every CSV file of the bundle into memory, with type inference and no
+    checks: the speed of the data that the import is compared with. DuckDB's ``read_csv`` when
+    ``duckdb`` is installed (requirements-dev.txt), else ``pyarrow.csv.read_csv`` (the report
+    says which)."""
+    files = sorted(Path(bundle).glob("*.csv"))
+    try:
+        import duckdb
+    except ImportError:
+        duckdb = None
+    if duckdb is not None:
+        con = duckdb.connect(":memory:")
+        rows = 0
+        for i, path in enumerate(files):
+            literal = "'" + str(path).replace("'", "''") + "'"
+            con.execute(f"CREATE TABLE t{i} AS SELECT * FROM read_csv({literal})")
+            rows += con.execute(f"SELECT count(*) FROM t{i}").fetchone()[0]
+        con.close()
+        return {"engine": f"duckdb {duckdb.__version__} read_csv", "files": len(files), "rows": int(rows)}
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    tables = [pacsv.read_csv(path) for path in files]
+    return {"engine": f"pyarrow {pa.__version__} csv.read_csv (duckdb is not installed)", "files": len(files),
+            "rows": int(sum(t.num_rows for t in tables))}
+
+
+def step_columnar(args: dict) -> dict:
+    return columnar_load(Path(args["bundle"]))
 
 
 def step_assign(args: dict) -> dict:
@@ -340,8 +393,69 @@ def step_baseline(args: dict) -> dict:
             "ratio": round(naive_ms / max(product["p50_ms"], 1e-6), 1), "team_id": team, "subgroup": subgroup}
 
 
-STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": step_assign, "activity": step_activity, "cells": step_cells,
-                  "queries": step_queries, "baseline": step_baseline}
+def _month_database(database_url: str, out: Path) -> str:
+    """A fresh store of the new-month step beside the benchmark's own: an SQLite file in ``out``, or
+    a database ``<name>_new_month`` on the same PostgreSQL server (dropped and created)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = out / "new_month.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return f"sqlite:///{path}"
+    name = f"{url.database}_new_month"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def _cpu_s() -> float:
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+
+
+def step_new_month(args: dict) -> dict:
+    """One new month (issue 21): the bundle is split into the rows before its last month and the
+    rows of that month (``sample_data.split``); a fresh store imports and derives the first (the
+    full pipeline), then imports the last month and derives what it changed, as ``python -m core
+    import`` does. Wall and CPU seconds (this process and its workers) of both, their ratio and
+    the load average after each."""
+    from core.derive.incremental import derive_touched
+    from core.ingest import import_path
+    from core.store.db import create_schema, make_engine
+    from sample_data.split import split_bundle
+
+    bundle = Path(args["bundle"])
+    out = bundle.parent / "new_month"
+    months = sorted(pd.read_csv(bundle / "attribution.csv", usecols=["month"], dtype=str)["month"].str.slice(0, 7).unique())
+    split_bundle(bundle, months[-1], out / "before", out / "after")
+    engine = make_engine(_month_database(args["database_url"], out))
+    create_schema(engine)
+    result = {"months": len(months), "new_month": months[-1]}
+    for name in ("before", "after"):
+        t0, c0 = time.perf_counter(), _cpu_s()
+        report = import_path(engine, out / name, fmt="csv")
+        if not report.ok:
+            raise RuntimeError(report.to_text())
+        t1 = time.perf_counter()
+        summary = derive_touched(engine) or {}
+        t2, c2 = time.perf_counter(), _cpu_s()
+        result[name] = {"rows": int(sum(report.loaded.values())), "import_s": round(t1 - t0, 2), "derive_s": round(t2 - t1, 2),
+                        "seconds": round(t2 - t0, 2), "cpu_s": round(c2 - c0, 2), "mode": summary.get("mode"),
+                        "why": summary.get("why"), "parts": summary.get("parts"),
+                        "load_average": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+    result["ratio"] = round(result["after"]["seconds"] / max(result["before"]["seconds"], 1e-9), 4)
+    result["cpu_ratio"] = round(result["after"]["cpu_s"] / max(result["before"]["cpu_s"], 1e-9), 4)
+    engine.dispose()
+    return result
+
+
+STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "columnar": step_columnar, "assign": step_assign, "activity": step_activity, "cells": step_cells,
+                  "queries": step_queries, "baseline": step_baseline, "new_month": step_new_month}
 # The page renders need Streamlit, which core/ never imports: that step lives in
 # ui/bench_pages.py, imported by name in the child process only.
 STEP_MODULES = {"pages": "ui.bench_pages", "clicks": "ui.bench_pages"}
@@ -354,7 +468,7 @@ def child_main(step_function, args_json: str) -> None:
     result = step_function(args)
     seconds = time.perf_counter() - t0
     # CPU time of this process and its (finished) worker processes: steadier than wall time on a busy machine
-    cpu = round(sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))), 2)
+    cpu = round(_cpu_s(), 2)
     print("BENCH_RESULT " + json.dumps({"seconds": round(seconds, 2), "cpu_s": cpu, "peak_rss_mb": _peak_rss_mb(), "result": result},
                                        default=str))
 
@@ -471,7 +585,14 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             step = run_step("import", args)
             step["rows_per_s"] = round(step["result"]["rows"] / max(step["seconds"], 1e-9))
             report["steps"]["import"] = step
-    for name in ("assign", "activity", "cells", "queries", "baseline", "pages", "clicks"):
+            # the same bundle by a plain columnar load, in the same run: the speed of the data
+            progress("columnar")
+            columnar = run_step("columnar", args)
+            columnar["ratio"] = round(step["seconds"] / max(columnar["seconds"], 1e-9), 1)
+            # CPU: the import's process and, on PostgreSQL on this machine, the server's share
+            columnar["cpu_ratio"] = round((step["cpu_s"] + (step["result"].get("server_cpu_s") or 0.0)) / max(columnar["cpu_s"], 1e-9), 1)
+            report["steps"]["columnar"] = columnar
+    for name in ("assign", "activity", "cells", "queries", "baseline", "pages", "clicks", "new_month"):
         if name in steps:
             progress(name)
             report["steps"][name] = run_step(name, args)
@@ -495,9 +616,23 @@ def format_report(report: dict) -> str:
         note = ""
         if name == "import":
             note = f"{step['result']['rows']:,} rows, {step['rows_per_s']:,} rows/s"
+            if step["result"].get("server_cpu_s") is not None:
+                note += f", PostgreSQL server CPU {step['result']['server_cpu_s']:.1f} s"
+        elif name == "new_month":
+            note = "see below"
         elif name in ("assign", "activity", "cells"):
             note = f"{step['result']['rows']:,} rows" + (f" {step['result']['parts']}" if step["result"].get("parts") else "")
         lines.append(f"{name:52s} {step['seconds']:>9.1f} {step.get('cpu_s', float('nan')):>9.1f} {step['peak_rss_mb']:>9.0f}  {note}")
+        if name == "import" and "columnar" in steps:
+            c = steps["columnar"]
+            lines.append(f"{'  columnar load of the same bundle (no checks)':52s} {c['seconds']:>9.1f} {c.get('cpu_s', float('nan')):>9.1f} "
+                         f"{c['peak_rss_mb']:>9.0f}  {c['result']['rows']:,} rows, {c['result']['engine']}")  # fmt: skip
+            lines.append(f"{'  import (validate + load) / columnar':52s} {c['ratio']:>8.1f}x {c['cpu_ratio']:>8.1f}x"
+                         "            target: within 3x (wall)")  # fmt: skip
+        if name == "cells" and all(steps.get(d) and not steps[d].get("reused") for d in ("assign", "activity", "cells")):
+            derive = [steps[d] for d in ("assign", "activity", "cells")]
+            lines.append(f"{'  derive (assign + activity + cells)':52s} {sum(d['seconds'] for d in derive):>9.1f} "
+                         f"{sum(d.get('cpu_s', 0.0) for d in derive):>9.1f} {max(d['peak_rss_mb'] for d in derive):>9.0f}")  # fmt: skip
     if "queries" in steps:
         q = steps["queries"]["result"]
         lines += ["", f"query latency ({q['selection']})", f"{'query':52s} {'p50 ms':>9s} {'p95 ms':>9s}"]
@@ -516,10 +651,26 @@ def format_report(report: dict) -> str:
             lines.append(f"{page + ' (' + r['role'] + ')':52s} {r['render_s']:>9.2f} {r['home_s']:>9.2f} {rows:>7s}  {r['error'] or ''}")
     if "clicks" in steps:
         lines += ["", *format_clicks(steps["clicks"]["result"])]
+    if "new_month" in steps:
+        lines += ["", *format_new_month(steps["new_month"]["result"])]
     return "\n".join(lines)
 
 
 FIRST_RENDER_TARGET_S, WIDGET_TARGET_S = 2.0, 1.0
+NEW_MONTH_TARGET = 0.15  # an import of one new month: under 15 % of the full pipeline (issue 21)
+
+
+def format_new_month(r: dict) -> list[str]:
+    """The new-month table: the full pipeline of the months before the last, then the last month."""
+    lines = [f"one new month ({r['new_month']}, after {r['months'] - 1} months): import + derive",
+             f"{'':36s} {'rows':>11s} {'import s':>9s} {'derive s':>9s} {'total s':>8s} {'CPU s':>8s}  load  derive"]  # fmt: skip
+    for name, label in (("before", f"full pipeline, {r['months'] - 1} months"), ("after", "the new month")):
+        x = r[name]
+        lines.append(f"{label:36s} {x['rows']:>11,} {x['import_s']:>9.1f} {x['derive_s']:>9.1f} {x['seconds']:>8.1f} {x['cpu_s']:>8.1f}  "
+                     f"{x['load_average'][0]:>4.1f}  {x['mode']}{' (' + x['why'] + ')' if x.get('why') else ''}")  # fmt: skip
+    met = "met" if r["ratio"] < NEW_MONTH_TARGET else "NOT met"
+    lines.append(f"ratio: {r['ratio']:.1%} wall, {r['cpu_ratio']:.1%} CPU (target under {NEW_MONTH_TARGET:.0%}: {met} in wall time)")
+    return lines
 
 
 def format_clicks(clicks: dict) -> list[str]:

@@ -495,7 +495,7 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse", action="store_true", help="keep an existing bundle and an already imported database")
     p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
     p.add_argument("--baseline-reps", type=int, default=3, help="repetitions of the naive baseline")
-    p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages")
+    p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages,new_month")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     _add_db(p)
 

@@ -496,7 +496,7 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     if assignments is None:
         assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], patients)
     t1 = time.perf_counter()
-    dims = patient_month_dimensions(frames.attribution, assignments, frames.patients)
+    dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, months)
     parts = [patient_month_flags(frames, months, catalogue or load_measures(), month_as_index=True), _base_metrics(dims)]
     del frames, assignments  # release the raw tables before the cost provider loads its own
     t2 = time.perf_counter()

@@ -2,8 +2,12 @@
 
 An import and an override record the patients they changed in ``derive_touched``, in the same
 transaction as the change and the ``derive_pending`` mark (:func:`mark_touched`; the importer
-marks every patient id of its rows). :func:`derive_touched` then recomputes, for those patients
-only, what the full derive (:func:`core.derive.pipeline.derive_all`) would:
+marks every patient id of its rows, and the earliest month they can change: :func:`mark_from_month`).
+An import of new months touches most patients but only late months: :func:`derive_months`
+recomputes every patient's months from that month on (stepping back for the measures that look
+forward), chosen by :func:`derive_touched` when the months are the smaller share. Otherwise
+:func:`derive_touched` recomputes, for those patients only, what the full derive
+(:func:`core.derive.pipeline.derive_all`) would:
 
 - their subgroup assignments and risk scores (the rules and every active override);
 - their ``patient_month_activity`` rows, and the ``team_month_activity`` rows of every team,
@@ -45,12 +49,23 @@ imports only, and an import that writes them marks ``*`` (everything). Above
 
 import time
 from collections.abc import Iterable
+from datetime import date, timedelta
 
 import pandas as pd
 from sqlalchemy import Engine, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from core.store.models import AppSetting, Attribution, Cell, DeriveTouched, Patient, RiskScore, SubgroupAssignment, Team
+from core.store.models import (
+    AppSetting,
+    Attribution,
+    Cell,
+    Condition,
+    DeriveTouched,
+    Patient,
+    RiskScore,
+    SubgroupAssignment,
+    Team,
+)
 from core.store.queries import DERIVE_PENDING_KEY, bump_data_version, derive_pending, utc_now
 
 TOUCH_ALL = "*"
@@ -65,10 +80,15 @@ def _insert_ignore(conn, table):
     return ins.on_conflict_do_nothing()
 
 
-def mark_touched(conn, patient_ids: Iterable[str], pending: str) -> None:
+def mark_touched(conn, patient_ids: Iterable[str], pending: str, from_month: date | None = None) -> None:
     """In the caller's transaction: record ``patient_ids`` (``*``: everything) as touched and set
-    the ``derive_pending`` mark to ``pending`` unless something is pending already."""
+    the ``derive_pending`` mark to ``pending`` unless something is pending already.
+
+    ``from_month``: the earliest month the change can alter (an import's rows: :mod:`core.ingest.loader`);
+    None (an override, a full derive) when every month of the patients may change. The store keeps
+    the earliest of the marks not derived yet (:func:`mark_from_month`)."""
     ids = sorted({str(p) for p in patient_ids})
+    mark_from_month(conn, from_month)
     if ids:
         conn.execute(_insert_ignore(conn, DeriveTouched.__table__), [{"patient_id": p} for p in ids])
     conn.execute(
@@ -112,8 +132,15 @@ def derive_touched(engine: Engine, progress=None, rules=None, override: tuple[st
             summary["data_version"] = bump_data_version(engine, derived=pending)
             summary["seconds"] = round(time.perf_counter() - t0, 2)
             return summary
+    plan = month_plan(engine, from_month_mark(engine)) if touched else None
+    by_month = plan is not None and len(plan[2]) <= MAX_MONTH_SHARE * max(len(plan[1]), 1)
+    few = TOUCH_ALL not in touched and (not by_month or _few_patients(engine, touched, len(plan[2]) / max(len(plan[1]), 1)))
     if not touched:
         why = "the store does not know which patients changed"
+    elif by_month and not few:
+        summary, why = _by_month(engine, touched, plan, pending, rules, progress, t0)
+        if why is None:
+            return summary
     elif TOUCH_ALL in touched:
         why = "network-wide data changed, or an earlier full derive did not finish"
     else:
@@ -128,16 +155,52 @@ def derive_touched(engine: Engine, progress=None, rules=None, override: tuple[st
             if progress:
                 progress(1.0, "Done")
             return summary
+        if by_month:  # e.g. a cut-off moved: the months from the change are re-derived with their cut-offs
+            summary, why_months = _by_month(engine, touched, plan, pending, rules, progress, t0)
+            if why_months is None:
+                return summary
     summary = derive_all(engine, progress or (lambda _f, _t: None), rules)  # clears the touched rows it caught up with
     return {"mode": "full", "why": why, **summary, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def clear_touched(engine: Engine, touched: list[str]) -> None:
-    """Forget the touched patients a derive has caught up with (those touched since stay)."""
+    """Forget the touched patients a derive has caught up with (those touched since stay), and the
+    mark of the earliest month to re-derive once no touched patient is left."""
     t = DeriveTouched.__table__
     with engine.begin() as conn:
         for start in range(0, len(touched), 10_000):
             conn.execute(delete(t).where(t.c.patient_id.in_(touched[start : start + 10_000])))
+        if conn.execute(select(t.c.patient_id).limit(1)).first() is None:
+            conn.execute(delete(AppSetting.__table__).where(AppSetting.__table__.c.key == FROM_MONTH_KEY))
+
+
+def _few_patients(engine: Engine, touched: list[str], month_share: float) -> bool:
+    """Whether re-deriving the touched patients is the quicker way: a smaller share of the
+    network's patients than the share of its months a derive by month would redo."""
+    with engine.connect() as conn:
+        attributed = conn.execute(select(func.count()).select_from(Patient)).scalar_one()
+    return len(touched) <= min(MAX_TOUCHED_SHARE, month_share) * max(attributed, 1)
+
+
+def _by_month(
+    engine: Engine, touched: list[str], plan: tuple, pending: str, rules, progress, t0: float
+) -> tuple[dict, str | None]:
+    """:func:`derive_months` from the plan's first month, and the bookkeeping of a finished derive."""
+    start, _, redo = plan
+    if progress:
+        progress(0.6, f"Re-deriving the {len(redo)} month(s) from {start:%b %Y}")
+    summary = derive_months(engine, start, rules, changed_from=from_month_mark(engine))
+    if summary.get("why") is not None:
+        return summary, summary["why"]
+    from core.derive.page_aggregates import build_page_aggregates
+
+    summary["page_aggregates"] = build_page_aggregates(engine)  # the pages' aggregates whole (not by month yet)
+    clear_touched(engine, touched)
+    summary["data_version"] = bump_data_version(engine, derived=pending)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    if progress:
+        progress(1.0, "Done")
+    return summary, None
 
 
 def _stored_counts(conn, only: list[str] | None = None) -> pd.Series:
@@ -390,6 +453,273 @@ def _replace_cells(conn, keys: pd.DataFrame, cells: pd.DataFrame) -> int:
     for team_id, part in keys.groupby("team_id"):
         pairs = list(zip(part["subgroup"], part["month"], strict=True))
         conn.execute(delete(table).where(table.c.team_id == team_id, tuple_(table.c.subgroup, table.c.month).in_(pairs)))
+    if len(cells):
+        out = cells[CELL_COLUMNS].sort_values(CELL_COLUMNS[:7]).assign(month=lambda f: pd.to_datetime(f["month"]))
+        insert_frame(conn, table, out.astype({"patients": "int64"}))
+    if rebuild:
+        for index in table.indexes:
+            index.create(conn)
+    return len(cells)
+
+
+# --- by month: an import of new months ----------------------------------------------------------
+
+FROM_MONTH_KEY = "derive_from_month"
+EVERY_MONTH = "*"
+MAX_MONTH_SHARE = 0.5  # re-deriving more of the attributed months than this: a full derive is as quick
+# Measure rules whose value in a month reads data of later months, and how far (the rest read the
+# month and the months before it only): core/config/measures.toml, core/derive/measures.py.
+LOOKS_FORWARD = {"readmission", "new_condition"}
+
+
+def mark_from_month(conn, from_month: date | None) -> None:
+    """In the caller's transaction: lower the store's mark of the earliest month to re-derive
+    (``derive_from_month``) to ``from_month``; ``*`` (every month) when None. Touched patients
+    recorded without a mark (before it existed) count as every month."""
+    table = AppSetting.__table__
+    stored = conn.execute(select(table.c.value).where(table.c.key == FROM_MONTH_KEY)).scalar_one_or_none()
+    if stored is None and conn.execute(select(DeriveTouched.patient_id).limit(1)).first() is not None:
+        stored = EVERY_MONTH
+    value = EVERY_MONTH if from_month is None else from_month.replace(day=1).isoformat()
+    if stored is not None:
+        value = EVERY_MONTH if EVERY_MONTH in (stored, value) else min(stored, value)
+    if value != stored:
+        conn.execute(delete(table).where(table.c.key == FROM_MONTH_KEY))
+        conn.execute(table.insert().values(key=FROM_MONTH_KEY, value=value, updated_at=utc_now()))
+
+
+def from_month_mark(engine: Engine) -> date | None:
+    """The earliest month the changes not derived yet can alter; None when unknown or every month."""
+    table = AppSetting.__table__
+    with engine.connect() as conn:
+        value = conn.execute(select(table.c.value).where(table.c.key == FROM_MONTH_KEY)).scalar_one_or_none()
+    return None if value in (None, EVERY_MONTH) else date.fromisoformat(value)
+
+
+def first_changed_month(from_month: date, catalogue=None) -> date | None:
+    """The first month whose derived rows can change when rows dated ``from_month`` or later are
+    added: ``from_month``, or earlier for the measures that look forward from a month (a discharge
+    counts a readmission up to ``days`` later; a month before a first diagnosis counts it).
+    None when a measure's rule is not known to look back only (then every month may change)."""
+    from core.derive.measures import RULES, load_measures
+    from core.store.months import add_months
+
+    first = from_month.replace(day=1)
+    start = first
+    for measure in (catalogue or load_measures()).measures:
+        if measure.rule == "readmission":
+            start = min(start, (first - timedelta(days=int(measure.params["days"]))).replace(day=1))
+        elif measure.rule == "new_condition":
+            start = min(start, add_months(first, -1))
+        elif measure.rule in LOOKS_FORWARD or measure.rule not in RULES:
+            return None
+    return start
+
+
+def month_plan(engine: Engine, from_month: date | None) -> tuple[date, list[date], list[date]] | None:
+    """(first month to re-derive, every attributed month, those re-derived) for a change from
+    ``from_month``; None when every month may change."""
+    from core.derive.cells import _attributed_months
+
+    start = first_changed_month(from_month) if from_month is not None else None
+    if start is None:
+        return None
+    with engine.connect() as conn:
+        months = _attributed_months(conn)
+        start = _before_deaths(conn, from_month, start)
+    return start, months, [m for m in months if m >= start]
+
+
+def _before_deaths(conn, from_month: date, start: date) -> date:
+    """``start``, or the earlier month of death of a patient who died before it and has a stay
+    dated ``from_month`` or later ending in death (the end-of-life measure counts such a stay
+    whatever its date)."""
+    from core.store.models import Encounter
+
+    p, e = Patient, Encounter
+    died = conn.execute(
+        select(func.min(p.death_date)).join(e, e.patient_id == p.patient_id)
+        .where(p.death_date < start, e.start_date >= from_month, e.discharge_disposition == "died")
+    ).scalar_one_or_none()  # fmt: skip
+    return start if died is None else min(start, pd.Timestamp(died).date().replace(day=1))
+
+
+def derive_months(engine: Engine, start: date, rules=None, workers: int | None = None, changed_from: date | None = None) -> dict:
+    """Re-derive the months from ``start`` on (subgroups, risk scores, activity, cells) of every
+    patient, exactly as a full derive would, leaving the earlier months as they are.
+
+    Months before ``start`` cannot change (:func:`first_changed_month`): everything derived looks
+    back from its month, or forward by the reach ``start`` allows for. Network-wide parts:
+
+    - the top-fraction risk cut-offs of the months from ``start`` are computed again from every
+      patient of those months; those of earlier months stay, and so do their assignments;
+    - the period a condition group's code is picked from (for the reason text) grows with the
+      last month: the patients with a condition starting from ``start`` or after the earlier last
+      month are re-assigned in every month (their reasons may name another code; their subgroups
+      and scores before ``start`` are checked to be unchanged), and so are patients attributed
+      from ``start`` without a stored risk score (all their years' scores are written);
+    - a change of the first month or of the calendar years with risk scores needs a full derive.
+
+    ``changed_from``: the earliest month of the changed rows (default ``start``).
+    Returns the summary; with ``why`` when only a full derive can be exact (written: possibly the
+    subgroups, then the caller's full derive replaces everything).
+    """
+    from core.derive.activity import (
+        ACTIVITY_COLUMNS,
+        TEAM_ACTIVITY_COLUMNS,
+        cost_rate_tables,
+        select_patient_month_activity,
+        select_team_month_activity,
+    )
+    from core.derive.blocks import BLOCK_PATIENTS, map_blocks, patient_blocks, worker_count, worker_pool
+    from core.derive.cells import CELL_COLUMNS, add_cells, block_cells
+    from core.derive.risk import DEFAULT_MODEL
+    from core.derive.subgroups.assign import ASSIGNMENT_COLUMNS, _block_assignments, block_scores, first_pass, save_thresholds
+    from core.derive.subgroups.evaluate import thresholds_from_counts, top_fractions
+    from core.derive.subgroups.frames import Run, insert_frame, run_of
+    from core.derive.subgroups.overrides import active_overrides, apply_overrides
+    from core.derive.subgroups.rules import active_rules_path, load_rules
+    from core.store.models import Encounter, PatientMonthActivity, Staff, TeamMonthActivity
+    from core.store.months import month_end
+    from core.views.worklist import load_worklist_rules
+
+    t0 = time.perf_counter()
+    rules = rules or load_rules(active_rules_path())
+    workers = worker_count() if workers is None else workers
+    fractions = top_fractions(rules)
+    parts: dict[str, float] = {}
+    with engine.connect() as conn:
+        run = run_of(conn, None, DEFAULT_MODEL)
+        stored_years = set(conn.execute(select(RiskScore.year).distinct()).scalars().all())
+        old_range = _stored_range(conn)
+        if run is None or old_range is None:
+            return {"why": "nothing derived yet"}
+        if stored_years and set(run.years) != stored_years:
+            return {"why": "the calendar years with risk scores changed"}
+        if start <= old_range[0].date() or run.first.date() != old_range[0].date():
+            return {"why": "the first assigned month changed, or every month is re-derived"}
+        months = sorted(m for (m,) in conn.execute(select(Attribution.month).distinct().where(Attribution.month >= start)))
+        blocks = patient_blocks(conn, BLOCK_PATIENTS, months) if months else []
+    summary = {"mode": "months", "from_month": start.isoformat(), "months": len(months)}
+    if not blocks:
+        return {**summary, "subgroups": {"rows": 0}, "activity": {}, "cells": {"rows": 0}, "parts": {}}
+    years = tuple(sorted({m.year for m in months}))
+    # the run's months from `start`, the window and condition look-back of the whole run (as the full derive's)
+    scoring = Run(months, years, run.first, run.last, DEFAULT_MODEL)
+    a, r = SubgroupAssignment.__table__, RiskScore.__table__
+    with worker_pool(engine, workers, len(blocks), while_writing=True) as pool, engine.connect() as conn, conn.begin():
+        scores = map_blocks(conn, pool, block_scores, [(scoring, b, bool(fractions)) for b in blocks], workers)
+        month_range, month_dates, thresholds = first_pass(scores, fractions)
+        if month_range is None or month_range[1] < old_range[1]:
+            return {"why": "the last assigned month moved back"}
+        month_range = (old_range[0], month_range[1])
+        # everyone of the months from `start`; some patients in every month (the docstring)
+        since = min(pd.Timestamp(changed_from or start), old_range[1] + pd.DateOffset(months=1)).date()
+        c = Condition.__table__.c
+        again = set(conn.execute(select(c.patient_id).distinct().where(c.onset_date >= since,
+                                                                           c.onset_date <= month_end(month_range[1].date())))
+                    .scalars().all())  # fmt: skip
+        att = Attribution.__table__.c
+        again |= set(conn.execute(select(att.patient_id).distinct().where(att.month >= start, att.patient_id.not_in(
+            select(RiskScore.patient_id).distinct()))).scalars().all())  # fmt: skip
+        again = sorted(again)
+        overrides = active_overrides(conn)
+        earlier = None
+        if again:
+            stored = _norm(_stored_counts(conn)) if fractions else None
+            before = thresholds_from_counts(stored, fractions) if fractions else {}
+            every = {f: pd.concat([before[f][before[f].index < pd.Timestamp(start)], thresholds[f]]) for f in fractions}
+            chunks = [_block_assignments(conn, run, again[i : i + 10_000], month_range, rules, every)
+                      for i in range(0, len(again), 10_000)]  # fmt: skip
+            result = pd.concat([c[0] for c in chunks], ignore_index=True)
+            risk = pd.concat([c[1] for c in chunks], ignore_index=True)
+            result = apply_overrides(result, overrides[overrides["patient_id"].isin(again)])
+            earlier = result[pd.to_datetime(result["month"]) < pd.Timestamp(start)]
+            moved = _changed_before(conn, earlier, again, start)
+            if moved:
+                return {"why": f"{moved} patient-month(s) before {start:%b %Y} changed subgroup or score: "
+                               "a full derive re-derives every month"}  # fmt: skip
+        t1 = time.perf_counter()
+        save_thresholds(conn, thresholds, month_dates)  # the cut-offs an override evaluates with
+        conn.execute(delete(a).where(a.c.month >= start))
+        rows = 0
+        calls = [(scoring, block, month_range, rules, thresholds) for block in blocks]
+        for result_block, _risk in map_blocks(conn, pool, _block_assignments, calls, workers):
+            result_block = apply_overrides(result_block, overrides)
+            insert_frame(conn, a, result_block[ASSIGNMENT_COLUMNS])
+            rows += len(result_block)
+        if earlier is not None:
+            for part in range(0, len(again), 10_000):
+                ids = again[part : part + 10_000]
+                conn.execute(delete(a).where(a.c.month < start, a.c.patient_id.in_(ids)))
+                conn.execute(delete(r).where(r.c.patient_id.in_(ids)))
+            insert_frame(conn, a, earlier[ASSIGNMENT_COLUMNS])
+            insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
+        parts["subgroups"] = time.perf_counter() - t0
+        parts["subgroups_write"] = time.perf_counter() - t1
+    summary["subgroups"] = {"rows": rows, "patients_every_month": len(again)}
+    t2 = time.perf_counter()
+    with engine.connect() as conn:
+        cell_blocks = patient_blocks(conn, BLOCK_PATIENTS)  # the full derive's blocks: its sums, in its order
+    calls = [(months, block, None) for block in cell_blocks] if len(cell_blocks) > 1 else [(months, None, None)]
+    cells = pd.DataFrame(columns=CELL_COLUMNS)
+    with worker_pool(engine, workers, len(cell_blocks)) as pool:
+        for block, _seconds in map_blocks(engine, pool, block_cells, calls):
+            cells = add_cells(cells, block)
+    if len(cells):
+        cells = cells[pd.to_datetime(cells["month"]) >= pd.Timestamp(start)]
+    t3 = time.perf_counter()
+    parts["cells"] = t3 - t2
+    pma, tma = PatientMonthActivity.__table__, TeamMonthActivity.__table__
+    with engine.begin() as conn:
+        staff = pd.read_sql(
+            select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year), conn
+        )
+        role_rates, kind_costs = cost_rate_tables(staff, [t for (t,) in conn.execute(select(Team.team_id)).all()])
+        dialect = conn.dialect.name
+        conn.execute(delete(pma).where(pma.c.month >= start))
+        stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules())
+        stmt = stmt.where(Encounter.start_date >= start)
+        activity = conn.execute(pma.insert().from_select(ACTIVITY_COLUMNS, stmt)).rowcount
+        conn.execute(delete(tma).where(tma.c.month >= start))
+        stmt = select_team_month_activity(dialect).where(Attribution.month >= start)
+        team_rows = conn.execute(tma.insert().from_select(TEAM_ACTIVITY_COLUMNS, stmt)).rowcount
+        t4 = time.perf_counter()
+        cell_rows = _replace_cells_from(conn, start, cells)
+    parts["activity"] = t4 - t3
+    parts["write"] = time.perf_counter() - t4
+    return {**summary, "activity": {"rows": int(activity), "team_rows": int(team_rows)}, "cells": {"rows": cell_rows},
+            "parts": {k: round(v, 2) for k, v in parts.items()}}  # fmt: skip
+
+
+def _changed_before(conn, result: pd.DataFrame, patients: list[str], start: date) -> int:
+    """Patient-months of ``result`` (before ``start``) whose subgroup, team or risk score is not the
+    stored one, or that are missing from either."""
+    s = SubgroupAssignment
+    stored = pd.concat([pd.read_sql(select(s.patient_id, s.month, s.subgroup, s.team_id, s.risk_score)
+                                    .where(s.month < start, s.patient_id.in_(patients[i : i + 10_000])), conn)
+                        for i in range(0, len(patients), 10_000)], ignore_index=True)  # fmt: skip
+    stored["month"] = pd.to_datetime(stored["month"])
+    new = result[["patient_id", "month", "subgroup", "team_id", "risk_score"]].assign(month=pd.to_datetime(result["month"]))
+    both = stored.merge(new, on=["patient_id", "month"], how="outer", suffixes=("_old", "_new"), indicator=True)
+    same = (both["_merge"] == "both") & (both["subgroup_old"] == both["subgroup_new"]) & (
+        both["team_id_old"].fillna("") == both["team_id_new"].fillna("")) & (
+        (both["risk_score_old"] == both["risk_score_new"]) | (both["risk_score_old"].isna() & both["risk_score_new"].isna()))  # fmt: skip
+    return int((~same).sum())
+
+
+def _replace_cells_from(conn, start: date, cells: pd.DataFrame) -> int:
+    """Delete the stored cells of the months from ``start`` and insert ``cells``, in the caller's transaction."""
+    from core.derive.cells import CELL_COLUMNS
+    from core.derive.subgroups.frames import insert_frame
+
+    table = Cell.__table__
+    stored = conn.execute(select(func.count()).select_from(table)).scalar_one()
+    rebuild = len(cells) > BULK_CELLS_SHARE * stored
+    if rebuild:
+        for index in table.indexes:
+            index.drop(conn, checkfirst=True)
+    conn.execute(delete(table).where(table.c.month >= start))
     if len(cells):
         out = cells[CELL_COLUMNS].sort_values(CELL_COLUMNS[:7]).assign(month=lambda f: pd.to_datetime(f["month"]))
         insert_frame(conn, table, out.astype({"patients": "int64"}))

@@ -76,6 +76,9 @@ def derive_text(summary: dict | None) -> str:
     if summary.get("mode") == "incremental":
         return (f"re-derived {summary['patients']:,} patient(s) and {summary['cells']['rows']:,} cells "
                 f"of {summary['cells']['keys']:,} team-subgroup-months in {summary['seconds']:.1f} s")  # fmt: skip
+    if summary.get("mode") == "months":
+        return (f"re-derived the {summary['months']} month(s) from {summary['from_month'][:7]} and {summary['cells']['rows']:,} "
+                f"cells in {summary['seconds']:.1f} s")  # fmt: skip
     why = f" ({summary['why']})" if summary.get("why") else ""
     return f"re-derived the whole network{why} in {summary.get('seconds', 0):.1f} s"
 
