@@ -548,8 +548,10 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             for name in derive:
                 progress(f"{name} on {engine}")
                 runs[name] = run_step(name, {**args, "engine": engine})
+                progress(f"{name} on {engine}: " + json.dumps(runs[name], default=str))  # kept if a later step fails
             progress(f"checksum after {engine}")
             runs["checksum"] = run_step("checksum", args)["result"]
+            progress(f"checksum after {engine}: " + json.dumps(runs["checksum"]))
         report["engines_identical"] = len({json.dumps(r["checksum"], sort_keys=True) for r in report["engines"].values()}) == 1
     for name in ("assign", "activity", "cells", "queries", "baseline", "pages", "clicks"):
         if name in steps and not (engines and name in derive):
