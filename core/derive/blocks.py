@@ -193,9 +193,11 @@ def worker_memory_limit(workers: int) -> int:
 def local_dask_pool(workers: int) -> Iterator[DaskPool]:
     """A local Dask cluster of ``workers`` processes (one thread each, no dashboard, quiet logs),
     all started before it is handed out, and closed on the way out (also on errors)."""
+    import dask
     from distributed import Client, LocalCluster
 
-    with bare_main():
+    # no statistical profiler in the workers: it samples every 10 ms, CPU a block task needs
+    with bare_main(), dask.config.set({"distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, worker_class=_nanny_class(),
                                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.ERROR, host="127.0.0.1",
                                memory_limit=worker_memory_limit(workers))  # fmt: skip
