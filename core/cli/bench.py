@@ -92,9 +92,62 @@ def step_import(args: dict) -> dict:
     report = import_path(engine, Path(args["bundle"]), fmt="csv")
     if not report.ok:
         raise RuntimeError(report.to_text())
+    server_cpu = server_cpu_s(engine)
     if empty:  # the benchmark's own generated network alone, as on a first run: the pages open in demo mode
         mark_sample_store(engine)
-    return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded}
+    return {"rows": int(sum(report.loaded.values())), "loaded": report.loaded, "server_cpu_s": server_cpu}
+
+
+def server_cpu_s(engine) -> float | None:
+    """PostgreSQL on this machine: CPU seconds (user + system, from /proc) of the server processes
+    serving the store's open connections, i.e. the database's share of a step's work (the
+    engine's pooled connections are the ones the step used). None on SQLite or a remote server."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars().all()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # another machine, or the process ended
+            return None
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return round(total, 2)
+
+
+def columnar_load(bundle: Path) -> dict:
+    """A plain columnar load of every CSV file of the bundle into memory, with type inference and no
+    checks: the speed of the data that the import is compared with. DuckDB's ``read_csv`` when
+    ``duckdb`` is installed (requirements-dev.txt), else ``pyarrow.csv.read_csv`` (the report
+    says which)."""
+    files = sorted(Path(bundle).glob("*.csv"))
+    try:
+        import duckdb
+    except ImportError:
+        duckdb = None
+    if duckdb is not None:
+        con = duckdb.connect(":memory:")
+        rows = 0
+        for i, path in enumerate(files):
+            literal = "'" + str(path).replace("'", "''") + "'"
+            con.execute(f"CREATE TABLE t{i} AS SELECT * FROM read_csv({literal})")
+            rows += con.execute(f"SELECT count(*) FROM t{i}").fetchone()[0]
+        con.close()
+        return {"engine": f"duckdb {duckdb.__version__} read_csv", "files": len(files), "rows": int(rows)}
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    tables = [pacsv.read_csv(path) for path in files]
+    return {"engine": f"pyarrow {pa.__version__} csv.read_csv (duckdb is not installed)", "files": len(files),
+            "rows": int(sum(t.num_rows for t in tables))}
+
+
+def step_columnar(args: dict) -> dict:
+    return columnar_load(Path(args["bundle"]))
 
 
 def step_assign(args: dict) -> dict:
@@ -367,7 +420,7 @@ def step_baseline(args: dict) -> dict:
             "ratio": round(naive_ms / max(product["p50_ms"], 1e-6), 1), "team_id": team, "subgroup": subgroup}
 
 
-STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "assign": step_assign, "activity": step_activity, "cells": step_cells,
+STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "columnar": step_columnar, "assign": step_assign, "activity": step_activity, "cells": step_cells,
                   "queries": step_queries, "baseline": step_baseline, "checksum": step_checksum}
 # The page renders need Streamlit, which core/ never imports: that step lives in
 # ui/bench_pages.py, imported by name in the child process only.
@@ -540,6 +593,13 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             step = run_step("import", args)
             step["rows_per_s"] = round(step["result"]["rows"] / max(step["seconds"], 1e-9))
             report["steps"]["import"] = step
+            # the same bundle by a plain columnar load, in the same run: the speed of the data
+            progress("columnar")
+            columnar = run_step("columnar", args)
+            columnar["ratio"] = round(step["seconds"] / max(columnar["seconds"], 1e-9), 1)
+            # CPU: the import's process and, on PostgreSQL on this machine, the server's share
+            columnar["cpu_ratio"] = round((step["cpu_s"] + (step["result"].get("server_cpu_s") or 0.0)) / max(columnar["cpu_s"], 1e-9), 1)
+            report["steps"]["columnar"] = columnar
     derive = [name for name in ("assign", "activity", "cells") if name in steps]
     if engines:
         report["engines"] = {}
@@ -577,9 +637,21 @@ def format_report(report: dict) -> str:
         note = ""
         if name == "import":
             note = f"{step['result']['rows']:,} rows, {step['rows_per_s']:,} rows/s"
+            if step["result"].get("server_cpu_s") is not None:
+                note += f", PostgreSQL server CPU {step['result']['server_cpu_s']:.1f} s"
         elif name in ("assign", "activity", "cells"):
             note = f"{step['result']['rows']:,} rows" + (f" {step['result']['parts']}" if step["result"].get("parts") else "")
         lines.append(f"{name:52s} {step['seconds']:>9.1f} {step.get('cpu_s', float('nan')):>9.1f} {step['peak_rss_mb']:>9.0f}  {note}")
+        if name == "import" and "columnar" in steps:
+            c = steps["columnar"]
+            lines.append(f"{'  columnar load of the same bundle (no checks)':52s} {c['seconds']:>9.1f} {c.get('cpu_s', float('nan')):>9.1f} "
+                         f"{c['peak_rss_mb']:>9.0f}  {c['result']['rows']:,} rows, {c['result']['engine']}")  # fmt: skip
+            lines.append(f"{'  import (validate + load) / columnar':52s} {c['ratio']:>8.1f}x {c['cpu_ratio']:>8.1f}x"
+                         "            target: within 3x (wall)")  # fmt: skip
+        if name == "cells" and all(steps.get(d) and not steps[d].get("reused") for d in ("assign", "activity", "cells")):
+            derive = [steps[d] for d in ("assign", "activity", "cells")]
+            lines.append(f"{'  derive (assign + activity + cells)':52s} {sum(d['seconds'] for d in derive):>9.1f} "
+                         f"{sum(d.get('cpu_s', 0.0) for d in derive):>9.1f} {max(d['peak_rss_mb'] for d in derive):>9.0f}")  # fmt: skip
     if report.get("engines"):
         lines += ["", *format_engines(report)]
     if "queries" in steps:

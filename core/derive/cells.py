@@ -509,6 +509,33 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     return cells, {"load": t1 - t0, "flags": t2 - t1, "costs": t3 - t2, "aggregate": t4 - t3}
 
 
+def patient_cells(engine: Engine, months: list[date], patients: list[str], assignment_sets: list[pd.DataFrame],
+                  catalogue: MeasureCatalogue | None = None) -> list[pd.DataFrame]:  # fmt: skip
+    """The cells of the patients ``patients`` (a block of ids, as :func:`block_cells` takes it)
+    under each of ``assignment_sets`` (patient_id, month, subgroup, risk_score): the steps of
+    :func:`block_cells`, with the patients' rows, measure flags and costs read once (they do not
+    depend on the subgroup). A subgroup override's derive takes the difference of the patient's
+    cells before and after (``core.derive.incremental``).
+
+    One measure depends on the block, not only on its patients: polypharmacy has no rows when
+    the block has no medication at all. A patient without medicines gets its rows here when the
+    store has any (a full derive's block of 25,000 patients without a single medicine, while
+    others have them, would differ)."""
+    frames: StoreFrames = load_store_frames(engine, patients)
+    medication_data = False
+    if not len(frames.medications):  # as in the full derive's block (a medicine of anyone): approximated by the store
+        with engine.connect() as conn:
+            medication_data = conn.execute(select(models.Medication.patient_id).limit(1)).first() is not None
+    flags = patient_month_flags(frames, months, catalogue or load_measures(), month_as_index=True, medication_data=medication_data)
+    costs = cost_metrics_wide(engine, months, patients)
+    out = []
+    for assignments in assignment_sets:
+        dims = patient_month_dimensions(frames.attribution, assignments, frames.patients)
+        parts = [flags, _base_metrics(dims), *([costs] if len(costs.frame) else [])]
+        out.append(aggregate_cells(dims, parts))
+    return out
+
+
 def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None, block_patients: int = BLOCK_PATIENTS,
                 workers: int | None = None) -> dict:
     """Rebuild every cell from the store. Returns a summary (rows, months, metrics, blocks, seconds per step).

@@ -607,14 +607,16 @@ def _patient_month_sums(enc: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     return wide.groupby(["patient_id", "month"], as_index=False)[metrics].sum()
 
 
-def build_patient_month_costs(inputs: CostInputs, settings: CostSettings, catalog: Catalog | None = None) -> pd.DataFrame:
+def build_patient_month_costs(inputs: CostInputs, settings: CostSettings, catalog: Catalog | None = None,
+                              sums: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
     """Cost metrics of every attributed patient-month (zeros where nothing happened).
 
     Out grain: patient_id, month. Columns: practice_id, team_id, subgroup, member_months (1),
     and every metric of :func:`cost_metrics` (USD, ``internal_minutes`` in minutes).
+    ``sums``: the inputs' :func:`patient_month_sums` when already computed.
     """
     catalog = catalog or load_catalog()
-    sums = _patient_month_sums(encounter_costs(inputs, settings, catalog), catalog)
+    sums = patient_month_sums(inputs, settings, catalog) if sums is None else sums
     att = inputs.attribution[["patient_id", "month", "practice_id", "team_id", "subgroup"]]
     out = att.merge(sums, on=["patient_id", "month"], how="left")
     metrics = cost_metrics(catalog)
@@ -623,13 +625,22 @@ def build_patient_month_costs(inputs: CostInputs, settings: CostSettings, catalo
     return out.sort_values(["patient_id", "month"]).reset_index(drop=True)
 
 
-def unattributed_costs(inputs: CostInputs, settings: CostSettings, catalog: Catalog | None = None) -> pd.DataFrame:
+def patient_month_sums(inputs: CostInputs, settings: CostSettings, catalog: Catalog | None = None) -> pd.DataFrame:
+    """Every encounter's cost (:func:`encounter_costs`) summed per patient and month of start,
+    attributed or not: what :func:`build_patient_month_costs` and :func:`unattributed_costs` share."""
+    catalog = catalog or load_catalog()
+    return _patient_month_sums(encounter_costs(inputs, settings, catalog), catalog)
+
+
+def unattributed_costs(inputs: CostInputs, settings: CostSettings, catalog: Catalog | None = None,
+                       sums: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
     """Costs of encounters in months where their patient is not attributed, per month.
 
     Out grain: month. Columns: patients, and every metric of :func:`cost_metrics`.
+    ``sums``: the inputs' :func:`patient_month_sums` when already computed.
     """
     catalog = catalog or load_catalog()
-    sums = _patient_month_sums(encounter_costs(inputs, settings, catalog), catalog)
+    sums = patient_month_sums(inputs, settings, catalog) if sums is None else sums
     keys = inputs.attribution[["patient_id", "month"]].assign(_attributed=True)
     sums = sums.merge(keys, on=["patient_id", "month"], how="left")
     outside = sums.loc[sums["_attributed"].isna()].drop(columns="_attributed")

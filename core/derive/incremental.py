@@ -29,6 +29,15 @@ rows were derived in) and compared with what the touched patients make of them:
 - the first and last assigned month (the period a condition group's code is picked from) and the
   calendar years with risk scores: a change falls back to a full derive too.
 
+A subgroup override (set or lifted) that is all that is pending takes another path,
+:func:`derive_override`: the patient's data did not change, only their subgroups, so the
+difference of their cells (under the stored and the new assignments, each the full derive's
+code on a one-patient block) is applied to the stored cells and ``team_month_activity``; no
+other patient is read. Counts stay exact; float sums may differ from a full derive's in the last
+bits (relative 1e-9, absolute 1e-6 where a sum cancels to about 0; the tests compare on those
+terms). The month cut-offs come from ``app_setting`` (kept by every full derive), so an override
+reads no risk-score counts.
+
 Nothing network-wide else is read: staff, teams and practices (the cost rates) are changed by
 imports only, and an import that writes them marks ``*`` (everything). Above
 :data:`MAX_TOUCHED_SHARE` of the network's patients a full derive is the quicker one.
@@ -38,7 +47,7 @@ import time
 from collections.abc import Iterable
 
 import pandas as pd
-from sqlalchemy import Engine, delete, func, select, tuple_
+from sqlalchemy import Engine, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.store.models import AppSetting, Attribution, Cell, DeriveTouched, Patient, RiskScore, SubgroupAssignment, Team
@@ -67,15 +76,25 @@ def mark_touched(conn, patient_ids: Iterable[str], pending: str) -> None:
     )
 
 
+class StaleCells(RuntimeError):
+    """The stored cells or team activity do not hold what the override's difference takes away
+    (a store changed outside the derive): nothing is written and the patient is recomputed."""
+
+
 def touched_patients(engine: Engine) -> list[str]:
     with engine.connect() as conn:
         return sorted(conn.execute(select(DeriveTouched.patient_id)).scalars().all())
 
 
-def derive_touched(engine: Engine, progress=None, rules=None) -> dict | None:
+def derive_touched(engine: Engine, progress=None, rules=None, override: tuple[str, str] | None = None) -> dict | None:
     """Catch the derived tables up with what is pending: the touched patients only when that is
-    exact and quicker, else everything. Returns the summary (``mode`` incremental or full,
-    ``why`` for a full one, ``seconds``), or None when nothing was pending."""
+    exact and quicker, else everything. Returns the summary (``mode`` override, incremental or
+    full, ``why`` for a full one, ``seconds``), or None when nothing was pending.
+
+    ``override``: (pending mark, patient id) of a subgroup override just set or lifted. When that
+    override is all that is pending (the mark is its own and the patient is the only one touched),
+    the patient's data did not change, only their subgroups: :func:`derive_override` applies the
+    difference."""
     from core.derive.pipeline import derive_all
 
     t0 = time.perf_counter()
@@ -83,6 +102,16 @@ def derive_touched(engine: Engine, progress=None, rules=None) -> dict | None:
     if pending is None:
         return None
     touched = touched_patients(engine)
+    if override is not None and pending == override[0] and touched == [override[1]]:
+        try:
+            summary = derive_override(engine, override[1], rules)
+        except StaleCells:  # the stored cells are not what the difference assumes: recompute them (below)
+            summary = None
+        if summary is not None:
+            clear_touched(engine, touched)
+            summary["data_version"] = bump_data_version(engine, derived=pending)
+            summary["seconds"] = round(time.perf_counter() - t0, 2)
+            return summary
     if not touched:
         why = "the store does not know which patients changed"
     elif TOUCH_ALL in touched:
@@ -131,11 +160,36 @@ def _stored_months(conn, only: list[str]) -> set:
 
 
 def _stored_range(conn, exclude: list[str] | None = None) -> tuple | None:
-    """First and last assigned month (of the patients but ``exclude``); None when there is none."""
+    """First and last assigned month (of the patients but ``exclude``); None when there is none.
+    (Without ``exclude``: min and max in two queries, each one index lookup on SQLite.)"""
     s = SubgroupAssignment
     where = [s.patient_id.not_in(exclude)] if exclude else []
-    low, high = conn.execute(select(func.min(s.month), func.max(s.month)).where(*where)).one()
+    low = conn.execute(select(func.min(s.month)).where(*where)).scalar()
+    high = conn.execute(select(func.max(s.month)).where(*where)).scalar()
     return None if low is None else (pd.Timestamp(low), pd.Timestamp(high))
+
+
+def _attributed_span(conn) -> list:
+    """Every month from the first attributed month to the last (first days), from the
+    (team_id, month) index: two lookups per team instead of reading every attribution. The full
+    derive takes the months with an attribution (``core.derive.cells._attributed_months``); a
+    month inside the span without any attribution would change no patient's rows."""
+    from core.store.months import add_months, as_month
+
+    a = Attribution
+    ends = []
+    for team_id in conn.execute(select(Team.team_id)).scalars().all():
+        for agg in (func.min, func.max):
+            found = conn.execute(select(agg(a.month)).where(a.team_id == team_id)).scalar()
+            if found is not None:
+                ends.append(as_month(found))
+    if not ends:
+        return []
+    first, last = min(ends), max(ends)
+    out = [first]
+    while out[-1] < last:
+        out.append(add_months(out[-1], 1))
+    return out
 
 
 def _norm(counts: pd.Series) -> pd.Series:
@@ -341,3 +395,175 @@ def _replace_cells(conn, keys: pd.DataFrame, cells: pd.DataFrame) -> int:
         for index in table.indexes:
             index.create(conn)
     return len(cells)
+
+
+# --- a subgroup override: the difference of one patient's cells ------------------------------
+
+
+def derive_override(engine: Engine, patient: str, rules=None) -> dict:
+    """Re-derive one patient after a subgroup override was set or lifted (their data unchanged).
+
+    The patient's assignments are evaluated again (rules with the month thresholds kept by the
+    last derive, :func:`core.derive.subgroups.assign.stored_thresholds`, and the active
+    overrides); their risk scores and ``patient_month_activity`` rows do not depend on the
+    subgroup and stay. The cells and ``team_month_activity`` rows are changed by the difference:
+    the patient's cells under the stored assignments (read before writing) and under the new ones
+    (:func:`core.derive.cells.patient_cells`, the full derive's code on a one-patient block), and
+    every affected cell becomes stored - old + new; a cell whose patients fall to 0 is deleted (the
+    full derive writes no cell without a patient), one that did not exist is inserted. Counts
+    (``patients``, activities, and numerators and denominators that count patients) stay exact;
+    float sums may differ from a full derive's in the last bits (a relative 1e-9 at most, plus an
+    absolute 1e-6 where a sum cancels to about 0; README, "Subgroup overrides").
+    """
+    from core.derive.cells import patient_cells
+    from core.derive.measures import read_columns
+    from core.derive.risk import DEFAULT_MODEL
+    from core.derive.subgroups.assign import (
+        ASSIGNMENT_COLUMNS,
+        _block_assignments,
+        save_thresholds,
+        stored_thresholds,
+        thresholds_of,
+    )
+    from core.derive.subgroups.evaluate import thresholds_from_counts, top_fractions
+    from core.derive.subgroups.frames import Run, insert_frame
+    from core.derive.subgroups.overrides import active_overrides, apply_overrides
+    from core.derive.subgroups.rules import active_rules_path, load_rules
+    from core.store.months import month_end
+
+    t0 = time.perf_counter()
+    rules = rules or load_rules(active_rules_path())
+    parts: dict[str, float] = {}
+    S = SubgroupAssignment
+    with engine.connect() as conn:
+        months = _attributed_span(conn)
+        years = tuple(sorted({m.year for m in months}))
+        run = Run(None, years, pd.Timestamp(months[0]), pd.Timestamp(month_end(months[-1])), DEFAULT_MODEL)  # as run_of
+        month_range = _stored_range(conn)
+        fractions = top_fractions(rules)
+        thresholds, kept = {}, True
+        if fractions:
+            mine = _stored_months(conn, [patient])
+            thresholds = thresholds_of(stored_thresholds(conn), fractions, mine)
+            if thresholds is None:  # a store derived before the thresholds were kept: count every score once
+                thresholds, kept = thresholds_from_counts(_norm(_stored_counts(conn)), fractions), False
+        result, _risk = _block_assignments(conn, run, [patient], month_range, rules, thresholds)
+        overrides = active_overrides(conn)
+        result = apply_overrides(result, overrides[overrides["patient_id"] == patient])
+    before = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], [patient])
+    t1 = time.perf_counter()
+    parts["subgroups"] = t1 - t0
+    old, new = patient_cells(engine, months, [patient], [before, result[["patient_id", "month", "subgroup", "risk_score"]]])
+    was, now = _cell_difference(old, new)
+    t2 = time.perf_counter()
+    parts["cells"] = t2 - t1
+    a = S.__table__
+    with engine.begin() as conn:
+        team_before = _team_activity_of(conn, patient)
+        conn.execute(delete(a).where(a.c.patient_id == patient))
+        insert_frame(conn, a, result[ASSIGNMENT_COLUMNS])
+        team_rows = _apply_team_activity(conn, team_before, _team_activity_of(conn, patient))
+        cell_rows = _apply_cells(conn, was, now)
+        if not kept:
+            save_thresholds(conn, thresholds)
+    parts["write"] = time.perf_counter() - t2
+    return {
+        "mode": "override",
+        "patients": 1,
+        "subgroups": {"rows": len(result), "overridden": int(result["overridden"].sum())},
+        "activity": {"team_rows": team_rows},
+        "cells": cell_rows,
+        "parts": {k: round(v, 2) for k, v in parts.items()},
+    }
+
+
+CELL_KEYS = ["practice_id", "team_id", "subgroup", "month", "stratum", "stratum_value", "metric"]
+CELL_VALUES = ["numerator", "denominator", "sum_sq", "patients"]
+
+
+def _cell_difference(old: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The patient's cells before and after (index: the cell key; 0 where absent), on the keys
+    where they differ only (the months whose subgroup did not change cancel out exactly: the same
+    rows summed by the same code)."""
+    frames = [f.set_index(CELL_KEYS)[CELL_VALUES].astype({"patients": "int64"}) for f in (old, new)]
+    keys = frames[0].index.union(frames[1].index)
+    was, now = (f.reindex(keys, fill_value=0) for f in frames)
+    differ = (was.to_numpy() != now.to_numpy()).any(axis=1)
+    return was[differ], now[differ]
+
+
+def _stored_cells(conn, keys: pd.MultiIndex) -> pd.DataFrame:
+    """The stored cells of the practice x team x subgroup x months of ``keys`` (index: the cell key)."""
+    c = Cell.__table__.c
+    frames = []
+    for (practice_id, team_id), part in keys.to_frame(index=False).groupby(["practice_id", "team_id"]):
+        # every column an IN list of the few values the patient's cells have: primary-key lookups
+        # of their combinations (a superset of the keys, cut to them by the caller)
+        stmt = select(*(c[k] for k in CELL_KEYS + CELL_VALUES)).where(
+            c.practice_id == practice_id, c.team_id == team_id,
+            *(c[k].in_(sorted(set(part[k]))) for k in ("subgroup", "month", "stratum", "stratum_value")))  # fmt: skip
+        frames.append(pd.DataFrame(conn.execute(stmt).all(), columns=CELL_KEYS + CELL_VALUES))
+    stored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CELL_KEYS + CELL_VALUES)
+    stored["month"] = pd.to_datetime(stored["month"]).dt.date
+    return stored.set_index(CELL_KEYS)
+
+
+def _apply_cells(conn, was: pd.DataFrame, now: pd.DataFrame) -> dict:
+    """Stored - ``was`` + ``now`` for every cell key of ``was`` and ``now``, in the caller's
+    transaction: changed cells rewritten, new ones inserted, those left without a patient deleted."""
+    from core.derive.subgroups.frames import insert_frame
+
+    if not len(was):
+        return {"changed": 0, "inserted": 0, "deleted": 0}
+    stored = _stored_cells(conn, was.index)
+    stored = stored[stored.index.isin(was.index)]
+    present = was.index.isin(stored.index)
+    base = stored.reindex(was.index).fillna(0)
+    out = base[CELL_VALUES[:3]].astype("float64") - was[CELL_VALUES[:3]] + now[CELL_VALUES[:3]]
+    out["patients"] = base["patients"].astype("int64") - was["patients"] + now["patients"]
+    if (out["patients"] < 0).any() or (~present & (was["patients"] > 0)).any():
+        raise StaleCells("the stored cells do not hold the patient's contribution")
+    gone, kept = out["patients"] == 0, out["patients"] > 0
+    table = Cell.__table__
+    old_rows = [dict(zip(CELL_KEYS, key, strict=True)) for key in was.index[present]]
+    if old_rows:  # the stored rows replaced or emptied, one primary-key lookup each
+        stmt = delete(table).where(*(table.c[k] == bindparam(f"k_{k}") for k in CELL_KEYS))
+        conn.execute(stmt, [{f"k_{k}": v for k, v in row.items()} for row in old_rows])
+    rows = out[kept].reset_index()
+    if len(rows):
+        rows["month"] = pd.to_datetime(rows["month"])
+        insert_frame(conn, table, rows[CELL_KEYS + CELL_VALUES].sort_values(CELL_KEYS))
+    return {"changed": int((present & kept).sum()), "inserted": int((~present & kept).sum()), "deleted": int((present & gone).sum())}
+
+
+def _team_activity_of(conn, patient: str) -> pd.Series:
+    """The patient's share of ``team_month_activity`` under the stored assignments (index month,
+    team_id, subgroup, kind; activities)."""
+    from core.derive.activity import select_team_month_activity
+
+    stmt = select_team_month_activity(conn.dialect.name).where(Attribution.patient_id == patient)
+    rows = conn.execute(stmt).all()
+    index = pd.MultiIndex.from_tuples([tuple(r[:4]) for r in rows], names=["month", "team_id", "subgroup", "kind"])
+    return pd.Series([int(r[4]) for r in rows], index=index, dtype="int64")
+
+
+def _apply_team_activity(conn, before: pd.Series, after: pd.Series) -> int:
+    """``team_month_activity`` rows less ``before``, plus ``after`` (rows at 0 deleted); returns the rows changed."""
+    from core.store.models import TeamMonthActivity
+
+    delta = after.sub(before, fill_value=0).astype("int64")
+    delta = delta[delta != 0]
+    t = TeamMonthActivity.__table__
+    for (month, team_id, subgroup, kind), change in delta.items():
+        where = [t.c.month == month, t.c.team_id == team_id, t.c.subgroup == subgroup, t.c.kind == kind]
+        stored = conn.execute(select(t.c.activities).where(*where)).scalar_one_or_none()
+        total = (stored or 0) + int(change)
+        if total < 0 or (stored is None and change < 0):
+            raise StaleCells("team_month_activity does not hold the patient's activities")
+        if stored is None:
+            conn.execute(t.insert().values(month=month, team_id=team_id, subgroup=subgroup, kind=kind, activities=total))
+        elif total == 0:
+            conn.execute(delete(t).where(*where))
+        else:
+            conn.execute(t.update().where(*where).values(activities=total))
+    return len(delta)

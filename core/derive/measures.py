@@ -11,6 +11,7 @@ public functions take and return first-of-month ``date`` values.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -205,6 +206,7 @@ class _Context:
     medications: pd.DataFrame
     code_lists: dict[str, tuple[str, ...]]
     procedures: pd.DataFrame  # patient_id, date, m, code ("SYSTEM:CODE", systems as in [code_systems])
+    medication_data: bool = False  # the block's patients are few but the store has medication data
 
 
 def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict, code_systems: dict | None = None) -> _Context:
@@ -309,11 +311,13 @@ def _last_asof(pop: pd.DataFrame, monthly: pd.DataFrame, lookback: int, offset: 
     """
     left = pop[["patient_id", "m"]].assign(key=pop["m"] - offset).sort_values("key", kind="stable")
     right = monthly.rename(columns={"m": "key"}).sort_values("key", kind="stable")
-    if right.empty:
+    if right.empty or left.empty:  # (an empty side may carry another id dtype: a one-patient block)
         out = left.copy()
         for col in monthly.columns.difference(["patient_id", "m"]):
             out[col] = np.nan
         return out.drop(columns="key").sort_index()
+    if left["patient_id"].dtype != right["patient_id"].dtype:
+        right = right.assign(patient_id=right["patient_id"].astype(left["patient_id"].dtype))
     merged = pd.merge_asof(left, right, on="key", by="patient_id", direction="backward", tolerance=lookback - 1)
     merged.index = left.index
     return merged.drop(columns="key").sort_index()
@@ -511,10 +515,13 @@ def rule_polypharmacy(ctx: _Context, measure: Measure) -> pd.DataFrame:
 
     A medicine (code, else description) is active from its first start month to its last stop;
     overlapping orders of one medicine are merged into one span (approximation: gaps between
-    orders of the same medicine are ignored). No rows at all when no medication data exist.
+    orders of the same medicine are ignored). No rows at all when no medication data exist (in the
+    block; ``medication_data``: in the store, for a block of one patient without medicines).
     """
     med = ctx.medications
     pop = ctx.population
+    if (med is None or not len(med)) and ctx.medication_data:
+        return _rows(pop["patient_id"], pop["m"], 0.0, 1.0)
     if med is None or not len(med):
         return _empty_rows()
     code = med["code"].fillna("").astype(str)
@@ -769,16 +776,20 @@ RULES: dict[str, Callable[[_Context, Measure], pd.DataFrame]] = {
 
 
 def patient_month_flags(frames: StoreFrames, months: Iterable, catalogue: MeasureCatalogue | None = None,
-                        month_as_index: bool = False) -> pd.DataFrame:
+                        month_as_index: bool = False, medication_data: bool = False) -> pd.DataFrame:
     """Numerator and denominator of every measure per attributed patient-month.
 
     Grain: patient_id, month, metric (one row each; rows only where the patient is in the
     measure's denominator). Columns: patient_id, month (first-of-month ``date``; the integer
     month index with ``month_as_index``), metric (measure id), numerator, denominator, sum_sq.
-    Only patient-months attributed in ``months`` appear.
+    Only patient-months attributed in ``months`` appear. ``medication_data``: the store has
+    medication data though ``frames`` (a few patients) have none (the polypharmacy rows are then
+    written, as in the full derive's block of the patients).
     """
     catalogue = catalogue or load_measures()
     ctx = _prepare(frames, months, catalogue.code_lists, catalogue.code_systems)
+    if medication_data:
+        ctx = dataclasses.replace(ctx, medication_data=True)
     parts = []
     for measure in catalogue.measures:
         rows = RULES[measure.rule](ctx, measure)

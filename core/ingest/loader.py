@@ -13,19 +13,23 @@ becomes an :class:`~core.ingest.report.ImportIssue`, so the store is exactly as 
 """
 
 import json
-import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from pydantic_core import PydanticUndefined
 from sqlalchemy import Boolean, Column, Date, DateTime, Engine, Float, Integer, MetaData, Table, func, insert, or_, select
+from sqlalchemy import inspect as inspect_database
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import SQLModel
 
 from core.access.demo import end_demo
@@ -40,6 +44,7 @@ MAX_TOUCHED_IDS = 100_000  # more touched patients than this: recorded as everyt
 BATCH_ROWS = 50_000
 REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows
 COPY_ROWS = 1_000  # PostgreSQL: batches of at least this many rows go in by COPY + one upsert
+COPY_BATCH_ROWS = 200_000  # PostgreSQL: rows turned into CSV at a time
 
 
 def _models_by_table() -> dict[str, type[SQLModel]]:
@@ -68,34 +73,77 @@ def _dates(series: pd.Series) -> pd.Series:
     return pd.to_datetime(series, errors="raise")
 
 
-def _python_values(series: pd.Series, column, raw_sqlite: bool) -> list:
-    """The column as a list of plain Python values the DB-API accepts (None for missing).
-
-    ``raw_sqlite``: values go straight to the sqlite3 driver, so dates are ISO strings and booleans
-    0/1, exactly how SQLAlchemy's SQLite ``Date``/``Boolean`` types store them.
-    """
+def _arrow_type(column) -> pa.DataType:
     sa_type = column.type
-    if isinstance(sa_type, Date) and not isinstance(sa_type, DateTime):
-        series = _dates(series)
-        missing = series.isna().to_numpy()
-        if raw_sqlite:
-            values = np.datetime_as_string(series.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]"), unit="D")
-            values = values.astype(object)
-        else:
-            values = series.dt.date.to_numpy(dtype=object).copy()
-        values[missing] = None
-        return values.tolist()
     if isinstance(sa_type, DateTime):
-        return [None if (v is None or v is pd.NaT) else v for v in series.tolist()]
+        return pa.timestamp("us", tz="UTC") if sa_type.timezone else pa.timestamp("us")
+    if isinstance(sa_type, Date):
+        return pa.date32()
     if isinstance(sa_type, Boolean):
-        cast = int if raw_sqlite else bool
-        return [None if v is None else cast(bool(v)) for v in series.to_numpy(dtype=object, na_value=None)]
+        return pa.bool_()
     if isinstance(sa_type, Float):
-        values = pd.to_numeric(series, errors="raise").astype("float64").to_numpy(dtype=object)
-        return [None if (v is None or math.isnan(v)) else v for v in values]
+        return pa.float64()
     if isinstance(sa_type, Integer):
-        return pd.to_numeric(series, errors="raise").astype("Int64").to_numpy(dtype=object, na_value=None).tolist()
-    return series.to_numpy(dtype=object, na_value=None).tolist()
+        return pa.int64()
+    return pa.large_string()
+
+
+def _arrow_values(series: pd.Series, column) -> pa.Array:
+    """One frame column as an Arrow array of the table column's type (null for missing); no
+    Python object per value except where the frame already holds objects."""
+    kind = _arrow_type(column)
+    if pa.types.is_date32(kind):
+        values = _dates(series).to_numpy(dtype="datetime64[ns]")
+        return pa.array(values.astype("datetime64[D]"), type=pa.date32(), mask=np.isnat(values))
+    if pa.types.is_timestamp(kind):
+        return pa.array(pd.to_datetime(series, errors="raise", utc=kind.tz is not None), from_pandas=True).cast(kind)
+    if pa.types.is_boolean(kind):
+        try:
+            return pa.array(series, type=kind, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return pa.array([None if v is None or v is pd.NA else bool(v) for v in series.to_numpy(dtype=object)], type=kind)
+    if pa.types.is_float64(kind):
+        return pa.array(pd.to_numeric(series, errors="raise").astype("float64"), from_pandas=True)
+    if pa.types.is_int64(kind):
+        return pa.array(pd.to_numeric(series, errors="raise").astype("Int64"), type=kind, from_pandas=True)
+    try:
+        return pa.array(series, type=kind, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers or other objects in a text column: their text
+        return pa.array([None if v is None or pd.isna(v) else str(v) for v in series.to_numpy(dtype=object)], type=kind)
+
+
+def _arrow_batch(part: pd.DataFrame, table: Table, names: list[str], defaults: dict[str, object]) -> pa.Table:
+    """The batch as an Arrow table of the columns ``names`` in the table's types, with model
+    defaults for missing columns and for blanks in columns that may not be blank."""
+    arrays = []
+    for name in names:
+        column = table.c[name]
+        kind = _arrow_type(column)
+        fill = _arrow_values(pd.Series([defaults[name]]), column)[0] if defaults.get(name) is not None else None
+        if name in part.columns:
+            values = _arrow_values(part[name], column)
+            if fill is not None and not column.nullable and values.null_count:
+                values = pc.fill_null(values, fill)
+        elif fill is not None:
+            values = pa.repeat(fill, len(part))
+        else:
+            values = pa.nulls(len(part), type=kind)
+        arrays.append(values)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _python_columns(batch: pa.Table, raw_sqlite: bool) -> list[list]:
+    """Per-column lists of Python values for the DB-API driver (None for missing).
+
+    ``raw_sqlite``: values go straight to the sqlite3 driver, so dates are ISO strings (exactly how
+    SQLAlchemy's SQLite ``Date`` type stores them; booleans are ints to sqlite3 already).
+    """
+    columns = []
+    for values in batch.columns:
+        if raw_sqlite and pa.types.is_date32(values.type):
+            values = values.cast(pa.large_string())
+        columns.append(values.to_pylist())
+    return columns
 
 
 def _upsert(table: Table, dialect: str, update_columns: list[str], source: Table | None = None):
@@ -127,22 +175,10 @@ def _column_names(frame: pd.DataFrame, table: Table, defaults: dict[str, object]
     ]
 
 
-def _batch_values(part: pd.DataFrame, table: Table, names: list[str], defaults: dict[str, object], raw_sqlite: bool) -> list[list]:
-    """Per-column value lists of one batch, with model defaults for missing columns and blanks."""
-    columns = []
-    for name in names:
-        column = table.c[name]
-        if name in part.columns:
-            values = _python_values(part[name], column, raw_sqlite)
-            if not column.nullable and name in defaults:
-                fill = _python_values(pd.Series([defaults[name]]), column, raw_sqlite)[0]
-                values = [fill if v is None else v for v in values]
-        elif name in defaults:
-            values = _python_values(pd.Series([defaults[name]]), column, raw_sqlite) * len(part)
-        else:
-            values = [None] * len(part)
-        columns.append(values)
-    return columns
+def _unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (by a sort: numpy's hash-based ``np.unique`` is far slower on 64-bit hashes)."""
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
 
 
 def _count(conn, table: Table) -> int:
@@ -154,36 +190,45 @@ def _execute_batches(conn, statement, frame: pd.DataFrame, table: Table, names: 
     """Convert and run the upsert with ``executemany`` in batches of :data:`BATCH_ROWS` (bounded memory).
 
     On SQLite the statement is compiled once by SQLAlchemy and its bound parameters are passed
-    as tuples straight to the driver (a third of the per-row cost of Core dicts).
+    as tuples, made column by column from Arrow, straight to the driver (a third of the per-row
+    cost of Core dicts).
     """
     if raw_sqlite:
         compiled = statement.compile(dialect=conn.dialect, column_keys=names)
         order = [names.index(key) for key in compiled.positiontup]
         sql = str(compiled)
+        cursor = conn.connection.driver_connection.cursor()
     for start in range(0, len(frame), BATCH_ROWS):
-        columns = _batch_values(frame.iloc[start : start + BATCH_ROWS], table, names, defaults, raw_sqlite)
+        columns = _python_columns(_arrow_batch(frame.iloc[start : start + BATCH_ROWS], table, names, defaults), raw_sqlite)
         if raw_sqlite:
-            conn.exec_driver_sql(sql, list(zip(*(columns[i] for i in order), strict=True)))
+            cursor.executemany(sql, zip(*(columns[i] for i in order), strict=True))
         else:
             conn.execute(statement, [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)])
 
 
+def _copy_csv(conn, table_name: str, names: list[str], frame: pd.DataFrame, table: Table, defaults: dict[str, object]) -> None:
+    """PostgreSQL: ``COPY`` the frame into ``table_name`` as CSV written by Arrow from the typed
+    columns (no Python object per value; a quoted empty string is text, an unquoted empty field NULL)."""
+    quote = conn.dialect.identifier_preparer.quote
+    copy_sql = f"COPY {quote(table_name)} ({', '.join(quote(n) for n in names)}) FROM STDIN WITH (FORMAT csv)"
+    cursor = conn.connection.driver_connection.cursor()
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    with cursor.copy(copy_sql) as copy:
+        for start in range(0, len(frame), COPY_BATCH_ROWS):
+            sink = pa.BufferOutputStream()
+            pacsv.write_csv(_arrow_batch(frame.iloc[start : start + COPY_BATCH_ROWS], table, names, defaults), sink, options)
+            copy.write(memoryview(sink.getvalue()))
+
+
 def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], update: list[str],
                  defaults: dict[str, object]) -> None:
-    """PostgreSQL bulk path: ``COPY`` the rows into a temporary table (psycopg's copy protocol,
-    several times faster than ``executemany``), then upsert them all with one
-    ``INSERT ... SELECT ... ON CONFLICT``, which keeps the semantics of :func:`_upsert`."""
+    """PostgreSQL bulk path: ``COPY`` the rows into a temporary table (:func:`_copy_csv`), then
+    upsert them all with one ``INSERT ... SELECT ... ON CONFLICT``, which keeps the semantics of
+    :func:`_upsert`."""
     temp = Table(f"_load_{table.name}", MetaData(), *[Column(n, table.c[n].type) for n in names],
                  prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
     temp.create(conn)
-    quote = conn.dialect.identifier_preparer.quote
-    copy_sql = f"COPY {quote(temp.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
-    cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(copy_sql) as copy:
-        for start in range(0, len(frame), BATCH_ROWS):
-            columns = _batch_values(frame.iloc[start : start + BATCH_ROWS], table, names, defaults, raw_sqlite=False)
-            for row in zip(*columns, strict=True):
-                copy.write_row(row)
+    _copy_csv(conn, temp.name, names, frame, table, defaults)
     conn.execute(_upsert(table, "postgresql", update, source=temp))
     temp.drop(conn)
 
@@ -197,6 +242,18 @@ def _check_sqlite_foreign_keys(conn, tables: list[Table]) -> None:
             raise _ForeignKeyViolation(
                 f"{len(bad)} {table.name} row(s) refer to rows that do not exist in {', '.join(parents)}"
             )
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """psycopg's own errors (``COPY`` runs on the driver's cursor, outside SQLAlchemy)."""
+    try:
+        import psycopg
+    except ImportError:
+        return ()
+    return (psycopg.Error,)
+
+
+_DRIVER_ERRORS = _driver_errors()
 
 
 class _ForeignKeyViolation(Exception):
@@ -217,7 +274,10 @@ class Load:
     """
 
     def __init__(self, conn: Connection, report: ImportReport, started: float, started_at: datetime):
-        self.conn = conn
+        self._conn = conn
+        # One batch is written by a thread while the caller reads and checks the next one.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
+        self._pending: tuple[Future, str] | None = None
         self.report = report
         self._started, self._started_at = started, started_at
         self._dialect = conn.dialect.name
@@ -236,14 +296,41 @@ class Load:
         self._minute_encounters: set[str] = set()
         self._patients: list[np.ndarray] = []  # sorted distinct hashes of the patient ids written
 
+    @property
+    def conn(self) -> Connection:
+        """The load's connection, once the batch being written is done."""
+        self._wait()
+        return self._conn
+
+    def _wait(self) -> None:
+        """Wait for the batch being written; its database error becomes a report error and :class:`LoadFailed`."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            future, where = pending
+            with self._database_errors(where):
+                future.result()
+
+    def _close(self) -> None:
+        """Wait for the batch being written (its error does not matter: the load is rolled back) and end the thread."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending[0].result()
+            except Exception:  # noqa: BLE001, S110 - rolled back anyway
+                pass
+        self._writer.shutdown(wait=True)
+
     @contextmanager
     def _database_errors(self, where: str):
         """Turn a database (or value conversion) error into a report error and :class:`LoadFailed`."""
         try:
             yield
-        except (SQLAlchemyError, _ForeignKeyViolation, ValueError, TypeError) as exc:
+        except (SQLAlchemyError, *_DRIVER_ERRORS, _ForeignKeyViolation, ValueError, TypeError, pa.ArrowException) as exc:
             self.report.loaded, self.report.new_rows, self.report.import_id = {}, {}, None
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            located = getattr(getattr(getattr(exc, "orig", None) or exc, "diag", None), "message_detail", None)
+            if located:  # PostgreSQL says which row: "Key (patient_id)=(P404) is not present in table ..."
+                detail = f"{detail} ({located})"
             self.report.add_error(where, None, None, f"the load failed and was rolled back, nothing was written: {detail}")
             raise LoadFailed(detail) from exc
 
@@ -255,9 +342,10 @@ class Load:
             raise LoadFailed(name)
         table = SQLModel.metadata.tables[name]
         with self._database_errors(name):
-            self._before = _count(self.conn, table)
-            self._snapshot = _rows_of(self.conn, table) if name in NETWORK_TABLES else None
+            self._before = _count(self._conn, table)
+            self._snapshot = _rows_of(self._conn, table) if name in NETWORK_TABLES else None
         self._table, self._rows, self._names, self._rebuild = table, 0, None, []
+        self._direct, self._foreign_keys = None, []  # PostgreSQL: COPY straight in (None: not decided)
         self._defaults = _defaults(self._by_table[name])
         self._tables.append(table)
 
@@ -270,42 +358,102 @@ class Load:
             self._update = [n for n in self._names if n not in keys and n in frame.columns]
         if not len(frame):
             return
-        if "patient_id" in frame.columns:
-            self.touched.update(str(p) for p in pd.unique(frame["patient_id"].dropna()))
-        if table.name == "encounter":
-            self._encounters.update(str(e) for e in frame["encounter_id"].dropna())
-        elif table.name == "staff_minutes":
-            self._minute_encounters.update(str(e) for e in frame["encounter_id"].dropna())
-        with self._database_errors(table.name):
-            # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
-            # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
-            if (self._raw_sqlite and not self._rebuild and table.indexes
-                    and self._rows + len(frame) >= max(REBUILD_INDEX_ROWS, self._before)):
-                self._rebuild = list(table.indexes)
-                for index in self._rebuild:
-                    index.drop(self.conn)
-            if len(frame) >= COPY_ROWS and self._dialect == "postgresql":
-                _copy_upsert(self.conn, table, frame, self._names, self._update, self._defaults)
-            else:
-                statement = _upsert(table, self._dialect, self._update)
-                _execute_batches(self.conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
+        patients = np.asarray(frame["patient_id"].dropna().unique(), dtype=object) if "patient_id" in frame.columns else None
+        self._note_touched(table.name, frame, patients)
+        # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
+        # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
+        drop_indexes = (self._raw_sqlite and not self._rebuild and bool(table.indexes)
+                        and self._rows + len(frame) >= max(REBUILD_INDEX_ROWS, self._before))  # fmt: skip
+        if drop_indexes:
+            self._rebuild = list(table.indexes)
         self._rows += len(frame)
-        if "patient_id" in frame.columns:
-            self._patients.append(np.unique(patient_hashes(frame["patient_id"].dropna())))
+        self._wait()
+        self._pending = (self._writer.submit(self._write_rows, table, frame, drop_indexes), table.name)
+        if patients is not None:
+            self._patients.append(_unique(patient_hashes(patients)))
             if sum(len(h) for h in self._patients) > 4_000_000:  # 8 bytes a patient, kept compact
-                self._patients = [np.unique(np.concatenate(self._patients))]
+                self._patients = [_unique(np.concatenate(self._patients))]
+
+    def _note_touched(self, table_name: str, frame: pd.DataFrame, patients: np.ndarray | None) -> None:
+        """Keep the patients (and encounters) a batch touched, until it is known that the derive
+        redoes everything anyway (network-wide data changed, or too many patients to list)."""
+        if self.network_changed or len(self.touched) > MAX_TOUCHED_IDS:
+            self._encounters.clear()
+            self._minute_encounters.clear()
+            return
+        if patients is not None:
+            self.touched.update(str(p) for p in patients)
+        if table_name == "encounter":
+            self._encounters.update(str(e) for e in frame["encounter_id"].dropna().tolist())
+        elif table_name == "staff_minutes":
+            self._minute_encounters.update(str(e) for e in frame["encounter_id"].dropna().tolist())
+
+    def _write_rows(self, table: Table, frame: pd.DataFrame, drop_indexes: bool) -> None:
+        """The database part of :meth:`write` (in the writer thread)."""
+        if drop_indexes:
+            for index in self._rebuild:
+                index.drop(self._conn)
+        if self._direct is None and self._dialect == "postgresql" and self._before == 0:
+            self._start_direct(table)
+        if self._direct:
+            self._copy_direct(table, frame)
+        elif len(frame) >= COPY_ROWS and self._dialect == "postgresql":
+            _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults)
+        else:
+            statement = _upsert(table, self._dialect, self._update)
+            _execute_batches(self._conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
+
+    def _start_direct(self, table: Table) -> None:
+        """PostgreSQL, first load of an empty table: its secondary indexes and its foreign keys are
+        dropped, the rows go straight in by ``COPY``, and :meth:`_end_table` builds the indexes and
+        checks the keys once (DDL is transactional: a rollback restores them)."""
+        inspector = inspect_database(self._conn)
+        existing = {index["name"] for index in inspector.get_indexes(table.name)}
+        self._rebuild = [index for index in table.indexes if index.name in existing]
+        for index in self._rebuild:
+            index.drop(self._conn)
+        quote = self._conn.dialect.identifier_preparer.quote
+        for fk in inspector.get_foreign_keys(table.name):
+            options = " ".join(f"ON {what.upper()} {fk['options'][what].upper()}" for what in ("ondelete", "onupdate")
+                               if fk["options"].get(what))  # fmt: skip
+            self._foreign_keys.append(
+                (fk["name"], f"ALTER TABLE {quote(table.name)} ADD CONSTRAINT {quote(fk['name'])} FOREIGN KEY "
+                             f"({', '.join(map(quote, fk['constrained_columns']))}) REFERENCES {quote(fk['referred_table'])} "
+                             f"({', '.join(map(quote, fk['referred_columns']))}) {options}")  # fmt: skip
+            )
+            self._conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} DROP CONSTRAINT {quote(fk['name'])}")
+        self._direct = True
+
+    def _copy_direct(self, table: Table, frame: pd.DataFrame) -> None:
+        """``COPY`` the batch into the (first loaded) table. A key met again (a duplicate across
+        batches, which the importer reports with its rows when the file ends) makes the batch, and
+        the rest of the table, go the upsert way instead, as on a table that has rows."""
+        savepoint = self._conn.begin_nested()
+        try:
+            _copy_csv(self._conn, table.name, self._names, frame, table, self._defaults)
+        except (IntegrityError, *_DRIVER_ERRORS) as exc:
+            savepoint.rollback()
+            if getattr(getattr(exc, "orig", None) or exc, "sqlstate", None) != "23505":  # unique_violation
+                raise
+            self._direct = False
+            _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults)
+        else:
+            savepoint.commit()
 
     def _end_table(self) -> None:
+        self._wait()
         table = self._table
         self._table = None
         if table is None or not self.report.ok:
-            return  # a rejected load is rolled back, dropped indexes included
+            return  # a rejected load is rolled back, dropped indexes and keys included
         with self._database_errors(table.name):
             for index in self._rebuild:
-                index.create(self.conn)
+                index.create(self._conn)
+            for _name, statement in self._foreign_keys:  # one check of every row against its parent
+                self._conn.exec_driver_sql(statement)
             self.loaded[table.name] = self._rows
-            self.new_rows[table.name] = _count(self.conn, table) - self._before
-            if self._snapshot is not None and _rows_of(self.conn, table) != self._snapshot:
+            self.new_rows[table.name] = _count(self._conn, table) - self._before
+            if self._snapshot is not None and _rows_of(self._conn, table) != self._snapshot:
                 self.network_changed = True
 
     def commit(self, order: list[str] | None = None) -> None:
@@ -318,9 +466,9 @@ class Load:
         report = self.report
         if self._raw_sqlite:
             with self._database_errors("foreign keys"):
-                _check_sqlite_foreign_keys(self.conn, self._tables)
+                _check_sqlite_foreign_keys(self._conn, self._tables)
         with self._database_errors("import_run"):
-            wiped = end_demo(self.conn)  # real data arrive: no demo mode, and nothing made in it stays
+            wiped = end_demo(self._conn)  # real data arrive: no demo mode, and nothing made in it stays
             if wiped is not None:
                 report.add_warning("store", None, None, "the store held the first run's sample: demo mode ends, and what was "
                                    "made in it is deleted (" + ", ".join(f"{n} {t}" for t, n in wiped.items()) + ")")  # fmt: skip
@@ -328,7 +476,7 @@ class Load:
             report.loaded = {name: self.loaded[name] for name in names}
             report.new_rows = {name: self.new_rows[name] for name in names}
             report.seconds = round(report.seconds + time.perf_counter() - self._started, 2)
-            result = self.conn.execute(
+            result = self._conn.execute(
                 insert(models.ImportRun.__table__).values(
                     started_at=self._started_at,
                     finished_at=datetime.now(UTC),
@@ -343,10 +491,10 @@ class Load:
             # In the same transaction: the derived tables are behind until a derive finishes, for
             # the patients it touched (everything when network-wide data changed).
             overrides_wiped = bool(wiped and wiped.get(models.SubgroupOverride.__tablename__))
-            mark_touched(self.conn, self._touched_patients(overrides_wiped), str(import_id))
+            mark_touched(self._conn, self._touched_patients(overrides_wiped), str(import_id))
             self._write_patients(import_id)
             settings = models.AppSetting.__table__
-            self.conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
+            self._conn.execute(_upsert(settings, self._dialect, ["value", "updated_at"]),
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
@@ -362,19 +510,19 @@ class Load:
         for start in range(0, len(others), 10_000):
             e = models.Encounter
             part = others[start : start + 10_000]
-            touched.update(self.conn.execute(select(e.patient_id).where(e.encounter_id.in_(part))).scalars().all())
+            touched.update(self._conn.execute(select(e.patient_id).where(e.encounter_id.in_(part))).scalars().all())
         return sorted(touched)
 
     def _write_patients(self, import_id: int) -> None:
         """The ``import_patient`` rows of the import: each distinct patient id's hash, once."""
         if not self._patients:
             return
-        hashes = np.unique(np.concatenate(self._patients))
+        hashes = _unique(np.concatenate(self._patients))
         rows = zip([import_id] * len(hashes), hashes.view(np.int64).tolist(), strict=True)
         if self._dialect == "postgresql":
-            copy_rows(self.conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
+            copy_rows(self._conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
         else:
-            self.conn.exec_driver_sql("INSERT INTO import_patient (import_id, patient_hash) VALUES (?, ?)", list(rows))
+            self._conn.exec_driver_sql("INSERT INTO import_patient (import_id, patient_hash) VALUES (?, ?)", list(rows))
 
 
 def _rows_of(conn, table: Table) -> list[tuple]:
@@ -393,12 +541,14 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
             # Outside a transaction: foreign_keys is a no-op inside one (sqlite.org/pragma.html#pragma_foreign_keys).
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB page cache for this load
+            conn.exec_driver_sql("PRAGMA threads=2")  # index builds may sort on a second core
             conn.commit()
         try:
             load = Load(conn, report, started, started_at)
             try:
                 yield load
             finally:
+                load._close()
                 if load._transaction.is_active:
                     load._transaction.rollback()
         finally:

@@ -24,6 +24,7 @@ from core.derive.costs import (
     add_pmpm,
     build_patient_month_costs,
     capacity_cost_rates,
+    capacity_use,
     category_metric,
     cost_metrics,
     cost_pmpm,
@@ -32,9 +33,10 @@ from core.derive.costs import (
     load_cost_inputs,
     load_cost_settings,
     minutes_source_shares,
+    patient_month_sums,
     unattributed_costs,
     uncosted_encounters,
-    unused_capacity,
+    used_minutes_by_team_month,
 )
 from core.store.models import Attribution, Cell, Encounter, Team
 from core.store.months import as_month, month_of, month_span
@@ -190,14 +192,18 @@ def cost_report(
     catalog = load_catalog()
     settings = settings or load_cost_settings(catalog=catalog)
     inputs = load_cost_inputs(engine, months)
-    wide = select_patient_months(build_patient_month_costs(inputs, settings, catalog), practice_id, team_id, subgroup)
+    sums = patient_month_sums(inputs, settings, catalog)  # costed once for the two tables below
+    wide = select_patient_months(build_patient_month_costs(inputs, settings, catalog, sums), practice_id, team_id, subgroup)
     pmpm, total, source = _pmpm_tables(engine, wide, months, practice_id, team_id, subgroup)
     rates = capacity_cost_rates(inputs.staff, settings)
-    act = activity_costs(inputs.encounters, inputs.staff_minutes, rates, settings.process_maps, settings.rate_scope)
-    unused = _unused_capacity_by_team(engine, inputs, act, settings, practice_id, team_id)
+    unused = _unused_capacity_by_team(engine, inputs, settings, practice_id, team_id)
     status = costing_status_of(inputs.staff["role"], settings)
     pmpm, total = _blank_not_costed(status, pmpm, total)
-    act_selected = act.loc[isin(act["encounter_id"], _selected_encounters(inputs, practice_id, team_id, subgroup))]
+    # each activity is costed on its own: the selection's encounters only
+    selected = _selected_encounters(inputs, practice_id, team_id, subgroup)
+    act_selected = activity_costs(inputs.encounters.loc[isin(inputs.encounters["encounter_id"], selected)],
+                                  inputs.staff_minutes.loc[isin(inputs.staff_minutes["encounter_id"], selected)], rates,
+                                  settings.process_maps, settings.rate_scope)  # fmt: skip
     return {
         "source": source,
         "costing": status.note(),
@@ -206,7 +212,7 @@ def cost_report(
         "composition": _composition(wide, catalog),
         "minutes_source": minutes_source_shares(act_selected) if len(act_selected) else pd.DataFrame(columns=["minutes_source", "minutes", "cost_usd", "cost_share"]),
         "unused_capacity": unused,
-        "unattributed": unattributed_costs(inputs, settings, catalog)[["month", "patients", COST_INTERNAL, COST_EXTERNAL, COST_TOTAL]],
+        "unattributed": unattributed_costs(inputs, settings, catalog, sums)[["month", "patients", COST_INTERNAL, COST_EXTERNAL, COST_TOTAL]],
     }
 
 
@@ -244,11 +250,14 @@ def _composition(wide: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     return composition
 
 
-def _unused_capacity_by_team(engine: Engine, inputs: CostInputs, act: pd.DataFrame, settings: CostSettings,
+def _unused_capacity_by_team(engine: Engine, inputs: CostInputs, settings: CostSettings,
                              practice_id: str | None, team_id: str | None) -> pd.DataFrame:
     """Unused capacity of the selected teams over the months. Grain: team_id. Columns: the sums
-    of :data:`UNUSED_SUMS`, utilisation, capacity (``staffed``/``no staff``; NaN unused then)."""
-    unused = unused_capacity(inputs.staff, act, list(inputs.months), settings)
+    of :data:`UNUSED_SUMS`, utilisation, capacity (``staffed``/``no staff``; NaN unused then).
+    The minutes used are summed in SQL (``used_minutes_by_team_month``, the true costs page's
+    figures), not costed encounter by encounter."""
+    used = used_minutes_by_team_month(engine, list(inputs.months), settings.process_maps)
+    unused = capacity_use(inputs.staff, used, list(inputs.months), settings)
     team_practice = read_frame(engine, select(Team.team_id, Team.practice_id))
     unused = unused.merge(team_practice, on="team_id", how="left")
     if practice_id is not None:

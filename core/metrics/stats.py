@@ -13,7 +13,19 @@ every kind of measure. :func:`two_proportion_z` is provided for analysts who pre
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as _st
+
+
+class _LazyStats:
+    """``scipy.stats``, imported on first use: about a second of start-up that the command-line
+    reports which print no interval (``python -m core costs``) do not pay."""
+
+    def __getattr__(self, name: str):
+        from scipy import stats
+
+        return getattr(stats, name)
+
+
+_st = _LazyStats()
 
 
 def _arr(x) -> np.ndarray:

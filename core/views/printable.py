@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import logging
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -63,6 +64,12 @@ class PackTable:
     mark: str | None = None
     paper: pd.DataFrame | None = None
     paper_numeric: tuple[str, ...] = ()  # columns of ``paper`` that hold figures
+    sheet: str = ""  # the workbook's sheet name (default: ``name`` in words, "Cost categories")
+
+    @property
+    def sheet_title(self) -> str:
+        """The sheet name a reader sees: ``sheet``, else ``name`` with spaces, capitalised."""
+        return self.sheet or self.name.replace("_", " ").strip().capitalize()
 
     def kind(self, column: str, row: int) -> str:
         kind = self.kinds.get(column, "text")
@@ -134,12 +141,37 @@ def shown_text(value, kind: str) -> str:
 # --- files --------------------------------------------------------------------------------
 
 
+SHEET_NAME_MAX = 31  # Excel's limit
+SHEET_NAME_FORBIDDEN = re.compile(r"[\[\]:*?/\\]")
+
+
+def excel_sheet_name(title: str, taken: set[str] | None = None) -> str:
+    """``title`` as an Excel sheet name: no square bracket, colon, asterisk, question mark or
+    slash of either kind, no apostrophe at either end,
+    at most 31 characters, not blank nor the reserved "History", and (with ``taken``, the names
+    given so far, which it joins) unique ignoring case ("Scorecard (2)")."""
+    name = SHEET_NAME_FORBIDDEN.sub(" ", title)
+    name = re.sub(r"\s+", " ", name).strip().strip("'").strip()[:SHEET_NAME_MAX].strip() or "Sheet"
+    if name.lower() == "history":
+        name = "History (table)"
+    if taken is not None:
+        base, n = name, 2
+        while name.lower() in {t.lower() for t in taken}:
+            suffix = f" ({n})"
+            name, n = base[: SHEET_NAME_MAX - len(suffix)].rstrip() + suffix, n + 1
+        taken.add(name)
+    return name
+
+
 def tables_xlsx(tables: list[PackTable]) -> bytes:
-    """The tables as one workbook (core.access.exports.export_xlsx): numbers as numeric cells at
-    their shown precision with number formats, readable headers, widths and a frozen header row."""
-    sheets = {t.name: t.rounded() for t in tables}
+    """The tables as one workbook (core.access.exports.export_xlsx): one sheet per table under its
+    human name (:func:`excel_sheet_name` of ``sheet_title``), numbers as numeric cells at their
+    shown precision with number formats, readable headers, widths and a frozen header row."""
+    taken: set[str] = set()
+    names = [excel_sheet_name(t.sheet_title, taken) for t in tables]
+    sheets = {n: t.rounded() for n, t in zip(names, tables, strict=True)}
     formats = {}
-    for t in tables:
+    for sheet_name, t in zip(names, tables, strict=True):
         cols = {}
         for col in t.frame.columns:
             kinds = {t.kind(col, r) for r in range(len(t.frame))} or {"text"}
@@ -147,7 +179,7 @@ def tables_xlsx(tables: list[PackTable]) -> bytes:
                 cols[col] = KINDS[next(iter(kinds))][0]
             elif len(kinds) > 1:  # per-row kinds: one format per row
                 cols[col] = [KINDS.get(t.kind(col, r), (None,))[0] for r in range(len(t.frame))]
-        formats[t.name] = cols
+        formats[sheet_name] = cols
     return export_xlsx(sheets, number_formats=formats)
 
 

@@ -151,9 +151,11 @@ def pack_tables(data: ReviewData, log: pd.DataFrame, labels: dict[str, str]) -> 
                             "Due date": [_day_text(d) for d in log["due_date"]], "Status": log["status"].fillna("").astype(str)})  # fmt: skip
     log_out = log_out.replace({"None": "", "NaT": "", "nan": ""})
     return [_headline(data), _scorecard(data),
-            PackTable("subgroup_moves", "Patients entering and leaving the subgroup", moves, {"Patients": "int"}),
+            PackTable("subgroup_moves", "Patients entering and leaving the subgroup", moves, {"Patients": "int"},
+                      sheet="Patients in and out"),
             PackTable("cost_categories", "Cost by category, per member per month (USD)", cats,
-                      {"This month (USD PMPM)": "usd2", "Last month (USD PMPM)": "usd2", "Change (USD PMPM)": "usd2"}),
+                      {"This month (USD PMPM)": "usd2", "Last month (USD PMPM)": "usd2", "Change (USD PMPM)": "usd2"},
+                      sheet="Cost by category (PMPM)"),
             PackTable("value_map", "Value map: teams of this subgroup", value_map,
                       {"Value index (100 = targets met on average)": "num1", "Index 95% CI low": "num1",
                        "Index 95% CI high": "num1", "Cost PMPM (USD)": "usd"}),

@@ -52,6 +52,6 @@ def test_executive_pack_is_made_on_click_and_audited(server, page, sample_db_url
     with page.expect_download(timeout=90000) as download:
         page.get_by_role("button", name="Executive pack (XLSX)").click()
     book = openpyxl.load_workbook(io.BytesIO(open(download.value.path(), "rb").read()))
-    assert book.sheetnames == ["summary", "by_subgroup"] and book["summary"].freeze_panes == "A2"
+    assert book.sheetnames == ["Summary", "By subgroup"] and book["Summary"].freeze_panes == "A2"
     assert len(search_events(engine, action="export")) == before + 2
     engine.dispose()

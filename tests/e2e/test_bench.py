@@ -17,11 +17,14 @@ def test_small_benchmark_reports_every_figure(tmp_path):
     report = run_bench(600, 13, url, tmp_path, end_month="2026-10", reps=2, baseline_reps=1)
 
     steps = report["steps"]
-    assert set(steps) == set(STEPS)
+    assert set(steps) == {*STEPS, "columnar"}  # the import is compared with a columnar load of the same bundle
     for name in STEPS:
         assert steps[name]["seconds"] > 0 and steps[name]["peak_rss_mb"] >= steps[name]["peak_tree_rss_mb"] > 0, name
     assert steps["import"]["result"]["rows"] > 0 and steps["import"]["rows_per_s"] > 0
     assert steps["cells"]["result"]["rows"] > 0
+    columnar = steps["columnar"]
+    assert columnar["result"]["rows"] >= steps["import"]["result"]["rows"] and columnar["result"]["files"] >= 10
+    assert columnar["ratio"] == round(steps["import"]["seconds"] / columnar["seconds"], 1) > 0
 
     latency = steps["queries"]["result"]["latency"]
     for kind in ("scorecard network month", "scorecard network 12m", "scorecard practice quarter",
@@ -49,6 +52,7 @@ def test_small_benchmark_reports_every_figure(tmp_path):
 
     text = format_report(report)
     assert "naive baseline" in text and "pages/review.py" in text and "peak MB" in text
+    assert "import (validate + load) / columnar" in text and "derive (assign + activity + cells)" in text
 
     again = run_bench(600, 13, url, tmp_path, reuse=True, reps=1, steps=("generate", "import"))
     assert again["steps"] == {"generate": {"reused": True}, "import": {"reused": True}}

@@ -129,8 +129,8 @@ def test_review_pack_holds_the_same_figures_as_the_page(sample_engine):
     assert not re.search(r"P\d{7}", pack["html"])  # aggregates only: no patient ids
 
     sheets = pd.read_excel(io.BytesIO(pack["xlsx"]), sheet_name=None, keep_default_na=False)
-    assert set(sheets) == {"headline", "scorecard", "subgroup_moves", "cost_categories", "value_map", "review_log"}
-    values = [format_figure(v) if isinstance(v, float | int) else v or "–" for v in sheets["scorecard"]["Value"]]
+    assert set(sheets) == {"Headline", "Scorecard", "Patients in and out", "Cost by category (PMPM)", "Value map", "Review log"}
+    values = [format_figure(v) if isinstance(v, float | int) else v or "–" for v in sheets["Scorecard"]["Value"]]
     assert values == shown["Value"].tolist()
     csv_values = pd.read_csv(io.StringIO(pack["csv"]["scorecard"]), dtype=str, keep_default_na=False)["Value"]
     assert [format_figure(float(v)) if v[:1].isdigit() else v or "–" for v in csv_values] == shown["Value"].tolist()

@@ -21,3 +21,34 @@ def test_click_table_marks_times_over_target_and_reports_widgets_it_could_not_dr
     trends, upload = lines[1], lines[2]
     assert "2.50! (0.40)" in trends and "selectbox 'Outcome' 1.20! (0.30)" in trends and "selectbox 'Month' 0.20 (0.10)" in trends
     assert "0.10  (0.10)" in upload and "pills 'Format' (TypeError: x)" in upload
+
+
+def test_columnar_load_reads_every_file_with_duckdb_or_else_pyarrow(tmp_path, monkeypatch):
+    import sys
+
+    from core.cli.bench import columnar_load
+
+    (tmp_path / "a.csv").write_text("id,day,x\nA,2024-01-05,1.5\nB,2024-02-01,\n")
+    (tmp_path / "b.csv").write_text("id\nC\n")
+    with_duckdb = columnar_load(tmp_path)
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # import duckdb now raises ImportError
+    without = columnar_load(tmp_path)
+
+    assert with_duckdb["rows"] == without["rows"] == 3 and with_duckdb["files"] == 2
+    assert with_duckdb["engine"].startswith("duckdb")
+    assert without["engine"].startswith("pyarrow") and "duckdb is not installed" in without["engine"]
+
+
+def test_report_gives_the_import_over_columnar_ratio_and_the_derive_apart():
+    from core.cli.bench import format_report
+
+    step = {"seconds": 10.0, "cpu_s": 8.0, "peak_rss_mb": 100.0}
+    report = {"patients": 10, "months": 2, "database": "sqlite", "machine": {"cpus": 2}, "steps": {
+        "import": {**step, "seconds": 30.0, "rows_per_s": 1, "result": {"rows": 30}},
+        "columnar": {**step, "ratio": 3.0, "cpu_ratio": 2.5, "result": {"rows": 30, "engine": "duckdb x read_csv"}},
+        "assign": {**step, "result": {"rows": 1}}, "activity": {**step, "result": {"rows": 1}}, "cells": {**step, "result": {"rows": 1}},
+    }}  # fmt: skip
+    text = format_report(report)
+    assert "import (validate + load) / columnar" in text and "3.0x" in text and "2.5x" in text
+    derive = next(line for line in text.splitlines() if "derive (assign + activity + cells)" in line)
+    assert derive.split()[-3:] == ["30.0", "24.0", "100"]

@@ -71,21 +71,39 @@ def test_review_pack_xlsx_has_numeric_cells_formats_and_frozen_headers(review_da
         assert sheet.freeze_panes == "A2", sheet.title
         assert all(c.font.bold for c in sheet[1] if c.value is not None)
         assert "_" not in "".join(str(c.value) for c in sheet[1])  # readable headers, no snake_case
-    card = book["scorecard"]
+    assert book.sheetnames == ["Headline", "Scorecard", "Patients in and out", "Cost by category (PMPM)", "Value map",
+                               "Review log"]  # fmt: skip
+    card = book["Scorecard"]
     head = [c.value for c in card[1]]
     values = [row[head.index("Value")] for row in card.iter_rows(min_row=2)]
     numbers = [c for c in values if isinstance(c.value, int | float)]
     assert numbers and all(c.number_format == "#,##0.0" for c in numbers)
     assert {c.value for c in values if isinstance(c.value, str)} <= {"suppressed"}
     assert card.column_dimensions["B"].width > 30  # the measure names are readable
-    headline = {row[0].value: row[1] for row in book["headline"].iter_rows(min_row=2)}
+    headline = {row[0].value: row[1] for row in book["Headline"].iter_rows(min_row=2)}
     cost = headline["Total cost PMPM"]
     assert isinstance(cost.value, float) and cost.number_format.startswith("$#,##0.00")
     assert cost.value == round(float(review_data.headline["cost_total_pmpm_usd"].iloc[-1]), 2)
     assert headline["Members"].number_format == "#,##0" and isinstance(headline["Members"].value, int)
-    cats = book["cost_categories"]
+    cats = book["Cost by category (PMPM)"]
     assert all(isinstance(r[1].value, float | int) and r[1].number_format.startswith("$") for r in cats.iter_rows(min_row=2)
                if r[1].value is not None)  # fmt: skip
+
+
+def test_sheet_names_follow_excel_rules_and_read_as_words():
+    from core.views.printable import PackTable, excel_sheet_name, tables_xlsx
+
+    taken: set[str] = set()
+    assert excel_sheet_name("Cost: by [team]/month?", taken) == "Cost by team month"
+    assert excel_sheet_name("cost BY team month", taken) == "cost BY team month (2)"  # unique ignoring case
+    long = excel_sheet_name("A very long table title that Excel would refuse", taken)
+    assert len(long) <= 31 and long == "A very long table title that Ex"
+    assert excel_sheet_name("history") == "History (table)" and excel_sheet_name("'quoted'") == "quoted"
+    assert excel_sheet_name(" * ") == "Sheet"
+    frame = pd.DataFrame({"Members": [1]})
+    data = tables_xlsx([PackTable("subgroup_moves", "t", frame), PackTable("value_map", "t", frame),
+                        PackTable("map", "t", frame, sheet="value MAP")])  # fmt: skip
+    assert openpyxl.load_workbook(io.BytesIO(data)).sheetnames == ["Subgroup moves", "Value map", "value MAP (2)"]
 
 
 def test_review_pack_csv_is_rounded_as_shown_and_html_is_slim(review_data, log):
@@ -105,7 +123,7 @@ def test_pack_tables_render_by_kind():
     assert table.shown()["Value"].tolist() == ["$1,234.57", "1,276", "12.3 %"]
     assert table.shown()["Change"].tolist() == ["-$12.35", "suppressed", "–"]
     assert table_csv(table).splitlines()[1:] == ["Cost,1234.57,-12.35", "Members,1276,suppressed", "Share,0.123,"]
-    sheet = openpyxl.load_workbook(io.BytesIO(tables_xlsx([table])))["t"]
+    sheet = openpyxl.load_workbook(io.BytesIO(tables_xlsx([table])))["T"]
     assert [(c.value, c.number_format) for c in sheet["B"][1:]] == [(1234.57, "$#,##0.00;-$#,##0.00"), (1276, "#,##0"),
                                                                     (0.123, "0.0%")]  # fmt: skip
     assert shown_text(-0.0512, "change_pct") == "-5.1 %" and shown_text(float("nan"), "usd") == "–"
@@ -147,8 +165,8 @@ def test_executive_pack_pdf_and_xlsx(sample_engine):
     for words in ("Executive pack: Whole network", "Total cost PMPM", "prior year", "year to date", "Members"):
         assert words in text
     book = openpyxl.load_workbook(io.BytesIO(executive_pack.executive_pack_xlsx(figs, LABELS)))
-    assert set(book.sheetnames) == {"summary", "by_subgroup"}
-    summary = book["summary"]
+    assert book.sheetnames == ["Summary", "By subgroup"]
+    summary = book["Summary"]
     assert summary.freeze_panes == "A2"
     head = [c.value for c in summary[1]]
     rows = {r[0].value: r for r in summary.iter_rows(min_row=2)}
@@ -159,7 +177,7 @@ def test_executive_pack_pdf_and_xlsx(sample_engine):
     exact = window.loc[(window["subgroup"] == "all") & (window["metric"] == COST_TOTAL), "value"].iloc[0]
     assert cost[head.index("YTD")].value == round(exact, 2)
     # shared or aggregate-only: no published count of 1-10 (members per subgroup)
-    subs = book["by_subgroup"]
+    subs = book["By subgroup"]
     members = [r[1].value for r in subs.iter_rows(min_row=2)]
     assert not [m for m in members if isinstance(m, int | float) and 1 <= m <= 10]
 
@@ -179,7 +197,7 @@ def test_pack_scorecard_keeps_the_pages_counts_and_their_suppression(sample_engi
     quarter = review.review_data(sample_engine, "TM04", "complex", month, ("TM04",), True, True, "quarter")
 
     def sheet(data):
-        return pd.read_excel(io.BytesIO(review_pack.review_pack(data, log, LABELS, "R", charts=False)["xlsx"]), "scorecard")
+        return pd.read_excel(io.BytesIO(review_pack.review_pack(data, log, LABELS, "R", charts=False)["xlsx"]), "Scorecard")
 
     counts = sheet(exact)["Denominator"]
     assert pd.to_numeric(counts, errors="coerce").notna().any()  # exact counts: numbers

@@ -13,6 +13,7 @@ were not in it: the first pass reads each block's stored subgroups (a fingerprin
 example ids is stored in ``import_effect`` (:func:`_record_effect`).
 """
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -43,6 +44,7 @@ from core.store.months import as_month, month_index
 from core.store.queries import patient_hashes
 
 EXAMPLES = 5
+THRESHOLDS_KEY = "subgroup_thresholds"  # app_setting: the month thresholds of the top-fraction rules, as last derived
 
 ASSIGNMENT_COLUMNS = [
     "patient_id", "month", "subgroup", "team_id", "rule_id", "reason", "risk_score", "overridden", "thin_history", "history_note",
@@ -227,6 +229,7 @@ def assign_subgroups(
         if month_range is None:  # nothing to assign: the store stays as it was
             transaction.rollback()
             return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
+        save_thresholds(conn, thresholds, None if run.months is None else month_dates)
         calls = [(run, block, month_range, rules, thresholds) for block in blocks]
         if track:
             stored = _outside_imports(conn, stored)
@@ -264,6 +267,53 @@ def _first_pass_replacing(
         conn.execute(delete(a).where(a.c.month.in_(month_dates)))
         conn.execute(delete(r).where(r.c.year.in_(list(run.years))))
     return month_range, month_dates, thresholds
+
+
+def save_thresholds(conn, thresholds: dict[float, pd.Series], months: list | None = None) -> None:
+    """Keep the month thresholds of the top-fraction rules (:func:`first_pass`) in ``app_setting``
+    (key :data:`THRESHOLDS_KEY`), in the caller's transaction, as JSON (floats round-trip exactly).
+
+    ``months``: the months the thresholds were computed for (the others keep their stored
+    values); None: every month (the stored ones are replaced). A subgroup override moves no
+    score, so it evaluates the rules with these instead of counting every stored score
+    (:func:`core.derive.incremental.derive_override`)."""
+    from core.store.models import AppSetting
+    from core.store.queries import utc_now
+
+    kept = (stored_thresholds(conn) or {}) if months is not None else {}
+    if months is not None:
+        drop = {pd.Timestamp(m).date().isoformat() for m in months}
+        kept = {f: {m: v for m, v in per.items() if m not in drop} for f, per in kept.items()}
+    for fraction, series in thresholds.items():
+        per = kept.setdefault(repr(float(fraction)), {})
+        per.update({pd.Timestamp(m).date().isoformat(): float(v) for m, v in series.items()})
+    table = AppSetting.__table__
+    conn.execute(delete(table).where(table.c.key == THRESHOLDS_KEY))
+    conn.execute(insert(table).values(key=THRESHOLDS_KEY, value=json.dumps(kept), updated_at=utc_now()))
+
+
+def stored_thresholds(conn) -> dict[str, dict[str, float]] | None:
+    """The thresholds :func:`save_thresholds` kept ({fraction repr: {ISO month: threshold}}), or
+    None when the store has none (derived before they were kept)."""
+    from core.store.models import AppSetting
+
+    value = conn.execute(select(AppSetting.value).where(AppSetting.key == THRESHOLDS_KEY)).scalar_one_or_none()
+    return None if value is None else json.loads(value)
+
+
+def thresholds_of(kept: dict[str, dict[str, float]] | None, fractions: set[float], months) -> dict[float, pd.Series] | None:
+    """The kept thresholds of ``fractions`` as :func:`first_pass` gives them (a Series per
+    fraction, index month), or None when one of ``months`` (that has a threshold) is missing."""
+    if kept is None:
+        return None
+    out = {}
+    for fraction in fractions:
+        per = kept.get(repr(float(fraction)))
+        if per is None or any(pd.Timestamp(m).date().isoformat() not in per for m in months):
+            return None
+        index = pd.DatetimeIndex(pd.to_datetime(list(per)), name="month")
+        out[fraction] = pd.Series(list(per.values()), index=index, dtype="float64", name="risk_score").sort_index()
+    return out
 
 
 def _outside_imports(conn, stored: list) -> list:

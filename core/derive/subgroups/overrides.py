@@ -93,7 +93,7 @@ def set_override(
         override_id = int(conn.execute(insert(SubgroupOverride).values(**override)).inserted_primary_key[0])
         mark_touched(conn, [patient_id], f"override #{override_id}")
     record_event(engine, scope, "override", patient_id, f"set #{override_id}: {subgroup} from {start:%Y-%m}")
-    derive_touched(engine, rules=rules)
+    derive_touched(engine, rules=rules, override=(f"override #{override_id}", patient_id))
     return override_id
 
 
@@ -113,7 +113,7 @@ def lift_override(engine: Engine, scope: Scope, override_id: int, rules: RuleSet
         conn.execute(update(o).where(o.override_id == override_id).values(lifted_by=scope.user_key, lifted_at=datetime.now(UTC)))
         mark_touched(conn, [row.patient_id], f"lift #{override_id}")
     record_event(engine, scope, "override", row.patient_id, f"lifted #{override_id}")
-    return derive_touched(engine, rules=rules) or {"rows": 0}
+    return derive_touched(engine, rules=rules, override=(f"lift #{override_id}", row.patient_id)) or {"rows": 0}
 
 
 def list_overrides(engine: Engine, include_lifted: bool = False, patient_id: str | None = None) -> pd.DataFrame:
