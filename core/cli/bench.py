@@ -151,11 +151,13 @@ def step_columnar(args: dict) -> dict:
 
 
 def step_assign(args: dict) -> dict:
+    from core.cli.bench_engines import use_engine
     from core.derive.subgroups.assign import assign_subgroups
     from core.store.db import create_schema, make_engine
 
     engine = make_engine(args["database_url"])
     create_schema(engine)  # a store imported by an earlier version gets the current columns
+    use_engine(args.get("engine"))
     summary = assign_subgroups(engine)
     return {"rows": int(summary["rows"]), "parts": summary.get("parts", {})}
 
@@ -173,18 +175,45 @@ def step_activity(args: dict) -> dict:
 
 
 def step_cells(args: dict) -> dict:
+    from core.cli.bench_engines import use_engine
     from core.derive.cells import build_cells
     from core.derive.incremental import clear_touched, touched_patients
     from core.store.db import make_engine
     from core.store.queries import bump_data_version, derive_pending
 
     engine = make_engine(args["database_url"])
+    use_engine(args.get("engine"))
     summary = build_cells(engine)
     # assign, activity and cells are the whole derive, timed step by step: the import's pending
     # mark and its touched patients are caught up with, as the pipeline's own derive would leave them
     bump_data_version(engine, derived=derive_pending(engine))
     clear_touched(engine, touched_patients(engine))
     return {"rows": int(summary["rows"]), "blocks": summary["blocks"], "parts": summary["seconds"]}
+
+
+DERIVED_TABLES = ("subgroup_assignment", "risk_score", "cell")
+
+
+def step_checksum(args: dict) -> dict:
+    """``{table: "<rows>:<sha256 of the rows in primary-key order>"}`` of the derived tables."""
+    import hashlib
+
+    from sqlalchemy import select
+    from sqlmodel import SQLModel
+
+    from core.store.db import make_engine
+
+    engine = make_engine(args["database_url"])
+    out = {}
+    with engine.connect() as conn:
+        for name in DERIVED_TABLES:
+            table = SQLModel.metadata.tables[name]
+            digest, n = hashlib.sha256(), 0
+            for row in conn.execute(select(table).order_by(*table.primary_key.columns)).yield_per(50_000):
+                digest.update(repr(tuple(row)).encode())
+                n += 1
+            out[name] = f"{n}:{digest.hexdigest()}"
+    return out
 
 
 def selections(engine) -> dict:
@@ -455,7 +484,8 @@ def step_new_month(args: dict) -> dict:
 
 
 STEP_FUNCTIONS = {"generate": step_generate, "import": step_import, "columnar": step_columnar, "assign": step_assign, "activity": step_activity, "cells": step_cells,
-                  "queries": step_queries, "baseline": step_baseline, "new_month": step_new_month}
+                  "queries": step_queries, "baseline": step_baseline, "new_month": step_new_month,
+                  "checksum": step_checksum}
 # The page renders need Streamlit, which core/ never imports: that step lives in
 # ui/bench_pages.py, imported by name in the child process only.
 STEP_MODULES = {"pages": "ui.bench_pages", "clicks": "ui.bench_pages"}
@@ -496,20 +526,56 @@ def tree_rss_mb(root: int) -> float:
     return round(total / 1024, 1)
 
 
+def tree_cpu_s(root: int, seen: dict[int, float]) -> None:
+    """Record in ``seen`` the CPU seconds (user + system) so far of process ``root`` and each
+    descendant (Linux /proc); a process that ends keeps its last reading."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    mine, todo = {root}, [root]
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in mine:
+                mine.add(child)
+                todo.append(child)
+    for pid in mine:
+        if pid in cpu:
+            seen[pid] = max(seen.get(pid, 0.0), cpu[pid])
+
+
 def run_step(step: str, args: dict) -> dict:
-    """Run one step in a child process; returns seconds, peak_rss_mb and the step's result.
+    """Run one step in a child process; returns seconds, peak_rss_mb, the 1-minute load average at
+    its start and end (``load``), the CPU seconds of the child and every process under it
+    (``cpu_tree_s``, sampled every 0.2 s: counts worker processes that the child does not wait
+    for, such as Ray's) and the step's result.
 
     ``peak_rss_mb`` is the larger of the child's own peak and the peak of the memory of the
     child with all its worker processes, sampled every 0.2 s (``peak_tree_rss_mb``).
     """
+    load = os.getloadavg()[0]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "core.cli.bench", step, json.dumps(args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     peak = [0.0]
+    cpu: dict[int, float] = {}
 
     def sample() -> None:
         while proc.poll() is None:
             peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+            tree_cpu_s(proc.pid, cpu)
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -521,6 +587,8 @@ def run_step(step: str, args: dict) -> dict:
             result = json.loads(line[len("BENCH_RESULT "):])
             result["peak_tree_rss_mb"] = peak[0]
             result["peak_rss_mb"] = max(result["peak_rss_mb"], peak[0])
+            result["cpu_tree_s"] = round(max(sum(cpu.values()), result.get("cpu_s", 0.0)), 1)
+            result["load"] = [round(load, 2), round(os.getloadavg()[0], 2)]
             return result
     raise RuntimeError(f"bench step {step} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
 
@@ -560,11 +628,15 @@ def machine() -> dict:
 
 def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: bool = False, seed: int = 42,
               end_month: str | None = None, reps: int = REPS, steps: tuple[str, ...] = STEPS,
-              baseline_reps: int = 3, progress=lambda _text: None) -> dict:
+              baseline_reps: int = 3, progress=lambda _text: None, engines: tuple[str, ...] = ()) -> dict:
     """Run the benchmark steps; returns a report dict (see :func:`format_report`).
 
     ``out``: folder of the CSV bundle. ``reuse``: keep an existing bundle and an already
     imported database (generate and import are then reported as reused).
+    ``engines`` (:data:`core.cli.bench_engines.ENGINES`): the derive steps of ``steps`` (assign,
+    activity, cells) run once per engine, each followed by a checksum of the derived tables
+    (``report["engines"]``); ``report["engines_identical"]`` says whether every engine stored the
+    same subgroups, risk scores and cells. The other steps then run after the last engine.
     """
     out = Path(out)
     args = {"patients": patients, "months": months, "seed": seed, "end_month": end_month, "bundle": str(out / "bundle"),
@@ -592,8 +664,21 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             # CPU: the import's process and, on PostgreSQL on this machine, the server's share
             columnar["cpu_ratio"] = round((step["cpu_s"] + (step["result"].get("server_cpu_s") or 0.0)) / max(columnar["cpu_s"], 1e-9), 1)
             report["steps"]["columnar"] = columnar
+    derive = [name for name in ("assign", "activity", "cells") if name in steps]
+    if engines:
+        report["engines"] = {}
+        for engine in engines:
+            runs = report["engines"][engine] = {}
+            for name in derive:
+                progress(f"{name} on {engine}")
+                runs[name] = run_step(name, {**args, "engine": engine})
+                progress(f"{name} on {engine}: " + json.dumps(runs[name], default=str))  # kept if a later step fails
+            progress(f"checksum after {engine}")
+            runs["checksum"] = run_step("checksum", args)["result"]
+            progress(f"checksum after {engine}: " + json.dumps(runs["checksum"]))
+        report["engines_identical"] = len({json.dumps(r["checksum"], sort_keys=True) for r in report["engines"].values()}) == 1
     for name in ("assign", "activity", "cells", "queries", "baseline", "pages", "clicks", "new_month"):
-        if name in steps:
+        if name in steps and not (engines and name in derive):
             progress(name)
             report["steps"][name] = run_step(name, args)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -633,6 +718,8 @@ def format_report(report: dict) -> str:
             derive = [steps[d] for d in ("assign", "activity", "cells")]
             lines.append(f"{'  derive (assign + activity + cells)':52s} {sum(d['seconds'] for d in derive):>9.1f} "
                          f"{sum(d.get('cpu_s', 0.0) for d in derive):>9.1f} {max(d['peak_rss_mb'] for d in derive):>9.0f}")  # fmt: skip
+    if report.get("engines"):
+        lines += ["", *format_engines(report)]
     if "queries" in steps:
         q = steps["queries"]["result"]
         lines += ["", f"query latency ({q['selection']})", f"{'query':52s} {'p50 ms':>9s} {'p95 ms':>9s}"]
@@ -670,6 +757,25 @@ def format_new_month(r: dict) -> list[str]:
                      f"{x['load_average'][0]:>4.1f}  {x['mode']}{' (' + x['why'] + ')' if x.get('why') else ''}")  # fmt: skip
     met = "met" if r["ratio"] < NEW_MONTH_TARGET else "NOT met"
     lines.append(f"ratio: {r['ratio']:.1%} wall, {r['cpu_ratio']:.1%} CPU (target under {NEW_MONTH_TARGET:.0%}: {met} in wall time)")
+    return lines
+
+
+def format_engines(report: dict) -> list[str]:
+    """The derive steps per engine (wall, CPU of the step's process and of every process under it,
+    peak memory of them all, 1-minute load at start and end) and the checksums of what each stored."""
+    lines = [f"{'derive step on engine':30s} {'wall s':>8s} {'CPU s':>8s} {'CPU tree s':>10s} {'peak MB':>8s} {'load':>11s}  notes"]
+    for engine, runs in report["engines"].items():
+        for name, step in runs.items():
+            if name == "checksum":
+                continue
+            parts, load = step["result"].get("parts"), f"{step['load'][0]:.1f}-{step['load'][1]:.1f}"
+            lines.append(f"{name + ' on ' + engine:30s} {step['seconds']:>8.1f} {step.get('cpu_s', float('nan')):>8.1f} "
+                         f"{step.get('cpu_tree_s', float('nan')):>10.1f} {step['peak_rss_mb']:>8.0f} "
+                         f"{load:>11s}  {step['result']['rows']:,} rows" + (f" {parts}" if parts else ""))  # fmt: skip
+    lines.append("")
+    for engine, runs in report["engines"].items():
+        lines.append(f"checksums after {engine}: " + ", ".join(f"{t} {v[:22]}" for t, v in runs["checksum"].items()))
+    lines.append("engines identical (subgroup_assignment, risk_score, cell): " + ("yes" if report["engines_identical"] else "NO"))
     return lines
 
 

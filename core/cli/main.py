@@ -496,6 +496,9 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
     p.add_argument("--baseline-reps", type=int, default=3, help="repetitions of the naive baseline")
     p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages,new_month")
+    p.add_argument("--engines", default=None,
+                   help="comma-separated derive engines to compare on the derive steps of --steps, with a checksum of what "
+                        "each stored: dask (the product's), ray (pip install ray), processes (the pool before Dask), inprocess")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     _add_db(p)
 
@@ -514,7 +517,8 @@ def cmd_bench(args) -> int:
 
         steps = ("clicks",) if _has_patients(url) else ("generate", "import", "assign", "activity", "cells", "clicks")
     report = run_bench(patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
-                       reps=args.reps, baseline_reps=args.baseline_reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True))
+                       reps=args.reps, baseline_reps=args.baseline_reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
+                       engines=tuple(args.engines.split(",")) if args.engines else ())
     print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
     return 0
 

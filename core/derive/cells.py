@@ -542,8 +542,8 @@ def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None, block
 
     Patients are taken in blocks of ``block_patients`` (by id), so memory is bounded by the
     block, not by the network; the block cells are added up (:func:`add_cells`). With two or more
-    blocks, ``workers`` processes (default :func:`core.derive.blocks.worker_count`) build blocks
-    side by side (the default catalogue only).
+    blocks, ``workers`` Dask workers (default :func:`core.derive.blocks.worker_count`; a cluster's
+    with ``$DERIVE_SCHEDULER``) build blocks side by side (the default catalogue only).
     """
     t0 = time.perf_counter()
     workers = worker_count() if workers is None else workers

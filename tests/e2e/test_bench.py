@@ -56,3 +56,17 @@ def test_small_benchmark_reports_every_figure(tmp_path):
 
     again = run_bench(600, 13, url, tmp_path, reuse=True, reps=1, steps=("generate", "import"))
     assert again["steps"] == {"generate": {"reused": True}, "import": {"reused": True}}
+
+
+def test_engines_run_the_derive_steps_each_and_compare_what_they_stored(tmp_path):
+    url = f"sqlite:///{tmp_path / 'engines.db'}"
+    report = run_bench(200, 4, url, tmp_path, end_month="2026-10", steps=("generate", "import", "assign", "cells"),
+                       engines=("dask", "inprocess"))  # fmt: skip
+    assert set(report["engines"]) == {"dask", "inprocess"} and "assign" not in report["steps"]
+    for runs in report["engines"].values():
+        assert runs["assign"]["result"]["rows"] > 0 and runs["cells"]["result"]["rows"] > 0
+        assert runs["cells"]["cpu_s"] > 0 and runs["cells"]["cpu_tree_s"] > 0 and len(runs["cells"]["load"]) == 2
+        assert set(runs["checksum"]) == {"subgroup_assignment", "risk_score", "cell"}
+    assert report["engines"]["dask"]["checksum"] == report["engines"]["inprocess"]["checksum"]
+    assert report["engines_identical"] is True
+    assert "engines identical (subgroup_assignment, risk_score, cell): yes" in format_report(report)

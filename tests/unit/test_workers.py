@@ -1,5 +1,5 @@
-"""Worker processes: how many, when they can be used, and never running the parent's __main__ script
-(Streamlit's page script)."""
+"""Dask workers: how many, when they can be used, never running the parent's __main__ script
+(Streamlit's page script), results in call order with back-pressure, and pending work cancelled on an error."""
 
 import os
 import sys
@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from core.derive.blocks import MAX_WORKERS, can_use_workers, process_pool, worker_count
+from core.derive.blocks import MAX_WORKERS, SCHEDULER_ENV, can_use_workers, local_dask_pool, map_blocks, worker_count
 
 
 def test_workers_start_without_running_the_main_script(tmp_path, monkeypatch):
@@ -18,9 +18,10 @@ def test_workers_start_without_running_the_main_script(tmp_path, monkeypatch):
     page.__file__ = str(script)  # what Streamlit (and AppTest) leave in sys.modules["__main__"]
     monkeypatch.setitem(sys.modules, "__main__", page)
 
-    with process_pool(2) as pool:
-        pids = {pool.submit(os.getpid).result() for _ in range(8)}
-    assert pids and os.getpid() not in pids
+    with local_dask_pool(2) as pool:
+        pids = {pool.result(pool.submit(os.getpid)) for _ in range(8)}
+        assert pool.slots == 2 and sys.modules["__main__"] is page
+    assert len(pids) == 2 and os.getpid() not in pids
     assert not marker.exists()
     assert sys.modules["__main__"] is page
 
@@ -33,6 +34,11 @@ def test_worker_count_follows_the_setting(environ, expected):
 def test_worker_count_defaults_to_the_usable_cpus_within_the_cap():
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert worker_count({}) == max(1, min(cpus, MAX_WORKERS))
+
+
+def test_a_cluster_gets_at_least_two_workers_from_a_small_coordinator():
+    assert worker_count({SCHEDULER_ENV: "tcp://10.0.0.5:8786"}) >= 2
+    assert worker_count({SCHEDULER_ENV: "tcp://10.0.0.5:8786", "DERIVE_WORKERS": "1"}) == 1  # in this process
 
 
 @pytest.mark.parametrize("text", ["0", "-2", "two", "1.5"])
@@ -53,3 +59,81 @@ def test_workers_need_a_database_they_can_open(tmp_path):
 
     journal = create_engine(f"sqlite:///{tmp_path / 'j.db'}")  # rollback journal: a writer locks readers out
     assert can_use_workers(journal) and not can_use_workers(journal, while_writing=True)
+
+
+class _Pool:
+    """A pool that records what is submitted, taken and cancelled; futures are the calls' values."""
+
+    slots = 2
+
+    def __init__(self):
+        self.submitted, self.cancelled, self.taken = [], [], []
+
+    def submit(self, fn, *args):
+        self.submitted.append(args[-1])
+        return args[-1]
+
+    def result(self, future):
+        if future == "boom":
+            raise RuntimeError("block failed")
+        self.taken.append(future)
+        return future
+
+    def cancel(self, futures):
+        self.cancelled += futures
+
+
+def test_results_come_in_call_order_with_at_most_ahead_waiting(tmp_path):
+    from core.store.db import make_engine
+
+    pool, engine = _Pool(), make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    results = map_blocks(engine, pool, len, [(i,) for i in range(8)], ahead=3)
+    assert pool.submitted == [0, 1, 2, 3]  # ahead 3 beyond the one consumed first
+    first = next(results)
+    assert first == 0 and pool.submitted == [0, 1, 2, 3, 4]
+    assert [first, *results] == list(range(8)) and pool.cancelled == []
+    pool = _Pool()
+    assert list(map_blocks(engine, pool, len, [(i,) for i in range(5)], ahead=0)) == list(range(5))
+    assert pool.submitted == list(range(5))  # never fewer under way than the pool's slots
+
+
+def test_an_error_cancels_the_blocks_not_done(tmp_path):
+    from core.store.db import make_engine
+
+    pool, engine = _Pool(), make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    results = map_blocks(engine, pool, len, [(0,), ("boom",), (2,), (3,), (4,), (5,)], ahead=2)
+    assert next(results) == 0
+    with pytest.raises(RuntimeError, match="block failed"):
+        next(results)
+    assert pool.cancelled == [2, 3] and pool.taken == [0]
+    assert pool.submitted == [0, "boom", 2, 3]  # the blocks after them never start
+
+
+def _fails_on_two(engine, i: int) -> int:
+    if i == 2:
+        raise ValueError(f"block {i} failed")
+    return i
+
+
+def test_a_block_error_reaches_the_caller_and_the_local_cluster_shuts_down(tmp_path):
+    import psutil
+
+    from core.derive.blocks import worker_pool
+    from core.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    engine.connect().close()
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(ValueError, match="block 2 failed"):
+        with worker_pool(engine, 2, 4) as pool:
+            assert pool is not None
+            assert list(map_blocks(engine, pool, _fails_on_two, [(0,), (1,), (2,), (3,)], ahead=1)) == []
+    assert {p.pid for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"} <= before
+
+
+def test_a_worker_without_the_sqlite_file_says_so(tmp_path):
+    from core.derive.blocks import _in_worker
+
+    with pytest.raises(FileNotFoundError, match="no SQLite file .*PostgreSQL or an SQLite file on a path every worker shares"):
+        _in_worker(f"sqlite:///{tmp_path / 'elsewhere.db'}", False, len)
+    assert not (tmp_path / "elsewhere.db").exists()

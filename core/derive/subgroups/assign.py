@@ -16,14 +16,13 @@ example ids is stored in ``import_effect`` (:func:`_record_effect`).
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, delete, insert, select
 
-from core.derive.blocks import BLOCK_PATIENTS, map_blocks, patient_blocks, worker_count, worker_pool
+from core.derive.blocks import BLOCK_PATIENTS, BlockPool, map_blocks, patient_blocks, worker_count, worker_pool
 from core.derive.risk import DEFAULT_MODEL
 from core.derive.subgroups.evaluate import evaluate_rules, history_flags, thresholds_from_counts, top_fractions
 from core.derive.subgroups.frames import (
@@ -202,8 +201,8 @@ def assign_subgroups(
     Patients are taken in blocks of ``block_patients`` (by id), so memory follows the block, not
     the network: a first pass over the blocks finds the network-wide month thresholds of the
     top-fraction rules, the second assigns and writes each block. With two or more blocks,
-    ``workers`` processes (default :func:`core.derive.blocks.worker_count`) compute blocks side
-    by side while this one writes.
+    ``workers`` Dask workers (default :func:`core.derive.blocks.worker_count`; a cluster's with
+    ``$DERIVE_SCHEDULER``) compute blocks side by side while this process writes.
     ``import_id``: the import this run derives after; how many patients outside it (and outside
     the imports before it not derived yet: ``import_patient``) changed subgroup is stored in
     ``import_effect`` (once per import), and its ``import_patient`` rows are cleared.
@@ -247,7 +246,7 @@ def assign_subgroups(
 
 
 def _first_pass_replacing(
-    conn, pool: ProcessPoolExecutor | None, run: Run, blocks: list[tuple[str, str]], rules: RuleSet, workers: int,
+    conn, pool: BlockPool | None, run: Run, blocks: list[tuple[str, str]], rules: RuleSet, workers: int,
     stored: list | None = None,
 ) -> tuple[tuple[pd.Timestamp, pd.Timestamp] | None, list[date], dict[float, pd.Series]]:
     """:func:`first_pass` over the blocks, deleting the stored rows the run replaces: every
@@ -350,7 +349,7 @@ def _record_effect(conn, import_id: int, moved: dict) -> dict:
 
 
 def _write_blocks(
-    conn, pool: ProcessPoolExecutor | None, calls: list[tuple], rules: RuleSet, workers: int, stored: list | None = None
+    conn, pool: BlockPool | None, calls: list[tuple], rules: RuleSet, workers: int, stored: list | None = None
 ) -> tuple[dict, dict]:
     """Second pass: each block's assignments with the active overrides applied, inserted with its
     risk scores; with ``stored`` (each block's fingerprints before), the patients moved. Returns
