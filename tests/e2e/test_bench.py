@@ -9,7 +9,7 @@ import math
 from core.cli.bench import format_report, run_bench
 from ui.bench_pages import PAGES, REVIEW_PAGE, WORKLIST_PAGE
 
-STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages")
+STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages", "new_month")
 
 
 def test_small_benchmark_reports_every_figure(tmp_path):
@@ -49,6 +49,10 @@ def test_small_benchmark_reports_every_figure(tmp_path):
     assert worklist["role"] == "clinician" and worklist["rows"] == members > 0  # the list itself
     assert review["role"] == "team_leader" and review["rows"] > 0
     assert all(r["error"] is None and r["render_s"] > 0 for r in pages.values()), pages
+
+    new_month = steps["new_month"]["result"]  # the bundle's last month imported into a store holding the others
+    assert new_month["new_month"] == "2026-10" and new_month["before"]["rows"] > new_month["after"]["rows"] > 0
+    assert new_month["after"]["mode"] != "full" and 0 < new_month["cpu_ratio"] < 1, new_month
 
     text = format_report(report)
     assert "naive baseline" in text and "pages/review.py" in text and "peak MB" in text
