@@ -65,6 +65,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
+from core.derive.subgroups.transitions import moves_frame
 from core.store.models import (
     AppSetting,
     Attribution,
@@ -376,11 +377,7 @@ def stored_subgroup_transitions(engine: Engine, month, team_id: str, subgroup: s
             part.loc[missing, "reason"] = "no assignment this month (left the practice or died)"
             part.loc[missing, "rule_id"] = ""
         rows.append(part)
-    out = pd.concat(rows, ignore_index=True)
-    out["overridden"] = out["overridden"].fillna(False).astype(bool)
-    out = out[["patient_id", "team_id", "from_subgroup", "to_subgroup", "rule_id", "reason", "overridden"]]
-    out = out.astype(object).where(out.notna(), None)
-    return out.sort_values(["to_subgroup", "patient_id"], na_position="last").reset_index(drop=True)
+    return moves_frame(rows)
 
 
 def costliest_patients(engine: Engine, month, team_id: str, subgroup: str, top: int) -> pd.DataFrame:

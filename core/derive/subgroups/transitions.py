@@ -88,6 +88,13 @@ def subgroup_transitions(engine: Engine, month: date, team_id: str, subgroup: st
             part.loc[missing, "reason"] = "no assignment this month (left the practice or died)"
             part.loc[missing, "rule_id"] = ""
         rows.append(part)
+    return moves_frame(rows)
+
+
+
+def moves_frame(rows: list[pd.DataFrame]) -> pd.DataFrame:
+    """The patients who entered and left, as the review shows them: one row each, ``None`` where
+    a value is missing, sorted by the subgroup entered and the patient."""
     out = pd.concat(rows, ignore_index=True)
     out["overridden"] = out["overridden"].fillna(False).astype(bool)
     out = out[["patient_id", "team_id", "from_subgroup", "to_subgroup", "rule_id", "reason", "overridden"]]
