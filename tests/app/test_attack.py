@@ -357,7 +357,7 @@ def test_a_review_pack_marked_for_sharing_is_suppressed(sample_db_url, monkeypat
 
     def pack_scorecard(at):
         button = next(b for b in at.get("download_button") if b.key == "pack_xlsx")
-        return attack.collect(at, stores, "review").tables[f"download {button.label} sheet scorecard"]
+        return attack.collect(at, stores, "review").tables[f"download {button.label} sheet Scorecard"]
 
     assert "suppressed" not in set(pack_scorecard(lead)["Value"])
     lead.toggle(key="pack_shared").set_value(True).run()

@@ -263,6 +263,6 @@ def test_review_pack_files_are_built_on_click_with_their_audit_event(private_db,
     events = search_events(private_db, action="export")
     assert len(events) == before + 1
     assert events["detail"].iloc[0] == "review pack xlsx" and events["target"].iloc[0].startswith("review-TM04-")
-    assert "scorecard" in pd.read_excel(io.BytesIO(data), sheet_name=None)
+    assert "Scorecard" in pd.read_excel(io.BytesIO(data), sheet_name=None)
     csv = attack.download_bytes(media, buttons["csv_scorecard"]).decode()
     assert len(search_events(private_db, action="export")) == before + 2 and "Value" in csv.splitlines()[0]
