@@ -262,10 +262,12 @@ def test_store_made_before_thin_history_is_upgraded(store_engine):
 
 
 def test_review_moves_say_when_a_move_rests_on_thin_history(store_engine):
+    from core.derive.page_aggregates import build_page_aggregates
     from core.views.review import subgroup_moves
 
     seed(store_engine)
     assign_subgroups(store_engine, RULES)
+    build_page_aggregates(store_engine)  # the review reads the moves the derive stores (subgroup_move)
     moves = subgroup_moves(store_engine, "T1", "chronic", date(2025, 5, 1), None, patient_level=True)["patients"]
     b = moves.set_index("patient_id").loc["B"]  # healthy -> chronic in May, recorded only from 3 May
     assert b["direction"] == "entered"

@@ -52,7 +52,7 @@ def test_every_export_goes_through_the_neutraliser(sample_engine):
                          "due_date": None, "status": "", "created_by": "x", "created_at": None}]).reindex(columns=review_log.LOG_COLUMNS)  # fmt: skip
     pack = review_pack(data, log, {"complex": "Complex"}, "=Team", charts=False)
     assert "'" + PAYLOADS[0].replace('"', '""') in pack["csv"]["review_log"]
-    sheet = openpyxl.load_workbook(io.BytesIO(pack["xlsx"]))["review_log"]
+    sheet = openpyxl.load_workbook(io.BytesIO(pack["xlsx"]))["Review log"]
     assert not [c for row in sheet.iter_rows() for c in row if c.data_type == "f"]
     assert csv_export(pd.DataFrame({"team": ["=cmd"], "value": [None]})).splitlines()[1] == "'=cmd,suppressed"
     assert format_scorecard(pd.DataFrame({"name": ["+1+1"], "value": [-0.5]}), "csv").splitlines()[1] == "'+1+1,-0.5"
