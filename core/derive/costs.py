@@ -516,13 +516,21 @@ def _read(engine: Engine, stmt) -> pd.DataFrame:
         return pd.read_sql(stmt, conn)
 
 
+def _encounter_columns() -> list:
+    return [Encounter.encounter_id, Encounter.patient_id, Encounter.team_id, Encounter.kind, Encounter.start_date,
+            Encounter.is_internal, Encounter.in_network, Encounter.cost_category, Encounter.paid_usd]  # fmt: skip
+
+
+def _read_staff(engine: Engine) -> pd.DataFrame:
+    return _read(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
+
+
 def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None,
                      patients: tuple[str, str] | list[str] | Select | None = None) -> CostInputs:  # fmt: skip
     """Read staff, encounters, staff minutes and attribution for ``months`` (all months if None)
     of the patients ``patients``: all (None), those whose id is in an inclusive range (a pair of
     ids), those of a list of ids, or those a select of patient ids returns."""
-    enc_cols = [Encounter.encounter_id, Encounter.patient_id, Encounter.team_id, Encounter.kind, Encounter.start_date,
-                Encounter.is_internal, Encounter.in_network, Encounter.cost_category, Encounter.paid_usd]
+    enc_cols = _encounter_columns()
     att_stmt = (
         select(Attribution.patient_id, Attribution.month, Attribution.practice_id, Attribution.team_id, SubgroupAssignment.subgroup)
         .outerjoin(SubgroupAssignment, and_(SubgroupAssignment.patient_id == Attribution.patient_id, SubgroupAssignment.month == Attribution.month))
@@ -547,7 +555,7 @@ def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None,
         att_stmt = att_stmt.where(of(Attribution.patient_id))
         enc_stmt = enc_stmt.where(of(Encounter.patient_id))
         min_stmt = min_stmt.where(of(Encounter.patient_id))
-    staff = _read(engine, select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year))
+    staff = _read_staff(engine)
     # in key order, whatever order the query returned them in: sums then come out the same to the bit
     encounters = _read(engine, enc_stmt).sort_values("encounter_id", kind="stable", ignore_index=True)
     staff_minutes = _read(engine, min_stmt).sort_values(["encounter_id", "role"], kind="stable", ignore_index=True)
@@ -647,6 +655,45 @@ def unattributed_costs(inputs: CostInputs, settings: CostSettings, catalog: Cata
     metrics = cost_metrics(catalog)
     out = outside.groupby("month", as_index=False).agg(patients=("patient_id", "nunique"), **{m: (m, "sum") for m in metrics})
     return out.sort_values("month").reset_index(drop=True)
+
+
+def load_unattributed_inputs(engine: Engine, months: Sequence[date], staff: pd.DataFrame | None = None) -> CostInputs:
+    """The :class:`CostInputs` of ``months`` restricted to the encounters that start in a month in
+    which their patient is not attributed (an anti-join against attribution in SQL, the whole
+    network), with their staff minutes; attribution is empty. ``staff``: the staff frame when
+    already read. What :func:`unattributed_costs` needs without reading every encounter."""
+    from sqlalchemy import exists
+
+    from core.store.months import month_start_sql
+
+    months = sorted({as_month(m) for m in months})
+    if not months:
+        raise ValueError("months is empty")
+    start, end = month_span(months)
+    month = month_start_sql(engine.dialect.name, Encounter.start_date)
+    attributed = exists().where(Attribution.patient_id == Encounter.patient_id, Attribution.month == month)
+    outside = (Encounter.start_date >= start, Encounter.start_date < end, ~attributed)
+    enc_stmt = select(*_encounter_columns()).where(*outside)
+    min_stmt = (select(StaffMinutes.encounter_id, StaffMinutes.role, StaffMinutes.minutes)
+                .join(Encounter, Encounter.encounter_id == StaffMinutes.encounter_id).where(*outside))  # fmt: skip
+    staff = _read_staff(engine) if staff is None else staff
+    # in key order, as load_cost_inputs: the sums come out the same to the bit
+    encounters = _read(engine, enc_stmt).sort_values("encounter_id", kind="stable", ignore_index=True)
+    staff_minutes = _read(engine, min_stmt).sort_values(["encounter_id", "role"], kind="stable", ignore_index=True)
+    if len(encounters):
+        encounters = encounters.loc[isin(month_of(encounters["start_date"]), months)].reset_index(drop=True)
+        staff_minutes = staff_minutes.loc[isin(staff_minutes["encounter_id"], encounters["encounter_id"])].reset_index(drop=True)
+    attribution = pd.DataFrame({c: pd.Series([], dtype=object) for c in ("patient_id", "month", "practice_id", "team_id", "subgroup")})  # fmt: skip
+    return CostInputs(tuple(months), staff, encounters, staff_minutes, attribution)
+
+
+def unattributed_costs_in_store(engine: Engine, months: Sequence[date], settings: CostSettings, catalog: Catalog | None = None,
+                                staff: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+    """:func:`unattributed_costs` of the whole network over ``months``, reading only the encounters
+    outside attributed months (:func:`load_unattributed_inputs`) instead of all of them. Same
+    grain, columns and values (to the bit: the same rows are costed and summed in the same order)."""
+    catalog = catalog or load_catalog()
+    return unattributed_costs(load_unattributed_inputs(engine, months, staff), settings, catalog)
 
 
 def patient_month_cost_wide(engine: Engine, months: list[date] | None = None,

@@ -10,13 +10,14 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, and_, func, select
 
 from core.config.catalog import Catalog, load_catalog
 from core.derive.costs import (
     COST_EXTERNAL,
     COST_INTERNAL,
     COST_TOTAL,
+    UNASSIGNED_SUBGROUP,
     CostingStatus,
     CostInputs,
     CostSettings,
@@ -35,10 +36,11 @@ from core.derive.costs import (
     minutes_source_shares,
     patient_month_sums,
     unattributed_costs,
+    unattributed_costs_in_store,
     uncosted_encounters,
     used_minutes_by_team_month,
 )
-from core.store.models import Attribution, Cell, Encounter, Team
+from core.store.models import Attribution, Cell, Encounter, SubgroupAssignment, Team
 from core.store.months import as_month, month_of, month_span
 from core.store.queries import read_frame, where_selection
 
@@ -191,9 +193,15 @@ def cost_report(
     """
     catalog = load_catalog()
     settings = settings or load_cost_settings(catalog=catalog)
-    inputs = load_cost_inputs(engine, months)
-    sums = patient_month_sums(inputs, settings, catalog)  # costed once for the two tables below
+    patients = selection_patients(months, practice_id, team_id, subgroup)
+    # the selection's patients only; each patient-month's cost depends on its own encounters and the rates
+    inputs = load_cost_inputs(engine, months, patients)
+    sums = patient_month_sums(inputs, settings, catalog)
     wide = select_patient_months(build_patient_month_costs(inputs, settings, catalog, sums), practice_id, team_id, subgroup)
+    if patients is None:
+        unattributed = unattributed_costs(inputs, settings, catalog, sums)
+    else:  # network-wide, from the encounters outside attributed months only (an anti-join in SQL)
+        unattributed = unattributed_costs_in_store(engine, months, settings, catalog, inputs.staff)
     pmpm, total, source = _pmpm_tables(engine, wide, months, practice_id, team_id, subgroup)
     rates = capacity_cost_rates(inputs.staff, settings)
     unused = _unused_capacity_by_team(engine, inputs, settings, practice_id, team_id)
@@ -212,8 +220,27 @@ def cost_report(
         "composition": _composition(wide, catalog),
         "minutes_source": minutes_source_shares(act_selected) if len(act_selected) else pd.DataFrame(columns=["minutes_source", "minutes", "cost_usd", "cost_share"]),
         "unused_capacity": unused,
-        "unattributed": unattributed_costs(inputs, settings, catalog, sums)[["month", "patients", COST_INTERNAL, COST_EXTERNAL, COST_TOTAL]],
+        "unattributed": unattributed[["month", "patients", COST_INTERNAL, COST_EXTERNAL, COST_TOTAL]],
     }
+
+
+def selection_patients(months: Sequence[date], practice_id: str | None = None, team_id: str | None = None,
+                       subgroup: str | None = None) -> Select | None:  # fmt: skip
+    """A select of the ids of the patients attributed to the selection in any of ``months`` (None for
+    the whole network): every patient with a patient-month that :func:`select_patient_months` keeps."""
+    if practice_id is None and team_id is None and subgroup is None:
+        return None
+    stmt = select(Attribution.patient_id).where(Attribution.month.in_(sorted({as_month(m) for m in months})))
+    if practice_id is not None:
+        stmt = stmt.where(Attribution.practice_id == practice_id)
+    if team_id is not None:
+        stmt = stmt.where(Attribution.team_id == team_id)
+    if subgroup is not None:
+        assigned = and_(SubgroupAssignment.patient_id == Attribution.patient_id, SubgroupAssignment.month == Attribution.month)
+        stmt = stmt.outerjoin(SubgroupAssignment, assigned)
+        unassigned = subgroup == UNASSIGNED_SUBGROUP
+        stmt = stmt.where(SubgroupAssignment.subgroup.is_(None) if unassigned else SubgroupAssignment.subgroup == subgroup)
+    return stmt.distinct()
 
 
 def _pmpm_tables(engine: Engine, wide: pd.DataFrame, months: Sequence[date], practice_id: str | None,
