@@ -40,7 +40,7 @@ from sqlalchemy import Engine, Select, and_, select
 
 from core.config import config_path, load_toml
 from core.config.catalog import Catalog, load_catalog
-from core.store.models import Attribution, Encounter, Staff, StaffMinutes, SubgroupAssignment
+from core.store.models import Attribution, Encounter, Patient, Staff, StaffMinutes, SubgroupAssignment
 from core.store.months import as_month, month_of, month_span
 
 COSTING_PATH = config_path("costing.toml")
@@ -374,10 +374,12 @@ def capacity_use(staff: pd.DataFrame, used: pd.DataFrame, months: Sequence[date]
     return out[cols].sort_values(["team_id", "month", "role"]).reset_index(drop=True)
 
 
-def used_minutes_by_team_month(engine: Engine, months: Sequence[date], process_maps: dict[str, dict[str, float]]) -> pd.DataFrame:
+def used_minutes_by_team_month(engine: Engine, months: Sequence[date], process_maps: dict[str, dict[str, float]],
+                               teams: Sequence[str] | None = None) -> pd.DataFrame:  # fmt: skip
     """Minutes used per team, month and role, summed in SQL (the same minutes as
     :func:`resolve_minutes` gives :func:`unused_capacity`: recorded minutes of internal encounters
-    with a team, and the process map's standard minutes of those with none recorded).
+    with a team, and the process map's standard minutes of those with none recorded), of the teams
+    ``teams`` (None: every team).
 
     Out grain: team_id, month, role. Column: used_minutes.
     """
@@ -393,6 +395,8 @@ def used_minutes_by_team_month(engine: Engine, months: Sequence[date], process_m
     start, end = month_span(months)
     month = month_start_sql(engine.dialect.name, Encounter.start_date).label("month")
     window = (Encounter.is_internal.is_(True), Encounter.team_id.is_not(None), Encounter.start_date >= start, Encounter.start_date < end)
+    if teams is not None:
+        window = (*window, Encounter.team_id.in_(list(teams)))
     recorded = _read(engine, select(Encounter.team_id, month, StaffMinutes.role, func.sum(StaffMinutes.minutes).label("used_minutes"))
                      .join(StaffMinutes, StaffMinutes.encounter_id == Encounter.encounter_id).where(*window)
                      .group_by(Encounter.team_id, month, StaffMinutes.role))  # fmt: skip
@@ -672,14 +676,22 @@ def load_unattributed_inputs(engine: Engine, months: Sequence[date], staff: pd.D
     start, end = month_span(months)
     month = month_start_sql(engine.dialect.name, Encounter.start_date)
     attributed = exists().where(Attribution.patient_id == Encounter.patient_id, Attribution.month == month)
-    outside = (Encounter.start_date >= start, Encounter.start_date < end, ~attributed)
+    # (Every encounter's patient is in patient. Saying so makes SQLite walk the (patient_id, start_date)
+    # index patient by patient, probing attribution in its key order: ~5x less CPU than the date index
+    # over the window. PostgreSQL hashes it.)
+    outside = (Encounter.patient_id.in_(select(Patient.patient_id)), Encounter.start_date >= start, Encounter.start_date < end,
+               ~attributed)  # fmt: skip
     enc_stmt = select(*_encounter_columns()).where(*outside)
     min_stmt = (select(StaffMinutes.encounter_id, StaffMinutes.role, StaffMinutes.minutes)
                 .join(Encounter, Encounter.encounter_id == StaffMinutes.encounter_id).where(*outside))  # fmt: skip
     staff = _read_staff(engine) if staff is None else staff
     # in key order, as load_cost_inputs: the sums come out the same to the bit
     encounters = _read(engine, enc_stmt).sort_values("encounter_id", kind="stable", ignore_index=True)
-    staff_minutes = _read(engine, min_stmt).sort_values(["encounter_id", "role"], kind="stable", ignore_index=True)
+    if len(encounters):
+        staff_minutes = _read(engine, min_stmt).sort_values(["encounter_id", "role"], kind="stable", ignore_index=True)
+    else:
+        staff_minutes = pd.DataFrame({"encounter_id": pd.Series([], dtype=object), "role": pd.Series([], dtype=object),
+                                      "minutes": pd.Series([], dtype="float64")})  # fmt: skip
     if len(encounters):
         encounters = encounters.loc[isin(month_of(encounters["start_date"]), months)].reset_index(drop=True)
         staff_minutes = staff_minutes.loc[isin(staff_minutes["encounter_id"], encounters["encounter_id"])].reset_index(drop=True)

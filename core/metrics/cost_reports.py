@@ -283,9 +283,12 @@ def _unused_capacity_by_team(engine: Engine, inputs: CostInputs, settings: CostS
     of :data:`UNUSED_SUMS`, utilisation, capacity (``staffed``/``no staff``; NaN unused then).
     The minutes used are summed in SQL (``used_minutes_by_team_month``, the true costs page's
     figures), not costed encounter by encounter."""
-    used = used_minutes_by_team_month(engine, list(inputs.months), settings.process_maps)
-    unused = capacity_use(inputs.staff, used, list(inputs.months), settings)
     team_practice = read_frame(engine, select(Team.team_id, Team.practice_id))
+    teams = None  # the selected teams' minutes only
+    if team_id is not None or practice_id is not None:
+        teams = team_practice.loc[select_patient_months(team_practice, practice_id, team_id).index, "team_id"].tolist()
+    used = used_minutes_by_team_month(engine, list(inputs.months), settings.process_maps, teams)
+    unused = capacity_use(inputs.staff, used, list(inputs.months), settings)
     unused = unused.merge(team_practice, on="team_id", how="left")
     if practice_id is not None:
         unused = unused.loc[unused["practice_id"] == practice_id]
