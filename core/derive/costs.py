@@ -687,14 +687,13 @@ def load_unattributed_inputs(engine: Engine, months: Sequence[date], staff: pd.D
     staff = _read_staff(engine) if staff is None else staff
     # in key order, as load_cost_inputs: the sums come out the same to the bit
     encounters = _read(engine, enc_stmt).sort_values("encounter_id", kind="stable", ignore_index=True)
-    if len(encounters):
+    if len(encounters):  # (the minutes only when there is anything outside: usually nothing or little)
         staff_minutes = _read(engine, min_stmt).sort_values(["encounter_id", "role"], kind="stable", ignore_index=True)
+        encounters = encounters.loc[isin(month_of(encounters["start_date"]), months)].reset_index(drop=True)
+        staff_minutes = staff_minutes.loc[isin(staff_minutes["encounter_id"], encounters["encounter_id"])].reset_index(drop=True)
     else:
         staff_minutes = pd.DataFrame({"encounter_id": pd.Series([], dtype=object), "role": pd.Series([], dtype=object),
                                       "minutes": pd.Series([], dtype="float64")})  # fmt: skip
-    if len(encounters):
-        encounters = encounters.loc[isin(month_of(encounters["start_date"]), months)].reset_index(drop=True)
-        staff_minutes = staff_minutes.loc[isin(staff_minutes["encounter_id"], encounters["encounter_id"])].reset_index(drop=True)
     attribution = pd.DataFrame({c: pd.Series([], dtype=object) for c in ("patient_id", "month", "practice_id", "team_id", "subgroup")})  # fmt: skip
     return CostInputs(tuple(months), staff, encounters, staff_minutes, attribution)
 

@@ -189,7 +189,8 @@ def cost_report(
     ``encounters``); ``costing`` is the :class:`CostingStatus` note ('' = fully costed). Without
     a staff roster the internal and total PMPMs are NaN (not costed, never $0); a team without
     staff has no capacity, so its unused capacity is NaN (never negative) with ``capacity``
-    ``no staff``.
+    ``no staff``. A selection reads only its own patients' rows; the network-wide ``unattributed``
+    table then comes from an anti-join in SQL (:func:`core.derive.costs.unattributed_costs_in_store`).
     """
     catalog = load_catalog()
     settings = settings or load_cost_settings(catalog=catalog)
