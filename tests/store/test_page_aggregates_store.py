@@ -405,3 +405,32 @@ def test_changed_specialist_categories_rebuild_the_spend(sample_store, sample_bu
     assert "specialist categories" in summary["activity"]["pages"]["spend"]["why"]
     assert _specialist_spend(engine, months, None, False)["specialist_spend_usd"].sum() == pytest.approx(spend_before, rel=1e-9)
     assert_econsults_as_before(engine)
+
+
+def test_a_spend_that_cancels_is_summed_again(store_engine):
+    """Two patients' claims in one spend row, one of them a million dollars: taking that patient's
+    claim away by difference would leave 0.01 plus rounding; the row is summed again from its
+    patient-months and equals the full build exactly. A patient who leaves empties no row of others."""
+    from core.derive.page_aggregates import replace_spend_of
+    from core.store.models import Attribution, Encounter
+    from tests.builders import add_rows, two_team_network
+
+    months = (date(2026, 9, 1), date(2026, 10, 1))
+    two_team_network(store_engine, months)
+    add_rows(store_engine, [
+        Encounter(encounter_id="SV1", patient_id="P1", kind="specialist_visit", start_date=date(2026, 10, 3), is_internal=False,
+                  paid_usd=0.01),
+        Encounter(encounter_id="SV2", patient_id="P2", kind="specialist_visit", start_date=date(2026, 10, 8), is_internal=False,
+                  paid_usd=1_000_000.07),
+    ])  # fmt: skip
+    build_page_aggregates(store_engine)
+    with store_engine.begin() as conn:  # as an import would: P2's claim corrected away, P3 gone from the team
+        conn.execute(delete(Encounter.__table__).where(Encounter.encounter_id == "SV2"))
+        conn.execute(delete(Attribution.__table__).where(Attribution.patient_id == "P3"))
+        done = replace_spend_of(conn, ["P2", "P3"])
+    assert done["changed"] >= 1 and done["patient_months"] == 4  # P2's October, P3's two months
+    got = aggregate_tables(store_engine)["specialist_spend_month"]
+    october = got[(got["month"] == date(2026, 10, 1)) & (got["team_id"] == "A1")]
+    assert october["specialist_spend_usd"].tolist() == [0.01] and october["member_months"].tolist() == [2]
+    build_page_aggregates(store_engine)
+    pd.testing.assert_frame_equal(got, aggregate_tables(store_engine)["specialist_spend_month"], check_exact=True)
