@@ -838,7 +838,7 @@ def _stored_cells(conn, keys: pd.MultiIndex) -> pd.DataFrame:
         stmt = select(*(c[k] for k in CELL_KEYS + CELL_VALUES)).where(
             c.practice_id == practice_id, c.team_id == team_id,
             *(c[k].in_(sorted(set(part[k]))) for k in ("subgroup", "month", "stratum", "stratum_value")))  # fmt: skip
-        frames.append(pd.DataFrame(conn.execute(stmt).all(), columns=CELL_KEYS + CELL_VALUES))
+        frames.append(pd.DataFrame([tuple(r) for r in conn.execute(stmt)], columns=CELL_KEYS + CELL_VALUES))  # tuples: quicker
     stored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CELL_KEYS + CELL_VALUES)
     stored["month"] = pd.to_datetime(stored["month"]).dt.date
     return stored.set_index(CELL_KEYS)
@@ -865,18 +865,30 @@ def _apply_cells(conn, was: pd.DataFrame, now: pd.DataFrame) -> dict:
     changed = (present & kept).to_numpy()
     if changed.any():  # the stored rows rewritten in place, one primary-key lookup each (two indexes hold the values)
         part = out[changed]
-        values = {f"v_{c}": part[c].tolist() for c in CELL_VALUES}
-        params = [{**{f"k_{k}": v for k, v in zip(CELL_KEYS, key, strict=True)}, **{name: column[i] for name, column in values.items()}}
-                  for i, key in enumerate(part.index)]  # fmt: skip
-        conn.execute(update(table).where(*by_key).values({c: bindparam(f"v_{c}") for c in CELL_VALUES}), params)
-    emptied = [dict(zip((f"k_{k}" for k in CELL_KEYS), key, strict=True)) for key in out.index[(present & gone).to_numpy()]]
-    if emptied:  # a cell left without a patient is deleted (the full derive writes none)
-        conn.execute(delete(table).where(*by_key), emptied)
+        stmt = update(table).where(*by_key).values({c: bindparam(f"v_{c}") for c in CELL_VALUES})
+        _execute_keyed(conn, stmt, part.index, {f"v_{c}": part[c].tolist() for c in CELL_VALUES})
+    emptied = out.index[(present & gone).to_numpy()]
+    if len(emptied):  # a cell left without a patient is deleted (the full derive writes none)
+        _execute_keyed(conn, delete(table).where(*by_key), emptied, {})
     rows = out[(~present & kept).to_numpy()].reset_index()
     if len(rows):
         rows["month"] = pd.to_datetime(rows["month"])
         insert_frame(conn, table, rows[CELL_KEYS + CELL_VALUES].sort_values(CELL_KEYS))
     return {"changed": int(changed.sum()), "inserted": len(rows), "deleted": len(emptied)}
+
+
+def _execute_keyed(conn, stmt, keys: pd.MultiIndex, values: dict[str, list]) -> None:
+    """``stmt`` (bind parameters ``k_<cell key column>`` and the names of ``values``) once per
+    cell key of ``keys``, with the values of the same position; on SQLite straight to the
+    driver's executemany (compiled once, plain tuples, dates as the ISO text SQLAlchemy stores)."""
+    names = [f"k_{k}" for k in CELL_KEYS]
+    columns = dict(zip(names, (list(keys.get_level_values(i)) for i in range(len(CELL_KEYS))), strict=True)) | values
+    if conn.dialect.name == "sqlite":
+        columns["k_month"] = [m.isoformat()[:10] for m in columns["k_month"]]
+        compiled = stmt.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(str(compiled), list(zip(*(columns[name] for name in compiled.positiontup), strict=True)))
+        return
+    conn.execute(stmt, [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)])
 
 
 def _team_activity_of(conn, patient: str) -> pd.Series:
