@@ -808,8 +808,11 @@ def derive_override(engine: Engine, patient: str, rules=None) -> dict:
         "cells": cell_rows,
         "parts": {k: round(v, 2) for k, v in parts.items()},
         # rows gained per counted table (core.store.queries.bump_data_version carries the counts over)
-        "row_changes": {"subgroup_assignment": len(result) - len(before), "team_month_activity": team_gained,
-                        "cell": cell_rows["inserted"] - cell_rows["deleted"]},  # fmt: skip
+        "row_changes": {
+            "subgroup_assignment": len(result) - len(before),
+            "team_month_activity": team_gained,
+            "cell": cell_rows["inserted"] - cell_rows["deleted"],
+        },
     }
 
 

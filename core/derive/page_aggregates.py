@@ -252,6 +252,12 @@ def _assigned_months(conn) -> list:
     return conn.execute(select(s.month).distinct()).scalars().all()
 
 
+def _has_month(conn, month) -> bool:
+    """Whether anyone is assigned in ``month`` (one index entry)."""
+    s = SubgroupAssignment
+    return conn.execute(select(s.month).where(s.month == month).limit(1)).first() is not None
+
+
 def _patient_pair_months(conn, patients: list[str]) -> list:
     """The months of the pairs :func:`select_subgroup_moves` over every assigned month gives
     ``patients`` rows in: their own assigned months, and each month after one of theirs that
@@ -265,7 +271,7 @@ def _patient_pair_months(conn, patients: list[str]) -> list:
     after = {add_months(m, 1) for m in mine} - mine
     if after:
         last = as_month(conn.execute(select(func.max(s.month))).scalar())
-        after = {m for m in after if m == add_months(last, 1) or conn.execute(select(s.month).where(s.month == m).limit(1)).first()}
+        after = {m for m in after if m == add_months(last, 1) or _has_month(conn, m)}
     return sorted(mine | after)
 
 

@@ -144,7 +144,9 @@ def bump_data_version(engine: Engine, derived: str | None = None, row_changes: d
     return version
 
 
-def _carried_counts(session: Session, version: AppSetting | None, last_import: int | None, row_changes: dict[str, int]) -> dict | None:
+def _carried_counts(
+    session: Session, version: AppSetting | None, last_import: int | None, row_changes: dict[str, int]
+) -> dict | None:
     """The recorded counts and months with ``row_changes`` applied, when they were recorded at the
     current ``version`` and import (the tables then hold what was counted); else None."""
     saved = session.get(AppSetting, TABLE_COUNTS_KEY)

@@ -291,7 +291,8 @@ def _whole_table_reads(statement: str, plan_line: str) -> list[str]:
     one_entry = re.search(r"\b(min|max)\(|\bLIMIT\b", statement, re.IGNORECASE) is not None or "(rowid=?)" in plan_line
     if found[1] == "SCAN" and not one_entry:
         return [f"{plan_line}: {statement[:160]}"]
-    if found[1] == "SEARCH" and found[2] in PATIENT_TABLES and not re.search(r"\b(patient_id|encounter_id)=", plan_line) and not one_entry:
+    by_patient = re.search(r"\b(patient_id|encounter_id)=", plan_line) is not None
+    if found[1] == "SEARCH" and found[2] in PATIENT_TABLES and not by_patient and not one_entry:
         return [f"{plan_line}: {statement[:160]}"]
     return []
 
