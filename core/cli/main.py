@@ -495,7 +495,8 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse", action="store_true", help="keep an existing bundle and an already imported database")
     p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
     p.add_argument("--baseline-reps", type=int, default=3, help="repetitions of the naive baseline")
-    p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages,new_month")
+    p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages,new_month "
+                        "(default: all of them), or override (a subgroup override set and lifted for one patient of every team)")
     p.add_argument("--engines", default=None,
                    help="comma-separated derive engines to compare on the derive steps of --steps, with a checksum of what "
                         "each stored: dask (the product's), ray (pip install ray), processes (the pool before Dask), inprocess")

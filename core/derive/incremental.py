@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from datetime import date, timedelta
 
 import pandas as pd
-from sqlalchemy import Engine, bindparam, delete, func, select, tuple_
+from sqlalchemy import Engine, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.store.models import (
@@ -129,7 +129,7 @@ def derive_touched(engine: Engine, progress=None, rules=None, override: tuple[st
             summary = None
         if summary is not None:
             clear_touched(engine, touched)
-            summary["data_version"] = bump_data_version(engine, derived=pending)
+            summary["data_version"] = bump_data_version(engine, derived=pending, row_changes=summary.pop("row_changes"))
             summary["seconds"] = round(time.perf_counter() - t0, 2)
             return summary
     plan = month_plan(engine, from_month_mark(engine)) if touched else None
@@ -781,8 +781,7 @@ def derive_override(engine: Engine, patient: str, rules=None) -> dict:
             if thresholds is None:  # a store derived before the thresholds were kept: count every score once
                 thresholds, kept = thresholds_from_counts(_norm(_stored_counts(conn)), fractions), False
         result, _risk = _block_assignments(conn, run, [patient], month_range, rules, thresholds)
-        overrides = active_overrides(conn)
-        result = apply_overrides(result, overrides[overrides["patient_id"] == patient])
+        result = apply_overrides(result, active_overrides(conn, patient))
     before = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], [patient])
     t1 = time.perf_counter()
     parts["subgroups"] = t1 - t0
@@ -795,7 +794,7 @@ def derive_override(engine: Engine, patient: str, rules=None) -> dict:
         team_before = _team_activity_of(conn, patient)
         conn.execute(delete(a).where(a.c.patient_id == patient))
         insert_frame(conn, a, result[ASSIGNMENT_COLUMNS])
-        team_rows = _apply_team_activity(conn, team_before, _team_activity_of(conn, patient))
+        team_rows, team_gained = _apply_team_activity(conn, team_before, _team_activity_of(conn, patient))
         replace_patient_rows_of(conn, [patient])  # the review's moves and costliest (core.derive.page_aggregates)
         cell_rows = _apply_cells(conn, was, now)
         if not kept:
@@ -808,6 +807,12 @@ def derive_override(engine: Engine, patient: str, rules=None) -> dict:
         "activity": {"team_rows": team_rows},
         "cells": cell_rows,
         "parts": {k: round(v, 2) for k, v in parts.items()},
+        # rows gained per counted table (core.store.queries.bump_data_version carries the counts over)
+        "row_changes": {
+            "subgroup_assignment": len(result) - len(before),
+            "team_month_activity": team_gained,
+            "cell": cell_rows["inserted"] - cell_rows["deleted"],
+        },
     }
 
 
@@ -836,7 +841,7 @@ def _stored_cells(conn, keys: pd.MultiIndex) -> pd.DataFrame:
         stmt = select(*(c[k] for k in CELL_KEYS + CELL_VALUES)).where(
             c.practice_id == practice_id, c.team_id == team_id,
             *(c[k].in_(sorted(set(part[k]))) for k in ("subgroup", "month", "stratum", "stratum_value")))  # fmt: skip
-        frames.append(pd.DataFrame(conn.execute(stmt).all(), columns=CELL_KEYS + CELL_VALUES))
+        frames.append(pd.DataFrame([tuple(r) for r in conn.execute(stmt)], columns=CELL_KEYS + CELL_VALUES))  # tuples: quicker
     stored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CELL_KEYS + CELL_VALUES)
     stored["month"] = pd.to_datetime(stored["month"]).dt.date
     return stored.set_index(CELL_KEYS)
@@ -859,15 +864,34 @@ def _apply_cells(conn, was: pd.DataFrame, now: pd.DataFrame) -> dict:
         raise StaleCells("the stored cells do not hold the patient's contribution")
     gone, kept = out["patients"] == 0, out["patients"] > 0
     table = Cell.__table__
-    old_rows = [dict(zip(CELL_KEYS, key, strict=True)) for key in was.index[present]]
-    if old_rows:  # the stored rows replaced or emptied, one primary-key lookup each
-        stmt = delete(table).where(*(table.c[k] == bindparam(f"k_{k}") for k in CELL_KEYS))
-        conn.execute(stmt, [{f"k_{k}": v for k, v in row.items()} for row in old_rows])
-    rows = out[kept].reset_index()
+    by_key = [table.c[k] == bindparam(f"k_{k}") for k in CELL_KEYS]
+    changed = (present & kept).to_numpy()
+    if changed.any():  # the stored rows rewritten in place, one primary-key lookup each (two indexes hold the values)
+        part = out[changed]
+        stmt = update(table).where(*by_key).values({c: bindparam(f"v_{c}") for c in CELL_VALUES})
+        _execute_keyed(conn, stmt, part.index, {f"v_{c}": part[c].tolist() for c in CELL_VALUES})
+    emptied = out.index[(present & gone).to_numpy()]
+    if len(emptied):  # a cell left without a patient is deleted (the full derive writes none)
+        _execute_keyed(conn, delete(table).where(*by_key), emptied, {})
+    rows = out[(~present & kept).to_numpy()].reset_index()
     if len(rows):
         rows["month"] = pd.to_datetime(rows["month"])
         insert_frame(conn, table, rows[CELL_KEYS + CELL_VALUES].sort_values(CELL_KEYS))
-    return {"changed": int((present & kept).sum()), "inserted": int((~present & kept).sum()), "deleted": int((present & gone).sum())}
+    return {"changed": int(changed.sum()), "inserted": len(rows), "deleted": len(emptied)}
+
+
+def _execute_keyed(conn, stmt, keys: pd.MultiIndex, values: dict[str, list]) -> None:
+    """``stmt`` (bind parameters ``k_<cell key column>`` and the names of ``values``) once per
+    cell key of ``keys``, with the values of the same position; on SQLite straight to the
+    driver's executemany (compiled once, plain tuples, dates as the ISO text SQLAlchemy stores)."""
+    names = [f"k_{k}" for k in CELL_KEYS]
+    columns = dict(zip(names, (list(keys.get_level_values(i)) for i in range(len(CELL_KEYS))), strict=True)) | values
+    if conn.dialect.name == "sqlite":
+        columns["k_month"] = [m.isoformat()[:10] for m in columns["k_month"]]
+        compiled = stmt.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(str(compiled), list(zip(*(columns[name] for name in compiled.positiontup), strict=True)))
+        return
+    conn.execute(stmt, [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)])
 
 
 def _team_activity_of(conn, patient: str) -> pd.Series:
@@ -881,13 +905,15 @@ def _team_activity_of(conn, patient: str) -> pd.Series:
     return pd.Series([int(r[4]) for r in rows], index=index, dtype="int64")
 
 
-def _apply_team_activity(conn, before: pd.Series, after: pd.Series) -> int:
-    """``team_month_activity`` rows less ``before``, plus ``after`` (rows at 0 deleted); returns the rows changed."""
+def _apply_team_activity(conn, before: pd.Series, after: pd.Series) -> tuple[int, int]:
+    """``team_month_activity`` rows less ``before``, plus ``after`` (rows at 0 deleted); returns the
+    rows changed and the rows gained (inserted less deleted)."""
     from core.store.models import TeamMonthActivity
 
     delta = after.sub(before, fill_value=0).astype("int64")
     delta = delta[delta != 0]
     t = TeamMonthActivity.__table__
+    gained = 0
     for (month, team_id, subgroup, kind), change in delta.items():
         where = [t.c.month == month, t.c.team_id == team_id, t.c.subgroup == subgroup, t.c.kind == kind]
         stored = conn.execute(select(t.c.activities).where(*where)).scalar_one_or_none()
@@ -896,8 +922,10 @@ def _apply_team_activity(conn, before: pd.Series, after: pd.Series) -> int:
             raise StaleCells("team_month_activity does not hold the patient's activities")
         if stored is None:
             conn.execute(t.insert().values(month=month, team_id=team_id, subgroup=subgroup, kind=kind, activities=total))
+            gained += 1
         elif total == 0:
             conn.execute(delete(t).where(*where))
+            gained -= 1
         else:
             conn.execute(t.update().where(*where).values(activities=total))
-    return len(delta)
+    return len(delta), gained

@@ -363,12 +363,14 @@ def replace_spend_of(conn, patients: list[str]) -> dict:
                       "deleted": int((present & ~kept).sum())}  # fmt: skip
 
 
-def select_subgroup_moves(months: list, patients: list[str] | None = None):
+def select_subgroup_moves(months: list, patients: list[str] | None = None, after_last: bool = True):
     """Patient-months whose subgroup differs from the month before (:class:`SubgroupMove`):
-    this month's assignment against last month's, and last month's without one this month."""
+    this month's assignment against last month's, and last month's without one this month.
+    ``months``: every assigned month (``after_last``: the month after the last is added), or the
+    months of the pairs the ``patients`` can have (:func:`_patient_pair_months`, ``after_last`` False)."""
     s = SubgroupAssignment
     cur, prev = aliased(s, name="cur"), aliased(s, name="prev")
-    pairs = _month_pairs(months)
+    pairs = _month_pairs(months, after_last)
     p = pairs.c
     only = (lambda t: [t.patient_id.in_(patients)]) if patients is not None else (lambda t: [])
     arrived = (
@@ -388,13 +390,13 @@ def select_subgroup_moves(months: list, patients: list[str] | None = None):
     return union_all(arrived, gone)
 
 
-def _month_pairs(months: list):
-    """(month, the month before) of every assigned month and the month after the last one."""
+def _month_pairs(months: list, after_last: bool = True):
+    """(month, the month before) of every month of ``months`` (and of the month after the last one)."""
     from core.derive.activity import constant_table
     from core.store.months import add_months
 
     months = sorted({pd.Timestamp(m).date() for m in months})
-    if months:
+    if months and after_last:
         months.append(add_months(months[-1], 1))
     rows = [(m, add_months(m, -1)) for m in months] or [(pd.Timestamp("1900-02-01").date(), pd.Timestamp("1900-01-01").date())]
     return constant_table("month_pair", [("month", Date), ("prev", Date)], rows)
@@ -414,6 +416,29 @@ def select_patient_month_cost(patients: list[str] | None = None):
 def _assigned_months(conn) -> list:
     s = SubgroupAssignment
     return conn.execute(select(s.month).distinct()).scalars().all()
+
+
+def _has_month(conn, month) -> bool:
+    """Whether anyone is assigned in ``month`` (one index entry)."""
+    s = SubgroupAssignment
+    return conn.execute(select(s.month).where(s.month == month).limit(1)).first() is not None
+
+
+def _patient_pair_months(conn, patients: list[str]) -> list:
+    """The months of the pairs :func:`select_subgroup_moves` over every assigned month gives
+    ``patients`` rows in: their own assigned months, and each month after one of theirs that
+    they have no assignment in, when the network has assignments then or it follows the
+    network's last. Index lookups only (a distinct of every assigned month reads the whole
+    table on PostgreSQL)."""
+    from core.store.months import add_months, as_month
+
+    s = SubgroupAssignment
+    mine = {as_month(m) for m in conn.execute(select(s.month).distinct().where(s.patient_id.in_(patients))).scalars()}
+    after = {add_months(m, 1) for m in mine} - mine
+    if after:
+        last = as_month(conn.execute(select(func.max(s.month))).scalar())
+        after = {m for m in after if m == add_months(last, 1) or _has_month(conn, m)}
+    return sorted(mine | after)
 
 
 def _mark_built(conn) -> None:
@@ -446,12 +471,12 @@ def replace_patient_rows_of(conn, patients: list[str]) -> None:
     """In the caller's transaction: the ``subgroup_move`` and ``patient_month_cost`` rows of
     ``patients`` from their stored assignments and activity (all an override changes here)."""
     moves, costs = SubgroupMove.__table__, PatientMonthCost.__table__
-    months = _assigned_months(conn)
     for start in range(0, len(patients), 10_000):
         part = patients[start : start + 10_000]
         conn.execute(delete(moves).where(moves.c.patient_id.in_(part)))
         conn.execute(delete(costs).where(costs.c.patient_id.in_(part)))
-        conn.execute(insert(moves).from_select(MOVE_COLUMNS, select_subgroup_moves(months, part)))
+        months = _patient_pair_months(conn, part)
+        conn.execute(insert(moves).from_select(MOVE_COLUMNS, select_subgroup_moves(months, part, after_last=False)))
         conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part)))
 
 

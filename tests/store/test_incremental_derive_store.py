@@ -9,11 +9,13 @@ sums to a relative 1e-9 (absolute 1e-6 where a sum cancels to about 0). An impor
 top-decile risk cut-off falls back to a full derive and says so. SQLite and PostgreSQL.
 """
 
+import re
+import shutil
 from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select
 from sqlmodel import SQLModel
 
 from core.access.policy import Scope
@@ -21,7 +23,8 @@ from core.derive.incremental import derive_touched, touched_patients
 from core.derive.pipeline import derive_all, load_bundle_and_derive
 from core.derive.subgroups.overrides import lift_override, set_override
 from core.ingest import import_path
-from core.store.queries import derive_pending
+from core.store.db import make_engine
+from core.store.queries import COUNTED_TABLES, derive_pending, table_counts
 
 DERIVED = ("subgroup_assignment", "risk_score", "patient_month_activity", "team_month_activity", "cell")
 LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
@@ -55,6 +58,15 @@ def assert_same_as_full_derive(engine, exact: bool = True) -> None:
         if floats:
             pd.testing.assert_frame_equal(incremental[name][floats], full[name][floats], check_exact=False, rtol=1e-9,
                                           atol=1e-6, obj=name)  # fmt: skip
+
+
+def assert_counts_recorded(engine) -> None:
+    """The row counts recorded with the data version (an override carries them over) are the tables' own."""
+    counts, recorded, _ = table_counts(engine)
+    assert recorded
+    with engine.connect() as conn:
+        for model in COUNTED_TABLES:
+            assert counts[model.__tablename__] == conn.execute(select(func.count()).select_from(model)).scalar_one(), model
 
 
 def _no_full_derive(*_args, **_kwargs):
@@ -120,9 +132,11 @@ def test_an_override_into_a_subgroup_new_to_the_team_inserts_cells_and_its_lifti
             SQLModel.metadata.tables["cell"].c.team_id == team, SQLModel.metadata.tables["cell"].c.subgroup == target,
             SQLModel.metadata.tables["cell"].c.month == month)).all()  # fmt: skip
     assert mine and min(r.patients for r in mine) >= 1
+    assert_counts_recorded(engine)
     assert_same_as_full_derive(engine, exact=False)
     summary = lift_override(engine, LEAD, oid)
     assert summary["mode"] == "override" and summary["cells"]["deleted"] > 0
+    assert_counts_recorded(engine)  # carried over with the cells deleted, not counted again
     cells = derived_tables(engine)["cell"]
     assert (cells["patients"] > 0).all()
     assert_same_as_full_derive(engine, exact=False)
@@ -257,3 +271,63 @@ def test_an_override_over_cells_that_lack_the_patient_recomputes_them(sample_sto
     summary = lift_override(engine, LEAD, oid)
     assert summary["mode"] == "override"  # the store is whole again: the difference applies
     assert_same_as_full_derive(engine, exact=False)
+
+
+# Tables with rows per patient (or per encounter): an override must reach them by the patient.
+PATIENT_TABLES = {"attribution", "subgroup_assignment", "risk_score", "encounter", "condition", "measurement", "medication",
+                  "procedure", "staff_minutes", "patient", "patient_month_activity", "subgroup_move", "patient_month_cost",
+                  "subgroup_override"}  # fmt: skip
+# A few rows whatever the number of patients (derive_touched: the work list, the patient alone here)
+SMALL_TABLES = {"team", "practice", "staff", "month_pair", "derive_touched"}
+
+
+def _whole_table_reads(statement: str, plan_line: str) -> list[str]:
+    """What is wrong with one line of SQLite's query plan for an override: a table scanned whole
+    (but the small ones and constant rows), or a table with rows per patient searched otherwise
+    than by the patient or its encounters (one index entry, a min or max or ``LIMIT`` read, is fine)."""
+    found = re.match(r"(SCAN|SEARCH) (\w+)", plan_line)
+    if found is None or found[2].isdigit() or found[2] in SMALL_TABLES:
+        return []
+    one_entry = re.search(r"\b(min|max)\(|\bLIMIT\b", statement, re.IGNORECASE) is not None or "(rowid=?)" in plan_line
+    if found[1] == "SCAN" and not one_entry:
+        return [f"{plan_line}: {statement[:160]}"]
+    by_patient = re.search(r"\b(patient_id|encounter_id)=", plan_line) is not None
+    if found[1] == "SEARCH" and found[2] in PATIENT_TABLES and not by_patient and not one_entry:
+        return [f"{plan_line}: {statement[:160]}"]
+    return []
+
+
+def test_an_override_reads_the_patients_rows_only(sample_db_url, tmp_path):
+    """Every statement a set and a lift issue (SQLite's query plan of each, with its parameters)
+    reads by an index: no table is scanned whole but the teams, practices and staff, and the
+    tables with rows per patient are searched by the patient. So an override's work stays one
+    patient's, whatever the size of the network or of the patient's team (issue 21: under 2 s at
+    100,000 patients; counting every table after the override read them all)."""
+    path = tmp_path / "store.db"
+    shutil.copy(sample_db_url.removeprefix("sqlite:///"), path)
+    engine = make_engine(f"sqlite:///{path}")
+    patient, month, subgroup = _patient_with_months(engine)
+    statements = []
+
+    def record(_conn, _cursor, statement, parameters, _context, executemany):
+        statements.append((statement, parameters[0] if executemany else parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    oid = set_override(engine, LEAD, patient, "complex" if subgroup != "complex" else "healthy", month, "weekly calls")
+    summary = lift_override(engine, LEAD, oid)
+    event.remove(engine, "before_cursor_execute", record)
+    assert summary["mode"] == "override"
+    problems, planned = [], 0
+    raw = engine.raw_connection()
+    try:
+        for statement, parameters in statements:
+            if not statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "INSERT", "WITH")):
+                continue
+            planned += 1
+            for row in raw.cursor().execute("EXPLAIN QUERY PLAN " + statement, parameters or ()):
+                problems += _whole_table_reads(statement, row[3])
+    finally:
+        raw.close()
+        engine.dispose()
+    assert planned > 50  # the override's statements were seen
+    assert not problems, "\n".join(problems)

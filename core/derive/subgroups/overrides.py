@@ -53,12 +53,12 @@ def apply_overrides(assignments: pd.DataFrame, overrides: pd.DataFrame) -> pd.Da
     return out
 
 
-def active_overrides(conn) -> pd.DataFrame:
-    """Overrides not lifted. Columns: override_id, patient_id, subgroup, start_month, note,
-    created_by, created_at. Grain: override_id."""
+def active_overrides(conn, patient_id: str | None = None) -> pd.DataFrame:
+    """Overrides not lifted (of ``patient_id`` only, by its index, when given). Columns:
+    override_id, patient_id, subgroup, start_month, note, created_by, created_at. Grain: override_id."""
     o = SubgroupOverride
     stmt = select(o.override_id, o.patient_id, o.subgroup, o.start_month, o.note, o.created_by, o.created_at).where(
-        o.lifted_at.is_(None)
+        o.lifted_at.is_(None), *([] if patient_id is None else [o.patient_id == patient_id])
     )
     return pd.read_sql(stmt, conn)
 
