@@ -39,6 +39,23 @@ MAX_WORKERS = 4
 # it must hold a 1.5 GB block with room to spare (the peak of a cells block is about 1.8 GB); on a
 # larger machine each worker gets its share of the memory.
 WORKER_MEMORY_FLOOR = 4 * 2**30
+# Dask settings of the local cluster, against the CPU that Dask spent beyond the block tasks
+# themselves (BENCHMARKS.md, "Derive engine"):
+# - no MALLOC_TRIM_THRESHOLD_=65536 in the workers (Dask's default): setting it switches off glibc's
+#   adaptive mmap threshold, so every array above 128 kB is mapped afresh and zero-filled by the
+#   kernel when touched: 3.5x the page faults and 2x the system CPU of a cells block;
+# - no statistical profiler in the workers (it samples every 10 ms);
+# - the event-loop health check every 1 s (default 20 ms, in the scheduler, every nanny and worker),
+#   the system monitor every 5 s without disk counters (500 ms) and the memory monitor every
+#   500 ms (100 ms): an idle 2-worker cluster then takes 0.01 CPU s a second instead of 0.04.
+LOCAL_DASK_CONFIG = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.disk": False,
+    "distributed.worker.memory.monitor-interval": "500ms",
+}
 
 
 class BlockPool(Protocol):
@@ -196,8 +213,7 @@ def local_dask_pool(workers: int) -> Iterator[DaskPool]:
     import dask
     from distributed import Client, LocalCluster
 
-    # no statistical profiler in the workers: it samples every 10 ms, CPU a block task needs
-    with bare_main(), dask.config.set({"distributed.worker.profile.enabled": False}):
+    with bare_main(), dask.config.set(LOCAL_DASK_CONFIG):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, worker_class=_nanny_class(),
                                dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.ERROR, host="127.0.0.1",
                                memory_limit=worker_memory_limit(workers))  # fmt: skip

@@ -26,6 +26,20 @@ def test_workers_start_without_running_the_main_script(tmp_path, monkeypatch):
     assert sys.modules["__main__"] is page
 
 
+def test_local_workers_keep_the_adaptive_malloc_and_quiet_monitors(monkeypatch):
+    """Dask's default MALLOC_TRIM_THRESHOLD_ in the workers cost a cells block 2x its system CPU,
+    and its 20 ms event-loop checks most of an idle cluster's CPU (BENCHMARKS.md, "Derive engine")."""
+    import dask
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with local_dask_pool(2) as pool:
+        assert pool.result(pool.submit(os.environ.get, "MALLOC_TRIM_THRESHOLD_")) is None
+        assert pool.result(pool.submit(os.environ.get, "OMP_NUM_THREADS")) == "1"  # Dask's other worker settings stay
+        assert pool.result(pool.submit(dask.config.get, "distributed.admin.tick.interval")) == "1s"
+        assert pool.result(pool.submit(dask.config.get, "distributed.worker.profile.enabled")) is False
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # the nanny sets its worker settings here too
+
+
 @pytest.mark.parametrize("environ, expected", [({"DERIVE_WORKERS": "1"}, 1), ({"DERIVE_WORKERS": " 6 "}, 6)])
 def test_worker_count_follows_the_setting(environ, expected):
     assert worker_count(environ) == expected
