@@ -579,7 +579,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     from core.derive.subgroups.frames import Run, insert_frame, run_of
     from core.derive.subgroups.overrides import active_overrides, apply_overrides
     from core.derive.subgroups.rules import active_rules_path, load_rules
-    from core.store.models import Encounter, PatientMonthActivity, Staff, TeamMonthActivity
+    from core.store.models import PatientMonthActivity, Staff, TeamMonthActivity
     from core.store.months import month_end
     from core.views.worklist import load_worklist_rules
 
@@ -604,8 +604,9 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     if not blocks:
         return {**summary, "subgroups": {"rows": 0}, "activity": {}, "cells": {"rows": 0}, "parts": {}}
     years = tuple(sorted({m.year for m in months}))
-    # the run's months from `start`, the window and condition look-back of the whole run (as the full derive's)
-    scoring = Run(months, years, run.first, run.last, DEFAULT_MODEL)
+    # the run's months from `start`, the condition look-back of the whole run (as the full derive's);
+    # the 12-month lab and acute-event windows and the enrolment history read back from `start` only
+    scoring = Run(months, years, run.first, run.last, DEFAULT_MODEL, pd.Timestamp(start))
     a, r = SubgroupAssignment.__table__, RiskScore.__table__
     with worker_pool(engine, workers, len(blocks), while_writing=True) as pool, engine.connect() as conn, conn.begin():
         scores = map_blocks(conn, pool, block_scores, [(scoring, b, bool(fractions)) for b in blocks], workers)
@@ -661,7 +662,8 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     t2 = time.perf_counter()
     with engine.connect() as conn:
         cell_blocks = patient_blocks(conn, BLOCK_PATIENTS)  # the full derive's blocks: its sums, in its order
-    calls = [(months, block, None) for block in cell_blocks] if len(cell_blocks) > 1 else [(months, None, None)]
+    # each block reads only the rows the months from `start` need (bounded: the measures' look-back)
+    calls = [(months, block, None, None, True) for block in (cell_blocks if len(cell_blocks) > 1 else [None])]
     cells = pd.DataFrame(columns=CELL_COLUMNS)
     with worker_pool(engine, workers, len(cell_blocks)) as pool:
         for block, _seconds in map_blocks(engine, pool, block_cells, calls):
@@ -678,8 +680,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         role_rates, kind_costs = cost_rate_tables(staff, [t for (t,) in conn.execute(select(Team.team_id)).all()])
         dialect = conn.dialect.name
         conn.execute(delete(pma).where(pma.c.month >= start))
-        stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules())
-        stmt = stmt.where(Encounter.start_date >= start)
+        stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules(), since=start)
         activity = conn.execute(pma.insert().from_select(ACTIVITY_COLUMNS, stmt)).rowcount
         conn.execute(delete(tma).where(tma.c.month >= start))
         stmt = select_team_month_activity(dialect).where(Attribution.month >= start)
