@@ -560,6 +560,25 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
       from ``start`` without a stored risk score (all their years' scores are written);
     - a change of the first month or of the calendar years with risk scores needs a full derive.
 
+    Reads are bounded by the look-back of the months from ``start``, not a patient's whole history:
+
+    - cells: attributions and stored assignments from ``start``; encounters, measurements and
+      procedures back by the longest look-back of the measure catalogue
+      (:func:`core.derive.measures.read_bounds`, from the rules and their parameters: each
+      measurement code from the earliest month the measures naming it read, e.g. 11 months before
+      ``start`` for HbA1c and blood pressure, 23 for BMI change, 24 for PHQ-9 remission at 12
+      months (the index score and the 12 months before it); encounters of the kinds the rules count that start or end
+      from ``start``, hospice stays from 180 days earlier, stays still open and stays ending in
+      death whatever their date; procedures from the longest done-within window, 1,200 months);
+      patients, conditions and medications whole (a condition or medicine of any age can be
+      active; a first diagnosis is the first ever); the costs: the encounters starting in the months;
+    - activity: the encounters starting from ``start`` and their staff minutes;
+    - subgroups: the 12-month lab and acute-event windows and the enrolment history back from
+      ``start``; conditions over the whole run (risk scores, and the reason codes of the period).
+
+    The edges are covered by ``tests/store/test_month_derive_store.py`` (a row on the first day of
+    each look-back is read and changes the result; the day before is not read).
+
     ``changed_from``: the earliest month of the changed rows (default ``start``).
     Returns the summary; with ``why`` when only a full derive can be exact (written: possibly the
     subgroups, then the caller's full derive replaces everything).
