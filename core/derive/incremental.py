@@ -192,9 +192,12 @@ def _by_month(
     summary = derive_months(engine, start, rules, changed_from=from_month_mark(engine))
     if summary.get("why") is not None:
         return summary, summary["why"]
-    from core.derive.page_aggregates import build_page_aggregates
+    from core.derive.page_aggregates import build_page_aggregates, build_page_aggregates_from, built
 
-    summary["page_aggregates"] = build_page_aggregates(engine)  # the pages' aggregates whole (not by month yet)
+    with engine.connect() as conn:
+        by_month = built(conn)
+    # the pages' aggregates of the months from `start` (whole on a store that never had them)
+    summary["page_aggregates"] = build_page_aggregates_from(engine, start) if by_month else build_page_aggregates(engine)
     clear_touched(engine, touched)
     summary["data_version"] = bump_data_version(engine, derived=pending)
     summary["seconds"] = round(time.perf_counter() - t0, 2)

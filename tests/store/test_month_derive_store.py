@@ -28,6 +28,34 @@ def _no_full_derive(*_args, **_kwargs):
     raise AssertionError("a full derive ran")
 
 
+PAGE_TABLES = ("econsult_month", "specialist_spend_month", "subgroup_move", "claims_lag_month", "patient_month_cost")
+
+
+def page_tables(engine) -> dict[str, pd.DataFrame]:
+    """The pages' monthly aggregates (core.derive.page_aggregates), rows in key order."""
+    from sqlmodel import SQLModel
+
+    out = {}
+    with engine.connect() as conn:
+        for name in PAGE_TABLES:
+            table = SQLModel.metadata.tables[name]
+            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
+            out[name] = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in table.columns])
+    return out
+
+
+def assert_same_pages(by_month: dict, full: dict) -> None:
+    """Same rows; counts, keys and text exact, float sums to a relative 1e-9 (a sum's rows may come
+    in another order from the database)."""
+    for name in PAGE_TABLES:
+        a, b = by_month[name], full[name]
+        assert len(a) == len(b), name
+        floats = [c for c in b.columns if pd.api.types.is_float_dtype(b[c])]
+        rest = [c for c in b.columns if c not in floats]
+        pd.testing.assert_frame_equal(a[rest], b[rest], check_exact=True, obj=name)
+        pd.testing.assert_frame_equal(a[floats], b[floats], check_exact=False, rtol=1e-9, atol=1e-6, obj=name)
+
+
 @pytest.fixture(scope="module")
 def month_bundles(tmp_path_factory):
     from sample_data.generator import NetworkSpec, write_bundle
@@ -49,6 +77,7 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     assert import_path(engine, month_bundles / "before").ok
     derive_touched(engine)
     before = derived_tables(engine)
+    before_pages = page_tables(engine)
     report = import_path(engine, month_bundles / "after")
     assert report.ok, report.to_text()
     assert from_month_mark(engine) == date(2026, 11, 1)  # the earliest date of its rows
@@ -64,7 +93,16 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     assert (pd.to_datetime(after["cell"]["month"]) == pd.Timestamp("2026-11-01")).any()
     with engine.connect() as conn:
         cut_offs = stored_thresholds(conn)  # the cut-offs an override evaluates with
+    pages_before, pages = before_pages, page_tables(engine)
+    assert summary["page_aggregates"]["from_month"] == "2026-10-01"  # by month, not whole
+    for name in PAGE_TABLES:  # rows of earlier months untouched (the spend from 11 months before)
+        column = "service_month" if name == "claims_lag_month" else "month"
+        edge = pd.Timestamp("2025-11-01" if name == "specialist_spend_month" else "2026-10-01")
+        old_rows = pages_before[name][pd.to_datetime(pages_before[name][column]) < edge].reset_index(drop=True)
+        kept_rows = pages[name][pd.to_datetime(pages[name][column]) < edge].reset_index(drop=True)
+        pd.testing.assert_frame_equal(old_rows, kept_rows, check_exact=True, obj=name)
     assert_same_as_full_derive(engine)
+    assert_same_pages(pages, page_tables(engine))
     with engine.connect() as conn:
         assert cut_offs == stored_thresholds(conn)
 
