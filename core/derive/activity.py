@@ -109,7 +109,10 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
         select(sm.encounter_id, fsum(sm.minutes * rate.c.usd, sm.role).label("usd"))
         .join(e2, e2.c.encounter_id == sm.encounter_id)
         .outerjoin(rate, and_(rate.c.team_id == func.coalesce(e2.c.team_id, NETWORK), rate.c.role == sm.role))
-        .where(*([] if patients is None else [e2.c.patient_id.in_(patients)]), *([] if since is None else [e2.c.start_date >= since]))
+        .where(*([] if patients is None else [e2.c.patient_id.in_(patients)]),
+               # the encounters from `since` as a list: SQLite then looks their minutes up by key
+               # instead of reading every staff-minute row
+               *([] if since is None else [sm.encounter_id.in_(select(e.encounter_id).where(e.start_date >= since))]))
         .group_by(sm.encounter_id)
         .subquery("minute_cost")
     )
