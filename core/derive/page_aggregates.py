@@ -323,7 +323,8 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
         for name, (model, columns, month, since, stmt) in parts.items():
             table = model.__table__
             conn.execute(delete(table).where(table.c[month] >= since))
-            out[name] = int(conn.execute(insert(table).from_select(columns, stmt)).rowcount)
+            conn.execute(insert(table).from_select(columns, stmt))
+            out[name] = int(conn.execute(select(func.count()).select_from(table).where(table.c[month] >= since)).scalar_one())
         _mark_built(conn)
     return {**out, "from_month": start.isoformat(), "seconds": round(time.perf_counter() - t0, 2)}
 
