@@ -32,7 +32,9 @@ after editing them, rebuild (a full derive does). The rows of one team and month
 patient-month sums, so the spend can differ from a sum over claims in the last bits of a float
 (tests compare to 1e-9 relative).
 
-Built whole by :func:`build_page_aggregates` (the full derive, after the activity) and kept exact
+Built whole by :func:`build_page_aggregates` (the full derive, after the activity), by month by
+:func:`build_page_aggregates_from` (the derive of new months: the rows from its first month, the
+spend's from 11 months before), and kept exact
 by :func:`replace_page_aggregates_of` (the incremental derive): the moves and costs of the touched
 patients; then, unless only overrides are pending (an override changes no encounter or
 attribution), the claims lags and the e-consult volume whole (one read of the claims, one of the
