@@ -27,22 +27,39 @@ attributed month lies before S, i.e. ``gap > m - S``; ``gap_any`` counts it netw
 the network cannot be counted this way (a patient moving between two of its teams would count
 twice); the page computes it from the patient rows as before (:mod:`core.views.econsults`).
 
-The specialist categories (``core/config/executive.toml``) are read when the tables are built:
-after editing them, rebuild (a full derive does). The rows of one team and month are sums of
-patient-month sums, so the spend can differ from a sum over claims in the last bits of a float
-(tests compare to 1e-9 relative).
+Each attributed patient-month's row of the spend table (team, month, the four distances, the
+month's specialist spend) is kept in ``specialist_spend_patient_month``; ``specialist_spend_month``
+is its sum per team, month and distances. The rows of one team and month are sums of patient-month
+sums, so the spend can differ from a sum over claims in the last bits of a float (tests compare to
+1e-9 relative).
+
+The specialist categories (``core/config/executive.toml`` ``[econsults] specialist_categories``)
+are read when the spend tables are built; a fingerprint of them is kept (``app_setting``
+:data:`SPEND_CATEGORIES_KEY`). When it differs from the categories of the moment, the spend tables
+are rebuilt whole (logged): by :func:`ensure_page_aggregates` when the pages open the store and by
+every derive (:func:`replace_page_aggregates_of`; the full derive always builds them). The other
+tables read no setting: e-consults are ``kind = 'e_consult'``, claims ``is_internal = false``, and
+``patient_month_cost`` copies ``patient_month_activity`` (whose costing settings are the activity's
+own; ``core.derive.activity``).
 
 Built whole by :func:`build_page_aggregates` (the full derive, after the activity), by month by
 :func:`build_page_aggregates_from` (the derive of new months: the rows from its first month, the
-spend's from 11 months before), and kept exact
+spend's from 11 months before) and kept exact
 by :func:`replace_page_aggregates_of` (the incremental derive): the moves and costs of the touched
 patients; then, unless only overrides are pending (an override changes no encounter or
 attribution), the claims lags and the e-consult volume whole (one read of the claims, one of the
-e-consults) and the spend rows of every
-team the touched patients were or are in, from all that team's patients (at 100,000 patients that
-is 8 CPU s for the biggest team: a small upload pays it, an override does not).
+e-consults) and the spend by difference (:func:`replace_spend_of`): the touched patients'
+``specialist_spend_patient_month`` rows are read (their contribution before), replaced from their
+attributions, e-consults and claims of now, and every ``specialist_spend_month`` row they were or
+are in becomes stored - before + now (patient-months that did not change cancel out first; a row
+left without a member-month is deleted). Member-months, and so the patients and suppression of the
+page, stay exact; a spend that cancels to about 0 is summed again from its patient-months, so money
+stays within 1e-9 relative of a full build. Its cost follows the touched patients, not their teams.
 """
 
+import hashlib
+import json
+import logging
 import time
 from datetime import date
 
@@ -53,6 +70,7 @@ from sqlalchemy import (
     Float,
     Integer,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -63,6 +81,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    tuple_,
     union_all,
 )
 from sqlalchemy.orm import aliased
@@ -77,6 +96,7 @@ from core.store.models import (
     PatientMonthActivity,
     PatientMonthCost,
     SpecialistSpendMonth,
+    SpecialistSpendPatientMonth,
     SubgroupAssignment,
     SubgroupMove,
 )
@@ -84,14 +104,21 @@ from core.store.months import month_start_sql
 from core.store.queries import utc_now
 from core.views.executive_settings import load_executive_settings
 
+log = logging.getLogger(__name__)
+
 FAR = 12  # "none within 11 months": every window is at most 12 months, so this never passes a window test
 VERSION_KEY = "page_aggregates_version"
-VERSION = "2"  # 2: with claims_lag_month
+VERSION = "3"  # 2: with claims_lag_month; 3: with specialist_spend_patient_month and the categories' fingerprint
+SPEND_CATEGORIES_KEY = "page_aggregates_specialist_categories"  # fingerprint of the categories the spend tables hold
 NO_PAID_DATE = date(1900, 1, 1)  # claims_lag_month.paid_month of claims without a paid date
 
 ECONSULT_COLUMNS = ["month", "team_id", "specialty", "econsults", "responded", "days_sum", "days_sq", "resolved"]
 SPEND_COLUMNS = ["month", "team_id", "since_econsult", "until_econsult", "gap_any", "gap_team", "member_months",
                  "specialist_spend_usd"]  # fmt: skip
+SPEND_KEYS = SPEND_COLUMNS[:6]
+PATIENT_SPEND_COLUMNS = ["patient_id", "month", "team_id", "since_econsult", "until_econsult", "gap_any", "gap_team",
+                         "specialist_spend_usd"]  # fmt: skip
+CHUNK = 10_000  # patients per IN list
 MOVE_COLUMNS = ["patient_id", "month", "team_id", "subgroup", "prev_team_id", "prev_subgroup"]
 LAG_COLUMNS = ["service_month", "paid_month", "claims", "paid_usd"]
 COST_COLUMNS = ["patient_id", "month", "team_id", "subgroup", "cost_total_usd", "cost_internal_usd", "cost_external_usd"]
@@ -152,16 +179,14 @@ def select_claims_lag_month(dialect: str, since: date | None = None):
     )  # fmt: skip
 
 
-def select_specialist_spend(dialect: str, team_id: str | None = None, since: date | None = None):
-    """Attributed patient-months with their distances (see the module) and specialist spend, summed
-    per team, month and distances. ``team_id``: that team's rows only (from every month of the
-    patients ever attributed to it). ``since`` (a first of month): the rows of the months from it
-    only, from the stream of the ``FAR - 1`` months before it on (a distance back of ``FAR`` or
-    more is capped at ``FAR`` whether or not the earlier rows are read)."""
+def select_patient_spend(dialect: str, patients: list[str] | None = None, since: date | None = None):
+    """Attributed patient-months (:class:`SpecialistSpendPatientMonth`): team, the distances (see the
+    module) and the month's specialist spend. ``patients``: theirs only. ``since`` (a first of
+    month): the months from it only, from the stream of the ``FAR - 1`` months before it on (a
+    distance back of ``FAR`` or more is capped at ``FAR`` whether or not the earlier rows are read)."""
     from core.store.months import add_months
 
     a, e = Attribution, Encounter
-    patients = None if team_id is None else select(a.patient_id).where(a.team_id == team_id).distinct()
     zero = cast(literal(0.0), Float)
     att = select(a.patient_id, a.team_id, a.month, month_index(dialect, a.month).label("idx"),
                  literal(1).label("attributed"), literal(0).label("ec"), zero.label("usd"))  # fmt: skip
@@ -196,18 +221,158 @@ def select_specialist_spend(dialect: str, team_id: str | None = None, since: dat
     def capped(expr):
         return case((expr.is_(None), FAR), (expr >= FAR, FAR), else_=expr)
 
-    since_month = since
-    since, until = capped(d.idx - d.last_ec), capped(d.next_ec - d.idx)
-    gap_any, gap_team = capped(d.idx - d.prev_any), capped(d.idx - d.prev_team)
-    stmt = (
-        select(d.month, d.team_id, since.label("since_econsult"), until.label("until_econsult"), gap_any.label("gap_any"),
-               gap_team.label("gap_team"), func.count().label("member_months"),
-               func.coalesce(func.sum(d.month_usd), 0.0).label("specialist_spend_usd"))
-        .where(d.attributed == 1, *([] if team_id is None else [d.team_id == team_id]),
-               *([] if since_month is None else [d.month >= since_month]))
-        .group_by(d.month, d.team_id, since, until, gap_any, gap_team)
+    return (
+        select(d.patient_id, d.month, d.team_id, capped(d.idx - d.last_ec).label("since_econsult"),
+               capped(d.next_ec - d.idx).label("until_econsult"), capped(d.idx - d.prev_any).label("gap_any"),
+               capped(d.idx - d.prev_team).label("gap_team"), func.coalesce(d.month_usd, 0.0).label("specialist_spend_usd"))
+        .where(d.attributed == 1, *([] if since is None else [d.month >= since]))
     )  # fmt: skip
-    return stmt
+
+
+def select_specialist_spend(since: date | None = None):
+    """``specialist_spend_month`` from ``specialist_spend_patient_month``: member-months and spend
+    per team, month and distances (``since``: the months from that day only)."""
+    p = SpecialistSpendPatientMonth
+    keys = [p.month, p.team_id, p.since_econsult, p.until_econsult, p.gap_any, p.gap_team]
+    return select(*keys, func.count().label("member_months"),
+                  func.coalesce(func.sum(p.specialist_spend_usd), 0.0).label("specialist_spend_usd")).where(
+        *([] if since is None else [p.month >= since])).group_by(*keys)  # fmt: skip
+
+
+def spend_fingerprint(categories: tuple[str, ...] | list[str] | None = None) -> str:
+    """A fingerprint of the specialist categories (order and repeats aside)."""
+    categories = categories if categories is not None else load_executive_settings().specialist_categories
+    text = json.dumps({"specialist_categories": sorted(set(categories))})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _setting(conn, key: str) -> str | None:
+    return conn.execute(select(AppSetting.value).where(AppSetting.key == key)).scalar()
+
+
+def _put_setting(conn, key: str, value: str) -> None:
+    table = AppSetting.__table__
+    conn.execute(delete(table).where(table.c.key == key))
+    conn.execute(insert(table).values(key=key, value=value, updated_at=utc_now()))
+
+
+def spend_stale(conn) -> bool:
+    """Whether the spend tables were built with other specialist categories than today's."""
+    return _setting(conn, SPEND_CATEGORIES_KEY) != spend_fingerprint()
+
+
+def build_spend(conn) -> dict:
+    """In the caller's transaction: both spend tables whole, and the categories' fingerprint."""
+    per_patient, spend = SpecialistSpendPatientMonth.__table__, SpecialistSpendMonth.__table__
+    conn.execute(delete(spend))
+    conn.execute(delete(per_patient))
+    conn.execute(insert(per_patient).from_select(PATIENT_SPEND_COLUMNS, select_patient_spend(conn.dialect.name)))
+    conn.execute(insert(spend).from_select(SPEND_COLUMNS, select_specialist_spend()))
+    _put_setting(conn, SPEND_CATEGORIES_KEY, spend_fingerprint())
+    count = lambda t: int(conn.execute(select(func.count()).select_from(t)).scalar_one())  # noqa: E731
+    return {"specialist_spend_month": count(spend), "specialist_spend_patient_month": count(per_patient)}
+
+
+def _rebuild_spend(conn, why: str) -> dict:
+    log.warning("page aggregates: %s; rebuilding specialist_spend_month", why)
+    t0 = time.perf_counter()
+    out = build_spend(conn)
+    return {**out, "why": why, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _patient_spend_frame(rows) -> pd.DataFrame:
+    """Rows of :data:`PATIENT_SPEND_COLUMNS` as a frame of fixed dtypes (months as dates)."""
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=PATIENT_SPEND_COLUMNS)
+    frame["month"] = pd.Series([pd.Timestamp(m).date() for m in frame["month"]], index=frame.index, dtype=object)
+    ints = {c: "int64" for c in PATIENT_SPEND_COLUMNS[3:7]}
+    return frame.astype({"patient_id": object, "team_id": object, **ints, "specialist_spend_usd": "float64"})
+
+
+def _patient_spend_rows(conn, patients: list[str]) -> pd.DataFrame:
+    p = SpecialistSpendPatientMonth.__table__
+    return _patient_spend_frame(
+        conn.execute(select(*(p.c[k] for k in PATIENT_SPEND_COLUMNS)).where(p.c.patient_id.in_(patients))).all()
+    )
+
+
+def _by_key(rows: pd.DataFrame) -> pd.DataFrame:
+    """Member-months and spend per key of ``specialist_spend_month`` (index: the key)."""
+    if not len(rows):
+        return pd.DataFrame({"member_months": pd.Series(dtype="int64"), "specialist_spend_usd": pd.Series(dtype="float64")},
+                            index=pd.MultiIndex.from_tuples([], names=SPEND_KEYS))  # fmt: skip
+    out = rows.groupby(SPEND_KEYS).agg(member_months=("patient_id", "size"), specialist_spend_usd=("specialist_spend_usd", "sum"))
+    return out.astype({"member_months": "int64", "specialist_spend_usd": "float64"})
+
+
+class StaleSpend(RuntimeError):
+    """``specialist_spend_month`` does not hold what ``specialist_spend_patient_month`` says the
+    touched patients added to it."""
+
+
+def replace_spend_of(conn, patients: list[str]) -> dict:
+    """In the caller's transaction: the touched patients' ``specialist_spend_patient_month`` rows
+    from their data of now, and ``specialist_spend_month`` by the difference (the module). Raises
+    :class:`StaleSpend`, having written nothing, when the stored rows do not hold the patients'
+    member-months (a row would fall below 0)."""
+    from core.derive.subgroups.frames import insert_frame
+
+    per_patient, spend = SpecialistSpendPatientMonth.__table__, SpecialistSpendMonth.__table__
+    dialect = conn.dialect.name
+    before, after = [_patient_spend_frame([])], [_patient_spend_frame([])]
+    for start in range(0, len(patients), CHUNK):
+        part = patients[start : start + CHUNK]
+        before.append(_patient_spend_rows(conn, part))
+        after.append(_patient_spend_frame(conn.execute(select_patient_spend(dialect, part)).all()))
+    was, now = (pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True) for frames in (before, after))
+    both = was.merge(now, on=PATIENT_SPEND_COLUMNS, how="outer", indicator=True)  # unchanged patient-months cancel out
+    was, now = _by_key(both[both["_merge"] == "left_only"]), _by_key(both[both["_merge"] == "right_only"])
+    keys = was.index.union(now.index)
+    summary = {"patient_months": int(len(both) - (both["_merge"] == "both").sum()), "rows": len(keys)}
+    if not len(keys):
+        return summary | {"changed": 0, "inserted": 0, "deleted": 0}
+    changed = both[both["_merge"] != "both"]
+    gone, new = changed[changed["_merge"] == "left_only"], changed[changed["_merge"] == "right_only"]
+    was, now = was.reindex(keys, fill_value=0), now.reindex(keys, fill_value=0)
+    frame = keys.to_frame(index=False)
+    teams, months = sorted(set(frame["team_id"])), sorted(set(frame["month"]))
+    stmt = select(*(spend.c[k] for k in SPEND_COLUMNS)).where(spend.c.team_id.in_(teams), spend.c.month.in_(months))
+    stored = pd.DataFrame([tuple(r) for r in conn.execute(stmt).all()], columns=SPEND_COLUMNS)
+    stored = stored.set_index(SPEND_KEYS)
+    stored = stored[stored.index.isin(keys)]
+    present = keys.isin(stored.index)
+    base = stored.reindex(keys).fillna(0)
+    members = base["member_months"].astype("int64") - was["member_months"] + now["member_months"]
+    usd = base["specialist_spend_usd"].astype("float64") - was["specialist_spend_usd"] + now["specialist_spend_usd"]
+    if (members < 0).any() or (~present & (was["member_months"] > 0)).any():
+        raise StaleSpend("specialist_spend_month does not hold the touched patients' member-months")
+    # the patient-months that changed: the old ones deleted by key, the new ones inserted
+    if len(gone):
+        conn.execute(delete(per_patient).where(per_patient.c.patient_id == bindparam("k_patient"), per_patient.c.month == bindparam("k_month")),
+                     [{"k_patient": p, "k_month": m} for p, m in zip(gone["patient_id"], gone["month"], strict=True)])  # fmt: skip
+    if len(new):
+        insert_frame(conn, per_patient, new[PATIENT_SPEND_COLUMNS].assign(month=lambda f: pd.to_datetime(f["month"])))
+    scale = base["specialist_spend_usd"].abs() + was["specialist_spend_usd"].abs() + now["specialist_spend_usd"].abs()
+    cancelled = (members > 0) & (scale > 0) & (usd.abs() < 1e-5 * scale)  # most digits cancelled: sum its patient-months again
+    if cancelled.any():
+        p = SpecialistSpendPatientMonth
+        again = conn.execute(
+            select(p.month, p.team_id, p.since_econsult, p.until_econsult, p.gap_any, p.gap_team,
+                   func.coalesce(func.sum(p.specialist_spend_usd), 0.0))
+            .where(tuple_(p.month, p.team_id, p.since_econsult, p.until_econsult, p.gap_any, p.gap_team).in_(list(keys[cancelled.to_numpy()])))
+            .group_by(p.month, p.team_id, p.since_econsult, p.until_econsult, p.gap_any, p.gap_team)).all()  # fmt: skip
+        for *key, total in again:
+            usd.loc[tuple(key)] = float(total)
+    old = [dict(zip(SPEND_KEYS, key, strict=True)) for key in keys[present]]
+    if old:  # the stored rows replaced or emptied, one primary-key lookup each
+        conn.execute(delete(spend).where(*(spend.c[k] == bindparam(f"k_{k}") for k in SPEND_KEYS)),
+                     [{f"k_{k}": v for k, v in row.items()} for row in old])  # fmt: skip
+    kept = (members > 0).to_numpy()
+    rows = [dict(zip(SPEND_KEYS, key, strict=True)) | {"member_months": int(m), "specialist_spend_usd": float(u)}
+            for key, m, u in zip(keys[kept], members[kept], usd[kept], strict=True)]  # fmt: skip
+    if rows:
+        conn.execute(insert(spend), rows)
+    return summary | {"changed": int((present & kept).sum()), "inserted": int((~present & kept).sum()),
+                      "deleted": int((present & ~kept).sum())}  # fmt: skip
 
 
 def select_subgroup_moves(months: list, patients: list[str] | None = None, since: date | None = None):
@@ -270,41 +435,41 @@ def _assigned_months(conn) -> list:
 
 
 def _mark_built(conn) -> None:
-    table = AppSetting.__table__
-    conn.execute(delete(table).where(table.c.key == VERSION_KEY))
-    conn.execute(insert(table).values(key=VERSION_KEY, value=VERSION, updated_at=utc_now()))
+    _put_setting(conn, VERSION_KEY, VERSION)
 
 
 def build_page_aggregates(engine: Engine) -> dict:
-    """Rebuild the four tables whole, in one transaction (after the subgroups and the activity).
+    """Rebuild the tables whole, in one transaction (after the subgroups and the activity).
     Returns the rows of each and seconds."""
     t0 = time.perf_counter()
     dialect = engine.dialect.name
-    tables = {"econsult_month": (EconsultMonth, ECONSULT_COLUMNS), "specialist_spend_month": (SpecialistSpendMonth, SPEND_COLUMNS),
-              "subgroup_move": (SubgroupMove, MOVE_COLUMNS), "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS), "patient_month_cost": (PatientMonthCost, COST_COLUMNS)}  # fmt: skip
+    tables = {"econsult_month": (EconsultMonth, ECONSULT_COLUMNS), "subgroup_move": (SubgroupMove, MOVE_COLUMNS),
+              "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS), "patient_month_cost": (PatientMonthCost, COST_COLUMNS)}  # fmt: skip
     out = {}
     with engine.begin() as conn:
         months = _assigned_months(conn)
-        selects = {"econsult_month": select_econsult_month(dialect), "specialist_spend_month": select_specialist_spend(dialect),
-                   "subgroup_move": select_subgroup_moves(months), "claims_lag_month": select_claims_lag_month(dialect), "patient_month_cost": select_patient_month_cost()}  # fmt: skip
+        selects = {"econsult_month": select_econsult_month(dialect), "subgroup_move": select_subgroup_moves(months),
+                   "claims_lag_month": select_claims_lag_month(dialect), "patient_month_cost": select_patient_month_cost()}  # fmt: skip
         for name, (model, columns) in tables.items():
             table = model.__table__
             conn.execute(delete(table))
             conn.execute(insert(table).from_select(columns, selects[name]))
             out[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+        out.update(build_spend(conn))
         _mark_built(conn)
     return {**out, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def build_page_aggregates_from(engine: Engine, start: date) -> dict:
-    """The rows of the months from ``start`` of the five tables, in one transaction (the derive of
-    new months, :func:`core.derive.incremental.derive_months`, after its subgroups and activity):
-    the rows of earlier months cannot change (every row of a month is made from that month's
+    """The rows of the months from ``start`` of the tables, in one transaction (the derive of new
+    months, :func:`core.derive.incremental.derive_months`, after its subgroups and activity): the
+    rows of earlier months cannot change (every row of a month is made from that month's
     encounters, attributions, assignments and activity, and the moves from the month before),
     except the specialist spend rows, whose distances reach ``FAR - 1`` months ahead to the next
-    e-consult: those are rebuilt from ``FAR - 1`` months before ``start`` (from the stream of the
-    ``FAR - 1`` months before that). The claims lags of earlier service months stand: a claim of an
-    earlier service month moves the derive's first month to it. Returns the rows written and seconds."""
+    e-consult: both spend tables are rebuilt from ``FAR - 1`` months before ``start`` (from the
+    stream of the ``FAR - 1`` months before that), or whole when the specialist categories changed.
+    The claims lags of earlier service months stand: a claim of an earlier service month moves the
+    derive's first month to it. Returns the rows of the months written and seconds."""
     from core.store.months import add_months
 
     t0 = time.perf_counter()
@@ -316,13 +481,18 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
         months = _assigned_months(conn)
         parts = {
             "econsult_month": (EconsultMonth, ECONSULT_COLUMNS, "month", start, select_econsult_month(dialect, start)),
-            "specialist_spend_month": (SpecialistSpendMonth, SPEND_COLUMNS, "month", spend_from,
-                                       select_specialist_spend(dialect, since=spend_from)),
             "subgroup_move": (SubgroupMove, MOVE_COLUMNS, "month", start, select_subgroup_moves(months, since=start)),
             "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS, "service_month", start, select_claims_lag_month(dialect, start)),
             "patient_month_cost": (PatientMonthCost, COST_COLUMNS, "month", start, select_patient_month_cost(since=start)),
         }  # fmt: skip
-        for name, (model, columns, month, since, stmt) in parts.items():
+        if spend_stale(conn):
+            out.update(build_spend(conn))
+        else:
+            parts["specialist_spend_patient_month"] = (SpecialistSpendPatientMonth, PATIENT_SPEND_COLUMNS, "month", spend_from,
+                                                       select_patient_spend(dialect, since=spend_from))  # fmt: skip
+            parts["specialist_spend_month"] = (SpecialistSpendMonth, SPEND_COLUMNS, "month", spend_from,
+                                               select_specialist_spend(spend_from))  # fmt: skip
+        for name, (model, columns, month, since, stmt) in parts.items():  # the spend per patient before its sums
             table = model.__table__
             conn.execute(delete(table).where(table.c[month] >= since))
             conn.execute(insert(table).from_select(columns, stmt))
@@ -344,29 +514,36 @@ def replace_patient_rows_of(conn, patients: list[str]) -> None:
         conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part)))
 
 
-def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame) -> dict:
+def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame | None = None) -> dict:
     """In the caller's transaction (the incremental derive's, after the new assignments and activity
-    are written): the moves and costs of ``patients``; unless only overrides are pending
-    (:func:`_only_overrides_pending`), the e-consult volume whole and the spend rows of every team of
-    ``keys`` (team_id: the teams the patients were or are in). Returns the patients,
-    the spend teams rebuilt and the seconds taken."""
+    are written): the moves and costs of ``patients``; the spend tables whole when the specialist
+    categories changed since they were built; unless only overrides are pending
+    (:func:`_only_overrides_pending`), the claims lags and e-consult volume whole and the spend of
+    ``patients`` by difference (:func:`replace_spend_of`). ``keys`` (the derive's affected cells) is
+    not needed. Returns the patients, what was done to the spend and the seconds taken."""
     t0 = time.perf_counter()
     dialect = conn.dialect.name
     replace_patient_rows_of(conn, patients)
+    spend: dict = {}
+    ready = built(conn)  # else the tables are built whole when the pages next open the store
+    if ready and spend_stale(conn):
+        spend = _rebuild_spend(conn, "the specialist categories (executive.toml) changed since it was built")
     if _only_overrides_pending(conn):  # an override moves no encounter or attribution: the e-consult tables stand
-        return {"patients": len(patients), "spend_teams": 0, "seconds": round(time.perf_counter() - t0, 2)}
+        return {"patients": len(patients), "spend": spend, "seconds": round(time.perf_counter() - t0, 2)}
     lags = ClaimsLagMonth.__table__
     conn.execute(delete(lags))
     conn.execute(insert(lags).from_select(LAG_COLUMNS, select_claims_lag_month(dialect)))
     volume = EconsultMonth.__table__
     conn.execute(delete(volume))
     conn.execute(insert(volume).from_select(ECONSULT_COLUMNS, select_econsult_month(dialect)))
-    spend = SpecialistSpendMonth.__table__
-    teams = sorted(set(keys["team_id"].dropna())) if len(keys) else []
-    for team_id in teams:
-        conn.execute(delete(spend).where(spend.c.team_id == team_id))
-        conn.execute(insert(spend).from_select(SPEND_COLUMNS, select_specialist_spend(dialect, team_id)))
-    return {"patients": len(patients), "spend_teams": len(teams), "seconds": round(time.perf_counter() - t0, 2)}
+    t1 = time.perf_counter()
+    if ready and not spend:
+        try:
+            spend = replace_spend_of(conn, patients) | {"seconds": round(time.perf_counter() - t1, 2)}
+        except StaleSpend as err:
+            spend = _rebuild_spend(conn, str(err))
+    return {"patients": len(patients), "spend": spend, "volume_and_lags_seconds": round(t1 - t0, 2),
+            "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
 
 
 def _only_overrides_pending(conn) -> bool:
@@ -394,13 +571,17 @@ def built(conn) -> bool:
 
 def ensure_page_aggregates(engine: Engine) -> dict | None:
     """Build the tables once on a store derived before they existed (assignments there, the
-    version mark not); returns the build summary, or None when nothing was needed."""
+    version mark not), and the spend tables again when the specialist categories changed since
+    they were built (logged); returns the build summary, or None when nothing was needed."""
     with engine.connect() as conn:
         if conn.execute(select(SubgroupAssignment.patient_id).limit(1)).first() is None:
             return None
-        if conn.execute(select(AppSetting.value).where(AppSetting.key == VERSION_KEY)).scalar() == VERSION:
+        if not built(conn):
+            return build_page_aggregates(engine)
+        if not spend_stale(conn):
             return None
-    return build_page_aggregates(engine)
+    with engine.begin() as conn:
+        return _rebuild_spend(conn, "the specialist categories (executive.toml) changed since it was built")
 
 
 def stored_subgroup_transitions(engine: Engine, month, team_id: str, subgroup: str) -> pd.DataFrame:

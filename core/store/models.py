@@ -551,6 +551,25 @@ class SpecialistSpendMonth(SQLModel, table=True):
     specialist_spend_usd: float = 0.0
 
 
+class SpecialistSpendPatientMonth(SQLModel, table=True):
+    """The row each attributed patient-month adds to ``specialist_spend_month``: its team, the four
+    distances and the month's specialist spend. Kept so that the incremental derive can take a
+    patient's old contribution away and add the new one (``core.derive.page_aggregates``); no page
+    reads it. Grain: patient_id, month.
+    """
+
+    __tablename__ = "specialist_spend_patient_month"
+
+    patient_id: str = Field(primary_key=True, max_length=64)
+    month: date = Field(primary_key=True)
+    team_id: str = Field(max_length=64)
+    since_econsult: int
+    until_econsult: int
+    gap_any: int
+    gap_team: int
+    specialist_spend_usd: float = 0.0
+
+
 class SubgroupMove(SQLModel, table=True):
     """A patient whose subgroup differs from the month before (or who has an assignment in only one
     of the two months). Grain: patient_id, month. ``team_id`` / ``subgroup``: this month's (None:

@@ -28,7 +28,8 @@ def _no_full_derive(*_args, **_kwargs):
     raise AssertionError("a full derive ran")
 
 
-PAGE_TABLES = ("econsult_month", "specialist_spend_month", "subgroup_move", "claims_lag_month", "patient_month_cost")
+PAGE_TABLES = ("econsult_month", "specialist_spend_month", "specialist_spend_patient_month", "subgroup_move", "claims_lag_month",
+               "patient_month_cost")
 
 
 def page_tables(engine) -> dict[str, pd.DataFrame]:
@@ -97,7 +98,7 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     assert summary["page_aggregates"]["from_month"] == "2026-10-01"  # by month, not whole
     for name in PAGE_TABLES:  # rows of earlier months untouched (the spend from 11 months before)
         column = "service_month" if name == "claims_lag_month" else "month"
-        edge = pd.Timestamp("2025-11-01" if name == "specialist_spend_month" else "2026-10-01")
+        edge = pd.Timestamp("2025-11-01" if name.startswith("specialist_spend") else "2026-10-01")
         old_rows = pages_before[name][pd.to_datetime(pages_before[name][column]) < edge].reset_index(drop=True)
         kept_rows = pages[name][pd.to_datetime(pages[name][column]) < edge].reset_index(drop=True)
         pd.testing.assert_frame_equal(old_rows, kept_rows, check_exact=True, obj=name)

@@ -37,7 +37,8 @@ from core.views.econsults import (
     specialist_spend_from_claims,
 )
 
-AGGREGATES = ("econsult_month", "specialist_spend_month", "subgroup_move", "patient_month_cost", "claims_lag_month")
+AGGREGATES = ("econsult_month", "specialist_spend_month", "subgroup_move", "patient_month_cost", "claims_lag_month",
+              "specialist_spend_patient_month")  # fmt: skip
 LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
 
 
@@ -156,7 +157,11 @@ def assert_same_as_full_derive(engine) -> None:
     full = aggregate_tables(engine)
     for name in AGGREGATES:
         assert len(incremental[name]) == len(full[name]) > 0, name
-        exact = name not in ("specialist_spend_month", "claims_lag_month")  # float sums: compared to 1e-9
+        floats = ("specialist_spend_month", "claims_lag_month", "specialist_spend_patient_month")  # float sums: to 1e-9
+        exact = name not in floats
+        if name == "specialist_spend_month":  # counts exactly
+            pd.testing.assert_frame_equal(incremental[name].drop(columns="specialist_spend_usd"),
+                                          full[name].drop(columns="specialist_spend_usd"), obj=name)  # fmt: skip
         pd.testing.assert_frame_equal(incremental[name], full[name], check_exact=exact, rtol=1e-9, obj=name)
 
 
@@ -211,7 +216,8 @@ def test_incremental_derives_keep_the_aggregates_exact(sample_store, sample_bund
     assert report.ok, report.to_text()
     summary = derive_touched(engine)
     assert summary["mode"] == "incremental", summary.get("why")
-    assert summary["activity"]["pages"]["spend_teams"] >= 2  # the team change: both teams' spend rows
+    spend = summary["activity"]["pages"]["spend"]
+    assert spend["changed"] + spend["inserted"] >= 2 and spend["patient_months"] >= 2  # the e-consult, the team change
     assert_econsults_as_before(engine)
     assert_review_as_before(engine)
     assert_claims_lags_as_before(engine)
@@ -271,3 +277,160 @@ def test_the_window_test_on_a_hand_built_network(store_engine):
     assert spend(date(2026, 10, 1), "quarter", ("A1",))["patients"].sum() == 4  # P4's October at A1
     assert spend(date(2026, 10, 1), "quarter", ("A2",))["patients"].sum() == 3
     assert spend(date(2026, 10, 1), "quarter", ("A1", "A2"))["patients"].sum() == 6  # from the claims: P4 once
+
+
+def _biggest_team_patient(engine) -> tuple[str, str, int]:
+    """A patient of the team with the most patients in the last month: (patient, team, the team's patients)."""
+    from core.store.models import Attribution
+
+    a = Attribution
+    att = _frame(engine, select(a.patient_id, a.team_id, a.month))
+    last = att[att["month"] == att["month"].max()]
+    team = last["team_id"].value_counts().idxmax()
+    members = sorted(last.loc[last["team_id"] == team, "patient_id"])
+    return members[len(members) // 2], team, att.loc[att["team_id"] == team, "patient_id"].nunique()
+
+
+def test_a_one_patient_import_into_a_big_team_changes_its_spend_by_difference(sample_store, sample_bundle, tmp_path):
+    """The spend follows the patient's own patient-months (not the team's): an e-consult and a
+    specialist claim added, the rows they move are changed, and every table equals a full derive."""
+    from tests.store.test_incremental_derive_store import _small_bundle
+
+    engine = sample_store
+    patient, team, members = _biggest_team_patient(engine)
+    assert members > 50  # a team of many patients
+    before = aggregate_tables(engine)
+
+    def econsult_and_claim(tables: dict) -> None:
+        enc, att = tables["encounters.csv"], tables["attribution.csv"]
+        month = max(att["month"])
+        rows = [{c: "" for c in enc.columns} | {"encounter_id": "E_BIG_EC", "patient_id": patient, "kind": "e_consult", "team_id": team,
+                                                "start_date": f"{month}-04", "responded_date": f"{month}-06", "specialty": "neurology",
+                                                "resolved_without_visit": "false", "in_network": "true", "paid_usd": "0"},
+                {c: "" for c in enc.columns} | {"encounter_id": "E_BIG_SV", "patient_id": patient, "kind": "specialist_visit",
+                                                "start_date": f"{month}-20", "in_network": "false", "paid_usd": "987.25"}]  # fmt: skip
+        tables["encounters.csv"] = pd.concat([enc, pd.DataFrame(rows)], ignore_index=True)
+
+    report = import_path(engine, _small_bundle(sample_bundle, tmp_path / "one", [patient], econsult_and_claim))
+    assert report.ok, report.to_text()
+    summary = derive_touched(engine)
+    assert summary["mode"] == "incremental", summary.get("why")
+    spend = summary["activity"]["pages"]["spend"]
+    months = int((before["specialist_spend_patient_month"]["patient_id"] == patient).sum())
+    assert 1 <= spend["patient_months"] <= 2 * months  # the patient's changed months (old and new), not the team's
+    assert 1 <= spend["rows"] <= 2 * months and spend["changed"] + spend["inserted"] >= 1
+    after = aggregate_tables(engine)
+    mine = after["specialist_spend_patient_month"]
+    assert mine.loc[mine["patient_id"] == patient, "specialist_spend_usd"].sum() == pytest.approx(
+        before["specialist_spend_patient_month"].query("patient_id == @patient")["specialist_spend_usd"].sum() + 987.25
+    )
+    others = [f.loc[f["patient_id"] != patient].reset_index(drop=True) for f in (before["specialist_spend_patient_month"], mine)]
+    pd.testing.assert_frame_equal(others[1], others[0])  # nobody else's patient-months were rewritten
+    assert_econsults_as_before(engine)
+    assert_same_as_full_derive(engine)
+
+
+def _with_claim(patient: str, kind: str, paid_usd: str):
+    """A bundle change: one claim of ``kind`` for ``patient`` in the last month."""
+
+    def change(tables: dict) -> None:
+        enc, month = tables["encounters.csv"], max(tables["attribution.csv"]["month"])
+        row = {c: "" for c in enc.columns} | {"encounter_id": f"E_{kind}", "patient_id": patient, "kind": kind,
+                                             "start_date": f"{month}-15", "in_network": "false", "paid_usd": paid_usd}  # fmt: skip
+        tables["encounters.csv"] = pd.concat([enc, pd.DataFrame([row])], ignore_index=True)
+
+    return change
+
+
+def test_the_spend_is_rebuilt_when_it_does_not_hold_the_touched_patients(sample_store, sample_bundle, tmp_path):
+    """A spend table changed outside the derive (a row gone): the difference cannot be taken, the
+    derive rebuilds the spend whole, and it equals a full derive."""
+    from core.store.models import SpecialistSpendMonth
+    from tests.store.test_incremental_derive_store import _small_bundle
+
+    engine = sample_store
+    patient, _team, _members = _biggest_team_patient(engine)
+    t = SpecialistSpendMonth.__table__
+    with engine.begin() as conn:
+        conn.execute(delete(t))
+    report = import_path(
+        engine, _small_bundle(sample_bundle, tmp_path / "one", [patient], _with_claim(patient, "specialist_visit", "55.5"))
+    )
+    assert report.ok, report.to_text()
+    summary = derive_touched(engine)
+    assert summary["mode"] == "incremental", summary.get("why")
+    assert "does not hold" in summary["activity"]["pages"]["spend"]["why"]
+    assert_same_as_full_derive(engine)
+
+
+def test_changed_specialist_categories_rebuild_the_spend(sample_store, sample_bundle, tmp_path, monkeypatch, caplog):
+    """The spend tables keep a fingerprint of the specialist categories they were built with: after
+    the categories change, opening the store (ensure_page_aggregates) rebuilds them (and logs it),
+    the page's figures follow the new categories, and an incremental derive does the same."""
+    import dataclasses
+
+    import core.derive.page_aggregates as aggregates
+    import core.views.econsults as econsult_views
+    from core.views.executive_settings import load_executive_settings
+    from tests.store.test_incremental_derive_store import _small_bundle
+
+    engine = sample_store
+    months = tuple(window_months(_months(engine)[-1], "12m"))
+    spend_before = _specialist_spend(engine, months, None, False)["specialist_spend_usd"].sum()
+    assert ensure_page_aggregates(engine) is None  # built with today's categories: nothing to do
+
+    def use(categories: tuple[str, ...]) -> None:
+        settings = dataclasses.replace(load_executive_settings(), specialist_categories=categories)
+        monkeypatch.setattr(aggregates, "load_executive_settings", lambda: settings)
+        monkeypatch.setattr(econsult_views, "load_executive_settings", lambda: settings)
+
+    use(("specialist", "imaging_lab"))
+    with caplog.at_level("WARNING", logger="core.derive.page_aggregates"):
+        rebuilt = ensure_page_aggregates(engine)
+    assert rebuilt is not None and "specialist categories" in rebuilt["why"] and rebuilt["specialist_spend_month"] > 0
+    assert "rebuilding specialist_spend_month" in caplog.text
+    assert ensure_page_aggregates(engine) is None  # the new fingerprint is kept
+    spend_after = _specialist_spend(engine, months, None, False)["specialist_spend_usd"].sum()
+    assert spend_after > spend_before  # imaging and lab claims count now
+    assert_econsults_as_before(engine)  # equal to the claims counted with the new categories
+
+    use(("specialist",))  # back, and a derive (not the pages) sees it first
+    patient, _team, _members = _biggest_team_patient(engine)
+    report = import_path(
+        engine, _small_bundle(sample_bundle, tmp_path / "one", [patient], _with_claim(patient, "ed_visit", "1200"))
+    )
+    assert report.ok, report.to_text()
+    summary = derive_touched(engine)
+    assert summary["mode"] == "incremental", summary.get("why")
+    assert "specialist categories" in summary["activity"]["pages"]["spend"]["why"]
+    assert _specialist_spend(engine, months, None, False)["specialist_spend_usd"].sum() == pytest.approx(spend_before, rel=1e-9)
+    assert_econsults_as_before(engine)
+
+
+def test_a_spend_that_cancels_is_summed_again(store_engine):
+    """Two patients' claims in one spend row, one of them a million dollars: taking that patient's
+    claim away by difference would leave 0.01 plus rounding; the row is summed again from its
+    patient-months and equals the full build exactly. A patient who leaves empties no row of others."""
+    from core.derive.page_aggregates import replace_spend_of
+    from core.store.models import Attribution, Encounter
+    from tests.builders import add_rows, two_team_network
+
+    months = (date(2026, 9, 1), date(2026, 10, 1))
+    two_team_network(store_engine, months)
+    add_rows(store_engine, [
+        Encounter(encounter_id="SV1", patient_id="P1", kind="specialist_visit", start_date=date(2026, 10, 3), is_internal=False,
+                  paid_usd=0.01),
+        Encounter(encounter_id="SV2", patient_id="P2", kind="specialist_visit", start_date=date(2026, 10, 8), is_internal=False,
+                  paid_usd=1_000_000.07),
+    ])  # fmt: skip
+    build_page_aggregates(store_engine)
+    with store_engine.begin() as conn:  # as an import would: P2's claim corrected away, P3 gone from the team
+        conn.execute(delete(Encounter.__table__).where(Encounter.encounter_id == "SV2"))
+        conn.execute(delete(Attribution.__table__).where(Attribution.patient_id == "P3"))
+        done = replace_spend_of(conn, ["P2", "P3"])
+    assert done["changed"] >= 1 and done["patient_months"] == 4  # P2's October, P3's two months
+    got = aggregate_tables(store_engine)["specialist_spend_month"]
+    october = got[(got["month"] == date(2026, 10, 1)) & (got["team_id"] == "A1")]
+    assert october["specialist_spend_usd"].tolist() == [0.01] and october["member_months"].tolist() == [2]
+    build_page_aggregates(store_engine)
+    pd.testing.assert_frame_equal(got, aggregate_tables(store_engine)["specialist_spend_month"], check_exact=True)
