@@ -85,13 +85,15 @@ def cost_rate_tables(staff: pd.DataFrame, team_ids: list[str], settings: CostSet
 
 
 def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: list, rules: WorklistRules,
-                                  patients: list[str] | None = None):  # fmt: skip
+                                  patients: list[str] | None = None, since: date | None = None):  # fmt: skip
     """The select behind the table: one row per patient and month of encounter start (:data:`ACTIVITY_COLUMNS`).
 
     One pass over ``encounter``, left-joined to the minute cost of each encounter (staff
     minutes x role rate, summed per encounter; a role without a rate adds nothing) and to the
     process-map cost of its team and kind, which counts only when the encounter has no staff
-    minutes at all. ``patients``: those patients' rows only (None: every patient).
+    minutes at all. ``patients``: those patients' rows only (None: every patient). ``since``:
+    the encounters starting on or after that day only (the derive of new months), the minute
+    costs of those encounters only.
     """
     e, sm, e2 = Encounter, StaffMinutes, Encounter.__table__.alias("minutes_encounter")
 
@@ -107,7 +109,10 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
         select(sm.encounter_id, fsum(sm.minutes * rate.c.usd, sm.role).label("usd"))
         .join(e2, e2.c.encounter_id == sm.encounter_id)
         .outerjoin(rate, and_(rate.c.team_id == func.coalesce(e2.c.team_id, NETWORK), rate.c.role == sm.role))
-        .where(*([] if patients is None else [e2.c.patient_id.in_(patients)]))
+        .where(*([] if patients is None else [e2.c.patient_id.in_(patients)]),
+               # the encounters from `since` as a list: SQLite then looks their minutes up by key
+               # instead of reading every staff-minute row
+               *([] if since is None else [sm.encounter_id.in_(select(e.encounter_id).where(e.start_date >= since))]))
         .group_by(sm.encounter_id)
         .subquery("minute_cost")
     )
@@ -124,7 +129,7 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
                func.max(case((e.kind.in_(visit), e.start_date), else_=None)).label("last_visit_date"))
         .outerjoin(minute_cost, minute_cost.c.encounter_id == e.encounter_id)
         .outerjoin(per_kind, and_(per_kind.c.team_id == func.coalesce(e.team_id, NETWORK), per_kind.c.kind == e.kind))
-        .where(*([] if patients is None else [e.patient_id.in_(patients)]))
+        .where(*([] if patients is None else [e.patient_id.in_(patients)]), *([] if since is None else [e.start_date >= since]))
         .group_by(e.patient_id, month)
     )  # fmt: skip
 

@@ -35,6 +35,7 @@ from core.derive.measures import (
     load_measures,
     load_store_frames,
     patient_month_flags,
+    read_bounds,
     read_columns,
 )
 from core.store import models
@@ -166,13 +167,14 @@ def patient_month_dimensions(attribution: pd.DataFrame, assignments: pd.DataFram
 # --- metric providers ----------------------------------------------------------------------
 
 
-def cost_metrics_wide(engine: Engine, months: list, patients: tuple[str, str] | None = None) -> WideMetrics:
+def cost_metrics_wide(engine: Engine, months: list, patients: tuple[str, str] | None = None, dated: bool = False) -> WideMetrics:
     """The cost provider's wide rows (``core.derive.costs.patient_month_cost_wide``) of the patients in
     the inclusive id range ``patients`` (all if None): one row per patient-month, one column per
-    metric, each row one member-month (denominator 1). Grain: patient_id, month."""
+    metric, each row one member-month (denominator 1). Grain: patient_id, month. ``dated``: the
+    months' dates bound the encounter reads of a block too (a few late months)."""
     from core.derive import costs
 
-    frame = costs.patient_month_cost_wide(engine, months, patients)
+    frame = costs.patient_month_cost_wide(engine, months, patients, dated)
     return WideMetrics(frame, [c for c in frame.columns if c not in ("patient_id", "month")])
 
 
@@ -484,23 +486,32 @@ def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 
 def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | list[str] | None = None,
-                catalogue: MeasureCatalogue | None = None, assignments: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+                catalogue: MeasureCatalogue | None = None, assignments: pd.DataFrame | None = None,
+                bounded: bool = False) -> tuple[pd.DataFrame, dict]:  # fmt: skip
     """Cells of the patients whose id is in the inclusive range ``patients`` (all if None; or a
     list of ids), and seconds per part. Every metric is a per-patient sum, so the cells of
     disjoint blocks add up. ``assignments`` (patient_id, month, subgroup, risk_score): the
     patients' subgroups when not the stored ones (an incremental derive, before it writes).
-    Grain of the cells: practice_id, team_id, subgroup, month, stratum, stratum_value, metric."""
+    Grain of the cells: practice_id, team_id, subgroup, month, stratum, stratum_value, metric.
+
+    ``bounded`` (the derive of new months, ``months`` the late ones): only the rows those months
+    need are read, back from the first of them by the longest look-back of each table
+    (:func:`core.derive.measures.read_bounds`, from the measure catalogue), and the costs of the
+    encounters starting in them; the cells are the same as from every row."""
     t0 = time.perf_counter()
-    frames: StoreFrames = load_store_frames(engine, patients)
+    catalogue = catalogue or load_measures()
+    bounds = read_bounds(min(months), catalogue) if bounded and months else None
+    frames: StoreFrames = load_store_frames(engine, patients, bounds)
     S = models.SubgroupAssignment
     if assignments is None:
-        assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], patients)
+        since = [S.month >= bounds.first] if bounds is not None else []
+        assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], patients, since)
     t1 = time.perf_counter()
     dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, months)
-    parts = [patient_month_flags(frames, months, catalogue or load_measures(), month_as_index=True), _base_metrics(dims)]
+    parts = [patient_month_flags(frames, months, catalogue, month_as_index=True), _base_metrics(dims)]
     del frames, assignments  # release the raw tables before the cost provider loads its own
     t2 = time.perf_counter()
-    costs = cost_metrics_wide(engine, months, patients)  # aggregated wide: far fewer rows than long ones
+    costs = cost_metrics_wide(engine, months, patients, dated=bounded)  # aggregated wide: far fewer rows than long ones
     if len(costs.frame):
         parts.append(costs)
     t3 = time.perf_counter()

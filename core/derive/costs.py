@@ -530,10 +530,11 @@ def _read_staff(engine: Engine) -> pd.DataFrame:
 
 
 def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None,
-                     patients: tuple[str, str] | list[str] | Select | None = None) -> CostInputs:  # fmt: skip
+                     patients: tuple[str, str] | list[str] | Select | None = None, dated: bool = False) -> CostInputs:  # fmt: skip
     """Read staff, encounters, staff minutes and attribution for ``months`` (all months if None)
     of the patients ``patients``: all (None), those whose id is in an inclusive range (a pair of
-    ids), those of a list of ids, or those a select of patient ids returns."""
+    ids), those of a list of ids, or those a select of patient ids returns. ``dated``: the months'
+    dates go into the encounter reads of an id range too (the derive of a few late months)."""
     enc_cols = _encounter_columns()
     att_stmt = (
         select(Attribution.patient_id, Attribution.month, Attribution.practice_id, Attribution.team_id, SubgroupAssignment.subgroup)
@@ -547,9 +548,10 @@ def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None,
             raise ValueError("months is empty")
         start, end = month_span(months)
         att_stmt = att_stmt.where(Attribution.month.in_(months))
-        if not isinstance(patients, tuple):
-            # (For a block of patient ids the dates stay out of the SQL: SQLite would otherwise
-            # scan the date index over the whole network for every block; the months are kept below.)
+        if dated or not isinstance(patients, tuple):
+            # (For a block of patient ids the dates stay out of the SQL unless ``dated``: SQLite would
+            # otherwise scan the date index over the whole network's window for every block; the
+            # months are kept below. A few late months are a small part of the date index.)
             enc_stmt = enc_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
             min_stmt = min_stmt.where(Encounter.start_date >= start, Encounter.start_date < end)
     if patients is not None:
@@ -708,17 +710,18 @@ def unattributed_costs_in_store(engine: Engine, months: Sequence[date], settings
 
 
 def patient_month_cost_wide(engine: Engine, months: list[date] | None = None,
-                            patients: tuple[str, str] | list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+                            patients: tuple[str, str] | list[str] | None = None, dated: bool = False) -> pd.DataFrame:  # fmt: skip
     """The cost provider's rows before melting: one row per attributed patient-month.
 
     Grain: patient_id, month. Columns: patient_id, month, and every metric of
     :func:`cost_metrics` (the numerators; each row is one member-month: denominator 1, sum_sq
     the numerator squared). core.derive.cells adds these up into cells wide and melts only the sums.
-    Costs outside attributed months are in :func:`unattributed_costs`.
+    Costs outside attributed months are in :func:`unattributed_costs`. ``dated``: as
+    :func:`load_cost_inputs`.
     """
     catalog = load_catalog()
     settings = load_cost_settings(catalog=catalog)
-    wide = build_patient_month_costs(load_cost_inputs(engine, months, patients), settings, catalog)
+    wide = build_patient_month_costs(load_cost_inputs(engine, months, patients, dated), settings, catalog)
     return wide[["patient_id", "month", *cost_metrics(catalog)]]
 
 

@@ -192,9 +192,12 @@ def _by_month(
     summary = derive_months(engine, start, rules, changed_from=from_month_mark(engine))
     if summary.get("why") is not None:
         return summary, summary["why"]
-    from core.derive.page_aggregates import build_page_aggregates
+    from core.derive.page_aggregates import build_page_aggregates, build_page_aggregates_from, built
 
-    summary["page_aggregates"] = build_page_aggregates(engine)  # the pages' aggregates whole (not by month yet)
+    with engine.connect() as conn:
+        by_month = built(conn)
+    # the pages' aggregates of the months from `start` (whole on a store that never had them)
+    summary["page_aggregates"] = build_page_aggregates_from(engine, start) if by_month else build_page_aggregates(engine)
     clear_touched(engine, touched)
     summary["data_version"] = bump_data_version(engine, derived=pending)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
@@ -560,6 +563,25 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
       from ``start`` without a stored risk score (all their years' scores are written);
     - a change of the first month or of the calendar years with risk scores needs a full derive.
 
+    Reads are bounded by the look-back of the months from ``start``, not a patient's whole history:
+
+    - cells: attributions and stored assignments from ``start``; encounters, measurements and
+      procedures back by the longest look-back of the measure catalogue
+      (:func:`core.derive.measures.read_bounds`, from the rules and their parameters: each
+      measurement code from the earliest month the measures naming it read, e.g. 11 months before
+      ``start`` for HbA1c and blood pressure, 23 for BMI change, 24 for PHQ-9 remission at 12
+      months (the index score and the 12 months before it); encounters of the kinds the rules count that start or end
+      from ``start``, hospice stays from 180 days earlier, stays still open and stays ending in
+      death whatever their date; procedures from the longest done-within window, 1,200 months);
+      patients, conditions and medications whole (a condition or medicine of any age can be
+      active; a first diagnosis is the first ever); the costs: the encounters starting in the months;
+    - activity: the encounters starting from ``start`` and their staff minutes;
+    - subgroups: the 12-month lab and acute-event windows and the enrolment history back from
+      ``start``; conditions over the whole run (risk scores, and the reason codes of the period).
+
+    The edges are covered by ``tests/store/test_month_derive_store.py`` (a row on the first day of
+    each look-back is read and changes the result; the day before is not read).
+
     ``changed_from``: the earliest month of the changed rows (default ``start``).
     Returns the summary; with ``why`` when only a full derive can be exact (written: possibly the
     subgroups, then the caller's full derive replaces everything).
@@ -579,7 +601,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     from core.derive.subgroups.frames import Run, insert_frame, run_of
     from core.derive.subgroups.overrides import active_overrides, apply_overrides
     from core.derive.subgroups.rules import active_rules_path, load_rules
-    from core.store.models import Encounter, PatientMonthActivity, Staff, TeamMonthActivity
+    from core.store.models import PatientMonthActivity, Staff, TeamMonthActivity
     from core.store.months import month_end
     from core.views.worklist import load_worklist_rules
 
@@ -604,8 +626,9 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     if not blocks:
         return {**summary, "subgroups": {"rows": 0}, "activity": {}, "cells": {"rows": 0}, "parts": {}}
     years = tuple(sorted({m.year for m in months}))
-    # the run's months from `start`, the window and condition look-back of the whole run (as the full derive's)
-    scoring = Run(months, years, run.first, run.last, DEFAULT_MODEL)
+    # the run's months from `start`, the condition look-back of the whole run (as the full derive's);
+    # the 12-month lab and acute-event windows and the enrolment history read back from `start` only
+    scoring = Run(months, years, run.first, run.last, DEFAULT_MODEL, pd.Timestamp(start))
     a, r = SubgroupAssignment.__table__, RiskScore.__table__
     with worker_pool(engine, workers, len(blocks), while_writing=True) as pool, engine.connect() as conn, conn.begin():
         scores = map_blocks(conn, pool, block_scores, [(scoring, b, bool(fractions)) for b in blocks], workers)
@@ -661,7 +684,8 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     t2 = time.perf_counter()
     with engine.connect() as conn:
         cell_blocks = patient_blocks(conn, BLOCK_PATIENTS)  # the full derive's blocks: its sums, in its order
-    calls = [(months, block, None) for block in cell_blocks] if len(cell_blocks) > 1 else [(months, None, None)]
+    # each block reads only the rows the months from `start` need (bounded: the measures' look-back)
+    calls = [(months, block, None, None, True) for block in (cell_blocks if len(cell_blocks) > 1 else [None])]
     cells = pd.DataFrame(columns=CELL_COLUMNS)
     with worker_pool(engine, workers, len(cell_blocks)) as pool:
         for block, _seconds in map_blocks(engine, pool, block_cells, calls):
@@ -678,8 +702,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         role_rates, kind_costs = cost_rate_tables(staff, [t for (t,) in conn.execute(select(Team.team_id)).all()])
         dialect = conn.dialect.name
         conn.execute(delete(pma).where(pma.c.month >= start))
-        stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules())
-        stmt = stmt.where(Encounter.start_date >= start)
+        stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules(), since=start)
         activity = conn.execute(pma.insert().from_select(ACTIVITY_COLUMNS, stmt)).rowcount
         conn.execute(delete(tma).where(tma.c.month >= start))
         stmt = select_team_month_activity(dialect).where(Attribution.month >= start)

@@ -15,16 +15,17 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, String, cast, select
+from sqlalchemy import Engine, String, and_, cast, false, or_, select
 
 from core.config import config_path, load_toml
 from core.store import models
-from core.store.months import from_index, month_index, year_and_month
+from core.store.months import add_months, from_index, month_index, year_and_month
 
 MEASURES_PATH = config_path("measures.toml")
 KINDS = ("proportion", "rate_per_1000_member_years", "mean")
@@ -148,14 +149,14 @@ class StoreFrames:
 
 
 def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = (),
-                 patients: tuple[str, str] | list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+                 patients: tuple[str, str] | list[str] | None = None, where: Iterable = ()) -> pd.DataFrame:  # fmt: skip
     """Read columns (dates cast to text and parsed vectorised, which is much faster than row by row),
     of the rows whose ``patient_id`` is in the inclusive range ``patients`` (a pair), one of the
-    ids ``patients`` (a list) or all rows (None).
+    ids ``patients`` (a list) or all rows (None), and that meet the conditions ``where``.
     One row per stored row: the grain of the table read."""
     date_columns = set(date_columns)
     cols = [cast(c, String).label(c.name) if c.name in date_columns else c for c in columns]
-    stmt = select(*cols)
+    stmt = select(*cols).where(*where)
     if isinstance(patients, list):
         stmt = stmt.where(columns[0].table.c.patient_id.in_(patients))
     elif patients is not None:
@@ -167,23 +168,31 @@ def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = ()
     return df
 
 
-def load_store_frames(engine: Engine, patients: tuple[str, str] | list[str] | None = None) -> StoreFrames:
+def load_store_frames(engine: Engine, patients: tuple[str, str] | list[str] | None = None,
+                      bounds: ReadBounds | None = None) -> StoreFrames:  # fmt: skip
     """Load the tables the measure rules need from the store: every patient, those whose id
     is in the inclusive range ``patients`` (a block of :func:`core.derive.cells.build_cells`) or
-    those of a list of ids (:mod:`core.derive.incremental`)."""
+    those of a list of ids (:mod:`core.derive.incremental`).
+
+    ``bounds`` (:func:`read_bounds`): only the rows the months from ``bounds.first`` need (the
+    derive of new months); None: every row of the patients."""
     A, P, E, M, C, D, X = (models.Attribution, models.Patient, models.Encounter, models.Measurement,
                            models.Condition, models.Medication, models.Procedure)
+    where = bounds.where() if bounds is not None else {}
     return StoreFrames(
-        attribution=read_columns(engine, [A.patient_id, A.month, A.practice_id, A.team_id], ["month"], patients),
+        attribution=read_columns(engine, [A.patient_id, A.month, A.practice_id, A.team_id], ["month"], patients,
+                                 where.get("attribution", ())),
         patients=read_columns(engine, [P.patient_id, P.birth_date, P.death_date, P.sex, P.race, P.ethnicity, P.language,
                                 P.dual_status, P.deprivation_decile], ["birth_date", "death_date"], patients),
         encounters=read_columns(engine, [E.patient_id, E.kind, E.start_date, E.end_date, E.requested_date, E.responded_date,
                                   E.is_urgent, E.resolved_without_visit, E.primary_dx, E.discharge_disposition],
-                         ["start_date", "end_date", "requested_date", "responded_date"], patients),
-        measurements=read_columns(engine, [M.patient_id, M.measured_date, M.code, M.value], ["measured_date"], patients),
+                         ["start_date", "end_date", "requested_date", "responded_date"], patients, where.get("encounters", ())),
+        measurements=read_columns(engine, [M.patient_id, M.measured_date, M.code, M.value], ["measured_date"], patients,
+                                  where.get("measurements", ())),
         conditions=read_columns(engine, [C.patient_id, C.code, C.onset_date, C.resolved_date], ["onset_date", "resolved_date"], patients),
         medications=read_columns(engine, [D.patient_id, D.code, D.description, D.start_date, D.end_date], ["start_date", "end_date"], patients),
-        procedures=read_columns(engine, [X.patient_id, X.performed_date, X.code, X.code_system], ["performed_date"], patients),
+        procedures=read_columns(engine, [X.patient_id, X.performed_date, X.code, X.code_system], ["performed_date"], patients,
+                                where.get("procedures", ())),
     )
 
 
@@ -805,3 +814,140 @@ def patient_month_flags(frames: StoreFrames, months: Iterable, catalogue: Measur
         lookup = {i: from_index(i) for i in out["month"].unique()}
         out["month"] = out["month"].map(lookup)
     return out[FLAG_COLUMNS].reset_index(drop=True)
+
+
+# --- what the rules read: the look-back of the months from a given one --------------------------
+
+
+@dataclass(frozen=True)
+class EncounterReads:
+    """Encounters a rule reads: of ``kinds`` (None: any kind) and ``disposition`` (None: any), that
+    start or end on or after ``since`` (None: any date); ``open_end``: also those without an end
+    date, whatever their start (a stay still open spans every later day)."""
+
+    kinds: tuple[str, ...] | None
+    disposition: str | None
+    since: date | None
+    open_end: bool = False
+
+
+@dataclass(frozen=True)
+class ReadBounds:
+    """The rows the measure rules need to compute the months from ``first`` on (:func:`read_bounds`).
+
+    ``encounters``: the union of what each rule reads (:class:`EncounterReads`). ``measurements``:
+    (since, codes) pairs, a code read from its date on (a code no rule names is not read).
+    ``procedures_since``: the earliest procedure date read. Attributions and subgroup assignments
+    are read from ``first``; patients, conditions and medications whole (a condition or a medicine
+    of any age can be active, and a first diagnosis is the first ever)."""
+
+    first: date
+    encounters: tuple[EncounterReads, ...]
+    measurements: tuple[tuple[date, tuple[str, ...]], ...]
+    procedures_since: date | None
+
+    def where(self) -> dict[str, list]:
+        """The SQL conditions of each table bounded (a table not named is read whole)."""
+        A, E, M, X = models.Attribution, models.Encounter, models.Measurement, models.Procedure
+        enc = []
+        for r in self.encounters:
+            parts = []
+            if r.kinds is not None:
+                parts.append(E.kind.in_(list(r.kinds)))
+            if r.disposition is not None:
+                parts.append(E.discharge_disposition == r.disposition)
+            if r.since is not None:
+                reach = [E.start_date >= r.since, E.end_date >= r.since] + ([E.end_date.is_(None)] if r.open_end else [])
+                parts.append(or_(*reach))
+            enc.append(and_(*parts) if parts else E.patient_id.is_not(None))
+        mea = [and_(M.code.in_(list(codes)), M.measured_date >= since) for since, codes in self.measurements]
+        return {
+            "attribution": [A.month >= self.first],
+            "encounters": [or_(*enc) if enc else false()],
+            "measurements": [or_(*mea) if mea else false()],
+            "procedures": [] if self.procedures_since is None else [X.performed_date >= self.procedures_since],
+        }
+
+
+def _rule_reads(measure: Measure, first: date) -> list[tuple] | None:
+    """What one measure reads to compute the months from ``first`` (each month m >= first reads
+    back from m, so the earliest row any of them needs is read back from ``first``): a list of
+    ("encounters", EncounterReads), ("measurements", codes, since), ("procedures", since); None
+    when the rule is not known here (then every row is read).
+
+    The look-backs, from the rules above and the measure's parameters:
+
+    - latest value rules: the ``lookback_months`` up to the month; a baseline pair: the
+      ``follow_up_months`` ending ``baseline_offset_months`` before the month; PHQ-9 remission:
+      the index score ``months_after`` before the month and the ``new_episode_months`` before the
+      index (an earlier elevated score makes it no index), and the ``follow_up_window_months``;
+    - services done within ``lookback_months`` (per code list); hospice in the ``lookback_days``
+      before a death in the month;
+    - encounters counted in their start month (counts, days between, e-consults), discharges of
+      the month (readmission: the admissions after them start later), stays that reach into the
+      month (days at home), stays spanning a death in the month (open stays: whatever their start)
+      and any stay ending in death (deaths at home: whatever its date);
+    - patients, conditions and medications are read whole (no rule bounded here).
+    """
+    p, rule = measure.params, measure.rule
+
+    def back(months: int) -> date:  # the first day of the earliest month a window of ``months`` months reads
+        return add_months(first, -(int(months) - 1))
+
+    if rule in ("deaths", "polypharmacy", "medicine_active", "condition_events", "new_condition"):
+        return []
+    if rule in ("encounter_count", "days_between", "econsult_resolved", "readmission", "days_at_home"):
+        return [("encounters", EncounterReads(tuple(p["kinds"]), None, first))]
+    if rule in ("latest_value", "latest_below", "latest_at_least"):
+        return [("measurements", (p["code"],), back(p["lookback_months"]))]
+    if rule == "bp_control":
+        return [("measurements", (p["systolic_code"], p["diastolic_code"]), back(p["lookback_months"]))]
+    if rule in ("change_from_baseline", "mean_change"):
+        return [("measurements", (p["code"],), back(int(p["baseline_offset_months"]) + int(p["follow_up_months"])))]
+    if rule == "phq9_remission":
+        # the index month, months_after back, and the new_episode_months before it (inclusive)
+        reach = max(int(p["months_after"]) + int(p["new_episode_months"]) + 1, int(p["follow_up_window_months"]))
+        return [("measurements", (p["code"],), back(reach))]
+    if rule == "done_within":
+        return [("procedures", back(max(int(n) for n in p["lookback_months"])))]
+    if rule == "end_of_life":
+        if p["outcome"] == "hospice":
+            since = first - pd.Timedelta(days=int(p["lookback_days"])).to_pytimedelta()
+            return [("procedures", since), ("encounters", EncounterReads(None, "hospice", since))]
+        return [("encounters", EncounterReads(tuple(p["kinds"]), None, first, open_end=True)),
+                ("encounters", EncounterReads(None, "died", None))]  # fmt: skip
+    return None
+
+
+def read_bounds(first: date, catalogue: MeasureCatalogue | None = None) -> ReadBounds | None:
+    """The rows every measure of ``catalogue`` needs to compute the months from ``first`` on
+    (the longest look-back of each table, from the rules and their parameters: :func:`_rule_reads`);
+    None when a rule's look-back is not known (every row is then read)."""
+    catalogue = catalogue or load_measures()
+    first = first.replace(day=1)
+    encounters: list[EncounterReads] = []
+    codes: dict[str, date] = {}
+    procedures: date | None = first
+    for measure in catalogue.measures:
+        reads = _rule_reads(measure, first)
+        if reads is None:
+            return None
+        for read in reads:
+            if read[0] == "encounters":
+                encounters.append(read[1])
+            elif read[0] == "measurements":
+                for code in read[1]:
+                    codes[code] = min(codes.get(code, read[2]), read[2])
+            elif read[0] == "procedures":
+                procedures = min(procedures, read[1])
+    by_since: dict[date, list[str]] = {}
+    for code, since in sorted(codes.items()):
+        by_since.setdefault(since, []).append(code)
+    merged: dict[tuple, EncounterReads] = {}  # one condition per disposition, date and open end: the kinds joined
+    for r in encounters:
+        key = (r.disposition, r.since, r.open_end)
+        was = merged.get(key)
+        kinds = None if r.kinds is None or (was is not None and was.kinds is None) else \
+            tuple(dict.fromkeys([*(was.kinds if was is not None else ()), *r.kinds]))
+        merged[key] = EncounterReads(kinds, r.disposition, r.since, r.open_end)
+    return ReadBounds(first, tuple(merged.values()), tuple((s, tuple(c)) for s, c in sorted(by_since.items())), procedures)

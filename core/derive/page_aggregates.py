@@ -42,7 +42,9 @@ tables read no setting: e-consults are ``kind = 'e_consult'``, claims ``is_inter
 ``patient_month_cost`` copies ``patient_month_activity`` (whose costing settings are the activity's
 own; ``core.derive.activity``).
 
-Built whole by :func:`build_page_aggregates` (the full derive, after the activity) and kept exact
+Built whole by :func:`build_page_aggregates` (the full derive, after the activity), by month by
+:func:`build_page_aggregates_from` (the derive of new months: the rows from its first month, the
+spend's from 11 months before) and kept exact
 by :func:`replace_page_aggregates_of` (the incremental derive): the moves and costs of the touched
 patients; then, unless only overrides are pending (an override changes no encounter or
 attribution), the claims lags and the e-consult volume whole (one read of the claims, one of the
@@ -135,8 +137,9 @@ def _days_between(dialect: str, later, earlier):
     return func.julianday(later) - func.julianday(earlier)
 
 
-def select_econsult_month(dialect: str):
-    """E-consults per month of start, team (``unknown`` without one) and specialty."""
+def select_econsult_month(dialect: str, since: date | None = None):
+    """E-consults per month of start, team (``unknown`` without one) and specialty (``since``: of
+    the e-consults starting on or after that day only)."""
     e = Encounter
     days = _days_between(dialect, e.responded_date, e.start_date)
     responded = e.responded_date.is_not(None)
@@ -148,7 +151,7 @@ def select_econsult_month(dialect: str):
                func.sum(case((responded, days), else_=0)).label("days_sum"),
                func.sum(case((responded, days * days), else_=0)).label("days_sq"),
                func.sum(case((e.resolved_without_visit.is_(True), 1), else_=0)).label("resolved"))
-        .where(e.kind == "e_consult")
+        .where(e.kind == "e_consult", *([] if since is None else [e.start_date >= since]))
         .group_by(month, team, e.specialty)
     )  # fmt: skip
 
@@ -161,23 +164,28 @@ def specialist_condition(categories: tuple[str, ...] | list[str] | None = None):
                 or_(e.cost_category.in_(categories), and_(e.cost_category == "", e.kind == "specialist_visit")))  # fmt: skip
 
 
-def select_claims_lag_month(dialect: str):
+def select_claims_lag_month(dialect: str, since: date | None = None):
     """Claims per service month and paid month (:data:`NO_PAID_DATE` without one): what
-    ``core.metrics.runout.claims_lags`` summed from the encounters."""
+    ``core.metrics.runout.claims_lags`` summed from the encounters (``since``: the service months
+    from that day only)."""
     e = Encounter
     service = month_start_sql(dialect, e.start_date)
     paid = func.coalesce(month_start_sql(dialect, e.paid_date), literal(NO_PAID_DATE, Date))
     return (
         select(service.label("service_month"), paid.label("paid_month"), func.count().label("claims"),
                func.coalesce(func.sum(e.paid_usd), 0.0).label("paid_usd"))
-        .where(e.is_internal.is_(False))
+        .where(e.is_internal.is_(False), *([] if since is None else [e.start_date >= since]))
         .group_by(service, paid)
     )  # fmt: skip
 
 
-def select_patient_spend(dialect: str, patients: list[str] | None = None):
+def select_patient_spend(dialect: str, patients: list[str] | None = None, since: date | None = None):
     """Attributed patient-months (:class:`SpecialistSpendPatientMonth`): team, the distances (see the
-    module) and the month's specialist spend. ``patients``: theirs only."""
+    module) and the month's specialist spend. ``patients``: theirs only. ``since`` (a first of
+    month): the months from it only, from the stream of the ``FAR - 1`` months before it on (a
+    distance back of ``FAR`` or more is capped at ``FAR`` whether or not the earlier rows are read)."""
+    from core.store.months import add_months
+
     a, e = Attribution, Encounter
     zero = cast(literal(0.0), Float)
     att = select(a.patient_id, a.team_id, a.month, month_index(dialect, a.month).label("idx"),
@@ -189,6 +197,9 @@ def select_patient_spend(dialect: str, patients: list[str] | None = None):
     if patients is not None:
         att, ecs, claims = (att.where(a.patient_id.in_(patients)), ecs.where(e.patient_id.in_(patients)),
                             claims.where(e.patient_id.in_(patients)))  # fmt: skip
+    if since is not None:
+        reach = add_months(since, -(FAR - 1))
+        att, ecs, claims = att.where(a.month >= reach), ecs.where(e.start_date >= reach), claims.where(e.start_date >= reach)
     # one stream of the patients' attributed months, e-consults and specialist claims, each as a
     # month number: one sort per patient gives every distance and each month's spend (window
     # functions; no join, so no plan that reads a table once per row)
@@ -214,17 +225,18 @@ def select_patient_spend(dialect: str, patients: list[str] | None = None):
         select(d.patient_id, d.month, d.team_id, capped(d.idx - d.last_ec).label("since_econsult"),
                capped(d.next_ec - d.idx).label("until_econsult"), capped(d.idx - d.prev_any).label("gap_any"),
                capped(d.idx - d.prev_team).label("gap_team"), func.coalesce(d.month_usd, 0.0).label("specialist_spend_usd"))
-        .where(d.attributed == 1)
+        .where(d.attributed == 1, *([] if since is None else [d.month >= since]))
     )  # fmt: skip
 
 
-def select_specialist_spend():
+def select_specialist_spend(since: date | None = None):
     """``specialist_spend_month`` from ``specialist_spend_patient_month``: member-months and spend
-    per team, month and distances."""
+    per team, month and distances (``since``: the months from that day only)."""
     p = SpecialistSpendPatientMonth
     keys = [p.month, p.team_id, p.since_econsult, p.until_econsult, p.gap_any, p.gap_team]
     return select(*keys, func.count().label("member_months"),
-                  func.coalesce(func.sum(p.specialist_spend_usd), 0.0).label("specialist_spend_usd")).group_by(*keys)  # fmt: skip
+                  func.coalesce(func.sum(p.specialist_spend_usd), 0.0).label("specialist_spend_usd")).where(
+        *([] if since is None else [p.month >= since])).group_by(*keys)  # fmt: skip
 
 
 def spend_fingerprint(categories: tuple[str, ...] | list[str] | None = None) -> str:
@@ -363,14 +375,16 @@ def replace_spend_of(conn, patients: list[str]) -> dict:
                       "deleted": int((present & ~kept).sum())}  # fmt: skip
 
 
-def select_subgroup_moves(months: list, patients: list[str] | None = None, after_last: bool = True):
+def select_subgroup_moves(months: list, patients: list[str] | None = None, after_last: bool = True,
+                          since: date | None = None):  # fmt: skip
     """Patient-months whose subgroup differs from the month before (:class:`SubgroupMove`):
     this month's assignment against last month's, and last month's without one this month.
     ``months``: every assigned month (``after_last``: the month after the last is added), or the
-    months of the pairs the ``patients`` can have (:func:`_patient_pair_months`, ``after_last`` False)."""
+    months of the pairs the ``patients`` can have (:func:`_patient_pair_months`, ``after_last`` False).
+    ``since``: the months from that day only."""
     s = SubgroupAssignment
     cur, prev = aliased(s, name="cur"), aliased(s, name="prev")
-    pairs = _month_pairs(months, after_last)
+    pairs = _month_pairs(months, after_last, since)
     p = pairs.c
     only = (lambda t: [t.patient_id.in_(patients)]) if patients is not None else (lambda t: [])
     arrived = (
@@ -390,26 +404,31 @@ def select_subgroup_moves(months: list, patients: list[str] | None = None, after
     return union_all(arrived, gone)
 
 
-def _month_pairs(months: list, after_last: bool = True):
-    """(month, the month before) of every month of ``months`` (and of the month after the last one)."""
+def _month_pairs(months: list, after_last: bool = True, since: date | None = None):
+    """(month, the month before) of every month of ``months`` (and of the month after the last one;
+    ``since``: the months from that day only)."""
     from core.derive.activity import constant_table
     from core.store.months import add_months
 
     months = sorted({pd.Timestamp(m).date() for m in months})
     if months and after_last:
         months.append(add_months(months[-1], 1))
+    months = [m for m in months if since is None or m >= since]
     rows = [(m, add_months(m, -1)) for m in months] or [(pd.Timestamp("1900-02-01").date(), pd.Timestamp("1900-01-01").date())]
     return constant_table("month_pair", [("month", Date), ("prev", Date)], rows)
 
 
-def select_patient_month_cost(patients: list[str] | None = None):
-    """Assigned patient-months with activity: team, subgroup and cost (total = internal + external, as the review sums it)."""
+def select_patient_month_cost(patients: list[str] | None = None, since: date | None = None):
+    """Assigned patient-months with activity: team, subgroup and cost (total = internal + external, as
+    the review sums it; ``since``: the months from that day only)."""
     act, s = PatientMonthActivity, SubgroupAssignment
     stmt = (
         select(act.patient_id, act.month, s.team_id, s.subgroup, (act.cost_internal_usd + act.cost_external_usd).label("cost_total_usd"),
                act.cost_internal_usd, act.cost_external_usd)
         .join(s, and_(s.patient_id == act.patient_id, s.month == act.month))
     )  # fmt: skip
+    if since is not None:
+        stmt = stmt.where(act.month >= since)
     return stmt if patients is None else stmt.where(act.patient_id.in_(patients))
 
 
@@ -465,6 +484,47 @@ def build_page_aggregates(engine: Engine) -> dict:
         out.update(build_spend(conn))
         _mark_built(conn)
     return {**out, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def build_page_aggregates_from(engine: Engine, start: date) -> dict:
+    """The rows of the months from ``start`` of the tables, in one transaction (the derive of new
+    months, :func:`core.derive.incremental.derive_months`, after its subgroups and activity): the
+    rows of earlier months cannot change (every row of a month is made from that month's
+    encounters, attributions, assignments and activity, and the moves from the month before),
+    except the specialist spend rows, whose distances reach ``FAR - 1`` months ahead to the next
+    e-consult: both spend tables are rebuilt from ``FAR - 1`` months before ``start`` (from the
+    stream of the ``FAR - 1`` months before that), or whole when the specialist categories changed.
+    The claims lags of earlier service months stand: a claim of an earlier service month moves the
+    derive's first month to it. Returns the rows of the months written and seconds."""
+    from core.store.months import add_months
+
+    t0 = time.perf_counter()
+    dialect = engine.dialect.name
+    start = start.replace(day=1)
+    spend_from = add_months(start, -(FAR - 1))
+    out = {}
+    with engine.begin() as conn:
+        months = _assigned_months(conn)
+        parts = {
+            "econsult_month": (EconsultMonth, ECONSULT_COLUMNS, "month", start, select_econsult_month(dialect, start)),
+            "subgroup_move": (SubgroupMove, MOVE_COLUMNS, "month", start, select_subgroup_moves(months, since=start)),
+            "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS, "service_month", start, select_claims_lag_month(dialect, start)),
+            "patient_month_cost": (PatientMonthCost, COST_COLUMNS, "month", start, select_patient_month_cost(since=start)),
+        }  # fmt: skip
+        if spend_stale(conn):
+            out.update(build_spend(conn))
+        else:
+            parts["specialist_spend_patient_month"] = (SpecialistSpendPatientMonth, PATIENT_SPEND_COLUMNS, "month", spend_from,
+                                                       select_patient_spend(dialect, since=spend_from))  # fmt: skip
+            parts["specialist_spend_month"] = (SpecialistSpendMonth, SPEND_COLUMNS, "month", spend_from,
+                                               select_specialist_spend(spend_from))  # fmt: skip
+        for name, (model, columns, month, since, stmt) in parts.items():  # the spend per patient before its sums
+            table = model.__table__
+            conn.execute(delete(table).where(table.c[month] >= since))
+            conn.execute(insert(table).from_select(columns, stmt))
+            out[name] = int(conn.execute(select(func.count()).select_from(table).where(table.c[month] >= since)).scalar_one())
+        _mark_built(conn)
+    return {**out, "from_month": start.isoformat(), "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def replace_patient_rows_of(conn, patients: list[str]) -> None:

@@ -11,6 +11,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from core.derive.incremental import derive_touched, first_changed_month, from_month_mark, touched_patients
 from core.derive.pipeline import derive_all
@@ -25,6 +26,35 @@ NETWORK = dict(patients=400, months=13, seed=11, end_month=date(2026, 11, 1))
 
 def _no_full_derive(*_args, **_kwargs):
     raise AssertionError("a full derive ran")
+
+
+PAGE_TABLES = ("econsult_month", "specialist_spend_month", "specialist_spend_patient_month", "subgroup_move", "claims_lag_month",
+               "patient_month_cost")
+
+
+def page_tables(engine) -> dict[str, pd.DataFrame]:
+    """The pages' monthly aggregates (core.derive.page_aggregates), rows in key order."""
+    from sqlmodel import SQLModel
+
+    out = {}
+    with engine.connect() as conn:
+        for name in PAGE_TABLES:
+            table = SQLModel.metadata.tables[name]
+            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
+            out[name] = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in table.columns])
+    return out
+
+
+def assert_same_pages(by_month: dict, full: dict) -> None:
+    """Same rows; counts, keys and text exact, float sums to a relative 1e-9 (a sum's rows may come
+    in another order from the database)."""
+    for name in PAGE_TABLES:
+        a, b = by_month[name], full[name]
+        assert len(a) == len(b), name
+        floats = [c for c in b.columns if pd.api.types.is_float_dtype(b[c])]
+        rest = [c for c in b.columns if c not in floats]
+        pd.testing.assert_frame_equal(a[rest], b[rest], check_exact=True, obj=name)
+        pd.testing.assert_frame_equal(a[floats], b[floats], check_exact=False, rtol=1e-9, atol=1e-6, obj=name)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +78,7 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     assert import_path(engine, month_bundles / "before").ok
     derive_touched(engine)
     before = derived_tables(engine)
+    before_pages = page_tables(engine)
     report = import_path(engine, month_bundles / "after")
     assert report.ok, report.to_text()
     assert from_month_mark(engine) == date(2026, 11, 1)  # the earliest date of its rows
@@ -63,7 +94,16 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     assert (pd.to_datetime(after["cell"]["month"]) == pd.Timestamp("2026-11-01")).any()
     with engine.connect() as conn:
         cut_offs = stored_thresholds(conn)  # the cut-offs an override evaluates with
+    pages_before, pages = before_pages, page_tables(engine)
+    assert summary["page_aggregates"]["from_month"] == "2026-10-01"  # by month, not whole
+    for name in PAGE_TABLES:  # rows of earlier months untouched (the spend from 11 months before)
+        column = "service_month" if name == "claims_lag_month" else "month"
+        edge = pd.Timestamp("2025-11-01" if name.startswith("specialist_spend") else "2026-10-01")
+        old_rows = pages_before[name][pd.to_datetime(pages_before[name][column]) < edge].reset_index(drop=True)
+        kept_rows = pages[name][pd.to_datetime(pages[name][column]) < edge].reset_index(drop=True)
+        pd.testing.assert_frame_equal(old_rows, kept_rows, check_exact=True, obj=name)
     assert_same_as_full_derive(engine)
+    assert_same_pages(pages, page_tables(engine))
     with engine.connect() as conn:
         assert cut_offs == stored_thresholds(conn)
 
@@ -93,3 +133,147 @@ def test_a_row_sent_again_with_an_earlier_date_lowers_the_month(store_engine, mo
     assert summary["mode"] == "incremental"  # one patient: by patient
     assert from_month_mark(engine) is None
     assert_same_as_full_derive(engine)
+
+
+# --- the look-back: the month path reads only the rows its months need ---------------------------
+
+FIRST = date(2026, 10, 1)  # the first month the path computes (an import of November: October for the readmissions)
+MONTHS = [FIRST, date(2026, 11, 1)]
+WORK_DAYS, PHQ9, BMI = "local:work-days-missed", "44261-6", "39156-5"
+
+
+def _boundary_rows(engine) -> dict[str, str]:
+    """Rows at the edges of the look-backs, each for a patient attributed in October and November
+    (the patient's other rows of the code removed, so the edge row decides): returns who is who."""
+    from sqlalchemy import delete, update
+    from sqlmodel import Session
+
+    from core.store.models import Attribution, Condition, Encounter, Measurement, Patient
+
+    with engine.connect() as conn:
+        both = [set(conn.execute(select(Attribution.patient_id).where(Attribution.month == m)).scalars()) for m in MONTHS]
+        alive = set(conn.execute(select(Patient.patient_id).where(Patient.death_date.is_(None))).scalars())
+    ids = sorted(both[0] & both[1] & alive)[:7]
+    who = dict(zip(["work_days", "phq9", "bmi", "stay", "hospice", "open_stay", "died_stay"], ids, strict=True))
+    m = Measurement.__table__
+    with engine.begin() as conn:
+        for key, code in (("work_days", WORK_DAYS), ("phq9", PHQ9), ("bmi", BMI)):
+            conn.execute(delete(m).where(m.c.patient_id == who[key], m.c.code == code))
+        deaths = {"hospice": date(2026, 10, 1), "open_stay": date(2026, 11, 10), "died_stay": date(2026, 11, 12)}
+        for key, day in deaths.items():
+            conn.execute(update(Patient.__table__).where(Patient.patient_id == who[key]).values(death_date=day))
+
+    def measurement(n, key, code, day, value):
+        return Measurement(measurement_id=f"edge-m{n}", patient_id=who[key], measured_date=day, code=code, value=value)
+
+    def encounter(n, key, kind, start, end, disposition=""):
+        return Encounter(encounter_id=f"edge-e{n}", patient_id=who[key], kind=kind, start_date=start, end_date=end,
+                         is_internal=False, discharge_disposition=disposition)  # fmt: skip
+
+    with Session(engine) as session:
+        session.add_all([
+            # latest value, 3 months: August is the earliest month October reads; July is not read
+            measurement(1, "work_days", WORK_DAYS, date(2026, 8, 1), 9.0),
+            measurement(2, "work_days", WORK_DAYS, date(2026, 7, 31), 5.0),
+            # PHQ-9 remission at 12 months: the index of October 2026 would be October 2025, but the
+            # elevated score of October 2024 (12 months before it, the edge) makes it no index
+            Condition(condition_id="edge-c1", patient_id=who["phq9"], code="F32.9", onset_date=date(2024, 1, 1)),
+            measurement(3, "phq9", PHQ9, date(2024, 10, 1), 15.0),
+            measurement(4, "phq9", PHQ9, date(2025, 10, 15), 15.0),
+            measurement(5, "phq9", PHQ9, date(2026, 10, 20), 3.0),
+            measurement(6, "phq9", PHQ9, date(2024, 9, 30), 16.0),
+            # BMI change: the baseline of October 2026 is the latest of Nov 2024-Oct 2025 (the edge: 1 Nov 2024)
+            measurement(7, "bmi", BMI, date(2024, 11, 1), 31.0),
+            measurement(8, "bmi", BMI, date(2026, 10, 5), 29.0),
+            measurement(9, "bmi", BMI, date(2024, 10, 31), 40.0),
+            # a stay admitted in September, discharged in October (days at home, readmission); one ended in September
+            encounter(1, "stay", "admission", date(2026, 9, 20), date(2026, 10, 3)),
+            encounter(2, "stay", "admission", date(2026, 9, 1), date(2026, 9, 19)),
+            # hospice 180 days before a death on 1 October (the edge), and 181 days
+            encounter(3, "hospice", "home_visit", date(2026, 4, 1), date(2026, 4, 4), "hospice"),
+            encounter(4, "hospice", "home_visit", date(2026, 3, 30), date(2026, 4, 3), "hospice"),
+            # deaths at home: a stay still open since January 2025 spans the death; a stay that ended in death long before
+            encounter(5, "open_stay", "snf_stay", date(2025, 1, 5), None),
+            encounter(6, "died_stay", "admission", date(2025, 3, 1), date(2025, 3, 2), "died"),
+            # the subgroup inputs' 12-month windows: November 2025 is the earliest month October reads
+            measurement(10, "stay", "4548-4", date(2025, 11, 1), 9.5),
+            encounter(7, "stay", "ed_visit", date(2025, 11, 2), None),
+        ])  # fmt: skip
+        session.commit()
+    return who
+
+
+def _sorted(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells.sort_values(list(cells.columns[:7])).reset_index(drop=True)
+
+
+def test_the_month_path_reads_only_the_look_back_and_gives_the_same_cells(store_engine, month_bundles):
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from core.derive.cells import block_cells
+    from core.derive.measures import load_store_frames, patient_month_flags, read_bounds
+
+    engine = store_engine
+    assert import_path(engine, month_bundles / "whole").ok
+    derive_all(engine)
+    who = _boundary_rows(engine)
+    bounds = read_bounds(FIRST)
+    assert dict((c, s) for s, codes in bounds.measurements for c in codes)[PHQ9] == date(2024, 10, 1)
+
+    frames = load_store_frames(engine, None, bounds)
+    read = set(zip(frames.measurements["patient_id"], frames.measurements["measured_date"].dt.date))
+    assert {(who["work_days"], date(2026, 8, 1)), (who["phq9"], date(2024, 10, 1)), (who["bmi"], date(2024, 11, 1))} <= read
+    assert not {(who["work_days"], date(2026, 7, 31)), (who["phq9"], date(2024, 9, 30)), (who["bmi"], date(2024, 10, 31))} & read
+    stays = set(zip(frames.encounters["patient_id"], frames.encounters["start_date"].dt.date))
+    assert {(who["stay"], date(2026, 9, 20)), (who["hospice"], date(2026, 4, 1)), (who["open_stay"], date(2025, 1, 5)),
+            (who["died_stay"], date(2025, 3, 1))} <= stays  # fmt: skip
+    assert not {(who["stay"], date(2026, 9, 1)), (who["hospice"], date(2026, 3, 30))} & stays
+    assert frames.attribution["month"].min() == pd.Timestamp(FIRST)
+    whole = load_store_frames(engine)
+    assert len(frames.measurements) < len(whole.measurements) and len(frames.encounters) < len(whole.encounters)
+
+    # the cells of October and November: the same to the bit from the bounded reads as from every row
+    bounded, _ = block_cells(engine, MONTHS, None, None, None, True)
+    every, _ = block_cells(engine, MONTHS)
+    pd.testing.assert_frame_equal(_sorted(bounded), _sorted(every), check_exact=True)
+
+    # the edge rows count: a bound one day later gives other measure values
+    full = patient_month_flags(whole, MONTHS, month_as_index=True)
+    later = replace(bounds, measurements=tuple((s + timedelta(days=1), c) for s, c in bounds.measurements))
+    tight = patient_month_flags(load_store_frames(engine, None, later), MONTHS, month_as_index=True)
+    key = ["patient_id", "month", "metric"]
+    both = full.merge(tight, on=key, how="outer", suffixes=("", "_tight"), indicator=True)
+    differ = both[(both["_merge"] != "both") | (both["numerator"] != both["numerator_tight"])]
+    assert {who["work_days"], who["phq9"], who["bmi"]} <= set(differ["patient_id"])
+    assert {"depression_remission_12m", "bmi_change", "work_days_missed_mean"} <= set(differ["metric"])
+
+
+def test_the_subgroup_inputs_of_the_new_months_read_their_12_month_windows_only(store_engine, month_bundles):
+    from core.derive.incremental import _norm, _stored_counts, _stored_range
+    from core.derive.risk import DEFAULT_MODEL
+    from core.derive.subgroups.assign import _block_assignments
+    from core.derive.subgroups.evaluate import thresholds_from_counts, top_fractions
+    from core.derive.subgroups.frames import Run, load_frames, run_of
+    from core.derive.subgroups.rules import active_rules_path, load_rules
+
+    engine = store_engine
+    assert import_path(engine, month_bundles / "whole").ok
+    derive_all(engine)
+    who = _boundary_rows(engine)
+    rules = load_rules(active_rules_path())
+    with engine.connect() as conn:
+        run = run_of(conn, None, DEFAULT_MODEL)
+        every = Run(MONTHS, (2026,), run.first, run.last, DEFAULT_MODEL)
+        bounded = Run(MONTHS, (2026,), run.first, run.last, DEFAULT_MODEL, pd.Timestamp(FIRST))
+        frames = load_frames(conn, bounded, None)
+        assert frames["measurements"]["measured_date"].min() == pd.Timestamp("2025-11-01")  # the edge row
+        assert frames["encounters"]["start_date"].min() >= pd.Timestamp("2025-11-01")
+        assert (frames["encounters"]["patient_id"] == who["stay"]).any()
+        assert len(frames["measurements"]) < len(load_frames(conn, every, None)["measurements"])
+        thresholds = thresholds_from_counts(_norm(_stored_counts(conn)), top_fractions(rules))
+        month_range = _stored_range(conn)
+        a, risk_a = _block_assignments(conn, bounded, None, month_range, rules, thresholds)
+        b, risk_b = _block_assignments(conn, every, None, month_range, rules, thresholds)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    pd.testing.assert_frame_equal(risk_a, risk_b, check_exact=True)

@@ -30,6 +30,9 @@ class Run:
     first: pd.Timestamp  # first attributed month
     last: pd.Timestamp  # last day of the last attributed month
     model: str
+    # the first month whose inputs are computed (the derive of new months): the measurement and
+    # encounter windows and the enrolment history are read back from it, not from ``first``
+    reads_from: pd.Timestamp | None = None
 
 
 def _months_clause(column, months: list[date] | None):
@@ -81,7 +84,8 @@ def load_frames(
     range ``patients`` (all when None): the frames of
     :func:`core.derive.subgroups.inputs.compute_inputs` named in ``tables``.
 
-    Dates come back as datetime64 columns. The date windows are the run's, whatever the block.
+    Dates come back as datetime64 columns. The date windows are the run's, whatever the block
+    (from ``run.reads_from`` when set, but the conditions').
     Two more frames can be asked for, for the history of the patient-months: ``first_records``
     (patient_id, first_date: the patient's first encounter, condition onset or measurement) and
     ``enrolment`` (patient_id, month: the attribution of the ``history_lookback`` months ending
@@ -89,7 +93,12 @@ def load_frames(
     """
     a, p, c, m, e = Attribution, Patient, Condition, Measurement, Encounter
     window_start = add_months(run.first.date(), -(LOOKBACK_MONTHS - 1))
-    lookback_start = min(window_start, date(run.first.year - 1, 1, 1))  # risk score: prior calendar year
+    # conditions: the run's whole window (risk score: prior calendar year; a reason names the
+    # smallest code of a condition group over the whole period); the 12-month windows of the labs
+    # and acute events, and the enrolment history, from the first month computed
+    lookback_start = min(window_start, date(run.first.year - 1, 1, 1))
+    reads_from = (run.reads_from or run.first).date()
+    window_start = max(window_start, add_months(reads_from, -(LOOKBACK_MONTHS - 1)))
     last = run.last.date()
     queries = {
         "attribution": (
@@ -125,7 +134,7 @@ def load_frames(
             ("start_date",),
         ),
     }
-    history_start = add_months(run.first.date(), -(history_lookback - 1))
+    history_start = add_months(max(run.first.date(), reads_from), -(history_lookback - 1))
     firsts = union_all(
         select(e.patient_id.label("patient_id"), type_coerce(func.min(e.start_date), String).label("first_date"))
         .where(*_patients_clause(e.patient_id, patients)).group_by(e.patient_id),
