@@ -43,8 +43,9 @@ tables read no setting: e-consults are ``kind = 'e_consult'``, claims ``is_inter
 own; ``core.derive.activity``).
 
 Built whole by :func:`build_page_aggregates` (the full derive, after the activity), by month by
-:func:`build_page_aggregates_from` (the derive of new months: the rows from its first month, the
-spend's from 11 months before) and kept exact
+:func:`build_page_aggregates_from` (the derive of new months: the rows from its first month; the
+spend's patient-month rows of the 11 months before of the patients whose next e-consult moved, and its
+sums from 11 months before) and kept exact
 by :func:`replace_page_aggregates_of` (the incremental derive): the moves and costs of the touched
 patients; then, unless only overrides are pending (an override changes no encounter or
 attribution), the claims lags and the e-consult volume whole (one read of the claims, one of the
@@ -179,11 +180,13 @@ def select_claims_lag_month(dialect: str, since: date | None = None):
     )  # fmt: skip
 
 
-def select_patient_spend(dialect: str, patients: list[str] | None = None, since: date | None = None):
+def select_patient_spend(dialect: str, patients: list[str] | None = None, since: date | None = None,
+                         before: date | None = None):  # fmt: skip
     """Attributed patient-months (:class:`SpecialistSpendPatientMonth`): team, the distances (see the
     module) and the month's specialist spend. ``patients``: theirs only. ``since`` (a first of
     month): the months from it only, from the stream of the ``FAR - 1`` months before it on (a
-    distance back of ``FAR`` or more is capped at ``FAR`` whether or not the earlier rows are read)."""
+    distance back of ``FAR`` or more is capped at ``FAR`` whether or not the earlier rows are read).
+    ``before``: the months before that day only."""
     from core.store.months import add_months
 
     a, e = Attribution, Encounter
@@ -225,8 +228,37 @@ def select_patient_spend(dialect: str, patients: list[str] | None = None, since:
         select(d.patient_id, d.month, d.team_id, capped(d.idx - d.last_ec).label("since_econsult"),
                capped(d.next_ec - d.idx).label("until_econsult"), capped(d.idx - d.prev_any).label("gap_any"),
                capped(d.idx - d.prev_team).label("gap_team"), func.coalesce(d.month_usd, 0.0).label("specialist_spend_usd"))
-        .where(d.attributed == 1, *([] if since is None else [d.month >= since]))
+        .where(d.attributed == 1, *([] if since is None else [d.month >= since]), *([] if before is None else [d.month < before]))
     )  # fmt: skip
+
+
+def replace_spend_from(conn, start: date) -> dict:
+    """In the caller's transaction (the derive of the months from ``start``): the
+    ``specialist_spend_patient_month`` rows those months can change. Every patient's rows from
+    ``start``; of the ``FAR - 1`` months before it, only the rows whose next e-consult was or may now
+    be from ``start`` on: nothing else of an earlier row depends on a later month (its team, spend,
+    gaps and last e-consult are its own month's and earlier ones'), and its ``until_econsult`` only
+    on the first e-consult after it. So the patients rebuilt from ``FAR - 1`` months back are those
+    with a stored earlier row pointing at an e-consult from ``start`` on, and those with an e-consult
+    from ``start`` on now. Returns the rows from ``start`` and the number of patients rebuilt from earlier."""
+    from core.store.months import add_months
+
+    dialect = conn.dialect.name
+    p, e, table = SpecialistSpendPatientMonth, Encounter, SpecialistSpendPatientMonth.__table__
+    spend_from = add_months(start, -(FAR - 1))
+    start_idx = start.year * 12 + start.month  # as month_index in SQL
+    pointed = select(p.patient_id).where(p.month >= spend_from, p.month < start, p.until_econsult < FAR,
+                                         month_index(dialect, p.month) + p.until_econsult >= start_idx)  # fmt: skip
+    new = select(e.patient_id).where(e.kind == "e_consult", e.start_date >= start)
+    patients = sorted(set(conn.execute(pointed.distinct()).scalars()) | set(conn.execute(new.distinct()).scalars()))
+    conn.execute(delete(table).where(table.c.month >= start))
+    conn.execute(insert(table).from_select(PATIENT_SPEND_COLUMNS, select_patient_spend(dialect, since=start)))
+    for i in range(0, len(patients), 5_000):
+        part = patients[i : i + 5_000]
+        conn.execute(delete(table).where(table.c.patient_id.in_(part), table.c.month >= spend_from, table.c.month < start))
+        conn.execute(insert(table).from_select(PATIENT_SPEND_COLUMNS, select_patient_spend(dialect, part, since=spend_from, before=start)))
+    return {"rows_from_month": int(conn.execute(select(func.count()).select_from(table).where(table.c.month >= start)).scalar_one()),
+            "patients_from_earlier": len(patients)}  # fmt: skip
 
 
 def select_specialist_spend(since: date | None = None):
@@ -492,8 +524,10 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
     rows of earlier months cannot change (every row of a month is made from that month's
     encounters, attributions, assignments and activity, and the moves from the month before),
     except the specialist spend rows, whose distances reach ``FAR - 1`` months ahead to the next
-    e-consult: both spend tables are rebuilt from ``FAR - 1`` months before ``start`` (from the
-    stream of the ``FAR - 1`` months before that), or whole when the specialist categories changed.
+    e-consult: the patient-month rows as :func:`replace_spend_from` says (every patient's from
+    ``start``, the earlier ones of the patients whose next e-consult is or was from ``start`` on),
+    their sums from ``FAR - 1`` months before ``start``; both whole when the specialist categories
+    changed.
     The claims lags of earlier service months stand: a claim of an earlier service month moves the
     derive's first month to it. Returns the rows of the months written and seconds."""
     from core.store.months import add_months
@@ -511,20 +545,24 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
             "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS, "service_month", start, select_claims_lag_month(dialect, start)),
             "patient_month_cost": (PatientMonthCost, COST_COLUMNS, "month", start, select_patient_month_cost(since=start)),
         }  # fmt: skip
+        table_seconds = {}
         if spend_stale(conn):
             out.update(build_spend(conn))
         else:
-            parts["specialist_spend_patient_month"] = (SpecialistSpendPatientMonth, PATIENT_SPEND_COLUMNS, "month", spend_from,
-                                                       select_patient_spend(dialect, since=spend_from))  # fmt: skip
+            t1 = time.perf_counter()
+            out["specialist_spend_patient_month"] = replace_spend_from(conn, start)
+            table_seconds["specialist_spend_patient_month"] = round(time.perf_counter() - t1, 2)
             parts["specialist_spend_month"] = (SpecialistSpendMonth, SPEND_COLUMNS, "month", spend_from,
                                                select_specialist_spend(spend_from))  # fmt: skip
-        for name, (model, columns, month, since, stmt) in parts.items():  # the spend per patient before its sums
+        for name, (model, columns, month, since, stmt) in parts.items():  # (the spend's sums after its patient rows, above)
+            t1 = time.perf_counter()
             table = model.__table__
             conn.execute(delete(table).where(table.c[month] >= since))
             conn.execute(insert(table).from_select(columns, stmt))
             out[name] = int(conn.execute(select(func.count()).select_from(table).where(table.c[month] >= since)).scalar_one())
+            table_seconds[name] = round(time.perf_counter() - t1, 2)
         _mark_built(conn)
-    return {**out, "from_month": start.isoformat(), "seconds": round(time.perf_counter() - t0, 2)}
+    return {**out, "from_month": start.isoformat(), "table_seconds": table_seconds, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def replace_patient_rows_of(conn, patients: list[str]) -> None:

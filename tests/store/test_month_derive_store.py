@@ -277,3 +277,52 @@ def test_the_subgroup_inputs_of_the_new_months_read_their_12_month_windows_only(
         b, risk_b = _block_assignments(conn, every, None, month_range, rules, thresholds)
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     pd.testing.assert_frame_equal(risk_a, risk_b, check_exact=True)
+
+
+def test_the_spend_of_earlier_months_follows_an_e_consult_added_or_taken_away(store_engine, month_bundles):
+    """The specialist spend's earlier rows rebuilt by month are those whose next e-consult is or was
+    in the new months (``replace_spend_from``): an e-consult added in November reaches back 11
+    months; taken away again (its kind changed), the same rows go back. Both times the tables equal
+    a whole rebuild from the same store."""
+    from sqlalchemy import update
+    from sqlmodel import Session
+
+    from core.derive.page_aggregates import build_page_aggregates, build_page_aggregates_from
+    from core.store.models import Attribution, Encounter
+
+    engine = store_engine
+    assert import_path(engine, month_bundles / "before").ok
+    derive_all(engine)
+    assert import_path(engine, month_bundles / "after").ok
+    derive_touched(engine)
+    with engine.connect() as conn:
+        attributed = set(conn.execute(select(Attribution.patient_id).where(Attribution.month == date(2025, 12, 1))).scalars())
+        attributed &= set(conn.execute(select(Attribution.patient_id).where(Attribution.month == date(2026, 9, 1))).scalars())
+        consulted = set(conn.execute(select(Encounter.patient_id).where(Encounter.kind == "e_consult",
+                                                                        Encounter.start_date >= date(2025, 12, 1))).scalars())  # fmt: skip
+    patient = sorted(attributed - consulted)[0]
+
+    def spend_until(engine) -> pd.Series:
+        rows = page_tables(engine)["specialist_spend_patient_month"]
+        rows = rows[(rows["patient_id"] == patient) & (pd.to_datetime(rows["month"]) < pd.Timestamp(FIRST))]
+        return rows.set_index(pd.to_datetime(rows["month"]))["until_econsult"]
+
+    def by_month_equals_whole() -> dict[str, pd.DataFrame]:
+        build_page_aggregates_from(engine, FIRST)
+        by_month = page_tables(engine)
+        build_page_aggregates(engine)
+        assert_same_pages(by_month, page_tables(engine))
+        return by_month
+
+    assert (spend_until(engine) == 12).all()  # no e-consult within 11 months of any earlier month
+    with Session(engine) as session:
+        session.add(Encounter(encounter_id="late-ec", patient_id=patient, kind="e_consult", start_date=date(2026, 11, 5),
+                              requested_date=date(2026, 11, 5), is_internal=False, specialty="cardiology"))  # fmt: skip
+        session.commit()
+    by_month_equals_whole()
+    until = spend_until(engine)
+    assert until[pd.Timestamp("2025-12-01")] == 11 and until[pd.Timestamp("2026-09-01")] == 2
+    with engine.begin() as conn:
+        conn.execute(update(Encounter.__table__).where(Encounter.encounter_id == "late-ec").values(kind="phone_call"))
+    by_month_equals_whole()
+    assert (spend_until(engine) == 12).all()
