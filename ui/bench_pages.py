@@ -49,10 +49,13 @@ def step_pages(args: dict) -> dict:
         app.run()  # the role's home page (login, scope, navigation), cold
         t1 = time.perf_counter()
         st.cache_data.clear()  # the page itself cold: its data queries are not cached yet
-        app.switch_page(page).run()
+        try:
+            app.switch_page(page).run()
+            error = " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None
+        except RuntimeError as exc:  # AppTest's timeout: say so for this page, and go on with the others
+            error = f"{exc} (its script may still run beside the pages after it)"
         t2 = time.perf_counter()
-        error = " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None
-        shown = len(app.dataframe[0].value) if app.dataframe else None  # rows of the page's first table
+        shown = len(app.dataframe[0].value) if app.dataframe and error is None else None  # rows of the page's first table
         out[name] = {"role": role, "home_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2), "rows": shown, "error": error}
     return out
 

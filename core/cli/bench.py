@@ -733,6 +733,7 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             step = run_step("import", args)
             step["rows_per_s"] = round(step["result"]["rows"] / max(step["seconds"], 1e-9))
             report["steps"]["import"] = step
+            progress("import: " + json.dumps(step, default=str))  # kept if a later step fails
             # the same bundle by a plain columnar load, in the same run: the speed of the data
             progress("columnar")
             columnar = run_step("columnar", args)
@@ -740,6 +741,7 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             # CPU: the import's process and, on PostgreSQL on this machine, the server's share
             columnar["cpu_ratio"] = round((step["cpu_s"] + (step["result"].get("server_cpu_s") or 0.0)) / max(columnar["cpu_s"], 1e-9), 1)
             report["steps"]["columnar"] = columnar
+            progress("columnar: " + json.dumps(columnar, default=str))
     derive = [name for name in ("assign", "activity", "cells") if name in steps]
     if engines:
         report["engines"] = {}
@@ -757,6 +759,7 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
         if name in steps and not (engines and name in derive):
             progress(name)
             report["steps"][name] = run_step(name, args)
+            progress(f"{name}: " + json.dumps(report["steps"][name], default=str))  # kept if a later step fails
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
 

@@ -1,6 +1,8 @@
 """The benchmark's own arithmetic (core/cli/bench.py). The benchmark run end to end on a small
 network is in tests/e2e/test_bench.py."""
 
+import pytest
+
 from core.cli.bench import percentiles
 
 
@@ -52,3 +54,23 @@ def test_report_gives_the_import_over_columnar_ratio_and_the_derive_apart():
     assert "import (validate + load) / columnar" in text and "3.0x" in text and "2.5x" in text
     derive = next(line for line in text.splitlines() if "derive (assign + activity + cells)" in line)
     assert derive.split()[-3:] == ["30.0", "24.0", "100"]
+
+
+def test_each_step_result_is_said_as_it_ends_so_a_later_failure_keeps_it(monkeypatch, tmp_path):
+    """A 1,000,000-patient run takes an hour: when its last step fails, the steps before must not be lost."""
+    import json
+
+    from core.cli import bench
+
+    def fake_step(name, args):
+        if name == "pages":
+            raise RuntimeError("bench step pages failed")
+        return {"seconds": 1.0, "cpu_s": 1.0, "peak_rss_mb": 10.0, "result": {"rows": 3, "step": name}}
+
+    said = []
+    monkeypatch.setattr(bench, "run_step", fake_step)
+    with pytest.raises(RuntimeError):
+        bench.run_bench(10, 2, "sqlite://", tmp_path, steps=("assign", "cells", "pages"), progress=said.append)
+    done = {text.split(": ", 1)[0]: json.loads(text.split(": ", 1)[1]) for text in said if ": " in text}
+    assert done["assign"]["result"]["step"] == "assign" and done["cells"]["result"]["step"] == "cells"
+    assert "pages" in said and "pages" not in done
