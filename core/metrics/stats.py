@@ -15,17 +15,20 @@ from __future__ import annotations
 import numpy as np
 
 
-class _LazyStats:
-    """``scipy.stats``, imported on first use: about a second of start-up that the command-line
-    reports which print no interval (``python -m core costs``) do not pay."""
+def _sc():
+    """``scipy.special``, imported on first use (the command-line reports that print no interval,
+    such as ``python -m core costs``, do not pay for it). The quantiles are the special functions
+    ``scipy.stats`` computes them with (``norm.ppf`` = ``ndtri``, ``norm.sf(x)`` = ``ndtr(-x)``,
+    ``chi2.ppf(p, df)`` = ``2 gammaincinv(df / 2, p)``, ``t.ppf(q, df)`` = ``stdtrit(df, q)``),
+    called directly: importing ``scipy.stats`` costs the first page that shows an interval about a
+    second, ``scipy.special`` a quarter of that. ``tests/unit/test_stats.py`` checks they agree."""
+    from scipy import special
 
-    def __getattr__(self, name: str):
-        from scipy import stats
-
-        return getattr(stats, name)
+    return special
 
 
-_st = _LazyStats()
+def _chi2_ppf(p, df):
+    return 2 * _sc().gammaincinv(np.asarray(df, dtype="float64") / 2, p)
 
 
 def _arr(x) -> np.ndarray:
@@ -42,7 +45,7 @@ def wilson_interval(successes, n, confidence: float = 0.95):
     Returns (low, high) as fractions; NaN where n == 0.
     """
     x, n = _arr(successes), _arr(n)
-    z = _st.norm.ppf(0.5 + confidence / 2)
+    z = _sc().ndtri(0.5 + confidence / 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = x / n
         denom = 1 + z * z / n
@@ -62,8 +65,8 @@ def poisson_exact_interval(events, exposure=1.0, confidence: float = 0.95):
     k, t = _arr(events), _arr(exposure)
     alpha = 1 - confidence
     with np.errstate(divide="ignore", invalid="ignore"):
-        low = np.where(k > 0, _st.chi2.ppf(alpha / 2, 2 * np.maximum(k, 1e-300)) / 2, 0.0) / t
-        high = _st.chi2.ppf(1 - alpha / 2, 2 * k + 2) / 2 / t
+        low = np.where(k > 0, _chi2_ppf(alpha / 2, 2 * np.maximum(k, 1e-300)) / 2, 0.0) / t
+        high = _chi2_ppf(1 - alpha / 2, 2 * k + 2) / 2 / t
         low = np.where(t > 0, low, np.nan)
         high = np.where(t > 0, high, np.nan)
     return _out(low), _out(high)
@@ -78,7 +81,7 @@ def t_interval(total, n, sum_sq, confidence: float = 0.95):
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = np.where(n > 0, s / n, np.nan)
         var = np.maximum(q - s * s / n, 0.0) / (n - 1)
-        half = _st.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1)) * np.sqrt(var / n)
+        half = _sc().stdtrit(np.maximum(n - 1, 1), 0.5 + confidence / 2) * np.sqrt(var / n)
         low = np.where(n > 1, mean - half, np.nan)
         high = np.where(n > 1, mean + half, np.nan)
     return _out(mean), _out(low), _out(high)
@@ -107,7 +110,7 @@ def two_proportion_z(x1, n1, x2, n2):
         pooled = (x1 + x2) / (n1 + n2)
         se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
         z = (x1 / n1 - x2 / n2) / se
-        p = 2 * _st.norm.sf(np.abs(z))
+        p = 2 * _sc().ndtr(-np.abs(z))
     return _out(z), _out(p)
 
 
@@ -127,7 +130,7 @@ def two_proportion_z(x1, n1, x2, n2):
 
 def z_of(confidence: float) -> float:
     """Two-sided standard normal quantile: 1.960 for 0.95, 3.090 for 0.998."""
-    return float(_st.norm.ppf(0.5 + confidence / 2))
+    return float(_sc().ndtri(0.5 + confidence / 2))
 
 
 def funnel_limits(kind: str, centre, volume, confidence: float = 0.95, sd=None):
@@ -148,8 +151,8 @@ def funnel_limits(kind: str, centre, volume, confidence: float = 0.95, sd=None):
             low, high = np.clip(c - half, 0, 1), np.clip(c + half, 0, 1)
         elif kind in ("rate", "oe") and sd is None:
             lam = c * n
-            low = np.where(lam > 0, _st.chi2.ppf(alpha / 2, 2 * np.maximum(lam, 1e-300)) / 2, 0.0) / n
-            high = _st.chi2.ppf(1 - alpha / 2, 2 * lam + 2) / 2 / n
+            low = np.where(lam > 0, _chi2_ppf(alpha / 2, 2 * np.maximum(lam, 1e-300)) / 2, 0.0) / n
+            high = _chi2_ppf(1 - alpha / 2, 2 * lam + 2) / 2 / n
         elif kind in ("mean", "oe"):
             s = _arr(sd)
             half = z * s / np.sqrt(n) if kind == "mean" else z * s / n
