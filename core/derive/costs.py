@@ -376,15 +376,18 @@ def capacity_use(staff: pd.DataFrame, used: pd.DataFrame, months: Sequence[date]
 
 def used_minutes_by_team_month(engine: Engine, months: Sequence[date], process_maps: dict[str, dict[str, float]],
                                teams: Sequence[str] | None = None) -> pd.DataFrame:  # fmt: skip
-    """Minutes used per team, month and role, summed in SQL (the same minutes as
-    :func:`resolve_minutes` gives :func:`unused_capacity`: recorded minutes of internal encounters
-    with a team, and the process map's standard minutes of those with none recorded), of the teams
-    ``teams`` (None: every team).
+    """Minutes used per team, month and role (the same minutes as :func:`resolve_minutes` gives
+    :func:`unused_capacity`: recorded minutes of internal encounters with a team, and the process
+    map's standard minutes of those with none recorded), of the teams ``teams`` (None: every
+    team): from the derive's ``team_month_minutes`` (``core.derive.page_aggregates``), else summed
+    in SQL from the encounters and their staff minutes.
 
     Out grain: team_id, month, role. Column: used_minutes.
     """
     from sqlalchemy import exists, func
 
+    from core.derive.page_aggregates import built
+    from core.store.models import TeamMonthMinutes
     from core.store.months import month_start_sql
 
     months = sorted({as_month(m) for m in months})
@@ -393,16 +396,27 @@ def used_minutes_by_team_month(engine: Engine, months: Sequence[date], process_m
     if not months:
         return pd.DataFrame(cols)
     start, end = month_span(months)
-    month = month_start_sql(engine.dialect.name, Encounter.start_date).label("month")
-    window = (Encounter.is_internal.is_(True), Encounter.team_id.is_not(None), Encounter.start_date >= start, Encounter.start_date < end)
-    if teams is not None:
-        window = (*window, Encounter.team_id.in_(list(teams)))
-    recorded = _read(engine, select(Encounter.team_id, month, StaffMinutes.role, func.sum(StaffMinutes.minutes).label("used_minutes"))
-                     .join(StaffMinutes, StaffMinutes.encounter_id == Encounter.encounter_id).where(*window)
-                     .group_by(Encounter.team_id, month, StaffMinutes.role))  # fmt: skip
-    has_minutes = exists().where(StaffMinutes.encounter_id == Encounter.encounter_id)
-    unrecorded = _read(engine, select(Encounter.team_id, month, Encounter.kind, func.count().label("encounters"))
-                       .where(*window, ~has_minutes).group_by(Encounter.team_id, month, Encounter.kind))  # fmt: skip
+    with engine.connect() as conn:
+        stored = built(conn)
+    if stored:  # the derive's team_month_minutes: a few hundred rows a month
+        t = TeamMonthMinutes
+        stmt = select(t.team_id, t.month, t.kind, t.role, t.minutes, t.encounters).where(t.month >= start, t.month < end)
+        rows = _read(engine, stmt if teams is None else stmt.where(t.team_id.in_(list(teams))))
+        given = rows["role"] != ""
+        recorded = (rows.loc[given].groupby(["team_id", "month", "role"], as_index=False)["minutes"].sum()
+                    .rename(columns={"minutes": "used_minutes"}))  # fmt: skip
+        unrecorded = rows.loc[~given & (rows["encounters"] > 0), ["team_id", "month", "kind", "encounters"]]
+    else:
+        month = month_start_sql(engine.dialect.name, Encounter.start_date).label("month")
+        window = (Encounter.is_internal.is_(True), Encounter.team_id.is_not(None), Encounter.start_date >= start, Encounter.start_date < end)
+        if teams is not None:
+            window = (*window, Encounter.team_id.in_(list(teams)))
+        recorded = _read(engine, select(Encounter.team_id, month, StaffMinutes.role, func.sum(StaffMinutes.minutes).label("used_minutes"))
+                         .join(StaffMinutes, StaffMinutes.encounter_id == Encounter.encounter_id).where(*window)
+                         .group_by(Encounter.team_id, month, StaffMinutes.role))  # fmt: skip
+        has_minutes = exists().where(StaffMinutes.encounter_id == Encounter.encounter_id)
+        unrecorded = _read(engine, select(Encounter.team_id, month, Encounter.kind, func.count().label("encounters"))
+                           .where(*window, ~has_minutes).group_by(Encounter.team_id, month, Encounter.kind))  # fmt: skip
     maps = pd.DataFrame([(k, r, float(m)) for k, roles in process_maps.items() for r, m in roles.items()], columns=["kind", "role", "minutes"])
     standard = unrecorded.merge(maps, on="kind", how="inner")
     standard = standard.assign(used_minutes=standard["encounters"].astype(float) * standard["minutes"])[["team_id", "month", "role", "used_minutes"]]

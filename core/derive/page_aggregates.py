@@ -12,6 +12,14 @@
 - ``claims_lag_month`` (service month, paid month): claims and paid amount, from which the claims
   run-out (``core.metrics.runout.claims_lags``: the review's headline, the data-quality page) reads
   its completion factors instead of grouping every claim of the network on each render.
+- ``claims_network_month`` (service month, team attributed that month, kind, category, specialty,
+  facility, network status): claims and paid amount, from which the true costs page's leakage
+  (``core.views.true_costs.claims_by_network``) reads instead of joining every claim of its 12
+  months to its attribution on each render.
+- ``team_month_minutes`` (month, the encounter's team, kind, role): recorded staff minutes of
+  internal encounters, and the encounters without any, from which the true costs page's capacity
+  used (``core.derive.costs.used_minutes_by_team_month``) is summed with the process maps of the
+  moment, instead of joining every internal encounter of 24 months to its staff minutes.
 
 The window test from monthly grains. A window is the months S..E (1, 3 or 12 of them). A patient
 "had an e-consult in the window" when one of their e-consults started in S..E, whichever team it
@@ -48,8 +56,10 @@ spend's patient-month rows of the 11 months before of the patients whose next e-
 sums from 11 months before) and kept exact
 by :func:`replace_page_aggregates_of` (the incremental derive): the moves and costs of the touched
 patients; then, unless only overrides are pending (an override changes no encounter or
-attribution), the claims lags and the e-consult volume whole (one read of the claims, one of the
-e-consults) and the spend by difference (:func:`replace_spend_of`): the touched patients'
+attribution), the claims lags, the claims by network, the minutes and the e-consult volume whole
+(a read of the claims, one joined to their attributions, one of the internal encounters joined to
+their minutes, one of the e-consults) and the spend by difference
+(:func:`replace_spend_of`): the touched patients'
 ``specialist_spend_patient_month`` rows are read (their contribution before), replaced from their
 attributions, e-consults and claims of now, and every ``specialist_spend_month`` row they were or
 are in becomes stored - before + now (patient-months that did not change cancel out first; a row
@@ -75,6 +85,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     extract,
     func,
     insert,
@@ -82,6 +93,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     tuple_,
     union_all,
 )
@@ -92,24 +104,28 @@ from core.store.models import (
     AppSetting,
     Attribution,
     ClaimsLagMonth,
+    ClaimsNetworkMonth,
     EconsultMonth,
     Encounter,
     PatientMonthActivity,
     PatientMonthCost,
     SpecialistSpendMonth,
     SpecialistSpendPatientMonth,
+    StaffMinutes,
     SubgroupAssignment,
     SubgroupMove,
+    TeamMonthMinutes,
 )
 from core.store.months import month_start_sql
-from core.store.queries import utc_now
+from core.store.queries import encounters_in_table_order, utc_now
 from core.views.executive_settings import load_executive_settings
 
 log = logging.getLogger(__name__)
 
 FAR = 12  # "none within 11 months": every window is at most 12 months, so this never passes a window test
 VERSION_KEY = "page_aggregates_version"
-VERSION = "3"  # 2: with claims_lag_month; 3: with specialist_spend_patient_month and the categories' fingerprint
+VERSION = "4"  # 2: with claims_lag_month; 3: with specialist_spend_patient_month and the categories' fingerprint;
+# 4: with claims_network_month and team_month_minutes
 SPEND_CATEGORIES_KEY = "page_aggregates_specialist_categories"  # fingerprint of the categories the spend tables hold
 NO_PAID_DATE = date(1900, 1, 1)  # claims_lag_month.paid_month of claims without a paid date
 
@@ -120,8 +136,12 @@ SPEND_KEYS = SPEND_COLUMNS[:6]
 PATIENT_SPEND_COLUMNS = ["patient_id", "month", "team_id", "since_econsult", "until_econsult", "gap_any", "gap_team",
                          "specialist_spend_usd"]  # fmt: skip
 CHUNK = 10_000  # patients per IN list
+# whole builds that read every encounter joined to another table: read in table order on SQLite
+IN_TABLE_ORDER = ("claims_network_month", "team_month_minutes")
 MOVE_COLUMNS = ["patient_id", "month", "team_id", "subgroup", "prev_team_id", "prev_subgroup"]
 LAG_COLUMNS = ["service_month", "paid_month", "claims", "paid_usd"]
+MINUTES_COLUMNS = ["month", "team_id", "kind", "role", "minutes", "encounters"]
+NETWORK_COLUMNS = ["month", "team_id", "kind", "cost_category", "specialty", "facility", "in_network", "claims", "paid_usd"]
 COST_COLUMNS = ["patient_id", "month", "team_id", "subgroup", "cost_total_usd", "cost_internal_usd", "cost_external_usd"]
 
 
@@ -178,6 +198,44 @@ def select_claims_lag_month(dialect: str, since: date | None = None):
         .where(e.is_internal.is_(False), *([] if since is None else [e.start_date >= since]))
         .group_by(service, paid)
     )  # fmt: skip
+
+
+def select_claims_network_month(dialect: str, since: date | None = None):
+    """Claims per service month, team the patient was attributed to that month ('' when not
+    attributed), kind, category, specialty, facility and network status ('' for a blank text):
+    what ``core.views.true_costs.claims_by_network`` summed from the encounters (``since``: the
+    service months from that day only)."""
+    e, a = Encounter, Attribution
+    month = month_start_sql(dialect, e.start_date)
+    keys = [func.coalesce(a.team_id, ""), e.kind, func.coalesce(e.cost_category, ""), func.coalesce(e.specialty, ""),
+            func.coalesce(e.facility, ""), e.in_network]  # fmt: skip
+    return (
+        select(month.label("month"), *[k.label(n) for k, n in zip(keys, NETWORK_COLUMNS[1:7], strict=True)],
+               func.count().label("claims"), func.coalesce(func.sum(e.paid_usd), 0.0).label("paid_usd"))
+        .select_from(e)
+        .outerjoin(a, and_(a.patient_id == e.patient_id, a.month == month))
+        .where(e.is_internal.is_(False), *([] if since is None else [e.start_date >= since]))
+        .group_by(month, *keys)
+    )  # fmt: skip
+
+
+def select_team_month_minutes(dialect: str, since: date | None = None):
+    """Internal encounters with a team per month of start, team, kind and role: their recorded
+    staff minutes, and (role '') the count of those with none recorded: what
+    ``core.derive.costs.used_minutes_by_team_month`` summed from the encounters (``since``: the
+    months from that day only)."""
+    e, m = Encounter, StaffMinutes
+    month = month_start_sql(dialect, e.start_date)
+    internal = [e.is_internal.is_(True), e.team_id.is_not(None), *([] if since is None else [e.start_date >= since])]
+    recorded = (select(month.label("month"), e.team_id, e.kind, m.role, func.sum(m.minutes).label("minutes"),
+                       literal(0).label("encounters"))
+                .select_from(e).join(m, m.encounter_id == e.encounter_id).where(*internal)
+                .group_by(month, e.team_id, e.kind, m.role))  # fmt: skip
+    unrecorded = (select(month.label("month"), e.team_id, e.kind, literal("").label("role"), cast(literal(0.0), Float).label("minutes"),
+                         func.count().label("encounters"))
+                  .select_from(e).where(*internal, ~exists().where(m.encounter_id == e.encounter_id))
+                  .group_by(month, e.team_id, e.kind))  # fmt: skip
+    return union_all(recorded, unrecorded)
 
 
 def select_patient_spend(dialect: str, patients: list[str] | None = None, since: date | None = None,
@@ -498,24 +556,30 @@ def _mark_built(conn) -> None:
 
 def build_page_aggregates(engine: Engine) -> dict:
     """Rebuild the tables whole, in one transaction (after the subgroups and the activity).
-    Returns the rows of each and seconds."""
+    Returns the rows of each, seconds, and each table's seconds."""
     t0 = time.perf_counter()
     dialect = engine.dialect.name
-    tables = {"econsult_month": (EconsultMonth, ECONSULT_COLUMNS), "subgroup_move": (SubgroupMove, MOVE_COLUMNS),
-              "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS), "patient_month_cost": (PatientMonthCost, COST_COLUMNS)}  # fmt: skip
-    out = {}
+    out, table_seconds = {}, {}
     with engine.begin() as conn:
         months = _assigned_months(conn)
-        selects = {"econsult_month": select_econsult_month(dialect), "subgroup_move": select_subgroup_moves(months),
-                   "claims_lag_month": select_claims_lag_month(dialect), "patient_month_cost": select_patient_month_cost()}  # fmt: skip
-        for name, (model, columns) in tables.items():
+        parts = {
+            "subgroup_move": (SubgroupMove, MOVE_COLUMNS, select_subgroup_moves(months)),
+            "patient_month_cost": (PatientMonthCost, COST_COLUMNS, select_patient_month_cost()),
+            **{name: (model, columns, stmt) for name, (model, columns, _month, stmt) in _monthly_parts(dialect, None).items()},
+        }  # fmt: skip
+        for name, (model, columns, stmt) in parts.items():
+            t1 = time.perf_counter()
             table = model.__table__
             conn.execute(delete(table))
-            conn.execute(insert(table).from_select(columns, selects[name]))
+            stmt = insert(table).from_select(columns, stmt)
+            conn.execute(text(encounters_in_table_order(conn, stmt)) if name in IN_TABLE_ORDER else stmt)
             out[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            table_seconds[name] = round(time.perf_counter() - t1, 2)
+        t1 = time.perf_counter()
         out.update(build_spend(conn))
+        table_seconds["specialist_spend"] = round(time.perf_counter() - t1, 2)
         _mark_built(conn)
-    return {**out, "seconds": round(time.perf_counter() - t0, 2)}
+    return {**out, "table_seconds": table_seconds, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def build_page_aggregates_from(engine: Engine, start: date) -> dict:
@@ -528,8 +592,8 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
     ``start``, the earlier ones of the patients whose next e-consult is or was from ``start`` on),
     their sums from ``FAR - 1`` months before ``start``; both whole when the specialist categories
     changed.
-    The claims lags of earlier service months stand: a claim of an earlier service month moves the
-    derive's first month to it. Returns the rows of the months written and seconds."""
+    The claims lags, claims by network and minutes of earlier months stand: an encounter or an
+    attribution of an earlier month moves the derive's first month to it. Returns the rows of the months written and seconds."""
     from core.store.months import add_months
 
     t0 = time.perf_counter()
@@ -540,10 +604,10 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
     with engine.begin() as conn:
         months = _assigned_months(conn)
         parts = {
-            "econsult_month": (EconsultMonth, ECONSULT_COLUMNS, "month", start, select_econsult_month(dialect, start)),
             "subgroup_move": (SubgroupMove, MOVE_COLUMNS, "month", start, select_subgroup_moves(months, since=start)),
-            "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS, "service_month", start, select_claims_lag_month(dialect, start)),
             "patient_month_cost": (PatientMonthCost, COST_COLUMNS, "month", start, select_patient_month_cost(since=start)),
+            **{name: (model, columns, month, start, stmt)
+               for name, (model, columns, month, stmt) in _monthly_parts(dialect, start).items()},
         }  # fmt: skip
         table_seconds = {}
         if spend_stale(conn):
@@ -578,13 +642,36 @@ def replace_patient_rows_of(conn, patients: list[str]) -> None:
         conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part)))
 
 
+def _monthly_parts(dialect: str, since: date | None) -> dict:
+    """The tables summed per month straight from the encounters and attributions of that month:
+    name -> (model, columns, month column, select of the months from ``since``; None: every month)."""
+    return {
+        "claims_lag_month": (ClaimsLagMonth, LAG_COLUMNS, "service_month", select_claims_lag_month(dialect, since)),
+        "econsult_month": (EconsultMonth, ECONSULT_COLUMNS, "month", select_econsult_month(dialect, since)),
+        "claims_network_month": (ClaimsNetworkMonth, NETWORK_COLUMNS, "month", select_claims_network_month(dialect, since)),
+        "team_month_minutes": (TeamMonthMinutes, MINUTES_COLUMNS, "month", select_team_month_minutes(dialect, since)),
+    }
+
+
+def _pending_from_month(conn) -> date | None:
+    """The earliest month the changes being derived can alter (the loader's mark,
+    ``core.derive.incremental.FROM_MONTH_KEY``); None when unknown or every month."""
+    from core.derive.incremental import EVERY_MONTH, FROM_MONTH_KEY
+
+    value = _setting(conn, FROM_MONTH_KEY)
+    return None if value in (None, EVERY_MONTH) else date.fromisoformat(value).replace(day=1)
+
+
 def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame | None = None) -> dict:
     """In the caller's transaction (the incremental derive's, after the new assignments and activity
     are written): the moves and costs of ``patients``; the spend tables whole when the specialist
     categories changed since they were built; unless only overrides are pending
-    (:func:`_only_overrides_pending`), the claims lags and e-consult volume whole and the spend of
-    ``patients`` by difference (:func:`replace_spend_of`). ``keys`` (the derive's affected cells) is
-    not needed. Returns the patients, what was done to the spend and the seconds taken."""
+    (:func:`_only_overrides_pending`), the claims lags, claims by network, minutes and e-consult
+    volume of the months from the pending changes' first month (:func:`_pending_from_month`;
+    whole when it is not known: each row is summed from its month's encounters and attributions
+    only, so earlier rows stand) and the spend of ``patients`` by difference
+    (:func:`replace_spend_of`). ``keys`` (the derive's affected cells) is not needed. Returns the
+    patients, what was done to the spend, the first month of the monthly tables and the seconds taken."""
     t0 = time.perf_counter()
     dialect = conn.dialect.name
     replace_patient_rows_of(conn, patients)
@@ -594,20 +681,20 @@ def replace_page_aggregates_of(conn, patients: list[str], keys: pd.DataFrame | N
         spend = _rebuild_spend(conn, "the specialist categories (executive.toml) changed since it was built")
     if _only_overrides_pending(conn):  # an override moves no encounter or attribution: the e-consult tables stand
         return {"patients": len(patients), "spend": spend, "seconds": round(time.perf_counter() - t0, 2)}
-    lags = ClaimsLagMonth.__table__
-    conn.execute(delete(lags))
-    conn.execute(insert(lags).from_select(LAG_COLUMNS, select_claims_lag_month(dialect)))
-    volume = EconsultMonth.__table__
-    conn.execute(delete(volume))
-    conn.execute(insert(volume).from_select(ECONSULT_COLUMNS, select_econsult_month(dialect)))
+    since = _pending_from_month(conn)
+    for name, (model, columns, month, stmt) in _monthly_parts(dialect, since).items():
+        table = model.__table__
+        conn.execute(delete(table) if since is None else delete(table).where(table.c[month] >= since))
+        stmt = insert(table).from_select(columns, stmt)
+        conn.execute(text(encounters_in_table_order(conn, stmt)) if since is None and name in IN_TABLE_ORDER else stmt)
     t1 = time.perf_counter()
     if ready and not spend:
         try:
             spend = replace_spend_of(conn, patients) | {"seconds": round(time.perf_counter() - t1, 2)}
         except StaleSpend as err:
             spend = _rebuild_spend(conn, str(err))
-    return {"patients": len(patients), "spend": spend, "volume_and_lags_seconds": round(t1 - t0, 2),
-            "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    return {"patients": len(patients), "spend": spend, "monthly_from": since.isoformat() if since else "every month",
+            "volume_and_lags_seconds": round(t1 - t0, 2), "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
 
 
 def _only_overrides_pending(conn) -> bool:

@@ -607,6 +607,45 @@ class ClaimsLagMonth(SQLModel, table=True):
     paid_usd: float = 0.0
 
 
+class ClaimsNetworkMonth(SQLModel, table=True):
+    """Claims (non-internal encounters) per service month, the team the patient was attributed to
+    that month ('' when not attributed), kind, category, specialty, facility (as imported, '' when
+    blank) and network status: count and paid amount. Grain: month, team_id, kind, cost_category,
+    specialty, facility, in_network. Derived by ``core.derive.page_aggregates``;
+    the true costs page's leakage (``core.views.true_costs.claims_by_network``) reads it instead of
+    joining every claim of its months to its attribution on each render."""
+
+    __tablename__ = "claims_network_month"
+
+    month: date = Field(primary_key=True)
+    team_id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=32)
+    cost_category: str = Field(primary_key=True, max_length=32)
+    specialty: str = Field(primary_key=True, max_length=64)
+    facility: str = Field(primary_key=True, max_length=200)
+    in_network: bool = Field(primary_key=True)
+    claims: int = 0
+    paid_usd: float = 0.0
+
+
+class TeamMonthMinutes(SQLModel, table=True):
+    """Staff minutes of internal encounters per month of start, the encounter's team, kind and
+    role: the recorded minutes, and (``role`` '') the encounters of the kind with none recorded,
+    which the true costs page prices by the process map of the moment (core/config/costing.toml).
+    Grain: month, team_id, kind, role. Derived by ``core.derive.page_aggregates``; the capacity
+    used (``core.derive.costs.used_minutes_by_team_month``) reads it instead of joining every
+    internal encounter of the months to its staff minutes on each render."""
+
+    __tablename__ = "team_month_minutes"
+
+    month: date = Field(primary_key=True)
+    team_id: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=32)
+    role: str = Field(primary_key=True, max_length=64)
+    minutes: float = 0.0
+    encounters: int = 0
+
+
 class PatientMonthCost(SQLModel, table=True):
     """The cost of an assigned patient-month with its team and subgroup (``patient_month_activity``
     joined to ``subgroup_assignment``). Grain: patient_id, month. Its index gives the costliest

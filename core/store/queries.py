@@ -6,6 +6,7 @@ whole network (for callers already allowed to see it).
 """
 
 import json
+import re
 from datetime import date
 
 import numpy as np
@@ -72,6 +73,21 @@ def read_frame(engine: Engine, statement) -> pd.DataFrame:
         columns = list(result.keys())
         rows = [tuple(r) for r in result.fetchall()]
     return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def encounters_in_table_order(conn, stmt) -> str:
+    """``stmt`` (an INSERT or SELECT that reads every encounter) as SQL text for the connection's
+    database, on SQLite with the encounters read ``NOT INDEXED``.
+
+    Left to itself SQLite's planner walks every encounter through the (start_date, kind) index
+    when the query joins or groups, and fetches each row from the table at random: 3 to 10 times
+    slower than reading the table in its own order (``team_month_activity``: 67 s against 7 s at
+    100,000 patients; the claims by network 20 s against 6.3 s). A query bounded by date keeps the
+    index (do not use this for those)."""
+    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.name == "sqlite":
+        sql = re.sub(r"\bFROM encounter\b(?! NOT INDEXED)", "FROM encounter NOT INDEXED", sql)
+    return sql
 
 
 def where_selection(stmt, *, practice_id: str | None = None, team_id: str | None = None, subgroup: str | None = None,

@@ -3,8 +3,9 @@ minutes used against minutes supplied per team and month, the cost of unused cap
 out-of-network spend (leakage) by category, specialty, facility, team and month.
 
 Every table is returned with human column labels (units in the label) by :func:`labelled`;
-rates and capacity come from the staff roster (core.derive.costs), minutes used and claims are
-summed in SQL, so the page does not load encounters.
+rates and capacity come from the staff roster (core.derive.costs), minutes used are summed in SQL
+and claims read from the derive's monthly ``claims_network_month``, so the page does not load
+encounters.
 """
 
 from __future__ import annotations
@@ -180,29 +181,45 @@ def annualised(amount_usd: float, n_months: int) -> float:
 
 
 def claims_by_network(engine: Engine, months: Sequence[date], team_ids: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Claims of the months summed in SQL, by the team the patient was attributed to in the month
-    of service, month, category, specialty, facility and network status.
+    """Claims of the months by the team the patient was attributed to in the month of service,
+    month, category, specialty, facility and network status: the derive's
+    ``claims_network_month`` (``core.derive.page_aggregates``), else summed in SQL from the
+    encounters joined to their attributions.
 
     Grain: team_id (``not attributed`` when the patient was not attributed that month), month,
     cost_category (blank in the data: the kind's default category), specialty (``not recorded``
     when blank), facility (``not recorded`` when blank), in_network. Columns: claims, paid_usd. ``team_ids``: only claims of patients
     attributed to those teams.
     """
+    from core.derive.page_aggregates import built
+    from core.store.models import ClaimsNetworkMonth
+
     months = sorted({as_month(m) for m in months})
     start, end = month_span(months)
-    month = month_start_sql(engine.dialect.name, Encounter.start_date)
-    stmt = (
-        select(Attribution.team_id, month.label("month"), Encounter.kind, Encounter.cost_category, Encounter.specialty,
-               Encounter.facility, Encounter.in_network, func.count().label("claims"), func.coalesce(func.sum(Encounter.paid_usd), 0.0).label("paid_usd"))
-        .select_from(Encounter)
-        .outerjoin(Attribution, and_(Attribution.patient_id == Encounter.patient_id, Attribution.month == month))
-        .where(Encounter.is_internal.is_(False), Encounter.start_date >= start, Encounter.start_date < end)
-        .group_by(Attribution.team_id, month, Encounter.kind, Encounter.cost_category, Encounter.specialty, Encounter.facility,
-                  Encounter.in_network)
-    )  # fmt: skip
-    if team_ids is not None:
-        stmt = stmt.where(Attribution.team_id.in_(list(team_ids)))
-    frame = read_frame(engine, stmt)
+    with engine.connect() as conn:
+        stored = built(conn)
+    if stored:  # a few thousand rows a month, not every claim of the months joined to its attribution
+        t = ClaimsNetworkMonth
+        stmt = (select(t.team_id, t.month, t.kind, t.cost_category, t.specialty, t.facility, t.in_network, t.claims, t.paid_usd)
+                .where(t.month >= start, t.month < end))  # fmt: skip
+        if team_ids is not None:
+            stmt = stmt.where(t.team_id.in_(list(team_ids)))
+        frame = read_frame(engine, stmt)
+        frame["team_id"] = frame["team_id"].replace("", None)
+    else:
+        month = month_start_sql(engine.dialect.name, Encounter.start_date)
+        stmt = (
+            select(Attribution.team_id, month.label("month"), Encounter.kind, Encounter.cost_category, Encounter.specialty,
+                   Encounter.facility, Encounter.in_network, func.count().label("claims"), func.coalesce(func.sum(Encounter.paid_usd), 0.0).label("paid_usd"))
+            .select_from(Encounter)
+            .outerjoin(Attribution, and_(Attribution.patient_id == Encounter.patient_id, Attribution.month == month))
+            .where(Encounter.is_internal.is_(False), Encounter.start_date >= start, Encounter.start_date < end)
+            .group_by(Attribution.team_id, month, Encounter.kind, Encounter.cost_category, Encounter.specialty, Encounter.facility,
+                      Encounter.in_network)
+        )  # fmt: skip
+        if team_ids is not None:
+            stmt = stmt.where(Attribution.team_id.in_(list(team_ids)))
+        frame = read_frame(engine, stmt)
     cols = ["team_id", "month", "cost_category", "specialty", "facility", "in_network", "claims", "paid_usd"]
     if frame.empty:
         return pd.DataFrame(columns=cols)

@@ -29,7 +29,7 @@ def _no_full_derive(*_args, **_kwargs):
 
 
 PAGE_TABLES = ("econsult_month", "specialist_spend_month", "specialist_spend_patient_month", "subgroup_move", "claims_lag_month",
-               "patient_month_cost")
+               "patient_month_cost", "claims_network_month", "team_month_minutes")
 
 
 def page_tables(engine) -> dict[str, pd.DataFrame]:

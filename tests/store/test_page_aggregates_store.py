@@ -36,9 +36,10 @@ from core.views.econsults import (
     econsults,
     specialist_spend_from_claims,
 )
+from core.views.true_costs import claims_by_network
 
 AGGREGATES = ("econsult_month", "specialist_spend_month", "subgroup_move", "patient_month_cost", "claims_lag_month",
-              "specialist_spend_patient_month")  # fmt: skip
+              "specialist_spend_patient_month", "claims_network_month", "team_month_minutes")  # fmt: skip
 LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
 
 
@@ -121,16 +122,61 @@ def assert_review_as_before(engine) -> int:
     return moved
 
 
+def _scanned(engine, read, *args):
+    """``read(engine, *args)`` with the tables' version mark taken away: the readers' fallback that
+    groups the encounters, as on a store without the tables."""
+    with engine.begin() as conn:
+        mark = conn.execute(select(AppSetting.value).where(AppSetting.key == VERSION_KEY)).scalar()
+        conn.execute(delete(AppSetting.__table__).where(AppSetting.key == VERSION_KEY))
+    try:
+        return read(engine, *args)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(AppSetting.__table__.insert().values(key=VERSION_KEY, value=mark))
+
+
+def assert_claims_by_network_as_before(engine) -> int:
+    """The true costs page's claims by team, month, category, specialty, facility and network
+    status from ``claims_network_month`` equal those grouped from every claim joined to its
+    attribution, for the last 12 months, each month alone, one team and two. Returns the claims."""
+    months = _months(engine)
+    teams = _teams(engine)
+    keys = ["team_id", "month", "cost_category", "specialty", "facility", "in_network"]
+    cases = [(months[-12:], None), *[([m], None) for m in months[::5]], (months[-12:], (teams[0],)), (months, tuple(teams[:2]))]
+    for ms, scope in cases:
+        stored = _sorted(claims_by_network(engine, ms, scope), keys)
+        scanned = _sorted(_scanned(engine, claims_by_network, ms, scope), keys)
+        assert len(stored) > 0
+        pd.testing.assert_frame_equal(stored.drop(columns="paid_usd"), scanned.drop(columns="paid_usd"), check_dtype=False,
+                                      obj=f"claims {ms[0]}..{ms[-1]} {scope}")  # fmt: skip
+        pd.testing.assert_series_equal(stored["paid_usd"], scanned["paid_usd"], check_exact=False, rtol=1e-9)
+    whole = claims_by_network(engine, months)
+    assert (~whole["in_network"]).any() and whole["in_network"].any()  # both kinds of rows compared
+    return int(whole["claims"].sum())
+
+
+def assert_minutes_used_as_before(engine) -> float:
+    """The true costs page's minutes used per team, month and role from ``team_month_minutes``
+    equal those summed from every internal encounter and its staff minutes, for the last 12
+    months, each month alone and one team. Returns the minutes."""
+    from core.derive.costs import load_cost_settings, used_minutes_by_team_month
+
+    maps = load_cost_settings().process_maps
+    months, teams = _months(engine), _teams(engine)
+    keys = ["team_id", "month", "role"]
+    for ms, scope in [(months[-12:], None), *[([m], None) for m in months[::5]], (months, (teams[0],))]:
+        stored = _sorted(used_minutes_by_team_month(engine, ms, maps, scope), keys)
+        scanned = _sorted(_scanned(engine, used_minutes_by_team_month, ms, maps, scope), keys)
+        assert len(stored) > 0
+        pd.testing.assert_frame_equal(stored, scanned, check_exact=False, rtol=1e-9, check_dtype=False, obj=f"minutes {ms[0]} {scope}")
+    return float(used_minutes_by_team_month(engine, months, maps)["used_minutes"].sum())
+
+
 def assert_claims_lags_as_before(engine) -> None:
     """The claims run-out lags from ``claims_lag_month`` equal those grouped from every claim (the
     reader's fallback on a store without the tables)."""
     stored = claims_lags(engine)
-    with engine.begin() as conn:
-        mark = conn.execute(select(AppSetting.value).where(AppSetting.key == VERSION_KEY)).scalar()
-        conn.execute(delete(AppSetting.__table__).where(AppSetting.key == VERSION_KEY))
-    scanned = claims_lags(engine)
-    with engine.begin() as conn:
-        conn.execute(AppSetting.__table__.insert().values(key=VERSION_KEY, value=mark))
+    scanned = _scanned(engine, claims_lags)
     assert len(stored) > 0 and stored["paid_month"].isna().any() == scanned["paid_month"].isna().any()
 
     def key(f):
@@ -157,7 +203,8 @@ def assert_same_as_full_derive(engine) -> None:
     full = aggregate_tables(engine)
     for name in AGGREGATES:
         assert len(incremental[name]) == len(full[name]) > 0, name
-        floats = ("specialist_spend_month", "claims_lag_month", "specialist_spend_patient_month")  # float sums: to 1e-9
+        floats = ("specialist_spend_month", "claims_lag_month", "specialist_spend_patient_month",
+                  "claims_network_month", "team_month_minutes")  # float sums: to 1e-9
         exact = name not in floats
         if name == "specialist_spend_month":  # counts exactly
             pd.testing.assert_frame_equal(incremental[name].drop(columns="specialist_spend_usd"),
@@ -170,6 +217,8 @@ def test_the_pages_figures_from_the_aggregates_equal_todays(sample_store):
     assert assert_econsults_as_before(engine) > 0
     assert assert_review_as_before(engine) > 0
     assert_claims_lags_as_before(engine)
+    assert assert_claims_by_network_as_before(engine) > 0
+    assert assert_minutes_used_as_before(engine) > 0
     data = econsults(engine, tuple(window_months(_months(engine)[-1], "12m")), None, False)
     spend = data["spend"].set_index("group")
     assert set(spend.index) == {"with e-consult", "without e-consult"}  # the window test splits the network
@@ -221,6 +270,46 @@ def test_incremental_derives_keep_the_aggregates_exact(sample_store, sample_bund
     assert_econsults_as_before(engine)
     assert_review_as_before(engine)
     assert_claims_lags_as_before(engine)
+    assert_claims_by_network_as_before(engine)
+    assert_minutes_used_as_before(engine)
+    assert_same_as_full_derive(engine)
+
+
+def _last_month_only(tables: dict) -> None:
+    """The patients' rows of the last month only (the other dated files emptied), with an
+    e-consult, an out-of-network claim and a team change in that month."""
+    last = max(tables["attribution.csv"]["month"])
+    tables["attribution.csv"] = tables["attribution.csv"].loc[lambda f: f["month"] == last].copy()
+    tables["encounters.csv"] = tables["encounters.csv"].loc[lambda f: f["start_date"] >= f"{last}-01"]
+    kept = set(tables["encounters.csv"]["encounter_id"])
+    tables["staff_minutes.csv"] = tables["staff_minutes.csv"].loc[lambda f: f["encounter_id"].isin(kept)]
+    for name in ("conditions.csv", "measurements.csv", "medications.csv", "procedures.csv"):
+        if name in tables:
+            tables[name] = tables[name].iloc[0:0]
+    _with_econsult_and_team_change(tables)
+
+
+def test_an_import_of_one_month_rebuilds_the_monthly_tables_from_that_month(sample_store, sample_bundle, tmp_path):
+    """The claims lags, claims by network, minutes and e-consult volume are rebuilt from the first
+    month the import can change, not whole, and equal a full derive."""
+    from tests.store.test_incremental_derive_store import _small_bundle
+
+    engine = sample_store
+    last = _months(engine)[-1]
+    ids = sorted(aggregate_tables(engine)["patient_month_cost"]["patient_id"].unique())[::80]
+    before = aggregate_tables(engine)
+    report = import_path(engine, _small_bundle(sample_bundle, tmp_path / "month", ids, _last_month_only))
+    assert report.ok, report.to_text()
+    summary = derive_touched(engine)
+    assert summary["mode"] == "incremental", summary.get("why")
+    assert summary["activity"]["pages"]["monthly_from"] == last.isoformat()
+    after = aggregate_tables(engine)
+    new_claims = after["claims_network_month"].loc[lambda f: pd.to_datetime(f["month"]).dt.date == last, "claims"].sum()
+    assert new_claims == before["claims_network_month"].loc[lambda f: pd.to_datetime(f["month"]).dt.date == last, "claims"].sum() + 1
+    assert_claims_by_network_as_before(engine)
+    assert_minutes_used_as_before(engine)
+    assert_claims_lags_as_before(engine)
+    assert_econsults_as_before(engine)
     assert_same_as_full_derive(engine)
 
 

@@ -270,6 +270,57 @@ def test_used_minutes_and_leakage_in_sql_on_both_backends(store_engine):
     assert outside["paid_usd"].sum() == pytest.approx(9000)
 
 
+def test_leakage_from_the_derives_monthly_claims_equals_the_claims(store_engine):
+    """Once the pages' aggregates are built, the leakage reads ``claims_network_month``: the same
+    rows as grouping the claims, with a claim of a month the patient was not attributed, blank
+    and padded texts, and a team's scope."""
+    from sqlalchemy import text
+
+    from core.derive.page_aggregates import build_page_aggregates
+    from tests.unit.test_costs import FEB, JAN, _seed
+
+    _seed(store_engine)
+    with store_engine.begin() as conn:
+        conn.execute(text("UPDATE encounter SET facility = '  Summit Cardiology  ', specialty = '' WHERE encounter_id = 'C2'"))
+    scanned = {scope: true_costs.claims_by_network(store_engine, [JAN, FEB], scope) for scope in (None, ("T1",))}
+    assert build_page_aggregates(store_engine)["claims_network_month"] == 4  # C1-C4
+    for scope, want in scanned.items():
+        got = true_costs.claims_by_network(store_engine, [JAN, FEB], scope)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False, obj=str(scope))
+    whole = scanned[None].set_index("facility")
+    assert whole.loc["Summit Cardiology", "specialty"] == true_costs.NO_SPECIALTY
+    assert (scanned[None]["team_id"] == true_costs.NOT_ATTRIBUTED).sum() == 1 and len(scanned[("T1",)]) == 2
+    assert true_costs.claims_by_network(store_engine, [FEB])["month"].tolist() == [FEB, FEB]
+    with store_engine.begin() as conn:  # the page reads the aggregate, not the claims (the derive keeps it current)
+        conn.execute(text("UPDATE encounter SET paid_usd = 1 WHERE encounter_id = 'C3'"))
+    got = true_costs.claims_by_network(store_engine, [FEB])
+    assert got.loc[got["team_id"] == true_costs.NOT_ATTRIBUTED, "paid_usd"].tolist() == [9000.0]
+
+
+def test_minutes_used_from_the_derives_monthly_minutes_equal_the_encounters(store_engine):
+    """Once the pages' aggregates are built, the capacity used reads ``team_month_minutes``:
+    recorded minutes by role, and the process map of the moment for encounters without any."""
+    from sqlalchemy import text
+
+    from core.derive.page_aggregates import build_page_aggregates
+    from tests.unit.test_costs import FEB, JAN, _seed
+
+    _seed(store_engine)
+    maps = costs.load_cost_settings().process_maps
+    scanned = {scope: costs.used_minutes_by_team_month(store_engine, [JAN, FEB], maps, scope) for scope in (None, ("T1",), ("T9",))}
+    assert build_page_aggregates(store_engine)["team_month_minutes"] == 4  # E1's two roles, E2 and E3 without minutes
+    for scope, want in scanned.items():
+        pd.testing.assert_frame_equal(costs.used_minutes_by_team_month(store_engine, [JAN, FEB], maps, scope), want,
+                                      check_dtype=False, obj=str(scope))  # fmt: skip
+    doubled = {kind: {role: 2 * m for role, m in roles.items()} for kind, roles in maps.items()}
+    used = costs.used_minutes_by_team_month(store_engine, [FEB], doubled).set_index("role")["used_minutes"]
+    assert used["physician"] == pytest.approx(2 * maps["office_visit"]["physician"])  # the map is read, not stored
+    with store_engine.begin() as conn:  # the page reads the aggregate, not the minutes (the derive keeps it current)
+        conn.execute(text("UPDATE staff_minutes SET minutes = 1000 WHERE encounter_id = 'E1'"))
+    used = costs.used_minutes_by_team_month(store_engine, [JAN], maps).set_index("role")["used_minutes"]
+    assert used["physician"] == pytest.approx(20)
+
+
 def test_leakage_is_unknown_when_no_claim_is_flagged_out_of_network():
     claims = pd.DataFrame({"team_id": ["T1"] * 2, "month": [date(2025, 1, 1)] * 2, "cost_category": ["inpatient", "pharmacy"],
                            "specialty": ["not recorded"] * 2, "in_network": [True, True], "claims": [40, 30],
