@@ -56,10 +56,10 @@ spend's patient-month rows of the 11 months before of the patients whose next e-
 sums from 11 months before) and kept exact
 by :func:`replace_page_aggregates_of` (the incremental derive): the moves and costs of the touched
 patients; then, unless only overrides are pending (an override changes no encounter or
-attribution), the claims lags, the claims by network, the minutes and the e-consult volume whole
-(a read of the claims, one joined to their attributions, one of the internal encounters joined to
-their minutes, one of the e-consults) and the spend by difference
-(:func:`replace_spend_of`): the touched patients'
+attribution), the claims lags, the claims by network, the minutes and the e-consult volume from the
+first month the pending imports can change (whole when not known; a read of the claims, one joined
+to their attributions, one of the internal encounters joined to their minutes, one of the
+e-consults) and the spend by difference (:func:`replace_spend_of`): the touched patients'
 ``specialist_spend_patient_month`` rows are read (their contribution before), replaced from their
 attributions, e-consults and claims of now, and every ``specialist_spend_month`` row they were or
 are in becomes stored - before + now (patient-months that did not change cancel out first; a row
@@ -593,7 +593,8 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
     their sums from ``FAR - 1`` months before ``start``; both whole when the specialist categories
     changed.
     The claims lags, claims by network and minutes of earlier months stand: an encounter or an
-    attribution of an earlier month moves the derive's first month to it. Returns the rows of the months written and seconds."""
+    attribution of an earlier month moves the derive's first month to it. Returns the rows of the
+    months written and seconds."""
     from core.store.months import add_months
 
     t0 = time.perf_counter()
