@@ -95,3 +95,36 @@ def test_blocks_on_each_backend(store_engine, workers):
     blocks = assign_subgroups(store_engine, RULES, block_patients=2, workers=workers)
     assert blocks["blocks"] == 3 and _summary(blocks) == _summary(one)
     _assert_same_store(store_engine, want)
+
+
+def test_a_whole_run_builds_the_indexes_once_and_a_failed_one_keeps_them(store_engine, monkeypatch):
+    """Every row of a whole run is new: its secondary indexes are dropped for the write and built
+    once after (``parts["indexes"]``); a run that fails half way rolls back with its indexes."""
+    from sqlalchemy import inspect
+
+    import core.derive.subgroups.assign as assign
+
+    def names():
+        return {i["name"] for i in inspect(store_engine).get_indexes("subgroup_assignment")}
+
+    seed(store_engine)
+    wanted = {i.name for i in SubgroupAssignment.__table__.indexes}
+    assert names() >= wanted
+    out = assign_subgroups(store_engine, RULES, block_patients=2, workers=1)
+    assert "indexes" in out["parts"] and names() >= wanted
+    want = _stored(store_engine)
+    assert assign_subgroups(store_engine, RULES, months=[MONTHS[-1]], workers=1)["parts"].get("indexes") is None  # a month: kept
+    real = assign.insert_frame
+    calls = []
+
+    def fail_on_the_second_block(conn, table, frame, *args, **kwargs):
+        calls.append(table.name)
+        if calls.count("subgroup_assignment") == 2:
+            raise RuntimeError("disk full")
+        return real(conn, table, frame, *args, **kwargs)
+
+    monkeypatch.setattr(assign, "insert_frame", fail_on_the_second_block)
+    with pytest.raises(RuntimeError, match="disk full"):
+        assign_subgroups(store_engine, RULES, block_patients=2, workers=1)
+    assert names() >= wanted
+    _assert_same_store(store_engine, want)

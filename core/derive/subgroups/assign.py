@@ -233,7 +233,15 @@ def assign_subgroups(
         calls = [(run, block, month_range, rules, thresholds) for block in blocks]
         if track:
             stored = _outside_imports(conn, stored)
+        indexes = list(SubgroupAssignment.__table__.indexes) if run.months is None else []
+        for index in indexes:  # every row is new: the secondary indexes are built once after, not row by row
+            index.drop(conn, checkfirst=True)
         written, parts = _write_blocks(conn, pool, calls, rules, workers, stored)
+        if indexes:
+            t2 = time.perf_counter()
+            for index in indexes:
+                index.create(conn)
+            parts["indexes"] = time.perf_counter() - t2
         moved = written.pop("_moved")
         if track:
             written["moved"] = _record_effect(conn, import_id, moved)
