@@ -386,7 +386,7 @@ def used_minutes_by_team_month(engine: Engine, months: Sequence[date], process_m
     """
     from sqlalchemy import exists, func
 
-    from core.derive.page_aggregates import built
+    from core.derive.page_aggregates import built_in
     from core.store.models import TeamMonthMinutes
     from core.store.months import month_start_sql
 
@@ -396,9 +396,7 @@ def used_minutes_by_team_month(engine: Engine, months: Sequence[date], process_m
     if not months:
         return pd.DataFrame(cols)
     start, end = month_span(months)
-    with engine.connect() as conn:
-        stored = built(conn)
-    if stored:  # the derive's team_month_minutes: a few hundred rows a month
+    if built_in(engine):  # the derive's team_month_minutes: a few hundred rows a month
         t = TeamMonthMinutes
         stmt = select(t.team_id, t.month, t.kind, t.role, t.minutes, t.encounters).where(t.month >= start, t.month < end)
         rows = _read(engine, stmt if teams is None else stmt.where(t.team_id.in_(list(teams))))

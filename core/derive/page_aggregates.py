@@ -721,6 +721,12 @@ def built(conn) -> bool:
     return conn.execute(select(AppSetting.value).where(AppSetting.key == VERSION_KEY)).scalar() == VERSION
 
 
+def built_in(engine: Engine) -> bool:
+    """:func:`built`, on a connection of its own (for the pages' readers)."""
+    with engine.connect() as conn:
+        return built(conn)
+
+
 def ensure_page_aggregates(engine: Engine) -> dict | None:
     """Build the tables once on a store derived before they existed (assignments there, the
     version mark not), and the spend tables again when the specialist categories changed since

@@ -64,12 +64,10 @@ def claims_lags(engine: Engine) -> pd.DataFrame:
 
     Grain: service_month, paid_month (None: no paid date). Columns: claims, paid_usd.
     """
-    from core.derive.page_aggregates import NO_PAID_DATE, built
+    from core.derive.page_aggregates import NO_PAID_DATE, built_in
     from core.store.models import ClaimsLagMonth
 
-    with engine.connect() as conn:
-        stored = built(conn)
-    if stored:  # the derive's claims_lag_month: a few hundred rows, not every claim of the network
+    if built_in(engine):  # the derive's claims_lag_month: a few hundred rows, not every claim of the network
         t = ClaimsLagMonth
         stmt = select(t.service_month, t.paid_month, t.claims, t.paid_usd).order_by(t.service_month, t.paid_month)
         frame = read_frame(engine, stmt)

@@ -191,14 +191,12 @@ def claims_by_network(engine: Engine, months: Sequence[date], team_ids: tuple[st
     when blank), facility (``not recorded`` when blank), in_network. Columns: claims, paid_usd. ``team_ids``: only claims of patients
     attributed to those teams.
     """
-    from core.derive.page_aggregates import built
+    from core.derive.page_aggregates import built_in
     from core.store.models import ClaimsNetworkMonth
 
     months = sorted({as_month(m) for m in months})
     start, end = month_span(months)
-    with engine.connect() as conn:
-        stored = built(conn)
-    if stored:  # a few thousand rows a month, not every claim of the months joined to its attribution
+    if built_in(engine):  # a few thousand rows a month, not every claim of the months joined to its attribution
         t = ClaimsNetworkMonth
         stmt = (select(t.team_id, t.month, t.kind, t.cost_category, t.specialty, t.facility, t.in_network, t.claims, t.paid_usd)
                 .where(t.month >= start, t.month < end))  # fmt: skip
