@@ -97,7 +97,6 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
-from sqlalchemy.orm import aliased
 
 from core.derive.subgroups.transitions import moves_frame
 from core.store.models import (
@@ -117,7 +116,7 @@ from core.store.models import (
     TeamMonthMinutes,
 )
 from core.store.months import month_start_sql
-from core.store.queries import encounters_in_table_order, utc_now
+from core.store.queries import create_indexes, drop_secondary_indexes, encounters_in_table_order, utc_now
 from core.views.executive_settings import load_executive_settings
 
 log = logging.getLogger(__name__)
@@ -465,31 +464,54 @@ def replace_spend_of(conn, patients: list[str]) -> dict:
                       "deleted": int((present & ~kept).sum())}  # fmt: skip
 
 
-def select_subgroup_moves(months: list, patients: list[str] | None = None, after_last: bool = True,
+def select_subgroup_moves(dialect: str, months: list, patients: list[str] | None = None, after_last: bool = True,
                           since: date | None = None):  # fmt: skip
     """Patient-months whose subgroup differs from the month before (:class:`SubgroupMove`):
     this month's assignment against last month's, and last month's without one this month.
     ``months``: every assigned month (``after_last``: the month after the last is added), or the
     months of the pairs the ``patients`` can have (:func:`_patient_pair_months`, ``after_last`` False).
-    ``since``: the months from that day only."""
+    ``since``: the months from that day only.
+
+    One pass over the assignments in key order (patient, month): each row with the month number,
+    team and subgroup of the patient's row before it and the month number of the row after it
+    (window functions). A row arrived when the row before is not the month before or holds another
+    subgroup; it is the last of a run when the row after is not the month after, and then the
+    patient is gone the month after (when that month is one of the pairs). A self-join of each
+    month with the month before read the table twice at random, through its month index and its
+    key: 15.4 s against 7.7 s at 100,000 patients."""
+    from core.store.months import add_months
+
     s = SubgroupAssignment
-    cur, prev = aliased(s, name="cur"), aliased(s, name="prev")
+    base = select(s.patient_id, s.month, s.team_id, s.subgroup, month_index(dialect, s.month).label("idx"))
+    if patients is not None:
+        base = base.where(s.patient_id.in_(patients))
+    if since is not None:  # the rows of the month before ``since`` are the pairs' first "before"
+        base = base.where(s.month >= add_months(since, -1))
+    b = base.subquery("assigned").c
+    by_patient = {"partition_by": b.patient_id, "order_by": b.month}
+    seq = select(b.patient_id, b.month, b.team_id, b.subgroup, b.idx,
+                 func.lag(b.idx).over(**by_patient).label("prev_idx"), func.lag(b.team_id).over(**by_patient).label("prev_team_id"),
+                 func.lag(b.subgroup).over(**by_patient).label("prev_subgroup"),
+                 func.lead(b.idx).over(**by_patient).label("next_idx")).subquery("seq")  # fmt: skip
+
+    def edge(c):  # (follows the month before, arrived, last of a run) of a row of the sequence
+        follows = c.idx - c.prev_idx == 1  # NULL (not true) for a patient's first row
+        return follows, or_(c.prev_idx.is_(None), c.idx - c.prev_idx != 1, c.prev_subgroup != c.subgroup), or_(
+            c.next_idx.is_(None), c.next_idx - c.idx != 1)  # fmt: skip
+
+    _, changed, ends = edge(seq.c)
+    edges = select(seq).where(or_(changed, ends)).cte("edges")  # the few rows of either kind, read twice
+    e = edges.c
+    follows, changed, ends = edge(e)
     pairs = _month_pairs(months, after_last, since)
     p = pairs.c
-    only = (lambda t: [t.patient_id.in_(patients)]) if patients is not None else (lambda t: [])
-    arrived = (
-        select(cur.patient_id, cur.month, cur.team_id, cur.subgroup, prev.team_id.label("prev_team_id"),
-               prev.subgroup.label("prev_subgroup"))
-        .join(pairs, p.month == cur.month)
-        .outerjoin(prev, and_(prev.patient_id == cur.patient_id, prev.month == p.prev))
-        .where(or_(prev.subgroup.is_(None), prev.subgroup != cur.subgroup), *only(cur))
-    )  # fmt: skip
+    arrived = select(e.patient_id, e.month, e.team_id, e.subgroup, case((follows, e.prev_team_id), else_=None).label("prev_team_id"),
+                     case((follows, e.prev_subgroup), else_=None).label("prev_subgroup")).where(e.month.in_(select(p.month)), changed)  # fmt: skip
     gone = (
-        select(prev.patient_id, p.month, null().label("team_id"), null().label("subgroup"), prev.team_id.label("prev_team_id"),
-               prev.subgroup.label("prev_subgroup"))
-        .join(pairs, p.prev == prev.month)
-        .outerjoin(cur, and_(cur.patient_id == prev.patient_id, cur.month == p.month))
-        .where(cur.patient_id.is_(None), *only(prev))
+        select(e.patient_id, p.month, null().label("team_id"), null().label("subgroup"), e.team_id.label("prev_team_id"),
+               e.subgroup.label("prev_subgroup"))
+        .join(pairs, p.prev == e.month)
+        .where(ends)
     )  # fmt: skip
     return union_all(arrived, gone)
 
@@ -563,16 +585,18 @@ def build_page_aggregates(engine: Engine) -> dict:
     with engine.begin() as conn:
         months = _assigned_months(conn)
         parts = {
-            "subgroup_move": (SubgroupMove, MOVE_COLUMNS, select_subgroup_moves(months)),
+            "subgroup_move": (SubgroupMove, MOVE_COLUMNS, select_subgroup_moves(dialect, months)),
             "patient_month_cost": (PatientMonthCost, COST_COLUMNS, select_patient_month_cost()),
             **{name: (model, columns, stmt) for name, (model, columns, _month, stmt) in _monthly_parts(dialect, None).items()},
         }  # fmt: skip
         for name, (model, columns, stmt) in parts.items():
             t1 = time.perf_counter()
             table = model.__table__
+            indexes = drop_secondary_indexes(conn, table)  # every row is new (the moves' and costs' indexes)
             conn.execute(delete(table))
             stmt = insert(table).from_select(columns, stmt)
             conn.execute(text(encounters_in_table_order(conn, stmt)) if name in IN_TABLE_ORDER else stmt)
+            create_indexes(conn, indexes)
             out[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
             table_seconds[name] = round(time.perf_counter() - t1, 2)
         t1 = time.perf_counter()
@@ -605,7 +629,7 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
     with engine.begin() as conn:
         months = _assigned_months(conn)
         parts = {
-            "subgroup_move": (SubgroupMove, MOVE_COLUMNS, "month", start, select_subgroup_moves(months, since=start)),
+            "subgroup_move": (SubgroupMove, MOVE_COLUMNS, "month", start, select_subgroup_moves(dialect, months, since=start)),
             "patient_month_cost": (PatientMonthCost, COST_COLUMNS, "month", start, select_patient_month_cost(since=start)),
             **{name: (model, columns, month, start, stmt)
                for name, (model, columns, month, stmt) in _monthly_parts(dialect, start).items()},
@@ -639,7 +663,7 @@ def replace_patient_rows_of(conn, patients: list[str]) -> None:
         conn.execute(delete(moves).where(moves.c.patient_id.in_(part)))
         conn.execute(delete(costs).where(costs.c.patient_id.in_(part)))
         months = _patient_pair_months(conn, part)
-        conn.execute(insert(moves).from_select(MOVE_COLUMNS, select_subgroup_moves(months, part, after_last=False)))
+        conn.execute(insert(moves).from_select(MOVE_COLUMNS, select_subgroup_moves(conn.dialect.name, months, part, after_last=False)))
         conn.execute(insert(costs).from_select(COST_COLUMNS, select_patient_month_cost(part)))
 
 

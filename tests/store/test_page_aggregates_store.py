@@ -368,6 +368,76 @@ def test_the_window_test_on_a_hand_built_network(store_engine):
     assert spend(date(2026, 10, 1), "quarter", ("A1", "A2"))["patients"].sum() == 6  # from the claims: P4 once
 
 
+def _moves_by_hand(assigned: pd.DataFrame) -> pd.DataFrame:
+    """The subgroup moves of ``assigned`` (patient_id, month, team_id, subgroup), month by month:
+    for every assigned month and the month after the last, each patient's row against their row of
+    the month before (arrived: none before or another subgroup; gone: none now)."""
+    from core.store.months import add_months
+
+    rows = {(r.patient_id, r.month): r for r in assigned.itertuples(index=False)}
+    months = sorted(set(assigned["month"]))
+    out = []
+    for month in [*months, add_months(months[-1], 1)]:
+        before = add_months(month, -1)
+        for patient in sorted(set(assigned["patient_id"])):
+            cur, prev = rows.get((patient, month)), rows.get((patient, before))
+            if cur is not None and (prev is None or prev.subgroup != cur.subgroup):
+                out.append((patient, month, cur.team_id, cur.subgroup, *((prev.team_id, prev.subgroup) if prev else (None, None))))
+            if cur is None and prev is not None:
+                out.append((patient, month, None, None, prev.team_id, prev.subgroup))
+    frame = pd.DataFrame(out, columns=["patient_id", "month", "team_id", "subgroup", "prev_team_id", "prev_subgroup"])
+    return frame.sort_values(["patient_id", "month"]).reset_index(drop=True)
+
+
+def test_the_moves_of_gaps_returns_and_changes_on_a_hand_built_network(store_engine):
+    """Subgroup moves from one pass over the assignments in key order equal a month-by-month
+    comparison, for a patient with a month missing (gone, then back with nothing before), a
+    subgroup change, a team change in the same subgroup (no move), a patient who leaves, one who
+    joins late, and everyone gone the month after the last; built whole, from a month, and for
+    a few patients."""
+    from core.derive.page_aggregates import build_page_aggregates_from, replace_patient_rows_of
+    from core.store.models import SubgroupMove
+    from tests.builders import two_team_network
+
+    months = tuple(date(2026, m, 1) for m in range(1, 7))
+    two_team_network(store_engine, months)
+    s = SubgroupAssignment
+    with store_engine.begin() as conn:
+        conn.execute(delete(s).where(s.patient_id == "P1", s.month == date(2026, 3, 1)))  # a gap in March
+        conn.execute(s.__table__.update().where(s.patient_id == "P2", s.month >= date(2026, 4, 1)).values(subgroup="frail"))
+        conn.execute(s.__table__.update().where(s.patient_id == "P3", s.month >= date(2026, 5, 1)).values(team_id="A2"))
+        conn.execute(delete(s).where(s.patient_id == "P4", s.month >= date(2026, 3, 1)))  # leaves after February
+        conn.execute(delete(s).where(s.patient_id == "P6", s.month < date(2026, 3, 1)))  # joins in March
+    assigned = _frame(store_engine, select(s.patient_id, s.month, s.team_id, s.subgroup))
+    assigned["month"] = pd.to_datetime(assigned["month"]).dt.date
+    want = _moves_by_hand(assigned)
+    columns = list(want.columns)
+
+    def stored() -> pd.DataFrame:
+        got = _frame(store_engine, select(*[SubgroupMove.__table__.c[c] for c in columns]))
+        got["month"] = pd.to_datetime(got["month"]).dt.date
+        return got.sort_values(["patient_id", "month"]).reset_index(drop=True)
+
+    build_page_aggregates(store_engine)
+    pd.testing.assert_frame_equal(stored(), want, check_dtype=False)
+    by_patient = want.set_index(["patient_id", "month"])
+    assert pd.isna(by_patient.loc[("P1", date(2026, 3, 1)), "subgroup"])  # gone in the gap
+    assert pd.isna(by_patient.loc[("P1", date(2026, 4, 1)), "prev_subgroup"])  # back, with nothing the month before
+    assert by_patient.loc[("P2", date(2026, 4, 1)), "prev_subgroup"] == "complex"
+    assert ("P3", date(2026, 5, 1)) not in by_patient.index  # another team, same subgroup: not a move
+    assert len(want[want["month"] == date(2026, 7, 1)]) == 5  # everyone assigned in June is gone in July
+
+    with store_engine.begin() as conn:
+        conn.execute(delete(SubgroupMove.__table__).where(SubgroupMove.month >= date(2026, 4, 1)))
+    build_page_aggregates_from(store_engine, date(2026, 4, 1))
+    pd.testing.assert_frame_equal(stored(), want, check_dtype=False)
+
+    with store_engine.begin() as conn:
+        conn.execute(delete(SubgroupMove.__table__).where(SubgroupMove.patient_id.in_(["P1", "P4", "P6"])))
+        replace_patient_rows_of(conn, ["P1", "P4", "P6"])
+    pd.testing.assert_frame_equal(stored(), want, check_dtype=False)
+
+
 def _biggest_team_patient(engine) -> tuple[str, str, int]:
     """A patient of the team with the most patients in the last month: (patient, team, the team's patients)."""
     from core.store.models import Attribution

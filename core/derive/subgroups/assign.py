@@ -41,7 +41,7 @@ from core.derive.subgroups.overrides import active_overrides, apply_overrides
 from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
 from core.store.models import ImportEffect, ImportPatient, ImportRun, RiskScore, SubgroupAssignment
 from core.store.months import as_month, month_index
-from core.store.queries import patient_hashes
+from core.store.queries import create_indexes, drop_secondary_indexes, patient_hashes
 
 EXAMPLES = 5
 THRESHOLDS_KEY = "subgroup_thresholds"  # app_setting: the month thresholds of the top-fraction rules, as last derived
@@ -233,14 +233,12 @@ def assign_subgroups(
         calls = [(run, block, month_range, rules, thresholds) for block in blocks]
         if track:
             stored = _outside_imports(conn, stored)
-        indexes = list(SubgroupAssignment.__table__.indexes) if run.months is None else []
-        for index in indexes:  # every row is new: the secondary indexes are built once after, not row by row
-            index.drop(conn, checkfirst=True)
+        # a whole run writes every row: the secondary indexes are built once after, not row by row
+        indexes = drop_secondary_indexes(conn, SubgroupAssignment.__table__) if run.months is None else []
         written, parts = _write_blocks(conn, pool, calls, rules, workers, stored)
         if indexes:
             t2 = time.perf_counter()
-            for index in indexes:
-                index.create(conn)
+            create_indexes(conn, indexes)
             parts["indexes"] = time.perf_counter() - t2
         moved = written.pop("_moved")
         if track:
