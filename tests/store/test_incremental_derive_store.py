@@ -281,12 +281,19 @@ PATIENT_TABLES = {"attribution", "subgroup_assignment", "risk_score", "encounter
 SMALL_TABLES = {"team", "practice", "staff", "month_pair", "derive_touched"}
 
 
+def _derived(statement: str, name: str) -> bool:
+    """Whether ``name`` is a subquery or a common table expression of ``statement`` (``WITH name AS
+    (``, ``) AS name``): a scan of its rows reads what its own plan lines say, checked on their own.
+    A table's alias (``subgroup_assignment AS cur``) is not one."""
+    return re.search(rf"\b{name}\s+AS\s*\(|\)\s+AS\s+{name}\b", statement) is not None
+
+
 def _whole_table_reads(statement: str, plan_line: str) -> list[str]:
     """What is wrong with one line of SQLite's query plan for an override: a table scanned whole
     (but the small ones and constant rows), or a table with rows per patient searched otherwise
     than by the patient or its encounters (one index entry, a min or max or ``LIMIT`` read, is fine)."""
     found = re.match(r"(SCAN|SEARCH) (\w+)", plan_line)
-    if found is None or found[2].isdigit() or found[2] in SMALL_TABLES:
+    if found is None or found[2].isdigit() or found[2] in SMALL_TABLES or _derived(statement, found[2]):
         return []
     one_entry = re.search(r"\b(min|max)\(|\bLIMIT\b", statement, re.IGNORECASE) is not None or "(rowid=?)" in plan_line
     if found[1] == "SCAN" and not one_entry:
