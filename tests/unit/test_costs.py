@@ -338,6 +338,8 @@ def test_costing_status(settings, roles, status, missing):
     assert (got.status, got.roles_without_staff) == (status, missing)
     assert got.costed == (status != costs.NOT_COSTED)
     assert (got.note() == "") == (status == costs.COSTED)
+    if missing:  # the role as the catalogue names it, not its code
+        assert "Registered nurse" in got.note() and "registered_nurse" not in got.note()
 
 
 def test_show_not_costed(settings):
