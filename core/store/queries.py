@@ -90,6 +90,15 @@ def encounters_in_table_order(conn, stmt) -> str:
     return sql
 
 
+def open_sqlite_transaction(conn) -> None:
+    """Open the SQLite transaction of ``conn`` now if it is not open yet. Python's sqlite3 begins
+    one at the first INSERT, UPDATE or DELETE only: DDL before it (a dropped index) would be
+    committed on its own, and stay dropped when the transaction then fails. PostgreSQL: nothing
+    to do (its transaction holds DDL from the first statement)."""
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN")
+
+
 def drop_secondary_indexes(conn, table) -> list:
     """In the caller's transaction: drop ``table``'s secondary indexes (not its primary key) for a
     write of every row, and return them for :func:`create_indexes` after the write. Kept up row by
@@ -97,7 +106,8 @@ def drop_secondary_indexes(conn, table) -> list:
     at 1,000,000 patients, writing ``patient_month_cost``'s 20 M rows took 274 s with its index and
     94 s with the index dropped, the rows written, and the index built once (22 s of it). Both are
     DDL inside the transaction on SQLite and PostgreSQL, so a failed write rolls back with its
-    indexes."""
+    indexes (on SQLite once the transaction is open: :func:`open_sqlite_transaction`)."""
+    open_sqlite_transaction(conn)
     indexes = list(table.indexes)
     for index in indexes:
         index.drop(conn, checkfirst=True)

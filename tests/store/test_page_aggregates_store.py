@@ -225,6 +225,36 @@ def test_the_pages_figures_from_the_aggregates_equal_todays(sample_store):
     assert (spend["patients"] < spend["member_months"]).all()  # distinct patients, not member-months
 
 
+def test_a_whole_build_that_fails_keeps_the_tables_and_their_indexes(sample_store, monkeypatch):
+    """A whole build drops each table's secondary indexes for its write; failing at its last step
+    (the specialist spend) it rolls back with every row and index (on SQLite, DDL before the first
+    write of the transaction would otherwise be committed on its own)."""
+    from sqlalchemy import inspect
+
+    import core.derive.page_aggregates as page_aggregates
+
+    engine = sample_store
+
+    def indexes() -> dict[str, set[str]]:
+        return {name: {i["name"] for i in inspect(engine).get_indexes(name)} for name in AGGREGATES}
+
+    wanted = {name: {i.name for i in SQLModel.metadata.tables[name].indexes} for name in AGGREGATES}
+    assert wanted["subgroup_move"] and wanted["patient_month_cost"]  # the first tables written
+    assert all(indexes()[name] >= wanted[name] for name in AGGREGATES)
+    before = aggregate_tables(engine)
+
+    def disk_full(conn):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(page_aggregates, "build_spend", disk_full)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_page_aggregates(engine)
+    after = indexes()
+    assert all(after[name] >= wanted[name] for name in AGGREGATES), after
+    for name, frame in aggregate_tables(engine).items():
+        pd.testing.assert_frame_equal(frame, before[name], obj=name)
+
+
 def _with_econsult_and_team_change(tables: dict) -> None:
     """An e-consult and a specialist claim for the first patient; the second patient's last month
     moved to another team."""
