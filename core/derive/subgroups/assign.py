@@ -224,6 +224,12 @@ def assign_subgroups(
         t1 = time.perf_counter()
         track = import_id is not None and conn.execute(select(ImportEffect.import_id).where(ImportEffect.import_id == import_id)).first() is None
         stored: list | None = [] if track else None
+        # a whole run replaces every row: the secondary indexes are dropped for its write and built
+        # once after. On SQLite before its delete of the stored rows too (each row was taken out of
+        # every index); on PostgreSQL only after the first pass, whose worker processes may read
+        # the table (a dropped index locks it until the commit; its delete leaves the indexes be).
+        whole, early = run.months is None, conn.dialect.name == "sqlite"
+        indexes = drop_secondary_indexes(conn, SubgroupAssignment.__table__) if whole and early else []
         month_range, month_dates, thresholds = _first_pass_replacing(conn, pool, run, blocks, rules, workers, stored)
         first = time.perf_counter() - t1
         if month_range is None:  # nothing to assign: the store stays as it was
@@ -233,8 +239,8 @@ def assign_subgroups(
         calls = [(run, block, month_range, rules, thresholds) for block in blocks]
         if track:
             stored = _outside_imports(conn, stored)
-        # a whole run writes every row: the secondary indexes are built once after, not row by row
-        indexes = drop_secondary_indexes(conn, SubgroupAssignment.__table__) if run.months is None else []
+        if whole and not early:
+            indexes = drop_secondary_indexes(conn, SubgroupAssignment.__table__)
         written, parts = _write_blocks(conn, pool, calls, rules, workers, stored)
         if indexes:
             t2 = time.perf_counter()
