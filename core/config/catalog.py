@@ -38,6 +38,10 @@ class Catalog:
     codes: dict[str, Code]
     dispositions: dict[str, str]
 
+    def role_label(self, role: str) -> str:
+        """A staff role as readers see it (``Registered nurse``), else its code in words."""
+        return self.roles.get(role, role.replace("_", " "))
+
 
 @cache
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:

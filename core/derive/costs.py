@@ -455,8 +455,7 @@ class CostingStatus:
         if self.status == NOT_COSTED:
             return "internal cost not costed: no staff roster (roles, annual cost, paid hours) in the data"
         if self.status == PARTLY_COSTED:
-            words = load_catalog().roles  # the reader's words (catalog.toml), not the codes of the data
-            roles = ", ".join(words.get(role, role.replace("_", " ")) for role in self.roles_without_staff)
+            roles = ", ".join(map(load_catalog().role_label, self.roles_without_staff))  # the reader's words, not the data's codes
             return f"internal cost partly costed: no staff with the role {roles} (their minutes cost $0)"
         return ""
 

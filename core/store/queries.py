@@ -103,7 +103,7 @@ def drop_secondary_indexes(conn, table) -> list:
     """In the caller's transaction: drop ``table``'s secondary indexes (not its primary key) for a
     write of every row, and return them for :func:`create_indexes` after the write. Kept up row by
     row, an index the rows reach in another order than its own costs a random B-tree insert each:
-    at 1,000,000 patients, writing ``patient_month_cost``'s 20 M rows took 274 s with its index and
+    at 1,000,000 patients, writing ``patient_month_cost``'s 13 M rows took 274 s with its index and
     94 s with the index dropped, the rows written, and the index built once (22 s of it). Both are
     DDL inside the transaction on SQLite and PostgreSQL, so a failed write rolls back with its
     indexes (on SQLite once the transaction is open: :func:`open_sqlite_transaction`)."""

@@ -50,10 +50,6 @@ def labelled(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns={c: COLUMN_LABELS.get(c, c.replace("_", " ").capitalize()) for c in frame.columns})
 
 
-def _role_label(role: str) -> str:
-    return load_catalog().roles.get(role, role.replace("_", " "))
-
-
 def team_names(engine: Engine) -> dict[str, str]:
     """Team id -> team name."""
     frame = read_frame(engine, select(Team.team_id, Team.name))
@@ -92,7 +88,7 @@ def rate_table(engine: Engine, team_ids: tuple[str, ...] | None = None, network:
             out = out.loc[out["team_id"].isin(team_ids)]
         names = team_names(engine)
         out = out.assign(team=out["team_id"].map(names).fillna(out["team_id"]))[["team", *cols]]
-    return out.assign(role=out["role"].map(_role_label)).reset_index(drop=True)
+    return out.assign(role=out["role"].map(load_catalog().role_label)).reset_index(drop=True)
 
 
 def process_map_table(engine: Engine, settings: costs.CostSettings | None = None) -> pd.DataFrame:
@@ -115,7 +111,7 @@ def process_map_table(engine: Engine, settings: costs.CostSettings | None = None
         label = catalog.activity_kinds[kind].label if kind in catalog.activity_kinds else kind
         for role, minutes in roles.items():
             rate = float(network.get(role, np.nan))
-            rows.append({"kind": label, "role": _role_label(role), "minutes": float(minutes), "rate_usd_per_hour": rate * 60.0,
+            rows.append({"kind": label, "role": load_catalog().role_label(role), "minutes": float(minutes), "rate_usd_per_hour": rate * 60.0,
                          "cost_usd": minutes * rate})  # fmt: skip
         part = [r for r in rows if r["kind"] == label]
         cost = sum(r["cost_usd"] for r in part)
