@@ -137,16 +137,20 @@ def select_patient_month_activity(dialect: str, role_rates: list, kind_costs: li
 TEAM_ACTIVITY_COLUMNS = ["month", "team_id", "subgroup", "kind", "activities"]
 
 
-def select_team_month_activity(dialect: str):
+def select_team_month_activity(dialect: str, since: date | None = None):
     """The select behind ``team_month_activity``: internal encounters of attributed patient-months
-    counted per month of start, team of that month, subgroup of that month and kind."""
+    counted per month of start, team of that month, subgroup of that month and kind.
+
+    ``since`` (a first of the month): the months from it only, bounded on the encounters' start
+    (their index) rather than on the attributions, which would walk every encounter (16.1 s against
+    1.8 s for the last two months of 100,000 patients on SQLite)."""
     e, a, s = Encounter, Attribution, SubgroupAssignment
     subgroup = func.coalesce(s.subgroup, "unassigned")
     return (
         select(a.month, a.team_id, subgroup.label("subgroup"), e.kind, func.count().label("activities"))
         .join(a, and_(a.patient_id == e.patient_id, a.month == month_start_sql(dialect, e.start_date)))
         .outerjoin(s, and_(s.patient_id == a.patient_id, s.month == a.month))
-        .where(e.is_internal.is_(True))
+        .where(e.is_internal.is_(True), *([] if since is None else [e.start_date >= since, a.month >= since]))
         .group_by(a.month, a.team_id, subgroup, e.kind)
     )
 

@@ -705,7 +705,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules(), since=start)
         activity = conn.execute(pma.insert().from_select(ACTIVITY_COLUMNS, stmt)).rowcount
         conn.execute(delete(tma).where(tma.c.month >= start))
-        stmt = select_team_month_activity(dialect).where(Attribution.month >= start)
+        stmt = select_team_month_activity(dialect, since=start)
         team_rows = conn.execute(tma.insert().from_select(TEAM_ACTIVITY_COLUMNS, stmt)).rowcount
         t4 = time.perf_counter()
         cell_rows = _replace_cells_from(conn, start, cells)

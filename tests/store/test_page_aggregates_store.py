@@ -358,6 +358,32 @@ def test_a_store_derived_before_the_tables_gets_them_once(sample_store):
     assert build_page_aggregates(engine)["econsult_month"] == len(before["econsult_month"])
 
 
+def test_the_spend_rows_from_a_month_equal_those_of_the_whole_stream(sample_store):
+    """The specialist spend rows of the months from ``since`` (the derive of new months), read
+    from those months and a few summary rows per patient of the 11 months before, equal the rows
+    of the whole stream: distances to the last and next e-consult, the previous attributed month
+    and the previous month with the same team; of some patients, and before a month, too."""
+    from core.derive.page_aggregates import select_patient_spend
+
+    engine, dialect = sample_store, sample_store.dialect.name
+    months = _months(engine)
+    key = ["patient_id", "month"]
+
+    def rows(stmt) -> pd.DataFrame:
+        frame = _frame(engine, stmt).assign(month=lambda f: pd.to_datetime(f["month"]).dt.date)
+        return frame.sort_values(key).reset_index(drop=True)
+
+    whole = rows(select_patient_spend(dialect))
+    assert whole["since_econsult"].lt(12).any() and whole["gap_team"].ne(whole["gap_any"]).any()  # the cases are there
+    for since in (months[1], months[len(months) // 2], months[-1]):
+        want = whole[whole["month"] >= since].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows(select_patient_spend(dialect, since=since)), want, check_dtype=False)
+    ids = sorted(whole["patient_id"].unique())[::7]
+    since, before = months[len(months) // 3], months[-2]
+    want = whole[whole["patient_id"].isin(ids) & (whole["month"] >= since) & (whole["month"] < before)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows(select_patient_spend(dialect, ids, since=since, before=before)), want, check_dtype=False)
+
+
 def test_the_window_test_on_a_hand_built_network(store_engine):
     """An e-consult in a month the patient is not attributed counts for the windows holding it, one
     a year back counts for 12 months only, and a patient who changes team is one patient of the
