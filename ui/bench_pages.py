@@ -17,8 +17,13 @@ WORKLIST_PAGE = f"pages/worklist.py, {NEAR}"
 REVIEW_PAGE = f"pages/review.py, {NEAR}"
 
 
+PAGE_TIMEOUT_S = 300  # a page still running after this is reported as timed out, and the step goes on
+
+
 def step_pages(args: dict) -> dict:
-    """AppTest render time of each page (cold caches), the way tests/app/test_smoke.py opens them."""
+    """AppTest render time of each page (cold caches), the way tests/app/test_smoke.py opens them.
+    ``args``: ``database_url``; ``page_timeout_s`` (default :data:`PAGE_TIMEOUT_S`), after which a
+    page is reported with its error, and the pages after it are still measured."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -50,7 +55,7 @@ def step_pages(args: dict) -> dict:
         t1 = time.perf_counter()
         st.cache_data.clear()  # the page itself cold: its data queries are not cached yet
         try:
-            app.switch_page(page).run()
+            app.switch_page(page).run(timeout=args.get("page_timeout_s", PAGE_TIMEOUT_S))
             error = " | ".join(app.exception[0].stack_trace[-2:])[:300] if app.exception else None
         except RuntimeError as exc:  # AppTest's timeout: say so for this page, and go on with the others
             error = f"{exc} (its script may still run beside the pages after it)"
