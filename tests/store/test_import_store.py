@@ -79,6 +79,55 @@ def test_database_failure_mid_load_rolls_everything_back(store_engine, tmp_path,
     assert {t: inspect(store_engine).get_indexes(t) for t in ("encounter", "attribution")} == indexes_before
 
 
+ENCOUNTER = {"kind": ["phone_call"], "start_date": [pd.Timestamp("2024-01-02")], "is_internal": [True], "team_id": ["T1"]}
+
+
+@pytest.mark.parametrize("frames", [
+    {"encounter": pd.DataFrame({"encounter_id": ["E7"], "patient_id": ["P404"], **ENCOUNTER})},  # a new row
+    {"encounter": pd.DataFrame({"encounter_id": ["E1"], "patient_id": ["P404"], **ENCOUNTER})},  # a stored row changed
+    {"encounter": pd.DataFrame({"encounter_id": ["E7", "E8"], "patient_id": ["P1", "P1"], **{k: v * 2 for k, v in ENCOUNTER.items()},
+                                "team_id": ["T1", "T404"]})},  # the second key of the table  # fmt: skip
+    {"patient": pd.DataFrame({"patient_id": ["P9"], "birth_date": [date(1990, 1, 1)], "sex": ["other"]}),  # parent and child
+     "condition": pd.DataFrame({"condition_id": ["C8", "C9"], "patient_id": ["P9", "P405"], "code": ["E11.9", "I10"],
+                               "onset_date": [date(2024, 1, 1)] * 2})},
+], ids=["new row", "changed row", "second key", "parent loaded too"])
+def test_a_load_into_stored_rows_is_checked_on_the_keys_it_writes(store_engine, tmp_path, frames):
+    """Frames that pass no validation, into tables that hold rows (on SQLite their foreign keys are
+    checked on the values the load wrote, not on every stored row): a row inserted or updated that
+    refers to a row that does not exist stops the load, and nothing is written."""
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    before = table_contents(store_engine), table_counts(store_engine)
+
+    report = load_tables(store_engine, frames, ImportReport("frames", "test"))
+
+    assert not report.ok and report.import_id is None and "nothing was written" in report.errors[0].message
+    if store_engine.dialect.name == "sqlite":  # (PostgreSQL's own constraint names the key)
+        child = list(frames)[-1]
+        parent = "team" if "T404" in str(frames[child].get("team_id", "")) else "patient"
+        assert report.errors[0].message.endswith(f"1 {child} row(s) refer to rows that do not exist in {parent}")
+    assert (table_contents(store_engine), table_counts(store_engine)) == before
+
+
+def test_a_key_column_left_to_its_default_is_checked_on_the_whole_table(store_engine, tmp_path):
+    """A batch without one of the table's key columns (its default is written): the whole table is checked."""
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    frame = pd.DataFrame({"encounter_id": ["E7"], "patient_id": ["P404"], **{k: v for k, v in ENCOUNTER.items() if k != "team_id"}})
+    report = load_tables(store_engine, {"encounter": frame}, ImportReport("frames", "test"))
+    assert not report.ok and report.import_id is None
+
+
+def test_a_first_load_is_checked_whole(store_engine):
+    """Into empty tables (SQLite: PRAGMA foreign_key_check of the table) a missing parent stops the load too."""
+    frames = {"patient": pd.DataFrame({"patient_id": ["P1"], "birth_date": [date(1950, 5, 1)], "sex": ["female"]}),
+              "condition": pd.DataFrame({"condition_id": ["C1", "C2"], "patient_id": ["P1", "P404"], "code": ["I10"] * 2,
+                                        "onset_date": [date(2024, 1, 1)] * 2})}  # fmt: skip
+    report = load_tables(store_engine, frames, ImportReport("frames", "test"))
+    assert not report.ok and report.import_id is None
+    if store_engine.dialect.name == "sqlite":
+        assert report.errors[0].message.endswith("1 condition row(s) refer to rows that do not exist in patient")
+    assert table_counts(store_engine)["patient"] == 0
+
+
 def test_generated_sample_bundle_imports_cleanly(store_engine, sample_bundle):
     report = import_path(store_engine, sample_bundle)
 
