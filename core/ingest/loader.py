@@ -395,12 +395,14 @@ class Load:
         self._table, self._rows, self._names, self._rebuild = table, 0, None, []
         self._direct, self._foreign_keys = None, []  # PostgreSQL: COPY straight in (None: not decided)
         self._defaults = _defaults(self._by_table[name])
+        if name not in self._written_keys:  # (a table started again in one load keeps what it had)
+            keys = list(table.foreign_key_constraints)
+            # a table with rows before the load: its foreign keys are checked on the values the load writes
+            self._written_keys[name] = (
+                {(fk.elements[0].parent.name, fk.elements[0].column.table.name, fk.elements[0].column.name): set() for fk in keys}
+                if self._raw_sqlite and self._before and all(len(fk.elements) == 1 for fk in keys) else None
+            )  # fmt: skip
         self._tables.append(table)
-        keys = [fk for fk in table.foreign_key_constraints]
-        if self._raw_sqlite and self._before and all(len(fk.elements) == 1 for fk in keys):
-            # a table with rows: the load's foreign keys are checked on the values it writes
-            self._written_keys[name] = {(fk.elements[0].parent.name, fk.elements[0].column.table.name, fk.elements[0].column.name): set()
-                                        for fk in keys}  # fmt: skip
 
     def write(self, frame: pd.DataFrame) -> None:
         """Upsert one batch of rows (model field names as columns) into the current table."""

@@ -116,6 +116,22 @@ def test_a_key_column_left_to_its_default_is_checked_on_the_whole_table(store_en
     assert not report.ok and report.import_id is None
 
 
+def test_a_table_started_again_in_one_load_is_checked_whole(store_engine):
+    """Its first rows went into an empty table (checked whole): the rows after them do not narrow that."""
+    from core.ingest.loader import LoadFailed, open_load
+
+    report = ImportReport("frames", "test")
+    patient = pd.DataFrame({"patient_id": ["P1"], "birth_date": [date(1950, 5, 1)], "sex": ["female"]})
+    with pytest.raises(LoadFailed), open_load(store_engine, report) as load:
+        load.start_table("patient")
+        load.write(patient)
+        for encounter, patient_id in (("E1", "P404"), ("E2", "P1")):
+            load.start_table("encounter")
+            load.write(pd.DataFrame({"encounter_id": [encounter], "patient_id": [patient_id], **ENCOUNTER, "team_id": [None]}))
+        load.commit()
+    assert not report.ok and table_counts(store_engine)["encounter"] == 0
+
+
 def test_a_first_load_is_checked_whole(store_engine):
     """Into empty tables (SQLite: PRAGMA foreign_key_check of the table) a missing parent stops the load too."""
     frames = {"patient": pd.DataFrame({"patient_id": ["P1"], "birth_date": [date(1950, 5, 1)], "sex": ["female"]}),
