@@ -44,7 +44,7 @@ def step_pages(args: dict) -> dict:
     for role, page, demo_team, name in runs:
         st.cache_data.clear()
         st.cache_resource.clear()
-        app = AppTest.from_file(str(DASHBOARD), default_timeout=300)
+        app = AppTest.from_file(str(DASHBOARD), default_timeout=PAGE_TIMEOUT_S)
         app.session_state["demo_role"] = role
         if demo_team is not None:
             app.session_state["demo_team"] = demo_team
@@ -159,7 +159,7 @@ def step_clicks(args: dict) -> dict:
     for role, page in PAGES:
         st.cache_data.clear()
         st.cache_resource.clear()
-        app = AppTest.from_file(str(DASHBOARD), default_timeout=300)
+        app = AppTest.from_file(str(DASHBOARD), default_timeout=PAGE_TIMEOUT_S)
         app.session_state["demo_role"] = role
         app.run()  # the role's home page: login, scope, navigation
         if page == "pages/patient.py" and patient:  # opened from the worklist: ?patient=ID

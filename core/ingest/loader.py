@@ -442,11 +442,11 @@ class Load:
         keys = self._written_keys.get(table_name)
         if keys is None:
             return
-        for column, _parent, _parent_column in keys:
-            if column not in frame.columns:
+        for key, values in keys.items():  # key: (column, parent table, parent column)
+            if key[0] not in frame.columns:
                 self._written_keys[table_name] = None
                 return
-            keys[column, _parent, _parent_column].update(str(v) for v in pd.unique(frame[column].dropna()))
+            values.update(str(v) for v in pd.unique(frame[key[0]].dropna()))
         if sum(len(v) for v in keys.values()) > FK_CHECK_VALUES:
             self._written_keys[table_name] = None
 

@@ -111,7 +111,7 @@ def process_map_table(engine: Engine, settings: costs.CostSettings | None = None
         label = catalog.activity_kinds[kind].label if kind in catalog.activity_kinds else kind
         for role, minutes in roles.items():
             rate = float(network.get(role, np.nan))
-            rows.append({"kind": label, "role": load_catalog().role_label(role), "minutes": float(minutes), "rate_usd_per_hour": rate * 60.0,
+            rows.append({"kind": label, "role": catalog.role_label(role), "minutes": float(minutes), "rate_usd_per_hour": rate * 60.0,
                          "cost_usd": minutes * rate})  # fmt: skip
         part = [r for r in rows if r["kind"] == label]
         cost = sum(r["cost_usd"] for r in part)
