@@ -578,6 +578,12 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     - activity: the encounters starting from ``start`` and their staff minutes;
     - subgroups: the 12-month lab and acute-event windows and the enrolment history back from
       ``start``; conditions over the whole run (risk scores, and the reason codes of the period).
+      The first pass (the counts of the months' risk scores, for the top-fraction cut-offs)
+      reads the stored scores instead of every patient's conditions when no change reaches a
+      score of the months' years: every changed row is dated from 1 January of the last of them
+      (a score of year Y is made from the conditions of Y - 1; the importer marks a change of
+      birth date, sex or dual status as every month). Patients without a stored score are
+      scored as before (:func:`core.derive.subgroups.assign.stored_scores`).
 
     The edges are covered by ``tests/store/test_month_derive_store.py`` (a row on the first day of
     each look-back is read and changes the result; the day before is not read).
@@ -596,7 +602,14 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     from core.derive.blocks import BLOCK_PATIENTS, map_blocks, patient_blocks, worker_count, worker_pool
     from core.derive.cells import CELL_COLUMNS, add_cells, block_cells
     from core.derive.risk import DEFAULT_MODEL
-    from core.derive.subgroups.assign import ASSIGNMENT_COLUMNS, _block_assignments, block_scores, first_pass, save_thresholds
+    from core.derive.subgroups.assign import (
+        ASSIGNMENT_COLUMNS,
+        _block_assignments,
+        block_scores,
+        first_pass,
+        save_thresholds,
+        stored_scores,
+    )
     from core.derive.subgroups.evaluate import thresholds_from_counts, top_fractions
     from core.derive.subgroups.frames import Run, insert_frame, run_of
     from core.derive.subgroups.overrides import active_overrides, apply_overrides
@@ -631,7 +644,10 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     scoring = Run(months, years, run.first, run.last, DEFAULT_MODEL, pd.Timestamp(start))
     a, r = SubgroupAssignment.__table__, RiskScore.__table__
     with worker_pool(engine, workers, len(blocks), while_writing=True) as pool, engine.connect() as conn, conn.begin():
-        scores = map_blocks(conn, pool, block_scores, [(scoring, b, bool(fractions)) for b in blocks], workers)
+        if (changed_from or start) >= date(years[-1], 1, 1):  # no change reaches a score of the months' years
+            scores = stored_scores(conn, scoring, bool(fractions))
+        else:
+            scores = map_blocks(conn, pool, block_scores, [(scoring, b, bool(fractions)) for b in blocks], workers)
         month_range, month_dates, thresholds = first_pass(scores, fractions)
         if month_range is None or month_range[1] < old_range[1]:
             return {"why": "the last assigned month moved back"}

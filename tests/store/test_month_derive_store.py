@@ -11,12 +11,13 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.derive.incremental import derive_touched, first_changed_month, from_month_mark, touched_patients
 from core.derive.pipeline import derive_all
 from core.derive.subgroups.assign import stored_thresholds
 from core.ingest import import_path
+from core.store.models import SubgroupAssignment
 from core.store.queries import derive_pending
 from sample_data.split import split_bundle
 from tests.store.test_incremental_derive_store import assert_same_as_full_derive, derived_tables
@@ -326,3 +327,54 @@ def test_the_spend_of_earlier_months_follows_an_e_consult_added_or_taken_away(st
         conn.execute(update(Encounter.__table__).where(Encounter.encounter_id == "late-ec").values(kind="phone_call"))
     by_month_equals_whole()
     assert (spend_until(engine) == 12).all()
+
+
+def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(store_engine, month_bundles, tmp_path, monkeypatch):
+    """The derive of new months takes the top-decile counts from the stored risk scores
+    (``core.derive.subgroups.assign.stored_scores``). Patient-months that must not count do not:
+    the November of the highest-scoring patient, reported dead in October after November was
+    imported (an attribution after death stays stored), and those without a stored score (new
+    patients are scored fresh; unknown sex has none). The assignments, scores and cut-offs equal
+    a full derive's."""
+    from core.derive.subgroups.assign import stored_scores
+    from core.derive.subgroups.frames import Run, run_of
+    from core.store.models import Attribution, RiskScore
+
+    engine = store_engine
+    assert import_path(engine, month_bundles / "before").ok
+    derive_touched(engine)
+    assert import_path(engine, month_bundles / "after").ok
+    derive_touched(engine)
+    with engine.connect() as conn:
+        november = set(conn.execute(select(Attribution.patient_id).where(Attribution.month == date(2026, 11, 1))).scalars())
+        scores = pd.read_sql(select(RiskScore.patient_id, RiskScore.score).where(RiskScore.year == 2026), conn)
+    top = scores[scores["patient_id"].isin(november)].sort_values(["score", "patient_id"])["patient_id"].iloc[-1]
+    folder = tmp_path / "death"
+    folder.mkdir()
+    for path in (month_bundles / "whole").glob("*.csv"):  # the network's files, the patient's row and no other row
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if path.name == "patients.csv":
+            frame = frame[frame["patient_id"] == top].assign(death_date="2026-10-20")
+        elif path.name not in ("practices.csv", "teams.csv", "staff.csv"):
+            frame = frame.iloc[0:0]
+        frame.to_csv(folder / path.name, index=False)
+    assert import_path(engine, folder).ok
+    assert from_month_mark(engine) == date(2026, 10, 1)
+    monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
+    monkeypatch.setattr("core.derive.incremental.MAX_TOUCHED_SHARE", 0.0)  # one patient: by month, not by patient
+    summary = derive_touched(engine)
+    monkeypatch.undo()
+    assert summary["mode"] == "months", summary
+    with engine.connect() as conn:
+        run = run_of(conn, MONTHS, "CMS-HCC Model V28")
+        counts = list(stored_scores(conn, Run(MONTHS, (2026,), run.first, run.last, run.model), True))
+        stored = conn.execute(select(func.count()).select_from(Attribution)
+                              .where(Attribution.patient_id == top, Attribution.month == date(2026, 11, 1))).scalar_one()  # fmt: skip
+        assigned = conn.execute(select(func.count()).select_from(SubgroupAssignment)
+                                .where(SubgroupAssignment.month >= FIRST, SubgroupAssignment.risk_score.is_not(None))).scalar_one()  # fmt: skip
+        after_death = conn.execute(select(func.count()).select_from(SubgroupAssignment)
+                                   .where(SubgroupAssignment.patient_id == top, SubgroupAssignment.month == date(2026, 11, 1))).scalar_one()  # fmt: skip
+    assert stored == 1 and after_death == 0  # attributed after the month of death: not assigned
+    assert sum(int(c.sum()) for c, _months, _ in counts) == assigned  # every scored patient-month of the months once
+    assert_same_as_full_derive(engine)
+

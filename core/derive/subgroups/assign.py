@@ -20,7 +20,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, Integer, and_, cast, delete, extract, func, insert, or_, select
 
 from core.derive.blocks import BLOCK_PATIENTS, BlockPool, map_blocks, patient_blocks, worker_count, worker_pool
 from core.derive.risk import DEFAULT_MODEL
@@ -39,8 +39,8 @@ from core.derive.subgroups.frames import (
 from core.derive.subgroups.inputs import compute_inputs, patient_months, row_scores
 from core.derive.subgroups.overrides import active_overrides, apply_overrides
 from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
-from core.store.models import ImportEffect, ImportPatient, ImportRun, RiskScore, SubgroupAssignment
-from core.store.months import as_month, month_index
+from core.store.models import Attribution, ImportEffect, ImportPatient, ImportRun, Patient, RiskScore, SubgroupAssignment
+from core.store.months import as_month, month_floor, month_index, month_start_sql
 from core.store.queries import create_indexes, drop_secondary_indexes, patient_hashes
 
 EXAMPLES = 5
@@ -95,6 +95,43 @@ def block_scores(
     return counts, set(pm["month"].unique()), stored_fingerprints(conn, run, patients) if track else None
 
 
+def stored_scores(conn, run: Run, with_scores: bool) -> Iterator[tuple[pd.Series, set, None]]:
+    """Pass 1 (:func:`block_scores` of every block, as :func:`first_pass` takes them) from the stored
+    risk scores of ``run.model``: one result for the patients whose every patient-month of the
+    run has a stored score of its year, then :func:`block_scores` of the others (a patient new to
+    the store, or one without a score: unknown sex), 10,000 at a time.
+
+    Only for a run whose months' scores no change can have moved (the derive of new months,
+    :func:`core.derive.incremental.derive_months`, decides): a score of year Y is made from the
+    conditions active in Y - 1 and the patient's birth date, sex and dual status, and the
+    importer marks a condition's change from the month of its dates and a change of those three
+    as every month. Reads each attributed patient-month of the run once, with its stored score,
+    instead of every patient's conditions and a CMS-HCC model run."""
+    a, p, r = Attribution, Patient, RiskScore
+    dialect = conn.dialect.name
+    year = cast(extract("year", a.month), Integer) if dialect == "postgresql" else cast(func.strftime("%Y", a.month), Integer)
+    alive = or_(p.death_date.is_(None), a.month <= month_start_sql(dialect, p.death_date))  # as patient_months
+    stmt = (select(a.patient_id, _as_text(a.month), r.score)
+            .join(p, p.patient_id == a.patient_id)
+            .outerjoin(r, and_(r.patient_id == a.patient_id, r.year == year, r.model == run.model))
+            .where(*_months_clause(a.month, run.months), alive))  # fmt: skip
+    rows = _read(conn, stmt)
+    rows["month"] = month_floor(rows["month"])
+    if not with_scores:
+        yield _no_counts(), set(rows["month"].unique()), None
+        return
+    fresh = pd.unique(rows.loc[rows["score"].isna(), "patient_id"].to_numpy(dtype=object))
+    kept = rows[~rows["patient_id"].isin(fresh)]
+    counts = pd.DataFrame({"month": kept["month"], "risk_score": kept["score"].astype("float64")}).value_counts()
+    yield counts, set(rows["month"].unique()), None
+    for start in range(0, len(fresh), 10_000):
+        yield block_scores(conn, run, sorted(fresh[start : start + 10_000]), True)
+
+
+def _no_counts() -> pd.Series:
+    return pd.Series(0, index=pd.MultiIndex.from_arrays([[], []], names=["month", "risk_score"]), dtype="int64")
+
+
 def block_inputs(
     conn, run: Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp], history_lookback: int = 6
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -139,7 +176,7 @@ def _add_counts(counts: list[pd.Series]) -> pd.Series:
     """Score counts (index month, risk_score) of several blocks added up."""
     counts = [c for c in counts if len(c)]
     if not counts:
-        return pd.Series(0, index=pd.MultiIndex.from_arrays([[], []], names=["month", "risk_score"]), dtype="int64")
+        return _no_counts()
     return pd.concat(counts).groupby(level=["month", "risk_score"]).sum()
 
 
