@@ -427,7 +427,7 @@ class Load:
         self._rows += len(frame)
         self._wait()
         self._pending = (self._writer.submit(self._write_rows, table, frame, drop_indexes), table.name)
-        if patients_before:
+        if patients_before is not None and len(patients_before):
             self._wait()  # the changes are read back from the written rows
             with self._database_errors(table.name):
                 self._note_patient_changes(table, patients_before)
@@ -533,7 +533,7 @@ class Load:
         elif not pd.isna(value):
             self.from_month = min(self.from_month, pd.Timestamp(str(value)[:10]).date().replace(day=1))
 
-    def _note_months(self, table: Table, frame: pd.DataFrame) -> dict | None:
+    def _note_months(self, table: Table, frame: pd.DataFrame) -> pd.DataFrame | None:
         """Before a batch is written: note the earliest month its rows (and the stored rows they
         replace) can change. Returns the stored patient rows the batch may change, to compare after."""
         name = table.name
@@ -558,26 +558,34 @@ class Load:
                         self._note_month(value)
         return None
 
-    def _stored_rows(self, table: Table, ids: pd.Series) -> dict:
+    def _stored_rows(self, table: Table, ids: pd.Series) -> pd.DataFrame:
+        """The stored rows of the patients ``ids`` as the driver returns them (no per-row
+        processing: the two reads of one batch are compared with each other only), by patient_id."""
         ids = pd.unique(ids.dropna().astype(str)).tolist()
-        rows = {}
+        parts = []
         for start in range(0, len(ids), 10_000):
-            for row in self.conn.execute(select(table).where(table.c.patient_id.in_(ids[start : start + 10_000]))):
-                rows[row.patient_id] = dict(row._mapping)
-        return rows
+            result = self.conn.execute(select(table).where(table.c.patient_id.in_(ids[start : start + 10_000])))
+            parts.append(pd.DataFrame.from_records(result.cursor.fetchall(), columns=list(result.keys())))
+            result.close()
+        rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[c.name for c in table.columns])
+        return rows.set_index("patient_id")
 
-    def _note_patient_changes(self, table: Table, before: dict) -> None:
+    def _note_patient_changes(self, table: Table, before: pd.DataFrame) -> None:
         """After a batch of patients: a changed death date changes the months from the earlier of
-        the two; any other change (age, sex, dual status, strata) every month."""
-        after = self._stored_rows(table, pd.Series(list(before)))
-        for patient_id, old in before.items():
-            new = after.get(patient_id, old)
-            changed = {c for c in old if old[c] != new[c]} - set(UNDATED_PATIENT_COLUMNS)
-            if changed == {"death_date"}:
-                self._note_month(min(d for d in (old["death_date"], new["death_date"]) if d is not None))
-            elif changed:
-                self._note_month(None)
-                return
+        the two; any other change (age, sex, dual status, strata) every month. Column by column
+        over the batch (a dict per row took 3.5 s for the 100,000 patients of a month's import)."""
+        after = self._stored_rows(table, before.index.to_series())
+        gone = ~before.index.isin(after.index)  # (a row is never deleted by a load: as it was)
+        after = pd.concat([after, before[gone]]).loc[before.index]
+        columns = [c for c in before.columns if c not in UNDATED_PATIENT_COLUMNS]
+        differs = {c: ~((before[c] == after[c]) | (before[c].isna() & after[c].isna())).to_numpy(dtype=bool) for c in columns}
+        if any(differs[c].any() for c in columns if c != "death_date"):
+            self._note_month(None)
+            return
+        died = differs.get("death_date")
+        if died is not None and died.any():
+            dates = pd.concat([before.loc[died, "death_date"], after.loc[died, "death_date"]]).dropna()
+            self._note_month(min(pd.Timestamp(str(d)[:10]) for d in dates).date())
 
     def _end_table(self) -> None:
         self._wait()

@@ -378,3 +378,45 @@ def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(st
     assert sum(int(c.sum()) for c, _months, _ in counts) == assigned  # every scored patient-month of the months once
     assert_same_as_full_derive(engine)
 
+
+def _patients_only(bundle, folder, change) -> None:
+    """An import folder: the network's files, the patients' rows ``change`` returns, no other row."""
+    folder.mkdir()
+    for path in bundle.glob("*.csv"):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if path.name == "patients.csv":
+            frame = change(frame)
+        elif path.name not in ("practices.csv", "teams.csv", "staff.csv"):
+            frame = frame.iloc[0:0]
+        frame.to_csv(folder / path.name, index=False)
+
+
+def test_a_patient_row_sent_again_marks_the_months_its_change_reaches(store_engine, month_bundles, tmp_path):
+    """The importer compares the stored patient rows before and after a batch: a new name
+    changes nothing derived, a death date the months from the earlier of the old and the new one,
+    any other value (a decile made blank, a dual status) every month."""
+    from core.derive.incremental import EVERY_MONTH, FROM_MONTH_KEY, clear_touched
+    from core.store.models import AppSetting
+
+    engine = store_engine
+    assert import_path(engine, month_bundles / "before").ok
+    stored = pd.read_csv(month_bundles / "before" / "patients.csv", dtype=str, keep_default_na=False)
+    alive = stored[(stored["death_date"] == "") & (stored["deprivation_decile"] != "")]["patient_id"].tolist()[:3]
+
+    def mark_after(name: str, change) -> str | None:
+        clear_touched(engine, touched_patients(engine))
+        _patients_only(month_bundles / "before", tmp_path / name, change)
+        assert import_path(engine, tmp_path / name).ok
+        with engine.connect() as conn:
+            return conn.execute(select(AppSetting.value).where(AppSetting.key == FROM_MONTH_KEY)).scalar_one_or_none()
+
+    def rows(ids, **values):
+        return lambda frame: frame[frame["patient_id"].isin(ids)].assign(**values)
+
+    assert mark_after("same", rows(alive)) == "9999-01-01"  # nothing dated changed
+    assert mark_after("renamed", rows(alive[:1], given_name="Renamed")) == "9999-01-01"
+    assert mark_after("died", rows(alive[:2], death_date="2026-03-10")) == "2026-03-01"
+    assert mark_after("died_later", rows(alive[:1], death_date="2026-06-02")) == "2026-03-01"  # the earlier of the two
+    assert mark_after("decile", rows(alive[2:], deprivation_decile="")) == EVERY_MONTH
+    flipped = stored[stored["patient_id"] == alive[1]]["dual_status"].iloc[0].lower() not in ("true", "1")
+    assert mark_after("dual", lambda f: rows(alive[1:2], dual_status=str(flipped).lower(), death_date="2026-03-10")(f)) == EVERY_MONTH
