@@ -609,6 +609,8 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         first_pass,
         save_thresholds,
         stored_scores,
+        stored_thresholds,
+        thresholds_of,
     )
     from core.derive.subgroups.evaluate import thresholds_from_counts, top_fractions
     from core.derive.subgroups.frames import Run, insert_frame, run_of
@@ -665,8 +667,14 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         overrides = active_overrides(conn)
         earlier = None
         if again:
-            stored = _norm(_stored_counts(conn)) if fractions else None
-            before = thresholds_from_counts(stored, fractions) if fractions else {}
+            # the cut-offs of the months before `start` as the derives that made them kept them (their
+            # scores have not changed since: else those months would be re-derived), or, on a store
+            # that has not kept every month's, from the stored scores' counts (a group-by of every
+            # assignment: 6.9 s at 100,000 patients against 0.01 s)
+            span = [m for m in _attributed_span(conn) if m < start]
+            before = thresholds_of(stored_thresholds(conn), fractions, span) if fractions else {}
+            if before is None:
+                before = thresholds_from_counts(_norm(_stored_counts(conn)), fractions)
             every = {f: pd.concat([before[f][before[f].index < pd.Timestamp(start)], thresholds[f]]) for f in fractions}
             chunks = [_block_assignments(conn, run, again[i : i + 10_000], month_range, rules, every)
                       for i in range(0, len(again), 10_000)]  # fmt: skip

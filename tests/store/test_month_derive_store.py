@@ -420,3 +420,50 @@ def test_a_patient_row_sent_again_marks_the_months_its_change_reaches(store_engi
     assert mark_after("decile", rows(alive[2:], deprivation_decile="")) == EVERY_MONTH
     flipped = stored[stored["patient_id"] == alive[1]]["dual_status"].iloc[0].lower() not in ("true", "1")
     assert mark_after("dual", lambda f: rows(alive[1:2], dual_status=str(flipped).lower(), death_date="2026-03-10")(f)) == EVERY_MONTH
+
+
+def test_the_earlier_cut_offs_are_the_kept_ones_or_counted_when_some_were_not_kept(store_engine, month_bundles, tmp_path, monkeypatch):
+    """The derive of new months re-assigns some patients in every month (a condition from the new
+    months) with the earlier months' top-decile cut-offs: those the derives kept
+    (``subgroup_thresholds``), or, when a month's was never kept (a store derived before they
+    were), all counted from every stored score. Here one earlier month's is missing and the
+    others are made 0 (everyone in the top decile): they are not used, and the result is a full
+    derive's."""
+    import json
+    import shutil
+
+    from sqlalchemy import update
+
+    from core.derive.subgroups.assign import THRESHOLDS_KEY
+    from core.store.models import AppSetting, RiskScore
+
+    engine = store_engine
+    assert import_path(engine, month_bundles / "before").ok
+    derive_touched(engine)
+    with engine.begin() as conn:
+        kept = stored_thresholds(conn)
+        partial = {fraction: {m: 0.0 for m in sorted(per)[1:]} for fraction, per in kept.items()}  # the first month missing
+        assert all(len(per) > 6 for per in partial.values())
+        conn.execute(update(AppSetting.__table__).where(AppSetting.key == THRESHOLDS_KEY).values(value=json.dumps(partial)))
+        # a chronic adult with a payment HCC below the cut-off (complex with a cut-off of 0), given a
+        # November diagnosis that changes no group: re-assigned in every month
+        s, r = SubgroupAssignment, RiskScore
+        who = conn.execute(select(s.patient_id).join(r, (r.patient_id == s.patient_id) & (r.year == 2026))
+                           .where(s.month == date(2026, 9, 1), s.subgroup == "chronic", r.hccs != "")
+                           .order_by(s.patient_id)).scalars().first()  # fmt: skip
+    assert who is not None
+    after = tmp_path / "after"
+    shutil.copytree(month_bundles / "after", after)
+    conditions = pd.read_csv(after / "conditions.csv", dtype=str, keep_default_na=False)
+    extra = {"condition_id": "C-late-uri", "patient_id": who, "code": "J06.9", "code_system": "ICD-10-CM",
+             "description": "Acute upper respiratory infection", "onset_date": "2026-11-10", "resolved_date": "2026-11-20"}  # fmt: skip
+    pd.concat([conditions, pd.DataFrame([extra])]).to_csv(after / "conditions.csv", index=False)
+    assert import_path(engine, after).ok
+    monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
+    summary = derive_touched(engine)
+    monkeypatch.undo()
+    assert summary["mode"] == "months" and summary["subgroups"]["patients_every_month"] > 0, summary
+    with engine.connect() as conn:
+        september = conn.execute(select(s.subgroup).where(s.patient_id == who, s.month == date(2026, 9, 1))).scalar_one()
+    assert september == "chronic"
+    assert_same_as_full_derive(engine)
