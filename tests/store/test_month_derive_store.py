@@ -329,6 +329,18 @@ def test_the_spend_of_earlier_months_follows_an_e_consult_added_or_taken_away(st
     assert (spend_until(engine) == 12).all()
 
 
+def _patients_only(bundle, folder, change) -> None:
+    """An import folder: the network's files, the patients' rows ``change`` returns, no other row."""
+    folder.mkdir()
+    for path in bundle.glob("*.csv"):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if path.name == "patients.csv":
+            frame = change(frame)
+        elif path.name not in ("practices.csv", "teams.csv", "staff.csv"):
+            frame = frame.iloc[0:0]
+        frame.to_csv(folder / path.name, index=False)
+
+
 def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(store_engine, month_bundles, tmp_path, monkeypatch):
     """The derive of new months takes the top-decile counts from the stored risk scores
     (``core.derive.subgroups.assign.stored_scores``). Patient-months that must not count do not:
@@ -349,16 +361,8 @@ def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(st
         november = set(conn.execute(select(Attribution.patient_id).where(Attribution.month == date(2026, 11, 1))).scalars())
         scores = pd.read_sql(select(RiskScore.patient_id, RiskScore.score).where(RiskScore.year == 2026), conn)
     top = scores[scores["patient_id"].isin(november)].sort_values(["score", "patient_id"])["patient_id"].iloc[-1]
-    folder = tmp_path / "death"
-    folder.mkdir()
-    for path in (month_bundles / "whole").glob("*.csv"):  # the network's files, the patient's row and no other row
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if path.name == "patients.csv":
-            frame = frame[frame["patient_id"] == top].assign(death_date="2026-10-20")
-        elif path.name not in ("practices.csv", "teams.csv", "staff.csv"):
-            frame = frame.iloc[0:0]
-        frame.to_csv(folder / path.name, index=False)
-    assert import_path(engine, folder).ok
+    _patients_only(month_bundles / "whole", tmp_path / "death", lambda f: f[f["patient_id"] == top].assign(death_date="2026-10-20"))
+    assert import_path(engine, tmp_path / "death").ok
     assert from_month_mark(engine) == date(2026, 10, 1)
     monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
     monkeypatch.setattr("core.derive.incremental.MAX_TOUCHED_SHARE", 0.0)  # one patient: by month, not by patient
@@ -377,18 +381,6 @@ def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(st
     assert stored == 1 and after_death == 0  # attributed after the month of death: not assigned
     assert sum(int(c.sum()) for c, _months, _ in counts) == assigned  # every scored patient-month of the months once
     assert_same_as_full_derive(engine)
-
-
-def _patients_only(bundle, folder, change) -> None:
-    """An import folder: the network's files, the patients' rows ``change`` returns, no other row."""
-    folder.mkdir()
-    for path in bundle.glob("*.csv"):
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if path.name == "patients.csv":
-            frame = change(frame)
-        elif path.name not in ("practices.csv", "teams.csv", "staff.csv"):
-            frame = frame.iloc[0:0]
-        frame.to_csv(folder / path.name, index=False)
 
 
 def test_a_patient_row_sent_again_marks_the_months_its_change_reaches(store_engine, month_bundles, tmp_path):
