@@ -257,7 +257,8 @@ def risk_scores(patients: pd.DataFrame, diagnoses: pd.DataFrame, year: int, mode
     results = [_raf(*row, model=model) for row in cells.itertuples(index=False, name=None)]
     cells["score"] = [r[0] for r in results]
     cells["chronic_score"] = [r[1] for r in results]
-    cells["hccs"] = [r[2] for r in results]
+    # text even when no patient of the block is scorable (an empty list would make it a float column)
+    cells["hccs"] = pd.Series([r[2] for r in results], index=cells.index, dtype="str")
     out = demo.merge(cells, on=key_cols, how="left")
     out["hccs"] = out["hccs"].fillna("")
     out["year"] = year

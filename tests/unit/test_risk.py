@@ -123,6 +123,18 @@ def test_unknown_sex_has_no_score_and_identical_patients_share_one():
     assert list(out.columns) == ["year", "model", "score", "chronic_score", "hccs"]
 
 
+def test_a_block_with_no_scorable_patient_has_empty_hcc_text_and_no_warning():
+    """A block where no patient can be scored (all of unknown sex) still returns text HCCs, blank,
+    without pandas' warning about filling a float column with text (an error in a later pandas)."""
+    import warnings
+
+    pats = patients(("U", date(1950, 3, 2), "unknown", False), ("V", date(1960, 5, 9), "unknown", True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = risk_scores(pats, diagnoses(("U", "E11.9", date(2025, 1, 1), None)), YEAR).set_index("patient_id")
+    assert out["hccs"].tolist() == ["", ""] and out["score"].isna().all()
+
+
 @pytest.mark.parametrize(
     "birth, when, age",
     [(date(1950, 2, 1), date(2026, 2, 1), 76), (date(1950, 2, 2), date(2026, 2, 1), 75), (date(1952, 2, 29), date(2026, 2, 1), 73)],
