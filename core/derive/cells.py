@@ -15,6 +15,7 @@ Metrics written here besides the measures and costs
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable
@@ -487,7 +488,7 @@ def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | list[str] | None = None,
                 catalogue: MeasureCatalogue | None = None, assignments: pd.DataFrame | None = None,
-                bounded: bool = False) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+                bounded: bool = False, metrics: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
     """Cells of the patients whose id is in the inclusive range ``patients`` (all if None; or a
     list of ids), and seconds per part. Every metric is a per-patient sum, so the cells of
     disjoint blocks add up. ``assignments`` (patient_id, month, subgroup, risk_score): the
@@ -497,9 +498,14 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     ``bounded`` (the derive of new months, ``months`` the late ones): only the rows those months
     need are read, back from the first of them by the longest look-back of each table
     (:func:`core.derive.measures.read_bounds`, from the measure catalogue), and the costs of the
-    encounters starting in them; the cells are the same as from every row."""
+    encounters starting in them; the cells are the same as from every row.
+
+    ``metrics``: the cells of those measures only (ids of the catalogue; no member-months, risk
+    scores or costs), each the same as among every metric's cells."""
     t0 = time.perf_counter()
     catalogue = catalogue or load_measures()
+    if metrics is not None:
+        catalogue = dataclasses.replace(catalogue, measures=tuple(m for m in catalogue.measures if m.id in metrics))
     bounds = read_bounds(min(months), catalogue) if bounded and months else None
     frames: StoreFrames = load_store_frames(engine, patients, bounds)
     S = models.SubgroupAssignment
@@ -508,12 +514,15 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
         assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], patients, since)
     t1 = time.perf_counter()
     dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, months)
-    parts = [patient_month_flags(frames, months, catalogue, month_as_index=True), _base_metrics(dims)]
+    parts = [patient_month_flags(frames, months, catalogue, month_as_index=True)]
+    if metrics is None:
+        parts.append(_base_metrics(dims))
     del frames, assignments  # release the raw tables before the cost provider loads its own
     t2 = time.perf_counter()
-    costs = cost_metrics_wide(engine, months, patients, dated=bounded)  # aggregated wide: far fewer rows than long ones
-    if len(costs.frame):
-        parts.append(costs)
+    if metrics is None:
+        costs = cost_metrics_wide(engine, months, patients, dated=bounded)  # aggregated wide: far fewer rows than long ones
+        if len(costs.frame):
+            parts.append(costs)
     t3 = time.perf_counter()
     cells = aggregate_cells(dims, parts)
     t4 = time.perf_counter()

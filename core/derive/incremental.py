@@ -47,8 +47,9 @@ imports only, and an import that writes them marks ``*`` (everything). Above
 :data:`MAX_TOUCHED_SHARE` of the network's patients a full derive is the quicker one.
 """
 
+import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 
 import pandas as pd
@@ -187,17 +188,21 @@ def _by_month(
 ) -> tuple[dict, str | None]:
     """:func:`derive_months` from the plan's first month, and the bookkeeping of a finished derive."""
     start, _, redo = plan
+    changed = from_month_mark(engine)
+    # the months before the first changed row's: only the measures that look forward (derive_months)
+    first = max(start, changed.replace(day=1)) if changed is not None else start
     if progress:
-        progress(0.6, f"Re-deriving the {len(redo)} month(s) from {start:%b %Y}")
-    summary = derive_months(engine, start, rules, changed_from=from_month_mark(engine))
-    if summary.get("why") is not None:
-        return summary, summary["why"]
+        progress(0.6, f"Re-deriving the {len([m for m in redo if m >= first])} month(s) from {first:%b %Y}")
     from core.derive.page_aggregates import build_page_aggregates, build_page_aggregates_from, built
 
-    with engine.connect() as conn:
-        by_month = built(conn)
-    # the pages' aggregates of the months from `start` (whole on a store that never had them)
-    summary["page_aggregates"] = build_page_aggregates_from(engine, start) if by_month else build_page_aggregates(engine)
+    def pages() -> dict:  # the pages' aggregates of the months from `first` (whole on a store that never had them)
+        with engine.connect() as conn:
+            by_month = built(conn)
+        return build_page_aggregates_from(engine, first) if by_month else build_page_aggregates(engine)
+
+    summary = derive_months(engine, first, rules, changed_from=changed, pages=pages, reach_from=start)
+    if summary.get("why") is not None:
+        return summary, summary["why"]
     clear_touched(engine, touched)
     summary["data_version"] = bump_data_version(engine, derived=pending)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
@@ -473,6 +478,17 @@ MAX_MONTH_SHARE = 0.5  # re-deriving more of the attributed months than this: a 
 # Measure rules whose value in a month reads data of later months, and how far (the rest read the
 # month and the months before it only): core/config/measures.toml, core/derive/measures.py.
 LOOKS_FORWARD = {"readmission", "new_condition"}
+# The rules whose value in a month can change with rows dated after it: those above, and the
+# end of life (a stay ending in death counts whatever its date: :func:`_before_deaths`).
+REACH_RULES = LOOKS_FORWARD | {"end_of_life"}
+
+
+def reach_metrics(catalogue=None) -> tuple[str, ...]:
+    """The measures (ids) of :data:`REACH_RULES`: all that can change in the months a change dated
+    later reaches back to (:func:`derive_months`' ``reach_from``)."""
+    from core.derive.measures import load_measures
+
+    return tuple(m.id for m in (catalogue or load_measures()).measures if m.rule in REACH_RULES)
 
 
 def mark_from_month(conn, from_month: date | None) -> None:
@@ -547,7 +563,8 @@ def _before_deaths(conn, from_month: date, start: date) -> date:
     return start if died is None else min(start, pd.Timestamp(died).date().replace(day=1))
 
 
-def derive_months(engine: Engine, start: date, rules=None, workers: int | None = None, changed_from: date | None = None) -> dict:
+def derive_months(engine: Engine, start: date, rules=None, workers: int | None = None, changed_from: date | None = None,
+                  pages: Callable[[], dict] | None = None, reach_from: date | None = None) -> dict:  # fmt: skip
     """Re-derive the months from ``start`` on (subgroups, risk scores, activity, cells) of every
     patient, exactly as a full derive would, leaving the earlier months as they are.
 
@@ -588,7 +605,17 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     The edges are covered by ``tests/store/test_month_derive_store.py`` (a row on the first day of
     each look-back is read and changes the result; the day before is not read).
 
-    ``changed_from``: the earliest month of the changed rows (default ``start``).
+    ``reach_from`` (before ``start``, every changed row dated from ``start``): the months from it to
+    ``start`` change only where a measure looks forward from a month (:func:`reach_metrics`: a
+    readmission, a first diagnosis the month after, a stay ending in death): those measures' cells
+    of those months are computed again, with the same blocks and look-back bounds, and replace
+    theirs; their subgroups, activity, other cells and pages' rows stand (each made from its month
+    and earlier ones). 100,000 patients, one new month: the month before is no longer re-derived
+    whole.
+
+    ``changed_from``: the earliest month of the changed rows (default ``start``). ``pages``: writes
+    the pages' tables of the months once the subgroups and activity are written (its summary is
+    the summary's ``page_aggregates``); it runs while the workers build the cells.
     Returns the summary; with ``why`` when only a full derive can be exact (written: possibly the
     subgroups, then the caller's full derive replaces everything).
     """
@@ -600,7 +627,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         select_team_month_activity,
     )
     from core.derive.blocks import BLOCK_PATIENTS, map_blocks, patient_blocks, worker_count, worker_pool
-    from core.derive.cells import CELL_COLUMNS, add_cells, block_cells
+    from core.derive.cells import block_cells
     from core.derive.risk import DEFAULT_MODEL
     from core.derive.subgroups.assign import (
         ASSIGNMENT_COLUMNS,
@@ -637,9 +664,23 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
             return {"why": "the first assigned month changed, or every month is re-derived"}
         months = sorted(m for (m,) in conn.execute(select(Attribution.month).distinct().where(Attribution.month >= start)))
         blocks = patient_blocks(conn, BLOCK_PATIENTS, months) if months else []
+        reach = [] if reach_from is None or reach_from >= start else sorted(
+            m for (m,) in conn.execute(select(Attribution.month).distinct().where(Attribution.month >= reach_from,
+                                                                                   Attribution.month < start)))  # fmt: skip
+        forward = reach_metrics() if reach else ()
+        cell_blocks = patient_blocks(conn, BLOCK_PATIENTS)  # the full derive's blocks: its sums, in its order
     summary = {"mode": "months", "from_month": start.isoformat(), "months": len(months)}
+    if reach_from is not None and reach_from < start:
+        summary["reach"] = {"from_month": reach_from.isoformat(), "months": len(reach), "metrics": list(forward)}
+    # each block reads only the rows the months need (bounded: the measures' look-back)
+    reach_calls = [(reach, block, None, None, True, forward) for block in (cell_blocks if len(cell_blocks) > 1 else [None])
+                   if forward]  # fmt: skip
     if not blocks:
-        return {**summary, "subgroups": {"rows": 0}, "activity": {}, "cells": {"rows": 0}, "parts": {}}
+        reach_cells = _cell_sums(map_blocks(engine, None, block_cells, reach_calls), reach)
+        with engine.begin() as conn:
+            reach_rows = _replace_metric_cells(conn, reach, forward, reach_cells)
+        return {**summary, "subgroups": {"rows": 0}, "activity": {}, "cells": {"rows": 0, "reach_rows": reach_rows},
+                "parts": {}, **({"page_aggregates": pages()} if pages is not None else {})}  # fmt: skip
     years = tuple(sorted({m.year for m in months}))
     # the run's months from `start`, the condition look-back of the whole run (as the full derive's);
     # the 12-month lab and acute-event windows and the enrolment history read back from `start` only
@@ -706,37 +747,70 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         parts["subgroups_write"] = time.perf_counter() - t1
     summary["subgroups"] = {"rows": rows, "patients_every_month": len(again)}
     t2 = time.perf_counter()
-    with engine.connect() as conn:
-        cell_blocks = patient_blocks(conn, BLOCK_PATIENTS)  # the full derive's blocks: its sums, in its order
-    # each block reads only the rows the months from `start` need (bounded: the measures' look-back)
     calls = [(months, block, None, None, True) for block in (cell_blocks if len(cell_blocks) > 1 else [None])]
-    cells = pd.DataFrame(columns=CELL_COLUMNS)
-    with worker_pool(engine, workers, len(cell_blocks)) as pool:
-        for block, _seconds in map_blocks(engine, pool, block_cells, calls):
-            cells = add_cells(cells, block)
-    if len(cells):
-        cells = cells[pd.to_datetime(cells["month"]) >= pd.Timestamp(start)]
-    t3 = time.perf_counter()
-    parts["cells"] = t3 - t2
     pma, tma = PatientMonthActivity.__table__, TeamMonthActivity.__table__
-    with engine.begin() as conn:
-        staff = pd.read_sql(
-            select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year), conn
-        )
-        role_rates, kind_costs = cost_rate_tables(staff, [t for (t,) in conn.execute(select(Team.team_id)).all()])
-        dialect = conn.dialect.name
-        conn.execute(delete(pma).where(pma.c.month >= start))
-        stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules(), since=start)
-        activity = conn.execute(pma.insert().from_select(ACTIVITY_COLUMNS, stmt)).rowcount
-        conn.execute(delete(tma).where(tma.c.month >= start))
-        stmt = select_team_month_activity(dialect, since=start)
-        team_rows = conn.execute(tma.insert().from_select(TEAM_ACTIVITY_COLUMNS, stmt)).rowcount
+    # On a pool the cells' blocks start now, and this process writes the activity and then the
+    # pages' tables (``pages``) meanwhile: neither reads the cells, nor do the cells read them (the
+    # workers read while this process writes, as in the subgroups' second pass). Without a pool the
+    # blocks run here once those are written. 100,000 patients, one new month: 20 s of cells
+    # alongside 30 s of activity and pages' tables instead of after them.
+    with worker_pool(engine, workers, len(cell_blocks), while_writing=True) as pool:
+        cell_results = map_blocks(engine, pool, block_cells, calls + reach_calls)
+        t3 = time.perf_counter()
+        with engine.begin() as conn:
+            staff = pd.read_sql(
+                select(Staff.staff_id, Staff.team_id, Staff.role, Staff.annual_cost_usd, Staff.paid_hours_per_year), conn
+            )
+            role_rates, kind_costs = cost_rate_tables(staff, [t for (t,) in conn.execute(select(Team.team_id)).all()])
+            dialect = conn.dialect.name
+            conn.execute(delete(pma).where(pma.c.month >= start))
+            stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules(), since=start)
+            activity = conn.execute(pma.insert().from_select(ACTIVITY_COLUMNS, stmt)).rowcount
+            conn.execute(delete(tma).where(tma.c.month >= start))
+            stmt = select_team_month_activity(dialect, since=start)
+            team_rows = conn.execute(tma.insert().from_select(TEAM_ACTIVITY_COLUMNS, stmt)).rowcount
+        parts["activity"] = time.perf_counter() - t3
+        if pages is not None:
+            summary["page_aggregates"] = pages()
         t4 = time.perf_counter()
+        cells = _cell_sums(itertools.islice(cell_results, len(calls)), months)
+        reach_cells = _cell_sums(cell_results, reach)
+        parts["cells_after_pages"] = time.perf_counter() - t4
+    t5 = time.perf_counter()
+    parts["cells"] = t5 - t2
+    with engine.begin() as conn:
         cell_rows = _replace_cells_from(conn, start, cells)
-    parts["activity"] = t4 - t3
-    parts["write"] = time.perf_counter() - t4
-    return {**summary, "activity": {"rows": int(activity), "team_rows": int(team_rows)}, "cells": {"rows": cell_rows},
-            "parts": {k: round(v, 2) for k, v in parts.items()}}  # fmt: skip
+        reach_rows = _replace_metric_cells(conn, reach, forward, reach_cells)
+    parts["write"] = time.perf_counter() - t5
+    return {**summary, "activity": {"rows": int(activity), "team_rows": int(team_rows)},
+            "cells": {"rows": cell_rows, "reach_rows": reach_rows}, "parts": {k: round(v, 2) for k, v in parts.items()}}  # fmt: skip
+
+
+def _cell_sums(results: Iterable, months: list) -> pd.DataFrame:
+    """The cells of the blocks' results (cells, seconds) added up in order, of ``months`` only."""
+    from core.derive.cells import CELL_COLUMNS, add_cells
+
+    cells = pd.DataFrame(columns=CELL_COLUMNS)
+    for block, _seconds in results:
+        cells = add_cells(cells, block)
+    if len(cells):
+        cells = cells[pd.to_datetime(cells["month"]).isin(pd.to_datetime(pd.Series(months, dtype=object)))]
+    return cells
+
+
+def _replace_metric_cells(conn, months: list, metrics: tuple[str, ...], cells: pd.DataFrame) -> int:
+    """In the caller's transaction: the stored cells of ``metrics`` in ``months`` replaced by ``cells``."""
+    from core.derive.cells import CELL_COLUMNS
+    from core.derive.subgroups.frames import insert_frame
+
+    if not months or not metrics:
+        return 0
+    table = Cell.__table__
+    conn.execute(delete(table).where(table.c.month.in_(months), table.c.metric.in_(metrics)))
+    if len(cells):
+        out = cells[CELL_COLUMNS].sort_values(CELL_COLUMNS[:7]).assign(month=lambda f: pd.to_datetime(f["month"]))
+        insert_frame(conn, table, out.astype({"patients": "int64"}))
+    return len(cells)
 
 
 def _changed_before(conn, result: pd.DataFrame, patients: list[str], start: date) -> int:

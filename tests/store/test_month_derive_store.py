@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from core.derive.incremental import derive_touched, first_changed_month, from_month_mark, touched_patients
+from core.derive.incremental import derive_touched, first_changed_month, from_month_mark, reach_metrics, touched_patients
 from core.derive.pipeline import derive_all
 from core.derive.subgroups.assign import stored_thresholds
 from core.ingest import import_path
@@ -86,20 +86,32 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
     summary = derive_touched(engine)
     monkeypatch.undo()
-    assert summary["mode"] == "months" and summary["from_month"] == "2026-10-01", summary
+    # November whole; October (a discharge there, readmitted in November) for the forward-looking measures only
+    assert summary["mode"] == "months" and summary["from_month"] == "2026-11-01", summary
+    assert summary["reach"] == {"from_month": "2026-10-01", "months": 1, "metrics": list(reach_metrics())}, summary
+    assert {"readmission_30d", "progression_to_chronic"} <= set(reach_metrics())
     assert derive_pending(engine) is None and touched_patients(engine) == [] and from_month_mark(engine) is None
     after = derived_tables(engine)
-    old = before["cell"][pd.to_datetime(before["cell"]["month"]) < pd.Timestamp("2026-10-01")]
-    kept = after["cell"][pd.to_datetime(after["cell"]["month"]) < pd.Timestamp("2026-10-01")]
-    pd.testing.assert_frame_equal(old.reset_index(drop=True), kept.reset_index(drop=True), check_exact=True)
+    for name, table in after.items():  # nothing before November changed but the reach measures' October cells
+        column = "month" if "month" in table else None
+        if column is None:
+            continue
+        reach_rows = (pd.to_datetime(table[column]) == pd.Timestamp("2026-10-01")) & (
+            table["metric"].isin(reach_metrics()) if name == "cell" else False)
+        old_table = before[name]
+        old_reach = (pd.to_datetime(old_table[column]) == pd.Timestamp("2026-10-01")) & (
+            old_table["metric"].isin(reach_metrics()) if name == "cell" else False)
+        old = old_table[(pd.to_datetime(old_table[column]) < pd.Timestamp("2026-11-01")) & ~old_reach]
+        kept = table[(pd.to_datetime(table[column]) < pd.Timestamp("2026-11-01")) & ~reach_rows]
+        pd.testing.assert_frame_equal(old.reset_index(drop=True), kept.reset_index(drop=True), check_exact=True, obj=name)
     assert (pd.to_datetime(after["cell"]["month"]) == pd.Timestamp("2026-11-01")).any()
     with engine.connect() as conn:
         cut_offs = stored_thresholds(conn)  # the cut-offs an override evaluates with
     pages_before, pages = before_pages, page_tables(engine)
-    assert summary["page_aggregates"]["from_month"] == "2026-10-01"  # by month, not whole
+    assert summary["page_aggregates"]["from_month"] == "2026-11-01"  # by month, not whole
     for name in PAGE_TABLES:  # rows of earlier months untouched (the spend from 11 months before)
         column = "service_month" if name == "claims_lag_month" else "month"
-        edge = pd.Timestamp("2025-11-01" if name.startswith("specialist_spend") else "2026-10-01")
+        edge = pd.Timestamp("2025-12-01" if name.startswith("specialist_spend") else "2026-11-01")
         old_rows = pages_before[name][pd.to_datetime(pages_before[name][column]) < edge].reset_index(drop=True)
         kept_rows = pages[name][pd.to_datetime(pages[name][column]) < edge].reset_index(drop=True)
         pd.testing.assert_frame_equal(old_rows, kept_rows, check_exact=True, obj=name)
@@ -107,6 +119,77 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     assert_same_pages(pages, page_tables(engine))
     with engine.connect() as conn:
         assert cut_offs == stored_thresholds(conn)
+
+
+def _metric_total(cells: pd.DataFrame, metric: str, month: str) -> tuple[float, float]:
+    rows = cells[(cells["metric"] == metric) & (pd.to_datetime(cells["month"]) == pd.Timestamp(month)) & (cells["stratum"] == "all")]
+    return float(rows["numerator"].sum()), float(rows["denominator"].sum())
+
+
+@pytest.mark.parametrize("block", [None, 150], ids=["one block", "blocks on two workers"])
+def test_a_november_readmission_and_first_diagnosis_change_october_for_those_measures_only(
+    store_engine, month_bundles, tmp_path, monkeypatch, block
+):
+    """November's rows reach back into October only through the measures that look forward: an
+    October discharge readmitted on 1 November, and a first diagnosis in November of a patient
+    without one in October. October's cells of those measures change (as a full derive makes them);
+    everything else of October stands.
+
+    In blocks of 150 patients on two local workers, the cells of both months are built on the
+    workers while this process writes the activity and the pages' tables; their sums then add up
+    in other blocks than the full derive's one, so they equal its to a relative 1e-9."""
+    import core.derive.blocks as blocks
+    from core.derive.measures import _normalise_code, load_measures
+
+    engine = store_engine
+    assert import_path(engine, month_bundles / "before").ok
+    derive_touched(engine)
+    before = derived_tables(engine)
+    read = {p.name: pd.read_csv(p, dtype=str, keep_default_na=False) for p in (month_bundles / "after").glob("*.csv")}
+    old = {p.name: pd.read_csv(p, dtype=str, keep_default_na=False) for p in (month_bundles / "before").glob("*.csv")}
+    encounters, conditions = pd.concat([old["encounters.csv"], read["encounters.csv"]]), old["conditions.csv"]
+    admissions = encounters[encounters["kind"] == "admission"]
+    # an October discharge (alive) with no admission 1-30 days after it
+    stays = admissions[(admissions["end_date"] >= "2026-10-02") & (admissions["end_date"] <= "2026-10-31")]
+    alive = set(old["patients.csv"].loc[old["patients.csv"]["death_date"] == "", "patient_id"])
+    stays = stays[stays["patient_id"].isin(alive) & (stays["discharge_disposition"] != "died")]
+    later = admissions.merge(stays[["patient_id", "end_date"]], on="patient_id", suffixes=("", "_index"))
+    gap = (pd.to_datetime(later["start_date"]) - pd.to_datetime(later["end_date_index"])).dt.days
+    stay = stays[~stays["patient_id"].isin(later.loc[(gap >= 1) & (gap <= 30), "patient_id"])].iloc[[0]]
+    again = stay.assign(encounter_id="E_REACH_1", start_date="2026-11-01", end_date="2026-11-03", paid_date="")
+    # a first diagnosis on 10 November of a patient attributed in October without one of the list
+    catalogue = load_measures()
+    listed = catalogue.code_lists[catalogue.by_id()["progression_to_chronic"].params["list"]]
+    matches = conditions["code"].map(lambda c: _normalise_code(c).startswith(listed))
+    october = set(old["attribution.csv"].loc[old["attribution.csv"]["month"].str.startswith("2026-10"), "patient_id"])
+    patient = sorted(october & alive - set(conditions.loc[matches, "patient_id"]))[0]
+    first = conditions[matches].iloc[[0]].assign(condition_id="C_REACH_1", patient_id=patient, onset_date="2026-11-10",
+                                                 resolved_date="")  # fmt: skip
+    read["encounters.csv"] = pd.concat([read["encounters.csv"], again])
+    read["conditions.csv"] = pd.concat([read["conditions.csv"], first])
+    folder = tmp_path / "after"
+    folder.mkdir()
+    for name, frame in read.items():
+        frame.to_csv(folder / name, index=False)
+    report = import_path(engine, folder)
+    assert report.ok, report.to_text()
+    assert from_month_mark(engine) == date(2026, 11, 1)
+    monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
+    pools = []
+    if block is not None:
+        real_pool = blocks.local_pool
+        monkeypatch.setattr(blocks, "BLOCK_PATIENTS", block)
+        monkeypatch.setenv(blocks.WORKERS_ENV, "2")
+        monkeypatch.setattr(blocks, "local_pool", lambda n: pools.append(n) or real_pool(n))
+    summary = derive_touched(engine)
+    monkeypatch.undo()
+    assert pools == ([] if block is None else [2, 2])  # the subgroups' second pass, then the cells
+    assert summary["from_month"] == "2026-11-01" and summary["reach"]["months"] == 1 and summary["cells"]["reach_rows"] > 0
+    after = derived_tables(engine)
+    for metric in ("readmission_30d", "progression_to_chronic"):  # one more event in October, same denominator
+        was, now = _metric_total(before["cell"], metric, "2026-10-01"), _metric_total(after["cell"], metric, "2026-10-01")
+        assert now[0] > was[0] and now[1] == was[1], metric
+    assert_same_as_full_derive(engine, exact=block is None)
 
 
 def test_a_row_sent_again_with_an_earlier_date_lowers_the_month(store_engine, month_bundles, tmp_path):
