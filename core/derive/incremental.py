@@ -4,8 +4,8 @@ An import and an override record the patients they changed in ``derive_touched``
 transaction as the change and the ``derive_pending`` mark (:func:`mark_touched`; the importer
 marks every patient id of its rows, and the earliest month they can change: :func:`mark_from_month`).
 An import of new months touches most patients but only late months: :func:`derive_months`
-recomputes every patient's months from that month on (stepping back for the measures that look
-forward), chosen by :func:`derive_touched` when the months are the smaller share. Otherwise
+recomputes every patient's months from that month on, and in the months before it that the
+measures looking forward reach back to, those measures' cells only (:func:`reach_metrics`), chosen by :func:`derive_touched` when the months are the smaller share. Otherwise
 :func:`derive_touched` recomputes, for those patients only, what the full derive
 (:func:`core.derive.pipeline.derive_all`) would:
 
@@ -800,17 +800,22 @@ def _cell_sums(results: Iterable, months: list) -> pd.DataFrame:
 
 def _replace_metric_cells(conn, months: list, metrics: tuple[str, ...], cells: pd.DataFrame) -> int:
     """In the caller's transaction: the stored cells of ``metrics`` in ``months`` replaced by ``cells``."""
-    from core.derive.cells import CELL_COLUMNS
-    from core.derive.subgroups.frames import insert_frame
-
     if not months or not metrics:
         return 0
     table = Cell.__table__
     conn.execute(delete(table).where(table.c.month.in_(months), table.c.metric.in_(metrics)))
+    _insert_cells(conn, cells)
+    return len(cells)
+
+
+def _insert_cells(conn, cells: pd.DataFrame) -> None:
+    """Insert ``cells`` (of :func:`_cell_sums`) in key order, in the caller's transaction."""
+    from core.derive.cells import CELL_COLUMNS
+    from core.derive.subgroups.frames import insert_frame
+
     if len(cells):
         out = cells[CELL_COLUMNS].sort_values(CELL_COLUMNS[:7]).assign(month=lambda f: pd.to_datetime(f["month"]))
-        insert_frame(conn, table, out.astype({"patients": "int64"}))
-    return len(cells)
+        insert_frame(conn, Cell.__table__, out.astype({"patients": "int64"}))
 
 
 def _changed_before(conn, result: pd.DataFrame, patients: list[str], start: date) -> int:
@@ -831,8 +836,6 @@ def _changed_before(conn, result: pd.DataFrame, patients: list[str], start: date
 
 def _replace_cells_from(conn, start: date, cells: pd.DataFrame) -> int:
     """Delete the stored cells of the months from ``start`` and insert ``cells``, in the caller's transaction."""
-    from core.derive.cells import CELL_COLUMNS
-    from core.derive.subgroups.frames import insert_frame
 
     table = Cell.__table__
     stored = conn.execute(select(func.count()).select_from(table)).scalar_one()
@@ -841,9 +844,7 @@ def _replace_cells_from(conn, start: date, cells: pd.DataFrame) -> int:
         for index in table.indexes:
             index.drop(conn, checkfirst=True)
     conn.execute(delete(table).where(table.c.month >= start))
-    if len(cells):
-        out = cells[CELL_COLUMNS].sort_values(CELL_COLUMNS[:7]).assign(month=lambda f: pd.to_datetime(f["month"]))
-        insert_frame(conn, table, out.astype({"patients": "int64"}))
+    _insert_cells(conn, cells)
     if rebuild:
         for index in table.indexes:
             index.create(conn)

@@ -15,6 +15,7 @@ clears it (:func:`finish_pending_derive`).
 """
 
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -77,8 +78,11 @@ def derive_text(summary: dict | None) -> str:
         return (f"re-derived {summary['patients']:,} patient(s) and {summary['cells']['rows']:,} cells "
                 f"of {summary['cells']['keys']:,} team-subgroup-months in {summary['seconds']:.1f} s")  # fmt: skip
     if summary.get("mode") == "months":
-        return (f"re-derived the {summary['months']} month(s) from {summary['from_month'][:7]} and {summary['cells']['rows']:,} "
-                f"cells in {summary['seconds']:.1f} s")  # fmt: skip
+        reach = summary.get("reach") or {}
+        before = (f", and the forward-looking measures (readmissions, first diagnoses, end of life) of the {reach['months']} "
+                  f"month(s) before ({summary['cells'].get('reach_rows', 0):,} cells)") if reach.get("months") else ""  # fmt: skip
+        return (f"re-derived the {summary['months']} month(s) from {date.fromisoformat(summary['from_month']):%b %Y} "
+                f"({summary['cells']['rows']:,} cells){before} in {summary['seconds']:.1f} s")  # fmt: skip
     why = f" ({summary['why']})" if summary.get("why") else ""
     return f"re-derived the whole network{why} in {summary.get('seconds', 0):.1f} s"
 
