@@ -673,8 +673,8 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     if reach_from is not None and reach_from < start:
         summary["reach"] = {"from_month": reach_from.isoformat(), "months": len(reach), "metrics": list(forward)}
     # each block reads only the rows the months need (bounded: the measures' look-back)
-    reach_calls = [(reach, block, None, None, True, forward) for block in (cell_blocks if len(cell_blocks) > 1 else [None])
-                   if forward]  # fmt: skip
+    each_block = cell_blocks if len(cell_blocks) > 1 else [None]
+    reach_calls = [(reach, block, None, None, True, forward) for block in each_block] if forward else []
     if not blocks:
         reach_cells = _cell_sums(map_blocks(engine, None, block_cells, reach_calls), reach)
         with engine.begin() as conn:
@@ -747,7 +747,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         parts["subgroups_write"] = time.perf_counter() - t1
     summary["subgroups"] = {"rows": rows, "patients_every_month": len(again)}
     t2 = time.perf_counter()
-    calls = [(months, block, None, None, True) for block in (cell_blocks if len(cell_blocks) > 1 else [None])]
+    calls = [(months, block, None, None, True) for block in each_block]
     pma, tma = PatientMonthActivity.__table__, TeamMonthActivity.__table__
     # On a pool the cells' blocks start now, and this process writes the activity and then the
     # pages' tables (``pages``) meanwhile: neither reads the cells, nor do the cells read them (the

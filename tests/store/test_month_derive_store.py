@@ -92,18 +92,13 @@ def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, mo
     assert {"readmission_30d", "progression_to_chronic"} <= set(reach_metrics())
     assert derive_pending(engine) is None and touched_patients(engine) == [] and from_month_mark(engine) is None
     after = derived_tables(engine)
-    for name, table in after.items():  # nothing before November changed but the reach measures' October cells
-        column = "month" if "month" in table else None
-        if column is None:
-            continue
-        reach_rows = (pd.to_datetime(table[column]) == pd.Timestamp("2026-10-01")) & (
-            table["metric"].isin(reach_metrics()) if name == "cell" else False)
-        old_table = before[name]
-        old_reach = (pd.to_datetime(old_table[column]) == pd.Timestamp("2026-10-01")) & (
-            old_table["metric"].isin(reach_metrics()) if name == "cell" else False)
-        old = old_table[(pd.to_datetime(old_table[column]) < pd.Timestamp("2026-11-01")) & ~old_reach]
-        kept = table[(pd.to_datetime(table[column]) < pd.Timestamp("2026-11-01")) & ~reach_rows]
-        pd.testing.assert_frame_equal(old.reset_index(drop=True), kept.reset_index(drop=True), check_exact=True, obj=name)
+    def standing(name: str, table: pd.DataFrame) -> pd.DataFrame:  # the rows before November but the reach measures' October cells
+        month = pd.to_datetime(table["month"])
+        reach = (month == pd.Timestamp("2026-10-01")) & (table["metric"].isin(reach_metrics()) if name == "cell" else False)
+        return table[(month < pd.Timestamp("2026-11-01")) & ~reach].reset_index(drop=True)
+
+    for name in (n for n, table in after.items() if "month" in table):  # nothing of those changed
+        pd.testing.assert_frame_equal(standing(name, before[name]), standing(name, after[name]), check_exact=True, obj=name)
     assert (pd.to_datetime(after["cell"]["month"]) == pd.Timestamp("2026-11-01")).any()
     with engine.connect() as conn:
         cut_offs = stored_thresholds(conn)  # the cut-offs an override evaluates with
