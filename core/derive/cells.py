@@ -488,7 +488,8 @@ def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 
 def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | list[str] | None = None,
                 catalogue: MeasureCatalogue | None = None, assignments: pd.DataFrame | None = None,
-                bounded: bool = False, metrics: tuple[str, ...] | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
+                bounded: bool = False, metrics: tuple[str, ...] | None = None,
+                reach: tuple[list[date], tuple[str, ...]] | None = None) -> tuple[pd.DataFrame, dict]:  # fmt: skip
     """Cells of the patients whose id is in the inclusive range ``patients`` (all if None; or a
     list of ids), and seconds per part. Every metric is a per-patient sum, so the cells of
     disjoint blocks add up. ``assignments`` (patient_id, month, subgroup, risk_score): the
@@ -501,12 +502,22 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     encounters starting in them; the cells are the same as from every row.
 
     ``metrics``: the cells of those measures only (ids of the catalogue; no member-months, risk
-    scores or costs), each the same as among every metric's cells."""
+    scores or costs), each the same as among every metric's cells.
+
+    ``reach`` (months, metrics): also the cells of those measures in those months (earlier ones),
+    from the same read (bounded from the earliest month): what a second call with ``metrics``
+    would add, without reading the block's rows again (100,000 patients, one new month and the
+    forward-looking measures of the month before: 1.6 s of reads per block of 25,000 patients)."""
     t0 = time.perf_counter()
     catalogue = catalogue or load_measures()
+
+    def only(catalogue, ids):
+        return dataclasses.replace(catalogue, measures=tuple(m for m in catalogue.measures if m.id in ids))
+
     if metrics is not None:
-        catalogue = dataclasses.replace(catalogue, measures=tuple(m for m in catalogue.measures if m.id in metrics))
-    bounds = read_bounds(min(months), catalogue) if bounded and months else None
+        catalogue = only(catalogue, metrics)
+    reach_months = list(reach[0]) if reach else []
+    bounds = read_bounds(min([*months, *reach_months]), catalogue) if bounded and months else None
     frames: StoreFrames = load_store_frames(engine, patients, bounds)
     S = models.SubgroupAssignment
     if assignments is None:
@@ -517,6 +528,9 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     parts = [patient_month_flags(frames, months, catalogue, month_as_index=True)]
     if metrics is None:
         parts.append(_base_metrics(dims))
+    if reach_months:
+        reach_dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, reach_months)
+        reach_parts = [patient_month_flags(frames, reach_months, only(catalogue, reach[1]), month_as_index=True)]
     del frames, assignments  # release the raw tables before the cost provider loads its own
     t2 = time.perf_counter()
     if metrics is None:
@@ -525,6 +539,9 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
             parts.append(costs)
     t3 = time.perf_counter()
     cells = aggregate_cells(dims, parts)
+    if reach_months:
+        earlier = aggregate_cells(reach_dims, reach_parts)
+        cells = pd.concat([f for f in (earlier, cells) if len(f)] or [cells], ignore_index=True)
     t4 = time.perf_counter()
     return cells, {"load": t1 - t0, "flags": t2 - t1, "costs": t3 - t2, "aggregate": t4 - t3}
 

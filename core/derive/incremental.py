@@ -47,7 +47,6 @@ imports only, and an import that writes them marks ``*`` (everything). Above
 :data:`MAX_TOUCHED_SHARE` of the network's patients a full derive is the quicker one.
 """
 
-import itertools
 import time
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
@@ -674,8 +673,8 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         summary["reach"] = {"from_month": reach_from.isoformat(), "months": len(reach), "metrics": list(forward)}
     # each block reads only the rows the months need (bounded: the measures' look-back)
     each_block = cell_blocks if len(cell_blocks) > 1 else [None]
-    reach_calls = [(reach, block, None, None, True, forward) for block in each_block] if forward else []
     if not blocks:
+        reach_calls = [(reach, block, None, None, True, forward) for block in each_block] if forward else []
         reach_cells = _cell_sums(map_blocks(engine, None, block_cells, reach_calls), reach)
         with engine.begin() as conn:
             reach_rows = _replace_metric_cells(conn, reach, forward, reach_cells)
@@ -747,7 +746,8 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         parts["subgroups_write"] = time.perf_counter() - t1
     summary["subgroups"] = {"rows": rows, "patients_every_month": len(again)}
     t2 = time.perf_counter()
-    calls = [(months, block, None, None, True) for block in each_block]
+    # a block's cells of the months from `start` and of the measures that reach back, from one read
+    calls = [(months, block, None, None, True, None, (reach, forward) if forward else None) for block in each_block]
     pma, tma = PatientMonthActivity.__table__, TeamMonthActivity.__table__
     # On a pool the cells' blocks start now, and this process writes the activity and then the
     # pages' tables (``pages``) meanwhile: neither reads the cells, nor do the cells read them (the
@@ -755,7 +755,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     # blocks run here once those are written. 100,000 patients, one new month: 20 s of cells
     # alongside 30 s of activity and pages' tables instead of after them.
     with worker_pool(engine, workers, len(cell_blocks), while_writing=True) as pool:
-        cell_results = map_blocks(engine, pool, block_cells, calls + reach_calls)
+        cell_results = map_blocks(engine, pool, block_cells, calls)
         t3 = time.perf_counter()
         with engine.begin() as conn:
             staff = pd.read_sql(
@@ -773,8 +773,9 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         if pages is not None:
             summary["page_aggregates"] = pages()
         t4 = time.perf_counter()
-        cells = _cell_sums(itertools.islice(cell_results, len(calls)), months)
-        reach_cells = _cell_sums(cell_results, reach)
+        both = _cell_sums(cell_results, [*reach, *months])
+        months_of = pd.to_datetime(both["month"])
+        cells, reach_cells = both[months_of >= pd.Timestamp(start)], both[months_of < pd.Timestamp(start)]
         parts["cells_after_pages"] = time.perf_counter() - t4
     t5 = time.perf_counter()
     parts["cells"] = t5 - t2

@@ -360,14 +360,15 @@ def test_the_subgroup_inputs_of_the_new_months_read_their_12_month_windows_only(
 
 def test_the_spend_of_earlier_months_follows_an_e_consult_added_or_taken_away(store_engine, month_bundles):
     """The specialist spend's earlier rows rebuilt by month are those whose next e-consult is or was
-    in the new months (``replace_spend_from``): an e-consult added in November reaches back 11
-    months; taken away again (its kind changed), the same rows go back. Both times the tables equal
-    a whole rebuild from the same store."""
-    from sqlalchemy import update
+    in the new months (``replace_spend_from``), with their sums by difference: an e-consult added in
+    November reaches back 11 months; taken away again (its kind changed), the same rows go back; added
+    again over sums that lost a month's rows, both tables are rebuilt whole. Each time the tables
+    equal a whole rebuild from the same store."""
+    from sqlalchemy import delete, update
     from sqlmodel import Session
 
     from core.derive.page_aggregates import build_page_aggregates, build_page_aggregates_from
-    from core.store.models import Attribution, Encounter
+    from core.store.models import Attribution, Encounter, SpecialistSpendMonth
 
     engine = store_engine
     assert import_path(engine, month_bundles / "before").ok
@@ -386,25 +387,32 @@ def test_the_spend_of_earlier_months_follows_an_e_consult_added_or_taken_away(st
         rows = rows[(rows["patient_id"] == patient) & (pd.to_datetime(rows["month"]) < pd.Timestamp(FIRST))]
         return rows.set_index(pd.to_datetime(rows["month"]))["until_econsult"]
 
-    def by_month_equals_whole() -> dict[str, pd.DataFrame]:
-        build_page_aggregates_from(engine, FIRST)
+    def by_month_equals_whole() -> dict:
+        summary = build_page_aggregates_from(engine, FIRST)
         by_month = page_tables(engine)
         build_page_aggregates(engine)
         assert_same_pages(by_month, page_tables(engine))
-        return by_month
+        return summary["specialist_spend"]
 
     assert (spend_until(engine) == 12).all()  # no e-consult within 11 months of any earlier month
     with Session(engine) as session:
         session.add(Encounter(encounter_id="late-ec", patient_id=patient, kind="e_consult", start_date=date(2026, 11, 5),
                               requested_date=date(2026, 11, 5), is_internal=False, specialty="cardiology"))  # fmt: skip
         session.commit()
-    by_month_equals_whole()
+    spend = by_month_equals_whole()
+    assert spend["patients_from_earlier"] >= 1 and spend["earlier"]["patient_months"] >= 10  # the sums by difference
     until = spend_until(engine)
     assert until[pd.Timestamp("2025-12-01")] == 11 and until[pd.Timestamp("2026-09-01")] == 2
     with engine.begin() as conn:
         conn.execute(update(Encounter.__table__).where(Encounter.encounter_id == "late-ec").values(kind="phone_call"))
-    by_month_equals_whole()
+    assert "why" not in by_month_equals_whole()
     assert (spend_until(engine) == 12).all()
+    # sums that do not hold the rows they are made of (a month's rows lost): both tables rebuilt whole
+    with engine.begin() as conn:
+        conn.execute(update(Encounter.__table__).where(Encounter.encounter_id == "late-ec").values(kind="e_consult"))
+        conn.execute(delete(SpecialistSpendMonth.__table__).where(SpecialistSpendMonth.month == date(2025, 12, 1)))
+    assert "member-months" in by_month_equals_whole()["why"]
+    assert spend_until(engine)[pd.Timestamp("2025-12-01")] == 11
 
 
 def _patients_only(bundle, folder, change) -> None:

@@ -384,6 +384,47 @@ def test_the_spend_rows_from_a_month_equal_those_of_the_whole_stream(sample_stor
     pd.testing.assert_frame_equal(rows(select_patient_spend(dialect, ids, since=since, before=before)), want, check_dtype=False)
 
 
+def test_the_spend_rows_from_a_month_read_back_past_the_month_before_for_moves_and_gaps(store_engine):
+    """From a month, the rows take their previous month and previous month with the team from the
+    month before, and from further back only for the patients not with that team then: one back
+    with the team they left, one back after two months without a team, one new to a team, one who
+    left a team and comes back to it within the window's reach and beyond it. Each equals the
+    whole stream, from every month."""
+    from core.derive.page_aggregates import select_patient_spend
+    from core.store.models import Attribution
+    from tests.builders import two_team_network
+
+    months = tuple(date(2025, m, 1) for m in range(8, 13)) + tuple(date(2026, m, 1) for m in range(1, 7))
+    two_team_network(store_engine, months)
+    a = Attribution.__table__
+    with store_engine.begin() as conn:
+        def team(patient, since, until, to):
+            conn.execute(a.update().where(a.c.patient_id == patient, a.c.month >= since, a.c.month <= until).values(team_id=to))
+        team("P1", date(2026, 4, 1), date(2026, 4, 1), "A2")  # A1, A2 in April, A1 again in May
+        conn.execute(delete(a).where(a.c.patient_id == "P2", a.c.month.in_([date(2026, 3, 1), date(2026, 4, 1)])))  # back in May
+        team("P4", date(2026, 5, 1), date(2026, 6, 1), "A1")  # new to A1 in May
+        team("P5", date(2025, 9, 1), date(2026, 4, 1), "A1")  # with A2 in August, back in May: 9 months later
+        team("P6", date(2025, 8, 1), date(2025, 8, 1), "A1")  # with A1 in August only: 10 months before June, after a move
+        team("P6", date(2026, 6, 1), date(2026, 6, 1), "A1")
+    dialect, key = store_engine.dialect.name, ["patient_id", "month"]
+
+    def rows(stmt) -> pd.DataFrame:
+        frame = _frame(store_engine, stmt).assign(month=lambda f: pd.to_datetime(f["month"]).dt.date)
+        return frame.sort_values(key).reset_index(drop=True)
+
+    whole = rows(select_patient_spend(dialect)).set_index(key)
+    may, june = date(2026, 5, 1), date(2026, 6, 1)
+    assert whole.loc[("P1", may), ["gap_any", "gap_team"]].tolist() == [1, 2]
+    assert whole.loc[("P2", may), ["gap_any", "gap_team"]].tolist() == [3, 3]
+    assert whole.loc[("P4", may), ["gap_any", "gap_team"]].tolist() == [1, 12]
+    assert whole.loc[("P5", may), ["gap_any", "gap_team"]].tolist() == [1, 9]
+    assert whole.loc[("P6", june), ["gap_any", "gap_team"]].tolist() == [1, 10]
+    whole = whole.reset_index()
+    for since in months[1:]:
+        want = whole[whole["month"] >= since].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows(select_patient_spend(dialect, since=since)), want, check_dtype=False, obj=str(since))
+
+
 def test_the_window_test_on_a_hand_built_network(store_engine):
     """An e-consult in a month the patient is not attributed counts for the windows holding it, one
     a year back counts for 12 months only, and a patient who changes team is one patient of the
