@@ -40,6 +40,16 @@ from core.store.models import (
 from core.store.months import add_months, month_end, month_start_sql
 
 
+def among(column, values: list[str], dialect: str):
+    """``column IN values`` for a long list. On SQLite one bound parameter, a JSON array that
+    ``json_each`` reads (the index of ``column`` is searched once a value, as for a plain ``IN``):
+    SQLAlchemy's expanding ``IN`` renders a placeholder and a named parameter a value, 22 ms a
+    chunk of 10,000 (0.9 s of a month's import at 100,000 patients). Elsewhere a plain ``IN``."""
+    if dialect != "sqlite":
+        return column.in_(values)
+    return column.in_(select(func.json_each(json.dumps(list(values))).table_valued("value").c.value))
+
+
 def patient_hashes(patient_ids) -> np.ndarray:
     """A 64-bit hash (uint64) of each patient id (pandas' ``hash_array``, stable across processes
     and versions of the data): how an import's patients are kept (``import_patient``) and found
