@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, String, and_, cast, false, or_, select
+from sqlalchemy import Boolean, Engine, String, and_, cast, false, or_, select
 
 from core.config import config_path, load_toml
 from core.store import models
@@ -162,7 +162,12 @@ def read_columns(engine: Engine, columns: list, date_columns: Iterable[str] = ()
     elif patients is not None:
         stmt = stmt.where(columns[0].table.c.patient_id.between(*patients))
     with engine.connect() as conn:
-        df = pd.read_sql(stmt, conn)
+        if any(isinstance(c.type, Boolean) for c in columns):  # SQLAlchemy's processing makes a boolean a bool
+            df = pd.read_sql(stmt, conn)
+        else:  # the driver's tuples as they are (no per-row processing): 349k measurements 2.3 -> 1.5 s
+            result = conn.execute(stmt)
+            df = pd.DataFrame.from_records(result.cursor.fetchall(), columns=list(result.keys()), coerce_float=True)
+            result.close()
     for name in date_columns:
         df[name] = pd.to_datetime(df[name].str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
     return df
