@@ -364,7 +364,10 @@ def replace_spend_from(conn, start: date) -> dict:
     t2 = time.perf_counter()
     conn.execute(delete(spend).where(spend.c.month >= start))
     conn.execute(insert(spend).from_select(SPEND_COLUMNS, select_specialist_spend(start)))
-    count = lambda t: int(conn.execute(select(func.count()).select_from(t).where(t.c.month >= start)).scalar_one())  # noqa: E731
+
+    def count(t) -> int:
+        return int(conn.execute(select(func.count()).select_from(t).where(t.c.month >= start)).scalar_one())
+
     return {"rows_from_month": count(per_patient), "sums_from_month": count(spend), "patients_from_earlier": len(patients),
             "earlier": earlier, "seconds": {"earlier": round(t1 - t0, 2), "rows": round(t2 - t1, 2),
                                             "sums": round(time.perf_counter() - t2, 2)}}  # fmt: skip
