@@ -6,10 +6,15 @@
   when ``REQUIRE_SERVICES=1`` (set by .ci/run), where a missing server fails the run.
 - ``sample_bundle``: a small generated sample network (CSV bundle), made once per session.
 - ``sample_engine``: an SQLite file store with that bundle imported (and derived tables built).
+- ``sample_store``: on each backend, a test's own copy of a store with that bundle imported and
+  derived (see ``StoreTemplates``: built once a session, copied for each test).
 """
 
 import os
+import sqlite3
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,20 +46,41 @@ def engine():
     eng.dispose()
 
 
-def _postgres_engine():
+def _postgres_engine(template: str | None = None):
+    """A new database on the server at TEST_DATABASE_URL (a copy of ``template`` if given): the
+    admin engine, its name and an engine on it."""
     url = os.environ.get("TEST_DATABASE_URL")
     if not url:
         skip_or_fail("PostgreSQL tests need TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
     admin = make_engine(url)
     name = f"t_{uuid.uuid4().hex[:12]}"
+    create = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
     try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        _with_retry(admin, create)
     except Exception as exc:  # server down, wrong credentials
         admin.dispose()
-        skip_or_fail(f"PostgreSQL at TEST_DATABASE_URL is not reachable: {exc.__class__.__name__}")
+        skip_or_fail(f"PostgreSQL at TEST_DATABASE_URL is not reachable: {exc.__class__.__name__}: {exc}")
     base = admin.url.set(database=name).render_as_string(hide_password=False)
     return admin, name, make_engine(base)
+
+
+def _with_retry(admin, statement: str) -> None:
+    """Run ``statement`` outside a transaction. A template's last session can still be closing on
+    the server when its copy is asked for ("being accessed by other users"): wait and ask again."""
+    for attempt in range(50):
+        try:
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text(statement))
+            return
+        except Exception as exc:
+            if "being accessed by other users" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.1)
+
+
+def _drop_database(admin, name: str) -> None:
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -70,9 +96,74 @@ def store_engine(request, tmp_path):
     create_schema(eng)
     yield eng
     eng.dispose()
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _drop_database(admin, name)
     admin.dispose()
+
+
+class StoreTemplates:
+    """Stores built once a session and copied for each test that starts from one.
+
+    A store is built by ``build`` the first time a test asks for it by name on a backend; each test
+    then gets its own copy: of the SQLite file through SQLite's backup API, of the PostgreSQL
+    database as ``CREATE DATABASE ... TEMPLATE``. A test changes its copy only, so the tests stay as
+    independent as when each built its own store, without each paying for the import and derive.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.built: dict[tuple[str, str], str] = {}  # (backend, name) -> SQLite file or PostgreSQL database
+        self.databases: list[str] = []  # PostgreSQL's, to drop at the session's end (a failed build's too)
+
+    def copy(self, backend: str, name: str, build: Callable, tmp_path: Path) -> Iterator:
+        """Yield an engine on a test's own copy of store ``name`` on ``backend``; drop it afterwards."""
+        if backend == "sqlite":
+            path = tmp_path / "store.db"
+            source, target = sqlite3.connect(self._template("sqlite", name, build)), sqlite3.connect(path)
+            source.backup(target)
+            source.close(), target.close()
+            eng = make_engine(f"sqlite:///{path}")
+            yield eng
+            eng.dispose()
+            return
+        admin, copied, eng = _postgres_engine(template=self._template("postgresql", name, build))
+        yield eng
+        eng.dispose()
+        _drop_database(admin, copied)
+        admin.dispose()
+
+    def _template(self, backend: str, name: str, build: Callable) -> str:
+        if (backend, name) not in self.built:
+            if backend == "sqlite":
+                path = self.root / f"{name}.db"
+                eng = make_engine(f"sqlite:///{path}")
+                path.unlink(missing_ok=True)  # a failed build's
+                create_schema(eng)
+                build(eng)
+                eng.dispose()
+                self.built[backend, name] = str(path)
+            else:
+                admin, template, eng = _postgres_engine()
+                admin.dispose()
+                self.databases.append(template)
+                create_schema(eng)
+                build(eng)
+                eng.dispose()  # no session may stay on a template
+                self.built[backend, name] = template
+        return self.built[backend, name]
+
+    def drop(self) -> None:
+        if self.databases:
+            admin = make_engine(os.environ["TEST_DATABASE_URL"])
+            for name in self.databases:
+                _drop_database(admin, name)
+            admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def store_templates(tmp_path_factory):
+    templates = StoreTemplates(tmp_path_factory.mktemp("templates"))
+    yield templates
+    templates.drop()
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +196,12 @@ def sample_engine(sample_db_url):
     eng = make_engine(sample_db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sample_store(request, store_templates, sample_bundle, tmp_path):
+    """On each backend, this test's own copy of a store with the small sample network imported and
+    derived (``load_bundle_and_derive``)."""
+    from core.derive.pipeline import load_bundle_and_derive
+
+    yield from store_templates.copy(request.param, "sample", lambda eng: load_bundle_and_derive(eng, sample_bundle), tmp_path)

@@ -53,11 +53,12 @@ def scheduler(tmp_path_factory):
     finally:
         for proc in reversed(procs):
             proc.terminate()
-        for proc in reversed(procs):
+        for proc in reversed(procs):  # a worker can stay up reconnecting to the stopped scheduler: 5 s, then kill
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="module")

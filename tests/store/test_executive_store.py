@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from core.derive.pipeline import load_bundle_and_derive
 from core.store.models import Attribution, Encounter
 from core.store.months import window_months
 from core.store.queries import months_available, read_frame
@@ -14,9 +13,8 @@ from core.views.payment_models import payment_inputs
 
 
 @pytest.fixture
-def loaded(store_engine, sample_bundle):
-    load_bundle_and_derive(store_engine, sample_bundle)
-    return store_engine
+def loaded(sample_store):
+    return sample_store
 
 
 def test_econsults_and_activity_counts_in_sql(loaded):

@@ -20,7 +20,7 @@ from sqlmodel import SQLModel
 
 from core.access.policy import Scope
 from core.derive.incremental import derive_touched, touched_patients
-from core.derive.pipeline import derive_all, load_bundle_and_derive
+from core.derive.pipeline import derive_all
 from core.derive.subgroups.overrides import lift_override, set_override
 from core.ingest import import_path
 from core.store.db import make_engine
@@ -71,12 +71,6 @@ def assert_counts_recorded(engine) -> None:
 
 def _no_full_derive(*_args, **_kwargs):
     raise AssertionError("a full derive ran")
-
-
-@pytest.fixture
-def sample_store(store_engine, sample_bundle):
-    load_bundle_and_derive(store_engine, sample_bundle)
-    return store_engine
 
 
 def _patient_with_months(engine, n: int = 6) -> tuple[str, date, str]:

@@ -69,15 +69,45 @@ def month_bundles(tmp_path_factory):
     return root
 
 
+def _imported(folder: str, derive):
+    def build(engine) -> None:
+        report = import_path(engine, folder)
+        assert report.ok, report.to_text()
+        derive(engine)
+
+    return build
+
+
+# The stores the tests start from, each built once a session on each backend and copied for each
+# test (``StoreTemplates`` in tests/conftest.py).
+@pytest.fixture(params=["sqlite", "postgresql"])
+def before_store(request, store_templates, month_bundles, tmp_path):
+    """The months before November imported and derived as a first import is (``derive_touched``)."""
+    build = _imported(month_bundles / "before", derive_touched)
+    yield from store_templates.copy(request.param, "months before, derived as imported", build, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def before_derived_whole(request, store_templates, month_bundles, tmp_path):
+    """The months before November imported and derived whole (``derive_all``)."""
+    build = _imported(month_bundles / "before", derive_all)
+    yield from store_templates.copy(request.param, "months before, derived whole", build, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def whole_store(request, store_templates, month_bundles, tmp_path):
+    """Every month, November included, imported and derived whole."""
+    build = _imported(month_bundles / "whole", derive_all)
+    yield from store_templates.copy(request.param, "months whole, derived whole", build, tmp_path)
+
+
 def test_readmissions_and_first_diagnoses_look_forward_so_earlier_months_are_re_derived():
     assert first_changed_month(date(2026, 11, 1)) == date(2026, 10, 1)  # a discharge on 2 Oct, readmitted 1 Nov
     assert first_changed_month(date(2026, 3, 1)) == date(2026, 1, 1)  # 30 days before 1 March is in January
 
 
-def test_one_new_month_re_derives_only_the_months_it_can_change(store_engine, month_bundles, monkeypatch):
-    engine = store_engine
-    assert import_path(engine, month_bundles / "before").ok
-    derive_touched(engine)
+def test_one_new_month_re_derives_only_the_months_it_can_change(before_store, month_bundles, monkeypatch):
+    engine = before_store
     before = derived_tables(engine)
     before_pages = page_tables(engine)
     report = import_path(engine, month_bundles / "after")
@@ -123,7 +153,7 @@ def _metric_total(cells: pd.DataFrame, metric: str, month: str) -> tuple[float, 
 
 @pytest.mark.parametrize("block", [None, 150], ids=["one block", "blocks on two workers"])
 def test_a_november_readmission_and_first_diagnosis_change_october_for_those_measures_only(
-    store_engine, month_bundles, tmp_path, monkeypatch, block
+    before_store, month_bundles, tmp_path, monkeypatch, block
 ):
     """November's rows reach back into October only through the measures that look forward: an
     October discharge readmitted on 1 November, and a first diagnosis in November of a patient
@@ -136,9 +166,7 @@ def test_a_november_readmission_and_first_diagnosis_change_october_for_those_mea
     import core.derive.blocks as blocks
     from core.derive.measures import _normalise_code, load_measures
 
-    engine = store_engine
-    assert import_path(engine, month_bundles / "before").ok
-    derive_touched(engine)
+    engine = before_store
     before = derived_tables(engine)
     read = {p.name: pd.read_csv(p, dtype=str, keep_default_na=False) for p in (month_bundles / "after").glob("*.csv")}
     old = {p.name: pd.read_csv(p, dtype=str, keep_default_na=False) for p in (month_bundles / "before").glob("*.csv")}
@@ -187,10 +215,8 @@ def test_a_november_readmission_and_first_diagnosis_change_october_for_those_mea
     assert_same_as_full_derive(engine, exact=block is None)
 
 
-def test_a_row_sent_again_with_an_earlier_date_lowers_the_month(store_engine, month_bundles, tmp_path):
-    engine = store_engine
-    assert import_path(engine, month_bundles / "before").ok
-    derive_all(engine)
+def test_a_row_sent_again_with_an_earlier_date_lowers_the_month(before_derived_whole, month_bundles, tmp_path):
+    engine = before_derived_whole
     folder = tmp_path / "again"
     folder.mkdir()
     tables = {p.name: pd.read_csv(p, dtype=str, keep_default_na=False) for p in (month_bundles / "before").glob("*.csv")}
@@ -286,16 +312,14 @@ def _sorted(cells: pd.DataFrame) -> pd.DataFrame:
     return cells.sort_values(list(cells.columns[:7])).reset_index(drop=True)
 
 
-def test_the_month_path_reads_only_the_look_back_and_gives_the_same_cells(store_engine, month_bundles):
+def test_the_month_path_reads_only_the_look_back_and_gives_the_same_cells(whole_store, month_bundles):
     from dataclasses import replace
     from datetime import timedelta
 
     from core.derive.cells import block_cells
     from core.derive.measures import load_store_frames, patient_month_flags, read_bounds
 
-    engine = store_engine
-    assert import_path(engine, month_bundles / "whole").ok
-    derive_all(engine)
+    engine = whole_store
     who = _boundary_rows(engine)
     bounds = read_bounds(FIRST)
     assert dict((c, s) for s, codes in bounds.measurements for c in codes)[PHQ9] == date(2024, 10, 1)
@@ -328,7 +352,7 @@ def test_the_month_path_reads_only_the_look_back_and_gives_the_same_cells(store_
     assert {"depression_remission_12m", "bmi_change", "work_days_missed_mean"} <= set(differ["metric"])
 
 
-def test_the_subgroup_inputs_of_the_new_months_read_their_12_month_windows_only(store_engine, month_bundles):
+def test_the_subgroup_inputs_of_the_new_months_read_their_12_month_windows_only(whole_store, month_bundles):
     from core.derive.incremental import _norm, _stored_counts, _stored_range
     from core.derive.risk import DEFAULT_MODEL
     from core.derive.subgroups.assign import _block_assignments
@@ -336,9 +360,7 @@ def test_the_subgroup_inputs_of_the_new_months_read_their_12_month_windows_only(
     from core.derive.subgroups.frames import Run, load_frames, run_of
     from core.derive.subgroups.rules import active_rules_path, load_rules
 
-    engine = store_engine
-    assert import_path(engine, month_bundles / "whole").ok
-    derive_all(engine)
+    engine = whole_store
     who = _boundary_rows(engine)
     rules = load_rules(active_rules_path())
     with engine.connect() as conn:
@@ -358,7 +380,7 @@ def test_the_subgroup_inputs_of_the_new_months_read_their_12_month_windows_only(
     pd.testing.assert_frame_equal(risk_a, risk_b, check_exact=True)
 
 
-def test_the_spend_of_earlier_months_follows_an_e_consult_added_or_taken_away(store_engine, month_bundles):
+def test_the_spend_of_earlier_months_follows_an_e_consult_added_or_taken_away(before_derived_whole, month_bundles):
     """The specialist spend's earlier rows rebuilt by month are those whose next e-consult is or was
     in the new months (``replace_spend_from``), with their sums by difference: an e-consult added in
     November reaches back 11 months; taken away again (its kind changed), the same rows go back; added
@@ -370,9 +392,7 @@ def test_the_spend_of_earlier_months_follows_an_e_consult_added_or_taken_away(st
     from core.derive.page_aggregates import build_page_aggregates, build_page_aggregates_from
     from core.store.models import Attribution, Encounter, SpecialistSpendMonth
 
-    engine = store_engine
-    assert import_path(engine, month_bundles / "before").ok
-    derive_all(engine)
+    engine = before_derived_whole
     assert import_path(engine, month_bundles / "after").ok
     derive_touched(engine)
     with engine.connect() as conn:
@@ -427,7 +447,7 @@ def _patients_only(bundle, folder, change) -> None:
         frame.to_csv(folder / path.name, index=False)
 
 
-def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(store_engine, month_bundles, tmp_path, monkeypatch):
+def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(before_store, month_bundles, tmp_path, monkeypatch):
     """The derive of new months takes the top-decile counts from the stored risk scores
     (``core.derive.subgroups.assign.stored_scores``). Patient-months that must not count do not:
     the November of the highest-scoring patient, reported dead in October after November was
@@ -438,9 +458,7 @@ def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(st
     from core.derive.subgroups.frames import Run, run_of
     from core.store.models import Attribution, RiskScore
 
-    engine = store_engine
-    assert import_path(engine, month_bundles / "before").ok
-    derive_touched(engine)
+    engine = before_store
     assert import_path(engine, month_bundles / "after").ok
     derive_touched(engine)
     with engine.connect() as conn:
@@ -500,7 +518,7 @@ def test_a_patient_row_sent_again_marks_the_months_its_change_reaches(store_engi
     assert mark_after("dual", lambda f: rows(alive[1:2], dual_status=str(flipped).lower(), death_date="2026-03-10")(f)) == EVERY_MONTH
 
 
-def test_the_earlier_cut_offs_are_the_kept_ones_or_counted_when_some_were_not_kept(store_engine, month_bundles, tmp_path, monkeypatch):
+def test_the_earlier_cut_offs_are_the_kept_ones_or_counted_when_some_were_not_kept(before_store, month_bundles, tmp_path, monkeypatch):
     """The derive of new months re-assigns some patients in every month (a condition from the new
     months) with the earlier months' top-decile cut-offs: those the derives kept
     (``subgroup_thresholds``), or, when a month's was never kept (a store derived before they
@@ -515,9 +533,7 @@ def test_the_earlier_cut_offs_are_the_kept_ones_or_counted_when_some_were_not_ke
     from core.derive.subgroups.assign import THRESHOLDS_KEY
     from core.store.models import AppSetting, RiskScore
 
-    engine = store_engine
-    assert import_path(engine, month_bundles / "before").ok
-    derive_touched(engine)
+    engine = before_store
     with engine.begin() as conn:
         kept = stored_thresholds(conn)
         partial = {fraction: {m: 0.0 for m in sorted(per)[1:]} for fraction, per in kept.items()}  # the first month missing

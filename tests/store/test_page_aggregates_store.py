@@ -22,7 +22,7 @@ from core.derive.page_aggregates import (
     ensure_page_aggregates,
     stored_subgroup_transitions,
 )
-from core.derive.pipeline import derive_all, load_bundle_and_derive
+from core.derive.pipeline import derive_all
 from core.derive.subgroups.overrides import set_override
 from core.derive.subgroups.transitions import subgroup_transitions
 from core.ingest import import_path
@@ -41,12 +41,6 @@ from core.views.true_costs import claims_by_network
 AGGREGATES = ("econsult_month", "specialist_spend_month", "subgroup_move", "patient_month_cost", "claims_lag_month",
               "specialist_spend_patient_month", "claims_network_month", "team_month_minutes")  # fmt: skip
 LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
-
-
-@pytest.fixture
-def sample_store(store_engine, sample_bundle):
-    load_bundle_and_derive(store_engine, sample_bundle)
-    return store_engine
 
 
 def _frame(engine, stmt) -> pd.DataFrame:
