@@ -10,7 +10,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, true
 from sqlmodel import SQLModel
 
 from core.access.policy import Scope
@@ -28,7 +28,7 @@ from core.derive.subgroups.transitions import subgroup_transitions
 from core.ingest import import_path
 from core.metrics.runout import claims_lags
 from core.store.models import AppSetting, Patient, PatientMonthActivity, SubgroupAssignment
-from core.store.months import window_months
+from core.store.months import add_months, window_months
 from core.views.econsults import (
     _specialist_spend,
     econsult_rows,
@@ -62,14 +62,15 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.sort_values(keys).reset_index(drop=True)
 
 
-def assert_econsults_as_before(engine) -> int:
-    """Every window (month, quarter, 12 months) ending in every third month, network-wide, per team
-    and for two teams: the aggregates' figures equal the encounter and claim computation (counts
-    exactly, sums of money to 1e-9). Returns how many spend tables were compared."""
+def assert_econsults_as_before(engine, ends: list[date] | None = None) -> int:
+    """Every window (month, quarter, 12 months) ending in every third month (or in ``ends``: after a
+    change, the windows that hold it), network-wide, per team and for two teams: the aggregates'
+    figures equal the encounter and claim computation (counts exactly, sums of money to 1e-9).
+    Returns how many spend tables were compared."""
     months, teams = _months(engine), _teams(engine)
     scopes = [None, *[(t,) for t in teams], tuple(teams[:2])]
     compared = 0
-    for end in months[::3]:
+    for end in months[::3] if ends is None else ends:
         for window in ("month", "quarter", "12m"):
             ms = tuple(window_months(end, window))
             for scope in scopes:
@@ -89,11 +90,13 @@ def assert_econsults_as_before(engine) -> int:
     return compared
 
 
-def assert_review_as_before(engine) -> int:
-    """Moves and the 10 costliest patients of every team, subgroup and month equal the member-by-member
-    computation. Returns how many moves were compared."""
+def assert_review_as_before(engine, months: list[date] | None = None) -> int:
+    """Moves and the 10 costliest patients of every team, subgroup and month (or month of ``months``:
+    after a change, those it can reach) equal the member-by-member computation. Returns how many
+    moves were compared."""
     s, act = SubgroupAssignment, PatientMonthActivity
-    keys = _frame(engine, select(s.team_id, s.subgroup, s.month).distinct())
+    keys = _frame(engine, select(s.team_id, s.subgroup, s.month).distinct()
+                  .where(s.month.in_(months) if months is not None else true()))  # fmt: skip
     moved = 0
     for team_id, subgroup, month in keys.itertuples(index=False):
         month = pd.Timestamp(month).date()
@@ -280,7 +283,7 @@ def test_incremental_derives_keep_the_aggregates_exact(sample_store, sample_bund
     engine = sample_store
     patient, month, subgroup = _patient_with_months(engine)
     set_override(engine, LEAD, patient, "complex" if subgroup != "complex" else "healthy", month, "weekly calls")
-    assert_review_as_before(engine)
+    assert assert_review_as_before(engine, [month, add_months(month, 1)]) > 0  # its moves in and out, its cost's subgroup
     assert_same_as_full_derive(engine)
 
     ids = sorted(aggregate_tables(engine)["patient_month_cost"]["patient_id"].unique())[::60]
@@ -291,8 +294,8 @@ def test_incremental_derives_keep_the_aggregates_exact(sample_store, sample_bund
     assert summary["mode"] == "incremental", summary.get("why")
     spend = summary["activity"]["pages"]["spend"]
     assert spend["changed"] + spend["inserted"] >= 2 and spend["patient_months"] >= 2  # the e-consult, the team change
-    assert_econsults_as_before(engine)
-    assert_review_as_before(engine)
+    assert_econsults_as_before(engine, _months(engine)[-1:])  # the e-consult's month, and the 12 months to it
+    assert_review_as_before(engine)  # the team change is in the second patient's last month: every month
     assert_claims_lags_as_before(engine)
     assert_claims_by_network_as_before(engine)
     assert_minutes_used_as_before(engine)
@@ -333,7 +336,7 @@ def test_an_import_of_one_month_rebuilds_the_monthly_tables_from_that_month(samp
     assert_claims_by_network_as_before(engine)
     assert_minutes_used_as_before(engine)
     assert_claims_lags_as_before(engine)
-    assert_econsults_as_before(engine)
+    assert_econsults_as_before(engine, [last])  # the windows that hold the new month
     assert_same_as_full_derive(engine)
 
 
@@ -463,8 +466,6 @@ def _moves_by_hand(assigned: pd.DataFrame) -> pd.DataFrame:
     """The subgroup moves of ``assigned`` (patient_id, month, team_id, subgroup), month by month:
     for every assigned month and the month after the last, each patient's row against their row of
     the month before (arrived: none before or another subgroup; gone: none now)."""
-    from core.store.months import add_months
-
     rows = {(r.patient_id, r.month): r for r in assigned.itertuples(index=False)}
     months = sorted(set(assigned["month"]))
     out = []
@@ -576,7 +577,7 @@ def test_a_one_patient_import_into_a_big_team_changes_its_spend_by_difference(sa
     )
     others = [f.loc[f["patient_id"] != patient].reset_index(drop=True) for f in (before["specialist_spend_patient_month"], mine)]
     pd.testing.assert_frame_equal(others[1], others[0])  # nobody else's patient-months were rewritten
-    assert_econsults_as_before(engine)
+    assert_econsults_as_before(engine, _months(engine)[-1:])  # the windows that hold the claims' month
     assert_same_as_full_derive(engine)
 
 
@@ -654,7 +655,7 @@ def test_changed_specialist_categories_rebuild_the_spend(sample_store, sample_bu
     assert summary["mode"] == "incremental", summary.get("why")
     assert "specialist categories" in summary["activity"]["pages"]["spend"]["why"]
     assert _specialist_spend(engine, months, None, False)["specialist_spend_usd"].sum() == pytest.approx(spend_before, rel=1e-9)
-    assert_econsults_as_before(engine)
+    assert_econsults_as_before(engine, [months[-1]])  # rebuilt whole: the windows to the claim's month
 
 
 def test_a_spend_that_cancels_is_summed_again(store_engine):
