@@ -120,7 +120,8 @@ class StoreTemplates:
             path = tmp_path / "store.db"
             source, target = sqlite3.connect(self._template("sqlite", name, build)), sqlite3.connect(path)
             source.backup(target)
-            source.close(), target.close()
+            source.close()
+            target.close()
             eng = make_engine(f"sqlite:///{path}")
             yield eng
             eng.dispose()
