@@ -63,14 +63,14 @@ def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def assert_econsults_as_before(engine, ends: list[date] | None = None) -> int:
-    """Every window (month, quarter, 12 months) ending in every third month (or in ``ends``: after a
-    change, the windows that hold it), network-wide, per team and for two teams: the aggregates'
-    figures equal the encounter and claim computation (counts exactly, sums of money to 1e-9).
-    Returns how many spend tables were compared."""
+    """Every window (month, quarter, 12 months) ending in every third month and in the last one (or
+    in ``ends``: after a change, the windows that hold it), network-wide, per team and for two teams:
+    the aggregates' figures equal the encounter and claim computation (counts exactly, sums of money
+    to 1e-9). Returns how many spend tables were compared."""
     months, teams = _months(engine), _teams(engine)
     scopes = [None, *[(t,) for t in teams], tuple(teams[:2])]
     compared = 0
-    for end in months[::3] if ends is None else ends:
+    for end in sorted({*months[::3], months[-1]}) if ends is None else ends:
         for window in ("month", "quarter", "12m"):
             ms = tuple(window_months(end, window))
             for scope in scopes:
