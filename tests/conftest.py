@@ -136,8 +136,8 @@ class StoreTemplates:
         if (backend, name) not in self.built:
             if backend == "sqlite":
                 path = self.root / f"{name}.db"
-                eng = make_engine(f"sqlite:///{path}")
                 path.unlink(missing_ok=True)  # a failed build's
+                eng = make_engine(f"sqlite:///{path}")
                 create_schema(eng)
                 build(eng)
                 eng.dispose()

@@ -12,12 +12,8 @@ from core.views.econsults import econsults
 from core.views.payment_models import payment_inputs
 
 
-@pytest.fixture
-def loaded(sample_store):
-    return sample_store
-
-
-def test_econsults_and_activity_counts_in_sql(loaded):
+def test_econsults_and_activity_counts_in_sql(sample_store):
+    loaded = sample_store
     months = tuple(window_months(months_available(loaded)[-1], "12m"))
     enc = read_frame(loaded, select(Encounter.patient_id, Encounter.kind, Encounter.start_date, Encounter.responded_date,
                                     Encounter.is_internal))  # fmt: skip
