@@ -5,7 +5,8 @@ columns. :func:`load_tables` writes whole frames; :func:`open_load` lets a strea
 CSV bundle) write one batch at a time into the same single transaction. Rows are upserted
 (insert, or update on a key conflict) with SQLAlchemy Core ``executemany`` in batches (on
 PostgreSQL, big batches by ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON
-CONFLICT``), tables in foreign-key order, and an ``import_run`` row is written in the same
+CONFLICT``; on SQLite, the patient tables' rows by ADBC into a stage file and one such statement,
+:class:`_Stage`), tables in foreign-key order, and an ``import_run`` row is written in the same
 transaction, with the mark that the derived tables are behind (``derive_pending``, cleared
 when the derive after the import finishes) and the import's patients (``import_patient``, as
 hashes of their ids: the derive counts how many patients outside the import changed subgroup). Any database error rolls everything back and
@@ -13,6 +14,9 @@ becomes an :class:`~core.ingest.report.ImportIssue`, so the store is exactly as 
 """
 
 import json
+import shutil
+import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pydantic_core import PydanticUndefined
-from sqlalchemy import Boolean, Column, Date, DateTime, Engine, Float, Integer, MetaData, Table, func, insert, or_, select
+from sqlalchemy import Boolean, Column, Date, DateTime, Engine, Float, Integer, MetaData, Table, func, insert, or_, select, true
 from sqlalchemy import inspect as inspect_database
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -57,6 +61,9 @@ BATCH_ROWS = 50_000
 REBUILD_INDEX_ROWS = 100_000  # SQLite: rebuild secondary indexes after loading at least this many rows
 COPY_ROWS = 1_000  # PostgreSQL: batches of at least this many rows go in by COPY + one upsert
 COPY_BATCH_ROWS = 200_000  # PostgreSQL: rows turned into CSV at a time
+# SQLite: the patient tables whose rows go through a stage file (:class:`_Stage`); SQLite attaches
+# at most 10 databases to a connection, one file a table
+STAGED_TABLES = ("attribution", "condition", "encounter", "measurement", "medication", "procedure", "staff_minutes")
 
 
 def _models_by_table() -> dict[str, type[SQLModel]]:
@@ -168,7 +175,8 @@ def _upsert(table: Table, dialect: str, update_columns: list[str], source: Table
     if ins is None:
         raise ValueError(f"unsupported database dialect {dialect!r} (SQLite and PostgreSQL are)")
     if source is not None:
-        ins = ins.from_select([c.name for c in source.columns], select(*source.columns))
+        # (SQLite: an upsert's SELECT needs a WHERE clause, else ON CONFLICT reads as a join's ON)
+        ins = ins.from_select([c.name for c in source.columns], select(*source.columns).where(true()))
     keys = [c.name for c in table.primary_key.columns]
     if not update_columns:
         return ins.on_conflict_do_nothing(index_elements=keys)
@@ -292,15 +300,112 @@ def _bad_references(conn, table: Table, keys: dict) -> tuple[int, list[str]]:
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:
-    """psycopg's own errors (``COPY`` runs on the driver's cursor, outside SQLAlchemy)."""
+    """psycopg's own errors (``COPY`` runs on the driver's cursor, outside SQLAlchemy), and ADBC's
+    (the SQLite stage files' bulk ingest, :class:`_Stage`)."""
+    errors: list[type[Exception]] = []
     try:
         import psycopg
+
+        errors.append(psycopg.Error)
     except ImportError:
-        return ()
-    return (psycopg.Error,)
+        pass
+    try:
+        import adbc_driver_manager
+
+        errors.append(adbc_driver_manager.Error)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 _DRIVER_ERRORS = _driver_errors()
+
+
+def _adbc_sqlite_connect():
+    """ADBC's SQLite ``connect`` (package ``adbc-driver-sqlite``), or None when it is not installed."""
+    try:
+        from adbc_driver_sqlite.dbapi import connect
+    except ImportError:
+        return None
+    return connect
+
+
+class _Stage:
+    """SQLite: the rows of a patient table go first into a scratch database file of their own, by
+    ADBC's bulk ingest (the Arrow columns bound to SQLite in C: about 4x quicker than sqlite3's
+    ``executemany`` of Python values, which was most of the import's time), and at
+    the table's end one ``INSERT ... SELECT ... ON CONFLICT`` (:func:`_upsert`, the same statement
+    as row by row, rows in the order written) moves them into the store, inside the load's
+    transaction. All or nothing is unchanged: the store is written by the load's connection only.
+
+    Each table of :data:`STAGED_TABLES` has its own file, made and attached to the load's
+    connection before its transaction begins: SQLite cannot attach inside a transaction, and once
+    the transaction has read a file it keeps that read's view of it to the end. The files lie in
+    the system's temporary folder (``$TMPDIR``; as big as the rows loaded, without indexes) and
+    are deleted with the load. Without the ``adbc-driver-sqlite`` package the rows go row by row.
+    Measured: the 100,000-patient bundle (12.0 M rows) in 46 s against 62 s (BENCHMARKS.md)."""
+
+    def __init__(self, conn: Connection, adbc_connect):
+        self._connect = adbc_connect
+        self._adbc: dict = {}  # table name -> its ADBC connection, while the table is being staged
+        self._dir = tempfile.mkdtemp(prefix="import-stage-")
+        self.schemas: dict[str, str] = {}
+        self._attached: list[str] = []
+        self._moved: set[str] = set()
+        try:
+            for i, name in enumerate(STAGED_TABLES):
+                table = SQLModel.metadata.tables[name]
+                path = f"{self._dir}/{name}.db"
+                columns = ", ".join(f'"{c.name}" {c.type.compile(dialect=conn.dialect)}' for c in table.columns)
+                with sqlite3.connect(path) as scratch:  # no keys or constraints: the store's are checked at the move
+                    scratch.execute(f'CREATE TABLE "{name}" ({columns})')
+                scratch.close()
+                conn.exec_driver_sql(f"ATTACH DATABASE ? AS stage_{i}", (path,))
+                self._attached.append(f"stage_{i}")
+                self.schemas[name] = f"stage_{i}"
+        except BaseException:
+            self.close(conn)
+            raise
+
+    def takes(self, name: str) -> bool:
+        """Whether the rows of table ``name`` go through its stage file: a staged table not moved yet
+        in this load (once the load's transaction has read a file, nothing else may write to it:
+        a table started again is written row by row)."""
+        return name in self.schemas and name not in self._moved
+
+    def ingest(self, name: str, batch: pa.Table) -> None:
+        """Append a batch (the table's columns, typed) to the table's stage file, in one transaction."""
+        if name not in self._adbc:
+            self._adbc[name] = self._connect(f"{self._dir}/{name}.db", autocommit=True)
+            with self._adbc[name].cursor() as cursor:
+                for pragma in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"):  # a scratch file
+                    cursor.execute(pragma)
+                    cursor.fetchall()
+        # (ADBC writes dates as ISO text, as SQLAlchemy does; it binds chunk by chunk: one chunk a column)
+        with self._adbc[name].cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.adbc_ingest(name, batch.combine_chunks(), mode="append")
+            cursor.execute("COMMIT")
+
+    def move(self, conn: Connection, table: Table, names: list[str], update: list[str]) -> None:
+        """Upsert the staged rows of ``table`` into the store, in the order they were staged."""
+        adbc = self._adbc.pop(table.name, None)
+        if adbc is None:
+            return  # nothing staged
+        adbc.close()
+        self._moved.add(table.name)
+        source = Table(table.name, MetaData(), *[Column(n) for n in names], schema=self.schemas[table.name])
+        conn.execute(_upsert(table, conn.dialect.name, update, source=source))
+
+    def close(self, conn: Connection) -> None:
+        """Detach the stage files (outside the load's transaction) and delete them."""
+        for adbc in self._adbc.values():
+            adbc.close()
+        self._adbc = {}
+        for schema in self._attached:
+            conn.exec_driver_sql(f"DETACH DATABASE {schema}")
+        self._attached = []
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 class _ForeignKeyViolation(Exception):
@@ -320,8 +425,10 @@ class Load:
     (on SQLite a second connection could not read while this one writes).
     """
 
-    def __init__(self, conn: Connection, report: ImportReport, started: float, started_at: datetime):
+    def __init__(self, conn: Connection, report: ImportReport, started: float, started_at: datetime,
+                 stage: _Stage | None = None):
         self._conn = conn
+        self._stage = stage
         # One batch is written by a thread while the caller reads and checks the next one.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
         self._pending: tuple[Future, str] | None = None
@@ -395,6 +502,7 @@ class Load:
             self._snapshot = _rows_of(self._conn, table) if name in NETWORK_TABLES else None
         self._table, self._rows, self._names, self._rebuild = table, 0, None, []
         self._direct, self._foreign_keys = None, []  # PostgreSQL: COPY straight in (None: not decided)
+        self._staged = self._stage is not None and self._stage.takes(name)  # SQLite: through the table's stage file
         self._defaults = _defaults(self._by_table[name])
         if name not in self._written_keys:  # (a table started again in one load keeps what it had)
             keys = list(table.foreign_key_constraints)
@@ -482,6 +590,8 @@ class Load:
             self._start_direct(table)
         if self._direct:
             self._copy_direct(table, frame)
+        elif self._staged:
+            self._stage.ingest(table.name, _arrow_batch(frame, table, self._names, self._defaults))
         elif len(frame) >= COPY_ROWS and self._dialect == "postgresql":
             _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults)
         else:
@@ -598,6 +708,8 @@ class Load:
         if table is None or not self.report.ok:
             return  # a rejected load is rolled back, dropped indexes and keys included
         with self._database_errors(table.name):
+            if self._staged and self._names is not None:
+                self._stage.move(self._conn, table, self._names, self._update)
             for index in self._rebuild:
                 index.create(self._conn)
             for _name, statement in self._foreign_keys:  # one check of every row against its parent
@@ -712,9 +824,13 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB page cache for this load
             conn.exec_driver_sql("PRAGMA threads=2")  # index builds may sort on a second core
+            connect = _adbc_sqlite_connect()
+            stage = _Stage(conn, connect) if connect is not None else None
             conn.commit()
+        else:
+            stage = None
         try:
-            load = Load(conn, report, started, started_at)
+            load = Load(conn, report, started, started_at, stage)
             try:
                 yield load
             finally:
@@ -722,6 +838,8 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
                 if load._transaction.is_active:
                     load._transaction.rollback()
         finally:
+            if stage is not None:
+                stage.close(conn)
             if raw_sqlite:
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                 conn.commit()

@@ -1,0 +1,109 @@
+"""SQLite imports stage the patient tables' rows in scratch files by ADBC and move them into the
+store at each table's end (core/ingest/loader.py, ``_Stage``): the store then holds exactly what
+the row-by-row path writes (values and SQLite storage classes), a failed load leaves the store,
+the connection and the temporary folder as they were, and a table started again in one load still
+lands whole."""
+
+import tempfile
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from core.ingest import import_path, loader
+from core.ingest.loader import STAGED_TABLES, load_tables, open_load
+from core.ingest.report import ImportReport
+from core.store.db import create_schema, make_engine
+from sample_data.split import split_bundle
+
+KEPT = ("import_run", "app_setting")  # the import's own times differ between any two imports
+
+
+def _store(tmp_path, name: str):
+    engine = make_engine(f"sqlite:///{tmp_path / name}")
+    create_schema(engine)
+    return engine
+
+
+def _stored(engine) -> dict[str, list[tuple]]:
+    """Every row of every table with each value's SQLite storage class, in key order."""
+    out = {}
+    with engine.connect() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            if table.name in KEPT:
+                continue
+            columns = ", ".join(f'"{c.name}", typeof("{c.name}")' for c in table.columns)
+            keys = ", ".join(f'"{c.name}"' for c in table.primary_key.columns)
+            out[table.name] = conn.execute(text(f'SELECT {columns} FROM "{table.name}" ORDER BY {keys}')).all()
+    return out
+
+
+@pytest.fixture
+def stage_folder(tmp_path, monkeypatch):
+    """The temporary folder the stage files are made in, for this test alone."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_staged_import_stores_what_row_by_row_stores(sample_bundle, tmp_path, monkeypatch, stage_folder):
+    """The sample network's months before its last, then the last month with the patients' rows
+    sent again (updates through ON CONFLICT), each into a store by the stage and into one row by row."""
+    months = sorted(pd.read_csv(sample_bundle / "attribution.csv", usecols=["month"], dtype=str)["month"].str[:7].unique())
+    split_bundle(sample_bundle, months[-1], tmp_path / "before", tmp_path / "after")
+    staged, rows = _store(tmp_path, "staged.db"), _store(tmp_path, "rows.db")
+
+    for part in ("before", "after"):
+        report = import_path(staged, tmp_path / part, fmt="csv")
+        assert report.ok, report.to_text()
+        with monkeypatch.context() as m:
+            m.setattr(loader, "_adbc_sqlite_connect", lambda: None)
+            assert import_path(rows, tmp_path / part, fmt="csv").ok
+        assert _stored(staged) == _stored(rows), part
+        assert all(report.loaded.get(name) for name in STAGED_TABLES), report.loaded  # every staged table took rows
+        assert list(stage_folder.iterdir()) == []  # the stage files went with the load
+
+
+def test_a_failed_move_leaves_store_connection_and_folder_as_they_were(engine, stage_folder):
+    """A value the store refuses (NOT NULL) is met only when the staged rows move in: the load is
+    rolled back with the table named, the stage files are detached and deleted."""
+    patient = pd.DataFrame({"patient_id": ["P1"], "birth_date": [pd.Timestamp("1950-05-01")], "sex": ["female"]})
+    assert load_tables(engine, {"patient": patient}, ImportReport("frames", "test")).ok
+    before = _stored(engine)
+    encounters = pd.DataFrame({"encounter_id": ["E1", "E2"], "patient_id": ["P1", "P1"], "kind": ["phone_call", None],
+                               "start_date": [pd.Timestamp("2024-01-02")] * 2, "is_internal": [True] * 2})  # fmt: skip
+
+    report = load_tables(engine, {"encounter": encounters}, ImportReport("frames", "test"))
+
+    assert not report.ok and report.errors[0].file == "encounter", report.to_text()
+    assert "NOT NULL constraint failed: encounter.kind" in report.errors[0].message
+    assert _stored(engine) == before
+    with engine.connect() as conn:  # the in-memory store's one connection: no stage file left attached
+        attached = [row[1] for row in conn.exec_driver_sql("PRAGMA database_list")]
+    assert "main" in attached and not [name for name in attached if name.startswith("stage")], attached
+    assert list(stage_folder.iterdir()) == []
+
+
+def test_a_table_started_again_in_one_load_lands_whole(engine):
+    """Once a table's stage file was read by the load's transaction, nothing else may write it: the
+    table started again goes row by row, and both parts land."""
+    patient = pd.DataFrame({"patient_id": ["P1"], "birth_date": [pd.Timestamp("1950-05-01")], "sex": ["female"]})
+
+    def encounters(ids):
+        return pd.DataFrame({"encounter_id": ids, "patient_id": ["P1"] * len(ids), "kind": ["phone_call"] * len(ids),
+                             "start_date": [pd.Timestamp("2024-01-02")] * len(ids), "is_internal": [True] * len(ids)})  # fmt: skip
+
+    report = ImportReport("frames", "test")
+    with open_load(engine, report) as load:
+        load.start_table("patient")
+        load.write(patient)
+        load.start_table("encounter")
+        load.write(encounters(["E1", "E2"]))
+        load.start_table("encounter")
+        load.write(encounters(["E3"]))
+        load.commit()
+
+    assert report.ok, report.to_text()
+    assert [row[0] for row in _stored(engine)["encounter"]] == ["E1", "E2", "E3"]
