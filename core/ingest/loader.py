@@ -333,17 +333,17 @@ def _adbc_sqlite_connect():
 class _Stage:
     """SQLite: the rows of a patient table go first into a scratch database file of their own, by
     ADBC's bulk ingest (the Arrow columns bound to SQLite in C: about 4x quicker than sqlite3's
-    ``executemany`` of Python values, which was most of the import's time), and at
-    the table's end one ``INSERT ... SELECT ... ON CONFLICT`` (:func:`_upsert`, the same statement
-    as row by row, rows in the order written) moves them into the store, inside the load's
-    transaction. All or nothing is unchanged: the store is written by the load's connection only.
+    ``executemany`` of Python values, which was most of the import's time), and at the table's end
+    one ``INSERT ... SELECT ... ON CONFLICT`` (:func:`_upsert`, the same statement as row by row,
+    rows in the order written) moves them into the store, inside the load's transaction. All or
+    nothing is unchanged: the store is written by the load's connection only.
 
     Each table of :data:`STAGED_TABLES` has its own file, made and attached to the load's
     connection before its transaction begins: SQLite cannot attach inside a transaction, and once
     the transaction has read a file it keeps that read's view of it to the end. The files lie in
     the system's temporary folder (``$TMPDIR``; as big as the rows loaded, without indexes) and
     are deleted with the load. Without the ``adbc-driver-sqlite`` package the rows go row by row.
-    Measured: the 100,000-patient bundle (12.0 M rows) in 46 s against 62 s (BENCHMARKS.md)."""
+    Measured: the 100,000-patient bundle (12.4 M rows) in 47.5-49.5 s against 66.1 s (BENCHMARKS.md)."""
 
     def __init__(self, conn: Connection, adbc_connect):
         self._connect = adbc_connect
@@ -398,12 +398,16 @@ class _Stage:
         conn.execute(_upsert(table, conn.dialect.name, update, source=source))
 
     def close(self, conn: Connection) -> None:
-        """Detach the stage files (outside the load's transaction) and delete them."""
+        """Detach the stage files (outside the load's transaction) and delete them. A connection that
+        cannot detach one (broken) is invalidated: the pool does not give it out again."""
         for adbc in self._adbc.values():
             adbc.close()
         self._adbc = {}
-        for schema in self._attached:
-            conn.exec_driver_sql(f"DETACH DATABASE {schema}")
+        try:
+            for schema in self._attached:
+                conn.exec_driver_sql(f"DETACH DATABASE {schema}")
+        except SQLAlchemyError:
+            conn.invalidate()
         self._attached = []
         shutil.rmtree(self._dir, ignore_errors=True)
 

@@ -107,3 +107,21 @@ def test_a_table_started_again_in_one_load_lands_whole(engine):
 
     assert report.ok, report.to_text()
     assert [row[0] for row in _stored(engine)["encounter"]] == ["E1", "E2", "E3"]
+
+
+def test_a_connection_that_cannot_detach_its_stage_files_is_not_given_out_again(tmp_path, stage_folder):
+    """DETACH fails inside an open transaction: the stage files are still deleted and the
+    connection is invalidated, so the pool cannot hand a connection with stage names to the next load."""
+    engine = _store(tmp_path, "store.db")
+    with engine.connect() as conn:
+        stage = loader._Stage(conn, loader._adbc_sqlite_connect())
+        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("SELECT count(*) FROM stage_0.attribution").all()
+
+        stage.close(conn)
+
+        assert conn.invalidated
+    assert list(stage_folder.iterdir()) == []
+    with engine.connect() as conn:
+        attached = [row[1] for row in conn.exec_driver_sql("PRAGMA database_list")]
+    assert attached == ["main"]
