@@ -61,7 +61,8 @@ def step_pages(args: dict) -> dict:
             error = f"{exc} (its script may still run beside the pages after it)"
         t2 = time.perf_counter()
         shown = len(app.dataframe[0].value) if app.dataframe and error is None else None  # rows of the page's first table
-        out[name] = {"role": role, "home_s": round(t1 - t0, 2), "render_s": round(t2 - t1, 2), "rows": shown, "error": error}
+        # (milliseconds kept: a page cut off by a 1-ms timeout must not read as 0.00 s)
+        out[name] = {"role": role, "home_s": round(t1 - t0, 3), "render_s": round(t2 - t1, 3), "rows": shown, "error": error}
     return out
 
 
