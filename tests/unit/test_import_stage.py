@@ -39,6 +39,16 @@ def _stored(engine) -> dict[str, list[tuple]]:
     return out
 
 
+def _patient() -> pd.DataFrame:
+    return pd.DataFrame({"patient_id": ["P1"], "birth_date": [pd.Timestamp("1950-05-01")], "sex": ["female"]})
+
+
+def _encounters(ids: list[str], kinds: list | None = None) -> pd.DataFrame:
+    n = len(ids)
+    return pd.DataFrame({"encounter_id": ids, "patient_id": ["P1"] * n, "kind": kinds or ["phone_call"] * n,
+                         "start_date": [pd.Timestamp("2024-01-02")] * n, "is_internal": [True] * n})  # fmt: skip
+
+
 @pytest.fixture
 def stage_folder(tmp_path, monkeypatch):
     """The temporary folder the stage files are made in, for this test alone."""
@@ -54,10 +64,15 @@ def test_staged_import_stores_what_row_by_row_stores(sample_bundle, tmp_path, mo
     months = sorted(pd.read_csv(sample_bundle / "attribution.csv", usecols=["month"], dtype=str)["month"].str[:7].unique())
     split_bundle(sample_bundle, months[-1], tmp_path / "before", tmp_path / "after")
     staged, rows = _store(tmp_path, "staged.db"), _store(tmp_path, "rows.db")
+    moved = []
+    move = loader._Stage.move
+    monkeypatch.setattr(loader._Stage, "move", lambda self, conn, table, *a: (moved.append(table.name), move(self, conn, table, *a)))
 
     for part in ("before", "after"):
+        moved.clear()
         report = import_path(staged, tmp_path / part, fmt="csv")
         assert report.ok, report.to_text()
+        assert sorted(moved) == sorted(STAGED_TABLES)  # every staged table's rows came through its stage file
         with monkeypatch.context() as m:
             m.setattr(loader, "_adbc_sqlite_connect", lambda: None)
             assert import_path(rows, tmp_path / part, fmt="csv").ok
@@ -69,13 +84,10 @@ def test_staged_import_stores_what_row_by_row_stores(sample_bundle, tmp_path, mo
 def test_a_failed_move_leaves_store_connection_and_folder_as_they_were(engine, stage_folder):
     """A value the store refuses (NOT NULL) is met only when the staged rows move in: the load is
     rolled back with the table named, the stage files are detached and deleted."""
-    patient = pd.DataFrame({"patient_id": ["P1"], "birth_date": [pd.Timestamp("1950-05-01")], "sex": ["female"]})
-    assert load_tables(engine, {"patient": patient}, ImportReport("frames", "test")).ok
+    assert load_tables(engine, {"patient": _patient()}, ImportReport("frames", "test")).ok
     before = _stored(engine)
-    encounters = pd.DataFrame({"encounter_id": ["E1", "E2"], "patient_id": ["P1", "P1"], "kind": ["phone_call", None],
-                               "start_date": [pd.Timestamp("2024-01-02")] * 2, "is_internal": [True] * 2})  # fmt: skip
 
-    report = load_tables(engine, {"encounter": encounters}, ImportReport("frames", "test"))
+    report = load_tables(engine, {"encounter": _encounters(["E1", "E2"], ["phone_call", None])}, ImportReport("frames", "test"))
 
     assert not report.ok and report.errors[0].file == "encounter", report.to_text()
     assert "NOT NULL constraint failed: encounter.kind" in report.errors[0].message
@@ -89,20 +101,14 @@ def test_a_failed_move_leaves_store_connection_and_folder_as_they_were(engine, s
 def test_a_table_started_again_in_one_load_lands_whole(engine):
     """Once a table's stage file was read by the load's transaction, nothing else may write it: the
     table started again goes row by row, and both parts land."""
-    patient = pd.DataFrame({"patient_id": ["P1"], "birth_date": [pd.Timestamp("1950-05-01")], "sex": ["female"]})
-
-    def encounters(ids):
-        return pd.DataFrame({"encounter_id": ids, "patient_id": ["P1"] * len(ids), "kind": ["phone_call"] * len(ids),
-                             "start_date": [pd.Timestamp("2024-01-02")] * len(ids), "is_internal": [True] * len(ids)})  # fmt: skip
-
     report = ImportReport("frames", "test")
     with open_load(engine, report) as load:
         load.start_table("patient")
-        load.write(patient)
+        load.write(_patient())
         load.start_table("encounter")
-        load.write(encounters(["E1", "E2"]))
+        load.write(_encounters(["E1", "E2"]))
         load.start_table("encounter")
-        load.write(encounters(["E3"]))
+        load.write(_encounters(["E3"]))
         load.commit()
 
     assert report.ok, report.to_text()
