@@ -5,6 +5,7 @@ the connection and the temporary folder as they were, and a table started again 
 lands whole."""
 
 import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -64,9 +65,11 @@ def test_staged_import_stores_what_row_by_row_stores(sample_bundle, tmp_path, mo
     months = sorted(pd.read_csv(sample_bundle / "attribution.csv", usecols=["month"], dtype=str)["month"].str[:7].unique())
     split_bundle(sample_bundle, months[-1], tmp_path / "before", tmp_path / "after")
     staged, rows = _store(tmp_path, "staged.db"), _store(tmp_path, "rows.db")
-    moved = []
+    moved, opened = [], []
     move = loader._Stage.move
     monkeypatch.setattr(loader._Stage, "move", lambda self, conn, table, *a: (moved.append(table.name), move(self, conn, table, *a)))
+    connect = loader._adbc_sqlite_connect()
+    monkeypatch.setattr(loader, "_adbc_sqlite_connect", lambda: lambda path, **kw: (opened.append(path), connect(path, **kw))[1])
 
     for part in ("before", "after"):
         moved.clear()
@@ -79,6 +82,9 @@ def test_staged_import_stores_what_row_by_row_stores(sample_bundle, tmp_path, mo
         assert _stored(staged) == _stored(rows), part
         assert all(report.loaded.get(name) for name in STAGED_TABLES), report.loaded  # every staged table took rows
         assert list(stage_folder.iterdir()) == []  # the stage files went with the load
+    # ADBC (its own copy of SQLite) opened the stage files only, never the store: closing a file the
+    # process's other SQLite also has open deletes a WAL store's -wal and -shm under it (_Stage)
+    assert opened and all(Path(path).is_relative_to(stage_folder) for path in opened), opened
 
 
 def test_a_failed_move_leaves_store_connection_and_folder_as_they_were(engine, stage_folder):
