@@ -5,6 +5,7 @@ the connection and the temporary folder as they were, and a table started again 
 lands whole."""
 
 import tempfile
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -78,8 +79,10 @@ def test_staged_import_stores_what_row_by_row_stores(sample_bundle, tmp_path, mo
         assert sorted(moved) == sorted(STAGED_TABLES)  # every staged table's rows came through its stage file
         with monkeypatch.context() as m:
             m.setattr(loader, "_adbc_sqlite_connect", lambda: None)
-            assert import_path(rows, tmp_path / part, fmt="csv").ok
+            rows_report = import_path(rows, tmp_path / part, fmt="csv")
+            assert rows_report.ok
         assert _stored(staged) == _stored(rows), part
+        assert report.new_rows == rows_report.new_rows, part  # counted after each table's end, on its thread
         assert all(report.loaded.get(name) for name in STAGED_TABLES), report.loaded  # every staged table took rows
         assert list(stage_folder.iterdir()) == []  # the stage files went with the load
     # ADBC (its own copy of SQLite) opened the stage files only, never the store: closing a file the
@@ -137,3 +140,56 @@ def test_a_connection_that_cannot_detach_its_stage_files_is_not_given_out_again(
     with engine.connect() as conn:
         attached = [row[1] for row in conn.exec_driver_sql("PRAGMA database_list")]
     assert attached == ["main"]
+
+
+def _staff_minutes(ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"encounter_id": ids, "role": ["physician"] * len(ids), "minutes": [10.0] * len(ids)})
+
+
+def test_a_tables_end_runs_while_the_next_table_is_staged(engine, monkeypatch):
+    """The end of a staged table that was empty when the load opened (its move) runs on the
+    connection's thread while the next table's batch goes to its stage file: the move here waits
+    for that batch, which a load that finished each table before the next could never give it."""
+    staged_next = threading.Event()
+    overlapped = []
+    move, ingest = loader._Stage.move, loader._Stage.ingest
+
+    def slow_move(self, conn, table, *args):
+        if table.name == "encounter":
+            overlapped.append(staged_next.wait(timeout=10))
+        move(self, conn, table, *args)
+
+    def noted_ingest(self, name, batch):
+        ingest(self, name, batch)
+        if name == "staff_minutes":
+            staged_next.set()
+
+    monkeypatch.setattr(loader._Stage, "move", slow_move)
+    monkeypatch.setattr(loader._Stage, "ingest", noted_ingest)
+    report = load_tables(engine, {"patient": _patient(), "encounter": _encounters(["E1", "E2"]),
+                                  "staff_minutes": _staff_minutes(["E1"])}, ImportReport("frames", "test"))  # fmt: skip
+
+    assert report.ok, report.to_text()
+    assert overlapped == [True]
+    assert report.new_rows == {"patient": 1, "encounter": 2, "staff_minutes": 1}
+
+
+def test_a_move_refused_after_the_next_table_was_read_is_reported_under_its_table(engine, stage_folder):
+    """A staged table's end fails while the next table is read and checked: the load is rolled
+    back with the failed table named, beside what the checks of the next one found."""
+    assert load_tables(engine, {"patient": _patient()}, ImportReport("frames", "test")).ok
+    before = _stored(engine)
+    report = ImportReport("frames", "test")
+
+    with pytest.raises(loader.LoadFailed), open_load(engine, report) as load:
+        load.start_table("encounter")
+        load.write(_encounters(["E1", "E2"], ["phone_call", None]))  # NOT NULL: refused at the move only
+        load.start_table("staff_minutes")
+        load.write(_staff_minutes(["E1"]))
+        report.add_error("staff_minutes.csv", 2, "minutes", "a check of the next file")
+        load.commit()
+
+    assert [e.file for e in report.errors] == ["staff_minutes.csv", "encounter"], report.to_text()
+    assert "NOT NULL constraint failed: encounter.kind" in report.errors[1].message
+    assert _stored(engine) == before
+    assert list(stage_folder.iterdir()) == []
