@@ -459,11 +459,14 @@ class Load:
     Two threads work beside the caller, who reads and checks the next batch meanwhile: one does
     everything on the connection (batches written row by row or by ``COPY``, the end of a table),
     in order; the other appends a staged table's batches to its stage file (SQLite, :class:`_Stage`;
-    ADBC's own connection to that file). So the end of a staged table that was empty when the load
-    opened (its move into the store, its indexes built, its rows counted) runs while the next
-    table is read, checked and staged; a wait for the connection (a lookup, a table that held
-    rows, the commit) comes after it. 100,000-patient bundle: the ends took 16.7 of 45.6 s, one
-    after the other with the reading (BENCHMARKS.md). A database error of a table's end is
+    ADBC's own connection to that file). So the end of a staged table (its move into the store,
+    its indexes built, its rows counted) runs while the next table is read, checked and staged:
+    a staged table started for the first time needs nothing of the connection at once (whether it
+    held rows is known since the load opened; its count, and the stored dates of the rows a batch
+    sends again, are read on the connection's thread, before the table's own end). A wait for the
+    connection (a lookup, a table started again, the commit) comes after what is queued. The
+    100,000-patient bundle: the ends took 16.7 of 45.6 s, one after the other with the reading;
+    one month into its store 7.1 -> 6.5 s (BENCHMARKS.md). A database error of a table's end is
     reported under that table when it is waited for (the commit at the latest), as before.
     """
 
@@ -487,6 +490,7 @@ class Load:
         self._empty_at_open = {name for name in (STAGED_TABLES if stage is not None else ())
                                if conn.execute(select(literal(1)).select_from(SQLModel.metadata.tables[name]).limit(1)).first() is None}  # fmt: skip
         self._started_tables: set[str] = set()
+        self._date_lookups: list[Future] = []  # stored dates of the rows a staged batch sends again (_note_months)
         self._table: Table | None = None
         self._tables: list[Table] = []
         self._written_keys: dict[str, dict | None] = {}  # SQLite: the foreign-key values written (_check_sqlite_foreign_keys)
@@ -555,13 +559,17 @@ class Load:
             self.report.add_error(name, None, None, f"no table named {name!r}")
             raise LoadFailed(name)
         table = SQLModel.metadata.tables[name]
-        if name in self._empty_at_open and name not in self._started_tables:
-            self._before, self._snapshot = 0, None  # known without the connection, busy with the last table's end
+        if self._stage is not None and self._stage.takes(name) and name not in self._started_tables:
+            # A staged table started for the first time: whether it holds rows is known since the
+            # load opened, and its count can wait on the connection's thread, after the last table's end.
+            self._had_rows, self._snapshot = name not in self._empty_at_open, None
+            self._before = self._writer.submit(_count, self._conn, table) if self._had_rows else 0
         else:
             self._wait()
             with self._database_errors(name):
                 self._before = _count(self._conn, table)
                 self._snapshot = _rows_of(self._conn, table) if name in NETWORK_TABLES else None
+            self._had_rows = self._before > 0
         self._started_tables.add(name)
         self._table, self._rows, self._names, self._update, self._rebuild = table, 0, None, [], []
         self._direct, self._foreign_keys = None, []  # PostgreSQL: COPY straight in (None: not decided)
@@ -572,7 +580,7 @@ class Load:
             # a table with rows before the load: its foreign keys are checked on the values the load writes
             self._written_keys[name] = (
                 {(fk.elements[0].parent.name, fk.elements[0].column.table.name, fk.elements[0].column.name): set() for fk in keys}
-                if self._raw_sqlite and self._before and all(len(fk.elements) == 1 for fk in keys) else None
+                if self._raw_sqlite and self._had_rows and all(len(fk.elements) == 1 for fk in keys) else None
             )  # fmt: skip
         self._tables.append(table)
 
@@ -718,7 +726,7 @@ class Load:
         if self.from_month is None or name in NETWORK_TABLES or name == "staff_minutes":
             return None  # network tables: everything (network_changed); staff minutes: their encounters' dates
         if name == "patient":
-            return self._stored_rows(table, frame["patient_id"]) if self._before else None
+            return self._stored_rows(table, frame["patient_id"]) if self._had_rows else None
         columns = [c for c in DATED_COLUMNS.get(name, ()) if c in frame.columns]
         if not columns:
             self._note_month(None)
@@ -726,15 +734,26 @@ class Load:
         for column in columns:
             self._note_month(pd.to_datetime(frame[column], errors="coerce").min())
         key = list(table.primary_key.columns)
-        if self._before and len(key) == 1:  # a row sent again: the dates it had count too
+        if self._had_rows and len(key) == 1:  # a row sent again: the dates it had count too
             ids = pd.unique(frame[key[0].name].dropna().astype(str)).tolist()
-            for start in range(0, len(ids), 10_000):
-                found = self.conn.execute(select(*[func.min(table.c[c]) for c in DATED_COLUMNS[name]])
-                                          .where(among(key[0], ids[start : start + 10_000], self._dialect))).one()  # fmt: skip
-                for value in found:
-                    if value is not None:
-                        self._note_month(value)
+            if self._staged:  # (read on the connection's thread, before the table's end moves the rows in)
+                lookup = self._writer.submit(self._stored_dates, table, key[0], ids)
+                self._pending.append((lookup, name))
+                self._date_lookups.append(lookup)
+            else:
+                for value in self._stored_dates(table, key[0], ids, self.conn):
+                    self._note_month(value)
         return None
+
+    def _stored_dates(self, table: Table, key: Column, ids: list[str], conn: Connection | None = None) -> list:
+        """The earliest stored date of each dated column among the rows of ``ids`` (None left out)."""
+        conn = self._conn if conn is None else conn
+        out = []
+        for start in range(0, len(ids), 10_000):
+            found = conn.execute(select(*[func.min(table.c[c]) for c in DATED_COLUMNS[table.name]])
+                                 .where(among(key, ids[start : start + 10_000], self._dialect))).one()  # fmt: skip
+            out.extend(value for value in found if value is not None)
+        return out
 
     def _stored_rows(self, table: Table, ids: pd.Series) -> pd.DataFrame:
         """The stored rows of the patients ``ids`` as the driver returns them (no per-row
@@ -783,9 +802,8 @@ class Load:
         self.loaded[table.name] = self._rows
         if self._staged:
             # (an empty table taking many rows: its secondary indexes are built once, after the move)
-            rebuild = list(table.indexes) if self._raw_sqlite and staged and self._rows >= max(REBUILD_INDEX_ROWS, self._before) else []
-            names, update, before = self._names, self._update, self._before
-            self._pending.append((self._writer.submit(self._end_staged, table, staged, names, update, rebuild, before), table.name))
+            end = (table, staged, self._names, self._update, self._rows, self._before)
+            self._pending.append((self._writer.submit(self._end_staged, *end), table.name))
             return
         self._wait()
         with self._database_errors(table.name):
@@ -797,9 +815,13 @@ class Load:
             if self._snapshot is not None and _rows_of(self._conn, table) != self._snapshot:
                 self.network_changed = True
 
-    def _end_staged(self, table: Table, staged: bool, names: list[str] | None, update: list[str], rebuild: list,
-                    before: int) -> None:  # fmt: skip
-        """The end of a staged table, on the connection's thread: its rows moved into the store."""
+    def _end_staged(self, table: Table, staged: bool, names: list[str] | None, update: list[str], rows: int,
+                    before: int | Future) -> None:  # fmt: skip
+        """The end of a staged table, on the connection's thread: its rows moved into the store
+        (``before``: its count when started, or the count's future, done before this on the thread)."""
+        before = before.result() if isinstance(before, Future) else before
+        # (a table taking many rows for its size: its secondary indexes are built once, after the move)
+        rebuild = list(table.indexes) if self._raw_sqlite and staged and rows >= max(REBUILD_INDEX_ROWS, before) else []
         for index in rebuild:
             index.drop(self._conn)
         if staged:
@@ -816,6 +838,9 @@ class Load:
         self._wait()  # the tables' ends (their database errors are reported even when the checks found errors)
         if not self.report.ok:
             return
+        for lookup in self._date_lookups:
+            for value in lookup.result():
+                self._note_month(value)
         report = self.report
         if self._raw_sqlite:
             with self._database_errors("foreign keys"):
