@@ -42,6 +42,7 @@ from core.config import config_path, load_toml
 from core.config.catalog import Catalog, load_catalog
 from core.store.models import Attribution, Encounter, Patient, Staff, StaffMinutes, SubgroupAssignment
 from core.store.months import as_month, month_of, month_span
+from core.store.queries import read_sql_frame
 
 COSTING_PATH = config_path("costing.toml")
 NETWORK = "*"  # team_id of network-wide rate rows
@@ -529,8 +530,7 @@ class CostInputs:
 
 
 def _read(engine: Engine, stmt) -> pd.DataFrame:
-    with engine.connect() as conn:
-        return pd.read_sql(stmt, conn)
+    return read_sql_frame(engine, stmt)
 
 
 def _encounter_columns() -> list:

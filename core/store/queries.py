@@ -11,7 +11,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Boolean, Date, Engine, func, or_, select
 from sqlmodel import Session
 
 from core.store.models import (
@@ -83,6 +83,31 @@ def read_frame(engine: Engine, statement) -> pd.DataFrame:
         columns = list(result.keys())
         rows = [tuple(r) for r in result.fetchall()]
     return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def read_sql_frame(engine: Engine, statement) -> pd.DataFrame:
+    """``pandas.read_sql(statement)``'s frame (the same columns, dtypes and values), on SQLite built
+    from the driver's tuples: SQLAlchemy's processing of a boolean or date column (the only ones that have
+    any on these selects; with another, this is ``read_sql``) runs once per distinct value instead
+    of once per row. A 25,000-patient block of the 1,000,000-patient network: its 963,053
+    encounters with their costing columns in 2.6 s against 3.9 s."""
+    types = [column.type for column in statement.selected_columns]
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":  # (psycopg gives dates and booleans as they are; its processing depends on the cursor)
+            return pd.read_sql(statement, conn)
+        processors = [t.dialect_impl(conn.dialect).result_processor(conn.dialect, None) for t in types]
+        if any(p is not None and not isinstance(t, Boolean | Date) for p, t in zip(processors, types, strict=True)):
+            return pd.read_sql(statement, conn)
+        result = conn.execute(statement)
+        frame = pd.DataFrame.from_records(result.cursor.fetchall(), columns=list(result.keys()), coerce_float=True)
+        result.close()
+    for name, process, sql_type in zip(frame.columns, processors, types, strict=True):
+        if process is None or not len(frame):
+            continue
+        codes, uniques = pd.factorize(frame[name])
+        values = np.array([*(process(u) for u in uniques.tolist()), None], dtype=object)[codes]  # code -1: None
+        frame[name] = values.astype(bool) if isinstance(sql_type, Boolean) and codes.min() >= 0 else values
+    return frame
 
 
 def encounters_in_table_order(conn, stmt) -> str:
