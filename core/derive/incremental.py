@@ -685,77 +685,81 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     # the 12-month lab and acute-event windows and the enrolment history read back from `start` only
     scoring = Run(months, years, run.first, run.last, DEFAULT_MODEL, pd.Timestamp(start))
     a, r = SubgroupAssignment.__table__, RiskScore.__table__
-    with worker_pool(engine, workers, len(blocks), while_writing=True) as pool, engine.connect() as conn, conn.begin():
-        if (changed_from or start) >= date(years[-1], 1, 1):  # no change reaches a score of the months' years
-            scores = stored_scores(conn, scoring, bool(fractions))
-        else:
-            scores = map_blocks(conn, pool, block_scores, [(scoring, b, bool(fractions)) for b in blocks], workers)
-        month_range, month_dates, thresholds = first_pass(scores, fractions)
-        if month_range is None or month_range[1] < old_range[1]:
-            return {"why": "the last assigned month moved back"}
-        month_range = (old_range[0], month_range[1])
-        # everyone of the months from `start`; some patients in every month (the docstring)
-        since = min(pd.Timestamp(changed_from or start), old_range[1] + pd.DateOffset(months=1)).date()
-        c = Condition.__table__.c
-        again = set(conn.execute(select(c.patient_id).distinct().where(c.onset_date >= since,
-                                                                           c.onset_date <= month_end(month_range[1].date())))
-                    .scalars().all())  # fmt: skip
-        att = Attribution.__table__.c
-        again |= set(conn.execute(select(att.patient_id).distinct().where(att.month >= start, att.patient_id.not_in(
-            select(RiskScore.patient_id).distinct()))).scalars().all())  # fmt: skip
-        again = sorted(again)
-        overrides = active_overrides(conn)
-        earlier = None
-        if again:
-            # the cut-offs of the months before `start` as the derives that made them kept them (their
-            # scores have not changed since: else those months would be re-derived), or, on a store
-            # that has not kept every month's, from the stored scores' counts (a group-by of every
-            # assignment: 6.9 s at 100,000 patients against 0.01 s)
-            span = [m for m in _attributed_span(conn) if m < start]
-            before = thresholds_of(stored_thresholds(conn), fractions, span) if fractions else {}
-            if before is None:
-                before = thresholds_from_counts(_norm(_stored_counts(conn)), fractions)
-            every = {f: pd.concat([before[f][before[f].index < pd.Timestamp(start)], thresholds[f]]) for f in fractions}
-            chunks = [_block_assignments(conn, run, again[i : i + 10_000], month_range, rules, every)
-                      for i in range(0, len(again), 10_000)]  # fmt: skip
-            result = pd.concat([c[0] for c in chunks], ignore_index=True)
-            risk = pd.concat([c[1] for c in chunks], ignore_index=True)
-            result = apply_overrides(result, overrides[overrides["patient_id"].isin(again)])
-            earlier = result[pd.to_datetime(result["month"]) < pd.Timestamp(start)]
-            moved = _changed_before(conn, earlier, again, start)
-            if moved:
-                return {"why": f"{moved} patient-month(s) before {start:%b %Y} changed subgroup or score: "
-                               "a full derive re-derives every month"}  # fmt: skip
-        t1 = time.perf_counter()
-        save_thresholds(conn, thresholds, month_dates)  # the cut-offs an override evaluates with
-        conn.execute(delete(a).where(a.c.month >= start))
-        rows = 0
-        calls = [(scoring, block, month_range, rules, thresholds) for block in blocks]
-        for result_block, _risk in map_blocks(conn, pool, _block_assignments, calls, workers):
-            result_block = apply_overrides(result_block, overrides)
-            insert_frame(conn, a, result_block[ASSIGNMENT_COLUMNS])
-            rows += len(result_block)
-        if earlier is not None:
-            for part in range(0, len(again), 10_000):
-                ids = again[part : part + 10_000]
-                conn.execute(delete(a).where(a.c.month < start, a.c.patient_id.in_(ids)))
-                conn.execute(delete(r).where(r.c.patient_id.in_(ids)))
-            insert_frame(conn, a, earlier[ASSIGNMENT_COLUMNS])
-            insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
-        parts["subgroups"] = time.perf_counter() - t0
-        parts["subgroups_write"] = time.perf_counter() - t1
-    summary["subgroups"] = {"rows": rows, "patients_every_month": len(again)}
-    t2 = time.perf_counter()
-    # a block's cells of the months from `start` and of the measures that reach back, from one read
-    calls = [(months, block, None, None, True, None, (reach, forward) if forward else None) for block in each_block]
-    pma, tma = PatientMonthActivity.__table__, TeamMonthActivity.__table__
-    # On a pool the cells' blocks start now, and this process writes the activity and then the
-    # pages' tables (``pages``) meanwhile: neither reads the cells, nor do the cells read them (the
-    # workers read while this process writes, as in the subgroups' second pass). Without a pool the
-    # blocks run here once those are written. 100,000 patients, one new month: 20 s of cells
-    # alongside 30 s of activity and pages' tables instead of after them.
-    with worker_pool(engine, workers, len(cell_blocks), while_writing=True) as pool:
-        cell_results = map_blocks(engine, pool, block_cells, calls)
+    # one pool of workers for the subgroups' blocks and then the cells' (its start and the workers'
+    # first imports once: about 1 s each time at 100,000 patients)
+    pool_blocks = max(len(blocks), len(cell_blocks))
+    with worker_pool(engine, workers, pool_blocks, while_writing=True) as pool:
+        subgroup_pool, cell_pool = (pool if len(blocks) > 1 else None), (pool if len(cell_blocks) > 1 else None)
+        with engine.connect() as conn, conn.begin():
+            if (changed_from or start) >= date(years[-1], 1, 1):  # no change reaches a score of the months' years
+                scores = stored_scores(conn, scoring, bool(fractions))
+            else:
+                scores = map_blocks(conn, subgroup_pool, block_scores, [(scoring, b, bool(fractions)) for b in blocks], workers)
+            month_range, month_dates, thresholds = first_pass(scores, fractions)
+            if month_range is None or month_range[1] < old_range[1]:
+                return {"why": "the last assigned month moved back"}
+            month_range = (old_range[0], month_range[1])
+            # everyone of the months from `start`; some patients in every month (the docstring)
+            since = min(pd.Timestamp(changed_from or start), old_range[1] + pd.DateOffset(months=1)).date()
+            c = Condition.__table__.c
+            again = set(conn.execute(select(c.patient_id).distinct().where(c.onset_date >= since,
+                                                                               c.onset_date <= month_end(month_range[1].date())))
+                        .scalars().all())  # fmt: skip
+            att = Attribution.__table__.c
+            again |= set(conn.execute(select(att.patient_id).distinct().where(att.month >= start, att.patient_id.not_in(
+                select(RiskScore.patient_id).distinct()))).scalars().all())  # fmt: skip
+            again = sorted(again)
+            overrides = active_overrides(conn)
+            earlier = None
+            if again:
+                # the cut-offs of the months before `start` as the derives that made them kept them (their
+                # scores have not changed since: else those months would be re-derived), or, on a store
+                # that has not kept every month's, from the stored scores' counts (a group-by of every
+                # assignment: 6.9 s at 100,000 patients against 0.01 s)
+                span = [m for m in _attributed_span(conn) if m < start]
+                before = thresholds_of(stored_thresholds(conn), fractions, span) if fractions else {}
+                if before is None:
+                    before = thresholds_from_counts(_norm(_stored_counts(conn)), fractions)
+                every = {f: pd.concat([before[f][before[f].index < pd.Timestamp(start)], thresholds[f]]) for f in fractions}
+                chunks = [_block_assignments(conn, run, again[i : i + 10_000], month_range, rules, every)
+                          for i in range(0, len(again), 10_000)]  # fmt: skip
+                result = pd.concat([c[0] for c in chunks], ignore_index=True)
+                risk = pd.concat([c[1] for c in chunks], ignore_index=True)
+                result = apply_overrides(result, overrides[overrides["patient_id"].isin(again)])
+                earlier = result[pd.to_datetime(result["month"]) < pd.Timestamp(start)]
+                moved = _changed_before(conn, earlier, again, start)
+                if moved:
+                    return {"why": f"{moved} patient-month(s) before {start:%b %Y} changed subgroup or score: "
+                                   "a full derive re-derives every month"}  # fmt: skip
+            t1 = time.perf_counter()
+            save_thresholds(conn, thresholds, month_dates)  # the cut-offs an override evaluates with
+            conn.execute(delete(a).where(a.c.month >= start))
+            rows = 0
+            calls = [(scoring, block, month_range, rules, thresholds) for block in blocks]
+            for result_block, _risk in map_blocks(conn, subgroup_pool, _block_assignments, calls, workers):
+                result_block = apply_overrides(result_block, overrides)
+                insert_frame(conn, a, result_block[ASSIGNMENT_COLUMNS])
+                rows += len(result_block)
+            if earlier is not None:
+                for part in range(0, len(again), 10_000):
+                    ids = again[part : part + 10_000]
+                    conn.execute(delete(a).where(a.c.month < start, a.c.patient_id.in_(ids)))
+                    conn.execute(delete(r).where(r.c.patient_id.in_(ids)))
+                insert_frame(conn, a, earlier[ASSIGNMENT_COLUMNS])
+                insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
+            parts["subgroups"] = time.perf_counter() - t0
+            parts["subgroups_write"] = time.perf_counter() - t1
+        summary["subgroups"] = {"rows": rows, "patients_every_month": len(again)}
+        t2 = time.perf_counter()
+        # a block's cells of the months from `start` and of the measures that reach back, from one read
+        calls = [(months, block, None, None, True, None, (reach, forward) if forward else None) for block in each_block]
+        pma, tma = PatientMonthActivity.__table__, TeamMonthActivity.__table__
+        # On a pool the cells' blocks start now, and this process writes the activity and then the
+        # pages' tables (``pages``) meanwhile: neither reads the cells, nor do the cells read them (the
+        # workers read while this process writes, as in the subgroups' second pass). Without a pool the
+        # blocks run here once those are written. 100,000 patients, one new month: 20 s of cells
+        # alongside 30 s of activity and pages' tables instead of after them.
+        cell_results = map_blocks(engine, cell_pool, block_cells, calls)
         t3 = time.perf_counter()
         with engine.begin() as conn:
             staff = pd.read_sql(

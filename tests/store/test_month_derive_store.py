@@ -206,7 +206,7 @@ def test_a_november_readmission_and_first_diagnosis_change_october_for_those_mea
         monkeypatch.setattr(blocks, "local_pool", lambda n: pools.append(n) or real_pool(n))
     summary = derive_touched(engine)
     monkeypatch.undo()
-    assert pools == ([] if block is None else [2, 2])  # the subgroups' second pass, then the cells
+    assert pools == ([] if block is None else [2])  # one pool: the subgroups' second pass, then the cells
     assert summary["from_month"] == "2026-11-01" and summary["reach"]["months"] == 1 and summary["cells"]["reach_rows"] > 0
     after = derived_tables(engine)
     for metric in ("readmission_30d", "progression_to_chronic"):  # one more event in October, same denominator
