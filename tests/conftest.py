@@ -57,9 +57,9 @@ def _postgres_engine(template: str | None = None):
     create = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
     try:
         _with_retry(admin, create)
-    except Exception as exc:  # server down, wrong credentials
+    except Exception as exc:  # server down, wrong credentials, no right to create databases
         admin.dispose()
-        skip_or_fail(f"PostgreSQL at TEST_DATABASE_URL is not reachable: {exc.__class__.__name__}: {exc}")
+        skip_or_fail(f"PostgreSQL at TEST_DATABASE_URL: could not create a test database: {exc.__class__.__name__}: {exc}")
     base = admin.url.set(database=name).render_as_string(hide_password=False)
     return admin, name, make_engine(base)
 

@@ -359,7 +359,8 @@ class _Stage:
     the transaction has read a file it keeps that read's view of it to the end. The files lie in
     the system's temporary folder (``$TMPDIR``; as big as the rows loaded, without indexes) and
     are deleted with the load. Without the ``adbc-driver-sqlite`` package the rows go row by row.
-    Measured: the 100,000-patient bundle (12.4 M rows) in 47.5-49.5 s against 66.1 s (BENCHMARKS.md).
+    Measured: the 100,000-patient bundle (12.4 M rows) in 47.5-49.5 s against 66.1 s, and with the
+    tables' ends beside the reading (:class:`Load`) in 37.3-38.5 s (BENCHMARKS.md).
 
     ADBC opens the stage files only, never the store: the driver carries its own copy of SQLite,
     and two copies in one process do not see each other's locks. When ADBC's connection to a WAL
@@ -801,7 +802,6 @@ class Load:
             return  # a rejected load is rolled back, dropped indexes and keys included
         self.loaded[table.name] = self._rows
         if self._staged:
-            # (an empty table taking many rows: its secondary indexes are built once, after the move)
             end = (table, staged, self._names, self._update, self._rows, self._before)
             self._pending.append((self._writer.submit(self._end_staged, *end), table.name))
             return
