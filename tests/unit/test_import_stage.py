@@ -51,6 +51,10 @@ def _encounters(ids: list[str], kinds: list | None = None) -> pd.DataFrame:
                          "start_date": [pd.Timestamp("2024-01-02")] * n, "is_internal": [True] * n})  # fmt: skip
 
 
+def _staff_minutes(ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"encounter_id": ids, "role": ["physician"] * len(ids), "minutes": [10.0] * len(ids)})
+
+
 @pytest.fixture
 def stage_folder(tmp_path, monkeypatch):
     """The temporary folder the stage files are made in, for this test alone."""
@@ -140,10 +144,6 @@ def test_a_connection_that_cannot_detach_its_stage_files_is_not_given_out_again(
     with engine.connect() as conn:
         attached = [row[1] for row in conn.exec_driver_sql("PRAGMA database_list")]
     assert attached == ["main"]
-
-
-def _staff_minutes(ids: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"encounter_id": ids, "role": ["physician"] * len(ids), "minutes": [10.0] * len(ids)})
 
 
 def test_a_tables_end_runs_while_the_next_table_is_staged(engine, monkeypatch):
