@@ -56,7 +56,7 @@ from core.access.demo import end_demo
 from core.derive.incremental import TOUCH_ALL, mark_touched
 from core.ingest.report import ImportReport
 from core.store import models
-from core.store.db import copy_rows
+from core.store.db import checkpoint_after_write, copy_rows
 from core.store.queries import DERIVE_PENDING_KEY, among, patient_hashes
 
 NETWORK_TABLES = ("practice", "team", "staff")  # a change re-derives everything (cost rates, teams)
@@ -879,6 +879,8 @@ class Load:
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
+        if self._raw_sqlite:
+            checkpoint_after_write(self._conn)  # the log's pages into the database file, on a thread when many
 
     def _touched_patients(self, wiped: bool) -> list[str]:
         """The patients this load touched, or ``[*]`` when the derive must redo everything:
@@ -944,6 +946,7 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB page cache for this load
             conn.exec_driver_sql("PRAGMA threads=2")  # index builds may sort on a second core
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")  # the load's commit: checkpoint_after_write
             connect = _adbc_sqlite_connect()
             stage = _Stage(conn, connect) if connect is not None else None
             conn.commit()
@@ -962,6 +965,7 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
                 stage.close(conn)
             if raw_sqlite:
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")  # SQLite's default, for the pool's next user
                 conn.commit()
 
 

@@ -3,10 +3,14 @@
 The engine is created by the caller and passed in; nothing here is a module global.
 """
 
+import logging
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
@@ -14,6 +18,8 @@ from core.config import PROJECT_ROOT
 from core.store import models  # noqa: F401  (registers every table on SQLModel.metadata)
 
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "data" / "scorecards.db"
+
+log = logging.getLogger(__name__)
 
 
 def database_url(url: str | None = None) -> str:
@@ -148,6 +154,67 @@ def add_encounter_paid_date(engine: Engine) -> bool:
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE encounter ADD COLUMN paid_date DATE"))
     return True
+
+
+# A write-ahead log at least this large after a load is copied into the database file on a thread
+# of its own (:func:`checkpoint_after_write`); a smaller one at once.
+BACKGROUND_CHECKPOINT_BYTES = 64 * 2**20
+_checkpoints: list[threading.Thread] = []
+_checkpoints_lock = threading.Lock()
+
+
+def checkpoint_after_write(conn) -> threading.Thread | None:
+    """Copy the pages an SQLite load committed to its write-ahead log into the database file (a
+    ``PASSIVE`` checkpoint: it waits for no reader or writer), the job SQLite's automatic
+    checkpoint does at the commit that passes 1,000 pages of log.
+
+    The load turns that automatic checkpoint off (``PRAGMA wal_autocheckpoint=0``), because after a
+    month's import into a large store its log holds 560 MB of pages (100,000 patients: the rows go
+    into every patient's index pages) and the copy took 1.4 s of its commit, while the derive that
+    follows starts with a few seconds in which one core is idle (its first pass and the workers'
+    start). So a log of :data:`BACKGROUND_CHECKPOINT_BYTES` or more is copied on a thread of its
+    own, on its own connection of the same SQLite library (another copy of SQLite, such as
+    ADBC's, would not see this one's locks: ``core.ingest.loader._Stage``); a smaller one here, at
+    once. Nothing waits for it: the committed rows are in the log, which every reader sees, and an
+    unfinished or failed copy is redone by the next checkpoint (a warning is logged).
+    :func:`wait_for_checkpoints` waits for the threads (the benchmark's clock, the tests); Python
+    waits for them before it exits. Returns the thread, or None.
+    """
+    path = conn.engine.url.database
+    if conn.dialect.name != "sqlite" or path in (None, "", ":memory:"):
+        return None
+    wal = Path(path + "-wal")
+    if not wal.exists() or wal.stat().st_size < BACKGROUND_CHECKPOINT_BYTES:
+        try:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except SQLAlchemyError as e:  # the load is committed; its pages stay in the log, readable
+            log.warning("checkpoint of %s after a load failed (%s); the next checkpoint copies its pages", path, e)
+        return None
+    thread = threading.Thread(target=_checkpoint, args=(str(Path(path).resolve()),), name="sqlite-checkpoint")
+    with _checkpoints_lock:
+        _checkpoints[:] = [t for t in _checkpoints if t.is_alive()]
+        _checkpoints.append(thread)
+    thread.start()
+    return thread
+
+
+def _checkpoint(path: str) -> None:
+    try:
+        connection = sqlite3.connect(path, timeout=30)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error as e:  # the pages stay in the log, readable; the next checkpoint copies them
+        log.warning("checkpoint of %s after a load failed (%s); the next checkpoint copies its pages", path, e)
+
+
+def wait_for_checkpoints() -> None:
+    """Wait for the checkpoints :func:`checkpoint_after_write` started on threads."""
+    with _checkpoints_lock:
+        threads = list(_checkpoints)
+    for thread in threads:
+        thread.join()
 
 
 def copy_rows(conn, table: str, columns: list[str], rows) -> None:
