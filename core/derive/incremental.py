@@ -691,7 +691,9 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     with worker_pool(engine, workers, pool_blocks, while_writing=True) as pool:
         subgroup_pool, cell_pool = (pool if len(blocks) > 1 else None), (pool if len(cell_blocks) > 1 else None)
         with engine.connect() as conn, conn.begin():
-            if (changed_from or start) >= date(years[-1], 1, 1):  # no change reaches a score of the months' years
+            # no change reaches a score of the months' years: both passes take the stored scores
+            scores_stored = (changed_from or start) >= date(years[-1], 1, 1)
+            if scores_stored:
                 scores = stored_scores(conn, scoring, bool(fractions))
             else:
                 scores = map_blocks(conn, subgroup_pool, block_scores, [(scoring, b, bool(fractions)) for b in blocks], workers)
@@ -735,7 +737,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
             save_thresholds(conn, thresholds, month_dates)  # the cut-offs an override evaluates with
             conn.execute(delete(a).where(a.c.month >= start))
             rows = 0
-            calls = [(scoring, block, month_range, rules, thresholds) for block in blocks]
+            calls = [(scoring, block, month_range, rules, thresholds, scores_stored) for block in blocks]
             for result_block, _risk in map_blocks(conn, subgroup_pool, _block_assignments, calls, workers):
                 result_block = apply_overrides(result_block, overrides)
                 insert_frame(conn, a, result_block[ASSIGNMENT_COLUMNS])

@@ -487,6 +487,33 @@ def test_the_first_pass_from_stored_scores_counts_what_the_full_derive_counts(be
     assert_same_as_full_derive(engine)
 
 
+def test_the_second_pass_takes_the_stored_scores_of_the_months_years(before_store, month_bundles, monkeypatch):
+    """When no change reaches a score of the new months' years, the assignments of those months
+    carry the stored score (``core.derive.subgroups.frames.stored_risk_for``) instead of a CMS-HCC
+    run: a stored 2026 score altered by hand shows in November's assignment (a full derive would
+    compute it again). Patients without a stored score are scored: every November row has one
+    where the full derive gives one (``test_one_new_month_re_derives_only_the_months_it_can_change``)."""
+    from core.store.models import Attribution, Condition, RiskScore
+
+    engine = before_store
+    assert import_path(engine, month_bundles / "after").ok
+    r = RiskScore.__table__
+    with engine.begin() as conn:
+        november = select(Attribution.patient_id).where(Attribution.month == date(2026, 11, 1))
+        recent = select(Condition.patient_id).where(Condition.onset_date >= date(2026, 10, 1))
+        patient = conn.execute(select(RiskScore.patient_id).where(RiskScore.year == 2026, RiskScore.patient_id.in_(november),
+                                                                  RiskScore.patient_id.not_in(recent))
+                               .order_by(RiskScore.patient_id).limit(1)).scalar_one()  # fmt: skip
+        conn.execute(r.update().where(r.c.patient_id == patient, r.c.year == 2026).values(score=9.8765))
+    monkeypatch.setattr("core.derive.pipeline.derive_all", _no_full_derive)
+    summary = derive_touched(engine)
+    assert summary["mode"] == "months", summary
+    with engine.connect() as conn:
+        stored = conn.execute(select(SubgroupAssignment.risk_score).where(SubgroupAssignment.patient_id == patient,
+                                                                          SubgroupAssignment.month == date(2026, 11, 1))).scalar_one()  # fmt: skip
+    assert stored == pytest.approx(9.8765)
+
+
 def test_a_patient_row_sent_again_marks_the_months_its_change_reaches(store_engine, month_bundles, tmp_path):
     """The importer compares the stored patient rows before and after a batch: a new name
     changes nothing derived, a death date the months from the earlier of the old and the new one,

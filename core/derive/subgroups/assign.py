@@ -35,6 +35,7 @@ from core.derive.subgroups.frames import (
     load_frames,
     risk_for,
     run_of,
+    stored_risk_for,
 )
 from core.derive.subgroups.inputs import compute_inputs, patient_months, row_scores
 from core.derive.subgroups.overrides import active_overrides, apply_overrides
@@ -133,12 +134,14 @@ def _no_counts() -> pd.Series:
 
 
 def block_inputs(
-    conn, run: Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp], history_lookback: int = 6
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    conn, run: Run, patients: tuple[str, str] | None, month_range: tuple[pd.Timestamp, pd.Timestamp], history_lookback: int = 6,
+    stored_risk: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Pass 2 over a block: the :func:`core.derive.subgroups.inputs.compute_inputs` of its
-    patient-months (grain patient_id, month) and its risk scores (grain patient_id, year)."""
+    patient-months (grain patient_id, month) and its risk scores (grain patient_id, year);
+    ``stored_risk``: the scores as stored where every year has one (:func:`stored_risk_for`)."""
     frames = load_frames(conn, run, patients, history_lookback=history_lookback)
-    risk = risk_for(frames, run.years, run.model)
+    risk = stored_risk_for(conn, frames, run, patients) if stored_risk else risk_for(frames, run.years, run.model)
     inputs = compute_inputs(
         frames["patients"],
         frames["attribution"],
@@ -162,9 +165,11 @@ def _block_assignments(
     month_range: tuple[pd.Timestamp, pd.Timestamp],
     rules: RuleSet,
     thresholds: dict[float, pd.Series],
+    stored_risk: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rules' assignments of a block (overrides not applied) and its risk scores."""
-    inputs, risk = block_inputs(conn, run, patients, month_range, rules.history.lookback_months)
+    """The rules' assignments of a block (overrides not applied) and its risk scores
+    (``stored_risk``: :func:`block_inputs`)."""
+    inputs, risk = block_inputs(conn, run, patients, month_range, rules.history.lookback_months, stored_risk)
     result = evaluate_rules(inputs, rules, thresholds)
     result["thin_history"], result["history_note"] = history_flags(inputs, rules)
     result["risk_score"] = inputs["risk_score"].to_numpy()
