@@ -35,6 +35,7 @@ from core.derive.measures import (
     StoreFrames,
     load_measures,
     load_store_frames,
+    patient_month_flag_sets,
     patient_month_flags,
     read_bounds,
     read_columns,
@@ -525,12 +526,16 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
         assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], patients, since)
     t1 = time.perf_counter()
     dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, months)
-    parts = [patient_month_flags(frames, months, catalogue, month_as_index=True)]
+    if reach_months:  # both sets of months from one preparation of the rows
+        flags, reach_flags = patient_month_flag_sets(frames, [(months, catalogue), (reach_months, only(catalogue, reach[1]))],
+                                                     month_as_index=True)  # fmt: skip
+        reach_dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, reach_months)
+        reach_parts = [reach_flags]
+    else:
+        flags = patient_month_flags(frames, months, catalogue, month_as_index=True)
+    parts = [flags]
     if metrics is None:
         parts.append(_base_metrics(dims))
-    if reach_months:
-        reach_dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, reach_months)
-        reach_parts = [patient_month_flags(frames, reach_months, only(catalogue, reach[1]), month_as_index=True)]
     del frames, assignments  # release the raw tables before the cost provider loads its own
     t2 = time.perf_counter()
     if metrics is None:

@@ -272,9 +272,16 @@ def procedure_keys(codes: pd.Series, systems: pd.Series, code_systems: dict[str,
     """``SYSTEM:CODE`` keys of procedure rows, the way the code lists of measures.toml name them:
     the system through the ``[code_systems]`` aliases (CPT and HCPCS are one system, FHIR system
     URLs become short names), the code without dots, upper case."""
-    system = systems.fillna("").astype(str).str.strip()
-    system = system.map(lambda s: code_systems.get(s, code_systems.get(s.upper(), s.upper())))
-    return system + ":" + codes.fillna("").astype(str).map(_normalise_code)
+    system = _each_distinct(systems.fillna("").astype(str).str.strip(), lambda s: code_systems.get(s, code_systems.get(s.upper(), s.upper())))
+    return system + ":" + _each_distinct(codes.fillna("").astype(str), _normalise_code)
+
+
+def _each_distinct(values: pd.Series, fn) -> pd.Series:
+    """``values.map(fn)`` with ``fn`` called once per distinct value (values without NaN): a few
+    hundred codes among 300,000 procedures of a block of 25,000 patients."""
+    positions, distinct = pd.factorize(values)
+    mapped = np.array([fn(v) for v in distinct], dtype=object)
+    return pd.Series(mapped[positions] if len(distinct) else np.array([], dtype=object), index=values.index, dtype=values.dtype)
 
 
 def _prepare_procedures(proc: pd.DataFrame | None, code_systems: dict[str, str]) -> pd.DataFrame:
@@ -804,6 +811,27 @@ def patient_month_flags(frames: StoreFrames, months: Iterable, catalogue: Measur
     ctx = _prepare(frames, months, catalogue.code_lists, catalogue.code_systems)
     if medication_data:
         ctx = dataclasses.replace(ctx, medication_data=True)
+    return _flags(ctx, catalogue, month_as_index)
+
+
+def patient_month_flag_sets(frames: StoreFrames, sets: list[tuple[list, MeasureCatalogue]], month_as_index: bool = False) -> list[pd.DataFrame]:
+    """:func:`patient_month_flags` of each (months, catalogue) of ``sets``, from one preparation
+    of ``frames`` (only the attributed patient-months differ between the sets; the catalogues
+    share their code lists and systems). The derive of a new month and the forward-looking
+    measures of the month before: 100,000 patients, 1 s of CPU less."""
+    first = sets[0][1]
+    if any(c.code_lists != first.code_lists or c.code_systems != first.code_systems for _, c in sets):
+        return [patient_month_flags(frames, months, catalogue, month_as_index) for months, catalogue in sets]
+    ctx = _prepare(frames, [m for months, _ in sets for m in months], first.code_lists, first.code_systems)
+    out = []
+    for months, catalogue in sets:
+        wanted = set(month_index(list(months)).dropna().astype(int))
+        population = ctx.population[ctx.population["m"].isin(wanted)].reset_index(drop=True)
+        out.append(_flags(dataclasses.replace(ctx, population=population), catalogue, month_as_index))
+    return out
+
+
+def _flags(ctx: _Context, catalogue: MeasureCatalogue, month_as_index: bool) -> pd.DataFrame:
     parts = []
     for measure in catalogue.measures:
         rows = RULES[measure.rule](ctx, measure)

@@ -263,3 +263,25 @@ def test_catalogue_validation(tmp_path, field, bad, message):
     path.write_text(raw.replace(old, f'{field} = "{bad}"' if isinstance(bad, str) else f"{field} = {bad}", 1), encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         load_measures(path)
+
+
+def test_flag_sets_from_one_preparation_equal_their_own_calls():
+    """The derive of a new month takes the forward-looking measures of the month before from the
+    same preparation of the rows (``patient_month_flag_sets``): each set equals its own call."""
+    import dataclasses
+
+    from core.derive.measures import patient_month_flag_sets
+
+    f = make_frames({"A": MONTHS, "B": [JAN, FEB]}, patients=[("A", "1940-01-01", "2024-03-20")],
+                    encounters=[dict(patient_id="A", kind="admission", start_date=D("2024-01-03"), end_date=D("2024-01-08")),
+                                dict(patient_id="A", kind="admission", start_date=D("2024-02-01"), end_date=D("2024-02-04")),
+                                dict(patient_id="B", kind="ed_visit", start_date=D("2024-02-10"))],
+                    measurements=[("B", "2024-01-15", "4548-4", 6.9), ("B", "2024-02-20", "4548-4", 8.1)],
+                    conditions=[("B", "E11.9", "2023-01-01", None)])  # fmt: skip
+    catalogue = load_measures()
+    forward = dataclasses.replace(catalogue, measures=tuple(m for m in catalogue.measures if m.id in ("readmission_30d", "mortality")))
+    sets = [([FEB, MAR], catalogue), ([JAN], forward)]
+    together = patient_month_flag_sets(f, sets, month_as_index=True)
+    assert len(together) == 2 and all(len(t) for t in together)
+    for (months, cat), got in zip(sets, together, strict=True):
+        pd.testing.assert_frame_equal(got, patient_month_flags(f, months, cat, month_as_index=True), check_exact=True)
