@@ -197,14 +197,15 @@ def stored_risk_for(conn, frames: dict, run: Run, patients: tuple[str, str] | li
     stmt = select(r.patient_id, r.year, r.model, r.score, r.chronic_score, r.hccs).where(
         *_patients_clause(r.patient_id, patients), r.year.in_(list(run.years)), r.model == run.model)  # fmt: skip
     stored = _read(conn, stmt)
-    ids = pd.Index(pd.unique(frames["attribution"]["patient_id"].to_numpy(dtype=object)))
-    years = stored.groupby("patient_id")["year"].nunique()
-    complete = ids[ids.isin(years.index[years.to_numpy() == len(run.years)])]
-    stored = stored[stored["patient_id"].isin(complete)]
-    missing = ids.difference(complete)
-    if not len(missing):
+    attributed = set(frames["attribution"]["patient_id"].to_numpy(dtype=object))
+    years = stored.groupby("patient_id", sort=False)["year"].nunique()  # sets of Python strings: isin on str columns is slower
+    complete = attributed.intersection(years.index[years.to_numpy() == len(run.years)].to_numpy(dtype=object))
+    stored = stored[np.fromiter((p in complete for p in stored["patient_id"].to_numpy(dtype=object)), bool, len(stored))]
+    missing = attributed - complete
+    if not missing:
         return stored.reset_index(drop=True)
-    own = {name: frames[name][frames[name]["patient_id"].isin(missing)] for name in ("attribution", "patients", "conditions")}
+    own = {name: frames[name][np.fromiter((p in missing for p in frames[name]["patient_id"].to_numpy(dtype=object)), bool,
+                                          len(frames[name]))] for name in ("attribution", "patients", "conditions")}  # fmt: skip
     return pd.concat([stored, risk_for(own, run.years, run.model)], ignore_index=True)
 
 
