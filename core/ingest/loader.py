@@ -879,7 +879,7 @@ class Load:
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
-        if self._raw_sqlite:
+        if self._raw_sqlite and report.import_id is not None:
             checkpoint_after_write(self._conn)  # the log's pages into the database file, on a thread when many
 
     def _touched_patients(self, wiped: bool) -> list[str]:
