@@ -1,6 +1,7 @@
 """Engine and schema: SQLite file by default, PostgreSQL via ``DATABASE_URL``.
 
-The engine is created by the caller and passed in; nothing here is a module global.
+The engine is created by the caller and passed in; nothing here is a module global but the
+threads of the checkpoints started after loads (:func:`checkpoint_after_write`).
 """
 
 import logging

@@ -201,13 +201,18 @@ def stored_risk_for(conn, frames: dict, run: Run, patients: tuple[str, str] | li
     attributed = set(frames["attribution"]["patient_id"].to_numpy(dtype=object))
     years = stored.groupby("patient_id", sort=False)["year"].nunique()
     complete = attributed.intersection(years.index[years.to_numpy() == len(run.years)].to_numpy(dtype=object))
-    stored = stored[np.fromiter((p in complete for p in stored["patient_id"].to_numpy(dtype=object)), bool, len(stored))]
+    stored = _of_patients(stored, complete)
     missing = attributed - complete
     if not missing:
         return stored.reset_index(drop=True)
-    own = {name: frames[name][np.fromiter((p in missing for p in frames[name]["patient_id"].to_numpy(dtype=object)), bool,
-                                          len(frames[name]))] for name in ("attribution", "patients", "conditions")}  # fmt: skip
+    own = {name: _of_patients(frames[name], missing) for name in ("attribution", "patients", "conditions")}
     return pd.concat([stored, risk_for(own, run.years, run.model)], ignore_index=True)
+
+
+def _of_patients(frame: pd.DataFrame, patients: set) -> pd.DataFrame:
+    """The rows of ``frame`` whose ``patient_id`` is in ``patients`` (a set of Python strings)."""
+    ids = frame["patient_id"].to_numpy(dtype=object)
+    return frame[np.fromiter((p in patients for p in ids), bool, len(ids))]
 
 
 def insert_frame(conn, table, frame: pd.DataFrame, chunk: int = 100_000) -> None:
