@@ -7,7 +7,7 @@ the signed-in user's role, and each page checks its permission again (``ui.auth.
 
 import streamlit as st
 
-from core.access.policy import allowed_pages, home_page, load_access_rules
+from core.access.policy import allowed_pages, can_act, home_page, load_access_rules
 from core.store.queries import has_patients
 from ui.auth import auth_configured, current_scope, demo_switcher
 from ui.data import current_url, current_version, engine, pending_derive_banner
@@ -64,5 +64,5 @@ with st.sidebar:
     if auth_configured():
         st.button("Log out", on_click=st.logout)
     st.caption(f"Data version {current_version()}")
-pending_derive_banner(can_rebuild=scope.role == "admin")
+pending_derive_banner(can_rebuild=can_act(scope, "rebuild_derive", rules))
 page.run()

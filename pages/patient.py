@@ -4,7 +4,7 @@ import time
 
 import streamlit as st
 
-from core.access.policy import load_access_rules
+from core.access.policy import can_act, load_access_rules
 from core.store.months import month_end
 from core.views.care_gaps import one_patient_gaps
 from core.views.charts import encounter_timeline_figure, measurement_figure, patient_costs_figure
@@ -60,7 +60,7 @@ with tabs[0]:
         "thin_history": "Thin history", "history_note": "History"})  # fmt: skip
     st.subheader("Overrides")
     show_table(view.overrides.drop(columns=["patient_id"]), key="overrides")
-    if scope.role == "team_leader" and current:
+    if can_act(scope, "override_subgroup") and current:
         with st.form("override", clear_on_submit=True):
             subgroup = st.selectbox("Pin to subgroup", list(labels), format_func=labels.get)
             start = st.date_input("From month", value=current.month)

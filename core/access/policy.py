@@ -19,6 +19,7 @@ ACCESS_PATH = config_path("access.toml")
 ROLES = ("clinician", "team_leader", "executive", "admin")
 PATIENT_MONTHS = ("attributed", "all")
 TEAM_ROLES = ("clinician", "team_leader")
+ACTIONS = ("override_subgroup", "rebuild_derive")  # access.toml [actions.<id>]
 
 
 class AccessRulesError(ValueError):
@@ -47,6 +48,7 @@ class AccessRules:
     pages: dict[str, PageRule]
     patient_months: dict[str, str]
     grace_months: int
+    actions: dict[str, tuple[str, ...]]
 
     def record_access(self, role: str) -> tuple[int, bool]:
         """(grace months, all months) of a patient record for ``role``: the arguments of
@@ -98,6 +100,13 @@ def load_access_rules(path: Path = ACCESS_PATH) -> AccessRules:
             raise AccessRulesError(f"{path.name}: home page of {role!r} must be a page the role may open")
         if spec.get("patient_months", "attributed") not in PATIENT_MONTHS:
             raise AccessRulesError(f"{path.name}: patient_months of {role!r} must be one of {', '.join(PATIENT_MONTHS)}")
+    actions = raw.get("actions", {})
+    if set(actions) != set(ACTIONS):
+        raise AccessRulesError(f"{path.name}: [actions] must be exactly {', '.join(ACTIONS)}; found {', '.join(sorted(actions))}")
+    for action, spec in actions.items():
+        unknown = set(spec.get("roles", [])) - set(ROLES)
+        if unknown or not isinstance(spec.get("roles"), list):
+            raise AccessRulesError(f"{path.name}: action {action!r} needs roles, a list of {', '.join(ROLES)}")
     grace = raw.get("patient_access", {}).get("grace_months", 0)
     if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
         raise AccessRulesError(f"{path.name}: [patient_access] grace_months must be a whole number >= 0")
@@ -108,6 +117,7 @@ def load_access_rules(path: Path = ACCESS_PATH) -> AccessRules:
         pages=pages,
         patient_months={r: v.get("patient_months", "attributed") for r, v in roles.items()},
         grace_months=grace,
+        actions={a: tuple(v["roles"]) for a, v in actions.items()},
     )
 
 
@@ -145,6 +155,12 @@ def can_open(scope: Scope, page_id: str, rules: AccessRules | None = None) -> bo
     if page is None or scope.role not in page.roles:
         return False
     return scope.patient_level or not page.patient_level
+
+
+def can_act(scope: Scope, action: str, rules: AccessRules | None = None) -> bool:
+    """Whether the user's role may take ``action`` (one of :data:`ACTIONS`; access.toml [actions])."""
+    rules = rules or load_access_rules()
+    return scope.role in rules.actions[action]
 
 
 def allowed_pages(scope: Scope, rules: AccessRules | None = None) -> list[str]:

@@ -13,7 +13,7 @@ from datetime import date
 import pandas as pd
 from sqlalchemy import Engine, select
 
-from core.access.policy import Scope
+from core.access.policy import Scope, can_act, load_access_rules
 from core.config.catalog import load_catalog
 from core.derive.costs import CostInputs, encounter_costs, load_cost_settings
 from core.derive.subgroups.overrides import lift_override, list_overrides, set_override
@@ -237,5 +237,8 @@ def lift_patient_override(engine: Engine, scope: Scope, patient_id: str, overrid
 
 
 def _check_override_scope(engine: Engine, scope: Scope, patient_id: str) -> None:
-    if scope.role != "team_leader" or not patient_in_scope(engine, patient_id, scope.team_ids):
-        raise PermissionError("only a team leader of the patient's team can override a subgroup")
+    """The user's role may override (access.toml [actions.override_subgroup]) and the patient is in their teams."""
+    rules = load_access_rules()
+    if not can_act(scope, "override_subgroup", rules) or not patient_in_scope(engine, patient_id, scope.team_ids):
+        who = " or ".join(rules.role_labels[r].lower() for r in rules.actions["override_subgroup"]) or "nobody"
+        raise PermissionError(f"only a {who} of the patient's team can override a subgroup")

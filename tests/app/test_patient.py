@@ -69,6 +69,35 @@ def test_team_leader_overrides_and_lifts_a_subgroup(tiny_db):  # noqa: F811
     assert len(search_events(tiny_db, action="override")) == 2
 
 
+def test_who_may_override_is_the_rules_files_say(tiny_db, monkeypatch, tmp_path):  # noqa: F811
+    import core.access.policy as policy
+    import core.views.patient as patient_views
+
+    shipped = policy.ACCESS_PATH.read_text()
+    path = tmp_path / "access.toml"
+    path.write_text(shipped.replace('[actions.override_subgroup]\nroles = ["team_leader"]',
+                                    '[actions.override_subgroup]\nroles = ["clinician"]'))  # fmt: skip
+    granted = policy.load_access_rules(path)
+    for module in (policy, patient_views):
+        monkeypatch.setattr(module, "load_access_rules", lambda path=None: granted)
+    with pytest.raises(PermissionError, match="clinician of the patient's team"):  # the view checks it too
+        patient_views.override_subgroup(tiny_db, _scope("team_leader"), "P_CALM", "chronic", MONTH, "why")
+    at = open_patient("P_CALM")  # the demo clinician
+    next(s for s in at.selectbox if s.label == "Pin to subgroup").select("chronic")
+    at.text_area[0].input("Pinned by the clinician the rules file allows")
+    next(b for b in at.button if b.label == "Override subgroup").click().run()
+    assert not at.exception, at.exception
+    assert list_overrides(tiny_db, patient_id="P_CALM")["created_by"].tolist() == ["demo-clinician"]
+    leader = open_patient("P_CALM", role="team_leader")  # a role the file now leaves out: no override form
+    assert not [b for b in leader.button if b.label in ("Override subgroup", "Lift override")]
+
+
+def _scope(role):
+    from core.access.policy import Scope
+
+    return Scope("u", "U", role, ("A1",), ("A",), True, False)
+
+
 def test_patient_page_links_back_to_the_worklist_it_came_from(tiny_db):  # noqa: F811
     from urllib.parse import parse_qs
 

@@ -1,10 +1,19 @@
-"""Permission rules for every role and page, scope resolution and the demo-mode rule."""
+"""Permission rules for every role, page and action, scope resolution and the demo-mode rule."""
 
 import pandas as pd
 import pytest
 
 from core.access.demo import DemoSettingError, demo_setting, demo_wanted
-from core.access.policy import allowed_pages, can_open, home_page, load_access_rules, resolve_scope
+from core.access.policy import (
+    ACCESS_PATH,
+    AccessRulesError,
+    allowed_pages,
+    can_act,
+    can_open,
+    home_page,
+    load_access_rules,
+    resolve_scope,
+)
 
 ORG = pd.DataFrame({"practice_id": ["A", "A", "B"], "team_id": ["A1", "A2", "B1"]})
 
@@ -83,6 +92,31 @@ def test_patient_level_defaults_by_role():
     assert scope("clinician", "A1").patient_level and scope("team_leader", "A1").patient_level
     assert not scope("executive").patient_level and not scope("admin").patient_level
     assert scope("executive", patient_level=True).patient_level
+
+
+@pytest.mark.parametrize("role", ["clinician", "team_leader", "executive", "admin"])
+def test_actions_follow_the_rules_file(role):
+    assert can_act(scope(role, "A1"), "override_subgroup") == (role == "team_leader")
+    assert can_act(scope(role, "A1"), "rebuild_derive") == (role == "admin")
+
+
+def _rules_with(tmp_path, old: str, new: str):
+    text = ACCESS_PATH.read_text()
+    assert old in text
+    path = tmp_path / f"access_{len(list(tmp_path.iterdir()))}.toml"  # a new file each time (the rules are cached by path)
+    path.write_text(text.replace(old, new))
+    return load_access_rules(path)
+
+
+def test_an_action_granted_in_the_file_is_granted_and_a_bad_one_is_refused(tmp_path):
+    granted = _rules_with(tmp_path, '[actions.override_subgroup]\nroles = ["team_leader"]',
+                          '[actions.override_subgroup]\nroles = ["team_leader", "clinician"]')  # fmt: skip
+    assert can_act(scope("clinician", "A1"), "override_subgroup", granted)
+    assert not can_act(scope("executive"), "override_subgroup", granted)
+    with pytest.raises(AccessRulesError, match="override_subgroup"):
+        _rules_with(tmp_path, 'roles = ["team_leader"]\n\n[actions.rebuild', 'roles = ["superuser"]\n\n[actions.rebuild')
+    with pytest.raises(AccessRulesError, match="exactly"):
+        _rules_with(tmp_path, "[actions.rebuild_derive]", "[actions.rebuild_everything]")
 
 
 def test_unknown_role_is_rejected():
