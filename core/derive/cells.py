@@ -43,6 +43,7 @@ from core.derive.measures import (
 from core.store import models
 from core.store.db import copy_rows
 from core.store.months import from_index, month_index, year_and_month
+from core.store.queries import on_distinct
 
 # The equity dimensions the cells are cut by (computed in patient_month_dimensions); their
 # labels, order and bands are data: core/config/strata.toml.
@@ -199,16 +200,9 @@ def _as_month_index(values) -> np.ndarray:
 
 
 def _factorized_map(column: pd.Series, convert) -> np.ndarray:
-    """``convert`` applied to the distinct values only (fast on tens of millions of repeated ids/months).
-
-    ``convert`` takes a Series of distinct values and returns numbers; missing values give NaN.
-    """
-    codes, uniques = pd.factorize(column)
-    mapped = np.asarray(convert(pd.Series(np.asarray(uniques))), dtype="float64")
-    out = np.full(len(codes), np.nan)
-    valid = codes >= 0
-    out[valid] = mapped[codes[valid]]
-    return out
+    """``convert`` (a Series of distinct values -> numbers) applied to the distinct values only
+    (tens of millions of repeated ids and months); missing values give NaN."""
+    return on_distinct(column, lambda distinct: convert(pd.Series(distinct)), np.nan, "float64")
 
 
 # --- aggregation ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from sqlalchemy import Boolean, Engine, String, and_, cast, false, or_, select
 from core.config import config_path, load_toml
 from core.store import models
 from core.store.months import add_months, from_index, month_index, year_and_month
+from core.store.queries import on_distinct
 
 MEASURES_PATH = config_path("measures.toml")
 KINDS = ("proportion", "rate_per_1000_member_years", "mean")
@@ -277,11 +278,9 @@ def procedure_keys(codes: pd.Series, systems: pd.Series, code_systems: dict[str,
 
 
 def _each_distinct(values: pd.Series, fn) -> pd.Series:
-    """``values.map(fn)`` with ``fn`` called once per distinct value (values without NaN): a few
-    hundred codes among 300,000 procedures of a block of 25,000 patients."""
-    positions, distinct = pd.factorize(values)
-    mapped = np.array([fn(v) for v in distinct], dtype=object)
-    return pd.Series(mapped[positions] if len(distinct) else np.array([], dtype=object), index=values.index, dtype=values.dtype)
+    """``values.map(fn)`` with ``fn`` called once per distinct value (a missing value stays missing):
+    a few hundred codes among 300,000 procedures of a block of 25,000 patients."""
+    return pd.Series(on_distinct(values, lambda distinct: [fn(v) for v in distinct]), index=values.index, dtype=values.dtype)
 
 
 def _prepare_procedures(proc: pd.DataFrame | None, code_systems: dict[str, str]) -> pd.DataFrame:

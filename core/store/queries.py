@@ -85,6 +85,19 @@ def read_frame(engine: Engine, statement) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
+def on_distinct(values: pd.Series, convert, missing=None, dtype=object) -> np.ndarray:
+    """``convert`` applied to the distinct values of ``values`` only, spread back to every row:
+    ``convert`` takes an array of the distinct non-missing values and returns one result each (in
+    ``dtype``); a missing value gives ``missing``. For columns of few values repeated many times
+    (ids and months over millions of rows, a few hundred codes, a driver's date strings)."""
+    codes, uniques = pd.factorize(values)
+    results = np.empty(len(uniques) + 1, dtype=dtype)
+    if len(uniques):
+        results[:-1] = convert(np.asarray(uniques))
+    results[-1] = missing
+    return results[codes]  # code -1 (missing): the last
+
+
 def read_sql_frame(engine: Engine, statement) -> pd.DataFrame:
     """``pandas.read_sql(statement)``'s frame (the same columns, dtypes and values), on SQLite built
     from the driver's tuples: SQLAlchemy's processing of a boolean or date column (the only ones that have
@@ -104,9 +117,8 @@ def read_sql_frame(engine: Engine, statement) -> pd.DataFrame:
     for name, process, sql_type in zip(frame.columns, processors, types, strict=True):
         if process is None or not len(frame):
             continue
-        codes, uniques = pd.factorize(frame[name])
-        values = np.array([*(process(u) for u in uniques.tolist()), None], dtype=object)[codes]  # code -1: None
-        frame[name] = values.astype(bool) if isinstance(sql_type, Boolean) and codes.min() >= 0 else values
+        values = on_distinct(frame[name], lambda distinct, process=process: [process(v) for v in distinct.tolist()])
+        frame[name] = values.astype(bool) if isinstance(sql_type, Boolean) and not frame[name].isna().any() else values
     return frame
 
 

@@ -1,10 +1,12 @@
 """``read_sql_frame`` (core.store.queries) gives ``pandas.read_sql``'s frame, column by column and
 dtype by dtype: booleans (with and without a missing one), dates, integers with a missing value,
-a column without any value, no row at all; a type it does not process itself goes to read_sql."""
+a column without any value, no row at all; a type it does not process itself goes to read_sql.
+And ``on_distinct``, the helper it shares with the derive: one call per distinct value."""
 
 from datetime import date, datetime
 from decimal import Decimal
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import (
@@ -24,7 +26,7 @@ from sqlalchemy import (
 )
 
 from core.store.db import make_engine
-from core.store.queries import read_sql_frame
+from core.store.queries import on_distinct, read_sql_frame
 
 META = MetaData()
 ROWS = Table(
@@ -71,3 +73,20 @@ def test_the_frame_is_pandas_read_sql_s(rows_engine, name):
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     for column in got.columns:  # the values themselves: Python bools and dates, None where missing
         assert [type(v) for v in got[column].tolist()] == [type(v) for v in want[column].tolist()], column
+
+
+def test_on_distinct_converts_each_distinct_value_once_and_keeps_rows_in_place():
+    seen = []
+
+    def upper(distinct):
+        seen.append(list(distinct))
+        return [v.upper() for v in distinct]
+
+    values = pd.Series(["b", "a", None, "b", "a", "c"], dtype="str")
+    out = on_distinct(values, upper, missing="?")
+    assert out.tolist() == ["B", "A", "?", "B", "A", "C"]
+    assert seen == [["b", "a", "c"]]  # one call, each value once
+    numbers = on_distinct(pd.Series([3, 3, None, 5]), lambda d: d * 10, np.nan, "float64")
+    np.testing.assert_array_equal(numbers, [30.0, 30.0, np.nan, 50.0])
+    assert on_distinct(pd.Series([None, None], dtype="str"), upper, missing="?").tolist() == ["?", "?"]
+    assert on_distinct(pd.Series([], dtype="str"), upper).tolist() == []
