@@ -55,6 +55,7 @@ import pandas as pd
 from sqlalchemy import Engine, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from core.store.db import refresh_statistics
 from core.store.models import (
     AppSetting,
     Attribution,
@@ -749,6 +750,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
                     conn.execute(delete(r).where(r.c.patient_id.in_(ids)))
                 insert_frame(conn, a, earlier[ASSIGNMENT_COLUMNS])
                 insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
+            refresh_statistics(conn, [a.name, r.name])  # PostgreSQL: the month's rows, before the cells read them
             parts["subgroups"] = time.perf_counter() - t0
             parts["subgroups_write"] = time.perf_counter() - t1
         summary["subgroups"] = {"rows": rows, "patients_every_month": len(again)}
@@ -775,6 +777,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
             conn.execute(delete(tma).where(tma.c.month >= start))
             stmt = select_team_month_activity(dialect, since=start)
             team_rows = conn.execute(tma.insert().from_select(TEAM_ACTIVITY_COLUMNS, stmt)).rowcount
+            refresh_statistics(conn, [pma.name, tma.name])  # PostgreSQL: before the pages' tables read them
         parts["activity"] = time.perf_counter() - t3
         if pages is not None:
             summary["page_aggregates"] = pages()
@@ -788,6 +791,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     with engine.begin() as conn:
         cell_rows = _replace_cells_from(conn, start, cells)
         reach_rows = _replace_metric_cells(conn, reach, forward, reach_cells)
+        refresh_statistics(conn, [Cell.__tablename__])  # PostgreSQL: the pages read the month's cells
     parts["write"] = time.perf_counter() - t5
     return {**summary, "activity": {"rows": int(activity), "team_rows": int(team_rows)},
             "cells": {"rows": cell_rows, "reach_rows": reach_rows}, "parts": {k: round(v, 2) for k, v in parts.items()}}  # fmt: skip

@@ -100,6 +100,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 
 from core.derive.subgroups.transitions import moves_frame
+from core.store.db import refresh_statistics
 from core.store.models import (
     AppSetting,
     Attribution,
@@ -703,6 +704,9 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
             conn.execute(insert(table).from_select(columns, stmt))
             out[name] = int(conn.execute(select(func.count()).select_from(table).where(table.c[month] >= start)).scalar_one())
             table_seconds[name] = round(time.perf_counter() - t1, 2)
+        # PostgreSQL: the months' rows in the planner's statistics, for the pages that read them
+        refresh_statistics(conn, [m.__tablename__ for m, *_ in parts.values()] + [SpecialistSpendPatientMonth.__tablename__,
+                                                                                 SpecialistSpendMonth.__tablename__])  # fmt: skip
         _mark_built(conn)
     return {**out, "from_month": start.isoformat(), "table_seconds": table_seconds, "seconds": round(time.perf_counter() - t0, 2)}
 

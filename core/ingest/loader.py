@@ -56,7 +56,7 @@ from core.access.demo import end_demo
 from core.derive.incremental import TOUCH_ALL, mark_touched
 from core.ingest.report import ImportReport
 from core.store import models
-from core.store.db import checkpoint_after_write, copy_rows
+from core.store.db import checkpoint_after_write, copy_rows, refresh_statistics
 from core.store.queries import DERIVE_PENDING_KEY, among, patient_hashes
 
 NETWORK_TABLES = ("practice", "team", "staff")  # a change re-derives everything (cost rates, teams)
@@ -881,6 +881,20 @@ class Load:
             report.import_id = import_id
         if self._raw_sqlite and report.import_id is not None:
             checkpoint_after_write(self._conn)  # the log's pages into the database file, on a thread when many
+        elif self._dialect == "postgresql" and report.import_id is not None:
+            self._analyze_loaded()
+
+    def _analyze_loaded(self) -> None:
+        """PostgreSQL, after the commit: fresh planner statistics of the tables that received rows
+        (:func:`core.store.db.refresh_statistics`), for the derive that reads them next. The import
+        is committed: a failure here is a warning (autovacuum analyses later), never an error."""
+        try:
+            with self._conn.begin():
+                refresh_statistics(self._conn, [name for name, rows in self.loaded.items() if rows])
+        except SQLAlchemyError as exc:
+            self.report.add_warning("store", None, None, "the import is saved, but the database's planner statistics were "
+                                    f"not refreshed ({str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}); "
+                                    "the next derive may be slow until PostgreSQL's autovacuum analyses the tables")  # fmt: skip
 
     def _touched_patients(self, wiped: bool) -> list[str]:
         """The patients this load touched, or ``[*]`` when the derive must redo everything:

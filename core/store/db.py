@@ -164,6 +164,23 @@ _checkpoints: list[threading.Thread] = []
 _checkpoints_lock = threading.Lock()
 
 
+def refresh_statistics(conn, tables) -> None:
+    """PostgreSQL: fresh planner statistics of ``tables`` (names), in the caller's transaction.
+
+    Autovacuum analyses a table once a tenth of it has changed, so after one month's import or
+    derive the month's rows are outside the stored histograms: the planner takes the month for a
+    handful of rows and picks plans made for a handful (100,000 patients, one new month: a cell
+    block's read of its attributions and subgroups 105 s against 0.1 s; the month's derive 304 s
+    against 149 s for the whole network's). ``ANALYZE`` samples 30,000 rows a table, about a
+    second for the largest tables of 100,000 or 1,000,000 patients. SQLite: nothing (its
+    statistics are averages per index, which a month does not move; the full derive analyses).
+    """
+    names = sorted(set(tables))
+    if conn.dialect.name == "postgresql" and names:
+        preparer = conn.dialect.identifier_preparer
+        conn.exec_driver_sql("ANALYZE " + ", ".join(preparer.quote(name) for name in names))
+
+
 def checkpoint_after_write(conn) -> threading.Thread | None:
     """Copy the pages an SQLite load committed to its write-ahead log into the database file (a
     ``PASSIVE`` checkpoint: it waits for no reader or writer), the job SQLite's automatic

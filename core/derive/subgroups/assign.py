@@ -40,6 +40,7 @@ from core.derive.subgroups.frames import (
 from core.derive.subgroups.inputs import compute_inputs, patient_months, row_scores
 from core.derive.subgroups.overrides import active_overrides, apply_overrides
 from core.derive.subgroups.rules import RuleSet, active_rules_path, load_rules
+from core.store.db import refresh_statistics
 from core.store.models import Attribution, ImportEffect, ImportPatient, ImportRun, Patient, RiskScore, SubgroupAssignment
 from core.store.months import as_month, month_floor, month_index, month_start_sql
 from core.store.queries import create_indexes, drop_secondary_indexes, patient_hashes
@@ -291,6 +292,7 @@ def assign_subgroups(
         moved = written.pop("_moved")
         if track:
             written["moved"] = _record_effect(conn, import_id, moved)
+        refresh_statistics(conn, [SubgroupAssignment.__tablename__, RiskScore.__tablename__])  # PostgreSQL: for the reads that follow
         t2 = time.perf_counter()
         transaction.commit()
         parts["write"] += time.perf_counter() - t2
