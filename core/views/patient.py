@@ -240,5 +240,6 @@ def _check_override_scope(engine: Engine, scope: Scope, patient_id: str) -> None
     """The user's role may override (access.toml [actions.override_subgroup]) and the patient is in their teams."""
     rules = load_access_rules()
     if not can_act(scope, "override_subgroup", rules) or not patient_in_scope(engine, patient_id, scope.team_ids):
-        who = " or ".join(rules.role_labels[r].lower() for r in rules.actions["override_subgroup"]) or "nobody"
-        raise PermissionError(f"only a {who} of the patient's team can override a subgroup")
+        who = " or ".join(rules.role_labels[r].lower() for r in rules.actions["override_subgroup"])
+        raise PermissionError(f"only a {who} of the patient's team can override a subgroup" if who else
+                              "no role may override a subgroup (access.toml [actions.override_subgroup] lists none)")

@@ -119,6 +119,15 @@ def test_an_action_granted_in_the_file_is_granted_and_a_bad_one_is_refused(tmp_p
         _rules_with(tmp_path, "[actions.rebuild_derive]", "[actions.rebuild_everything]")
 
 
+def test_an_override_no_role_may_take_says_so(tmp_path, monkeypatch):
+    import core.views.patient as patient_views
+
+    nobody = _rules_with(tmp_path, '[actions.override_subgroup]\nroles = ["team_leader"]', '[actions.override_subgroup]\nroles = []')
+    monkeypatch.setattr(patient_views, "load_access_rules", lambda path=None: nobody)
+    with pytest.raises(PermissionError, match="no role may override a subgroup"):
+        patient_views._check_override_scope(None, scope("team_leader", "A1"), "P1")  # refused before any read
+
+
 def test_unknown_role_is_rejected():
     with pytest.raises(ValueError):
         scope("superuser")
