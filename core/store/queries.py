@@ -11,7 +11,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Boolean, Date, Engine, func, or_, select
+from sqlalchemy import ARRAY, Boolean, Date, Engine, any_, bindparam, func, or_, select
 from sqlmodel import Session
 
 from core.store.models import (
@@ -41,10 +41,14 @@ from core.store.months import add_months, month_end, month_start_sql
 
 
 def among(column, values: list[str], dialect: str):
-    """``column IN values`` for a long list. On SQLite one bound parameter, a JSON array that
-    ``json_each`` reads (the index of ``column`` is searched once a value, as for a plain ``IN``):
-    SQLAlchemy's expanding ``IN`` renders a placeholder and a named parameter a value, 22 ms a
-    chunk of 10,000 (0.9 s of a month's import at 100,000 patients). Elsewhere a plain ``IN``."""
+    """``column IN values`` for a long list, as one bound parameter: SQLAlchemy's expanding ``IN``
+    renders a placeholder and a named parameter a value, 22 ms a chunk of 10,000 on SQLite (0.9 s
+    of a month's import at 100,000 patients). On SQLite a JSON array that ``json_each`` reads (the
+    index of ``column`` is searched once a value, as for a plain ``IN``); on PostgreSQL
+    ``column = ANY(array)`` (the 160,000 encounter ids of a month's import in chunks of 10,000:
+    0.25 s against 1.1 s); elsewhere a plain ``IN``."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     if dialect != "sqlite":
         return column.in_(values)
     return column.in_(select(func.json_each(json.dumps(list(values))).table_valued("value").c.value))
