@@ -69,7 +69,7 @@ def test_team_leader_overrides_and_lifts_a_subgroup(tiny_db):  # noqa: F811
     assert len(search_events(tiny_db, action="override")) == 2
 
 
-def test_who_may_override_is_the_rules_files_say(tiny_db, monkeypatch, tmp_path):  # noqa: F811
+def test_who_may_override_is_what_the_rules_file_says(tiny_db, monkeypatch, tmp_path):  # noqa: F811
     import core.access.policy as policy
     import core.views.patient as patient_views
 
