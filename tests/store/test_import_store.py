@@ -160,3 +160,17 @@ def test_loader_counts_new_rows(store_engine, rows):
     frames = {"practice": pd.DataFrame({"practice_id": [f"PR{i}" for i in range(rows)], "name": ["x"] * rows})}
     report = load_tables(store_engine, frames, ImportReport("frames", "test"))
     assert report.ok and report.loaded == {"practice": rows} and report.new_rows == {"practice": rows}
+
+
+def test_new_rows_are_the_inserted_ones_not_the_changed_or_sent_again(store_engine):
+    """On PostgreSQL the upsert counts its own inserts (``RETURNING``), on SQLite the table is counted."""
+    stored = pd.DataFrame({"practice_id": ["PR0", "PR1", "PR2"], "name": ["a", "b", "c"]})
+    assert load_tables(store_engine, {"practice": stored}, ImportReport("frames", "test")).ok
+    batch = pd.DataFrame({"practice_id": ["PR0", "PR1", "PR3", "PR4"], "name": ["a", "renamed", "d", "e"]})
+
+    report = load_tables(store_engine, {"practice": batch}, ImportReport("frames", "test"))
+
+    assert report.ok and report.loaded == {"practice": 4} and report.new_rows == {"practice": 2}
+    with store_engine.connect() as conn:
+        assert dict(conn.exec_driver_sql("SELECT practice_id, name FROM practice").all()) == {
+            "PR0": "a", "PR1": "renamed", "PR2": "c", "PR3": "d", "PR4": "e"}

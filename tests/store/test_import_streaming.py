@@ -6,17 +6,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import inspect
 
-from core.ingest import loader
 from core.ingest.csv_bundle import import_bundle
 from core.ingest.loader import load_tables
 from core.ingest.report import ImportReport
 from tests.unit.test_csv_bundle_streaming import TINY, many_encounters
 from tests.unit.test_csv_import import table_contents, table_counts, write_bundle
-
-
-@pytest.fixture(autouse=True)
-def copy_every_batch(monkeypatch):
-    monkeypatch.setattr(loader, "COPY_ROWS", 1)  # PostgreSQL: exercise COPY + upsert per batch
 
 
 def test_tiny_batches_load_and_reimport_changes_nothing(store_engine, tmp_path):
