@@ -332,3 +332,23 @@ def test_an_override_reads_the_patients_rows_only(sample_db_url, tmp_path):
         engine.dispose()
     assert planned > 50  # the override's statements were seen
     assert not problems, "\n".join(problems)
+
+
+def test_clearing_the_touched_forgets_those_derived_and_keeps_the_mark_while_others_wait(store_engine):
+    """Patients touched since the derive started stay for the next one, and so does the month mark."""
+    from core.derive.incremental import FROM_MONTH_KEY, clear_touched, from_month_mark, mark_touched
+    from core.store.db import create_schema
+
+    create_schema(store_engine)
+    derived = [f"P{i:06d}" for i in range(120_000)]  # more than one chunk
+    with store_engine.begin() as conn:
+        mark_touched(conn, [*derived, "LATE1", "LATE2"], "1", date(2026, 3, 14))
+
+    clear_touched(store_engine, derived)
+    assert touched_patients(store_engine) == ["LATE1", "LATE2"]
+    assert from_month_mark(store_engine) == date(2026, 3, 1)
+
+    clear_touched(store_engine, ["LATE1", "LATE2", "NEVER"])
+    assert touched_patients(store_engine) == [] and from_month_mark(store_engine) is None
+    with store_engine.connect() as conn:
+        assert conn.exec_driver_sql(f"SELECT count(*) FROM app_setting WHERE key = '{FROM_MONTH_KEY}'").scalar_one() == 0
