@@ -103,19 +103,22 @@ def on_distinct(values: pd.Series, convert, missing=None, dtype=object) -> np.nd
 
 
 def read_sql_frame(engine: Engine, statement) -> pd.DataFrame:
-    """``pandas.read_sql(statement)``'s frame (the same columns, dtypes and values), on SQLite built
-    from the driver's tuples: SQLAlchemy's processing of a boolean or date column (the only ones that have
-    any on these selects; with another, this is ``read_sql``) runs once per distinct value instead
-    of once per row. A 25,000-patient block of the 1,000,000-patient network: its 963,053
-    encounters with their costing columns in 2.6 s against 3.9 s."""
+    """``pandas.read_sql(statement)``'s frame (the same columns, dtypes and values), built from the
+    driver's tuples: SQLAlchemy's processing of a boolean or date column (the only ones that have
+    any on these selects, on SQLite; psycopg gives them typed and needs none) runs once per
+    distinct value instead of once per row, and pandas gets plain tuples instead of result rows.
+    With any other processing this is ``read_sql``. A 25,000-patient block of the 1,000,000-patient
+    network: its 963,053 encounters with their costing columns in 2.6 s against 3.9 s on SQLite;
+    on PostgreSQL a quarter of the 100,000-patient network's (977,904) in 2.2 s against 6.7 s."""
     types = [column.type for column in statement.selected_columns]
     with engine.connect() as conn:
-        if conn.dialect.name != "sqlite":  # (psycopg gives dates and booleans as they are; its processing depends on the cursor)
-            return pd.read_sql(statement, conn)
-        processors = [t.dialect_impl(conn.dialect).result_processor(conn.dialect, None) for t in types]
-        if any(p is not None and not isinstance(t, Boolean | Date) for p, t in zip(processors, types, strict=True)):
-            return pd.read_sql(statement, conn)
         result = conn.execute(statement)
+        # a type's processing can depend on the column's type in the result (psycopg: a float's)
+        codes = [column[1] for column in result.cursor.description]
+        processors = [t.dialect_impl(conn.dialect).result_processor(conn.dialect, code) for t, code in zip(types, codes, strict=True)]
+        if any(p is not None and not isinstance(t, Boolean | Date) for p, t in zip(processors, types, strict=True)):
+            result.close()
+            return pd.read_sql(statement, conn)
         frame = pd.DataFrame.from_records(result.cursor.fetchall(), columns=list(result.keys()), coerce_float=True)
         result.close()
     for name, process, sql_type in zip(frame.columns, processors, types, strict=True):

@@ -1,4 +1,4 @@
-"""``read_sql_frame`` (core.store.queries) gives ``pandas.read_sql``'s frame, column by column and
+"""``read_sql_frame`` (core.store.queries) gives ``pandas.read_sql``'s frame on SQLite and PostgreSQL, column by column and
 dtype by dtype: booleans (with and without a missing one), dates, integers with a missing value,
 a column without any value, no row at all; a type it does not process itself goes to read_sql.
 And ``on_distinct``, the helper it shares with the derive: one call per distinct value."""
@@ -27,6 +27,7 @@ from sqlalchemy import (
 
 from core.store.db import make_engine
 from core.store.queries import on_distinct, read_sql_frame
+from tests.conftest import _drop_database, _postgres_engine
 
 META = MetaData()
 ROWS = Table(
@@ -38,9 +39,13 @@ ROWS = Table(
 t = ROWS.c
 
 
-@pytest.fixture(params=["memory", "file"])
+@pytest.fixture(params=["memory", "file", "postgresql"])
 def rows_engine(request, tmp_path):
-    engine = make_engine("sqlite://" if request.param == "memory" else f"sqlite:///{tmp_path / 'rows.db'}")
+    if request.param == "postgresql":  # a database of its own on the server at TEST_DATABASE_URL
+        admin, name, engine = _postgres_engine()
+        request.addfinalizer(lambda: (_drop_database(admin, name), admin.dispose()))
+    else:
+        engine = make_engine("sqlite://" if request.param == "memory" else f"sqlite:///{tmp_path / 'rows.db'}")
     META.create_all(engine)
     rows = [{"id": i, "name": None if i < 20 else f"name {i}", "n": None if i % 7 == 0 else i, "x": i / 3,
              "flag": i % 2 == 0, "nullable_flag": None if i % 5 == 0 else i % 3 == 0,
