@@ -167,15 +167,12 @@ def _arrow_batch(part: pd.DataFrame, table: Table, names: list[str], defaults: d
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def _python_columns(batch: pa.Table, raw_sqlite: bool) -> list[list]:
-    """Per-column lists of Python values for the DB-API driver (None for missing).
-
-    ``raw_sqlite``: values go straight to the sqlite3 driver, so dates are ISO strings (exactly how
-    SQLAlchemy's SQLite ``Date`` type stores them; booleans are ints to sqlite3 already).
-    """
+def _python_columns(batch: pa.Table) -> list[list]:
+    """Per-column lists of Python values for the sqlite3 driver (None for missing): dates are ISO
+    strings (exactly how SQLAlchemy's SQLite ``Date`` type stores them; booleans are ints to sqlite3 already)."""
     columns = []
     for values in batch.columns:
-        if raw_sqlite and pa.types.is_date32(values.type):
+        if pa.types.is_date32(values.type):
             values = values.cast(pa.large_string())
         columns.append(values.to_pylist())
     return columns
@@ -225,25 +222,19 @@ def _has_rows(conn, table: Table) -> bool:
     return conn.execute(select(true()).select_from(table).limit(1)).first() is not None
 
 
-def _execute_batches(conn, statement, frame: pd.DataFrame, table: Table, names: list[str], defaults: dict[str, object],
-                     raw_sqlite: bool) -> None:
-    """Convert and run the upsert with ``executemany`` in batches of :data:`BATCH_ROWS` (bounded memory).
+def _execute_batches(conn, statement, frame: pd.DataFrame, table: Table, names: list[str], defaults: dict[str, object]) -> None:
+    """SQLite: run the upsert with ``executemany`` in batches of :data:`BATCH_ROWS` (bounded memory).
 
-    On SQLite the statement is compiled once by SQLAlchemy and its bound parameters are passed
-    as tuples, made column by column from Arrow, straight to the driver (a third of the per-row
-    cost of Core dicts).
+    The statement is compiled once by SQLAlchemy and its bound parameters are passed as tuples,
+    made column by column from Arrow, straight to the driver (a third of the per-row cost of Core dicts).
     """
-    if raw_sqlite:
-        compiled = statement.compile(dialect=conn.dialect, column_keys=names)
-        order = [names.index(key) for key in compiled.positiontup]
-        sql = str(compiled)
-        cursor = conn.connection.driver_connection.cursor()
+    compiled = statement.compile(dialect=conn.dialect, column_keys=names)
+    order = [names.index(key) for key in compiled.positiontup]
+    sql = str(compiled)
+    cursor = conn.connection.driver_connection.cursor()
     for start in range(0, len(frame), BATCH_ROWS):
-        columns = _python_columns(_arrow_batch(frame.iloc[start : start + BATCH_ROWS], table, names, defaults), raw_sqlite)
-        if raw_sqlite:
-            cursor.executemany(sql, zip(*(columns[i] for i in order), strict=True))
-        else:
-            conn.execute(statement, [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)])
+        columns = _python_columns(_arrow_batch(frame.iloc[start : start + BATCH_ROWS], table, names, defaults))
+        cursor.executemany(sql, zip(*(columns[i] for i in order), strict=True))
 
 
 def _copy_csv(conn, table_name: str, names: list[str], frame: pd.DataFrame, table: Table, defaults: dict[str, object]) -> None:
@@ -686,7 +677,7 @@ class Load:
             self._inserted += _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults)
         else:
             statement = _upsert(table, self._dialect, self._update)
-            _execute_batches(self._conn, statement, frame, table, self._names, self._defaults, self._raw_sqlite)
+            _execute_batches(self._conn, statement, frame, table, self._names, self._defaults)
 
     def _start_direct(self, table: Table) -> None:
         """PostgreSQL, first load of an empty table: its secondary indexes and its foreign keys are
