@@ -123,3 +123,45 @@ def test_a_block_reads_the_encounters_by_patient_not_by_date(tmp_path):
         f"E{i}-{j}" for i in range(10) for j in range(i % 4) if 2 + j in (3, 4))
     assert set(inputs.attribution["patient_id"]) == {f"X{i:02d}" for i in range(10)}
     engine.dispose()
+
+
+def test_the_full_derive_writes_activity_and_pages_while_the_workers_build_the_cells(sample_store, monkeypatch):
+    """``build_cells(meanwhile=...)``: the blocks are handed to the workers before this process
+    writes the activity and the pages' tables, their results are taken after, and the store ends
+    as when the three run one after the other (on SQLite the workers read while it writes)."""
+    from core.derive import cells as cells_module
+    from core.derive.activity import build_patient_month_activity
+    from core.derive.page_aggregates import build_page_aggregates
+    from tests.checksum import table_checksums
+
+    build_cells(sample_store, block_patients=200, workers=2)
+    build_patient_month_activity(sample_store)
+    build_page_aggregates(sample_store)
+    one_after_the_other = table_checksums(sample_store, skip=("app_setting",))  # the pages' tables' build time
+
+    events = []
+    handed = cells_module.map_blocks
+
+    def recording(*args, **kwargs):
+        results = handed(*args, **kwargs)
+        events.append(("handed", args[1] is not None))  # with a pool, every block is submitted now
+
+        def taken():
+            for result in results:
+                events.append(("result", None))
+                yield result
+
+        return taken()
+
+    def meanwhile():
+        events.append(("meanwhile", None))
+        build_patient_month_activity(sample_store)
+        build_page_aggregates(sample_store)
+
+    monkeypatch.setattr(cells_module, "map_blocks", recording)
+    summary = build_cells(sample_store, block_patients=200, workers=2, meanwhile=meanwhile)
+
+    assert summary["blocks"] == 3 and "meanwhile" in summary["seconds"]
+    assert events[:2] == [("handed", True), ("meanwhile", None)]  # on workers, and before any result is taken
+    assert events[2:] == [("result", None)] * 3
+    assert table_checksums(sample_store, skip=("app_setting",)) == one_after_the_other
