@@ -163,50 +163,33 @@ def step_assign(args: dict) -> dict:
     return {"rows": int(summary["rows"]), "parts": summary.get("parts", {})}
 
 
-def _activity_and_pages(engine) -> dict:
+def step_activity(args: dict) -> dict:
     from core.derive.activity import build_patient_month_activity
     from core.derive.page_aggregates import build_page_aggregates
-
-    t0 = time.perf_counter()
-    summary = build_patient_month_activity(engine)
-    pages = build_page_aggregates(engine)  # the derive builds them with the activity
-    return {"rows": int(summary["rows"]), "team_rows": int(summary["team_rows"]), "page_aggregates": pages,
-            "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def step_activity(args: dict) -> dict:
     from core.store.db import create_schema, make_engine
 
     engine = make_engine(args["database_url"])
     create_schema(engine)  # a store made by an earlier version gets the current tables
-    return _activity_and_pages(engine)
+    summary = build_patient_month_activity(engine)
+    pages = build_page_aggregates(engine)  # the derive builds them with the activity
+    return {"rows": int(summary["rows"]), "team_rows": int(summary["team_rows"]), "page_aggregates": pages}
 
 
 def step_cells(args: dict) -> dict:
-    """The cells; with ``activity_beside`` also the activity and pages' tables while the workers
-    build them, as the full derive does (:func:`core.derive.pipeline.derive_all`)."""
     from core.cli.bench_engines import use_engine
     from core.derive.cells import build_cells
     from core.derive.incremental import clear_touched, touched_patients
-    from core.store.db import create_schema, make_engine
+    from core.store.db import make_engine
     from core.store.queries import bump_data_version, derive_pending
 
     engine = make_engine(args["database_url"])
     use_engine(args.get("engine"))
-    out: dict = {}
-    meanwhile = None
-    if args.get("activity_beside"):
-        create_schema(engine)  # a store made by an earlier version gets the current tables
-
-        def meanwhile() -> None:
-            out["activity"] = _activity_and_pages(engine)
-
-    summary = build_cells(engine, meanwhile=meanwhile)
+    summary = build_cells(engine)
     # assign, activity and cells are the whole derive, timed step by step: the import's pending
     # mark and its touched patients are caught up with, as the pipeline's own derive would leave them
     bump_data_version(engine, derived=derive_pending(engine))
     clear_touched(engine, touched_patients(engine))
-    return {"rows": int(summary["rows"]), "blocks": summary["blocks"], "parts": summary["seconds"], **out}
+    return {"rows": int(summary["rows"]), "blocks": summary["blocks"], "parts": summary["seconds"]}
 
 
 DERIVED_TABLES = ("subgroup_assignment", "risk_score", "cell")
@@ -762,29 +745,22 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             report["steps"]["columnar"] = columnar
             progress("columnar: " + json.dumps(columnar, default=str))
     derive = [name for name in ("assign", "activity", "cells") if name in steps]
-    beside = {}  # the cells step's own args
-    if "activity" in derive and "cells" in derive:
-        # as the derive does: the activity and pages' tables are written while the workers build
-        # the cells, so the two are one step (timed as cells; the activity's own seconds inside)
-        derive.remove("activity")
-        report["steps"]["activity"] = {"beside": "cells"}
-        beside = {"activity_beside": True}
     if engines:
         report["engines"] = {}
         for engine in engines:
             runs = report["engines"][engine] = {}
             for name in derive:
                 progress(f"{name} on {engine}")
-                runs[name] = run_step(name, {**args, "engine": engine, **(beside if name == "cells" else {})})
+                runs[name] = run_step(name, {**args, "engine": engine})
                 progress(f"{name} on {engine}: " + json.dumps(runs[name], default=str))  # kept if a later step fails
             progress(f"checksum after {engine}")
             runs["checksum"] = run_step("checksum", args)["result"]
             progress(f"checksum after {engine}: " + json.dumps(runs["checksum"]))
         report["engines_identical"] = len({json.dumps(r["checksum"], sort_keys=True) for r in report["engines"].values()}) == 1
     for name in ("assign", "activity", "cells", "queries", "baseline", "pages", "clicks", "new_month", "override"):
-        if name in steps and not (engines and name in derive) and name not in report["steps"]:
+        if name in steps and not (engines and name in derive):
             progress(name)
-            report["steps"][name] = run_step(name, {**args, **(beside if name == "cells" else {})})
+            report["steps"][name] = run_step(name, args)
             progress(f"{name}: " + json.dumps(report["steps"][name], default=str))  # kept if a later step fails
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
@@ -803,9 +779,6 @@ def format_report(report: dict) -> str:
         if step.get("reused"):
             lines.append(f"{name:52s} {'reused':>9s}")
             continue
-        if step.get("beside"):
-            lines.append(f"{name:52s} {'in ' + step['beside']:>9s}  written while the workers build the {step['beside']}")
-            continue
         note = ""
         if name == "import":
             note = f"{step['result']['rows']:,} rows, {step['rows_per_s']:,} rows/s"
@@ -815,10 +788,6 @@ def format_report(report: dict) -> str:
             note = "see below"
         elif name in ("assign", "activity", "cells"):
             note = f"{step['result']['rows']:,} rows" + (f" {step['result']['parts']}" if step["result"].get("parts") else "")
-            if step["result"].get("activity"):
-                beside = step["result"]["activity"]
-                note += (f"; beside them the activity and pages' tables {beside['seconds']:.1f} s "
-                         f"(pages' tables {beside['page_aggregates']['seconds']:.1f} s)")  # fmt: skip
         lines.append(f"{name:52s} {step['seconds']:>9.1f} {step.get('cpu_s', float('nan')):>9.1f} {step['peak_rss_mb']:>9.0f}  {note}")
         if name == "import" and "columnar" in steps:
             c = steps["columnar"]
@@ -827,7 +796,7 @@ def format_report(report: dict) -> str:
             lines.append(f"{'  import (validate + load) / columnar':52s} {c['ratio']:>8.1f}x {c['cpu_ratio']:>8.1f}x"
                          "            target: within 3x (wall)")  # fmt: skip
         if name == "cells" and all(steps.get(d) and not steps[d].get("reused") for d in ("assign", "activity", "cells")):
-            derive = [steps[d] for d in ("assign", "activity", "cells") if not steps[d].get("beside")]
+            derive = [steps[d] for d in ("assign", "activity", "cells")]
             lines.append(f"{'  derive (assign + activity + cells)':52s} {sum(d['seconds'] for d in derive):>9.1f} "
                          f"{sum(d.get('cpu_s', 0.0) for d in derive):>9.1f} {max(d['peak_rss_mb'] for d in derive):>9.0f}")  # fmt: skip
     if report.get("engines"):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -574,19 +574,13 @@ def patient_cells(engine: Engine, months: list[date], patients: list[str], assig
 
 
 def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None, block_patients: int = BLOCK_PATIENTS,
-                workers: int | None = None, meanwhile: Callable[[], object] | None = None) -> dict:
+                workers: int | None = None) -> dict:
     """Rebuild every cell from the store. Returns a summary (rows, months, metrics, blocks, seconds per step).
 
     Patients are taken in blocks of ``block_patients`` (by id), so memory is bounded by the
     block, not by the network; the block cells are added up (:func:`add_cells`). With two or more
     blocks, ``workers`` Dask workers (default :func:`core.derive.blocks.worker_count`; a cluster's
     with ``$DERIVE_SCHEDULER``) build blocks side by side (the default catalogue only).
-
-    ``meanwhile``: work of this process that neither reads the cells nor writes what they read
-    (the full derive's activity and pages' tables), called once the blocks are handed to the
-    workers, so that it runs while they work (on SQLite only in WAL mode, where this process may
-    write while the workers read); without workers, before the blocks. The cells are written
-    after it returns (SQLite has one writer).
     """
     t0 = time.perf_counter()
     workers = worker_count() if workers is None else workers
@@ -597,13 +591,8 @@ def build_cells(engine: Engine, catalogue: MeasureCatalogue | None = None, block
     parts = {"load": 0.0, "flags": 0.0, "costs": 0.0, "aggregate": 0.0}
     cells = pd.DataFrame(columns=CELL_COLUMNS)
     # the cells of a block are small: every block is handed to the workers at once
-    with worker_pool(engine, workers if catalogue is None else 1, len(blocks), while_writing=meanwhile is not None) as pool:
-        results = map_blocks(engine, pool, block_cells, calls)
-        if meanwhile is not None:
-            t1 = time.perf_counter()
-            meanwhile()
-            parts["meanwhile"] = time.perf_counter() - t1
-        for block, seconds in results:
+    with worker_pool(engine, workers if catalogue is None else 1, len(blocks)) as pool:
+        for block, seconds in map_blocks(engine, pool, block_cells, calls):
             cells = add_cells(cells, block)
             for key, value in seconds.items():
                 parts[key] += value

@@ -31,9 +31,8 @@ def _no_progress(_fraction: float, _text: str) -> None:
 
 def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) -> dict:
     """Assign subgroups (with ``rules``, default the active rules), rebuild the patient- and
-    team-month activity (worklist, payments) and the pages' tables while the workers build the
-    additive cells (:func:`core.derive.cells.build_cells`), then mark the data version changed.
-    Returns a summary per step."""
+    team-month activity (worklist, payments), then build the additive cells and mark the data version
+    changed. Returns a summary per step."""
     from core.derive.activity import build_patient_month_activity
     from core.derive.cells import build_cells
     from core.derive.incremental import TOUCH_ALL, clear_touched, mark_touched, touched_patients
@@ -48,14 +47,11 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     progress(0.6, "Assigning subgroups")
     # after an import (the pending mark is its id): how many patients outside it changed subgroup
     summary["subgroups"] = assign_subgroups(engine, rules, import_id=int(pending) if pending.isdigit() else None)
-    progress(0.7, "Summing activity per patient and month, building the pages' tables and the scorecard cells")
-
-    def activity_and_pages() -> None:
-        summary["activity"] = build_patient_month_activity(engine)
-        summary["page_aggregates"] = build_page_aggregates(engine)  # e-consults, moves, costliest patients
-
-    # the cells read neither table: the workers build them while this process writes the tables
-    summary["cells"] = build_cells(engine, meanwhile=activity_and_pages)
+    progress(0.7, "Summing activity per patient and month")
+    summary["activity"] = build_patient_month_activity(engine)
+    summary["page_aggregates"] = build_page_aggregates(engine)  # e-consults, moves, costliest patients
+    progress(0.8, "Building scorecard cells")
+    summary["cells"] = build_cells(engine)
     summary["data_version"] = bump_data_version(engine, derived=pending)
     clear_touched(engine, touched)
     progress(1.0, "Done")

@@ -56,40 +56,6 @@ def test_report_gives_the_import_over_columnar_ratio_and_the_derive_apart():
     assert derive.split()[-3:] == ["30.0", "24.0", "100"]
 
 
-def test_activity_and_cells_are_one_step_as_in_the_derive(monkeypatch, tmp_path):
-    """The derive writes the activity and pages' tables while the workers build the cells; the
-    benchmark times them so (one step, on every engine too) and says so in the report."""
-    from core.cli import bench
-
-    ran = []
-
-    def fake_step(name, args):
-        ran.append((name, bool(args.get("activity_beside")), args.get("engine")))
-        result = {"rows": 3}
-        if name == "cells" and args.get("activity_beside"):
-            result["activity"] = {"rows": 5, "team_rows": 1, "seconds": 4.0, "page_aggregates": {"seconds": 3.0}}
-        return {"seconds": 10.0, "cpu_s": 8.0, "peak_rss_mb": 100.0, "load": [0.0, 0.0], "result": result}
-
-    monkeypatch.setattr(bench, "run_step", fake_step)
-    report = bench.run_bench(10, 2, "sqlite://", tmp_path, steps=("assign", "activity", "cells"))
-    assert ran == [("assign", False, None), ("cells", True, None)]
-    text = bench.format_report(report)
-    assert "written while the workers build the cells" in text
-    assert "beside them the activity and pages' tables 4.0 s (pages' tables 3.0 s)" in text
-    derive = next(line for line in text.splitlines() if "derive (assign + activity + cells)" in line)
-    assert derive.split()[-3:] == ["20.0", "16.0", "100"]
-
-    ran.clear()
-    monkeypatch.setattr(bench, "run_step", lambda name, args: {**fake_step(name, args), "result": {"rows": 3, "x": name}}
-                        if name != "checksum" else {"result": {"cell": "1:a"}})  # fmt: skip
-    report = bench.run_bench(10, 2, "sqlite://", tmp_path, steps=("activity", "cells"), engines=("dask", "inprocess"))
-    assert ran == [("cells", True, "dask"), ("cells", True, "inprocess")]
-    assert set(report["engines"]["dask"]) == {"cells", "checksum"}
-    ran.clear()
-    bench.run_bench(10, 2, "sqlite://", tmp_path, steps=("activity",))  # alone: the activity step of its own
-    assert ran == [("activity", False, None)]
-
-
 def test_each_step_result_is_said_as_it_ends_so_a_later_failure_keeps_it(monkeypatch, tmp_path):
     """A 1,000,000-patient run takes an hour: when its last step fails, the steps before must not be lost."""
     import json
