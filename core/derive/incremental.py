@@ -170,10 +170,10 @@ def derive_touched(engine: Engine, progress=None, rules=None, override: tuple[st
 def clear_touched(engine: Engine, touched: list[str]) -> None:
     """Forget the touched patients a derive has caught up with (those touched since stay), and the
     mark of the earliest month to re-derive once no touched patient is left."""
-    t = DeriveTouched.__table__
+    t, chunk = DeriveTouched.__table__, 100_000  # one bound list a chunk (a month at 100,000 patients: 0.9 -> 0.1 s)
     with engine.begin() as conn:
-        for start in range(0, len(touched), 100_000):  # one bound list a chunk (a month at 100,000 patients: 0.9 -> 0.1 s)
-            conn.execute(delete(t).where(among(t.c.patient_id, touched[start : start + 100_000], conn.dialect.name)))
+        for start in range(0, len(touched), chunk):
+            conn.execute(delete(t).where(among(t.c.patient_id, touched[start : start + chunk], conn.dialect.name)))
         if conn.execute(select(t.c.patient_id).limit(1)).first() is None:
             conn.execute(delete(AppSetting.__table__).where(AppSetting.__table__.c.key == FROM_MONTH_KEY))
 
