@@ -54,6 +54,7 @@ def test_each_new_local_worker_imports_the_derive_modules_before_the_first_block
         on_each = pool.client.run(_imported, DERIVE_MODULES)  # every worker, not one of them twice
         assert len(on_each) == 2 and all(on_each.values())
 
+
 @pytest.mark.parametrize("environ, expected", [({"DERIVE_WORKERS": "1"}, 1), ({"DERIVE_WORKERS": " 6 "}, 6)])
 def test_worker_count_follows_the_setting(environ, expected):
     assert worker_count(environ) == expected
