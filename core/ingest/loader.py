@@ -486,7 +486,7 @@ class Load:
         self.report = report
         self._started, self._started_at = started, started_at
         self._dialect = conn.dialect.name
-        self._raw_sqlite = self._dialect == "sqlite"
+        self._sqlite = self._dialect == "sqlite"
         self._by_table = _models_by_table()
         self._transaction = conn.begin()
         # the staged tables without a row when the load opened: their ends need not be waited for
@@ -586,7 +586,7 @@ class Load:
             # a table with rows before the load: its foreign keys are checked on the values the load writes
             self._written_keys[name] = (
                 {(fk.elements[0].parent.name, fk.elements[0].column.table.name, fk.elements[0].column.name): set() for fk in keys}
-                if self._raw_sqlite and self._had_rows and all(len(fk.elements) == 1 for fk in keys) else None
+                if self._sqlite and self._had_rows and all(len(fk.elements) == 1 for fk in keys) else None
             )  # fmt: skip
         self._tables.append(table)
 
@@ -607,7 +607,7 @@ class Load:
         # A bulk load into a (nearly) empty SQLite table is faster with its secondary indexes
         # built once afterwards; DDL is transactional in SQLite, so a rollback restores them too.
         # (A staged table's rows reach the store at its end, which decides then.)
-        drop_indexes = (self._raw_sqlite and not self._staged and not self._rebuild and bool(table.indexes)
+        drop_indexes = (self._sqlite and not self._staged and not self._rebuild and bool(table.indexes)
                         and self._rows + len(frame) >= max(REBUILD_INDEX_ROWS, self._before))  # fmt: skip
         if drop_indexes:
             self._rebuild = list(table.indexes)
@@ -827,7 +827,7 @@ class Load:
         (``before``: its count when started, or the count's future, done before this on the thread)."""
         before = before.result() if isinstance(before, Future) else before
         # (a table taking many rows for its size: its secondary indexes are built once, after the move)
-        rebuild = list(table.indexes) if self._raw_sqlite and staged and rows >= max(REBUILD_INDEX_ROWS, before) else []
+        rebuild = list(table.indexes) if self._sqlite and staged and rows >= max(REBUILD_INDEX_ROWS, before) else []
         for index in rebuild:
             index.drop(self._conn)
         if staged:
@@ -848,7 +848,7 @@ class Load:
             for value in lookup.result():
                 self._note_month(value)
         report = self.report
-        if self._raw_sqlite:
+        if self._sqlite:
             with self._database_errors("foreign keys"):
                 _check_sqlite_foreign_keys(self._conn, self._tables, self._written_keys)
         with self._database_errors("import_run"):
@@ -885,7 +885,7 @@ class Load:
                               [{"key": DERIVE_PENDING_KEY, "value": str(import_id), "updated_at": datetime.now(UTC)}])
             self._transaction.commit()
             report.import_id = import_id
-        if self._raw_sqlite and report.import_id is not None:
+        if self._sqlite and report.import_id is not None:
             checkpoint_after_write(self._conn)  # the log's pages into the database file, on a thread when many
         elif self._dialect == "postgresql" and report.import_id is not None:
             self._analyze_loaded()
@@ -959,9 +959,9 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
     """Open one all-or-nothing load on ``engine``; see :class:`Load`. Rolled back unless committed."""
     started = time.perf_counter()
     started_at = datetime.now(UTC) - timedelta(seconds=report.seconds)
-    raw_sqlite = engine.dialect.name == "sqlite"
+    on_sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
-        if raw_sqlite:
+        if on_sqlite:
             # Outside a transaction: foreign_keys is a no-op inside one (sqlite.org/pragma.html#pragma_foreign_keys).
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB page cache for this load
@@ -983,7 +983,7 @@ def open_load(engine: Engine, report: ImportReport) -> Iterator[Load]:
         finally:
             if stage is not None:
                 stage.close(conn)
-            if raw_sqlite:
+            if on_sqlite:
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                 conn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")  # SQLite's default, for the pool's next user
                 conn.commit()

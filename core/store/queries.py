@@ -109,8 +109,8 @@ def read_sql_frame(engine: Engine, statement) -> pd.DataFrame:
     distinct value instead of once per row, and pandas gets plain tuples instead of result rows.
     With any other processing the rows are SQLAlchemy's, as ``read_sql`` reads them. A
     25,000-patient block of the 1,000,000-patient network: its 963,053 encounters with their
-    costing columns in 2.6 s against 3.9 s on SQLite;
-    on PostgreSQL a quarter of the 100,000-patient network's (977,904) in 1.7-1.9 s against 2.8-3.8 s."""
+    costing columns in 2.6 s against 3.9 s on SQLite; on PostgreSQL a quarter of the
+    100,000-patient network's (977,904) in 1.7-1.9 s against 2.8-3.8 s."""
     types = [column.type for column in statement.selected_columns]
     with engine.connect() as conn:
         result = conn.execute(statement)
