@@ -252,13 +252,17 @@ def _copy_csv(conn, table_name: str, names: list[str], frame: pd.DataFrame, tabl
 
 
 def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], update: list[str],
-                 defaults: dict[str, object]) -> int:
+                 defaults: dict[str, object], keys_as_a_set: bool = False) -> int:
     """PostgreSQL: ``COPY`` the rows into a temporary table (:func:`_copy_csv`), then upsert them
     all with one ``INSERT ... SELECT ... ON CONFLICT``, which keeps the semantics of :func:`_upsert`.
 
     Returns how many rows were new. The upsert says it itself: a row it inserted has no ``xmax``
     (no transaction replaced it), a row it updated has its own; the count of the table before and
     after was a full scan of each table at any size (1.5 s of a month's import at 100,000 patients).
+
+    ``keys_as_a_set`` (:func:`_may_check_keys_as_a_set`): the upsert runs without PostgreSQL's
+    foreign-key trigger per row, and :func:`_check_keys_as_a_set` checks and locks the parents of
+    the batch's rows in one statement per key instead, with the same guarantee.
     """
     temp = Table(f"_load_{table.name}", MetaData(), *[Column(n, table.c[n].type) for n in names],
                  prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
@@ -266,9 +270,56 @@ def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], upda
     _copy_csv(conn, temp.name, names, frame, table, defaults)
     written = _upsert(table, "postgresql", update, source=temp).returning(
         literal_column("xmax = 0", Boolean).label("inserted")).cte("written")
-    inserted = conn.execute(select(func.count()).select_from(written).where(written.c.inserted)).scalar_one()
+    count = select(func.count()).select_from(written).where(written.c.inserted)
+    if keys_as_a_set and table.foreign_key_constraints:
+        role = conn.exec_driver_sql("SHOW session_replication_role").scalar_one()
+        # 'replica' for this statement only: no user triggers, no foreign-key trigger per row
+        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        inserted = conn.execute(count).scalar_one()
+        conn.execute(select(func.set_config("session_replication_role", role, True)))
+        _check_keys_as_a_set(conn, table, temp)
+    else:
+        inserted = conn.execute(count).scalar_one()
     temp.drop(conn)
     return inserted
+
+
+def _may_check_keys_as_a_set(conn) -> bool:
+    """PostgreSQL: whether the load's role may set ``session_replication_role`` (a superuser, or
+    from PostgreSQL 15 a role granted it: ``GRANT SET ON PARAMETER session_replication_role TO
+    ...``), which :func:`_copy_upsert` needs to check foreign keys as a set. Else each row's
+    trigger checks them, as before (slower, the same result)."""
+    superuser, version = conn.exec_driver_sql(
+        "SELECT current_setting('is_superuser') = 'on', current_setting('server_version_num')::int").one()
+    if superuser or version < 150000:
+        return bool(superuser)
+    return bool(conn.exec_driver_sql("SELECT has_parameter_privilege('session_replication_role', 'SET')").scalar_one())
+
+
+def _check_keys_as_a_set(conn, table: Table, batch: Table) -> None:
+    """What PostgreSQL's foreign-key trigger does for each row of ``batch`` (the rows just upserted
+    into ``table``), one statement per key: lock the parent rows they refer to (``FOR KEY SHARE``,
+    so that no other transaction deletes one or changes its key before this load commits) and
+    compare their number with the distinct values referred to; when some are missing, count the
+    rows that refer to them. At 100,000 patients a month's 86,765 attributions (four keys) took
+    4.8 s with a trigger per row and 1.9 s this way (BENCHMARKS.md). Rows the upsert left as they
+    were are checked too: they refer to parents that exist."""
+    quote = conn.dialect.identifier_preparer.quote
+    rows = quote(batch.name)
+    for fk in table.foreign_key_constraints:
+        (element,) = fk.elements  # every key of the store has one column
+        column, parent, key = quote(element.parent.name), quote(element.column.table.name), quote(element.column.name)
+        # (each CTE is read to its end by its count, so every parent row is locked)
+        unlocked = conn.exec_driver_sql(
+            f"WITH wanted AS (SELECT DISTINCT {column} AS value FROM {rows} WHERE {column} IS NOT NULL), "
+            f"locked AS (SELECT 1 FROM {parent} AS p WHERE p.{key} IN (SELECT value FROM wanted) FOR KEY SHARE OF p) "
+            f"SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM locked)").scalar_one()  # fmt: skip
+        if unlocked:
+            missing, example = conn.exec_driver_sql(
+                f"SELECT count(*), min(b.{column}) FROM {rows} AS b WHERE b.{column} IS NOT NULL "
+                f"AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = b.{column})").one()  # fmt: skip
+            raise _ForeignKeyViolation(f"{missing} {table.name} row(s) refer to rows that do not exist in "
+                                       f"{element.column.table.name} (for example {element.parent.name} {example!r})")  # fmt: skip
 
 
 FK_CHECK_VALUES = 1_000_000  # distinct values of a key kept to check a load's own rows (more: the whole table)
@@ -489,6 +540,8 @@ class Load:
         self._sqlite = self._dialect == "sqlite"
         self._by_table = _models_by_table()
         self._transaction = conn.begin()
+        # PostgreSQL: a table's upserts check their foreign keys as a set where the role may (_copy_upsert)
+        self._keys_as_a_set = self._dialect == "postgresql" and _may_check_keys_as_a_set(conn)
         # the staged tables without a row when the load opened: their ends need not be waited for
         self._empty_at_open = {name for name in (STAGED_TABLES if stage is not None else ())
                                if conn.execute(select(literal(1)).select_from(SQLModel.metadata.tables[name]).limit(1)).first() is None}  # fmt: skip
@@ -674,7 +727,8 @@ class Load:
         if self._direct:
             self._inserted += self._copy_direct(table, frame)
         elif self._dialect == "postgresql":
-            self._inserted += _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults)
+            self._inserted += _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults,
+                                           keys_as_a_set=self._keys_as_a_set)
         else:
             statement = _upsert(table, self._dialect, self._update)
             _execute_batches(self._conn, statement, frame, table, self._names, self._defaults)

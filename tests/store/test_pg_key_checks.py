@@ -1,0 +1,116 @@
+"""PostgreSQL: a load into tables that hold rows checks their foreign keys as a set (one statement
+per key, the parents locked) where its role may set ``session_replication_role``, and with
+PostgreSQL's trigger per row where it may not; both stop a bad row and keep the parents it
+refers to from being deleted until the load commits."""
+
+import uuid
+from datetime import date
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from core.ingest import import_path, loader
+from core.ingest.loader import load_tables, open_load
+from core.ingest.report import ImportReport
+from core.store.db import make_engine
+from tests.store.test_import_store import ENCOUNTER
+from tests.unit.test_csv_import import table_contents, table_counts, write_bundle
+
+pytestmark = pytest.mark.parametrize("store_engine", ["postgresql"], indirect=True)
+
+BAD_ENCOUNTER = {"encounter": pd.DataFrame({"encounter_id": ["E7", "E8"], "patient_id": ["P1", "P404"], **{k: v * 2 for k, v in ENCOUNTER.items()}})}
+
+
+@pytest.fixture
+def plain_role(store_engine):
+    """A new role that is not a superuser and may read and write every table, and an engine on the
+    test database for it."""
+    role = f"loader_{uuid.uuid4().hex[:8]}"
+    with store_engine.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'GRANT ALL ON SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
+        conn.commit()
+    engine = make_engine(store_engine.url.set(username=role, password=None).render_as_string(hide_password=False))
+    yield role, engine
+    engine.dispose()
+    with store_engine.connect() as conn:
+        conn.execute(text(f'DROP OWNED BY "{role}"'))  # its grants, here and on the parameter
+        conn.execute(text(f'DROP ROLE "{role}"'))
+        conn.commit()
+
+
+def test_a_superuser_load_checks_keys_as_a_set(store_engine, tmp_path):
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    before = table_contents(store_engine), table_counts(store_engine)
+    with store_engine.connect() as conn:
+        assert loader._may_check_keys_as_a_set(conn)
+
+    report = load_tables(store_engine, BAD_ENCOUNTER, ImportReport("frames", "test"))
+
+    assert not report.ok and report.import_id is None
+    assert report.errors[0].message.endswith("nothing was written: 1 encounter row(s) refer to rows that do not exist "
+                                             "in patient (for example patient_id 'P404')")  # fmt: skip
+    assert (table_contents(store_engine), table_counts(store_engine)) == before
+
+
+def test_a_role_without_the_setting_keeps_the_trigger_per_row(store_engine, plain_role, tmp_path):
+    role, engine = plain_role
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok  # (a first load drops keys: the owner's)
+    before = table_contents(store_engine), table_counts(store_engine)
+    with engine.connect() as conn:
+        assert not loader._may_check_keys_as_a_set(conn)
+
+    report = load_tables(engine, BAD_ENCOUNTER, ImportReport("frames", "test"))
+
+    assert not report.ok and "violates foreign key constraint" in report.errors[0].message  # PostgreSQL's own
+    assert "Key (patient_id)=(P404) is not present" in report.errors[0].message
+    assert (table_contents(store_engine), table_counts(store_engine)) == before
+    good = {"encounter": BAD_ENCOUNTER["encounter"].assign(patient_id=["P1", "P2"])}
+    assert load_tables(engine, good, ImportReport("frames", "test")).ok
+
+
+def test_a_role_granted_the_setting_checks_keys_as_a_set(store_engine, plain_role, tmp_path):
+    role, engine = plain_role
+    with store_engine.connect() as conn:
+        conn.execute(text(f'GRANT SET ON PARAMETER session_replication_role TO "{role}"'))
+        conn.commit()
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    with engine.connect() as conn:
+        assert loader._may_check_keys_as_a_set(conn)
+
+    report = load_tables(engine, BAD_ENCOUNTER, ImportReport("frames", "test"))
+
+    assert not report.ok and "1 encounter row(s) refer to rows that do not exist in patient" in report.errors[0].message
+    with store_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM encounter WHERE encounter_id IN ('E7', 'E8')")).scalar_one() == 0
+
+
+@pytest.mark.parametrize("as_a_set", [True, False], ids=["as a set", "trigger per row"])
+def test_the_parents_a_load_refers_to_stay_locked_until_it_commits(store_engine, tmp_path, monkeypatch, as_a_set):
+    """A patient with no rows yet, deleted by another transaction while a load writes its first
+    encounter: the delete waits for the load (here: gives up after its lock timeout)."""
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    patient = pd.DataFrame({"patient_id": ["P9"], "birth_date": [date(1990, 1, 1)], "sex": ["other"]})
+    assert load_tables(store_engine, {"patient": patient}, ImportReport("frames", "test")).ok
+    monkeypatch.setattr(loader, "_may_check_keys_as_a_set", lambda conn: as_a_set)
+    report = ImportReport("frames", "test")
+
+    with open_load(store_engine, report) as load:
+        load.start_table("encounter")
+        load.write(pd.DataFrame({"encounter_id": ["E9"], "patient_id": ["P9"], **ENCOUNTER}))
+        # (waits until the batch is written and checked) the role is back to its own for the rest of the load
+        assert load.conn.exec_driver_sql("SHOW session_replication_role").scalar_one() == "origin"
+        with store_engine.connect() as other:
+            other.execute(text("SET lock_timeout = '300ms'"))
+            with pytest.raises(Exception, match="lock timeout"):
+                other.execute(text("DELETE FROM patient WHERE patient_id = 'P9'"))
+            other.rollback()
+        load.commit()
+
+    assert report.ok, report.to_text()
+    with store_engine.connect() as conn:
+        assert conn.execute(text("SELECT patient_id FROM encounter WHERE encounter_id = 'E9'")).scalar_one() == "P9"
+        assert conn.execute(text("SELECT count(*) FROM patient WHERE patient_id = 'P9'")).scalar_one() == 1
