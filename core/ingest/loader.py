@@ -302,7 +302,7 @@ def _check_keys_as_a_set(conn, table: Table, batch: Table) -> None:
     so that no other transaction deletes one or changes its key before this load commits) and
     compare their number with the distinct values referred to; when some are missing, count the
     rows that refer to them. At 100,000 patients a month's 86,765 attributions (four keys) took
-    4.8 s with a trigger per row and 1.9 s this way (BENCHMARKS.md). Rows the upsert left as they
+    4.8 s with a trigger per row and about 2 s this way (BENCHMARKS.md). Rows the upsert left as they
     were are checked too: they refer to parents that exist."""
     quote = conn.dialect.identifier_preparer.quote
     rows = quote(batch.name)
