@@ -9,6 +9,7 @@ from datetime import date
 import pandas as pd
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from core.ingest import import_path, loader
 from core.ingest.loader import load_tables, open_load
@@ -105,7 +106,7 @@ def test_the_parents_a_load_refers_to_stay_locked_until_it_commits(store_engine,
         assert load.conn.exec_driver_sql("SHOW session_replication_role").scalar_one() == "origin"
         with store_engine.connect() as other:
             other.execute(text("SET lock_timeout = '300ms'"))
-            with pytest.raises(Exception, match="lock timeout"):
+            with pytest.raises(OperationalError, match="lock timeout"):
                 other.execute(text("DELETE FROM patient WHERE patient_id = 'P9'"))
             other.rollback()
         load.commit()
