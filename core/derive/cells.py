@@ -44,7 +44,6 @@ from core.store import models
 from core.store.db import copy_rows
 from core.store.months import from_index, month_index, year_and_month
 from core.store.queries import on_distinct
-from core.store.stage import table_stages
 
 # The equity dimensions the cells are cut by (computed in patient_month_dimensions); their
 # labels, order and bands are data: core/config/strata.toml.
@@ -432,28 +431,36 @@ def _roll_up(fine: pd.DataFrame, layout: _Layout, metric_names: np.ndarray) -> p
 
 
 def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
-    """Replace the cell table with ``cells`` in one transaction (on SQLite through a stage file,
-    :mod:`core.store.stage`; ``COPY`` on PostgreSQL).
+    """Replace the cell table with ``cells`` in one transaction (driver executemany in big batches
+    on SQLite, ``COPY`` on PostgreSQL).
 
     Rows go in primary-key order, and the secondary indexes are dropped and rebuilt inside the
     same transaction, which is several times faster than maintaining them row by row.
     """
     table = models.Cell.__table__
     cells = cells.sort_values(CELL_COLUMNS[:7], kind="stable")
-    with engine.connect() as conn, table_stages(conn, [table]) as stages:
-        stage = stages.get(table.name)  # SQLite: the rows into a stage file first, outside the transaction
-        if stage is not None:
-            stage.append(cells[CELL_COLUMNS])
-        with conn.begin():
-            conn.execute(delete(table))
-            for index in table.indexes:
-                index.drop(conn, checkfirst=True)  # a store made before an index was added lacks it
-            if stage is not None:
-                stage.insert_into(conn)
-            else:
-                _insert_cells(conn, table, cells)
-            for index in table.indexes:
-                index.create(conn)
+    columns = [cells[c].tolist() for c in CELL_COLUMNS]
+    with engine.begin() as conn:
+        conn.execute(delete(table))
+        for index in table.indexes:
+            index.drop(conn, checkfirst=True)  # a store made before an index was added lacks it
+        dialect = conn.dialect.name
+        if dialect == "sqlite":
+            # Compiled once, tuples straight to the driver (SQLite stores a Date as ISO text).
+            month = CELL_COLUMNS.index("month")
+            columns[month] = [d.isoformat() for d in columns[month]]
+            compiled = insert(table).compile(dialect=conn.dialect, column_keys=CELL_COLUMNS)
+            rows = zip(*(columns[CELL_COLUMNS.index(key)] for key in compiled.positiontup))
+            while batch := list(itertools.islice(rows, INSERT_BATCH)):
+                conn.exec_driver_sql(str(compiled), batch)
+        elif dialect == "postgresql":
+            copy_rows(conn, table.name, CELL_COLUMNS, zip(*columns))
+        else:
+            rows = zip(*columns)
+            while batch := [dict(zip(CELL_COLUMNS, r)) for r in itertools.islice(rows, INSERT_BATCH)]:
+                conn.execute(insert(table), batch)
+        for index in table.indexes:
+            index.create(conn)
     # Fresh planner statistics of the whole store (cells are the last derived table). Without
     # them SQLite picks e.g. the attribution (team_id, month) index over the primary key for a
     # patient's scope check, 500 ms instead of 0.1 ms at 100,000 patients; the analysis limit
@@ -464,26 +471,6 @@ def write_cells(engine: Engine, cells: pd.DataFrame) -> int:
             conn.exec_driver_sql("PRAGMA analysis_limit=1000")
         conn.exec_driver_sql("ANALYZE")
     return len(cells)
-
-
-def _insert_cells(conn, table, cells: pd.DataFrame) -> None:
-    """Insert the cells without a stage file: ``COPY`` on PostgreSQL, else the driver's executemany."""
-    columns = [cells[c].tolist() for c in CELL_COLUMNS]
-    if conn.dialect.name == "postgresql":
-        copy_rows(conn, table.name, CELL_COLUMNS, zip(*columns))
-        return
-    if conn.dialect.name == "sqlite":
-        # Compiled once, tuples straight to the driver (SQLite stores a Date as ISO text).
-        month = CELL_COLUMNS.index("month")
-        columns[month] = [d.isoformat() for d in columns[month]]
-        compiled = insert(table).compile(dialect=conn.dialect, column_keys=CELL_COLUMNS)
-        rows = zip(*(columns[CELL_COLUMNS.index(key)] for key in compiled.positiontup))
-        while batch := list(itertools.islice(rows, INSERT_BATCH)):
-            conn.exec_driver_sql(str(compiled), batch)
-        return
-    rows = zip(*columns)
-    while batch := [dict(zip(CELL_COLUMNS, r)) for r in itertools.islice(rows, INSERT_BATCH)]:
-        conn.execute(insert(table), batch)
 
 
 def add_cells(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:

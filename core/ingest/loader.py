@@ -15,6 +15,7 @@ becomes an :class:`~core.ingest.report.ImportIssue`, so the store is exactly as 
 
 import json
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,7 +32,11 @@ from pydantic_core import PydanticUndefined
 from sqlalchemy import (
     Boolean,
     Column,
+    Date,
+    DateTime,
     Engine,
+    Float,
+    Integer,
     MetaData,
     Table,
     func,
@@ -54,7 +59,6 @@ from core.ingest.report import ImportReport
 from core.store import models
 from core.store.db import checkpoint_after_write, copy_rows, refresh_statistics
 from core.store.queries import DERIVE_PENDING_KEY, among, patient_hashes
-from core.store.stage import adbc_sqlite_connect, arrow_type, arrow_values, ingest, make_stage_file, open_stage_writer
 
 NETWORK_TABLES = ("practice", "team", "staff")  # a change re-derives everything (cost rates, teams)
 # The dates of a row of each patient table: the earliest month a row can change is that of its
@@ -97,16 +101,62 @@ def _defaults(model: type[SQLModel]) -> dict[str, object]:
     return out
 
 
+def _dates(series: pd.Series) -> pd.Series:
+    """A date column as datetime64 (accepts datetime64, ``date`` objects or ISO strings)."""
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        return series
+    return pd.to_datetime(series, errors="raise")
+
+
+def _arrow_type(column) -> pa.DataType:
+    sa_type = column.type
+    if isinstance(sa_type, DateTime):
+        return pa.timestamp("us", tz="UTC") if sa_type.timezone else pa.timestamp("us")
+    if isinstance(sa_type, Date):
+        return pa.date32()
+    if isinstance(sa_type, Boolean):
+        return pa.bool_()
+    if isinstance(sa_type, Float):
+        return pa.float64()
+    if isinstance(sa_type, Integer):
+        return pa.int64()
+    return pa.large_string()
+
+
+def _arrow_values(series: pd.Series, column) -> pa.Array:
+    """One frame column as an Arrow array of the table column's type (null for missing); no
+    Python object per value except where the frame already holds objects."""
+    kind = _arrow_type(column)
+    if pa.types.is_date32(kind):
+        values = _dates(series).to_numpy(dtype="datetime64[ns]")
+        return pa.array(values.astype("datetime64[D]"), type=pa.date32(), mask=np.isnat(values))
+    if pa.types.is_timestamp(kind):
+        return pa.array(pd.to_datetime(series, errors="raise", utc=kind.tz is not None), from_pandas=True).cast(kind)
+    if pa.types.is_boolean(kind):
+        try:
+            return pa.array(series, type=kind, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return pa.array([None if v is None or v is pd.NA else bool(v) for v in series.to_numpy(dtype=object)], type=kind)
+    if pa.types.is_float64(kind):
+        return pa.array(pd.to_numeric(series, errors="raise").astype("float64"), from_pandas=True)
+    if pa.types.is_int64(kind):
+        return pa.array(pd.to_numeric(series, errors="raise").astype("Int64"), type=kind, from_pandas=True)
+    try:
+        return pa.array(series, type=kind, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers or other objects in a text column: their text
+        return pa.array([None if v is None or pd.isna(v) else str(v) for v in series.to_numpy(dtype=object)], type=kind)
+
+
 def _arrow_batch(part: pd.DataFrame, table: Table, names: list[str], defaults: dict[str, object]) -> pa.Table:
     """The batch as an Arrow table of the columns ``names`` in the table's types, with model
     defaults for missing columns and for blanks in columns that may not be blank."""
     arrays = []
     for name in names:
         column = table.c[name]
-        kind = arrow_type(column)
-        fill = arrow_values(pd.Series([defaults[name]]), column)[0] if defaults.get(name) is not None else None
+        kind = _arrow_type(column)
+        fill = _arrow_values(pd.Series([defaults[name]]), column)[0] if defaults.get(name) is not None else None
         if name in part.columns:
-            values = arrow_values(part[name], column)
+            values = _arrow_values(part[name], column)
             if fill is not None and not column.nullable and values.null_count:
                 values = pc.fill_null(values, fill)
         elif fill is not None:
@@ -341,8 +391,12 @@ _DRIVER_ERRORS = _driver_errors()
 
 
 def _adbc_sqlite_connect():
-    """ADBC's SQLite ``connect``, or None when it is not installed (tests replace it here)."""
-    return adbc_sqlite_connect()
+    """ADBC's SQLite ``connect`` (package ``adbc-driver-sqlite``), or None when it is not installed."""
+    try:
+        from adbc_driver_sqlite.dbapi import connect
+    except ImportError:
+        return None
+    return connect
 
 
 class _Stage:
@@ -358,8 +412,6 @@ class _Stage:
     the transaction has read a file it keeps that read's view of it to the end. The files lie in
     the system's temporary folder (``$TMPDIR``; as big as the rows loaded, without indexes) and
     are deleted with the load. Without the ``adbc-driver-sqlite`` package the rows go row by row.
-    (The file, its ADBC writer and the ingest are :mod:`core.store.stage`'s, which the derive's
-    big writes use too.)
     Measured: the 100,000-patient bundle (12.4 M rows) in 47.5-49.5 s against 66.1 s, and with the
     tables' ends beside the reading (:class:`Load`) in 37.3-38.5 s (BENCHMARKS.md).
 
@@ -379,8 +431,12 @@ class _Stage:
         self._moved: set[str] = set()
         try:
             for i, name in enumerate(STAGED_TABLES):
+                table = SQLModel.metadata.tables[name]
                 path = f"{self._dir}/{name}.db"
-                make_stage_file(path, SQLModel.metadata.tables[name], conn.dialect)
+                columns = ", ".join(f'"{c.name}" {c.type.compile(dialect=conn.dialect)}' for c in table.columns)
+                with sqlite3.connect(path) as scratch:  # no keys or constraints: the store's are checked at the move
+                    scratch.execute(f'CREATE TABLE "{name}" ({columns})')
+                scratch.close()
                 conn.exec_driver_sql(f"ATTACH DATABASE ? AS stage_{i}", (path,))
                 self._attached.append(f"stage_{i}")
                 self.schemas[name] = f"stage_{i}"
@@ -397,8 +453,16 @@ class _Stage:
     def ingest(self, name: str, batch: pa.Table) -> None:
         """Append a batch (the table's columns, typed) to the table's stage file, in one transaction."""
         if name not in self._adbc:
-            self._adbc[name] = open_stage_writer(self._connect, f"{self._dir}/{name}.db")
-        ingest(self._adbc[name], name, batch)
+            self._adbc[name] = self._connect(f"{self._dir}/{name}.db", autocommit=True)
+            with self._adbc[name].cursor() as cursor:
+                for pragma in ("PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"):  # a scratch file
+                    cursor.execute(pragma)
+                    cursor.fetchall()
+        # (ADBC writes dates as ISO text, as SQLAlchemy does; it binds chunk by chunk: one chunk a column)
+        with self._adbc[name].cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.adbc_ingest(name, batch.combine_chunks(), mode="append")
+            cursor.execute("COMMIT")
 
     def seal(self, name: str) -> bool:
         """End the staging of table ``name`` (its file takes no more rows: a table started again

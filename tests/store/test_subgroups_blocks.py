@@ -114,16 +114,16 @@ def test_a_whole_run_builds_the_indexes_once_and_a_failed_one_keeps_them(store_e
     assert "indexes" in out["parts"] and names() >= wanted
     want = _stored(store_engine)
     assert assign_subgroups(store_engine, RULES, months=[MONTHS[-1]], workers=1)["parts"].get("indexes") is None  # a month: kept
-    real = assign._insert  # into the table, or its stage file (SQLite)
+    real = assign.insert_frame
     calls = []
 
-    def fail_on_the_second_block(conn, stages, table, frame):
+    def fail_on_the_second_block(conn, table, frame, *args, **kwargs):
         calls.append(table.name)
         if calls.count("subgroup_assignment") == 2:
             raise RuntimeError("disk full")
-        return real(conn, stages, table, frame)
+        return real(conn, table, frame, *args, **kwargs)
 
-    monkeypatch.setattr(assign, "_insert", fail_on_the_second_block)
+    monkeypatch.setattr(assign, "insert_frame", fail_on_the_second_block)
     with pytest.raises(RuntimeError, match="disk full"):
         assign_subgroups(store_engine, RULES, block_patients=2, workers=1)
     assert names() >= wanted

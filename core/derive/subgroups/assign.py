@@ -44,7 +44,6 @@ from core.store.db import refresh_statistics
 from core.store.models import Attribution, ImportEffect, ImportPatient, ImportRun, Patient, RiskScore, SubgroupAssignment
 from core.store.months import as_month, month_floor, month_index, month_start_sql
 from core.store.queries import create_indexes, drop_secondary_indexes, patient_hashes
-from core.store.stage import TableStage, table_stages
 
 EXAMPLES = 5
 THRESHOLDS_KEY = "subgroup_thresholds"  # app_setting: the month thresholds of the top-fraction rules, as last derived
@@ -264,10 +263,7 @@ def assign_subgroups(
     summary = {"rows": 0, "mix": {}, "overridden": 0, "months": 0, "blocks": len(blocks)}
     if not blocks:
         return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
-    a, r = SubgroupAssignment.__table__, RiskScore.__table__
-    # SQLite: the rows go through stage files (ADBC) and are moved in once, before the indexes
-    with worker_pool(engine, workers, len(blocks), while_writing=True) as pool, engine.connect() as conn, \
-            table_stages(conn, [a, r]) as stages, conn.begin() as transaction:  # fmt: skip
+    with worker_pool(engine, workers, len(blocks), while_writing=True) as pool, engine.connect() as conn, conn.begin() as transaction:
         t1 = time.perf_counter()
         track = import_id is not None and conn.execute(select(ImportEffect.import_id).where(ImportEffect.import_id == import_id)).first() is None
         stored: list | None = [] if track else None
@@ -288,7 +284,7 @@ def assign_subgroups(
             stored = _outside_imports(conn, stored)
         if whole and not early:
             indexes = drop_secondary_indexes(conn, SubgroupAssignment.__table__)
-        written, parts = _write_blocks(conn, pool, calls, rules, workers, stored, stages)
+        written, parts = _write_blocks(conn, pool, calls, rules, workers, stored)
         if indexes:
             t2 = time.perf_counter()
             create_indexes(conn, indexes)
@@ -383,15 +379,6 @@ def _outside_imports(conn, stored: list) -> list:
     return [fp[~np.isin(fp.index.to_numpy(dtype="uint64"), in_import)] if fp is not None else None for fp in stored]
 
 
-def _insert(conn, stages: dict[str, TableStage] | None, table, frame: pd.DataFrame) -> None:
-    """A frame's rows into ``table``: its stage file's when it has one, else the store's table."""
-    stage = (stages or {}).get(table.name)
-    if stage is None:
-        insert_frame(conn, table, frame)
-    else:
-        stage.append(frame)
-
-
 def _moved(result: pd.DataFrame, before: pd.Series) -> tuple[int, int, list[str]]:
     """Patients of a block with a stored fingerprint ``before`` (compared) and those whose
     subgroup changed (moved, with their ids in order)."""
@@ -418,14 +405,12 @@ def _record_effect(conn, import_id: int, moved: dict) -> dict:
 
 
 def _write_blocks(
-    conn, pool: BlockPool | None, calls: list[tuple], rules: RuleSet, workers: int, stored: list | None = None,
-    stages: dict[str, TableStage] | None = None,
+    conn, pool: BlockPool | None, calls: list[tuple], rules: RuleSet, workers: int, stored: list | None = None
 ) -> tuple[dict, dict]:
     """Second pass: each block's assignments with the active overrides applied, inserted with its
-    risk scores (``stages``, by table name: into those tables' stage files, moved into the store
-    after the last block); with ``stored`` (each block's fingerprints before), the patients moved.
-    Returns (rows, mix, overridden, thin_history and _moved) and the wall seconds spent waiting
-    for the blocks (second_pass) and writing them (write)."""
+    risk scores; with ``stored`` (each block's fingerprints before), the patients moved. Returns
+    (rows, mix, overridden, thin_history and _moved) and the wall seconds spent waiting for the
+    blocks (second_pass) and writing them (write)."""
     a, r = SubgroupAssignment.__table__, RiskScore.__table__
     overrides = active_overrides(conn)
     mix = pd.Series(0, index=list(rules.subgroup_ids), dtype="int64")
@@ -442,18 +427,14 @@ def _write_blocks(
             moved["moved"] += changed
             moved["examples"] = (moved["examples"] + examples)[:EXAMPLES]
         thin += int(result["thin_history"].sum())
-        _insert(conn, stages, r, risk[risk["score"].notna()].astype({"year": int}))
-        _insert(conn, stages, a, result[ASSIGNMENT_COLUMNS])
+        insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
+        insert_frame(conn, a, result[ASSIGNMENT_COLUMNS])
         mix = mix.add(result["subgroup"].value_counts(), fill_value=0)
         rows += len(result)
         overridden += int(result["overridden"].sum())
         parts["second_pass"] += t2 - t1
         t1 = time.perf_counter()
         parts["write"] += t1 - t2
-    t2 = time.perf_counter()
-    for stage in (stages or {}).values():
-        stage.insert_into(conn)
-    parts["write"] += time.perf_counter() - t2
     written = {"rows": rows, "mix": {s: int(mix.get(s, 0)) for s in rules.subgroup_ids}, "overridden": overridden,
                "thin_history": thin, "_moved": moved}  # fmt: skip
     return written, parts
