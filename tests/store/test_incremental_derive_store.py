@@ -25,6 +25,7 @@ from core.derive.subgroups.overrides import lift_override, set_override
 from core.ingest import import_path
 from core.store.db import make_engine
 from core.store.queries import COUNTED_TABLES, derive_pending, table_counts
+from tests.tables import table_frames
 
 DERIVED = ("subgroup_assignment", "risk_score", "patient_month_activity", "team_month_activity", "cell")
 LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
@@ -32,13 +33,7 @@ LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
 
 def derived_tables(engine) -> dict[str, pd.DataFrame]:
     """Every derived table, rows in key order."""
-    out = {}
-    with engine.connect() as conn:
-        for name in DERIVED:
-            table = SQLModel.metadata.tables[name]
-            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
-            out[name] = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in table.columns])
-    return out
+    return table_frames(engine, DERIVED)
 
 
 CELL_FLOATS = ["numerator", "denominator", "sum_sq"]

@@ -21,6 +21,7 @@ from core.store.models import SubgroupAssignment
 from core.store.queries import derive_pending
 from sample_data.split import split_bundle
 from tests.store.test_incremental_derive_store import assert_same_as_full_derive, derived_tables
+from tests.tables import table_frames
 
 NETWORK = dict(patients=400, months=13, seed=11, end_month=date(2026, 11, 1))
 
@@ -35,15 +36,7 @@ PAGE_TABLES = ("econsult_month", "specialist_spend_month", "specialist_spend_pat
 
 def page_tables(engine) -> dict[str, pd.DataFrame]:
     """The pages' monthly aggregates (core.derive.page_aggregates), rows in key order."""
-    from sqlmodel import SQLModel
-
-    out = {}
-    with engine.connect() as conn:
-        for name in PAGE_TABLES:
-            table = SQLModel.metadata.tables[name]
-            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
-            out[name] = pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in table.columns])
-    return out
+    return table_frames(engine, PAGE_TABLES)
 
 
 def assert_same_pages(by_month: dict, full: dict) -> None:
