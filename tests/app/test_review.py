@@ -147,7 +147,9 @@ def test_note_and_action_item_survive_a_restart(copied_db):
 
 @pytest.fixture(scope="module")
 def spike_db_url(tmp_path_factory):
-    """The default sample network (5,000 patients, 24 months, seed 42) with a fixed last month.
+    """The default sample network's 5,000 patients (seed 42) with a fixed last month, over 13
+    months (the last month and the 12 before it; half the time of the default 24 months to build,
+    and the planted spike is flagged as on 24).
 
     The small test network (600 patients) has too few complex patients at TM04 (about 20) for
     non-overlapping 95 % intervals; the default demo network is the one team leaders see.
@@ -157,7 +159,7 @@ def spike_db_url(tmp_path_factory):
     from sample_data.generator import NetworkSpec, write_bundle
 
     folder = tmp_path_factory.mktemp("spike")
-    write_bundle(NetworkSpec(end_month=SPIKE_END), folder / "bundle")
+    write_bundle(NetworkSpec(months=13, end_month=SPIKE_END), folder / "bundle")
     url = f"sqlite:///{folder / 'spike.db'}"
     engine = make_engine(url)
     create_schema(engine)
