@@ -31,9 +31,9 @@ DERIVED = ("subgroup_assignment", "risk_score", "patient_month_activity", "team_
 LEAD = Scope("lead@example.org", "Lead", "admin", (), (), True, True)
 
 
-def derived_tables(engine) -> dict[str, pd.DataFrame]:
-    """Every derived table, rows in key order."""
-    return table_frames(engine, DERIVED)
+def derived_tables(engine, names: tuple[str, ...] = DERIVED) -> dict[str, pd.DataFrame]:
+    """Every derived table (or those of ``names``), rows in key order."""
+    return table_frames(engine, names)
 
 
 CELL_FLOATS = ["numerator", "denominator", "sum_sq"]
@@ -70,7 +70,7 @@ def _no_full_derive(*_args, **_kwargs):
 
 def _patient_with_months(engine, n: int = 6) -> tuple[str, date, str]:
     """A patient assigned in at least ``n`` months, a month in the middle and its subgroup there."""
-    rows = derived_tables(engine)["subgroup_assignment"]
+    rows = derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"]
     counts = rows.groupby("patient_id").size()
     patient = counts[counts >= n].index[len(counts[counts >= n]) // 2]
     mine = rows[rows["patient_id"] == patient].sort_values("month")
@@ -108,7 +108,7 @@ def test_an_override_into_a_subgroup_new_to_the_team_inserts_cells_and_its_lifti
     """Cells the patient alone is in appear with the override and go with its lifting (no cell
     without a patient stays), as a full derive has them."""
     engine = sample_store
-    assignments = derived_tables(engine)["subgroup_assignment"]
+    assignments = derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"]
     patient, month, subgroup = _patient_with_months(engine)
     team = assignments.set_index(["patient_id", "month"]).loc[(patient, month), "team_id"]
     there = assignments[(assignments["team_id"] == team) & (assignments["month"] == month)]
@@ -126,7 +126,7 @@ def test_an_override_into_a_subgroup_new_to_the_team_inserts_cells_and_its_lifti
     summary = lift_override(engine, LEAD, oid)
     assert summary["mode"] == "override" and summary["cells"]["deleted"] > 0
     assert_counts_recorded(engine)  # carried over with the cells deleted, not counted again
-    cells = derived_tables(engine)["cell"]
+    cells = derived_tables(engine, ("cell",))["cell"]
     assert (cells["patients"] > 0).all()
     assert_same_as_full_derive(engine, exact=False)
 
@@ -185,7 +185,7 @@ def _add_ed_visit_and_unscored_patient(tables: dict) -> None:
 
 def test_a_small_import_re_derives_only_its_patients(sample_store, sample_bundle, tmp_path, monkeypatch):
     engine = sample_store
-    ids = sorted(derived_tables(engine)["subgroup_assignment"]["patient_id"].unique())[::60]  # 10 of 600
+    ids = sorted(derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"]["patient_id"].unique())[::60]  # 10 of 600
     bundle = _small_bundle(sample_bundle, tmp_path / "small", ids, _add_ed_visit_and_unscored_patient)
     report = import_path(engine, bundle)
     assert report.ok, report.to_text()
@@ -195,13 +195,13 @@ def test_a_small_import_re_derives_only_its_patients(sample_store, sample_bundle
     monkeypatch.undo()
     assert summary["mode"] == "incremental" and summary["patients"] == len(ids) + 1
     assert derive_pending(engine) is None
-    assert "P_NEW_1" in set(derived_tables(engine)["subgroup_assignment"]["patient_id"])
+    assert "P_NEW_1" in set(derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"]["patient_id"])
     assert_same_as_full_derive(engine)
 
 
 def test_an_import_that_moves_the_risk_cut_off_falls_back_to_a_full_derive(sample_store, sample_bundle, tmp_path):
     engine = sample_store
-    ids = sorted(derived_tables(engine)["subgroup_assignment"]["patient_id"].unique())[:20]
+    ids = sorted(derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"]["patient_id"].unique())[:20]
 
     def sicker(tables: dict) -> None:  # heart failure, CKD and diabetes for all of them since long ago: higher scores
         rows = [{"condition_id": f"C_NEW_{p}_{code}", "patient_id": p, "code": code, "code_system": "ICD-10-CM",
@@ -223,7 +223,7 @@ def test_an_import_that_changes_staff_derives_everything(sample_store, sample_bu
         staff.loc[staff.index[0], "annual_cost_usd"] = "99999.0"
         tables["staff.csv"] = staff
 
-    ids = sorted(derived_tables(engine)["subgroup_assignment"]["patient_id"].unique())[:3]
+    ids = sorted(derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"]["patient_id"].unique())[:3]
     assert import_path(engine, _small_bundle(sample_bundle, tmp_path / "pay", ids, raise_pay)).ok
     assert touched_patients(engine) == ["*"]
     summary = derive_touched(engine)
@@ -251,7 +251,7 @@ def test_an_override_over_cells_that_lack_the_patient_recomputes_them(sample_sto
     derive), nothing is subtracted: the patient's team-subgroup-months are recomputed."""
     engine = sample_store
     patient, month, subgroup = _patient_with_months(engine)
-    team = derived_tables(engine)["subgroup_assignment"].set_index(["patient_id", "month"]).loc[(patient, month), "team_id"]
+    team = derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"].set_index(["patient_id", "month"]).loc[(patient, month), "team_id"]
     cell = SQLModel.metadata.tables["cell"]
     with engine.begin() as conn:  # the cells the patient is in this month, gone
         conn.execute(cell.delete().where(cell.c.team_id == team, cell.c.subgroup == subgroup, cell.c.month == month))

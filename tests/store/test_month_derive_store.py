@@ -204,7 +204,7 @@ def test_a_november_readmission_and_first_diagnosis_change_october_for_those_mea
     from core.derive.measures import _normalise_code, load_measures
 
     engine = before_store
-    before = derived_tables(engine)
+    before = derived_tables(engine, ("cell",))
     read = {p.name: pd.read_csv(p, dtype=str, keep_default_na=False) for p in (month_bundles / "after").glob("*.csv")}
     old = {p.name: pd.read_csv(p, dtype=str, keep_default_na=False) for p in (month_bundles / "before").glob("*.csv")}
     encounters, conditions = pd.concat([old["encounters.csv"], read["encounters.csv"]]), old["conditions.csv"]
@@ -245,7 +245,7 @@ def test_a_november_readmission_and_first_diagnosis_change_october_for_those_mea
     monkeypatch.undo()
     assert pools == ([] if block is None else [2])  # one pool: the subgroups' second pass, then the cells
     assert summary["from_month"] == "2026-11-01" and summary["reach"]["months"] == 1 and summary["cells"]["reach_rows"] > 0
-    after = derived_tables(engine)
+    after = derived_tables(engine, ("cell",))
     for metric in ("readmission_30d", "progression_to_chronic"):  # one more event in October, same denominator
         was, now = _metric_total(before["cell"], metric, "2026-10-01"), _metric_total(after["cell"], metric, "2026-10-01")
         assert now[0] > was[0] and now[1] == was[1], metric
