@@ -385,6 +385,8 @@ def rule_latest_value(ctx: _Context, measure: Measure) -> pd.DataFrame:
     """Mean of each patient's latest value of ``code`` in the look-back window (patients with a value)."""
     p = measure.params
     obs = ctx.measurements[ctx.measurements["code"] == p["code"]]
+    if not len(obs):  # no value: no row (a one-patient block: most codes)
+        return _empty_rows()
     last = _last_asof(ctx.population, _monthly_last(obs, ["value"]), int(p["lookback_months"]))
     last = last.dropna(subset=["value"])
     v = last["value"].to_numpy(dtype="float64")
@@ -396,6 +398,8 @@ def _eligible(ctx: _Context, measure: Measure) -> pd.DataFrame:
     within range and sex in ``sexes`` (when given)."""
     p = measure.params
     pop = _with_condition(ctx, ctx.population, p["condition"]) if "condition" in p else ctx.population
+    if not len(pop):  # nobody with the condition (most measures of a one-patient block): nothing to narrow
+        return pop[["patient_id", "m"]].reset_index(drop=True)
     if "min_age" in p or "max_age" in p:
         age = _age_at_month_end(ctx, pop)
         pop = pop[(age >= p.get("min_age", 0)) & (age <= p.get("max_age", 200))]
@@ -409,6 +413,8 @@ def rule_latest_below(ctx: _Context, measure: Measure) -> pd.DataFrame:
     """Share of eligible patients whose latest value in the look-back is below ``threshold`` (missing = not met)."""
     p = measure.params
     pop = _eligible(ctx, measure)
+    if not len(pop):
+        return _empty_rows()
     obs = ctx.measurements[ctx.measurements["code"] == p["code"]]
     last = _last_asof(pop, _monthly_last(obs, ["value"]), int(p["lookback_months"]))
     met = (last["value"] < float(p["threshold"])).fillna(False).to_numpy(dtype="float64")
@@ -419,6 +425,8 @@ def rule_bp_control(ctx: _Context, measure: Measure) -> pd.DataFrame:
     """Share of eligible patients whose latest BP day has lowest systolic and diastolic below the limits."""
     p = measure.params
     pop = _eligible(ctx, measure)
+    if not len(pop):
+        return _empty_rows()
     mea = ctx.measurements
     sys_ = mea[mea["code"] == p["systolic_code"]].groupby(["patient_id", "date", "m"], as_index=False)["value"].min()
     dia = mea[mea["code"] == p["diastolic_code"]].groupby(["patient_id", "date", "m"], as_index=False)["value"].min()
@@ -433,7 +441,11 @@ def _baseline_pairs(ctx: _Context, p: dict) -> pd.DataFrame:
     up to the month) and a baseline (latest in the ``follow_up_months`` ending
     ``baseline_offset_months`` earlier): patient_id, m, value, baseline."""
     span = int(p["follow_up_months"])
-    monthly = _monthly_last(ctx.measurements[ctx.measurements["code"] == p["code"]], ["value"])
+    obs = ctx.measurements[ctx.measurements["code"] == p["code"]]
+    if not len(obs):  # no value, no pair
+        return ctx.population[["patient_id", "m"]].iloc[:0].assign(value=pd.Series(dtype="float64"),
+                                                                    baseline=pd.Series(dtype="float64"))  # fmt: skip
+    monthly = _monthly_last(obs, ["value"])
     now = _last_asof(ctx.population, monthly, span)
     base = _last_asof(ctx.population, monthly, span, offset=int(p["baseline_offset_months"]))
     return now.assign(baseline=base["value"]).dropna(subset=["value", "baseline"])
@@ -456,7 +468,10 @@ def rule_phq9_remission(ctx: _Context, measure: Measure) -> pd.DataFrame:
     starts after 12 months without an elevated score rather than after the measurement period.
     """
     p = measure.params
-    monthly = _monthly_last(ctx.measurements[ctx.measurements["code"] == p["code"]], ["value"])
+    obs = ctx.measurements[ctx.measurements["code"] == p["code"]]
+    if not len(obs):  # no score, no index month
+        return _empty_rows()
+    monthly = _monthly_last(obs, ["value"])
     elevated = monthly[monthly["value"] > float(p["index_above"])].sort_values(["patient_id", "m"])
     previous = elevated.groupby("patient_id")["m"].shift(1)
     index = elevated[previous.isna() | ((elevated["m"] - previous) > int(p["new_episode_months"]))]
@@ -597,6 +612,8 @@ def _medicine_spans(ctx: _Context, names) -> pd.DataFrame:
 def _on_medicine(ctx: _Context, pop: pd.DataFrame, names) -> np.ndarray:
     """For each row of ``pop`` (patient_id, m): a listed medicine is active on the month's last day."""
     spans = _medicine_spans(ctx, names)
+    if not len(spans) or not len(pop):
+        return np.zeros(len(pop), dtype=bool)
     pairs = pop[["patient_id", "m"]].reset_index(names="row").merge(spans, on="patient_id")
     active = pairs[(pairs["start_m"] <= pairs["m"]) & (pairs["stop_m"] > pairs["m"])]
     out = np.zeros(len(pop), dtype=bool)
@@ -615,9 +632,9 @@ def rule_done_within(ctx: _Context, measure: Measure) -> pd.DataFrame:
     met = np.zeros(len(pop), dtype=bool)
     for name, lookback in zip(p["lists"], p["lookback_months"], strict=True):
         done = _procedures_in(ctx, [name])[["patient_id", "m"]].drop_duplicates().assign(done=1.0)
-        last = _last_asof(pop, done, int(lookback))
-        met |= last["done"].notna().to_numpy()
-    if p.get("medications"):
+        if len(done) and len(pop):  # else none is met by this list (a one-patient block: most lists)
+            met |= _last_asof(pop, done, int(lookback))["done"].notna().to_numpy()
+    if p.get("medications") and len(pop):
         met |= _on_medicine(ctx, pop, p["medications"])
     return _rows(pop["patient_id"], pop["m"], met.astype("float64"), 1.0)
 
@@ -634,6 +651,8 @@ def rule_latest_at_least(ctx: _Context, measure: Measure) -> pd.DataFrame:
     p = measure.params
     pop = _eligible(ctx, measure) if "condition" in p else ctx.population
     obs = ctx.measurements[ctx.measurements["code"] == p["code"]]
+    if not len(obs) or not len(pop):  # no value or nobody eligible: no row
+        return _empty_rows()
     last = _last_asof(pop, _monthly_last(obs, ["value"]), int(p["lookback_months"])).dropna(subset=["value"])
     met = (last["value"] >= float(p["threshold"])).to_numpy(dtype="float64")
     return _rows(last["patient_id"], last["m"], met, 1.0)
