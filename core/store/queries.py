@@ -11,7 +11,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import ARRAY, Boolean, Date, Engine, any_, bindparam, func, or_, select
+from sqlalchemy import ARRAY, Boolean, Connection, Date, Engine, any_, bindparam, func, or_, select
 from sqlmodel import Session
 
 from core.store.models import (
@@ -217,7 +217,7 @@ def mark_derive_pending(engine: Engine, value: str = "derive") -> str:
     return value
 
 
-def bump_data_version(engine: Engine, derived: str | None = None, row_changes: dict[str, int] | None = None) -> str:
+def bump_data_version(engine: Engine | Connection, derived: str | None = None, row_changes: dict[str, int] | None = None) -> str:
     """Mark the data as changed; returns the new version. ``derived``: the pending mark (see
     :func:`derive_pending`) a derive has just caught up with; it is cleared unless an import
     committed meanwhile (that import's derive is still to come).
@@ -228,6 +228,8 @@ def bump_data_version(engine: Engine, derived: str | None = None, row_changes: d
     per table name, every other table and the attributed months unchanged): the recorded counts
     are carried over with those changes instead of counting every table again (about 1 s at
     100,000 patients), when they are the current version's (else everything is counted).
+    ``engine`` may be a connection in a transaction: the version is then written in it, and
+    committed with it.
     """
     with Session(engine) as session:
         pending = session.get(AppSetting, DERIVE_PENDING_KEY)
