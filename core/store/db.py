@@ -195,8 +195,9 @@ def checkpoint_after_write(conn, background_bytes: int | None = None) -> threadi
     start). So a log of :data:`BACKGROUND_CHECKPOINT_BYTES` or more is copied on a thread of its
     own, on its own connection of the same SQLite library (another copy of SQLite, such as
     ADBC's, would not see this one's locks: ``core.ingest.loader._Stage``); a smaller one here, at
-    once (``background_bytes``: another size than that; 0, always on a thread). Nothing waits for it: the committed rows are in the log, which every reader sees, and an
-    unfinished or failed copy is redone by the next checkpoint (a warning is logged).
+    once (``background_bytes``: another size than that; 0, always on a thread). Nothing waits for
+    it: the committed rows are in the log, which every reader sees, and an unfinished or failed
+    copy is redone by the next checkpoint (a warning is logged).
     :func:`wait_for_checkpoints` waits for the threads (the benchmark's clock, the tests); Python
     waits for them before it exits. Returns the thread, or None.
     """
