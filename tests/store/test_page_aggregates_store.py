@@ -199,8 +199,9 @@ def whole_derive_without_cells(engine) -> None:
     """``derive_all`` with its last step, the cells, left out: every subgroup, the activity and the
     pages' monthly tables built whole. The cells (three quarters of its time on the sample network)
     read none of these tables and are compared in tests/store/test_incremental_derive_store.py."""
-    with mock.patch("core.derive.cells.build_cells", lambda _engine: {}):
+    with mock.patch("core.derive.cells.build_cells", return_value={}) as cells:
         derive_all(engine)
+    cells.assert_called_once_with(engine)  # the stand-in, not the real step, was called
 
 
 def assert_same_as_full_derive(engine) -> None:

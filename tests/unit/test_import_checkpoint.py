@@ -38,13 +38,8 @@ def test_an_import_copies_its_log_into_the_database_file(sample_bundle, tmp_path
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
         assert conn.execute(text("SELECT count(*) FROM patient")).scalar_one() == report.loaded["patient"]
     # the database file without its log: what the checkpoint copied
-    shutil.copyfile(tmp_path / "store.db", tmp_path / "alone.db")
-    alone = sqlite3.connect(tmp_path / "alone.db")
-    try:
-        assert alone.execute("SELECT count(*) FROM patient").fetchone()[0] == report.loaded["patient"]
-        assert alone.execute("SELECT count(*) FROM import_run").fetchone()[0] == 1
-    finally:
-        alone.close()
+    assert _rows_in_the_file_alone(tmp_path, "patient") == report.loaded["patient"]
+    assert _rows_in_the_file_alone(tmp_path, "import_run") == 1
     engine.dispose()
 
 
@@ -55,13 +50,14 @@ def test_a_failed_checkpoint_on_its_thread_is_logged_and_loses_nothing(tmp_path,
     assert "the next checkpoint copies its pages" in caplog.text
 
 
-def _rows_in_the_file_alone(folder, name: str = "store.db") -> int:
-    """Rows of table ``t`` in the database file without its log (a copy of the file alone)."""
-    shutil.copyfile(folder / name, folder / "alone.db")
+def _rows_in_the_file_alone(folder, table: str = "t") -> int:
+    """Rows of ``table`` in ``folder``'s store.db without its log (a copy of the file alone; 0
+    when the table is not in it)."""
+    shutil.copyfile(folder / "store.db", folder / "alone.db")
     alone = sqlite3.connect(folder / "alone.db")
     try:
-        found = alone.execute("SELECT name FROM sqlite_master WHERE name = 't'").fetchone()
-        return alone.execute("SELECT count(*) FROM t").fetchone()[0] if found else 0
+        found = alone.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        return alone.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if found else 0
     finally:
         alone.close()
         (folder / "alone.db").unlink()
@@ -134,7 +130,7 @@ def test_a_subgroup_override_has_its_log_copied_on_a_thread(sample_db_url, tmp_p
     with engine.connect() as conn:
         patient, month, subgroup = conn.execute(select(S.patient_id, S.month, S.subgroup).order_by(S.patient_id, S.month).limit(1)).one()
     threads = []
-    monkeypatch.setattr(db, "_checkpoint", lambda p: threads.append(p))
+    monkeypatch.setattr(db, "_checkpoint", threads.append)
     scope = Scope("lead", "Lead", "admin", (), (), True, True)
     target = "frail" if subgroup != "frail" else "healthy"
     override_id = set_override(engine, scope, patient, target, month, "checkpoint test")
