@@ -547,12 +547,14 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
 
 
 def patient_cells(engine: Engine, months: list[date], patients: list[str], assignment_sets: list[pd.DataFrame],
-                  catalogue: MeasureCatalogue | None = None) -> list[pd.DataFrame]:  # fmt: skip
+                  catalogue: MeasureCatalogue | None = None, only_months: list[date] | None = None) -> list[pd.DataFrame]:  # fmt: skip
     """The cells of the patients ``patients`` (a block of ids, as :func:`block_cells` takes it)
     under each of ``assignment_sets`` (patient_id, month, subgroup, risk_score): the steps of
     :func:`block_cells`, with the patients' rows, measure flags and costs read once (they do not
     depend on the subgroup). A subgroup override's derive takes the difference of the patient's
-    cells before and after (``core.derive.incremental``).
+    cells before and after (``core.derive.incremental``). ``only_months``: the cells of those
+    months only (the flags are evaluated over ``months`` all the same; a month's cells are its
+    patient-months' rows alone).
 
     One measure depends on the block, not only on its patients: polypharmacy has no rows when
     the block has no medication at all. A patient without medicines gets its rows here when the
@@ -567,7 +569,7 @@ def patient_cells(engine: Engine, months: list[date], patients: list[str], assig
     costs = cost_metrics_wide(engine, months, patients)
     out = []
     for assignments in assignment_sets:
-        dims = patient_month_dimensions(frames.attribution, assignments, frames.patients)
+        dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, only_months)
         parts = [flags, _base_metrics(dims), *([costs] if len(costs.frame) else [])]
         out.append(aggregate_cells(dims, parts))
     return out

@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import ARRAY, Engine, String, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -931,7 +932,9 @@ def derive_override(engine: Engine, patient: str, caught_up: str, rules=None) ->
     before = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], [patient])
     t1 = time.perf_counter()
     parts["subgroups"] = t1 - t0
-    old, new = patient_cells(engine, months, [patient], [before, result[["patient_id", "month", "subgroup", "risk_score"]]])
+    after = result[["patient_id", "month", "subgroup", "risk_score"]]
+    # the cells of the months whose assignment changed (the others' cells are the same rows summed by the same code)
+    old, new = patient_cells(engine, months, [patient], [before, after], only_months=_changed_months(before, after))
     was, now = _cell_difference(old, new)
     t2 = time.perf_counter()
     parts["cells"] = t2 - t1
@@ -960,6 +963,17 @@ def derive_override(engine: Engine, patient: str, caught_up: str, rules=None) ->
         "parts": {k: round(v, 2) for k, v in parts.items()},
         "data_version": version,
     }
+
+
+def _changed_months(before: pd.DataFrame, after: pd.DataFrame) -> list[date]:
+    """The months of two assignment sets of one patient (month, subgroup, risk_score) that differ:
+    in one set only, or with another subgroup or risk score."""
+    key = ["month", "subgroup", "risk_score"]
+    frames = [pd.DataFrame({"month": pd.to_datetime(f["month"]).dt.date, "subgroup": f["subgroup"].astype(str),
+                            "risk_score": pd.to_numeric(f["risk_score"], errors="coerce").astype("float64")})
+              for f in (before, after)]  # fmt: skip
+    both = frames[0].merge(frames[1], on=key, how="outer", indicator=True)  # NaN scores match each other in a merge
+    return sorted(set(both.loc[both["_merge"] != "both", "month"]))
 
 
 CELL_KEYS = ["practice_id", "team_id", "subgroup", "month", "stratum", "stratum_value", "metric"]
@@ -995,33 +1009,69 @@ def _stored_cells(conn, keys: pd.MultiIndex) -> pd.DataFrame:
 
 def _apply_cells(conn, was: pd.DataFrame, now: pd.DataFrame) -> dict:
     """Stored - ``was`` + ``now`` for every cell key of ``was`` and ``now``, in the caller's
-    transaction: changed cells rewritten, new ones inserted, those left without a patient deleted."""
+    transaction: changed cells rewritten, new ones inserted, those left without a patient deleted.
+    Raises :class:`StaleCells` (the caller's transaction then writes nothing) when the stored cells
+    do not hold the patient's contribution."""
     from core.derive.subgroups.frames import insert_frame
 
     if not len(was):
         return {"changed": 0, "inserted": 0, "deleted": 0}
+    add = _add_difference_arrays if conn.dialect.name == "postgresql" else _add_difference
+    present, patients = add(conn, was, now)
+    if (patients[present] < 0).any() or (~present & (was["patients"].to_numpy() > 0)).any():
+        raise StaleCells("the stored cells do not hold the patient's contribution")
+    emptied = was.index[present & (patients == 0)]
+    if len(emptied):  # a cell left without a patient is deleted (the full derive writes none)
+        _execute_keyed(conn, emptied, {})
+    # a cell that was not stored had nothing of the patient's (else stale above): stored 0 - 0 + now
+    rows = now[~present & (now["patients"].to_numpy() > 0)].reset_index()
+    if len(rows):
+        rows["month"] = pd.to_datetime(rows["month"])
+        insert_frame(conn, Cell.__table__, rows[CELL_KEYS + CELL_VALUES].sort_values(CELL_KEYS))
+    return {"changed": int((present & (patients > 0)).sum()), "inserted": len(rows), "deleted": len(emptied)}
+
+
+def _add_difference(conn, was: pd.DataFrame, now: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_apply_cells`' arithmetic in Python: the stored cells of the keys read, and those
+    left with a patient rewritten to stored - ``was`` + ``now``. Returns, per key, whether it was
+    stored and its patients after (0 where it was not)."""
     stored = _stored_cells(conn, was.index)
     stored = stored[stored.index.isin(was.index)]
     present = was.index.isin(stored.index)
     base = stored.reindex(was.index).fillna(0)
     out = base[CELL_VALUES[:3]].astype("float64") - was[CELL_VALUES[:3]] + now[CELL_VALUES[:3]]
     out["patients"] = base["patients"].astype("int64") - was["patients"] + now["patients"]
-    if (out["patients"] < 0).any() or (~present & (was["patients"] > 0)).any():
-        raise StaleCells("the stored cells do not hold the patient's contribution")
-    gone, kept = out["patients"] == 0, out["patients"] > 0
-    table = Cell.__table__
-    changed = (present & kept).to_numpy()
-    if changed.any():  # the stored rows rewritten in place, one primary-key lookup each (two indexes hold the values)
+    patients = out["patients"].to_numpy()
+    changed = present & (patients > 0)
+    if changed.any():  # the stored rows rewritten in place, one primary-key lookup each
         part = out[changed]
         _execute_keyed(conn, part.index, {c: part[c].tolist() for c in CELL_VALUES})
-    emptied = out.index[(present & gone).to_numpy()]
-    if len(emptied):  # a cell left without a patient is deleted (the full derive writes none)
-        _execute_keyed(conn, emptied, {})
-    rows = out[(~present & kept).to_numpy()].reset_index()
-    if len(rows):
-        rows["month"] = pd.to_datetime(rows["month"])
-        insert_frame(conn, table, rows[CELL_KEYS + CELL_VALUES].sort_values(CELL_KEYS))
-    return {"changed": int(changed.sum()), "inserted": len(rows), "deleted": len(emptied)}
+    return present, np.where(present, patients, 0)
+
+
+def _add_difference_arrays(conn, was: pd.DataFrame, now: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_add_difference` on PostgreSQL, in one statement: ``UPDATE ... SET x = x - was + now
+    FROM unnest(...) RETURNING`` the key's position and its patients after. The same float8
+    arithmetic in the same order as the Python path, without reading the cells first (0.08-0.27 s
+    of an override at 100,000 patients). A cell emptied is rewritten to 0 patients here and
+    deleted by the caller."""
+    names = [*CELL_KEYS, *(f"was_{c}" for c in CELL_VALUES), *(f"now_{c}" for c in CELL_VALUES)]
+    types = _CELL_ARRAY_TYPES | {f"{side}_{c}": _CELL_ARRAY_TYPES[c] for side in ("was", "now") for c in CELL_VALUES}
+    arrays = ", ".join(f"%({n})s::{types[n]}" for n in names)
+    rows = f"unnest({arrays}) WITH ORDINALITY AS v({', '.join(names)}, ord)"
+    match = " AND ".join(f"c.{k} = v.{k}" for k in CELL_KEYS)
+    sets = ", ".join(f"{c} = c.{c} - v.was_{c} + v.now_{c}" for c in CELL_VALUES)
+    sql = f"UPDATE {Cell.__tablename__} AS c SET {sets} FROM {rows} WHERE {match} RETURNING v.ord, c.patients"
+    params = {k: list(was.index.get_level_values(i)) for i, k in enumerate(CELL_KEYS)}
+    for side, frame in (("was", was), ("now", now)):
+        for c in CELL_VALUES:
+            params[f"{side}_{c}"] = frame[c].to_numpy(dtype="int64" if c == "patients" else "float64").tolist()
+    present = np.zeros(len(was), dtype=bool)
+    patients = np.zeros(len(was), dtype="int64")
+    for ordinal, after in conn.exec_driver_sql(sql, params):
+        present[ordinal - 1] = True
+        patients[ordinal - 1] = after
+    return present, patients
 
 
 def _execute_keyed(conn, keys: pd.MultiIndex, values: dict[str, list]) -> None:

@@ -246,15 +246,21 @@ def test_a_full_derive_that_stops_half_way_leaves_everything_to_do(sample_store,
     assert touched_patients(engine) == [] and derive_pending(engine) is None
 
 
-def test_an_override_over_cells_that_lack_the_patient_recomputes_them(sample_store):
+@pytest.mark.parametrize("damage", ["deleted", "no_patients"])
+def test_an_override_over_cells_that_lack_the_patient_recomputes_them(sample_store, damage):
     """When the stored cells do not hold what the difference takes away (changed outside the
-    derive), nothing is subtracted: the patient's team-subgroup-months are recomputed."""
+    derive: the cells gone, or counting no patient), nothing is subtracted: the patient's
+    team-subgroup-months are recomputed."""
     engine = sample_store
     patient, month, subgroup = _patient_with_months(engine)
     team = derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"].set_index(["patient_id", "month"]).loc[(patient, month), "team_id"]
     cell = SQLModel.metadata.tables["cell"]
-    with engine.begin() as conn:  # the cells the patient is in this month, gone
-        conn.execute(cell.delete().where(cell.c.team_id == team, cell.c.subgroup == subgroup, cell.c.month == month))
+    mine = [cell.c.team_id == team, cell.c.subgroup == subgroup, cell.c.month == month]
+    with engine.begin() as conn:  # the cells the patient is in this month
+        if damage == "deleted":
+            conn.execute(cell.delete().where(*mine))
+        else:
+            conn.execute(cell.update().where(*mine).values(patients=0))
     oid = set_override(engine, LEAD, patient, "complex" if subgroup != "complex" else "healthy", month, "weekly calls")
     assert derive_pending(engine) is None
     summary = lift_override(engine, LEAD, oid)
