@@ -6,6 +6,7 @@ threads of the checkpoints started after loads (:func:`checkpoint_after_write`).
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ def make_engine(url: str | None = None) -> Engine:
             path.parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "before_cursor_execute", _begin_before_cte_write)
         return engine
     engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     event.listen(engine, "connect", _postgresql_settings)
@@ -64,6 +66,27 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+_WRITE = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+def _begin_before_cte_write(_conn, cursor, statement, _parameters, _context, _executemany) -> None:
+    """Open the transaction a write starting with ``WITH`` belongs in.
+
+    Python's sqlite3 (its legacy transaction control, Python < 3.12's only one) opens a
+    transaction before a statement whose first word is INSERT, UPDATE, DELETE or REPLACE, and
+    runs any other outside one. SQLAlchemy compiles an insert from a select with a common table
+    expression as ``WITH ... INSERT``: as a transaction's first write it would commit at once,
+    whatever the transaction did after. A write of that shape outside an open transaction gets a
+    ``BEGIN`` first, which the driver's commit or rollback then ends (not on a connection in
+    autocommit, ``isolation_level`` None). A read that mentions one of the words opens a
+    transaction too, which only reads."""
+    dbapi = cursor.connection
+    if dbapi.isolation_level is None or dbapi.in_transaction:
+        return
+    if statement.lstrip()[:4].upper() == "WITH" and _WRITE.search(statement):
+        cursor.execute("BEGIN")
 
 
 # Indexes of earlier versions that a newer one replaces (dropped by upgrade_schema).
