@@ -877,10 +877,11 @@ def derive_override(engine: Engine, patient: str, caught_up: str, rules=None) ->
 
     The patient's assignments are evaluated again (rules with the month thresholds kept by the
     last derive, :func:`core.derive.subgroups.assign.stored_thresholds`, the stored risk scores,
-    and the active overrides); their risk scores and ``patient_month_activity`` rows do not depend on the
-    subgroup and stay. The cells and ``team_month_activity`` rows are changed by the difference:
-    the patient's cells under the stored assignments (read before writing) and under the new ones
-    (:func:`core.derive.cells.patient_cells`, the full derive's code on a one-patient block), and
+    and the active overrides); their risk scores and ``patient_month_activity`` rows do not
+    depend on the subgroup and stay. The cells and ``team_month_activity`` rows are changed by the
+    difference: the patient's cells under the stored assignments (read before writing) and under
+    the new ones, in the months whose assignment changed (:func:`core.derive.cells.patient_cells`,
+    the full derive's code on a one-patient block), and
     every affected cell becomes stored - old + new; a cell whose patients fall to 0 is deleted (the
     full derive writes no cell without a patient), one that did not exist is inserted. Counts
     (``patients``, activities, and numerators and denominators that count patients) stay exact;
