@@ -980,6 +980,19 @@ def _changed_months(before: pd.DataFrame, after: pd.DataFrame) -> list[date]:
 
 CELL_KEYS = ["practice_id", "team_id", "subgroup", "month", "stratum", "stratum_value", "metric"]
 CELL_VALUES = ["numerator", "denominator", "sum_sq", "patients"]
+# PostgreSQL array types of the cell columns (core.store.models.Cell)
+_CELL_ARRAY_TYPES = dict.fromkeys(CELL_KEYS, "text[]") | {"month": "date[]", "numerator": "float8[]", "denominator": "float8[]",
+                                                          "sum_sq": "float8[]", "patients": "int8[]"}  # fmt: skip
+
+
+def _unnest_cells(types: dict[str, str], ordinality: bool = False) -> tuple[str, str]:
+    """PostgreSQL: the rows of cell columns given as one array parameter each (``types``: name ->
+    array type, the cell key's columns among them) as ``unnest(...) AS v`` (with ``v.ord``, the
+    position from 1, when ``ordinality``), and the condition matching them to ``cell AS c`` by the key."""
+    arrays = ", ".join(f"%({n})s::{t}" for n, t in types.items())
+    names = ", ".join([*types, *(["ord"] if ordinality else [])])
+    rows = f"unnest({arrays}){' WITH ORDINALITY' if ordinality else ''} AS v({names})"
+    return rows, " AND ".join(f"c.{k} = v.{k}" for k in CELL_KEYS)
 
 
 def _cell_difference(old: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -1057,11 +1070,9 @@ def _add_difference_arrays(conn, was: pd.DataFrame, now: pd.DataFrame) -> tuple[
     arithmetic in the same order as the Python path, without reading the cells first (0.08-0.27 s
     of an override at 100,000 patients). A cell emptied is rewritten to 0 patients here and
     deleted by the caller."""
-    names = [*CELL_KEYS, *(f"was_{c}" for c in CELL_VALUES), *(f"now_{c}" for c in CELL_VALUES)]
-    types = _CELL_ARRAY_TYPES | {f"{side}_{c}": _CELL_ARRAY_TYPES[c] for side in ("was", "now") for c in CELL_VALUES}
-    arrays = ", ".join(f"%({n})s::{types[n]}" for n in names)
-    rows = f"unnest({arrays}) WITH ORDINALITY AS v({', '.join(names)}, ord)"
-    match = " AND ".join(f"c.{k} = v.{k}" for k in CELL_KEYS)
+    types = {k: _CELL_ARRAY_TYPES[k] for k in CELL_KEYS}
+    types |= {f"{side}_{c}": _CELL_ARRAY_TYPES[c] for side in ("was", "now") for c in CELL_VALUES}
+    rows, match = _unnest_cells(types, ordinality=True)
     sets = ", ".join(f"{c} = c.{c} - v.was_{c} + v.now_{c}" for c in CELL_VALUES)
     sql = f"UPDATE {Cell.__tablename__} AS c SET {sets} FROM {rows} WHERE {match} RETURNING v.ord, c.patients"
     params = {k: list(was.index.get_level_values(i)) for i, k in enumerate(CELL_KEYS)}
@@ -1078,14 +1089,14 @@ def _add_difference_arrays(conn, was: pd.DataFrame, now: pd.DataFrame) -> tuple[
 
 def _execute_keyed(conn, keys: pd.MultiIndex, values: dict[str, list]) -> None:
     """The cells of ``keys`` (their primary keys) set to ``values`` (value column -> one value per
-    key), or deleted when ``values`` is empty. PostgreSQL: one statement joining the keys given as
-    arrays (``unnest``): 3,311 cells rewritten in 0.33 s against 0.41-0.48 s for a statement per
-    cell, most of either the server's upkeep of the four indexes. SQLite: the driver's
-    executemany of one statement per cell (compiled once, plain tuples, dates as the ISO text
-    SQLAlchemy stores)."""
+    key), or deleted when ``values`` is empty. A delete on PostgreSQL: one ``DELETE ... USING
+    unnest(...)`` of the keys given as arrays. SQLite: the driver's executemany of one statement
+    per cell (compiled once, plain tuples, dates as the ISO text SQLAlchemy stores). (PostgreSQL
+    rewrites its cells in :func:`_add_difference_arrays`.)"""
     columns = {k: list(keys.get_level_values(i)) for i, k in enumerate(CELL_KEYS)}
-    if conn.dialect.name == "postgresql":
-        _execute_keyed_arrays(conn, columns, values)
+    if conn.dialect.name == "postgresql" and not values:
+        rows, match = _unnest_cells({k: _CELL_ARRAY_TYPES[k] for k in CELL_KEYS})
+        conn.exec_driver_sql(f"DELETE FROM {Cell.__tablename__} AS c USING {rows} WHERE {match}", columns)
         return
     table = Cell.__table__
     by_key = [table.c[k] == bindparam(f"k_{k}") for k in CELL_KEYS]
@@ -1100,27 +1111,6 @@ def _execute_keyed(conn, keys: pd.MultiIndex, values: dict[str, list]) -> None:
         conn.exec_driver_sql(str(compiled), list(zip(*(params[name] for name in compiled.positiontup), strict=True)))
         return
     conn.execute(stmt, [dict(zip(params, row, strict=True)) for row in zip(*params.values(), strict=True)])
-
-
-# PostgreSQL array types of the cell columns (core.store.models.Cell)
-_CELL_ARRAY_TYPES = dict.fromkeys(CELL_KEYS, "text[]") | {"month": "date[]", "numerator": "float8[]", "denominator": "float8[]",
-                                                          "sum_sq": "float8[]", "patients": "int8[]"}  # fmt: skip
-
-
-def _execute_keyed_arrays(conn, columns: dict[str, list], values: dict[str, list]) -> None:
-    """:func:`_execute_keyed` on PostgreSQL: ``UPDATE ... FROM unnest(...)`` or ``DELETE ... USING
-    unnest(...)``, every column one array parameter (the names are the model's own)."""
-    names = [*CELL_KEYS, *values]
-    arrays = ", ".join(f"%({n})s::{_CELL_ARRAY_TYPES[n]}" for n in names)
-    rows = f"unnest({arrays}) AS v({', '.join(names)})"
-    match = " AND ".join(f"c.{k} = v.{k}" for k in CELL_KEYS)
-    if values:
-        sets = ", ".join(f"{c} = v.{c}" for c in values)
-        sql = f"UPDATE {Cell.__tablename__} AS c SET {sets} FROM {rows} WHERE {match}"
-    else:
-        sql = f"DELETE FROM {Cell.__tablename__} AS c USING {rows} WHERE {match}"
-    params = columns | {c: [int(x) for x in v] if c == "patients" else [float(x) for x in v] for c, v in values.items()}
-    conn.exec_driver_sql(sql, params)
 
 
 def _team_activity_of(conn, patient: str) -> pd.Series:
