@@ -147,6 +147,8 @@ def _fails_on_two(engine, i: int) -> int:
 
 
 def test_a_block_error_reaches_the_caller_and_the_local_cluster_shuts_down(tmp_path):
+    from multiprocessing import resource_tracker
+
     import psutil
 
     from core.derive.blocks import worker_pool
@@ -154,6 +156,9 @@ def test_a_block_error_reaches_the_caller_and_the_local_cluster_shuts_down(tmp_p
 
     engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
     engine.connect().close()
+    # multiprocessing's resource tracker, started by the first process pool of this Python process
+    # and kept for its lifetime, is no worker: started here, it is among the processes before
+    resource_tracker.ensure_running()
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(ValueError, match="block 2 failed"):
         with worker_pool(engine, 2, 4) as pool:
