@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Engine, String, and_, cast, false, or_, select
 
 from core.config import config_path, load_toml
@@ -216,19 +218,45 @@ class _Context:
     medications: pd.DataFrame
     code_lists: dict[str, tuple[str, ...]]
     procedures: pd.DataFrame  # patient_id, date, m, code ("SYSTEM:CODE", systems as in [code_systems])
+    ids: np.ndarray  # the patients' ids, sorted: every frame's patient_id is a position in it (int64)
     medication_data: bool = False  # the block's patients are few but the store has medication data
+
+
+def _patient_codes(frames: StoreFrames) -> tuple[np.ndarray, Callable[[pd.Series], np.ndarray]]:
+    """The patients' ids of ``frames``, sorted, and a function giving a frame's ``patient_id``
+    column as positions in them.
+
+    The rules join, group and sort on these int64 codes rather than on the text ids: the same
+    order (the codes follow the ids' sort order, which is by code point for text in pandas as in
+    Arrow), at a fraction of the cost of hashing and comparing strings: a block of 25,000 patients
+    of the 100,000-patient network in 6.6-6.9 s instead of 9.9-10.2. The ids are found and coded
+    in Arrow (5x quicker than through Python strings); :func:`_flags` gives them back."""
+    def arrow(column: pd.Series) -> pa.Array:
+        array = pa.array(column.astype("str").array)
+        return (array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array).cast(pa.large_string())
+
+    present = [getattr(frames, f.name) for f in dataclasses.fields(frames)]
+    distinct = [pc.unique(arrow(f["patient_id"])) for f in present if f is not None and len(f)]
+    ids = pc.unique(pa.concat_arrays(distinct)) if distinct else pa.array([], pa.large_string())
+    ids = ids.take(pc.sort_indices(ids))
+
+    def codes(column: pd.Series) -> np.ndarray:
+        return pc.index_in(arrow(column), value_set=ids).to_numpy(zero_copy_only=False).astype("int64")
+
+    return np.asarray(ids.to_pylist(), dtype=object), codes
 
 
 def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict, code_systems: dict | None = None) -> _Context:
     wanted = set(month_index(list(months)).dropna().astype(int))
+    ids, codes = _patient_codes(frames)
     att = frames.attribution
-    pop = pd.DataFrame({"patient_id": att["patient_id"].astype(str).to_numpy(), "m": month_index(att["month"]).to_numpy()})
+    pop = pd.DataFrame({"patient_id": codes(att["patient_id"]), "m": month_index(att["month"]).to_numpy()})
     pop = pop[pop["m"].isin(wanted)].dropna()
     pop = pop.astype({"m": "int64"}).drop_duplicates(["patient_id", "m"]).reset_index(drop=True)
 
     pts = frames.patients
     patients = pd.DataFrame({
-        "patient_id": pts["patient_id"].astype(str).to_numpy(),
+        "patient_id": codes(pts["patient_id"]),
         "birth_date": _dates(pts["birth_date"]).to_numpy(),
         "death_date": _dates(pts["death_date"]).to_numpy() if "death_date" in pts else pd.NaT,
         "sex": pts["sex"].astype(str).str.lower().to_numpy() if "sex" in pts else "unknown",
@@ -236,7 +264,7 @@ def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict, code_syste
 
     enc = frames.encounters.copy()
     if len(enc):
-        enc["patient_id"] = enc["patient_id"].astype(str)
+        enc["patient_id"] = codes(enc["patient_id"])
         for col in ("start_date", "end_date", "requested_date", "responded_date"):
             enc[col] = _dates(enc[col]) if col in enc else pd.NaT
         enc["m"] = month_index(enc["start_date"]).to_numpy()
@@ -245,7 +273,7 @@ def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict, code_syste
 
     mea = frames.measurements
     mea = pd.DataFrame({
-        "patient_id": mea["patient_id"].astype(str).to_numpy(),
+        "patient_id": codes(mea["patient_id"]),
         "date": _dates(mea["measured_date"]).to_numpy(),
         "code": mea["code"].astype(str).to_numpy(),
         "value": pd.to_numeric(mea["value"], errors="coerce").to_numpy(),
@@ -254,14 +282,17 @@ def _prepare(frames: StoreFrames, months: Iterable, code_lists: dict, code_syste
 
     con = frames.conditions
     con = pd.DataFrame({
-        "patient_id": con["patient_id"].astype(str).to_numpy(),
+        "patient_id": codes(con["patient_id"]),
         "code": con["code"].astype(str).str.replace(".", "", regex=False).str.upper().to_numpy(),
         "onset_m": month_index(con["onset_date"]).to_numpy(),
         "resolved_m": month_index(con["resolved_date"]).to_numpy(),
         "onset_date": _dates(con["onset_date"]).to_numpy(),
     })
-    return _Context(pop, patients, enc, mea, con, frames.medications, code_lists,
-                    _prepare_procedures(frames.procedures, code_systems or {}))
+    med = frames.medications
+    if med is not None and len(med):
+        med = med.assign(patient_id=codes(med["patient_id"]))
+    return _Context(pop, patients, enc, mea, con, med, code_lists,
+                    _prepare_procedures(frames.procedures, code_systems or {}, codes), ids)
 
 
 def procedure_keys(codes: pd.Series, systems: pd.Series, code_systems: dict[str, str]) -> pd.Series:
@@ -278,12 +309,12 @@ def _each_distinct(values: pd.Series, fn) -> pd.Series:
     return pd.Series(on_distinct(values, lambda distinct: [fn(v) for v in distinct]), index=values.index, dtype=values.dtype)
 
 
-def _prepare_procedures(proc: pd.DataFrame | None, code_systems: dict[str, str]) -> pd.DataFrame:
+def _prepare_procedures(proc: pd.DataFrame | None, code_systems: dict[str, str], codes) -> pd.DataFrame:
     if proc is None or not len(proc):
-        return pd.DataFrame({"patient_id": pd.Series(dtype="str"), "date": pd.Series(dtype="datetime64[ns]"),
+        return pd.DataFrame({"patient_id": pd.Series(dtype="int64"), "date": pd.Series(dtype="datetime64[ns]"),
                              "m": pd.Series(dtype="int64"), "code": pd.Series(dtype="str")})
     out = pd.DataFrame({
-        "patient_id": proc["patient_id"].astype(str).to_numpy(),
+        "patient_id": codes(proc["patient_id"]),
         "date": _dates(proc["performed_date"]).to_numpy(),
         "code": procedure_keys(proc["code"], proc["code_system"], code_systems).to_numpy(),
     }).dropna(subset=["date"])
@@ -344,7 +375,7 @@ def _rows(patient_id, m, numerator, denominator, sum_sq=0.0) -> pd.DataFrame:
 
 
 def _empty_rows() -> pd.DataFrame:
-    return _rows(pd.Series(dtype="str"), pd.Series(dtype="int64"), pd.Series(dtype="float64"),
+    return _rows(pd.Series(dtype="int64"), pd.Series(dtype="int64"), pd.Series(dtype="float64"),
                  pd.Series(dtype="float64"), pd.Series(dtype="float64"))
 
 
@@ -561,7 +592,7 @@ def rule_polypharmacy(ctx: _Context, measure: Measure) -> pd.DataFrame:
     # Active on the last day of month m  <=>  start month <= m  and  (no end or end >= last day of m).
     end_is_month_end = end.dt.is_month_end.fillna(False).astype(bool)
     stop = month_index(end) + end_is_month_end.astype(float)  # first month no longer active
-    spans = pd.DataFrame({"patient_id": med["patient_id"].astype(str), "drug": drug,
+    spans = pd.DataFrame({"patient_id": med["patient_id"], "drug": drug,
                           "start": month_index(start), "stop": stop.fillna(np.inf)}).dropna(subset=["start"])
     spans = spans.groupby(["patient_id", "drug"], as_index=False).agg(start=("start", "min"), stop=("stop", "max"))
     spans = spans[spans["stop"] > spans["start"]]
@@ -599,12 +630,12 @@ def _medicine_spans(ctx: _Context, names) -> pd.DataFrame:
     description contains one of ``names`` (case-insensitive ingredient names or RxNorm codes)."""
     med = ctx.medications
     if med is None or not len(med) or not names:
-        return pd.DataFrame({"patient_id": pd.Series(dtype="str"), "start_m": pd.Series(dtype="float64"),
+        return pd.DataFrame({"patient_id": pd.Series(dtype="int64"), "start_m": pd.Series(dtype="float64"),
                              "stop_m": pd.Series(dtype="float64")})
     med = med[names_medicine(med, names)]
     end = _dates(med["end_date"])
     stop = month_index(end) + end.dt.is_month_end.fillna(False).astype(bool).astype(float)
-    return pd.DataFrame({"patient_id": med["patient_id"].astype(str).to_numpy(),
+    return pd.DataFrame({"patient_id": med["patient_id"].to_numpy(),
                          "start_m": month_index(_dates(med["start_date"])).to_numpy(),
                          "stop_m": stop.fillna(np.inf).to_numpy()}).dropna(subset=["start_m"])
 
@@ -845,16 +876,18 @@ def patient_month_flag_sets(frames: StoreFrames, sets: list[tuple[list, MeasureC
 
 
 def _flags(ctx: _Context, catalogue: MeasureCatalogue, month_as_index: bool) -> pd.DataFrame:
-    parts = []
+    parts, metrics = [], []
     for measure in catalogue.measures:
         rows = RULES[measure.rule](ctx, measure)
         if len(rows):
-            parts.append(rows.assign(metric=measure.id))
-    if not parts:
-        out = _empty_rows().assign(metric=pd.Series(dtype="str"))
-    else:
-        out = pd.concat(parts, ignore_index=True)
+            parts.append(rows)
+            metrics.append(measure.id)
+    out = pd.concat(parts, ignore_index=True) if parts else _empty_rows()
     out = out.astype({"m": "int64", "numerator": "float64", "denominator": "float64", "sum_sq": "float64"})
+    # the ids back, and each part's measure id: taken from their few distinct values (a column of
+    # Python strings converted to text row by row costs about 10 times as much)
+    out["patient_id"] = pd.Index(ctx.ids, dtype="str").take(out["patient_id"].to_numpy(dtype="int64")).array
+    out["metric"] = pd.Index(metrics, dtype="str").take(np.repeat(np.arange(len(parts)), [len(p) for p in parts])).array
     out = out.rename(columns={"m": "month"})
     if not month_as_index:
         lookup = {i: from_index(i) for i in out["month"].unique()}
