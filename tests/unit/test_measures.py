@@ -285,3 +285,39 @@ def test_flag_sets_from_one_preparation_equal_their_own_calls():
     assert len(together) == 2 and all(len(t) for t in together)
     for (months, cat), got in zip(sets, together, strict=True):
         pd.testing.assert_frame_equal(got, patient_month_flags(f, months, cat, month_as_index=True), check_exact=True)
+
+
+def _one_patient(frames: StoreFrames, patient: str) -> StoreFrames:
+    return StoreFrames(*(f[f["patient_id"] == patient].reset_index(drop=True) for f in
+                         (frames.attribution, frames.patients, frames.encounters, frames.measurements, frames.conditions,
+                          frames.medications)))  # fmt: skip
+
+
+def test_a_patients_flags_do_not_depend_on_the_other_patients_ids_or_their_dtype():
+    """The rules work on patient codes (positions in the sorted ids): ids that sort around each
+    other (accents, case, shared prefixes), a patient with rows but no attributed month, and ids
+    held as Python objects instead of text give every patient the rows it has alone, with the
+    ids as given."""
+    ids = ["Émile", "émile", "Zoë", "zoe", "P1", "P10", "P1 ", "b"]
+    attributed = {p: MONTHS for p in ids}
+    frames = make_frames(
+        attributed,
+        patients=[(p, f"19{40 + i}-0{1 + i % 9}-15", "2024-02-20" if p == "zoe" else None) for i, p in enumerate(ids)],
+        encounters=[dict(patient_id=p, kind=k, start_date=D(f"2024-0{1 + i % 3}-0{2 + i % 5}"), end_date=D(f"2024-0{1 + i % 3}-1{i % 5}"))
+                    for i, p in enumerate(ids) for k in ("ed_visit", "admission") if i % 3 != 1],
+        measurements=[(p, f"2023-1{i % 3}-1{i % 9}", code, v + i) for i, p in enumerate(ids)
+                      for code, v in (("4548-4", 6.0), ("44261-6", 8.0), ("8480-6", 120), ("8462-4", 75))]
+        + [("unattributed", "2024-01-10", "4548-4", 9.9)],
+        conditions=[(p, code, "2020-01-01", None) for i, p in enumerate(ids) for code in ("E11.9", "F32.1", "I10")[: 1 + i % 3]],
+        medications=[(p, f"RX{j}", "2023-01-01", None) for i, p in enumerate(ids) for j in range(3 + 3 * (i % 3))],
+    )
+    together = patient_month_flags(frames, MONTHS)
+    assert together["patient_id"].dtype == "str" and set(together["patient_id"]) == set(ids)
+    for patient in ids:
+        alone = patient_month_flags(_one_patient(frames, patient), MONTHS, medication_data=True)
+        mine = together[together["patient_id"] == patient].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine.sort_values(["month", "metric"], ignore_index=True),
+                                      alone.sort_values(["month", "metric"], ignore_index=True), check_exact=True, obj=patient)
+    as_objects = StoreFrames(*(f.astype({"patient_id": object}) for f in (frames.attribution, frames.patients, frames.encounters,
+                                                                          frames.measurements, frames.conditions, frames.medications)))
+    pd.testing.assert_frame_equal(patient_month_flags(as_objects, MONTHS), together, check_exact=True)
