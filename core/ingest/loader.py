@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -57,7 +57,7 @@ from core.access.demo import end_demo
 from core.derive.incremental import TOUCH_ALL, mark_touched
 from core.ingest.report import ImportReport
 from core.store import models
-from core.store.db import checkpoint_after_write, copy_rows, refresh_statistics
+from core.store.db import checkpoint_after_write, copy_rows, refresh_statistics_side_by_side
 from core.store.queries import DERIVE_PENDING_KEY, among, patient_hashes
 
 NETWORK_TABLES = ("practice", "team", "staff")  # a change re-derives everything (cost rates, teams)
@@ -272,16 +272,25 @@ def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], upda
         literal_column("xmax = 0", Boolean).label("inserted")).cte("written")
     count = select(func.count()).select_from(written).where(written.c.inserted)
     if keys_as_a_set and table.foreign_key_constraints:
-        role = conn.exec_driver_sql("SHOW session_replication_role").scalar_one()
-        # 'replica' for this statement only: no user triggers, no foreign-key trigger per row
-        conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
-        inserted = conn.execute(count).scalar_one()
-        conn.execute(select(func.set_config("session_replication_role", role, True)))
+        with _without_row_triggers(conn):
+            inserted = conn.execute(count).scalar_one()
         _check_keys_as_a_set(conn, table, temp)
     else:
         inserted = conn.execute(count).scalar_one()
     temp.drop(conn)
     return inserted
+
+
+@contextmanager
+def _without_row_triggers(conn):
+    """PostgreSQL: the statements of the block run with ``session_replication_role`` 'replica': no
+    user trigger and no foreign-key trigger per row (the caller checks the keys, or knows them
+    good). Set for the transaction (``SET LOCAL``) and put back after the block; a block that fails
+    leaves it to the transaction's rollback."""
+    role = conn.exec_driver_sql("SHOW session_replication_role").scalar_one()
+    conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    yield
+    conn.execute(select(func.set_config("session_replication_role", role, True)))
 
 
 def _may_check_keys_as_a_set(conn) -> bool:
@@ -946,11 +955,11 @@ class Load:
 
     def _analyze_loaded(self) -> None:
         """PostgreSQL, after the commit: fresh planner statistics of the tables that received rows
-        (:func:`core.store.db.refresh_statistics`), for the derive that reads them next. The import
-        is committed: a failure here is a warning (autovacuum analyses later), never an error."""
+        (:func:`core.store.db.refresh_statistics_side_by_side`: two tables at a time, on two
+        connections), for the derive that reads them next. The import is committed: a failure here
+        is a warning (autovacuum analyses later), never an error."""
         try:
-            with self._conn.begin():
-                refresh_statistics(self._conn, [name for name, rows in self.loaded.items() if rows])
+            refresh_statistics_side_by_side(self._conn.engine, [name for name, rows in self.loaded.items() if rows])
         except SQLAlchemyError as exc:
             self.report.add_warning("store", None, None, "the import is saved, but the database's planner statistics were "
                                     f"not refreshed ({str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}); "
@@ -993,7 +1002,10 @@ class Load:
         hashes = _unique(np.concatenate(self._patients))
         rows = zip([import_id] * len(hashes), hashes.view(np.int64).tolist(), strict=True)
         if self._dialect == "postgresql":
-            copy_rows(self._conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
+            # Every row's import_id is the import_run row this transaction has just written: no
+            # foreign-key trigger needed per row (86,765 patients of a month: 0.53 s -> 0.10 s).
+            with _without_row_triggers(self._conn) if self._keys_as_a_set else nullcontext():
+                copy_rows(self._conn, models.ImportPatient.__tablename__, ["import_id", "patient_hash"], rows)
         else:
             self._conn.exec_driver_sql("INSERT INTO import_patient (import_id, patient_hash) VALUES (?, ?)", list(rows))
 

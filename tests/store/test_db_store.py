@@ -32,3 +32,38 @@ def test_a_write_that_starts_with_a_common_table_expression_is_part_of_its_trans
         conn.execute(text("WITH v(n) AS (SELECT 2) INSERT INTO cte_probe SELECT n FROM v"))
     with store_engine.connect() as conn:
         assert conn.execute(text("SELECT n FROM cte_probe")).scalars().all() == [2]
+
+
+def test_statistics_side_by_side_analyse_every_table_named_on_two_connections(store_engine, monkeypatch):
+    """PostgreSQL: each named table analysed once, the tables dealt out by size between two
+    connections (the largest alone here: it outweighs the others together). SQLite: nothing to do."""
+    import threading
+
+    from core.store import db
+    from core.store.db import create_schema, refresh_statistics_side_by_side
+
+    create_schema(store_engine)
+    with store_engine.begin() as conn:  # 'team' far larger than 'practice' and 'staff' together
+        conn.execute(text("INSERT INTO practice (practice_id, name, network) VALUES ('PR1', 'One', '')"))
+        conn.execute(text("INSERT INTO team (team_id, practice_id, name) "
+                          "SELECT 'T' || n, 'PR1', repeat('x', 190) FROM generate_series(1, 2000) AS n"
+                          if store_engine.dialect.name == "postgresql" else "SELECT 1"))  # fmt: skip
+    calls = []
+
+    def analyse(conn, tables):
+        calls.append((threading.get_ident(), tuple(tables)))
+        real(conn, tables)
+
+    real = db.refresh_statistics
+    monkeypatch.setattr(db, "refresh_statistics", analyse)
+    refresh_statistics_side_by_side(store_engine, ["team", "practice", "staff", "team"])
+
+    if store_engine.dialect.name != "postgresql":
+        assert calls == []
+        return
+    assert sorted(tables for _, tables in calls) == [("practice", "staff"), ("team",)]
+    assert len({thread for thread, _ in calls}) == 2
+    with store_engine.connect() as conn:
+        analysed = conn.execute(text("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
+                                     "AND relname IN ('team', 'practice', 'staff') ORDER BY relname")).scalars().all()  # fmt: skip
+    assert analysed == ["practice", "staff", "team"]

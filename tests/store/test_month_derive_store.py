@@ -130,7 +130,7 @@ def test_an_import_whose_statistics_fail_is_kept_with_a_warning(before_store_pg,
     def fail(conn, tables):
         raise OperationalError("ANALYZE", {}, Exception("canceling statement due to lock timeout"))
 
-    monkeypatch.setattr("core.ingest.loader.refresh_statistics", fail)
+    monkeypatch.setattr("core.store.db.refresh_statistics", fail)  # (on the connections of the analysis's threads)
     report = import_path(before_store_pg, month_bundles / "after")
     assert report.ok and report.import_id is not None, report.to_text()
     assert any("planner statistics were not refreshed" in w.message and "lock timeout" in w.message for w in report.warnings)

@@ -115,3 +115,35 @@ def test_the_parents_a_load_refers_to_stay_locked_until_it_commits(store_engine,
     with store_engine.connect() as conn:
         assert conn.execute(text("SELECT patient_id FROM encounter WHERE encounter_id = 'E9'")).scalar_one() == "P9"
         assert conn.execute(text("SELECT count(*) FROM patient WHERE patient_id = 'P9'")).scalar_one() == 1
+
+
+@pytest.mark.parametrize("as_a_set", [True, False], ids=["as a set", "trigger per row"])
+def test_the_imports_patient_rows_skip_the_trigger_per_row_only_where_keys_go_as_a_set(store_engine, tmp_path, monkeypatch,
+                                                                                      as_a_set):  # fmt: skip
+    """Every ``import_patient`` row refers to the ``import_run`` row its own transaction has just
+    written, so a load that may set ``session_replication_role`` copies them without PostgreSQL's
+    foreign-key trigger per row; one that may not keeps the trigger. Either way the rows are the
+    import's patients, and the role is PostgreSQL's own again for what follows."""
+    monkeypatch.setattr(loader, "_may_check_keys_as_a_set", lambda conn: as_a_set)
+    roles = []
+
+    def copy_rows(conn, table, columns, rows):
+        if table == "import_patient":
+            roles.append(conn.exec_driver_sql("SHOW session_replication_role").scalar_one())
+        real_copy_rows(conn, table, columns, rows)
+
+    real_copy_rows = loader.copy_rows
+    monkeypatch.setattr(loader, "copy_rows", copy_rows)
+    report = import_path(store_engine, write_bundle(tmp_path / "b"))
+
+    assert report.ok, report.to_text()
+    assert roles == ["replica" if as_a_set else "origin"]
+    with store_engine.connect() as conn:
+        rows = conn.execute(text("SELECT import_id, count(*) FROM import_patient GROUP BY import_id")).all()
+        patients = conn.execute(text("SELECT count(*) FROM patient")).scalar_one()
+        assert rows == [(report.import_id, patients)]
+        conn.rollback()
+        with conn.begin():  # the block's end gives the transaction its role back
+            with loader._without_row_triggers(conn):
+                assert conn.exec_driver_sql("SHOW session_replication_role").scalar_one() == "replica"
+            assert conn.exec_driver_sql("SHOW session_replication_role").scalar_one() == "origin"
