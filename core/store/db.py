@@ -212,8 +212,8 @@ def refresh_statistics_side_by_side(engine: Engine, tables, connections: int = 2
     of ``engine`` at once, each in its own transaction, the tables dealt out by size (largest first,
     to the connection with the fewest bytes so far). Each ``ANALYZE`` keeps one server core busy:
     after one month's import into the 100,000-patient store, the eleven tables took 1.32 s on one
-    connection and 0.68 s on two (the server's log). Only for rows already committed: another connection does
-    not see the caller's uncommitted ones. SQLite: nothing."""
+    connection and 0.68 s on two (the server's log). Only for rows already committed: another
+    connection does not see the caller's uncommitted ones. SQLite: nothing."""
     names = sorted(set(tables))
     if engine.dialect.name != "postgresql" or not names:
         return
