@@ -10,7 +10,6 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -227,13 +226,27 @@ def refresh_statistics_side_by_side(engine: Engine, tables, connections: int = 2
         shares[least].append(name)
         totals[least] += sizes.get(name, 0)
 
-    def analyze(share: list[str]) -> None:
-        with engine.begin() as conn:
-            refresh_statistics(conn, share)
+    shares = [share for share in shares if share]
+    errors: list[BaseException] = []
 
-    with ThreadPoolExecutor(len(shares)) as pool:
-        for future in [pool.submit(analyze, share) for share in shares if share]:
-            future.result()
+    def analyze(share: list[str]) -> None:
+        try:
+            with engine.begin() as conn:
+                refresh_statistics(conn, share)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+            errors.append(exc)
+
+    # a thread of its own for every share but the first, which the caller's thread analyses: each
+    # share on its own connection at once, however the threads are scheduled (a pool of threads
+    # may hand a second share to the thread that finished the first)
+    others = [threading.Thread(target=analyze, args=(share,), daemon=True) for share in shares[1:]]
+    for thread in others:
+        thread.start()
+    analyze(shares[0])
+    for thread in others:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def checkpoint_after_write(conn, background_bytes: int | None = None) -> threading.Thread | None:
