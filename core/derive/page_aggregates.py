@@ -214,7 +214,9 @@ def select_claims_network_month(dialect: str, since: date | None = None):
         select(month.label("month"), *[k.label(n) for k, n in zip(keys, NETWORK_COLUMNS[1:7], strict=True)],
                func.count().label("claims"), func.coalesce(func.sum(e.paid_usd), 0.0).label("paid_usd"))
         .select_from(e)
-        .outerjoin(a, and_(a.patient_id == e.patient_id, a.month == month))
+        # the attributions of the months from ``since`` only (PostgreSQL then hashes those, not all)
+        .outerjoin(a, and_(a.patient_id == e.patient_id, a.month == month,
+                           *([] if since is None else [a.month >= since.replace(day=1)])))
         .where(e.is_internal.is_(False), *([] if since is None else [e.start_date >= since]))
         .group_by(month, *keys)
     )  # fmt: skip
@@ -597,8 +599,8 @@ def select_patient_month_cost(patients: list[str] | None = None, since: date | N
                act.cost_internal_usd, act.cost_external_usd)
         .join(s, and_(s.patient_id == act.patient_id, s.month == act.month))
     )  # fmt: skip
-    if since is not None:
-        stmt = stmt.where(act.month >= since)
+    if since is not None:  # the bound on both sides: PostgreSQL then reads the months' assignments only, not all of them
+        stmt = stmt.where(act.month >= since, s.month >= since)
     return stmt if patients is None else stmt.where(act.patient_id.in_(patients))
 
 
