@@ -10,7 +10,9 @@ CPU (:func:`worker_count`, or ``$DERIVE_WORKERS``); with ``$DERIVE_SCHEDULER``
 by its URL, so a cluster needs PostgreSQL or an SQLite file on a path every worker shares.
 """
 
+import itertools
 import logging
+import math
 import os
 import sys
 import threading
@@ -22,11 +24,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, exists, select
 from sqlalchemy.engine import make_url
 
 from core.store.db import make_engine
-from core.store.models import Attribution
+from core.store.models import Attribution, Patient
 
 # Patients per block: about 1.5 GB of frames for the cells of 25,000 patients x 24 months
 # (about 0.5 GB for their subgroup inputs).
@@ -82,18 +84,32 @@ def worker_count(environ: Mapping[str, str] = os.environ) -> int:
     return max(2 if scheduler_address(environ) else 1, min(cpus, MAX_WORKERS))
 
 
-def patient_blocks(conn: Connection, size: int, months: list[date] | None = None) -> list[tuple[str, str]]:
+def patient_blocks(conn: Connection, size: int, months: list[date] | None = None,
+                   workers: int | None = None) -> list[tuple[str, str]]:  # fmt: skip
     """Inclusive ``patient_id`` ranges of at most ``size`` patients attributed in ``months``
     (None: in any month), in id order.
 
+    ``workers`` None: ranges of ``size`` patients, the last one the rest (the cells' blocks,
+    whose sums are added in this order). Else, when more than one range is needed, as many as
+    the smallest multiple of ``workers`` that keeps each within ``size``, of even sizes, so each
+    worker reads as many patients: 86,765 patients, two workers, 4 x 21,691-21,692 instead of 3 x
+    25,000 and 11,765 (one worker's two blocks were 50,000 patients against the other's 36,765).
+
     The ids are sorted by the database, so the ranges follow its collation, as the range
-    conditions of the block queries do.
+    conditions of the block queries do. Every month: the patients with an attribution (every
+    attributed id is a patient's), which PostgreSQL reads from the two primary keys where a
+    distinct of the attributions sorts them all (100,000 patients: 0.45 -> 0.20 s).
     """
-    a = Attribution
-    stmt = select(a.patient_id).distinct().order_by(a.patient_id)
-    if months is not None:
-        stmt = stmt.where(a.month.in_(months))
+    a, p = Attribution, Patient
+    if months is None:
+        stmt = select(p.patient_id).where(exists().where(a.patient_id == p.patient_id)).order_by(p.patient_id)
+    else:
+        stmt = select(a.patient_id).distinct().where(a.month.in_(months)).order_by(a.patient_id)
     ids = conn.execute(stmt).scalars().all()
+    if workers is not None and len(ids) > size:
+        count = workers * math.ceil(len(ids) / (size * workers))
+        bounds = [round(i * len(ids) / count) for i in range(count + 1)]
+        return [(ids[start], ids[end - 1]) for start, end in itertools.pairwise(bounds) if end > start]
     return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
 
 

@@ -670,7 +670,7 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
         if start <= old_range[0].date() or run.first.date() != old_range[0].date():
             return {"why": "the first assigned month changed, or every month is re-derived"}
         months = sorted(m for (m,) in conn.execute(select(Attribution.month).distinct().where(Attribution.month >= start)))
-        blocks = patient_blocks(conn, BLOCK_PATIENTS, months) if months else []
+        blocks = patient_blocks(conn, BLOCK_PATIENTS, months, workers) if months else []
         reach = [] if reach_from is None or reach_from >= start else sorted(
             m for (m,) in conn.execute(select(Attribution.month).distinct().where(Attribution.month >= reach_from,
                                                                                    Attribution.month < start)))  # fmt: skip

@@ -259,7 +259,7 @@ def assign_subgroups(
     months = None if months is None else sorted({as_month(m) for m in months})
     with engine.connect() as conn:
         run = run_of(conn, months, model)
-        blocks = patient_blocks(conn, block_patients, months) if run else []
+        blocks = patient_blocks(conn, block_patients, months, workers) if run else []
     summary = {"rows": 0, "mix": {}, "overridden": 0, "months": 0, "blocks": len(blocks)}
     if not blocks:
         return {**summary, "seconds": round(time.perf_counter() - t0, 2)}
