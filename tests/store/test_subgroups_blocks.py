@@ -12,7 +12,7 @@ from core.derive.subgroups.assign import assign_subgroups
 from core.derive.subgroups.overrides import set_override
 from core.derive.subgroups.rules import load_rules
 from core.store.db import make_engine
-from core.store.models import RiskScore, SubgroupAssignment
+from core.store.models import Attribution, RiskScore, SubgroupAssignment
 from core.views.admin_rules import preview_rules
 
 from .test_subgroups_store import LEAD, MONTHS, RULES, seed
@@ -60,7 +60,7 @@ def test_blocks_partition_the_attributed_patients(sample_copy):
 def test_blocks_for_workers_are_even_and_a_multiple_of_them(sample_copy, workers):
     """Each worker reads as many patients: no short last block beside full ones."""
     with sample_copy.connect() as conn:
-        ids = sorted(pd.read_sql(select(SubgroupAssignment.patient_id).distinct(), conn)["patient_id"])
+        ids = sorted(pd.read_sql(select(Attribution.patient_id).distinct(), conn)["patient_id"])
         blocks = patient_blocks(conn, 7, workers=workers)
         whole = patient_blocks(conn, len(ids), workers=workers)
     sizes = [len([i for i in ids if lo <= i <= hi]) for lo, hi in blocks]
