@@ -757,7 +757,9 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
                     conn.execute(delete(r).where(r.c.patient_id.in_(ids)))
                 insert_frame(conn, a, earlier[ASSIGNMENT_COLUMNS])
                 insert_frame(conn, r, risk[risk["score"].notna()].astype({"year": int}))
-            refresh_statistics(conn, [a.name, r.name])  # PostgreSQL: the month's rows, before the cells read them
+            # PostgreSQL: the month's rows, before the cells read them
+            refresh_statistics(conn, [a.name, r.name], changed={a.name: rows + (0 if earlier is None else len(earlier)),
+                                                                r.name: 0 if earlier is None else len(risk)})  # fmt: skip
             parts["subgroups"] = time.perf_counter() - t0
             parts["subgroups_write"] = time.perf_counter() - t1
         summary["subgroups"] = {"rows": rows, "patients_every_month": len(again)}
@@ -784,7 +786,8 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
             conn.execute(delete(tma).where(tma.c.month >= start))
             stmt = select_team_month_activity(dialect, since=start)
             team_rows = conn.execute(tma.insert().from_select(TEAM_ACTIVITY_COLUMNS, stmt)).rowcount
-            refresh_statistics(conn, [pma.name, tma.name])  # PostgreSQL: before the pages' tables read them
+            # PostgreSQL: before the pages' tables read them
+            refresh_statistics(conn, [pma.name, tma.name], changed={pma.name: activity, tma.name: team_rows})
         parts["activity"] = time.perf_counter() - t3
         if pages is not None:
             summary["page_aggregates"] = pages()
@@ -798,7 +801,8 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
     with engine.begin() as conn:
         cell_rows = _replace_cells_from(conn, start, cells)
         reach_rows = _replace_metric_cells(conn, reach, forward, reach_cells)
-        refresh_statistics(conn, [Cell.__tablename__])  # PostgreSQL: the pages read the month's cells
+        # PostgreSQL: the pages read the month's cells
+        refresh_statistics(conn, [Cell.__tablename__], changed={Cell.__tablename__: cell_rows + reach_rows})
     parts["write"] = time.perf_counter() - t5
     return {**summary, "activity": {"rows": int(activity), "team_rows": int(team_rows)},
             "cells": {"rows": cell_rows, "reach_rows": reach_rows}, "parts": {k: round(v, 2) for k, v in parts.items()}}  # fmt: skip

@@ -707,8 +707,15 @@ def build_page_aggregates_from(engine: Engine, start: date) -> dict:
             out[name] = int(conn.execute(select(func.count()).select_from(table).where(table.c[month] >= start)).scalar_one())
             table_seconds[name] = round(time.perf_counter() - t1, 2)
         # PostgreSQL: the months' rows in the planner's statistics, for the pages that read them
-        refresh_statistics(conn, [m.__tablename__ for m, *_ in parts.values()] + [SpecialistSpendPatientMonth.__tablename__,
-                                                                                 SpecialistSpendMonth.__tablename__])  # fmt: skip
+        # (of the date columns only where they are a small share of a table: refresh_statistics)
+        changed = {m.__tablename__: out[name] for name, (m, *_) in parts.items()}
+        spend = out.get("specialist_spend")
+        if isinstance(spend, dict) and "rows_from_month" in spend:  # (not rebuilt whole)
+            earlier = spend["earlier"].get("patient_months", 0)
+            changed[SpecialistSpendPatientMonth.__tablename__] = spend["rows_from_month"] + earlier
+            changed[SpecialistSpendMonth.__tablename__] = spend["sums_from_month"] + spend["earlier"].get("rows", 0)
+        spend_tables = [SpecialistSpendPatientMonth.__tablename__, SpecialistSpendMonth.__tablename__]
+        refresh_statistics(conn, [*changed, *spend_tables], changed)
         _mark_built(conn)
     return {**out, "from_month": start.isoformat(), "table_seconds": table_seconds, "seconds": round(time.perf_counter() - t0, 2)}
 

@@ -956,10 +956,12 @@ class Load:
     def _analyze_loaded(self) -> None:
         """PostgreSQL, after the commit: fresh planner statistics of the tables that received rows
         (:func:`core.store.db.refresh_statistics_side_by_side`: two tables at a time, on two
-        connections), for the derive that reads them next. The import is committed: a failure here
-        is a warning (autovacuum analyses later), never an error."""
+        connections), for the derive that reads them next; of their date columns only where the
+        load's rows are under a tenth of the table (a month's import). The import is committed: a
+        failure here is a warning (autovacuum analyses later), never an error."""
+        loaded = {name: rows for name, rows in self.loaded.items() if rows}
         try:
-            refresh_statistics_side_by_side(self._conn.engine, [name for name, rows in self.loaded.items() if rows])
+            refresh_statistics_side_by_side(self._conn.engine, list(loaded), changed=loaded)
         except SQLAlchemyError as exc:
             self.report.add_warning("store", None, None, "the import is saved, but the database's planner statistics were "
                                     f"not refreshed ({str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}); "

@@ -9,11 +9,11 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, event, inspect, text
+from sqlalchemy import Connection, Date, DateTime, Engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
@@ -189,7 +189,37 @@ _checkpoints: list[threading.Thread] = []
 _checkpoints_lock = threading.Lock()
 
 
-def refresh_statistics(conn, tables) -> None:
+# A table whose changed rows are under this share of its rows (as of its last analysis) gets fresh
+# statistics of its date columns only (:func:`refresh_statistics`); autovacuum analyses every
+# column once a tenth of the table has changed.
+DATED_ONLY_SHARE = 0.1
+
+
+def dated_columns(name: str) -> list[str]:
+    """The date and timestamp columns of the table ``name``, and a risk score's year: the columns
+    whose values move on with each new month."""
+    table = SQLModel.metadata.tables[name]
+    return [c.name for c in table.columns if isinstance(c.type, Date | DateTime) or (name == "risk_score" and c.name == "year")]
+
+
+def _analyze_targets(conn, names: list[str], changed: Mapping[str, int] | None) -> list[str]:
+    """``ANALYZE`` targets of the tables ``names``: ``name (its dated columns)`` for a table whose
+    ``changed`` rows are under :data:`DATED_ONLY_SHARE` of its rows at its last analysis, else the
+    whole table."""
+    quote = conn.dialect.identifier_preparer.quote
+    small = {}
+    if changed:
+        rows = dict(conn.execute(text("SELECT n, coalesce((SELECT reltuples FROM pg_class WHERE oid = to_regclass(quote_ident(n))), -1) "
+                                      "FROM unnest(CAST(:names AS text[])) AS n"), {"names": names}).all())  # fmt: skip
+        small = {n for n in names if n in changed and rows.get(n, -1) > 0 and changed[n] < DATED_ONLY_SHARE * rows[n]}
+    targets = []
+    for name in names:
+        dated = dated_columns(name) if name in small and name in SQLModel.metadata.tables else []
+        targets.append(quote(name) + (f" ({', '.join(map(quote, dated))})" if dated else ""))
+    return targets
+
+
+def refresh_statistics(conn, tables, changed: Mapping[str, int] | None = None) -> None:
     """PostgreSQL: fresh planner statistics of ``tables`` (names), in the caller's transaction.
 
     Autovacuum analyses a table once a tenth of it has changed, so after one month's import or
@@ -197,22 +227,30 @@ def refresh_statistics(conn, tables) -> None:
     handful of rows and picks plans made for a handful (100,000 patients, one new month: a cell
     block's read of its attributions and subgroups 105 s against 0.1 s; the month's derive 304 s
     against 149 s for the whole network's). ``ANALYZE`` samples 30,000 rows a table, about a
-    second for the largest tables of 100,000 or 1,000,000 patients. SQLite: nothing (its
-    statistics are averages per index, which a month does not move; the full derive analyses).
+    second for the largest tables of 100,000 or 1,000,000 patients.
+
+    ``changed`` (rows written per table name): a table that changed by less than a tenth
+    (:data:`DATED_ONLY_SHARE`) gets the statistics of its date columns only (and its row count),
+    the ones a month moves: its ids, codes and teams keep theirs until autovacuum's next analysis.
+    100,000 patients, one new month: attribution 191 -> 104 ms, encounter 320 -> 148 ms. SQLite:
+    nothing (its statistics are averages per index, which a month does not move; the full derive
+    analyses).
     """
     names = sorted(set(tables))
     if conn.dialect.name == "postgresql" and names:
-        preparer = conn.dialect.identifier_preparer
-        conn.exec_driver_sql("ANALYZE " + ", ".join(preparer.quote(name) for name in names))
+        conn.exec_driver_sql("ANALYZE " + ", ".join(_analyze_targets(conn, names, changed)))
 
 
-def refresh_statistics_side_by_side(engine: Engine, tables, connections: int = 2) -> None:
+def refresh_statistics_side_by_side(
+    engine: Engine, tables, connections: int = 2, changed: Mapping[str, int] | None = None
+) -> None:
     """PostgreSQL: :func:`refresh_statistics` of committed ``tables`` on ``connections`` connections
     of ``engine`` at once, each in its own transaction, the tables dealt out by size (largest first,
     to the connection with the fewest bytes so far). Each ``ANALYZE`` keeps one server core busy:
     after one month's import into the 100,000-patient store, the eleven tables took 1.32 s on one
     connection and 0.68 s on two (the server's log). Only for rows already committed: another
-    connection does not see the caller's uncommitted ones. SQLite: nothing."""
+    connection does not see the caller's uncommitted ones. ``changed``: as :func:`refresh_statistics`.
+    SQLite: nothing."""
     names = sorted(set(tables))
     if engine.dialect.name != "postgresql" or not names:
         return
@@ -232,7 +270,7 @@ def refresh_statistics_side_by_side(engine: Engine, tables, connections: int = 2
     def analyze(share: list[str]) -> None:
         try:
             with engine.begin() as conn:
-                refresh_statistics(conn, share)
+                refresh_statistics(conn, share, changed)
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
             errors.append(exc)
 

@@ -50,9 +50,9 @@ def test_statistics_side_by_side_analyse_every_table_named_on_two_connections(st
                           if store_engine.dialect.name == "postgresql" else "SELECT 1"))  # fmt: skip
     calls = []
 
-    def analyse(conn, tables):
+    def analyse(conn, tables, changed=None):
         calls.append((threading.get_ident(), tuple(tables)))
-        real(conn, tables)
+        real(conn, tables, changed)
 
     real = db.refresh_statistics
     monkeypatch.setattr(db, "refresh_statistics", analyse)
@@ -67,3 +67,44 @@ def test_statistics_side_by_side_analyse_every_table_named_on_two_connections(st
         analysed = conn.execute(text("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
                                      "AND relname IN ('team', 'practice', 'staff') ORDER BY relname")).scalars().all()  # fmt: skip
     assert analysed == ["practice", "staff", "team"]
+
+
+def test_a_small_change_refreshes_the_statistics_of_the_date_columns_only(store_engine):
+    """PostgreSQL: a table that changed by less than a tenth since its last analysis gets the
+    statistics of its date columns (the ones a new month moves) and keeps the others; a larger
+    change, a table never analysed or no ``changed`` analyses every column. SQLite: nothing."""
+    from core.store.db import _analyze_targets, dated_columns, refresh_statistics
+
+    assert dated_columns("econsult_month") == ["month"] and dated_columns("team") == []
+    if store_engine.dialect.name != "postgresql":
+        with store_engine.begin() as conn:
+            refresh_statistics(conn, ["econsult_month"], {"econsult_month": 1})  # no statement on SQLite
+        return
+
+    def insert(conn, teams: int, month: str, rows: int) -> None:
+        conn.execute(text("INSERT INTO econsult_month (month, team_id, specialty, econsults, responded, days_sum, "
+                          "days_sq, resolved) SELECT CAST(:month AS date), 'T' || (n % :teams), 'S' || n, 1, 1, 1, 1, 0 "
+                          "FROM generate_series(1, :rows) AS n"), {"month": month, "teams": teams, "rows": rows})  # fmt: skip
+
+    def stats(conn) -> dict:
+        rows = conn.execute(text("SELECT attname, n_distinct FROM pg_stats WHERE tablename = 'econsult_month' "
+                                 "AND attname IN ('month', 'team_id')")).all()  # fmt: skip
+        return dict(rows)
+
+    with store_engine.begin() as conn:
+        assert _analyze_targets(conn, ["econsult_month"], {"econsult_month": 1}) == ["econsult_month"]  # never analysed
+        insert(conn, 5, "2026-10-01", 1000)
+        refresh_statistics(conn, ["econsult_month"])
+        assert stats(conn) == {"month": 1, "team_id": 5}
+    with store_engine.begin() as conn:  # 50 rows of a new month and a new team: under a tenth
+        conn.execute(text("INSERT INTO econsult_month (month, team_id, specialty, econsults, responded, days_sum, "
+                          "days_sq, resolved) SELECT DATE '2026-11-01', 'TNEW', 'S' || n, 1, 1, 1, 1, 0 "
+                          "FROM generate_series(1, 50) AS n"))  # fmt: skip
+        assert _analyze_targets(conn, ["econsult_month", "team"], {"econsult_month": 50, "team": 1}) == [
+            'econsult_month (month)', "team"]  # (a table without date columns: whole)
+        refresh_statistics(conn, ["econsult_month"], {"econsult_month": 50})
+        assert stats(conn) == {"month": 2, "team_id": 5}  # the month moved, the teams kept
+    with store_engine.begin() as conn:  # a tenth or more: every column
+        assert _analyze_targets(conn, ["econsult_month"], {"econsult_month": 105}) == ["econsult_month"]
+        refresh_statistics(conn, ["econsult_month"], {"econsult_month": 105})
+        assert stats(conn) == {"month": 2, "team_id": 6}

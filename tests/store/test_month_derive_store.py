@@ -127,7 +127,7 @@ def test_postgresql_plans_the_new_month_with_its_rows_in_the_statistics(before_s
 def test_an_import_whose_statistics_fail_is_kept_with_a_warning(before_store_pg, month_bundles, monkeypatch):
     from sqlalchemy.exc import OperationalError
 
-    def fail(conn, tables):
+    def fail(conn, tables, changed=None):
         raise OperationalError("ANALYZE", {}, Exception("canceling statement due to lock timeout"))
 
     monkeypatch.setattr("core.store.db.refresh_statistics", fail)  # (on the connections of the analysis's threads)
