@@ -252,7 +252,7 @@ def _copy_csv(conn, table_name: str, names: list[str], frame: pd.DataFrame, tabl
 
 
 def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], update: list[str],
-                 defaults: dict[str, object], keys_as_a_set: bool = False) -> int:
+                 defaults: dict[str, object], keys_as_a_set: bool = False, kept: set[str] | None = None) -> int:
     """PostgreSQL: ``COPY`` the rows into a temporary table (:func:`_copy_csv`), then upsert them
     all with one ``INSERT ... SELECT ... ON CONFLICT``, which keeps the semantics of :func:`_upsert`.
 
@@ -263,6 +263,10 @@ def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], upda
     ``keys_as_a_set`` (:func:`_may_check_keys_as_a_set`): the upsert runs without PostgreSQL's
     foreign-key trigger per row, and :func:`_check_keys_as_a_set` checks and locks the parents of
     the batch's rows in one statement per key instead, with the same guarantee.
+
+    ``kept`` (with ``keys_as_a_set``): the tables whose keys this load upserted so far, kept in
+    temporary tables (:func:`_keep_written_keys`); the batch's keys are added when other tables
+    refer to this one, and the check skips the parents in them.
     """
     temp = Table(f"_load_{table.name}", MetaData(), *[Column(n, table.c[n].type) for n in names],
                  prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
@@ -274,11 +278,39 @@ def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], upda
     if keys_as_a_set and table.foreign_key_constraints:
         with _without_row_triggers(conn):
             inserted = conn.execute(count).scalar_one()
-        _check_keys_as_a_set(conn, table, temp)
+        _check_keys_as_a_set(conn, table, temp, kept or set())
     else:
         inserted = conn.execute(count).scalar_one()
+    if keys_as_a_set and kept is not None and update:
+        _keep_written_keys(conn, table, temp, kept)
     temp.drop(conn)
     return inserted
+
+
+def _parent_tables() -> set[str]:
+    """The tables that other tables' foreign keys refer to."""
+    return {fk.column.table.name for table in SQLModel.metadata.tables.values() for fk in table.foreign_keys}
+
+
+def written_keys_table(name: str) -> str:
+    return f"_written_{name}"
+
+
+def _keep_written_keys(conn, table: Table, batch: Table, written: set[str]) -> None:
+    """PostgreSQL: add the keys of ``batch`` (just upserted into ``table``, a parent of other
+    tables with a one-column key) to the load's temporary table of them, and ``table`` to
+    ``written``. Every such row exists until the load ends and no other transaction can delete it
+    or change its key: a row the load inserted is seen by no one else, and ``ON CONFLICT DO
+    UPDATE`` locks every row it meets, also those its ``WHERE`` leaves as they were."""
+    keys = list(table.primary_key.columns)
+    if table.name not in _parent_tables() or len(keys) != 1:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    kept, key = quote(written_keys_table(table.name)), quote(keys[0].name)
+    if table.name not in written:
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {kept} (value {keys[0].type.compile(conn.dialect)}) ON COMMIT DROP")
+        written.add(table.name)
+    conn.exec_driver_sql(f"INSERT INTO {kept} (value) SELECT {key} FROM {quote(batch.name)} WHERE {key} IS NOT NULL")
 
 
 @contextmanager
@@ -305,22 +337,30 @@ def _may_check_keys_as_a_set(conn) -> bool:
     return bool(conn.exec_driver_sql("SELECT has_parameter_privilege('session_replication_role', 'SET')").scalar_one())
 
 
-def _check_keys_as_a_set(conn, table: Table, batch: Table) -> None:
+def _check_keys_as_a_set(conn, table: Table, batch: Table, written: set[str] = frozenset()) -> None:
     """What PostgreSQL's foreign-key trigger does for each row of ``batch`` (the rows just upserted
     into ``table``), one statement per key: lock the parent rows they refer to (``FOR KEY SHARE``,
     so that no other transaction deletes one or changes its key before this load commits) and
     compare their number with the distinct values referred to; when some are missing, count the
     rows that refer to them. At 100,000 patients a month's 86,765 attributions (four keys) took
     4.8 s with a trigger per row and about 2 s this way (BENCHMARKS.md). Rows the upsert left as they
-    were are checked too: they refer to parents that exist."""
+    were are checked too: they refer to parents that exist.
+
+    ``written``: parents whose keys this load upserted (:func:`_keep_written_keys`): those exist and
+    are locked already, so only the other values are looked up and locked (a month's import: its
+    attributions refer to the patients, practices, teams and staff it sent too, its staff minutes
+    to its encounters)."""
     quote = conn.dialect.identifier_preparer.quote
     rows = quote(batch.name)
     for fk in table.foreign_key_constraints:
         (element,) = fk.elements  # every key of the store has one column
         column, parent, key = quote(element.parent.name), quote(element.column.table.name), quote(element.column.name)
+        known = (f" AND NOT EXISTS (SELECT 1 FROM {quote(written_keys_table(element.column.table.name))} AS w "
+                 f"WHERE w.value = b.{column})" if element.column.table.name in written and element.column.primary_key
+                 else "")  # fmt: skip
         # (each CTE is read to its end by its count, so every parent row is locked)
         unlocked = conn.exec_driver_sql(
-            f"WITH wanted AS (SELECT DISTINCT {column} AS value FROM {rows} WHERE {column} IS NOT NULL), "
+            f"WITH wanted AS (SELECT DISTINCT b.{column} AS value FROM {rows} AS b WHERE b.{column} IS NOT NULL{known}), "
             f"locked AS (SELECT 1 FROM {parent} AS p WHERE p.{key} IN (SELECT value FROM wanted) FOR KEY SHARE OF p) "
             f"SELECT (SELECT count(*) FROM wanted) - (SELECT count(*) FROM locked)").scalar_one()  # fmt: skip
         if unlocked:
@@ -551,6 +591,7 @@ class Load:
         self._transaction = conn.begin()
         # PostgreSQL: a table's upserts check their foreign keys as a set where the role may (_copy_upsert)
         self._keys_as_a_set = self._dialect == "postgresql" and _may_check_keys_as_a_set(conn)
+        self._written_parents: set[str] = set()  # PostgreSQL: parents whose upserted keys are kept (_keep_written_keys)
         # the staged tables without a row when the load opened: their ends need not be waited for
         self._empty_at_open = {name for name in (STAGED_TABLES if stage is not None else ())
                                if conn.execute(select(literal(1)).select_from(SQLModel.metadata.tables[name]).limit(1)).first() is None}  # fmt: skip
@@ -737,7 +778,7 @@ class Load:
             self._inserted += self._copy_direct(table, frame)
         elif self._dialect == "postgresql":
             self._inserted += _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults,
-                                           keys_as_a_set=self._keys_as_a_set)
+                                           keys_as_a_set=self._keys_as_a_set, kept=self._written_parents)
         else:
             statement = _upsert(table, self._dialect, self._update)
             _execute_batches(self._conn, statement, frame, table, self._names, self._defaults)

@@ -147,3 +147,39 @@ def test_the_imports_patient_rows_skip_the_trigger_per_row_only_where_keys_go_as
             with loader._without_row_triggers(conn):
                 assert conn.exec_driver_sql("SHOW session_replication_role").scalar_one() == "replica"
             assert conn.exec_driver_sql("SHOW session_replication_role").scalar_one() == "origin"
+
+
+def test_parents_the_load_wrote_itself_are_not_looked_up_again_and_the_others_are(store_engine, tmp_path, monkeypatch):
+    """A load that writes patients and then their encounters (a month's import): the encounters'
+    patients written by the load are known to exist and are locked by its upsert, so only the
+    other values are looked up; a missing one is still found, with the rows that refer to it."""
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    before = table_contents(store_engine), table_counts(store_engine)
+    checks = []
+    real_exec = loader.Connection.exec_driver_sql
+
+    def exec_driver_sql(conn, statement, *args, **kwargs):
+        if statement.startswith("WITH wanted AS"):
+            checks.append(statement)
+        return real_exec(conn, statement, *args, **kwargs)
+
+    monkeypatch.setattr(loader.Connection, "exec_driver_sql", exec_driver_sql)
+    patients = pd.DataFrame({"patient_id": ["P1", "P9"], "birth_date": [date(1990, 1, 1)] * 2, "sex": ["other"] * 2})
+    encounters = pd.DataFrame({"encounter_id": ["E7", "E8", "E9"], "patient_id": ["P9", "P404", "P1"],
+                               **{k: v * 3 for k, v in ENCOUNTER.items()}})  # fmt: skip
+
+    report = load_tables(store_engine, {"patient": patients, "encounter": encounters}, ImportReport("frames", "test"))
+
+    assert not report.ok and report.errors[0].message.endswith("1 encounter row(s) refer to rows that do not exist in patient "
+                                                               "(for example patient_id 'P404')")  # fmt: skip
+    assert (table_contents(store_engine), table_counts(store_engine)) == before
+    checks.clear()
+    report = load_tables(store_engine, {"patient": patients, "encounter": encounters[encounters["patient_id"] != "P404"]},
+                         ImportReport("frames", "test"))  # fmt: skip
+    assert report.ok, report.to_text()
+    by_key = {key: [c for c in checks if f"b.{key} AS value" in c] for key in ("patient_id", "team_id")}
+    assert len(by_key["patient_id"]) == 1 and "_written_patient" in by_key["patient_id"][0]
+    assert len(by_key["team_id"]) == 1 and "_written" not in by_key["team_id"][0]  # no team sent: looked up
+    with store_engine.connect() as conn:
+        assert conn.execute(text("SELECT encounter_id, patient_id FROM encounter WHERE encounter_id IN ('E7', 'E9') "
+                                 "ORDER BY 1")).all() == [("E7", "P9"), ("E9", "P1")]  # fmt: skip
