@@ -174,3 +174,44 @@ def test_new_rows_are_the_inserted_ones_not_the_changed_or_sent_again(store_engi
     with store_engine.connect() as conn:
         assert dict(conn.exec_driver_sql("SELECT practice_id, name FROM practice").all()) == {
             "PR0": "a", "PR1": "renamed", "PR2": "c", "PR3": "d", "PR4": "e"}
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({}, loader.NO_MONTH),  # sent again as stored: nothing dated changed
+    ({"given_name": "Renamed"}, loader.NO_MONTH),  # a name derives nothing
+    ({"death_date": date(2024, 5, 20)}, date(2024, 5, 1)),  # from the month of the death
+    ({"dual_status": True}, None),  # every month
+], ids=["same", "name", "death", "dual status"])
+def test_a_patient_sent_again_moves_the_first_changed_month_by_what_changed(store_engine, tmp_path, change, expected):
+    """The months a load of stored patients can change, from the stored rows it replaces (on
+    PostgreSQL read by the upsert itself, before it writes): none for the same rows or a new name,
+    from a new death date's month, every month for another change (age, sex, dual status, strata).
+    A death date moved later counts from the earlier of the two."""
+    from sqlmodel import select as sql_select
+
+    from core.ingest.loader import open_load
+    from core.store.models import Patient
+
+    assert import_path(store_engine, write_bundle(tmp_path / "b")).ok
+    with store_engine.connect() as conn:
+        stored = pd.read_sql(sql_select(Patient), conn)
+    alive = stored["death_date"].isna()  # (the patients without a death date: the one stored is later than none)
+    assert alive.any() and (~alive).any()
+    patients = stored.copy()
+    for name, value in change.items():
+        patients[name] = patients[name].astype(object)
+        patients.loc[alive, name] = value
+    report = ImportReport("frames", "test")
+    with open_load(store_engine, report) as load:
+        load.start_table("patient")
+        load.write(patients)
+        load.commit()
+    assert report.ok, report.to_text()
+    assert load.from_month == expected
+    if "death_date" in change:  # and back to a later date: from the earlier, stored one
+        report = ImportReport("frames", "test")
+        with open_load(store_engine, report) as load:
+            load.start_table("patient")
+            load.write(patients.assign(death_date=patients["death_date"].where(~alive, date(2025, 2, 3))))
+            load.commit()
+        assert report.ok and load.from_month == date(2024, 5, 1)
