@@ -56,7 +56,7 @@ import pandas as pd
 from sqlalchemy import ARRAY, Engine, String, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from core.store.db import begin_interactive, refresh_statistics
+from core.store.db import begin_interactive, inserted_rows, refresh_statistics
 from core.store.models import (
     AppSetting,
     Attribution,
@@ -782,10 +782,10 @@ def derive_months(engine: Engine, start: date, rules=None, workers: int | None =
             dialect = conn.dialect.name
             conn.execute(delete(pma).where(pma.c.month >= start))
             stmt = select_patient_month_activity(dialect, role_rates, kind_costs, load_worklist_rules(), since=start)
-            activity = conn.execute(pma.insert().from_select(ACTIVITY_COLUMNS, stmt)).rowcount
+            activity = inserted_rows(conn, pma.insert().from_select(ACTIVITY_COLUMNS, stmt))
             conn.execute(delete(tma).where(tma.c.month >= start))
             stmt = select_team_month_activity(dialect, since=start)
-            team_rows = conn.execute(tma.insert().from_select(TEAM_ACTIVITY_COLUMNS, stmt)).rowcount
+            team_rows = inserted_rows(conn, tma.insert().from_select(TEAM_ACTIVITY_COLUMNS, stmt))
             # PostgreSQL: before the pages' tables read them
             refresh_statistics(conn, [pma.name, tma.name], changed={pma.name: activity, tma.name: team_rows})
         parts["activity"] = time.perf_counter() - t3

@@ -189,6 +189,18 @@ _checkpoints: list[threading.Thread] = []
 _checkpoints_lock = threading.Lock()
 
 
+def inserted_rows(conn, statement) -> int:
+    """Run an ``INSERT ... SELECT`` and return how many rows it inserted. SQLAlchemy keeps an
+    INSERT's row count only when asked (``preserve_rowcount``), and Python's sqlite3 gives none
+    for a statement that starts with ``WITH`` (-1): SQLite's count of changed rows is read instead."""
+    if conn.dialect.name == "sqlite":
+        driver = conn.connection.driver_connection
+        before = driver.total_changes
+        conn.execute(statement)
+        return driver.total_changes - before
+    return conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
+
+
 # A table whose changed rows are under this share of its rows (as of its last analysis) gets fresh
 # statistics of its date columns only (:func:`refresh_statistics`); autovacuum analyses every
 # column once a tenth of the table has changed.
@@ -211,7 +223,7 @@ def _analyze_targets(conn, names: list[str], changed: Mapping[str, int] | None) 
     if changed:
         rows = dict(conn.execute(text("SELECT n, coalesce((SELECT reltuples FROM pg_class WHERE oid = to_regclass(quote_ident(n))), -1) "
                                       "FROM unnest(CAST(:names AS text[])) AS n"), {"names": names}).all())  # fmt: skip
-        small = {n for n in names if n in changed and rows.get(n, -1) > 0 and changed[n] < DATED_ONLY_SHARE * rows[n]}
+        small = {n for n in names if n in changed and rows.get(n, -1) > 0 and 0 <= changed[n] < DATED_ONLY_SHARE * rows[n]}
     targets = []
     for name in names:
         dated = dated_columns(name) if name in small and name in SQLModel.metadata.tables else []

@@ -104,7 +104,8 @@ def test_a_small_change_refreshes_the_statistics_of_the_date_columns_only(store_
             'econsult_month (month)', "team"]  # (a table without date columns: whole)
         refresh_statistics(conn, ["econsult_month"], {"econsult_month": 50})
         assert stats(conn) == {"month": 2, "team_id": 5}  # the month moved, the teams kept
-    with store_engine.begin() as conn:  # a tenth or more: every column
+    with store_engine.begin() as conn:  # a tenth or more, or a count the driver did not give (-1): every column
+        assert _analyze_targets(conn, ["econsult_month"], {"econsult_month": -1}) == ["econsult_month"]
         assert _analyze_targets(conn, ["econsult_month"], {"econsult_month": 105}) == ["econsult_month"]
         refresh_statistics(conn, ["econsult_month"], {"econsult_month": 105})
         assert stats(conn) == {"month": 2, "team_id": 6}

@@ -245,6 +245,7 @@ def test_a_november_readmission_and_first_diagnosis_change_october_for_those_mea
     monkeypatch.undo()
     assert pools == ([] if block is None else [2])  # one pool: the subgroups' second pass, then the cells
     assert summary["from_month"] == "2026-11-01" and summary["reach"]["months"] == 1 and summary["cells"]["reach_rows"] > 0
+    assert summary["activity"]["rows"] > 0 and summary["activity"]["team_rows"] > 0  # (counted on PostgreSQL too)
     after = derived_tables(engine, ("cell",))
     for metric in ("readmission_30d", "progression_to_chronic"):  # one more event in October, same denominator
         was, now = _metric_total(before["cell"], metric, "2026-10-01"), _metric_total(after["cell"], metric, "2026-10-01")
