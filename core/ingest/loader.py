@@ -252,7 +252,7 @@ def _copy_csv(conn, table_name: str, names: list[str], frame: pd.DataFrame, tabl
 
 
 def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], update: list[str],
-                 defaults: dict[str, object], keys_as_a_set: bool = False, kept: set[str] | None = None,
+                 defaults: dict[str, object], keys_as_a_set: bool = False, written_parents: set[str] | None = None,
                  before: Callable[[Connection, Table], None] | None = None) -> int:
     """PostgreSQL: ``COPY`` the rows into a temporary table (:func:`_copy_csv`), then upsert them
     all with one ``INSERT ... SELECT ... ON CONFLICT``, which keeps the semantics of :func:`_upsert`.
@@ -265,7 +265,7 @@ def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], upda
     foreign-key trigger per row, and :func:`_check_keys_as_a_set` checks and locks the parents of
     the batch's rows in one statement per key instead, with the same guarantee.
 
-    ``kept`` (with ``keys_as_a_set``): the tables whose keys this load upserted so far, kept in
+    ``written_parents`` (with ``keys_as_a_set``): the tables whose keys this load upserted so far, kept in
     temporary tables (:func:`_keep_written_keys`); the batch's keys are added when other tables
     refer to this one, and the check skips the parents in them.
 
@@ -284,11 +284,11 @@ def _copy_upsert(conn, table: Table, frame: pd.DataFrame, names: list[str], upda
     if keys_as_a_set and table.foreign_key_constraints:
         with _without_row_triggers(conn):
             inserted = conn.execute(count).scalar_one()
-        _check_keys_as_a_set(conn, table, temp, kept or set())
+        _check_keys_as_a_set(conn, table, temp, written_parents or set())
     else:
         inserted = conn.execute(count).scalar_one()
-    if keys_as_a_set and kept is not None and update:
-        _keep_written_keys(conn, table, temp, kept)
+    if keys_as_a_set and written_parents is not None and update:
+        _keep_written_keys(conn, table, temp, written_parents)
     temp.drop(conn)
     return inserted
 
@@ -302,21 +302,21 @@ def written_keys_table(name: str) -> str:
     return f"_written_{name}"
 
 
-def _keep_written_keys(conn, table: Table, batch: Table, written: set[str]) -> None:
+def _keep_written_keys(conn, table: Table, batch: Table, written_parents: set[str]) -> None:
     """PostgreSQL: add the keys of ``batch`` (just upserted into ``table``, a parent of other
     tables with a one-column key) to the load's temporary table of them, and ``table`` to
-    ``written``. Every such row exists until the load ends and no other transaction can delete it
+    ``written_parents``. Every such row exists until the load ends and no other transaction can delete it
     or change its key: a row the load inserted is seen by no one else, and ``ON CONFLICT DO
     UPDATE`` locks every row it meets, also those its ``WHERE`` leaves as they were."""
     keys = list(table.primary_key.columns)
     if table.name not in _parent_tables() or len(keys) != 1:
         return
     quote = conn.dialect.identifier_preparer.quote
-    kept, key = quote(written_keys_table(table.name)), quote(keys[0].name)
-    if table.name not in written:
-        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {kept} (value {keys[0].type.compile(conn.dialect)}) ON COMMIT DROP")
-        written.add(table.name)
-    conn.exec_driver_sql(f"INSERT INTO {kept} (value) SELECT {key} FROM {quote(batch.name)} WHERE {key} IS NOT NULL")
+    keys_table, key = quote(written_keys_table(table.name)), quote(keys[0].name)
+    if table.name not in written_parents:
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {keys_table} (value {keys[0].type.compile(conn.dialect)}) ON COMMIT DROP")
+        written_parents.add(table.name)
+    conn.exec_driver_sql(f"INSERT INTO {keys_table} (value) SELECT {key} FROM {quote(batch.name)} WHERE {key} IS NOT NULL")
 
 
 @contextmanager
@@ -343,7 +343,7 @@ def _may_check_keys_as_a_set(conn) -> bool:
     return bool(conn.exec_driver_sql("SELECT has_parameter_privilege('session_replication_role', 'SET')").scalar_one())
 
 
-def _check_keys_as_a_set(conn, table: Table, batch: Table, written: set[str] = frozenset()) -> None:
+def _check_keys_as_a_set(conn, table: Table, batch: Table, written_parents: set[str] = frozenset()) -> None:
     """What PostgreSQL's foreign-key trigger does for each row of ``batch`` (the rows just upserted
     into ``table``), one statement per key: lock the parent rows they refer to (``FOR KEY SHARE``,
     so that no other transaction deletes one or changes its key before this load commits) and
@@ -352,7 +352,7 @@ def _check_keys_as_a_set(conn, table: Table, batch: Table, written: set[str] = f
     4.8 s with a trigger per row and about 2 s this way (BENCHMARKS.md). Rows the upsert left as they
     were are checked too: they refer to parents that exist.
 
-    ``written``: parents whose keys this load upserted (:func:`_keep_written_keys`): those exist and
+    ``written_parents``: parents whose keys this load upserted (:func:`_keep_written_keys`): those exist and
     are locked already, so only the other values are looked up and locked (a month's import: its
     attributions refer to the patients, practices, teams and staff it sent too, its staff minutes
     to its encounters)."""
@@ -362,7 +362,7 @@ def _check_keys_as_a_set(conn, table: Table, batch: Table, written: set[str] = f
         (element,) = fk.elements  # every key of the store has one column
         column, parent, key = quote(element.parent.name), quote(element.column.table.name), quote(element.column.name)
         known = (f" AND NOT EXISTS (SELECT 1 FROM {quote(written_keys_table(element.column.table.name))} AS w "
-                 f"WHERE w.value = b.{column})" if element.column.table.name in written and element.column.primary_key
+                 f"WHERE w.value = b.{column})" if element.column.table.name in written_parents and element.column.primary_key
                  else "")  # fmt: skip
         # (each CTE is read to its end by its count, so every parent row is locked)
         unlocked = conn.exec_driver_sql(
@@ -786,7 +786,7 @@ class Load:
             self._inserted += self._copy_direct(table, frame)
         elif self._dialect == "postgresql":
             self._inserted += _copy_upsert(self._conn, table, frame, self._names, self._update, self._defaults,
-                                           keys_as_a_set=self._keys_as_a_set, kept=self._written_parents, before=lookup)
+                                           keys_as_a_set=self._keys_as_a_set, written_parents=self._written_parents, before=lookup)
         else:
             statement = _upsert(table, self._dialect, self._update)
             _execute_batches(self._conn, statement, frame, table, self._names, self._defaults)
