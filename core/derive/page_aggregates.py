@@ -412,8 +412,10 @@ def build_spend(conn) -> dict:
     """In the caller's transaction: both spend tables whole, and the categories' fingerprint."""
     per_patient, spend = SpecialistSpendPatientMonth.__table__, SpecialistSpendMonth.__table__
     conn.execute(delete(spend))
+    keys = drop_secondary_indexes(conn, per_patient, primary_key=True)  # every row is new (on PostgreSQL its key)
     conn.execute(delete(per_patient))
     conn.execute(text(encounters_in_table_order(conn, insert(per_patient).from_select(PATIENT_SPEND_COLUMNS, select_patient_spend(conn.dialect.name)))))
+    create_indexes(conn, keys)
     conn.execute(insert(spend).from_select(SPEND_COLUMNS, select_specialist_spend()))
     _put_setting(conn, SPEND_CATEGORIES_KEY, spend_fingerprint())
     count = lambda t: int(conn.execute(select(func.count()).select_from(t)).scalar_one())  # noqa: E731
@@ -652,7 +654,7 @@ def build_page_aggregates(engine: Engine) -> dict:
         for name, (model, columns, stmt) in parts.items():
             t1 = time.perf_counter()
             table = model.__table__
-            indexes = drop_secondary_indexes(conn, table)  # every row is new (the moves' and costs' indexes)
+            indexes = drop_secondary_indexes(conn, table, primary_key=True)  # every row is new (on PostgreSQL the key too)
             conn.execute(delete(table))
             stmt = insert(table).from_select(columns, stmt)
             conn.execute(text(encounters_in_table_order(conn, stmt)) if name in IN_TABLE_ORDER else stmt)

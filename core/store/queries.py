@@ -7,11 +7,12 @@ whole network (for callers already allowed to see it).
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import ARRAY, Boolean, Connection, Date, Engine, any_, bindparam, func, or_, select
+from sqlalchemy import ARRAY, Boolean, Connection, Date, Engine, any_, bindparam, func, or_, select, text
 from sqlmodel import Session
 
 from core.store.models import (
@@ -154,23 +155,50 @@ def open_sqlite_transaction(conn) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def drop_secondary_indexes(conn, table) -> list:
-    """In the caller's transaction: drop ``table``'s secondary indexes (not its primary key) for a
-    write of every row, and return them for :func:`create_indexes` after the write. Kept up row by
-    row, an index the rows reach in another order than its own costs a random B-tree insert each:
-    at 1,000,000 patients, writing ``patient_month_cost``'s 13 M rows took 274 s with its index and
-    94 s with the index dropped, the rows written, and the index built once (22 s of it). Both are
-    DDL inside the transaction on SQLite and PostgreSQL, so a failed write rolls back with its
-    indexes (on SQLite once the transaction is open: :func:`open_sqlite_transaction`)."""
+def drop_secondary_indexes(conn, table, primary_key: bool = False) -> list:
+    """In the caller's transaction: drop ``table``'s secondary indexes for a write of every row,
+    and return them for :func:`create_indexes` after the write. Kept up row by row, an index the
+    rows reach in another order than its own costs a random B-tree insert each: at 1,000,000
+    patients, writing ``patient_month_cost``'s 13 M rows took 274 s with its index and 94 s with
+    the index dropped, the rows written, and the index built once (22 s of it). Both are DDL
+    inside the transaction on SQLite and PostgreSQL, so a failed write rolls back with its indexes
+    (on SQLite once the transaction is open: :func:`open_sqlite_transaction`).
+
+    ``primary_key`` (PostgreSQL; no foreign key may refer to the table): its primary key too, put
+    back first by :func:`create_indexes`, which then finds any duplicate the write let in and
+    fails the transaction. Kept up during a ``COPY``, the key was about 70 % of the write of a
+    block's assignments (BENCHMARKS.md). SQLite cannot drop a table's primary key."""
     open_sqlite_transaction(conn)
     indexes = list(table.indexes)
     for index in indexes:
         index.drop(conn, checkfirst=True)
+    if primary_key and conn.dialect.name == "postgresql":
+        name = conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = CAST(:table AS regclass) "
+                                 "AND contype = 'p'"), {"table": table.name}).scalar()  # fmt: skip
+        if name is not None:
+            quote = conn.dialect.identifier_preparer.quote
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} DROP CONSTRAINT {quote(name)}")
+            indexes.insert(0, _PrimaryKey(table.name, name, tuple(c.name for c in table.primary_key.columns)))
     return indexes
 
 
+@dataclass(frozen=True)
+class _PrimaryKey:
+    """A primary key :func:`drop_secondary_indexes` dropped (PostgreSQL)."""
+
+    table: str
+    name: str
+    columns: tuple[str, ...]
+
+    def create(self, conn) -> None:
+        quote = conn.dialect.identifier_preparer.quote
+        conn.exec_driver_sql(f"ALTER TABLE {quote(self.table)} ADD CONSTRAINT {quote(self.name)} "
+                             f"PRIMARY KEY ({', '.join(quote(c) for c in self.columns)})")  # fmt: skip
+
+
 def create_indexes(conn, indexes: list) -> None:
-    """Build the indexes :func:`drop_secondary_indexes` dropped, each in one pass over the rows."""
+    """Build what :func:`drop_secondary_indexes` dropped (the primary key first), each in one
+    pass over the rows."""
     for index in indexes:
         index.create(conn)
 

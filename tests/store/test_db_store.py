@@ -1,6 +1,10 @@
 """Connection settings each backend gets from core.store.db.make_engine."""
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import Column, Index, Integer, MetaData, Table, insert, inspect, text
+from sqlalchemy.exc import IntegrityError
+
+from core.store.queries import create_indexes, drop_secondary_indexes
 
 
 def test_connection_settings(store_engine):
@@ -109,3 +113,33 @@ def test_a_small_change_refreshes_the_statistics_of_the_date_columns_only(store_
         assert _analyze_targets(conn, ["econsult_month"], {"econsult_month": 105}) == ["econsult_month"]
         refresh_statistics(conn, ["econsult_month"], {"econsult_month": 105})
         assert stats(conn) == {"month": 2, "team_id": 6}
+
+
+def test_a_dropped_primary_key_is_put_back_and_finds_the_duplicates_the_write_let_in(store_engine):
+    """``drop_secondary_indexes(primary_key=True)``: on PostgreSQL the key goes with the indexes
+    and :func:`create_indexes` puts it back first, under its own name, failing on a duplicate
+    (the transaction then rolls back with the key in place). SQLite keeps its key: the duplicate
+    fails at once."""
+    table = Table("keyed_probe", MetaData(), Column("a", Integer, primary_key=True), Column("b", Integer), Index("ix_keyed_probe_b", "b"))
+    table.create(store_engine)
+    postgresql = store_engine.dialect.name == "postgresql"
+
+    def schema():
+        found = inspect(store_engine)
+        return found.get_pk_constraint("keyed_probe"), {i["name"] for i in found.get_indexes("keyed_probe")}
+
+    before = schema()
+    assert before[0]["constrained_columns"] == ["a"] and before[1] == {"ix_keyed_probe_b"}
+    with pytest.raises(IntegrityError), store_engine.begin() as conn:
+        dropped = drop_secondary_indexes(conn, table, primary_key=True)
+        assert len(dropped) == (2 if postgresql else 1)
+        conn.execute(insert(table), [{"a": 1, "b": 1}, {"a": 1, "b": 2}])  # SQLite: fails here
+        create_indexes(conn, dropped)  # PostgreSQL: here
+    assert schema() == before
+    with store_engine.begin() as conn:
+        dropped = drop_secondary_indexes(conn, table, primary_key=True)
+        conn.execute(insert(table), [{"a": 1, "b": 1}, {"a": 2, "b": 1}])
+        create_indexes(conn, dropped)
+    assert schema() == before
+    with pytest.raises(IntegrityError), store_engine.begin() as conn:  # the key is a key again
+        conn.execute(insert(table), [{"a": 2, "b": 3}])

@@ -282,8 +282,8 @@ def assign_subgroups(
         calls = [(run, block, month_range, rules, thresholds) for block in blocks]
         if track:
             stored = _outside_imports(conn, stored)
-        if whole and not early:
-            indexes = drop_secondary_indexes(conn, SubgroupAssignment.__table__)
+        if whole and not early:  # and the primary key, put back after the write
+            indexes = drop_secondary_indexes(conn, SubgroupAssignment.__table__, primary_key=True)
         written, parts = _write_blocks(conn, pool, calls, rules, workers, stored)
         if indexes:
             t2 = time.perf_counter()
