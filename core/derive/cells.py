@@ -39,6 +39,7 @@ from core.derive.measures import (
     patient_month_flags,
     read_bounds,
     read_columns,
+    read_encounters,
 )
 from core.store import models
 from core.store.db import copy_rows
@@ -170,14 +171,25 @@ def patient_month_dimensions(attribution: pd.DataFrame, assignments: pd.DataFram
 # --- metric providers ----------------------------------------------------------------------
 
 
-def cost_metrics_wide(engine: Engine, months: list, patients: tuple[str, str] | None = None, dated: bool = False) -> WideMetrics:
+def cost_metrics_wide(engine: Engine, months: list, patients: tuple[str, str] | None = None, dated: bool = False,
+                      dims: pd.DataFrame | None = None, encounters: pd.DataFrame | None = None) -> WideMetrics:  # fmt: skip
     """The cost provider's wide rows (``core.derive.costs.patient_month_cost_wide``) of the patients in
     the inclusive id range ``patients`` (all if None): one row per patient-month, one column per
     metric, each row one member-month (denominator 1). Grain: patient_id, month. ``dated``: the
-    months' dates bound the encounter reads of a block too (a few late months)."""
+    months' dates bound the encounter reads of a block too (a few late months). ``dims``: the
+    same patients' attributed patient-months of ``months`` (:func:`patient_month_dimensions`),
+    which the provider then takes instead of reading the attribution again; ``encounters``
+    likewise their encounters (``core.derive.costs.load_cost_inputs``)."""
     from core.derive import costs
 
-    frame = costs.patient_month_cost_wide(engine, months, patients, dated)
+    attribution = None
+    if dims is not None:
+        attribution = pd.DataFrame({
+            "patient_id": dims["patient_id"].to_numpy(),
+            "month": on_distinct(dims["m"], lambda ms: [from_index(int(m)) for m in ms]),
+            **{c: dims[c].to_numpy() for c in ("practice_id", "team_id", "subgroup")},
+        })  # fmt: skip
+    frame = costs.patient_month_cost_wide(engine, months, patients, dated, attribution, encounters)
     return WideMetrics(frame, [c for c in frame.columns if c not in ("patient_id", "month")])
 
 
@@ -514,7 +526,14 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
         catalogue = only(catalogue, metrics)
     reach_months = list(reach[0]) if reach else []
     bounds = read_bounds(min([*months, *reach_months]), catalogue) if bounded and months else None
-    frames: StoreFrames = load_store_frames(engine, patients, bounds)
+    # the block's encounters, read once for the rules and the cost provider (a bounded read holds
+    # the rules' kinds only: the provider then reads its months' own)
+    encounters = None
+    if metrics is None and bounds is None:
+        from core.derive.costs import encounter_columns
+
+        encounters = read_encounters(engine, patients, extra=encounter_columns())
+    frames: StoreFrames = load_store_frames(engine, patients, bounds, encounters)
     S = models.SubgroupAssignment
     if assignments is None:
         since = [S.month >= bounds.first] if bounds is not None else []
@@ -534,9 +553,10 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     del frames, assignments  # release the raw tables before the cost provider loads its own
     t2 = time.perf_counter()
     if metrics is None:
-        costs = cost_metrics_wide(engine, months, patients, dated=bounded)  # aggregated wide: far fewer rows than long ones
+        costs = cost_metrics_wide(engine, months, patients, dated=bounded, dims=dims, encounters=encounters)  # aggregated wide: far fewer rows than long ones
         if len(costs.frame):
             parts.append(costs)
+    del encounters  # before the cells' sums, the block's peak of memory
     t3 = time.perf_counter()
     cells = aggregate_cells(dims, parts)
     if reach_months:

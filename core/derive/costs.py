@@ -533,7 +533,8 @@ def _read(engine: Engine, stmt) -> pd.DataFrame:
     return read_sql_frame(engine, stmt)
 
 
-def _encounter_columns() -> list:
+def encounter_columns() -> list:
+    """The encounter columns the cost model reads."""
     return [Encounter.encounter_id, Encounter.patient_id, Encounter.team_id, Encounter.kind, Encounter.start_date,
             Encounter.is_internal, Encounter.in_network, Encounter.cost_category, Encounter.paid_usd]  # fmt: skip
 
@@ -543,12 +544,19 @@ def _read_staff(engine: Engine) -> pd.DataFrame:
 
 
 def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None,
-                     patients: tuple[str, str] | list[str] | Select | None = None, dated: bool = False) -> CostInputs:  # fmt: skip
+                     patients: tuple[str, str] | list[str] | Select | None = None, dated: bool = False,
+                     attribution: pd.DataFrame | None = None, encounters: pd.DataFrame | None = None) -> CostInputs:  # fmt: skip
     """Read staff, encounters, staff minutes and attribution for ``months`` (all months if None)
     of the patients ``patients``: all (None), those whose id is in an inclusive range (a pair of
     ids), those of a list of ids, or those a select of patient ids returns. ``dated``: the months'
-    dates go into the encounter reads of an id range too (the derive of a few late months)."""
-    enc_cols = _encounter_columns()
+    dates go into the encounter reads of an id range too (the derive of a few late months).
+    ``attribution``: the same patients' attributed patient-months of ``months``, when the caller
+    has read them already (:class:`CostInputs`' columns, months as first-of-month dates); not
+    read again then (the cells' blocks: 535,852 rows a block of 25,000 patients). ``encounters``:
+    likewise every encounter of the patients (at least those of ``months``, with at least the
+    columns of :func:`encounter_columns`; start dates as dates or datetimes), the cells' blocks'
+    read of the measures (990,553 rows)."""
+    enc_cols = encounter_columns()
     att_stmt = (
         select(Attribution.patient_id, Attribution.month, Attribution.practice_id, Attribution.team_id, SubgroupAssignment.subgroup)
         .outerjoin(SubgroupAssignment, and_(SubgroupAssignment.patient_id == Attribution.patient_id, SubgroupAssignment.month == Attribution.month))
@@ -576,11 +584,13 @@ def load_cost_inputs(engine: Engine, months: Sequence[date] | None = None,
         min_stmt = min_stmt.where(of(Encounter.patient_id))
     staff = _read_staff(engine)
     # in key order, whatever order the query returned them in: sums then come out the same to the bit
-    encounters = _read(engine, enc_stmt).sort_values("encounter_id", kind="stable", ignore_index=True)
+    encounters = _read(engine, enc_stmt) if encounters is None else encounters[[c.name for c in enc_cols]]
+    encounters = encounters.sort_values("encounter_id", kind="stable", ignore_index=True)
     staff_minutes = _read(engine, min_stmt).sort_values(["encounter_id", "role"], kind="stable", ignore_index=True)
-    attribution = _read(engine, att_stmt)
-    attribution["month"] = month_of(attribution["month"]) if len(attribution) else pd.Series([], dtype=object)
-    attribution["subgroup"] = attribution["subgroup"].fillna(UNASSIGNED_SUBGROUP)
+    if attribution is None:
+        attribution = _read(engine, att_stmt)
+        attribution["month"] = month_of(attribution["month"]) if len(attribution) else pd.Series([], dtype=object)
+        attribution["subgroup"] = attribution["subgroup"].fillna(UNASSIGNED_SUBGROUP)
     if months is not None and len(encounters):
         encounters = encounters.loc[isin(month_of(encounters["start_date"]), months)].reset_index(drop=True)
         staff_minutes = staff_minutes.loc[isin(staff_minutes["encounter_id"], encounters["encounter_id"])].reset_index(drop=True)
@@ -696,7 +706,7 @@ def load_unattributed_inputs(engine: Engine, months: Sequence[date], staff: pd.D
     # over the window. PostgreSQL hashes it.)
     outside = (Encounter.patient_id.in_(select(Patient.patient_id)), Encounter.start_date >= start, Encounter.start_date < end,
                ~attributed)  # fmt: skip
-    enc_stmt = select(*_encounter_columns()).where(*outside)
+    enc_stmt = select(*encounter_columns()).where(*outside)
     min_stmt = (select(StaffMinutes.encounter_id, StaffMinutes.role, StaffMinutes.minutes)
                 .join(Encounter, Encounter.encounter_id == StaffMinutes.encounter_id).where(*outside))  # fmt: skip
     staff = _read_staff(engine) if staff is None else staff
@@ -723,18 +733,19 @@ def unattributed_costs_in_store(engine: Engine, months: Sequence[date], settings
 
 
 def patient_month_cost_wide(engine: Engine, months: list[date] | None = None,
-                            patients: tuple[str, str] | list[str] | None = None, dated: bool = False) -> pd.DataFrame:  # fmt: skip
+                            patients: tuple[str, str] | list[str] | None = None, dated: bool = False,
+                            attribution: pd.DataFrame | None = None, encounters: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
     """The cost provider's rows before melting: one row per attributed patient-month.
 
     Grain: patient_id, month. Columns: patient_id, month, and every metric of
     :func:`cost_metrics` (the numerators; each row is one member-month: denominator 1, sum_sq
     the numerator squared). core.derive.cells adds these up into cells wide and melts only the sums.
     Costs outside attributed months are in :func:`unattributed_costs`. ``dated``: as
-    :func:`load_cost_inputs`.
+    :func:`load_cost_inputs`, as are ``attribution`` and ``encounters``.
     """
     catalog = load_catalog()
     settings = load_cost_settings(catalog=catalog)
-    wide = build_patient_month_costs(load_cost_inputs(engine, months, patients, dated), settings, catalog)
+    wide = build_patient_month_costs(load_cost_inputs(engine, months, patients, dated, attribution, encounters), settings, catalog)
     return wide[["patient_id", "month", *cost_metrics(catalog)]]
 
 

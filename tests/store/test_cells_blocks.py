@@ -123,3 +123,28 @@ def test_a_block_reads_the_encounters_by_patient_not_by_date(tmp_path):
         f"E{i}-{j}" for i in range(10) for j in range(i % 4) if 2 + j in (3, 4))
     assert set(inputs.attribution["patient_id"]) == {f"X{i:02d}" for i in range(10)}
     engine.dispose()
+
+
+def test_the_cost_provider_costs_a_block_alike_from_its_own_reads_and_from_the_rules_reads(sample_store):
+    """A block's cells read its encounters once for the measure rules and the cost provider, and
+    give the provider the attributed patient-months of the rules' read: the costs come out the
+    same, to the bit, as from the provider's own reads (a few months of a block, every column)."""
+    from core.derive.cells import cost_metrics_wide, patient_month_dimensions
+    from core.derive.costs import encounter_columns
+    from core.derive.measures import load_store_frames, read_columns, read_encounters
+
+    engine = sample_store
+    months = _months(engine)[-5:-2]
+    with engine.connect() as conn:
+        block = patient_blocks(conn, 250)[1]  # the second of three
+    own = cost_metrics_wide(engine, months, block).frame
+    assert len(own) and (own.drop(columns=["patient_id", "month"]).sum() > 0).sum() >= 5  # costs of several kinds
+
+    encounters = read_encounters(engine, block, extra=encounter_columns())
+    frames = load_store_frames(engine, block, encounters=encounters)
+    pd.testing.assert_frame_equal(frames.encounters, load_store_frames(engine, block).encounters)  # the rules see the same
+    S = models.SubgroupAssignment
+    assignments = read_columns(engine, [S.patient_id, S.month, S.subgroup, S.risk_score], ["month"], block)
+    dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, months)
+    shared = cost_metrics_wide(engine, months, block, dims=dims, encounters=encounters).frame
+    pd.testing.assert_frame_equal(shared, own, check_exact=True)
