@@ -346,7 +346,11 @@ def _long_rows(parts: list[pd.DataFrame], layout: _Layout) -> tuple[_Rows, list[
     for part in parts:
         row = layout.rows_of(part)
         keep = row >= 0
-        codes, uniques = pd.factorize(part["metric"].to_numpy()[keep])
+        # the metric of each kept row, numbered in order of appearance: factorized whole first (on
+        # its codes when categorical, in Arrow when text), then those codes of the kept rows
+        every, metrics = pd.factorize(part["metric"])
+        codes, used = pd.factorize(every[keep])
+        uniques = np.asarray(metrics, dtype=object)[used]
         lookup = []
         for name in uniques:
             if name not in names:
@@ -542,11 +546,11 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, months)
     if reach_months:  # both sets of months from one preparation of the rows
         flags, reach_flags = patient_month_flag_sets(frames, [(months, catalogue), (reach_months, only(catalogue, reach[1]))],
-                                                     month_as_index=True)  # fmt: skip
+                                                     month_as_index=True, coded=True)  # fmt: skip
         reach_dims = patient_month_dimensions(frames.attribution, assignments, frames.patients, reach_months)
         reach_parts = [reach_flags]
     else:
-        flags = patient_month_flags(frames, months, catalogue, month_as_index=True)
+        flags = patient_month_flags(frames, months, catalogue, month_as_index=True, coded=True)
     parts = [flags]
     if metrics is None:
         parts.append(_base_metrics(dims))
@@ -585,7 +589,8 @@ def patient_cells(engine: Engine, months: list[date], patients: list[str], assig
     if not len(frames.medications):  # as in the full derive's block (a medicine of anyone): approximated by the store
         with engine.connect() as conn:
             medication_data = conn.execute(select(models.Medication.patient_id).limit(1)).first() is not None
-    flags = patient_month_flags(frames, months, catalogue or load_measures(), month_as_index=True, medication_data=medication_data)
+    flags = patient_month_flags(frames, months, catalogue or load_measures(), month_as_index=True, medication_data=medication_data,
+                                coded=True)  # fmt: skip
     costs = cost_metrics_wide(engine, months, patients)
     out = []
     for assignments in assignment_sets:

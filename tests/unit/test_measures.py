@@ -321,3 +321,41 @@ def test_a_patients_flags_do_not_depend_on_the_other_patients_ids_or_their_dtype
     as_objects = StoreFrames(*(f.astype({"patient_id": object}) for f in (frames.attribution, frames.patients, frames.encounters,
                                                                           frames.measurements, frames.conditions, frames.medications)))
     pd.testing.assert_frame_equal(patient_month_flags(as_objects, MONTHS), together, check_exact=True)
+
+
+def test_coded_flags_are_the_text_flags_and_add_up_to_the_same_cells():
+    """The cells take the flags with patient_id and metric as categoricals (``coded``): the same
+    rows and values as the text flags, and the same cells, to the bit."""
+    from core.derive.cells import aggregate_cells, patient_month_dimensions
+    from core.derive.measures import patient_month_flag_sets
+
+    ids = ["Émile", "émile", "Zoë", "zoe", "P1", "P10", "b"]
+    frames = make_frames(
+        {p: MONTHS[i % 2:] for i, p in enumerate(ids)},
+        patients=[(p, f"19{40 + i}-0{1 + i % 9}-15", "2024-02-20" if p == "zoe" else None) for i, p in enumerate(ids)],
+        encounters=[dict(patient_id=p, kind=k, start_date=D(f"2024-0{1 + i % 3}-0{2 + i % 5}"), end_date=D(f"2024-0{1 + i % 3}-1{i % 5}"))
+                    for i, p in enumerate(ids) for k in ("ed_visit", "admission") if i % 3 != 1],
+        measurements=[(p, f"2023-1{i % 3}-1{i % 9}", code, v + i) for i, p in enumerate(ids) for code, v in (("4548-4", 6.0), ("8480-6", 120))],
+        conditions=[(p, code, "2020-01-01", None) for i, p in enumerate(ids) for code in ("E11.9", "I10")[: 1 + i % 2]],
+    )  # fmt: skip
+    text = patient_month_flags(frames, MONTHS, month_as_index=True)
+    coded = patient_month_flags(frames, MONTHS, month_as_index=True, coded=True)
+    assert isinstance(coded["patient_id"].dtype, pd.CategoricalDtype) and isinstance(coded["metric"].dtype, pd.CategoricalDtype)
+    assert text["metric"].nunique() >= 5
+    pd.testing.assert_frame_equal(coded.astype({"patient_id": "str", "metric": "str"}), text, check_exact=True)
+    catalogue = load_measures()
+    for got, want in zip(patient_month_flag_sets(frames, [(MONTHS, catalogue)], month_as_index=True, coded=True), [coded], strict=True):
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+    dims = patient_month_dimensions(frames.attribution, pd.DataFrame(columns=["patient_id", "month", "subgroup", "risk_score"]),
+                                    frames.patients.assign(race=None, ethnicity=None, language=None, dual_status=False,
+                                                           deprivation_decile=None, sex="female"), MONTHS[1:])  # fmt: skip
+    # January's rows are dropped (not in the cells' months), with them every row of a metric first
+    # seen there: the metrics are numbered by the rows kept
+    january = text[text["month"] == text["month"].min()].head(3).assign(metric="january_only")
+    text = pd.concat([january, text], ignore_index=True)
+    coded = text.astype({"patient_id": pd.CategoricalDtype(pd.Index(sorted(ids), dtype="str")),
+                         "metric": pd.CategoricalDtype(pd.Index(text["metric"].unique(), dtype="str"))})  # fmt: skip
+    cells = aggregate_cells(dims, [coded])
+    assert set(cells["metric"]) == set(text.loc[text["month"] > text["month"].min(), "metric"])
+    pd.testing.assert_frame_equal(cells, aggregate_cells(dims, [text]), check_exact=True)
