@@ -554,7 +554,7 @@ def block_cells(engine: Engine, months: list[date], patients: tuple[str, str] | 
     parts = [flags]
     if metrics is None:
         parts.append(_base_metrics(dims))
-    del frames, assignments  # release the raw tables before the cost provider loads its own
+    del frames, assignments  # release the raw tables (the encounters aside) before the cost provider loads its own
     t2 = time.perf_counter()
     if metrics is None:
         costs = cost_metrics_wide(engine, months, patients, dated=bounded, dims=dims, encounters=encounters)  # aggregated wide: far fewer rows than long ones
