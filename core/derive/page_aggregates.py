@@ -121,13 +121,7 @@ from core.store.models import (
     TeamMonthMinutes,
 )
 from core.store.months import month_start_sql
-from core.store.queries import (
-    create_indexes,
-    drop_secondary_indexes,
-    encounters_in_table_order,
-    open_sqlite_transaction,
-    utc_now,
-)
+from core.store.queries import create_indexes, drop_secondary_indexes, encounters_in_table_order, utc_now
 from core.views.executive_settings import load_executive_settings
 
 log = logging.getLogger(__name__)
@@ -737,7 +731,6 @@ class MonthlyReads:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             self._driver = conn.connection.dbapi_connection
             with conn.begin():
-                open_sqlite_transaction(conn)  # (Python's sqlite3 would read each statement in a transaction of its own)
                 out = {}
                 for name, (_model, _columns, _month, stmt) in _monthly_parts(conn.dialect.name, None).items():
                     if self._stop:
