@@ -74,7 +74,6 @@ import hashlib
 import json
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import date
 
 import pandas as pd
@@ -718,8 +717,10 @@ class MonthlyReads:
     the read and waits for the thread."""
 
     def __init__(self, engine: Engine):
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         self._engine, self._driver, self._seconds = engine, None, None
-        self._stop, self._inline = False, None
+        self._stop = False
         memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
         self._pool = None if memory else ThreadPoolExecutor(1, thread_name_prefix="monthly-reads")
         self._future: Future | None = None if memory else self._pool.submit(self._read)
@@ -727,8 +728,6 @@ class MonthlyReads:
     def _read(self) -> dict[str, list[tuple]]:
         t0 = time.perf_counter()
         with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":  # one snapshot for the four (SQLite's read transaction has one)
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             self._driver = conn.connection.dbapi_connection
             with conn.begin():
                 out = {}
@@ -736,16 +735,12 @@ class MonthlyReads:
                     if self._stop:
                         break
                     out[name] = [tuple(r) for r in conn.execute(text(_monthly_sql(conn, name, stmt))).all()]
-            self._driver = None  # the connection goes back to the engine's pool
         self._seconds = round(time.perf_counter() - t0, 2)
         return out
 
     def rows(self, name: str) -> list[tuple]:
-        """The rows of table ``name``: once the thread has read them (its error raised here), or
-        read now (an in-memory store)."""
         if self._future is None:
-            self._inline = self._inline if self._inline is not None else self._read()
-            return self._inline[name]
+            self._future = _done(self._read())
         return self._future.result()[name]
 
     def seconds(self) -> float | None:
@@ -758,13 +753,20 @@ class MonthlyReads:
     def __exit__(self, *_exc) -> None:
         if self._pool is None:
             return
-        self._stop = True  # no statement after the one running
-        while not self._future.done():  # (again until it stops: one sent before its statement began is lost)
+        if not self._future.done():
+            self._stop = True
             driver = self._driver
-            if driver is not None:  # sqlite3's interrupt(), psycopg's cancel_safe(): each may be called from another thread
-                (getattr(driver, "interrupt", None) or driver.cancel_safe)()
-            wait([self._future], timeout=0.1)
+            if driver is not None:
+                (driver.interrupt if hasattr(driver, "interrupt") else driver.cancel)()
         self._pool.shutdown(wait=True)
+
+
+def _done(value):
+    from concurrent.futures import Future
+
+    future = Future()
+    future.set_result(value)
+    return future
 
 
 def build_page_aggregates_from(engine: Engine, start: date) -> dict:
