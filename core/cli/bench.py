@@ -165,14 +165,13 @@ def step_assign(args: dict) -> dict:
 
 def step_activity(args: dict) -> dict:
     from core.derive.activity import build_patient_month_activity
-    from core.derive.page_aggregates import MonthlyReads, build_page_aggregates
+    from core.derive.page_aggregates import build_page_aggregates
     from core.store.db import create_schema, make_engine
 
     engine = make_engine(args["database_url"])
     create_schema(engine)  # a store made by an earlier version gets the current tables
-    with MonthlyReads(engine) as monthly:  # as the derive builds them, beside the activity
-        summary = build_patient_month_activity(engine)
-        pages = build_page_aggregates(engine, monthly)
+    summary = build_patient_month_activity(engine)
+    pages = build_page_aggregates(engine)  # the derive builds them with the activity
     return {"rows": int(summary["rows"]), "team_rows": int(summary["team_rows"]), "page_aggregates": pages}
 
 

@@ -50,9 +50,7 @@ tables read no setting: e-consults are ``kind = 'e_consult'``, claims ``is_inter
 ``patient_month_cost`` copies ``patient_month_activity`` (whose costing settings are the activity's
 own; ``core.derive.activity``).
 
-Built whole by :func:`build_page_aggregates` (the full derive, after the activity; the claims lags,
-claims by network, minutes and e-consult volume read meanwhile, beside the activity, by
-:class:`MonthlyReads`), by month by
+Built whole by :func:`build_page_aggregates` (the full derive, after the activity), by month by
 :func:`build_page_aggregates_from` (the derive of new months: the rows from its first month; the
 spend's patient-month rows of the 11 months before of the patients whose next e-consult moved, and
 its sums of those months by difference) and kept exact
@@ -640,12 +638,9 @@ def _mark_built(conn) -> None:
     _put_setting(conn, VERSION_KEY, VERSION)
 
 
-def build_page_aggregates(engine: Engine, monthly: "MonthlyReads | None" = None) -> dict:
+def build_page_aggregates(engine: Engine) -> dict:
     """Rebuild the tables whole, in one transaction (after the subgroups and the activity).
-    ``monthly``: the rows of the four monthly tables as :class:`MonthlyReads` read them beside the
-    activity (written here as they are; else those tables are built by ``INSERT ... SELECT``).
-    Returns the rows of each, seconds, and each table's seconds (of a table read aside, its write's
-    and how long this process waited for its read)."""
+    Returns the rows of each, seconds, and each table's seconds."""
     t0 = time.perf_counter()
     dialect = engine.dialect.name
     out, table_seconds = {}, {}
@@ -661,11 +656,8 @@ def build_page_aggregates(engine: Engine, monthly: "MonthlyReads | None" = None)
             table = model.__table__
             indexes = drop_secondary_indexes(conn, table, primary_key=True)  # every row is new (on PostgreSQL the key too)
             conn.execute(delete(table))
-            if monthly is not None and name in MONTHLY_PARTS:
-                _insert_rows(conn, table, columns, monthly.rows(name))
-            else:
-                stmt = insert(table).from_select(columns, stmt)
-                conn.execute(text(encounters_in_table_order(conn, stmt)) if name in IN_TABLE_ORDER else stmt)
+            stmt = insert(table).from_select(columns, stmt)
+            conn.execute(text(encounters_in_table_order(conn, stmt)) if name in IN_TABLE_ORDER else stmt)
             create_indexes(conn, indexes)
             out[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
             table_seconds[name] = round(time.perf_counter() - t1, 2)
@@ -673,100 +665,7 @@ def build_page_aggregates(engine: Engine, monthly: "MonthlyReads | None" = None)
         out.update(build_spend(conn))
         table_seconds["specialist_spend"] = round(time.perf_counter() - t1, 2)
         _mark_built(conn)
-    if monthly is not None:
-        table_seconds["read_aside"] = monthly.seconds()
     return {**out, "table_seconds": table_seconds, "seconds": round(time.perf_counter() - t0, 2)}
-
-
-MONTHLY_PARTS = ("claims_lag_month", "econsult_month", "claims_network_month", "team_month_minutes")
-
-
-def _monthly_sql(conn, name: str, stmt) -> str:
-    """A whole monthly table's select as SQL text (literal values), as its ``INSERT ... SELECT`` reads."""
-    if name in IN_TABLE_ORDER:
-        return encounters_in_table_order(conn, stmt)
-    return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-
-
-def _insert_rows(conn, table, columns: list[str], rows: list[tuple]) -> None:
-    """``rows`` (the driver's own values of a select of ``columns``) into ``table``, as they are:
-    no type of ours converts them on the way, so each lands as an ``INSERT ... SELECT`` of the same
-    select would store it (SQLite's storage classes included)."""
-    if rows:
-        names = ", ".join(columns)
-        values = ", ".join(f":p{i}" for i in range(len(columns)))
-        conn.execute(text(f"INSERT INTO {table.name} ({names}) VALUES ({values})"),
-                     [{f"p{i}": v for i, v in enumerate(row)} for row in rows])  # fmt: skip
-
-
-class MonthlyReads:
-    """The whole rows of the four monthly tables (:data:`MONTHLY_PARTS`), read on a connection of
-    their own in a thread while the derive's connection writes the activity.
-
-    Their reads are all the work of those tables (each is a few thousand sums of every claim or
-    encounter: at 1,000,000 patients 202 s of SQL on one core, for 16,000 rows), and they read
-    only the import's tables (encounters, attributions, staff minutes), which a derive does not
-    write: so they can run beside the activity's ``INSERT ... SELECT``, which leaves the second
-    core idle (the database's drivers let go of Python's lock while a statement runs, and SQLite
-    in WAL mode lets a reader read beside the writer). One read transaction, so the four see one
-    state of the store. :func:`build_page_aggregates` then writes the rows it took.
-
-    Not on an in-memory SQLite database (its one connection cannot be shared by two threads):
-    there the rows are read when asked for, on a connection of the caller's engine.
-    Use as a context manager: leaving it before the rows are taken (a failed activity) interrupts
-    the read and waits for the thread."""
-
-    def __init__(self, engine: Engine):
-        from concurrent.futures import Future, ThreadPoolExecutor
-
-        self._engine, self._driver, self._seconds = engine, None, None
-        self._stop = False
-        memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
-        self._pool = None if memory else ThreadPoolExecutor(1, thread_name_prefix="monthly-reads")
-        self._future: Future | None = None if memory else self._pool.submit(self._read)
-
-    def _read(self) -> dict[str, list[tuple]]:
-        t0 = time.perf_counter()
-        with self._engine.connect() as conn:
-            self._driver = conn.connection.dbapi_connection
-            with conn.begin():
-                out = {}
-                for name, (_model, _columns, _month, stmt) in _monthly_parts(conn.dialect.name, None).items():
-                    if self._stop:
-                        break
-                    out[name] = [tuple(r) for r in conn.execute(text(_monthly_sql(conn, name, stmt))).all()]
-        self._seconds = round(time.perf_counter() - t0, 2)
-        return out
-
-    def rows(self, name: str) -> list[tuple]:
-        if self._future is None:
-            self._future = _done(self._read())
-        return self._future.result()[name]
-
-    def seconds(self) -> float | None:
-        """The read's seconds (in its thread), once it is done."""
-        return self._seconds
-
-    def __enter__(self) -> "MonthlyReads":
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        if self._pool is None:
-            return
-        if not self._future.done():
-            self._stop = True
-            driver = self._driver
-            if driver is not None:
-                (driver.interrupt if hasattr(driver, "interrupt") else driver.cancel)()
-        self._pool.shutdown(wait=True)
-
-
-def _done(value):
-    from concurrent.futures import Future
-
-    future = Future()
-    future.set_result(value)
-    return future
 
 
 def build_page_aggregates_from(engine: Engine, start: date) -> dict:

@@ -36,7 +36,7 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     from core.derive.activity import build_patient_month_activity
     from core.derive.cells import build_cells
     from core.derive.incremental import TOUCH_ALL, clear_touched, mark_touched, touched_patients
-    from core.derive.page_aggregates import MonthlyReads, build_page_aggregates
+    from core.derive.page_aggregates import build_page_aggregates
     from core.derive.subgroups.assign import assign_subgroups
 
     pending = mark_derive_pending(engine)
@@ -48,9 +48,8 @@ def derive_all(engine: Engine, progress: Progress = _no_progress, rules=None) ->
     # after an import (the pending mark is its id): how many patients outside it changed subgroup
     summary["subgroups"] = assign_subgroups(engine, rules, import_id=int(pending) if pending.isdigit() else None)
     progress(0.7, "Summing activity per patient and month")
-    with MonthlyReads(engine) as monthly:  # the pages' monthly sums of the claims, read beside the activity
-        summary["activity"] = build_patient_month_activity(engine)
-        summary["page_aggregates"] = build_page_aggregates(engine, monthly)  # e-consults, moves, costliest patients
+    summary["activity"] = build_patient_month_activity(engine)
+    summary["page_aggregates"] = build_page_aggregates(engine)  # e-consults, moves, costliest patients
     progress(0.8, "Building scorecard cells")
     summary["cells"] = build_cells(engine)
     summary["data_version"] = bump_data_version(engine, derived=pending)

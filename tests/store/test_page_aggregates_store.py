@@ -6,7 +6,6 @@ a full derive and after incremental derives (an override, a small import with an
 team change), and on a store derived before the tables existed.
 """
 
-import threading
 from datetime import date
 from unittest import mock
 
@@ -18,9 +17,7 @@ from sqlmodel import SQLModel
 from core.access.policy import Scope
 from core.derive.incremental import derive_touched
 from core.derive.page_aggregates import (
-    MONTHLY_PARTS,
     VERSION_KEY,
-    MonthlyReads,
     build_page_aggregates,
     costliest_patients,
     ensure_page_aggregates,
@@ -31,7 +28,6 @@ from core.derive.subgroups.overrides import set_override
 from core.derive.subgroups.transitions import subgroup_transitions
 from core.ingest import import_path
 from core.metrics.runout import claims_lags
-from core.store.db import make_engine
 from core.store.models import AppSetting, Patient, PatientMonthActivity, SubgroupAssignment
 from core.store.months import add_months, window_months
 from core.views.econsults import (
@@ -269,78 +265,6 @@ def test_a_whole_build_that_fails_keeps_the_tables_and_their_indexes(sample_stor
     assert all(after[name] >= wanted[name] for name in AGGREGATES), after
     for name, frame in aggregate_tables(engine).items():
         pd.testing.assert_frame_equal(frame, before[name], obj=name)
-
-
-def _stored(engine, names) -> dict[str, list[tuple]]:
-    """The tables' rows as the driver returns them, in primary-key order; on SQLite each value with
-    its storage class (``typeof``), which a frame would not show."""
-    out = {}
-    with engine.connect() as conn:
-        for name in names:
-            table = SQLModel.metadata.tables[name]
-            columns = [c.name for c in table.columns]
-            shown = [f"{c}, typeof({c})" if engine.dialect.name == "sqlite" else c for c in columns]
-            order = ", ".join(c.name for c in table.primary_key.columns)
-            out[name] = [tuple(r) for r in conn.exec_driver_sql(f"SELECT {', '.join(shown)} FROM {name} ORDER BY {order}")]
-    return out
-
-
-def test_the_monthly_tables_read_beside_the_activity_are_stored_as_their_insert_select_stores_them(sample_store):
-    """The four monthly tables, read in a thread on a connection of their own (``MonthlyReads``, as
-    the full derive builds them beside the activity), then written from the driver's values, hold
-    the rows, values and SQLite storage classes of their ``INSERT ... SELECT``."""
-    engine = sample_store
-    build_page_aggregates(engine)
-    before = _stored(engine, AGGREGATES)
-    assert all(before[name] for name in MONTHLY_PARTS)
-    with MonthlyReads(engine) as monthly:
-        summary = build_page_aggregates(engine, monthly)
-    assert summary["table_seconds"]["read_aside"] is not None  # read in the thread, not asked for inline
-    assert not [t for t in threading.enumerate() if t.name.startswith("monthly-reads")]  # and the thread is gone
-    after = _stored(engine, AGGREGATES)
-    for name in AGGREGATES:
-        assert after[name] == before[name], name
-
-
-@pytest.mark.parametrize("sample_store", ["sqlite"], indirect=True)  # an in-memory store is SQLite's
-def test_the_monthly_reads_of_an_in_memory_store_are_read_when_asked_for(sample_store):
-    """An in-memory SQLite store has one connection, which two threads cannot share: its rows are
-    read on the caller's thread, and they are the file store's."""
-    memory = make_engine("sqlite://")
-    with memory.connect() as conn, sample_store.connect() as source:
-        source.connection.dbapi_connection.backup(conn.connection.dbapi_connection)
-    monthly = MonthlyReads(memory)
-    assert not [t for t in threading.enumerate() if t.name.startswith("monthly-reads")]
-    with monthly:
-        build_page_aggregates(memory, monthly)
-    with MonthlyReads(sample_store) as aside:
-        build_page_aggregates(sample_store, aside)
-    assert _stored(memory, MONTHLY_PARTS) == _stored(sample_store, MONTHLY_PARTS)
-    memory.dispose()
-
-
-def test_a_monthly_read_that_fails_fails_the_build_and_one_left_behind_stops(sample_store, monkeypatch):
-    """A read that fails in its thread fails the pages' build, which keeps the tables as they were;
-    leaving the reads before their rows are taken (the activity failed) interrupts them and waits
-    for their thread."""
-    import core.derive.page_aggregates as page_aggregates
-
-    engine = sample_store
-    before = aggregate_tables(engine)
-    real = page_aggregates._monthly_sql
-
-    def broken(conn, name, stmt):
-        return "SELECT no_such_column FROM encounter" if name == "claims_network_month" else real(conn, name, stmt)
-
-    monkeypatch.setattr(page_aggregates, "_monthly_sql", broken)
-    with pytest.raises(Exception, match="no_such_column"), MonthlyReads(engine) as monthly:
-        build_page_aggregates(engine, monthly)
-    for name, frame in aggregate_tables(engine).items():
-        pd.testing.assert_frame_equal(frame, before[name], obj=name)
-    monkeypatch.setattr(page_aggregates, "_monthly_sql", real)
-    with pytest.raises(RuntimeError, match="activity failed"), MonthlyReads(engine):
-        raise RuntimeError("activity failed")
-    assert not [t for t in threading.enumerate() if t.name.startswith("monthly-reads")]
 
 
 def _with_econsult_and_team_change(tables: dict) -> None:
