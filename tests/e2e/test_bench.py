@@ -32,7 +32,7 @@ def test_small_benchmark_reports_every_figure(tmp_path):
                  "worklist member_counts (biggest team)", "worklist team_worklist (~2,500 patients)",
                  "worklist team_worklist (whole team nearest 2,500)",
                  "patient page patient_record"):  # fmt: skip
-        assert latency[kind]["p95_ms"] >= latency[kind]["p50_ms"] > 0, kind
+        assert latency[kind]["max_ms"] >= latency[kind]["p50_ms"] > 0 and latency[kind]["p95_ms"] is None, kind  # 2 calls: no p95
 
     baseline = steps["baseline"]["result"]
     assert baseline["ratio"] > 0

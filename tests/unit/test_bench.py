@@ -7,7 +7,28 @@ from core.cli.bench import percentiles
 
 
 def test_percentiles_nearest_rank():
-    assert percentiles([0.001 * i for i in range(1, 21)]) == {"p50_ms": 10.5, "p95_ms": 19.0, "reps": 20}
+    assert percentiles([0.001 * i for i in range(1, 21)]) == {"p50_ms": 10.5, "p95_ms": 19.0, "max_ms": 20.0, "reps": 20}
+
+
+def test_fewer_than_twenty_calls_have_no_p95_only_their_slowest():
+    # nearest rank over 3 calls is the 3rd of 3: calling it p95 would dress the slowest call up
+    assert percentiles([0.002, 0.001, 0.108]) == {"p50_ms": 2.0, "p95_ms": None, "max_ms": 108.0, "reps": 3}
+    assert percentiles([0.001] * 19)["p95_ms"] is None and percentiles([0.001] * 20)["p95_ms"] == 1.0
+
+
+def test_query_table_prints_a_dash_and_says_why_when_p95_is_missing():
+    from core.cli.bench import format_report
+
+    def report(reps):
+        latency = {"scorecard network month": percentiles([0.001 * i for i in range(1, reps + 1)])}
+        queries = {"seconds": 1.0, "cpu_s": 1.0, "peak_rss_mb": 1.0, "result": {"selection": "x", "latency": latency}}
+        return format_report({"patients": 10, "months": 1, "database": "sqlite", "machine": {}, "steps": {"queries": queries}}).splitlines()
+
+    few, many = report(3), report(20)
+    row = next(line for line in few if line.startswith("scorecard network month"))
+    assert row.split()[-3:] == ["2.0", "-", "3.0"] and any("p95 needs at least 20 calls" in line for line in few)
+    row = next(line for line in many if line.startswith("scorecard network month"))
+    assert row.split()[-3:] == ["10.5", "19.0", "20.0"] and not any("p95 needs" in line for line in many)
 
 
 def test_click_table_marks_times_over_target_and_reports_widgets_it_could_not_drive():
