@@ -495,6 +495,8 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse", action="store_true", help="keep an existing bundle and an already imported database")
     p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
     p.add_argument("--baseline-reps", type=int, default=3, help="repetitions of the naive baseline")
+    p.add_argument("--month-reps", type=int, default=3,
+                   help="runs of the new month (new_month), each on the store as the full pipeline left it; the median counts")
     p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages,new_month "
                         "(default: all of them), or override (a subgroup override set and lifted for one patient of every team)")
     p.add_argument("--engines", default=None,
@@ -519,7 +521,7 @@ def cmd_bench(args) -> int:
         steps = ("clicks",) if _has_patients(url) else ("generate", "import", "assign", "activity", "cells", "clicks")
     report = run_bench(patients, args.months, url, args.out, reuse=args.reuse, seed=args.seed, end_month=args.end_month,
                        reps=args.reps, baseline_reps=args.baseline_reps, steps=steps, progress=lambda text: print(f"... {text}", file=sys.stderr, flush=True),
-                       engines=tuple(args.engines.split(",")) if args.engines else ())
+                       engines=tuple(args.engines.split(",")) if args.engines else (), month_reps=args.month_reps)
     print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
     return 0
 

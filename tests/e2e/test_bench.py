@@ -53,6 +53,11 @@ def test_small_benchmark_reports_every_figure(tmp_path):
     new_month = steps["new_month"]["result"]  # the bundle's last month imported into a store holding the others
     assert new_month["new_month"] == "2026-10" and new_month["before"]["rows"] > new_month["after"]["rows"] > 0
     assert new_month["after"]["mode"] != "full" and 0 < new_month["cpu_ratio"] < 1, new_month
+    # the month three times, each on the store the full pipeline left: the same rows each time, the median counts
+    runs = new_month["after_runs"]
+    assert len(runs) == 3 and {r["rows"] for r in runs} == {new_month["after"]["rows"]} and all(r["mode"] != "full" for r in runs)
+    assert new_month["after"] == sorted(runs, key=lambda r: r["seconds"])[1]
+    assert new_month["ratio"] == sorted(new_month["ratios"])[1] and len(new_month["ratios"]) == 3
 
     text = format_report(report)
     assert "naive baseline" in text and "pages/review.py" in text and "peak MB" in text

@@ -95,3 +95,20 @@ def test_each_step_result_is_said_as_it_ends_so_a_later_failure_keeps_it(monkeyp
     done = {text.split(": ", 1)[0]: json.loads(text.split(": ", 1)[1]) for text in said if ": " in text}
     assert done["assign"]["result"]["step"] == "assign" and done["cells"]["result"]["step"] == "cells"
     assert "pages" in said and "pages" not in done
+
+
+def test_new_month_table_lists_every_run_and_counts_the_median():
+    from core.cli.bench import format_new_month
+
+    def run(seconds):
+        return {"rows": 10, "import_s": 1.0, "derive_s": seconds - 1.0, "seconds": seconds, "cpu_s": seconds, "load_average": [1.0],
+                "mode": "months", "why": None}  # fmt: skip
+
+    before, runs = run(200.0), [run(31.0), run(29.0), run(28.0)]
+    lines = format_new_month({"months": 25, "new_month": "2026-11", "before": before, "after": runs[1], "after_runs": runs,
+                              "ratios": [0.155, 0.145, 0.14], "ratio": 0.145, "cpu_ratio": 0.145})  # fmt: skip
+    assert [line.split()[:6] for line in lines if line.startswith("the new month")] == [
+        ["the", "new", "month,", "run", str(i), "of"] for i in (1, 2, 3)]  # fmt: skip
+    assert lines[-1].startswith("ratio: 14.5% wall (median of 3 runs: 15.5%, 14.5%, 14.0%)") and "met in wall time" in lines[-1]
+    one = format_new_month({"months": 25, "new_month": "2026-11", "before": before, "after": runs[0], "ratio": 0.155, "cpu_ratio": 0.155})
+    assert any(line.startswith("the new month ") for line in one) and "median" not in one[-1] and "NOT met" in one[-1]
