@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -436,22 +437,39 @@ def step_baseline(args: dict) -> dict:
 def _month_database(database_url: str, out: Path) -> str:
     """A fresh store of the new-month step beside the benchmark's own: an SQLite file in ``out``, or
     a database ``<name>_new_month`` on the same PostgreSQL server (dropped and created)."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         path = out / "new_month.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        _remove_sqlite(str(path))
         return f"sqlite:///{path}"
     name = f"{url.database}_new_month"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    with _server(url) as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+@contextmanager
+def _server(u):
+    """A connection, outside any transaction (as CREATE and DROP DATABASE need), to the
+    ``postgres`` database of the PostgreSQL server of URL ``u``."""
+    from sqlalchemy import create_engine
+
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            yield conn
+    finally:
+        admin.dispose()
+
+
+def _remove_sqlite(path: str) -> None:
+    """Delete an SQLite file and its write-ahead log and shared-memory index, where they exist."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _cpu_s() -> float:
@@ -557,18 +575,15 @@ def _restore_store(url: str, saved: str) -> None:
 
 
 def _drop_saved_store(url: str, saved: str) -> None:
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{saved}{suffix}").unlink(missing_ok=True)
+        _remove_sqlite(saved)
         return
-    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    with _server(u) as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{saved}"'))
-    admin.dispose()
 
 
 def _copy_sqlite(source: str, target: str) -> None:
@@ -577,8 +592,7 @@ def _copy_sqlite(source: str, target: str) -> None:
     import sqlite3
     from contextlib import closing
 
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    _remove_sqlite(target)
     with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
         src.backup(dst)
 
@@ -587,24 +601,20 @@ def _copy_database(u, source: str, target: str) -> None:
     """On the PostgreSQL server of URL ``u``: drop ``target`` and create it with ``source`` as its
     template. Autovacuum may still be working in ``source`` after a big write, and a template must
     have no other session: those are ended first (the benchmark's own databases only)."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
-    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)'))
-            for attempt in range(50):
-                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name "
-                                  "AND pid <> pg_backend_pid()"), {"name": source})  # fmt: skip
-                try:
-                    conn.execute(text(f'CREATE DATABASE "{target}" TEMPLATE "{source}"'))
-                    return
-                except Exception as exc:
-                    if "being accessed by other users" not in str(exc) or attempt == 49:
-                        raise
-                    time.sleep(0.1)
-    finally:
-        admin.dispose()
+    with _server(u) as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)'))
+        for attempt in range(50):
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name "
+                              "AND pid <> pg_backend_pid()"), {"name": source})  # fmt: skip
+            try:
+                conn.execute(text(f'CREATE DATABASE "{target}" TEMPLATE "{source}"'))
+                return
+            except Exception as exc:
+                if "being accessed by other users" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1)
 
 
 def _override_patients(engine) -> list[tuple[str, int, str]]:
