@@ -11,15 +11,14 @@
 """
 
 import os
-import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
+from core.store.copies import copy_sqlite, create_database, drop_database, server
 from core.store.db import create_schema, make_engine
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,40 +46,23 @@ def engine():
 
 
 def _postgres_engine(template: str | None = None):
-    """A new database on the server at TEST_DATABASE_URL (a copy of ``template`` if given): the
-    admin engine, its name and an engine on it."""
+    """A new database on the server at TEST_DATABASE_URL (a copy of ``template`` if given): its
+    name and an engine on it."""
     url = os.environ.get("TEST_DATABASE_URL")
     if not url:
         skip_or_fail("PostgreSQL tests need TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
-    admin = make_engine(url)
     name = f"t_{uuid.uuid4().hex[:12]}"
-    create = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
     try:
-        _with_retry(admin, create)
+        with server(url, database=None) as conn:
+            create_database(conn, name, template=template)
     except Exception as exc:  # server down, wrong credentials, no right to create databases
-        admin.dispose()
         skip_or_fail(f"PostgreSQL at TEST_DATABASE_URL: could not create a test database: {exc.__class__.__name__}: {exc}")
-    base = admin.url.set(database=name).render_as_string(hide_password=False)
-    return admin, name, make_engine(base)
+    return name, make_engine(make_url(url).set(database=name).render_as_string(hide_password=False))
 
 
-def _with_retry(admin, statement: str) -> None:
-    """Run ``statement`` outside a transaction. A template's last session can still be closing on
-    the server when its copy is asked for ("being accessed by other users"): wait and ask again."""
-    for attempt in range(50):
-        try:
-            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text(statement))
-            return
-        except Exception as exc:
-            if "being accessed by other users" not in str(exc) or attempt == 49:
-                raise
-            time.sleep(0.1)
-
-
-def _drop_database(admin, name: str) -> None:
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def _drop_database(name: str) -> None:
+    with server(os.environ["TEST_DATABASE_URL"], database=None) as conn:
+        drop_database(conn, name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -92,12 +74,11 @@ def store_engine(request, tmp_path):
         yield eng
         eng.dispose()
         return
-    admin, name, eng = _postgres_engine()
+    name, eng = _postgres_engine()
     create_schema(eng)
     yield eng
     eng.dispose()
-    _drop_database(admin, name)
-    admin.dispose()
+    _drop_database(name)
 
 
 class StoreTemplates:
@@ -118,19 +99,15 @@ class StoreTemplates:
         """Yield an engine on a test's own copy of store ``name`` on ``backend``; drop it afterwards."""
         if backend == "sqlite":
             path = tmp_path / "store.db"
-            source, target = sqlite3.connect(self._template("sqlite", name, build)), sqlite3.connect(path)
-            source.backup(target)
-            source.close()
-            target.close()
+            copy_sqlite(self._template("sqlite", name, build), path)
             eng = make_engine(f"sqlite:///{path}")
             yield eng
             eng.dispose()
             return
-        admin, copied, eng = _postgres_engine(template=self._template("postgresql", name, build))
+        copied, eng = _postgres_engine(template=self._template("postgresql", name, build))
         yield eng
         eng.dispose()
-        _drop_database(admin, copied)
-        admin.dispose()
+        _drop_database(copied)
 
     def _template(self, backend: str, name: str, build: Callable) -> str:
         if (backend, name) not in self.built:
@@ -143,8 +120,7 @@ class StoreTemplates:
                 eng.dispose()
                 self.built[backend, name] = str(path)
             else:
-                admin, template, eng = _postgres_engine()
-                admin.dispose()
+                template, eng = _postgres_engine()
                 self.databases.append(template)
                 create_schema(eng)
                 build(eng)
@@ -153,11 +129,8 @@ class StoreTemplates:
         return self.built[backend, name]
 
     def drop(self) -> None:
-        if self.databases:
-            admin = make_engine(os.environ["TEST_DATABASE_URL"])
-            for name in self.databases:
-                _drop_database(admin, name)
-            admin.dispose()
+        for name in self.databases:
+            _drop_database(name)
 
 
 @pytest.fixture(scope="session")

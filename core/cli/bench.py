@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -437,39 +436,20 @@ def step_baseline(args: dict) -> dict:
 def _month_database(database_url: str, out: Path) -> str:
     """A fresh store of the new-month step beside the benchmark's own: an SQLite file in ``out``, or
     a database ``<name>_new_month`` on the same PostgreSQL server (dropped and created)."""
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
+
+    from core.store.copies import create_database, drop_database, remove_sqlite, server
 
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         path = out / "new_month.db"
-        _remove_sqlite(str(path))
+        remove_sqlite(path)
         return f"sqlite:///{path}"
     name = f"{url.database}_new_month"
-    with _server(url) as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    with server(url) as conn:
+        drop_database(conn, name)
+        create_database(conn, name)
     return url.set(database=name).render_as_string(hide_password=False)
-
-
-@contextmanager
-def _server(u):
-    """A connection, outside any transaction (as CREATE and DROP DATABASE need), to the
-    ``postgres`` database of the PostgreSQL server of URL ``u``."""
-    from sqlalchemy import create_engine
-
-    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            yield conn
-    finally:
-        admin.dispose()
-
-
-def _remove_sqlite(path: str) -> None:
-    """Delete an SQLite file and its write-ahead log and shared-memory index, where they exist."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _cpu_s() -> float:
@@ -548,18 +528,19 @@ def step_new_month(args: dict) -> dict:
 
 def _save_store(url: str) -> str:
     """A copy of the store at ``url`` (no session may be open on it), to put back with
-    :func:`_restore_store`: an SQLite file beside it through SQLite's backup API (pages copied as
-    they are), or a PostgreSQL database ``<name>_saved`` made with the store as its template.
-    Returns the copy's path or name."""
+    :func:`_restore_store` (:mod:`core.store.copies`): an SQLite file beside it, or a PostgreSQL
+    database ``<name>_saved`` made with the store as its template. Returns the copy's path or name."""
     from sqlalchemy.engine import make_url
+
+    from core.store.copies import copy_database, copy_sqlite
 
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         saved = f"{u.database}.saved"
-        _copy_sqlite(u.database, saved)
+        copy_sqlite(u.database, saved)
         return saved
     saved = f"{u.database}_saved"
-    _copy_database(u, u.database, saved)
+    copy_database(u, u.database, saved)
     return saved
 
 
@@ -567,54 +548,26 @@ def _restore_store(url: str, saved: str) -> None:
     """Put the copy :func:`_save_store` made back in place of the store at ``url``."""
     from sqlalchemy.engine import make_url
 
+    from core.store.copies import copy_database, copy_sqlite
+
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        _copy_sqlite(saved, u.database)
+        copy_sqlite(saved, u.database)
     else:
-        _copy_database(u, saved, u.database)
+        copy_database(u, saved, u.database)
 
 
 def _drop_saved_store(url: str, saved: str) -> None:
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
+
+    from core.store.copies import drop_database, remove_sqlite, server
 
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        _remove_sqlite(saved)
+        remove_sqlite(saved)
         return
-    with _server(u) as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{saved}"'))
-
-
-def _copy_sqlite(source: str, target: str) -> None:
-    """``target`` becomes a page-for-page copy of the SQLite file ``source`` (SQLite's backup API,
-    so a write-ahead log's pages are in it and no lock of this process's is dropped)."""
-    import sqlite3
-    from contextlib import closing
-
-    _remove_sqlite(target)
-    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
-        src.backup(dst)
-
-
-def _copy_database(u, source: str, target: str) -> None:
-    """On the PostgreSQL server of URL ``u``: drop ``target`` and create it with ``source`` as its
-    template. Autovacuum may still be working in ``source`` after a big write, and a template must
-    have no other session: those are ended first (the benchmark's own databases only)."""
-    from sqlalchemy import text
-
-    with _server(u) as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)'))
-        for attempt in range(50):
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name "
-                              "AND pid <> pg_backend_pid()"), {"name": source})  # fmt: skip
-            try:
-                conn.execute(text(f'CREATE DATABASE "{target}" TEMPLATE "{source}"'))
-                return
-            except Exception as exc:
-                if "being accessed by other users" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.1)
+    with server(u) as conn:
+        drop_database(conn, saved)
 
 
 def _override_patients(engine) -> list[tuple[str, int, str]]:

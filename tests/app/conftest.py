@@ -1,12 +1,12 @@
 """AppTest fixtures: the dashboard on the small sample network (an SQLite file)."""
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from core.store.copies import copy_sqlite
 from core.store.db import make_engine
 
 DASHBOARD = str(Path(__file__).resolve().parents[2] / "dashboard.py")
@@ -53,10 +53,7 @@ def app(sample_db_url, monkeypatch):
 def private_db(sample_db_url, tmp_path, monkeypatch):
     """A private copy of the sample database, used by the app through DATABASE_URL."""
     path = tmp_path / "copy.db"
-    src, dst = sqlite3.connect(sample_db_url.removeprefix("sqlite:///")), sqlite3.connect(path)
-    src.backup(dst)
-    src.close()
-    dst.close()
+    copy_sqlite(sample_db_url.removeprefix("sqlite:///"), path)
     url = f"sqlite:///{path}"
     monkeypatch.setenv("DATABASE_URL", url)
     engine = make_engine(url)

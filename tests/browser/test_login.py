@@ -7,7 +7,6 @@ audit log holds the views.
 """
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from core.access.audit import search_events
 from core.access.users import save_user
+from core.store.copies import copy_sqlite
 from core.store.db import make_engine
 from core.store.queries import months_available, organisation, team_patients
 from tests.browser.conftest import free_port, screenshot, start_server, wait_for_run
@@ -56,11 +56,7 @@ def auth_app(browser, oidc_provider, sample_db_url, tmp_path_factory):
     """The dashboard with [auth] configured, on a private copy of the sample database with two users."""
     folder = tmp_path_factory.mktemp("auth_app")
     db_path = folder / "auth.db"
-    src = sqlite3.connect(sample_db_url.removeprefix("sqlite:///"))
-    dst = sqlite3.connect(db_path)
-    src.backup(dst)
-    src.close()
-    dst.close()
+    copy_sqlite(sample_db_url.removeprefix("sqlite:///"), db_path)
     url = f"sqlite:///{db_path}"
     engine = make_engine(url)
     team = organisation(engine)["team_id"].iloc[0]

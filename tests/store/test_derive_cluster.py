@@ -19,7 +19,7 @@ from core.derive.cells import build_cells
 from core.derive.subgroups.assign import assign_subgroups
 from core.store.db import create_schema, make_engine
 from tests.checksum import table_checksums
-from tests.conftest import PROJECT_ROOT, _postgres_engine
+from tests.conftest import PROJECT_ROOT, _drop_database, _postgres_engine
 
 DERIVED = ("subgroup_assignment", "risk_score", "cell")
 SMALL = dict(patients=150, months=8, seed=11)
@@ -76,20 +76,18 @@ def small_store(request, small_bundle, tmp_path):
     from core.ingest import import_path
 
     if request.param == "sqlite":
-        admin, name, engine = None, None, make_engine(f"sqlite:///{tmp_path / 'cluster.db'}")
+        name, engine = None, make_engine(f"sqlite:///{tmp_path / 'cluster.db'}")
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     else:
-        admin, name, engine = _postgres_engine()
+        name, engine = _postgres_engine()
     create_schema(engine)
     report = import_path(engine, small_bundle, fmt="csv")
     assert report.ok, report.to_text()
     yield engine
     engine.dispose()
-    if admin is not None:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    if name is not None:
+        _drop_database(name)
 
 
 def _derive(engine, workers: int) -> dict:

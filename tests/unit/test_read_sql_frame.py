@@ -42,8 +42,8 @@ t = ROWS.c
 @pytest.fixture(params=["memory", "file", "postgresql"])
 def rows_engine(request, tmp_path):
     if request.param == "postgresql":  # a database of its own on the server at TEST_DATABASE_URL
-        admin, name, engine = _postgres_engine()
-        request.addfinalizer(lambda: (_drop_database(admin, name), admin.dispose()))
+        name, engine = _postgres_engine()
+        request.addfinalizer(lambda: (engine.dispose(), _drop_database(name)))
     else:
         engine = make_engine("sqlite://" if request.param == "memory" else f"sqlite:///{tmp_path / 'rows.db'}")
     META.create_all(engine)
