@@ -25,8 +25,8 @@ from core.config import config_path, load_toml
 from core.derive.measures import Measure, load_measures, names_medicine, procedure_keys
 from core.store.models import Condition, Measurement, Medication, Patient, Procedure, SubgroupAssignment
 from core.store.months import add_months, as_month, month_end
-from core.store.queries import read_frame
-from core.views.worklist import members_select
+from core.store.queries import among, read_frame
+from core.views.worklist import member_ids
 
 CARE_GAPS_PATH = config_path("care_gaps.toml")
 KINDS = ("service", "test", "medicine")
@@ -226,22 +226,23 @@ def gap_summary(gaps: pd.DataFrame) -> pd.DataFrame:
 # --- store reads ---------------------------------------------------------------------------
 
 
-def load_gap_inputs(engine: Engine, members, subgroups: pd.DataFrame) -> GapInputs:
-    """The rows care gaps need for the patients of the ``members`` sub-select (a select of
-    patient ids); ``subgroups``: patient_id, subgroup of those patients."""
-    pts = read_frame(engine, select(Patient.patient_id, Patient.birth_date, Patient.sex).where(Patient.patient_id.in_(members)))
+def load_gap_inputs(engine: Engine, members: list[str], subgroups: pd.DataFrame) -> GapInputs:
+    """The rows care gaps need for the patients ``members`` (their ids; :func:`member_ids`);
+    ``subgroups``: patient_id, subgroup of those patients."""
+    dialect = engine.dialect.name
+    pts = read_frame(engine, select(Patient.patient_id, Patient.birth_date, Patient.sex).where(among(Patient.patient_id, members, dialect)))
     pts = pts.merge(subgroups[["patient_id", "subgroup"]], on="patient_id")
     codes = sorted({g.code for g in load_gap_rules().gaps if g.kind == "test"})
     return GapInputs(
         patients=pts,
         conditions=read_frame(engine, select(Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date)
-                              .where(Condition.patient_id.in_(members))),
+                              .where(among(Condition.patient_id, members, dialect))),
         procedures=read_frame(engine, select(Procedure.patient_id, Procedure.performed_date, Procedure.code, Procedure.code_system)
-                              .where(Procedure.patient_id.in_(members))),
+                              .where(among(Procedure.patient_id, members, dialect))),
         measurements=read_frame(engine, select(Measurement.patient_id, Measurement.measured_date, Measurement.code)
-                                .where(Measurement.patient_id.in_(members), Measurement.code.in_(codes))),
+                                .where(among(Measurement.patient_id, members, dialect), Measurement.code.in_(codes))),
         medications=read_frame(engine, select(Medication.patient_id, Medication.code, Medication.description,
-                                              Medication.start_date, Medication.end_date).where(Medication.patient_id.in_(members))),
+                                              Medication.start_date, Medication.end_date).where(among(Medication.patient_id, members, dialect))),
     )  # fmt: skip
 
 
@@ -249,9 +250,10 @@ def team_care_gaps(engine: Engine, month: date, team_ids: tuple[str, ...], subgr
     """The care gaps (:func:`patient_gaps`) of the patients of the teams in ``month`` (and subgroup),
     as of the month's last day; each patient's items are those of their subgroup that month."""
     month = as_month(month)
-    members = members_select(month, tuple(team_ids), subgroup)
+    members = member_ids(engine, month, tuple(team_ids), subgroup)
     sa = SubgroupAssignment
-    subgroups = read_frame(engine, select(sa.patient_id, sa.subgroup).where(sa.month == month, sa.patient_id.in_(members)))
+    subgroups = read_frame(engine, select(sa.patient_id, sa.subgroup).where(sa.month == month,
+                                                                             among(sa.patient_id, members, engine.dialect.name)))
     return patient_gaps(load_gap_inputs(engine, members, subgroups), month_end(month))
 
 
@@ -259,8 +261,7 @@ def one_patient_gaps(engine: Engine, patient_id: str, subgroup: str | None, as_o
     """The care gaps of one patient in ``subgroup`` as of a day (the patient page)."""
     if subgroup is None:
         return pd.DataFrame(columns=GAP_COLUMNS)
-    members = select(Patient.patient_id).where(Patient.patient_id == patient_id)
-    return patient_gaps(load_gap_inputs(engine, members, pd.DataFrame({"patient_id": [patient_id], "subgroup": [subgroup]})), as_of)
+    return patient_gaps(load_gap_inputs(engine, [patient_id], pd.DataFrame({"patient_id": [patient_id], "subgroup": [subgroup]})), as_of)
 
 
 def filter_by_care(worklist: pd.DataFrame, gap_ids: tuple[str, ...] = (), hide_reached: bool = False) -> pd.DataFrame:

@@ -19,8 +19,8 @@ from core.access.audit import record_event
 from core.access.policy import Scope
 from core.config import config_path, load_toml
 from core.store.models import Outreach, utc_now
-from core.store.queries import patient_in_scope, read_frame
-from core.views.worklist import members_select
+from core.store.queries import among, patient_in_scope, read_frame
+from core.views.worklist import member_ids
 
 OUTREACH_PATH = config_path("outreach.toml")
 MAX_NOTE = 1000
@@ -75,18 +75,18 @@ def patient_outreach(engine: Engine, patient_id: str) -> pd.DataFrame:
                         outcome=frame["outcome"].map(lambda c: rules.outcomes.get(c, c)))  # fmt: skip
 
 
-def last_outreach(engine: Engine, members, now: datetime | None = None) -> pd.DataFrame:
-    """Per patient of the ``members`` sub-select with any outreach (index patient_id): last_outreach
+def last_outreach(engine: Engine, members: list[str], now: datetime | None = None) -> pd.DataFrame:
+    """Per patient of ``members`` (their ids) with any outreach (index patient_id): last_outreach
     (e.g. "Phone call: Reached, 3 Dec"), last_outreach_at, and reached_this_cycle (an outcome of
     ``reached_outcomes`` within the last ``cycle_days``)."""
     rules = load_outreach_rules()
     o = Outreach
-    latest = select(o.patient_id, func.max(o.outreach_id).label("outreach_id")).where(o.patient_id.in_(members)).group_by(o.patient_id)
+    latest = select(o.patient_id, func.max(o.outreach_id).label("outreach_id")).where(among(o.patient_id, members, engine.dialect.name)).group_by(o.patient_id)
     last = read_frame(engine, select(o.patient_id, o.at, o.channel, o.outcome).where(o.outreach_id.in_(
         select(latest.subquery().c.outreach_id))))  # fmt: skip
     since = (now or datetime.now(UTC)) - timedelta(days=rules.cycle_days)
     reached = read_frame(engine, select(o.patient_id).distinct().where(
-        o.patient_id.in_(members), o.outcome.in_(rules.reached_outcomes), o.at >= since))  # fmt: skip
+        among(o.patient_id, members, engine.dialect.name), o.outcome.in_(rules.reached_outcomes), o.at >= since))  # fmt: skip
     at = pd.to_datetime(last["at"], utc=True)
     text = (last["channel"].map(lambda c: rules.channels.get(c, c)) + ": " + last["outcome"].map(lambda c: rules.outcomes.get(c, c))
             + ", " + at.dt.strftime("%-d %b %Y"))  # fmt: skip
@@ -98,4 +98,4 @@ def last_outreach(engine: Engine, members, now: datetime | None = None) -> pd.Da
 def team_last_outreach(engine: Engine, month, team_ids: tuple[str, ...], subgroup: str | None = None,
                        now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
     """:func:`last_outreach` of the patients of the teams in ``month`` (and subgroup)."""
-    return last_outreach(engine, members_select(month, tuple(team_ids), subgroup), now)
+    return last_outreach(engine, member_ids(engine, month, tuple(team_ids), subgroup), now)

@@ -22,8 +22,8 @@ from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.store.models import Encounter, Outreach, Patient, SubgroupAssignment
 from core.store.months import as_month, month_end
-from core.store.queries import read_frame
-from core.views.worklist import members_select
+from core.store.queries import among, read_frame
+from core.views.worklist import member_ids
 
 TRANSITIONS_PATH = config_path("transitions.toml")
 UNITS = ("days", "business_days")
@@ -131,13 +131,14 @@ def team_transitions(engine: Engine, month: date, team_ids: tuple[str, ...], sub
     month = as_month(month)
     as_of = min(month_end(month), today or date.today())
     first = as_of - timedelta(days=rules.look_back_days)
-    members = members_select(month, tuple(team_ids), subgroup)
+    members = member_ids(engine, month, tuple(team_ids), subgroup)
+    dialect = engine.dialect.name
     e = Encounter
     rows = []
     for ev in rules.events:
         column = getattr(e, ev.date)
         found = read_frame(engine, select(e.patient_id, column.label("event_date")).where(
-            e.patient_id.in_(members), e.kind.in_(ev.kinds), column > first, column <= as_of))  # fmt: skip
+            among(e.patient_id, members, dialect), e.kind.in_(ev.kinds), column > first, column <= as_of))  # fmt: skip
         rows.append(found.assign(event_id=ev.id))
     events = pd.concat(rows, ignore_index=True).drop_duplicates()
     if events.empty:
@@ -146,11 +147,11 @@ def team_transitions(engine: Engine, month: date, team_ids: tuple[str, ...], sub
     sa = SubgroupAssignment
     who = read_frame(engine, select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"),
                                     sa.subgroup).outerjoin(sa, (sa.patient_id == Patient.patient_id) & (sa.month == month))
-                     .where(Patient.patient_id.in_(members)))  # fmt: skip
+                     .where(among(Patient.patient_id, members, dialect)))  # fmt: skip
     events = events.merge(who, on="patient_id")
     kinds = sorted({k for f in rules.follow_ups for k in f.kinds})
     contacts = read_frame(engine, select(e.patient_id, e.kind, e.start_date).where(
-        e.patient_id.in_(members), e.kind.in_(kinds), e.start_date > first, e.start_date <= as_of))  # fmt: skip
+        among(e.patient_id, members, dialect), e.kind.in_(kinds), e.start_date > first, e.start_date <= as_of))  # fmt: skip
     o = Outreach
-    outreach = read_frame(engine, select(o.patient_id, o.at.label("day"), o.outcome).where(o.patient_id.in_(members)))
+    outreach = read_frame(engine, select(o.patient_id, o.at.label("day"), o.outcome).where(among(o.patient_id, members, dialect)))
     return follow_ups(events, contacts, outreach, as_of, rules)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 from core.config import config_path, load_toml
 from core.store.models import Attribution, Measurement, Patient, PatientMonthActivity, SubgroupAssignment
 from core.store.months import add_months, as_month, index_of, month_end, month_index
-from core.store.queries import read_frame
+from core.store.queries import among, read_frame
 
 WORKLIST_PATH = config_path("worklist.toml")
 FLAG_IDS = ("recent_acute", "phq9_rising", "phq9_high", "uncontrolled_diabetes", "uncontrolled_bp", "rising_cost",
@@ -194,14 +194,23 @@ def members_select(month: date, team_ids: tuple[str, ...], subgroup: str | None)
     return select(sa.patient_id).where(sa.month == month, sa.team_id.in_(team_ids), sa.subgroup == subgroup)
 
 
+def member_ids(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None) -> list[str]:
+    """The ids of :func:`members_select`, read once. The pages' reads of the members' rows take
+    them as a list (:func:`core.store.queries.among`), not as a sub-select: given the sub-select,
+    PostgreSQL estimates the members from the columns' statistics as if independent (13,178 for
+    the 1,389 patients of a team's complex subgroup at 1,000,000 patients) and may then scan a
+    whole table instead of the members' index entries (their last measures 2.4 s -> 0.06 s)."""
+    return read_frame(engine, members_select(month, tuple(team_ids), subgroup))["patient_id"].tolist()
+
+
 def load_worklist_inputs(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None = None,
                          rules: WorklistRules | None = None) -> WorklistInputs:  # fmt: skip
     """Read the worklist inputs of the teams in scope (``team_ids``; empty -> no rows)."""
     rules = rules or load_worklist_rules()
     month = as_month(month)
     as_of = month_end(month)
-    members = members_select(month, tuple(team_ids), subgroup)
     patients = _patients(engine, month, tuple(team_ids), subgroup)
+    members = patients["patient_id"].tolist()  # (those of members_select: see member_ids)
     last_measures = _last_measures(engine, members, as_of, rules)
     window = _window_activity(engine, members, month, rules)
     previous = _previous_measures(engine, members, as_of, rules.score_codes())
@@ -251,8 +260,9 @@ def _subgroup_run(cur, month: date) -> list:
     return [since.label("subgroup_since"), previous.scalar_subquery().label("previous_subgroup")]
 
 
-def _last_measures(engine: Engine, members, as_of: date, rules: WorklistRules) -> pd.DataFrame:
-    """Last measured day of each code of the rules up to ``as_of`` per member, with the lowest value of that day.
+def _last_measures(engine: Engine, members: list[str], as_of: date, rules: WorklistRules) -> pd.DataFrame:
+    """Last measured day of each code of the rules up to ``as_of`` per member (``members``: their
+    ids), with the lowest value of that day.
 
     One row per patient with any of the codes (a row per patient rather than per patient and
     code: a quarter of the Python objects to build). Out grain: patient_id. Columns:
@@ -262,7 +272,7 @@ def _last_measures(engine: Engine, members, as_of: date, rules: WorklistRules) -
     ranked = (
         select(m.patient_id, m.code, m.measured_date, m.value,
                func.rank().over(partition_by=(m.patient_id, m.code), order_by=m.measured_date.desc()).label("day_rank"))
-        .where(m.patient_id.in_(members), m.code.in_(codes), m.measured_date <= as_of)
+        .where(among(m.patient_id, members, engine.dialect.name), m.code.in_(codes), m.measured_date <= as_of)
         .subquery()
     )  # fmt: skip
     last = ranked.c
@@ -277,7 +287,7 @@ def _last_measures(engine: Engine, members, as_of: date, rules: WorklistRules) -
     return out.rename(columns=names).reindex(columns=["patient_id", *names.values()])
 
 
-def _previous_measures(engine: Engine, members, as_of: date, codes: tuple[str, ...]) -> pd.DataFrame:
+def _previous_measures(engine: Engine, members: list[str], as_of: date, codes: tuple[str, ...]) -> pd.DataFrame:
     """The previous score of each of ``codes`` per member: the lowest value of the last measured
     day before the latest one (up to ``as_of``). Out grain: patient_id (patients with two or more
     days of any code). Columns: ``<code>_previous_date`` and ``<code>_previous_value``."""
@@ -285,7 +295,7 @@ def _previous_measures(engine: Engine, members, as_of: date, codes: tuple[str, .
     ranked = (
         select(m.patient_id, m.code, m.measured_date, m.value,
                func.dense_rank().over(partition_by=(m.patient_id, m.code), order_by=m.measured_date.desc()).label("day_rank"))
-        .where(m.patient_id.in_(members), m.code.in_(codes), m.measured_date <= as_of)
+        .where(among(m.patient_id, members, engine.dialect.name), m.code.in_(codes), m.measured_date <= as_of)
         .subquery()
     )  # fmt: skip
     c = ranked.c
@@ -303,7 +313,7 @@ WINDOW_COLUMNS = ["cost_internal_12m_usd", "cost_external_12m_usd", "cost_last_3
                   "ed_visits_12m", "admissions_12m"]  # fmt: skip
 
 
-def _window_activity(engine: Engine, members, month: date, rules: WorklistRules) -> pd.DataFrame:
+def _window_activity(engine: Engine, members: list[str], month: date, rules: WorklistRules) -> pd.DataFrame:
     """Cost, ED visits, admissions and last visit per patient over the window, summed in SQL.
 
     Reads the derived ``patient_month_activity`` rows (``core.derive.activity``: TDABC internal cost,
@@ -324,7 +334,7 @@ def _window_activity(engine: Engine, members, month: date, rules: WorklistRules)
                func.sum(case((and_(a.month >= prev_from, a.month < last_from), total), else_=0.0)).label("cost_prev_3m_usd"),
                func.sum(a.ed_visits).label("ed_visits_12m"), func.sum(a.admissions).label("admissions_12m"),
                func.max(a.last_acute_date).label("last_acute"), func.max(a.last_visit_date).label("last_visit"))
-        .where(a.patient_id.in_(members), a.month >= first, a.month <= month)
+        .where(among(a.patient_id, members, engine.dialect.name), a.month >= first, a.month <= month)
         .group_by(a.patient_id)
     ))  # fmt: skip
     for col in WINDOW_COLUMNS:

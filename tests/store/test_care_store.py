@@ -79,3 +79,30 @@ def test_outreach_refused(network, scope, patient, channel, outcome, error):
     with pytest.raises(error):
         record_outreach(network, scope, patient, channel, outcome)
     assert patient_outreach(network, patient).empty
+
+
+@pytest.mark.parametrize("subgroup", [None, "complex"])
+def test_the_members_rows_are_read_by_their_ids_not_by_a_sub_select(network, subgroup):
+    """The worklist page's reads of the members' rows name the members (read once), so the
+    planner knows how many there are: given a sub-select of the assignments, PostgreSQL took the
+    1,389 patients of a team's subgroup at 1,000,000 patients for 13,178 and scanned all 29.5 M
+    measurements (2.4 s against 0.06 s)."""
+    from sqlalchemy import event
+
+    from core.views.worklist import team_worklist
+
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(network, "before_cursor_execute", seen)
+    try:
+        for read in (team_worklist, team_care_gaps, team_transitions, team_last_outreach):
+            read(network, MONTH, ("A1",), subgroup)
+    finally:
+        event.remove(network, "before_cursor_execute", seen)
+    rows = ("measurement", "encounter", "condition", "procedure", "medication", "patient_month_activity", "outreach")
+    reads = [s for s in statements if any(f"FROM {t}" in s for t in rows)]
+    assert len(reads) >= 10
+    assert not [s for s in reads if "subgroup_assignment" in s or "attribution" in s]
