@@ -123,3 +123,53 @@ def test_follow_ups_done_due_and_missed():
         ("C", "Follow-up within 7 days"): ("done", date(2026, 11, 22)),
     }
     assert out["status"].tolist()[:2] == ["due", "due"]  # what needs doing first
+
+
+def _follow_ups_row_by_row(events, contacts, outreach, as_of, rules):
+    """The follow-ups as first written (every contact row filtered for each window): the reference
+    the grouped lookup must equal."""
+    from core.views.transitions import COLUMNS
+
+    labels, out = {e.id: e.label for e in rules.events}, []
+    contacts = contacts.assign(start_date=pd.to_datetime(contacts["start_date"]).dt.date)
+    outreach = outreach.assign(day=pd.to_datetime(outreach["day"]).dt.date) if len(outreach) else outreach
+    for ev in events.itertuples(index=False):
+        for fu in rules.follow_ups:
+            if ev.event_id not in fu.events or not fu.applies_to(ev.subgroup):
+                continue
+            end = deadline(ev.event_date, fu.within, fu.unit)
+            mine = contacts[(contacts["patient_id"] == ev.patient_id) & contacts["kind"].isin(fu.kinds)]
+            days = [d for d in mine["start_date"] if ev.event_date < d <= min(end, as_of)]
+            if fu.outreach and len(outreach):
+                reached = outreach[(outreach["patient_id"] == ev.patient_id) & outreach["outcome"].isin(fu.outreach)]
+                days += [d for d in reached["day"] if ev.event_date <= d <= min(end, as_of)]
+            done_on = min(days) if days else None
+            status = "done" if done_on else ("missed" if end < as_of else "due")
+            out.append((ev.patient_id, ev.name, ev.subgroup, labels[ev.event_id], ev.event_date, fu.label, end, status, done_on))
+    frame = pd.DataFrame(out, columns=COLUMNS)
+    order = frame["status"].map({"due": 0, "missed": 1, "done": 2})
+    return frame.assign(_o=order).sort_values(["_o", "deadline", "name"], kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_follow_ups_equal_the_row_by_row_reading_on_a_random_team(seed):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rules = load_transition_rules()
+    days = pd.date_range("2026-09-01", "2026-12-05").date
+    patients = [f"P{i:03d}" for i in range(120)]
+    subgroups = ["healthy", "at_risk", "chronic", "complex", "frail"]
+    events = pd.DataFrame([(p, f"Name {p}", rng.choice(subgroups), rng.choice(["discharge", "ed_visit"]), rng.choice(days))
+                           for p in rng.choice(patients, 150)],
+                          columns=["patient_id", "name", "subgroup", "event_id", "event_date"]).drop_duplicates()  # fmt: skip
+    kinds = ["phone_call", "portal_message", "office_visit", "virtual_visit", "home_visit", "care_management", "lab_visit"]
+    contacts = pd.DataFrame([(p, rng.choice(kinds), str(rng.choice(days))) for p in rng.choice(patients, 900)],
+                            columns=["patient_id", "kind", "start_date"])  # fmt: skip
+    outreach = pd.DataFrame([(p, str(rng.choice(days)), rng.choice(["reached", "visit_booked", "no_answer"]))
+                             for p in rng.choice(patients, 200)], columns=["patient_id", "day", "outcome"])  # fmt: skip
+    for their_outreach in (outreach, outreach.iloc[:0]):
+        got = follow_ups(events, contacts, their_outreach, AS_OF, rules)
+        want = _follow_ups_row_by_row(events, contacts, their_outreach, AS_OF, rules)
+        assert len(got) > 100 and set(got["status"]) == {"done", "due", "missed"}
+        pd.testing.assert_frame_equal(got, want)
