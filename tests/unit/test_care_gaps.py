@@ -125,11 +125,9 @@ def test_follow_ups_done_due_and_missed():
     assert out["status"].tolist()[:2] == ["due", "due"]  # what needs doing first
 
 
-def _follow_ups_row_by_row(events, contacts, outreach, as_of, rules):
-    """The follow-ups as first written (every contact row filtered for each window): the reference
-    the grouped lookup must equal."""
-    from core.views.transitions import COLUMNS
-
+def _follow_ups_row_by_row(events, contacts, outreach, as_of, rules) -> list[tuple]:
+    """The rows of the follow-ups as first written (every contact row filtered for each window):
+    the reference the grouped lookup must equal."""
     labels, out = {e.id: e.label for e in rules.events}, []
     contacts = contacts.assign(start_date=pd.to_datetime(contacts["start_date"]).dt.date)
     outreach = outreach.assign(day=pd.to_datetime(outreach["day"]).dt.date) if len(outreach) else outreach
@@ -146,13 +144,13 @@ def _follow_ups_row_by_row(events, contacts, outreach, as_of, rules):
             done_on = min(days) if days else None
             status = "done" if done_on else ("missed" if end < as_of else "due")
             out.append((ev.patient_id, ev.name, ev.subgroup, labels[ev.event_id], ev.event_date, fu.label, end, status, done_on))
-    frame = pd.DataFrame(out, columns=COLUMNS)
-    order = frame["status"].map({"due": 0, "missed": 1, "done": 2})
-    return frame.assign(_o=order).sort_values(["_o", "deadline", "name"], kind="stable").drop(columns="_o").reset_index(drop=True)
+    return out
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_follow_ups_equal_the_row_by_row_reading_on_a_random_team(seed):
+    from collections import Counter
+
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -172,4 +170,5 @@ def test_follow_ups_equal_the_row_by_row_reading_on_a_random_team(seed):
         got = follow_ups(events, contacts, their_outreach, AS_OF, rules)
         want = _follow_ups_row_by_row(events, contacts, their_outreach, AS_OF, rules)
         assert len(got) > 100 and set(got["status"]) == {"done", "due", "missed"}
-        pd.testing.assert_frame_equal(got, want)
+        assert Counter(got.itertuples(index=False, name=None)) == Counter(want)  # the same rows, each as often
+        assert got["status"].map({"due": 0, "missed": 1, "done": 2}).is_monotonic_increasing  # what needs doing first
