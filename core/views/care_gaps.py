@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select
 from core.config import config_path, load_toml
 from core.derive.measures import Measure, load_measures, names_medicine, procedure_keys
 from core.store.models import Condition, Measurement, Medication, Patient, Procedure, SubgroupAssignment
-from core.store.months import add_months, as_month, month_end
+from core.store.months import as_month, month_end
 from core.store.queries import among, read_frame
 from core.views.worklist import member_ids
 
@@ -135,14 +135,25 @@ def _last_before(rows: pd.DataFrame, date_col: str, as_of: date) -> pd.Series:
     return day[ok].groupby(rows.loc[ok.to_numpy(), "patient_id"].to_numpy()).max()
 
 
-def _service_dates(rule: GapRule, inputs: GapInputs, code_lists: dict, code_systems: dict, as_of: date) -> pd.DataFrame:
-    """patient_id, last_done, due_date (the latest due date over the measure's code lists)."""
+def _months_later(days: pd.Series, n: int) -> pd.Series:
+    """Each day moved ``n`` months on: the same day of the month, or the month's last day when it
+    has none (31 August + 6 months is 28 February, 29 February + 12 months is 28 February)."""
+    day = days.to_numpy().astype("datetime64[D]")
+    first = day.astype("datetime64[M]")
+    later = first + np.timedelta64(n, "M")
+    last_day = (later + np.timedelta64(1, "M")).astype("datetime64[D]") - np.timedelta64(1, "D")
+    moved = np.minimum(later.astype("datetime64[D]") + (day - first.astype("datetime64[D]")), last_day)
+    return pd.Series(moved.astype("datetime64[ns]"), index=days.index)
+
+
+def _service_dates(rule: GapRule, inputs: GapInputs, keys: pd.Series, code_lists: dict, as_of: date) -> pd.DataFrame:
+    """patient_id, last_done, due_date (the latest due date over the measure's code lists);
+    ``keys``: the procedures' code-list keys (:func:`procedure_keys`)."""
     proc = inputs.procedures
-    keys = procedure_keys(proc["code"], proc["code_system"], code_systems) if len(proc) else pd.Series(dtype="str")
     parts = []
     for name, lookback in zip(rule.measure.params["lists"], rule.measure.params["lookback_months"], strict=True):
         last = _last_before(proc[keys.isin(code_lists[name]).to_numpy()], "performed_date", as_of)
-        due = last.map(lambda d, n=int(lookback): pd.Timestamp(add_months(d.date().replace(day=1), n)) + (d - d.replace(day=1)))
+        due = _months_later(last, int(lookback))
         parts.append(pd.DataFrame({"last_done": last, "due_date": due}))
     if not parts:
         return pd.DataFrame(columns=["last_done", "due_date"])
@@ -153,7 +164,7 @@ def _service_dates(rule: GapRule, inputs: GapInputs, code_lists: dict, code_syst
 def _test_dates(rule: GapRule, inputs: GapInputs, as_of: date) -> pd.DataFrame:
     mea = inputs.measurements
     last = _last_before(mea[mea["code"] == rule.code], "measured_date", as_of)
-    due = last.map(lambda d: pd.Timestamp(add_months(d.date().replace(day=1), rule.interval_months)) + (d - d.replace(day=1)))
+    due = _months_later(last, rule.interval_months)
     return pd.DataFrame({"last_done": last, "due_date": due})
 
 
@@ -183,13 +194,15 @@ def patient_gaps(inputs: GapInputs, as_of: date, rules: GapRules | None = None) 
     catalogue = load_measures()
     soon = pd.Timestamp(as_of + timedelta(days=rules.due_soon_days))
     day = pd.Timestamp(as_of)
+    proc = inputs.procedures
+    keys = procedure_keys(proc["code"], proc["code_system"], catalogue.code_systems) if len(proc) else pd.Series(dtype="str")
     parts = []
     for rule in rules.gaps:
         who = _eligible(rule, inputs.patients, inputs, as_of, catalogue.code_lists)
         if who.empty:
             continue
         if rule.kind == "service":
-            dates = _service_dates(rule, inputs, catalogue.code_lists, catalogue.code_systems, as_of)
+            dates = _service_dates(rule, inputs, keys, catalogue.code_lists, as_of)
         elif rule.kind == "test":
             dates = _test_dates(rule, inputs, as_of)
         else:

@@ -5,8 +5,9 @@ from datetime import date
 
 import pandas as pd
 import pytest
+from dateutil.relativedelta import relativedelta
 
-from core.views.care_gaps import GapInputs, filter_by_care, gap_summary, load_gap_rules, patient_gaps
+from core.views.care_gaps import GapInputs, _months_later, filter_by_care, gap_summary, load_gap_rules, patient_gaps
 from core.views.transitions import deadline, follow_ups, load_transition_rules
 
 AS_OF = date(2026, 11, 30)
@@ -47,6 +48,23 @@ def test_colorectal_screening_due_date_is_the_latest_over_tests():
     assert status(gaps, "B", "colorectal_screening") == ("due soon", date(2025, 12, 15), date(2026, 12, 15))
     assert status(gaps, "C", "colorectal_screening") == ("overdue", None, None)  # never recorded
     assert status(gaps, "Y", "colorectal_screening") is None  # 31 years old: not eligible
+
+
+def test_a_due_date_without_its_day_in_the_month_falls_on_the_months_last_day():
+    people = [(p, "chronic", "1960-01-01", "female") for p in ("D", "E")] + [("L", "healthy", "1960-03-01", "male")]
+    gaps = patient_gaps(inputs(people, conditions=[(p, "E11.9", "2015-01-01", None) for p in ("D", "E")],
+                               measurements=[("D", "2026-05-31", "4548-4"), ("E", "2026-08-31", "4548-4")],
+                               procedures=[("L", "2020-02-29", "45378", "CPT")]), AS_OF)
+    assert status(gaps, "D", "hba1c_test") == ("overdue", date(2026, 5, 31), date(2026, 11, 30))  # due on the day
+    assert status(gaps, "E", "hba1c_test") == ("up to date", date(2026, 8, 31), date(2027, 2, 28))
+    assert status(gaps, "L", "colorectal_screening") == ("up to date", date(2020, 2, 29), date(2030, 2, 28))
+
+
+@pytest.mark.parametrize("months", [1, 6, 12, 27, 120])
+def test_months_later_is_the_calendars_every_day_of_four_years(months):
+    days = pd.Series(pd.date_range("2023-01-01", "2026-12-31", freq="D"))
+    expected = [d + relativedelta(months=months) for d in days]
+    assert _months_later(days, months).tolist() == expected
 
 
 def test_mammogram_for_women_of_the_age_only():
