@@ -170,3 +170,57 @@ def test_keys_give_the_row_of_each_value(keep_values):
     assert keys.positions(lookup).tolist() == [1, -1, -1, 0, 2]
     membership = Keys(hash_text(ids), None, positions=False)
     assert (membership.positions(lookup) >= 0).tolist() == [True, False, False, True, True]
+
+
+NASTY_DAYS = ["0000-01-01", "0001-01-01", "9999-12-31", "2024-02-29", "2023-02-29", "2100-02-29", "2000-02-29", "2024-13-01",
+              "2024-00-10", "2024-01-00", "2024-04-31", "2024-06-31", "2024/01/01", "2024-01-0a", "2024-1-01 ", "-024-01-01",
+              "+024-01-01", "2024-01-31", "1969-12-31", "1900-03-01", "2024 01 01", "2024-01-3:", "", None]  # fmt: skip
+NASTY_MONTHS = ["2024-00", "2024-13", "2024-1 ", "0000-01", "2024-12", "1970-01", "2024/01", "2024-0:", "", None]
+
+
+def random_text(rng, n: int, width: int) -> list[str]:
+    """Values of one width, mostly digits and dashes where a date has them, some other characters."""
+    chars = np.array(list("0123456789-/ :a"))
+    text = rng.choice(chars[:10], size=(n, width))
+    text[:, 4] = "-"
+    if width == 10:
+        text[:, 7] = "-"
+    noise = rng.random((n, width)) < 0.02
+    text[noise] = rng.choice(chars, size=int(noise.sum()))
+    return ["".join(row) for row in text]
+
+
+@pytest.mark.parametrize(("fmt", "width", "nasty"), [("%Y-%m-%d", 10, NASTY_DAYS), ("%Y-%m", 7, NASTY_MONTHS)])
+@pytest.mark.parametrize("text_type", [pa.string(), pa.large_string()])
+def test_dates_read_from_the_buffer_as_arrow_parses_them(fmt, width, nasty, text_type, monkeypatch):
+    """The digit table of a clean column and Arrow's strptime with its checks agree on every value:
+    real days, impossible ones, wrong shapes, empty and missing values."""
+    from core.ingest.csv_bundle import columns
+
+    rng = np.random.default_rng(7)
+    days = [str(d) for d in rng.choice(np.arange("1890-01-01", "2031-01-01", dtype="datetime64[D]"), 3000)]
+    values = nasty + random_text(rng, 20_000, width) + [d[:width] for d in days]
+    rng.shuffle(values)
+    column = pa.chunked_array([pa.array(values[:7000], text_type), pa.array(values[7000:], text_type)])
+    expected, expected_valid = columns._parse_dates_by_arrow(column, fmt)
+    assert expected_valid.sum() > 3000  # the days, and the random ones that happen to be real
+
+    def no_arrow(*_):
+        raise AssertionError("a clean column is read from its buffer")
+
+    with monkeypatch.context() as m:
+        m.setattr(columns, "_parse_dates_by_arrow", no_arrow)
+        got, got_valid = columns._parse_dates(column, fmt)
+        sliced, sliced_valid = columns._parse_dates(column.slice(5), fmt)  # an offset into the buffers
+    assert (got_valid == expected_valid).all() and (sliced_valid == expected_valid[5:]).all()
+    assert (got.astype("int64") == expected.astype("int64")).all()  # NaT on the same rows too
+    assert (sliced.astype("int64") == expected[5:].astype("int64")).all()
+    # a missing value whose slot still holds a date's bytes (Arrow allows it) is missing
+    whole = pa.array(["2024-01-01"[:width]] * 3, text_type)
+    validity = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little").tobytes())
+    holed = pa.Array.from_buffers(text_type, 3, [validity, *whole.buffers()[1:]], null_count=1)
+    assert columns._parse_dates(pa.chunked_array([holed]), fmt)[1].tolist() == [True, False, True]
+    # a column with a value of another width takes Arrow's path, with the same answers
+    mixed = pa.chunked_array([pa.array(values + ["2024-1-5"], text_type)])
+    got, got_valid = columns._parse_dates(mixed, fmt)
+    assert not got_valid[-1] and (got_valid[:-1] == expected_valid).all()
