@@ -56,6 +56,7 @@ from sqlmodel import SQLModel
 from core.access.demo import end_demo
 from core.derive.incremental import TOUCH_ALL, mark_touched
 from core.ingest.report import ImportReport
+from core.ingest.text_hash import hash_text
 from core.store import models
 from core.store.db import checkpoint_after_write, copy_rows, refresh_statistics_side_by_side
 from core.store.queries import DERIVE_PENDING_KEY, among, patient_hashes
@@ -206,6 +207,12 @@ def _column_names(frame: pd.DataFrame, table: Table, defaults: dict[str, object]
         c.name for c in table.columns
         if c.name in frame.columns or c.name in defaults or not (c.primary_key and c.autoincrement is True)
     ]
+
+
+def _text_hashes(values) -> np.ndarray:
+    """:func:`hash_text` of each value as text (the encounters a load wrote, only compared within it)."""
+    series = pd.Series(values)
+    return hash_text(pa.array(series if isinstance(series.dtype, pd.StringDtype) else series.astype(str)))
 
 
 def _unique(values: np.ndarray) -> np.ndarray:
@@ -762,7 +769,7 @@ class Load:
         if patients is not None and not self.network_changed and len(self.touched) <= MAX_TOUCHED_IDS:
             self.touched.update(str(p) for p in patients)
         if table_name == "encounter":
-            self._encounters.append(_unique(patient_hashes(frame["encounter_id"].dropna())))
+            self._encounters.append(_unique(_text_hashes(frame["encounter_id"].dropna())))
             if len(self._encounters) > 64:
                 self._encounters = [_unique(np.concatenate(self._encounters))]
         elif table_name == "staff_minutes":
@@ -770,7 +777,7 @@ class Load:
             if len(self._encounters) > 1:
                 self._encounters = [_unique(np.concatenate(self._encounters))]
             written = self._encounters[0] if self._encounters else np.empty(0, dtype=np.uint64)
-            hashes = patient_hashes(ids)
+            hashes = _text_hashes(ids)
             at = np.minimum(np.searchsorted(written, hashes), max(len(written) - 1, 0))
             known = written[at] == hashes if len(written) else np.zeros(len(ids), dtype=bool)
             self._minute_encounters.update(np.asarray(ids, dtype=object)[~known].tolist())

@@ -24,6 +24,7 @@ from core.derive.pipeline import derive_all
 from core.derive.subgroups.overrides import lift_override, set_override
 from core.ingest import import_path
 from core.store.db import make_engine
+from core.store.models import Encounter
 from core.store.queries import COUNTED_TABLES, derive_pending, table_counts
 from tests.tables import table_frames
 
@@ -196,6 +197,29 @@ def test_a_small_import_re_derives_only_its_patients(sample_store, sample_bundle
     assert summary["mode"] == "incremental" and summary["patients"] == len(ids) + 1
     assert derive_pending(engine) is None
     assert "P_NEW_1" in set(derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"]["patient_id"])
+    assert_same_as_full_derive(engine)
+
+
+def test_staff_minutes_of_encounters_loaded_before_touch_those_patients(sample_store, sample_bundle, tmp_path):
+    """A correction of staff minutes alone (no encounter rows) touches the patients of their
+    encounters, found in the store; the encounters of the file's other rows are the load's own."""
+    engine = sample_store
+    ids = sorted(derived_tables(engine, ("subgroup_assignment",))["subgroup_assignment"]["patient_id"].unique())[::100]
+    corrected = ids[:2]
+    minutes = pd.read_csv(sample_bundle / "staff_minutes.csv", dtype=str, keep_default_na=False)
+    with engine.connect() as conn:
+        rows = conn.execute(select(Encounter.patient_id, Encounter.encounter_id).where(Encounter.patient_id.in_(corrected))).all()
+    theirs = {p: e for p, e in sorted(rows, reverse=True) if e in set(minutes["encounter_id"])}  # one each, with minutes
+    assert sorted(theirs) == corrected
+
+    def correct_minutes(tables: dict) -> None:
+        fixed = minutes[minutes["encounter_id"].isin(theirs.values())].assign(minutes="41")
+        tables["staff_minutes.csv"] = pd.concat([tables["staff_minutes.csv"], fixed], ignore_index=True)
+
+    bundle = _small_bundle(sample_bundle, tmp_path / "minutes", ids[2:], correct_minutes)
+    assert import_path(engine, bundle).ok
+    assert touched_patients(engine) == sorted(ids)
+    assert derive_touched(engine)["mode"] == "incremental"
     assert_same_as_full_derive(engine)
 
 

@@ -7,52 +7,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.ingest.csv_bundle.batch import as_mask, index_in
-
-_MIX1, _MIX2, _SEED = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finaliser (a bijection that spreads every input bit), in place."""
-    h ^= h >> np.uint64(33)
-    h *= _MIX1
-    h ^= h >> np.uint64(33)
-    h *= _MIX2
-    h ^= h >> np.uint64(33)
-    return h
-
-
-def hash_text(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A 64-bit hash of each string, computed on the Arrow buffers (no Python object per value):
-    the UTF-8 bytes, zero-padded to 8-byte words, are folded word by word with :func:`_mix`."""
-    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    arr = arr.cast(pa.large_string())
-    n = len(arr)
-    if not n:
-        return np.empty(0, dtype=np.uint64)
-    _, offsets_buffer, data_buffer = arr.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64, count=n + 1, offset=arr.offset * 8)
-    lengths = np.diff(offsets)
-    width = max(8, -(-int(lengths.max()) // 8) * 8)
-    padded = np.zeros((n, width), dtype=np.uint8)
-    if data_buffer is not None and offsets[-1] > offsets[0]:
-        text = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
-        if (lengths == lengths[0]).all():
-            padded[:, : lengths[0]] = text.reshape(n, int(lengths[0]))
-        else:
-            rows = np.repeat(np.arange(n), lengths)
-            padded[rows, np.arange(len(text)) - np.repeat(offsets[:-1] - offsets[0], lengths)] = text
-    words = padded.view(np.uint64)
-    h = _mix(lengths.astype(np.uint64) + _SEED)
-    for k in range(words.shape[1]):
-        h = _mix(h ^ words[:, k])
-    return h
+from core.ingest.text_hash import SEED, hash_text, mix
 
 
 def key_hash(raw: dict[str, pa.ChunkedArray], key: tuple[str, ...]) -> np.ndarray:
     """The hash of each row's key (one or more columns)."""
     h = hash_text(raw[key[0]])
     for column in key[1:]:
-        h = _mix(h * _SEED ^ hash_text(raw[column]))
+        h = mix(h * SEED ^ hash_text(raw[column]))
     return h
 
 
