@@ -25,7 +25,7 @@ from core.config import config_path, load_toml
 from core.derive.measures import Measure, load_measures, names_medicine, procedure_keys
 from core.store.models import Condition, Measurement, Medication, Patient, Procedure, SubgroupAssignment
 from core.store.months import as_month, month_end
-from core.store.queries import among, read_frame
+from core.store.queries import among, read_sql_frame
 from core.views.worklist import member_ids
 
 CARE_GAPS_PATH = config_path("care_gaps.toml")
@@ -243,18 +243,18 @@ def load_gap_inputs(engine: Engine, members: list[str], subgroups: pd.DataFrame)
     """The rows care gaps need for the patients ``members`` (their ids; :func:`member_ids`);
     ``subgroups``: patient_id, subgroup of those patients."""
     dialect = engine.dialect.name
-    pts = read_frame(engine, select(Patient.patient_id, Patient.birth_date, Patient.sex).where(among(Patient.patient_id, members, dialect)))
+    pts = read_sql_frame(engine, select(Patient.patient_id, Patient.birth_date, Patient.sex).where(among(Patient.patient_id, members, dialect)))
     pts = pts.merge(subgroups[["patient_id", "subgroup"]], on="patient_id")
     codes = sorted({g.code for g in load_gap_rules().gaps if g.kind == "test"})
     return GapInputs(
         patients=pts,
-        conditions=read_frame(engine, select(Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date)
+        conditions=read_sql_frame(engine, select(Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date)
                               .where(among(Condition.patient_id, members, dialect))),
-        procedures=read_frame(engine, select(Procedure.patient_id, Procedure.performed_date, Procedure.code, Procedure.code_system)
+        procedures=read_sql_frame(engine, select(Procedure.patient_id, Procedure.performed_date, Procedure.code, Procedure.code_system)
                               .where(among(Procedure.patient_id, members, dialect))),
-        measurements=read_frame(engine, select(Measurement.patient_id, Measurement.measured_date, Measurement.code)
+        measurements=read_sql_frame(engine, select(Measurement.patient_id, Measurement.measured_date, Measurement.code)
                                 .where(among(Measurement.patient_id, members, dialect), Measurement.code.in_(codes))),
-        medications=read_frame(engine, select(Medication.patient_id, Medication.code, Medication.description,
+        medications=read_sql_frame(engine, select(Medication.patient_id, Medication.code, Medication.description,
                                               Medication.start_date, Medication.end_date).where(among(Medication.patient_id, members, dialect))),
     )  # fmt: skip
 
@@ -265,7 +265,7 @@ def team_care_gaps(engine: Engine, month: date, team_ids: tuple[str, ...], subgr
     month = as_month(month)
     members = member_ids(engine, month, tuple(team_ids), subgroup)
     sa = SubgroupAssignment
-    subgroups = read_frame(engine, select(sa.patient_id, sa.subgroup).where(sa.month == month,
+    subgroups = read_sql_frame(engine, select(sa.patient_id, sa.subgroup).where(sa.month == month,
                                                                              among(sa.patient_id, members, engine.dialect.name)))
     return patient_gaps(load_gap_inputs(engine, members, subgroups), month_end(month))
 
