@@ -3,6 +3,7 @@ worked out by hand."""
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 from dateutil.relativedelta import relativedelta
@@ -109,6 +110,28 @@ def test_summary_and_filter():
     assert filter_by_care(worklist, ("colorectal_screening",))["patient_id"].tolist() == ["A"]
     assert filter_by_care(worklist, ())["patient_id"].tolist() == ["A", "B"]
     assert filter_by_care(worklist, (), hide_reached=True)["patient_id"].tolist() == ["B"]
+
+
+def summary_row_by_row(gaps: pd.DataFrame) -> dict:
+    """gap_summary read patient by patient, in the rows' order: the reference."""
+    out = {}
+    for row in gaps[gaps["status"] != "up to date"].itertuples():
+        item = out.setdefault(row.patient_id, {"care_gaps": [], "gaps_due_soon": [], "gap_ids": []})
+        item["care_gaps" if row.status == "overdue" else "gaps_due_soon"].append(row.label)
+        item["gap_ids"].append(row.gap_id)
+    return {p: {k: (tuple(v) if k == "gap_ids" else ", ".join(v) or None) for k, v in item.items()} for p, item in out.items()}
+
+
+@pytest.mark.parametrize(("labels", "most"), [(8, 6), (40, 14)])  # 41 ** 14 > 2 ** 62: the plain group-by
+def test_summary_equals_the_row_by_row_reading_in_any_row_order(labels, most):
+    rng = np.random.default_rng(labels)
+    rows = [(f"P{p:03d}", f"g{k}", f"Label {k}", rng.choice(["overdue", "due soon", "up to date"]))
+            for p in range(300) for k in rng.choice(labels, size=rng.integers(0, most + 1), replace=False)]
+    gaps = pd.DataFrame(rows, columns=["patient_id", "gap_id", "label", "status"]).sample(frac=1, random_state=1)
+    summary = gap_summary(gaps)
+    got = {p: {k: (None if isinstance(v, float) else v) for k, v in row.items()} for p, row in summary.to_dict("index").items()}
+    assert got == summary_row_by_row(gaps)
+    assert list(summary.index) == sorted(summary.index) and summary.index.name == "patient_id"
 
 
 @pytest.mark.parametrize("event, within, unit, expected", [
