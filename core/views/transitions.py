@@ -22,7 +22,7 @@ from core.config import config_path, load_toml
 from core.config.catalog import load_catalog
 from core.store.models import Encounter, Outreach, Patient, SubgroupAssignment
 from core.store.months import as_month, month_end
-from core.store.queries import among, read_frame
+from core.store.queries import among, read_frame, read_sql_frame
 from core.views.worklist import member_ids
 
 TRANSITIONS_PATH = config_path("transitions.toml")
@@ -150,7 +150,7 @@ def team_transitions(engine: Engine, month: date, team_ids: tuple[str, ...], sub
     rows = []
     for ev in rules.events:
         column = getattr(e, ev.date)
-        found = read_frame(engine, select(e.patient_id, column.label("event_date")).where(
+        found = read_sql_frame(engine, select(e.patient_id, column.label("event_date")).where(
             among(e.patient_id, members, dialect), e.kind.in_(ev.kinds), column > first, column <= as_of))  # fmt: skip
         rows.append(found.assign(event_id=ev.id))
     events = pd.concat(rows, ignore_index=True).drop_duplicates()
@@ -158,12 +158,12 @@ def team_transitions(engine: Engine, month: date, team_ids: tuple[str, ...], sub
         return pd.DataFrame(columns=COLUMNS)
     events["event_date"] = pd.to_datetime(events["event_date"]).dt.date
     sa = SubgroupAssignment
-    who = read_frame(engine, select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"),
+    who = read_sql_frame(engine, select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"),
                                     sa.subgroup).outerjoin(sa, (sa.patient_id == Patient.patient_id) & (sa.month == month))
                      .where(among(Patient.patient_id, members, dialect)))  # fmt: skip
     events = events.merge(who, on="patient_id")
     kinds = sorted({k for f in rules.follow_ups for k in f.kinds})
-    contacts = read_frame(engine, select(e.patient_id, e.kind, e.start_date).where(
+    contacts = read_sql_frame(engine, select(e.patient_id, e.kind, e.start_date).where(
         among(e.patient_id, members, dialect), e.kind.in_(kinds), e.start_date > first, e.start_date <= as_of))  # fmt: skip
     o = Outreach
     outreach = read_frame(engine, select(o.patient_id, o.at.label("day"), o.outcome).where(among(o.patient_id, members, dialect)))

@@ -10,11 +10,12 @@ from sqlalchemy import select, text
 
 from core.derive.costs import CostInputs, encounter_costs, isin, load_cost_settings
 from core.store.db import upgrade_schema
-from core.store.models import Encounter, Staff, StaffMinutes, SubgroupAssignment
+from core.store.models import Encounter, Measurement, Staff, StaffMinutes, SubgroupAssignment
 from core.store.months import add_months, month_of
 from core.store.queries import organisation, read_frame
 from core.views.patient import patient_view
 from core.views.worklist import FLAG_IDS, load_worklist_rules, team_worklist
+from tests.builders import add_rows
 from tests.worklist_network import EXPECTED, MONTH, build_worklist_network
 
 
@@ -32,6 +33,16 @@ def test_worklist_order_and_flags(network):
         assert {f for f in FLAG_IDS if row[f]} == flags, pid
     assert w["priority"].tolist() == [128, 64, 32, 16, 8, 4, 2, 1, 0, 0, 0]
     assert w.loc[0, "flags"] == "Recent ED visit or admission"
+
+
+def test_a_reading_after_the_month_is_not_its_last(network):
+    """The worklist of October shows October's last readings, also when later ones are stored."""
+    add_rows(network, [Measurement(measurement_id=f"late-{code}", patient_id="P_DM", measured_date=date(2026, 11, 20), code=code,
+                                   value=6.0) for code in ("4548-4", "44261-6")])  # HbA1c and PHQ-9, after October  # fmt: skip
+    w = team_worklist(network, MONTH, ("A1",)).set_index("patient_id")
+    assert (w.loc["P_DM", "hba1c_value"], w.loc["P_DM", "hba1c_date"]) == (9.5, date(2026, 9, 1))
+    assert (w.loc["P_DM", "phq9_value"], w.loc["P_DM", "phq9_date"]) == (4.0, date(2026, 9, 1))
+    assert "uncontrolled_diabetes" in FLAG_IDS and w.loc["P_DM", "uncontrolled_diabetes"]
 
 
 def test_worklist_values(network):
