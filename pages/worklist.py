@@ -2,18 +2,17 @@
 
 import streamlit as st
 
-from core.views.care_gaps import filter_by_care, gap_summary, load_gap_rules, team_care_gaps
+from core.views.care_gaps import filter_by_care, gap_summary, load_gap_rules
 from core.views.format import csv_export
 from core.views.outreach import load_outreach_rules, team_last_outreach
-from core.views.transitions import team_transitions
 from core.views.worklist import (
     count_text,
     default_subgroup,
     filter_worklist,
     load_worklist_rules,
     member_counts,
-    team_worklist,
 )
+from core.views.worklist_page import worklist_reads
 from ui.auth import audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
@@ -43,10 +42,11 @@ if counts.get(subgroup, 0) > rules.max_patients:
             f"{month_label(month)}, more than the {rules.max_patients:,} a worklist lists (`max_patients` in `core/config/worklist.toml`). "
             + ("Pick a subgroup in the sidebar." if subgroup is None else "Pick a smaller subgroup in the sidebar."))  # fmt: skip
     st.stop()
-worklist = query(team_worklist, month, team_ids, subgroup)
+# the worklist, its care gaps and its transitions of care, read side by side (cached with the data)
+worklist, gaps, transitions = query(worklist_reads, month, team_ids, subgroup)
 gap_rules = load_gap_rules()
 # Care gaps come from imported data (cached with it); outreach is typed in here, so it is read fresh.
-care = gap_summary(query(team_care_gaps, month, team_ids, subgroup)).join(
+care = gap_summary(gaps).join(
     team_last_outreach(engine(), month, team_ids, subgroup), how="outer")
 worklist = worklist.join(care, on="patient_id")
 audit_view(scope, "view_worklist", team["team_id"], f"{month:%Y-%m} {subgroup or 'all'}")
@@ -115,7 +115,6 @@ st.download_button("Download CSV", audited_file(scope, team["team_id"], f"workli
                    file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv", mime="text/csv", on_click="ignore")  # fmt: skip
 
 st.subheader("Discharges and ED visits: follow-up")
-transitions = query(team_transitions, month, team_ids, subgroup)
 due, missed = int((transitions["status"] == "due").sum()), int((transitions["status"] == "missed").sum())
 st.caption(f"Hospital discharges and ED visits of the last 30 days up to {month_label(month)}'s end, each with its follow-up "
            f"windows (CMS Transitional Care Management; HEDIS FMC; `core/config/transitions.toml`): {due:,} due, {missed:,} "

@@ -4,6 +4,7 @@ scoped to the team, and outreach audited and refused outside the care relationsh
 
 from datetime import UTC, date, datetime
 
+import pandas as pd
 import pytest
 from sqlalchemy import select
 
@@ -13,6 +14,8 @@ from core.store.queries import read_frame
 from core.views.care_gaps import team_care_gaps
 from core.views.outreach import patient_outreach, record_outreach, team_last_outreach
 from core.views.transitions import team_transitions
+from core.views.worklist import team_worklist
+from core.views.worklist_page import worklist_reads
 from tests.builders import add_rows
 from tests.worklist_network import MONTH, build_worklist_network
 
@@ -106,3 +109,17 @@ def test_the_members_rows_are_read_by_their_ids_not_by_a_sub_select(network, sub
     reads = [s for s in statements if any(f"FROM {t}" in s for t in rows)]
     assert len(reads) >= 10
     assert not [s for s in reads if "subgroup_assignment" in s or "attribution" in s]
+
+
+def test_the_worklist_pages_reads_side_by_side_equal_them_one_after_another(network):
+    """worklist_reads runs the worklist, its care gaps and its transitions in three threads, each on
+    its own connection: the same frames as the three calls one after another."""
+    today = date(2026, 10, 28)  # a day inside the discharge's windows: their status depends on it
+    sizes = []
+    for month, subgroup in ((MONTH, None), (date(2026, 9, 1), "chronic")):  # September: the mover alone was chronic
+        worklist, gaps, transitions = worklist_reads(network, month, ("A1",), subgroup, today=today)
+        pd.testing.assert_frame_equal(worklist, team_worklist(network, month, ("A1",), subgroup))
+        pd.testing.assert_frame_equal(gaps, team_care_gaps(network, month, ("A1",), subgroup))
+        pd.testing.assert_frame_equal(transitions, team_transitions(network, month, ("A1",), subgroup, today=today))
+        sizes.append((len(worklist), gaps["patient_id"].nunique(), len(transitions) > 0))
+    assert sizes[0][0] > sizes[1][0] == sizes[1][1] == 1 and sizes[0][2]
