@@ -73,15 +73,18 @@ if shown.empty:
     st.info("No patient matches the search and filters." if search.strip() or filtered else "No patients in this list.")
 
 date_col = st.column_config.DateColumn
+# the grid gets the columns it shows only: the others (flags one by one, the costs' parts, the
+# assignment's reason) would be labelled, converted and sent to the browser for nothing
+SHOWN_COLUMNS = ["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "care_gaps", "gaps_due_soon",
+                 "last_outreach", "hba1c_value", "hba1c_date", "bp", "bp_date",
+                 "phq9_value", "phq9_date", "phq9_change", "promis_physical_value", "promis_physical_date", "last_visit",
+                 "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "history_note", "patient_id"]  # fmt: skip
 event = show_table(
-    shown,
+    shown[SHOWN_COLUMNS],
     key="worklist",
     on_select="rerun",
     selection_mode="single-row",
-    column_order=["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "care_gaps", "gaps_due_soon",
-                  "last_outreach", "hba1c_value", "hba1c_date", "bp", "bp_date",
-                  "phq9_value", "phq9_date", "phq9_change", "promis_physical_value", "promis_physical_date", "last_visit",
-                  "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "history_note", "patient_id"],  # fmt: skip
+    column_order=SHOWN_COLUMNS,
     column_config={
         "name": st.column_config.TextColumn("Name", pinned=True),
         "age": "Age", "sex": "Sex", "subgroup": "Subgroup",
