@@ -15,6 +15,7 @@ DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard.py"
 NEAR = "team + subgroup nearest 2,500 patients"
 WORKLIST_PAGE = f"pages/worklist.py, {NEAR}"
 REVIEW_PAGE = f"pages/review.py, {NEAR}"
+BIGGEST_PAGE = "pages/worklist.py, the biggest list it shows"
 
 
 PAGE_TIMEOUT_S = 300  # a page still running after this is reported as timed out, and the step goes on
@@ -32,16 +33,20 @@ def step_pages(args: dict) -> dict:
 
     _app_like_the_server(args["database_url"])
     engine = make_engine(args["database_url"])
-    team, subgroup, members = selections(engine)["worklist"]
+    chosen = selections(engine)
     engine.dispose()
+    team, subgroup, members = chosen["worklist"]
+    big_team, big_subgroup, big_members = chosen["worklist_biggest"]
     out = {}
     # the demo personas' team is the first; the worklist target is set for 2,500 patients: the
-    # team + subgroup nearest that size
-    runs = [(role, page, None, page) for role, page in PAGES]
+    # team + subgroup nearest that size; and the biggest list the worklist shows (max_patients)
+    runs = [(role, page, None, None, page) for role, page in PAGES]
     near = f"({team} {subgroup}, {members:,} patients)"
-    runs += [("clinician", "pages/worklist.py", team, f"{WORKLIST_PAGE} {near}"),
-             ("team_leader", "pages/review.py", team, f"{REVIEW_PAGE} {near}")]  # fmt: skip
-    for role, page, demo_team, name in runs:
+    runs += [("clinician", "pages/worklist.py", team, subgroup, f"{WORKLIST_PAGE} {near}"),
+             ("clinician", "pages/worklist.py", big_team, big_subgroup,
+              f"{BIGGEST_PAGE} ({big_team} {big_subgroup}, {big_members:,} patients)"),
+             ("team_leader", "pages/review.py", team, subgroup, f"{REVIEW_PAGE} {near}")]  # fmt: skip
+    for role, page, demo_team, subgroup, name in runs:
         st.cache_data.clear()
         st.cache_resource.clear()
         app = AppTest.from_file(str(DASHBOARD), default_timeout=PAGE_TIMEOUT_S)

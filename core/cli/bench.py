@@ -230,8 +230,9 @@ def step_checksum(args: dict) -> dict:
 def selections(engine) -> dict:
     """Period, the biggest practice and team (last month), its biggest subgroup, the team +
     chronic subgroup of the naive baseline, the team + subgroup and the team nearest a 2,500-patient
-    worklist."""
+    worklist, and the team + subgroup of the biggest list the worklist page shows."""
     from core.store.queries import months_available, panel_counts
+    from core.views.worklist import load_worklist_rules
 
     period = months_available(engine)[-1]
     panel = panel_counts(engine, period)
@@ -247,8 +248,12 @@ def selections(engine) -> dict:
     near = (assigned - WORKLIST_PATIENTS).abs().idxmin() if len(assigned) else (team, subgroup)
     teams = panel.groupby("team_id")["members"].sum()
     near_team = (teams - WORKLIST_PATIENTS).abs().idxmin()
+    # the biggest list the worklist page shows (it lists at most worklist.toml's max_patients)
+    shown = assigned[assigned <= load_worklist_rules().max_patients]
+    biggest = shown.idxmax() if len(shown) else near
     return {"period": period, "practice_id": practice, "team_id": team, "subgroup": subgroup, "baseline": baseline,
-            "worklist": [*near, int(assigned.get(near, 0))], "worklist_team": [near_team, int(teams[near_team])]}
+            "worklist": [*near, int(assigned.get(near, 0))], "worklist_team": [near_team, int(teams[near_team])],
+            "worklist_biggest": [*biggest, int(assigned.get(biggest, 0))]}
 
 
 def step_queries(args: dict) -> dict:

@@ -7,7 +7,8 @@ figures at 100,000 patients).
 import math
 
 from core.cli.bench import format_report, run_bench
-from ui.bench_pages import PAGES, REVIEW_PAGE, WORKLIST_PAGE
+from core.views.worklist import load_worklist_rules
+from ui.bench_pages import BIGGEST_PAGE, PAGES, REVIEW_PAGE, WORKLIST_PAGE
 
 STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages", "new_month")
 
@@ -42,11 +43,14 @@ def test_small_benchmark_reports_every_figure(tmp_path):
         assert naive[figure] == product[figure] or (math.isnan(product[figure]) and not math.isnan(naive[figure])), figure
 
     pages = steps["pages"]["result"]
-    near = [name for name in pages if name.startswith((WORKLIST_PAGE, REVIEW_PAGE))]
-    assert sorted(set(pages) - set(near)) == sorted(page for _, page in PAGES) and len(near) == 2
+    near = [name for name in pages if name.startswith((WORKLIST_PAGE, REVIEW_PAGE, BIGGEST_PAGE))]
+    assert sorted(set(pages) - set(near)) == sorted(page for _, page in PAGES) and len(near) == 3
     team, subgroup, members = steps["queries"]["result"]["selection"]["worklist"]
     worklist, review = (pages[f"{page} ({team} {subgroup}, {members:,} patients)"] for page in (WORKLIST_PAGE, REVIEW_PAGE))
     assert worklist["role"] == "clinician" and worklist["rows"] == members > 0  # the list itself
+    big_team, big_subgroup, big = steps["queries"]["result"]["selection"]["worklist_biggest"]
+    biggest = pages[f"{BIGGEST_PAGE} ({big_team} {big_subgroup}, {big:,} patients)"]
+    assert biggest["rows"] == big >= members and big <= load_worklist_rules().max_patients  # the longest list it shows
     assert review["role"] == "team_leader" and review["rows"] > 0
     assert all(r["error"] is None and r["render_s"] > 0 for r in pages.values()), pages
 
