@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from datetime import date
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -12,13 +13,14 @@ from core.access.users import find_user, list_users, save_user
 from core.ingest import import_path
 from core.store.db import create_schema, make_engine
 from core.store.queries import organisation
+from core.views.worklist import team_worklist
 from tests.app.conftest import DASHBOARD
 
 AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32, "client_id": "c",
         "client_secret": "s", "server_metadata_url": "http://127.0.0.1:9/.well-known/openid-configuration"}  # fmt: skip
 
 
-def test_demo_mode_on_sample_data_offers_every_role(app):
+def test_demo_mode_on_sample_data_offers_every_role(app, sample_db_url):
     app.run()
     assert not app.exception
     role = app.sidebar.selectbox(key="demo_role")
@@ -27,8 +29,10 @@ def test_demo_mode_on_sample_data_offers_every_role(app):
     role.select("clinician").run()
     assert app.title[0].value == "My subgroup"
     team = app.sidebar.selectbox(key="demo_team").value
-    shown = app.dataframe[0].value
-    assert len(shown) > 0 and set(shown["team_id"]) == {team}
+    shown = app.dataframe[0].value  # the team's patients of the month (the grid has no team column)
+    month, subgroup = date.fromisoformat(app.sidebar.selectbox(key="month").value + "-01"), app.sidebar.selectbox(key=f"subgroup_{team}").value
+    expected = team_worklist(make_engine(sample_db_url), month, (team,), subgroup)
+    assert len(shown) > 0 and sorted(shown["patient_id"]) == sorted(expected["patient_id"])
     with pytest.raises(ValueError):  # not registered for a clinician
         app.switch_page("pages/data_status.py")
 
