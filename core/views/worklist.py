@@ -273,7 +273,7 @@ def _last_measures(engine: Engine, members: list[str], as_of: date, rules: Workl
     if engine.dialect.name == "sqlite":
         # the last day of each code per member from the (patient_id, code, measured_date) index
         # alone, then the rows of those days only: a 9,552-patient list at 100,000 patients in
-        # 0.32-0.46 s against 0.76 s ranked
+        # 0.23-0.46 s against 0.76 s ranked
         day = select(m.patient_id, m.code, func.max(m.measured_date).label("day")).where(*mine).group_by(m.patient_id, m.code).subquery()
         last = (
             select(m.patient_id, m.code, m.measured_date, m.value)
