@@ -271,13 +271,13 @@ def load_gap_inputs(engine: Engine, members: list[str], subgroups: pd.DataFrame)
     return GapInputs(
         patients=pts,
         conditions=read_sql_frame(engine, select(Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date)
-                              .where(among(Condition.patient_id, members, dialect))),
+                                  .where(among(Condition.patient_id, members, dialect))),
         procedures=read_sql_frame(engine, select(Procedure.patient_id, Procedure.performed_date, Procedure.code, Procedure.code_system)
-                              .where(among(Procedure.patient_id, members, dialect))),
+                                  .where(among(Procedure.patient_id, members, dialect))),
         measurements=read_sql_frame(engine, select(Measurement.patient_id, Measurement.measured_date, Measurement.code)
-                                .where(among(Measurement.patient_id, members, dialect), Measurement.code.in_(codes))),
+                                    .where(among(Measurement.patient_id, members, dialect), Measurement.code.in_(codes))),
         medications=read_sql_frame(engine, select(Medication.patient_id, Medication.code, Medication.description,
-                                              Medication.start_date, Medication.end_date).where(among(Medication.patient_id, members, dialect))),
+                                                  Medication.start_date, Medication.end_date).where(among(Medication.patient_id, members, dialect))),
     )  # fmt: skip
 
 

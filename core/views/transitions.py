@@ -159,8 +159,8 @@ def team_transitions(engine: Engine, month: date, team_ids: tuple[str, ...], sub
     events["event_date"] = pd.to_datetime(events["event_date"]).dt.date
     sa = SubgroupAssignment
     who = read_sql_frame(engine, select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"),
-                                    sa.subgroup).outerjoin(sa, (sa.patient_id == Patient.patient_id) & (sa.month == month))
-                     .where(among(Patient.patient_id, members, dialect)))  # fmt: skip
+                                        sa.subgroup).outerjoin(sa, (sa.patient_id == Patient.patient_id) & (sa.month == month))
+                         .where(among(Patient.patient_id, members, dialect)))  # fmt: skip
     events = events.merge(who, on="patient_id")
     kinds = sorted({k for f in rules.follow_ups for k in f.kinds})
     contacts = read_sql_frame(engine, select(e.patient_id, e.kind, e.start_date).where(
