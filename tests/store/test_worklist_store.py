@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from core.derive.costs import CostInputs, encounter_costs, isin, load_cost_settings
 from core.store.db import upgrade_schema
 from core.store.models import Encounter, Measurement, Staff, StaffMinutes, SubgroupAssignment
-from core.store.months import add_months, month_of
+from core.store.months import add_months, month_end, month_of
 from core.store.queries import organisation, read_frame
 from core.views.patient import patient_view
 from core.views.worklist import FLAG_IDS, load_worklist_rules, team_worklist
@@ -131,6 +131,34 @@ def test_costs_and_counts_match_the_rows_on_the_sample_network(sample_engine):
     for column, months in (("cost_last_3m_usd", range(-2, 1)), ("cost_prev_3m_usd", range(-5, -2))):
         recent = cost[isin(cost["month"], [add_months(month, n) for n in months])].groupby("patient_id")["cost_usd"].sum()
         assert w[column].to_numpy() == pytest.approx(recent.reindex(w.index, fill_value=0.0).to_numpy()), column
+
+
+def test_last_and_previous_measures_match_the_rows_on_the_sample_network(sample_store):
+    """Each shown measure is the lowest value of the patient's last day of that code up to the
+    month's end, and the PHQ-9 change is that minus the lowest value of the day before it, as read
+    from the measurement rows (SQLite and PostgreSQL read them by different queries)."""
+    team = organisation(sample_store)["team_id"].iloc[0]
+    month = read_frame(sample_store, select(SubgroupAssignment.month).order_by(SubgroupAssignment.month.desc()).limit(1)).iloc[0, 0]
+    month = add_months(month, -1)  # readings after the month are in the store, and must not count
+    w = team_worklist(sample_store, month, (team,)).set_index("patient_id")
+    rules = load_worklist_rules()
+    rows = read_frame(sample_store, select(Measurement.patient_id, Measurement.code, Measurement.measured_date, Measurement.value)
+                      .where(Measurement.patient_id.in_(list(w.index))))  # fmt: skip
+    rows["measured_date"] = pd.to_datetime(rows["measured_date"]).dt.date
+    assert (rows["measured_date"] > month_end(month)).any()
+    rows = rows[rows["measured_date"] <= month_end(month)]
+    days = rows.groupby(["patient_id", "code", "measured_date"])["value"].min().reset_index()
+    days["day_rank"] = days.groupby(["patient_id", "code"])["measured_date"].rank(method="dense", ascending=False)
+    for column in rules.columns:
+        last = days[(days["code"] == column.code) & (days["day_rank"] == 1)].set_index("patient_id").reindex(w.index)
+        assert w[f"{column.id}_value"].to_numpy(dtype=float) == pytest.approx(last["value"].to_numpy(dtype=float), nan_ok=True), column.id
+        if f"{column.id}_date" in w:  # (blood pressure shows one date, bp_date)
+            assert w[f"{column.id}_date"].tolist() == [None if pd.isna(d) else d for d in last["measured_date"]], column.id
+        assert last["value"].notna().sum() > 10, column.id
+    phq9 = days[days["code"] == rules.flags["phq9_rising"]["code"]].pivot(index="patient_id", columns="day_rank", values="value")
+    change = (phq9[1.0] - phq9[2.0]).reindex(w.index)
+    assert w["phq9_change"].to_numpy(dtype=float) == pytest.approx(change.to_numpy(dtype=float), nan_ok=True)
+    assert change.notna().sum() > 10 and (change != 0).sum() > 5
 
 
 def test_a_subgroup_worklist_is_the_team_worklist_of_that_subgroup(sample_engine):
