@@ -32,6 +32,21 @@ def test_among_selects_what_in_selects(store_engine):
         assert conn.execute(select(func.count()).where(among(p.patient_id, wanted, dialect))).scalar_one() == 4_000
 
 
+def test_among_takes_ids_with_the_array_syntax_in_them(store_engine):
+    """Ids holding what PostgreSQL's array text gives a meaning to (quotes, backslashes, commas,
+    braces, blanks, NULL) are matched as the plain text they are, alone and among others."""
+    odd = ['a"b', "c\\d", "e,f", "{g}", " h ", "NULL", "null", "i'j", "k\\", '"', "é ü", "l\\\"m"]
+    with store_engine.begin() as conn:
+        conn.execute(insert(Practice), [{"practice_id": "PR", "name": "Practice"}])
+        conn.execute(insert(Patient), [{"patient_id": pid, "given_name": "A", "family_name": "B", "sex": "female",
+                                        "birth_date": date(1950, 1, 1)} for pid in [*odd, "g", "h", "NUL"]])  # fmt: skip
+    p = Patient.__table__.c
+    with store_engine.connect() as conn:
+        for values in (odd, *([pid] for pid in odd), [*odd[:3], "nobody"]):
+            got = sorted(conn.execute(select(p.patient_id).where(among(p.patient_id, values, store_engine.dialect.name))).scalars())
+            assert got == sorted(v for v in values if v in odd), values
+
+
 def test_touched_patients_are_marked_once_each(store_engine):
     _rows(store_engine)
     ids = [f"P{i:05d}" for i in range(5_000)]
