@@ -261,24 +261,35 @@ def _per_patient(rows: pd.DataFrame, column: str, make) -> pd.Series:
 # --- store reads ---------------------------------------------------------------------------
 
 
-def load_gap_inputs(engine: Engine, members: list[str], subgroups: pd.DataFrame) -> GapInputs:
+def load_gap_inputs(engine: Engine, members: list[str], subgroups: pd.DataFrame, rules: GapRules | None = None) -> GapInputs:
     """The rows care gaps need for the patients ``members`` (their ids; :func:`member_ids`);
-    ``subgroups``: patient_id, subgroup of those patients."""
+    ``subgroups``: patient_id, subgroup of those patients.
+
+    Only the rows the items of those subgroups look at are read: conditions when an item's
+    eligibility names one, procedures for service items, the measurements of the test items'
+    codes, medications for medicine items (a list of healthy patients reads no measurements and
+    no medications). The other frames are empty, with their columns."""
+    rules = rules or load_gap_rules()
     dialect = engine.dialect.name
     pts = read_sql_frame(engine, select(Patient.patient_id, Patient.birth_date, Patient.sex).where(among(Patient.patient_id, members, dialect)))
     pts = pts.merge(subgroups[["patient_id", "subgroup"]], on="patient_id")
-    codes = sorted({g.code for g in load_gap_rules().gaps if g.kind == "test"})
+    present = set(pts["subgroup"].dropna())
+    items = [g for g in rules.gaps if present.intersection(g.subgroups)]
+    codes = sorted({g.code for g in items if g.kind == "test"})
+
+    def rows(needed: bool, *columns, where=()) -> pd.DataFrame:
+        if not needed:
+            return pd.DataFrame({c.name: pd.Series(dtype=object) for c in columns})
+        return read_sql_frame(engine, select(*columns).where(among(columns[0], members, dialect), *where))
+
+    c, p, m, d = Condition, Procedure, Measurement, Medication
     return GapInputs(
         patients=pts,
-        conditions=read_sql_frame(engine, select(Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date)
-                                  .where(among(Condition.patient_id, members, dialect))),
-        procedures=read_sql_frame(engine, select(Procedure.patient_id, Procedure.performed_date, Procedure.code, Procedure.code_system)
-                                  .where(among(Procedure.patient_id, members, dialect))),
-        measurements=read_sql_frame(engine, select(Measurement.patient_id, Measurement.measured_date, Measurement.code)
-                                    .where(among(Measurement.patient_id, members, dialect), Measurement.code.in_(codes))),
-        medications=read_sql_frame(engine, select(Medication.patient_id, Medication.code, Medication.description,
-                                                  Medication.start_date, Medication.end_date).where(among(Medication.patient_id, members, dialect))),
-    )  # fmt: skip
+        conditions=rows(any("condition" in g.measure.params for g in items), c.patient_id, c.code, c.onset_date, c.resolved_date),
+        procedures=rows(any(g.kind == "service" for g in items), p.patient_id, p.performed_date, p.code, p.code_system),
+        measurements=rows(bool(codes), m.patient_id, m.measured_date, m.code, where=(m.code.in_(codes),)),
+        medications=rows(any(g.kind == "medicine" for g in items), d.patient_id, d.code, d.description, d.start_date, d.end_date),
+    )
 
 
 def team_care_gaps(engine: Engine, month: date, team_ids: tuple[str, ...], subgroup: str | None = None) -> pd.DataFrame:

@@ -123,3 +123,37 @@ def test_the_worklist_pages_reads_side_by_side_equal_them_one_after_another(netw
         pd.testing.assert_frame_equal(transitions, team_transitions(network, month, ("A1",), subgroup, today=today))
         sizes.append((len(worklist), gaps["patient_id"].nunique(), len(transitions) > 0))
     assert sizes[0][0] > sizes[1][0] == sizes[1][1] == 1 and sizes[0][2]
+
+
+def test_care_gaps_read_only_what_their_subgroups_items_need(sample_store):
+    """Each subgroup's care gaps, read with only the rows its items look at, equal those worked out
+    from every row of its patients; a healthy list reads no measurements and no medications."""
+    from core.store.models import Condition, Measurement, Medication, Procedure
+    from core.store.queries import organisation
+    from core.views.care_gaps import GapInputs, load_gap_inputs, patient_gaps
+    from core.views.worklist import member_ids
+
+    teams = tuple(organisation(sample_store)["team_id"])
+    sa = models.SubgroupAssignment
+    month = read_frame(sample_store, select(sa.month).order_by(sa.month.desc()).limit(1)).iloc[0, 0]
+    as_of = date(month.year, month.month, 28)
+    for subgroup in ("healthy", "at_risk", "chronic", "complex", "frail"):
+        members = member_ids(sample_store, month, teams, subgroup)
+        subgroups = pd.DataFrame({"patient_id": members, "subgroup": subgroup})
+        read = load_gap_inputs(sample_store, members, subgroups)
+
+        def whole(table, *columns):
+            return read_frame(sample_store, select(*columns).where(table.patient_id.in_(members)))
+
+        every = GapInputs(
+            read.patients,
+            whole(Condition, Condition.patient_id, Condition.code, Condition.onset_date, Condition.resolved_date),
+            whole(Procedure, Procedure.patient_id, Procedure.performed_date, Procedure.code, Procedure.code_system),
+            whole(Measurement, Measurement.patient_id, Measurement.measured_date, Measurement.code),
+            whole(Medication, Medication.patient_id, Medication.code, Medication.description, Medication.start_date, Medication.end_date),
+        )  # fmt: skip
+        expected = patient_gaps(every, as_of)
+        pd.testing.assert_frame_equal(patient_gaps(read, as_of), expected)
+        assert len(expected) > 0, subgroup
+        if subgroup == "healthy":
+            assert read.measurements.empty and read.medications.empty and len(every.measurements) > 0
