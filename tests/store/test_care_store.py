@@ -142,7 +142,7 @@ def test_care_gaps_read_only_what_their_subgroups_items_need(sample_store):
         subgroups = pd.DataFrame({"patient_id": members, "subgroup": subgroup})
         read = load_gap_inputs(sample_store, members, subgroups)
 
-        def whole(table, *columns):
+        def whole(table, *columns, members=members):
             return read_frame(sample_store, select(*columns).where(table.patient_id.in_(members)))
 
         every = GapInputs(
