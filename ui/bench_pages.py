@@ -46,15 +46,15 @@ def step_pages(args: dict) -> dict:
              ("clinician", "pages/worklist.py", big_team, big_subgroup,
               f"{BIGGEST_PAGE} ({big_team} {big_subgroup}, {big_members:,} patients)"),
              ("team_leader", "pages/review.py", team, subgroup, f"{REVIEW_PAGE} {near}")]  # fmt: skip
-    for role, page, demo_team, subgroup, name in runs:
+    for role, page, demo_team, demo_subgroup, name in runs:
         st.cache_data.clear()
         st.cache_resource.clear()
         app = AppTest.from_file(str(DASHBOARD), default_timeout=PAGE_TIMEOUT_S)
         app.session_state["demo_role"] = role
         if demo_team is not None:
             app.session_state["demo_team"] = demo_team
-            app.session_state[f"subgroup_{demo_team}"] = subgroup  # the worklist's choice
-            app.query_params["subgroup"] = subgroup  # the review's
+            app.session_state[f"subgroup_{demo_team}"] = demo_subgroup  # the worklist's choice
+            app.query_params["subgroup"] = demo_subgroup  # the review's
         t0 = time.perf_counter()
         app.run()  # the role's home page (login, scope, navigation), cold
         t1 = time.perf_counter()
