@@ -5,6 +5,7 @@ import streamlit as st
 from core.views.care_gaps import filter_by_care, gap_summary, load_gap_rules
 from core.views.format import csv_export
 from core.views.outreach import load_outreach_rules, team_last_outreach
+from core.views.transitions import load_transition_rules
 from core.views.worklist import (
     count_text,
     default_subgroup,
@@ -119,11 +120,12 @@ st.download_button("Download CSV", audited_file(scope, team["team_id"], f"workli
 
 st.subheader("Discharges and ED visits: follow-up")
 due, missed = int((transitions["status"] == "due").sum()), int((transitions["status"] == "missed").sum())
-st.caption(f"Hospital discharges and ED visits of the last 30 days up to {month_label(month)}'s end, each with its follow-up "
+look_back = load_transition_rules().look_back_days
+st.caption(f"Hospital discharges and ED visits of the last {look_back} days up to {month_label(month)}'s end, each with its follow-up "
            f"windows (CMS Transitional Care Management; HEDIS FMC; `core/config/transitions.toml`): {due:,} due, {missed:,} "
            "missed. A window is done when a contact or visit of the listed kinds, or a reached outreach entry, falls in it.")  # fmt: skip
 if transitions.empty:
-    st.info("No discharges or ED visits in the last 30 days.")
+    st.info(f"No discharges or ED visits in the last {look_back} days.")
 else:
     show_table(
         transitions.drop(columns=["patient_id"]).assign(subgroup=transitions["subgroup"].map(lambda s: labels.get(s, s))),

@@ -157,14 +157,16 @@ def team_transitions(engine: Engine, month: date, team_ids: tuple[str, ...], sub
     if events.empty:
         return pd.DataFrame(columns=COLUMNS)
     events["event_date"] = pd.to_datetime(events["event_date"]).dt.date
+    # the rest is read for the patients with an event only: 13 of a 9,864-patient list at 100,000
+    theirs = sorted(set(events["patient_id"].tolist()))
     sa = SubgroupAssignment
     who = read_sql_frame(engine, select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"),
                                         sa.subgroup).outerjoin(sa, (sa.patient_id == Patient.patient_id) & (sa.month == month))
-                         .where(among(Patient.patient_id, members, dialect)))  # fmt: skip
+                         .where(among(Patient.patient_id, theirs, dialect)))  # fmt: skip
     events = events.merge(who, on="patient_id")
     kinds = sorted({k for f in rules.follow_ups for k in f.kinds})
     contacts = read_sql_frame(engine, select(e.patient_id, e.kind, e.start_date).where(
-        among(e.patient_id, members, dialect), e.kind.in_(kinds), e.start_date > first, e.start_date <= as_of))  # fmt: skip
+        among(e.patient_id, theirs, dialect), e.kind.in_(kinds), e.start_date > first, e.start_date <= as_of))  # fmt: skip
     o = Outreach
-    outreach = read_frame(engine, select(o.patient_id, o.at.label("day"), o.outcome).where(among(o.patient_id, members, dialect)))
+    outreach = read_frame(engine, select(o.patient_id, o.at.label("day"), o.outcome).where(among(o.patient_id, theirs, dialect)))
     return follow_ups(events, contacts, outreach, as_of, rules)

@@ -1,6 +1,7 @@
 """The worklist page on a hand-built network: content and order, each flag, filters, scope, export."""
 
 import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from core.access.audit import search_events
@@ -107,3 +108,22 @@ def test_a_selection_over_the_size_limit_asks_for_a_subgroup(tiny_db, monkeypatc
     assert box.value is None and "Complex (11)" in box.options and "All (11)" in box.options  # nothing fits: all
     assert not at.dataframe and "has 11 patients in all subgroups in Oct 2026, more than the 5 a worklist" in at.info[0].value
     assert search_events(tiny_db, action="view_worklist").empty  # nothing was shown
+
+
+def test_the_transitions_say_the_look_back_of_their_rules(tiny_db, monkeypatch):
+    """The follow-up section names the days its rules look back (transitions.toml's
+    look_back_days), not a fixed 30: with 7, the ED visit of 20 October is out of the list of
+    October, and the page says the last 7 days."""
+    import dataclasses
+
+    import core.views.transitions
+
+    at = open_worklist()
+    assert any("ED visits of the last 30 days up to Oct 2026's end" in c.value for c in at.caption)
+    assert "Acute, Given" in at.dataframe[1].value["name"].tolist()  # the ED visit of 20 October
+    week = dataclasses.replace(core.views.transitions.load_transition_rules(), look_back_days=7)
+    monkeypatch.setattr(core.views.transitions, "load_transition_rules", lambda *a: week)
+    st.cache_data.clear()  # the reads are cached with the data; rules are read when the app starts
+    at = open_worklist()
+    assert any("ED visits of the last 7 days up to Oct 2026's end" in c.value for c in at.caption)
+    assert len(at.dataframe) == 1 and at.info[-1].value == "No discharges or ED visits in the last 7 days."

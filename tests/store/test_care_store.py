@@ -157,3 +157,46 @@ def test_care_gaps_read_only_what_their_subgroups_items_need(sample_store):
         assert len(expected) > 0, subgroup
         if subgroup == "healthy":
             assert read.measurements.empty and read.medications.empty and len(every.measurements) > 0
+
+
+def test_transitions_read_the_rest_for_the_patients_with_an_event_only(sample_store):
+    """Each subgroup's transitions of care, with names, contacts and outreach read for the patients
+    with a discharge or ED visit only, equal those worked out from every row of its patients."""
+    from datetime import timedelta
+
+    from core.store.models import Encounter, Outreach, Patient
+    from core.store.queries import organisation
+    from core.views.transitions import follow_ups, load_transition_rules
+    from core.views.worklist import member_ids
+
+    rules = load_transition_rules()
+    teams = tuple(organisation(sample_store)["team_id"])
+    sa = models.SubgroupAssignment
+    month = read_frame(sample_store, select(sa.month).order_by(sa.month.desc()).limit(1)).iloc[0, 0]
+    as_of = date(month.year, month.month, 28)
+    first = as_of - timedelta(days=rules.look_back_days)
+    statuses = set()
+    for subgroup in ("healthy", "at_risk", "chronic", "complex", "frail"):
+        members = member_ids(sample_store, month, teams, subgroup)
+        visits = read_frame(sample_store, select(Encounter.patient_id, Encounter.kind, Encounter.start_date, Encounter.end_date)
+                            .where(Encounter.patient_id.in_(members)))  # fmt: skip
+        for column in ("start_date", "end_date"):
+            visits[column] = pd.to_datetime(visits[column]).dt.date
+        events = pd.concat([
+            visits.loc[visits["kind"].isin(ev.kinds) & visits[ev.date].notna(), ["patient_id", ev.date]]
+            .rename(columns={ev.date: "event_date"}).assign(event_id=ev.id)
+            .pipe(lambda f: f[(f["event_date"] > first) & (f["event_date"] <= as_of)])
+            for ev in rules.events
+        ], ignore_index=True).drop_duplicates()  # fmt: skip
+        who = read_frame(sample_store, select(Patient.patient_id, (Patient.family_name + ", " + Patient.given_name).label("name"))
+                         .where(Patient.patient_id.in_(members))).assign(subgroup=subgroup)  # fmt: skip
+        contacts = visits[(visits["start_date"] > first) & (visits["start_date"] <= as_of)][["patient_id", "kind", "start_date"]]
+        outreach = read_frame(sample_store, select(Outreach.patient_id, Outreach.at.label("day"), Outreach.outcome)
+                              .where(Outreach.patient_id.in_(members)))  # fmt: skip
+        expected = follow_ups(events.merge(who, on="patient_id"), contacts, outreach, as_of, rules)
+        got = team_transitions(sample_store, month, teams, subgroup, today=as_of)
+        pd.testing.assert_frame_equal(got, expected)
+        # the list holds patients with contacts and no event, whose rows the reads leave out
+        assert set(contacts["patient_id"]) - set(events["patient_id"]), subgroup
+        statuses |= set(got["status"])
+    assert statuses == {"done", "due", "missed"}
