@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.views.care_gaps import filter_by_care, gap_summary, load_gap_rules
 from core.views.format import csv_export
-from core.views.outreach import load_outreach_rules, team_last_outreach
+from core.views.outreach import last_outreach, load_outreach_rules
 from core.views.transitions import load_transition_rules
 from core.views.worklist import (
     count_text,
@@ -46,9 +46,9 @@ if counts.get(subgroup, 0) > rules.max_patients:
 # the worklist, its care gaps and its transitions of care, read side by side (cached with the data)
 worklist, gaps, transitions = query(worklist_reads, month, team_ids, subgroup)
 gap_rules = load_gap_rules()
-# Care gaps come from imported data (cached with it); outreach is typed in here, so it is read fresh.
-care = gap_summary(gaps).join(
-    team_last_outreach(engine(), month, team_ids, subgroup), how="outer")
+# Care gaps come from imported data (cached with it); outreach is typed in here, so it is read fresh,
+# for the worklist's patients (the members of the team and subgroup: their ids are not read again).
+care = gap_summary(gaps).join(last_outreach(engine(), worklist["patient_id"].tolist()), how="outer")
 worklist = worklist.join(care, on="patient_id")
 audit_view(scope, "view_worklist", team["team_id"], f"{month:%Y-%m} {subgroup or 'all'}")
 

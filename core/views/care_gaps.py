@@ -26,7 +26,6 @@ from core.derive.measures import Measure, load_measures, names_medicine, procedu
 from core.store.models import Condition, Measurement, Medication, Patient, Procedure, SubgroupAssignment
 from core.store.months import as_month, month_end
 from core.store.queries import among, read_sql_frame
-from core.views.worklist import member_ids
 
 CARE_GAPS_PATH = config_path("care_gaps.toml")
 KINDS = ("service", "test", "medicine")
@@ -262,7 +261,7 @@ def _per_patient(rows: pd.DataFrame, column: str, make) -> pd.Series:
 
 
 def load_gap_inputs(engine: Engine, members: list[str], subgroups: pd.DataFrame, rules: GapRules | None = None) -> GapInputs:
-    """The rows care gaps need for the patients ``members`` (their ids; :func:`member_ids`);
+    """The rows care gaps need for the patients ``members`` (their ids);
     ``subgroups``: patient_id, subgroup of those patients.
 
     Only the rows the items of those subgroups look at are read: conditions when an item's
@@ -296,11 +295,14 @@ def team_care_gaps(engine: Engine, month: date, team_ids: tuple[str, ...], subgr
     """The care gaps (:func:`patient_gaps`) of the patients of the teams in ``month`` (and subgroup),
     as of the month's last day; each patient's items are those of their subgroup that month."""
     month = as_month(month)
-    members = member_ids(engine, month, tuple(team_ids), subgroup)
+    # The members with a subgroup, and theirs, in one range of the (month, team_id, subgroup) index:
+    # an assignment carries the patient's team of the month, and a member without one has no items.
+    # (Their ids, then their assignments by id, took 0.45-0.8 s for a 9,864-patient list at 100,000
+    # patients on PostgreSQL against 0.1 s.)
     sa = SubgroupAssignment
-    subgroups = read_sql_frame(engine, select(sa.patient_id, sa.subgroup).where(sa.month == month,
-                                                                             among(sa.patient_id, members, engine.dialect.name)))
-    return patient_gaps(load_gap_inputs(engine, members, subgroups), month_end(month))
+    mine = select(sa.patient_id, sa.subgroup).where(sa.month == month, sa.team_id.in_(tuple(team_ids)))
+    subgroups = read_sql_frame(engine, mine if subgroup is None else mine.where(sa.subgroup == subgroup))
+    return patient_gaps(load_gap_inputs(engine, subgroups["patient_id"].tolist(), subgroups), month_end(month))
 
 
 def one_patient_gaps(engine: Engine, patient_id: str, subgroup: str | None, as_of: date) -> pd.DataFrame:
