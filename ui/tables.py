@@ -67,10 +67,19 @@ def _width(series: pd.Series, label: str, placeholder: str) -> int | None:
         widest = max((len(f"${v:,.2f}") for v in numbers), default=0)
         chars = max(len(placeholder), len(label), widest)
     if series.dtype == object or pd.api.types.is_string_dtype(series):
-        longest = int(series.dropna().astype(str).str.len().max() or 0) if series.notna().any() else 0
+        longest = int(_distinct(series.dropna()).astype(str).str.len().max() or 0) if series.notna().any() else 0
         if longest > 28:
             chars = max(chars, longest)
     return min(PX_MAX, int(chars * PX_PER_CHAR + PX_PADDING)) if chars else None
+
+
+def _distinct(values: pd.Series) -> pd.Series:
+    """The distinct values (a 9,864-patient worklist's dates: a few hundred, each written as text
+    once instead of per row); the values themselves when they cannot be hashed."""
+    try:
+        return pd.Series(values.unique(), dtype=values.dtype)
+    except TypeError:
+        return values
 
 
 def _is_dates(series: pd.Series) -> bool:
