@@ -45,6 +45,9 @@ def test_care_gaps_of_the_team_only(network):
     assert calm.loc["flu_vaccination", ["status", "last_done"]].tolist() == ["up to date", date(2026, 10, 3)]
     assert calm.loc["care_plan", "status"] == "overdue"  # complex, no care plan recorded
     assert calm.loc["bp_check", "status"] == "overdue"  # hypertension (I10 since 2020) without a reading
+    for subgroup in (None, "complex"):  # no team in scope: no rows, whatever the subgroup
+        assert team_care_gaps(network, MONTH, (), subgroup).empty
+        assert team_transitions(network, MONTH, (), subgroup, today=date(2026, 12, 1)).empty
 
 
 def test_transitions_of_a_discharge(network):
