@@ -20,7 +20,6 @@ from core.access.policy import Scope
 from core.config import config_path, load_toml
 from core.store.models import Outreach, utc_now
 from core.store.queries import among, patient_in_scope, read_frame
-from core.views.worklist import member_ids
 
 OUTREACH_PATH = config_path("outreach.toml")
 MAX_NOTE = 1000
@@ -93,9 +92,3 @@ def last_outreach(engine: Engine, members: list[str], now: datetime | None = Non
     out = pd.DataFrame({"last_outreach": text.to_numpy(), "last_outreach_at": at.to_numpy()}, index=last["patient_id"].to_numpy())
     out["reached_this_cycle"] = out.index.isin(set(reached["patient_id"]))
     return out
-
-
-def team_last_outreach(engine: Engine, month, team_ids: tuple[str, ...], subgroup: str | None = None,
-                       now: datetime | None = None) -> pd.DataFrame:  # fmt: skip
-    """:func:`last_outreach` of the patients of the teams in ``month`` (and subgroup)."""
-    return last_outreach(engine, member_ids(engine, month, tuple(team_ids), subgroup), now)
