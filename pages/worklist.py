@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.views.care_gaps import filter_by_care, gap_summary, load_gap_rules
-from core.views.format import csv_export
+from core.views.format import last_days
 from core.views.outreach import last_outreach, load_outreach_rules
 from core.views.transitions import load_transition_rules
 from core.views.worklist import (
@@ -13,7 +13,7 @@ from core.views.worklist import (
     load_worklist_rules,
     member_counts,
 )
-from core.views.worklist_page import worklist_reads
+from core.views.worklist_page import GRID_COLUMNS, worklist_csv, worklist_reads
 from ui.auth import audit_view, audited_file, require
 from ui.data import engine, query
 from ui.labels import plain, subgroup_labels
@@ -63,7 +63,7 @@ gap_filter = left.multiselect("Show patients with any of these care gaps open", 
                               format_func=gap_rules.labels.get, key="gaps",
                               help="Overdue or due within the next weeks; the rules are in core/config/care_gaps.toml")  # fmt: skip
 cycle = load_outreach_rules().cycle_days
-hide_reached = right.checkbox(f"Hide patients reached in the last {cycle} days", key="hide_reached",
+hide_reached = right.checkbox(f"Hide patients reached in {last_days(cycle)}", key="hide_reached",
                               help="Reached, visit booked or declined in the outreach log")  # fmt: skip
 shown = filter_by_care(filter_worklist(worklist, search, tuple(chosen)), tuple(gap_filter), hide_reached)
 shown = shown.assign(subgroup=[labels.get(s, s) + (" · thin history" if thin else "")
@@ -76,37 +76,33 @@ if shown.empty:
 date_col = st.column_config.DateColumn
 # the grid gets the columns it shows only: the others (flags one by one, the costs' parts, the
 # assignment's reason) would be labelled, converted and sent to the browser for nothing
-SHOWN_COLUMNS = ["name", "age", "sex", "subgroup", "risk_score", "flags", "questionnaires_due", "care_gaps", "gaps_due_soon",
-                 "last_outreach", "hba1c_value", "hba1c_date", "bp", "bp_date",
-                 "phq9_value", "phq9_date", "phq9_change", "promis_physical_value", "promis_physical_date", "last_visit",
-                 "ed_visits_12m", "admissions_12m", "cost_12m_usd", "subgroup_since", "history_note", "patient_id"]  # fmt: skip
+label = GRID_COLUMNS
 event = show_table(
-    shown[SHOWN_COLUMNS],
+    shown[list(GRID_COLUMNS)],
     key="worklist",
     on_select="rerun",
     selection_mode="single-row",
-    column_order=SHOWN_COLUMNS,
+    column_order=list(GRID_COLUMNS),
     column_config={
-        "name": st.column_config.TextColumn("Name", pinned=True),
-        "age": "Age", "sex": "Sex", "subgroup": "Subgroup",
-        "risk_score": st.column_config.NumberColumn("Risk score", format="%.2f", help="CMS-HCC risk score"),
-        "flags": st.column_config.TextColumn("Flags", width="large"),
-        "questionnaires_due": st.column_config.TextColumn("Questionnaires due", help="Overdue for the patient's subgroup (worklist.toml)"),
-        "care_gaps": st.column_config.TextColumn("Care gaps overdue", width="medium"),
-        "gaps_due_soon": st.column_config.TextColumn("Care gaps due soon", width="medium"),
-        "last_outreach": st.column_config.TextColumn("Last outreach"),
-        "hba1c_value": st.column_config.NumberColumn("HbA1c %", format="%.1f"), "hba1c_date": date_col("HbA1c date"),
-        "bp": "BP", "bp_date": date_col("BP date"),
-        "phq9_value": st.column_config.NumberColumn("PHQ-9", format="%.0f"), "phq9_date": date_col("PHQ-9 date"),
-        "phq9_change": st.column_config.NumberColumn("PHQ-9 change", format="%+.0f", help="Latest PHQ-9 minus the one before"),
-        "promis_physical_value": st.column_config.NumberColumn("PROMIS physical", format="%.1f"),
-        "promis_physical_date": date_col("PROMIS date"), "last_visit": date_col("Last visit"),
-        "ed_visits_12m": st.column_config.NumberColumn("ED visits 12 mo"),
-        "admissions_12m": st.column_config.NumberColumn("Admissions 12 mo"),
-        "cost_12m_usd": st.column_config.NumberColumn("Cost 12 mo", format="dollar", help="Internal (TDABC) + external paid"),
-        "subgroup_since": date_col("In subgroup since", format="MMM YYYY"), "patient_id": "Patient id",
-        "history_note": st.column_config.TextColumn("History", help="Set when the subgroup rests on little data: months of "
-                                                    "data among the months the subgroup rules look back"),
+        "name": st.column_config.TextColumn(label["name"], pinned=True),
+        **{c: label[c] for c in ("age", "sex", "subgroup", "bp", "patient_id")},
+        "risk_score": st.column_config.NumberColumn(label["risk_score"], format="%.2f", help="CMS-HCC risk score"),
+        "flags": st.column_config.TextColumn(label["flags"], width="large"),
+        "questionnaires_due": st.column_config.TextColumn(label["questionnaires_due"], help="Overdue for the patient's subgroup (worklist.toml)"),
+        "care_gaps": st.column_config.TextColumn(label["care_gaps"], width="medium"),
+        "gaps_due_soon": st.column_config.TextColumn(label["gaps_due_soon"], width="medium"),
+        "last_outreach": st.column_config.TextColumn(label["last_outreach"]),
+        "hba1c_value": st.column_config.NumberColumn(label["hba1c_value"], format="%.1f"),
+        "phq9_value": st.column_config.NumberColumn(label["phq9_value"], format="%.0f"),
+        "phq9_change": st.column_config.NumberColumn(label["phq9_change"], format="%+.0f", help="Latest PHQ-9 minus the one before"),
+        "promis_physical_value": st.column_config.NumberColumn(label["promis_physical_value"], format="%.1f"),
+        **{c: date_col(label[c]) for c in ("hba1c_date", "bp_date", "phq9_date", "promis_physical_date", "last_visit")},
+        "ed_visits_12m": st.column_config.NumberColumn(label["ed_visits_12m"]),
+        "admissions_12m": st.column_config.NumberColumn(label["admissions_12m"]),
+        "cost_12m_usd": st.column_config.NumberColumn(label["cost_12m_usd"], format="dollar", help="Internal (TDABC) + external paid"),
+        "subgroup_since": date_col(label["subgroup_since"], format="MMM YYYY"),
+        "history_note": st.column_config.TextColumn(label["history_note"], help="Set when the subgroup rests on little data: months "
+                                                    "of data among the months the subgroup rules look back"),
     },  # fmt: skip
 )
 if event.selection.rows:
@@ -114,18 +110,18 @@ if event.selection.rows:
     st.session_state["worklist_back"] = {"team": team["team_id"], "month": f"{month:%Y-%m}", "subgroup": subgroup or "all"}
     st.switch_page("pages/patient.py", query_params={"patient": shown.iloc[event.selection.rows[0]]["patient_id"]})
 st.caption("Select a row to open the patient.")
-CSV_DIGITS = {"risk_score": 2, "phq9_value": 0}  # as the table shows them; other figures to 0.1, USD to cents
-st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: csv_export(shown.drop(columns=["gap_ids", "last_outreach_at", "reached_this_cycle"], errors="ignore"), "", CSV_DIGITS)),
-                   file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv", mime="text/csv", on_click="ignore")  # fmt: skip
+st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: worklist_csv(shown)),
+                   file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv", mime="text/csv", on_click="ignore",
+                   help="The rows and columns of the list above, under its headings")  # fmt: skip
 
 st.subheader("Discharges and ED visits: follow-up")
 due, missed = int((transitions["status"] == "due").sum()), int((transitions["status"] == "missed").sum())
 look_back = load_transition_rules().look_back_days
-st.caption(f"Hospital discharges and ED visits of the last {look_back} days up to {month_label(month)}'s end, each with its follow-up "
+st.caption(f"Hospital discharges and ED visits of {last_days(look_back)} up to {month_label(month)}'s end, each with its follow-up "
            f"windows (CMS Transitional Care Management; HEDIS FMC; `core/config/transitions.toml`): {due:,} due, {missed:,} "
            "missed. A window is done when a contact or visit of the listed kinds, or a reached outreach entry, falls in it.")  # fmt: skip
 if transitions.empty:
-    st.info(f"No discharges or ED visits in the last {look_back} days.")
+    st.info(f"No discharges or ED visits in {last_days(look_back)}.")
 else:
     show_table(
         transitions.drop(columns=["patient_id"]).assign(subgroup=transitions["subgroup"].map(lambda s: labels.get(s, s))),

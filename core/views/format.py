@@ -35,6 +35,11 @@ def usd(value, digits: int = 0) -> str:
     return f"{'-' if value < 0 else ''}${abs(float(value)):,.{digits}f}"
 
 
+def last_days(n: int) -> str:
+    """"the last 30 days", or "the last day" for 1: how a page names a look-back setting."""
+    return "the last day" if n == 1 else f"the last {n:,} days"
+
+
 def shown_precision(frame: pd.DataFrame, digits: dict[str, int] | None = None) -> pd.DataFrame:
     """Numbers rounded as the pages show them: amounts in USD to cents, shares to 0.1 %, counts to
     whole numbers and every other figure to one decimal; ``digits`` (column -> decimals) where a
@@ -49,9 +54,14 @@ def shown_precision(frame: pd.DataFrame, digits: dict[str, int] | None = None) -
     return out
 
 
-def csv_export(frame: pd.DataFrame, na_rep: str = SUPPRESSED, digits: dict[str, int] | None = None) -> str:
+def csv_export(frame: pd.DataFrame, na_rep: str = SUPPRESSED, digits: dict[str, int] | None = None,
+               headers: dict[str, str] | None = None) -> str:  # fmt: skip
     """A published table as CSV, rounded as shown (:func:`shown_precision`), with formula-like
     text neutralised: suppressed (and undefined) figures read ``na_rep`` (``suppressed``), never 0.
     A table whose empty cells mean "no data" (a worklist, the audit log) passes ``na_rep=""``;
-    ``digits`` as for :func:`shown_precision`."""
-    return export_csv(shown_precision(frame, digits), na_rep=na_rep)
+    ``digits`` as for :func:`shown_precision`. ``headers`` (column -> label): those columns only,
+    in that order, under those labels (rounded by their names first)."""
+    shown = shown_precision(frame, digits)
+    if headers is not None:
+        shown = shown[list(headers)].rename(columns=headers)
+    return export_csv(shown, na_rep=na_rep)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 
 from core.views.care_gaps import team_care_gaps
+from core.views.format import csv_export
 from core.views.transitions import team_transitions
 from core.views.worklist import team_worklist
 
@@ -34,3 +35,27 @@ def worklist_reads(engine: Engine, month: date, team_ids: tuple[str, ...], subgr
         gaps = pool.submit(team_care_gaps, engine, month, team_ids, subgroup)
         transitions = pool.submit(team_transitions, engine, month, team_ids, subgroup, today)
         return worklist.result(), gaps.result(), transitions.result()
+
+
+# The worklist grid's columns in their order, with their labels: the page's grid and its CSV show
+# the same columns under the same names. The others of the page's frame (each flag on its own, the
+# costs' parts, the assignment's reason, the care gaps' ids) are left out of both.
+GRID_COLUMNS = {
+    "name": "Name", "age": "Age", "sex": "Sex", "subgroup": "Subgroup", "risk_score": "Risk score", "flags": "Flags",
+    "questionnaires_due": "Questionnaires due", "care_gaps": "Care gaps overdue", "gaps_due_soon": "Care gaps due soon",
+    "last_outreach": "Last outreach", "hba1c_value": "HbA1c %", "hba1c_date": "HbA1c date", "bp": "BP", "bp_date": "BP date",
+    "phq9_value": "PHQ-9", "phq9_date": "PHQ-9 date", "phq9_change": "PHQ-9 change", "promis_physical_value": "PROMIS physical",
+    "promis_physical_date": "PROMIS date", "last_visit": "Last visit", "ed_visits_12m": "ED visits 12 mo",
+    "admissions_12m": "Admissions 12 mo", "cost_12m_usd": "Cost 12 mo, $", "subgroup_since": "In subgroup since",
+    "history_note": "History", "patient_id": "Patient id",
+}  # fmt: skip
+CSV_DIGITS = {"risk_score": 2, "phq9_value": 0, "phq9_change": 0}  # as the grid shows them; other figures to 0.1, USD to cents
+
+
+def worklist_csv(shown: pd.DataFrame) -> str:
+    """The worklist's CSV: the rows of the grid (``shown``, the page's filtered frame) with its
+    columns, order and labels (:data:`GRID_COLUMNS`), figures rounded as the grid shows them, the
+    month a patient entered their subgroup as YYYY-MM, dates as YYYY-MM-DD, and empty cells where
+    there is no data."""
+    frame = shown.assign(subgroup_since=pd.to_datetime(shown["subgroup_since"]).dt.strftime("%Y-%m"))
+    return csv_export(frame, "", CSV_DIGITS, headers=GRID_COLUMNS)

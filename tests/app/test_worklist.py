@@ -113,7 +113,7 @@ def test_a_selection_over_the_size_limit_asks_for_a_subgroup(tiny_db, monkeypatc
 def test_the_transitions_say_the_look_back_of_their_rules(tiny_db, monkeypatch):
     """The follow-up section names the days its rules look back (transitions.toml's
     look_back_days), not a fixed 30: with 7, the ED visit of 20 October is out of the list of
-    October, and the page says the last 7 days."""
+    October, and the page says the last 7 days; with 1, the last day."""
     import dataclasses
 
     import core.views.transitions
@@ -127,3 +127,9 @@ def test_the_transitions_say_the_look_back_of_their_rules(tiny_db, monkeypatch):
     at = open_worklist()
     assert any("ED visits of the last 7 days up to Oct 2026's end" in c.value for c in at.caption)
     assert len(at.dataframe) == 1 and at.info[-1].value == "No discharges or ED visits in the last 7 days."
+    day = dataclasses.replace(week, look_back_days=1)  # one day reads as a day, not "1 days"
+    monkeypatch.setattr(core.views.transitions, "load_transition_rules", lambda *a: day)
+    st.cache_data.clear()
+    at = open_worklist()
+    assert any("ED visits of the last day up to Oct 2026's end" in c.value for c in at.caption)
+    assert at.info[-1].value == "No discharges or ED visits in the last day."

@@ -30,7 +30,7 @@ def test_a_worklist_download_url_is_refused_to_a_second_client(server, page):
     with page.expect_download(timeout=30000) as download:
         page.get_by_role("button", name="Download CSV").click()
     header = open(download.value.path(), encoding="utf-8").readline()
-    assert "patient_id" in header  # the browser that clicked got the worklist
+    assert "Patient id" in header  # the browser that clicked got the worklist
     url = download.value.url  # (a download's own response event may come after the download: not waited for)
     assert "/media/" in url
     # the same URL at once, from a client without that browser's cookies: refused

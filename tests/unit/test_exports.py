@@ -61,3 +61,33 @@ def test_every_export_goes_through_the_neutraliser(sample_engine):
 def test_a_line_break_in_a_cell_cannot_start_a_row():
     text = export_csv(pd.DataFrame({"name": ["x\r=1+1", "y\n@z"], "n": [1, 2]}))
     assert pd.read_csv(io.StringIO(text))["n"].tolist() == [1, 2]
+
+
+def test_the_worklist_csv_is_the_grid_under_its_headings(sample_engine):
+    """The worklist's CSV holds the grid's columns in its order under its labels, nothing the grid
+    leaves out (each flag on its own, the costs' parts, the assignment's reason, the care gaps'
+    ids), its rows in order, figures rounded as shown, months as YYYY-MM."""
+    import re
+
+    from core.store.queries import months_available
+    from core.views.care_gaps import gap_summary
+    from core.views.worklist_page import GRID_COLUMNS, worklist_csv, worklist_reads
+
+    month = months_available(sample_engine)[-1]
+    worklist, gaps, _ = worklist_reads(sample_engine, month, ("TM04",), "complex")
+    shown = worklist.join(gap_summary(gaps), on="patient_id").assign(last_outreach=None)  # the page's frame, as it joins it
+    shown.loc[shown.index[0], "name"] = PAYLOADS[0]
+    text = worklist_csv(shown)
+    read = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    assert list(read.columns) == list(GRID_COLUMNS.values())
+    assert read["Patient id"].tolist() == shown["patient_id"].tolist() and len(read) > 10
+    hidden = set(shown.columns) - set(GRID_COLUMNS)
+    assert {"reason", "gap_ids", "cost_internal_12m_usd", "team_id", "priority"} <= hidden
+    assert not hidden & set(read.columns)
+    assert read["Name"].iloc[0] == "'" + PAYLOADS[0]
+    assert all(re.fullmatch(r"\d+\.\d{1,2}|\d+", v) for v in read["Risk score"])
+    assert all(re.fullmatch(r"-?\d+(\.\d{1,2})?", v) for v in read["Cost 12 mo, $"] if v)
+    since = pd.to_datetime(shown["subgroup_since"]).dt.strftime("%Y-%m").fillna("")
+    assert read["In subgroup since"].tolist() == since.tolist() and any(since)
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}|", v) for v in read["HbA1c date"])
+    assert "None" not in read.to_numpy() and "nan" not in read.to_numpy() and "NaT" not in read.to_numpy()
