@@ -47,13 +47,14 @@ imports only, and an import that writes them marks ``*`` (everything). Above
 :data:`MAX_TOUCHED_SHARE` of the network's patients a full derive is the quicker one.
 """
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import ARRAY, Engine, String, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import ARRAY, Engine, String, bindparam, delete, func, select, true, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.store.db import begin_interactive, inserted_rows, refresh_statistics
@@ -91,11 +92,14 @@ def mark_touched(conn, patient_ids: Iterable[str], pending: str, from_month: dat
     the earliest of the marks not derived yet (:func:`mark_from_month`)."""
     ids = sorted({str(p) for p in patient_ids})
     mark_from_month(conn, from_month)
-    if ids and conn.dialect.name == "postgresql":  # one array, not a statement a row (87,000 patients: 0.9 s)
-        rows = select(func.unnest(bindparam("ids", ids, type_=ARRAY(String))))
+    if ids:
+        # one bound value, not a statement a row: PostgreSQL unnests an array (87,000 patients:
+        # 0.9 s less), SQLite reads a JSON array (100,000: 0.18-0.23 s against 0.49-0.85 s)
+        if conn.dialect.name == "postgresql":
+            rows = select(func.unnest(bindparam("ids", ids, type_=ARRAY(String))))
+        else:  # (the WHERE: SQLite reads ON CONFLICT after a bare FROM as a join's constraint)
+            rows = select(func.json_each(json.dumps(ids)).table_valued("value").c.value).where(true())
         conn.execute(_insert_ignore(conn, DeriveTouched.__table__).from_select(["patient_id"], rows))
-    elif ids:
-        conn.execute(_insert_ignore(conn, DeriveTouched.__table__), [{"patient_id": p} for p in ids])
     conn.execute(
         _insert_ignore(conn, AppSetting.__table__), [{"key": DERIVE_PENDING_KEY, "value": pending, "updated_at": utc_now()}]
     )

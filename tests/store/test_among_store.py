@@ -1,7 +1,7 @@
 """``among`` (core.store.queries): a long ``IN`` list as one bound parameter (a JSON array on
 SQLite, ``= ANY(array)`` on PostgreSQL) selects exactly the rows a plain ``IN`` selects: a chunk
 of 10,000 ids, ids that match nothing, one id, an empty list. And ``mark_touched``, which writes its
-patients as one array on PostgreSQL."""
+patients as one bound value (an array on PostgreSQL, a JSON array on SQLite)."""
 
 from datetime import date
 
@@ -54,5 +54,9 @@ def test_touched_patients_are_marked_once_each(store_engine):
         mark_touched(conn, ids[:3_000], "1")
         mark_touched(conn, ids[2_000:], "2")  # 1,000 again: kept once
     assert touched_patients(store_engine) == ids
+    odd = ['P"quoted', "P\\back", "Pé", "007", "P 1"]  # written as the text they are (a JSON array on SQLite)
+    with store_engine.begin() as conn:
+        mark_touched(conn, [*odd, ids[0]], "3")
+    assert touched_patients(store_engine) == sorted([*ids, *odd])
     with store_engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(DeriveTouched)).scalar_one() == 5_000
+        assert conn.execute(select(func.count()).select_from(DeriveTouched)).scalar_one() == 5_005
