@@ -110,7 +110,9 @@ if event.selection.rows:
     st.session_state["worklist_back"] = {"team": team["team_id"], "month": f"{month:%Y-%m}", "subgroup": subgroup or "all"}
     st.switch_page("pages/patient.py", query_params={"patient": shown.iloc[event.selection.rows[0]]["patient_id"]})
 st.caption("Select a row to open the patient.")
-st.download_button("Download CSV", audited_file(scope, team["team_id"], f"worklist csv {month:%Y-%m}", lambda: worklist_csv(shown)),
+# the audit event says which list and how many patients left in the file (a search or filter narrows it)
+exported = f"worklist csv {month:%Y-%m} {subgroup or 'all'}: {len(shown):,} of {len(worklist):,} patients"
+st.download_button("Download CSV", audited_file(scope, team["team_id"], exported, lambda: worklist_csv(shown)),
                    file_name=f"worklist_{team['team_id']}_{month:%Y-%m}.csv", mime="text/csv", on_click="ignore",
                    help="The rows and columns of the list above, under its headings")  # fmt: skip
 

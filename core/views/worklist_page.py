@@ -5,7 +5,11 @@ gaps (:func:`team_care_gaps`) and the follow-ups of its discharges and ED visits
 (:func:`team_transitions`). The three are independent, and much of each is the database's work,
 during which Python's lock is free, so they run in three threads of their own, each on its own
 connection from the engine's pool. A 9,552-patient list of the 100,000-patient network on SQLite
-took 2.2-3.2 s one after the other and 1.7-2.2 s side by side (BENCHMARKS.md).
+took 2.2-3.2 s one after the other and 1.7-2.2 s side by side (BENCHMARKS.md). On a machine where
+handing that lock between threads is dear, SQLite's rows are fetched no quicker side by side
+than one after the other (2.3-3.0 s for 9,864 patients; BENCHMARKS.md, 7 December, 21:28).
+
+Also the grid's columns and labels (:data:`GRID_COLUMNS`) and its CSV (:func:`worklist_csv`).
 """
 
 from concurrent.futures import ThreadPoolExecutor

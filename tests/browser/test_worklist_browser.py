@@ -61,4 +61,5 @@ def test_worklist_csv_is_made_on_click_and_audited_and_tables_offer_no_download(
     assert header == list(GRID_COLUMNS.values())  # the grid's columns under its headings, nothing it leaves out
     events = search_events(engine, action="export")
     assert len(events) == before + 1 and events["user_key"].iloc[0] == "demo-clinician"
+    assert re.fullmatch(r"worklist csv \d{4}-\d{2} \w+: ([\d,]+) of \1 patients", events["detail"].iloc[0])  # which list, how many
     engine.dispose()
