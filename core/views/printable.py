@@ -11,12 +11,14 @@ spreadsheet number format and its text on paper. Every file goes through core/ac
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import logging
 import re
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -365,6 +367,8 @@ def _column_widths(frame: pd.DataFrame, width: float, numeric: list[bool]) -> li
 # --- charts -------------------------------------------------------------------------------
 
 _KALEIDO = threading.Lock()  # one Chromium session at a time (kaleido's sync server is process-wide)
+RENDERED_MAX = 64  # images kept (a review pack's PNG about 70 KB)
+_RENDERED: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (sha256 of the figure's JSON, format) -> image; under _KALEIDO
 
 
 def print_figure(fig, title: str = ""):
@@ -418,26 +422,43 @@ def _pad_ranges(fig) -> None:
 def render_figures(figures: dict, fmt: str = "png") -> dict[str, bytes]:
     """Each figure (title -> plotly figure, already :func:`print_figure`-styled or not) as a static
     image: ``png`` (scale 2, for PDF) or ``svg`` (for HTML). Kaleido drives Chromium (one session
-    for all figures, about 1 s a figure on this machine); when it cannot start the result is empty
-    and the pack is made without charts (the reason is logged)."""
+    for the figures not drawn yet, about 5 s for a review pack's four on this machine); when it
+    cannot start the result is empty and the pack is made without charts (the reason is logged).
+
+    Images are kept by the figure's content and format (:data:`RENDERED_MAX` of them, the least
+    recently used dropped first): the same pack clicked again, in another paper size or by another
+    user of the team, draws nothing. Only a figure with the same data and styling gives the same
+    key, so a kept image goes to no one who did not make that figure."""
     if not figures:
         return {}
     import kaleido
     import plotly.io as pio
 
     styled = {name: print_figure(fig) for name, fig in figures.items()}
+    keys = {name: (hashlib.sha256(fig.to_json().encode()).hexdigest(), fmt) for name, fig in styled.items()}
     with _KALEIDO, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            kaleido.start_sync_server(silence_warnings=True)
+        missing = {name: fig for name, fig in styled.items() if keys[name] not in _RENDERED}
+        if missing:
             try:
-                return {name: pio.to_image(fig, format=fmt, width=CHART_WIDTH, height=CHART_HEIGHT, scale=2 if fmt == "png" else 1)
-                        for name, fig in styled.items()}  # fmt: skip
-            finally:
-                kaleido.stop_sync_server(silence_warnings=True)
-        except Exception as exc:  # no Chromium, a crashed browser: the pack goes out without charts
-            log.warning("charts not drawn for a pack: %s", exc)
-            return {}
+                kaleido.start_sync_server(silence_warnings=True)
+                try:
+                    drawn = {name: pio.to_image(fig, format=fmt, width=CHART_WIDTH, height=CHART_HEIGHT, scale=2 if fmt == "png" else 1)
+                             for name, fig in missing.items()}  # fmt: skip
+                finally:
+                    kaleido.stop_sync_server(silence_warnings=True)
+            except Exception as exc:  # no Chromium, a crashed browser: the pack goes out without charts
+                log.warning("charts not drawn for a pack: %s", exc)
+                return {}
+            for name, image in drawn.items():
+                _RENDERED[keys[name]] = image
+        images = {}
+        for name in styled:
+            _RENDERED.move_to_end(keys[name])
+            images[name] = _RENDERED[keys[name]]
+        while len(_RENDERED) > RENDERED_MAX:
+            _RENDERED.popitem(last=False)
+        return images
 
 
 NO_CHARTS = "charts could not be drawn (no browser for static images)"

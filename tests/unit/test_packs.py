@@ -5,6 +5,7 @@ test per pack only."""
 
 import io
 import re
+from collections import OrderedDict
 
 import openpyxl
 import pandas as pd
@@ -14,7 +15,7 @@ from pypdf import PdfReader
 from core.access.exports import export_xlsx
 from core.derive.costs import COST_TOTAL
 from core.store.queries import months_available
-from core.views import executive_pack, review, review_log, review_pack
+from core.views import executive_pack, printable, review, review_log, review_pack
 from core.views.format import csv_export
 from core.views.printable import PackTable, pack_pdf, print_figure, shown_text, table_csv, tables_xlsx
 
@@ -214,5 +215,43 @@ def test_a_pack_without_a_browser_goes_out_without_charts_and_says_so(review_dat
         raise RuntimeError("no Chromium")
 
     monkeypatch.setattr(kaleido, "start_sync_server", no_browser)
+    monkeypatch.setattr(printable, "_RENDERED", OrderedDict())  # none kept from an earlier pack in this process
     reader, text = _pdf(review_pack.review_pack_pdf(review_data, log, LABELS, "Riverside"))
     assert sum(len(p.images) for p in reader.pages) == 0 and "charts could not be drawn" in text
+
+
+def test_a_chart_drawn_once_is_kept_for_the_next_pack(monkeypatch):
+    """Kaleido starts Chromium for each pack (about 5 s for a review pack's four charts): a figure
+    already drawn in that format is not drawn again; another figure, another format or a failed
+    drawing is. At most RENDERED_MAX images are kept, the least recently used dropped first."""
+    import kaleido
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    drawn, sessions = [], []
+    monkeypatch.setattr(kaleido, "start_sync_server", lambda **_: sessions.append(1))
+    monkeypatch.setattr(kaleido, "stop_sync_server", lambda **_: None)
+    monkeypatch.setattr(pio, "to_image", lambda fig, format, **_: drawn.append(fig.data[0].y[-1]) or f"{format}:{fig.data[0].y[-1]}".encode())
+    monkeypatch.setattr(printable, "_RENDERED", OrderedDict())
+    monkeypatch.setattr(printable, "RENDERED_MAX", 3)
+
+    def figure(last: int):
+        return go.Figure(go.Scatter(x=[1, 2], y=[0, last], mode="lines"))
+
+    first = printable.render_figures({"a": figure(1), "b": figure(2)}, "png")
+    assert first == {"a": b"png:1", "b": b"png:2"} and drawn == [1, 2] and len(sessions) == 1
+    assert printable.render_figures({"a": figure(1), "b": figure(2)}, "png") == first and drawn == [1, 2]  # kept: no browser
+    assert len(sessions) == 1
+    assert printable.render_figures({"b": figure(2), "c": figure(3)}, "png") == {"b": b"png:2", "c": b"png:3"}
+    assert drawn == [1, 2, 3]  # only the new one drawn
+    assert printable.render_figures({"a": figure(1)}, "svg") == {"a": b"svg:1"} and drawn == [1, 2, 3, 1]  # another format
+    assert len(printable._RENDERED) == 3  # a png dropped: the least recently used, a's
+    assert printable.render_figures({"a": figure(1)}, "png") == {"a": b"png:1"} and drawn[-1] == 1  # b's png dropped now
+
+    def broken(**_):
+        raise RuntimeError("no Chromium")
+
+    monkeypatch.setattr(kaleido, "start_sync_server", broken)
+    assert printable.render_figures({"d": figure(4)}, "png") == {}  # the pack goes out without charts
+    assert printable.render_figures({"c": figure(3)}, "png") == {"c": b"png:3"}  # a kept one still comes
+    assert printable.render_figures({"b": figure(2)}, "png") == {}  # a dropped one is drawn again: it cannot be
