@@ -165,7 +165,15 @@ def readable_codes(series: pd.Series, codes: Mapping[str, str]) -> pd.Series:
             return label_from_name(value, {})
         return value
 
-    return series.map(one) if series.dtype == object or pd.api.types.is_string_dtype(series) else series
+    if series.dtype == object:
+        return series.map(one)
+    if pd.api.types.is_string_dtype(series):  # text and missing only: each distinct text looked up once
+        return series.map({text: one(text) for text in series.dropna().unique()})
+    return series
+
+
+def _is_blank_word(value) -> bool:
+    return isinstance(value, str) and value.strip().lower() in ("none", "nan")
 
 
 def readable(frame: pd.DataFrame, extra: Mapping[str, Mapping[str, str]] | None = None) -> pd.DataFrame:
@@ -178,8 +186,10 @@ def readable(frame: pd.DataFrame, extra: Mapping[str, Mapping[str, str]] | None 
         spec = column_spec(col, out[col].dtype, catalogue)
         if spec.vocabulary:
             out[col] = readable_codes(out[col], vocabulary(spec.vocabulary, extra))
-        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(lambda v: None if isinstance(v, str) and v.strip().lower() in ("none", "nan") else v)
+        if out[col].dtype == object:
+            out[col] = out[col].map(lambda v: None if _is_blank_word(v) else v)
+        elif pd.api.types.is_string_dtype(out[col]) and any(_is_blank_word(v) for v in out[col].dropna().unique()):
+            out[col] = out[col].map(lambda v: None if _is_blank_word(v) else v)  # (a text column without them is left as it is)
     return out
 
 

@@ -48,3 +48,17 @@ def test_a_bad_kind_is_an_error_of_the_file(tmp_path):
     path.write_text('[columns]\nx = { label = "X", kind = "fancy" }\n', encoding="utf-8")
     with pytest.raises(ValueError, match="unknown kind"):
         load_columns(path)
+
+
+def test_text_columns_read_the_same_whatever_their_dtype():
+    """A text column is looked up once per distinct value, an object column cell by cell: both
+    give each cell its label, empty "None" and "nan" text, and keep missing cells missing."""
+    values = ["complex", None, "nan", " None ", "odd_code", "suppressed", "complex"] * 3
+    extra = {"subgroups": {"complex": "Complex needs"}}
+    words = ["Complex needs", None, None, None, "Odd code", "suppressed", "Complex needs"] * 3
+    for dtype in ("str", object):
+        shown = readable(pd.DataFrame({"subgroup": pd.Series(values, dtype=dtype), "note": pd.Series(values, dtype=dtype)}), extra)
+        assert [None if pd.isna(v) else v for v in shown["subgroup"]] == words, dtype
+        assert [None if pd.isna(v) else v for v in shown["note"]] == [None if v in (None, "nan", " None ") else v for v in values]
+    plain = pd.DataFrame({"note": pd.Series(["kept", None] * 5, dtype="str")})
+    pd.testing.assert_frame_equal(readable(plain), plain)  # a text column without them is left as it is
