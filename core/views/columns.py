@@ -186,10 +186,10 @@ def readable(frame: pd.DataFrame, extra: Mapping[str, Mapping[str, str]] | None 
         spec = column_spec(col, out[col].dtype, catalogue)
         if spec.vocabulary:
             out[col] = readable_codes(out[col], vocabulary(spec.vocabulary, extra))
-        if out[col].dtype == object:
-            out[col] = out[col].map(lambda v: None if _is_blank_word(v) else v)
-        elif pd.api.types.is_string_dtype(out[col]) and any(_is_blank_word(v) for v in out[col].dropna().unique()):
-            out[col] = out[col].map(lambda v: None if _is_blank_word(v) else v)  # (a text column without them is left as it is)
+        # an object column cell by cell; a text column only when a distinct text of it is a blank word
+        values = out[col]
+        if values.dtype == object or (pd.api.types.is_string_dtype(values) and any(map(_is_blank_word, values.dropna().unique()))):
+            out[col] = values.map(lambda v: None if _is_blank_word(v) else v)
     return out
 
 
