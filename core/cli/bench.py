@@ -8,7 +8,9 @@ interpreter and the imported libraries, about 150-250 MB) or, when the step runs
 processes (cells), the peak of the sum over the child and its workers sampled from /proc every
 0.2 s, whichever is larger. Times are wall-clock seconds; each step also reports its CPU seconds
 (user + system of the child and its workers, not of the database server), a steadier figure
-when other jobs share the machine.
+when other jobs share the machine. The report also gives the machine's speed at the run's start
+and end (:func:`machine_speed`: a Python loop, SQLite key searches, a synced write), by which runs
+of other hours and machines compare.
 
 Latencies are the median (p50), the 95th percentile (p95, nearest rank) and the slowest (max) of
 ``reps`` repetitions after one warm-up call; the database file or server is warm (no cache drop).
@@ -42,6 +44,7 @@ import pandas as pd
 from core.store.months import window_months
 
 REPS = 20
+BASELINE_REPS = 3  # calls of the naive baseline
 WORKLIST_PATIENTS = 2_500
 STEPS = ("generate", "import", "assign", "activity", "cells", "queries", "baseline", "pages", "new_month")
 
@@ -794,9 +797,75 @@ def machine() -> dict:
             "sqlalchemy": sqlalchemy.__version__, **{name: _version(name) for name in ("streamlit", "psycopg")}, "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+SPEED_LOOP = 20_000_000  # additions of the Python loop of :func:`machine_speed`
+SPEED_KEYS, SPEED_SEARCHES = 100_000, 200_000  # its SQLite table's rows and the key searches in it
+SPEED_WRITE_MIB = 256  # MiB it writes and syncs to the benchmark's folder
+
+
+def machine_speed(folder: Path) -> dict:
+    """How quick the machine is at this moment, by three fixed tasks timed at the start and the end
+    of a run, so that runs of other hours and machines compare: this 2-core machine has been 2.5x
+    slower from one hour to the next (BENCHMARKS.md), which the load average alone does not show.
+
+    - ``python_loop_s``: a Python loop of :data:`SPEED_LOOP` additions at a module's top level
+      (one core, the interpreter: what pandas glue, the import's checks and the pages' Python
+      spend; 2.0-3.5 s on the machines of 6-8 December);
+    - ``sqlite_searches_s``: :data:`SPEED_SEARCHES` searches by text key of a
+      :data:`SPEED_KEYS`-row SQLite table in memory, the keys read from one JSON array as the
+      pages' reads take their members (one core, B-tree searches);
+    - ``write_mb_s``: :data:`SPEED_WRITE_MIB` MiB written to ``folder`` and synced to its disk.
+    """
+    import sqlite3
+
+    # at a module's top level, as `python -c` runs it: the loop earlier sections timed by hand
+    loop = compile(f"total = 0\nfor i in range({SPEED_LOOP}):\n    total += i\n", "<speed>", "exec")
+    start = time.perf_counter()
+    exec(loop, {})  # noqa: S102 (our own constant code)
+    loop_s = time.perf_counter() - start
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v REAL)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", ((f"P{i:07d}", float(i)) for i in range(SPEED_KEYS)))
+    keys = json.dumps([f"P{(i * 7919) % SPEED_KEYS:07d}" for i in range(SPEED_SEARCHES)])
+    start = time.perf_counter()
+    conn.execute("SELECT count(*), sum(v) FROM json_each(?) AS j JOIN t ON t.k = j.value", (keys,)).fetchone()
+    searches_s = time.perf_counter() - start
+    conn.close()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".speed-{os.getpid()}"
+    chunk = os.urandom(8 << 20)
+    try:
+        start = time.perf_counter()
+        with open(path, "wb") as f:
+            for _ in range(SPEED_WRITE_MIB // 8):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        write_s = time.perf_counter() - start
+    finally:
+        path.unlink(missing_ok=True)
+    return {"python_loop_s": round(loop_s, 2), "sqlite_searches_s": round(searches_s, 3),
+            "write_mb_s": round(SPEED_WRITE_MIB * 1.048576 / write_s)}  # fmt: skip
+
+
+def speed_text(report: dict) -> str | None:
+    """The machine's speed at the run's start and end (:func:`machine_speed`) in words, or None."""
+    start, end = report["machine"].get("speed"), report["machine"].get("speed_end")
+    if not start:
+        return None
+
+    def both(key: str, fmt: str) -> str:
+        return f"{start[key]:{fmt}}" + (f" / {end[key]:{fmt}}" if end else "")
+
+    return (f"machine speed at the start{' / end' if end else ''}: a Python loop of {SPEED_LOOP / 1e6:g} M additions "
+            f"{both('python_loop_s', '.2f')} s; {SPEED_SEARCHES:,} SQLite key searches {both('sqlite_searches_s', '.3f')} s; "
+            f"{SPEED_WRITE_MIB} MiB written and synced at {both('write_mb_s', ',')} MB/s")  # fmt: skip
+
+
 def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: bool = False, seed: int = 42,
               end_month: str | None = None, reps: int = REPS, steps: tuple[str, ...] = STEPS,
-              baseline_reps: int = 3, progress=lambda _text: None, engines: tuple[str, ...] = (),
+              baseline_reps: int = BASELINE_REPS, progress=lambda _text: None, engines: tuple[str, ...] = (),
               month_reps: int = MONTH_REPS) -> dict:
     """Run the benchmark steps; returns a report dict (see :func:`format_report`).
 
@@ -811,7 +880,7 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
     args = {"patients": patients, "months": months, "seed": seed, "end_month": end_month, "bundle": str(out / "bundle"),
             "database_url": database_url, "reps": reps, "baseline_reps": baseline_reps, "month_reps": month_reps}
     report: dict = {"patients": patients, "months": months, "database": database_url.split("://")[0],
-                    "machine": machine(), "steps": {}}
+                    "machine": {**machine(), "speed": machine_speed(out)}, "steps": {}}
     if "generate" in steps:
         if reuse and (out / "bundle" / "patients.csv").exists():
             report["steps"]["generate"] = {"reused": True}
@@ -854,13 +923,15 @@ def run_bench(patients: int, months: int, database_url: str, out: Path, reuse: b
             report["steps"][name] = run_step(name, args)
             progress(f"{name}: " + json.dumps(report["steps"][name], default=str))  # kept if a later step fails
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["speed_end"] = machine_speed(out)
     return report
 
 
 def format_report(report: dict) -> str:
     """The report as a readable text table."""
     lines = [f"benchmark: {report['patients']:,} patients x {report['months']} months on {report['database']}",
-             "machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()), "",
+             "machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items() if k not in ("speed", "speed_end")),
+             *filter(None, [speed_text(report)]), "",
              f"{'step':52s} {'seconds':>9s} {'CPU s':>9s} {'peak MB':>9s}  notes"]
     steps = report["steps"]
     for name in STEPS:

@@ -484,6 +484,8 @@ def _print_aco_year(engine, month, args, settings, preset) -> int:
 
 
 def _args_bench(p: argparse.ArgumentParser) -> None:
+    from core.cli.bench import BASELINE_REPS, MONTH_REPS, REPS
+
     p.add_argument("--patients", type=int, default=None, help="default 100,000; 5,000 (the sample network) with --pages")
     p.add_argument("--pages", action="store_true",
                    help="click speed only: every page's first render and every widget change, server-side, on the network "
@@ -493,10 +495,11 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end-month", default=None, help="YYYY-MM of the last month (default: last complete month)")
     p.add_argument("--out", type=Path, default=Path("data/bench"), help="folder for the bundle (DIR/bundle)")
     p.add_argument("--reuse", action="store_true", help="keep an existing bundle and an already imported database")
-    p.add_argument("--reps", type=int, default=20, help="repetitions per query latency")
-    p.add_argument("--baseline-reps", type=int, default=3, help="repetitions of the naive baseline")
-    p.add_argument("--month-reps", type=int, default=3,
-                   help="runs of the new month (new_month), each on the store as the full pipeline left it; the median counts")
+    p.add_argument("--reps", type=int, default=REPS, help="repetitions per query latency (default %(default)s)")
+    p.add_argument("--baseline-reps", type=int, default=BASELINE_REPS, help="repetitions of the naive baseline (default %(default)s)")
+    p.add_argument("--month-reps", type=int, default=MONTH_REPS,
+                   help="runs of the new month (new_month), each on the store as the full pipeline left it; the median counts "
+                        "(default %(default)s)")
     p.add_argument("--steps", default=None, help="comma-separated subset of generate,import,assign,activity,cells,queries,baseline,pages,new_month "
                         "(default: all of them), or override (a subgroup override set and lifted for one patient of every team)")
     p.add_argument("--engines", default=None,

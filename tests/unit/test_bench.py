@@ -90,6 +90,7 @@ def test_each_step_result_is_said_as_it_ends_so_a_later_failure_keeps_it(monkeyp
 
     said = []
     monkeypatch.setattr(bench, "run_step", fake_step)
+    monkeypatch.setattr(bench, "machine_speed", lambda folder: {})
     with pytest.raises(RuntimeError):
         bench.run_bench(10, 2, "sqlite://", tmp_path, steps=("assign", "cells", "pages"), progress=said.append)
     done = {text.split(": ", 1)[0]: json.loads(text.split(": ", 1)[1]) for text in said if ": " in text}
@@ -112,3 +113,30 @@ def test_new_month_table_lists_every_run_and_counts_the_median():
     assert lines[-1].startswith("ratio: 14.5% wall (median of 3 runs: 15.5%, 14.5%, 14.0%)") and "met in wall time" in lines[-1]
     one = format_new_month({"months": 25, "new_month": "2026-11", "before": before, "after": runs[0], "ratio": 0.155, "cpu_ratio": 0.155})
     assert any(line.startswith("the new month ") for line in one) and "median" not in one[-1] and "NOT met" in one[-1]
+
+
+def test_machine_speed_times_three_tasks_and_the_report_gives_them_at_start_and_end(monkeypatch, tmp_path):
+    """BENCHMARKS.md compares runs of hours when this machine was 2.5x slower: each run says how
+    quick the machine was at its start and end, by the same three tasks."""
+    from core.cli import bench
+
+    for name, value in (("SPEED_LOOP", 100_000), ("SPEED_KEYS", 1_000), ("SPEED_SEARCHES", 5_000), ("SPEED_WRITE_MIB", 8)):
+        monkeypatch.setattr(bench, name, value)
+    speed = bench.machine_speed(tmp_path / "out")
+    assert set(speed) == {"python_loop_s", "sqlite_searches_s", "write_mb_s"} and all(v > 0 for v in speed.values())
+    assert list((tmp_path / "out").iterdir()) == []  # the written file is gone
+
+    calls = []
+    monkeypatch.setattr(bench, "machine_speed", lambda folder: calls.append(folder) or {**speed, "python_loop_s": len(calls)})
+    report = bench.run_bench(10, 2, "sqlite://", tmp_path / "run", steps=())
+    assert calls == [tmp_path / "run"] * 2  # at the start and at the end, on the benchmark's folder
+    assert report["machine"]["speed"]["python_loop_s"] == 1 and report["machine"]["speed_end"]["python_loop_s"] == 2
+    text = bench.format_report(report).splitlines()
+    assert "speed" not in text[1] and text[2] == (
+        f"machine speed at the start / end: a Python loop of 0.1 M additions 1.00 / 2.00 s; 5,000 SQLite key searches "
+        f"{speed['sqlite_searches_s']:.3f} / {speed['sqlite_searches_s']:.3f} s; 8 MiB written and synced at "
+        f"{speed['write_mb_s']:,} / {speed['write_mb_s']:,} MB/s"
+    )
+    # a report of before this check (BENCHMARKS.md's earlier runs) reads as before
+    assert bench.speed_text({"machine": {"cpus": 2}}) is None
+    assert bench.format_report({"patients": 10, "months": 2, "database": "sqlite", "machine": {"cpus": 2}, "steps": {}}).splitlines()[2] == ""
