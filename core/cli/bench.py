@@ -28,6 +28,7 @@ path (build_scorecard + cost_pmpm_from_cells on cells) for the same selection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -813,7 +814,8 @@ def machine_speed(folder: Path) -> dict:
     - ``sqlite_searches_s``: :data:`SPEED_SEARCHES` searches by text key of a
       :data:`SPEED_KEYS`-row SQLite table in memory, the keys read from one JSON array as the
       pages' reads take their members (one core, B-tree searches);
-    - ``write_mb_s``: :data:`SPEED_WRITE_MIB` MiB written to ``folder`` and synced to its disk.
+    - ``write_mb_s``: :data:`SPEED_WRITE_MIB` MiB written to ``folder`` and synced to its disk
+      (None when the disk refuses them).
     """
     import sqlite3
 
@@ -832,21 +834,23 @@ def machine_speed(folder: Path) -> dict:
     searches_s = time.perf_counter() - start
     conn.close()
 
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".speed-{os.getpid()}"
     chunk = os.urandom(8 << 20)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         with open(path, "wb") as f:
             for _ in range(SPEED_WRITE_MIB // 8):
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        write_s = time.perf_counter() - start
+        write_mb_s = round(SPEED_WRITE_MIB * 1.048576 / (time.perf_counter() - start))
+    except OSError:  # a full or read-only disk: the run's own steps say what they can
+        write_mb_s = None
     finally:
-        path.unlink(missing_ok=True)
-    return {"python_loop_s": round(loop_s, 2), "sqlite_searches_s": round(searches_s, 3),
-            "write_mb_s": round(SPEED_WRITE_MIB * 1.048576 / write_s)}  # fmt: skip
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    return {"python_loop_s": round(loop_s, 2), "sqlite_searches_s": round(searches_s, 3), "write_mb_s": write_mb_s}
 
 
 def speed_text(report: dict) -> str | None:
@@ -856,7 +860,7 @@ def speed_text(report: dict) -> str | None:
         return None
 
     def both(key: str, fmt: str) -> str:
-        return f"{start[key]:{fmt}}" + (f" / {end[key]:{fmt}}" if end else "")
+        return " / ".join("-" if run[key] is None else f"{run[key]:{fmt}}" for run in (start, end) if run)
 
     return (f"machine speed at the start{' / end' if end else ''}: a Python loop of {SPEED_LOOP / 1e6:g} M additions "
             f"{both('python_loop_s', '.2f')} s; {SPEED_SEARCHES:,} SQLite key searches {both('sqlite_searches_s', '.3f')} s; "

@@ -126,7 +126,7 @@ def test_machine_speed_times_three_tasks_and_the_report_gives_them_at_start_and_
     assert set(speed) == {"python_loop_s", "sqlite_searches_s", "write_mb_s"} and all(v > 0 for v in speed.values())
     assert list((tmp_path / "out").iterdir()) == []  # the written file is gone
 
-    calls = []
+    calls, measure = [], bench.machine_speed
     monkeypatch.setattr(bench, "machine_speed", lambda folder: calls.append(folder) or {**speed, "python_loop_s": len(calls)})
     report = bench.run_bench(10, 2, "sqlite://", tmp_path / "run", steps=())
     assert calls == [tmp_path / "run"] * 2  # at the start and at the end, on the benchmark's folder
@@ -137,6 +137,11 @@ def test_machine_speed_times_three_tasks_and_the_report_gives_them_at_start_and_
         f"{speed['sqlite_searches_s']:.3f} / {speed['sqlite_searches_s']:.3f} s; 8 MiB written and synced at "
         f"{speed['write_mb_s']:,} / {speed['write_mb_s']:,} MB/s"
     )
+    # a disk that refuses the write leaves that figure out, not the run
+    (tmp_path / "file").write_text("")
+    refused = measure(tmp_path / "file" / "out")  # a folder inside a file: NotADirectoryError
+    assert refused["write_mb_s"] is None and refused["python_loop_s"] > 0
+    assert bench.speed_text({"machine": {"speed": refused}}).endswith("8 MiB written and synced at - MB/s")
     # a report of before this check (BENCHMARKS.md's earlier runs) reads as before
     assert bench.speed_text({"machine": {"cpus": 2}}) is None
     assert bench.format_report({"patients": 10, "months": 2, "database": "sqlite", "machine": {"cpus": 2}, "steps": {}}).splitlines()[2] == ""
