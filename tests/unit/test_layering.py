@@ -35,9 +35,9 @@ def test_only_the_import_stage_uses_adbc_sqlite(path):
     """ADBC's SQLite driver carries its own copy of SQLite. Two copies in one process do not see
     each other's locks: a WAL store read by one while the other wrote it gave the reader 1 of 20
     committed rows, and in the dashboard the next write failed with "disk I/O error"
-    (BENCHMARKS.md, 8 December). The import's
-    stage writes its own scratch files with it (core/ingest/loader.py, ``_Stage``, whose test
-    checks the paths it opens); nothing else may, the store least of all."""
+    (BENCHMARKS.md, 8 December). The import's stage writes its own scratch files with it
+    (core/ingest/loader.py, ``_Stage``, whose test checks the paths it opens); nothing else may,
+    the store least of all."""
     uses = {"adbc_driver_sqlite", "adbc_driver_manager"} & _imported(path)
     assert not uses or path == CORE / "ingest" / "loader.py", uses
 
